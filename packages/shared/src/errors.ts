@@ -1,0 +1,127 @@
+/**
+ * One error hierarchy for every runtime. Users match on `code` (stable, `RV_ERR_…`), never on
+ * the message or the class name, which may change. Modelled on undici's lib/core/errors.js.
+ */
+export class RingvisorError extends Error {
+  readonly code: string = 'RV_ERR_GENERIC';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+  toJSON(): { name: string; code: string; message: string } {
+    return { name: this.name, code: this.code, message: this.message };
+  }
+}
+
+/** A caller passed a value outside the documented range (a programming or config mistake). */
+export class InvalidArgumentError extends RingvisorError {
+  override readonly code = 'RV_ERR_INVALID_ARG';
+}
+
+/** A cluster or CLI configuration is malformed; the message says what and how to fix it. */
+export class ConfigError extends RingvisorError {
+  override readonly code = 'RV_ERR_CONFIG';
+}
+
+/** A producer tried to push more entries than the ring has free slots. */
+export class RingFullError extends RingvisorError {
+  override readonly code = 'RV_ERR_RING_FULL';
+}
+
+/** The other end of a ring published indices that cannot be honest (req_prod runs past the ring). */
+export class RogueRingError extends RingvisorError {
+  override readonly code = 'RV_ERR_RING_ROGUE';
+}
+
+/** A request read from a ring failed validation; it is answered with an error status, not thrown far. */
+export class MalformedRequestError extends RingvisorError {
+  override readonly code = 'RV_ERR_MALFORMED_REQUEST';
+}
+
+/** Grant-table operation failed; `status` is the Xen GNTST_* code. */
+export class GrantError extends RingvisorError {
+  override readonly code = 'RV_ERR_GRANT';
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Event-channel operation failed (bad port, wrong state, not allowed for this domain). */
+export class EventChannelError extends RingvisorError {
+  override readonly code = 'RV_ERR_EVTCHN';
+}
+
+/** Store operation failed; `errno` is the xenstore-style error name (ENOENT, EACCES, EAGAIN …). */
+export class StoreError extends RingvisorError {
+  override readonly code = 'RV_ERR_STORE';
+  constructor(
+    message: string,
+    readonly errno: 'ENOENT' | 'EACCES' | 'EAGAIN' | 'EINVAL' | 'EEXIST' | 'E2BIG' | 'EQUOTA',
+  ) {
+    super(message);
+  }
+}
+
+/** A domain does not exist, or is not in a state that allows the operation. */
+export class DomainError extends RingvisorError {
+  override readonly code = 'RV_ERR_DOMAIN';
+}
+
+/** A (simulated) physical device failed an operation. */
+export class DeviceError extends RingvisorError {
+  override readonly code = 'RV_ERR_DEVICE';
+}
+
+/** A peer broke the wire protocol: malformed, oversized or out-of-protocol message. */
+export class ProtocolError extends RingvisorError {
+  override readonly code = 'RV_ERR_PROTOCOL';
+}
+
+/** A remote call or a wait did not finish in time. */
+export class TimeoutError extends RingvisorError {
+  override readonly code = 'RV_ERR_TIMEOUT';
+}
+
+/** The connection or runtime an operation needed has gone away. */
+export class ClosedError extends RingvisorError {
+  override readonly code = 'RV_ERR_CLOSED';
+}
+
+/** A remote error carried across a transport keeps its code. */
+export class RemoteError extends RingvisorError {
+  override readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export function isRingvisorError(e: unknown): e is RingvisorError {
+  return e instanceof RingvisorError;
+}
+
+/** Serialisable form of an error for crossing a transport. */
+export interface WireError {
+  code: string;
+  message: string;
+  status?: number;
+  errno?: string;
+}
+
+export function toWireError(e: unknown): WireError {
+  if (e instanceof GrantError) return { code: e.code, message: e.message, status: e.status };
+  if (e instanceof StoreError) return { code: e.code, message: e.message, errno: e.errno };
+  if (e instanceof RingvisorError) return { code: e.code, message: e.message };
+  if (e instanceof Error) return { code: 'RV_ERR_INTERNAL', message: e.message };
+  return { code: 'RV_ERR_INTERNAL', message: String(e) };
+}
+
+export function fromWireError(w: WireError): RingvisorError {
+  if (w.code === 'RV_ERR_GRANT' && typeof w.status === 'number') return new GrantError(w.message, w.status);
+  if (w.code === 'RV_ERR_STORE' && typeof w.errno === 'string')
+    return new StoreError(w.message, w.errno as StoreError['errno']);
+  return new RemoteError(w.code, w.message);
+}

@@ -1,0 +1,3 @@
+export * from './ring.js';
+export * from './blkif.js';
+export * from './netif.js';

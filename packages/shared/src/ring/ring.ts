@@ -1,0 +1,275 @@
+/**
+ * The shared I/O ring — Xen `public/io/ring.h` semantics and byte layout.
+ *
+ * One 4 KiB page, shared between a frontend (which produces requests and consumes responses)
+ * and a backend (which consumes requests and produces responses):
+ *
+ *   offset  size  field       written by   meaning
+ *   0       4     req_prod    frontend     requests published so far (free-running u32)
+ *   4       4     req_event   backend      "notify me when req_prod passes this"
+ *   8       4     rsp_prod    backend      responses published so far (free-running u32)
+ *   12      4     rsp_event   frontend     "notify me when rsp_prod passes this"
+ *   16      4     pvt pad     —            (netif/blkif private area, unused here)
+ *   20      44    pad         —
+ *   64      …     ring[n]     both         a union of request and response per slot
+ *
+ * n is the largest power of two such that 64 + n × max(sizeof req, sizeof rsp) ≤ 4096, and
+ * slots are indexed by `idx & (n - 1)`. Indices never wrap explicitly: u32 arithmetic makes
+ * `prod - cons` the number of outstanding entries even across 2^32.
+ *
+ * Private (unshared) state: front keeps `req_prod_pvt` (requests written but not yet published)
+ * and `rsp_cons`; back keeps `rsp_prod_pvt` and `req_cons`. A response overwrites the slot of a
+ * request already consumed, so the ring never holds more than n entries in total.
+ *
+ * Ordering. Index words are accessed with Atomics (sequentially consistent in the JS memory
+ * model), entries with plain DataView accesses. A plain write before an Atomics.store is visible
+ * to a thread whose Atomics.load observes that store — that is the write barrier (wmb) before
+ * publishing `*_prod` in ring.h, and the read barrier (rmb) after reading it.
+ *
+ * Notification suppression ("push and check notify"): after publishing prod `new` (old value
+ * `old`), the producer notifies only if the consumer's event index lies in (old, new], i.e.
+ * `(new - event) < (new - old)` in u32 arithmetic. The consumer, before sleeping, performs the
+ * *final check*: set `event = cons + 1`, then re-read prod; if work arrived in between it keeps
+ * going. Without the re-check a push landing between "ring is empty" and "set event" would
+ * never notify, and the consumer would sleep forever (the lost wake-up).
+ *
+ * Untrusted peers. A backend reads each request out of shared memory exactly once into a private
+ * copy and validates only that copy (a second read could see different bytes: XSA-155), treats
+ * `req_prod - rsp_prod_pvt > n` as a rogue frontend and stops the ring, and bounds each consume
+ * loop by n.
+ */
+import { InvalidArgumentError, RingFullError, RogueRingError } from '../errors.js';
+import { PAGE_SIZE } from '../memory/index.js';
+
+export const RING_HEADER_SIZE = 64;
+export const REQ_PROD = 0;
+export const REQ_EVENT = 1;
+export const RSP_PROD = 2;
+export const RSP_EVENT = 3;
+
+/** Encoding of one message kind into a ring slot. `decode` must read each byte at most once. */
+export interface EntryCodec<T> {
+  readonly size: number;
+  encode(view: DataView, offset: number, value: T): void;
+  decode(view: DataView, offset: number): T;
+}
+
+export interface RingProtocol<Req, Rsp> {
+  readonly name: string;
+  readonly request: EntryCodec<Req>;
+  readonly response: EntryCodec<Rsp>;
+}
+
+/** Number of slots on a page for a given entry size: the largest power of two that fits. */
+export function ringSize(entrySize: number, pageSize = PAGE_SIZE): number {
+  const fit = Math.floor((pageSize - RING_HEADER_SIZE) / entrySize);
+  if (fit < 1) throw new InvalidArgumentError(`entry of ${entrySize} bytes does not fit a ring page`);
+  return 2 ** Math.floor(Math.log2(fit));
+}
+
+export function slotSize<Req, Rsp>(protocol: RingProtocol<Req, Rsp>): number {
+  return Math.max(protocol.request.size, protocol.response.size);
+}
+
+/** The shared page: index words (as Int32 for Atomics) and the slot area. */
+export class RingPage {
+  readonly indices: Int32Array;
+  readonly view: DataView;
+  readonly bytes: Uint8Array;
+
+  constructor(page: Uint8Array) {
+    if (page.byteLength !== PAGE_SIZE) throw new InvalidArgumentError('a ring page is exactly 4096 bytes');
+    if (!(page.buffer instanceof SharedArrayBuffer)) throw new InvalidArgumentError('a ring page must be shared memory');
+    if (page.byteOffset % 4 !== 0) throw new InvalidArgumentError('a ring page must be 4-byte aligned');
+    this.bytes = page;
+    this.indices = new Int32Array(page.buffer, page.byteOffset, RING_HEADER_SIZE / 4);
+    this.view = new DataView(page.buffer, page.byteOffset, PAGE_SIZE);
+  }
+
+  load(word: number): number {
+    return Atomics.load(this.indices, word) >>> 0;
+  }
+  store(word: number, value: number): void {
+    Atomics.store(this.indices, word, value | 0);
+  }
+}
+
+/** SHARED_RING_INIT: both producers 0, both events 1 (the first push notifies). */
+export function initSharedRing(page: Uint8Array): void {
+  const p = new RingPage(page);
+  p.store(REQ_PROD, 0);
+  p.store(RSP_PROD, 0);
+  p.store(REQ_EVENT, 1);
+  p.store(RSP_EVENT, 1);
+  page.fill(0, 16, RING_HEADER_SIZE);
+}
+
+/** Counters every ring end keeps, so results can be explained. */
+export interface RingEndStats {
+  produced: number;
+  consumed: number;
+  notifies: number;
+  suppressed: number;
+}
+
+function newStats(): RingEndStats {
+  return { produced: 0, consumed: 0, notifies: 0, suppressed: 0 };
+}
+
+/** (new - event) < (new - old), all u32: was the consumer's event index passed by this push? */
+export function needsNotify(newProd: number, oldProd: number, event: number): boolean {
+  return ((newProd - event) >>> 0) < ((newProd - oldProd) >>> 0);
+}
+
+abstract class RingEnd<Req, Rsp> {
+  readonly page: RingPage;
+  readonly size: number;
+  readonly slot: number;
+  readonly stats: RingEndStats = newStats();
+
+  constructor(
+    page: Uint8Array,
+    readonly protocol: RingProtocol<Req, Rsp>,
+  ) {
+    this.page = new RingPage(page);
+    this.slot = slotSize(protocol);
+    this.size = ringSize(this.slot);
+  }
+
+  protected slotOffset(idx: number): number {
+    return RING_HEADER_SIZE + (idx & (this.size - 1)) * this.slot;
+  }
+
+  protected publish(prodWord: number, eventWord: number, newProd: number): boolean {
+    const old = this.page.load(prodWord);
+    this.page.store(prodWord, newProd); // wmb before this store is implied by Atomics ordering
+    const notify = needsNotify(newProd, old, this.page.load(eventWord));
+    if (notify) this.stats.notifies++;
+    else if (newProd !== old) this.stats.suppressed++;
+    return notify;
+  }
+}
+
+/** The frontend's end: produces requests, consumes responses. */
+export class FrontRing<Req, Rsp> extends RingEnd<Req, Rsp> {
+  reqProdPvt = 0;
+  rspCons = 0;
+
+  /** FRONT_RING_ATTACH: resume from whatever the shared page holds (used after reconnects). */
+  static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>): FrontRing<Req, Rsp> {
+    const r = new FrontRing(page, protocol);
+    r.reqProdPvt = r.page.load(REQ_PROD);
+    r.rspCons = r.page.load(RSP_PROD);
+    return r;
+  }
+
+  /** Slots the frontend may still fill: responses not yet consumed also occupy slots. */
+  freeRequests(): number {
+    return this.size - ((this.reqProdPvt - this.rspCons) >>> 0);
+  }
+
+  isFull(): boolean {
+    return this.freeRequests() === 0;
+  }
+
+  /** Write a request into the next private slot (not yet visible to the backend). */
+  putRequest(req: Req): void {
+    if (this.isFull()) throw new RingFullError(`${this.protocol.name} ring is full`);
+    this.protocol.request.encode(this.page.view, this.slotOffset(this.reqProdPvt), req);
+    this.reqProdPvt = (this.reqProdPvt + 1) >>> 0;
+  }
+
+  /** RING_PUSH_REQUESTS_AND_CHECK_NOTIFY: publish and say whether the backend must be kicked. */
+  pushRequests(): boolean {
+    const before = this.page.load(REQ_PROD);
+    this.stats.produced += (this.reqProdPvt - before) >>> 0;
+    return this.publish(REQ_PROD, REQ_EVENT, this.reqProdPvt);
+  }
+
+  /** Responses published and not yet consumed. */
+  unconsumedResponses(): number {
+    return (this.page.load(RSP_PROD) - this.rspCons) >>> 0;
+  }
+
+  /** Consume one response (copied out once). Returns undefined when none is published. */
+  takeResponse(): Rsp | undefined {
+    const prod = this.page.load(RSP_PROD);
+    if (prod === this.rspCons) return undefined;
+    // A backend that publishes more responses than requests outstanding is lying.
+    if (((prod - this.rspCons) >>> 0) > ((this.reqProdPvt - this.rspCons) >>> 0))
+      throw new RogueRingError(`${this.protocol.name}: rsp_prod ${prod} runs past requests ${this.reqProdPvt}`);
+    const rsp = this.protocol.response.decode(this.page.view, this.slotOffset(this.rspCons));
+    this.rspCons = (this.rspCons + 1) >>> 0;
+    this.stats.consumed++;
+    return rsp;
+  }
+
+  /** RING_FINAL_CHECK_FOR_RESPONSES: arm rsp_event, then re-check to close the lost wake-up race. */
+  finalCheckForResponses(): boolean {
+    if (this.unconsumedResponses() > 0) return true;
+    this.page.store(RSP_EVENT, (this.rspCons + 1) >>> 0);
+    return this.unconsumedResponses() > 0;
+  }
+}
+
+/** The backend's end: consumes requests, produces responses. Never trusts the frontend. */
+export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
+  rspProdPvt = 0;
+  reqCons = 0;
+  rogue = false;
+
+  static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>): BackRing<Req, Rsp> {
+    const r = new BackRing(page, protocol);
+    r.rspProdPvt = r.page.load(RSP_PROD);
+    r.reqCons = r.rspProdPvt;
+    return r;
+  }
+
+  /**
+   * Requests the backend may consume now. Throws RogueRingError (and marks the ring rogue) when
+   * the frontend's req_prod claims more outstanding requests than the ring can hold.
+   */
+  unconsumedRequests(): number {
+    if (this.rogue) return 0;
+    const prod = this.page.load(REQ_PROD);
+    if (((prod - this.rspProdPvt) >>> 0) > this.size) {
+      this.rogue = true;
+      throw new RogueRingError(
+        `${this.protocol.name}: req_prod ${prod} is ${(prod - this.rspProdPvt) >>> 0} ahead of rsp_prod ${this.rspProdPvt} (ring of ${this.size})`,
+      );
+    }
+    const reqs = (prod - this.reqCons) >>> 0;
+    const room = this.size - ((this.reqCons - this.rspProdPvt) >>> 0);
+    return Math.min(reqs, room);
+  }
+
+  /** Copy one request out of shared memory — the only read of those bytes — and advance req_cons. */
+  takeRequest(): Req | undefined {
+    if (this.unconsumedRequests() === 0) return undefined;
+    const req = this.protocol.request.decode(this.page.view, this.slotOffset(this.reqCons));
+    this.reqCons = (this.reqCons + 1) >>> 0;
+    this.stats.consumed++;
+    return req;
+  }
+
+  /** Responses queued privately may not outrun requests consumed. */
+  putResponse(rsp: Rsp): void {
+    if (this.rspProdPvt === this.reqCons) throw new RingFullError(`${this.protocol.name}: response without a consumed request`);
+    this.protocol.response.encode(this.page.view, this.slotOffset(this.rspProdPvt), rsp);
+    this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
+  }
+
+  /** RING_PUSH_RESPONSES_AND_CHECK_NOTIFY. */
+  pushResponses(): boolean {
+    const before = this.page.load(RSP_PROD);
+    this.stats.produced += (this.rspProdPvt - before) >>> 0;
+    return this.publish(RSP_PROD, RSP_EVENT, this.rspProdPvt);
+  }
+
+  /** RING_FINAL_CHECK_FOR_REQUESTS: arm req_event, then re-check. */
+  finalCheckForRequests(): boolean {
+    if (this.unconsumedRequests() > 0) return true;
+    this.page.store(REQ_EVENT, (this.reqCons + 1) >>> 0);
+    return this.unconsumedRequests() > 0;
+  }
+}

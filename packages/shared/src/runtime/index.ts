@@ -1,0 +1,27 @@
+/**
+ * Starting a runtime as a worker thread by its entry point. From built JS the entry is loaded
+ * directly; from TypeScript sources (tests, `tsx`) a tiny bootstrap registers tsx inside the
+ * worker first, because Node 20 workers cannot load .ts and `--import tsx` does not reach them.
+ */
+import { Worker, type WorkerOptions } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+
+const BOOTSTRAP = new URL('./ts-worker-bootstrap.mjs', import.meta.url);
+
+export function startRuntimeWorker(entry: URL, options: WorkerOptions & { workerData?: Record<string, unknown> } = {}): Worker {
+  const path = fileURLToPath(entry);
+  if (path.endsWith('.ts')) {
+    return new Worker(BOOTSTRAP, {
+      ...options,
+      execArgv: [...(options.execArgv ?? []), '--conditions=source'],
+      workerData: { ...(options.workerData ?? {}), __entry: entry.href },
+    });
+  }
+  return new Worker(entry, options);
+}
+
+/** Resolve a sibling entry file of the calling module with the caller's own extension (.ts/.js). */
+export function siblingEntry(callerUrl: string, relativeWithoutExt: string): URL {
+  const ext = callerUrl.endsWith('.ts') ? '.ts' : '.js';
+  return new URL(relativeWithoutExt + ext, callerUrl);
+}

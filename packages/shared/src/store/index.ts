@@ -1,0 +1,3 @@
+export * from './store.js';
+export * from './client.js';
+export * from './xenbus.js';

@@ -1,0 +1,343 @@
+/**
+ * The store (xenstored's data model): a tree of string values addressed by `/`-separated paths,
+ * with watches and transactions.
+ *
+ * - Watches fire once on registration, then on any change at or below the watched path (the
+ *   event names the path that changed).
+ * - A transaction reads and writes through an overlay; on commit it fails with EAGAIN if any path
+ *   it read or wrote was changed by someone else since it began (optimistic, as xenstored).
+ * - Permissions follow xenstored's default layout: dom0 may do anything; a guest may read and
+ *   write below its own /local/domain/<id>, and read its backends' directories
+ *   /local/domain/0/backend/<type>/<id>/…. Everything else is EACCES.
+ * - Quotas bound what a guest can make the store hold: nodes per domain, value size, watches.
+ */
+import { StoreError } from '../errors.js';
+
+export interface StoreQuota {
+  maxNodesPerDomain: number;
+  maxValueBytes: number;
+  maxWatchesPerDomain: number;
+  maxTransactionsPerDomain: number;
+}
+
+export const DEFAULT_STORE_QUOTA: StoreQuota = {
+  maxNodesPerDomain: 1000,
+  maxValueBytes: 4096,
+  maxWatchesPerDomain: 128,
+  maxTransactionsPerDomain: 10,
+};
+
+interface StoreNode {
+  value: string;
+  children: Map<string, StoreNode>;
+  owner: number;
+  /** Generation of the last change to this node (value, creation). */
+  gen: number;
+}
+
+export type WatchCallback = (path: string, token: string) => void;
+
+interface Watch {
+  domid: number;
+  path: string;
+  token: string;
+  cb: WatchCallback;
+}
+
+type TxOp = { op: 'write'; path: string; value: string } | { op: 'rm'; path: string } | { op: 'mkdir'; path: string };
+
+interface Transaction {
+  domid: number;
+  startGen: number;
+  touched: Set<string>;
+  ops: TxOp[];
+  overlay: Map<string, string | null>;
+}
+
+export function normalizePath(path: string): string {
+  if (typeof path !== 'string' || !path.startsWith('/') || path.length > 1024)
+    throw new StoreError(`invalid store path ${JSON.stringify(path)}`, 'EINVAL');
+  if (path === '/') return path;
+  const parts = path.split('/').slice(1);
+  for (const p of parts)
+    if (p === '' || p === '.' || p === '..' || !/^[A-Za-z0-9_@\-.:]+$/.test(p))
+      throw new StoreError(`invalid store path ${JSON.stringify(path)}`, 'EINVAL');
+  return path;
+}
+
+function parentOf(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i <= 0 ? '/' : path.slice(0, i);
+}
+
+function isAtOrBelow(path: string, root: string): boolean {
+  return root === '/' || path === root || path.startsWith(root + '/');
+}
+
+export class Store {
+  private readonly root: StoreNode = { value: '', children: new Map(), owner: 0, gen: 0 };
+  private gen = 0;
+  /** Generation at which a path was last deleted, so transactions notice deletions. */
+  private readonly deletedAt = new Map<string, number>();
+  private readonly watches: Watch[] = [];
+  private readonly txs = new Map<number, Transaction>();
+  private nextTx = 1;
+  private readonly nodesOwned = new Map<number, number>();
+
+  constructor(readonly quota: StoreQuota = DEFAULT_STORE_QUOTA) {}
+
+  // ---- permissions -------------------------------------------------------------------------
+
+  canRead(domid: number, path: string): boolean {
+    if (domid === 0) return true;
+    if (isAtOrBelow(path, `/local/domain/${domid}`)) return true;
+    const m = /^\/local\/domain\/0\/backend\/[a-z]+\/(\d+)(\/|$)/.exec(path);
+    return m !== null && Number(m[1]) === domid;
+  }
+
+  canWrite(domid: number, path: string): boolean {
+    return domid === 0 || isAtOrBelow(path, `/local/domain/${domid}`);
+  }
+
+  private checkRead(domid: number, path: string): string {
+    const p = normalizePath(path);
+    if (!this.canRead(domid, p)) throw new StoreError(`domain ${domid} may not read ${p}`, 'EACCES');
+    return p;
+  }
+
+  private checkWrite(domid: number, path: string): string {
+    const p = normalizePath(path);
+    if (!this.canWrite(domid, p)) throw new StoreError(`domain ${domid} may not write ${p}`, 'EACCES');
+    return p;
+  }
+
+  // ---- tree primitives -----------------------------------------------------------------------
+
+  private lookup(path: string): StoreNode | undefined {
+    if (path === '/') return this.root;
+    let n: StoreNode | undefined = this.root;
+    for (const part of path.split('/').slice(1)) {
+      n = n.children.get(part);
+      if (!n) return undefined;
+    }
+    return n;
+  }
+
+  private countNode(owner: number, delta: number): void {
+    this.nodesOwned.set(owner, (this.nodesOwned.get(owner) ?? 0) + delta);
+  }
+
+  private ensure(path: string, owner: number): { node: StoreNode; changed: string[] } {
+    let n = this.root;
+    let cur = '';
+    const changed: string[] = [];
+    for (const part of path.split('/').slice(1)) {
+      cur += '/' + part;
+      let c = n.children.get(part);
+      if (!c) {
+        if (owner !== 0 && (this.nodesOwned.get(owner) ?? 0) >= this.quota.maxNodesPerDomain)
+          throw new StoreError(`domain ${owner} exceeded its store quota`, 'EQUOTA');
+        c = { value: '', children: new Map(), owner, gen: ++this.gen };
+        n.children.set(part, c);
+        this.countNode(owner, 1);
+        changed.push(cur);
+      }
+      n = c;
+    }
+    return { node: n, changed };
+  }
+
+  private applyWrite(domid: number, path: string, value: string): void {
+    const { node } = this.ensure(path, domid);
+    node.value = value;
+    node.gen = ++this.gen;
+    this.fire(path);
+  }
+
+  private applyMkdir(domid: number, path: string): void {
+    const { changed } = this.ensure(path, domid);
+    if (changed.length) this.fire(path);
+  }
+
+  private applyRm(path: string): void {
+    if (path === '/') throw new StoreError('cannot remove /', 'EINVAL');
+    const parent = this.lookup(parentOf(path));
+    const name = path.slice(path.lastIndexOf('/') + 1);
+    const node = parent?.children.get(name);
+    if (!parent || !node) throw new StoreError(`${path} does not exist`, 'ENOENT');
+    const g = ++this.gen;
+    const drop = (p: string, n: StoreNode): void => {
+      this.deletedAt.set(p, g);
+      this.countNode(n.owner, -1);
+      for (const [k, c] of n.children) drop(p + '/' + k, c);
+    };
+    drop(path, node);
+    parent.children.delete(name);
+    parent.gen = g;
+    this.fire(path, true);
+  }
+
+  /** Fire watches at or above `path`; a removal also fires watches below it (they lost their node). */
+  private fire(path: string, removal = false): void {
+    for (const w of [...this.watches]) {
+      const hit = isAtOrBelow(path, w.path) || (removal && isAtOrBelow(w.path, path));
+      if (hit && this.canRead(w.domid, path)) w.cb(path, w.token);
+    }
+  }
+
+  // ---- public operations ---------------------------------------------------------------------
+
+  read(domid: number, path: string, tx?: number): string {
+    const p = this.checkRead(domid, path);
+    const t = this.tx(domid, tx);
+    if (t) {
+      t.touched.add(p);
+      const o = t.overlay.get(p);
+      if (o !== undefined) {
+        if (o === null) throw new StoreError(`${p} does not exist`, 'ENOENT');
+        return o;
+      }
+    }
+    const n = this.lookup(p);
+    if (!n) throw new StoreError(`${p} does not exist`, 'ENOENT');
+    return n.value;
+  }
+
+  /** Read, or undefined when the node does not exist (other errors still throw). */
+  tryRead(domid: number, path: string, tx?: number): string | undefined {
+    try {
+      return this.read(domid, path, tx);
+    } catch (e) {
+      if (e instanceof StoreError && e.errno === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  write(domid: number, path: string, value: string, tx?: number): void {
+    const p = this.checkWrite(domid, path);
+    if (typeof value !== 'string') throw new StoreError('store values are strings', 'EINVAL');
+    if (Buffer.byteLength(value) > this.quota.maxValueBytes) throw new StoreError(`value for ${p} too large`, 'E2BIG');
+    const t = this.tx(domid, tx);
+    if (t) {
+      t.touched.add(p);
+      t.ops.push({ op: 'write', path: p, value });
+      t.overlay.set(p, value);
+      return;
+    }
+    this.applyWrite(domid, p, value);
+  }
+
+  mkdir(domid: number, path: string, tx?: number): void {
+    const p = this.checkWrite(domid, path);
+    const t = this.tx(domid, tx);
+    if (t) {
+      t.touched.add(p);
+      t.ops.push({ op: 'mkdir', path: p });
+      if (!t.overlay.has(p)) t.overlay.set(p, this.lookup(p)?.value ?? '');
+      return;
+    }
+    this.applyMkdir(domid, p);
+  }
+
+  rm(domid: number, path: string, tx?: number): void {
+    const p = this.checkWrite(domid, path);
+    const t = this.tx(domid, tx);
+    if (t) {
+      t.touched.add(p);
+      t.ops.push({ op: 'rm', path: p });
+      for (const k of t.overlay.keys()) if (isAtOrBelow(k, p)) t.overlay.set(k, null);
+      t.overlay.set(p, null);
+      return;
+    }
+    this.applyRm(p);
+  }
+
+  directory(domid: number, path: string, tx?: number): string[] {
+    const p = this.checkRead(domid, path);
+    const t = this.tx(domid, tx);
+    const names = new Set<string>();
+    const n = this.lookup(p);
+    if (n) for (const k of n.children.keys()) names.add(k);
+    if (t) {
+      t.touched.add(p);
+      if (t.overlay.get(p) === null) throw new StoreError(`${p} does not exist`, 'ENOENT');
+      for (const [k, v] of t.overlay) {
+        if (parentOf(k) !== p) continue;
+        const name = k.slice(k.lastIndexOf('/') + 1);
+        if (v === null) names.delete(name);
+        else names.add(name);
+      }
+    }
+    if (!n && !(t && t.overlay.has(p))) throw new StoreError(`${p} does not exist`, 'ENOENT');
+    return [...names].sort();
+  }
+
+  watch(domid: number, path: string, token: string, cb: WatchCallback): void {
+    const p = normalizePath(path);
+    if (domid !== 0 && this.watches.filter((w) => w.domid === domid).length >= this.quota.maxWatchesPerDomain)
+      throw new StoreError(`domain ${domid} has too many watches`, 'EQUOTA');
+    this.watches.push({ domid, path: p, token, cb });
+    // A watch fires once on registration so the watcher can read the initial state.
+    queueMicrotask(() => {
+      if (this.watches.some((w) => w.cb === cb && w.path === p && w.token === token)) cb(p, token);
+    });
+  }
+
+  unwatch(domid: number, path: string, token: string): void {
+    const p = normalizePath(path);
+    const i = this.watches.findIndex((w) => w.domid === domid && w.path === p && w.token === token);
+    if (i < 0) throw new StoreError(`no watch on ${p} with that token`, 'ENOENT');
+    this.watches.splice(i, 1);
+  }
+
+  /** Drop every watch and transaction of a domain (it went away). */
+  releaseDomain(domid: number): void {
+    for (let i = this.watches.length - 1; i >= 0; i--) if (this.watches[i].domid === domid) this.watches.splice(i, 1);
+    for (const [id, t] of this.txs) if (t.domid === domid) this.txs.delete(id);
+  }
+
+  transactionStart(domid: number): number {
+    if ([...this.txs.values()].filter((t) => t.domid === domid).length >= this.quota.maxTransactionsPerDomain)
+      throw new StoreError(`domain ${domid} has too many open transactions`, 'EQUOTA');
+    const id = this.nextTx++;
+    this.txs.set(id, { domid, startGen: this.gen, touched: new Set(), ops: [], overlay: new Map() });
+    return id;
+  }
+
+  /** Commit (or abort). Throws EAGAIN when another writer touched what this transaction used. */
+  transactionEnd(domid: number, id: number, commit: boolean): void {
+    const t = this.tx(domid, id);
+    if (!t) throw new StoreError(`no transaction ${id}`, 'ENOENT');
+    this.txs.delete(id);
+    if (!commit) return;
+    for (const p of t.touched) {
+      const n = this.lookup(p);
+      if ((n && n.gen > t.startGen) || (this.deletedAt.get(p) ?? 0) > t.startGen)
+        throw new StoreError(`transaction ${id} conflicted on ${p}`, 'EAGAIN');
+    }
+    for (const op of t.ops) {
+      if (op.op === 'write') this.applyWrite(domid, op.path, op.value);
+      else if (op.op === 'mkdir') this.applyMkdir(domid, op.path);
+      else if (this.lookup(op.path)) this.applyRm(op.path);
+    }
+  }
+
+  private tx(domid: number, id: number | undefined): Transaction | undefined {
+    if (id === undefined || id === 0) return undefined;
+    const t = this.txs.get(id);
+    if (!t || t.domid !== domid) throw new StoreError(`no transaction ${id}`, 'ENOENT');
+    return t;
+  }
+
+  /** Every path and value below `path` (for `ringvisor` debugging views). */
+  dump(path = '/'): Array<[string, string]> {
+    const out: Array<[string, string]> = [];
+    const walk = (p: string, n: StoreNode): void => {
+      out.push([p, n.value]);
+      for (const [k, c] of n.children) walk(p === '/' ? '/' + k : p + '/' + k, c);
+    };
+    const n = this.lookup(normalizePath(path));
+    if (n) walk(path, n);
+    return out;
+  }
+}
