@@ -37,7 +37,7 @@ const MASK = PENDING + NR_EVENT_PORTS / 32;
 const TABLE = MASK + NR_EVENT_PORTS / 32;
 const WORDS_PER_DOMAIN = TABLE + 3 * NR_EVENT_PORTS + 60; // padded so slots start on fresh cache lines
 
-export const enum PortState {
+export enum PortState {
   Free = 0,
   Unbound = 1,
   Interdomain = 2,

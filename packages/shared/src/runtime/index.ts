@@ -25,3 +25,18 @@ export function siblingEntry(callerUrl: string, relativeWithoutExt: string): URL
   const ext = callerUrl.endsWith('.ts') ? '.ts' : '.js';
   return new URL(relativeWithoutExt + ext, callerUrl);
 }
+export * from './guest.js';
+
+/**
+ * The entry file of another runtime package (`hwsim`, `domU`) by path, not by import: runtimes
+ * never import each other's code. A caller running from sources gets `src/<name>.ts`, a caller
+ * running from a build gets `dist/<name>.js`.
+ */
+export function runtimeEntry(callerUrl: string, pkg: 'hwsim' | 'dom0' | 'domU', name: string): URL {
+  const fromSource = callerUrl.endsWith('.ts');
+  const marker = '/packages/';
+  const i = callerUrl.lastIndexOf(marker);
+  if (i < 0) throw new Error(`cannot locate the packages directory from ${callerUrl}`);
+  const base = callerUrl.slice(0, i + marker.length);
+  return new URL(`${pkg}/${fromSource ? 'src' : 'dist'}/${name}.${fromSource ? 'ts' : 'js'}`, base);
+}

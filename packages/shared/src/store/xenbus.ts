@@ -14,7 +14,7 @@
 import { TimeoutError } from '../errors.js';
 import type { StoreClient } from './client.js';
 
-export const enum XenbusState {
+export enum XenbusState {
   Unknown = 0,
   Initialising = 1,
   InitWait = 2,

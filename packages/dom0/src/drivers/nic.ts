@@ -1,0 +1,159 @@
+/**
+ * dom0's driver for the physical NIC: front end of the hwnic tx and rx queues. Transmit hands
+ * the device an skb's dom0 frame to DMA from; receive keeps the rx queue stocked with empty skbs
+ * the device DMAs into.
+ */
+import {
+  FrontRing,
+  hwNicRxProtocol,
+  hwNicTxProtocol,
+  initSharedRing,
+  type EventChannelGate,
+  type GuestMemory,
+  type HwNicBuffer,
+  type HwStatusResponse,
+} from '@ringvisor/shared';
+import type { Skb, SkbPool } from './skb.js';
+
+export interface PhysicalNicCounters {
+  txFrames: number;
+  txBytes: number;
+  txErrors: number;
+  txDropped: number;
+  rxFrames: number;
+  rxBytes: number;
+  rxNoBuffer: number;
+  doorbells: number;
+  suppressed: number;
+  interrupts: number;
+}
+
+const MAX_TX_BACKLOG = 256;
+
+export class PhysicalNicDriver {
+  readonly tx: FrontRing<HwNicBuffer, HwStatusResponse>;
+  readonly rx: FrontRing<HwNicBuffer, HwStatusResponse>;
+  readonly counters: PhysicalNicCounters = {
+    txFrames: 0,
+    txBytes: 0,
+    txErrors: 0,
+    txDropped: 0,
+    rxFrames: 0,
+    rxBytes: 0,
+    rxNoBuffer: 0,
+    doorbells: 0,
+    suppressed: 0,
+    interrupts: 0,
+  };
+  private readonly txSlots: Array<Skb | undefined> = [];
+  private readonly txFreeIds: number[] = [];
+  private readonly txBacklog: Skb[] = [];
+  private readonly rxSlots: Array<Skb | undefined> = [];
+  /** rx ids whose buffer could not be replaced (pool empty); refilled on later interrupts. */
+  private readonly rxEmpty: number[] = [];
+  private receiver: (skb: Skb) => void = (skb) => this.pool.put(skb);
+
+  constructor(
+    memory: GuestMemory,
+    txPfn: number,
+    rxPfn: number,
+    private readonly events: EventChannelGate,
+    readonly port: number,
+    readonly mac: string,
+    private readonly pool: SkbPool,
+    rxBuffers = 64,
+  ) {
+    for (const pfn of [txPfn, rxPfn]) initSharedRing(memory.page(pfn));
+    this.tx = new FrontRing(memory.page(txPfn), hwNicTxProtocol);
+    this.rx = new FrontRing(memory.page(rxPfn), hwNicRxProtocol);
+    for (let i = this.tx.size - 1; i >= 0; i--) this.txFreeIds.push(i);
+    events.on(port, () => this.onInterrupt());
+    for (let id = 0; id < Math.min(rxBuffers, this.rx.size); id++) this.postRx(id);
+    this.kick(this.rx.pushRequests());
+  }
+
+  onReceive(cb: (skb: Skb) => void): void {
+    this.receiver = cb;
+  }
+
+  /** Transmit; takes one reference of `skb` (released when the device is done with it). */
+  transmit(skb: Skb): void {
+    if (this.txBacklog.length >= MAX_TX_BACKLOG) {
+      this.counters.txDropped++;
+      this.pool.put(skb);
+      return;
+    }
+    this.txBacklog.push(skb);
+    this.pumpTx();
+  }
+
+  private pumpTx(): void {
+    let n = 0;
+    while (this.txBacklog.length > 0 && this.txFreeIds.length > 0 && !this.tx.isFull()) {
+      const skb = this.txBacklog.shift()!;
+      const id = this.txFreeIds.pop()!;
+      this.txSlots[id] = skb;
+      this.tx.putRequest({ domid: 0, id, pfn: skb.pfn, offset: 0, len: skb.len });
+      this.counters.txFrames++;
+      this.counters.txBytes += skb.len;
+      n++;
+    }
+    if (n > 0) this.kick(this.tx.pushRequests());
+  }
+
+  private postRx(id: number): boolean {
+    const skb = this.pool.alloc();
+    if (!skb) {
+      this.counters.rxNoBuffer++;
+      this.rxEmpty.push(id);
+      return false;
+    }
+    this.rxSlots[id] = skb;
+    this.rx.putRequest({ domid: 0, id, pfn: skb.pfn, offset: 0, len: 4096 });
+    return true;
+  }
+
+  private kick(notify: boolean): void {
+    if (notify) {
+      this.events.send(this.port);
+      this.counters.doorbells++;
+    } else this.counters.suppressed++;
+  }
+
+  private onInterrupt(): void {
+    this.counters.interrupts++;
+    do {
+      for (let i = 0; i < this.tx.size; i++) {
+        const rsp = this.tx.takeResponse();
+        if (!rsp) break;
+        const skb = this.txSlots[rsp.id];
+        if (!skb) continue;
+        this.txSlots[rsp.id] = undefined;
+        this.txFreeIds.push(rsp.id);
+        if (rsp.status !== 0) this.counters.txErrors++;
+        this.pool.put(skb);
+      }
+    } while (this.tx.finalCheckForResponses());
+    let reposted = 0;
+    do {
+      for (let i = 0; i < this.rx.size; i++) {
+        const rsp = this.rx.takeResponse();
+        if (!rsp) break;
+        const skb = this.rxSlots[rsp.id];
+        this.rxSlots[rsp.id] = undefined;
+        if (skb) {
+          if (rsp.status > 0) {
+            skb.len = rsp.status;
+            this.counters.rxFrames++;
+            this.counters.rxBytes += rsp.status;
+            this.receiver(skb);
+          } else this.pool.put(skb);
+        }
+        if (this.postRx(rsp.id)) reposted++;
+      }
+    } while (this.rx.finalCheckForResponses());
+    for (let n = this.rxEmpty.length; n > 0 && this.pool.available > 0; n--) if (this.postRx(this.rxEmpty.shift()!)) reposted++;
+    if (reposted > 0) this.kick(this.rx.pushRequests());
+    this.pumpTx();
+  }
+}

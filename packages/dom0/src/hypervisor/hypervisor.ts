@@ -1,0 +1,172 @@
+/**
+ * The hypervisor core, which ringvisor places in Domain 0's runtime: domain lifecycle, guest
+ * memory, the event-channel authority, the grant authority and the store. Guests reach it only
+ * through hypercalls bound to their own domid (bindGuestHypercalls); nothing a guest sends can
+ * name another domain as the actor.
+ */
+import {
+  DOMID_HW,
+  DomainError,
+  EventChannelAuthority,
+  EventChannelGate,
+  GrantAuthority,
+  GuestMemory,
+  InvalidArgumentError,
+  LocalStoreClient,
+  MAX_DOMAINS,
+  PAGE_SIZE,
+  RpcPeer,
+  Store,
+  StoreError,
+  createEventMemory,
+  createGrantTableMemory,
+  type Logger,
+} from '@ringvisor/shared';
+
+export type DomainState = 'created' | 'running' | 'shutdown' | 'dying' | 'crashed';
+
+export interface Domain {
+  readonly domid: number;
+  readonly name: string;
+  readonly memory: GuestMemory;
+  readonly grantTable: SharedArrayBuffer;
+  state: DomainState;
+  readonly createdAt: number;
+}
+
+export interface DomainInfo {
+  domid: number;
+  name: string;
+  memoryKiB: number;
+  state: DomainState;
+  uptimeSec: number;
+}
+
+export class Hypervisor {
+  readonly eventMemory: SharedArrayBuffer = createEventMemory();
+  readonly evtchn = new EventChannelAuthority(this.eventMemory);
+  readonly grants = new GrantAuthority();
+  readonly store = new Store();
+  readonly domains = new Map<number, Domain>();
+  /** dom0's own view of its event channels (backends and physical drivers use it). */
+  readonly dom0Events: EventChannelGate;
+  readonly dom0Store: LocalStoreClient;
+  private nextDomid = 1;
+
+  constructor(
+    readonly log: Logger,
+    dom0MemoryFrames = 4096,
+  ) {
+    this.createDomainWithId(0, 'Domain-0', dom0MemoryFrames);
+    this.evtchn.createDomain(DOMID_HW);
+    this.dom0Events = new EventChannelGate(this.eventMemory, 0);
+    this.dom0Store = new LocalStoreClient(this.store, 0);
+  }
+
+  get dom0(): Domain {
+    return this.domains.get(0)!;
+  }
+
+  private createDomainWithId(domid: number, name: string, frames: number): Domain {
+    const memory = GuestMemory.allocate(domid, frames);
+    const grantTable = createGrantTableMemory();
+    const d: Domain = { domid, name, memory, grantTable, state: 'created', createdAt: Date.now() };
+    this.domains.set(domid, d);
+    this.evtchn.createDomain(domid);
+    this.grants.registerDomain(domid, memory, grantTable);
+    this.store.write(0, `/local/domain/${domid}/name`, name);
+    this.store.write(0, `/local/domain/${domid}/domid`, String(domid));
+    this.store.write(0, `/local/domain/${domid}/memory/target`, String((frames * PAGE_SIZE) / 1024));
+    return d;
+  }
+
+  createDomain(name: string, memoryMiB: number): Domain {
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new InvalidArgumentError(`bad domain name ${JSON.stringify(name)}`);
+    if ([...this.domains.values()].some((d) => d.name === name)) throw new DomainError(`a domain named ${name} exists`);
+    if (!Number.isInteger(memoryMiB) || memoryMiB < 1 || memoryMiB > 4096) throw new InvalidArgumentError(`memory ${memoryMiB} MiB out of range 1..4096`);
+    let domid = this.nextDomid;
+    while (this.domains.has(domid)) domid++;
+    if (domid >= DOMID_HW) throw new DomainError(`no free domain ids (max ${MAX_DOMAINS - 2} guests)`);
+    this.nextDomid = domid + 1;
+    const d = this.createDomainWithId(domid, name, (memoryMiB * 1024 * 1024) / PAGE_SIZE);
+    this.log.info({ domid, name, memoryMiB }, 'domain created');
+    return d;
+  }
+
+  /** Reclaim everything a domain held: ports, grants mapped by others, store watches, store nodes. */
+  destroyDomain(domid: number): void {
+    const d = this.domains.get(domid);
+    if (!d || domid === 0) throw new DomainError(`no guest domain ${domid}`);
+    d.state = 'dying';
+    this.evtchn.destroyDomain(domid);
+    this.grants.unregisterDomain(domid);
+    this.store.releaseDomain(domid);
+    try {
+      this.store.rm(0, `/local/domain/${domid}`);
+    } catch (e) {
+      if (!(e instanceof StoreError)) throw e;
+    }
+    this.domains.delete(domid);
+    this.log.info({ domid, name: d.name }, 'domain destroyed');
+  }
+
+  list(): DomainInfo[] {
+    const now = Date.now();
+    return [...this.domains.values()].map((d) => ({
+      domid: d.domid,
+      name: d.name,
+      memoryKiB: d.memory.buffer.byteLength / 1024,
+      state: d.state,
+      uptimeSec: Math.round((now - d.createdAt) / 1000),
+    }));
+  }
+
+  /**
+   * Bind a connection's hypercalls to the domain it speaks for. Every handler uses `domid`
+   * from this closure, never from the message.
+   */
+  bindGuestHypercalls(peer: RpcPeer, domid: number): void {
+    const obj = (p: unknown): Record<string, unknown> => {
+      if (typeof p !== 'object' || p === null) throw new InvalidArgumentError('hypercall parameters must be an object');
+      return p as Record<string, unknown>;
+    };
+    const int = (p: Record<string, unknown>, k: string): number => {
+      const v = p[k];
+      if (typeof v !== 'number' || !Number.isInteger(v)) throw new InvalidArgumentError(`${k} must be an integer`);
+      return v;
+    };
+    const str = (p: Record<string, unknown>, k: string): string => {
+      const v = p[k];
+      if (typeof v !== 'string') throw new InvalidArgumentError(`${k} must be a string`);
+      return v;
+    };
+    const tx = (p: Record<string, unknown>): number | undefined => (typeof p.tx === 'number' ? p.tx : undefined);
+    const s = this.store;
+    peer
+      .handle('evtchn.allocUnbound', (p) => this.evtchn.allocUnbound(domid, int(obj(p), 'remoteDom')))
+      .handle('evtchn.bindInterdomain', (p) => {
+        const o = obj(p);
+        return this.evtchn.bindInterdomain(domid, int(o, 'remoteDom'), int(o, 'remotePort'));
+      })
+      .handle('evtchn.close', (p) => this.evtchn.close(domid, int(obj(p), 'port')))
+      .handle('evtchn.status', (p) => this.evtchn.status(domid, int(obj(p), 'port')))
+      .handle('store.read', (p) => s.read(domid, str(obj(p), 'path'), tx(obj(p))))
+      .handle('store.tryRead', (p) => s.tryRead(domid, str(obj(p), 'path'), tx(obj(p))) ?? null)
+      .handle('store.write', (p) => s.write(domid, str(obj(p), 'path'), str(obj(p), 'value'), tx(obj(p))))
+      .handle('store.mkdir', (p) => s.mkdir(domid, str(obj(p), 'path'), tx(obj(p))))
+      .handle('store.rm', (p) => s.rm(domid, str(obj(p), 'path'), tx(obj(p))))
+      .handle('store.directory', (p) => s.directory(domid, str(obj(p), 'path'), tx(obj(p))))
+      .handle('store.watch', (p) => {
+        const o = obj(p);
+        const path = str(o, 'path');
+        const token = str(o, 'token');
+        s.watch(domid, path, token, (changed) => peer.notify('store.watch', { token, path: changed }));
+      })
+      .handle('store.unwatch', (p) => s.unwatch(domid, str(obj(p), 'path'), str(obj(p), 'token')))
+      .handle('store.txStart', () => s.transactionStart(domid))
+      .handle('store.txEnd', (p) => {
+        const o = obj(p);
+        s.transactionEnd(domid, int(o, 'tx'), o.commit === true);
+      });
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * `ringvisor` — the toolstack CLI (as `xl` lives in dom0).
+ *
+ *   ringvisor up [--config FILE] [--duration S] [--json FILE] [--seed N]
+ *
+ * Mistakes print what was wrong and how to fix it, and exit 2.
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, RingvisorError, createLogger } from '@ringvisor/shared';
+import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
+import { Host } from '../host.js';
+import { renderTop, summarize, type TopRow } from '../summary.js';
+import type { GuestStats } from '@ringvisor/shared';
+
+const USAGE = `usage: ringvisor <command> [options]
+
+commands:
+  up        start a cluster (default: one host, three para-virtualized guests) and run its workloads
+  help      show this text
+
+ringvisor up options:
+  --config FILE     cluster config (YAML or JSON); default: the embedded three-guest host
+  --duration S      run for S seconds, then shut down cleanly (default: until Ctrl-C)
+  --json FILE       write the run summary (per guest, per device ops/bytes/errors, integrity) at exit
+  --seed N          seed for every workload (same seed, same schedule)
+  --transport T     threads (default)
+`;
+
+class UsageError extends RingvisorError {
+  override readonly code = 'RV_ERR_USAGE';
+}
+
+function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; json?: string } {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string' },
+        duration: { type: 'string' },
+        json: { type: 'string' },
+        seed: { type: 'string' },
+        transport: { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\n${USAGE}`);
+  }
+  const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
+  if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
+  if (values.transport !== undefined && values.transport !== 'threads')
+    throw new UsageError(`--transport ${values.transport}: only "threads" is available in this build`);
+  const config = values.config ? loadConfigFile(values.config) : defaultConfig();
+  if (values.seed !== undefined) {
+    const seed = Number(values.seed);
+    if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got ${JSON.stringify(values.seed)}`);
+    config.seed = seed;
+  }
+  return { config, durationSec, ...(values.json ? { json: values.json } : {}) };
+}
+
+async function up(argv: string[]): Promise<number> {
+  const { config, durationSec, json } = parseUp(argv);
+  const log = createLogger('dom0');
+  const hostConfig = config.hosts[0];
+  const host = new Host(hostConfig, { seed: config.seed, log });
+  const tty = process.stdout.isTTY === true;
+  let stopRequested: (() => void) | undefined;
+  const stopped = new Promise<void>((r) => (stopRequested = r));
+  const onSignal = (sig: string) => {
+    log.info({ signal: sig }, 'shutting down');
+    stopRequested?.();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const t0 = Date.now();
+  let exitCode = 0;
+  let finals: GuestStats[] = [];
+  try {
+    await host.start();
+    if (!tty) process.stdout.write(`ringvisor: host ${hostConfig.name} up with ${host.guests.length} guests (threads transport)\n`);
+    const timer = Number.isFinite(durationSec) ? setTimeout(() => stopRequested?.(), durationSec * 1000) : undefined;
+    let prev: GuestStats[] = [];
+    const view = setInterval(() => {
+      void host.guestStats().then((stats) => {
+        const rows: TopRow[] = host.guests.map((g, i) => ({
+          name: g.config.name,
+          domid: g.domain.domid,
+          state: g.domain.state,
+          memKiB: g.config.memoryMiB * 1024,
+          stats: stats[i],
+          prev: prev[i],
+        }));
+        const table = renderTop(hostConfig.name, Math.round((Date.now() - t0) / 1000), rows, 1);
+        if (tty) process.stdout.write('\x1b[H\x1b[2J' + table + '\n');
+        else process.stdout.write(table.split('\n').slice(2).map((l) => `[${Math.round((Date.now() - t0) / 1000)}s] ${l}`).join('\n') + '\n');
+        prev = stats;
+      });
+    }, 1000);
+    await stopped;
+    clearInterval(view);
+    if (timer) clearTimeout(timer);
+  } catch (e) {
+    exitCode = 1;
+    log.error({ err: e }, 'cluster failed');
+    process.stderr.write(`ringvisor: ${(e as Error).message}\n`);
+  } finally {
+    finals = await host.stop().catch((e) => {
+      exitCode = 1;
+      log.error({ err: e }, 'shutdown failed');
+      return [] as GuestStats[];
+    });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  const summary = summarize('threads', (Date.now() - t0) / 1000, [{ host: hostConfig.name, guests: finals }], {
+    disk: host.disk?.counters,
+    nic: host.nic?.counters,
+    bridge: host.bridge?.counters,
+    grants: Object.fromEntries(host.hv.grants.counters),
+  });
+  if (json) writeFileSync(json, JSON.stringify(summary, null, 2) + '\n');
+  process.stdout.write(
+    `ringvisor: ${summary.guests.length} guests, ${summary.guests.reduce((a, g) => a + g.ops, 0)} ops, integrity checked ${summary.integrity.checked}, failures ${summary.integrity.failures}\n`,
+  );
+  if (summary.integrity.failures > 0 || summary.guests.some((g) => g.state === 'failed')) exitCode = 1;
+  return exitCode;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'up':
+        return await up(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      process.stderr.write(`ringvisor: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}

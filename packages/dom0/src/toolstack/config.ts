@@ -1,0 +1,273 @@
+/**
+ * Cluster configuration: what `ringvisor up` builds. YAML or JSON, validated against a JSON
+ * schema (ajv) so a mistake is reported with its path and what was expected; defaults filled in
+ * after validation so the rest of the toolstack sees a complete config.
+ */
+import { readFileSync } from 'node:fs';
+import { Ajv, type ErrorObject } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from '@ringvisor/shared';
+
+export interface VbdConfig {
+  type: 'vbd';
+  devid: number;
+  mode: 'pv';
+  sizeMiB: number;
+}
+
+export interface VifConfig {
+  type: 'vif';
+  devid: number;
+  mode: 'pv';
+  mac: string;
+  ip: string;
+  /** netback credit limit `bytes,usec`; absent = unlimited. */
+  rate?: string;
+}
+
+export type DeviceConfig = VbdConfig | VifConfig;
+
+export interface BlockWorkloadConfig {
+  /** 4 KiB blocks of the vbd to exercise (from block 0). */
+  blocks: number;
+  queueDepth: number;
+}
+
+export interface UdpWorkloadConfig {
+  /** Guest names to stream to; 'all' = every other guest with a vif on the same host. */
+  peers: string[] | 'all';
+  payloadBytes: number;
+  window: number;
+}
+
+export interface GuestConfig {
+  name: string;
+  memoryMiB: number;
+  devices: DeviceConfig[];
+  workloads: { block?: BlockWorkloadConfig; udp?: UdpWorkloadConfig };
+}
+
+export interface HostConfig {
+  name: string;
+  disk: { path: string; sizeMiB: number };
+  nic: { mac: string };
+  dom0MemoryMiB: number;
+  guests: GuestConfig[];
+}
+
+export interface ClusterConfig {
+  seed: number;
+  hosts: HostConfig[];
+}
+
+const MAC = '^([0-9a-f]{2}:){5}[0-9a-f]{2}$';
+const IPV4 = '^(\\d{1,3}\\.){3}\\d{1,3}$';
+const NAME = '^[A-Za-z0-9_.-]{1,64}$';
+
+const schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    seed: { type: 'integer', minimum: 0 },
+    hosts: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['guests'],
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          disk: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { path: { type: 'string', minLength: 1 }, sizeMiB: { type: 'integer', minimum: 1, maximum: 1048576 } },
+          },
+          nic: { type: 'object', additionalProperties: false, properties: { mac: { type: 'string', pattern: MAC } } },
+          dom0MemoryMiB: { type: 'integer', minimum: 8, maximum: 4096 },
+          guests: {
+            type: 'array',
+            maxItems: 64,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name'],
+              properties: {
+                name: { type: 'string', pattern: NAME },
+                memoryMiB: { type: 'integer', minimum: 4, maximum: 4096 },
+                devices: {
+                  type: 'array',
+                  maxItems: 8,
+                  items: {
+                    type: 'object',
+                    required: ['type'],
+                    additionalProperties: false,
+                    properties: {
+                      type: { enum: ['vbd', 'vif'] },
+                      devid: { type: 'integer', minimum: 0, maximum: 65535 },
+                      mode: { enum: ['pv'] },
+                      sizeMiB: { type: 'integer', minimum: 1, maximum: 1048576 },
+                      mac: { type: 'string', pattern: MAC },
+                      ip: { type: 'string', pattern: IPV4 },
+                      rate: { type: 'string', pattern: '^\\d+,\\d+$' },
+                    },
+                  },
+                },
+                workloads: {
+                  type: 'object',
+                  additionalProperties: false,
+                  properties: {
+                    block: {
+                      type: 'object',
+                      additionalProperties: false,
+                      properties: { blocks: { type: 'integer', minimum: 1 }, queueDepth: { type: 'integer', minimum: 1, maximum: 64 } },
+                    },
+                    udp: {
+                      type: 'object',
+                      additionalProperties: false,
+                      properties: {
+                        peers: { oneOf: [{ const: 'all' }, { type: 'array', items: { type: 'string', pattern: NAME } }] },
+                        payloadBytes: { type: 'integer', minimum: 16, maximum: 1400 },
+                        window: { type: 'integer', minimum: 1, maximum: 256 },
+                      },
+                    },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+  required: ['hosts'],
+} as const;
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+const validate = ajv.compile(schema);
+
+function describe(errors: ErrorObject[]): string {
+  return errors
+    .slice(0, 8)
+    .map((e) => {
+      const where = e.instancePath || '(top level)';
+      if (e.keyword === 'additionalProperties') return `${where}: unknown key "${(e.params as { additionalProperty: string }).additionalProperty}"`;
+      if (e.keyword === 'enum') return `${where}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`;
+      return `${where}: ${e.message}`;
+    })
+    .join('\n  ');
+}
+
+/** Fixed, documented addressing: MACs in Xen's 00:16:3e OUI, IPs in the RFC 2544 benchmark range. */
+export function guestMac(hostIndex: number, guestIndex: number, devid: number): string {
+  const h = (n: number) => n.toString(16).padStart(2, '0');
+  return `00:16:3e:${h(hostIndex)}:${h(guestIndex + 1)}:${h(devid)}`;
+}
+
+export function guestIp(hostIndex: number, guestIndex: number): string {
+  return `198.18.${hostIndex}.${guestIndex + 10}`;
+}
+
+type RawObject = Record<string, unknown>;
+
+/** Validate and complete a parsed config object. */
+export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig {
+  if (!validate(raw)) throw new ConfigError(`${origin} is invalid:\n  ${describe(validate.errors ?? [])}`);
+  const r = raw as unknown as RawObject;
+  const hosts = (r.hosts as RawObject[]).map((h, hi): HostConfig => {
+    const name = (h.name as string | undefined) ?? `host${hi}`;
+    const guestsRaw = h.guests as RawObject[];
+    const names = new Set<string>();
+    const guests = guestsRaw.map((g, gi): GuestConfig => {
+      const gname = g.name as string;
+      if (names.has(gname)) throw new ConfigError(`${origin}: guest name "${gname}" appears twice on host ${name}; names must be unique`);
+      names.add(gname);
+      const devs = (g.devices as RawObject[] | undefined) ?? [{ type: 'vbd' }, { type: 'vif' }];
+      const seen = new Set<string>();
+      const devices = devs.map((d, di): DeviceConfig => {
+        const devid = (d.devid as number | undefined) ?? (d.type === 'vbd' ? 51712 + di * 16 : di);
+        const key = `${d.type}/${devid}`;
+        if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
+        seen.add(key);
+        if (d.type === 'vbd') {
+          for (const k of ['mac', 'ip', 'rate']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
+          return { type: 'vbd', devid, mode: 'pv', sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
+        }
+        if ('sizeMiB' in d) throw new ConfigError(`${origin}: guest ${gname} vif: "sizeMiB" belongs on a vbd`);
+        return {
+          type: 'vif',
+          devid,
+          mode: 'pv',
+          mac: (d.mac as string | undefined) ?? guestMac(hi, gi, devid),
+          ip: (d.ip as string | undefined) ?? guestIp(hi, gi),
+          ...(d.rate ? { rate: d.rate as string } : {}),
+        };
+      });
+      const w = (g.workloads as RawObject | undefined) ?? { block: {}, udp: {} };
+      const b = w.block as RawObject | undefined;
+      const u = w.udp as RawObject | undefined;
+      return {
+        name: gname,
+        memoryMiB: (g.memoryMiB as number | undefined) ?? 32,
+        devices,
+        workloads: {
+          ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? 256, queueDepth: (b.queueDepth as number | undefined) ?? 8 } } : {}),
+          ...(u
+            ? { udp: { peers: (u.peers as string[] | 'all' | undefined) ?? 'all', payloadBytes: (u.payloadBytes as number | undefined) ?? 512, window: (u.window as number | undefined) ?? 16 } }
+            : {}),
+        },
+      };
+    });
+    for (const g of guests) {
+      const vbd = g.devices.find((d): d is VbdConfig => d.type === 'vbd');
+      if (g.workloads.block && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs a block workload but has no vbd`);
+      if (g.workloads.block && vbd && g.workloads.block.blocks * 8 > vbd.sizeMiB * 2048)
+        throw new ConfigError(`${origin}: guest ${g.name} block workload uses ${g.workloads.block.blocks} blocks but its vbd holds ${vbd.sizeMiB * 256}`);
+      const udp = g.workloads.udp;
+      if (udp && !g.devices.some((d) => d.type === 'vif')) throw new ConfigError(`${origin}: guest ${g.name} runs a udp workload but has no vif`);
+      if (udp && Array.isArray(udp.peers))
+        for (const p of udp.peers) if (!names.has(p) || p === g.name) throw new ConfigError(`${origin}: guest ${g.name} udp peer "${p}" is not another guest on host ${name}`);
+    }
+    const vbdMiB = guests.flatMap((g) => g.devices).reduce((a, d) => a + (d.type === 'vbd' ? d.sizeMiB : 0), 0);
+    const disk = (h.disk as RawObject | undefined) ?? {};
+    const sizeMiB = (disk.sizeMiB as number | undefined) ?? Math.max(64, vbdMiB);
+    if (vbdMiB > sizeMiB) throw new ConfigError(`${origin}: host ${name}'s guests need ${vbdMiB} MiB of vbds but its disk is ${sizeMiB} MiB`);
+    return {
+      name,
+      disk: { path: (disk.path as string | undefined) ?? `.ringvisor/${name}/disk.img`, sizeMiB },
+      nic: { mac: ((h.nic as RawObject | undefined)?.mac as string | undefined) ?? `00:16:3e:${hi.toString(16).padStart(2, '0')}:00:00` },
+      dom0MemoryMiB: (h.dom0MemoryMiB as number | undefined) ?? 16,
+      guests,
+    };
+  });
+  return { seed: (r.seed as number | undefined) ?? 1, hosts };
+}
+
+export function loadConfigFile(path: string): ClusterConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config ${path}: ${(e as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+  }
+  return normalizeConfig(raw, path);
+}
+
+/** The embedded default: one host, three guests, each with a vbd, a vif, and both workloads. */
+export function defaultConfig(): ClusterConfig {
+  return normalizeConfig({
+    hosts: [
+      {
+        name: 'host0',
+        guests: ['guest1', 'guest2', 'guest3'].map((name) => ({ name, workloads: { block: {}, udp: {} } })),
+      },
+    ],
+  }, 'default config');
+}

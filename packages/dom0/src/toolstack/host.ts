@@ -1,0 +1,320 @@
+/**
+ * One simulated host in threads mode: this thread is Domain 0 (hypervisor core, store, backends,
+ * toolstack); the hardware simulator and every guest are worker threads started by entry point.
+ *
+ * Bring-up order matters: dom0's memory is registered with the hardware before its device queues
+ * are attached; each guest's memory is registered for DMA before its backends can submit
+ * requests naming its frames; backends publish InitWait before the guest boots and probes.
+ */
+import { MessageChannel, type Worker } from 'node:worker_threads';
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import {
+  DOMID_HW,
+  FrameAllocator,
+  GUEST_READY,
+  GUEST_STATS,
+  GUEST_STOP,
+  PortLink,
+  RpcPeer,
+  TimeoutError,
+  XenbusState,
+  backendPath,
+  frontendPath,
+  runtimeEntry,
+  startRuntimeWorker,
+  type GuestBootSpec,
+  type GuestStats,
+  type Logger,
+} from '@ringvisor/shared';
+import { Hypervisor, type Domain } from '../hypervisor/hypervisor.js';
+import { PhysicalDiskDriver } from '../drivers/disk.js';
+import { PhysicalNicDriver } from '../drivers/nic.js';
+import { SkbPool } from '../drivers/skb.js';
+import { BlkBackend } from '../backends/blk/device.js';
+import { NetBackend } from '../backends/net/device.js';
+import { SoftwareBridge, type BridgePort } from '../backends/net/bridge.js';
+import type { GuestConfig, HostConfig } from './config.js';
+
+export interface GuestHandle {
+  config: GuestConfig;
+  domain: Domain;
+  worker: Worker;
+  peer: RpcPeer;
+  blk: BlkBackend[];
+  net: NetBackend[];
+  ready: Promise<void>;
+  exited: Promise<number>;
+  lastStats?: GuestStats;
+}
+
+export interface HostOptions {
+  seed: number;
+  log: Logger;
+  /** Base directory for relative disk paths (default: cwd). */
+  baseDir?: string;
+}
+
+const SKB_POOL_FRAMES = 1024;
+
+export class Host {
+  readonly hv: Hypervisor;
+  readonly guests: GuestHandle[] = [];
+  hwsim!: { worker: Worker; peer: RpcPeer; exited: Promise<number> };
+  disk!: PhysicalDiskDriver;
+  nic!: PhysicalNicDriver;
+  bridge!: SoftwareBridge;
+  pool!: SkbPool;
+  private readonly frames: FrameAllocator;
+  private nextSector = 0;
+  private stopping = false;
+  readonly startedAt = Date.now();
+
+  constructor(
+    readonly config: HostConfig,
+    readonly opts: HostOptions,
+  ) {
+    this.hv = new Hypervisor(opts.log.child({ host: config.name }), (config.dom0MemoryMiB * 1024 * 1024) / 4096);
+    this.frames = new FrameAllocator(this.hv.dom0.memory);
+    this.hv.dom0.state = 'running';
+  }
+
+  get log(): Logger {
+    return this.hv.log;
+  }
+
+  /** Bind dom0 ↔ hardware event channel; returns [dom0 port, hwsim port]. */
+  private bindDevicePorts(): [number, number] {
+    const hwPort = this.hv.evtchn.allocUnbound(DOMID_HW, 0);
+    const dom0Port = this.hv.evtchn.bindInterdomain(0, DOMID_HW, hwPort);
+    return [dom0Port, hwPort];
+  }
+
+  async start(): Promise<void> {
+    const diskPath = resolve(this.opts.baseDir ?? process.cwd(), this.config.disk.path);
+    mkdirSync(dirname(diskPath), { recursive: true });
+    const { port1, port2 } = new MessageChannel();
+    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'worker'), {
+      workerData: {
+        control: port1,
+        eventMemory: this.hv.eventMemory,
+        host: this.config.name,
+        disk: { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024 },
+        nic: { mac: this.config.nic.mac },
+      },
+      transferList: [port1],
+    });
+    const peer = new RpcPeer(new PortLink(port2), `${this.config.name}/hwsim`);
+    this.hwsim = { worker, peer, exited: exitOf(worker) };
+    worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
+    this.hv.dom0Events.start();
+    await peer.call('hw.attachMemory', { domid: 0, buffer: this.hv.dom0.memory.buffer });
+
+    const [diskDom0Port, diskHwPort] = this.bindDevicePorts();
+    const queuePfn = this.frames.alloc();
+    this.disk = new PhysicalDiskDriver(this.hv.dom0.memory, queuePfn, this.hv.dom0Events, diskDom0Port);
+    const diskInfo = await peer.call<{ sectors: number }>('hw.disk.attach', { queue: { domid: 0, pfn: queuePfn }, port: diskHwPort });
+    this.disk.sectors = diskInfo.sectors;
+
+    this.pool = new SkbPool(this.hv.dom0.memory, this.frames, SKB_POOL_FRAMES);
+    const [nicDom0Port, nicHwPort] = this.bindDevicePorts();
+    const txPfn = this.frames.alloc();
+    const rxPfn = this.frames.alloc();
+    this.nic = new PhysicalNicDriver(this.hv.dom0.memory, txPfn, rxPfn, this.hv.dom0Events, nicDom0Port, this.config.nic.mac, this.pool);
+    await peer.call('hw.nic.attach', { tx: { domid: 0, pfn: txPfn }, rx: { domid: 0, pfn: rxPfn }, port: nicHwPort });
+
+    this.bridge = new SoftwareBridge(this.pool);
+    const uplink: BridgePort = { name: 'peth0', deliver: (skb) => this.nic.transmit(skb) };
+    this.nic.onReceive((skb) => this.bridge.input(uplink, skb));
+    this.bridge.add(uplink);
+    this.log.info({ disk: diskPath, sectors: diskInfo.sectors, mac: this.config.nic.mac }, 'host hardware attached');
+
+    for (const g of this.config.guests) {
+      const vif = g.devices.find((d) => d.type === 'vif');
+      if (vif && vif.type === 'vif') this.ips.set(g.name, vif.ip);
+    }
+    for (const g of this.config.guests) await this.addGuest(g);
+    await Promise.all(this.guests.map((g) => g.ready));
+  }
+
+  private readonly ips = new Map<string, string>();
+
+  /** Create a domain with its devices and backends, and boot its guest runtime. */
+  async addGuest(config: GuestConfig): Promise<GuestHandle> {
+    const { domain, blk, net } = await this.createDomainWithDevices(config);
+    const handle = this.launchGuest(config, domain, blk, net);
+    this.guests.push(handle);
+    return handle;
+  }
+
+  /**
+   * The toolstack half of creating a guest (xl create without booting): domain, memory registered
+   * for DMA, both halves of every device in the store, backends waiting in InitWait.
+   */
+  async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
+    const { hv } = this;
+    const domain = hv.createDomain(config.name, config.memoryMiB);
+    await this.hwsim.peer.call('hw.attachMemory', { domid: domain.domid, buffer: domain.memory.buffer });
+    const blk: BlkBackend[] = [];
+    const net: NetBackend[] = [];
+    const s = hv.dom0Store;
+    for (const d of config.devices) {
+      const fdir = frontendPath(domain.domid, d.type, d.devid);
+      const bdir = backendPath(0, d.type, domain.domid, d.devid);
+      // The toolstack writes both halves of the device before either driver looks (as xl does).
+      await s.write(`${fdir}/backend`, bdir);
+      await s.write(`${fdir}/backend-id`, '0');
+      await s.write(`${fdir}/state`, String(XenbusState.Initialising));
+      await s.write(`${bdir}/frontend`, fdir);
+      await s.write(`${bdir}/frontend-id`, String(domain.domid));
+      await s.write(`${bdir}/online`, '1');
+      await s.write(`${bdir}/state`, String(XenbusState.Initialising));
+      if (d.type === 'vbd') {
+        const sectors = d.sizeMiB * 2048;
+        if (this.nextSector + sectors > this.disk.sectors) throw new Error(`physical disk too small for ${config.name}'s vbd`);
+        const region = { start: this.nextSector, sectors };
+        this.nextSector += sectors;
+        await s.write(`${bdir}/params`, `phy:${this.config.name}-disk@${region.start}+${sectors}`);
+        const b = new BlkBackend(hv, this.disk, domain.domid, d.devid, region, this.log);
+        await b.start();
+        blk.push(b);
+      } else {
+        await s.write(`${fdir}/mac`, d.mac);
+        await s.write(`${bdir}/mac`, d.mac);
+        if (d.rate) await s.write(`${bdir}/rate`, d.rate);
+        const n = new NetBackend(hv, this.bridge, domain.domid, d.devid, this.log);
+        await n.start();
+        net.push(n);
+      }
+    }
+    this.created.push({ domain, blk, net });
+    return { domain, blk, net };
+  }
+
+  /** Every domain the toolstack created on this host, booted or not. */
+  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> = [];
+
+  blkBackends(): BlkBackend[] {
+    return this.created.flatMap((c) => c.blk);
+  }
+
+  netBackends(): NetBackend[] {
+    return this.created.flatMap((c) => c.net);
+  }
+
+  private launchGuest(config: GuestConfig, domain: Domain, blk: BlkBackend[], net: NetBackend[]): GuestHandle {
+    const { hv, ips } = this;
+    const vifs = config.devices.flatMap((d) => (d.type === 'vif' ? [{ devid: d.devid, ip: d.ip, mac: d.mac }] : []));
+    const vbds = config.devices.flatMap((d) => (d.type === 'vbd' ? [{ devid: d.devid }] : []));
+    const udp = config.workloads.udp;
+    const peers = udp
+      ? (udp.peers === 'all' ? [...ips.keys()].filter((n) => n !== config.name) : udp.peers).flatMap((name) => {
+          const ip = ips.get(name);
+          return ip ? [{ name, ip }] : [];
+        })
+      : [];
+    const spec: GuestBootSpec = {
+      domid: domain.domid,
+      name: config.name,
+      seed: this.opts.seed * 1000 + domain.domid,
+      memory: domain.memory.buffer,
+      grantTable: domain.grantTable,
+      eventMemory: hv.eventMemory,
+      vbds,
+      vifs,
+      workloads: {
+        ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
+        ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window } } : {}),
+      },
+    };
+    const { port1, port2 } = new MessageChannel();
+    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'worker'), {
+      workerData: { control: port1, spec },
+      transferList: [port1],
+      name: config.name,
+    });
+    const peer = new RpcPeer(new PortLink(port2), `${config.name}`);
+    hv.bindGuestHypercalls(peer, domain.domid);
+    const ready = new Promise<void>((res, rej) => {
+      const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not come up within 30 s`)), 30_000);
+      peer.on(GUEST_READY, () => {
+        clearTimeout(timer);
+        res();
+      });
+      worker.once('error', (e) => {
+        clearTimeout(timer);
+        rej(e);
+      });
+    });
+    worker.on('error', (e) => {
+      domain.state = 'crashed';
+      this.log.error({ err: e, domid: domain.domid }, 'guest crashed');
+    });
+    domain.state = 'running';
+    return { config, domain, worker, peer, blk, net, ready, exited: exitOf(worker) };
+  }
+
+  async guestStats(): Promise<GuestStats[]> {
+    return Promise.all(
+      this.guests.map(async (g) => {
+        if (g.peer.closed) return g.lastStats!;
+        try {
+          g.lastStats = await g.peer.call<GuestStats>(GUEST_STATS, {}, 5_000);
+        } catch {
+          /* keep the last known figures */
+        }
+        return g.lastStats!;
+      }),
+    );
+  }
+
+  /**
+   * Orderly shutdown: each guest stops its workloads, verifies, closes its frontends
+   * (Closing → Closed); backends release grants and ports; domains are destroyed; the disk is
+   * flushed; every worker has exited when this resolves.
+   */
+  async stop(): Promise<GuestStats[]> {
+    if (this.stopping) return this.guests.map((g) => g.lastStats!);
+    this.stopping = true;
+    const finals = await Promise.all(
+      this.guests.map(async (g) => {
+        try {
+          g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, 60_000);
+        } catch (e) {
+          this.log.error({ err: e, guest: g.config.name }, 'guest did not stop cleanly');
+        }
+        return g.lastStats!;
+      }),
+    );
+    for (const g of this.guests) {
+      await Promise.race([g.exited, delay(5_000)]);
+      if (!(await settled(g.exited))) await g.worker.terminate();
+    }
+    for (const c of this.created) {
+      for (const b of c.blk) await b.destroy();
+      for (const n of c.net) await n.destroy();
+      this.hv.destroyDomain(c.domain.domid);
+    }
+    try {
+      await this.hwsim.peer.call('hw.shutdown', {}, 10_000);
+    } catch (e) {
+      this.log.error({ err: e }, 'hwsim shutdown failed');
+    }
+    await Promise.race([this.hwsim.exited, delay(5_000)]);
+    if (!(await settled(this.hwsim.exited))) await this.hwsim.worker.terminate();
+    this.hv.dom0Events.stop();
+    return finals;
+  }
+}
+
+function exitOf(w: Worker): Promise<number> {
+  return new Promise((r) => w.once('exit', r));
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  return Promise.race([p.then(() => true), Promise.resolve(false)]);
+}

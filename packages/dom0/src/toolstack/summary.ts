@@ -1,0 +1,95 @@
+/**
+ * The run summary `ringvisor up --json FILE` writes (DESIGN.md §8 — a contract scripts read),
+ * and the xentop-style table shown while a cluster runs.
+ */
+import type { GuestStats } from '@ringvisor/shared';
+
+export interface RunSummary {
+  transport: 'threads' | 'ws';
+  durationSec: number;
+  guests: Array<{
+    name: string;
+    host: string;
+    domid: number;
+    devices: Array<{ type: 'vbd' | 'vif' | 'cam'; devid: number; mode: string; ops: number; bytes: number; errors: number; detail: Record<string, number> }>;
+    ops: number;
+    bytes: number;
+    errors: number;
+    udp: GuestStats['udp'];
+    state: string;
+    error?: string;
+  }>;
+  integrity: { checked: number; failures: number; kinds: Record<string, number> };
+  dom0: Record<string, unknown>;
+}
+
+export function summarize(transport: 'threads' | 'ws', durationSec: number, perHost: Array<{ host: string; guests: GuestStats[] }>, dom0: Record<string, unknown>): RunSummary {
+  const guests: RunSummary['guests'] = [];
+  const integrity = { checked: 0, failures: 0, kinds: {} as Record<string, number> };
+  for (const { host, guests: gs } of perHost)
+    for (const g of gs) {
+      if (!g) continue;
+      const devices = g.devices.map((d) => ({ ...d }));
+      guests.push({
+        name: g.name,
+        host,
+        domid: g.domid,
+        devices,
+        ops: devices.reduce((a, d) => a + d.ops, 0),
+        bytes: devices.reduce((a, d) => a + d.bytes, 0),
+        errors: devices.reduce((a, d) => a + d.errors, 0),
+        udp: g.udp,
+        state: g.state,
+        ...(g.error ? { error: g.error } : {}),
+      });
+      integrity.checked += g.integrity.checked;
+      integrity.failures += g.integrity.failures;
+      for (const [k, v] of Object.entries(g.integrity.kinds)) integrity.kinds[k] = (integrity.kinds[k] ?? 0) + v;
+    }
+  return { transport, durationSec, guests, integrity, dom0 };
+}
+
+function fmtBytes(n: number): string {
+  if (n >= 1 << 30) return (n / (1 << 30)).toFixed(1) + 'G';
+  if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + 'M';
+  if (n >= 1 << 10) return (n / (1 << 10)).toFixed(1) + 'K';
+  return String(n);
+}
+
+export interface TopRow {
+  name: string;
+  domid: number;
+  state: string;
+  memKiB: number;
+  stats?: GuestStats;
+  prev?: GuestStats;
+}
+
+/** A xentop-like table: per guest, state, memory, vbd ops and bytes, vif packets, rates per second. */
+export function renderTop(host: string, uptimeSec: number, rows: TopRow[], intervalSec: number): string {
+  const head = `ringvisor — host ${host} — up ${uptimeSec}s — ${rows.length} domains`;
+  const cols = ['NAME', 'ID', 'STATE', 'MEM(K)', 'VBD_OPS', 'VBD_RD', 'VBD_WR', 'VBD/s', 'NET_TX', 'NET_RX', 'NET/s', 'CHECKED', 'FAIL'];
+  const lines = [head, cols.map((c, i) => (i === 0 ? c.padEnd(10) : c.padStart(9))).join('')];
+  for (const r of rows) {
+    const vbd = r.stats?.devices.filter((d) => d.type === 'vbd') ?? [];
+    const vif = r.stats?.devices.filter((d) => d.type === 'vif') ?? [];
+    const pvbd = r.prev?.devices.filter((d) => d.type === 'vbd') ?? [];
+    const pvif = r.prev?.devices.filter((d) => d.type === 'vif') ?? [];
+    const sum = (ds: typeof vbd, k: string) => ds.reduce((a, d) => a + (k === 'ops' ? d.ops : (d.detail[k] ?? 0)), 0);
+    const vals = [
+      r.state,
+      String(r.memKiB),
+      String(sum(vbd, 'ops')),
+      fmtBytes(sum(vbd, 'bytesRead')),
+      fmtBytes(sum(vbd, 'bytesWritten')),
+      String(Math.round((sum(vbd, 'ops') - sum(pvbd, 'ops')) / intervalSec)),
+      String(sum(vif, 'txPackets')),
+      String(sum(vif, 'rxPackets')),
+      String(Math.round((sum(vif, 'ops') - sum(pvif, 'ops')) / intervalSec)),
+      String(r.stats?.integrity.checked ?? 0),
+      String(r.stats?.integrity.failures ?? 0),
+    ];
+    lines.push(r.name.slice(0, 10).padEnd(10) + String(r.domid).padStart(9) + vals.map((v) => v.padStart(9)).join(''));
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,319 @@
+/**
+ * blkfront — the guest's para-virtual block driver (Linux xen-blkfront's shape).
+ *
+ * Each request copies the caller's data through bounce frames that are granted to the backend
+ * for the life of the request: read-only for WRITE (the backend only reads them), writable for
+ * READ. Requests are tracked in a shadow table by id; a response whose id is not in flight is
+ * ignored and counted, so no request completes twice. When the backend goes away and comes back
+ * (its state leaves Connected), every request still in flight is re-granted and resubmitted on
+ * the new ring, as blkif_recover does.
+ */
+import {
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
+  BLKIF_OP_FLUSH_DISKCACHE,
+  BLKIF_OP_READ,
+  BLKIF_OP_WRITE,
+  BLKIF_RSP_OKAY,
+  DeviceError,
+  FrontRing,
+  InvalidArgumentError,
+  PAGE_SIZE,
+  RogueRingError,
+  SECTOR_SIZE,
+  SECTORS_PER_PAGE,
+  XenbusState,
+  blkifProtocol,
+  initSharedRing,
+  inTransaction,
+  type BlkifRequest,
+  type BlkifResponse,
+} from '@ringvisor/shared';
+import type { GuestKernel } from '../../kernel/kernel.js';
+import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
+import type { BlockDevice } from '../../workloads/block-verifier.js';
+import { newBlkfrontMetrics, type BlkfrontMetrics } from './metrics.js';
+
+const MAX_BYTES_PER_REQUEST = BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
+
+interface ShadowSegment {
+  pfn: number;
+  gref: number;
+  sectors: number;
+}
+
+interface Shadow {
+  id: number;
+  operation: number;
+  sector: number;
+  segments: ShadowSegment[];
+  resolve: () => void;
+  reject: (e: Error) => void;
+  /** For READ: where the data goes when it completes. */
+  readInto?: Uint8Array;
+}
+
+export type BlkfrontState = 'init' | 'connecting' | 'connected' | 'recovering' | 'closing' | 'closed';
+
+export class BlkFront implements BlockDevice {
+  readonly xb: XenbusFrontend;
+  readonly metrics: BlkfrontMetrics = newBlkfrontMetrics();
+  state: BlkfrontState = 'init';
+  sectors = 0;
+  private ring?: FrontRing<BlkifRequest, BlkifResponse>;
+  private ringPfn = -1;
+  private ringRef = -1;
+  private port = -1;
+  private nextId = 1;
+  private readonly shadow = new Map<number, Shadow>();
+  /** Requests waiting for ring space (or for reconnection). */
+  private readonly waiting: Shadow[] = [];
+  private readonly freeFrames: number[] = [];
+  private unwatch?: () => Promise<void>;
+  private connectedWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly kernel: GuestKernel,
+    readonly devid: number,
+  ) {
+    this.xb = new XenbusFrontend(kernel.store, kernel.domid, 'vbd', devid);
+  }
+
+  get inFlight(): number {
+    return this.shadow.size;
+  }
+
+  /** The xenbus handshake; resolves when both ends are Connected. */
+  async connect(): Promise<void> {
+    this.state = 'connecting';
+    await this.xb.probe();
+    await this.handshake();
+    this.unwatch = await this.xb.watchBackend((s) => this.onBackendState(s));
+  }
+
+  private async handshake(): Promise<void> {
+    const { kernel, xb } = this;
+    await xb.setState(XenbusState.Initialising);
+    await xb.waitBackend((s) => s === XenbusState.InitWait);
+    this.ringPfn = kernel.frames.alloc();
+    const page = kernel.memory.page(this.ringPfn);
+    page.fill(0);
+    initSharedRing(page);
+    this.ring = new FrontRing(page, blkifProtocol);
+    this.ringRef = kernel.grants.grantAccess(xb.backendId, this.ringPfn, false);
+    this.metrics.grantOps++;
+    this.port = await kernel.allocUnboundPort(xb.backendId);
+    kernel.events.on(this.port, () => this.onEvent());
+    await inTransaction(kernel.store, async (tx) => {
+      await kernel.store.write(`${xb.dir}/ring-ref`, String(this.ringRef), tx);
+      await kernel.store.write(`${xb.dir}/event-channel`, String(this.port), tx);
+      await kernel.store.write(`${xb.dir}/protocol`, 'x86_64-abi', tx);
+      await kernel.store.write(`${xb.dir}/state`, String(XenbusState.Initialised), tx);
+    });
+    await xb.waitBackend((s) => s === XenbusState.Connected);
+    const sectors = Number(await xb.backendValue('sectors'));
+    const sectorSize = Number(await xb.backendValue('sector-size'));
+    if (!Number.isSafeInteger(sectors) || sectors <= 0 || sectorSize !== SECTOR_SIZE)
+      throw new DeviceError(`vbd ${this.devid}: backend published sectors=${sectors} sector-size=${sectorSize}`);
+    this.sectors = sectors;
+    await xb.setState(XenbusState.Connected);
+    this.state = 'connected';
+    kernel.log.debug({ devid: this.devid, sectors }, 'blkfront connected');
+    for (const w of this.connectedWaiters.splice(0)) w();
+    this.pump();
+  }
+
+  private onBackendState(s: XenbusState): void {
+    if (this.state !== 'connected') return;
+    if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.InitWait || s === XenbusState.Initialising)
+      void this.recover().catch((e) => this.kernel.log.error({ err: e, devid: this.devid }, 'blkfront recovery failed'));
+  }
+
+  /** blkif_recover: drain the old ring, release it, handshake again, resubmit what was in flight. */
+  private async recover(): Promise<void> {
+    this.state = 'recovering';
+    this.metrics.recoveries++;
+    this.collectResponses();
+    this.releaseRing();
+    const replay = [...this.shadow.values()].sort((a, b) => a.id - b.id);
+    for (const s of replay) {
+      this.shadow.delete(s.id);
+      this.endSegmentGrants(s);
+    }
+    this.waiting.unshift(...replay);
+    this.metrics.resubmitted += replay.length;
+    await this.xb.setState(XenbusState.Closed);
+    await this.xb.waitBackend((s) => s === XenbusState.InitWait, 60_000);
+    await this.handshake();
+  }
+
+  private releaseRing(): void {
+    if (this.port >= 0) {
+      const port = this.port;
+      this.port = -1;
+      void this.kernel.closePort(port).catch(() => {});
+    }
+    if (this.ringRef >= 0) {
+      if (!this.kernel.grants.endAccess(this.ringRef)) this.metrics.leakedGrants++;
+      this.ringRef = -1;
+    }
+    if (this.ringPfn >= 0) {
+      this.kernel.frames.release(this.ringPfn);
+      this.ringPfn = -1;
+    }
+    this.ring = undefined;
+  }
+
+  // ---- BlockDevice ---------------------------------------------------------------------------
+
+  read(sector: number, buf: Uint8Array): Promise<void> {
+    return this.transfer(BLKIF_OP_READ, sector, buf);
+  }
+
+  write(sector: number, buf: Uint8Array): Promise<void> {
+    return this.transfer(BLKIF_OP_WRITE, sector, buf);
+  }
+
+  flush(): Promise<void> {
+    return this.enqueue(BLKIF_OP_FLUSH_DISKCACHE, 0, []);
+  }
+
+  private async transfer(op: number, sector: number, buf: Uint8Array): Promise<void> {
+    if (buf.byteLength === 0 || buf.byteLength % SECTOR_SIZE !== 0) throw new InvalidArgumentError('transfer length must be whole sectors');
+    if (!Number.isSafeInteger(sector) || sector < 0 || sector + buf.byteLength / SECTOR_SIZE > this.sectors)
+      throw new InvalidArgumentError(`sectors ${sector}+${buf.byteLength / SECTOR_SIZE} outside the ${this.sectors}-sector vbd`);
+    const parts: Promise<void>[] = [];
+    for (let off = 0; off < buf.byteLength; off += MAX_BYTES_PER_REQUEST) {
+      const chunk = buf.subarray(off, Math.min(buf.byteLength, off + MAX_BYTES_PER_REQUEST));
+      const segments: ShadowSegment[] = [];
+      for (let p = 0; p < chunk.byteLength; p += PAGE_SIZE) {
+        const len = Math.min(PAGE_SIZE, chunk.byteLength - p);
+        const pfn = this.allocFrame();
+        if (op === BLKIF_OP_WRITE) this.kernel.memory.page(pfn).set(chunk.subarray(p, p + len));
+        segments.push({ pfn, gref: -1, sectors: len / SECTOR_SIZE });
+      }
+      parts.push(this.enqueue(op, sector + off / SECTOR_SIZE, segments, op === BLKIF_OP_READ ? chunk : undefined));
+    }
+    await Promise.all(parts);
+  }
+
+  private enqueue(operation: number, sector: number, segments: ShadowSegment[], readInto?: Uint8Array): Promise<void> {
+    if (this.state === 'closing' || this.state === 'closed') return Promise.reject(new DeviceError(`vbd ${this.devid} is closed`));
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ id: this.nextId++, operation, sector, segments, resolve, reject, readInto });
+      this.pump();
+    });
+  }
+
+  private allocFrame(): number {
+    return this.freeFrames.pop() ?? this.kernel.frames.alloc();
+  }
+
+  /** Move waiting requests onto the ring while it has room, then publish and kick once. */
+  private pump(): void {
+    const ring = this.ring;
+    if (this.state !== 'connected' || !ring) return;
+    let queued = 0;
+    while (this.waiting.length > 0 && !ring.isFull()) {
+      const s = this.waiting.shift()!;
+      for (const seg of s.segments) {
+        seg.gref = this.kernel.grants.grantAccess(this.xb.backendId, seg.pfn, s.operation === BLKIF_OP_WRITE);
+        this.metrics.grantOps++;
+      }
+      ring.putRequest({
+        operation: s.operation,
+        nrSegments: s.segments.length,
+        handle: this.devid,
+        id: s.id,
+        sectorNumber: s.sector,
+        segments: s.segments.map((g) => ({ gref: g.gref, firstSect: 0, lastSect: g.sectors - 1 })),
+      });
+      this.shadow.set(s.id, s);
+      queued++;
+    }
+    if (queued === 0) return;
+    this.metrics.requests += queued;
+    if (ring.pushRequests()) {
+      this.kernel.events.send(this.port);
+      this.metrics.notifications++;
+    } else this.metrics.suppressed++;
+  }
+
+  private onEvent(): void {
+    this.metrics.events++;
+    if (this.state !== 'connected') return;
+    this.collectResponses();
+    this.pump();
+  }
+
+  /** Consume every response, then final-check so no response published meanwhile is missed. */
+  private collectResponses(): void {
+    const ring = this.ring;
+    if (!ring) return;
+    try {
+      do {
+        for (let i = 0; i < ring.size; i++) {
+          const rsp = ring.takeResponse();
+          if (!rsp) break;
+          this.complete(rsp);
+        }
+      } while (ring.finalCheckForResponses());
+    } catch (e) {
+      if (!(e instanceof RogueRingError)) throw e;
+      this.metrics.rogueResponses++;
+      this.kernel.log.error({ devid: this.devid, err: e.message }, 'backend published impossible responses');
+    }
+  }
+
+  private complete(rsp: BlkifResponse): void {
+    const s = this.shadow.get(rsp.id);
+    if (!s || rsp.operation !== s.operation) {
+      this.metrics.unexpectedResponses++;
+      return;
+    }
+    this.shadow.delete(rsp.id);
+    this.endSegmentGrants(s);
+    if (rsp.status === BLKIF_RSP_OKAY && s.readInto) {
+      let off = 0;
+      for (const seg of s.segments) {
+        const len = seg.sectors * SECTOR_SIZE;
+        s.readInto.set(this.kernel.memory.page(seg.pfn).subarray(0, len), off);
+        off += len;
+      }
+    }
+    for (const seg of s.segments) this.freeFrames.push(seg.pfn);
+    this.metrics.responses++;
+    if (rsp.status === BLKIF_RSP_OKAY) {
+      if (s.operation === BLKIF_OP_READ) this.metrics.sectorsRead += s.segments.reduce((a, g) => a + g.sectors, 0);
+      if (s.operation === BLKIF_OP_WRITE) this.metrics.sectorsWritten += s.segments.reduce((a, g) => a + g.sectors, 0);
+      s.resolve();
+    } else {
+      this.metrics.errors++;
+      s.reject(new DeviceError(`vbd ${this.devid}: request ${rsp.id} (op ${s.operation}) failed with status ${rsp.status}`));
+    }
+  }
+
+  private endSegmentGrants(s: Shadow): void {
+    for (const seg of s.segments) {
+      if (seg.gref < 0) continue;
+      // A backend that still maps a segment after responding is buggy; keep the frame out of reuse.
+      if (!this.kernel.grants.endAccess(seg.gref)) this.metrics.leakedGrants++;
+      this.metrics.grantOps++;
+      seg.gref = -1;
+    }
+  }
+
+  /** Orderly close: wait for in-flight requests, then Closing → Closed with the backend. */
+  async disconnect(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.shadow.size > 0 || this.waiting.length > 0) && Date.now() < deadline && this.state === 'connected')
+      await new Promise((r) => setTimeout(r, 5));
+    this.state = 'closing';
+    await this.unwatch?.();
+    for (const s of [...this.waiting.splice(0), ...this.shadow.values()]) s.reject(new DeviceError(`vbd ${this.devid} closed`));
+    await this.xb.setState(XenbusState.Closing);
+    await this.xb.waitBackend((s) => s === XenbusState.Closing || s === XenbusState.Closed, 10_000).catch(() => {});
+    this.releaseRing();
+    await this.xb.setState(XenbusState.Closed);
+    this.state = 'closed';
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * netfront — the guest's para-virtual NIC driver (Linux xen-netfront's shape), rx-copy mode.
+ *
+ * TX: each frame is copied into a transmit buffer frame, granted read-only to the backend, and
+ * described by one tx request; the grant ends when its response arrives.
+ * RX: the driver keeps the rx ring stocked with empty buffer frames granted writable to the
+ * backend; the backend grant-copies each received frame into one of them. A consumed buffer is
+ * re-posted with the same grant (the backend never maps it, so the grant stays valid).
+ * One event channel serves both rings (no split event channels).
+ */
+import {
+  DeviceError,
+  ETH_MAX_FRAME,
+  ETH_MIN_FRAME,
+  FrontRing,
+  NETIF_RSP_OKAY,
+  PAGE_SIZE,
+  RogueRingError,
+  XenbusState,
+  initSharedRing,
+  inTransaction,
+  netifRxProtocol,
+  netifTxProtocol,
+  type NetifRxRequest,
+  type NetifRxResponse,
+  type NetifTxRequest,
+  type NetifTxResponse,
+} from '@ringvisor/shared';
+import type { GuestKernel } from '../../kernel/kernel.js';
+import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
+import { newNetfrontMetrics, type NetfrontMetrics } from './metrics.js';
+
+/** Frames waiting for a free tx slot before new ones are dropped (Linux's txqueuelen is 1000). */
+const TX_QUEUE_LIMIT = 256;
+
+interface Buffer {
+  pfn: number;
+  gref: number;
+}
+
+export interface NetfrontOptions {
+  /** Transmit buffers (frames in flight towards the backend at once). */
+  txBuffers?: number;
+  /** Receive buffers kept posted on the rx ring. */
+  rxBuffers?: number;
+}
+
+export class NetFront {
+  readonly xb: XenbusFrontend;
+  readonly metrics: NetfrontMetrics = newNetfrontMetrics();
+  mac = '';
+  connected = false;
+  private tx?: FrontRing<NetifTxRequest, NetifTxResponse>;
+  private rx?: FrontRing<NetifRxRequest, NetifRxResponse>;
+  private readonly ringPfns: number[] = [];
+  private readonly ringRefs: number[] = [];
+  private port = -1;
+  private readonly txFree: number[] = [];
+  private readonly txInFlight = new Map<number, Buffer>();
+  private readonly rxBufs: Buffer[] = [];
+  private readonly txBuffers: Buffer[] = [];
+  private readonly txQueue: Uint8Array[] = [];
+  private readonly txBufCount: number;
+  private readonly rxBufCount: number;
+  private receiver: (frame: Uint8Array) => void = () => {};
+  private txDrainWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly kernel: GuestKernel,
+    readonly devid: number,
+    opts: NetfrontOptions = {},
+  ) {
+    this.xb = new XenbusFrontend(kernel.store, kernel.domid, 'vif', devid);
+    this.txBufCount = Math.min(opts.txBuffers ?? 128, 256);
+    this.rxBufCount = Math.min(opts.rxBuffers ?? 64, 256);
+  }
+
+  onReceive(cb: (frame: Uint8Array) => void): void {
+    this.receiver = cb;
+  }
+
+  async connect(): Promise<void> {
+    const { kernel, xb } = this;
+    await xb.probe();
+    this.mac = (await xb.backendValue('mac')) ?? (await kernel.store.read(`${xb.dir}/mac`));
+    await xb.setState(XenbusState.Initialising);
+    await xb.waitBackend((s) => s === XenbusState.InitWait);
+    const rings: Array<FrontRing<NetifTxRequest, NetifTxResponse> | FrontRing<NetifRxRequest, NetifRxResponse>> = [];
+    for (const protocol of [netifTxProtocol, netifRxProtocol] as const) {
+      const pfn = kernel.frames.alloc();
+      const page = kernel.memory.page(pfn);
+      page.fill(0);
+      initSharedRing(page);
+      this.ringPfns.push(pfn);
+      this.ringRefs.push(kernel.grants.grantAccess(xb.backendId, pfn, false));
+      this.metrics.grantOps++;
+      rings.push(protocol === netifTxProtocol ? new FrontRing(page, netifTxProtocol) : new FrontRing(page, netifRxProtocol));
+    }
+    this.tx = rings[0] as FrontRing<NetifTxRequest, NetifTxResponse>;
+    this.rx = rings[1] as FrontRing<NetifRxRequest, NetifRxResponse>;
+    this.port = await kernel.allocUnboundPort(xb.backendId);
+    kernel.events.on(this.port, () => this.onEvent());
+    for (let i = 0; i < this.txBufCount; i++) this.txFree.push(i);
+    await inTransaction(kernel.store, async (t) => {
+      await kernel.store.write(`${xb.dir}/tx-ring-ref`, String(this.ringRefs[0]), t);
+      await kernel.store.write(`${xb.dir}/rx-ring-ref`, String(this.ringRefs[1]), t);
+      await kernel.store.write(`${xb.dir}/event-channel`, String(this.port), t);
+      await kernel.store.write(`${xb.dir}/request-rx-copy`, '1', t);
+      await kernel.store.write(`${xb.dir}/state`, String(XenbusState.Initialised), t);
+    });
+    await xb.waitBackend((s) => s === XenbusState.Connected);
+    // Stock the rx ring before announcing Connected, so the first frame finds a buffer.
+    for (let id = 0; id < this.rxBufCount; id++) {
+      const pfn = kernel.frames.alloc();
+      this.rxBufs.push({ pfn, gref: kernel.grants.grantAccess(xb.backendId, pfn, false) });
+      this.metrics.grantOps++;
+      this.rx.putRequest({ id, gref: this.rxBufs[id].gref });
+    }
+    this.pushRx();
+    await xb.setState(XenbusState.Connected);
+    this.connected = true;
+  }
+
+  /**
+   * Transmit one Ethernet frame. When the ring or the buffers are exhausted the frame waits in a
+   * bounded queue (the qdisc in front of a stopped netdev queue) and goes out as responses free
+   * slots; only when that queue is full is the frame dropped (counted) and false returned.
+   */
+  transmit(frame: Uint8Array): boolean {
+    if (!this.connected || !this.tx) return false;
+    if (frame.byteLength < ETH_MIN_FRAME || frame.byteLength > ETH_MAX_FRAME) throw new DeviceError(`frame of ${frame.byteLength} bytes`);
+    if (this.txQueue.length > 0 || !this.post(frame)) {
+      if (this.txQueue.length >= TX_QUEUE_LIMIT) {
+        this.metrics.txDropped++;
+        return false;
+      }
+      this.txQueue.push(frame.slice());
+      this.metrics.txQueued++;
+      return true;
+    }
+    this.kickTx();
+    return true;
+  }
+
+  private kickTx(): void {
+    if (this.tx!.pushRequests()) {
+      this.kernel.events.send(this.port);
+      this.metrics.notifications++;
+    } else this.metrics.suppressed++;
+  }
+
+  /** Put one frame on the ring (unpublished); false when no slot or buffer is free. */
+  private post(frame: Uint8Array): boolean {
+    const ring = this.tx!;
+    const id = this.txFree.pop();
+    if (id === undefined || ring.isFull()) {
+      if (id !== undefined) this.txFree.push(id);
+      return false;
+    }
+    let buf = this.txBuffers[id];
+    if (!buf) {
+      buf = { pfn: this.kernel.frames.alloc(), gref: -1 };
+      this.txBuffers[id] = buf;
+    }
+    this.kernel.memory.page(buf.pfn).set(frame);
+    buf.gref = this.kernel.grants.grantAccess(this.xb.backendId, buf.pfn, true);
+    this.metrics.grantOps++;
+    this.txInFlight.set(id, buf);
+    ring.putRequest({ gref: buf.gref, offset: 0, flags: 0, id, size: frame.byteLength });
+    this.metrics.txPackets++;
+    this.metrics.txBytes += frame.byteLength;
+    return true;
+  }
+
+  /** Free transmit slots right now. */
+  get txAvailable(): number {
+    return this.tx ? Math.min(this.txFree.length, this.tx.freeRequests()) : 0;
+  }
+
+  private pushRx(): void {
+    if (this.rx!.pushRequests()) {
+      this.kernel.events.send(this.port);
+      this.metrics.notifications++;
+    } else this.metrics.suppressed++;
+  }
+
+  private onEvent(): void {
+    this.metrics.events++;
+    if (!this.tx || !this.rx) return;
+    try {
+      this.reapTx();
+      this.receive();
+    } catch (e) {
+      if (!(e instanceof RogueRingError)) throw e;
+      this.metrics.rogueResponses++;
+      this.connected = false;
+      this.kernel.log.error({ devid: this.devid, err: e.message }, 'netback published impossible responses; vif stopped');
+    }
+  }
+
+  private reapTx(): void {
+    const ring = this.tx!;
+    do {
+      for (let i = 0; i < ring.size; i++) {
+        const rsp = ring.takeResponse();
+        if (!rsp) break;
+        const buf = this.txInFlight.get(rsp.id);
+        if (!buf) {
+          this.metrics.unexpectedResponses++;
+          continue;
+        }
+        this.txInFlight.delete(rsp.id);
+        if (!this.kernel.grants.endAccess(buf.gref)) this.metrics.leakedGrants++;
+        this.metrics.grantOps++;
+        buf.gref = -1;
+        this.txFree.push(rsp.id);
+        if (rsp.status !== NETIF_RSP_OKAY) this.metrics.txErrors++;
+      }
+    } while (ring.finalCheckForResponses());
+    let posted = 0;
+    while (this.txQueue.length > 0 && this.post(this.txQueue[0])) {
+      this.txQueue.shift();
+      posted++;
+    }
+    if (posted > 0) this.kickTx();
+    if (this.txInFlight.size === 0 && this.txQueue.length === 0) for (const w of this.txDrainWaiters.splice(0)) w();
+  }
+
+  private receive(): void {
+    const ring = this.rx!;
+    let reposted = 0;
+    do {
+      for (let i = 0; i < ring.size; i++) {
+        const rsp = ring.takeResponse();
+        if (!rsp) break;
+        const buf = this.rxBufs[rsp.id];
+        if (!buf) {
+          this.metrics.unexpectedResponses++;
+          continue;
+        }
+        if (rsp.status > 0 && rsp.offset + rsp.status <= PAGE_SIZE) {
+          const frame = this.kernel.memory.page(buf.pfn).slice(rsp.offset, rsp.offset + rsp.status);
+          this.metrics.rxPackets++;
+          this.metrics.rxBytes += frame.byteLength;
+          this.receiver(frame);
+        } else this.metrics.rxErrors++;
+        ring.putRequest({ id: rsp.id, gref: buf.gref });
+        reposted++;
+      }
+    } while (ring.finalCheckForResponses());
+    if (reposted > 0) this.pushRx();
+  }
+
+  /** Wait until every transmitted frame has been answered by the backend. */
+  async drainTx(timeoutMs = 5_000): Promise<void> {
+    if (this.txInFlight.size === 0 && this.txQueue.length === 0) return;
+    await Promise.race([
+      new Promise<void>((r) => this.txDrainWaiters.push(r)),
+      new Promise<void>((r) => setTimeout(r, timeoutMs).unref()),
+    ]);
+  }
+
+  async disconnect(): Promise<void> {
+    await this.drainTx();
+    this.connected = false;
+    await this.xb.setState(XenbusState.Closing);
+    await this.xb.waitBackend((s) => s === XenbusState.Closing || s === XenbusState.Closed, 10_000).catch(() => {});
+    if (this.port >= 0) await this.kernel.closePort(this.port).catch(() => {});
+    this.port = -1;
+    for (const b of [...this.rxBufs, ...this.txInFlight.values()])
+      if (b.gref >= 0 && !this.kernel.grants.endAccess(b.gref)) this.metrics.leakedGrants++;
+    for (const r of this.ringRefs) if (!this.kernel.grants.endAccess(r)) this.metrics.leakedGrants++;
+    await this.xb.setState(XenbusState.Closed);
+  }
+}

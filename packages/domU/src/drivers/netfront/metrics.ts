@@ -1,0 +1,39 @@
+/** Counters of one netfront instance. */
+export interface NetfrontMetrics {
+  txPackets: number;
+  txBytes: number;
+  txDropped: number;
+  /** Frames that waited in the tx queue for a free slot. */
+  txQueued: number;
+  txErrors: number;
+  rxPackets: number;
+  rxBytes: number;
+  rxErrors: number;
+  grantOps: number;
+  notifications: number;
+  suppressed: number;
+  events: number;
+  unexpectedResponses: number;
+  rogueResponses: number;
+  leakedGrants: number;
+}
+
+export function newNetfrontMetrics(): NetfrontMetrics {
+  return {
+    txPackets: 0,
+    txBytes: 0,
+    txDropped: 0,
+    txQueued: 0,
+    txErrors: 0,
+    rxPackets: 0,
+    rxBytes: 0,
+    rxErrors: 0,
+    grantOps: 0,
+    notifications: 0,
+    suppressed: 0,
+    events: 0,
+    unexpectedResponses: 0,
+    rogueResponses: 0,
+    leakedGrants: 0,
+  };
+}

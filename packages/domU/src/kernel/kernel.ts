@@ -1,0 +1,61 @@
+/**
+ * The guest kernel's view of the machine: its own memory and frame allocator, the granting side
+ * of its grant table, its event channels, the store, and hypercalls (a link to the hypervisor,
+ * bound by the hypervisor to this domain's id).
+ */
+import {
+  EventChannelGate,
+  FrameAllocator,
+  GrantTable,
+  GuestMemory,
+  RemoteStoreClient,
+  type Logger,
+  type RpcPeer,
+  type StoreClient,
+} from '@ringvisor/shared';
+
+export interface GuestKernelOptions {
+  domid: number;
+  memory: SharedArrayBuffer;
+  grantTable: SharedArrayBuffer;
+  eventMemory: SharedArrayBuffer;
+  hypercalls: RpcPeer;
+  log: Logger;
+}
+
+export class GuestKernel {
+  readonly domid: number;
+  readonly memory: GuestMemory;
+  readonly frames: FrameAllocator;
+  readonly grants: GrantTable;
+  readonly events: EventChannelGate;
+  readonly store: StoreClient;
+  readonly hypercalls: RpcPeer;
+  readonly log: Logger;
+
+  constructor(o: GuestKernelOptions) {
+    this.domid = o.domid;
+    this.memory = new GuestMemory(o.domid, o.memory);
+    this.frames = new FrameAllocator(this.memory);
+    this.grants = new GrantTable(o.grantTable, o.domid);
+    this.events = new EventChannelGate(o.eventMemory, o.domid);
+    this.hypercalls = o.hypercalls;
+    this.store = new RemoteStoreClient(o.hypercalls, o.domid);
+    this.log = o.log;
+    this.events.start();
+  }
+
+  /** EVTCHNOP_alloc_unbound: a port the given remote domain may bind to. */
+  allocUnboundPort(remoteDom: number): Promise<number> {
+    return this.hypercalls.call<number>('evtchn.allocUnbound', { remoteDom });
+  }
+
+  async closePort(port: number): Promise<void> {
+    this.events.off(port);
+    await this.hypercalls.call('evtchn.close', { port });
+  }
+
+  shutdown(): void {
+    this.events.stop();
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The disk through its real host-interface queue: this test plays dom0's driver (FrontRing on a
+ * dom0 page, data pages in a guest's memory, real event channels for doorbell and IRQ).
+ */
+import { openSync, closeSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  ClosedError,
+  GuestMemory,
+  HWBLK_OP_FLUSH,
+  HWBLK_OP_READ,
+  HWBLK_OP_WRITE,
+  HW_STATUS_EIO,
+  HW_STATUS_ENOTSUP,
+  HW_STATUS_OK,
+  REQ_PROD,
+  RING_HEADER_SIZE,
+  hwBlkProtocol,
+  type HwBlkRequest,
+  type HwStatusResponse,
+} from '@ringvisor/shared';
+import { HardwareSimulator } from '../../runtime.js';
+import { Dom0Events, DriverQueue, quietLogger, tempDir, waitFor } from '../../test/harness.js';
+
+const GUEST = 7;
+const DISK_BYTES = 1 << 20; // 2048 sectors
+const SLOT = 104;
+
+interface Rig {
+  sim: HardwareSimulator;
+  events: Dom0Events;
+  dom0: GuestMemory;
+  guest: GuestMemory;
+  driver: DriverQueue<HwBlkRequest, HwStatusResponse>;
+  queuePfn: number;
+}
+
+function boot(path: string): Rig {
+  const events = new Dom0Events();
+  const sim = new HardwareSimulator({ eventMemory: events.eventMemory, host: 'test', logger: quietLogger(), disk: { path, sizeBytes: DISK_BYTES }, nic: { mac: '52:54:00:00:00:01' } }).start();
+  const dom0 = GuestMemory.allocate(0, 8);
+  const guest = GuestMemory.allocate(GUEST, 16);
+  sim.attachMemory(0, dom0.buffer);
+  sim.attachMemory(GUEST, guest.buffer);
+  const ch = events.bindDevice();
+  const queuePfn = 1;
+  const driver = new DriverQueue(dom0.page(queuePfn), hwBlkProtocol, events.gate, ch.dom0Port, ch.irq);
+  const info = sim.attachDisk({ queue: { domid: 0, pfn: queuePfn }, port: ch.hwPort });
+  expect(info).toEqual({ sectors: 2048, sectorSize: 512 });
+  return { sim, events, dom0, guest, driver, queuePfn };
+}
+
+function pattern(page: Uint8Array, seed: number): void {
+  for (let i = 0; i < page.length; i++) page[i] = (i * 31 + seed) & 0xff;
+}
+
+function seg(pfn: number, firstSect: number, lastSect: number, domid = GUEST) {
+  return { domid, pfn, firstSect, lastSect };
+}
+
+function readImage(path: string, offset: number, len: number): Uint8Array {
+  const fd = openSync(path, 'r');
+  try {
+    const b = new Uint8Array(len);
+    readSync(fd, b, 0, len, offset);
+    return b;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe('disk queue (hwblk)', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let path: string;
+  const rigs: Rig[] = [];
+  const up = (): Rig => {
+    const r = boot(path);
+    rigs.push(r);
+    return r;
+  };
+
+  beforeEach(() => {
+    tmp = tempDir();
+    path = join(tmp.dir, 'disk.img');
+  });
+  afterEach(() => {
+    for (const r of rigs.splice(0)) {
+      r.sim.shutdown();
+      r.events.close();
+    }
+    tmp.remove();
+  });
+
+  it('writes, flushes and reads back multi-segment requests, raising the IRQ', async () => {
+    const { sim, guest, driver } = up();
+    pattern(guest.page(2), 1);
+    pattern(guest.page(3), 2);
+    expect(driver.submit([
+      { op: HWBLK_OP_WRITE, id: 1, sector: 10, segments: [seg(2, 0, 7), seg(3, 2, 5)] },
+      { op: HWBLK_OP_FLUSH, id: 2, sector: 0, segments: [] },
+    ])).toBe(true);
+    const r1 = await driver.collect(2);
+    expect(r1).toEqual([
+      { id: 1, status: HW_STATUS_OK },
+      { id: 2, status: HW_STATUS_OK },
+    ]);
+    const irqsAfterWrite = driver.irq.count;
+    expect(irqsAfterWrite).toBeGreaterThanOrEqual(1); // dom0's handler saw the interrupt
+
+    // The bytes are in the image file where the request said.
+    const onDisk = readImage(path, 10 * 512, 12 * 512);
+    expect(onDisk.subarray(0, 4096)).toEqual(guest.page(2).slice());
+    expect(onDisk.subarray(4096)).toEqual(guest.page(3).slice(1024, 3072));
+
+    // Second batch must ring the doorbell again: the device re-armed req_event in its final check.
+    expect(driver.submit([{ op: HWBLK_OP_READ, id: 3, sector: 10, segments: [seg(8, 0, 7), seg(9, 4, 7)] }])).toBe(true);
+    expect(await driver.collect(1)).toEqual([{ id: 3, status: HW_STATUS_OK }]);
+    expect(driver.irq.count).toBeGreaterThan(irqsAfterWrite);
+    expect(guest.page(8)).toEqual(guest.page(2));
+    expect(guest.page(9).slice(2048)).toEqual(guest.page(3).slice(1024, 3072));
+    expect(guest.page(9).slice(0, 2048).every((b) => b === 0)).toBe(true); // sectors 0..3 untouched
+
+    const s = sim.stats().disk;
+    expect(s.ops).toEqual({ read: 1, write: 1, flush: 1 });
+    expect(s.sectorsWritten).toBe(12);
+    expect(s.sectorsRead).toBe(12);
+    expect(s.bytesWritten).toBe(12 * 512);
+    expect(s.errors).toEqual({ eio: 0, enotsup: 0, io: 0 });
+    expect(s.queue?.requests).toBe(3);
+    expect(s.queue?.irqs).toBeGreaterThanOrEqual(2);
+    expect(sim.stats().dma).toMatchObject({ bytesRead: 12 * 512, bytesWritten: 12 * 512, faults: 0 });
+  });
+
+  it('keeps data across a restart of the simulator (image reopened, not recreated)', async () => {
+    const a = up();
+    pattern(a.guest.page(4), 9);
+    a.driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 2040, segments: [seg(4, 0, 7)] }]);
+    expect(await a.driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
+    a.sim.shutdown();
+    expect(a.sim.stats().disk.closed).toBe(true);
+    expect(() => a.sim.attachMemory(3, new SharedArrayBuffer(4096))).toThrow(ClosedError);
+
+    const b = up();
+    expect(b.sim.disk.created).toBe(false);
+    b.driver.submit([{ op: HWBLK_OP_READ, id: 5, sector: 2040, segments: [seg(6, 0, 7)] }]);
+    expect(await b.driver.collect(1)).toEqual([{ id: 5, status: HW_STATUS_OK }]);
+    expect(b.guest.page(6)).toEqual(a.guest.page(4));
+  });
+
+  it('answers malformed requests with error statuses and keeps serving', async () => {
+    const { sim, guest, driver } = up();
+    pattern(guest.page(2), 3);
+    const twelve = Array.from({ length: 11 }, () => seg(2, 0, 7));
+    const reqs: HwBlkRequest[] = [
+      { op: HWBLK_OP_READ, id: 10, sector: 2047, segments: [seg(2, 0, 1)] }, // runs past the end
+      { op: HWBLK_OP_WRITE, id: 11, sector: 100, segments: twelve }, // nr_segments poked to 12 below
+      { op: HWBLK_OP_READ, id: 12, sector: 0, segments: [seg(2, 5, 3)] }, // first > last
+      { op: HWBLK_OP_READ, id: 13, sector: 0, segments: [seg(2, 0, 8)] }, // last_sect past the page
+      { op: HWBLK_OP_WRITE, id: 14, sector: 0, segments: [seg(999, 0, 0)] }, // pfn outside memory
+      { op: HWBLK_OP_READ, id: 15, sector: 0, segments: [seg(0, 0, 0, 42)] }, // domain not attached
+      { op: 9, id: 16, sector: 0, segments: [] }, // unknown op
+      { op: HWBLK_OP_FLUSH, id: 17, sector: 0, segments: [seg(2, 0, 0)] }, // flush with a segment
+      { op: HWBLK_OP_READ, id: 18, sector: 0, segments: [] }, // read with no segments
+      { op: HWBLK_OP_WRITE, id: 19, sector: 200, segments: [seg(2, 0, 7)] }, // valid
+    ];
+    for (const r of reqs) driver.front.putRequest(r);
+    // A hostile driver claims 12 segments: the device must refuse, not truncate to 11.
+    const slot11 = RING_HEADER_SIZE + 1 * SLOT;
+    driver.page[slot11 + 1] = 12;
+    driver.submit([]);
+    const rsps = await driver.collect(reqs.length);
+    expect(rsps).toEqual([
+      { id: 10, status: HW_STATUS_EIO },
+      { id: 11, status: HW_STATUS_EIO },
+      { id: 12, status: HW_STATUS_EIO },
+      { id: 13, status: HW_STATUS_EIO },
+      { id: 14, status: HW_STATUS_EIO },
+      { id: 15, status: HW_STATUS_EIO },
+      { id: 16, status: HW_STATUS_ENOTSUP },
+      { id: 17, status: HW_STATUS_EIO },
+      { id: 18, status: HW_STATUS_EIO },
+      { id: 19, status: HW_STATUS_OK },
+    ]);
+    expect(readImage(path, 100 * 512, 88 * 512).every((b) => b === 0)).toBe(true); // the 12-segment write did nothing
+    expect(readImage(path, 200 * 512, 4096)).toEqual(guest.page(2).slice());
+    const s = sim.stats().disk;
+    expect(s.errors).toEqual({ eio: 8, enotsup: 1, io: 0 });
+    expect(s.ops.write).toBe(1);
+    expect(s.ops.read).toBe(0);
+
+    // And the queue still serves afterwards.
+    driver.submit([{ op: HWBLK_OP_READ, id: 20, sector: 200, segments: [seg(5, 0, 7)] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 20, status: HW_STATUS_OK }]);
+    expect(guest.page(5)).toEqual(guest.page(2));
+  });
+
+  it('fails a request with EIO when its memory disappears, without stopping the queue', async () => {
+    const { sim, driver, guest } = up();
+    sim.detachMemory(GUEST);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 0, segments: [seg(2, 0, 0)] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_EIO }]);
+    sim.attachMemory(GUEST, guest.buffer);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 2, sector: 0, segments: [seg(2, 0, 0)] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 2, status: HW_STATUS_OK }]);
+  });
+
+  it('stops a queue whose driver publishes an impossible req_prod, and survives it', async () => {
+    const { sim, driver, dom0, events, guest } = up();
+    driver.submit([{ op: HWBLK_OP_FLUSH, id: 1, sector: 0, segments: [] }]);
+    await driver.collect(1);
+    // Rogue: req_prod a thousand requests ahead of anything the ring can hold.
+    Atomics.store(driver.front.page.indices, REQ_PROD, driver.front.reqProdPvt + 1000);
+    const ch = sim.stats().disk.queue;
+    events.gate.send(driver.port);
+    await waitFor(() => sim.stats().disk.queue?.stopped === true, 3000, 'rogue queue to stop');
+    const stopped = sim.stats().disk.queue;
+    expect(stopped?.rogue).toBe(1);
+    expect(stopped?.stopReason).toMatch(/req_prod/);
+    expect(stopped?.requests).toBe(ch?.requests);
+
+    // Further doorbells are ignored, and nothing crashed: a fresh queue on a new page works.
+    events.gate.send(driver.port);
+    await waitFor(() => (sim.stats().disk.queue?.doorbells ?? 0) > (stopped?.doorbells ?? 0), 3000, 'doorbell');
+    expect(sim.stats().disk.queue?.requests).toBe(stopped?.requests);
+
+    const ch2 = events.bindDevice();
+    const fresh = new DriverQueue(dom0.page(2), hwBlkProtocol, events.gate, ch2.dom0Port, ch2.irq);
+    sim.attachDisk({ queue: { domid: 0, pfn: 2 }, port: ch2.hwPort });
+    pattern(guest.page(1), 4);
+    fresh.submit([{ op: HWBLK_OP_WRITE, id: 9, sector: 1, segments: [seg(1, 0, 7)] }]);
+    expect(await fresh.collect(1)).toEqual([{ id: 9, status: HW_STATUS_OK }]);
+    expect(sim.stats().disk.queue).toMatchObject({ stopped: false, rogue: 0, port: ch2.hwPort });
+  });
+});

@@ -1,0 +1,3 @@
+export * from './lan-port.js';
+export * from './segment.js';
+export * from './mac.js';

@@ -1,0 +1,366 @@
+/**
+ * HardwareSimulator — the physical machine as one runtime: DMA engine, one disk, one NIC on a
+ * local LAN segment, and interrupt delivery, driven by dom0 over the control RPC.
+ *
+ * Event wiring. The simulator is the pseudo-domain DOMID_HW. For each device the hypervisor binds
+ * an interdomain event channel dom0 ↔ DOMID_HW and tells the simulator its end (`port`). An event
+ * from dom0 on that port is the doorbell (the driver's MMIO write to the queue's kick register);
+ * `gate.send(port)` is the device raising its interrupt line.
+ *
+ * RPC contract (methods dom0 calls; errors carry RV_ERR_* codes):
+ *   hw.attachMemory {domid, buffer: SharedArrayBuffer}     → null
+ *   hw.detachMemory {domid}                                → null   (queues living there stop)
+ *   hw.disk.attach  {queue: {domid, pfn}, port}            → {sectors, sectorSize: 512}
+ *   hw.nic.attach   {tx: {domid, pfn}, rx: {domid, pfn}, port} → {mac}
+ *   hw.nic.link     {up: boolean}                          → {link: 'up' | 'down'}
+ *   hw.stats        {}                                     → HwStats (plain JSON)
+ *   hw.shutdown     {}                                     → null; then the disk is fsynced and
+ *                   closed, the gate stopped and the control port closed (a worker then exits).
+ * The queue pages must have been initialised by the driver (initSharedRing) before attach;
+ * attaching again replaces the earlier queue (a driver restart) and resumes from the page.
+ */
+import { MessagePort } from 'node:worker_threads';
+import {
+  ClosedError,
+  PortState,
+  ConfigError,
+  DOMID_HW,
+  DeviceError,
+  GuestMemory,
+  InvalidArgumentError,
+  NR_EVENT_PORTS,
+  SECTOR_SIZE,
+  createLogger,
+  type EventCounters,
+  EventChannelGate,
+  type Logger,
+  type MachineFrame,
+  type RpcPeer,
+} from '@ringvisor/shared';
+import { DmaEngine, type DmaCounters, type DmaFault } from './dma/dma-engine.js';
+import { PhysicalDisk, type PhysicalDiskOptions } from './devices/disk/device.js';
+import { copyDiskMetrics, newDiskMetrics, type DiskMetrics } from './devices/disk/metrics.js';
+import { DiskQueue } from './devices/disk/queue.js';
+import { PhysicalNic, type NicStats } from './devices/nic/device.js';
+import type { QueueStats } from './devices/queue-service.js';
+import { connectLanPorts, type LanPort } from './lan/lan-port.js';
+import { LanSegment, type LanSegmentStats } from './lan/segment.js';
+
+/** RPC method names, for callers that prefer constants to string literals. */
+export const HW_RPC = {
+  attachMemory: 'hw.attachMemory',
+  detachMemory: 'hw.detachMemory',
+  diskAttach: 'hw.disk.attach',
+  nicAttach: 'hw.nic.attach',
+  nicLink: 'hw.nic.link',
+  stats: 'hw.stats',
+  shutdown: 'hw.shutdown',
+} as const;
+
+export interface HardwareSimulatorOptions {
+  /** The host's event memory (createEventMemory()), shared with dom0. */
+  eventMemory: SharedArrayBuffer;
+  /** Host name, used in logs and LAN port names. */
+  host: string;
+  disk: PhysicalDiskOptions;
+  nic: { mac: string; rxBacklog?: number };
+  /** The LAN segment the NIC is plugged into (default: a private segment owned by the simulator). */
+  lan?: LanSegment;
+  logger?: Logger;
+}
+
+export interface AttachMemoryParams {
+  domid: number;
+  buffer: SharedArrayBuffer;
+}
+export interface DiskAttachParams {
+  queue: MachineFrame;
+  port: number;
+}
+export interface DiskAttachResult {
+  sectors: number;
+  sectorSize: 512;
+}
+export interface NicAttachParams {
+  tx: MachineFrame;
+  rx: MachineFrame;
+  port: number;
+}
+export interface NicAttachResult {
+  mac: string;
+}
+
+export interface DiskStats extends DiskMetrics {
+  path: string;
+  sectors: number;
+  sectorSize: number;
+  closed: boolean;
+  queue: (QueueStats & { stopped: boolean; stopReason: string | null; port: number }) | null;
+}
+
+export interface HwStats {
+  host: string;
+  disk: DiskStats;
+  nic: NicStats & { port: number | null };
+  dma: DmaCounters & { attachedDomains: number[]; lastFault: DmaFault | null };
+  lan: LanSegmentStats;
+  events: EventCounters & { irqFailures: number; doorbellFailures: number };
+}
+
+
+type Obj = Record<string, unknown>;
+
+function obj(v: unknown, what: string): Obj {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InvalidArgumentError(`${what}: expected an object`);
+  return v as Obj;
+}
+
+function int(o: Obj, key: string, what: string, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new InvalidArgumentError(`${what}.${key}: expected an integer in ${min}..${max}, got ${String(v)}`);
+  return v;
+}
+
+function frameParam(o: Obj, key: string, what: string): MachineFrame {
+  const f = obj(o[key], `${what}.${key}`);
+  return { domid: int(f, 'domid', `${what}.${key}`, 0, 0xffff), pfn: int(f, 'pfn', `${what}.${key}`, 0, 0xffffffff) };
+}
+
+export class HardwareSimulator {
+  readonly host: string;
+  readonly gate: EventChannelGate;
+  readonly dma = new DmaEngine();
+  readonly lan: LanSegment;
+  readonly disk: PhysicalDisk;
+  readonly diskMetrics: DiskMetrics = newDiskMetrics();
+  readonly nic: PhysicalNic;
+  readonly logger: Logger;
+  private diskQueue: { queue: DiskQueue; port: number } | undefined;
+  private nicPort: number | undefined;
+  private rpc: RpcPeer | undefined;
+  private shutDown = false;
+  private irqFailures = 0;
+  private doorbellFailures = 0;
+
+  constructor(options: HardwareSimulatorOptions) {
+    this.host = options.host;
+    this.logger = options.logger ?? createLogger('hwsim', { host: options.host });
+    this.gate = new EventChannelGate(options.eventMemory, DOMID_HW);
+    this.lan = options.lan ?? new LanSegment({ name: `${options.host}-lan` });
+    this.disk = PhysicalDisk.open(options.disk);
+    this.nic = new PhysicalNic({ mac: options.nic.mac, dma: this.dma, name: 'nic0', rxBacklog: options.nic.rxBacklog, logger: this.logger });
+    this.nic.connect(this.lan.attach(`${options.host}:nic0`));
+    this.logger.info({ disk: this.disk.path, sectors: this.disk.sectors, created: this.disk.created, mac: this.nic.mac }, 'hardware ready');
+  }
+
+  get closed(): boolean {
+    return this.shutDown;
+  }
+
+  /** Start delivering doorbells (the gate's upcall loop). */
+  start(): this {
+    this.live();
+    this.gate.start();
+    return this;
+  }
+
+  /** Answer dom0's control calls on `rpc`; the simulator shuts down if the link closes. */
+  serve(rpc: RpcPeer): this {
+    this.rpc = rpc;
+    rpc
+      .handle(HW_RPC.attachMemory, (p) => {
+        const o = obj(p, HW_RPC.attachMemory);
+        const domid = int(o, 'domid', HW_RPC.attachMemory, 0, 0xffff);
+        if (!(o.buffer instanceof SharedArrayBuffer)) throw new InvalidArgumentError(`${HW_RPC.attachMemory}.buffer: expected a SharedArrayBuffer`);
+        this.attachMemory(domid, o.buffer);
+        return null;
+      })
+      .handle(HW_RPC.detachMemory, (p) => {
+        this.detachMemory(int(obj(p, HW_RPC.detachMemory), 'domid', HW_RPC.detachMemory, 0, 0xffff));
+        return null;
+      })
+      .handle(HW_RPC.diskAttach, (p) => {
+        const o = obj(p, HW_RPC.diskAttach);
+        return this.attachDisk({ queue: frameParam(o, 'queue', HW_RPC.diskAttach), port: int(o, 'port', HW_RPC.diskAttach, 1, NR_EVENT_PORTS - 1) });
+      })
+      .handle(HW_RPC.nicAttach, (p) => {
+        const o = obj(p, HW_RPC.nicAttach);
+        return this.attachNic({
+          tx: frameParam(o, 'tx', HW_RPC.nicAttach),
+          rx: frameParam(o, 'rx', HW_RPC.nicAttach),
+          port: int(o, 'port', HW_RPC.nicAttach, 1, NR_EVENT_PORTS - 1),
+        });
+      })
+      .handle(HW_RPC.nicLink, (p) => {
+        const up = obj(p, HW_RPC.nicLink).up;
+        if (typeof up !== 'boolean') throw new InvalidArgumentError(`${HW_RPC.nicLink}.up: expected a boolean`);
+        this.live();
+        this.nic.setLink(up);
+        return { link: this.nic.linkUp ? 'up' : 'down' };
+      })
+      .handle(HW_RPC.stats, () => this.stats())
+      .handle(HW_RPC.shutdown, () => {
+        this.shutdown();
+        return null;
+      });
+    rpc.link.onClose((reason) => {
+      if (!this.shutDown) {
+        this.logger.warn({ reason }, 'control link closed: shutting down');
+        this.shutdown();
+      }
+    });
+    return this;
+  }
+
+  attachMemory(domid: number, buffer: SharedArrayBuffer): void {
+    this.live();
+    this.dma.attachMemory(domid, new GuestMemory(domid, buffer));
+  }
+
+  /** Detach a domain's memory; a queue whose page lives there stops (the device would fault on it). */
+  detachMemory(domid: number): void {
+    this.live();
+    this.dma.detachMemory(domid);
+    if (this.diskQueue && this.diskQueue.queue.ringFrame.domid === domid) this.diskQueue.queue.stop(`memory of domain ${domid} detached`);
+    if (this.nic.queuesIn(domid)) this.nic.detachQueues(`memory of domain ${domid} detached`);
+  }
+
+  attachDisk(params: DiskAttachParams): DiskAttachResult {
+    this.live();
+    this.checkPort(params.port, 'disk');
+    if (params.port === this.nicPort) throw new InvalidArgumentError(`event port ${params.port} is already the NIC's`);
+    const queue = new DiskQueue({
+      disk: this.disk,
+      dma: this.dma,
+      ring: params.queue,
+      irq: () => this.raise(params.port),
+      metrics: this.diskMetrics,
+      logger: this.logger,
+    });
+    if (this.diskQueue) {
+      this.diskQueue.queue.stop('replaced');
+      this.gate.off(this.diskQueue.port);
+    }
+    this.diskQueue = { queue, port: params.port };
+    this.gate.on(params.port, () => this.doorbell('disk', () => queue.kick()));
+    queue.kick(); // requests already on a resumed ring
+    return { sectors: this.disk.sectors, sectorSize: SECTOR_SIZE as 512 };
+  }
+
+  attachNic(params: NicAttachParams): NicAttachResult {
+    this.live();
+    this.checkPort(params.port, 'nic');
+    if (params.port === this.diskQueue?.port) throw new InvalidArgumentError(`event port ${params.port} is already the disk's`);
+    const port = params.port;
+    this.nic.attachQueues({ tx: params.tx, rx: params.rx }, () => this.raise(port));
+    if (this.nicPort !== undefined) this.gate.off(this.nicPort);
+    this.nicPort = port;
+    this.gate.on(port, () => this.doorbell('nic', () => this.nic.kick()));
+    this.nic.kick();
+    return { mac: this.nic.mac };
+  }
+
+  /**
+   * Patch an external LanPort (e.g. a port on another host's or a switch runtime's segment) into
+   * this host's LAN: frames flow both ways. Returns the local port used for it.
+   */
+  uplink(external: LanPort, localName = `uplink:${external.name}`): LanPort {
+    const local = this.lan.attach(localName);
+    connectLanPorts(local, external);
+    return local;
+  }
+
+  stats(): HwStats {
+    const q = this.diskQueue;
+    return {
+      host: this.host,
+      disk: {
+        ...copyDiskMetrics(this.diskMetrics),
+        path: this.disk.path,
+        sectors: this.disk.sectors,
+        sectorSize: SECTOR_SIZE,
+        closed: this.disk.closed,
+        queue: q ? { ...q.queue.stats(), port: q.port } : null,
+      },
+      nic: { ...this.nic.stats(), port: this.nicPort ?? null },
+      dma: this.dma.stats(),
+      lan: this.lan.stats(),
+      events: { ...this.gate.counters, irqFailures: this.irqFailures, doorbellFailures: this.doorbellFailures },
+    };
+  }
+
+  /**
+   * Power off: stop the queues, fsync and close the disk, stop the gate, and close the control
+   * link (after the reply to hw.shutdown has been sent). Idempotent.
+   */
+  shutdown(): void {
+    if (this.shutDown) return;
+    this.shutDown = true;
+    if (this.diskQueue) {
+      this.diskQueue.queue.stop('shutdown');
+      this.gate.off(this.diskQueue.port);
+    }
+    if (this.nicPort !== undefined) this.gate.off(this.nicPort);
+    this.nic.detachQueues('shutdown');
+    this.nic.disconnect();
+    try {
+      this.disk.close();
+    } finally {
+      this.gate.stop();
+      const rpc = this.rpc;
+      // The RpcPeer sends our reply once this handler returns; close the port after that.
+      if (rpc) setImmediate(() => rpc.close('hw.shutdown'));
+      this.logger.info('hardware powered off');
+    }
+  }
+
+  private live(): void {
+    if (this.shutDown) throw new ClosedError(`hwsim ${this.host} is shut down`);
+  }
+
+  private checkPort(port: number, device: string): void {
+    if (!Number.isInteger(port) || port <= 0 || port >= NR_EVENT_PORTS) throw new InvalidArgumentError(`${device}: invalid event port ${port}`);
+    if ((this.gate.mem.state(DOMID_HW, port) as number) !== PortState.Interdomain)
+      throw new DeviceError(`${device}: event port ${port} of the hardware domain is not bound to a driver`);
+  }
+
+  private raise(port: number): void {
+    try {
+      this.gate.send(port);
+    } catch (e) {
+      this.irqFailures++;
+      this.logger.warn({ port, err: (e as Error).message }, 'interrupt not delivered');
+    }
+  }
+
+  /** A doorbell handler must never throw into the gate's upcall loop. */
+  private doorbell(device: string, kick: () => void): void {
+    try {
+      kick();
+    } catch (e) {
+      this.doorbellFailures++;
+      this.logger.error({ device, err: (e as Error).message }, 'device failed handling a doorbell');
+    }
+  }
+}
+
+/** workerData of the hwsim worker (worker.ts); the control port is transferred. */
+export interface HwsimWorkerData {
+  control: MessagePort;
+  eventMemory: SharedArrayBuffer;
+  host: string;
+  disk: { path: string; sizeBytes: number };
+  nic: { mac: string };
+}
+
+export function parseWorkerData(data: unknown): HwsimWorkerData {
+  const d = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
+  const disk = (d.disk ?? {}) as Record<string, unknown>;
+  const nic = (d.nic ?? {}) as Record<string, unknown>;
+  if (!(d.control instanceof MessagePort)) throw new ConfigError('hwsim workerData.control must be a transferred MessagePort');
+  if (!(d.eventMemory instanceof SharedArrayBuffer)) throw new ConfigError('hwsim workerData.eventMemory must be a SharedArrayBuffer');
+  if (typeof d.host !== 'string' || d.host.length === 0) throw new ConfigError('hwsim workerData.host must be a non-empty string');
+  if (typeof disk.path !== 'string' || typeof disk.sizeBytes !== 'number') throw new ConfigError('hwsim workerData.disk must be { path: string, sizeBytes: number }');
+  if (typeof nic.mac !== 'string') throw new ConfigError('hwsim workerData.nic must be { mac: string }');
+  return { control: d.control, eventMemory: d.eventMemory, host: d.host, disk: { path: disk.path, sizeBytes: disk.sizeBytes }, nic: { mac: nic.mac } };
+}

@@ -1,0 +1,48 @@
+/**
+ * The contract between the toolstack (dom0) and a guest runtime (domU): what a guest is booted
+ * with, and what it reports. Both sides import it from here; neither imports the other.
+ */
+
+export interface GuestBootSpec {
+  domid: number;
+  name: string;
+  seed: number;
+  memory: SharedArrayBuffer;
+  grantTable: SharedArrayBuffer;
+  eventMemory: SharedArrayBuffer;
+  vbds: Array<{ devid: number }>;
+  vifs: Array<{ devid: number; ip: string; mac: string }>;
+  workloads: {
+    block?: { devid: number; blocks: number; queueDepth: number };
+    udp?: { peers: Array<{ name: string; ip: string }>; payloadBytes: number; window: number };
+  };
+}
+
+export type DeviceMode = 'pv' | 'emulated' | 'direct' | 'svio';
+
+export interface GuestDeviceStats {
+  type: 'vbd' | 'vif' | 'cam';
+  devid: number;
+  mode: DeviceMode;
+  ops: number;
+  bytes: number;
+  errors: number;
+  /** Driver-specific counters (notifications, grants, …). */
+  detail: Record<string, number>;
+}
+
+export interface GuestStats {
+  name: string;
+  domid: number;
+  state: 'booting' | 'running' | 'stopping' | 'stopped' | 'failed';
+  devices: GuestDeviceStats[];
+  integrity: { checked: number; failures: number; kinds: Record<string, number> };
+  udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number };
+  error?: string;
+}
+
+/** RPC methods a guest runtime answers (called by the toolstack). */
+export const GUEST_STATS = 'guest.stats';
+export const GUEST_STOP = 'guest.stop';
+/** Notification a guest sends once its devices are connected and workloads started. */
+export const GUEST_READY = 'guest.ready';
