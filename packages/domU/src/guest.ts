@@ -61,7 +61,7 @@ export class Guest {
     const w = this.spec.workloads;
     if (w.block) {
       const dev = this.blk.find((b) => b.devid === w.block!.devid) ?? this.blk[0];
-      this.verifier = new BlockVerifier({ device: dev, writer: this.spec.domid, blocks: w.block.blocks, queueDepth: w.block.queueDepth, seed: this.spec.seed });
+      this.verifier = new BlockVerifier({ device: dev, writer: this.spec.domid, blocks: w.block.blocks, queueDepth: w.block.queueDepth, seed: this.spec.seed, freshDevice: false });
       this.verifierRun = this.verifier.runFor(Infinity, () => this.stopRequested).catch((e: Error) => {
         this.fail(`block workload: ${e.message}`);
       });

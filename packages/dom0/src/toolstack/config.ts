@@ -204,7 +204,11 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
           ...(d.rate ? { rate: d.rate as string } : {}),
         };
       });
-      const w = (g.workloads as RawObject | undefined) ?? { block: {}, udp: {} };
+      // Without a workloads key a guest exercises every device it has.
+      const w = (g.workloads as RawObject | undefined) ?? {
+        ...(devices.some((d) => d.type === 'vbd') ? { block: {} } : {}),
+        ...(devices.some((d) => d.type === 'vif') ? { udp: {} } : {}),
+      };
       const b = w.block as RawObject | undefined;
       const u = w.udp as RawObject | undefined;
       return {

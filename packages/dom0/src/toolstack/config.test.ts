@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError } from '@ringvisor/shared';
+import { defaultConfig, loadConfigFile, normalizeConfig } from './config.js';
+
+describe('cluster config', () => {
+  it('the default is one host, three guests, each with a vbd, a vif and both workloads', () => {
+    const c = defaultConfig();
+    expect(c.hosts).toHaveLength(1);
+    const guests = c.hosts[0].guests;
+    expect(guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
+    for (const g of guests) {
+      expect(g.devices.map((d) => d.type).sort()).toEqual(['vbd', 'vif']);
+      expect(g.workloads.block).toBeDefined();
+      expect(g.workloads.udp).toBeDefined();
+    }
+    const ips = guests.map((g) => g.devices.find((d) => d.type === 'vif')!).map((d) => (d.type === 'vif' ? d.ip : ''));
+    expect(new Set(ips).size).toBe(3);
+  });
+
+  it('loads YAML and JSON files with the same meaning', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rv-cfg-'));
+    try {
+      writeFileSync(join(dir, 'c.yaml'), 'seed: 7\nhosts:\n  - name: h\n    guests:\n      - name: a\n        devices: [{ type: vif, rate: "125000,10000" }]\n        workloads: { udp: { peers: all } }\n');
+      writeFileSync(
+        join(dir, 'c.json'),
+        JSON.stringify({ seed: 7, hosts: [{ name: 'h', guests: [{ name: 'a', devices: [{ type: 'vif', rate: '125000,10000' }], workloads: { udp: { peers: 'all' } } }] }] }),
+      );
+      const y = loadConfigFile(join(dir, 'c.yaml'));
+      expect(loadConfigFile(join(dir, 'c.json'))).toEqual(y);
+      expect(y.seed).toBe(7);
+      const vif = y.hosts[0].guests[0].devices[0];
+      expect(vif.type === 'vif' && vif.rate).toBe('125000,10000');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    [{ hosts: [{ guests: [{ name: 'a', memoryMB: 3 }] }] }, /\/hosts\/0\/guests\/0: unknown key "memoryMB"/],
+    [{ hosts: [{ guests: [{ name: 'a', devices: [{ type: 'floppy' }] }] }] }, /\/hosts\/0\/guests\/0\/devices\/0\/type: must be one of vbd, vif/],
+    [{ hosts: [{ guests: [{ name: 'a' }, { name: 'a' }] }] }, /guest name "a" appears twice/],
+    [{ hosts: [{ guests: [{ name: 'a', devices: [{ type: 'vif' }], workloads: { block: {} } }] }] }, /block workload but has no vbd/],
+    [{ hosts: [{ guests: [{ name: 'a', workloads: { udp: { peers: ['b'] } } }] }] }, /udp peer "b" is not another guest/],
+    [{ hosts: [{ disk: { sizeMiB: 8 }, guests: [{ name: 'a', devices: [{ type: 'vbd', sizeMiB: 16 }] }] }] }, /need 16 MiB of vbds but its disk is 8 MiB/],
+    [{ hosts: [{ guests: [{ name: 'a', devices: [{ type: 'vbd', mac: '00:16:3e:00:00:01' }] }] }] }, /"mac" belongs on a vif/],
+  ])('rejects %j with a message naming the problem', (raw, msg) => {
+    expect(() => normalizeConfig(raw)).toThrow(ConfigError);
+    expect(() => normalizeConfig(raw)).toThrow(msg);
+  });
+
+  it('reports unreadable and unparsable files clearly', () => {
+    expect(() => loadConfigFile('/nonexistent/ringvisor.yaml')).toThrow(/cannot read config \/nonexistent\/ringvisor.yaml/);
+    const dir = mkdtempSync(join(tmpdir(), 'rv-cfg-'));
+    try {
+      writeFileSync(join(dir, 'bad.json'), '{ "hosts": [');
+      expect(() => loadConfigFile(join(dir, 'bad.json'))).toThrow(/is not valid JSON/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
