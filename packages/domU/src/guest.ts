@@ -28,6 +28,8 @@ export class Guest {
   private flows: UdpFlowClient[] = [];
   private udpTimer?: NodeJS.Timeout;
   private stopRequested = false;
+  private quiesced = false;
+  private started = false;
   private state: GuestStats['state'] = 'booting';
   private error?: string;
   private readonly integrity = { checked: 0, failures: 0, kinds: {} as Record<string, number> };
@@ -53,11 +55,13 @@ export class Guest {
       });
       this.net.push({ front, stack });
     }
-    this.startWorkloads();
     this.state = 'running';
   }
 
-  private startWorkloads(): void {
+  /** Start the configured workloads (once). */
+  startWorkloads(): void {
+    if (this.started || this.stopRequested) return;
+    this.started = true;
     const w = this.spec.workloads;
     if (w.block) {
       const dev = this.blk.find((b) => b.devid === w.block!.devid) ?? this.blk[0];
@@ -148,13 +152,18 @@ export class Guest {
     };
   }
 
-  async stop(): Promise<GuestStats> {
-    if (this.state === 'stopped') return this.stats();
+  /**
+   * Stop issuing work and drain: block workload finishes in-flight I/O and reads back every
+   * acknowledged block; UDP flows stop sending and wait (bounded) for their echoes. Devices stay
+   * connected so the other guests' flows can drain through this one's echo server.
+   */
+  async quiesce(): Promise<GuestStats> {
+    if (this.quiesced) return this.stats();
+    this.quiesced = true;
     const failed = this.state === 'failed';
     this.state = 'stopping';
     this.stopRequested = true;
-    if (this.udpTimer) clearInterval(this.udpTimer);
-    for (const f of this.flows) f.close();
+    for (const f of this.flows) f.stopSending();
     await this.verifierRun;
     if (this.verifier && !failed) {
       try {
@@ -164,15 +173,23 @@ export class Guest {
         this.fail(`final verification: ${(e as Error).message}`);
       }
     }
-    // Let echoes still in flight land, then count whatever is missing as lost.
-    await new Promise((r) => setTimeout(r, 50));
+    const deadline = performance.now() + 2_000;
+    while (this.flows.some((f) => f.stats.outstanding > 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    if (this.udpTimer) clearInterval(this.udpTimer);
     const now = performance.now() + 60_000;
-    for (const f of this.flows) f.tick(now);
+    for (const f of this.flows) f.tick(now); // whatever is still missing now is lost
+    return this.stats();
+  }
+
+  /** Quiesce, then close every frontend (Closing → Closed) and release its grants. */
+  async stop(): Promise<GuestStats> {
+    if (this.state === 'stopped') return this.stats();
+    await this.quiesce();
+    for (const f of this.flows) f.close();
     this.echo?.close();
     for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'netfront close'));
     for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
-    const failedNow = (this.state as GuestStats['state']) === 'failed';
-    this.state = failedNow || failed ? 'failed' : 'stopped';
+    if ((this.state as GuestStats['state']) !== 'failed') this.state = 'stopped';
     return this.stats();
   }
 }

@@ -3,7 +3,7 @@
  * spec: GuestBootSpec }. Hypercalls and toolstack calls share the control link.
  */
 import { workerData } from 'node:worker_threads';
-import { GUEST_READY, GUEST_STATS, GUEST_STOP, PortLink, RpcPeer, createLogger, type GuestBootSpec } from '@ringvisor/shared';
+import { GUEST_START, GUEST_QUIESCE, GUEST_READY, GUEST_STATS, GUEST_STOP, PortLink, RpcPeer, createLogger, type GuestBootSpec } from '@ringvisor/shared';
 import type { MessagePort } from 'node:worker_threads';
 import { GuestKernel } from './kernel/kernel.js';
 import { Guest } from './guest.js';
@@ -22,6 +22,8 @@ const kernel = new GuestKernel({
 const guest = new Guest(kernel, spec, log);
 
 peer.handle(GUEST_STATS, () => guest.stats());
+peer.handle(GUEST_QUIESCE, () => guest.quiesce());
+peer.handle(GUEST_START, () => guest.startWorkloads());
 peer.handle(GUEST_STOP, async () => {
   const final = await guest.stop();
   // Let the reply leave before the link closes; then nothing keeps this thread alive.

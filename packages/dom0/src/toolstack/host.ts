@@ -12,6 +12,8 @@ import { dirname, resolve } from 'node:path';
 import {
   DOMID_HW,
   FrameAllocator,
+  GUEST_QUIESCE,
+  GUEST_START,
   GUEST_READY,
   GUEST_STATS,
   GUEST_STOP,
@@ -135,6 +137,7 @@ export class Host {
     }
     for (const g of this.config.guests) await this.addGuest(g);
     await Promise.all(this.guests.map((g) => g.ready));
+    await Promise.all(this.guests.map((g) => g.peer.call(GUEST_START, {})));
   }
 
   private readonly ips = new Map<string, string>();
@@ -276,6 +279,12 @@ export class Host {
   async stop(): Promise<GuestStats[]> {
     if (this.stopping) return this.guests.map((g) => g.lastStats!);
     this.stopping = true;
+    // Two phases, so no guest closes its vif while another's datagrams to it are still in flight.
+    await Promise.all(
+      this.guests.map((g) =>
+        g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000).catch((e) => this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce')),
+      ),
+    );
     const finals = await Promise.all(
       this.guests.map(async (g) => {
         try {

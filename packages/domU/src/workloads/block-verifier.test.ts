@@ -225,6 +225,26 @@ describe('BlockVerifier', () => {
     expect(v.failureLog.every((f) => f.block === 0 && f.phase === 'run' && f.expectedGeneration === 0)).toBe(true);
   });
 
+  it('freshDevice: false skips never-written blocks holding an earlier run\'s data', async () => {
+    const reused = () => {
+      const dev = new MemDevice(BLOCKS * SECTORS_PER_BLOCK, 12);
+      for (let b = 0; b < BLOCKS; b++) encodeBlock(dev.data.subarray(b * BLOCK_SIZE, (b + 1) * BLOCK_SIZE), { lba: b, generation: 100, writer: WRITER });
+      return dev;
+    };
+    const strict = mk(reused());
+    let n = 0;
+    await strict.runFor(10_000, () => ++n > 200);
+    expect(strict.stats.failureKinds.unexpected).toBeGreaterThan(0); // default assumes a zeroed disk
+
+    const lenient = mk(reused(), { freshDevice: false });
+    n = 0;
+    await lenient.runFor(10_000, () => ++n > 200);
+    const summary = await lenient.verifyAll();
+    expect(lenient.stats.failures).toBe(0);
+    expect(summary.checked).toBeGreaterThan(0); // blocks written in this run are still checked
+    expect(lenient.stats.reads - lenient.stats.checked).toBeGreaterThan(0); // reads of never-written blocks went unjudged
+  });
+
   it('tolerates I/O errors: counted, and blocks with failed writes are not misjudged', async () => {
     const dev = new MemDevice(BLOCKS * SECTORS_PER_BLOCK, 10);
     dev.failRate = 0.1;

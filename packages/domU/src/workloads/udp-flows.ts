@@ -144,6 +144,7 @@ export class UdpFlowClient {
   private highestEchoed = -1;
   private nowMs = 0;
   private closed = false;
+  private sending = true;
   private readonly s = {
     sent: 0,
     echoed: 0,
@@ -202,7 +203,7 @@ export class UdpFlowClient {
   /** Sends until the window is full, `count` is reached or the stack refuses; returns how many were sent. */
   pump(): number {
     let n = 0;
-    while (!this.closed && this.outstanding.size < this.window && this.nextSeq < this.count) {
+    while (!this.closed && this.sending && this.outstanding.size < this.window && this.nextSeq < this.count) {
       const seq = this.nextSeq;
       const buf = new Uint8Array(this.payloadSize);
       encodeFlowDatagram(buf, this.flowId, seq);
@@ -222,6 +223,11 @@ export class UdpFlowClient {
       n++;
     }
     return n;
+  }
+
+  /** Stops sending but keeps listening, so echoes still in flight are counted (a drain). */
+  stopSending(): void {
+    this.sending = false;
   }
 
   /** Stops sending and unbinds the port; outstanding datagrams are left as they are. */

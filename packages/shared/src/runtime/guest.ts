@@ -44,5 +44,9 @@ export interface GuestStats {
 /** RPC methods a guest runtime answers (called by the toolstack). */
 export const GUEST_STATS = 'guest.stats';
 export const GUEST_STOP = 'guest.stop';
+/** Stop issuing work and drain (in-flight I/O, echoes in flight), but keep devices connected. */
+/** Start the workloads (sent once every guest of the host is ready, so no flow starts towards a peer still booting). */
+export const GUEST_START = 'guest.start';
+export const GUEST_QUIESCE = 'guest.quiesce';
 /** Notification a guest sends once its devices are connected and workloads started. */
 export const GUEST_READY = 'guest.ready';
