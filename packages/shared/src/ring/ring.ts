@@ -71,13 +71,26 @@ export function slotSize<Req, Rsp>(protocol: RingProtocol<Req, Rsp>): number {
   return Math.max(protocol.request.size, protocol.response.size);
 }
 
+/**
+ * Told of every local write to a ring page, so a transport without shared memory (ws) can mirror
+ * it to the peer's copy: entry bytes first, index words after — the same publish order the
+ * barriers enforce on shared memory. Absent (undefined) on real shared memory.
+ */
+export interface PageSync {
+  wroteBytes(offset: number, length: number): void;
+  storedIndex(word: number, value: number): void;
+}
+
 /** The shared page: index words (as Int32 for Atomics) and the slot area. */
 export class RingPage {
   readonly indices: Int32Array;
   readonly view: DataView;
   readonly bytes: Uint8Array;
 
-  constructor(page: Uint8Array) {
+  constructor(
+    page: Uint8Array,
+    readonly sync?: PageSync,
+  ) {
     if (page.byteLength !== PAGE_SIZE) throw new InvalidArgumentError('a ring page is exactly 4096 bytes');
     if (!(page.buffer instanceof SharedArrayBuffer)) throw new InvalidArgumentError('a ring page must be shared memory');
     if (page.byteOffset % 4 !== 0) throw new InvalidArgumentError('a ring page must be 4-byte aligned');
@@ -91,17 +104,19 @@ export class RingPage {
   }
   store(word: number, value: number): void {
     Atomics.store(this.indices, word, value | 0);
+    this.sync?.storedIndex(word, value >>> 0);
   }
 }
 
 /** SHARED_RING_INIT: both producers 0, both events 1 (the first push notifies). */
-export function initSharedRing(page: Uint8Array): void {
-  const p = new RingPage(page);
+export function initSharedRing(page: Uint8Array, sync?: PageSync): void {
+  const p = new RingPage(page, sync);
   p.store(REQ_PROD, 0);
   p.store(RSP_PROD, 0);
   p.store(REQ_EVENT, 1);
   p.store(RSP_EVENT, 1);
   page.fill(0, 16, RING_HEADER_SIZE);
+  sync?.wroteBytes(16, RING_HEADER_SIZE - 16);
 }
 
 /** Counters every ring end keeps, so results can be explained. */
@@ -130,8 +145,9 @@ abstract class RingEnd<Req, Rsp> {
   constructor(
     page: Uint8Array,
     readonly protocol: RingProtocol<Req, Rsp>,
+    sync?: PageSync,
   ) {
-    this.page = new RingPage(page);
+    this.page = new RingPage(page, sync);
     this.slot = slotSize(protocol);
     this.size = ringSize(this.slot);
   }
@@ -156,8 +172,8 @@ export class FrontRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   rspCons = 0;
 
   /** FRONT_RING_ATTACH: resume from whatever the shared page holds (used after reconnects). */
-  static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>): FrontRing<Req, Rsp> {
-    const r = new FrontRing(page, protocol);
+  static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>, sync?: PageSync): FrontRing<Req, Rsp> {
+    const r = new FrontRing(page, protocol, sync);
     r.reqProdPvt = r.page.load(REQ_PROD);
     r.rspCons = r.page.load(RSP_PROD);
     return r;
@@ -175,7 +191,9 @@ export class FrontRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   /** Write a request into the next private slot (not yet visible to the backend). */
   putRequest(req: Req): void {
     if (this.isFull()) throw new RingFullError(`${this.protocol.name} ring is full`);
-    this.protocol.request.encode(this.page.view, this.slotOffset(this.reqProdPvt), req);
+    const off = this.slotOffset(this.reqProdPvt);
+    this.protocol.request.encode(this.page.view, off, req);
+    this.page.sync?.wroteBytes(off, this.protocol.request.size);
     this.reqProdPvt = (this.reqProdPvt + 1) >>> 0;
   }
 
@@ -218,8 +236,8 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   reqCons = 0;
   rogue = false;
 
-  static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>): BackRing<Req, Rsp> {
-    const r = new BackRing(page, protocol);
+  static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>, sync?: PageSync): BackRing<Req, Rsp> {
+    const r = new BackRing(page, protocol, sync);
     r.rspProdPvt = r.page.load(RSP_PROD);
     r.reqCons = r.rspProdPvt;
     return r;
@@ -255,7 +273,9 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   /** Responses queued privately may not outrun requests consumed. */
   putResponse(rsp: Rsp): void {
     if (this.rspProdPvt === this.reqCons) throw new RingFullError(`${this.protocol.name}: response without a consumed request`);
-    this.protocol.response.encode(this.page.view, this.slotOffset(this.rspProdPvt), rsp);
+    const off = this.slotOffset(this.rspProdPvt);
+    this.protocol.response.encode(this.page.view, off, rsp);
+    this.page.sync?.wroteBytes(off, this.protocol.response.size);
     this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
   }
 

@@ -1,0 +1,156 @@
+/**
+ * Ring pages without shared memory: each side keeps its own copy of the page, and every local
+ * write is mirrored to the peer's copy.
+ *
+ * Protocol. A side records what it wrote (entry byte ranges, index-word stores) through the
+ * ring's PageSync hook. At the end of the current turn — or at once, before an event is sent —
+ * it ships everything dirty in ONE message: for each page, the written bytes (read from the local
+ * page at flush time), then the index stores in the order they happened. The receiver applies
+ * bytes with plain writes and indices with Atomics.store, so a consumer that sees a new index
+ * also sees the entries it covers: the same publish order the write barrier gives on shared memory.
+ *
+ * Why this preserves ring.h semantics. Each index word has one writer (req_prod and rsp_event the
+ * frontend; req_event and rsp_prod the backend), and a slot is rewritten only after its previous
+ * content was consumed — which needs that content to have arrived — so the two copies never
+ * disagree about anything either side may act on. Notification suppression still works: event
+ * indices are mirrored like any other index. An event sent after a push is ordered after the
+ * push's page update on the same link, so the consumer never wakes to stale indices.
+ *
+ * The one thing shared memory gives that messages do not: the final check is a store followed by
+ * a load on each side (consumer: store event, load prod; producer: store prod, load event), and
+ * only sequential consistency guarantees one of them sees the other. Over a mirror both may miss —
+ * the consumer arms its event index and sleeps while the producer, not yet seeing the new event
+ * index, suppresses its notification. So the receiver of an event-index update re-checks on the
+ * producer's behalf: if its own producer index has already reached the newly armed event index,
+ * the peer went to sleep with work pending and gets a (late) notification. Extra notifications
+ * are harmless — pending bits coalesce and the handler re-checks the ring.
+ */
+import type { PageSync } from './ring.js';
+
+/** One page's changes: written byte ranges, then index stores in order. */
+export interface PageUpdate {
+  page: string;
+  bytes: Array<[offset: number, data: Uint8Array]>;
+  indices: Array<[word: number, value: number]>;
+}
+
+interface Dirty {
+  page: Uint8Array;
+  ranges: Array<[number, number]>;
+  indices: Array<[number, number]>;
+}
+
+export interface MirrorCounters {
+  flushes: number;
+  updates: number;
+  bytesShipped: number;
+  indexStores: number;
+}
+
+/** Records local writes to mirrored pages and ships them in batches. */
+export class PageMirror {
+  private readonly dirty = new Map<string, Dirty>();
+  private scheduled = false;
+  readonly counters: MirrorCounters = { flushes: 0, updates: 0, bytesShipped: 0, indexStores: 0 };
+
+  constructor(private readonly emit: (updates: PageUpdate[]) => void) {}
+
+  /** The PageSync to hand to a ring built on `page`, known to the peer as `id`. */
+  syncFor(id: string, page: Uint8Array): PageSync {
+    const entry = (): Dirty => {
+      let d = this.dirty.get(id);
+      if (!d) {
+        d = { page, ranges: [], indices: [] };
+        this.dirty.set(id, d);
+        this.schedule();
+      }
+      return d;
+    };
+    return {
+      wroteBytes: (offset, length) => {
+        const d = entry();
+        const last = d.ranges[d.ranges.length - 1];
+        // Consecutive slots coalesce into one range: a batch of pushes ships as one copy.
+        if (last && last[0] + last[1] === offset) last[1] += length;
+        else d.ranges.push([offset, length]);
+      },
+      storedIndex: (word, value) => {
+        entry().indices.push([word, value]);
+      },
+    };
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  /** Ship everything dirty now (call before sending an event that refers to it). */
+  flush(): void {
+    this.scheduled = false;
+    if (this.dirty.size === 0) return;
+    const updates: PageUpdate[] = [];
+    for (const [id, d] of this.dirty) {
+      const bytes: Array<[number, Uint8Array]> = d.ranges.map(([off, len]) => [off, d.page.slice(off, off + len)]);
+      for (const [, b] of bytes) this.counters.bytesShipped += b.byteLength;
+      this.counters.indexStores += d.indices.length;
+      updates.push({ page: id, bytes, indices: d.indices });
+    }
+    this.dirty.clear();
+    this.counters.flushes++;
+    this.counters.updates += updates.length;
+    this.emit(updates);
+  }
+}
+
+export interface ApplyResult {
+  applied: number;
+  rejected: number;
+  /** Pages whose peer armed an event index our producer index already reached: notify it. */
+  lateWakes: string[];
+}
+
+/** Reject anything that is not a well-formed update for a page we know; never throw past this. */
+export function applyPageUpdates(updates: unknown, resolve: (page: string) => Uint8Array | undefined): ApplyResult {
+  let applied = 0;
+  let rejected = 0;
+  const lateWakes: string[] = [];
+  if (!Array.isArray(updates)) return { applied, rejected: 1, lateWakes };
+  for (const u of updates as unknown[]) {
+    const upd = u as Partial<PageUpdate> | null;
+    const page = upd && typeof upd.page === 'string' ? resolve(upd.page) : undefined;
+    if (!page || !Array.isArray(upd!.bytes) || !Array.isArray(upd!.indices)) {
+      rejected++;
+      continue;
+    }
+    const words = new Int32Array(page.buffer, page.byteOffset, 16);
+    let ok = true;
+    let armed = false;
+    for (const chunk of upd!.bytes as unknown[]) {
+      const [off, data] = Array.isArray(chunk) ? (chunk as [unknown, unknown]) : [undefined, undefined];
+      if (typeof off !== 'number' || !(data instanceof Uint8Array) || !Number.isInteger(off) || off < 0 || off + data.byteLength > page.byteLength) {
+        ok = false;
+        continue;
+      }
+      page.set(data, off);
+    }
+    for (const st of upd!.indices as unknown[]) {
+      const [word, value] = Array.isArray(st) ? (st as [unknown, unknown]) : [undefined, undefined];
+      if (typeof word !== 'number' || typeof value !== 'number' || !Number.isInteger(word) || word < 0 || word > 3) {
+        ok = false;
+        continue;
+      }
+      Atomics.store(words, word, value | 0);
+      // Event words are 1 (req_event) and 3 (rsp_event); their producer index is the word before.
+      if (word === 1 || word === 3) {
+        const prod = Atomics.load(words, word - 1) >>> 0;
+        if (((prod - (value >>> 0)) >>> 0) < 0x80000000) armed = true;
+      }
+    }
+    if (armed) lateWakes.push(upd!.page);
+    if (ok) applied++;
+    else rejected++;
+  }
+  return { applied, rejected, lateWakes };
+}
