@@ -257,6 +257,7 @@ describe('event channel delivery property', () => {
         const sendTimes: number[][] = chans.map(() => []);
         const callTimes: number[][] = chans.map(() => []);
         const masked = chans.map(() => false);
+        const pending = chans.map(() => false); // the model's own idea of each pending bit
         const byPort = new Map(chans.map((c, i) => [c.guestPort, i]));
         let now = 0;
         for (const c of chans) guest.on(c.guestPort, (p) => callTimes[byPort.get(p)!].push(now));
@@ -264,7 +265,10 @@ describe('event channel delivery property', () => {
         const step = (op: Op): void => {
           now++;
           if (op.t === 'send') {
-            dom0.send(chans[op.ch].dom0Port);
+            const outcome = dom0.send(chans[op.ch].dom0Port);
+            const want = pending[op.ch] ? 'coalesced' : masked[op.ch] ? 'masked' : 'delivered';
+            if (outcome !== want) throw new Error(`send on channel ${op.ch} returned ${outcome}, expected ${want}`);
+            pending[op.ch] = true;
             sendTimes[op.ch].push(now);
           } else if (op.t === 'mask') {
             guest.mask(chans[op.ch].guestPort);
@@ -272,9 +276,19 @@ describe('event channel delivery property', () => {
           } else if (op.t === 'unmask') {
             guest.unmask(chans[op.ch].guestPort);
             masked[op.ch] = false;
-          } else guest.dispatchPending();
+          } else {
+            guest.dispatchPending();
+            chans.forEach((_, i) => {
+              if (!masked[i]) pending[i] = false;
+            });
+          }
+          chans.forEach((c, i) => {
+            const st = auth.status(GUEST, c.guestPort);
+            if (st.pending !== pending[i] || st.masked !== masked[i])
+              throw new Error(`channel ${i} (port ${c.guestPort}) reports pending ${st.pending} masked ${st.masked}, model ${pending[i]} ${masked[i]}`);
+          });
           // A domain sleeping on its upcall word must be woken whenever something is deliverable.
-          const deliverable = chans.some((c, i) => !masked[i] && auth.status(GUEST, c.guestPort).pending);
+          const deliverable = chans.some((_, i) => !masked[i] && pending[i]);
           if (deliverable && !guest.hasUpcall()) throw new Error(`deliverable event without an upcall after op ${now} (${op.t})`);
         };
         for (const op of ops) step(op);

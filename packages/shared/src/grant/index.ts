@@ -81,11 +81,16 @@ export class GrantTable {
     return ref;
   }
 
-  /** Revoke; fails (returns false) while the grantee has it mapped. */
+  /**
+   * Revoke; fails (returns false) while the grantee has it mapped. Revoking a ref that is not
+   * granted (already revoked, or never handed out) is a no-op returning true: the ref must not be
+   * put on the free list a second time, or two later grants would share it.
+   */
   endAccess(ref: number): boolean {
     this.checkRef(ref);
     for (;;) {
       const w = Atomics.load(this.words, ref * 2);
+      if ((w & GTF_TYPE_MASK) === GTF_INVALID) return true;
       if (w & (GTF_READING | GTF_WRITING)) return false;
       if (Atomics.compareExchange(this.words, ref * 2, w, 0) === w) break;
     }

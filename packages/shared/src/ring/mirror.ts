@@ -148,7 +148,7 @@ export function applyPageUpdates(updates: unknown, resolve: (page: string) => Ui
         if (((prod - (value >>> 0)) >>> 0) < 0x80000000) armed = true;
       }
     }
-    if (armed) lateWakes.push(upd!.page);
+    if (armed) lateWakes.push(upd!.page as string);
     if (ok) applied++;
     else rejected++;
   }

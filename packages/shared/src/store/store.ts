@@ -52,6 +52,8 @@ interface Transaction {
   touched: Set<string>;
   ops: TxOp[];
   overlay: Map<string, string | null>;
+  /** Paths removed in this transaction: the tree below them is invisible to it (re-created nodes live in the overlay). */
+  removed: Set<string>;
 }
 
 export function normalizePath(path: string): string {
@@ -139,6 +141,7 @@ export class Store {
           throw new StoreError(`domain ${owner} exceeded its store quota`, 'EQUOTA');
         c = { value: '', children: new Map(), owner, gen: ++this.gen };
         n.children.set(part, c);
+        n.gen = c.gen; // the parent's child list changed: a transaction that listed it must conflict
         this.countNode(owner, 1);
         changed.push(cur);
       }
@@ -192,11 +195,9 @@ export class Store {
     const t = this.tx(domid, tx);
     if (t) {
       t.touched.add(p);
-      const o = t.overlay.get(p);
-      if (o !== undefined) {
-        if (o === null) throw new StoreError(`${p} does not exist`, 'ENOENT');
-        return o;
-      }
+      const v = this.txView(t, p);
+      if (v === undefined) throw new StoreError(`${p} does not exist`, 'ENOENT');
+      return v;
     }
     const n = this.lookup(p);
     if (!n) throw new StoreError(`${p} does not exist`, 'ENOENT');
@@ -221,6 +222,7 @@ export class Store {
     if (t) {
       t.touched.add(p);
       t.ops.push({ op: 'write', path: p, value });
+      this.txEnsureAncestors(t, p);
       t.overlay.set(p, value);
       return;
     }
@@ -233,7 +235,8 @@ export class Store {
     if (t) {
       t.touched.add(p);
       t.ops.push({ op: 'mkdir', path: p });
-      if (!t.overlay.has(p)) t.overlay.set(p, this.lookup(p)?.value ?? '');
+      this.txEnsureAncestors(t, p);
+      if (this.txView(t, p) === undefined) t.overlay.set(p, '');
       return;
     }
     this.applyMkdir(domid, p);
@@ -247,6 +250,7 @@ export class Store {
       t.ops.push({ op: 'rm', path: p });
       for (const k of t.overlay.keys()) if (isAtOrBelow(k, p)) t.overlay.set(k, null);
       t.overlay.set(p, null);
+      t.removed.add(p);
       return;
     }
     this.applyRm(p);
@@ -257,18 +261,16 @@ export class Store {
     const t = this.tx(domid, tx);
     const names = new Set<string>();
     const n = this.lookup(p);
-    if (n) for (const k of n.children.keys()) names.add(k);
     if (t) {
       t.touched.add(p);
-      if (t.overlay.get(p) === null) throw new StoreError(`${p} does not exist`, 'ENOENT');
-      for (const [k, v] of t.overlay) {
-        if (parentOf(k) !== p) continue;
-        const name = k.slice(k.lastIndexOf('/') + 1);
-        if (v === null) names.delete(name);
-        else names.add(name);
-      }
+      if (this.txView(t, p) === undefined) throw new StoreError(`${p} does not exist`, 'ENOENT');
+      const prefix = p === '/' ? '/' : p + '/';
+      if (n) for (const k of n.children.keys()) if (this.txView(t, prefix + k) !== undefined) names.add(k);
+      for (const [k, v] of t.overlay) if (v !== null && k !== '/' && parentOf(k) === p) names.add(k.slice(k.lastIndexOf('/') + 1));
+      return [...names].sort();
     }
-    if (!n && !(t && t.overlay.has(p))) throw new StoreError(`${p} does not exist`, 'ENOENT');
+    if (!n) throw new StoreError(`${p} does not exist`, 'ENOENT');
+    for (const k of n.children.keys()) names.add(k);
     return [...names].sort();
   }
 
@@ -300,7 +302,7 @@ export class Store {
     if ([...this.txs.values()].filter((t) => t.domid === domid).length >= this.quota.maxTransactionsPerDomain)
       throw new StoreError(`domain ${domid} has too many open transactions`, 'EQUOTA');
     const id = this.nextTx++;
-    this.txs.set(id, { domid, startGen: this.gen, touched: new Set(), ops: [], overlay: new Map() });
+    this.txs.set(id, { domid, startGen: this.gen, touched: new Set(), ops: [], overlay: new Map(), removed: new Set() });
     return id;
   }
 
@@ -320,6 +322,22 @@ export class Store {
       else if (op.op === 'mkdir') this.applyMkdir(domid, op.path);
       else if (this.lookup(op.path)) this.applyRm(op.path);
     }
+  }
+
+  /**
+   * What a transaction sees at `p` (undefined: no such node): its own writes first; a node it
+   * removed hides the tree below it (even if re-created later in the transaction); otherwise the tree.
+   */
+  private txView(t: Transaction, p: string): string | undefined {
+    const o = t.overlay.get(p);
+    if (o !== undefined) return o ?? undefined;
+    for (let a = p; a !== '/'; a = parentOf(a)) if (t.removed.has(a)) return undefined;
+    return this.lookup(p)?.value;
+  }
+
+  /** Writing below a node creates the missing ancestors in the transaction's view, as commit will. */
+  private txEnsureAncestors(t: Transaction, p: string): void {
+    for (let a = parentOf(p); a !== '/'; a = parentOf(a)) if (this.txView(t, a) === undefined) t.overlay.set(a, '');
   }
 
   private tx(domid: number, id: number | undefined): Transaction | undefined {
