@@ -47,37 +47,53 @@ export interface MirrorCounters {
   indexStores: number;
 }
 
-/** Records local writes to mirrored pages and ships them in batches. */
+/**
+ * Records local writes to mirrored pages and ships them in batches. The log keeps the order of
+ * writes across pages (a data page written back before the ring page that answers for it must
+ * arrive first); consecutive writes to the same page coalesce into one entry.
+ */
 export class PageMirror {
-  private readonly dirty = new Map<string, Dirty>();
+  private readonly log: Array<Dirty & { id: string }> = [];
   private scheduled = false;
   readonly counters: MirrorCounters = { flushes: 0, updates: 0, bytesShipped: 0, indexStores: 0 };
 
   constructor(private readonly emit: (updates: PageUpdate[]) => void) {}
 
+  private entry(id: string, page: Uint8Array): Dirty {
+    const last = this.log[this.log.length - 1];
+    if (last && last.id === id) return last;
+    const d = { id, page, ranges: [] as Array<[number, number]>, indices: [] as Array<[number, number]> };
+    this.log.push(d);
+    this.schedule();
+    return d;
+  }
+
   /** The PageSync to hand to a ring built on `page`, known to the peer as `id`. */
   syncFor(id: string, page: Uint8Array): PageSync {
-    const entry = (): Dirty => {
-      let d = this.dirty.get(id);
-      if (!d) {
-        d = { page, ranges: [], indices: [] };
-        this.dirty.set(id, d);
-        this.schedule();
-      }
-      return d;
-    };
     return {
-      wroteBytes: (offset, length) => {
-        const d = entry();
-        const last = d.ranges[d.ranges.length - 1];
-        // Consecutive slots coalesce into one range: a batch of pushes ships as one copy.
-        if (last && last[0] + last[1] === offset) last[1] += length;
-        else d.ranges.push([offset, length]);
-      },
+      wroteBytes: (offset, length) => this.wrote(id, page, offset, length),
       storedIndex: (word, value) => {
-        entry().indices.push([word, value]);
+        this.entry(id, page).indices.push([word, value]);
       },
     };
+  }
+
+  /** Record that bytes [offset, offset+length) of `page` changed (a write-back, a copy). */
+  wrote(id: string, page: Uint8Array, offset: number, length: number): void {
+    const d = this.entry(id, page);
+    // Index stores already logged for this entry must stay after the bytes they publish;
+    // bytes written after an index store start a new entry so that order is kept.
+    const target = d.indices.length > 0 ? this.pushNew(id, page) : d;
+    const last = target.ranges[target.ranges.length - 1];
+    // Consecutive slots coalesce into one range: a batch of pushes ships as one copy.
+    if (last && last[0] + last[1] === offset) last[1] += length;
+    else target.ranges.push([offset, length]);
+  }
+
+  private pushNew(id: string, page: Uint8Array): Dirty {
+    const d = { id, page, ranges: [] as Array<[number, number]>, indices: [] as Array<[number, number]> };
+    this.log.push(d);
+    return d;
   }
 
   private schedule(): void {
@@ -89,15 +105,14 @@ export class PageMirror {
   /** Ship everything dirty now (call before sending an event that refers to it). */
   flush(): void {
     this.scheduled = false;
-    if (this.dirty.size === 0) return;
-    const updates: PageUpdate[] = [];
-    for (const [id, d] of this.dirty) {
+    if (this.log.length === 0) return;
+    const updates: PageUpdate[] = this.log.map((d) => {
       const bytes: Array<[number, Uint8Array]> = d.ranges.map(([off, len]) => [off, d.page.slice(off, off + len)]);
       for (const [, b] of bytes) this.counters.bytesShipped += b.byteLength;
       this.counters.indexStores += d.indices.length;
-      updates.push({ page: id, bytes, indices: d.indices });
-    }
-    this.dirty.clear();
+      return { page: d.id, bytes, indices: d.indices };
+    });
+    this.log.length = 0;
     this.counters.flushes++;
     this.counters.updates += updates.length;
     this.emit(updates);
