@@ -9,3 +9,6 @@ export * from './transport/rpc.js';
 export * from './hw/index.js';
 export * from './runtime/index.js';
 export * from './util/crc32c.js';
+export * from './transport/auth.js';
+export * from './transport/ws.js';
+export * from './transport/domain-link.js';

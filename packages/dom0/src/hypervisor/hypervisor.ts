@@ -15,8 +15,10 @@ import {
   LocalStoreClient,
   MAX_DOMAINS,
   PAGE_SIZE,
+  RemoteGuestEnd,
   RpcPeer,
   Store,
+  type RemoteGranter,
   StoreError,
   createEventMemory,
   createGrantTableMemory,
@@ -28,10 +30,15 @@ export type DomainState = 'created' | 'running' | 'shutdown' | 'dying' | 'crashe
 export interface Domain {
   readonly domid: number;
   readonly name: string;
+  /** The domain's memory — or, for a guest across a link, dom0's mirror of it. */
   readonly memory: GuestMemory;
   readonly grantTable: SharedArrayBuffer;
   state: DomainState;
   readonly createdAt: number;
+  /** Created for a guest across a link (ws). */
+  readonly linked: boolean;
+  /** Set while that guest is attached. */
+  link?: RemoteGuestEnd;
 }
 
 export interface DomainInfo {
@@ -59,7 +66,7 @@ export class Hypervisor {
   ) {
     this.createDomainWithId(0, 'Domain-0', dom0MemoryFrames);
     this.evtchn.createDomain(DOMID_HW);
-    this.dom0Events = new EventChannelGate(this.eventMemory, 0);
+    this.dom0Events = new EventChannelGate(this.eventMemory, 0, { deliver: (domid, port) => this.domains.get(domid)?.link?.sendEvent(port) });
     this.dom0Store = new LocalStoreClient(this.store, 0);
   }
 
@@ -67,20 +74,27 @@ export class Hypervisor {
     return this.domains.get(0)!;
   }
 
-  private createDomainWithId(domid: number, name: string, frames: number): Domain {
+  private createDomainWithId(domid: number, name: string, frames: number, linked = false): Domain {
     const memory = GuestMemory.allocate(domid, frames);
     const grantTable = createGrantTableMemory();
-    const d: Domain = { domid, name, memory, grantTable, state: 'created', createdAt: Date.now() };
+    const d: Domain = { domid, name, memory, grantTable, state: 'created', createdAt: Date.now(), linked };
     this.domains.set(domid, d);
     this.evtchn.createDomain(domid);
-    this.grants.registerDomain(domid, memory, grantTable);
+    // Reports go to the guest's link once one is attached; with shared memory there is none.
+    const remote: RemoteGranter = {
+      flagsChanged: (ref, inUse) => d.link?.flagsChanged(ref, inUse),
+      pageWritten: (pfn, off, len) => d.link?.pageWritten(pfn, off, len),
+      ringSync: (pfn, page) => d.link!.ringSync(pfn, page),
+    };
+    this.grants.registerDomain(domid, memory, grantTable, linked ? remote : undefined);
     this.store.write(0, `/local/domain/${domid}/name`, name);
     this.store.write(0, `/local/domain/${domid}/domid`, String(domid));
     this.store.write(0, `/local/domain/${domid}/memory/target`, String((frames * PAGE_SIZE) / 1024));
     return d;
   }
 
-  createDomain(name: string, memoryMiB: number): Domain {
+  /** `linked`: the guest will run across a link (ws) and `memory` is dom0's mirror of it. */
+  createDomain(name: string, memoryMiB: number, linked = false): Domain {
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new InvalidArgumentError(`bad domain name ${JSON.stringify(name)}`);
     if ([...this.domains.values()].some((d) => d.name === name)) throw new DomainError(`a domain named ${name} exists`);
     if (!Number.isInteger(memoryMiB) || memoryMiB < 1 || memoryMiB > 4096) throw new InvalidArgumentError(`memory ${memoryMiB} MiB out of range 1..4096`);
@@ -88,7 +102,7 @@ export class Hypervisor {
     while (this.domains.has(domid)) domid++;
     if (domid >= DOMID_HW) throw new DomainError(`no free domain ids (max ${MAX_DOMAINS - 2} guests)`);
     this.nextDomid = domid + 1;
-    const d = this.createDomainWithId(domid, name, (memoryMiB * 1024 * 1024) / PAGE_SIZE);
+    const d = this.createDomainWithId(domid, name, (memoryMiB * 1024 * 1024) / PAGE_SIZE, linked);
     this.log.info({ domid, name, memoryMiB }, 'domain created');
     return d;
   }
@@ -119,6 +133,30 @@ export class Hypervisor {
       state: d.state,
       uptimeSec: Math.round((now - d.createdAt) / 1000),
     }));
+  }
+
+  /**
+   * Attach a guest that runs across a link (ws transport): from now on its grants, ring pages
+   * and events travel on `peer`, and `domain.memory` is dom0's mirror of its memory.
+   */
+  attachLinkedGuest(peer: RpcPeer, domid: number): RemoteGuestEnd {
+    const d = this.domains.get(domid);
+    if (!d || domid === 0) throw new DomainError(`no guest domain ${domid}`);
+    if (!d.linked) throw new DomainError(`domain ${domid} was not created for a linked guest`);
+    if (d.link) throw new DomainError(`domain ${domid} already has a guest attached`);
+    d.link = new RemoteGuestEnd(peer, domid, d.memory, d.grantTable, this.evtchn, (td, tp) => this.deliverEvent(td, tp));
+    this.bindGuestHypercalls(peer, domid);
+    peer.link.onClose(() => {
+      if (this.domains.get(domid) === d) d.link = undefined;
+    });
+    return d.link;
+  }
+
+  /** Deliver an event the hypervisor routed: to a domain in this process or across its link. */
+  deliverEvent(domid: number, port: number): void {
+    const link = this.domains.get(domid)?.link;
+    if (link) link.sendEvent(port);
+    else this.evtchn.mem.setPending(domid, port);
   }
 
   /**

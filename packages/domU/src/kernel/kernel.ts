@@ -6,6 +6,8 @@
 import {
   EventChannelGate,
   FrameAllocator,
+  GuestLinkEnd,
+  type PageSync,
   GrantTable,
   GuestMemory,
   RemoteStoreClient,
@@ -21,6 +23,11 @@ export interface GuestKernelOptions {
   eventMemory: SharedArrayBuffer;
   hypercalls: RpcPeer;
   log: Logger;
+  /**
+   * True when dom0 is across a link with no shared memory (ws transport): grants, ring pages
+   * and events then travel on the hypercall link (shared/transport/domain-link.ts).
+   */
+  linked?: boolean;
 }
 
 export class GuestKernel {
@@ -32,17 +39,30 @@ export class GuestKernel {
   readonly store: StoreClient;
   readonly hypercalls: RpcPeer;
   readonly log: Logger;
+  readonly link?: GuestLinkEnd;
 
   constructor(o: GuestKernelOptions) {
     this.domid = o.domid;
     this.memory = new GuestMemory(o.domid, o.memory);
     this.frames = new FrameAllocator(this.memory);
     this.grants = new GrantTable(o.grantTable, o.domid);
-    this.events = new EventChannelGate(o.eventMemory, o.domid);
+    if (o.linked) this.link = new GuestLinkEnd(o.hypercalls, o.domid, this.memory, this.grants, () => this.events.mem);
+    this.events = new EventChannelGate(o.eventMemory, o.domid, this.link?.routing());
     this.hypercalls = o.hypercalls;
     this.store = new RemoteStoreClient(o.hypercalls, o.domid);
     this.log = o.log;
     this.events.start();
+  }
+
+  /**
+   * The PageSync for a ring this guest builds on its frame `pfn` (undefined on shared memory).
+   * `lateWake` runs when the peer armed its event index behind our producer index.
+   */
+  ringSync(pfn: number, lateWake: () => void): PageSync | undefined {
+    if (!this.link) return undefined;
+    const sync = this.link.ringSync(pfn, this.memory.page(pfn));
+    sync.lateWake = lateWake;
+    return sync;
   }
 
   /** EVTCHNOP_alloc_unbound: a port the given remote domain may bind to. */

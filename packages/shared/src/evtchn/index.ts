@@ -45,7 +45,8 @@ export enum PortState {
   Reserved = 3,
 }
 
-export type SendOutcome = 'delivered' | 'coalesced' | 'masked';
+/** `forwarded`: handed to a link; the receiving side decides delivered/coalesced/masked. */
+export type SendOutcome = 'delivered' | 'coalesced' | 'masked' | 'forwarded';
 
 export function createEventMemory(): SharedArrayBuffer {
   return new SharedArrayBuffer(MAX_DOMAINS * WORDS_PER_DOMAIN * 4);
@@ -132,12 +133,13 @@ export interface EventCounters {
   delivered: number;
   coalesced: number;
   masked: number;
+  forwarded: number;
   received: number;
   upcalls: number;
 }
 
 export function newEventCounters(): EventCounters {
-  return { sent: 0, delivered: 0, coalesced: 0, masked: 0, received: 0, upcalls: 0 };
+  return { sent: 0, delivered: 0, coalesced: 0, masked: 0, forwarded: 0, received: 0, upcalls: 0 };
 }
 
 function checkPort(port: number): void {
@@ -204,6 +206,16 @@ export class EventChannelAuthority {
     this.mem.setMask(domid, port, false);
   }
 
+  /**
+   * EVTCHNOP_send made by a domain across a link: the hypervisor validates the binding itself
+   * (the sender's view is never trusted) and returns where the event must go.
+   */
+  resolveSend(domid: number, port: number): { domid: number; port: number } {
+    checkPort(port);
+    if (this.mem.state(domid, port) !== PortState.Interdomain) throw new EventChannelError(`port ${port} of domain ${domid} is not bound`);
+    return this.mem.remote(domid, port);
+  }
+
   status(domid: number, port: number): EventPortStatus {
     checkPort(port);
     const st = this.mem.state(domid, port);
@@ -223,6 +235,17 @@ export class EventChannelAuthority {
 export type PortHandler = (port: number) => void;
 
 /**
+ * How a gate reaches domains that are not in this process's event memory (ws transport).
+ * `forward` replaces the whole send (a guest across a link hands its port to the hypervisor,
+ * which validates the binding); `deliver` is consulted for each target domain and returns an
+ * outcome when it delivered remotely, undefined to deliver locally.
+ */
+export interface EventRouting {
+  forward?: (port: number) => SendOutcome;
+  deliver?: (domid: number, port: number) => SendOutcome | undefined;
+}
+
+/**
  * A domain's own view: send, mask, unmask, and the upcall loop that dispatches pending ports.
  * Every operation is confined to `domid`'s ports.
  */
@@ -236,6 +259,7 @@ export class EventChannelGate {
   constructor(
     buffer: SharedArrayBuffer,
     readonly domid: number,
+    readonly routing: EventRouting = {},
   ) {
     this.mem = new EventMemory(buffer);
     this.upcall = this.mem.upcallIndex(domid);
@@ -244,10 +268,14 @@ export class EventChannelGate {
   /** EVTCHNOP_send on one of our interdomain ports. */
   send(port: number): SendOutcome {
     checkPort(port);
-    if (this.mem.state(this.domid, port) !== PortState.Interdomain)
-      throw new EventChannelError(`port ${port} of domain ${this.domid} is not bound`);
-    const r = this.mem.remote(this.domid, port);
-    const outcome = this.mem.setPending(r.domid, r.port);
+    let outcome: SendOutcome;
+    if (this.routing.forward) outcome = this.routing.forward(port);
+    else {
+      if (this.mem.state(this.domid, port) !== PortState.Interdomain)
+        throw new EventChannelError(`port ${port} of domain ${this.domid} is not bound`);
+      const r = this.mem.remote(this.domid, port);
+      outcome = this.routing.deliver?.(r.domid, r.port) ?? this.mem.setPending(r.domid, r.port);
+    }
     this.counters.sent++;
     this.counters[outcome]++;
     return outcome;

@@ -20,6 +20,7 @@
  */
 import { GrantError, InvalidArgumentError } from '../errors.js';
 import { GuestMemory, PAGE_SIZE, type MachineFrame } from '../memory/index.js';
+import type { PageSync } from '../ring/ring.js';
 
 export const GTF_INVALID = 0;
 export const GTF_PERMIT_ACCESS = 1;
@@ -51,12 +52,22 @@ export function createGrantTableMemory(entries = NR_GRANT_ENTRIES): SharedArrayB
 
 const word0 = (flags: number, domid: number): number => (flags & 0xffff) | ((domid & 0xffff) << 16);
 
+/**
+ * Told of grants made and ended, when the grantee is across a link with no shared memory (ws):
+ * the transport ships the entry and the page's contents so the grantee's mirror can honour it.
+ */
+export interface GrantTableHooks {
+  granted(ref: number, remoteDom: number, pfn: number, readonly: boolean): void;
+  ended(ref: number): void;
+}
+
 /** The granting domain's side (gnttab_grant_foreign_access / gnttab_end_foreign_access_ref). */
 export class GrantTable {
   readonly words: Int32Array;
   readonly entries: number;
   private readonly free: number[] = [];
   granted = 0;
+  hooks?: GrantTableHooks;
 
   constructor(
     buffer: SharedArrayBuffer,
@@ -78,6 +89,7 @@ export class GrantTable {
     Atomics.store(this.words, ref * 2 + 1, pfn);
     Atomics.store(this.words, ref * 2, word0(GTF_PERMIT_ACCESS | (readonly ? GTF_READONLY : 0), remoteDom));
     this.granted++;
+    this.hooks?.granted(ref, remoteDom, pfn, readonly);
     return ref;
   }
 
@@ -96,7 +108,20 @@ export class GrantTable {
     }
     this.free.push(ref);
     this.granted--;
+    this.hooks?.ended(ref);
     return true;
+  }
+
+  /** Mirror the grantee's in-use flags (READING/WRITING) reported across a link. */
+  setInUse(ref: number, flags: number): void {
+    this.checkRef(ref);
+    const bits = flags & (GTF_READING | GTF_WRITING);
+    for (;;) {
+      const w = Atomics.load(this.words, ref * 2);
+      if ((w & GTF_TYPE_MASK) === GTF_INVALID) return;
+      const nw = (w & ~(GTF_READING | GTF_WRITING)) | bits;
+      if (Atomics.compareExchange(this.words, ref * 2, w, nw) === w) return;
+    }
   }
 
   inUse(ref: number): boolean {
@@ -110,6 +135,17 @@ export class GrantTable {
   }
 }
 
+/**
+ * A granting domain across a link (ws): its memory and grant table here are mirrors. The
+ * authority reports what the granter must learn: in-use flags, and bytes written into its pages
+ * (a writable mapping's page on unmap, a copy's destination), and gives ring users a PageSync.
+ */
+export interface RemoteGranter {
+  flagsChanged(ref: number, inUse: number): void;
+  pageWritten(pfn: number, offset: number, length: number): void;
+  ringSync(pfn: number, page: Uint8Array): PageSync & { lateWake?: () => void };
+}
+
 export interface GrantMapping {
   readonly handle: number;
   readonly granter: number;
@@ -118,6 +154,8 @@ export interface GrantMapping {
   readonly writable: boolean;
   /** Zero-copy view of the granter's page. */
   readonly bytes: Uint8Array;
+  /** For a granter across a link: hand this to a ring built on the page. */
+  readonly sync?: PageSync & { lateWake?: () => void };
 }
 
 /** One side of a grant copy: a grant ref of another domain, or a frame of the caller's own. */
@@ -148,6 +186,7 @@ interface DomainGrants {
   words: Int32Array;
   entries: number;
   active: Map<number, ActiveEntry>;
+  remote?: RemoteGranter;
 }
 
 /**
@@ -163,8 +202,8 @@ export class GrantAuthority {
   /** Per mapping domain cap on simultaneous mappings (a per-guest bound on what dom0 holds). */
   maxMappingsPerDomain = 4096;
 
-  registerDomain(domid: number, memory: GuestMemory, table: SharedArrayBuffer): void {
-    this.domains.set(domid, { memory, words: new Int32Array(table), entries: table.byteLength / GRANT_ENTRY_SIZE, active: new Map() });
+  registerDomain(domid: number, memory: GuestMemory, table: SharedArrayBuffer, remote?: RemoteGranter): void {
+    this.domains.set(domid, { memory, words: new Int32Array(table), entries: table.byteLength / GRANT_ENTRY_SIZE, active: new Map(), remote });
   }
 
   /** A dying domain: drop every mapping of its grants (the backends were told first). */
@@ -212,7 +251,10 @@ export class GrantAuthority {
       if (domid !== mapper) this.fail(mapper, `grant ref ${ref} of domain ${granter} is not for domain ${mapper}`, GNTST_permission_denied);
       if (writable && flags & GTF_READONLY) this.fail(mapper, `grant ref ${ref} of domain ${granter} is read-only`, GNTST_permission_denied);
       const nw = w | GTF_READING | (writable ? GTF_WRITING : 0);
-      if (Atomics.compareExchange(d.words, ref * 2, w, nw) === w) break;
+      if (Atomics.compareExchange(d.words, ref * 2, w, nw) === w) {
+        if (nw !== w) d.remote?.flagsChanged(ref, nw & (GTF_READING | GTF_WRITING));
+        break;
+      }
     }
     let a = d.active.get(ref);
     if (!a) {
@@ -234,7 +276,10 @@ export class GrantAuthority {
     if (!clear) return;
     for (;;) {
       const w = Atomics.load(d.words, ref * 2);
-      if (Atomics.compareExchange(d.words, ref * 2, w, w & ~clear) === w) break;
+      if (Atomics.compareExchange(d.words, ref * 2, w, w & ~clear) === w) {
+        d.remote?.flagsChanged(ref, w & ~clear & (GTF_READING | GTF_WRITING));
+        break;
+      }
     }
   }
 
@@ -260,6 +305,7 @@ export class GrantAuthority {
       writable,
       frame: { domid: granter, pfn: a.pfn },
       bytes: d.memory.page(a.pfn),
+      ...(d.remote ? { sync: d.remote.ringSync(a.pfn, d.memory.page(a.pfn)) } : {}),
     };
     this.mappings.set(m.handle, m);
     this.held.set(mapper, this.mappingsHeldBy(mapper) + 1);
@@ -274,6 +320,8 @@ export class GrantAuthority {
     this.mappings.delete(handle);
     this.held.set(mapper, this.mappingsHeldBy(mapper) - 1);
     const d = this.domains.get(m.granter);
+    // A writable lease is written back to a granter across a link before the flags clear.
+    if (d && m.writable && d.remote) d.remote.pageWritten(m.frame.pfn, 0, PAGE_SIZE);
     if (d) this.unpin(d, m.ref, m.writable);
     this.countersFor(mapper).unmaps++;
   }
@@ -294,10 +342,16 @@ export class GrantAuthority {
     });
   }
 
-  private resolveSide(caller: number, side: GrantCopySide, writable: boolean): { bytes: Uint8Array; release: () => void } {
+  private resolveSide(caller: number, side: GrantCopySide, writable: boolean, len: number): { bytes: Uint8Array; release: () => void } {
     if ('ref' in side) {
       const { d, a } = this.pin(caller, side.domid, side.ref, writable);
-      return { bytes: d.memory.page(a.pfn), release: () => this.unpin(d, side.ref, writable) };
+      return {
+        bytes: d.memory.page(a.pfn),
+        release: () => {
+          if (writable && d.remote) d.remote.pageWritten(a.pfn, side.offset, len);
+          this.unpin(d, side.ref, writable);
+        },
+      };
     }
     if (side.domid !== caller) this.fail(caller, `a frame side of a copy must be the caller's own`, GNTST_permission_denied);
     const d = this.domains.get(caller);
@@ -311,9 +365,9 @@ export class GrantAuthority {
     const inPage = (off: number) => Number.isInteger(off) && off >= 0 && off + len <= PAGE_SIZE;
     if (!Number.isInteger(len) || len < 0 || !inPage(source.offset) || !inPage(dest.offset))
       this.fail(caller, `copy of ${len} bytes at ${source.offset}→${dest.offset} crosses a page`, GNTST_bad_copy_arg);
-    const src = this.resolveSide(caller, source, false);
+    const src = this.resolveSide(caller, source, false, len);
     try {
-      const dst = this.resolveSide(caller, dest, true);
+      const dst = this.resolveSide(caller, dest, true, len);
       try {
         dst.bytes.set(src.bytes.subarray(source.offset, source.offset + len), dest.offset);
       } finally {

@@ -102,7 +102,8 @@ export class BlkBackend {
       const evtchn = await this.xb.frontendInt('event-channel');
       this.ringMapping = this.hv.grants.map(0, this.frontDomid, ringRef, true);
       this.metrics.grantMaps++;
-      this.ring = BackRing.attach(this.ringMapping.bytes, blkifProtocol);
+      this.ring = BackRing.attach(this.ringMapping.bytes, blkifProtocol, this.ringMapping.sync);
+      if (this.ringMapping.sync) this.ringMapping.sync.lateWake = () => this.sendEvent();
       this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, evtchn);
       this.hv.dom0Events.on(this.port, () => {
         this.metrics.events++;
@@ -230,13 +231,17 @@ export class BlkBackend {
     queueMicrotask(() => {
       this.flushScheduled = false;
       if (!this.ring) return;
-      if (this.ring.pushResponses()) {
-        this.hv.dom0Events.send(this.port);
-        this.metrics.notifications++;
-      } else this.metrics.suppressed++;
+      if (this.ring.pushResponses()) this.sendEvent();
+      else this.metrics.suppressed++;
       // Responses freed ring slots; the frontend may have queued more meanwhile.
       this.kick();
     });
+  }
+
+  private sendEvent(): void {
+    if (this.port < 0) return;
+    this.hv.dom0Events.send(this.port);
+    this.metrics.notifications++;
   }
 
   /** Stop taking requests, let in-flight ones finish, then release the ring and the channel. */

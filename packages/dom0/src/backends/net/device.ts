@@ -109,8 +109,9 @@ export class NetBackend implements BridgePort {
       const rxMap = this.hv.grants.map(0, this.frontDomid, rxRef, true);
       this.maps.push(rxMap);
       this.metrics.grantMaps += 2;
-      this.tx = BackRing.attach(txMap.bytes, netifTxProtocol);
-      this.rx = BackRing.attach(rxMap.bytes, netifRxProtocol);
+      this.tx = BackRing.attach(txMap.bytes, netifTxProtocol, txMap.sync);
+      this.rx = BackRing.attach(rxMap.bytes, netifRxProtocol, rxMap.sync);
+      for (const m of [txMap, rxMap]) if (m.sync) m.sync.lateWake = () => this.notify(true);
       this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, evtchn);
       this.hv.dom0Events.on(this.port, () => {
         this.metrics.events++;
@@ -260,7 +261,7 @@ export class NetBackend implements BridgePort {
   }
 
   private notify(needed: boolean): void {
-    if (needed) {
+    if (needed && this.port >= 0) {
       this.hv.dom0Events.send(this.port);
       this.metrics.notifications++;
     } else this.metrics.suppressed++;

@@ -98,7 +98,7 @@ export class BlkFront implements BlockDevice {
     const page = kernel.memory.page(this.ringPfn);
     page.fill(0);
     initSharedRing(page);
-    this.ring = new FrontRing(page, blkifProtocol);
+    this.ring = new FrontRing(page, blkifProtocol, kernel.ringSync(this.ringPfn, () => this.kick()));
     this.ringRef = kernel.grants.grantAccess(xb.backendId, this.ringPfn, false);
     this.metrics.grantOps++;
     this.port = await kernel.allocUnboundPort(xb.backendId);
@@ -232,10 +232,14 @@ export class BlkFront implements BlockDevice {
     }
     if (queued === 0) return;
     this.metrics.requests += queued;
-    if (ring.pushRequests()) {
-      this.kernel.events.send(this.port);
-      this.metrics.notifications++;
-    } else this.metrics.suppressed++;
+    if (ring.pushRequests()) this.kick();
+    else this.metrics.suppressed++;
+  }
+
+  private kick(): void {
+    if (this.port < 0) return;
+    this.kernel.events.send(this.port);
+    this.metrics.notifications++;
   }
 
   private onEvent(): void {

@@ -94,7 +94,8 @@ export class NetFront {
       this.ringPfns.push(pfn);
       this.ringRefs.push(kernel.grants.grantAccess(xb.backendId, pfn, false));
       this.metrics.grantOps++;
-      rings.push(protocol === netifTxProtocol ? new FrontRing(page, netifTxProtocol) : new FrontRing(page, netifRxProtocol));
+      const sync = kernel.ringSync(pfn, () => this.kick());
+      rings.push(protocol === netifTxProtocol ? new FrontRing(page, netifTxProtocol, sync) : new FrontRing(page, netifRxProtocol, sync));
     }
     this.tx = rings[0] as FrontRing<NetifTxRequest, NetifTxResponse>;
     this.rx = rings[1] as FrontRing<NetifRxRequest, NetifRxResponse>;
@@ -143,10 +144,14 @@ export class NetFront {
   }
 
   private kickTx(): void {
-    if (this.tx!.pushRequests()) {
-      this.kernel.events.send(this.port);
-      this.metrics.notifications++;
-    } else this.metrics.suppressed++;
+    if (this.tx!.pushRequests()) this.kick();
+    else this.metrics.suppressed++;
+  }
+
+  private kick(): void {
+    if (this.port < 0) return;
+    this.kernel.events.send(this.port);
+    this.metrics.notifications++;
   }
 
   /** Put one frame on the ring (unpublished); false when no slot or buffer is free. */
@@ -178,10 +183,8 @@ export class NetFront {
   }
 
   private pushRx(): void {
-    if (this.rx!.pushRequests()) {
-      this.kernel.events.send(this.port);
-      this.metrics.notifications++;
-    } else this.metrics.suppressed++;
+    if (this.rx!.pushRequests()) this.kick();
+    else this.metrics.suppressed++;
   }
 
   private onEvent(): void {
