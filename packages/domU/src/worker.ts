@@ -3,7 +3,20 @@
  * spec: GuestBootSpec }. Hypercalls and toolstack calls share the control link.
  */
 import { workerData } from 'node:worker_threads';
-import { GUEST_START, GUEST_QUIESCE, GUEST_READY, GUEST_STATS, GUEST_STOP, PortLink, RpcPeer, createLogger, type GuestBootSpec } from '@ringvisor/shared';
+import {
+  GUEST_QUIESCE,
+  GUEST_READY,
+  GUEST_START,
+  GUEST_STATS,
+  GUEST_STOP,
+  PAGE_SIZE,
+  PortLink,
+  RpcPeer,
+  createEventMemory,
+  createGrantTableMemory,
+  createLogger,
+  type GuestBootSpec,
+} from '@ringvisor/shared';
 import type { MessagePort } from 'node:worker_threads';
 import { GuestKernel } from './kernel/kernel.js';
 import { Guest } from './guest.js';
@@ -13,11 +26,14 @@ const log = createLogger('domU', { guest: spec.name, domid: spec.domid });
 const peer = new RpcPeer(new PortLink(control), `domU/${spec.name}`);
 const kernel = new GuestKernel({
   domid: spec.domid,
-  memory: spec.memory,
-  grantTable: spec.grantTable,
-  eventMemory: spec.eventMemory,
+  ...(spec.shared ?? {
+    memory: new SharedArrayBuffer(spec.memoryFrames * PAGE_SIZE),
+    grantTable: createGrantTableMemory(),
+    eventMemory: createEventMemory(),
+  }),
   hypercalls: peer,
   log,
+  linked: spec.shared === undefined,
 });
 const guest = new Guest(kernel, spec, log);
 

@@ -55,6 +55,11 @@ export interface HostOptions {
   log: Logger;
   /** Base directory for relative disk paths (default: cwd). */
   baseDir?: string;
+  /**
+   * Run guests without shared memory: each keeps its own memory and talks to dom0 only through
+   * the domain link (mirrored rings, grant leases, routed events) — the ws transport's data path.
+   */
+  linkedGuests?: boolean;
 }
 
 const SKB_POOL_FRAMES = 1024;
@@ -156,7 +161,7 @@ export class Host {
    */
   async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
     const { hv } = this;
-    const domain = hv.createDomain(config.name, config.memoryMiB);
+    const domain = hv.createDomain(config.name, config.memoryMiB, this.opts.linkedGuests === true);
     await this.hwsim.peer.call('hw.attachMemory', { domid: domain.domid, buffer: domain.memory.buffer });
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
@@ -220,9 +225,8 @@ export class Host {
       domid: domain.domid,
       name: config.name,
       seed: this.opts.seed * 1000 + domain.domid,
-      memory: domain.memory.buffer,
-      grantTable: domain.grantTable,
-      eventMemory: hv.eventMemory,
+      memoryFrames: domain.memory.frames,
+      ...(this.opts.linkedGuests ? {} : { shared: { memory: domain.memory.buffer, grantTable: domain.grantTable, eventMemory: hv.eventMemory } }),
       vbds,
       vifs,
       workloads: {
@@ -237,7 +241,8 @@ export class Host {
       name: config.name,
     });
     const peer = new RpcPeer(new PortLink(port2), `${config.name}`);
-    hv.bindGuestHypercalls(peer, domain.domid);
+    if (this.opts.linkedGuests) hv.attachLinkedGuest(peer, domain.domid);
+    else hv.bindGuestHypercalls(peer, domain.domid);
     const ready = new Promise<void>((res, rej) => {
       const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not come up within 30 s`)), 30_000);
       peer.on(GUEST_READY, () => {

@@ -7,9 +7,12 @@ export interface GuestBootSpec {
   domid: number;
   name: string;
   seed: number;
-  memory: SharedArrayBuffer;
-  grantTable: SharedArrayBuffer;
-  eventMemory: SharedArrayBuffer;
+  memoryFrames: number;
+  /**
+   * Shared memory from the hypervisor (threads transport). Absent when the guest runs across a
+   * link without shared memory: it then allocates its own and talks through the domain link.
+   */
+  shared?: { memory: SharedArrayBuffer; grantTable: SharedArrayBuffer; eventMemory: SharedArrayBuffer };
   vbds: Array<{ devid: number }>;
   vifs: Array<{ devid: number; ip: string; mac: string }>;
   workloads: {

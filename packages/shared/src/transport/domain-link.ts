@@ -39,6 +39,7 @@ export interface DomainLinkCounters {
   pageMessages: number;
   grantsShipped: number;
   grantBytesShipped: number;
+  grantsReceived: number;
   eventsSent: number;
   eventsReceived: number;
   lateWakes: number;
@@ -46,7 +47,7 @@ export interface DomainLinkCounters {
 }
 
 function newCounters(): DomainLinkCounters {
-  return { pageMessages: 0, grantsShipped: 0, grantBytesShipped: 0, eventsSent: 0, eventsReceived: 0, lateWakes: 0, rejected: 0 };
+  return { pageMessages: 0, grantsShipped: 0, grantBytesShipped: 0, grantsReceived: 0, eventsSent: 0, eventsReceived: 0, lateWakes: 0, rejected: 0 };
 }
 
 const pageId = (domid: number, pfn: number): string => `${domid}:${pfn}`;
@@ -210,6 +211,7 @@ export class RemoteGuestEnd extends LinkEnd implements RemoteGranter {
       this.counters.rejected++;
       return;
     }
+    this.counters.grantsReceived++;
     this.memory.page(g.pfn as number).set(g.data as Uint8Array);
     Atomics.store(this.table, ref * 2 + 1, g.pfn as number);
     Atomics.store(this.table, ref * 2, (GTF_PERMIT_ACCESS | (g.readonly === true ? GTF_READONLY : 0)) | (((g.remoteDom as number) & 0xffff) << 16));
