@@ -3,5 +3,16 @@
 import { ensureBuilt } from './ensure-built.mjs';
 
 ensureBuilt();
-const { main } = await import('../packages/dom0/dist/toolstack/cli/main.js');
-process.exitCode = await main(process.argv.slice(2));
+const [command] = process.argv.slice(2);
+// Each runtime is started by its own package's entry point; the toolstack CLI handles the rest.
+const entry =
+  command === 'domu'
+    ? '../packages/domU/dist/main.js'
+    : '../packages/dom0/dist/toolstack/cli/main.js';
+const { main } = await import(entry);
+try {
+  process.exitCode = await main(command === 'domu' ? process.argv.slice(3) : process.argv.slice(2));
+} catch (e) {
+  process.stderr.write(`ringvisor: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 2;
+}

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -63,6 +63,28 @@ describe('ringvisor up', () => {
     }
     expect(s.integrity.checked).toBeGreaterThan(0);
     expect(s.integrity.failures).toBe(0);
+  }, 120_000);
+
+  it('runs over ws: every guest its own process on an authenticated WebSocket, same checks, no process left behind', async () => {
+    const cwd = tempDir();
+    const { code, stderr } = await run(['up', '--transport', 'ws', '--duration', '4', '--json', 'out.json'], cwd).done;
+    expect(code, stderr).toBe(0);
+    const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary & { guests: Array<{ pid?: number }> };
+    expect(s.transport).toBe('ws');
+    expect(s.guests).toHaveLength(3);
+    for (const g of s.guests) {
+      expect(g.state).toBe('stopped');
+      expect(g.devices.find((d) => d.type === 'vbd')!.ops).toBeGreaterThan(0);
+      expect(g.devices.find((d) => d.type === 'vif')!.ops).toBeGreaterThan(0);
+      expect(g.errors).toBe(0);
+      // The guest ran in its own process, and that process is gone.
+      expect(g.pid).toBeGreaterThan(0);
+      expect(() => process.kill(g.pid!, 0)).toThrow(/ESRCH/);
+    }
+    expect(s.integrity.checked).toBeGreaterThan(0);
+    expect(s.integrity.failures).toBe(0);
+    // The generated cluster secret is readable by its owner only.
+    expect(statSync(join(cwd, '.ringvisor/secret')).mode & 0o077).toBe(0);
   }, 120_000);
 
   it('shuts down cleanly on SIGINT: frontends close, the summary is written, exit 0', async () => {

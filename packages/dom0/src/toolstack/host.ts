@@ -7,11 +7,14 @@
  * requests naming its frames; backends publish InitWait before the guest boots and probes.
  */
 import { MessageChannel, type Worker } from 'node:worker_threads';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import {
   DOMID_HW,
   FrameAllocator,
+  GUEST_BOOT,
   GUEST_QUIESCE,
   GUEST_START,
   GUEST_READY,
@@ -22,6 +25,8 @@ import {
   TimeoutError,
   XenbusState,
   backendPath,
+  listen,
+  type WsServer,
   frontendPath,
   runtimeEntry,
   startRuntimeWorker,
@@ -41,12 +46,16 @@ import type { GuestConfig, HostConfig } from './config.js';
 export interface GuestHandle {
   config: GuestConfig;
   domain: Domain;
-  worker: Worker;
-  peer: RpcPeer;
+  /** The guest's control link; set once its runtime connected (at once for a worker). */
+  peer?: RpcPeer;
   blk: BlkBackend[];
   net: NetBackend[];
   ready: Promise<void>;
+  /** Resolves when the runtime we started is gone (never, for a guest run elsewhere). */
   exited: Promise<number>;
+  /** Kill the runtime we started (worker thread or child process, by pid). */
+  kill(): Promise<void>;
+  pid?: number;
   lastStats?: GuestStats;
 }
 
@@ -60,6 +69,11 @@ export interface HostOptions {
    * the domain link (mirrored rings, grant leases, routed events) — the ws transport's data path.
    */
   linkedGuests?: boolean;
+  /**
+   * ws transport: guests are processes that connect to dom0 over authenticated WebSockets.
+   * `spawn` false leaves starting them to someone else (docker compose); dom0 waits for them.
+   */
+  ws?: { secret: Uint8Array; host?: string; port?: number; spawn?: boolean; bin?: string };
 }
 
 const SKB_POOL_FRAMES = 1024;
@@ -140,9 +154,10 @@ export class Host {
       const vif = g.devices.find((d) => d.type === 'vif');
       if (vif && vif.type === 'vif') this.ips.set(g.name, vif.ip);
     }
+    if (this.opts.ws) await this.listenForGuests();
     for (const g of this.config.guests) await this.addGuest(g);
     await Promise.all(this.guests.map((g) => g.ready));
-    await Promise.all(this.guests.map((g) => g.peer.call(GUEST_START, {})));
+    await Promise.all(this.guests.map((g) => g.peer!.call(GUEST_START, {})));
   }
 
   private readonly ips = new Map<string, string>();
@@ -161,7 +176,7 @@ export class Host {
    */
   async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
     const { hv } = this;
-    const domain = hv.createDomain(config.name, config.memoryMiB, this.opts.linkedGuests === true);
+    const domain = hv.createDomain(config.name, config.memoryMiB, this.opts.linkedGuests === true || this.opts.ws !== undefined);
     await this.hwsim.peer.call('hw.attachMemory', { domid: domain.domid, buffer: domain.memory.buffer });
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
@@ -226,7 +241,7 @@ export class Host {
       name: config.name,
       seed: this.opts.seed * 1000 + domain.domid,
       memoryFrames: domain.memory.frames,
-      ...(this.opts.linkedGuests ? {} : { shared: { memory: domain.memory.buffer, grantTable: domain.grantTable, eventMemory: hv.eventMemory } }),
+      ...(this.opts.linkedGuests || this.opts.ws ? {} : { shared: { memory: domain.memory.buffer, grantTable: domain.grantTable, eventMemory: hv.eventMemory } }),
       vbds,
       vifs,
       workloads: {
@@ -234,6 +249,25 @@ export class Host {
         ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window } } : {}),
       },
     };
+    domain.state = 'running';
+    return this.opts.ws ? this.launchGuestProcess(config, domain, blk, net, spec) : this.launchGuestWorker(config, domain, blk, net, spec);
+  }
+
+  private guestReady(config: GuestConfig, peer: RpcPeer): Promise<void> {
+    return new Promise<void>((res, rej) => {
+      const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not come up within 30 s`)), 30_000);
+      peer.on(GUEST_READY, () => {
+        clearTimeout(timer);
+        res();
+      });
+      peer.link.onClose((reason) => {
+        clearTimeout(timer);
+        rej(new Error(`guest ${config.name} disconnected before it was ready: ${reason}`));
+      });
+    });
+  }
+
+  private launchGuestWorker(config: GuestConfig, domain: Domain, blk: BlkBackend[], net: NetBackend[], spec: GuestBootSpec): GuestHandle {
     const { port1, port2 } = new MessageChannel();
     const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'worker'), {
       workerData: { control: port1, spec },
@@ -241,31 +275,88 @@ export class Host {
       name: config.name,
     });
     const peer = new RpcPeer(new PortLink(port2), `${config.name}`);
-    if (this.opts.linkedGuests) hv.attachLinkedGuest(peer, domain.domid);
-    else hv.bindGuestHypercalls(peer, domain.domid);
-    const ready = new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not come up within 30 s`)), 30_000);
-      peer.on(GUEST_READY, () => {
-        clearTimeout(timer);
-        res();
-      });
-      worker.once('error', (e) => {
-        clearTimeout(timer);
-        rej(e);
-      });
-    });
+    if (spec.shared) this.hv.bindGuestHypercalls(peer, domain.domid);
+    else this.hv.attachLinkedGuest(peer, domain.domid);
+    const ready = this.guestReady(config, peer);
     worker.on('error', (e) => {
       domain.state = 'crashed';
       this.log.error({ err: e, domid: domain.domid }, 'guest crashed');
     });
-    domain.state = 'running';
-    return { config, domain, worker, peer, blk, net, ready, exited: exitOf(worker) };
+    return { config, domain, peer, blk, net, ready, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
+  }
+
+  /** ws: the guest is a process that proves it is this domain, then asks for its boot spec. */
+  private launchGuestProcess(config: GuestConfig, domain: Domain, blk: BlkBackend[], net: NetBackend[], spec: GuestBootSpec): GuestHandle {
+    const ws = this.opts.ws!;
+    let child: ChildProcess | undefined;
+    const handle: GuestHandle = {
+      config,
+      domain,
+      blk,
+      net,
+      ready: new Promise<void>((res, rej) => {
+        this.awaitingGuests.set(domain.domid, (peer) => {
+          handle.peer = peer;
+          peer.handle(GUEST_BOOT, () => spec);
+          this.guestReady(config, peer).then(res, rej);
+        });
+      }),
+      exited: new Promise<number>(() => {}),
+      kill: async () => {
+        if (child?.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+      },
+    };
+    if (ws.spawn !== false) {
+      child = spawn(process.execPath, [ws.bin ?? repoBin(import.meta.url), 'domu', '--id', String(domain.domid), '--dom0', this.wsUrl], {
+        env: { ...process.env, RINGVISOR_SECRET: Buffer.from(ws.secret).toString('hex') },
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      handle.pid = child.pid;
+      handle.exited = new Promise<number>((r) => child!.once('exit', (code) => r(code ?? 1)));
+      child.once('exit', (code, signal) => {
+        if (!this.stopping) {
+          domain.state = 'crashed';
+          this.log.error({ domid: domain.domid, code, signal }, 'guest process exited');
+        }
+      });
+    }
+    return handle;
+  }
+
+  /** Guests (ws) that may connect, by domid, with what to do when they do. */
+  private readonly awaitingGuests = new Map<number, (peer: RpcPeer) => void>();
+  private server?: WsServer;
+
+  get wsUrl(): string {
+    if (!this.server) throw new Error('dom0 is not listening');
+    return `ws://${this.server.host === '0.0.0.0' ? '127.0.0.1' : this.server.host}:${this.server.port}`;
+  }
+
+  private async listenForGuests(): Promise<void> {
+    const ws = this.opts.ws!;
+    this.server = await listen({
+      host: ws.host ?? '127.0.0.1',
+      port: ws.port ?? 0,
+      secret: ws.secret,
+      log: this.log,
+      // A connection may act only as a guest domain we created and that has no runtime attached.
+      authorize: (who) => who.role === 'guest' && this.awaitingGuests.has(who.domid),
+      onConnection: (link, who) => {
+        const attach = this.awaitingGuests.get(who.domid);
+        if (!attach) return link.close('domain already attached');
+        this.awaitingGuests.delete(who.domid);
+        const peer = new RpcPeer(link, `guest${who.domid}`);
+        this.hv.attachLinkedGuest(peer, who.domid);
+        attach(peer);
+      },
+    });
+    this.log.info({ url: this.wsUrl }, 'dom0 listening for guests');
   }
 
   async guestStats(): Promise<GuestStats[]> {
     return Promise.all(
       this.guests.map(async (g) => {
-        if (g.peer.closed) return g.lastStats!;
+        if (!g.peer || g.peer.closed) return g.lastStats!;
         try {
           g.lastStats = await g.peer.call<GuestStats>(GUEST_STATS, {}, 5_000);
         } catch {
@@ -287,13 +378,13 @@ export class Host {
     // Two phases, so no guest closes its vif while another's datagrams to it are still in flight.
     await Promise.all(
       this.guests.map((g) =>
-        g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000).catch((e) => this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce')),
+        (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000) : Promise.reject(new Error('never connected'))).catch((e) => this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce')),
       ),
     );
     const finals = await Promise.all(
       this.guests.map(async (g) => {
         try {
-          g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, 60_000);
+          if (g.peer) g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, 60_000);
         } catch (e) {
           this.log.error({ err: e, guest: g.config.name }, 'guest did not stop cleanly');
         }
@@ -302,8 +393,9 @@ export class Host {
     );
     for (const g of this.guests) {
       await Promise.race([g.exited, delay(5_000)]);
-      if (!(await settled(g.exited))) await g.worker.terminate();
+      if (!(await settled(g.exited))) await g.kill();
     }
+    await this.server?.close();
     for (const c of this.created) {
       for (const b of c.blk) await b.destroy();
       for (const n of c.net) await n.destroy();
@@ -319,6 +411,12 @@ export class Host {
     this.hv.dom0Events.stop();
     return finals;
   }
+}
+
+/** The repository's CLI entry (bin/ringvisor.mjs), found from this module's location. */
+function repoBin(callerUrl: string): string {
+  const i = callerUrl.lastIndexOf('/packages/');
+  return fileURLToPath(new URL('bin/ringvisor.mjs', callerUrl.slice(0, i + 1)));
 }
 
 function exitOf(w: Worker): Promise<number> {

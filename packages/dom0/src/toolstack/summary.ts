@@ -17,16 +17,23 @@ export interface RunSummary {
     errors: number;
     udp: GuestStats['udp'];
     state: string;
+    /** The guest's own process (ws transport). */
+    pid?: number;
     error?: string;
   }>;
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
   dom0: Record<string, unknown>;
 }
 
-export function summarize(transport: 'threads' | 'ws', durationSec: number, perHost: Array<{ host: string; guests: GuestStats[] }>, dom0: Record<string, unknown>): RunSummary {
+export function summarize(
+  transport: 'threads' | 'ws',
+  durationSec: number,
+  perHost: Array<{ host: string; guests: GuestStats[]; pids?: Map<string, number> }>,
+  dom0: Record<string, unknown>,
+): RunSummary {
   const guests: RunSummary['guests'] = [];
   const integrity = { checked: 0, failures: 0, kinds: {} as Record<string, number> };
-  for (const { host, guests: gs } of perHost)
+  for (const { host, guests: gs, pids } of perHost)
     for (const g of gs) {
       if (!g) continue;
       const devices = g.devices.map((d) => ({ ...d }));
@@ -40,6 +47,7 @@ export function summarize(transport: 'threads' | 'ws', durationSec: number, perH
         errors: devices.reduce((a, d) => a + d.errors, 0),
         udp: g.udp,
         state: g.state,
+        ...(pids?.get(g.name) ? { pid: pids.get(g.name) } : {}),
         ...(g.error ? { error: g.error } : {}),
       });
       integrity.checked += g.integrity.checked;

@@ -102,7 +102,7 @@ const backSteps = [
   fc.record({ t: fc.constant('brespond' as const), k }),
   fc.constant({ t: 'bpush' as const }),
 ];
-const raceArb = (steps: fc.Arbitrary<Step>[]) => fc.oneof({ weight: 2, arbitrary: fc.constant([]) }, { weight: 1, arbitrary: fc.array(fc.oneof(...steps), { minLength: 1, maxLength: 3 }) });
+const raceArb = (steps: fc.Arbitrary<Step>[]): fc.Arbitrary<Step[]> => fc.oneof({ weight: 2, arbitrary: fc.constant<Step[]>([]) }, { weight: 1, arbitrary: fc.array(fc.oneof(...steps), { minLength: 1, maxLength: 3 }) });
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
   ...frontSteps,
   fc.record({ t: fc.constant('fsleep' as const), race: raceArb(backSteps) }),

@@ -44,6 +44,9 @@ export interface GuestStats {
   error?: string;
 }
 
+/** A guest process across a link asks dom0 for its GuestBootSpec (without shared memory). */
+export const GUEST_BOOT = 'guest.boot';
+
 /** RPC methods a guest runtime answers (called by the toolstack). */
 export const GUEST_STATS = 'guest.stats';
 export const GUEST_STOP = 'guest.stop';

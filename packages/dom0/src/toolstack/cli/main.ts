@@ -5,9 +5,10 @@
  *
  * Mistakes print what was wrong and how to fix it, and exit 2.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, RingvisorError, createLogger } from '@ringvisor/shared';
+import { ConfigError, RingvisorError, createLogger, generateSecretFile } from '@ringvisor/shared';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
 import { Host } from '../host.js';
 import { renderTop, summarize, type TopRow } from '../summary.js';
@@ -24,14 +25,19 @@ ringvisor up options:
   --duration S      run for S seconds, then shut down cleanly (default: until Ctrl-C)
   --json FILE       write the run summary (per guest, per device ops/bytes/errors, integrity) at exit
   --seed N          seed for every workload (same seed, same schedule)
-  --transport T     threads (default)
+  --transport T     threads (default: every runtime a thread of this process, real shared memory)
+                    or ws (every guest its own process on an authenticated WebSocket to dom0)
+  --secret-file F   ws: the cluster secret (created, mode 0600, if missing; default .ringvisor/secret)
+
+runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
+  domu --id N --dom0 ws://HOST:PORT    a guest; the secret comes from RINGVISOR_SECRET or --secret-file
 `;
 
 class UsageError extends RingvisorError {
   override readonly code = 'RV_ERR_USAGE';
 }
 
-function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; json?: string } {
+function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; json?: string; transport: 'threads' | 'ws'; secretFile: string } {
   let values;
   try {
     ({ values } = parseArgs({
@@ -42,6 +48,7 @@ function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; 
         json: { type: 'string' },
         seed: { type: 'string' },
         transport: { type: 'string' },
+        'secret-file': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -51,22 +58,27 @@ function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; 
   }
   const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
   if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
-  if (values.transport !== undefined && values.transport !== 'threads')
-    throw new UsageError(`--transport ${values.transport}: only "threads" is available in this build`);
+  const transport = values.transport ?? 'threads';
+  if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
   const config = values.config ? loadConfigFile(values.config) : defaultConfig();
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got ${JSON.stringify(values.seed)}`);
     config.seed = seed;
   }
-  return { config, durationSec, ...(values.json ? { json: values.json } : {}) };
+  return { config, durationSec, transport, secretFile: values['secret-file'] ?? '.ringvisor/secret', ...(values.json ? { json: values.json } : {}) };
 }
 
 async function up(argv: string[]): Promise<number> {
-  const { config, durationSec, json } = parseUp(argv);
+  const { config, durationSec, json, transport, secretFile } = parseUp(argv);
   const log = createLogger('dom0');
   const hostConfig = config.hosts[0];
-  const host = new Host(hostConfig, { seed: config.seed, log });
+  let ws: { secret: Uint8Array } | undefined;
+  if (transport === 'ws') {
+    mkdirSync(dirname(secretFile), { recursive: true });
+    ws = { secret: await generateSecretFile(secretFile) };
+  }
+  const host = new Host(hostConfig, { seed: config.seed, log, ...(ws ? { ws } : {}) });
   const tty = process.stdout.isTTY === true;
   let stopRequested: (() => void) | undefined;
   const stopped = new Promise<void>((r) => (stopRequested = r));
@@ -81,7 +93,7 @@ async function up(argv: string[]): Promise<number> {
   let finals: GuestStats[] = [];
   try {
     await host.start();
-    if (!tty) process.stdout.write(`ringvisor: host ${hostConfig.name} up with ${host.guests.length} guests (threads transport)\n`);
+    if (!tty) process.stdout.write(`ringvisor: host ${hostConfig.name} up with ${host.guests.length} guests (${transport} transport)\n`);
     const timer = Number.isFinite(durationSec) ? setTimeout(() => stopRequested?.(), durationSec * 1000) : undefined;
     let prev: GuestStats[] = [];
     const view = setInterval(() => {
@@ -116,7 +128,7 @@ async function up(argv: string[]): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-  const summary = summarize('threads', (Date.now() - t0) / 1000, [{ host: hostConfig.name, guests: finals }], {
+  const summary = summarize(transport, (Date.now() - t0) / 1000, [{ host: hostConfig.name, guests: finals, pids: new Map(host.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))) }], {
     disk: host.disk?.counters,
     nic: host.nic?.counters,
     bridge: host.bridge?.counters,

@@ -1,0 +1,147 @@
+#!/usr/bin/env node
+/**
+ * ringvisor benchmarks.
+ *
+ *   node packages/dom0/dist/bench/cli.js [suite...] [--json FILE] [--seconds N]
+ *
+ * Suites: ring. With no suite, every suite runs. Prints a table; with --json writes
+ * `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }` (DESIGN §8).
+ * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error.
+ */
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fmt, machine, runRingBench, type RingBenchResult } from './ring.js';
+
+interface Suite {
+  describe: string;
+  run(seconds: number | undefined, log: (line: string) => void): Promise<Record<string, unknown>>;
+  table(result: Record<string, unknown>): string[][];
+}
+
+const SUITES: Record<string, Suite> = {
+  ring: {
+    describe: 'Xen-layout blkif ring between two threads vs a raw SAB ring and postMessage',
+    run: (seconds, log) => runRingBench({ seconds, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as RingBenchResult;
+      const rows = [
+        [`ring round trips (best: ≤${r.roundTripBatch} per push)`, `${fmt(r.roundTripsPerSec)}/s`],
+        ...Object.entries(r.roundTripsByBatch).map(([b, v]) => [`  ≤${b} per push`, `${fmt(v)}/s`]),
+        ['ring one-way entries', `${fmt(r.oneWayEntriesPerSec)}/s`],
+        ['raw SAB SPSC ring entries (baseline)', `${fmt(r.rawSabEntriesPerSec)}/s`],
+        ['postMessage messages (baseline)', `${fmt(r.postMessagePerSec)}/s`],
+        ['round trips / postMessage', `${r.ratios.roundTripVsPostMessage.toFixed(2)}×`],
+        ['one-way / raw SAB ring', `${r.ratios.oneWayVsRawSab.toFixed(2)}×`],
+      ];
+      const disturbed = Object.entries(r.quality).filter(([, q]) => q.disturbed);
+      if (disturbed.length)
+        rows.push(['warning: windows disturbed by other processes', disturbed.map(([k, q]) => `${k} (${q.otherCores?.toFixed(2)} cores)`).join(', ')]);
+      return rows;
+    },
+  },
+};
+
+export interface CliArgs {
+  suites: string[];
+  json?: string;
+  seconds?: number;
+  help: boolean;
+}
+
+export class UsageError extends Error {}
+
+export function parseArgs(argv: string[]): CliArgs {
+  const out: CliArgs = { suites: [], help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = (): string => {
+      const eq = a.indexOf('=');
+      if (eq >= 0) return a.slice(eq + 1);
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} needs a value`);
+      return v;
+    };
+    if (a === '-h' || a === '--help') out.help = true;
+    else if (a === '--json' || a.startsWith('--json=')) out.json = value();
+    else if (a === '--seconds' || a.startsWith('--seconds=')) {
+      const v = value();
+      const n = Number(v);
+      if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--seconds must be a positive number, not ${JSON.stringify(v)}`);
+      out.seconds = n;
+    } else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
+    else if (!(a in SUITES)) throw new UsageError(`unknown suite ${JSON.stringify(a)}; known suites: ${Object.keys(SUITES).join(', ')}`);
+    else if (!out.suites.includes(a)) out.suites.push(a);
+  }
+  if (out.suites.length === 0) out.suites = Object.keys(SUITES);
+  return out;
+}
+
+function usage(): string {
+  return [
+    'usage: bench [suite...] [--json FILE] [--seconds N]',
+    '',
+    'suites:',
+    ...Object.entries(SUITES).map(([name, s]) => `  ${name.padEnd(10)} ${s.describe}`),
+    '',
+    '  --json FILE    also write the results as JSON',
+    '  --seconds N    length of each measurement window (default 1)',
+  ].join('\n');
+}
+
+function printTable(title: string, rows: string[][]): void {
+  const w = Math.max(...rows.map((r) => r[0].length));
+  const v = Math.max(...rows.map((r) => r[1].length));
+  process.stdout.write(`\n${title}\n${'─'.repeat(w + v + 4)}\n`);
+  for (const [k, val] of rows) process.stdout.write(`${k.padEnd(w)}    ${val.padStart(v)}\n`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let args: CliArgs;
+  try {
+    args = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`bench: ${e.message}\n${usage()}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (args.help) {
+    process.stdout.write(usage() + '\n');
+    return 0;
+  }
+  const m = machine();
+  process.stdout.write(`ringvisor bench — ${m.cpus} CPUs, Node ${m.node}\n`);
+  const suites: Record<string, Record<string, unknown>> = {};
+  for (const name of args.suites) {
+    const suite = SUITES[name];
+    try {
+      const res = await suite.run(args.seconds, (line) => process.stderr.write(`  [${name}] ${line}\n`));
+      suites[name] = res;
+      printTable(name, suite.table(res));
+    } catch (e) {
+      process.stderr.write(`bench: suite ${name} failed: ${e instanceof Error ? e.message : String(e)}\n`);
+      return 1;
+    }
+  }
+  if (args.json) {
+    const file = resolve(args.json);
+    writeFileSync(file, JSON.stringify({ machine: m, suites }, null, 2) + '\n');
+    process.stdout.write(`\nwrote ${file}\n`);
+  }
+  return 0;
+}
+
+const invoked = process.argv[1] ? resolve(process.argv[1]) : '';
+if (invoked === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,39 @@
+/**
+ * Guest runtime entry as its own process (ws transport): `ringvisor domu --id N --dom0 URL`.
+ * It connects to dom0 over an authenticated WebSocket as domain N, asks for its boot spec, and
+ * runs until dom0 stops it or the link drops. Flags win over environment variables:
+ *   --id N        RINGVISOR_DOMID      the domain this process runs (dom0 must have created it)
+ *   --dom0 URL    RINGVISOR_DOM0_URL   ws://host:port of dom0
+ *   secret        RINGVISOR_SECRET     hex or base64, or --secret-file FILE
+ */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { GUEST_BOOT, RpcPeer, connect, createLogger, parseSecret, secretFromEnv, type GuestBootSpec } from '@ringvisor/shared';
+import { runGuest } from './runtime.js';
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { id: { type: 'string' }, dom0: { type: 'string' }, 'secret-file': { type: 'string' } },
+    strict: true,
+  });
+  const domid = Number(values.id ?? process.env.RINGVISOR_DOMID);
+  const url = values.dom0 ?? process.env.RINGVISOR_DOM0_URL;
+  if (!Number.isInteger(domid) || domid < 1) throw new Error('ringvisor domu: --id N (or RINGVISOR_DOMID) must name the guest domain id, e.g. --id 1');
+  if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor domu: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
+  const secret = values['secret-file'] ? parseSecret(readFileSync(values['secret-file'], 'utf8'), values['secret-file']) : secretFromEnv();
+  const log = createLogger('domU', { domid });
+  const link = await connect({ url, secret, role: 'guest', domid, log });
+  const peer = new RpcPeer(link, `domU/${domid}`);
+  const spec = await peer.call<GuestBootSpec>(GUEST_BOOT, {});
+  const stopped = new Promise<void>((resolve) => {
+    peer.link.onClose(() => resolve());
+    void runGuest(peer, spec, log.child({ guest: spec.name }), resolve).catch((e) => {
+      log.error({ err: e }, 'guest failed');
+      peer.close('guest failed');
+      resolve();
+    });
+  });
+  await stopped;
+  return 0;
+}

@@ -1,0 +1,53 @@
+/**
+ * Boot a guest on a control link, whatever carries it (a MessagePort to a dom0 thread, or an
+ * authenticated WebSocket to a dom0 process): build the kernel — on the hypervisor's shared
+ * memory when the spec carries it, on private memory behind the domain link otherwise — answer
+ * the toolstack's calls, boot the frontends, and report ready.
+ */
+import {
+  GUEST_QUIESCE,
+  GUEST_READY,
+  GUEST_START,
+  GUEST_STATS,
+  GUEST_STOP,
+  PAGE_SIZE,
+  createEventMemory,
+  createGrantTableMemory,
+  type GuestBootSpec,
+  type Logger,
+  type RpcPeer,
+} from '@ringvisor/shared';
+import { GuestKernel } from './kernel/kernel.js';
+import { Guest } from './guest.js';
+
+export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void): Promise<Guest> {
+  const kernel = new GuestKernel({
+    domid: spec.domid,
+    ...(spec.shared ?? {
+      memory: new SharedArrayBuffer(spec.memoryFrames * PAGE_SIZE),
+      grantTable: createGrantTableMemory(),
+      eventMemory: createEventMemory(),
+    }),
+    hypercalls: peer,
+    log,
+    linked: spec.shared === undefined,
+  });
+  const guest = new Guest(kernel, spec, log);
+  peer.handle(GUEST_STATS, () => guest.stats());
+  peer.handle(GUEST_QUIESCE, () => guest.quiesce());
+  peer.handle(GUEST_START, () => guest.startWorkloads());
+  peer.handle(GUEST_STOP, async () => {
+    const final = await guest.stop();
+    // Let the reply leave before the link closes; then nothing keeps this runtime alive.
+    setTimeout(() => {
+      kernel.shutdown();
+      peer.close('guest stopped');
+      onStopped();
+    }, 10);
+    return final;
+  });
+  peer.link.onClose(() => kernel.shutdown());
+  await guest.boot();
+  peer.notify(GUEST_READY, { domid: spec.domid });
+  return guest;
+}

@@ -1,0 +1,245 @@
+/**
+ * Mutual challenge–response authentication for the ws transport, and the cluster secret.
+ *
+ * Every connection proves knowledge of the cluster secret and binds the identity it claims
+ * (role + domain id) into that proof; the server proves knowledge of the secret back. No secret
+ * or MAC ever crosses the wire in a form that can be replayed: both sides contribute a fresh
+ * 32-byte nonce, and the two directions use different labels, so a client's proof can never be
+ * reflected back as a server's.
+ *
+ * Wire format (msgpack maps, one per binary WebSocket frame; nonces and MACs are `bin`):
+ *
+ *   server → client  { t: 'challenge', v: 1, nonce: bin(32) }                       (Ns)
+ *   client → server  { t: 'hello', v: 1, role, domid, nonce: bin(32), mac: bin(32) } (Nc, Mc)
+ *   server → client  { t: 'welcome', v: 1, mac: bin(32) }                            (Ms)
+ *
+ *   Mc = HMAC-SHA256(secret, "ringvisor-v1|client|" + role + "|" + domid + "|" + hex(Ns) + "|" + hex(Nc))
+ *   Ms = HMAC-SHA256(secret, "ringvisor-v1|server|" + role + "|" + domid + "|" + hex(Ns) + "|" + hex(Nc))
+ *
+ * `domid` is written in decimal, nonces as lowercase hex. `role` comes from a fixed set without
+ * `|`, and domid is an integer, so the MAC input is unambiguous. Any deviation (wrong shape, a
+ * message out of turn, a bad MAC, an identity the server does not authorize) ends the connection
+ * with close code 1008 and a reason; see ws.ts for the state machine and timeouts.
+ *
+ * This module is pure (no sockets): message construction and verification, plus secret helpers.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { open, readFile, stat } from 'node:fs/promises';
+import { ConfigError, InvalidArgumentError, ProtocolError } from '../errors.js';
+
+export const AUTH_VERSION = 1;
+export const NONCE_BYTES = 32;
+export const MAC_BYTES = 32;
+export const MIN_SECRET_BYTES = 16;
+/** Highest domain id a connection may claim (Xen's domid_t is 15 bits for real domains). */
+export const MAX_DOMID = 0x7fff;
+
+export const ROLES = ['dom0', 'hwsim', 'guest', 'switch', 'control'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Who a connection speaks for. The server lets it act only as this identity. */
+export interface Identity {
+  role: Role;
+  domid: number;
+}
+
+export interface ChallengeMessage {
+  t: 'challenge';
+  v: 1;
+  nonce: Uint8Array;
+}
+
+export interface HelloMessage {
+  t: 'hello';
+  v: 1;
+  role: Role;
+  domid: number;
+  nonce: Uint8Array;
+  mac: Uint8Array;
+}
+
+export interface WelcomeMessage {
+  t: 'welcome';
+  v: 1;
+  mac: Uint8Array;
+}
+
+export type HandshakeMessage = ChallengeMessage | HelloMessage | WelcomeMessage;
+
+export function isRole(x: unknown): x is Role {
+  return typeof x === 'string' && (ROLES as readonly string[]).includes(x);
+}
+
+export function isValidDomid(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= MAX_DOMID;
+}
+
+/** Throws InvalidArgumentError unless `secret` is a byte string of at least MIN_SECRET_BYTES. */
+export function checkSecret(secret: unknown): asserts secret is Uint8Array {
+  if (!(secret instanceof Uint8Array))
+    throw new InvalidArgumentError('cluster secret must be a Uint8Array');
+  if (secret.byteLength < MIN_SECRET_BYTES)
+    throw new InvalidArgumentError(`cluster secret is too short: ${secret.byteLength} bytes, need at least ${MIN_SECRET_BYTES}`);
+}
+
+/** Throws InvalidArgumentError unless `id` is a known role with a domid in 0..MAX_DOMID. */
+export function checkIdentity(id: Identity): void {
+  if (!isRole(id.role)) throw new InvalidArgumentError(`unknown role ${JSON.stringify(id.role)}; expected one of ${ROLES.join(', ')}`);
+  if (!isValidDomid(id.domid)) throw new InvalidArgumentError(`domid must be an integer in 0..${MAX_DOMID}, got ${String(id.domid)}`);
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+}
+
+/** The MAC one side sends; `side` is who produces it. Exported for tests and tools. */
+export function computeMac(
+  secret: Uint8Array,
+  side: 'client' | 'server',
+  id: Identity,
+  serverNonce: Uint8Array,
+  clientNonce: Uint8Array,
+): Uint8Array {
+  const input = `ringvisor-v1|${side}|${id.role}|${id.domid}|${hex(serverNonce)}|${hex(clientNonce)}`;
+  return new Uint8Array(createHmac('sha256', secret).update(input, 'utf8').digest());
+}
+
+function macEquals(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && timingSafeEqual(a, b);
+}
+
+function isBytes(x: unknown, length: number): x is Uint8Array {
+  return x instanceof Uint8Array && x.byteLength === length;
+}
+
+function fields(x: unknown, expected: string): Record<string, unknown> {
+  if (typeof x !== 'object' || x === null || Array.isArray(x) || x instanceof Uint8Array)
+    throw new ProtocolError(`expected ${expected}, got ${describe(x)}`);
+  const o = x as Record<string, unknown>;
+  if (o.t !== expected) throw new ProtocolError(`expected ${expected}, got ${typeof o.t === 'string' ? JSON.stringify(o.t.slice(0, 20)) : describe(x)}`);
+  if (o.v !== AUTH_VERSION) throw new ProtocolError(`unsupported handshake version ${String(o.v).slice(0, 20)}`);
+  return o;
+}
+
+function describe(x: unknown): string {
+  if (x === null) return 'null';
+  if (Array.isArray(x)) return 'an array';
+  if (x instanceof Uint8Array) return 'raw bytes';
+  return `a ${typeof x}`;
+}
+
+// ---- server side ------------------------------------------------------------------------------
+
+export function createChallenge(): ChallengeMessage {
+  return { t: 'challenge', v: AUTH_VERSION, nonce: new Uint8Array(randomBytes(NONCE_BYTES)) };
+}
+
+/**
+ * Checks a client's hello against the challenge this server sent. Returns the proven identity,
+ * or throws ProtocolError ('malformed hello: …' or 'authentication failed'). Authorization of the
+ * identity is the caller's business.
+ */
+export function verifyHello(secret: Uint8Array, challenge: ChallengeMessage, msg: unknown): { identity: Identity; hello: HelloMessage } {
+  const o = fields(msg, 'hello');
+  if (!isRole(o.role)) throw new ProtocolError('malformed hello: unknown role');
+  if (!isValidDomid(o.domid)) throw new ProtocolError('malformed hello: bad domid');
+  if (!isBytes(o.nonce, NONCE_BYTES)) throw new ProtocolError('malformed hello: bad nonce');
+  if (!isBytes(o.mac, MAC_BYTES)) throw new ProtocolError('malformed hello: bad mac');
+  const identity: Identity = { role: o.role, domid: o.domid };
+  const expected = computeMac(secret, 'client', identity, challenge.nonce, o.nonce);
+  if (!macEquals(expected, o.mac)) throw new ProtocolError('authentication failed');
+  const hello: HelloMessage = { t: 'hello', v: AUTH_VERSION, role: o.role, domid: o.domid, nonce: o.nonce, mac: o.mac };
+  return { identity, hello };
+}
+
+export function createWelcome(secret: Uint8Array, challenge: ChallengeMessage, hello: HelloMessage): WelcomeMessage {
+  return { t: 'welcome', v: AUTH_VERSION, mac: computeMac(secret, 'server', hello, challenge.nonce, hello.nonce) };
+}
+
+// ---- client side ------------------------------------------------------------------------------
+
+export function parseChallenge(msg: unknown): ChallengeMessage {
+  const o = fields(msg, 'challenge');
+  if (!isBytes(o.nonce, NONCE_BYTES)) throw new ProtocolError('malformed challenge: bad nonce');
+  return { t: 'challenge', v: AUTH_VERSION, nonce: o.nonce };
+}
+
+export function createHello(secret: Uint8Array, challenge: ChallengeMessage, identity: Identity): HelloMessage {
+  checkIdentity(identity);
+  const nonce = new Uint8Array(randomBytes(NONCE_BYTES));
+  const mac = computeMac(secret, 'client', identity, challenge.nonce, nonce);
+  return { t: 'hello', v: AUTH_VERSION, role: identity.role, domid: identity.domid, nonce, mac };
+}
+
+/** Throws ProtocolError unless `msg` is a welcome proving the server holds the secret. */
+export function verifyWelcome(secret: Uint8Array, challenge: ChallengeMessage, hello: HelloMessage, msg: unknown): void {
+  const o = fields(msg, 'welcome');
+  if (!isBytes(o.mac, MAC_BYTES)) throw new ProtocolError('malformed welcome: bad mac');
+  const expected = computeMac(secret, 'server', hello, challenge.nonce, hello.nonce);
+  if (!macEquals(expected, o.mac)) throw new ProtocolError('server authentication failed: the server does not know the cluster secret');
+}
+
+// ---- the secret -------------------------------------------------------------------------------
+
+/**
+ * Decodes a secret written as hex (even length, [0-9a-f]) or base64/base64url. Hex wins when a
+ * string is both. Surrounding whitespace is ignored. Never echoes the value in errors.
+ */
+export function parseSecret(text: string, source: string): Uint8Array {
+  const s = text.trim();
+  let bytes: Buffer;
+  if (s.length > 0 && s.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(s)) bytes = Buffer.from(s, 'hex');
+  else if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(s)) bytes = Buffer.from(s.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  else throw new ConfigError(`${source}: the cluster secret must be hex or base64 (${s.length === 0 ? 'it is empty' : 'it contains other characters'})`);
+  if (bytes.byteLength < MIN_SECRET_BYTES)
+    throw new ConfigError(
+      `${source}: the cluster secret is too short (${bytes.byteLength} bytes; need at least ${MIN_SECRET_BYTES}). ` +
+        `Generate one with: node -e "console.log(require('crypto').randomBytes(32).toString('hex'))"`,
+    );
+  return new Uint8Array(bytes);
+}
+
+/** Reads the cluster secret (hex or base64, at least 16 bytes) from an environment variable. */
+export function secretFromEnv(name = 'RINGVISOR_SECRET', env: NodeJS.ProcessEnv = process.env): Uint8Array {
+  const v = env[name];
+  if (v === undefined || v.trim() === '')
+    throw new ConfigError(
+      `environment variable ${name} is not set: it must hold the cluster secret (at least ${MIN_SECRET_BYTES} bytes, hex or base64), ` +
+        `the same value for every runtime of the cluster`,
+    );
+  return parseSecret(v, `environment variable ${name}`);
+}
+
+/**
+ * Reads a secret file. Refuses a file that group or others may read or write (like ssh does with
+ * private keys), since anyone who can read it can join the cluster as any domain.
+ */
+export async function readSecretFile(path: string): Promise<Uint8Array> {
+  const st = await stat(path);
+  if (process.platform !== 'win32' && (st.mode & 0o077) !== 0)
+    throw new ConfigError(`secret file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
+  return parseSecret(await readFile(path, 'utf8'), `secret file ${path}`);
+}
+
+/**
+ * Creates `path` holding a fresh random 32-byte secret in hex, readable and writable by its owner
+ * only (0600), and returns it. An existing file is never overwritten: its secret is read and
+ * returned instead (so every run of a local cluster reuses it). Creation is atomic (O_EXCL).
+ */
+export async function generateSecretFile(path: string): Promise<Uint8Array> {
+  const secret = new Uint8Array(randomBytes(32));
+  let fh;
+  try {
+    fh = await open(path, 'wx', 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return readSecretFile(path);
+    throw e;
+  }
+  try {
+    await fh.chmod(0o600); // in case the umask or the filesystem did something odd
+    await fh.writeFile(`${hex(secret)}\n`, 'utf8');
+  } finally {
+    await fh.close();
+  }
+  return secret;
+}
