@@ -234,8 +234,8 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
   const ow = await measured('one-way', log, async () => {
     const page = ringPage();
     const pair = await runPair(['ow-front', 'ow-back'], seconds, () => [
-      { shared: page, batch: Number(process.env.RV_OWF ?? 32) },
-      { shared: page, batch: Number(process.env.RV_OWB ?? 8) },
+      { shared: page, batch: 32 },
+      { shared: page, batch: RSP_BATCH },
     ]);
     checkErrors('one-way', pair.a, pair.b);
     return { rate: perSec(pair.b), pair };

@@ -14,6 +14,7 @@ import { dirname, resolve } from 'node:path';
 import {
   DOMID_HW,
   FrameAllocator,
+  CONTROL_PING,
   GUEST_BOOT,
   GUEST_QUIESCE,
   GUEST_START,
@@ -56,6 +57,7 @@ export interface GuestHandle {
   /** Kill the runtime we started (worker thread or child process, by pid). */
   kill(): Promise<void>;
   pid?: number;
+  isReady?: boolean;
   lastStats?: GuestStats;
 }
 
@@ -166,6 +168,10 @@ export class Host {
   async addGuest(config: GuestConfig): Promise<GuestHandle> {
     const { domain, blk, net } = await this.createDomainWithDevices(config);
     const handle = this.launchGuest(config, domain, blk, net);
+    handle.ready.then(
+      () => (handle.isReady = true),
+      () => {},
+    );
     this.guests.push(handle);
     return handle;
   }
@@ -255,7 +261,7 @@ export class Host {
 
   private guestReady(config: GuestConfig, peer: RpcPeer): Promise<void> {
     return new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not come up within 30 s`)), 30_000);
+      const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not finish booting within 30 s`)), 30_000);
       peer.on(GUEST_READY, () => {
         clearTimeout(timer);
         res();
@@ -289,12 +295,14 @@ export class Host {
   private launchGuestProcess(config: GuestConfig, domain: Domain, blk: BlkBackend[], net: NetBackend[], spec: GuestBootSpec): GuestHandle {
     const ws = this.opts.ws!;
     let child: ChildProcess | undefined;
+    let failBoot: (e: Error) => void = () => {};
     const handle: GuestHandle = {
       config,
       domain,
       blk,
       net,
       ready: new Promise<void>((res, rej) => {
+        failBoot = rej;
         this.awaitingGuests.set(domain.domid, (peer) => {
           handle.peer = peer;
           peer.handle(GUEST_BOOT, () => spec);
@@ -314,6 +322,7 @@ export class Host {
       handle.pid = child.pid;
       handle.exited = new Promise<number>((r) => child!.once('exit', (code) => r(code ?? 1)));
       child.once('exit', (code, signal) => {
+        failBoot(new Error(`guest ${config.name} process exited (${signal ?? code}) before it was ready`));
         if (!this.stopping) {
           domain.state = 'crashed';
           this.log.error({ domid: domain.domid, code, signal }, 'guest process exited');
@@ -332,6 +341,15 @@ export class Host {
     return `ws://${this.server.host === '0.0.0.0' ? '127.0.0.1' : this.server.host}:${this.server.port}`;
   }
 
+  /** Read-only views for CLI commands and healthchecks. */
+  private serveControl(peer: RpcPeer): void {
+    peer.handle(CONTROL_PING, () => ({
+      host: this.config.name,
+      guests: this.config.guests.length,
+      ready: this.guests.filter((g) => g.isReady).length,
+    }));
+  }
+
   private async listenForGuests(): Promise<void> {
     const ws = this.opts.ws!;
     this.server = await listen({
@@ -340,8 +358,9 @@ export class Host {
       secret: ws.secret,
       log: this.log,
       // A connection may act only as a guest domain we created and that has no runtime attached.
-      authorize: (who) => who.role === 'guest' && this.awaitingGuests.has(who.domid),
+      authorize: (who) => (who.role === 'guest' && this.awaitingGuests.has(who.domid)) || (who.role === 'control' && who.domid === 0),
       onConnection: (link, who) => {
+        if (who.role === 'control') return this.serveControl(new RpcPeer(link, 'control'));
         const attach = this.awaitingGuests.get(who.domid);
         if (!attach) return link.close('domain already attached');
         this.awaitingGuests.delete(who.domid);

@@ -56,3 +56,6 @@ export const GUEST_START = 'guest.start';
 export const GUEST_QUIESCE = 'guest.quiesce';
 /** Notification a guest sends once its devices are connected and workloads started. */
 export const GUEST_READY = 'guest.ready';
+
+/** Control endpoint: liveness and readiness of a dom0 (healthchecks, CLI views). */
+export const CONTROL_PING = 'control.ping';

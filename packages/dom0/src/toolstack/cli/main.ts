@@ -8,9 +8,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, RingvisorError, createLogger, generateSecretFile } from '@ringvisor/shared';
+import { CONTROL_PING, ConfigError, RingvisorError, RpcPeer, connect, createLogger, generateSecretFile, readSecretFile, secretFromEnv } from '@ringvisor/shared';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
-import { Host } from '../host.js';
+import { Host, type HostOptions } from '../host.js';
 import { renderTop, summarize, type TopRow } from '../summary.js';
 import type { GuestStats } from '@ringvisor/shared';
 
@@ -30,7 +30,10 @@ ringvisor up options:
   --secret-file F   ws: the cluster secret (created, mode 0600, if missing; default .ringvisor/secret)
 
 runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
-  domu --id N --dom0 ws://HOST:PORT    a guest; the secret comes from RINGVISOR_SECRET or --secret-file
+  dom0 --config FILE [--listen HOST:PORT]   this host's dom0 and hardware; waits for the config's guests
+  domu --id N --dom0 ws://HOST:PORT         a guest
+  health [--url ws://HOST:PORT]             exit 0 when dom0 answers an authenticated ping
+  (the cluster secret comes from RINGVISOR_SECRET, hex, or --secret-file FILE)
 `;
 
 class UsageError extends RingvisorError {
@@ -71,13 +74,74 @@ function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; 
 
 async function up(argv: string[]): Promise<number> {
   const { config, durationSec, json, transport, secretFile } = parseUp(argv);
-  const log = createLogger('dom0');
-  const hostConfig = config.hosts[0];
-  let ws: { secret: Uint8Array } | undefined;
+  let ws: HostOptions['ws'];
   if (transport === 'ws') {
     mkdirSync(dirname(secretFile), { recursive: true });
     ws = { secret: await generateSecretFile(secretFile) };
   }
+  return runHost({ config, durationSec, transport, ...(json ? { json } : {}), ...(ws ? { ws } : {}) });
+}
+
+/** `ringvisor dom0`: this host's dom0 and hardware as a service; guests are started elsewhere. */
+async function dom0(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: { config: { type: 'string' }, listen: { type: 'string' }, json: { type: 'string' }, 'secret-file': { type: 'string' }, duration: { type: 'string' } },
+      strict: true,
+    }));
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\n${USAGE}`);
+  }
+  const configPath = values.config ?? process.env.RINGVISOR_CONFIG;
+  if (!configPath) throw new UsageError('ringvisor dom0: --config FILE (or RINGVISOR_CONFIG) is required');
+  const listenAt = values.listen ?? process.env.RINGVISOR_LISTEN ?? '127.0.0.1:7000';
+  const m = /^(.+):(\d+)$/.exec(listenAt);
+  if (!m) throw new UsageError(`--listen must be HOST:PORT (e.g. 0.0.0.0:7000), got ${JSON.stringify(listenAt)}`);
+  const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
+  const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
+  if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds`);
+  return runHost({
+    config: loadConfigFile(configPath),
+    durationSec,
+    transport: 'ws',
+    ws: { secret, host: m[1], port: Number(m[2]), spawn: false },
+    ...(values.json ? { json: values.json } : {}),
+  });
+}
+
+/** `ringvisor health --url ws://…`: exit 0 when a dom0 answers an authenticated ping (for healthchecks). */
+async function health(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { url: { type: 'string' }, 'secret-file': { type: 'string' }, timeout: { type: 'string' } }, strict: true });
+  const url = values.url ?? process.env.RINGVISOR_DOM0_URL ?? 'ws://127.0.0.1:7000';
+  const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
+  const timeoutMs = Number(values.timeout ?? 3000);
+  try {
+    const link = await connect({ url, secret, role: 'control', domid: 0, timeoutMs });
+    const peer = new RpcPeer(link, 'health');
+    const info = await peer.call<{ host: string; guests: number; ready: number }>(CONTROL_PING, {}, timeoutMs);
+    process.stdout.write(`ok ${info.host}: ${info.ready}/${info.guests} guests ready\n`);
+    link.close('done');
+    return 0;
+  } catch (e) {
+    process.stderr.write(`unhealthy: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+interface RunOptions {
+  config: ClusterConfig;
+  durationSec: number;
+  transport: 'threads' | 'ws';
+  json?: string;
+  ws?: HostOptions['ws'];
+}
+
+async function runHost(o: RunOptions): Promise<number> {
+  const { config, durationSec, json, transport, ws } = o;
+  const log = createLogger('dom0');
+  const hostConfig = config.hosts[0];
   const host = new Host(hostConfig, { seed: config.seed, log, ...(ws ? { ws } : {}) });
   const tty = process.stdout.isTTY === true;
   let stopRequested: (() => void) | undefined;
@@ -148,6 +212,10 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'up':
         return await up(rest);
+      case 'dom0':
+        return await dom0(rest);
+      case 'health':
+        return await health(rest);
       case undefined:
       case 'help':
       case '--help':
