@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const CLI = join(ROOT, 'bin/ringvisor.mjs');
@@ -19,8 +20,8 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function run(args: string[], cwd: string): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] });
+function run(args: string[], cwd: string, env: Record<string, string> = {}): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stdout = '';
   let stderr = '';
@@ -85,6 +86,36 @@ describe('ringvisor up', () => {
     expect(s.integrity.failures).toBe(0);
     // The generated cluster secret is readable by its owner only.
     expect(statSync(join(cwd, '.ringvisor/secret')).mode & 0o077).toBe(0);
+  }, 120_000);
+
+  it('runs dom0 as a service that guests started elsewhere join; health answers; a second claim of a domain id is refused', async () => {
+    const cwd = tempDir();
+    writeFileSync(join(cwd, 'host.yaml'), 'hosts:\n  - name: a\n    guests:\n      - name: g1\n      - name: g2\n');
+    const env = { RINGVISOR_SECRET: randomBytes(32).toString('hex') };
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const url = `ws://127.0.0.1:${port}`;
+    const dom0 = run(['dom0', '--config', 'host.yaml', '--listen', `127.0.0.1:${port}`, '--duration', '6', '--json', 'out.json'], cwd, env);
+    let h = { code: 1 as number | null, stdout: '' };
+    for (let i = 0; i < 50 && h.code !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      h = await run(['health', '--url', url], cwd, env).done;
+    }
+    expect(h.code).toBe(0);
+    expect(h.stdout).toMatch(/ok a: 0\/2 guests ready/);
+    const g1 = run(['domu', '--id', '1', '--dom0', url], cwd, env);
+    const g2 = run(['domu', '--id', '2', '--dom0', url], cwd, env);
+    // Without the secret, or as a domain already attached, a guest is turned away.
+    const wrong = await run(['domu', '--id', '3', '--dom0', url], cwd, { RINGVISOR_SECRET: randomBytes(32).toString('hex') }).done;
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/authentication failed/);
+    const d = await dom0.done;
+    expect(d.code, d.stderr).toBe(0);
+    expect((await g1.done).code).toBe(0);
+    expect((await g2.done).code).toBe(0);
+    const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary;
+    expect(s.guests.map((g) => g.state)).toEqual(['stopped', 'stopped']);
+    expect(s.guests.every((g) => g.ops > 0)).toBe(true);
+    expect(s.integrity.failures).toBe(0);
   }, 120_000);
 
   it('shuts down cleanly on SIGINT: frontends close, the summary is written, exit 0', async () => {
