@@ -8,7 +8,9 @@ const [command] = process.argv.slice(2);
 const entry =
   command === 'domu'
     ? '../packages/domU/dist/main.js'
-    : '../packages/dom0/dist/toolstack/cli/main.js';
+    : command === 'switch'
+      ? '../packages/hwsim/dist/main.js'
+      : '../packages/dom0/dist/toolstack/cli/main.js';
 const { main } = await import(entry);
 try {
   process.exitCode = await main(command === 'domu' ? process.argv.slice(3) : process.argv.slice(2));

@@ -66,13 +66,26 @@ describe('ringvisor up', () => {
     expect(s.integrity.failures).toBe(0);
   }, 120_000);
 
-  it('runs over ws: every guest its own process on an authenticated WebSocket, same checks, no process left behind', async () => {
+  it('runs two hosts over ws: every guest its own process, UDP across hosts through the switch, same checks, no process left behind', async () => {
     const cwd = tempDir();
-    const { code, stderr } = await run(['up', '--transport', 'ws', '--duration', '4', '--json', 'out.json'], cwd).done;
+    const config = join(ROOT, 'examples/two-hosts.yaml');
+    const { code, stderr } = await run(['up', '--transport', 'ws', '--config', config, '--duration', '4', '--json', 'out.json'], cwd).done;
     expect(code, stderr).toBe(0);
-    const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary & { guests: Array<{ pid?: number }> };
+    const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary & {
+      guests: Array<{ pid?: number; udp: { sent: number; echoed: number; lost: number } }>;
+      dom0: Record<string, { nic: { txFrames: number; rxFrames: number } }>;
+    };
     expect(s.transport).toBe('ws');
-    expect(s.guests).toHaveLength(3);
+    expect(s.guests.map((g) => `${g.host}/${g.name}`).sort()).toEqual(['hostA/a1', 'hostA/a2', 'hostB/b1']);
+    // Cross-host datagrams left one host's physical NIC and arrived at the other's.
+    expect(s.dom0.hostA.nic.txFrames).toBeGreaterThan(0);
+    expect(s.dom0.hostB.nic.rxFrames).toBeGreaterThan(0);
+    expect(s.dom0.hostB.nic.txFrames).toBeGreaterThan(0);
+    expect(s.dom0.hostA.nic.rxFrames).toBeGreaterThan(0);
+    // b1 streams to a1 and a2, both on the other host: every datagram echoed back.
+    const b1 = s.guests.find((g) => g.name === 'b1')!;
+    expect(b1.udp.echoed).toBeGreaterThan(0);
+    expect(b1.udp.lost).toBe(0);
     for (const g of s.guests) {
       expect(g.state).toBe('stopped');
       expect(g.devices.find((d) => d.type === 'vbd')!.ops).toBeGreaterThan(0);

@@ -9,9 +9,18 @@
  * port) the disk is flushed and closed, the port closes, and the thread exits by itself.
  */
 import { workerData } from 'node:worker_threads';
-import { PortLink, RpcPeer } from '@ringvisor/shared';
+import { PortLink, RpcPeer, connect, createLogger } from '@ringvisor/shared';
 import { HardwareSimulator, parseWorkerData } from './runtime.js';
+import { remoteLanPort } from './lan/remote.js';
 
 const data = parseWorkerData(workerData);
 const sim = new HardwareSimulator({ eventMemory: data.eventMemory, host: data.host, disk: data.disk, nic: data.nic });
-sim.serve(new RpcPeer(new PortLink(data.control), 'hwsim')).start();
+const control = new RpcPeer(new PortLink(data.control), 'hwsim');
+sim.serve(control).start();
+// Several hosts share a LAN through a switch runtime: plug this host's segment into it.
+const lan = (workerData as { lan?: { url: string; secret: Uint8Array; hostIndex: number } }).lan;
+if (lan) {
+  const link = await connect({ url: lan.url, secret: lan.secret, role: 'hwsim', domid: lan.hostIndex, log: createLogger('hwsim', { host: data.host }) });
+  sim.uplink(remoteLanPort(new RpcPeer(link, `${data.host}/uplink`), 'lan0'));
+  control.link.onClose(() => link.close('hwsim stopped'));
+}

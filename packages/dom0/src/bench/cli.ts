@@ -17,6 +17,7 @@ interface Suite {
   describe: string;
   run(seconds: number | undefined, log: (line: string) => void): Promise<Record<string, unknown>>;
   table(result: Record<string, unknown>): string[][];
+  warnings(result: Record<string, unknown>): string[];
 }
 
 const SUITES: Record<string, Suite> = {
@@ -34,10 +35,13 @@ const SUITES: Record<string, Suite> = {
         ['round trips / postMessage', `${r.ratios.roundTripVsPostMessage.toFixed(2)}×`],
         ['one-way / raw SAB ring', `${r.ratios.oneWayVsRawSab.toFixed(2)}×`],
       ];
-      const disturbed = Object.entries(r.quality).filter(([, q]) => q.disturbed);
-      if (disturbed.length)
-        rows.push(['warning: windows disturbed by other processes', disturbed.map(([k, q]) => `${k} (${q.otherCores?.toFixed(2)} cores)`).join(', ')]);
       return rows;
+    },
+    warnings(res) {
+      const r = res as unknown as RingBenchResult;
+      return Object.entries(r.quality)
+        .filter(([, q]) => q.disturbed)
+        .map(([k, q]) => `${k}: other processes used ${q.otherCores?.toFixed(2)} cores in every one of ${q.attempts} windows; the figure is unreliable`);
     },
   },
 };
@@ -120,6 +124,7 @@ export async function main(argv: string[]): Promise<number> {
       const res = await suite.run(args.seconds, (line) => process.stderr.write(`  [${name}] ${line}\n`));
       suites[name] = res;
       printTable(name, suite.table(res));
+      for (const w of suite.warnings(res)) process.stdout.write(`warning: ${w}\n`);
     } catch (e) {
       process.stderr.write(`bench: suite ${name} failed: ${e instanceof Error ? e.message : String(e)}\n`);
       return 1;

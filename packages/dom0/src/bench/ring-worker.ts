@@ -15,8 +15,11 @@
  *   pm-send / pm-recv    baseline: MessagePort.postMessage of small objects, with a window of
  *                        acknowledgements so the queue cannot grow without bound.
  *
- * Ring consumers spin briefly (adaptive) before the final check, then Atomics.wait on a doorbell
- * word; producers ring the doorbell only when the ring's push says notify.
+ * Ring consumers spin briefly (see Spinner) before the final check, then Atomics.wait on a
+ * doorbell word; producers ring the doorbell only when the ring's push says notify. Both ring
+ * ends publish in batches: the frontend at most `batch` requests per push, the backend its
+ * responses every `batch` (8 in the benchmark) and at the end of each drain, so each side can
+ * work on one part of the ring while the other works on another.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { BackRing, FrontRing, blkifProtocol, type BlkifRequest, type BlkifResponse } from '@ringvisor/shared';
@@ -51,11 +54,16 @@ export interface WorkerResult {
   waits: number;
   /** Time spent with nothing to do: spinning and sleeping on the doorbell. */
   idleMs: number;
+  /** Times the spinner found it had been preempted (an oversubscribed machine). */
+  preemptions: number;
   notifies: number;
   suppressed: number;
 }
 
 const WAIT_MS = 50; // a bounded sleep: STOP is also checked after every wake
+const PREEMPTED_MS = 3;
+const POLITE_MS = 100;
+const POLITE_SPIN_US = 5;
 
 function kick(ctrl: Int32Array, bell: number): void {
   Atomics.add(ctrl, bell, 1);
@@ -74,9 +82,9 @@ function stopped(ctrl: Int32Array): boolean {
  * shrinks (not below 100 µs) when many whole budgets are wasted in a row (the peer is idle).
  *
  * Spinning only pays while both threads have a core. When the spinner notices it was preempted
- * (a gap of more than a millisecond between two clock reads), the machine is oversubscribed: the
- * peer probably waits for this very core, so for the next 100 ms it barely spins and sleeps at
- * once, handing the core over instead of burning its time slice.
+ * (a gap of more than 3 ms between two clock reads: longer than a GC pause, as long as a time
+ * slice), the machine is oversubscribed and the peer probably waits for this very core: for the
+ * next 100 ms it barely spins and sleeps at once, handing the core over instead of burning it.
  */
 class Spinner {
   budgetUs = 200;
@@ -126,10 +134,6 @@ class Spinner {
   }
 }
 
-const PREEMPTED_MS = 1;
-const POLITE_MS = 100;
-const POLITE_SPIN_US = 5;
-
 /**
  * Per-slice rates, so a window disturbed by other processes on a small machine can be summarised
  * by its median slice instead of its mean.
@@ -157,7 +161,7 @@ export class Slicer {
 }
 
 function result(role: Role, count: number, t0: number, extra: Partial<WorkerResult> = {}): WorkerResult {
-  return { t: 'result', role, count, ms: performance.now() - t0, slices: [], errors: 0, waits: 0, idleMs: 0, notifies: 0, suppressed: 0, ...extra };
+  return { t: 'result', role, count, ms: performance.now() - t0, slices: [], errors: 0, waits: 0, idleMs: 0, preemptions: 0, notifies: 0, suppressed: 0, ...extra };
 }
 
 // ---- Xen-layout blkif ring ------------------------------------------------------------------
@@ -214,6 +218,7 @@ function frontend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
     errors,
     waits,
     idleMs: spinner.idleMs,
+    preemptions: spinner.preemptions,
     notifies: front.stats.notifies,
     suppressed: front.stats.suppressed,
   });
@@ -261,6 +266,7 @@ function backend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
     errors,
     waits,
     idleMs: spinner.idleMs,
+    preemptions: spinner.preemptions,
     notifies: back.stats.notifies,
     suppressed: back.stats.suppressed,
   });
@@ -283,6 +289,30 @@ export function rawRingBytes(slots: number): number {
   return (RAW_SLOTS + slots * RAW_SLOT_WORDS) * 4;
 }
 
+/**
+ * The raw baseline spins without a doorbell. On an oversubscribed machine (it was preempted while
+ * spinning) it briefly sleeps on the index word instead, so the peer gets the core (see Spinner).
+ */
+class RawIdle {
+  private spinning = false;
+  private last = 0;
+  private politeUntil = 0;
+  /** Nothing to do: spin once more, or yield the core when the machine is oversubscribed. */
+  idle(w: Int32Array, word: number, value: number): void {
+    const now = performance.now();
+    if (this.spinning && now - this.last > PREEMPTED_MS) this.politeUntil = now + POLITE_MS;
+    this.spinning = true;
+    this.last = now;
+    if (now < this.politeUntil) {
+      Atomics.wait(w, word, value, 0.05);
+      this.last = performance.now();
+    }
+  }
+  busy(): void {
+    this.spinning = false;
+  }
+}
+
 function rawProducer(cfg: WorkerConfig): WorkerResult {
   const ctrl = new Int32Array(cfg.ctrl);
   const w = new Int32Array(cfg.shared!);
@@ -290,6 +320,7 @@ function rawProducer(cfg: WorkerConfig): WorkerResult {
   const mask = slots - 1;
   let head = 0;
   let tail = 0;
+  const idle = new RawIdle();
   const t0 = performance.now();
   outer: for (;;) {
     for (let k = 0; k < 1024; k++) {
@@ -297,8 +328,10 @@ function rawProducer(cfg: WorkerConfig): WorkerResult {
         tail = Atomics.load(w, RAW_TAIL);
         if (((head - tail) | 0) === slots) {
           if (stopped(ctrl)) break outer;
+          idle.idle(w, RAW_TAIL, tail);
           continue;
         }
+        idle.busy();
       }
       // 32 bytes of payload, as much as a one-segment blkif request carries.
       const s = RAW_SLOTS + (head & mask) * RAW_SLOT_WORDS;
@@ -319,6 +352,7 @@ function rawConsumer(cfg: WorkerConfig): WorkerResult {
   let tail = 0;
   let errors = 0;
   let sink = 0;
+  const idle = new RawIdle();
   const t0 = performance.now();
   const slicer = new Slicer();
   for (;;) {
@@ -326,8 +360,10 @@ function rawConsumer(cfg: WorkerConfig): WorkerResult {
     const head = Atomics.load(w, RAW_HEAD);
     if (head === tail) {
       if (stopped(ctrl)) break;
+      idle.idle(w, RAW_HEAD, head);
       continue;
     }
+    idle.busy();
     while (tail !== head) {
       const s = RAW_SLOTS + (tail & mask) * RAW_SLOT_WORDS;
       if (w[s] !== tail) errors++;

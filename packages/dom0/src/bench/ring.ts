@@ -2,13 +2,17 @@
  * The `ring` benchmark: what the Xen-layout shared ring costs between two threads, against two
  * baselines measured in the same run (DESIGN §7):
  *
- *   roundTripsPerSec     request→response round trips over a blkif ring (FrontRing/BackRing),
- *                        pipelined: the frontend keeps the ring full, publishing at most 1, 8 or
- *                        32 requests per push; the headline is the best of the three, all three
- *                        are in `roundTripsByBatch`;
- *   oneWayEntriesPerSec  requests moved frontend → backend, responses used only as flow control;
- *   rawSabEntriesPerSec  a raw SPSC ring on a SharedArrayBuffer: 64-byte slots, each index on its
- *                        own cache line, published after every entry;
+ *   roundTripsPerSec     request→response round trips over a blkif ring (FrontRing/BackRing,
+ *                        one-segment requests, every response checked in order), pipelined: the
+ *                        frontend keeps the ring full, publishing at most 1, 8 or 32 requests per
+ *                        push, the backend publishes its responses every 8; the headline is the
+ *                        best of the three, all three are in `roundTripsByBatch`;
+ *   oneWayEntriesPerSec  requests moved frontend → backend (each copied out and checked by the
+ *                        backend), responses used only as flow control (rsp_prod advanced, no
+ *                        bodies written or read);
+ *   rawSabEntriesPerSec  a raw SPSC ring on a SharedArrayBuffer: 64-byte slots carrying 32 bytes
+ *                        (a one-segment request's worth), each index on its own cache line,
+ *                        published after every entry, both sides spinning;
  *   postMessagePerSec    MessagePort.postMessage of small objects between the same two threads.
  *
  * Every pair of roles runs in two fresh worker threads (bench/ring-worker) for `seconds` each.
@@ -55,6 +59,8 @@ export interface Mechanism {
   /** Fraction of the window each side spent with nothing to do (spinning or asleep). */
   frontIdle: number;
   backIdle: number;
+  /** Times a spinning side noticed it had been preempted (the machine was oversubscribed). */
+  preemptions: number;
 }
 
 const RAW_SLOTS = 1024;
@@ -272,6 +278,7 @@ export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBen
     backWaits: p.b.waits,
     frontIdle: p.a.idleMs / Math.max(p.a.ms, 1),
     backIdle: p.b.idleMs / Math.max(p.b.ms, 1),
+    preemptions: p.a.preemptions + p.b.preemptions,
   });
   return {
     roundTripsPerSec,

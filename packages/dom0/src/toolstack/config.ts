@@ -34,7 +34,10 @@ export interface BlockWorkloadConfig {
 }
 
 export interface UdpWorkloadConfig {
-  /** Guest names to stream to; 'all' = every other guest with a vif on the same host. */
+  /**
+   * Guest names to stream to (on any host of this config), or IPv4 addresses (guests of hosts
+   * configured elsewhere); 'all' = every other guest with a vif in this config.
+   */
   peers: string[] | 'all';
   payloadBytes: number;
   window: number;
@@ -49,6 +52,7 @@ export interface GuestConfig {
 
 export interface HostConfig {
   name: string;
+  index: number;
   disk: { path: string; sizeMiB: number };
   nic: { mac: string };
   dom0MemoryMiB: number;
@@ -63,6 +67,7 @@ export interface ClusterConfig {
 const MAC = '^([0-9a-f]{2}:){5}[0-9a-f]{2}$';
 const IPV4 = '^(\\d{1,3}\\.){3}\\d{1,3}$';
 const NAME = '^[A-Za-z0-9_.-]{1,64}$';
+const IPV4_RE = new RegExp(IPV4);
 
 const schema = {
   type: 'object',
@@ -72,13 +77,15 @@ const schema = {
     hosts: {
       type: 'array',
       minItems: 1,
-      maxItems: 1,
+      maxItems: 8,
       items: {
         type: 'object',
         additionalProperties: false,
         required: ['guests'],
         properties: {
           name: { type: 'string', pattern: NAME },
+          /** Numbers this host's default MACs and IPs (198.18.<index>.x); default: its position. */
+          index: { type: 'integer', minimum: 0, maximum: 255 },
           disk: {
             type: 'object',
             additionalProperties: false,
@@ -127,7 +134,7 @@ const schema = {
                       type: 'object',
                       additionalProperties: false,
                       properties: {
-                        peers: { oneOf: [{ const: 'all' }, { type: 'array', items: { type: 'string', pattern: NAME } }] },
+                        peers: { oneOf: [{ const: 'all' }, { type: 'array', items: { oneOf: [{ type: 'string', pattern: NAME }, { type: 'string', pattern: IPV4 }] } }] },
                         payloadBytes: { type: 'integer', minimum: 16, maximum: 1400 },
                         window: { type: 'integer', minimum: 1, maximum: 256 },
                       },
@@ -175,13 +182,22 @@ type RawObject = Record<string, unknown>;
 export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig {
   if (!validate(raw)) throw new ConfigError(`${origin} is invalid:\n  ${describe(validate.errors ?? [])}`);
   const r = raw as unknown as RawObject;
-  const hosts = (r.hosts as RawObject[]).map((h, hi): HostConfig => {
+  const allNames = new Set<string>();
+  for (const h of r.hosts as RawObject[])
+    for (const g of h.guests as RawObject[]) {
+      if (allNames.has(g.name as string)) throw new ConfigError(`${origin}: guest name "${g.name as string}" appears twice; names must be unique in the cluster`);
+      allNames.add(g.name as string);
+    }
+  const hostNames = new Set<string>();
+  const hosts = (r.hosts as RawObject[]).map((h, position): HostConfig => {
+    const hi = (h.index as number | undefined) ?? position;
     const name = (h.name as string | undefined) ?? `host${hi}`;
+    if (hostNames.has(name)) throw new ConfigError(`${origin}: host name "${name}" appears twice`);
+    hostNames.add(name);
     const guestsRaw = h.guests as RawObject[];
     const names = new Set<string>();
     const guests = guestsRaw.map((g, gi): GuestConfig => {
       const gname = g.name as string;
-      if (names.has(gname)) throw new ConfigError(`${origin}: guest name "${gname}" appears twice on host ${name}; names must be unique`);
       names.add(gname);
       const devs = (g.devices as RawObject[] | undefined) ?? [{ type: 'vbd' }, { type: 'vif' }];
       const seen = new Set<string>();
@@ -231,7 +247,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       const udp = g.workloads.udp;
       if (udp && !g.devices.some((d) => d.type === 'vif')) throw new ConfigError(`${origin}: guest ${g.name} runs a udp workload but has no vif`);
       if (udp && Array.isArray(udp.peers))
-        for (const p of udp.peers) if (!names.has(p) || p === g.name) throw new ConfigError(`${origin}: guest ${g.name} udp peer "${p}" is not another guest on host ${name}`);
+        for (const p of udp.peers) if (!IPV4_RE.test(p) && (!allNames.has(p) || p === g.name)) throw new ConfigError(`${origin}: guest ${g.name} udp peer "${p}" is not another guest of the cluster`);
     }
     const vbdMiB = guests.flatMap((g) => g.devices).reduce((a, d) => a + (d.type === 'vbd' ? d.sizeMiB : 0), 0);
     const disk = (h.disk as RawObject | undefined) ?? {};
@@ -239,6 +255,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
     if (vbdMiB > sizeMiB) throw new ConfigError(`${origin}: host ${name}'s guests need ${vbdMiB} MiB of vbds but its disk is ${sizeMiB} MiB`);
     return {
       name,
+      index: hi,
       disk: { path: (disk.path as string | undefined) ?? `.ringvisor/${name}/disk.img`, sizeMiB },
       nic: { mac: ((h.nic as RawObject | undefined)?.mac as string | undefined) ?? `00:16:3e:${hi.toString(16).padStart(2, '0')}:00:00` },
       dom0MemoryMiB: (h.dom0MemoryMiB as number | undefined) ?? 16,

@@ -76,6 +76,10 @@ export interface HostOptions {
    * `spawn` false leaves starting them to someone else (docker compose); dom0 waits for them.
    */
   ws?: { secret: Uint8Array; host?: string; port?: number; spawn?: boolean; bin?: string };
+  /** Several hosts: this host's physical NIC is cabled to a switch runtime at `url`. */
+  lan?: { url: string; secret: Uint8Array; hostIndex: number };
+  /** Every guest's IP in the cluster, for UDP peers on other hosts (default: this host's). */
+  clusterIps?: Map<string, string>;
 }
 
 const SKB_POOL_FRAMES = 1024;
@@ -83,7 +87,7 @@ const SKB_POOL_FRAMES = 1024;
 export class Host {
   readonly hv: Hypervisor;
   readonly guests: GuestHandle[] = [];
-  hwsim!: { worker: Worker; peer: RpcPeer; exited: Promise<number> };
+  hwsim?: { worker: Worker; peer: RpcPeer; exited: Promise<number> };
   disk!: PhysicalDiskDriver;
   nic!: PhysicalNicDriver;
   bridge!: SoftwareBridge;
@@ -113,7 +117,8 @@ export class Host {
     return [dom0Port, hwPort];
   }
 
-  async start(): Promise<void> {
+  /** Bring up hardware, dom0's drivers and every guest; `startWorkloads` false defers workloads. */
+  async start(startWorkloads = true): Promise<void> {
     const diskPath = resolve(this.opts.baseDir ?? process.cwd(), this.config.disk.path);
     mkdirSync(dirname(diskPath), { recursive: true });
     const { port1, port2 } = new MessageChannel();
@@ -124,6 +129,7 @@ export class Host {
         host: this.config.name,
         disk: { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024 },
         nic: { mac: this.config.nic.mac },
+        ...(this.opts.lan ? { lan: this.opts.lan } : {}),
       },
       transferList: [port1],
     });
@@ -156,9 +162,15 @@ export class Host {
       const vif = g.devices.find((d) => d.type === 'vif');
       if (vif && vif.type === 'vif') this.ips.set(g.name, vif.ip);
     }
+    for (const [n, ip] of this.opts.clusterIps ?? []) this.ips.set(n, ip);
     if (this.opts.ws) await this.listenForGuests();
     for (const g of this.config.guests) await this.addGuest(g);
     await Promise.all(this.guests.map((g) => g.ready));
+    if (startWorkloads) await this.startWorkloads();
+  }
+
+  /** Start every guest's workloads (once all guests that talk to each other are up). */
+  async startWorkloads(): Promise<void> {
     await Promise.all(this.guests.map((g) => g.peer!.call(GUEST_START, {})));
   }
 
@@ -183,7 +195,7 @@ export class Host {
   async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
     const { hv } = this;
     const domain = hv.createDomain(config.name, config.memoryMiB, this.opts.linkedGuests === true || this.opts.ws !== undefined);
-    await this.hwsim.peer.call('hw.attachMemory', { domid: domain.domid, buffer: domain.memory.buffer });
+    await this.hwsim!.peer.call('hw.attachMemory', { domid: domain.domid, buffer: domain.memory.buffer });
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
     const s = hv.dom0Store;
@@ -238,7 +250,7 @@ export class Host {
     const udp = config.workloads.udp;
     const peers = udp
       ? (udp.peers === 'all' ? [...ips.keys()].filter((n) => n !== config.name) : udp.peers).flatMap((name) => {
-          const ip = ips.get(name);
+          const ip = /^\d+\.\d+\.\d+\.\d+$/.test(name) ? name : ips.get(name);
           return ip ? [{ name, ip }] : [];
         })
       : [];
@@ -387,6 +399,24 @@ export class Host {
   }
 
   /**
+   * First phase of shutdown: every guest stops issuing work and drains, devices still connected
+   * — so no guest closes its vif while another's datagrams to it are still in flight.
+   */
+  async quiesce(): Promise<void> {
+    if (this.quiesced) return;
+    this.quiesced = true;
+    await Promise.all(
+      this.guests.map((g) =>
+        (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000) : Promise.reject(new Error('never connected'))).catch((e) =>
+          this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce'),
+        ),
+      ),
+    );
+  }
+
+  private quiesced = false;
+
+  /**
    * Orderly shutdown: each guest stops its workloads, verifies, closes its frontends
    * (Closing → Closed); backends release grants and ports; domains are destroyed; the disk is
    * flushed; every worker has exited when this resolves.
@@ -394,12 +424,7 @@ export class Host {
   async stop(): Promise<GuestStats[]> {
     if (this.stopping) return this.guests.map((g) => g.lastStats!);
     this.stopping = true;
-    // Two phases, so no guest closes its vif while another's datagrams to it are still in flight.
-    await Promise.all(
-      this.guests.map((g) =>
-        (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000) : Promise.reject(new Error('never connected'))).catch((e) => this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce')),
-      ),
-    );
+    await this.quiesce();
     const finals = await Promise.all(
       this.guests.map(async (g) => {
         try {
@@ -420,13 +445,15 @@ export class Host {
       for (const n of c.net) await n.destroy();
       this.hv.destroyDomain(c.domain.domid);
     }
-    try {
-      await this.hwsim.peer.call('hw.shutdown', {}, 10_000);
-    } catch (e) {
-      this.log.error({ err: e }, 'hwsim shutdown failed');
+    if (this.hwsim) {
+      try {
+        await this.hwsim.peer.call('hw.shutdown', {}, 10_000);
+      } catch (e) {
+        this.log.error({ err: e }, 'hwsim shutdown failed');
+      }
+      await Promise.race([this.hwsim.exited, delay(5_000)]);
+      if (!(await settled(this.hwsim.exited))) await this.hwsim.worker.terminate();
     }
-    await Promise.race([this.hwsim.exited, delay(5_000)]);
-    if (!(await settled(this.hwsim.exited))) await this.hwsim.worker.terminate();
     this.hv.dom0Events.stop();
     return finals;
   }

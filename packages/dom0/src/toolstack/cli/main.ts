@@ -8,7 +8,20 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONTROL_PING, ConfigError, RingvisorError, RpcPeer, connect, createLogger, generateSecretFile, readSecretFile, secretFromEnv } from '@ringvisor/shared';
+import {
+  CONTROL_PING,
+  ConfigError,
+  RingvisorError,
+  RpcPeer,
+  connect,
+  createLogger,
+  generateSecretFile,
+  readSecretFile,
+  runtimeEntry,
+  secretFromEnv,
+  startRuntimeWorker,
+} from '@ringvisor/shared';
+import { randomBytes } from 'node:crypto';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
 import { Host, type HostOptions } from '../host.js';
 import { renderTop, summarize, type TopRow } from '../summary.js';
@@ -30,7 +43,9 @@ ringvisor up options:
   --secret-file F   ws: the cluster secret (created, mode 0600, if missing; default .ringvisor/secret)
 
 runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
-  dom0 --config FILE [--listen HOST:PORT]   this host's dom0 and hardware; waits for the config's guests
+  dom0 --config FILE [--listen HOST:PORT] [--lan ws://SWITCH:PORT]
+                                            this host's dom0 and hardware; waits for the config's guests
+  switch [--listen HOST:PORT]               the LAN switch joining several hosts' physical NICs
   domu --id N --dom0 ws://HOST:PORT         a guest
   health [--url ws://HOST:PORT]             exit 0 when dom0 answers an authenticated ping
   (the cluster secret comes from RINGVISOR_SECRET, hex, or --secret-file FILE)
@@ -88,7 +103,7 @@ async function dom0(argv: string[]): Promise<number> {
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { config: { type: 'string' }, listen: { type: 'string' }, json: { type: 'string' }, 'secret-file': { type: 'string' }, duration: { type: 'string' } },
+      options: { config: { type: 'string' }, listen: { type: 'string' }, lan: { type: 'string' }, json: { type: 'string' }, 'secret-file': { type: 'string' }, duration: { type: 'string' } },
       strict: true,
     }));
   } catch (e) {
@@ -102,11 +117,13 @@ async function dom0(argv: string[]): Promise<number> {
   const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
   const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
   if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds`);
+  const lanUrl = values.lan ?? process.env.RINGVISOR_LAN_URL;
   return runHost({
     config: loadConfigFile(configPath),
     durationSec,
     transport: 'ws',
     ws: { secret, host: m[1], port: Number(m[2]), spawn: false },
+    ...(lanUrl ? { lan: { url: lanUrl, secret } } : {}),
     ...(values.json ? { json: values.json } : {}),
   });
 }
@@ -136,13 +153,29 @@ interface RunOptions {
   transport: 'threads' | 'ws';
   json?: string;
   ws?: HostOptions['ws'];
+  /** A switch runtime started elsewhere (docker compose) to cable this host's NIC to. */
+  lan?: { url: string; secret: Uint8Array };
 }
 
 async function runHost(o: RunOptions): Promise<number> {
   const { config, durationSec, json, transport, ws } = o;
   const log = createLogger('dom0');
-  const hostConfig = config.hosts[0];
-  const host = new Host(hostConfig, { seed: config.seed, log, ...(ws ? { ws } : {}) });
+  // Several hosts in one run share a LAN through a switch runtime (a worker here, by entry point).
+  let lanSwitch: { url: string; secret: Uint8Array; stop(): Promise<void> } | undefined;
+  if (o.lan) lanSwitch = { ...o.lan, stop: async () => {} };
+  else if (config.hosts.length > 1) lanSwitch = await startSwitchWorker(ws?.secret ?? new Uint8Array(randomBytes(32)));
+  const clusterIps = new Map<string, string>();
+  for (const h of config.hosts) for (const g of h.guests) for (const d of g.devices) if (d.type === 'vif') clusterIps.set(g.name, d.ip);
+  const hosts = config.hosts.map(
+    (hc) =>
+      new Host(hc, {
+        seed: config.seed,
+        log: log.child({ host: hc.name }),
+        clusterIps,
+        ...(ws ? { ws } : {}),
+        ...(lanSwitch ? { lan: { url: lanSwitch.url, secret: lanSwitch.secret, hostIndex: hc.index } } : {}),
+      }),
+  );
   const tty = process.stdout.isTTY === true;
   let stopRequested: (() => void) | undefined;
   const stopped = new Promise<void>((r) => (stopRequested = r));
@@ -154,26 +187,31 @@ async function runHost(o: RunOptions): Promise<number> {
   process.once('SIGTERM', onSignal);
   const t0 = Date.now();
   let exitCode = 0;
-  let finals: GuestStats[] = [];
+  const finals: GuestStats[][] = [];
   try {
-    await host.start();
-    if (!tty) process.stdout.write(`ringvisor: host ${hostConfig.name} up with ${host.guests.length} guests (${transport} transport)\n`);
+    // Workloads start only once every host is up: no flow starts towards a guest still booting.
+    for (const h of hosts) await h.start(false);
+    for (const h of hosts) await h.startWorkloads();
+    if (!tty) for (const h of hosts) process.stdout.write(`ringvisor: host ${h.config.name} up with ${h.guests.length} guests (${transport} transport)\n`);
     const timer = Number.isFinite(durationSec) ? setTimeout(() => stopRequested?.(), durationSec * 1000) : undefined;
-    let prev: GuestStats[] = [];
+    let prev: GuestStats[][] = [];
     const view = setInterval(() => {
-      void host.guestStats().then((stats) => {
-        const rows: TopRow[] = host.guests.map((g, i) => ({
-          name: g.config.name,
-          domid: g.domain.domid,
-          state: g.domain.state,
-          memKiB: g.config.memoryMiB * 1024,
-          stats: stats[i],
-          prev: prev[i],
-        }));
-        const table = renderTop(hostConfig.name, Math.round((Date.now() - t0) / 1000), rows, 1);
-        if (tty) process.stdout.write('\x1b[H\x1b[2J' + table + '\n');
-        else process.stdout.write(table.split('\n').slice(2).map((l) => `[${Math.round((Date.now() - t0) / 1000)}s] ${l}`).join('\n') + '\n');
-        prev = stats;
+      void Promise.all(hosts.map((h) => h.guestStats())).then((all) => {
+        const up = Math.round((Date.now() - t0) / 1000);
+        const tables = hosts.map((h, hi) => {
+          const rows: TopRow[] = h.guests.map((g, i) => ({
+            name: g.config.name,
+            domid: g.domain.domid,
+            state: g.domain.state,
+            memKiB: g.config.memoryMiB * 1024,
+            stats: all[hi][i],
+            prev: prev[hi]?.[i],
+          }));
+          return renderTop(h.config.name, up, rows, 1);
+        });
+        if (tty) process.stdout.write('\x1b[H\x1b[2J' + tables.join('\n\n') + '\n');
+        else process.stdout.write(tables.map((t) => t.split('\n').slice(2).map((l) => `[${up}s] ${l}`).join('\n')).join('\n') + '\n');
+        prev = all;
       });
     }, 1000);
     await stopped;
@@ -184,26 +222,59 @@ async function runHost(o: RunOptions): Promise<number> {
     log.error({ err: e }, 'cluster failed');
     process.stderr.write(`ringvisor: ${(e as Error).message}\n`);
   } finally {
-    finals = await host.stop().catch((e) => {
-      exitCode = 1;
-      log.error({ err: e }, 'shutdown failed');
-      return [] as GuestStats[];
-    });
+    // Quiesce every host before any closes, so cross-host flows drain too.
+    for (const h of hosts) await h.quiesce().catch(() => {});
+    for (const h of hosts)
+      finals.push(
+        await h.stop().catch((e) => {
+          exitCode = 1;
+          log.error({ err: e }, 'shutdown failed');
+          return [] as GuestStats[];
+        }),
+      );
+    await lanSwitch?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-  const summary = summarize(transport, (Date.now() - t0) / 1000, [{ host: hostConfig.name, guests: finals, pids: new Map(host.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))) }], {
-    disk: host.disk?.counters,
-    nic: host.nic?.counters,
-    bridge: host.bridge?.counters,
-    grants: Object.fromEntries(host.hv.grants.counters),
-  });
+  const summary = summarize(
+    transport,
+    (Date.now() - t0) / 1000,
+    hosts.map((h, i) => ({
+      host: h.config.name,
+      guests: finals[i] ?? [],
+      pids: new Map(h.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))),
+    })),
+    Object.fromEntries(
+      hosts.map((h) => [
+        h.config.name,
+        { disk: h.disk?.counters, nic: h.nic?.counters, bridge: h.bridge?.counters, grants: Object.fromEntries(h.hv.grants.counters) },
+      ]),
+    ),
+  );
   if (json) writeFileSync(json, JSON.stringify(summary, null, 2) + '\n');
   process.stdout.write(
     `ringvisor: ${summary.guests.length} guests, ${summary.guests.reduce((a, g) => a + g.ops, 0)} ops, integrity checked ${summary.integrity.checked}, failures ${summary.integrity.failures}\n`,
   );
   if (summary.integrity.failures > 0 || summary.guests.some((g) => g.state === 'failed')) exitCode = 1;
   return exitCode;
+}
+
+/** The LAN switch as a worker thread, started by its entry point in the hwsim package. */
+async function startSwitchWorker(secret: Uint8Array): Promise<{ url: string; secret: Uint8Array; stop(): Promise<void> }> {
+  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'switch-worker'), { workerData: { secret } });
+  const url = await new Promise<string>((resolve, reject) => {
+    worker.once('message', (m: { url: string }) => resolve(m.url));
+    worker.once('error', reject);
+  });
+  return {
+    url,
+    secret,
+    stop: async () => {
+      worker.postMessage('stop');
+      await Promise.race([new Promise((r) => worker.once('exit', r)), new Promise((r) => setTimeout(r, 3000).unref())]);
+      await worker.terminate();
+    },
+  };
 }
 
 export async function main(argv: string[]): Promise<number> {
