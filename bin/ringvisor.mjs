@@ -8,7 +8,7 @@ const [command] = process.argv.slice(2);
 const entry =
   command === 'domu'
     ? '../packages/domU/dist/main.js'
-    : command === 'switch'
+    : command === 'switch' || command === 'hwsim'
       ? '../packages/hwsim/dist/main.js'
       : '../packages/dom0/dist/toolstack/cli/main.js';
 const { main } = await import(entry);

@@ -16,7 +16,13 @@ const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
 afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.pid) process.kill(c.pid, 'SIGKILL');
+  for (const c of children.splice(0))
+    if (c.exitCode === null && c.signalCode === null && c.pid)
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -115,16 +121,23 @@ describe('ringvisor up', () => {
     }
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/ok a: 0\/2 guests ready/);
+    // The hardware simulator is its own process too, and joins the same way.
+    const hw = run(['hwsim', '--dom0', url, '--disk', join(cwd, 'disk.img')], cwd, env);
     const g1 = run(['domu', '--id', '1', '--dom0', url], cwd, env);
     const g2 = run(['domu', '--id', '2', '--dom0', url], cwd, env);
     // Without the secret, or as a domain already attached, a guest is turned away.
     const wrong = await run(['domu', '--id', '3', '--dom0', url], cwd, { RINGVISOR_SECRET: randomBytes(32).toString('hex') }).done;
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/authentication failed/);
-    const d = await dom0.done;
+    const d = await Promise.race([dom0.done, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('dom0 did not finish')), 60_000))]).catch(async (e) => {
+      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      const outs = await Promise.all([dom0.done, hw.done, g1.done, g2.done]);
+      throw new Error(`${(e as Error).message}\n${outs.map((o) => o.stderr.slice(-1500)).join('\n----\n')}`);
+    });
     expect(d.code, d.stderr).toBe(0);
     expect((await g1.done).code).toBe(0);
     expect((await g2.done).code).toBe(0);
+    expect((await hw.done).code).toBe(0);
     const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary;
     expect(s.guests.map((g) => g.state)).toEqual(['stopped', 'stopped']);
     expect(s.guests.every((g) => g.ops > 0)).toBe(true);

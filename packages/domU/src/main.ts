@@ -23,7 +23,20 @@ export async function main(argv: string[]): Promise<number> {
   if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor domu: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
   const secret = values['secret-file'] ? parseSecret(readFileSync(values['secret-file'], 'utf8'), values['secret-file']) : secretFromEnv();
   const log = createLogger('domU', { domid });
-  const link = await connect({ url, secret, role: 'guest', domid, log });
+  // dom0 admits a guest only once it has built the domain (after its hardware is attached):
+  // until then the claim is refused and the guest retries, as a container restarted would.
+  const deadline = Date.now() + Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000);
+  let link;
+  for (;;) {
+    try {
+      link = await connect({ url, secret, role: 'guest', domid, log });
+      break;
+    } catch (e) {
+      const retriable = /not authorized|ECONNREFUSED|connect/i.test((e as Error).message) && !/authentication failed/.test((e as Error).message);
+      if (!retriable || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
   const peer = new RpcPeer(link, `domU/${domid}`);
   const spec = await peer.call<GuestBootSpec>(GUEST_BOOT, {});
   const stopped = new Promise<void>((resolve) => {

@@ -4,12 +4,77 @@
  * The secret comes from RINGVISOR_SECRET (hex) or --secret-file FILE.
  */
 import { parseArgs } from 'node:util';
-import { createLogger, readSecretFile, secretFromEnv } from '@ringvisor/shared';
-import { runSwitch } from './lan/remote.js';
+import {
+  DOMID_HW,
+  EventMemory,
+  MachineLinkEnd,
+  RpcPeer,
+  connect,
+  createEventMemory,
+  createLogger,
+  readSecretFile,
+  secretFromEnv,
+} from '@ringvisor/shared';
+import { remoteLanPort, runSwitch } from './lan/remote.js';
+import { HardwareSimulator } from './runtime.js';
+
+/** What dom0 tells a hardware simulator process about its host when it connects. */
+interface HwBoot {
+  host: string;
+  disk: { path: string; sizeBytes: number };
+  nic: { mac: string };
+  lan?: { url: string; hostIndex: number };
+}
+
+/**
+ * `ringvisor hwsim --dom0 ws://HOST:PORT [--disk PATH]`: the hardware simulator as its own
+ * process. It connects to dom0 as the hardware pseudo-domain, asks for its host's description,
+ * and serves dom0's device drivers; machine memory reaches it through streaming DMA mappings.
+ */
+async function hwsimProcess(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { dom0: { type: 'string' }, disk: { type: 'string' }, 'secret-file': { type: 'string' } }, strict: true });
+  const url = values.dom0 ?? process.env.RINGVISOR_DOM0_URL;
+  if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor hwsim: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
+  const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
+  const log = createLogger('hwsim');
+  const link = await connect({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
+  const peer = new RpcPeer(link, 'hwsim');
+  const boot = await peer.call<HwBoot>('hw.boot', {});
+  const eventMemory = createEventMemory();
+  const events = new EventMemory(eventMemory);
+  let sim: HardwareSimulator | undefined;
+  const machine = new MachineLinkEnd(peer, (d, p) => sim?.dma.peek(d, p), (port) => void events.setPending(DOMID_HW, port));
+  sim = new HardwareSimulator({
+    eventMemory,
+    host: boot.host,
+    disk: { path: values.disk ?? process.env.RINGVISOR_DISK ?? boot.disk.path, sizeBytes: boot.disk.sizeBytes },
+    nic: boot.nic,
+    eventRouting: machine.routing(),
+    logger: log.child({ host: boot.host }),
+  });
+  sim.dma.link = {
+    wrote: (d, p, o, l) => machine.wrote(d, p, o, l),
+    ringSync: (f, page, lateWake) => {
+      const sync = machine.ringSync(f.pfn, page, f.domid);
+      sync.lateWake = lateWake;
+      return sync;
+    },
+  };
+  sim.serve(peer).start();
+  peer.notify('hw.ready', {});
+  if (boot.lan) {
+    const lanLink = await connect({ url: boot.lan.url, secret, role: 'hwsim', domid: boot.lan.hostIndex, log });
+    sim.uplink(remoteLanPort(new RpcPeer(lanLink, `${boot.host}/uplink`), 'lan0'));
+    link.onClose(() => lanLink.close('hwsim stopped'));
+  }
+  await new Promise<void>((resolve) => link.onClose(() => resolve()));
+  return 0;
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (cmd !== 'switch') throw new Error(`unknown hardware runtime "${cmd}" (known: switch)`);
+  if (cmd === 'hwsim') return hwsimProcess(rest);
+  if (cmd !== 'switch') throw new Error(`unknown hardware runtime "${cmd}" (known: hwsim, switch)`);
   const { values } = parseArgs({ args: rest, options: { listen: { type: 'string' }, 'secret-file': { type: 'string' } }, strict: true });
   const listenAt = values.listen ?? process.env.RINGVISOR_LISTEN ?? '127.0.0.1:7100';
   const m = /^(.+):(\d+)$/.exec(listenAt);

@@ -22,7 +22,9 @@
 import { MessagePort } from 'node:worker_threads';
 import {
   ClosedError,
+  PAGE_SIZE,
   PortState,
+  type EventRouting,
   ConfigError,
   DOMID_HW,
   DeviceError,
@@ -67,6 +69,8 @@ export interface HardwareSimulatorOptions {
   /** The LAN segment the NIC is plugged into (default: a private segment owned by the simulator). */
   lan?: LanSegment;
   logger?: Logger;
+  /** Across a process boundary: how doorbells/IRQs travel (see MachineLinkEnd). */
+  eventRouting?: EventRouting;
 }
 
 export interface AttachMemoryParams {
@@ -145,7 +149,7 @@ export class HardwareSimulator {
   constructor(options: HardwareSimulatorOptions) {
     this.host = options.host;
     this.logger = options.logger ?? createLogger('hwsim', { host: options.host });
-    this.gate = new EventChannelGate(options.eventMemory, DOMID_HW);
+    this.gate = new EventChannelGate(options.eventMemory, DOMID_HW, options.eventRouting);
     this.lan = options.lan ?? new LanSegment({ name: `${options.host}-lan` });
     this.disk = PhysicalDisk.open(options.disk);
     this.nic = new PhysicalNic({ mac: options.nic.mac, dma: this.dma, name: 'nic0', rxBacklog: options.nic.rxBacklog, logger: this.logger });
@@ -171,8 +175,13 @@ export class HardwareSimulator {
       .handle(HW_RPC.attachMemory, (p) => {
         const o = obj(p, HW_RPC.attachMemory);
         const domid = int(o, 'domid', HW_RPC.attachMemory, 0, 0xffff);
-        if (!(o.buffer instanceof SharedArrayBuffer)) throw new InvalidArgumentError(`${HW_RPC.attachMemory}.buffer: expected a SharedArrayBuffer`);
-        this.attachMemory(domid, o.buffer);
+        // Across a process boundary there is no shared buffer: keep a local copy of `frames` frames,
+        // kept current by streaming DMA mappings (MachineLinkEnd).
+        const buffer =
+          o.buffer instanceof SharedArrayBuffer
+            ? o.buffer
+            : new SharedArrayBuffer(int(o, 'frames', HW_RPC.attachMemory, 1, 1 << 20) * PAGE_SIZE);
+        this.attachMemory(domid, buffer);
         return null;
       })
       .handle(HW_RPC.detachMemory, (p) => {
@@ -320,7 +329,8 @@ export class HardwareSimulator {
 
   private checkPort(port: number, device: string): void {
     if (!Number.isInteger(port) || port <= 0 || port >= NR_EVENT_PORTS) throw new InvalidArgumentError(`${device}: invalid event port ${port}`);
-    if ((this.gate.mem.state(DOMID_HW, port) as number) !== PortState.Interdomain)
+    // Across a link the hypervisor holds the port table and validates every send itself.
+    if (!this.gate.routing.forward && (this.gate.mem.state(DOMID_HW, port) as number) !== PortState.Interdomain)
       throw new DeviceError(`${device}: event port ${port} of the hardware domain is not bound to a driver`);
   }
 

@@ -5,7 +5,10 @@
  */
 import {
   FrontRing,
+  HWBLK_OP_WRITE,
   HW_STATUS_EIO,
+  type MachineFrame,
+  type PageSync,
   hwBlkProtocol,
   initSharedRing,
   type EventChannelGate,
@@ -29,6 +32,17 @@ export interface PhysicalDiskCounters {
   queuedPeak: number;
 }
 
+/**
+ * Streaming DMA mappings, when the device does not share machine memory with dom0 (hwsim in its
+ * own process): `toDevice` hands a buffer's current contents to the device before it is used;
+ * `ringSync` mirrors a queue page. Absent on shared memory.
+ */
+export interface DriverDma {
+  toDevice(frame: MachineFrame): void;
+  /** `lateWake`: the device armed its event index behind requests already pushed — kick it. */
+  ringSync(pfn: number, page: Uint8Array, lateWake: () => void): PageSync | undefined;
+}
+
 export class PhysicalDiskDriver {
   readonly ring: FrontRing<HwBlkRequest, HwStatusResponse>;
   readonly counters: PhysicalDiskCounters = { submitted: 0, completed: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, queuedPeak: 0 };
@@ -43,10 +57,13 @@ export class PhysicalDiskDriver {
     readonly queuePfn: number,
     private readonly events: EventChannelGate,
     readonly port: number,
+    private readonly dma?: DriverDma,
   ) {
     const page = memory.page(queuePfn);
     initSharedRing(page);
-    this.ring = new FrontRing(page, hwBlkProtocol);
+    this.ring = new FrontRing(page, hwBlkProtocol, dma?.ringSync(queuePfn, page, () => this.doorbell()));
+    // The device's copy of the queue page must start from the initialised ring (event indices 1).
+    dma?.toDevice({ domid: 0, pfn: queuePfn });
     events.on(port, () => this.onInterrupt());
   }
 
@@ -70,15 +87,19 @@ export class PhysicalDiskDriver {
       p.req.id = this.nextId;
       this.nextId = (this.nextId + 1) >>> 0 || 1;
       this.inflight.set(p.req.id, p);
+      if (this.dma && p.req.op === HWBLK_OP_WRITE) for (const seg of p.req.segments) this.dma.toDevice({ domid: seg.domid, pfn: seg.pfn });
       this.ring.putRequest(p.req);
       n++;
     }
     if (n === 0) return;
     this.counters.submitted += n;
-    if (this.ring.pushRequests()) {
-      this.events.send(this.port);
-      this.counters.doorbells++;
-    } else this.counters.suppressed++;
+    if (this.ring.pushRequests()) this.doorbell();
+    else this.counters.suppressed++;
+  }
+
+  private doorbell(): void {
+    this.events.send(this.port);
+    this.counters.doorbells++;
   }
 
   private onInterrupt(): void {

@@ -14,6 +14,7 @@ import {
   type HwStatusResponse,
 } from '@ringvisor/shared';
 import type { Skb, SkbPool } from './skb.js';
+import type { DriverDma } from './disk.js';
 
 export interface PhysicalNicCounters {
   txFrames: number;
@@ -62,10 +63,14 @@ export class PhysicalNicDriver {
     readonly mac: string,
     private readonly pool: SkbPool,
     rxBuffers = 64,
+    private readonly dma?: DriverDma,
   ) {
-    for (const pfn of [txPfn, rxPfn]) initSharedRing(memory.page(pfn));
-    this.tx = new FrontRing(memory.page(txPfn), hwNicTxProtocol);
-    this.rx = new FrontRing(memory.page(rxPfn), hwNicRxProtocol);
+    for (const pfn of [txPfn, rxPfn]) {
+      initSharedRing(memory.page(pfn));
+      dma?.toDevice({ domid: 0, pfn });
+    }
+    this.tx = new FrontRing(memory.page(txPfn), hwNicTxProtocol, dma?.ringSync(txPfn, memory.page(txPfn), () => this.kick(true)));
+    this.rx = new FrontRing(memory.page(rxPfn), hwNicRxProtocol, dma?.ringSync(rxPfn, memory.page(rxPfn), () => this.kick(true)));
     for (let i = this.tx.size - 1; i >= 0; i--) this.txFreeIds.push(i);
     events.on(port, () => this.onInterrupt());
     for (let id = 0; id < Math.min(rxBuffers, this.rx.size); id++) this.postRx(id);
@@ -93,6 +98,7 @@ export class PhysicalNicDriver {
       const skb = this.txBacklog.shift()!;
       const id = this.txFreeIds.pop()!;
       this.txSlots[id] = skb;
+      this.dma?.toDevice({ domid: 0, pfn: skb.pfn });
       this.tx.putRequest({ domid: 0, id, pfn: skb.pfn, offset: 0, len: skb.len });
       this.counters.txFrames++;
       this.counters.txBytes += skb.len;

@@ -15,6 +15,7 @@ import {
   LocalStoreClient,
   MAX_DOMAINS,
   PAGE_SIZE,
+  MachineLinkEnd,
   RemoteGuestEnd,
   RpcPeer,
   Store,
@@ -66,7 +67,9 @@ export class Hypervisor {
   ) {
     this.createDomainWithId(0, 'Domain-0', dom0MemoryFrames);
     this.evtchn.createDomain(DOMID_HW);
-    this.dom0Events = new EventChannelGate(this.eventMemory, 0, { deliver: (domid, port) => this.domains.get(domid)?.link?.sendEvent(port) });
+    this.dom0Events = new EventChannelGate(this.eventMemory, 0, {
+      deliver: (domid, port) => (domid === DOMID_HW ? this.hardwareLink?.sendEvent(port) : this.domains.get(domid)?.link?.sendEvent(port)),
+    });
     this.dom0Store = new LocalStoreClient(this.store, 0);
   }
 
@@ -154,9 +157,39 @@ export class Hypervisor {
 
   /** Deliver an event the hypervisor routed: to a domain in this process or across its link. */
   deliverEvent(domid: number, port: number): void {
-    const link = this.domains.get(domid)?.link;
+    const link = domid === DOMID_HW ? this.hardwareLink : this.domains.get(domid)?.link;
     if (link) link.sendEvent(port);
     else this.evtchn.mem.setPending(domid, port);
+  }
+
+  /** The hardware simulator when it runs across a link (its own process). */
+  hardwareLink?: MachineLinkEnd;
+
+  /**
+   * Attach the hardware across a link: it may write (by DMA) any frame of any domain in this
+   * host — dom0's memory or a guest's (or dom0's mirror of it) — and its events are resolved here.
+   */
+  attachHardware(peer: RpcPeer): MachineLinkEnd {
+    const link = new MachineLinkEnd(
+      peer,
+      (domid, pfn) => {
+        const m = this.domains.get(domid)?.memory;
+        return m && m.hasFrame(pfn) ? m.page(pfn) : undefined;
+      },
+      (port) => {
+        try {
+          const t = this.evtchn.resolveSend(DOMID_HW, port);
+          this.deliverEvent(t.domid, t.port);
+        } catch {
+          link.counters.rejected++;
+        }
+      },
+    );
+    this.hardwareLink = link;
+    peer.link.onClose(() => {
+      if (this.hardwareLink === link) this.hardwareLink = undefined;
+    });
+    return link;
   }
 
   /**

@@ -134,7 +134,7 @@ const schema = {
                       type: 'object',
                       additionalProperties: false,
                       properties: {
-                        peers: { oneOf: [{ const: 'all' }, { type: 'array', items: { oneOf: [{ type: 'string', pattern: NAME }, { type: 'string', pattern: IPV4 }] } }] },
+                        peers: { anyOf: [{ const: 'all' }, { type: 'array', items: { anyOf: [{ type: 'string', pattern: NAME }, { type: 'string', pattern: IPV4 }] } }] },
                         payloadBytes: { type: 'integer', minimum: 16, maximum: 1400 },
                         window: { type: 'integer', minimum: 1, maximum: 256 },
                       },

@@ -36,7 +36,7 @@ import {
   type Logger,
 } from '@ringvisor/shared';
 import { Hypervisor, type Domain } from '../hypervisor/hypervisor.js';
-import { PhysicalDiskDriver } from '../drivers/disk.js';
+import { PhysicalDiskDriver, type DriverDma } from '../drivers/disk.js';
 import { PhysicalNicDriver } from '../drivers/nic.js';
 import { SkbPool } from '../drivers/skb.js';
 import { BlkBackend } from '../backends/blk/device.js';
@@ -87,7 +87,7 @@ const SKB_POOL_FRAMES = 1024;
 export class Host {
   readonly hv: Hypervisor;
   readonly guests: GuestHandle[] = [];
-  hwsim?: { worker: Worker; peer: RpcPeer; exited: Promise<number> };
+  hwsim?: { peer: RpcPeer; exited: Promise<number>; kill(): Promise<void>; pid?: number };
   disk!: PhysicalDiskDriver;
   nic!: PhysicalNicDriver;
   bridge!: SoftwareBridge;
@@ -110,6 +110,63 @@ export class Host {
     return this.hv.log;
   }
 
+  /** Streaming DMA mappings for dom0's drivers when the hardware is across a link. */
+  private get driverDma(): DriverDma | undefined {
+    const link = this.hv.hardwareLink;
+    if (!link) return undefined;
+    return {
+      toDevice: (f) => link.wrote(f.domid, f.pfn, 0, 4096),
+      ringSync: (pfn, page, lateWake) => {
+        const sync = link.ringSync(pfn, page, 0);
+        sync.lateWake = lateWake;
+        return sync;
+      },
+    };
+  }
+
+  /** Make a domain's memory reachable by device DMA (a copy kept current, across a link). */
+  private async attachMemoryToHardware(d: Domain): Promise<void> {
+    const peer = this.hwsim!.peer;
+    if (this.hv.hardwareLink) await peer.call('hw.attachMemory', { domid: d.domid, frames: d.memory.frames });
+    else await peer.call('hw.attachMemory', { domid: d.domid, buffer: d.memory.buffer });
+  }
+
+  /** ws: the hardware simulator is its own process that connects back as the hardware domain. */
+  private async startHwsimProcess(disk: { path: string; sizeBytes: number }): Promise<void> {
+    const ws = this.opts.ws!;
+    let child: ChildProcess | undefined;
+    const connected = new Promise<RpcPeer>((res, rej) => {
+      this.awaitingHwsim = (peer) => res(peer);
+      if (ws.spawn !== false) {
+        child = spawn(process.execPath, [ws.bin ?? repoBin(import.meta.url), 'hwsim', '--dom0', this.wsUrl], {
+          env: { ...process.env, RINGVISOR_SECRET: Buffer.from(ws.secret).toString('hex') },
+          stdio: ['ignore', 'inherit', 'inherit'],
+        });
+        child.once('exit', (code, signal) => rej(new Error(`hwsim process exited (${signal ?? code}) before it connected`)));
+      }
+    });
+    const peer = await connected;
+    const ready = new Promise<void>((r) => peer.on('hw.ready', () => r()));
+    peer.handle('hw.boot', () => ({
+      host: this.config.name,
+      disk,
+      nic: { mac: this.config.nic.mac },
+      ...(this.opts.lan ? { lan: { url: this.opts.lan.url, hostIndex: this.opts.lan.hostIndex } } : {}),
+    }));
+    await ready;
+    const exited = child ? new Promise<number>((r) => (child!.exitCode !== null ? r(child!.exitCode) : child!.once('exit', (c) => r(c ?? 1)))) : new Promise<number>(() => {});
+    this.hwsim = {
+      peer,
+      exited,
+      ...(child?.pid ? { pid: child.pid } : {}),
+      kill: async () => {
+        if (child?.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+      },
+    };
+  }
+
+  private awaitingHwsim?: (peer: RpcPeer) => void;
+
   /** Bind dom0 ↔ hardware event channel; returns [dom0 port, hwsim port]. */
   private bindDevicePorts(): [number, number] {
     const hwPort = this.hv.evtchn.allocUnbound(DOMID_HW, 0);
@@ -121,27 +178,35 @@ export class Host {
   async start(startWorkloads = true): Promise<void> {
     const diskPath = resolve(this.opts.baseDir ?? process.cwd(), this.config.disk.path);
     mkdirSync(dirname(diskPath), { recursive: true });
-    const { port1, port2 } = new MessageChannel();
-    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'worker'), {
-      workerData: {
-        control: port1,
-        eventMemory: this.hv.eventMemory,
-        host: this.config.name,
-        disk: { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024 },
-        nic: { mac: this.config.nic.mac },
-        ...(this.opts.lan ? { lan: this.opts.lan } : {}),
-      },
-      transferList: [port1],
-    });
-    const peer = new RpcPeer(new PortLink(port2), `${this.config.name}/hwsim`);
-    this.hwsim = { worker, peer, exited: exitOf(worker) };
-    worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
+    const hwDisk = { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024 };
+    if (this.opts.ws) {
+      await this.listenForGuests();
+      await this.startHwsimProcess(hwDisk);
+    } else {
+      const { port1, port2 } = new MessageChannel();
+      const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'worker'), {
+        workerData: {
+          control: port1,
+          eventMemory: this.hv.eventMemory,
+          host: this.config.name,
+          disk: hwDisk,
+          nic: { mac: this.config.nic.mac },
+          ...(this.opts.lan ? { lan: this.opts.lan } : {}),
+        },
+        transferList: [port1],
+      });
+      const peer = new RpcPeer(new PortLink(port2), `${this.config.name}/hwsim`);
+      this.hwsim = { peer, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
+      worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
+    }
+    const peer = this.hwsim!.peer;
     this.hv.dom0Events.start();
-    await peer.call('hw.attachMemory', { domid: 0, buffer: this.hv.dom0.memory.buffer });
+    await this.attachMemoryToHardware(this.hv.dom0);
 
     const [diskDom0Port, diskHwPort] = this.bindDevicePorts();
     const queuePfn = this.frames.alloc();
-    this.disk = new PhysicalDiskDriver(this.hv.dom0.memory, queuePfn, this.hv.dom0Events, diskDom0Port);
+    this.disk = new PhysicalDiskDriver(this.hv.dom0.memory, queuePfn, this.hv.dom0Events, diskDom0Port, this.driverDma);
+    this.hv.hardwareLink?.mirror.flush(); // the device's copy of the queue page before it attaches
     const diskInfo = await peer.call<{ sectors: number }>('hw.disk.attach', { queue: { domid: 0, pfn: queuePfn }, port: diskHwPort });
     this.disk.sectors = diskInfo.sectors;
 
@@ -149,7 +214,8 @@ export class Host {
     const [nicDom0Port, nicHwPort] = this.bindDevicePorts();
     const txPfn = this.frames.alloc();
     const rxPfn = this.frames.alloc();
-    this.nic = new PhysicalNicDriver(this.hv.dom0.memory, txPfn, rxPfn, this.hv.dom0Events, nicDom0Port, this.config.nic.mac, this.pool);
+    this.nic = new PhysicalNicDriver(this.hv.dom0.memory, txPfn, rxPfn, this.hv.dom0Events, nicDom0Port, this.config.nic.mac, this.pool, 64, this.driverDma);
+    this.hv.hardwareLink?.mirror.flush();
     await peer.call('hw.nic.attach', { tx: { domid: 0, pfn: txPfn }, rx: { domid: 0, pfn: rxPfn }, port: nicHwPort });
 
     this.bridge = new SoftwareBridge(this.pool);
@@ -163,7 +229,6 @@ export class Host {
       if (vif && vif.type === 'vif') this.ips.set(g.name, vif.ip);
     }
     for (const [n, ip] of this.opts.clusterIps ?? []) this.ips.set(n, ip);
-    if (this.opts.ws) await this.listenForGuests();
     for (const g of this.config.guests) await this.addGuest(g);
     await Promise.all(this.guests.map((g) => g.ready));
     if (startWorkloads) await this.startWorkloads();
@@ -195,7 +260,7 @@ export class Host {
   async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
     const { hv } = this;
     const domain = hv.createDomain(config.name, config.memoryMiB, this.opts.linkedGuests === true || this.opts.ws !== undefined);
-    await this.hwsim!.peer.call('hw.attachMemory', { domid: domain.domid, buffer: domain.memory.buffer });
+    await this.attachMemoryToHardware(domain);
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
     const s = hv.dom0Store;
@@ -370,9 +435,18 @@ export class Host {
       secret: ws.secret,
       log: this.log,
       // A connection may act only as a guest domain we created and that has no runtime attached.
-      authorize: (who) => (who.role === 'guest' && this.awaitingGuests.has(who.domid)) || (who.role === 'control' && who.domid === 0),
+      authorize: (who) =>
+        (who.role === 'guest' && this.awaitingGuests.has(who.domid)) ||
+        (who.role === 'control' && who.domid === 0) ||
+        (who.role === 'hwsim' && who.domid === DOMID_HW && this.awaitingHwsim !== undefined && !this.hv.hardwareLink),
       onConnection: (link, who) => {
         if (who.role === 'control') return this.serveControl(new RpcPeer(link, 'control'));
+        if (who.role === 'hwsim') {
+          if (this.hv.hardwareLink) return link.close('hardware already attached');
+          const peer = new RpcPeer(link, `${this.config.name}/hwsim`);
+          this.hv.attachHardware(peer);
+          return this.awaitingHwsim?.(peer);
+        }
         const attach = this.awaitingGuests.get(who.domid);
         if (!attach) return link.close('domain already attached');
         this.awaitingGuests.delete(who.domid);
@@ -439,7 +513,6 @@ export class Host {
       await Promise.race([g.exited, delay(5_000)]);
       if (!(await settled(g.exited))) await g.kill();
     }
-    await this.server?.close();
     for (const c of this.created) {
       for (const b of c.blk) await b.destroy();
       for (const n of c.net) await n.destroy();
@@ -452,8 +525,9 @@ export class Host {
         this.log.error({ err: e }, 'hwsim shutdown failed');
       }
       await Promise.race([this.hwsim.exited, delay(5_000)]);
-      if (!(await settled(this.hwsim.exited))) await this.hwsim.worker.terminate();
+      if (!(await settled(this.hwsim.exited))) await this.hwsim.kill();
     }
+    await this.server?.close();
     this.hv.dom0Events.stop();
     return finals;
   }

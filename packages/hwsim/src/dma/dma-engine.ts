@@ -17,7 +17,7 @@
  * copy, like a real DMA transfer). A device that must keep data beyond the current request
  * (a NIC handing a frame to the wire) copies it.
  */
-import { DeviceError, InvalidArgumentError, PAGE_SIZE, type GuestMemory, type MachineFrame } from '@ringvisor/shared';
+import { DeviceError, InvalidArgumentError, PAGE_SIZE, type GuestMemory, type MachineFrame, type PageSync } from '@ringvisor/shared';
 
 export interface DmaCounters {
   /** Read transfers (device ← memory) and their bytes. */
@@ -43,10 +43,36 @@ export interface DmaFault {
   reason: string;
 }
 
+/**
+ * Set when machine memory is not shared with the driver's side (the simulator in its own
+ * process): device writes are reported so they can be shipped back before their completion,
+ * and device queue pages get a PageSync so the ring is mirrored.
+ */
+export interface DmaLink {
+  wrote(domid: number, pfn: number, offset: number, length: number): void;
+  ringSync(frame: MachineFrame, page: Uint8Array, lateWake: () => void): PageSync;
+}
+
 export class DmaEngine {
   readonly counters: DmaCounters = { reads: 0, bytesRead: 0, writes: 0, bytesWritten: 0, maps: 0, faults: 0 };
   lastFault: DmaFault | undefined;
   private readonly memories = new Map<number, GuestMemory>();
+  link?: DmaLink;
+
+  /**
+   * A device queue's ring page: the page and, across a link, its PageSync. `lateWake` runs when
+   * the driver armed its event index behind what the device already produced (ring/mirror.ts).
+   */
+  ringPage(frame: MachineFrame, lateWake: () => void): { page: Uint8Array; sync?: PageSync } {
+    const page = this.page(frame);
+    return this.link ? { page, sync: this.link.ringSync(frame, page, lateWake) } : { page };
+  }
+
+  /** The page of an attached domain's frame, without counting (link plumbing). */
+  peek(domid: number, pfn: number): Uint8Array | undefined {
+    const mem = this.memories.get(domid);
+    return mem && mem.hasFrame(pfn) ? mem.page(pfn) : undefined;
+  }
 
   /** Make a domain's memory reachable by device DMA. Replaces an earlier attachment of the same domid. */
   attachMemory(domid: number, memory: GuestMemory): void {
@@ -94,6 +120,8 @@ export class DmaEngine {
     const view = this.resolve(frame, offset, len, 'write');
     this.counters.writes++;
     this.counters.bytesWritten += len;
+    // Shipped at the link's next flush — after the device filled the view, before its completion.
+    this.link?.wrote(frame.domid, frame.pfn, offset, len);
     return view;
   }
 

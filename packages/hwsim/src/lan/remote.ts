@@ -3,7 +3,7 @@
  * process or container exchange Ethernet frames as `lan.frame` notifications (one binary frame
  * per Ethernet frame). Either side dropping the link is a cable pulled: frames stop, counted.
  */
-import { listen, type Logger, RpcPeer, type WsServer } from '@ringvisor/shared';
+import { CONTROL_PING, listen, type Logger, RpcPeer, type WsServer } from '@ringvisor/shared';
 import type { LanPort } from './lan-port.js';
 import { LanSegment } from './segment.js';
 
@@ -53,8 +53,13 @@ export async function runSwitch(o: { host?: string; port: number; secret: Uint8A
     port: o.port,
     secret: o.secret,
     ...(o.log ? { log: o.log } : {}),
-    authorize: (who) => who.role === 'hwsim' && !attached.has(who.domid),
+    authorize: (who) => (who.role === 'hwsim' && !attached.has(who.domid)) || (who.role === 'control' && who.domid === 0),
     onConnection: (link, who) => {
+      if (who.role === 'control') {
+        // Healthchecks: the switch is up; how many hosts are cabled to it.
+        new RpcPeer(link, 'switch/control').handle(CONTROL_PING, () => ({ host: `switch ${segment.name}`, guests: attached.size, ready: attached.size }));
+        return;
+      }
       attached.add(who.domid);
       const name = `host${who.domid}`;
       const peer = new RpcPeer(link, `switch/${name}`);

@@ -24,7 +24,7 @@
 import { EventChannelError, InvalidArgumentError } from '../errors.js';
 import { PAGE_SIZE, type GuestMemory } from '../memory/index.js';
 import { GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING, type GrantTable, type RemoteGranter } from '../grant/index.js';
-import type { EventChannelAuthority, EventMemory, EventRouting, SendOutcome } from '../evtchn/index.js';
+import { DOMID_HW, type EventChannelAuthority, type EventMemory, type EventRouting, type SendOutcome } from '../evtchn/index.js';
 import { PageMirror, applyPageUpdates, type PageUpdate } from '../ring/mirror.js';
 import type { PageSync } from '../ring/ring.js';
 import type { RpcPeer } from './rpc.js';
@@ -52,14 +52,15 @@ function newCounters(): DomainLinkCounters {
 
 const pageId = (domid: number, pfn: number): string => `${domid}:${pfn}`;
 
-function parsePageId(id: string, domid: number, memory: GuestMemory): number | undefined {
-  const m = /^(\d+):(\d+)$/.exec(id);
-  if (!m || Number(m[1]) !== domid) return undefined;
-  const pfn = Number(m[2]);
-  return memory.hasFrame(pfn) ? pfn : undefined;
+/** Which pages a link end lets the peer write: (domid, pfn) → the local page, or undefined. */
+export type PageResolver = (domid: number, pfn: number) => Uint8Array | undefined;
+
+function resolvePageId(id: string, resolve: PageResolver): Uint8Array | undefined {
+  const m = /^(\d{1,5}):(\d{1,10})$/.exec(id);
+  return m ? resolve(Number(m[1]), Number(m[2])) : undefined;
 }
 
-/** Shared machinery of both ends: the ordered outgoing stream and late-wake handlers. */
+/** Shared machinery of every end: the ordered outgoing stream and late-wake handlers. */
 abstract class LinkEnd {
   readonly counters = newCounters();
   readonly mirror: PageMirror;
@@ -68,7 +69,7 @@ abstract class LinkEnd {
   constructor(
     readonly peer: RpcPeer,
     readonly domid: number,
-    readonly memory: GuestMemory,
+    private readonly resolvePage: PageResolver,
   ) {
     this.mirror = new PageMirror((updates: PageUpdate[]) => {
       this.counters.pageMessages++;
@@ -83,8 +84,8 @@ abstract class LinkEnd {
     this.peer.notify(topic, payload);
   }
 
-  ringSync(pfn: number, page: Uint8Array): PageSync & { lateWake?: () => void } {
-    const id = pageId(this.domid, pfn);
+  ringSync(pfn: number, page: Uint8Array, domid = this.domid): PageSync & { lateWake?: () => void } {
+    const id = pageId(domid, pfn);
     const base = this.mirror.syncFor(id, page);
     const handlers = this.lateWakeHandlers;
     return {
@@ -101,10 +102,7 @@ abstract class LinkEnd {
   }
 
   private receivePages(u: unknown): void {
-    const r = applyPageUpdates(u, (id) => {
-      const pfn = parsePageId(id, this.domid, this.memory);
-      return pfn === undefined ? undefined : this.memory.page(pfn);
-    });
+    const r = applyPageUpdates(u, (id) => resolvePageId(id, this.resolvePage));
     this.counters.rejected += r.rejected;
     for (const id of r.lateWakes) {
       const h = this.lateWakeHandlers.get(id);
@@ -116,10 +114,21 @@ abstract class LinkEnd {
   }
 }
 
+/** A guest's link may only ever write that guest's own frames. */
+function ownPages(domid: number, memory: GuestMemory): PageResolver {
+  return (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : undefined);
+}
+
 /** The guest's end: ships its grants and events, applies dom0's writes and flags. */
 export class GuestLinkEnd extends LinkEnd {
-  constructor(peer: RpcPeer, domid: number, memory: GuestMemory, grants: GrantTable, events: () => EventMemory) {
-    super(peer, domid, memory);
+  constructor(
+    peer: RpcPeer,
+    domid: number,
+    readonly memory: GuestMemory,
+    grants: GrantTable,
+    events: () => EventMemory,
+  ) {
+    super(peer, domid, ownPages(domid, memory));
     grants.hooks = {
       granted: (ref, remoteDom, pfn, readonly) => {
         const data = memory.page(pfn).slice();
@@ -163,13 +172,13 @@ export class RemoteGuestEnd extends LinkEnd implements RemoteGranter {
   constructor(
     peer: RpcPeer,
     domid: number,
-    memory: GuestMemory,
+    readonly memory: GuestMemory,
     grantTable: SharedArrayBuffer,
     private readonly authority: EventChannelAuthority,
     /** Deliver an event to a domain in this process, or across another link. */
     private readonly deliver: (domid: number, port: number) => void,
   ) {
-    super(peer, domid, memory);
+    super(peer, domid, ownPages(domid, memory));
     this.table = new Int32Array(grantTable);
     peer.on(DL_GRANT, (p) => this.onGrant(p));
     peer.on(DL_END, (p) => this.onEnd(p));
@@ -248,5 +257,48 @@ export class RemoteGuestEnd extends LinkEnd implements RemoteGranter {
       if (!(e instanceof EventChannelError || e instanceof InvalidArgumentError)) throw e;
       this.counters.rejected++;
     }
+  }
+}
+
+/**
+ * Either end of dom0 ↔ hardware simulator when they are separate processes. The device reaches
+ * machine memory by DMA; without shared memory that is a *streaming DMA mapping*, as Linux's
+ * DMA API has one: before handing the device a buffer to read (a disk write, a frame to send)
+ * the driver ships it (`toDevice`); whatever the device writes (a disk read, a received frame)
+ * is shipped back before the completion that announces it. Device queue rings are mirrored.
+ * Events travel as on a guest link; the hypervisor (dom0's end) resolves every send itself.
+ */
+export class MachineLinkEnd extends LinkEnd {
+  constructor(
+    peer: RpcPeer,
+    private readonly resolve: PageResolver,
+    private readonly onEvent: (port: number) => void,
+  ) {
+    super(peer, DOMID_HW, resolve);
+    peer.on(DL_EVENT, (p) => {
+      const port = (p as { port?: unknown } | null)?.port;
+      if (typeof port !== 'number' || !Number.isInteger(port) || port <= 0) {
+        this.counters.rejected++;
+        return;
+      }
+      this.counters.eventsReceived++;
+      this.onEvent(port);
+    });
+  }
+
+  /** Bytes of machine frame (domid, pfn) changed here and must reach the other side. */
+  wrote(domid: number, pfn: number, offset: number, length: number): void {
+    const page = this.resolve(domid, pfn);
+    if (page) this.mirror.wrote(pageId(domid, pfn), page, offset, length);
+  }
+
+  sendEvent(port: number): SendOutcome {
+    this.counters.eventsSent++;
+    this.send(DL_EVENT, { port });
+    return 'forwarded';
+  }
+
+  routing(): EventRouting {
+    return { forward: (port) => this.sendEvent(port) };
   }
 }

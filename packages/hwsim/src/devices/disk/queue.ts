@@ -42,7 +42,9 @@ export class DiskQueue {
 
   constructor(private readonly options: DiskQueueOptions) {
     this.ringFrame = { ...options.ring };
-    const ring = BackRing.attach(options.dma.page(options.ring), hwBlkDeviceProtocol);
+    // Across a link: if the driver armed its event index behind responses already pushed, interrupt.
+    const { page, sync } = options.dma.ringPage(options.ring, () => options.irq());
+    const ring = BackRing.attach(page, hwBlkDeviceProtocol, sync);
     this.service = new QueueService({
       ring,
       handle: (req) => ({ id: req.id, status: this.execute(req) }),

@@ -132,15 +132,15 @@ export class PhysicalNic {
    * attached earlier (a driver restart): frames waiting for the old rx queue are kept.
    */
   attachQueues(frames: NicQueueFrames, irq: () => void): void {
-    const txPage = this.dma.page(frames.tx);
-    const rxPage = this.dma.page(frames.rx);
+    const txPage = this.dma.ringPage(frames.tx, () => this.raise());
+    const rxPage = this.dma.ringPage(frames.rx, () => this.raise());
     this.detachQueues('replaced', false);
     this.frames = { tx: { ...frames.tx }, rx: { ...frames.rx } };
     this.irq = irq;
-    this.rx = BackRing.attach(rxPage, hwNicRxProtocol);
+    this.rx = BackRing.attach(rxPage.page, hwNicRxProtocol, rxPage.sync);
     this.rxStopReason = undefined;
     this.tx = new QueueService({
-      ring: BackRing.attach(txPage, hwNicTxProtocol),
+      ring: BackRing.attach(txPage.page, hwNicTxProtocol, txPage.sync),
       handle: (req) => ({ id: req.id, status: this.transmit(req) }),
       irq: () => this.raise(),
       onRogue: (e) => this.logger?.warn({ nic: this.name, err: e.message }, 'nic tx queue stopped: rogue driver'),
