@@ -64,7 +64,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   peer.notify('hw.ready', {});
   if (boot.lan) {
     const lanLink = await connect({ url: boot.lan.url, secret, role: 'hwsim', domid: boot.lan.hostIndex, log });
-    sim.uplink(remoteLanPort(new RpcPeer(lanLink, `${boot.host}/uplink`), 'lan0'));
+    sim.uplink(remoteLanPort(new RpcPeer(lanLink, `${boot.host}/uplink`), 'lan0', log));
     link.onClose(() => lanLink.close('hwsim stopped'));
   }
   await new Promise<void>((resolve) => link.onClose(() => resolve()));

@@ -46,6 +46,7 @@ import { DiskQueue } from './devices/disk/queue.js';
 import { PhysicalNic, type NicStats } from './devices/nic/device.js';
 import type { QueueStats } from './devices/queue-service.js';
 import { connectLanPorts, type LanPort } from './lan/lan-port.js';
+import type { UplinkState } from './lan/remote.js';
 import { LanSegment, type LanSegmentStats } from './lan/segment.js';
 
 /** RPC method names, for callers that prefer constants to string literals. */
@@ -104,6 +105,8 @@ export interface DiskStats extends DiskMetrics {
 
 export interface HwStats {
   host: string;
+  /** The cable to the LAN switch, when this host has one. */
+  uplink?: UplinkState;
   disk: DiskStats;
   nic: NicStats & { port: number | null };
   dma: DmaCounters & { attachedDomains: number[]; lastFault: DmaFault | null };
@@ -273,16 +276,20 @@ export class HardwareSimulator {
    * Patch an external LanPort (e.g. a port on another host's or a switch runtime's segment) into
    * this host's LAN: frames flow both ways. Returns the local port used for it.
    */
-  uplink(external: LanPort, localName = `uplink:${external.name}`): LanPort {
+  uplink(external: LanPort & { readonly state?: UplinkState }, localName = `uplink:${external.name}`): LanPort {
     const local = this.lan.attach(localName);
     connectLanPorts(local, external);
+    this.uplinkPort = external;
     return local;
   }
+
+  private uplinkPort?: LanPort & { readonly state?: UplinkState };
 
   stats(): HwStats {
     const q = this.diskQueue;
     return {
       host: this.host,
+      ...(this.uplinkPort?.state ? { uplink: this.uplinkPort.state } : {}),
       disk: {
         ...copyDiskMetrics(this.diskMetrics),
         path: this.disk.path,

@@ -21,6 +21,6 @@ sim.serve(control).start();
 const lan = (workerData as { lan?: { url: string; secret: Uint8Array; hostIndex: number } }).lan;
 if (lan) {
   const link = await connect({ url: lan.url, secret: lan.secret, role: 'hwsim', domid: lan.hostIndex, log: createLogger('hwsim', { host: data.host }) });
-  sim.uplink(remoteLanPort(new RpcPeer(link, `${data.host}/uplink`), 'lan0'));
+  sim.uplink(remoteLanPort(new RpcPeer(link, `${data.host}/uplink`), 'lan0', createLogger('hwsim', { host: data.host })));
   control.link.onClose(() => link.close('hwsim stopped'));
 }

@@ -166,6 +166,8 @@ export class Host {
   }
 
   private awaitingHwsim?: (peer: RpcPeer) => void;
+  /** The hardware's own counters, read just before it powers off. */
+  hardwareStats?: Record<string, unknown>;
 
   /** Bind dom0 ↔ hardware event channel; returns [dom0 port, hwsim port]. */
   private bindDevicePorts(): [number, number] {
@@ -520,6 +522,7 @@ export class Host {
     }
     if (this.hwsim) {
       try {
+        this.hardwareStats = await this.hwsim.peer.call<Record<string, unknown>>('hw.stats', {}, 5_000);
         await this.hwsim.peer.call('hw.shutdown', {}, 10_000);
       } catch (e) {
         this.log.error({ err: e }, 'hwsim shutdown failed');

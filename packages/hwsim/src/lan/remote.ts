@@ -8,15 +8,65 @@ import type { LanPort } from './lan-port.js';
 import { LanSegment } from './segment.js';
 
 export const LAN_FRAME = 'lan.frame';
+export const LAN_HEARTBEAT = 'lan.hb';
 const MAX_FRAME = 1514;
+const HEARTBEAT_MS = 250;
+/** No heartbeat for this long: the cable is reported down (carrier lost), until one arrives. */
+const CARRIER_TIMEOUT_MS = 1_000;
 
-/** The local end of a cable whose far end is across `peer`. */
-export function remoteLanPort(peer: RpcPeer, name: string): LanPort & { readonly dropped: number } {
+export interface UplinkState {
+  carrier: boolean;
+  /** Times the carrier was lost, and the longest outage seen. */
+  outages: number;
+  longestOutageMs: number;
+  dropped: number;
+}
+
+/**
+ * The local end of a cable whose far end is across `peer`. A TCP connection whose path is cut
+ * does not fail for minutes, so both ends send heartbeats and each reports the carrier lost when
+ * they stop (a partition) and restored when they resume.
+ */
+export function remoteLanPort(
+  peer: RpcPeer,
+  name: string,
+  log?: Logger,
+): LanPort & { readonly dropped: number; readonly state: UplinkState; close(): void } {
   let dropped = 0;
+  const state: UplinkState = { carrier: true, outages: 0, longestOutageMs: 0, dropped: 0 };
+  let lastBeat = performance.now();
+  let downSince = 0;
+  peer.on(LAN_HEARTBEAT, () => {
+    lastBeat = performance.now();
+    if (!state.carrier) {
+      const ms = Math.round(lastBeat - downSince);
+      state.carrier = true;
+      state.longestOutageMs = Math.max(state.longestOutageMs, ms);
+      log?.warn({ port: name, outageMs: ms }, 'LAN carrier restored');
+    }
+  });
+  const timer = setInterval(() => {
+    if (peer.closed) return clearInterval(timer);
+    peer.notify(LAN_HEARTBEAT, null);
+    const now = performance.now();
+    if (state.carrier && now - lastBeat > CARRIER_TIMEOUT_MS) {
+      state.carrier = false;
+      state.outages++;
+      downSince = lastBeat;
+      log?.warn({ port: name, silentMs: Math.round(now - lastBeat) }, 'LAN carrier lost (partition?)');
+    }
+  }, HEARTBEAT_MS);
+  timer.unref();
   return {
     name,
     get dropped() {
       return dropped;
+    },
+    get state() {
+      return { ...state, dropped };
+    },
+    close() {
+      clearInterval(timer);
     },
     send(frame) {
       if (peer.closed) {
@@ -64,11 +114,12 @@ export async function runSwitch(o: { host?: string; port: number; secret: Uint8A
       const name = `host${who.domid}`;
       const peer = new RpcPeer(link, `switch/${name}`);
       const port = segment.attach(name);
-      const wire = remoteLanPort(peer, name);
+      const wire = remoteLanPort(peer, name, o.log);
       port.onFrame((f) => wire.send(f));
       wire.onFrame((f) => port.send(f));
       o.log?.info({ port: name }, 'host uplink connected');
       link.onClose((reason) => {
+        wire.close();
         attached.delete(who.domid);
         segment.detach(name);
         o.log?.warn({ port: name, reason }, 'host uplink lost');

@@ -247,7 +247,13 @@ async function runHost(o: RunOptions): Promise<number> {
     Object.fromEntries(
       hosts.map((h) => [
         h.config.name,
-        { disk: h.disk?.counters, nic: h.nic?.counters, bridge: h.bridge?.counters, grants: Object.fromEntries(h.hv.grants.counters) },
+        {
+          disk: h.disk?.counters,
+          nic: h.nic?.counters,
+          bridge: h.bridge?.counters,
+          grants: Object.fromEntries(h.hv.grants.counters),
+          ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
+        },
       ]),
     ),
   );
