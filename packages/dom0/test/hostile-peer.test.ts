@@ -1,0 +1,138 @@
+/**
+ * A hostile guest *process* over the ws transport: it authenticates as its own domain (it holds
+ * the cluster secret, as every guest does), then abuses the domain link and the hypercalls —
+ * writing another domain's pages, forging grants, sending events on ports it does not own,
+ * claiming another domain's store paths, calling methods that do not exist, and finally sending
+ * garbage. dom0 rejects each (counted), closes the garbage sender's connection, and the
+ * well-behaved guest process beside it keeps doing verified I/O throughout.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import {
+  DL_END,
+  DL_EVENT,
+  DL_GRANT,
+  DL_PAGES,
+  GUEST_BOOT,
+  GUEST_QUIESCE,
+  GUEST_READY,
+  GUEST_START,
+  GUEST_STATS,
+  GUEST_STOP,
+  RpcPeer,
+  connect,
+  createLogger,
+  type GuestBootSpec,
+  type GuestStats,
+} from '@ringvisor/shared';
+import { Host } from '../src/toolstack/host.js';
+import { normalizeConfig } from '../src/toolstack/config.js';
+
+const ROOT = resolve(import.meta.dirname, '../../..');
+const dir = mkdtempSync(join(tmpdir(), 'rv-peer-'));
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children)
+    if (c.exitCode === null && c.signalCode === null && c.pid)
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function runtime(args: string[], secret: Uint8Array): ChildProcess {
+  const c = spawn(process.execPath, [join(ROOT, 'bin/ringvisor.mjs'), ...args], {
+    env: { ...process.env, LOG_LEVEL: 'error', RINGVISOR_SECRET: Buffer.from(secret).toString('hex') },
+    stdio: 'ignore',
+  });
+  children.push(c);
+  return c;
+}
+
+describe('a hostile guest process on the ws transport', () => {
+  it('is contained: every abuse rejected, garbage closes only its link, the other guest keeps doing verified I/O', async () => {
+    const secret = new Uint8Array(randomBytes(32));
+    const config = normalizeConfig({
+      hosts: [{ disk: { path: join(dir, 'disk.img'), sizeMiB: 64 }, guests: [{ name: 'good', workloads: { block: {} } }, { name: 'evil', workloads: {} }] }],
+    }).hosts[0];
+    const host = new Host(config, { seed: 1, log: createLogger('test'), ws: { secret, spawn: false } });
+    const started = host.start();
+    // The hardware and the good guest are real processes; the evil guest is this test.
+    await new Promise((r) => setTimeout(r, 300));
+    const url = host.wsUrl;
+    runtime(['hwsim', '--dom0', url], secret);
+    runtime(['domu', '--id', '1', '--dom0', url], secret);
+
+    const evilDomid = 2;
+    let link;
+    for (let i = 0; i < 100 && !link; i++) {
+      link = await connect({ url, secret, role: 'guest', domid: evilDomid }).catch(() => undefined);
+      if (!link) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(link).toBeDefined();
+    const evil = new RpcPeer(link!, 'evil');
+    const stats = (): GuestStats => ({
+      name: 'evil',
+      domid: evilDomid,
+      state: 'running',
+      devices: [],
+      integrity: { checked: 0, failures: 0, kinds: {} },
+      udp: { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 },
+    });
+    for (const m of [GUEST_STATS, GUEST_QUIESCE, GUEST_STOP, GUEST_START]) evil.handle(m, () => stats());
+    const spec = await evil.call<GuestBootSpec>(GUEST_BOOT, {});
+    expect(spec.domid).toBe(evilDomid);
+    expect(spec.shared).toBeUndefined();
+    evil.notify(GUEST_READY, {});
+    await started;
+
+    const good = host.guests.find((g) => g.config.name === 'good')!;
+    const evilLink = host.hv.domains.get(evilDomid)!.link!;
+    const goodMemory = host.hv.domains.get(1)!.memory;
+    const before = (await good.peer!.call<GuestStats>(GUEST_STATS, {})).devices[0].ops;
+
+    // 1. Write into the good guest's frames (and nonsense page ids) through the page mirror.
+    evil.notify(DL_PAGES, [{ page: `1:5`, bytes: [[0, new Uint8Array(4096).fill(0xee)]], indices: [] }]);
+    evil.notify(DL_PAGES, [{ page: `0:1`, bytes: [[0, new Uint8Array(16).fill(0xee)]], indices: [[0, 7]] }]);
+    evil.notify(DL_PAGES, [{ page: 'x', bytes: 'no', indices: null }, 17, null]);
+    // 2. Forge grants: out-of-range refs and frames, wrong sizes; end refs that do not exist.
+    evil.notify(DL_GRANT, { ref: 1e9, remoteDom: 0, pfn: 1, readonly: false, data: new Uint8Array(4096) });
+    evil.notify(DL_GRANT, { ref: 10, remoteDom: 0, pfn: 1e9, readonly: false, data: new Uint8Array(4096) });
+    evil.notify(DL_GRANT, { ref: 11, remoteDom: 0, pfn: 2, readonly: false, data: new Uint8Array(3) });
+    evil.notify(DL_END, { ref: -4 });
+    // 3. Events on ports it does not have, and nonsense.
+    for (const port of [1, 5, 900, 1023, 5000]) evil.notify(DL_EVENT, { port });
+    evil.notify(DL_EVENT, { port: 'all' });
+    // 4. Hypercalls as another domain, or that do not exist.
+    await expect(evil.call('store.write', { path: '/local/domain/1/device/vbd/51712/ring-ref', value: '8' })).rejects.toMatchObject({ code: 'RV_ERR_STORE' });
+    await expect(evil.call('store.read', { path: '/local/domain/0/backend/vbd/1/51712/params' })).rejects.toMatchObject({ code: 'RV_ERR_STORE' });
+    await expect(evil.call('evtchn.close', { port: 1 })).rejects.toMatchObject({ code: 'RV_ERR_EVTCHN' });
+    await expect(evil.call('hw.shutdown', {})).rejects.toMatchObject({ code: 'RV_ERR_PROTOCOL' });
+    await new Promise((r) => setTimeout(r, 200));
+
+    expect(evilLink.counters.rejected).toBeGreaterThanOrEqual(12);
+    // Nothing of the good guest's memory (as dom0 sees it) was touched by the forged page.
+    expect(goodMemory.page(5).subarray(0, 16).every((b) => b === 0xee)).toBe(false);
+
+    // 5. Garbage on the wire closes the hostile link — only it.
+    link!.ws.send(Buffer.from([0xc1, 0xff, 0x00, 0x13]));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(link!.closed).toBe(true);
+
+    // The good guest kept (and keeps) doing verified block I/O.
+    await new Promise((r) => setTimeout(r, 1000));
+    const after = await good.peer!.call<GuestStats>(GUEST_STATS, {});
+    expect(after.devices[0].ops).toBeGreaterThan(before);
+    const finals = await host.stop();
+    const g = finals.find((f) => f?.name === 'good')!;
+    expect(g.state).toBe('stopped');
+    expect(g.integrity.checked).toBeGreaterThan(0);
+    expect(g.integrity.failures).toBe(0);
+  }, 90_000);
+});
