@@ -22,7 +22,6 @@ import {
   RSP_PROD,
   RogueRingError,
   SECTOR_SIZE,
-  XenbusState,
   blkifProtocol,
   type BlkifRequest,
   type BlkifResponse,
@@ -31,7 +30,7 @@ import {
 } from '@ringvisor/shared';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { PhysicalDiskDriver } from '../../drivers/disk.js';
-import { XenbusBackend } from '../xenbus-backend.js';
+import { SplitBackend } from '../split-backend.js';
 import { newBlkbackMetrics, type BlkbackMetrics } from './metrics.js';
 import { parseBlkRequest } from './request.js';
 
@@ -41,104 +40,44 @@ export interface DiskRegion {
   sectors: number;
 }
 
-export type BlkbackState = 'init' | 'waiting' | 'connected' | 'rogue' | 'closing' | 'closed';
-
-export class BlkBackend {
-  readonly xb: XenbusBackend;
-  readonly metrics: BlkbackMetrics = newBlkbackMetrics();
-  state: BlkbackState = 'init';
+export class BlkBackend extends SplitBackend<BlkbackMetrics> {
   private ring?: BackRing<BlkifRequest, BlkifResponse>;
-  private ringMapping?: GrantMapping;
-  private port = -1;
-  private scheduled = false;
   private flushScheduled = false;
   private inflight = 0;
   private drainWaiters: Array<() => void> = [];
-  private readonly log: Logger;
 
   constructor(
-    readonly hv: Hypervisor,
+    hv: Hypervisor,
     readonly disk: PhysicalDiskDriver,
-    readonly frontDomid: number,
-    readonly devid: number,
+    frontDomid: number,
+    devid: number,
     readonly region: DiskRegion,
     log: Logger,
   ) {
-    this.xb = new XenbusBackend(hv.dom0Store, 'vbd', frontDomid, devid);
-    this.log = log.child({ backend: 'vbd', domid: frontDomid, devid });
+    super(hv, 'vbd', frontDomid, devid, newBlkbackMetrics(), log);
   }
 
   get ringStats(): BackRing<BlkifRequest, BlkifResponse>['stats'] | undefined {
     return this.ring?.stats;
   }
 
-  /** Publish features and wait for the frontend (xenbus probe). */
-  async start(): Promise<void> {
-    const s = this.hv.dom0Store;
-    await s.write(`${this.xb.dir}/feature-flush-cache`, '1');
-    await s.write(`${this.xb.dir}/feature-barrier`, '0');
-    await s.write(`${this.xb.dir}/max-ring-page-order`, '0');
-    await this.xb.setState(XenbusState.InitWait);
-    this.state = 'waiting';
-    await this.xb.watchFrontend((fs) => void this.onFrontendState(fs).catch((e) => this.log.error({ err: e }, 'blkback state change failed')));
+  protected features(): Record<string, string> {
+    return { 'feature-flush-cache': '1', 'feature-barrier': '0', 'max-ring-page-order': '0' };
   }
 
-  private async onFrontendState(fs: XenbusState): Promise<void> {
-    if (fs === XenbusState.Initialised && this.state === 'waiting') await this.connect();
-    else if ((fs === XenbusState.Closing || fs === XenbusState.Closed) && (this.state === 'connected' || this.state === 'rogue')) {
-      await this.disconnect();
-      await this.xb.setState(fs === XenbusState.Closed ? XenbusState.Closed : XenbusState.Closing);
-      if (fs === XenbusState.Closing) await this.xb.setState(XenbusState.Closed);
-    } else if (fs === XenbusState.Initialising && this.state === 'closed') {
-      // The frontend is coming back (reboot or recovery): offer the device again.
-      this.state = 'waiting';
-      await this.xb.setState(XenbusState.InitWait);
-    }
+  protected async attachRings(): Promise<void> {
+    const { bytes, sync } = this.mapRing(await this.xb.frontendInt('ring-ref'));
+    this.ring = BackRing.attach(bytes, blkifProtocol, sync);
   }
 
-  private async connect(): Promise<void> {
-    try {
-      const ringRef = await this.xb.frontendInt('ring-ref');
-      const evtchn = await this.xb.frontendInt('event-channel');
-      this.ringMapping = this.hv.grants.map(0, this.frontDomid, ringRef, true);
-      this.metrics.grantMaps++;
-      this.ring = BackRing.attach(this.ringMapping.bytes, blkifProtocol, this.ringMapping.sync);
-      if (this.ringMapping.sync) this.ringMapping.sync.lateWake = () => this.sendEvent();
-      this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, evtchn);
-      this.hv.dom0Events.on(this.port, () => {
-        this.metrics.events++;
-        this.kick();
-      });
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'frontend handshake rejected');
-      this.releaseRing();
-      await this.xb.setState(XenbusState.Closed);
-      this.state = 'closed';
-      return;
-    }
-    const s = this.hv.dom0Store;
-    await s.write(`${this.xb.dir}/sectors`, String(this.region.sectors));
-    await s.write(`${this.xb.dir}/sector-size`, String(SECTOR_SIZE));
-    await s.write(`${this.xb.dir}/info`, '0');
-    this.state = 'connected';
-    await this.xb.setState(XenbusState.Connected);
-    this.log.debug('connected');
-    this.kick();
+  protected override connectedKeys(): Record<string, string> {
+    return { sectors: String(this.region.sectors), 'sector-size': String(SECTOR_SIZE), info: '0' };
   }
 
-  /** Schedule one processing pass (idempotent: an event storm schedules it once). */
-  kick(): void {
-    if (this.scheduled || this.state !== 'connected') return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.process();
-    });
-  }
-
-  private process(): void {
+  /** At most one ring's worth of requests per pass; then yield to the other rings. */
+  protected process(): boolean {
     const ring = this.ring;
-    if (!ring || this.state !== 'connected') return;
+    if (!ring) return false;
     let budget = ring.size;
     try {
       for (;;) {
@@ -150,16 +89,14 @@ export class BlkBackend {
         }
         if (budget === 0) {
           this.metrics.yields++;
-          this.kick();
-          return;
+          return true;
         }
-        if (!ring.finalCheckForRequests()) return;
+        if (!ring.finalCheckForRequests()) return false;
       }
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
-      this.state = 'rogue';
-      this.metrics.rogue++;
-      this.log.warn({ err: e.message }, 'rogue frontend: ring stopped');
+      this.stopRogue(e.message);
+      return false;
     }
   }
 
@@ -231,54 +168,15 @@ export class BlkBackend {
     queueMicrotask(() => {
       this.flushScheduled = false;
       if (!this.ring) return;
-      if (this.ring.pushResponses()) this.sendEvent();
-      else this.metrics.suppressed++;
+      this.notify(this.ring.pushResponses());
       // Responses freed ring slots; the frontend may have queued more meanwhile.
       this.kick();
     });
   }
 
-  private sendEvent(): void {
-    if (this.port < 0) return;
-    this.hv.dom0Events.send(this.port);
-    this.metrics.notifications++;
-  }
-
-  /** Stop taking requests, let in-flight ones finish, then release the ring and the channel. */
-  async disconnect(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'closing';
+  protected async detachRings(): Promise<void> {
     if (this.inflight > 0) await new Promise<void>((r) => this.drainWaiters.push(r));
     if (this.ring && this.ring.rspProdPvt !== this.ring.page.load(RSP_PROD)) this.ring.pushResponses();
-    this.releaseRing();
-    this.state = 'closed';
-  }
-
-  private releaseRing(): void {
-    if (this.port >= 0) {
-      this.hv.dom0Events.off(this.port);
-      try {
-        this.hv.evtchn.close(0, this.port);
-      } catch {
-        /* the guest may already be gone */
-      }
-      this.port = -1;
-    }
-    if (this.ringMapping) {
-      try {
-        this.hv.grants.unmap(0, this.ringMapping.handle);
-        this.metrics.grantUnmaps++;
-      } catch {
-        /* guest destroyed: its mappings were already dropped */
-      }
-      this.ringMapping = undefined;
-    }
     this.ring = undefined;
-  }
-
-  /** The toolstack is removing the device (guest shut down or destroyed). */
-  async destroy(): Promise<void> {
-    await this.xb.stopWatching();
-    await this.disconnect();
   }
 }

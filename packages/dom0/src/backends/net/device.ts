@@ -17,11 +17,9 @@ import {
   NETIF_RSP_OKAY,
   RSP_PROD,
   RogueRingError,
-  XenbusState,
   GNTST_okay,
   netifRxProtocol,
   netifTxProtocol,
-  type GrantMapping,
   type Logger,
   type NetifRxRequest,
   type NetifRxResponse,
@@ -32,40 +30,30 @@ import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Skb } from '../../drivers/skb.js';
 import type { BridgePort, SoftwareBridge } from './bridge.js';
 import { TxCredit, parseRate } from './credit.js';
-import { XenbusBackend } from '../xenbus-backend.js';
+import { SplitBackend } from '../split-backend.js';
 import { newNetbackMetrics, type NetbackMetrics } from './metrics.js';
 import { validateTxRequest } from './request.js';
 
 export const NETBACK_RX_QUEUE_LIMIT = 256;
 
-export type NetbackState = 'init' | 'waiting' | 'connected' | 'rogue' | 'closing' | 'closed';
-
-export class NetBackend implements BridgePort {
+export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePort {
   readonly name: string;
-  readonly metrics: NetbackMetrics = newNetbackMetrics();
-  state: NetbackState = 'init';
-  readonly xb: XenbusBackend;
   private tx?: BackRing<NetifTxRequest, NetifTxResponse>;
   private rx?: BackRing<NetifRxRequest, NetifRxResponse>;
-  private maps: GrantMapping[] = [];
-  private port = -1;
-  private scheduled = false;
   private creditTimer?: NodeJS.Timeout;
   private stalledTx?: NetifTxRequest;
   private credit = new TxCredit(undefined);
   private readonly rxQueue: Skb[] = [];
-  private readonly log: Logger;
 
   constructor(
-    readonly hv: Hypervisor,
+    hv: Hypervisor,
     readonly bridge: SoftwareBridge,
-    readonly frontDomid: number,
-    readonly devid: number,
+    frontDomid: number,
+    devid: number,
     log: Logger,
   ) {
+    super(hv, 'vif', frontDomid, devid, newNetbackMetrics(), log);
     this.name = `vif${frontDomid}.${devid}`;
-    this.xb = new XenbusBackend(hv.dom0Store, 'vif', frontDomid, devid);
-    this.log = log.child({ backend: 'vif', domid: frontDomid, devid });
   }
 
   get ringStats(): { tx?: BackRing<NetifTxRequest, NetifTxResponse>['stats']; rx?: BackRing<NetifRxRequest, NetifRxResponse>['stats'] } {
@@ -76,58 +64,22 @@ export class NetBackend implements BridgePort {
     return this.rxQueue.length;
   }
 
-  async start(): Promise<void> {
-    const s = this.hv.dom0Store;
-    await s.write(`${this.xb.dir}/feature-rx-copy`, '1');
-    await s.write(`${this.xb.dir}/feature-sg`, '0');
-    const rate = await s.tryRead(`${this.xb.dir}/rate`);
+  protected features(): Record<string, string> {
+    return { 'feature-rx-copy': '1', 'feature-sg': '0' };
+  }
+
+  override async start(): Promise<void> {
+    const rate = await this.hv.dom0Store.tryRead(`${this.xb.dir}/rate`);
     this.credit = new TxCredit(rate ? parseRate(rate) : undefined);
-    await this.xb.setState(XenbusState.InitWait);
-    this.state = 'waiting';
-    await this.xb.watchFrontend((fs) => void this.onFrontendState(fs).catch((e) => this.log.error({ err: e }, 'netback state change failed')));
+    await super.start();
   }
 
-  private async onFrontendState(fs: XenbusState): Promise<void> {
-    if (fs === XenbusState.Initialised && this.state === 'waiting') await this.connect();
-    else if ((fs === XenbusState.Closing || fs === XenbusState.Closed) && (this.state === 'connected' || this.state === 'rogue')) {
-      this.disconnect();
-      await this.xb.setState(XenbusState.Closing);
-      await this.xb.setState(XenbusState.Closed);
-    } else if (fs === XenbusState.Initialising && this.state === 'closed') {
-      this.state = 'waiting';
-      await this.xb.setState(XenbusState.InitWait);
-    }
-  }
-
-  private async connect(): Promise<void> {
-    try {
-      const txRef = await this.xb.frontendInt('tx-ring-ref');
-      const rxRef = await this.xb.frontendInt('rx-ring-ref');
-      const evtchn = await this.xb.frontendInt('event-channel');
-      const txMap = this.hv.grants.map(0, this.frontDomid, txRef, true);
-      this.maps.push(txMap);
-      const rxMap = this.hv.grants.map(0, this.frontDomid, rxRef, true);
-      this.maps.push(rxMap);
-      this.metrics.grantMaps += 2;
-      this.tx = BackRing.attach(txMap.bytes, netifTxProtocol, txMap.sync);
-      this.rx = BackRing.attach(rxMap.bytes, netifRxProtocol, rxMap.sync);
-      for (const m of [txMap, rxMap]) if (m.sync) m.sync.lateWake = () => this.notify(true);
-      this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, evtchn);
-      this.hv.dom0Events.on(this.port, () => {
-        this.metrics.events++;
-        this.kick();
-      });
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'frontend handshake rejected');
-      this.releaseRings();
-      this.state = 'closed';
-      await this.xb.setState(XenbusState.Closed);
-      return;
-    }
-    this.state = 'connected';
+  protected async attachRings(): Promise<void> {
+    const tx = this.mapRing(await this.xb.frontendInt('tx-ring-ref'));
+    const rx = this.mapRing(await this.xb.frontendInt('rx-ring-ref'));
+    this.tx = BackRing.attach(tx.bytes, netifTxProtocol, tx.sync);
+    this.rx = BackRing.attach(rx.bytes, netifRxProtocol, rx.sync);
     this.bridge.add(this);
-    await this.xb.setState(XenbusState.Connected);
-    this.kick();
   }
 
   /** Bridge → this guest. Takes one reference of `skb`. */
@@ -141,30 +93,18 @@ export class NetBackend implements BridgePort {
     this.kick();
   }
 
-  kick(): void {
-    if (this.scheduled || this.state !== 'connected') return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.process();
-    });
-  }
-
-  private process(): void {
-    if (this.state !== 'connected' || !this.tx || !this.rx) return;
+  protected process(): boolean {
+    if (!this.tx || !this.rx) return false;
     try {
       const txMore = this.processTx(this.tx);
       const rxMore = this.processRx(this.rx);
-      if (txMore || rxMore) {
-        this.metrics.yields++;
-        this.kick();
-      }
+      if (txMore || rxMore) this.metrics.yields++;
+      return txMore || rxMore;
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
-      this.state = 'rogue';
-      this.metrics.rogue++;
       this.bridge.remove(this);
-      this.log.warn({ err: e.message }, 'rogue frontend: vif stopped');
+      this.stopRogue(e.message);
+      return false;
     }
   }
 
@@ -260,49 +200,13 @@ export class NetBackend implements BridgePort {
     return budget === 0 && this.rxQueue.length > 0;
   }
 
-  private notify(needed: boolean): void {
-    if (needed && this.port >= 0) {
-      this.hv.dom0Events.send(this.port);
-      this.metrics.notifications++;
-    } else this.metrics.suppressed++;
-  }
-
-  disconnect(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closing';
+  protected async detachRings(): Promise<void> {
     this.bridge.remove(this);
     if (this.creditTimer) clearTimeout(this.creditTimer);
     this.creditTimer = undefined;
     for (const skb of this.rxQueue.splice(0)) this.bridge.pool.put(skb);
     if (this.tx && this.tx.rspProdPvt !== this.tx.page.load(RSP_PROD)) this.tx.pushResponses();
-    this.releaseRings();
-    this.state = 'closed';
-  }
-
-  private releaseRings(): void {
-    if (this.port >= 0) {
-      this.hv.dom0Events.off(this.port);
-      try {
-        this.hv.evtchn.close(0, this.port);
-      } catch {
-        /* guest already gone */
-      }
-      this.port = -1;
-    }
-    for (const m of this.maps) {
-      try {
-        this.hv.grants.unmap(0, m.handle);
-      } catch {
-        /* guest destroyed */
-      }
-    }
-    this.maps = [];
     this.tx = undefined;
     this.rx = undefined;
-  }
-
-  async destroy(): Promise<void> {
-    await this.xb.stopWatching();
-    this.disconnect();
   }
 }

@@ -1,0 +1,170 @@
+/**
+ * What every split-driver backend (blkback, netback) does the same way: the xenbus state
+ * machine, mapping the frontend's ring pages and binding its event channel, one scheduled
+ * processing pass at a time (an event storm schedules it once), notifications, and teardown.
+ * A backend supplies its features, how it attaches its rings, and its processing pass.
+ *
+ *   frontend state   backend in    backend does
+ *   Initialised      waiting       map rings, bind channel, publish, → Connected
+ *   Closing/Closed   connected     drain, unmap, close channel, → Closing → Closed
+ *   Initialising     closed        offer the device again, → InitWait   (reboot, recovery)
+ */
+import { XenbusState, type PageSync, type DeviceType, type GrantMapping, type Logger } from '@ringvisor/shared';
+import type { Hypervisor } from '../hypervisor/hypervisor.js';
+import { XenbusBackend } from './xenbus-backend.js';
+
+export type BackendState = 'init' | 'waiting' | 'connected' | 'rogue' | 'closing' | 'closed';
+
+/** Counters every backend keeps. */
+export interface BackendCounters {
+  grantMaps: number;
+  notifications: number;
+  suppressed: number;
+  events: number;
+  rogue: number;
+}
+
+export abstract class SplitBackend<M extends BackendCounters> {
+  readonly xb: XenbusBackend;
+  state: BackendState = 'init';
+  protected readonly log: Logger;
+  private maps: GrantMapping[] = [];
+  private port = -1;
+  private scheduled = false;
+
+  constructor(
+    readonly hv: Hypervisor,
+    type: DeviceType,
+    readonly frontDomid: number,
+    readonly devid: number,
+    readonly metrics: M,
+    log: Logger,
+  ) {
+    this.xb = new XenbusBackend(hv.dom0Store, type, frontDomid, devid);
+    this.log = log.child({ backend: type, domid: frontDomid, devid });
+  }
+
+  /** Keys written before InitWait (feature-*, …). */
+  protected abstract features(): Record<string, string>;
+  /** Read the frontend's ring references and attach rings with `mapRing`; throw to reject. */
+  protected abstract attachRings(): Promise<void>;
+  /** Keys published once rings are attached, before Connected (sectors, …). */
+  protected connectedKeys(): Record<string, string> {
+    return {};
+  }
+  /** One bounded processing pass; return true if work remains (yield, then run again). */
+  protected abstract process(): boolean;
+  /** Stop using the rings: drain what is in flight, release what is queued. */
+  protected abstract detachRings(): Promise<void>;
+
+  /** Publish features, go to InitWait and follow the frontend (xenbus probe). */
+  async start(): Promise<void> {
+    for (const [k, v] of Object.entries(this.features())) await this.hv.dom0Store.write(`${this.xb.dir}/${k}`, v);
+    await this.xb.setState(XenbusState.InitWait);
+    this.state = 'waiting';
+    await this.xb.watchFrontend((fs) => void this.onFrontendState(fs).catch((e) => this.log.error({ err: e }, 'backend state change failed')));
+  }
+
+  private async onFrontendState(fs: XenbusState): Promise<void> {
+    if (fs === XenbusState.Initialised && this.state === 'waiting') await this.connect();
+    else if ((fs === XenbusState.Closing || fs === XenbusState.Closed) && (this.state === 'connected' || this.state === 'rogue')) {
+      await this.disconnect();
+      await this.xb.setState(XenbusState.Closing);
+      await this.xb.setState(XenbusState.Closed);
+    } else if (fs === XenbusState.Initialising && this.state === 'closed') {
+      this.state = 'waiting';
+      await this.xb.setState(XenbusState.InitWait);
+    }
+  }
+
+  private async connect(): Promise<void> {
+    try {
+      await this.attachRings();
+      this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, await this.xb.frontendInt('event-channel'));
+      this.hv.dom0Events.on(this.port, () => {
+        this.metrics.events++;
+        this.kick();
+      });
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'frontend handshake rejected');
+      this.release();
+      this.state = 'closed';
+      await this.xb.setState(XenbusState.Closed);
+      return;
+    }
+    for (const [k, v] of Object.entries(this.connectedKeys())) await this.hv.dom0Store.write(`${this.xb.dir}/${k}`, v);
+    this.state = 'connected';
+    await this.xb.setState(XenbusState.Connected);
+    this.kick();
+  }
+
+  /** Map a frontend ring page (writable); across a link, its late wakes notify the frontend. */
+  protected mapRing(ref: number): { bytes: Uint8Array; sync?: PageSync } {
+    const m = this.hv.grants.map(0, this.frontDomid, ref, true);
+    this.maps.push(m);
+    this.metrics.grantMaps++;
+    if (m.sync) m.sync.lateWake = () => this.notify(true);
+    return m.sync ? { bytes: m.bytes, sync: m.sync } : { bytes: m.bytes };
+  }
+
+  /** Schedule one processing pass (idempotent). */
+  kick(): void {
+    if (this.scheduled || this.state !== 'connected') return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.state !== 'connected') return;
+      if (this.process()) this.kick();
+    });
+  }
+
+  /** Notify the frontend if the ring said so (counted either way). */
+  protected notify(needed: boolean): void {
+    if (needed && this.port >= 0) {
+      this.hv.dom0Events.send(this.port);
+      this.metrics.notifications++;
+    } else this.metrics.suppressed++;
+  }
+
+  /** A frontend published impossible indices: stop its ring, keep everything else going. */
+  protected stopRogue(message: string): void {
+    this.state = 'rogue';
+    this.metrics.rogue++;
+    this.log.warn({ err: message }, 'rogue frontend: ring stopped');
+  }
+
+  /** Stop taking requests, let in-flight ones finish, then release rings and the channel. */
+  async disconnect(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closing';
+    await this.detachRings();
+    this.release();
+    this.state = 'closed';
+  }
+
+  private release(): void {
+    if (this.port >= 0) {
+      this.hv.dom0Events.off(this.port);
+      try {
+        this.hv.evtchn.close(0, this.port);
+      } catch {
+        /* the guest may already be gone */
+      }
+      this.port = -1;
+    }
+    for (const m of this.maps) {
+      try {
+        this.hv.grants.unmap(0, m.handle);
+      } catch {
+        /* guest destroyed: its mappings were already dropped */
+      }
+    }
+    this.maps = [];
+  }
+
+  /** The toolstack is removing the device (guest shut down or destroyed). */
+  async destroy(): Promise<void> {
+    await this.xb.stopWatching();
+    await this.disconnect();
+  }
+}
