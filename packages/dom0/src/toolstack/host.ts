@@ -384,6 +384,8 @@ export class Host {
         failBoot = rej;
         this.awaitingGuests.set(domain.domid, (peer) => {
           handle.peer = peer;
+          // A guest run elsewhere (compose) is gone for us when its link closes.
+          if (!child) handle.exited = new Promise<number>((r) => peer.link.onClose(() => r(0)));
           peer.handle(GUEST_BOOT, () => spec);
           this.guestReady(config, peer).then(res, rej);
         });
