@@ -4,7 +4,17 @@
  * everything a hostile one might: write garbage entries, forge indices, name grants it never
  * issued, storm the event channel.
  */
+import { MessageChannel } from 'node:worker_threads';
 import {
+  GuestLinkEnd,
+  GuestMemory,
+  PortLink,
+  RemoteStoreClient,
+  RpcPeer,
+  createEventMemory,
+  createGrantTableMemory,
+  type PageSync,
+  type StoreClient,
   BLKIF_OP_READ,
   BLKIF_OP_WRITE,
   EventChannelGate,
@@ -29,20 +39,42 @@ import {
 } from '@ringvisor/shared';
 import type { Hypervisor, Domain } from '../../src/hypervisor/hypervisor.js';
 
+/**
+ * The guest side, in either transport: `shared` works on the hypervisor's shared memory (threads);
+ * `linked` keeps its own memory and reaches dom0 only through a domain link (the ws data path),
+ * over a MessagePort here.
+ */
 export class RawGuest {
   readonly grants: GrantTable;
   readonly frames: FrameAllocator;
   readonly events: EventChannelGate;
-  readonly store: LocalStoreClient;
+  readonly store: StoreClient;
+  readonly memory: GuestMemory;
+  private readonly link?: GuestLinkEnd;
+  private readonly hypercalls?: RpcPeer;
 
   constructor(
     readonly hv: Hypervisor,
     readonly domain: Domain,
+    readonly mode: 'shared' | 'linked' = 'shared',
   ) {
-    this.grants = new GrantTable(domain.grantTable, domain.domid);
-    this.frames = new FrameAllocator(domain.memory);
-    this.events = new EventChannelGate(hv.eventMemory, domain.domid);
-    this.store = new LocalStoreClient(hv.store, domain.domid);
+    if (mode === 'shared') {
+      this.memory = domain.memory;
+      this.grants = new GrantTable(domain.grantTable, domain.domid);
+      this.events = new EventChannelGate(hv.eventMemory, domain.domid);
+      this.store = new LocalStoreClient(hv.store, domain.domid);
+    } else {
+      const { port1, port2 } = new MessageChannel();
+      hv.attachLinkedGuest(new RpcPeer(new PortLink(port1), `dom0-for-${domain.domid}`), domain.domid);
+      const peer = new RpcPeer(new PortLink(port2), `raw-guest-${domain.domid}`);
+      this.hypercalls = peer;
+      this.memory = GuestMemory.allocate(domain.domid, domain.memory.frames);
+      this.grants = new GrantTable(createGrantTableMemory(), domain.domid);
+      this.link = new GuestLinkEnd(peer, domain.domid, this.memory, this.grants, () => this.events.mem);
+      this.events = new EventChannelGate(createEventMemory(), domain.domid, this.link.routing());
+      this.store = new RemoteStoreClient(peer, domain.domid);
+    }
+    this.frames = new FrameAllocator(this.memory);
     this.events.start();
   }
 
@@ -51,12 +83,34 @@ export class RawGuest {
   }
 
   page(pfn: number): Uint8Array {
-    return this.domain.memory.page(pfn);
+    return this.memory.page(pfn);
   }
 
-  /** A fresh frame granted to dom0. */
-  grantFrame(readonly: boolean): { pfn: number; gref: number } {
+  /** EVTCHNOP_alloc_unbound for dom0, as a hypercall in either transport. */
+  async allocUnbound(): Promise<number> {
+    return this.hypercalls ? this.hypercalls.call<number>('evtchn.allocUnbound', { remoteDom: 0 }) : this.hv.evtchn.allocUnbound(this.domid, 0);
+  }
+
+  /** The PageSync for a ring on our frame (linked mode), with its late wake. */
+  ringSync(pfn: number, lateWake: () => void): PageSync | undefined {
+    if (!this.link) return undefined;
+    const sync = this.link.ringSync(pfn, this.page(pfn));
+    sync.lateWake = lateWake;
+    return sync;
+  }
+
+  close(): void {
+    this.events.stop();
+    this.hypercalls?.close('test done');
+  }
+
+  /**
+   * A fresh frame granted to dom0, filled first: across a link a grant carries the page's
+   * contents as they are when it is made (a lease), so data goes in before the grant.
+   */
+  grantFrame(readonly: boolean, fill?: (page: Uint8Array) => void): { pfn: number; gref: number } {
     const pfn = this.frames.alloc();
+    fill?.(this.page(pfn));
     return { pfn, gref: this.grants.grantAccess(0, pfn, readonly) };
   }
 }
@@ -87,10 +141,11 @@ export class RawBlkFront {
     const { g } = this;
     const backend = await g.store.read(`${this.dir}/backend`);
     await waitForState(g.store, backend, (s) => s === XenbusState.InitWait);
-    const { pfn, gref } = g.grantFrame(false);
+    const pfn = g.frames.alloc();
     initSharedRing(g.page(pfn));
-    this.ring = new FrontRing(g.page(pfn), blkifProtocol);
-    this.port = g.hv.evtchn.allocUnbound(g.domid, 0);
+    this.ring = new FrontRing(g.page(pfn), blkifProtocol, g.ringSync(pfn, () => g.events.send(this.port)));
+    const gref = g.grants.grantAccess(0, pfn, false);
+    this.port = await g.allocUnbound();
     g.events.on(this.port, () => this.collect());
     await g.store.write(`${this.dir}/ring-ref`, String(gref));
     await g.store.write(`${this.dir}/event-channel`, String(this.port));
@@ -152,13 +207,15 @@ export class RawNetFront {
     const { g } = this;
     const backend = await g.store.read(`${this.dir}/backend`);
     await waitForState(g.store, backend, (s) => s === XenbusState.InitWait);
-    const t = g.grantFrame(false);
-    const r = g.grantFrame(false);
-    initSharedRing(g.page(t.pfn));
-    initSharedRing(g.page(r.pfn));
-    this.tx = new FrontRing(g.page(t.pfn), netifTxProtocol);
-    this.rx = new FrontRing(g.page(r.pfn), netifRxProtocol);
-    this.port = g.hv.evtchn.allocUnbound(g.domid, 0);
+    const tpfn = g.frames.alloc();
+    const rpfn = g.frames.alloc();
+    initSharedRing(g.page(tpfn));
+    initSharedRing(g.page(rpfn));
+    this.tx = new FrontRing(g.page(tpfn), netifTxProtocol, g.ringSync(tpfn, () => g.events.send(this.port)));
+    this.rx = new FrontRing(g.page(rpfn), netifRxProtocol, g.ringSync(rpfn, () => g.events.send(this.port)));
+    const t = { gref: g.grants.grantAccess(0, tpfn, false) };
+    const r = { gref: g.grants.grantAccess(0, rpfn, false) };
+    this.port = await g.allocUnbound();
     g.events.on(this.port, () => this.collect());
     await g.store.write(`${this.dir}/tx-ring-ref`, String(t.gref));
     await g.store.write(`${this.dir}/rx-ring-ref`, String(r.gref));
