@@ -89,6 +89,8 @@ export class Guest {
         });
         this.udpTimer = setInterval(() => {
           const now = performance.now();
+          // Retries ARP requests that went unanswered (a peer still booting, a partition).
+          stack.poll();
           for (const f of this.flows) f.tick(now);
         }, UDP_TICK_MS);
       }

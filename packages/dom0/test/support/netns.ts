@@ -17,8 +17,10 @@
  * A partition is a link taken down: a host's veth (that host alone is cut off) or a machine's
  * trunk (every host on the machine still reaches the others on it, none reaches anything else).
  *
- * Processes are started with `ip netns exec <ns> <program> …`, which execs the program: the
- * ChildProcess pid is the program's own pid. cleanup() stops every one of them by that pid
+ * Processes are started with `ip netns exec <ns> [setpriv --pdeathsig KILL --] <program> …`;
+ * each execs the next, so the ChildProcess pid is the program's own pid, and (with util-linux's
+ * setpriv, when present) the kernel kills the program should the test process die without
+ * running any cleanup at all (SIGKILL). cleanup() stops every one of them by that pid
  * (SIGTERM, then SIGKILL after a grace period), deletes the namespaces (which destroys every
  * veth and bridge in them) and the /etc/netns/<ns> directories. It is idempotent, and also runs
  * (synchronously, SIGKILL at once) when the test process exits or is killed by a signal.
@@ -35,10 +37,14 @@ const NETNS_ETC = '/etc/netns';
 
 /** Where `ip` is, or undefined. */
 export function findIp(): string | undefined {
+  return findProgram('ip');
+}
+
+function findProgram(name: string): string | undefined {
   const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
   for (const d of dirs) {
     if (!d) continue;
-    const p = join(d, 'ip');
+    const p = join(d, name);
     try {
       accessSync(p, constants.X_OK);
       return p;
@@ -125,6 +131,7 @@ export class NetnsLab {
   readonly id = `rv${randomBytes(3).toString('hex')}`;
   readonly fabric = `${this.id}-fabric`;
   private readonly ipCmd: string;
+  private readonly setpriv = findProgram('setpriv');
   private readonly hosts = new Map<string, HostState>();
   /** machine -> [machine-side trunk end, core-side trunk end] (both in the fabric namespace). */
   private readonly trunks = new Map<string, [string, string]>();
@@ -194,8 +201,12 @@ export class NetnsLab {
       });
       // `ip netns exec` bind-mounts each file of /etc/netns/<ns> over /etc: a complete hosts file.
       if (!existsSync(NETNS_ETC)) {
-        mkdirSync(NETNS_ETC, { mode: 0o755 });
-        this.createdNetnsEtc = true;
+        try {
+          mkdirSync(NETNS_ETC, { mode: 0o755 });
+          this.createdNetnsEtc = true;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; // another lab made it just now
+        }
       }
       const table = [
         '127.0.0.1\tlocalhost',
@@ -242,7 +253,8 @@ export class NetnsLab {
    */
   exec(host: string, file: string, args: string[], opts: ExecOptions = {}): ChildProcess {
     if (this.cleaned || this.cleaning) throw new Error(`lab ${this.id} is cleaned up`);
-    const child = spawn(this.ipCmd, ['netns', 'exec', this.host(host).ns, file, ...args], {
+    const guard = this.setpriv ? [this.setpriv, '--pdeathsig', 'KILL', '--'] : [];
+    const child = spawn(this.ipCmd, ['netns', 'exec', this.host(host).ns, ...guard, file, ...args], {
       env: opts.env ?? {},
       ...(opts.cwd ? { cwd: opts.cwd } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
