@@ -4,7 +4,7 @@
  *
  *   node packages/dom0/dist/bench/cli.js [suite...] [--json FILE] [--seconds N]
  *
- * Suites: ring. With no suite, every suite runs. Prints a table; with --json writes
+ * Suites: ring, transport. With no suite, every suite runs. Prints a table; with --json writes
  * `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }` (DESIGN §8).
  * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error.
  */
@@ -12,6 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmt, machine, runRingBench, type RingBenchResult } from './ring.js';
+import { runTransportBench, type TransportBenchResult } from './transport.js';
 
 interface Suite {
   describe: string;
@@ -42,6 +43,35 @@ const SUITES: Record<string, Suite> = {
       return Object.entries(r.quality)
         .filter(([, q]) => q.disturbed)
         .map(([k, q]) => `${k}: other processes used ${q.otherCores?.toFixed(2)} cores in every one of ${q.attempts} windows; the figure is unreliable`);
+    },
+  },
+  transport: {
+    describe: 'a netif ring mirrored between two processes over ws vs raw ws + msgpackr',
+    run: (seconds, log) => runTransportBench({ seconds, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as TransportBenchResult;
+      const ow = r.detail.oneWay;
+      return [
+        [`ring entries over ws, one-way (${r.setup.ringSlots}-slot netif tx ring)`, `${fmt(r.wsEntriesPerSec)}/s`],
+        [`raw ws + msgpackr records (baseline, ${r.setup.rawRecordsPerFrame} per frame)`, `${fmt(r.rawWsPerSec)}/s`],
+        [`raw ws + msgpackr, ≤${r.setup.ringSlots} records in flight`, `${fmt(r.rawWsRingWindowPerSec)}/s`],
+        ['ring round trips over ws', `${fmt(r.roundTripsPerSec)}/s`],
+        ['one-way / raw ws', `${r.ratios.vsRaw.toFixed(2)}×`],
+        [`one-way / raw ws with ≤${r.setup.ringSlots} in flight`, `${r.ratios.vsRingWindow.toFixed(2)}×`],
+        ['  requests per page message (one-way)', ow.entriesPerPageMessage.toFixed(1)],
+        ['  ws frames per entry (one-way)', ow.framesPerEntry.toFixed(4)],
+        ['  CPU cores front + back (one-way)', `${ow.cpuCores.front.toFixed(2)} + ${ow.cpuCores.back.toFixed(2)}`],
+      ];
+    },
+    warnings(res) {
+      const r = res as unknown as TransportBenchResult;
+      const out = Object.entries(r.quality)
+        .filter(([, q]) => q.disturbed)
+        .map(([k, q]) => `${k}: other processes used ${q.otherCores?.toFixed(2)} cores in every one of ${q.attempts} windows; the figure is unreliable`);
+      if (!r.targets.entriesMet) out.push(`ring over ws moved ${fmt(r.wsEntriesPerSec)} entries/s, below the target of ${fmt(r.targets.entriesPerSec)}/s`);
+      if (!r.targets.ratioMet)
+        out.push(`ring over ws reached ${(r.ratio * 100).toFixed(0)}% of the raw ws baseline, below the target of ${(r.targets.ratio * 100).toFixed(0)}%`);
+      return out;
     },
   },
 };
@@ -89,7 +119,7 @@ function usage(): string {
     ...Object.entries(SUITES).map(([name, s]) => `  ${name.padEnd(10)} ${s.describe}`),
     '',
     '  --json FILE    also write the results as JSON',
-    '  --seconds N    length of each measurement window (default 1)',
+    '  --seconds N    length of each measurement window (default: ring 1, transport 2)',
   ].join('\n');
 }
 
