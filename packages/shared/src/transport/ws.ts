@@ -390,7 +390,27 @@ export class WsLink implements MessageLink {
     this.#armWakeup();
   }
 
+  #corked = false;
+
+  /**
+   * Writes of one turn of the event loop leave in as few TCP segments as possible: the socket is
+   * corked at the first write and uncorked when the turn ends (a ring page update and the event
+   * that announces it then cost one segment, not two). `_socket` is ws's internal net.Socket.
+   */
+  #cork(): void {
+    if (this.#corked) return;
+    const sock = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (!sock || typeof sock.cork !== 'function') return;
+    sock.cork();
+    this.#corked = true;
+    setImmediate(() => {
+      this.#corked = false;
+      sock.uncork();
+    });
+  }
+
   #write(bytes: Uint8Array): void {
+    this.#cork();
     this.counters.framesSent++;
     this.counters.bytesSent += bytes.byteLength;
     if (this.ws.bufferedAmount + bytes.byteLength > this.lowWaterMark) {
