@@ -95,7 +95,6 @@ export class Host {
   private readonly frames: FrameAllocator;
   private nextSector = 0;
   private stopping = false;
-  readonly startedAt = Date.now();
 
   constructor(
     readonly config: HostConfig,

@@ -355,6 +355,8 @@ export class EventChannelGate {
         const r = Atomics.waitAsync(this.mem.words, this.upcall, 0, 1000);
         if (r.async) await r.value;
         if (!this.running) break;
+        // The timeout only lets stop() be noticed; no upcall means nothing is pending.
+        if (Atomics.load(this.mem.words, this.upcall) === 0) continue;
       }
       this.counters.upcalls++;
       this.dispatchPending();

@@ -69,7 +69,8 @@ export class BlkFront implements BlockDevice {
   private readonly waiting: Shadow[] = [];
   private readonly freeFrames: number[] = [];
   private unwatch?: () => Promise<void>;
-  private connectedWaiters: Array<() => void> = [];
+  /** Resolved when nothing is in flight or waiting (an orderly disconnect waits for it). */
+  private drainWaiters: Array<() => void> = [];
 
   constructor(
     readonly kernel: GuestKernel,
@@ -118,7 +119,6 @@ export class BlkFront implements BlockDevice {
     await xb.setState(XenbusState.Connected);
     this.state = 'connected';
     kernel.log.debug({ devid: this.devid, sectors }, 'blkfront connected');
-    for (const w of this.connectedWaiters.splice(0)) w();
     this.pump();
   }
 
@@ -286,6 +286,7 @@ export class BlkFront implements BlockDevice {
     }
     for (const seg of s.segments) this.freeFrames.push(seg.pfn);
     this.metrics.responses++;
+    if (this.shadow.size === 0 && this.waiting.length === 0) for (const w of this.drainWaiters.splice(0)) w();
     if (rsp.status === BLKIF_RSP_OKAY) {
       if (s.operation === BLKIF_OP_READ) this.metrics.sectorsRead += s.segments.reduce((a, g) => a + g.sectors, 0);
       if (s.operation === BLKIF_OP_WRITE) this.metrics.sectorsWritten += s.segments.reduce((a, g) => a + g.sectors, 0);
@@ -308,9 +309,14 @@ export class BlkFront implements BlockDevice {
 
   /** Orderly close: wait for in-flight requests, then Closing → Closed with the backend. */
   async disconnect(timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while ((this.shadow.size > 0 || this.waiting.length > 0) && Date.now() < deadline && this.state === 'connected')
-      await new Promise((r) => setTimeout(r, 5));
+    if ((this.shadow.size > 0 || this.waiting.length > 0) && this.state === 'connected') {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.drainWaiters.push(r)),
+        new Promise<void>((r) => (timer = setTimeout(r, timeoutMs))),
+      ]);
+      clearTimeout(timer);
+    }
     this.state = 'closing';
     await this.unwatch?.();
     for (const s of [...this.waiting.splice(0), ...this.shadow.values()]) s.reject(new DeviceError(`vbd ${this.devid} closed`));
