@@ -12,3 +12,5 @@ export * from './util/crc32c.js';
 export * from './transport/auth.js';
 export * from './transport/ws.js';
 export * from './transport/domain-link.js';
+export * from './trace/index.js';
+export * from './trace/pcapng.js';

@@ -9,7 +9,16 @@
  *   Closing/Closed   connected     drain, unmap, close channel, → Closing → Closed
  *   Initialising     closed        offer the device again, → InitWait   (reboot, recovery)
  */
-import { XenbusState, type PageSync, type DeviceType, type GrantMapping, type Logger } from '@ringvisor/shared';
+import {
+  XenbusState,
+  evtSuppressedChannel,
+  traceNow,
+  type BackRing,
+  type PageSync,
+  type DeviceType,
+  type GrantMapping,
+  type Logger,
+} from '@ringvisor/shared';
 import type { Hypervisor } from '../hypervisor/hypervisor.js';
 import { XenbusBackend } from './xenbus-backend.js';
 
@@ -31,6 +40,10 @@ export abstract class SplitBackend<M extends BackendCounters> {
   private maps: GrantMapping[] = [];
   private port = -1;
   private scheduled = false;
+  /** An admin stopped this backend consuming (its rings keep their contents; see resume). */
+  paused = false;
+  /** "vbd0", "vif1": the device as views and traces name it. */
+  readonly device: string;
 
   constructor(
     readonly hv: Hypervisor,
@@ -41,6 +54,7 @@ export abstract class SplitBackend<M extends BackendCounters> {
     log: Logger,
   ) {
     this.xb = new XenbusBackend(hv.dom0Store, type, frontDomid, devid);
+    this.device = `${type}${devid}`;
     this.log = log.child({ backend: type, domid: frontDomid, devid });
   }
 
@@ -56,6 +70,25 @@ export abstract class SplitBackend<M extends BackendCounters> {
   protected abstract process(): boolean;
   /** Stop using the rings: drain what is in flight, release what is queued. */
   protected abstract detachRings(): Promise<void>;
+  /** The rings attached now, by name ("blk", "tx", "rx"), for views and traces. */
+  abstract rings(): Array<{ name: string; ring: BackRing<unknown, unknown> }>;
+
+  /** Name a ring in trace events (call once it is attached). */
+  protected labelRing(ring: BackRing<unknown, unknown>, name: string): void {
+    ring.label = { host: this.hv.host, domid: this.frontDomid, device: this.device, ring: name, side: 'back' };
+  }
+
+  /** Stop consuming requests (as a wedged backend would): requests wait on the ring. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Consume again, starting with whatever waited. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.kick();
+  }
 
   /** Publish features, go to InitWait and follow the frontend (xenbus probe). */
   async start(): Promise<void> {
@@ -109,12 +142,14 @@ export abstract class SplitBackend<M extends BackendCounters> {
 
   /** Schedule one processing pass (idempotent). */
   kick(): void {
-    if (this.scheduled || this.state !== 'connected') return;
+    if (this.scheduled || this.state !== 'connected' || this.paused) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      if (this.state !== 'connected') return;
-      if (this.process()) this.kick();
+      if (this.state !== 'connected' || this.paused) return;
+      const more = this.process();
+      for (const r of this.rings()) r.ring.traceConsumed();
+      if (more) this.kick();
     });
   }
 
@@ -123,7 +158,11 @@ export abstract class SplitBackend<M extends BackendCounters> {
     if (needed && this.port >= 0) {
       this.hv.dom0Events.send(this.port);
       this.metrics.notifications++;
-    } else this.metrics.suppressed++;
+    } else {
+      this.metrics.suppressed++;
+      if (evtSuppressedChannel.hasSubscribers)
+        evtSuppressedChannel.publish({ kind: 'evtchn.suppressed', t: traceNow(), host: this.hv.host, domid: 0, device: this.device, port: this.port });
+    }
   }
 
   /** A frontend published impossible indices: stop its ring, keep everything else going. */

@@ -8,6 +8,8 @@ import {
   hwNicRxProtocol,
   hwNicTxProtocol,
   initSharedRing,
+  frameChannel,
+  traceNow,
   type EventChannelGate,
   type GuestMemory,
   type HwNicBuffer,
@@ -77,6 +79,15 @@ export class PhysicalNicDriver {
     this.kick(this.rx.pushRequests());
   }
 
+  /** Names this NIC in frame trace events (captures): e.g. { host: "host0", iface: "host0/peth0" }. */
+  traceLabel?: { host: string; iface: string };
+
+  private traceFrame(dir: 'tx' | 'rx', skb: Skb): void {
+    if (!this.traceLabel) return;
+    const frame = this.pool.data(skb);
+    frameChannel.publish({ kind: 'frame', t: traceNow(), host: this.traceLabel.host, domid: 0, device: 'peth0', iface: this.traceLabel.iface, dir, len: frame.length, frame });
+  }
+
   onReceive(cb: (skb: Skb) => void): void {
     this.receiver = cb;
   }
@@ -88,6 +99,7 @@ export class PhysicalNicDriver {
       this.pool.put(skb);
       return;
     }
+    if (frameChannel.hasSubscribers) this.traceFrame('tx', skb);
     this.txBacklog.push(skb);
     this.pumpTx();
   }
@@ -152,6 +164,7 @@ export class PhysicalNicDriver {
             skb.len = rsp.status;
             this.counters.rxFrames++;
             this.counters.rxBytes += rsp.status;
+            if (frameChannel.hasSubscribers) this.traceFrame('rx', skb);
             this.receiver(skb);
           } else this.pool.put(skb);
         }

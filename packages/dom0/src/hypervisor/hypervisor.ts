@@ -23,8 +23,13 @@ import {
   StoreError,
   createEventMemory,
   createGrantTableMemory,
+  XENBUS_STATE_NAMES,
+  traceChannel,
+  traceNow,
   type Logger,
 } from '@ringvisor/shared';
+
+const xenbusStateChannel = traceChannel('xenbus.state');
 
 export type DomainState = 'created' | 'running' | 'shutdown' | 'dying' | 'crashed';
 
@@ -61,16 +66,55 @@ export class Hypervisor {
   readonly dom0Store: LocalStoreClient;
   private nextDomid = 1;
 
+  /**
+   * Mechanisms the hypervisor itself performs, counted so results can be explained: a trap is
+   * a guest access to an emulated device register; a world switch is a change of the running
+   * context (guest → hypervisor → device model and back).
+   */
+  readonly counters = { traps: 0, worldSwitches: 0 };
+
   constructor(
     readonly log: Logger,
     dom0MemoryFrames = 4096,
+    /** This host's name, in trace events and views. */
+    readonly host = 'host0',
   ) {
     this.createDomainWithId(0, 'Domain-0', dom0MemoryFrames);
     this.evtchn.createDomain(DOMID_HW);
     this.dom0Events = new EventChannelGate(this.eventMemory, 0, {
       deliver: (domid, port) => (domid === DOMID_HW ? this.hardwareLink?.sendEvent(port) : this.domains.get(domid)?.link?.sendEvent(port)),
     });
+    this.dom0Events.traceHost = host;
+    this.grants.traceHost = host;
     this.dom0Store = new LocalStoreClient(this.store, 0);
+    this.traceXenbusStates();
+  }
+
+  /**
+   * Every xenbus state write (either half of any device) becomes a `xenbus.state` trace event:
+   * dom0 watches the whole domain tree, as the store sees every write.
+   */
+  private traceXenbusStates(): void {
+    const front = /^\/local\/domain\/(\d+)\/device\/(\w+)\/(\d+)\/state$/;
+    const back = /^\/local\/domain\/0\/backend\/(\w+)\/(\d+)\/(\d+)\/state$/;
+    this.store.watch(0, '/local/domain', 'rv-trace', (path) => {
+      if (!xenbusStateChannel.hasSubscribers) return;
+      const f = front.exec(path);
+      const b = f ? undefined : back.exec(path);
+      if (!f && !b) return;
+      const raw = this.store.tryRead(0, path);
+      const state = raw === undefined ? 0 : Number(raw);
+      xenbusStateChannel.publish({
+        kind: 'xenbus.state',
+        t: traceNow(),
+        host: this.host,
+        domid: Number(f ? f[1] : b![2]),
+        device: f ? `${f[2]}${f[3]}` : `${b![1]}${b![3]}`,
+        side: f ? 'front' : 'back',
+        state,
+        stateName: XENBUS_STATE_NAMES[state] ?? String(raw),
+      });
+    });
   }
 
   get dom0(): Domain {

@@ -31,6 +31,8 @@ import {
   frontendPath,
   runtimeEntry,
   startRuntimeWorker,
+  publishTrace,
+  traceNow,
   type GuestBootSpec,
   type GuestStats,
   type Logger,
@@ -58,6 +60,8 @@ export interface GuestHandle {
   kill(): Promise<void>;
   pid?: number;
   isReady?: boolean;
+  /** Its runtime exited (or its link closed). */
+  down?: boolean;
   lastStats?: GuestStats;
 }
 
@@ -100,7 +104,7 @@ export class Host {
     readonly config: HostConfig,
     readonly opts: HostOptions,
   ) {
-    this.hv = new Hypervisor(opts.log.child({ host: config.name }), (config.dom0MemoryMiB * 1024 * 1024) / 4096);
+    this.hv = new Hypervisor(opts.log, (config.dom0MemoryMiB * 1024 * 1024) / 4096, config.name);
     this.frames = new FrameAllocator(this.hv.dom0.memory);
     this.hv.dom0.state = 'running';
   }
@@ -175,6 +179,24 @@ export class Host {
     return [dom0Port, hwPort];
   }
 
+  /** The hardware simulator's runtime exited. */
+  hwsimDown = false;
+
+  /** A runtime came up or went away: a `process` trace event (the dashboard's timeline). */
+  private traceRuntime(runtime: string, role: string, state: 'up' | 'down', domid: number, pid?: number, code?: number): void {
+    publishTrace({
+      kind: 'process',
+      t: traceNow(),
+      host: this.config.name,
+      domid,
+      runtime,
+      role,
+      state,
+      ...(pid !== undefined ? { pid } : {}),
+      ...(code !== undefined ? { code } : {}),
+    });
+  }
+
   /** Bring up hardware, dom0's drivers and every guest; `startWorkloads` false defers workloads. */
   async start(startWorkloads = true): Promise<void> {
     const diskPath = resolve(this.opts.baseDir ?? process.cwd(), this.config.disk.path);
@@ -201,6 +223,11 @@ export class Host {
       worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
     }
     const peer = this.hwsim!.peer;
+    this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW, this.hwsim!.pid);
+    void this.hwsim!.exited.then((code) => {
+      this.hwsimDown = true;
+      this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'down', DOMID_HW, this.hwsim!.pid, code);
+    });
     this.hv.dom0Events.start();
     await this.attachMemoryToHardware(this.hv.dom0);
 
@@ -219,6 +246,7 @@ export class Host {
     this.hv.hardwareLink?.mirror.flush();
     await peer.call('hw.nic.attach', { tx: { domid: 0, pfn: txPfn }, rx: { domid: 0, pfn: rxPfn }, port: nicHwPort });
 
+    this.nic.traceLabel = { host: this.config.name, iface: `${this.config.name}/peth0` };
     this.bridge = new SoftwareBridge(this.pool);
     const uplink: BridgePort = { name: 'peth0', deliver: (skb) => this.nic.transmit(skb) };
     this.nic.onReceive((skb) => this.bridge.input(uplink, skb));
@@ -247,7 +275,15 @@ export class Host {
     const { domain, blk, net } = await this.createDomainWithDevices(config);
     const handle = this.launchGuest(config, domain, blk, net);
     handle.ready.then(
-      () => (handle.isReady = true),
+      () => {
+        handle.isReady = true;
+        this.traceRuntime(config.name, 'guest', 'up', domain.domid, handle.pid);
+        // `exited` is replaced for a guest run elsewhere once it connects: read it now.
+        void handle.exited.then((code) => {
+          handle.down = true;
+          this.traceRuntime(config.name, 'guest', 'down', domain.domid, handle.pid, code);
+        });
+      },
       () => {},
     );
     this.guests.push(handle);

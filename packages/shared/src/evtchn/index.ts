@@ -24,6 +24,7 @@
  * calling vCPU — and the gate restricts every operation to the caller's own ports; the port
  * table itself is only changed through the authority.
  */
+import { evtDeliverChannel, evtSendChannel, traceNow } from '../trace/index.js';
 import { EventChannelError, InvalidArgumentError } from '../errors.js';
 
 export const MAX_DOMAINS = 128;
@@ -255,6 +256,8 @@ export class EventChannelGate {
   private readonly handlers = new Map<number, PortHandler>();
   private running = false;
   private readonly upcall: number;
+  /** Host name in trace events. */
+  traceHost = '';
 
   constructor(
     buffer: SharedArrayBuffer,
@@ -278,6 +281,7 @@ export class EventChannelGate {
     }
     this.counters.sent++;
     this.counters[outcome]++;
+    if (evtSendChannel.hasSubscribers) evtSendChannel.publish({ kind: 'evtchn.send', t: traceNow(), host: this.traceHost, domid: this.domid, port, outcome });
     return outcome;
   }
 
@@ -317,6 +321,7 @@ export class EventChannelGate {
         this.mem.clearPending(this.domid, port);
         n++;
         this.counters.received++;
+        if (evtDeliverChannel.hasSubscribers) evtDeliverChannel.publish({ kind: 'evtchn.deliver', t: traceNow(), host: this.traceHost, domid: this.domid, port });
         const h = this.handlers.get(port);
         if (h) h(port);
       }

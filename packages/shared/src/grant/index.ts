@@ -18,6 +18,7 @@
  * The first 32 bits of an entry are one Int32 word (flags low, domid high, little-endian), so
  * every check-and-set is a single Atomics.compareExchange.
  */
+import { traceChannel, traceNow } from '../trace/index.js';
 import { GrantError, InvalidArgumentError } from '../errors.js';
 import { GuestMemory, PAGE_SIZE, type MachineFrame } from '../memory/index.js';
 import type { PageSync } from '../ring/ring.js';
@@ -193,6 +194,10 @@ interface DomainGrants {
  * The hypervisor's side: map, unmap, copy. Holds, per granter, the active entries (pin counts
  * and the frame read once at first pin), like Xen's active grant table.
  */
+const grantMapChannel = traceChannel('grant.map');
+const grantUnmapChannel = traceChannel('grant.unmap');
+const grantCopyChannel = traceChannel('grant.copy');
+
 export class GrantAuthority {
   private readonly domains = new Map<number, DomainGrants>();
   private readonly mappings = new Map<number, GrantMapping & { mapper: number }>();
@@ -201,6 +206,8 @@ export class GrantAuthority {
   readonly counters = new Map<number, GrantCounters>();
   /** Per mapping domain cap on simultaneous mappings (a per-guest bound on what dom0 holds). */
   maxMappingsPerDomain = 4096;
+  /** Host name in trace events. */
+  traceHost = '';
 
   registerDomain(domid: number, memory: GuestMemory, table: SharedArrayBuffer, remote?: RemoteGranter): void {
     this.domains.set(domid, { memory, words: new Int32Array(table), entries: table.byteLength / GRANT_ENTRY_SIZE, active: new Map(), remote });
@@ -234,6 +241,7 @@ export class GrantAuthority {
 
   private fail(mapper: number, message: string, status: number): never {
     this.countersFor(mapper).failures++;
+    if (grantMapChannel.hasSubscribers) grantMapChannel.publish({ kind: 'grant.map', t: traceNow(), host: this.traceHost, domid: mapper, granter: -1, ref: -1, status });
     throw new GrantError(message, status);
   }
 
@@ -310,6 +318,7 @@ export class GrantAuthority {
     this.mappings.set(m.handle, m);
     this.held.set(mapper, this.mappingsHeldBy(mapper) + 1);
     this.countersFor(mapper).maps++;
+    if (grantMapChannel.hasSubscribers) grantMapChannel.publish({ kind: 'grant.map', t: traceNow(), host: this.traceHost, domid: mapper, granter, ref, writable, status: GNTST_okay });
     return m;
   }
 
@@ -324,6 +333,8 @@ export class GrantAuthority {
     if (d && m.writable && d.remote) d.remote.pageWritten(m.frame.pfn, 0, PAGE_SIZE);
     if (d) this.unpin(d, m.ref, m.writable);
     this.countersFor(mapper).unmaps++;
+    if (grantUnmapChannel.hasSubscribers)
+      grantUnmapChannel.publish({ kind: 'grant.unmap', t: traceNow(), host: this.traceHost, domid: mapper, granter: m.granter, ref: m.ref, status: GNTST_okay });
   }
 
   /**
@@ -332,13 +343,15 @@ export class GrantAuthority {
    */
   copy(caller: number, ops: GrantCopyOp[]): number[] {
     return ops.map((op) => {
+      let status: number = GNTST_okay;
       try {
         this.copyOne(caller, op);
-        return GNTST_okay;
       } catch (e) {
-        if (e instanceof GrantError) return e.status;
-        throw e;
+        if (!(e instanceof GrantError)) throw e;
+        status = e.status;
       }
+      if (grantCopyChannel.hasSubscribers) grantCopyChannel.publish({ kind: 'grant.copy', t: traceNow(), host: this.traceHost, domid: caller, bytes: op.len, status });
+      return status;
     });
   }
 

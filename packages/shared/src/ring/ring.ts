@@ -40,6 +40,7 @@
  */
 import { InvalidArgumentError, RingFullError, RogueRingError } from '../errors.js';
 import { PAGE_SIZE } from '../memory/index.js';
+import { ringConsumeChannel, ringPushChannel, traceNow, type RingLabel } from '../trace/index.js';
 
 export const RING_HEADER_SIZE = 64;
 export const REQ_PROD = 0;
@@ -141,6 +142,10 @@ abstract class RingEnd<Req, Rsp> {
   readonly size: number;
   readonly slot: number;
   readonly stats: RingEndStats = newStats();
+  /** Names this ring in trace events (set by whoever attaches it). Untraced while absent. */
+  label?: RingLabel;
+  /** Consumer index as of the last `traceConsumed` (entries consumed since are one batch). */
+  protected consumeMark = 0;
 
   constructor(
     page: Uint8Array,
@@ -162,7 +167,39 @@ abstract class RingEnd<Req, Rsp> {
     const notify = needsNotify(newProd, old, this.page.load(eventWord));
     if (notify) this.stats.notifies++;
     else if (newProd !== old) this.stats.suppressed++;
+    if (ringPushChannel.hasSubscribers && this.label && newProd !== old) {
+      const half = prodWord === REQ_PROD ? 'req' : 'rsp';
+      ringPushChannel.publish({ kind: 'ring.push', t: traceNow(), ...this.label, half, before: old, after: newProd, notify, entries: () => this.decodeRange(half, old, newProd) });
+    }
     return notify;
+  }
+
+  /** The consumer index of this end (req_cons for a backend, rsp_cons for a frontend). */
+  protected abstract get consIndex(): number;
+
+  /**
+   * Publish the entries consumed since the last call as one `ring.consume` batch. Consumers call
+   * it at the end of a pass; with nobody listening it only moves a mark.
+   */
+  traceConsumed(): void {
+    const now = this.consIndex;
+    const before = this.consumeMark;
+    this.consumeMark = now;
+    if (!ringConsumeChannel.hasSubscribers || !this.label || now === before) return;
+    const half = this instanceof BackRing ? 'req' : 'rsp';
+    ringConsumeChannel.publish({ kind: 'ring.consume', t: traceNow(), ...this.label, half, before, after: now, entries: () => this.decodeRange(half, before, now) });
+  }
+
+  /**
+   * Decode slots [from, to) as they are now, newest `size` at most — for observers only (a
+   * second read of guest memory, never used to act on a request).
+   */
+  decodeRange(half: 'req' | 'rsp', from: number, to: number): Array<{ index: number } & Record<string, unknown>> {
+    const n = Math.min((to - from) >>> 0, this.size);
+    const codec = half === 'req' ? this.protocol.request : this.protocol.response;
+    const out: Array<{ index: number } & Record<string, unknown>> = [];
+    for (let i = (to - n) >>> 0; i !== to; i = (i + 1) >>> 0) out.push({ index: i, ...(codec.decode(this.page.view, this.slotOffset(i)) as object) });
+    return out;
   }
 }
 
@@ -171,11 +208,16 @@ export class FrontRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   reqProdPvt = 0;
   rspCons = 0;
 
+  protected get consIndex(): number {
+    return this.rspCons;
+  }
+
   /** FRONT_RING_ATTACH: resume from whatever the shared page holds (used after reconnects). */
   static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>, sync?: PageSync): FrontRing<Req, Rsp> {
     const r = new FrontRing(page, protocol, sync);
     r.reqProdPvt = r.page.load(REQ_PROD);
     r.rspCons = r.page.load(RSP_PROD);
+    r.consumeMark = r.rspCons;
     return r;
   }
 
@@ -236,10 +278,15 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   reqCons = 0;
   rogue = false;
 
+  protected get consIndex(): number {
+    return this.reqCons;
+  }
+
   static attach<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>, sync?: PageSync): BackRing<Req, Rsp> {
     const r = new BackRing(page, protocol, sync);
     r.rspProdPvt = r.page.load(RSP_PROD);
     r.reqCons = r.rspProdPvt;
+    r.consumeMark = r.reqCons;
     return r;
   }
 

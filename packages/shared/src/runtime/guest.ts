@@ -41,6 +41,8 @@ export interface GuestStats {
   devices: GuestDeviceStats[];
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
   udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number };
+  /** Milliseconds the guest runtime's event loop was busy since it started (CPU% = Δbusy / Δt). */
+  busyMs?: number;
   error?: string;
 }
 

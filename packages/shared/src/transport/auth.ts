@@ -243,3 +243,46 @@ export async function generateSecretFile(path: string): Promise<Uint8Array> {
   }
   return secret;
 }
+
+/**
+ * Control-endpoint credentials (DESIGN §4a): read-only views need the read token; actions that
+ * change the cluster need the admin secret (the cluster secret itself), which never travels —
+ * an action carries an HMAC of itself under the secret, fresh within ADMIN_SIGNATURE_SKEW_MS.
+ * The read token is derived from the secret one way, so whoever holds the secret can read,
+ * and a reader learns nothing about the secret.
+ */
+export function deriveReadToken(secret: Uint8Array): string {
+  checkSecret(secret);
+  return createHmac('sha256', secret).update('ringvisor control read token v1').digest('hex');
+}
+
+export const ADMIN_SIGNATURE_HEADER = 'x-ringvisor-signature';
+export const ADMIN_SIGNATURE_SKEW_MS = 60_000;
+
+function adminMac(secret: Uint8Array, ts: number, method: string, path: string, body: string): string {
+  return createHmac('sha256', secret).update(`ringvisor admin v1\n${ts}\n${method.toUpperCase()}\n${path}\n${body}`).digest('hex');
+}
+
+/** The header value that authorises one admin request: "<ms timestamp>.<hex mac>". */
+export function signAdminRequest(secret: Uint8Array, method: string, path: string, body: string, now = Date.now()): string {
+  checkSecret(secret);
+  return `${now}.${adminMac(secret, now, method, path, body)}`;
+}
+
+/** Check an admin request's signature (constant time), its freshness, and that it covers this request. */
+export function verifyAdminRequest(secret: Uint8Array, header: string | undefined, method: string, path: string, body: string, now = Date.now()): boolean {
+  if (!header) return false;
+  const m = /^(\d{1,15})\.([0-9a-f]{64})$/.exec(header);
+  if (!m) return false;
+  const ts = Number(m[1]);
+  if (Math.abs(now - ts) > ADMIN_SIGNATURE_SKEW_MS) return false;
+  const want = Buffer.from(adminMac(secret, ts, method, path, body), 'hex');
+  return timingSafeEqual(want, Buffer.from(m[2], 'hex'));
+}
+
+/** Constant-time comparison of two tokens given as strings. */
+export function tokensEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}

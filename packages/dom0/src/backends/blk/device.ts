@@ -68,6 +68,11 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
   protected async attachRings(): Promise<void> {
     const { bytes, sync } = this.mapRing(await this.xb.frontendInt('ring-ref'));
     this.ring = BackRing.attach(bytes, blkifProtocol, sync);
+    this.labelRing(this.ring as BackRing<unknown, unknown>, 'blk');
+  }
+
+  rings(): Array<{ name: string; ring: BackRing<unknown, unknown> }> {
+    return this.ring ? [{ name: 'blk', ring: this.ring as BackRing<unknown, unknown> }] : [];
   }
 
   protected override connectedKeys(): Record<string, string> {

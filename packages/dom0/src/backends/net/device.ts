@@ -25,6 +25,8 @@ import {
   type NetifRxResponse,
   type NetifTxRequest,
   type NetifTxResponse,
+  frameChannel,
+  traceNow,
 } from '@ringvisor/shared';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Skb } from '../../drivers/skb.js';
@@ -79,7 +81,22 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
     const rx = this.mapRing(await this.xb.frontendInt('rx-ring-ref'));
     this.tx = BackRing.attach(tx.bytes, netifTxProtocol, tx.sync);
     this.rx = BackRing.attach(rx.bytes, netifRxProtocol, rx.sync);
+    this.labelRing(this.tx as BackRing<unknown, unknown>, 'tx');
+    this.labelRing(this.rx as BackRing<unknown, unknown>, 'rx');
     this.bridge.add(this);
+  }
+
+  rings(): Array<{ name: string; ring: BackRing<unknown, unknown> }> {
+    const out: Array<{ name: string; ring: BackRing<unknown, unknown> }> = [];
+    if (this.tx) out.push({ name: 'tx', ring: this.tx as BackRing<unknown, unknown> });
+    if (this.rx) out.push({ name: 'rx', ring: this.rx as BackRing<unknown, unknown> });
+    return out;
+  }
+
+  /** A frame crossing this vif (tx: from the guest), for captures. */
+  private traceFrame(dir: 'tx' | 'rx', frame: Uint8Array): void {
+    const domain = this.hv.domains.get(this.frontDomid)?.name ?? `dom${this.frontDomid}`;
+    frameChannel.publish({ kind: 'frame', t: traceNow(), host: this.hv.host, domid: this.frontDomid, device: this.device, iface: `${domain}/${this.device}`, dir, len: frame.length, frame });
   }
 
   /** Bridge → this guest. Takes one reference of `skb`. */
@@ -163,6 +180,7 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
     skb.len = req.size;
     this.metrics.txPackets++;
     this.metrics.txBytes += req.size;
+    if (frameChannel.hasSubscribers) this.traceFrame('tx', pool.data(skb));
     this.bridge.input(this, skb);
     return NETIF_RSP_OKAY;
   }
@@ -189,6 +207,7 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
         this.metrics.bytesCopied += skb.len;
         this.metrics.rxPackets++;
         this.metrics.rxBytes += skb.len;
+        if (frameChannel.hasSubscribers) this.traceFrame('rx', pool.data(skb));
         ring.putResponse({ id: req.id, offset: 0, flags: 0, status: skb.len });
       } else {
         this.metrics.rxErrors++;

@@ -6,7 +6,7 @@
  * Mistakes print what was wrong and how to fix it, and exit 2.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   CONTROL_PING,
@@ -15,6 +15,8 @@ import {
   RpcPeer,
   connect,
   createLogger,
+  deriveReadToken,
+  TRACE_KINDS,
   generateSecretFile,
   readSecretFile,
   runtimeEntry,
@@ -25,13 +27,30 @@ import { randomBytes } from 'node:crypto';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
 import { Host, type HostOptions } from '../host.js';
 import { renderTop, summarize, type TopRow } from '../summary.js';
+import { Observatory } from '../../observe/observatory.js';
+import { ControlServer } from '../../observe/server.js';
+import { captureLocalFrames } from '../../observe/capture.js';
+import * as views from './views.js';
+import { DEFAULT_OBSERVE, UsageError, ControlEndpointError, listenControl, parseListen, removeControlFile, stateDir, writeControlFile, type ListenAt } from './endpoint.js';
 import type { GuestStats } from '@ringvisor/shared';
 
 const USAGE = `usage: ringvisor <command> [options]
 
 commands:
   up        start a cluster (default: one host, three para-virtualized guests) and run its workloads
+  list      the running cluster's domains (xl list)
+  top       live per-domain figures (xentop); -b -n N for batch output, -d S between iterations
+  rings     every ring's indices, occupancy and verdict BUSY / IDLE / STUCK (xen-ringwatch)
+  trace     stream trace events as JSON Lines: --kind K (repeatable: ${TRACE_KINDS.join(', ')}) --host H
+            --domain NAME|ID --device vif0 --ring tx --count N --duration S; --pcap FILE writes
+            every NIC's frames as pcapng instead
+  backend   pause|resume DOMAIN DEVICE: stop or restart a backend consuming its rings (admin)
   help      show this text
+
+view commands find the cluster through .ringvisor/control.json (or --url http://HOST:PORT,
+RINGVISOR_CONTROL_URL) and authenticate with the cluster secret (.ringvisor/secret,
+RINGVISOR_SECRET or --secret-file; read-only views also accept RINGVISOR_READ_TOKEN).
+--json prints machine-readable output.
 
 ringvisor up options:
   --config FILE     cluster config (YAML or JSON); default: the embedded three-guest host
@@ -40,7 +59,9 @@ ringvisor up options:
   --seed N          seed for every workload (same seed, same schedule)
   --transport T     threads (default: every runtime a thread of this process, real shared memory)
                     or ws (every guest its own process on an authenticated WebSocket to dom0)
-  --secret-file F   ws: the cluster secret (created, mode 0600, if missing; default .ringvisor/secret)
+  --secret-file F   the cluster secret (created, mode 0600, if missing; default .ringvisor/secret)
+  --observe H:P     the control endpoint: dashboard, /metrics, views (default 127.0.0.1:7070)
+  --pcap FILE       capture every frame crossing a vif or the physical NIC to FILE (pcapng)
 
 runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
   dom0 --config FILE [--listen HOST:PORT] [--lan ws://SWITCH:PORT]
@@ -51,11 +72,18 @@ runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
   (the cluster secret comes from RINGVISOR_SECRET, hex, or --secret-file FILE)
 `;
 
-class UsageError extends RingvisorError {
-  override readonly code = 'RV_ERR_USAGE';
+
+interface UpArgs {
+  config: ClusterConfig;
+  durationSec: number;
+  json?: string;
+  transport: 'threads' | 'ws';
+  secretFile: string;
+  observe: ListenAt;
+  pcap?: string;
 }
 
-function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; json?: string; transport: 'threads' | 'ws'; secretFile: string } {
+function parseUp(argv: string[]): UpArgs {
   let values;
   try {
     ({ values } = parseArgs({
@@ -67,6 +95,8 @@ function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; 
         seed: { type: 'string' },
         transport: { type: 'string' },
         'secret-file': { type: 'string' },
+        observe: { type: 'string' },
+        pcap: { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -84,17 +114,24 @@ function parseUp(argv: string[]): { config: ClusterConfig; durationSec: number; 
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got ${JSON.stringify(values.seed)}`);
     config.seed = seed;
   }
-  return { config, durationSec, transport, secretFile: values['secret-file'] ?? '.ringvisor/secret', ...(values.json ? { json: values.json } : {}) };
+  return {
+    config,
+    durationSec,
+    transport,
+    secretFile: values['secret-file'] ?? join(stateDir(), 'secret'),
+    observe: parseListen('--observe', values.observe ?? process.env.RINGVISOR_OBSERVE ?? DEFAULT_OBSERVE),
+    ...(values.json ? { json: values.json } : {}),
+    ...(values.pcap ? { pcap: values.pcap } : {}),
+  };
 }
 
 async function up(argv: string[]): Promise<number> {
-  const { config, durationSec, json, transport, secretFile } = parseUp(argv);
-  let ws: HostOptions['ws'];
-  if (transport === 'ws') {
-    mkdirSync(dirname(secretFile), { recursive: true });
-    ws = { secret: await generateSecretFile(secretFile) };
-  }
-  return runHost({ config, durationSec, transport, ...(json ? { json } : {}), ...(ws ? { ws } : {}) });
+  const { config, durationSec, json, transport, secretFile, observe, pcap } = parseUp(argv);
+  // The cluster secret: authenticates runtimes (ws) and the control endpoint (both transports).
+  mkdirSync(dirname(secretFile), { recursive: true });
+  const secret = await generateSecretFile(secretFile);
+  const ws: HostOptions['ws'] = transport === 'ws' ? { secret } : undefined;
+  return runHost({ config, durationSec, transport, secret, observe, ...(pcap ? { pcap } : {}), ...(json ? { json } : {}), ...(ws ? { ws } : {}) });
 }
 
 /** `ringvisor dom0`: this host's dom0 and hardware as a service; guests are started elsewhere. */
@@ -103,7 +140,16 @@ async function dom0(argv: string[]): Promise<number> {
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { config: { type: 'string' }, listen: { type: 'string' }, lan: { type: 'string' }, json: { type: 'string' }, 'secret-file': { type: 'string' }, duration: { type: 'string' } },
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        lan: { type: 'string' },
+        json: { type: 'string' },
+        'secret-file': { type: 'string' },
+        duration: { type: 'string' },
+        observe: { type: 'string' },
+        pcap: { type: 'string' },
+      },
       strict: true,
     }));
   } catch (e) {
@@ -122,6 +168,9 @@ async function dom0(argv: string[]): Promise<number> {
     config: loadConfigFile(configPath),
     durationSec,
     transport: 'ws',
+    secret,
+    observe: parseListen('--observe', values.observe ?? process.env.RINGVISOR_OBSERVE ?? DEFAULT_OBSERVE),
+    ...(values.pcap ? { pcap: values.pcap } : {}),
     ws: { secret, host: m[1], port: Number(m[2]), spawn: false },
     ...(lanUrl ? { lan: { url: lanUrl, secret } } : {}),
     ...(values.json ? { json: values.json } : {}),
@@ -151,6 +200,10 @@ interface RunOptions {
   config: ClusterConfig;
   durationSec: number;
   transport: 'threads' | 'ws';
+  /** Cluster secret: the admin credential of the control endpoint (its read token derives from it). */
+  secret: Uint8Array;
+  observe: ListenAt;
+  pcap?: string;
   json?: string;
   ws?: HostOptions['ws'];
   /** A switch runtime started elsewhere (docker compose) to cable this host's NIC to. */
@@ -176,6 +229,11 @@ async function runHost(o: RunOptions): Promise<number> {
         ...(lanSwitch ? { lan: { url: lanSwitch.url, secret: lanSwitch.secret, hostIndex: hc.index } } : {}),
       }),
   );
+  const obs = new Observatory(hosts, transport);
+  const control = new ControlServer(obs, { ...o.observe, readToken: deriveReadToken(o.secret), adminSecret: o.secret, log: log.child({ part: 'control' }) });
+  await listenControl(control, o.observe, log);
+  const capture = o.pcap ? captureLocalFrames(o.pcap) : undefined;
+  obs.start();
   const tty = process.stdout.isTTY === true;
   let stopRequested: (() => void) | undefined;
   const stopped = new Promise<void>((r) => (stopRequested = r));
@@ -193,10 +251,13 @@ async function runHost(o: RunOptions): Promise<number> {
     for (const h of hosts) await h.start(false);
     for (const h of hosts) await h.startWorkloads();
     if (!tty) for (const h of hosts) process.stdout.write(`ringvisor: host ${h.config.name} up with ${h.guests.length} guests (${transport} transport)\n`);
+    writeControlFile(control.url);
+    process.stdout.write(`ringvisor: dashboard ${control.dashboardUrl}\n`);
     const timer = Number.isFinite(durationSec) ? setTimeout(() => stopRequested?.(), durationSec * 1000) : undefined;
     let prev: GuestStats[][] = [];
-    const view = setInterval(() => {
-      void Promise.all(hosts.map((h) => h.guestStats())).then((all) => {
+    const onSnapshot = () => {
+      {
+        const all = hosts.map((h) => obs.guestStats.get(h) ?? []);
         const up = Math.round((Date.now() - t0) / 1000);
         const tables = hosts.map((h, hi) => {
           const rows: TopRow[] = h.guests.map((g, i) => ({
@@ -209,13 +270,14 @@ async function runHost(o: RunOptions): Promise<number> {
           }));
           return renderTop(h.config.name, up, rows, 1);
         });
-        if (tty) process.stdout.write('\x1b[H\x1b[2J' + tables.join('\n\n') + '\n');
+        if (tty) process.stdout.write('\x1b[H\x1b[2J' + tables.join('\n\n') + `\n\ndashboard: ${control.dashboardUrl}\n`);
         else process.stdout.write(tables.map((t) => t.split('\n').slice(2).map((l) => `[${up}s] ${l}`).join('\n')).join('\n') + '\n');
         prev = all;
-      });
-    }, 1000);
+      }
+    };
+    obs.on('snapshot', onSnapshot);
     await stopped;
-    clearInterval(view);
+    obs.off('snapshot', onSnapshot);
     if (timer) clearTimeout(timer);
   } catch (e) {
     exitCode = 1;
@@ -233,6 +295,13 @@ async function runHost(o: RunOptions): Promise<number> {
         }),
       );
     await lanSwitch?.stop();
+    obs.stop();
+    await control.close();
+    if (capture) {
+      capture.stop();
+      process.stdout.write(`ringvisor: captured ${capture.capture.frames} frames on ${capture.capture.perInterface.size} interfaces to ${o.pcap}\n`);
+    }
+    removeControlFile(control);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
@@ -293,6 +362,16 @@ export async function main(argv: string[]): Promise<number> {
         return await dom0(rest);
       case 'health':
         return await health(rest);
+      case 'list':
+        return await views.list(rest);
+      case 'top':
+        return await views.top(rest);
+      case 'rings':
+        return await views.rings(rest);
+      case 'trace':
+        return await views.trace(rest);
+      case 'backend':
+        return await views.backend(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -303,7 +382,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError) {
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof ControlEndpointError) {
       process.stderr.write(`ringvisor: ${e.message}\n`);
       return 2;
     }

@@ -1,0 +1,142 @@
+/**
+ * What the control endpoint serves: one snapshot of the cluster as dom0 sees it, refreshed once
+ * a second from counters every mechanism keeps (never from per-entry trace events, so a
+ * saturated cluster costs the views nothing extra). `ringvisor list|top|rings`, the dashboard
+ * and `/metrics` all read this one shape.
+ */
+
+export type RingVerdict = 'BUSY' | 'IDLE' | 'STUCK';
+
+export interface RingRow {
+  /** Stable id: "<host>/<domain>/<device>/<ring>", e.g. "host0/guest1/vif0/tx". */
+  id: string;
+  host: string;
+  domid: number;
+  domain: string;
+  /** "vbd0", "vif0". */
+  device: string;
+  /** "blk", "tx", "rx". */
+  ring: string;
+  mode: 'pv' | 'emulated' | 'direct' | 'svio';
+  size: number;
+  /** Shared indices as the page holds them now. */
+  reqProd: number;
+  reqEvent: number;
+  rspProd: number;
+  rspEvent: number;
+  /** The backend's private consumer index. */
+  reqCons: number;
+  /** Requests published and not yet answered (req_prod − rsp_prod). */
+  occupancy: number;
+  /** Requests published and not yet consumed by the backend. */
+  pendingRequests: number;
+  requestsPerSec: number;
+  responsesPerSec: number;
+  /** Totals since the ring was connected. */
+  requests: number;
+  responses: number;
+  verdict: RingVerdict;
+  /** Which half did not move while entries waited (xen-ringwatch reports halves). */
+  stuck?: 'requests' | 'responses';
+  /** Backend paused by an admin (consumer stopped on purpose). */
+  paused: boolean;
+}
+
+export interface DeviceRow {
+  type: 'vbd' | 'vif';
+  devid: number;
+  name: string;
+  mode: 'pv' | 'emulated' | 'direct' | 'svio';
+  backendState: string;
+  /** Xenbus state numbers and names of both halves. */
+  frontendState: string;
+  eventsPerSec: number;
+  notificationsPerSec: number;
+  suppressedPerSec: number;
+  events: number;
+  notifications: number;
+  suppressed: number;
+}
+
+export interface DomainRow {
+  host: string;
+  domid: number;
+  name: string;
+  state: string;
+  memKiB: number;
+  vcpus: number;
+  uptimeSec: number;
+  /** Share of one CPU the domain's runtime was busy over the last interval (event-loop utilisation). */
+  cpuPct: number;
+  netTxPackets: number;
+  netTxBytes: number;
+  netRxPackets: number;
+  netRxBytes: number;
+  vbdReads: number;
+  vbdWrites: number;
+  vbdSectorsRead: number;
+  vbdSectorsWritten: number;
+  /** Events received by this domain's backends (guest → dom0) per second. */
+  eventsPerSec: number;
+  integrityChecked: number;
+  integrityFailures: number;
+  devices: DeviceRow[];
+}
+
+export interface RuntimeRow {
+  host: string;
+  name: string;
+  role: 'dom0' | 'hwsim' | 'guest' | 'switch';
+  /** "thread" (threads transport) or "process" (ws). */
+  kind: 'thread' | 'process';
+  pid?: number;
+  state: 'up' | 'down';
+}
+
+export interface HostRow {
+  name: string;
+  transport: 'threads' | 'ws';
+  eventsPerSec: number;
+  notificationsPerSec: number;
+  suppressedPerSec: number;
+  trapsPerSec: number;
+  worldSwitchesPerSec: number;
+  grantOpsPerSec: number;
+  traps: number;
+  worldSwitches: number;
+  grantMaps: number;
+  grantUnmaps: number;
+  grantCopies: number;
+  bytesCopied: number;
+}
+
+export interface TimelineEntry {
+  t: number;
+  kind: string;
+  host: string;
+  domid: number;
+  device?: string;
+  text: string;
+}
+
+export interface ClusterSnapshot {
+  /** Wall-clock ms when taken. */
+  time: number;
+  uptimeSec: number;
+  transport: 'threads' | 'ws';
+  hosts: HostRow[];
+  runtimes: RuntimeRow[];
+  domains: DomainRow[];
+  rings: RingRow[];
+  /** Newest last; bounded. */
+  timeline: TimelineEntry[];
+}
+
+/** One ring's latest entries, decoded from the page as it is now (the ring is its own log). */
+export interface RingEntries {
+  id: string;
+  reqProd: number;
+  rspProd: number;
+  requests: Array<{ index: number } & Record<string, unknown>>;
+  responses: Array<{ index: number } & Record<string, unknown>>;
+}

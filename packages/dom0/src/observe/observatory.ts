@@ -1,0 +1,322 @@
+/**
+ * The Observatory: dom0's one sampler of the cluster. Once a second it reads the counters every
+ * mechanism keeps — ring indices straight from the shared pages, backend and event-channel
+ * counters, grant counters, each guest's own stats — and turns two samples into rates and
+ * ring verdicts. Views (CLI, dashboard, /metrics) read its latest snapshot; none of them costs
+ * the data path anything.
+ *
+ * Ring verdicts follow xen-ringwatch: watch both halves of a ring over an interval; a half with
+ * entries waiting whose consumer did not move is STUCK.
+ *   requests:  req_prod ≠ req_cons (backend's private index) and req_cons did not advance.
+ *   responses: rsp_prod passed rsp_event (the frontend asked to be told, so it has responses to
+ *              read) and neither rsp_event, rsp_prod nor req_prod moved: the frontend did nothing.
+ * Otherwise BUSY when anything moved or waits, IDLE when nothing does.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  REQ_EVENT,
+  REQ_PROD,
+  RSP_EVENT,
+  RSP_PROD,
+  TIMELINE_KINDS,
+  XENBUS_STATE_NAMES,
+  subscribeTrace,
+  type BackRing,
+  type GuestStats,
+  type TraceEvent,
+} from '@ringvisor/shared';
+import type { Host } from '../toolstack/host.js';
+import type { SplitBackend, BackendCounters } from '../backends/split-backend.js';
+import type { ClusterSnapshot, DeviceRow, DomainRow, HostRow, RingEntries, RingRow, RuntimeRow, TimelineEntry } from './model.js';
+
+const TIMELINE_LIMIT = 500;
+
+interface RingSample {
+  t: number;
+  reqProd: number;
+  rspProd: number;
+  reqCons: number;
+  rspEvent: number;
+}
+
+type AnyBackend = SplitBackend<BackendCounters>;
+
+export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
+  private timer?: NodeJS.Timeout;
+  private unsubscribe?: () => void;
+  private readonly timeline: TimelineEntry[] = [];
+  private readonly ringPrev = new Map<string, RingSample>();
+  private readonly counterPrev = new Map<string, { t: number; v: number }>();
+  private readonly busyPrev = new Map<string, { t: number; busy: number }>();
+  private latest?: ClusterSnapshot;
+  /** Every guest's latest stats, per host (the top view renders from these). */
+  readonly guestStats = new Map<Host, GuestStats[]>();
+  private readonly t0 = Date.now();
+  private sampling = false;
+
+  constructor(
+    readonly hosts: Host[],
+    readonly transport: 'threads' | 'ws',
+    readonly intervalMs = 1000,
+  ) {
+    super();
+  }
+
+  /** Start sampling and keep the timeline (rare events only: states, faults, runtimes). */
+  start(): void {
+    this.unsubscribe = subscribeTrace(TIMELINE_KINDS, (ev) => this.addTimeline(ev));
+    this.timer = setInterval(() => void this.sample(), this.intervalMs);
+    this.timer.unref();
+    void this.sample();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.unsubscribe?.();
+  }
+
+  /** The latest snapshot (taken at most one interval ago). */
+  snapshot(): ClusterSnapshot {
+    return this.latest ?? this.build();
+  }
+
+  /** Take a sample now (also what the interval does). */
+  async sample(): Promise<ClusterSnapshot> {
+    if (this.sampling && this.latest) return this.latest;
+    this.sampling = true;
+    try {
+      await Promise.all(this.hosts.map(async (h) => this.guestStats.set(h, await h.guestStats().catch(() => this.guestStats.get(h) ?? []))));
+      this.latest = this.build();
+      this.emit('snapshot', this.latest);
+      return this.latest;
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  private addTimeline(ev: TraceEvent): void {
+    let text: string;
+    switch (ev.kind) {
+      case 'xenbus.state':
+        text = `${ev.side === 'front' ? 'frontend' : 'backend'} ${ev.device} → ${ev.stateName}`;
+        break;
+      case 'process':
+        text = `${ev.role} ${ev.runtime} ${ev.state}${ev.pid ? ` (pid ${ev.pid})` : ''}${ev.code !== undefined ? ` exit ${ev.code}` : ''}`;
+        break;
+      case 'fault':
+        text = `fault ${ev.fault} ${JSON.stringify(ev.detail)}`;
+        break;
+      case 'iommu.fault':
+        text = `IOMMU fault at 0x${ev.address.toString(16)}: ${ev.reason}`;
+        break;
+      default:
+        text = ev.kind;
+    }
+    this.timeline.push({ t: ev.t, kind: ev.kind, host: ev.host, domid: ev.domid, ...(ev.device ? { device: ev.device } : {}), text });
+    if (this.timeline.length > TIMELINE_LIMIT) this.timeline.splice(0, this.timeline.length - TIMELINE_LIMIT);
+  }
+
+  /** Per-second rate of a monotonically growing counter, keyed by `key`. */
+  private rate(key: string, value: number, now: number): number {
+    const p = this.counterPrev.get(key);
+    this.counterPrev.set(key, { t: now, v: value });
+    if (!p || now <= p.t) return 0;
+    return Math.max(0, ((value - p.v) * 1000) / (now - p.t));
+  }
+
+  /** Find a backend by domain name (or id) and device name ("vbd0", "vif0"). */
+  findBackend(domain: string, device: string): { host: Host; backend: AnyBackend } | undefined {
+    for (const host of this.hosts)
+      for (const b of [...host.blkBackends(), ...host.netBackends()] as AnyBackend[]) {
+        const d = host.hv.domains.get(b.frontDomid);
+        if ((d?.name === domain || String(b.frontDomid) === domain) && b.device === device) return { host, backend: b };
+      }
+    return undefined;
+  }
+
+  private ringById(id: string): { ring: BackRing<unknown, unknown> } | undefined {
+    const [hostName, domain, device, ringName] = id.split('/');
+    const host = this.hosts.find((h) => h.config.name === hostName);
+    if (!host) return undefined;
+    const found = this.findBackend(domain, device);
+    if (!found || found.host !== host) return undefined;
+    const r = found.backend.rings().find((x) => x.name === ringName);
+    return r ? { ring: r.ring } : undefined;
+  }
+
+  /** A ring's latest entries, decoded from its page as it is now (the ring is its own log). */
+  ringEntries(id: string): RingEntries | undefined {
+    const found = this.ringById(id);
+    if (!found) return undefined;
+    const { ring } = found;
+    const reqProd = ring.page.load(REQ_PROD);
+    const rspProd = ring.page.load(RSP_PROD);
+    // A slot holds the request until its response overwrites it: the newest requests not yet
+    // answered are intact; older slots hold responses.
+    const reqs = ring.decodeRange('req', rspProd, reqProd);
+    const rsps = ring.decodeRange('rsp', (rspProd - Math.min(rspProd, ring.size - reqs.length)) >>> 0, rspProd);
+    return { id, reqProd, rspProd, requests: reqs, responses: rsps };
+  }
+
+  private build(): ClusterSnapshot {
+    const now = Date.now();
+    const hosts: HostRow[] = [];
+    const runtimes: RuntimeRow[] = [];
+    const domains: DomainRow[] = [];
+    const rings: RingRow[] = [];
+    const kind = this.transport === 'ws' ? 'process' : 'thread';
+    for (const host of this.hosts) {
+      const hn = host.config.name;
+      const stats = this.guestStats.get(host) ?? [];
+      runtimes.push({ host: hn, name: `${hn}/dom0`, role: 'dom0', kind: 'process', pid: process.pid, state: 'up' });
+      if (host.hwsim) runtimes.push({ host: hn, name: `${hn}/hwsim`, role: 'hwsim', kind, ...(host.hwsim.pid ? { pid: host.hwsim.pid } : {}), state: host.hwsimDown ? 'down' : 'up' });
+      let evIn = 0;
+      let notif = 0;
+      let supp = 0;
+      const backends = [...host.blkBackends(), ...host.netBackends()] as AnyBackend[];
+      for (const [domid, d] of host.hv.domains) {
+        if (domid === 0) continue;
+        const g = host.guests.find((x) => x.domain.domid === domid);
+        if (g) runtimes.push({ host: hn, name: g.config.name, role: 'guest', kind, ...(g.pid ? { pid: g.pid } : {}), state: g.down || !g.isReady ? 'down' : 'up' });
+        const st = stats.find((s) => s?.domid === domid);
+        const busy = st?.busyMs;
+        let cpuPct = 0;
+        if (busy !== undefined) {
+          const p = this.busyPrev.get(`${hn}/${domid}`);
+          this.busyPrev.set(`${hn}/${domid}`, { t: now, busy });
+          if (p && now > p.t) cpuPct = Math.min(100, Math.max(0, ((busy - p.busy) * 100) / (now - p.t)));
+        }
+        const row: DomainRow = {
+          host: hn,
+          domid,
+          name: d.name,
+          state: d.state,
+          memKiB: d.memory.buffer.byteLength / 1024,
+          vcpus: 1,
+          uptimeSec: Math.round((now - d.createdAt) / 1000),
+          cpuPct: Math.round(cpuPct * 10) / 10,
+          netTxPackets: 0,
+          netTxBytes: 0,
+          netRxPackets: 0,
+          netRxBytes: 0,
+          vbdReads: 0,
+          vbdWrites: 0,
+          vbdSectorsRead: 0,
+          vbdSectorsWritten: 0,
+          eventsPerSec: 0,
+          integrityChecked: st?.integrity.checked ?? 0,
+          integrityFailures: st?.integrity.failures ?? 0,
+          devices: [],
+        };
+        for (const b of backends.filter((x) => x.frontDomid === domid)) {
+          const m = b.metrics as BackendCounters & Record<string, number>;
+          const key = `${hn}/${d.name}/${b.device}`;
+          const dev: DeviceRow = {
+            type: b.device.startsWith('vbd') ? 'vbd' : 'vif',
+            devid: b.devid,
+            name: b.device,
+            mode: 'pv',
+            backendState: b.paused ? `${b.state} (paused)` : b.state,
+            frontendState: XENBUS_STATE_NAMES[Number(host.hv.store.tryRead(0, `${b.xb.frontDir}/state`) ?? 0)] ?? 'Unknown',
+            eventsPerSec: Math.round(this.rate(`${key}/events`, m.events, now)),
+            notificationsPerSec: Math.round(this.rate(`${key}/notifications`, m.notifications, now)),
+            suppressedPerSec: Math.round(this.rate(`${key}/suppressed`, m.suppressed, now)),
+            events: m.events,
+            notifications: m.notifications,
+            suppressed: m.suppressed,
+          };
+          row.devices.push(dev);
+          row.eventsPerSec += dev.eventsPerSec;
+          evIn += dev.eventsPerSec;
+          notif += dev.notificationsPerSec;
+          supp += dev.suppressedPerSec;
+          if (dev.type === 'vbd') {
+            row.vbdReads += m.reads ?? 0;
+            row.vbdWrites += m.writes ?? 0;
+            row.vbdSectorsRead += m.sectorsRead ?? 0;
+            row.vbdSectorsWritten += m.sectorsWritten ?? 0;
+          } else {
+            // Backend counts from dom0's side: its tx is the guest's tx.
+            row.netTxPackets += m.txPackets ?? 0;
+            row.netTxBytes += m.txBytes ?? 0;
+            row.netRxPackets += m.rxPackets ?? 0;
+            row.netRxBytes += m.rxBytes ?? 0;
+          }
+          for (const { name, ring } of b.rings()) rings.push(this.ringRow(hn, d.name, domid, b, name, ring, now));
+        }
+        domains.push(row);
+      }
+      const gc = [...host.hv.grants.counters.values()].reduce(
+        (a, c) => ({ maps: a.maps + c.maps, unmaps: a.unmaps + c.unmaps, copies: a.copies + c.copies, bytesCopied: a.bytesCopied + c.bytesCopied }),
+        { maps: 0, unmaps: 0, copies: 0, bytesCopied: 0 },
+      );
+      const { traps, worldSwitches } = host.hv.counters;
+      hosts.push({
+        name: hn,
+        transport: this.transport,
+        eventsPerSec: evIn,
+        notificationsPerSec: notif,
+        suppressedPerSec: supp,
+        trapsPerSec: Math.round(this.rate(`${hn}/traps`, traps, now)),
+        worldSwitchesPerSec: Math.round(this.rate(`${hn}/worldSwitches`, worldSwitches, now)),
+        grantOpsPerSec: Math.round(this.rate(`${hn}/grantOps`, gc.maps + gc.unmaps + gc.copies, now)),
+        traps,
+        worldSwitches,
+        grantMaps: gc.maps,
+        grantUnmaps: gc.unmaps,
+        grantCopies: gc.copies,
+        bytesCopied: gc.bytesCopied,
+      });
+    }
+    return { time: now, uptimeSec: Math.round((now - this.t0) / 1000), transport: this.transport, hosts, runtimes, domains, rings, timeline: this.timeline.slice(-200) };
+  }
+
+  private ringRow(host: string, domain: string, domid: number, b: AnyBackend, name: string, ring: BackRing<unknown, unknown>, now: number): RingRow {
+    const id = `${host}/${domain}/${b.device}/${name}`;
+    const cur: RingSample = { t: now, reqProd: ring.page.load(REQ_PROD), rspProd: ring.page.load(RSP_PROD), reqCons: ring.reqCons, rspEvent: ring.page.load(RSP_EVENT) };
+    const prev = this.ringPrev.get(id);
+    this.ringPrev.set(id, cur);
+    const u32 = (a: number, b2: number) => (a - b2) >>> 0;
+    const pendingRequests = u32(cur.reqProd, cur.reqCons);
+    const occupancy = Math.min(u32(cur.reqProd, cur.rspProd), ring.size);
+    // Responses the frontend asked to hear about (rsp_prod reached rsp_event) and has not taken.
+    const responsesWaiting = u32(cur.rspProd, (cur.rspEvent - 1) >>> 0);
+    let verdict: RingRow['verdict'] = 'IDLE';
+    let stuck: RingRow['stuck'];
+    let reqRate = 0;
+    let rspRate = 0;
+    if (prev) {
+      const dt = (now - prev.t) / 1000;
+      reqRate = dt > 0 ? u32(cur.reqProd, prev.reqProd) / dt : 0;
+      rspRate = dt > 0 ? u32(cur.rspProd, prev.rspProd) / dt : 0;
+      const moved = cur.reqProd !== prev.reqProd || cur.rspProd !== prev.rspProd || cur.reqCons !== prev.reqCons || cur.rspEvent !== prev.rspEvent;
+      if (pendingRequests > 0 && u32(prev.reqProd, prev.reqCons) > 0 && cur.reqCons === prev.reqCons) stuck = 'requests';
+      else if (responsesWaiting > 0 && responsesWaiting <= ring.size && !moved) stuck = 'responses';
+      verdict = stuck ? 'STUCK' : moved || pendingRequests > 0 ? 'BUSY' : 'IDLE';
+    } else verdict = pendingRequests > 0 ? 'BUSY' : 'IDLE';
+    return {
+      id,
+      host,
+      domid,
+      domain,
+      device: b.device,
+      ring: name,
+      mode: 'pv',
+      size: ring.size,
+      reqProd: cur.reqProd,
+      reqEvent: ring.page.load(REQ_EVENT),
+      rspProd: cur.rspProd,
+      rspEvent: cur.rspEvent,
+      reqCons: cur.reqCons,
+      occupancy,
+      pendingRequests,
+      requestsPerSec: Math.round(reqRate),
+      responsesPerSec: Math.round(rspRate),
+      requests: ring.stats.consumed,
+      responses: ring.stats.produced,
+      verdict,
+      ...(stuck ? { stuck } : {}),
+      paused: b.paused,
+    };
+  }
+}

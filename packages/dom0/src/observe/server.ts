@@ -1,0 +1,312 @@
+/**
+ * The control endpoint: dom0's one door for watching and steering a running cluster, in both
+ * transports. node:http serves the dashboard, JSON views and Prometheus `/metrics`; WebSocket
+ * upgrades carry the live snapshot stream and trace streams.
+ *
+ * Authentication (DESIGN §4a). Reads need the read token — `Authorization: Bearer <token>`, or
+ * the HttpOnly SameSite=Strict cookie set when a browser opens the printed `/?token=…` URL.
+ * Actions need the admin secret: the request carries an HMAC of its method, path, body and a
+ * timestamp (x-ringvisor-signature); cookies never authorise an action, so no other page can
+ * forge one. Every rejection names what is missing and how to get it.
+ *
+ *   GET  /                      dashboard            GET /api/snapshot   ClusterSnapshot
+ *   GET  /metrics               Prometheus           GET /api/ring?id=   RingEntries
+ *   WS   /api/live              a snapshot per second
+ *   WS   /api/trace?kinds=&host=&domain=&device=&ring=&frames=1   trace events, batched
+ *   POST /api/backend/pause|resume  {domain, device}  (admin)
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  ADMIN_SIGNATURE_HEADER,
+  TRACE_KINDS,
+  TraceBuffer,
+  matchesFilter,
+  serializeTrace,
+  subscribeTrace,
+  tokensEqual,
+  verifyAdminRequest,
+  type Logger,
+  type TraceFilter,
+  type TraceKind,
+} from '@ringvisor/shared';
+import type { Registry } from 'prom-client';
+import type { Observatory } from './observatory.js';
+import { createMetricsRegistry } from './metrics.js';
+
+export interface ControlServerOptions {
+  host: string;
+  port: number;
+  readToken: string;
+  adminSecret: Uint8Array;
+  log: Logger;
+}
+
+const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboard/', import.meta.url));
+const require = createRequire(import.meta.url);
+const VENDOR: Record<string, string> = {
+  'uPlot.iife.min.js': require.resolve('uplot/dist/uPlot.iife.min.js'),
+  'uPlot.min.css': require.resolve('uplot/dist/uPlot.min.css'),
+};
+const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png', '.svg': 'image/svg+xml' };
+const COOKIE = 'rv_token';
+const MAX_BODY = 16 * 1024;
+/** How often a trace stream flushes its batch to the socket. */
+const TRACE_FLUSH_MS = 100;
+
+export class ControlServer {
+  private server?: Server;
+  private wss?: WebSocketServer;
+  private readonly metrics: Registry;
+  private readonly sockets = new Set<WebSocket>();
+  private liveListener?: () => void;
+
+  constructor(
+    readonly obs: Observatory,
+    readonly opts: ControlServerOptions,
+  ) {
+    this.metrics = createMetricsRegistry(obs);
+  }
+
+  get url(): string {
+    const a = this.server?.address();
+    if (!a || typeof a === 'string') throw new Error('control endpoint is not listening');
+    const host = this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host;
+    return `http://${host.includes(':') ? `[${host}]` : host}:${a.port}`;
+  }
+
+  /** The URL a person opens: carries the read token once; the page then keeps it in a cookie. */
+  get dashboardUrl(): string {
+    return `${this.url}/?token=${this.opts.readToken}`;
+  }
+
+  async listen(): Promise<void> {
+    const server = createServer((req, res) => void this.route(req, res).catch((e) => this.fail(res, 500, (e as Error).message)));
+    this.server = server;
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
+    server.on('upgrade', (req, socket, head) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (!this.canRead(req)) {
+        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (url.pathname !== '/api/live' && url.pathname !== '/api/trace') {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      this.wss!.handleUpgrade(req, socket, head, (ws) => {
+        this.sockets.add(ws);
+        ws.once('close', () => this.sockets.delete(ws));
+        // Viewers only listen: anything they send closes their connection, nobody else's.
+        ws.on('message', () => ws.close(1008, 'this endpoint takes no messages'));
+        if (url.pathname === '/api/live') this.serveLive(ws);
+        else this.serveTrace(ws, url.searchParams);
+      });
+    });
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(this.opts.port, this.opts.host, () => {
+        server.off('error', rej);
+        res();
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const ws of this.sockets) ws.terminate();
+    this.wss?.close();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server?.closeAllConnections();
+  }
+
+  private canRead(req: IncomingMessage): boolean {
+    const auth = req.headers.authorization;
+    if (auth?.startsWith('Bearer ') && tokensEqual(auth.slice(7).trim(), this.opts.readToken)) return true;
+    const cookie = parseCookies(req.headers.cookie)[COOKIE];
+    return cookie !== undefined && tokensEqual(cookie, this.opts.readToken);
+  }
+
+  private fail(res: ServerResponse, status: number, message: string): void {
+    if (res.headersSent) return void res.destroy();
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
+    res.end(JSON.stringify({ error: message }) + '\n');
+  }
+
+  private json(res: ServerResponse, body: unknown): void {
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(body));
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    if (req.method === 'GET' && path === '/' && url.searchParams.has('token')) {
+      const token = url.searchParams.get('token') ?? '';
+      if (!tokensEqual(token, this.opts.readToken)) return this.fail(res, 401, 'wrong read token: open the dashboard URL `ringvisor up` printed');
+      res.writeHead(303, { location: '/', 'set-cookie': `${COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/` });
+      return void res.end();
+    }
+    if (req.method === 'POST') return this.action(req, res, path);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return this.fail(res, 405, `${req.method} is not served here`);
+    if (!this.canRead(req))
+      return this.fail(res, 401, 'read token required: send "Authorization: Bearer <token>" (ringvisor derives it from the cluster secret) or open the URL `ringvisor up` printed');
+    if (path === '/') return this.file(res, join(DASHBOARD_DIR, 'index.html'));
+    if (path.startsWith('/dashboard/')) {
+      const name = path.slice('/dashboard/'.length);
+      if (!/^[\w-]+(\.[\w-]+)*$/.test(name)) return this.fail(res, 404, 'no such file');
+      return this.file(res, join(DASHBOARD_DIR, name));
+    }
+    if (path.startsWith('/vendor/')) {
+      const f = VENDOR[path.slice('/vendor/'.length)];
+      return f ? this.file(res, f) : this.fail(res, 404, 'no such file');
+    }
+    if (path === '/api/snapshot') return this.json(res, this.obs.snapshot());
+    if (path === '/api/ring') {
+      const id = url.searchParams.get('id') ?? '';
+      const entries = this.obs.ringEntries(id);
+      return entries ? this.json(res, entries) : this.fail(res, 404, `no ring ${JSON.stringify(id)} (ids look like host/domain/device/ring; see /api/snapshot)`);
+    }
+    if (path === '/metrics') {
+      const body = await this.metrics.metrics();
+      res.writeHead(200, { 'content-type': this.metrics.contentType });
+      return void res.end(body);
+    }
+    this.fail(res, 404, `nothing at ${path}`);
+  }
+
+  private async file(res: ServerResponse, path: string): Promise<void> {
+    let body: Buffer;
+    try {
+      body = await readFile(path);
+    } catch {
+      return this.fail(res, 404, 'no such file');
+    }
+    const ext = path.slice(path.lastIndexOf('.'));
+    res.writeHead(200, { 'content-type': TYPES[ext] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
+    res.end(body);
+  }
+
+  /** Admin actions: signed with the cluster secret; a bad request changes nothing. */
+  private async action(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const body = await readBody(req, MAX_BODY).catch(() => undefined);
+    if (body === undefined) return this.fail(res, 413, `request body over ${MAX_BODY} bytes`);
+    const sig = req.headers[ADMIN_SIGNATURE_HEADER];
+    if (!verifyAdminRequest(this.opts.adminSecret, typeof sig === 'string' ? sig : undefined, 'POST', req.url ?? path, body))
+      return this.fail(res, 403, 'actions need the admin secret: sign the request (ringvisor does, with the cluster secret from RINGVISOR_SECRET or --secret-file)');
+    let params: { domain?: unknown; device?: unknown };
+    try {
+      params = JSON.parse(body) as typeof params;
+    } catch {
+      return this.fail(res, 400, 'body must be JSON');
+    }
+    const m = /^\/api\/backend\/(pause|resume)$/.exec(path);
+    if (!m) return this.fail(res, 404, `no action at ${path}`);
+    if (typeof params.domain !== 'string' || typeof params.device !== 'string') return this.fail(res, 400, 'body must be {"domain": NAME, "device": "vbd0"|"vif0"|…}');
+    const found = this.obs.findBackend(params.domain, params.device);
+    if (!found) return this.fail(res, 404, `no backend for ${params.domain}/${params.device}`);
+    if (m[1] === 'pause') found.backend.pause();
+    else found.backend.resume();
+    this.opts.log.info({ domain: params.domain, device: params.device, action: m[1] }, 'backend action');
+    this.json(res, { ok: true, domain: params.domain, device: params.device, paused: found.backend.paused });
+  }
+
+  private serveLive(ws: WebSocket): void {
+    const send = (s: unknown) => {
+      // A viewer that cannot keep up skips snapshots rather than queueing them.
+      if (ws.readyState === ws.OPEN && ws.bufferedAmount < 1 << 20) ws.send(JSON.stringify({ type: 'snapshot', snapshot: s }));
+    };
+    send(this.obs.snapshot());
+    this.obs.on('snapshot', send);
+    ws.once('close', () => this.obs.off('snapshot', send));
+  }
+
+  /**
+   * A trace stream: subscribe to the asked kinds, filter, decode entries synchronously at the
+   * publish site (the slots may be reused a moment later), batch, flush every 100 ms. A reader
+   * slower than the cluster loses events (counted in `dropped`), never dom0's memory.
+   */
+  private serveTrace(ws: WebSocket, q: URLSearchParams): void {
+    let filter: TraceFilter;
+    try {
+      filter = parseTraceFilter(q, this.obs);
+    } catch (e) {
+      ws.close(1008, (e as Error).message.slice(0, 120));
+      return;
+    }
+    const frames = q.get('frames') === '1';
+    const kinds = filter.kinds?.length ? filter.kinds : TRACE_KINDS.filter((k) => k !== 'frame' || frames);
+    const buf = new TraceBuffer();
+    const unsubscribe = subscribeTrace(kinds, (ev) => {
+      if (matchesFilter(ev, filter)) buf.push(serializeTrace(ev, frames));
+    });
+    const timer = setInterval(() => {
+      if (buf.length === 0 && buf.dropped === 0) return;
+      const batch = buf.take();
+      if (ws.bufferedAmount > 8 << 20) return; // the socket is backed up: this batch is dropped
+      ws.send(JSON.stringify({ type: 'events', ...batch }));
+    }, TRACE_FLUSH_MS);
+    ws.send(JSON.stringify({ type: 'subscribed', kinds, filter }));
+    ws.once('close', () => {
+      clearInterval(timer);
+      unsubscribe();
+    });
+  }
+}
+
+/** `kinds=ring.push,frame&host=h&domain=guest1|3&device=vif0&ring=tx` → a filter (domain names resolved). */
+export function parseTraceFilter(q: URLSearchParams, obs: Observatory): TraceFilter {
+  const f: TraceFilter = {};
+  const kinds = q.get('kinds');
+  if (kinds) {
+    f.kinds = kinds.split(',').map((k) => {
+      if (!TRACE_KINDS.includes(k as TraceKind)) throw new Error(`unknown event kind "${k}" (kinds: ${TRACE_KINDS.join(', ')})`);
+      return k as TraceKind;
+    });
+  }
+  const host = q.get('host');
+  if (host) f.host = host;
+  const domain = q.get('domain');
+  if (domain) {
+    if (/^\d+$/.test(domain)) f.domid = Number(domain);
+    else {
+      const d = obs.snapshot().domains.find((x) => x.name === domain && (!host || x.host === host));
+      if (!d) throw new Error(`no domain named "${domain}"`);
+      f.domid = d.domid;
+      f.host = d.host;
+    }
+  }
+  const device = q.get('device');
+  if (device) f.device = device;
+  const ring = q.get('ring');
+  if (ring) f.ring = ring;
+  return f;
+}
+
+function parseCookies(header: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of header?.split(';') ?? []) {
+    const i = part.indexOf('=');
+    if (i > 0) out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > limit) {
+        reject(new Error('too large'));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}

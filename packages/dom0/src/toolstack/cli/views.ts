@@ -1,0 +1,238 @@
+/**
+ * The view commands: attach to a running cluster's control endpoint and show it the way Xen's
+ * tools do.
+ *
+ *   ringvisor list                     xl list
+ *   ringvisor top [-b] [-n N] [-d S]   xentop (batch mode for scripts)
+ *   ringvisor rings                    xen-ringwatch: per-ring indices and BUSY / IDLE / STUCK
+ *   ringvisor trace [filters] [--pcap FILE] [--count N] [--duration S]   JSON Lines
+ *   ringvisor backend pause|resume DOMAIN DEVICE   (admin)
+ */
+import { parseArgs } from 'node:util';
+import { WebSocket } from 'ws';
+import { TRACE_KINDS, type TraceKind } from '@ringvisor/shared';
+import type { ClusterSnapshot, RingRow } from '../../observe/model.js';
+import { PcapCapture } from '../../observe/capture.js';
+import { ControlEndpointError, UsageError, getJson, postAction, resolveControl, type ControlCredentials } from './endpoint.js';
+
+const COMMON = { url: { type: 'string' }, 'secret-file': { type: 'string' }, json: { type: 'boolean' } } as const;
+
+/** Run parseArgs, turning its complaints into a usage error naming the command. */
+function parse<T>(cmd: string, run: () => T): T {
+  try {
+    return run();
+  } catch (e) {
+    throw new UsageError(`ringvisor ${cmd}: ${(e as Error).message} (see \`ringvisor help\`)`);
+  }
+}
+
+async function creds(values: { url?: string | boolean; 'secret-file'?: string | boolean }): Promise<ControlCredentials> {
+  return resolveControl({
+    ...(typeof values.url === 'string' ? { url: values.url } : {}),
+    ...(typeof values['secret-file'] === 'string' ? { secretFile: values['secret-file'] } : {}),
+  });
+}
+
+function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  return [line(head), ...rows.map(line)].join('\n') + '\n';
+}
+
+function fmtBytes(n: number): string {
+  if (n >= 1 << 30) return (n / (1 << 30)).toFixed(1) + 'G';
+  if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + 'M';
+  if (n >= 1 << 10) return (n / (1 << 10)).toFixed(1) + 'K';
+  return String(n);
+}
+
+/** `ringvisor list`: name, id, memory, state, uptime — every domain of every host. */
+export async function list(argv: string[]): Promise<number> {
+  const { values } = parse('list', () => parseArgs({ args: argv, options: COMMON, strict: true }));
+  const s = await getJson<ClusterSnapshot>(await creds(values), '/api/snapshot');
+  if (values.json) {
+    process.stdout.write(JSON.stringify(s.domains.map(({ host, name, domid, memKiB, vcpus, state, uptimeSec }) => ({ host, name, domid, memKiB, vcpus, state, uptimeSec }))) + '\n');
+    return 0;
+  }
+  process.stdout.write(
+    table(
+      ['Name', 'ID', 'Mem(MiB)', 'VCPUs', 'State', 'Time(s)', 'Host'],
+      s.domains.map((d) => [d.name, String(d.domid), String(Math.round(d.memKiB / 1024)), String(d.vcpus), d.state, String(d.uptimeSec), d.host]),
+    ),
+  );
+  return 0;
+}
+
+export function renderTopTable(s: ClusterSnapshot): string {
+  const rings = new Map<string, RingRow[]>();
+  for (const r of s.rings) rings.set(`${r.host}/${r.domid}`, [...(rings.get(`${r.host}/${r.domid}`) ?? []), r]);
+  const head = `ringvisor top — ${new Date(s.time).toISOString()} — up ${s.uptimeSec}s — ${s.domains.length} domains on ${s.hosts.length} hosts (${s.transport})`;
+  const hostLine = s.hosts
+    .map((h) => `${h.name}: events/s ${h.eventsPerSec}  notify/s ${h.notificationsPerSec}  suppressed/s ${h.suppressedPerSec}  traps/s ${h.trapsPerSec}  grant ops/s ${h.grantOpsPerSec}`)
+    .join('\n');
+  return (
+    `${head}\n${hostLine}\n` +
+    table(
+      ['NAME', 'STATE', 'CPU(%)', 'MEM(k)', 'NETTX(k)', 'NETRX(k)', 'VBD_RD', 'VBD_WR', 'VBD_RSECT', 'VBD_WSECT', 'RING_OCC', 'REQ/s', 'EVT/s', 'HOST'],
+      s.domains.map((d) => {
+        const rs = rings.get(`${d.host}/${d.domid}`) ?? [];
+        return [
+          d.name,
+          d.state,
+          d.cpuPct.toFixed(1),
+          String(d.memKiB),
+          String(Math.round(d.netTxBytes / 1024)),
+          String(Math.round(d.netRxBytes / 1024)),
+          String(d.vbdReads),
+          String(d.vbdWrites),
+          String(d.vbdSectorsRead),
+          String(d.vbdSectorsWritten),
+          rs.map((r) => `${r.occupancy}/${r.size}`).join(',') || '-',
+          String(rs.reduce((a, r) => a + r.requestsPerSec, 0)),
+          String(d.eventsPerSec),
+          d.host,
+        ];
+      }),
+    )
+  );
+}
+
+/** `ringvisor top`: xentop. Interactive by default; `-b` prints `-n` iterations for scripts. */
+export async function top(argv: string[]): Promise<number> {
+  const { values } = parse('top', () =>
+    parseArgs({ args: argv, options: { ...COMMON, batch: { type: 'boolean', short: 'b' }, iterations: { type: 'string', short: 'n' }, delay: { type: 'string', short: 'd' } }, strict: true }),
+  );
+  const n = values.iterations === undefined ? (values.batch ? 1 : Infinity) : Number(values.iterations);
+  if (!(n >= 1) || (Number.isFinite(n) && !Number.isInteger(n))) throw new UsageError(`-n must be a positive whole number of iterations, got ${JSON.stringify(values.iterations)}`);
+  const delaySec = values.delay === undefined ? 1 : Number(values.delay);
+  if (!(delaySec > 0)) throw new UsageError(`-d must be a positive number of seconds, got ${JSON.stringify(values.delay)}`);
+  const c = await creds(values);
+  const tty = process.stdout.isTTY === true && !values.batch;
+  for (let i = 0; i < n; i++) {
+    const s = await getJson<ClusterSnapshot>(c, '/api/snapshot');
+    if (values.json) process.stdout.write(JSON.stringify({ time: s.time, hosts: s.hosts, domains: s.domains, rings: s.rings }) + '\n');
+    else process.stdout.write((tty ? '\x1b[H\x1b[2J' : '') + renderTopTable(s) + (tty ? '' : '\n'));
+    if (i + 1 < n) await new Promise((r) => setTimeout(r, delaySec * 1000));
+  }
+  return 0;
+}
+
+/** `ringvisor rings`: every ring's indices, occupancy and xen-ringwatch verdict. */
+export async function rings(argv: string[]): Promise<number> {
+  const { values } = parse('rings', () => parseArgs({ args: argv, options: { ...COMMON, domain: { type: 'string' } }, strict: true }));
+  const s = await getJson<ClusterSnapshot>(await creds(values), '/api/snapshot');
+  const rs = s.rings.filter((r) => !values.domain || r.domain === values.domain || String(r.domid) === values.domain);
+  if (values.json) {
+    process.stdout.write(JSON.stringify(rs) + '\n');
+    return 0;
+  }
+  process.stdout.write(
+    table(
+      ['RING', 'MODE', 'SIZE', 'REQ_PROD', 'REQ_CONS', 'REQ_EVENT', 'RSP_PROD', 'RSP_EVENT', 'OCC', 'REQ/s', 'RSP/s', 'STATE'],
+      rs.map((r) => [
+        r.id,
+        r.mode,
+        String(r.size),
+        String(r.reqProd),
+        String(r.reqCons),
+        String(r.reqEvent),
+        String(r.rspProd),
+        String(r.rspEvent),
+        String(r.occupancy),
+        String(r.requestsPerSec),
+        String(r.responsesPerSec),
+        r.verdict + (r.stuck ? ` (${r.stuck})` : '') + (r.paused ? ' paused' : ''),
+      ]),
+    ),
+  );
+  return 0;
+}
+
+/**
+ * `ringvisor trace`: stream trace events as JSON Lines (filtered at the source), or capture
+ * frames to pcapng with --pcap. Ends after --count events, --duration seconds, or Ctrl-C.
+ */
+export async function trace(argv: string[]): Promise<number> {
+  const { values } = parse('trace', () =>
+    parseArgs({
+      args: argv,
+      options: {
+        ...COMMON,
+        kind: { type: 'string', multiple: true },
+        host: { type: 'string' },
+        domain: { type: 'string' },
+        device: { type: 'string' },
+        ring: { type: 'string' },
+        pcap: { type: 'string' },
+        count: { type: 'string' },
+        duration: { type: 'string' },
+      },
+      strict: true,
+    }),
+  );
+  const kinds = (values.kind ?? []).flatMap((k) => k.split(','));
+  for (const k of kinds) if (!TRACE_KINDS.includes(k as TraceKind)) throw new UsageError(`--kind ${k}: unknown event kind (kinds: ${TRACE_KINDS.join(', ')})`);
+  const pcap = values.pcap;
+  if (pcap && kinds.length && !kinds.includes('frame')) throw new UsageError('--pcap captures frames: leave out --kind, or include --kind frame');
+  const count = values.count === undefined ? Infinity : Number(values.count);
+  if (!(count >= 1)) throw new UsageError(`--count must be a positive number, got ${JSON.stringify(values.count)}`);
+  const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
+  if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
+  const c = await creds(values);
+  const q = new URLSearchParams();
+  if (pcap) q.set('kinds', 'frame');
+  else if (kinds.length) q.set('kinds', kinds.join(','));
+  if (pcap) q.set('frames', '1');
+  for (const k of ['host', 'domain', 'device', 'ring'] as const) if (values[k]) q.set(k, values[k]!);
+  const ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/api/trace?${q}`, { headers: { authorization: `Bearer ${c.readToken}` } });
+  const capture = pcap ? new PcapCapture(pcap) : undefined;
+  let seen = 0;
+  let dropped = 0;
+  let closeReason = '';
+  const done = new Promise<void>((resolve, reject) => {
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data)) as { type: string; events?: Array<Record<string, unknown>>; dropped?: number };
+      if (m.type !== 'events') return;
+      dropped += m.dropped ?? 0;
+      for (const ev of m.events ?? []) {
+        if (seen >= count) break;
+        seen++;
+        if (capture && typeof ev.frame === 'string')
+          capture.write({ t: ev.t as number, host: ev.host as string, iface: ev.iface as string, dir: ev.dir as 'tx' | 'rx', frame: Buffer.from(ev.frame, 'base64') });
+        else process.stdout.write(JSON.stringify(ev) + '\n');
+      }
+      if (seen >= count) ws.close(1000, 'enough');
+    });
+    ws.on('unexpected-response', (_req, res) => reject(new ControlEndpointError(`trace stream refused: ${res.statusCode} (check the read token)`)));
+    ws.on('error', (e) => reject(new ControlEndpointError(`cannot reach the control endpoint at ${c.url}: ${e.message}`)));
+    ws.on('close', (code, reason) => {
+      closeReason = code === 1008 ? String(reason) : '';
+      resolve();
+    });
+  });
+  const stop = () => ws.close(1000, 'stopped');
+  process.once('SIGINT', stop);
+  const timer = Number.isFinite(durationSec) ? setTimeout(stop, durationSec * 1000) : undefined;
+  try {
+    await done;
+  } finally {
+    process.off('SIGINT', stop);
+    if (timer) clearTimeout(timer);
+    capture?.close();
+  }
+  if (closeReason) throw new UsageError(`ringvisor trace: ${closeReason}`);
+  if (capture) process.stderr.write(`ringvisor: captured ${capture.frames} frames on ${capture.perInterface.size} interfaces to ${pcap}\n`);
+  if (dropped) process.stderr.write(`ringvisor: ${dropped} events dropped (the stream could not keep up; filter by --kind/--domain/--ring)\n`);
+  return 0;
+}
+
+/** `ringvisor backend pause|resume DOMAIN DEVICE`: stop or restart a backend consuming its rings. */
+export async function backend(argv: string[]): Promise<number> {
+  const { values, positionals } = parse('backend', () => parseArgs({ args: argv, options: COMMON, strict: true, allowPositionals: true }));
+  const [action, domain, device] = positionals;
+  if ((action !== 'pause' && action !== 'resume') || !domain || !device || positionals.length !== 3)
+    throw new UsageError('usage: ringvisor backend pause|resume DOMAIN DEVICE   (e.g. ringvisor backend pause guest1 vbd0)');
+  const r = await postAction<{ paused: boolean }>(await creds(values), `/api/backend/${action}`, { domain, device });
+  process.stdout.write(`${domain}/${device}: backend ${r.paused ? 'paused' : 'running'}\n`);
+  return 0;
+}

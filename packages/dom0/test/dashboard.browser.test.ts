@@ -1,0 +1,262 @@
+/**
+ * The live dashboard in a real browser: the real cluster (`bin/ringvisor.mjs up --observe`, the
+ * default three-guest host, real worker threads) in its own process, and headless Chromium
+ * driven by playwright-core loading the page through the one-time token link.
+ *
+ * Checked: the API refuses a request without the cookie; every domain the snapshot lists gets a
+ * row; the live feed connects and traffic shows up as rates (per domain and per ring, the
+ * domain's figure being the sum of its rings); the charts and the timeline render; clicking a
+ * vbd ring opens its entries decoded from the ring page, refreshed while open, and the panel
+ * closes; the page throws nothing. A full-page screenshot lands in test-artifacts/dashboard.png.
+ *
+ * Skipped when /usr/bin/chromium is absent, except under CI (CI=true), where that fails. The
+ * cluster is stopped by pid (SIGINT, SIGKILL after 10 s) and the browser closed, pass or fail.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+const ROOT = resolve(import.meta.dirname, '../../..');
+const CHROMIUM = '/usr/bin/chromium';
+const chromiumAvailable = existsSync(CHROMIUM);
+const underCi = process.env.CI === 'true';
+const ARTIFACTS = join(ROOT, 'test-artifacts');
+const SCREENSHOT = join(ARTIFACTS, 'dashboard.png');
+const DASHBOARD_LINE = /ringvisor: dashboard (http:\/\/127\.0\.0\.1:\d+\/\?token=[0-9a-fA-F]+)/;
+
+interface Cluster {
+  child: ChildProcess;
+  url: string;
+  /** Tail of the child's stdout and stderr, for failure messages. */
+  output: () => string;
+}
+
+let cluster: ChildProcess | undefined;
+let clusterDir: string | undefined;
+
+/** SIGINT, then SIGKILL if it has not exited within 10 s; by pid, never by name. */
+async function stopCluster(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || !child.pid) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  try {
+    process.kill(child.pid, 'SIGINT');
+  } catch {
+    return; // already gone
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    exited.then(() => false),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 10_000))),
+  ]);
+  clearTimeout(timer);
+  if (timedOut && child.exitCode === null && child.signalCode === null) {
+    try {
+      process.kill(child.pid, 'SIGKILL');
+    } catch {
+      /* gone meanwhile */
+    }
+    await exited;
+  }
+}
+
+afterAll(async () => {
+  if (cluster) await stopCluster(cluster);
+  cluster = undefined;
+  if (clusterDir) rmSync(clusterDir, { recursive: true, force: true });
+  clusterDir = undefined;
+}, 30_000);
+
+/** Start `ringvisor up --observe` and resolve with the dashboard link once it is printed. */
+function startCluster(): Promise<Cluster> {
+  clusterDir = mkdtempSync(join(tmpdir(), 'rv-dash-'));
+  const child = spawn(process.execPath, ['bin/ringvisor.mjs', 'up', '--duration', '60', '--observe', '127.0.0.1:0'], {
+    cwd: ROOT,
+    env: { ...process.env, RINGVISOR_DIR: clusterDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cluster = child;
+  let out = '';
+  const keep = (d: Buffer | string) => {
+    out += d.toString();
+    if (out.length > 20_000) out = out.slice(-10_000);
+  };
+  const output = () => out.slice(-4_000);
+  return new Promise<Cluster>((resolvePromise, reject) => {
+    let stdoutBuf = '';
+    const timer = setTimeout(() => reject(new Error(`no dashboard line within 90 s; output:\n${output()}`)), 90_000);
+    child.stderr!.on('data', keep);
+    child.stdout!.on('data', (d: Buffer) => {
+      keep(d);
+      stdoutBuf += d.toString();
+      const m = DASHBOARD_LINE.exec(stdoutBuf);
+      if (m) {
+        clearTimeout(timer);
+        stdoutBuf = '';
+        resolvePromise({ child, url: m[1], output });
+      } else if (stdoutBuf.length > 100_000) stdoutBuf = stdoutBuf.slice(-1_000);
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`ringvisor up exited (${code ?? signal}) before printing the dashboard line; output:\n${output()}`));
+    });
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+interface PageState {
+  connection: string | undefined;
+  domains: Array<{ name: string; host: string; rate: number; ringSum: number }>;
+  ringRates: number[];
+}
+
+/** One consistent read of the page (the page renders a snapshot in a single task). */
+function pageState(page: Page): Promise<PageState> {
+  return page.evaluate(() => {
+    const rings = [...document.querySelectorAll<HTMLElement>('[data-testid="ring-row"]')].map((tr) => ({
+      domain: tr.dataset.domain ?? '',
+      host: tr.dataset.host ?? '',
+      rps: Number(tr.querySelector<HTMLElement>('[data-testid="ring-rps"]')?.dataset.value ?? NaN),
+    }));
+    const domains = [...document.querySelectorAll<HTMLElement>('[data-testid="domain-row"]')].map((tr) => {
+      const name = tr.dataset.domain ?? '';
+      const host = tr.dataset.host ?? '';
+      const ringSum = rings.filter((r) => r.domain === name && r.host === host).reduce((a, r) => a + r.rps, 0);
+      return { name, host, rate: Number(tr.querySelector('[data-testid="domain-rate"]')?.textContent ?? NaN), ringSum };
+    });
+    return {
+      connection: document.querySelector<HTMLElement>('[data-testid="connection"]')?.dataset.state,
+      domains,
+      ringRates: rings.map((r) => r.rps),
+    };
+  });
+}
+
+describe('live dashboard (real cluster, real Chromium)', () => {
+  it.skipIf(!chromiumAvailable && !underCi)(
+    'shows every domain, live rates per domain and ring, charts and timeline; a vbd ring row opens its decoded entries',
+    async () => {
+      if (!chromiumAvailable) throw new Error('chromium is required under CI; apt-get install chromium');
+      const c = await startCluster();
+      const origin = new URL(c.url).origin;
+
+      // Without the cookie (a fresh request from node, no token) the API refuses.
+      const unauth = await fetch(`${origin}/api/snapshot`);
+      expect(unauth.status).toBe(401);
+      await unauth.body?.cancel();
+
+      let browser: Browser | undefined;
+      try {
+        browser = await chromium.launch({
+          executablePath: CHROMIUM,
+          args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+        });
+        const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+        const pageErrors: string[] = [];
+        page.on('pageerror', (e) => pageErrors.push(e.message));
+
+        const response = await page.goto(c.url);
+        expect(response?.ok(), `loading ${origin}/?token=…`).toBe(true);
+        expect(new URL(page.url()).search, 'the token is not left in the address bar').toBe('');
+
+        // The domains as the API lists them (the page's own fetch, with its cookie).
+        const names = await page.evaluate(async () => {
+          const r = await fetch('/api/snapshot');
+          if (!r.ok) throw new Error(`/api/snapshot: HTTP ${r.status}`);
+          const s = (await r.json()) as { domains: Array<{ name: string }> };
+          return s.domains.map((d) => d.name);
+        });
+        expect(names).toEqual(expect.arrayContaining(['guest1', 'guest2', 'guest3']));
+
+        // Every one gets a domain row, and the live feed (not the polling fallback) is what feeds it.
+        await expect
+          .poll(async () => (await pageState(page)).domains.map((d) => d.name).sort(), { timeout: 15_000, interval: 250 })
+          .toEqual([...names].sort());
+        await expect.poll(async () => (await pageState(page)).connection, { timeout: 10_000, interval: 250 }).toBe('live');
+
+        // Traffic shows up as rates: some domain and some ring rows above zero.
+        await expect
+          .poll(
+            async () => {
+              const s = await pageState(page);
+              return { domainRateAboveZero: s.domains.some((d) => d.rate > 0), ringRateAboveZero: s.ringRates.some((r) => r > 0) };
+            },
+            { timeout: 20_000, interval: 500 },
+          )
+          .toEqual({ domainRateAboveZero: true, ringRateAboveZero: true });
+
+        // A domain's figure is the sum of its rings' requests/s, rounded.
+        const state = await pageState(page);
+        for (const d of state.domains) expect(d.rate, `domain-rate of ${d.name}`).toBe(Math.round(d.ringSum));
+        expect(state.ringRates.length).toBeGreaterThanOrEqual(names.filter((n) => n.startsWith('guest')).length);
+
+        // Charts (three uPlot instances) and the timeline render.
+        await expect.poll(() => page.locator('.uplot').count(), { timeout: 5_000 }).toBe(3);
+        expect(await page.locator('[data-testid="timeline"] tbody tr').count()).toBeGreaterThan(0);
+        expect(await page.locator('[data-testid="timeline"] tbody tr').count()).toBeLessThanOrEqual(100);
+
+        // Click a vbd ring: its entries, decoded from the ring page.
+        const vbdRow = page.locator('[data-testid="ring-row"][data-ring-id*="/vbd"]').first();
+        const ringId = await vbdRow.getAttribute('data-ring-id');
+        expect(ringId).toMatch(/\/vbd\d+\//);
+        await vbdRow.click();
+        const panel = page.getByTestId('ring-entries');
+        await expect.poll(() => panel.isVisible(), { timeout: 5_000 }).toBe(true);
+        expect(await panel.getAttribute('data-ring-id')).toBe(ringId);
+        await expect.poll(() => panel.locator('[data-testid="ring-entry"]').count(), { timeout: 10_000, interval: 250 }).toBeGreaterThanOrEqual(1);
+
+        // Every entry shows its ring index and its decoded blkif fields. Requests are the slots
+        // published and not yet answered (often none on a quick disk), responses the latest ones.
+        const readEntries = (table: string) =>
+          page.locator(`${table} [data-testid="ring-entry"]`).evaluateAll((rows) =>
+            rows.map((tr) => Object.fromEntries([...tr.querySelectorAll<HTMLElement>('td[data-field]')].map((td) => [td.dataset.field ?? '', td.textContent ?? '']))),
+          );
+        const requests = await readEntries('#ring-req-table');
+        const responses = await readEntries('#ring-rsp-table');
+        expect(requests.length + responses.length).toBeGreaterThanOrEqual(1);
+        for (const e of requests) {
+          expect(Object.keys(e), JSON.stringify(e)).toEqual(expect.arrayContaining(['index', 'operation', 'nrSegments', 'id', 'sectorNumber', 'segments']));
+          expect(e.index, JSON.stringify(e)).toMatch(/^\d+$/);
+          expect(e.operation, JSON.stringify(e)).toMatch(/^\d+ [a-z-]+$/); // a named blkif operation
+          expect(e.sectorNumber, JSON.stringify(e)).toMatch(/^\d+$/);
+          expect(e.segments, JSON.stringify(e)).toMatch(/gref=\d+/);
+        }
+        for (const e of responses) {
+          expect(Object.keys(e), JSON.stringify(e)).toEqual(expect.arrayContaining(['index', 'id', 'operation', 'status']));
+          expect(e.index, JSON.stringify(e)).toMatch(/^\d+$/);
+          expect(e.id, JSON.stringify(e)).toMatch(/^\d+$/);
+          expect(e.status, JSON.stringify(e)).toMatch(/^-?\d+/);
+        }
+        // (A freed slot may already hold the guest's next, unpublished request, so only some
+        // response is required to read as a clean BLKIF_RSP_OKAY.)
+        if (responses.length > 0) expect(responses.map((e) => e.status)).toContain('0 OKAY');
+
+        // It is refreshed while open.
+        const meta = page.locator('#ring-panel-meta');
+        const before = await meta.textContent();
+        await expect.poll(() => meta.textContent(), { timeout: 5_000, interval: 250 }).not.toBe(before);
+
+        mkdirSync(ARTIFACTS, { recursive: true });
+        await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+        // The close button hides it.
+        await page.getByTestId('ring-entries-close').click();
+        await expect.poll(() => panel.isVisible(), { timeout: 2_000 }).toBe(false);
+
+        expect(pageErrors).toEqual([]);
+      } catch (e) {
+        if (e instanceof Error) e.message += `\n--- ringvisor output (tail) ---\n${c.output()}`;
+        throw e;
+      } finally {
+        await browser?.close();
+        await stopCluster(c.child);
+      }
+    },
+    150_000,
+  );
+});
