@@ -240,7 +240,8 @@ async function poll(initial = false) {
     if (!initial && (!conn.ws || conn.ws.readyState !== WebSocket.OPEN)) setConn('polling', 'polling (live feed down)');
     accept(snap);
   } catch {
-    setConn('down', 'disconnected: retrying');
+    // A poll still in flight when the socket came back must not mark a live page as down.
+    if (!conn.ws || conn.ws.readyState !== WebSocket.OPEN) setConn('down', 'disconnected: retrying');
   }
 }
 

@@ -72,9 +72,10 @@ afterAll(async () => {
 /** Start `ringvisor up --observe` and resolve with the dashboard link once it is printed. */
 function startCluster(): Promise<Cluster> {
   clusterDir = mkdtempSync(join(tmpdir(), 'rv-dash-'));
-  const child = spawn(process.execPath, ['bin/ringvisor.mjs', 'up', '--duration', '60', '--observe', '127.0.0.1:0'], {
-    cwd: ROOT,
-    env: { ...process.env, RINGVISOR_DIR: clusterDir },
+  const child = spawn(process.execPath, [join(ROOT, 'bin/ringvisor.mjs'), 'up', '--duration', '60', '--observe', '127.0.0.1:0'], {
+    // Its own directory: the disk image and the state directory are the run's alone.
+    cwd: clusterDir,
+    env: { ...process.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   cluster = child;

@@ -132,9 +132,11 @@ export interface ClusterSnapshot {
   timeline: TimelineEntry[];
 }
 
-/** One ring's latest entries, decoded from the page as it is now (the ring is its own log). */
+/** One ring's latest entries, as the backend took (requests) and wrote (responses) them. */
 export interface RingEntries {
   id: string;
+  /** The ring protocol: "blkif", "netif-tx", "netif-rx". */
+  protocol: string;
   reqProd: number;
   rspProd: number;
   requests: Array<{ index: number } & Record<string, unknown>>;

@@ -144,18 +144,23 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     return r ? { ring: r.ring } : undefined;
   }
 
-  /** A ring's latest entries, decoded from its page as it is now (the ring is its own log). */
+  /**
+   * A ring's latest entries as the backend took and answered them (its private copies: the
+   * shared slots may already hold the frontend's next requests), plus the indices now.
+   */
   ringEntries(id: string): RingEntries | undefined {
     const found = this.ringById(id);
     if (!found) return undefined;
     const { ring } = found;
-    const reqProd = ring.page.load(REQ_PROD);
-    const rspProd = ring.page.load(RSP_PROD);
-    // A slot holds the request until its response overwrites it: the newest requests not yet
-    // answered are intact; older slots hold responses.
-    const reqs = ring.decodeRange('req', rspProd, reqProd);
-    const rsps = ring.decodeRange('rsp', (rspProd - Math.min(rspProd, ring.size - reqs.length)) >>> 0, rspProd);
-    return { id, reqProd, rspProd, requests: reqs, responses: rsps };
+    const flat = (xs: Array<{ index: number; entry: unknown }>) => xs.map((x) => ({ index: x.index, ...(x.entry as object) }));
+    return {
+      id,
+      protocol: ring.protocol.name,
+      reqProd: ring.page.load(REQ_PROD),
+      rspProd: ring.page.load(RSP_PROD),
+      requests: flat(ring.recent('req')),
+      responses: flat(ring.recent('rsp')),
+    };
   }
 
   private build(): ClusterSnapshot {
@@ -174,10 +179,11 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       let notif = 0;
       let supp = 0;
       const backends = [...host.blkBackends(), ...host.netBackends()] as AnyBackend[];
+      domains.push(this.dom0Row(host, now));
       for (const [domid, d] of host.hv.domains) {
         if (domid === 0) continue;
         const g = host.guests.find((x) => x.domain.domid === domid);
-        if (g) runtimes.push({ host: hn, name: g.config.name, role: 'guest', kind, ...(g.pid ? { pid: g.pid } : {}), state: g.down || !g.isReady ? 'down' : 'up' });
+        if (g) runtimes.push({ host: hn, name: `${hn}/${g.config.name}`, role: 'guest', kind, ...(g.pid ? { pid: g.pid } : {}), state: g.down || !g.isReady ? 'down' : 'up' });
         const st = stats.find((s) => s?.domid === domid);
         const busy = st?.busyMs;
         let cpuPct = 0;
@@ -269,6 +275,38 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       });
     }
     return { time: now, uptimeSec: Math.round((now - this.t0) / 1000), transport: this.transport, hosts, runtimes, domains, rings, timeline: this.timeline.slice(-200) };
+  }
+
+  /** Domain-0 as xl list shows it: dom0's own thread is its vCPU here. */
+  private dom0Row(host: Host, now: number): DomainRow {
+    const d = host.hv.dom0;
+    const busy = performance.eventLoopUtilization().active;
+    const key = `${host.config.name}/0`;
+    const p = this.busyPrev.get(key);
+    this.busyPrev.set(key, { t: now, busy });
+    const cpuPct = p && now > p.t ? Math.min(100, Math.max(0, ((busy - p.busy) * 100) / (now - p.t))) : 0;
+    return {
+      host: host.config.name,
+      domid: 0,
+      name: d.name,
+      state: d.state,
+      memKiB: d.memory.buffer.byteLength / 1024,
+      vcpus: 1,
+      uptimeSec: Math.round((now - d.createdAt) / 1000),
+      cpuPct: Math.round(cpuPct * 10) / 10,
+      netTxPackets: host.nic?.counters.txFrames ?? 0,
+      netTxBytes: host.nic?.counters.txBytes ?? 0,
+      netRxPackets: host.nic?.counters.rxFrames ?? 0,
+      netRxBytes: host.nic?.counters.rxBytes ?? 0,
+      vbdReads: 0,
+      vbdWrites: 0,
+      vbdSectorsRead: 0,
+      vbdSectorsWritten: 0,
+      eventsPerSec: Math.round(this.rate(`${key}/received`, host.hv.dom0Events.counters.received, now)),
+      integrityChecked: 0,
+      integrityFailures: 0,
+      devices: [],
+    };
   }
 
   private ringRow(host: string, domain: string, domid: number, b: AnyBackend, name: string, ring: BackRing<unknown, unknown>, now: number): RingRow {

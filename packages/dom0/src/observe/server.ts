@@ -152,6 +152,10 @@ export class ControlServer {
     }
     if (req.method === 'POST') return this.action(req, res, path);
     if (req.method !== 'GET' && req.method !== 'HEAD') return this.fail(res, 405, `${req.method} is not served here`);
+    if (!this.canRead(req) && path === '/') {
+      res.writeHead(401, { 'content-type': 'text/html; charset=utf-8' });
+      return void res.end('<!doctype html><title>ringvisor</title><p>This dashboard needs its read token: open the URL <code>ringvisor up</code> printed (it ends in <code>/?token=…</code>).</p>\n');
+    }
     if (!this.canRead(req))
       return this.fail(res, 401, 'read token required: send "Authorization: Bearer <token>" (ringvisor derives it from the cluster secret) or open the URL `ringvisor up` printed');
     if (path === '/') return this.file(res, join(DASHBOARD_DIR, 'index.html'));

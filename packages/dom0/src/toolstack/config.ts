@@ -201,8 +201,11 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       names.add(gname);
       const devs = (g.devices as RawObject[] | undefined) ?? [{ type: 'vbd' }, { type: 'vif' }];
       const seen = new Set<string>();
-      const devices = devs.map((d, di): DeviceConfig => {
-        const devid = (d.devid as number | undefined) ?? (d.type === 'vbd' ? 51712 + di * 16 : di);
+      // Default device ids count per type, as xl numbers them: xvda, xvdb… (51712 + 16n), vif0, vif1…
+      const perType = { vbd: 0, vif: 0 };
+      const devices = devs.map((d): DeviceConfig => {
+        const nth = perType[d.type as 'vbd' | 'vif']++;
+        const devid = (d.devid as number | undefined) ?? (d.type === 'vbd' ? 51712 + nth * 16 : nth);
         const key = `${d.type}/${devid}`;
         if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
         seen.add(key);

@@ -277,6 +277,29 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   rspProdPvt = 0;
   reqCons = 0;
   rogue = false;
+  /**
+   * The backend's private copies of the last `size` requests it took and responses it wrote, by
+   * slot: what really crossed the ring, for views (the shared slots may already hold the
+   * frontend's next, unpublished requests). One array store per entry.
+   */
+  private readonly tookRequests: Array<Req | undefined> = [];
+  private readonly wroteResponses: Array<Rsp | undefined> = [];
+
+  /** The latest entries that crossed this ring, oldest first, with their ring indices. */
+  recent(half: 'req' | 'rsp'): Array<{ index: number; entry: Req | Rsp }> {
+    const end = half === 'req' ? this.reqCons : this.rspProdPvt;
+    const from = half === 'req' ? this.attachedAt.req : this.attachedAt.rsp;
+    const n = Math.min((end - from) >>> 0, this.size);
+    const store = half === 'req' ? this.tookRequests : this.wroteResponses;
+    const out: Array<{ index: number; entry: Req | Rsp }> = [];
+    for (let i = (end - n) >>> 0; i !== end; i = (i + 1) >>> 0) {
+      const e = store[i & (this.size - 1)];
+      if (e !== undefined) out.push({ index: i, entry: e });
+    }
+    return out;
+  }
+
+  private attachedAt = { req: 0, rsp: 0 };
 
   protected get consIndex(): number {
     return this.reqCons;
@@ -287,6 +310,7 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
     r.rspProdPvt = r.page.load(RSP_PROD);
     r.reqCons = r.rspProdPvt;
     r.consumeMark = r.reqCons;
+    r.attachedAt = { req: r.reqCons, rsp: r.rspProdPvt };
     return r;
   }
 
@@ -312,6 +336,7 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   takeRequest(): Req | undefined {
     if (this.unconsumedRequests() === 0) return undefined;
     const req = this.protocol.request.decode(this.page.view, this.slotOffset(this.reqCons));
+    this.tookRequests[this.reqCons & (this.size - 1)] = req;
     this.reqCons = (this.reqCons + 1) >>> 0;
     this.stats.consumed++;
     return req;
@@ -323,6 +348,7 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
     const off = this.slotOffset(this.rspProdPvt);
     this.protocol.response.encode(this.page.view, off, rsp);
     this.page.sync?.wroteBytes(off, this.protocol.response.size);
+    this.wroteResponses[this.rspProdPvt & (this.size - 1)] = rsp;
     this.rspProdPvt = (this.rspProdPvt + 1) >>> 0;
   }
 

@@ -1,0 +1,275 @@
+/**
+ * Watching a running cluster, end to end, as a user does: `ringvisor up` in its own process
+ * (the default three-guest host), then the view commands in their own processes against its
+ * control endpoint — list, top, rings (STUCK while a backend is paused, BUSY after), trace as
+ * JSON Lines, trace --pcap read back by tshark, /metrics, and every way to be refused.
+ * Every process started here is killed by pid when the tests end, pass or fail.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { ADMIN_SIGNATURE_HEADER, deriveReadToken, parseSecret, signAdminRequest } from '@ringvisor/shared';
+import { defaultConfig } from '../src/toolstack/config.js';
+import type { ClusterSnapshot, RingRow } from '../src/observe/model.js';
+import { toolForTests, tsharkRead } from './support/tools.js';
+
+const ROOT = resolve(import.meta.dirname, '../../..');
+const CLI = join(ROOT, 'bin/ringvisor.mjs');
+const haveTshark = toolForTests('tshark', 'tshark');
+
+let cwd: string;
+let cluster: ChildProcess;
+let url: string;
+let token: string;
+let secret: Uint8Array;
+const clusterOut: string[] = [];
+
+function cli(args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const kill = setTimeout(() => child.pid && child.exitCode === null && process.kill(child.pid, 'SIGKILL'), timeoutMs);
+  return new Promise((r) =>
+    child.on('exit', (code) => {
+      clearTimeout(kill);
+      r({ code, stdout, stderr });
+    }),
+  );
+}
+
+async function snapshot(): Promise<ClusterSnapshot> {
+  const r = await cli(['top', '-b', '-n', '1', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as ClusterSnapshot;
+}
+
+async function ringsJson(): Promise<RingRow[]> {
+  const r = await cli(['rings', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as RingRow[];
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+beforeAll(async () => {
+  cwd = mkdtempSync(join(tmpdir(), 'rv-observe-'));
+  cluster = spawn(process.execPath, [CLI, 'up', '--duration', '240', '--observe', '127.0.0.1:0'], {
+    cwd,
+    env: { ...process.env, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cluster.stderr!.on('data', (d) => clusterOut.push(String(d)));
+  const line = await new Promise<string>((res, rej) => {
+    let buf = '';
+    const t = setTimeout(() => rej(new Error(`cluster did not print its dashboard URL: ${buf}${clusterOut.join('')}`)), 45_000);
+    cluster.stdout!.on('data', (d) => {
+      buf += d;
+      const m = /ringvisor: dashboard (\S+)/.exec(buf);
+      if (m) {
+        clearTimeout(t);
+        res(m[1]);
+      }
+    });
+    cluster.once('exit', (code) => rej(new Error(`cluster exited (${code}): ${clusterOut.join('')}`)));
+  });
+  const u = new URL(line);
+  url = u.origin;
+  token = u.searchParams.get('token')!;
+  secret = parseSecret(readFileSync(join(cwd, '.ringvisor/secret'), 'utf8'), 'secret file');
+}, 60_000);
+
+afterAll(async () => {
+  if (cluster?.pid && cluster.exitCode === null) {
+    const exited = new Promise((r) => cluster.once('exit', r));
+    process.kill(cluster.pid, 'SIGINT');
+    const t = setTimeout(() => cluster.exitCode === null && process.kill(cluster.pid!, 'SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(t);
+  }
+  rmSync(cwd, { recursive: true, force: true });
+}, 40_000);
+
+describe('views of a running cluster', () => {
+  it('the printed URL carries the read token the cluster secret derives', () => {
+    expect(token).toBe(deriveReadToken(secret));
+  });
+
+  it('ringvisor list shows every domain with its id, memory and state', async () => {
+    const r = await cli(['list']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^Name\s+ID\s+Mem\(MiB\)\s+VCPUs\s+State\s+Time\(s\)/);
+    expect(lines[1]).toMatch(/^Domain-0\s+0\s+\d+\s+1\s+running/);
+    for (const [i, g] of defaultConfig().hosts[0].guests.entries()) {
+      const row = lines.find((l) => l.startsWith(g.name + ' '));
+      expect(row, r.stdout).toBeDefined();
+      expect(row!.split(/\s+/).slice(0, 5)).toEqual([g.name, String(i + 1), String(g.memoryMiB), '1', 'running']);
+    }
+  });
+
+  it('ringvisor top -b -n 2 prints two iterations with live rates', async () => {
+    const r = await cli(['top', '-b', '-n', '2', '-d', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.match(/^ringvisor top — /gm)).toHaveLength(2);
+    const s = await until('non-zero rates', async () => {
+      const x = await snapshot();
+      return x.rings.some((g) => g.requestsPerSec > 0) && x.domains.every((d) => d.domid === 0 || d.vbdReads + d.vbdWrites > 0) ? x : undefined;
+    });
+    expect(s.domains.map((d) => d.name).sort()).toEqual(['Domain-0', 'guest1', 'guest2', 'guest3']);
+    for (const d of s.domains.filter((x) => x.domid > 0)) {
+      expect(d.netTxPackets).toBeGreaterThan(0);
+      expect(d.devices.map((x) => x.mode)).toEqual(['pv', 'pv']);
+    }
+    expect(s.hosts[0].grantMaps).toBeGreaterThan(0);
+  });
+
+  it('ringvisor rings: a ring whose backend is paused is STUCK, and BUSY again once it resumes', async () => {
+    const id = 'host0/guest1/vbd51712/blk';
+    const before = (await ringsJson()).find((r) => r.id === id);
+    expect(before?.verdict).toBe('BUSY');
+    const p = await cli(['backend', 'pause', 'guest1', 'vbd51712']);
+    expect(p.code, p.stderr).toBe(0);
+    expect(p.stdout).toContain('backend paused');
+    try {
+      const stuck = await until('STUCK', async () => (await ringsJson()).find((r) => r.id === id && r.verdict === 'STUCK'));
+      expect(stuck.stuck).toBe('requests');
+      expect(stuck.paused).toBe(true);
+      expect(stuck.pendingRequests).toBeGreaterThan(0);
+      // Nobody else is affected: every other ring keeps moving.
+      const others = (await ringsJson()).filter((r) => r.id !== id);
+      expect(others.every((r) => r.verdict !== 'STUCK'), JSON.stringify(others)).toBe(true);
+      const text = await cli(['rings']);
+      expect(text.stdout).toMatch(new RegExp(`${id}.*STUCK \\(requests\\) paused`));
+    } finally {
+      const r = await cli(['backend', 'resume', 'guest1', 'vbd51712']);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const busy = await until('BUSY', async () => (await ringsJson()).find((r) => r.id === id && r.verdict === 'BUSY' && !r.paused));
+    expect(busy.requestsPerSec).toBeGreaterThan(0);
+  });
+
+  it('ringvisor trace streams JSON Lines filtered at the source, ring entries decoded', async () => {
+    const r = await cli(['trace', '--kind', 'ring.push', '--domain', 'guest2', '--ring', 'blk', '--count', '40']);
+    expect(r.code, r.stderr).toBe(0);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { entries: Array<Record<string, number>> });
+    expect(events).toHaveLength(40);
+    for (const e of events) {
+      expect(e).toMatchObject({ kind: 'ring.push', host: 'host0', domid: 2, device: 'vbd51712', ring: 'blk', side: 'back', half: 'rsp' });
+      const n = ((e.after as number) - (e.before as number)) >>> 0;
+      expect(e.entries).toHaveLength(Math.min(n, 32));
+      // Each decoded response names its request and a BLKIF status.
+      for (const x of e.entries) {
+        expect(typeof x.id).toBe('number');
+        expect([0, -1, -2]).toContain(x.status);
+      }
+      expect(e.entries[e.entries.length - 1].index).toBe(((e.after as number) - 1) >>> 0);
+    }
+    const all = await cli(['trace', '--count', '200']);
+    const kinds = new Set(all.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { kind: string }).kind));
+    for (const k of ['ring.push', 'ring.consume', 'grant.map']) expect(kinds).toContain(k);
+  });
+
+  it.skipIf(!haveTshark)('ringvisor trace --pcap writes every NIC as its own pcapng interface; tshark reads it with no malformed packets and the expected UDP flows', async () => {
+    const file = join(cwd, 'trace.pcapng');
+    const r = await cli(['trace', '--pcap', file, '--duration', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/captured \d+ frames on \d+ interfaces/);
+    const { rows, malformed } = tsharkRead(file);
+    expect(malformed).toBe(0);
+    const guests = defaultConfig().hosts[0].guests;
+    for (const g of guests) {
+      const vif = g.devices.find((d) => d.type === 'vif')!;
+      if (vif.type !== 'vif') throw new Error('no vif');
+      const mine = rows.filter((x) => x.iface === `${g.name}/vif${vif.devid}`);
+      expect(mine.length, `${g.name}: ${rows.length} rows`).toBeGreaterThan(0);
+      // Every UDP frame on a guest's vif is to or from that guest; it sends to and is echoed by each peer.
+      const udp = mine.filter((x) => x.sport > 0);
+      expect(udp.every((x) => x.src === vif.ip || x.dst === vif.ip)).toBe(true);
+      const peers = guests.filter((p) => p !== g).map((p) => (p.devices.find((d) => d.type === 'vif') as { ip: string }).ip);
+      for (const ip of peers) {
+        expect(udp.some((x) => x.src === vif.ip && x.dst === ip)).toBe(true);
+        expect(udp.some((x) => x.src === ip && x.dst === vif.ip)).toBe(true);
+      }
+    }
+  });
+
+  it('/metrics serves Prometheus text with the same counters', async () => {
+    const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const body = await res.text();
+    const value = (re: RegExp) => Number(re.exec(body)?.[1]);
+    expect(body).toContain('# TYPE ringvisor_ring_requests_total counter');
+    expect(value(/^ringvisor_ring_requests_total\{host="host0",domain="guest3",device="vbd51712",ring="blk",mode="pv"\} (\d+)$/m)).toBeGreaterThan(0);
+    expect(value(/^ringvisor_vif_tx_packets_total\{host="host0",domain="guest1"\} (\d+)$/m)).toBeGreaterThan(0);
+    expect(value(/^ringvisor_notifications_suppressed_total\{host="host0",domain="guest2",device="vif0",mode="pv"\} (\d+)$/m)).toBeGreaterThanOrEqual(0);
+    expect(value(/^ringvisor_runtime_up\{host="host0",runtime="host0\/hwsim",role="hwsim"\} (\d)$/m)).toBe(1);
+  });
+
+  it('refuses reads without the read token and actions without the admin secret, changing nothing', async () => {
+    for (const path of ['/api/snapshot', '/metrics', '/api/ring?id=x', '/']) {
+      expect((await fetch(url + path)).status).toBe(401);
+      expect((await fetch(url + path, { headers: { authorization: 'Bearer ' + 'ab'.repeat(32) } })).status).toBe(401);
+    }
+    const body = JSON.stringify({ domain: 'guest3', device: 'vif0' });
+    const post = (sig?: string) =>
+      fetch(`${url}/api/backend/pause`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...(sig ? { [ADMIN_SIGNATURE_HEADER]: sig } : {}) }, body });
+    expect((await post()).status).toBe(403);
+    expect((await post(signAdminRequest(new Uint8Array(randomBytes(32)), 'POST', '/api/backend/pause', body))).status).toBe(403);
+    expect((await post(signAdminRequest(secret, 'POST', '/api/backend/resume', body))).status).toBe(403); // signed for another action
+    expect((await post(signAdminRequest(secret, 'POST', '/api/backend/pause', body, Date.now() - 3_600_000))).status).toBe(403); // stale
+    const ring = (await ringsJson()).find((r) => r.id === 'host0/guest3/vif0/tx');
+    expect(ring?.paused).toBe(false);
+    // A reader holding only the read token cannot act; the CLI says what it needs.
+    const r = await cli(['backend', 'pause', 'guest3', 'vif0'], { RINGVISOR_READ_TOKEN: token, RINGVISOR_DIR: join(cwd, 'elsewhere'), RINGVISOR_CONTROL_URL: url });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/needs the cluster secret/);
+    const denied = await new Promise<number>((res) => {
+      const ws = new WebSocket(`${url.replace('http', 'ws')}/api/live`);
+      ws.on('unexpected-response', (_q, resp) => res(resp.statusCode ?? 0));
+      ws.on('open', () => res(101));
+      ws.on('error', () => {});
+    });
+    expect(denied).toBe(401);
+  });
+
+  it('a viewer that misbehaves is disconnected with a reason; other viewers keep their stream', async () => {
+    const open = () => new WebSocket(`${url.replace('http', 'ws')}/api/live`, { headers: { authorization: `Bearer ${token}` } });
+    const good = open();
+    const bad = open();
+    const closed = new Promise<{ code: number; reason: string }>((r) => bad.on('close', (code, reason) => r({ code, reason: String(reason) })));
+    await new Promise((r) => bad.once('open', r));
+    bad.send('{"type":"subscribe", "all": true}');
+    expect(await closed).toEqual({ code: 1008, reason: 'this endpoint takes no messages' });
+    let snapshots = 0;
+    good.on('message', () => snapshots++);
+    await until('snapshots for the good viewer', async () => (snapshots >= 2 ? true : undefined), 10_000);
+    good.close();
+    const r = await cli(['trace', '--kind', 'nonsense']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown event kind.*ring\.push/);
+  });
+
+  it('ringvisor views say what to do when no cluster is running', async () => {
+    const r = await cli(['list'], { RINGVISOR_DIR: join(cwd, 'nothing-here') });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/no running cluster found .*ringvisor up/);
+    const s = await cli(['top', '-n', 'x', '--url', url]);
+    expect(s.code).toBe(2);
+    expect(s.stderr).toMatch(/-n must be a positive whole number/);
+  });
+});
