@@ -13,6 +13,7 @@ import {
   PAGE_SIZE,
   createEventMemory,
   createGrantTableMemory,
+  serveTraceForwarding,
   type GuestBootSpec,
   type Logger,
   type RpcPeer,
@@ -31,7 +32,9 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     hypercalls: peer,
     log,
     linked: spec.shared === undefined,
+    ...(spec.host ? { host: spec.host } : {}),
   });
+  serveTraceForwarding(peer);
   const guest = new Guest(kernel, spec, log);
   peer.handle(GUEST_STATS, () => guest.stats());
   peer.handle(GUEST_QUIESCE, () => guest.quiesce());

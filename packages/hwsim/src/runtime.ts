@@ -21,6 +21,7 @@
  */
 import { MessagePort } from 'node:worker_threads';
 import {
+  serveTraceForwarding,
   ClosedError,
   PAGE_SIZE,
   PortState,
@@ -153,6 +154,8 @@ export class HardwareSimulator {
     this.host = options.host;
     this.logger = options.logger ?? createLogger('hwsim', { host: options.host });
     this.gate = new EventChannelGate(options.eventMemory, DOMID_HW, options.eventRouting);
+    this.gate.traceHost = options.host;
+    this.dma.traceHost = options.host;
     this.lan = options.lan ?? new LanSegment({ name: `${options.host}-lan` });
     this.disk = PhysicalDisk.open(options.disk);
     this.nic = new PhysicalNic({ mac: options.nic.mac, dma: this.dma, name: 'nic0', rxBacklog: options.nic.rxBacklog, logger: this.logger });
@@ -173,6 +176,7 @@ export class HardwareSimulator {
 
   /** Answer dom0's control calls on `rpc`; the simulator shuts down if the link closes. */
   serve(rpc: RpcPeer): this {
+    serveTraceForwarding(rpc);
     this.rpc = rpc;
     rpc
       .handle(HW_RPC.attachMemory, (p) => {

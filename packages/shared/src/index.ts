@@ -14,3 +14,4 @@ export * from './transport/ws.js';
 export * from './transport/domain-link.js';
 export * from './trace/index.js';
 export * from './trace/pcapng.js';
+export * from './trace/forward.js';

@@ -37,6 +37,7 @@ import {
 import type { Registry } from 'prom-client';
 import type { Observatory } from './observatory.js';
 import { createMetricsRegistry } from './metrics.js';
+import { RemoteTraceHub } from './remote-trace.js';
 
 export interface ControlServerOptions {
   host: string;
@@ -65,11 +66,14 @@ export class ControlServer {
   private readonly sockets = new Set<WebSocket>();
   private liveListener?: () => void;
 
+  private readonly remote: RemoteTraceHub;
+
   constructor(
     readonly obs: Observatory,
     readonly opts: ControlServerOptions,
   ) {
     this.metrics = createMetricsRegistry(obs);
+    this.remote = new RemoteTraceHub(obs.hosts, opts.log);
   }
 
   get url(): string {
@@ -254,9 +258,11 @@ export class ControlServer {
       ws.send(JSON.stringify({ type: 'events', ...batch }));
     }, TRACE_FLUSH_MS);
     ws.send(JSON.stringify({ type: 'subscribed', kinds, filter }));
+    this.remote.acquire();
     ws.once('close', () => {
       clearInterval(timer);
       unsubscribe();
+      this.remote.release();
     });
   }
 }

@@ -359,6 +359,7 @@ export class Host {
     const spec: GuestBootSpec = {
       domid: domain.domid,
       name: config.name,
+      host: this.config.name,
       seed: this.opts.seed * 1000 + domain.domid,
       memoryFrames: domain.memory.frames,
       ...(this.opts.linkedGuests || this.opts.ws ? {} : { shared: { memory: domain.memory.buffer, grantTable: domain.grantTable, eventMemory: hv.eventMemory } }),

@@ -14,6 +14,7 @@ import {
   type Logger,
   type RpcPeer,
   type StoreClient,
+  type RingLabel,
 } from '@ringvisor/shared';
 
 export interface GuestKernelOptions {
@@ -23,6 +24,8 @@ export interface GuestKernelOptions {
   eventMemory: SharedArrayBuffer;
   hypercalls: RpcPeer;
   log: Logger;
+  /** The host this guest runs on (labels in trace events). */
+  host?: string;
   /**
    * True when dom0 is across a link with no shared memory (ws transport): grants, ring pages
    * and events then travel on the hypercall link (shared/transport/domain-link.ts).
@@ -40,6 +43,12 @@ export class GuestKernel {
   readonly hypercalls: RpcPeer;
   readonly log: Logger;
   readonly link?: GuestLinkEnd;
+  readonly host: string;
+
+  /** Name a frontend ring in trace events. */
+  labelRing(ring: { label?: RingLabel }, device: string, name: string): void {
+    ring.label = { host: this.host, domid: this.domid, device, ring: name, side: 'front' };
+  }
 
   constructor(o: GuestKernelOptions) {
     this.domid = o.domid;
@@ -48,6 +57,8 @@ export class GuestKernel {
     this.grants = new GrantTable(o.grantTable, o.domid);
     if (o.linked) this.link = new GuestLinkEnd(o.hypercalls, o.domid, this.memory, this.grants, () => this.events.mem);
     this.events = new EventChannelGate(o.eventMemory, o.domid, this.link?.routing());
+    this.host = o.host ?? '';
+    this.events.traceHost = this.host;
     this.hypercalls = o.hypercalls;
     this.store = new RemoteStoreClient(o.hypercalls, o.domid);
     this.log = o.log;

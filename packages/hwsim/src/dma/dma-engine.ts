@@ -17,7 +17,9 @@
  * copy, like a real DMA transfer). A device that must keep data beyond the current request
  * (a NIC handing a frame to the wire) copies it.
  */
-import { DeviceError, InvalidArgumentError, PAGE_SIZE, type GuestMemory, type MachineFrame, type PageSync } from '@ringvisor/shared';
+import {
+  traceChannel,
+  traceNow, DeviceError, InvalidArgumentError, PAGE_SIZE, type GuestMemory, type MachineFrame, type PageSync } from '@ringvisor/shared';
 
 export interface DmaCounters {
   /** Read transfers (device ← memory) and their bytes. */
@@ -53,9 +55,13 @@ export interface DmaLink {
   ringSync(frame: MachineFrame, page: Uint8Array, lateWake: () => void): PageSync;
 }
 
+const dmaChannel = traceChannel('dma');
+
 export class DmaEngine {
   readonly counters: DmaCounters = { reads: 0, bytesRead: 0, writes: 0, bytesWritten: 0, maps: 0, faults: 0 };
   lastFault: DmaFault | undefined;
+  /** Host name in trace events. */
+  traceHost = '';
   private readonly memories = new Map<number, GuestMemory>();
   link?: DmaLink;
 
@@ -112,6 +118,7 @@ export class DmaEngine {
     const view = this.resolve(frame, offset, len, 'read');
     this.counters.reads++;
     this.counters.bytesRead += len;
+    if (dmaChannel.hasSubscribers) dmaChannel.publish({ kind: 'dma', t: traceNow(), host: this.traceHost, domid: frame.domid, pfn: frame.pfn, bytes: len, write: false });
     return view;
   }
 
@@ -120,6 +127,7 @@ export class DmaEngine {
     const view = this.resolve(frame, offset, len, 'write');
     this.counters.writes++;
     this.counters.bytesWritten += len;
+    if (dmaChannel.hasSubscribers) dmaChannel.publish({ kind: 'dma', t: traceNow(), host: this.traceHost, domid: frame.domid, pfn: frame.pfn, bytes: len, write: true });
     // Shipped at the link's next flush — after the device filled the view, before its completion.
     this.link?.wrote(frame.domid, frame.pfn, offset, len);
     return view;

@@ -146,6 +146,11 @@ abstract class RingEnd<Req, Rsp> {
   label?: RingLabel;
   /** Consumer index as of the last `traceConsumed` (entries consumed since are one batch). */
   protected consumeMark = 0;
+  /**
+   * Private copies of the last `size` entries this end consumed, by slot: what really crossed
+   * (the shared slot may be reused the moment it is consumed). One array store per entry.
+   */
+  protected readonly consumedCopies: unknown[] = [];
 
   constructor(
     page: Uint8Array,
@@ -187,7 +192,15 @@ abstract class RingEnd<Req, Rsp> {
     this.consumeMark = now;
     if (!ringConsumeChannel.hasSubscribers || !this.label || now === before) return;
     const half = this instanceof BackRing ? 'req' : 'rsp';
-    ringConsumeChannel.publish({ kind: 'ring.consume', t: traceNow(), ...this.label, half, before, after: now, entries: () => this.decodeRange(half, before, now) });
+    ringConsumeChannel.publish({ kind: 'ring.consume', t: traceNow(), ...this.label, half, before, after: now, entries: () => this.consumedSince(before, now) });
+  }
+
+  /** The private copies of entries consumed in [from, to), at most the last `size`. */
+  protected consumedSince(from: number, to: number): Array<{ index: number } & Record<string, unknown>> {
+    const n = Math.min((to - from) >>> 0, this.size);
+    const out: Array<{ index: number } & Record<string, unknown>> = [];
+    for (let i = (to - n) >>> 0; i !== to; i = (i + 1) >>> 0) out.push({ index: i, ...(this.consumedCopies[i & (this.size - 1)] as object) });
+    return out;
   }
 
   /**
@@ -259,6 +272,7 @@ export class FrontRing<Req, Rsp> extends RingEnd<Req, Rsp> {
     if (((prod - this.rspCons) >>> 0) > ((this.reqProdPvt - this.rspCons) >>> 0))
       throw new RogueRingError(`${this.protocol.name}: rsp_prod ${prod} runs past requests ${this.reqProdPvt}`);
     const rsp = this.protocol.response.decode(this.page.view, this.slotOffset(this.rspCons));
+    this.consumedCopies[this.rspCons & (this.size - 1)] = rsp;
     this.rspCons = (this.rspCons + 1) >>> 0;
     this.stats.consumed++;
     return rsp;
@@ -282,7 +296,6 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
    * slot: what really crossed the ring, for views (the shared slots may already hold the
    * frontend's next, unpublished requests). One array store per entry.
    */
-  private readonly tookRequests: Array<Req | undefined> = [];
   private readonly wroteResponses: Array<Rsp | undefined> = [];
 
   /** The latest entries that crossed this ring, oldest first, with their ring indices. */
@@ -290,7 +303,7 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
     const end = half === 'req' ? this.reqCons : this.rspProdPvt;
     const from = half === 'req' ? this.attachedAt.req : this.attachedAt.rsp;
     const n = Math.min((end - from) >>> 0, this.size);
-    const store = half === 'req' ? this.tookRequests : this.wroteResponses;
+    const store = (half === 'req' ? this.consumedCopies : this.wroteResponses) as Array<Req | Rsp | undefined>;
     const out: Array<{ index: number; entry: Req | Rsp }> = [];
     for (let i = (end - n) >>> 0; i !== end; i = (i + 1) >>> 0) {
       const e = store[i & (this.size - 1)];
@@ -336,7 +349,7 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
   takeRequest(): Req | undefined {
     if (this.unconsumedRequests() === 0) return undefined;
     const req = this.protocol.request.decode(this.page.view, this.slotOffset(this.reqCons));
-    this.tookRequests[this.reqCons & (this.size - 1)] = req;
+    this.consumedCopies[this.reqCons & (this.size - 1)] = req;
     this.reqCons = (this.reqCons + 1) >>> 0;
     this.stats.consumed++;
     return req;

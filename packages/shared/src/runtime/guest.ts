@@ -6,6 +6,8 @@
 export interface GuestBootSpec {
   domid: number;
   name: string;
+  /** The host (dom0) this guest runs on, for labels in trace events. */
+  host?: string;
   seed: number;
   memoryFrames: number;
   /**

@@ -38,8 +38,8 @@ interface Stamp {
 }
 
 export type TraceEvent =
-  | (Stamp & RingLabel & { kind: 'ring.push'; half: 'req' | 'rsp'; before: number; after: number; notify: boolean; entries?: () => unknown[] })
-  | (Stamp & RingLabel & { kind: 'ring.consume'; half: 'req' | 'rsp'; before: number; after: number; entries?: () => unknown[] })
+  | (Stamp & RingLabel & { kind: 'ring.push'; half: 'req' | 'rsp'; before: number; after: number; notify: boolean; entries?: (() => unknown[]) | unknown[] })
+  | (Stamp & RingLabel & { kind: 'ring.consume'; half: 'req' | 'rsp'; before: number; after: number; entries?: (() => unknown[]) | unknown[] })
   | (Stamp & TraceWhere & { kind: 'evtchn.send'; port: number; outcome: string })
   | (Stamp & TraceWhere & { kind: 'evtchn.deliver'; port: number })
   | (Stamp & TraceWhere & { kind: 'evtchn.suppressed'; port: number })
@@ -132,7 +132,8 @@ export function matchesFilter(ev: TraceEvent, f: TraceFilter): boolean {
 export function serializeTrace(ev: TraceEvent, keepFrames: boolean): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(ev)) {
-    if (k === 'entries') out.entries = (v as () => unknown[])();
+    // Forwarded events carry entries already decoded; local ones decode now.
+    if (k === 'entries') out.entries = typeof v === 'function' ? (v as () => unknown[])() : v;
     else if (k === 'frame') {
       if (keepFrames) out.frame = Buffer.from(v as Uint8Array).toString('base64');
     } else out[k] = v;

@@ -100,6 +100,7 @@ export class BlkFront implements BlockDevice {
     page.fill(0);
     initSharedRing(page);
     this.ring = new FrontRing(page, blkifProtocol, kernel.ringSync(this.ringPfn, () => this.kick()));
+    kernel.labelRing(this.ring, `vbd${this.devid}`, 'blk');
     this.ringRef = kernel.grants.grantAccess(xb.backendId, this.ringPfn, false);
     this.metrics.grantOps++;
     this.port = await kernel.allocUnboundPort(xb.backendId);
@@ -261,6 +262,7 @@ export class BlkFront implements BlockDevice {
           this.complete(rsp);
         }
       } while (ring.finalCheckForResponses());
+      ring.traceConsumed();
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.metrics.rogueResponses++;

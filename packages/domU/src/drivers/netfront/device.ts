@@ -99,6 +99,8 @@ export class NetFront {
     }
     this.tx = rings[0] as FrontRing<NetifTxRequest, NetifTxResponse>;
     this.rx = rings[1] as FrontRing<NetifRxRequest, NetifRxResponse>;
+    kernel.labelRing(this.tx, `vif${this.devid}`, 'tx');
+    kernel.labelRing(this.rx, `vif${this.devid}`, 'rx');
     this.port = await kernel.allocUnboundPort(xb.backendId);
     kernel.events.on(this.port, () => this.onEvent());
     for (let i = 0; i < this.txBufCount; i++) this.txFree.push(i);
@@ -220,6 +222,7 @@ export class NetFront {
         if (rsp.status !== NETIF_RSP_OKAY) this.metrics.txErrors++;
       }
     } while (ring.finalCheckForResponses());
+    ring.traceConsumed();
     let posted = 0;
     while (this.txQueue.length > 0 && this.post(this.txQueue[0])) {
       this.txQueue.shift();
@@ -251,6 +254,7 @@ export class NetFront {
         reposted++;
       }
     } while (ring.finalCheckForResponses());
+    ring.traceConsumed();
     if (reposted > 0) this.pushRx();
   }
 

@@ -1,0 +1,70 @@
+/**
+ * Cluster-wide tracing: while at least one trace stream is open, every runtime of every host
+ * (guests, the hardware simulator) forwards its trace events over its control link, and dom0
+ * re-publishes them on its own channels — so a stream sees frontend ring pushes, guest event
+ * sends and device DMA next to dom0's own events. With no stream open, nothing is forwarded.
+ * Each forwarded event is pinned to the host and (for a guest) the domain its link proved.
+ */
+import { TRACE_EVENTS, TRACE_KINDS, TRACE_SUBSCRIBE, TRACE_UNSUBSCRIBE, acceptForwardedEvent, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
+import type { Host } from '../toolstack/host.js';
+
+interface Source {
+  peer: RpcPeer;
+  host: string;
+  /** A guest's domain; undefined for the hardware (its DMA events name the target domain). */
+  domid?: number;
+}
+
+export class RemoteTraceHub {
+  private users = 0;
+  private readonly listening = new WeakSet<RpcPeer>();
+  /** Forwarded events accepted and rejected (malformed or unknown), for views. */
+  readonly counters = { accepted: 0, rejected: 0, dropped: 0 };
+
+  constructor(
+    readonly hosts: Host[],
+    readonly log: Logger,
+  ) {}
+
+  private sources(): Source[] {
+    const out: Source[] = [];
+    for (const h of this.hosts) {
+      if (h.hwsim && !h.hwsimDown) out.push({ peer: h.hwsim.peer, host: h.config.name });
+      for (const g of h.guests) if (g.peer && !g.peer.closed && !g.down) out.push({ peer: g.peer, host: h.config.name, domid: g.domain.domid });
+    }
+    return out;
+  }
+
+  /** A stream opened: start forwarding everywhere (first user only). */
+  acquire(): void {
+    if (this.users++ > 0) return;
+    for (const s of this.sources()) {
+      if (!this.listening.has(s.peer)) {
+        this.listening.add(s.peer);
+        s.peer.on(TRACE_EVENTS, (p) => this.receive(s, p));
+      }
+      s.peer.call(TRACE_SUBSCRIBE, { kinds: TRACE_KINDS }, 5_000).catch((e) => this.log.debug({ err: (e as Error).message }, 'runtime did not start forwarding'));
+    }
+  }
+
+  /** A stream closed: stop forwarding when it was the last. */
+  release(): void {
+    if (this.users === 0 || --this.users > 0) return;
+    for (const s of this.sources()) s.peer.call(TRACE_UNSUBSCRIBE, {}, 5_000).catch(() => {});
+  }
+
+  private receive(s: Source, payload: unknown): void {
+    const p = payload as { events?: unknown; dropped?: unknown };
+    if (typeof p !== 'object' || p === null || !Array.isArray(p.events)) return void this.counters.rejected++;
+    if (typeof p.dropped === 'number' && p.dropped > 0) this.counters.dropped += p.dropped;
+    for (const raw of p.events.slice(0, 20_000)) {
+      const ev = acceptForwardedEvent(raw, s.host, s.domid);
+      if (!ev) {
+        this.counters.rejected++;
+        continue;
+      }
+      this.counters.accepted++;
+      republishTrace(ev);
+    }
+  }
+}

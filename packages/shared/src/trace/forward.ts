@@ -1,0 +1,72 @@
+/**
+ * Trace forwarding: diagnostics channels are per thread, so a runtime that is not dom0's thread
+ * (a guest, the hardware simulator — worker or process) forwards its events over its control
+ * link while dom0 asks it to, and only then.
+ *
+ *   dom0 → runtime   call   trace.subscribe   { kinds }   start (or change) forwarding
+ *   dom0 → runtime   call   trace.unsubscribe {}          stop; the runtime's channels go quiet
+ *   runtime → dom0   notify trace.events      { events, dropped }   a batch every 100 ms
+ *
+ * The runtime decodes ring entries at the publish site (before the slots are reused) and bounds
+ * its buffer (TraceBuffer): a stalled link drops events, counted, never memory. dom0 trusts none
+ * of it: it re-labels each event with the host and domain the link proved (see
+ * acceptForwardedEvent) before anyone sees it.
+ */
+import type { RpcPeer } from '../transport/rpc.js';
+import { TRACE_KINDS, TraceBuffer, serializeTrace, subscribeTrace, traceChannel, type TraceEvent, type TraceKind } from './index.js';
+
+export const TRACE_SUBSCRIBE = 'trace.subscribe';
+export const TRACE_UNSUBSCRIBE = 'trace.unsubscribe';
+export const TRACE_EVENTS = 'trace.events';
+
+const FORWARD_FLUSH_MS = 100;
+/** Kinds a runtime never forwards: frames are captured where dom0 sees them (vifs, physical NIC). */
+const NOT_FORWARDED: readonly TraceKind[] = ['frame'];
+
+/** Runtime side: answer dom0's subscribe/unsubscribe on `peer`. */
+export function serveTraceForwarding(peer: RpcPeer): void {
+  let stop: (() => void) | undefined;
+  const end = () => {
+    stop?.();
+    stop = undefined;
+  };
+  peer.handle(TRACE_SUBSCRIBE, (p) => {
+    const kinds = (p as { kinds?: unknown }).kinds;
+    if (!Array.isArray(kinds) || !kinds.every((k) => TRACE_KINDS.includes(k as TraceKind))) throw new Error('trace.subscribe: kinds must be trace kinds');
+    end();
+    const wanted = (kinds as TraceKind[]).filter((k) => !NOT_FORWARDED.includes(k));
+    const buf = new TraceBuffer(10_000);
+    const unsubscribe = subscribeTrace(wanted, (ev) => buf.push(serializeTrace(ev, false)));
+    const timer = setInterval(() => {
+      if (buf.length || buf.dropped) peer.notify(TRACE_EVENTS, buf.take());
+    }, FORWARD_FLUSH_MS);
+    timer.unref();
+    stop = () => {
+      unsubscribe();
+      clearInterval(timer);
+    };
+    return wanted;
+  });
+  peer.handle(TRACE_UNSUBSCRIBE, () => end());
+  peer.link.onClose(end);
+}
+
+/**
+ * dom0 side: validate one forwarded event and pin it to what the link proved: the host it came
+ * through and, for a guest, its own domain id. Returns undefined for anything malformed.
+ */
+export function acceptForwardedEvent(raw: unknown, host: string, domid?: number): TraceEvent | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const ev = raw as Record<string, unknown>;
+  if (!TRACE_KINDS.includes(ev.kind as TraceKind) || NOT_FORWARDED.includes(ev.kind as TraceKind)) return undefined;
+  if (typeof ev.t !== 'number' || !Number.isFinite(ev.t)) return undefined;
+  const out = { ...ev, host, ...(domid !== undefined ? { domid } : {}) };
+  if (typeof out.domid !== 'number') return undefined;
+  return out as unknown as TraceEvent;
+}
+
+/** Publish a forwarded (already serialised) event on this thread's channel of its kind. */
+export function republishTrace(ev: TraceEvent): void {
+  const ch = traceChannel(ev.kind);
+  if (ch.hasSubscribers) ch.publish(ev);
+}

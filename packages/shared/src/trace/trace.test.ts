@@ -1,0 +1,169 @@
+/**
+ * Trace events: silent without subscribers, complete with them (every entry that crossed a ring
+ * appears in exactly one push batch and one consume batch, decoded as written), bounded buffers,
+ * forwarded events pinned to the link's identity, and the control endpoint's credentials.
+ */
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { BackRing, FrontRing, initSharedRing } from '../ring/ring.js';
+import { blkifProtocol, type BlkifRequest } from '../ring/blkif.js';
+import { deriveReadToken, signAdminRequest, tokensEqual, verifyAdminRequest } from '../transport/auth.js';
+import { acceptForwardedEvent } from './forward.js';
+import { TraceBuffer, matchesFilter, ringPushChannel, serializeTrace, subscribeTrace, type TraceEvent } from './index.js';
+
+const unsubs: Array<() => void> = [];
+afterEach(() => {
+  for (const u of unsubs.splice(0)) u();
+});
+
+function pair() {
+  const page = new Uint8Array(new SharedArrayBuffer(4096));
+  initSharedRing(page);
+  const front = new FrontRing(page, blkifProtocol);
+  const back = BackRing.attach(page, blkifProtocol);
+  front.label = { host: 'h', domid: 7, device: 'vbd51712', ring: 'blk', side: 'front' };
+  back.label = { host: 'h', domid: 7, device: 'vbd51712', ring: 'blk', side: 'back' };
+  return { front, back };
+}
+
+function req(id: number): BlkifRequest {
+  return { operation: 0, nrSegments: 1, handle: 51712, id, sectorNumber: id * 8, segments: [{ gref: id % 100, firstSect: 0, lastSect: 7 }] };
+}
+
+describe('trace channels', () => {
+  it('publish nothing while nobody listens, and stop when the listener leaves', () => {
+    const { front } = pair();
+    expect(ringPushChannel.hasSubscribers).toBe(false);
+    const seen: TraceEvent[] = [];
+    const off = subscribeTrace(['ring.push'], (e) => seen.push(e));
+    front.putRequest(req(1));
+    front.pushRequests();
+    off();
+    front.putRequest(req(2));
+    front.pushRequests();
+    expect(seen).toHaveLength(1);
+    expect(ringPushChannel.hasSubscribers).toBe(false);
+  });
+
+  it('every request crosses in exactly one push batch and one consume batch, decoded as written (any batching)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 8 })), { minLength: 1, maxLength: 60 }), (steps) => {
+        const { front, back } = pair();
+        const pushed: number[] = [];
+        const consumed: number[] = [];
+        const ranges: Array<[number, number]> = [];
+        const off = subscribeTrace(['ring.push', 'ring.consume'], (e) => {
+          if (e.kind !== 'ring.push' && e.kind !== 'ring.consume') return;
+          if (e.side !== 'front' && e.kind === 'ring.push') return;
+          const entries = (typeof e.entries === 'function' ? e.entries() : e.entries) as Array<{ index: number; id: number }>;
+          expect(entries.map((x) => x.index)).toEqual(Array.from({ length: (e.after - e.before) >>> 0 }, (_, i) => e.before + i));
+          if (e.kind === 'ring.push') {
+            for (const x of entries) pushed.push(x.id);
+            ranges.push([e.before, e.after]);
+          } else for (const x of entries) consumed.push(x.id);
+        });
+        let next = 0;
+        try {
+          for (const [p, c] of steps) {
+            for (let i = 0; i < p && !front.isFull(); i++) front.putRequest(req(next++));
+            front.pushRequests();
+            for (let i = 0; i < c; i++) {
+              const r = back.takeRequest();
+              if (!r) break;
+              back.putResponse({ id: r.id, operation: 0, status: 0 });
+            }
+            back.traceConsumed();
+            back.pushResponses();
+            while (front.takeResponse());
+          }
+        } finally {
+          off();
+        }
+        // Contiguous batches, no gap, no overlap; ids in order, each exactly once.
+        for (let i = 1; i < ranges.length; i++) expect(ranges[i][0]).toBe(ranges[i - 1][1]);
+        expect(pushed).toEqual(Array.from({ length: next }, (_, i) => i));
+        expect(consumed).toEqual(pushed.slice(0, consumed.length));
+        expect(consumed.length).toBe(back.reqCons);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('the backend keeps private copies of what crossed; recent() returns them oldest first', () => {
+    const { front, back } = pair();
+    for (let i = 0; i < 40; i++) {
+      front.putRequest(req(i));
+      front.pushRequests();
+      const r = back.takeRequest()!;
+      back.putResponse({ id: r.id, operation: 0, status: 0 });
+      back.pushResponses();
+      front.takeResponse();
+    }
+    const rec = back.recent('req');
+    expect(rec).toHaveLength(32);
+    expect(rec.map((x) => (x.entry as BlkifRequest).id)).toEqual(Array.from({ length: 32 }, (_, i) => i + 8));
+    expect(rec.map((x) => x.index)).toEqual(Array.from({ length: 32 }, (_, i) => i + 8));
+    expect(back.recent('rsp').at(-1)).toEqual({ index: 39, entry: { id: 39, operation: 0, status: 0 } });
+  });
+
+  it('filters match on every given field', () => {
+    const ev = { kind: 'ring.push', t: 1, host: 'h', domid: 3, device: 'vif0', ring: 'tx', side: 'back', half: 'rsp', before: 0, after: 1, notify: false } as TraceEvent;
+    expect(matchesFilter(ev, {})).toBe(true);
+    expect(matchesFilter(ev, { kinds: ['ring.push'], domid: 3, device: 'vif0', ring: 'tx', host: 'h' })).toBe(true);
+    expect(matchesFilter(ev, { kinds: ['evtchn.send'] })).toBe(false);
+    expect(matchesFilter(ev, { domid: 4 })).toBe(false);
+    expect(matchesFilter(ev, { ring: 'rx' })).toBe(false);
+    expect(matchesFilter({ kind: 'evtchn.send', t: 1, host: 'h', domid: 3, port: 1, outcome: 'delivered' }, { ring: 'tx' })).toBe(false);
+  });
+
+  it('serialises frames as base64 only when asked', () => {
+    const ev: TraceEvent = { kind: 'frame', t: 1, host: 'h', domid: 1, iface: 'g/vif0', dir: 'tx', len: 3, frame: new Uint8Array([1, 2, 3]) };
+    expect(serializeTrace(ev, false).frame).toBeUndefined();
+    expect(serializeTrace(ev, true).frame).toBe('AQID');
+  });
+
+  it('a trace buffer never grows past its limit; what it refused is counted', () => {
+    const b = new TraceBuffer(3);
+    for (let i = 0; i < 10; i++) b.push({ i });
+    expect(b.take()).toEqual({ events: [{ i: 0 }, { i: 1 }, { i: 2 }], dropped: 7 });
+    expect(b.take()).toEqual({ events: [], dropped: 0 });
+  });
+});
+
+describe('forwarded events', () => {
+  it('are pinned to the host and domain the link proved', () => {
+    const ev = acceptForwardedEvent({ kind: 'ring.push', t: 5, host: 'liar', domid: 1, device: 'vif0', ring: 'tx', side: 'front' }, 'host0', 4);
+    expect(ev).toMatchObject({ host: 'host0', domid: 4 });
+  });
+
+  it('are refused when malformed, of an unknown kind, or frames', () => {
+    for (const raw of [null, 5, 'x', { kind: 'nope', t: 1, domid: 1 }, { kind: 'dma', t: 'soon', domid: 1 }, { kind: 'frame', t: 1, domid: 1 }, { kind: 'dma', t: 1 }])
+      expect(acceptForwardedEvent(raw, 'h')).toBeUndefined();
+  });
+});
+
+describe('control endpoint credentials', () => {
+  const secret = new Uint8Array(randomBytes(32));
+
+  it('the read token is derived one way from the secret', () => {
+    expect(deriveReadToken(secret)).toBe(deriveReadToken(secret));
+    expect(deriveReadToken(secret)).toMatch(/^[0-9a-f]{64}$/);
+    expect(deriveReadToken(new Uint8Array(randomBytes(32)))).not.toBe(deriveReadToken(secret));
+    expect(tokensEqual('abc', 'abc')).toBe(true);
+    expect(tokensEqual('abc', 'abd')).toBe(false);
+    expect(tokensEqual('abc', 'abcd')).toBe(false);
+  });
+
+  it('an admin signature covers method, path, body and time', () => {
+    const now = 1_800_000_000_000;
+    const sig = signAdminRequest(secret, 'POST', '/api/backend/pause', '{"a":1}', now);
+    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/pause', '{"a":1}', now + 1000)).toBe(true);
+    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/resume', '{"a":1}', now)).toBe(false);
+    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/pause', '{"a":2}', now)).toBe(false);
+    expect(verifyAdminRequest(secret, sig, 'GET', '/api/backend/pause', '{"a":1}', now)).toBe(false);
+    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/pause', '{"a":1}', now + 61_000)).toBe(false);
+    expect(verifyAdminRequest(new Uint8Array(randomBytes(32)), sig, 'POST', '/api/backend/pause', '{"a":1}', now)).toBe(false);
+    for (const bad of [undefined, '', 'x', `${now}.zz`, `${now}.${'0'.repeat(64)}`]) expect(verifyAdminRequest(secret, bad, 'POST', '/api/backend/pause', '{"a":1}', now)).toBe(false);
+  });
+});
