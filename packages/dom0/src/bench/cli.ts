@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fmt, machine, runRingBench, type RingBenchResult } from './ring.js';
 import { runTransportBench, type TransportBenchResult } from './transport.js';
+import { runTraceBench, type TraceBenchResult } from './trace.js';
 
 interface Suite {
   describe: string;
@@ -74,6 +75,26 @@ const SUITES: Record<string, Suite> = {
       return out;
     },
   },
+  trace: {
+    describe: 'what watching costs: the default host with tracing off, aggregated (views), and streaming every event',
+    run: (seconds, log) => runTraceBench({ seconds, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as TraceBenchResult;
+      return [
+        [`guest I/O ops, tracing off (${r.setup.guests} guests; median of ${r.setup.rounds} rounds)`, `${fmt(r.opsPerSec.off)}/s`],
+        ['guest I/O ops, aggregated (Observatory + live dashboard feed)', `${fmt(r.opsPerSec.aggregated)}/s`],
+        ['guest I/O ops, streaming every event to a subscriber', `${fmt(r.opsPerSec.streaming)}/s`],
+        ['aggregated / off', `${r.ratios.aggregatedVsOff.toFixed(3)}×`],
+        ['streaming / off', `${r.ratios.streamingVsOff.toFixed(3)}×`],
+        ['  events streamed', `${fmt(r.streamed.eventsPerSec)}/s`],
+        ['  events dropped (subscriber behind)', String(r.streamed.dropped)],
+      ];
+    },
+    warnings(res) {
+      const r = res as unknown as TraceBenchResult;
+      return r.targets.met ? [] : [`aggregated tracing kept ${(r.ratios.aggregatedVsOff * 100).toFixed(1)}% of the untraced throughput, below the target of ${r.targets.aggregatedRatio * 100}%`];
+    },
+  },
 };
 
 export interface CliArgs {
@@ -119,7 +140,7 @@ function usage(): string {
     ...Object.entries(SUITES).map(([name, s]) => `  ${name.padEnd(10)} ${s.describe}`),
     '',
     '  --json FILE    also write the results as JSON',
-    '  --seconds N    length of each measurement window (default: ring 1, transport 2)',
+    '  --seconds N    length of each measurement window (default: ring 1, transport 2, trace 2)',
   ].join('\n');
 }
 
