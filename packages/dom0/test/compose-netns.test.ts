@@ -440,6 +440,24 @@ describe('docker-compose.yml, run in network namespaces (no Docker)', () => {
         }
         const readyAt = Date.now();
 
+        // The control endpoint in the ws transport: from inside each dom0's namespace, as an
+        // operator with the cluster secret, `ringvisor rings --json` lists every guest's rings.
+        for (const d of dom0s) {
+          const [file, hcArgs] = containers.get(d)!.healthcheck()!;
+          const bin = hcArgs.findIndex((x) => x.endsWith('bin/ringvisor.mjs'));
+          const observe = containers.get(d)!.argv()[1].find((x, i, all) => all[i - 1] === '--observe')!;
+          const args = [...hcArgs.slice(0, bin + 1), 'rings', '--json', '--url', `http://127.0.0.1:${observe.split(':').at(-1)}`];
+          const rings = await until(`${d}: rings on its control endpoint`, deadline(10_000), async () => {
+            const r = await lab!.run(d, file, args, { env: containers.get(d)!.env(), timeoutMs: 5_000 });
+            if (r.code !== 0) return undefined;
+            const rows = JSON.parse(r.stdout) as Array<{ domain: string; ring: string; mode: string; verdict: string }>;
+            return rows.length > 0 ? rows : undefined;
+          }, 500);
+          const host = hostConfigs.get(d)!;
+          for (const g of host.guests) expect(rings.filter((r) => r.domain === g.name).map((r) => r.ring).sort(), `${d}/${g.name}`).toEqual(['blk', 'rx', 'tx']);
+          expect(rings.every((r) => r.mode === 'pv' && r.verdict !== 'STUCK'), JSON.stringify(rings)).toBe(true);
+        }
+
         // Traffic across hosts: the host-b end of a cross-host flow receives frames (dom0-b's
         // per-second table, NET_RX). Then a few seconds of it.
         const dB = running.get(dom0B)!;
