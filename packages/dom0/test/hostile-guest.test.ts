@@ -59,8 +59,8 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
     good = new RawGuest(host.hv, g.domain, mode);
     evilBlk = new RawBlkFront(evil, 51712);
     goodBlk = new RawBlkFront(good, 51712);
-    evilNet = new RawNetFront(evil, 1);
-    goodNet = new RawNetFront(good, 1);
+    evilNet = new RawNetFront(evil, 0);
+    goodNet = new RawNetFront(good, 0);
     await Promise.all([evilBlk.connect(), goodBlk.connect(), evilNet.connect(), goodNet.connect()]);
   });
 

@@ -168,13 +168,19 @@ describe('views of a running cluster', () => {
     const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { entries: Array<Record<string, number>> });
     expect(events).toHaveLength(40);
     for (const e of events) {
-      expect(e).toMatchObject({ kind: 'ring.push', host: 'host0', domid: 2, device: 'vbd51712', ring: 'blk', side: 'back', half: 'rsp' });
+      // Both ends of guest2's blk ring: the frontend pushes requests, the backend responses.
+      expect(e).toMatchObject({ kind: 'ring.push', host: 'host0', domid: 2, device: 'vbd51712', ring: 'blk' });
+      expect(e.side === 'front' ? 'req' : 'rsp').toBe(e.half);
       const n = ((e.after as number) - (e.before as number)) >>> 0;
       expect(e.entries).toHaveLength(Math.min(n, 32));
-      // Each decoded response names its request and a BLKIF status.
       for (const x of e.entries) {
         expect(typeof x.id).toBe('number');
-        expect([0, -1, -2]).toContain(x.status);
+        // A response carries a BLKIF status; a request an operation, its sector and segments.
+        if (e.half === 'rsp') expect([0, -1, -2]).toContain(x.status);
+        else {
+          expect([0, 1, 3]).toContain(x.operation);
+          expect(typeof x.sectorNumber).toBe('number');
+        }
       }
       expect(e.entries[e.entries.length - 1].index).toBe(((e.after as number) - 1) >>> 0);
     }

@@ -58,12 +58,16 @@ const COOKIE = 'rv_token';
 const MAX_BODY = 16 * 1024;
 /** How often a trace stream flushes its batch to the socket. */
 const TRACE_FLUSH_MS = 100;
+/** Streams each cost dom0 a subscriber on the data path: a bounded number at a time. */
+const MAX_TRACE_STREAMS = 8;
+const MAX_VIEWERS = 64;
 
 export class ControlServer {
   private server?: Server;
   private wss?: WebSocketServer;
   private readonly metrics: Registry;
   private readonly sockets = new Set<WebSocket>();
+  private readonly traceSockets = new WeakSet<WebSocket>();
   private liveListener?: () => void;
 
   private readonly remote: RemoteTraceHub;
@@ -102,7 +106,17 @@ export class ControlServer {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
+      const streams = [...this.sockets].filter((x) => this.traceSockets.has(x)).length;
+      if (url.pathname === '/api/trace' && streams >= MAX_TRACE_STREAMS) {
+        socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\nat most ${MAX_TRACE_STREAMS} trace streams at a time\r\n`);
+        return;
+      }
+      if (this.sockets.size >= MAX_VIEWERS) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+        return;
+      }
       this.wss!.handleUpgrade(req, socket, head, (ws) => {
+        if (url.pathname === '/api/trace') this.traceSockets.add(ws);
         this.sockets.add(ws);
         ws.once('close', () => this.sockets.delete(ws));
         // Viewers only listen: anything they send closes their connection, nobody else's.
