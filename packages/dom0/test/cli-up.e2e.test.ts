@@ -9,6 +9,10 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { loadConfigFile } from '../src/toolstack/config.js';
+import { toolForTests, tsharkRead } from './support/tools.js';
+
+const haveTshark = toolForTests('tshark', 'tshark');
 
 const ROOT = resolve(import.meta.dirname, '../../..');
 const CLI = join(ROOT, 'bin/ringvisor.mjs');
@@ -75,8 +79,9 @@ describe('ringvisor up', () => {
   it('runs two hosts over ws: every guest its own process, UDP across hosts through the switch, same checks, no process left behind', async () => {
     const cwd = tempDir();
     const config = join(ROOT, 'examples/two-hosts.yaml');
-    const { code, stderr } = await run(['up', '--transport', 'ws', '--config', config, '--duration', '4', '--json', 'out.json'], cwd).done;
+    const { code, stderr, stdout } = await run(['up', '--transport', 'ws', '--config', config, '--duration', '4', '--json', 'out.json', '--pcap', 'run.pcapng'], cwd).done;
     expect(code, stderr).toBe(0);
+    expect(stdout).toMatch(/captured \d+ frames on \d+ interfaces to run\.pcapng/);
     const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary & {
       guests: Array<{ pid?: number; udp: { sent: number; echoed: number; lost: number } }>;
       dom0: Record<string, { nic: { txFrames: number; rxFrames: number } }>;
@@ -88,6 +93,18 @@ describe('ringvisor up', () => {
     expect(s.dom0.hostB.nic.rxFrames).toBeGreaterThan(0);
     expect(s.dom0.hostB.nic.txFrames).toBeGreaterThan(0);
     expect(s.dom0.hostA.nic.rxFrames).toBeGreaterThan(0);
+    if (haveTshark) {
+      // up --pcap: every vif and both physical NICs, each its own interface; tshark reads it
+      // cleanly, and a cross-host flow shows on the sender's vif, both physical NICs and the
+      // receiver's vif.
+      const cfg = loadConfigFile(config);
+      const ip = new Map(cfg.hosts.flatMap((h) => h.guests.map((g) => [g.name, (g.devices.find((d) => d.type === 'vif') as { ip: string }).ip] as const)));
+      const { rows, malformed } = tsharkRead(join(cwd, 'run.pcapng'));
+      expect(malformed).toBe(0);
+      expect(new Set(rows.map((r) => r.iface))).toEqual(new Set(['a1/vif0', 'a2/vif0', 'b1/vif0', 'hostA/peth0', 'hostB/peth0']));
+      for (const iface of ['a1/vif0', 'hostA/peth0', 'hostB/peth0', 'b1/vif0'])
+        expect(rows.some((r) => r.iface === iface && r.src === ip.get('a1') && r.dst === ip.get('b1') && r.sport > 0), iface).toBe(true);
+    }
     // b1 streams to a1 and a2, both on the other host: every datagram echoed back.
     const b1 = s.guests.find((g) => g.name === 'b1')!;
     expect(b1.udp.echoed).toBeGreaterThan(0);
