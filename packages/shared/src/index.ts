@@ -15,3 +15,4 @@ export * from './transport/domain-link.js';
 export * from './trace/index.js';
 export * from './trace/pcapng.js';
 export * from './trace/forward.js';
+export * from './util/prng.js';

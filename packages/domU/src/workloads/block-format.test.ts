@@ -10,7 +10,7 @@ import {
   SECTOR_SIZE,
   type BlockIdentity,
 } from './block-format.js';
-import { SplitMix32 } from './prng.js';
+import { SplitMix32 } from '@ringvisor/shared';
 
 const enc = (id: BlockIdentity): Uint8Array => {
   const b = new Uint8Array(BLOCK_SIZE);

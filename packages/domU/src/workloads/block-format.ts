@@ -20,7 +20,7 @@
  * a corrupted header field, is never mistaken for a valid block of another identity.
  */
 import { crc32c } from '@ringvisor/shared';
-import { mixSeed, SplitMix32 } from './prng.js';
+import { mixSeed, SplitMix32 } from '@ringvisor/shared';
 
 export const BLOCK_SIZE = 4096;
 export const SECTOR_SIZE = 512;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BLOCK_SIZE, decodeBlockHeader, encodeBlock, SECTOR_SIZE, SECTORS_PER_BLOCK } from './block-format.js';
 import { BlockVerifier, type BlockDevice } from './block-verifier.js';
-import { SplitMix32 } from './prng.js';
+import { SplitMix32 } from '@ringvisor/shared';
 
 const WRITER = 7;
 const tick = () => new Promise<void>((r) => setImmediate(r));

@@ -14,7 +14,7 @@ import {
   SECTORS_PER_BLOCK,
   type BlockClass,
 } from './block-format.js';
-import { SplitMix32 } from './prng.js';
+import { SplitMix32 } from '@ringvisor/shared';
 
 export interface BlockDevice {
   /** Capacity in 512-byte sectors. */

@@ -14,7 +14,7 @@
  */
 import { crc32c } from '@ringvisor/shared';
 import { MAX_UDP_PAYLOAD, type NetStack, type UdpSource } from '../net/stack.js';
-import { mixSeed, SplitMix32 } from './prng.js';
+import { mixSeed, SplitMix32 } from '@ringvisor/shared';
 
 export const FLOW_HEADER_SIZE = 16;
 const FLOW_MAGIC = 0x52565546; // "RVUF"

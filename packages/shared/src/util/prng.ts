@@ -1,5 +1,5 @@
 /**
- * Small deterministic PRNGs for workloads: reproducible from a seed, fast, and
+ * Small deterministic PRNGs for workloads and fault schedules: reproducible from a seed, fast, and
  * independent of Math.random so a failing run can be replayed exactly.
  */
 
