@@ -150,6 +150,9 @@ export class Guest {
       // Integrity: every block read back and classified, plus every echoed datagram verified.
       integrity: { checked: (v?.checked ?? 0) + udp.echoed, failures: (v?.failures ?? 0) + udp.corrupted, kinds },
       udp,
+      ...(this.verifier
+        ? { block: { checked: v!.checked, failures: v!.failures, kinds: { ...v!.failureKinds }, indeterminate: this.verifier.indeterminate, writeErrors: v!.errors } }
+        : {}),
       // Time this runtime's event loop (its vCPU) was busy, for CPU% in views.
       busyMs: performance.eventLoopUtilization().active,
       ...(this.error ? { error: this.error } : {}),

@@ -5,6 +5,7 @@
  * the toolstack's calls, boot the frontends, and report ready.
  */
 import {
+  GUEST_FREEZE,
   GUEST_QUIESCE,
   GUEST_READY,
   GUEST_START,
@@ -39,6 +40,13 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   peer.handle(GUEST_STATS, () => guest.stats());
   peer.handle(GUEST_QUIESCE, () => guest.quiesce());
   peer.handle(GUEST_START, () => guest.startWorkloads());
+  peer.handle(GUEST_FREEZE, (p) => {
+    const { word, maxMs } = p as { word?: unknown; maxMs?: unknown };
+    if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new Error('guest.freeze needs { word: SharedArrayBuffer, maxMs }');
+    // Reply first, then really stop: this thread (the guest's vCPU) blocks until thawed.
+    setImmediate(() => Atomics.wait(new Int32Array(word), 0, 0, Math.min(maxMs, 120_000)));
+    return true;
+  });
   peer.handle(GUEST_STOP, async () => {
     const final = await guest.stop();
     // Let the reply leave before the link closes; then nothing keeps this runtime alive.

@@ -42,6 +42,13 @@ export abstract class SplitBackend<M extends BackendCounters> {
   private scheduled = false;
   /** An admin stopped this backend consuming (its rings keep their contents; see resume). */
   paused = false;
+  /**
+   * Injected notification faults on this device's channel (fault plans): lost with a
+   * probability in either direction, or delivered late. Absent in normal operation.
+   */
+  eventFault?: { lostToGuest: number; lostToBackend: number; delayMs: number; draw: () => number };
+  /** What the injected faults did, so a run can be explained. */
+  readonly faultCounters = { lostToGuest: 0, lostToBackend: 0, delayed: 0, spurious: 0 };
   /** "vbd0", "vif1": the device as views and traces name it. */
   readonly device: string;
 
@@ -114,7 +121,13 @@ export abstract class SplitBackend<M extends BackendCounters> {
     try {
       await this.attachRings();
       this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, await this.xb.frontendInt('event-channel'));
-      this.hv.dom0Events.on(this.port, () => {
+      this.hv.dom0Events.on(this.port, (_port, polled) => {
+        if (polled) return this.kick(); // a missed-event poll: look, but it is not an event
+        const f = this.eventFault;
+        if (f && f.lostToBackend > 0 && f.draw() < f.lostToBackend) {
+          this.faultCounters.lostToBackend++;
+          return;
+        }
         this.metrics.events++;
         this.kick();
       });
@@ -156,13 +169,35 @@ export abstract class SplitBackend<M extends BackendCounters> {
   /** Notify the frontend if the ring said so (counted either way). */
   protected notify(needed: boolean): void {
     if (needed && this.port >= 0) {
-      this.hv.dom0Events.send(this.port);
       this.metrics.notifications++;
+      const f = this.eventFault;
+      if (f) {
+        if (f.lostToGuest > 0 && f.draw() < f.lostToGuest) return void this.faultCounters.lostToGuest++;
+        if (f.delayMs > 0) {
+          this.faultCounters.delayed++;
+          const port = this.port;
+          setTimeout(() => port === this.port && this.hv.dom0Events.send(port), f.delayMs).unref();
+          return;
+        }
+      }
+      this.hv.dom0Events.send(this.port);
     } else {
       this.metrics.suppressed++;
       if (evtSuppressedChannel.hasSubscribers)
         evtSuppressedChannel.publish({ kind: 'evtchn.suppressed', t: traceNow(), host: this.hv.host, domid: 0, device: this.device, port: this.port });
     }
+  }
+
+  /** Fault injection: a notification to the guest that the ring did not call for. */
+  spuriousNotify(): void {
+    if (this.port < 0) return;
+    this.faultCounters.spurious++;
+    this.hv.dom0Events.send(this.port);
+  }
+
+  /** Fault injection: an event on this backend's port as if the frontend sent it (storms). */
+  eventFromFrontend(): void {
+    if (this.port >= 0) this.hv.deliverEvent(0, this.port);
   }
 
   /** A frontend published impossible indices: stop its ring, keep everything else going. */

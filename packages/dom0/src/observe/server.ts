@@ -38,6 +38,8 @@ import type { Registry } from 'prom-client';
 import type { Observatory } from './observatory.js';
 import { createMetricsRegistry } from './metrics.js';
 import { RemoteTraceHub } from './remote-trace.js';
+import type { FaultInjector } from '../faults/injector.js';
+import { parseFault } from '../faults/plan.js';
 
 export interface ControlServerOptions {
   host: string;
@@ -45,6 +47,8 @@ export interface ControlServerOptions {
   readToken: string;
   adminSecret: Uint8Array;
   log: Logger;
+  /** Fault injection for `ringvisor fault` (admin). */
+  injector?: FaultInjector;
 }
 
 const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboard/', import.meta.url));
@@ -219,12 +223,15 @@ export class ControlServer {
     const sig = req.headers[ADMIN_SIGNATURE_HEADER];
     if (!verifyAdminRequest(this.opts.adminSecret, typeof sig === 'string' ? sig : undefined, 'POST', req.url ?? path, body))
       return this.fail(res, 403, 'actions need the admin secret: sign the request (ringvisor does, with the cluster secret from RINGVISOR_SECRET or --secret-file)');
-    let params: { domain?: unknown; device?: unknown };
+    let params: Record<string, unknown>;
     try {
-      params = JSON.parse(body) as typeof params;
+      const parsed: unknown = JSON.parse(body);
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+      params = parsed as Record<string, unknown>;
     } catch {
-      return this.fail(res, 400, 'body must be JSON');
+      return this.fail(res, 400, 'body must be a JSON object');
     }
+    if (path.startsWith('/api/fault/')) return this.faultAction(res, path, params);
     const m = /^\/api\/backend\/(pause|resume)$/.exec(path);
     if (!m) return this.fail(res, 404, `no action at ${path}`);
     if (typeof params.domain !== 'string' || typeof params.device !== 'string') return this.fail(res, 400, 'body must be {"domain": NAME, "device": "vbd0"|"vif0"|…}');
@@ -234,6 +241,30 @@ export class ControlServer {
     else found.backend.resume();
     this.opts.log.info({ domain: params.domain, device: params.device, action: m[1] }, 'backend action');
     this.json(res, { ok: true, domain: params.domain, device: params.device, paused: found.backend.paused });
+  }
+
+  /** POST /api/fault/inject {fault}, /api/fault/heal {id?}, /api/fault/list {}: `ringvisor fault`. */
+  private async faultAction(res: ServerResponse, path: string, params: Record<string, unknown>): Promise<void> {
+    const inj = this.opts.injector;
+    if (!inj) return this.fail(res, 404, 'this endpoint has no fault injector');
+    const list = () => inj.activeFaults().map((a) => ({ key: a.key, id: a.spec.id, kind: a.spec.what.kind, host: a.host, who: a.spec.who, startedAt: a.startedAt }));
+    try {
+      if (path === '/api/fault/inject') {
+        const spec = parseFault(params.fault, 'fault');
+        const a = await inj.inject(spec);
+        this.opts.log.warn({ id: spec.id, kind: spec.what.kind, who: spec.who }, 'fault injected by an admin');
+        if (spec.when.for !== undefined) setTimeout(() => void a.heal(), spec.when.for * 1000).unref();
+        return this.json(res, { ok: true, key: a.key, active: list() });
+      }
+      if (path === '/api/fault/heal') {
+        const n = typeof params.id === 'string' ? await inj.heal(params.id) : await inj.healAll();
+        return this.json(res, { ok: true, healed: n, active: list() });
+      }
+      if (path === '/api/fault/list') return this.json(res, { ok: true, active: list(), history: inj.history.slice(-200) });
+    } catch (e) {
+      return this.fail(res, 400, (e as Error).message);
+    }
+    this.fail(res, 404, `no action at ${path}`);
   }
 
   private serveLive(ws: WebSocket): void {

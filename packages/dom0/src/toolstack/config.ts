@@ -154,7 +154,7 @@ const schema = {
 const ajv = new Ajv({ allErrors: true, strict: true });
 const validate = ajv.compile(schema);
 
-function describe(errors: ErrorObject[]): string {
+export function describeSchemaErrors(errors: ErrorObject[]): string {
   return errors
     .slice(0, 8)
     .map((e) => {
@@ -180,7 +180,7 @@ type RawObject = Record<string, unknown>;
 
 /** Validate and complete a parsed config object. */
 export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig {
-  if (!validate(raw)) throw new ConfigError(`${origin} is invalid:\n  ${describe(validate.errors ?? [])}`);
+  if (!validate(raw)) throw new ConfigError(`${origin} is invalid:\n  ${describeSchemaErrors(validate.errors ?? [])}`);
   const r = raw as unknown as RawObject;
   const allNames = new Set<string>();
   for (const h of r.hosts as RawObject[])

@@ -16,6 +16,7 @@ import {
   FrameAllocator,
   CONTROL_PING,
   GUEST_BOOT,
+  GUEST_FREEZE,
   GUEST_QUIESCE,
   GUEST_START,
   GUEST_READY,
@@ -33,6 +34,7 @@ import {
   startRuntimeWorker,
   publishTrace,
   traceNow,
+  type DiskFaultRule,
   type GuestBootSpec,
   type GuestStats,
   type Logger,
@@ -87,6 +89,7 @@ export interface HostOptions {
 }
 
 const SKB_POOL_FRAMES = 1024;
+const MISSED_EVENT_POLL_MS = 500;
 
 export class Host {
   readonly hv: Hypervisor;
@@ -229,6 +232,8 @@ export class Host {
       this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'down', DOMID_HW, this.hwsim!.pid, code);
     });
     this.hv.dom0Events.start();
+    // A lost notification (injected, or a bug) costs at most this much, never a stalled ring.
+    this.hv.dom0Events.startMissedEventPoll(MISSED_EVENT_POLL_MS);
     await this.attachMemoryToHardware(this.hv.dom0);
 
     const [diskDom0Port, diskHwPort] = this.bindDevicePorts();
@@ -282,6 +287,7 @@ export class Host {
         void handle.exited.then((code) => {
           handle.down = true;
           this.traceRuntime(config.name, 'guest', 'down', domain.domid, handle.pid, code);
+          if (!this.stopping) void this.reclaim(handle);
         });
       },
       () => {},
@@ -332,6 +338,67 @@ export class Host {
     }
     this.created.push({ domain, blk, net });
     return { domain, blk, net };
+  }
+
+  /**
+   * A guest's runtime died (crash, kill -9): reclaim what its domain held — backends drain and
+   * unmap, its ports close, its store nodes go — so the other guests never notice.
+   */
+  private async reclaim(handle: GuestHandle): Promise<void> {
+    const i = this.created.findIndex((c) => c.domain === handle.domain);
+    if (i < 0) return;
+    const [c] = this.created.splice(i, 1);
+    c.domain.state = 'crashed';
+    this.log.warn({ domid: c.domain.domid, guest: handle.config.name }, 'guest runtime gone; reclaiming its domain');
+    for (const b of c.blk) await b.destroy().catch(() => {});
+    for (const n of c.net) await n.destroy().catch(() => {});
+    try {
+      this.hv.destroyDomain(c.domain.domid);
+    } catch {
+      /* already gone */
+    }
+    this.reclaimed.push(handle.config.name);
+  }
+
+  /** Guests whose domains were reclaimed after their runtime died. */
+  readonly reclaimed: string[] = [];
+
+  /** Replace the physical disk's fault rules (blkdebug-style; `[]` clears). */
+  async setDiskFaults(rules: DiskFaultRule[]): Promise<void> {
+    await this.hwsim!.peer.call('hw.disk.faults', { rules }, 5_000);
+  }
+
+  /** Carrier of the physical NIC (a pulled cable when false). */
+  async setNicLink(up: boolean): Promise<void> {
+    await this.hwsim!.peer.call('hw.nic.link', { up }, 5_000);
+  }
+
+  /** kill -9 a guest's runtime (fault injection); its domain is then reclaimed. */
+  async killGuest(name: string): Promise<void> {
+    const g = this.guests.find((x) => x.config.name === name);
+    if (!g) throw new Error(`no guest ${name} on ${this.config.name}`);
+    await g.kill();
+  }
+
+  /** Freeze a guest's runtime until the returned thaw() (fault injection; bounded by maxMs). */
+  async freezeGuest(name: string, maxMs: number): Promise<() => void> {
+    const g = this.guests.find((x) => x.config.name === name);
+    if (!g || !g.peer || g.down) throw new Error(`no running guest ${name} on ${this.config.name}`);
+    if (g.pid && this.opts.ws) {
+      process.kill(g.pid, 'SIGSTOP');
+      const t = setTimeout(() => g.pid && process.kill(g.pid, 'SIGCONT'), maxMs);
+      return () => {
+        clearTimeout(t);
+        if (g.pid && !g.down) process.kill(g.pid, 'SIGCONT');
+      };
+    }
+    const word = new SharedArrayBuffer(4);
+    await g.peer.call(GUEST_FREEZE, { word, maxMs }, 5_000);
+    return () => {
+      const w = new Int32Array(word);
+      Atomics.store(w, 0, 1);
+      Atomics.notify(w, 0);
+    };
   }
 
   /** Every domain the toolstack created on this host, booted or not. */

@@ -63,6 +63,8 @@ export class GuestKernel {
     this.store = new RemoteStoreClient(o.hypercalls, o.domid);
     this.log = o.log;
     this.events.start();
+    // Missed-interrupt polling: a lost notification delays this guest by at most 500 ms.
+    this.events.startMissedEventPoll(500);
   }
 
   /**

@@ -138,6 +138,13 @@ export class BlockVerifier {
     this.busy = new Uint8Array(blocks);
   }
 
+  /** Blocks whose contents are undefined now: their last write failed and none succeeded since. */
+  get indeterminate(): number {
+    let n = 0;
+    for (let b = 0; b < this.blocks; b++) n += this.unknown[b];
+    return n;
+  }
+
   /** A snapshot of the counters. */
   get stats(): BlockVerifierStats {
     return { ...this.s, failureKinds: { ...this.s.failureKinds } };

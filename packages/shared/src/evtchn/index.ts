@@ -137,10 +137,12 @@ export interface EventCounters {
   forwarded: number;
   received: number;
   upcalls: number;
+  /** Missed-interrupt poll rounds (startMissedEventPoll). */
+  polls: number;
 }
 
 export function newEventCounters(): EventCounters {
-  return { sent: 0, delivered: 0, coalesced: 0, masked: 0, forwarded: 0, received: 0, upcalls: 0 };
+  return { sent: 0, delivered: 0, coalesced: 0, masked: 0, forwarded: 0, received: 0, upcalls: 0, polls: 0 };
 }
 
 function checkPort(port: number): void {
@@ -233,7 +235,8 @@ export class EventChannelAuthority {
   }
 }
 
-export type PortHandler = (port: number) => void;
+/** `polled`: run by the missed-event poll, not by a delivered event. */
+export type PortHandler = (port: number, polled?: boolean) => void;
 
 /**
  * How a gate reaches domains that are not in this process's event memory (ws transport).
@@ -351,7 +354,25 @@ export class EventChannelGate {
 
   stop(): void {
     this.running = false;
+    clearInterval(this.pollTimer);
     Atomics.notify(this.mem.words, this.upcall);
+  }
+
+  private pollTimer?: NodeJS.Timeout;
+
+  /**
+   * Missed-interrupt polling (as Linux's irqpoll): every `ms`, run every bound port's handler as
+   * if its event had arrived. Handlers are idempotent (consume what is there, final-check), so a
+   * lost notification — injected, or a bug — delays service by at most `ms` instead of stalling
+   * a ring forever. Counted in `counters.polls`.
+   */
+  startMissedEventPoll(ms: number): void {
+    clearInterval(this.pollTimer);
+    this.pollTimer = setInterval(() => {
+      this.counters.polls++;
+      for (const [port, h] of [...this.handlers]) h(port, true);
+    }, ms);
+    this.pollTimer.unref();
   }
 
   private async loop(): Promise<void> {

@@ -43,6 +43,11 @@ export interface GuestStats {
   devices: GuestDeviceStats[];
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
   udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number };
+  /**
+   * The block ledger alone (integrity mixes in datagrams): blocks read back and classified,
+   * failures by class, and blocks left indeterminate by a failed write.
+   */
+  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number };
   /** Milliseconds the guest runtime's event loop was busy since it started (CPU% = Δbusy / Δt). */
   busyMs?: number;
   error?: string;
@@ -58,6 +63,11 @@ export const GUEST_STOP = 'guest.stop';
 /** Start the workloads (sent once every guest of the host is ready, so no flow starts towards a peer still booting). */
 export const GUEST_START = 'guest.start';
 export const GUEST_QUIESCE = 'guest.quiesce';
+/**
+ * Freeze the guest's runtime (threads transport; a process is SIGSTOPped instead): its thread
+ * blocks in Atomics.wait on word 0 of `word` until dom0 stores 1 and notifies, or `maxMs`.
+ */
+export const GUEST_FREEZE = 'guest.freeze';
 /** Notification a guest sends once its devices are connected and workloads started. */
 export const GUEST_READY = 'guest.ready';
 

@@ -26,13 +26,17 @@ import {
 import { randomBytes } from 'node:crypto';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
 import { Host, type HostOptions } from '../host.js';
-import { renderTop, summarize, type TopRow } from '../summary.js';
+import { renderTop, summarize, type RunSummary, type TopRow } from '../summary.js';
+import { FaultInjector } from '../../faults/injector.js';
+import { loadPlanFile } from '../../faults/plan.js';
+import { Campaign } from '../../faults/campaign.js';
+import { parse as parseYaml } from 'yaml';
 import { Observatory } from '../../observe/observatory.js';
 import { ControlServer } from '../../observe/server.js';
 import { captureLocalFrames } from '../../observe/capture.js';
 import * as views from './views.js';
-import { DEFAULT_OBSERVE, UsageError, ControlEndpointError, listenControl, parseListen, removeControlFile, stateDir, writeControlFile, type ListenAt } from './endpoint.js';
-import type { GuestStats } from '@ringvisor/shared';
+import { DEFAULT_OBSERVE, UsageError, ControlEndpointError, listenControl, postAction, resolveControl, parseListen, removeControlFile, stateDir, writeControlFile, type ListenAt } from './endpoint.js';
+import type { GuestStats, Logger } from '@ringvisor/shared';
 
 const USAGE = `usage: ringvisor <command> [options]
 
@@ -45,6 +49,9 @@ commands:
             --domain NAME|ID --device vif0 --ring tx --count N --duration S; --pcap FILE writes
             every NIC's frames as pcapng instead
   backend   pause|resume DOMAIN DEVICE: stop or restart a backend consuming its rings (admin)
+  chaos     --plan FILE [--seed N] [--json FILE] [--transport T]: run a fault campaign, heal, check,
+            exit 1 when a checker fails (plans: examples/faults/)
+  fault     inject SPEC [--for S] | heal [ID] | list: faults into a running cluster (admin)
   help      show this text
 
 view commands find the cluster through .ringvisor/control.json (or --url http://HOST:PORT,
@@ -134,6 +141,117 @@ async function up(argv: string[]): Promise<number> {
   return runHost({ config, durationSec, transport, secret, observe, ...(pcap ? { pcap } : {}), ...(json ? { json } : {}), ...(ws ? { ws } : {}) });
 }
 
+/**
+ * `ringvisor chaos --plan FILE [--seed N] [--json FILE] [--transport T]`: start a cluster, run its
+ * workloads under the plan, heal, drain, check; exit 1 when a checker fails (DESIGN §8 report).
+ */
+async function chaos(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        plan: { type: 'string' },
+        seed: { type: 'string' },
+        json: { type: 'string' },
+        transport: { type: 'string' },
+        config: { type: 'string' },
+        observe: { type: 'string' },
+        'secret-file': { type: 'string' },
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    throw new UsageError(`ringvisor chaos: ${(e as Error).message}\n\n${USAGE}`);
+  }
+  if (!values.plan) throw new UsageError('ringvisor chaos: --plan FILE is required (examples/faults/ has a library of plans)');
+  const plan = loadPlanFile(values.plan);
+  let seed = plan.seed;
+  if (values.seed !== undefined) {
+    seed = Number(values.seed);
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UsageError(`--seed must be an integer in 0..4294967295, got ${JSON.stringify(values.seed)}`);
+  }
+  const transport = values.transport ?? plan.transport ?? 'threads';
+  if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
+  const configPath = values.config ?? plan.cluster;
+  const config = configPath ? loadConfigFile(configPath) : defaultConfig();
+  config.seed = seed;
+  const secretFile = values['secret-file'] ?? join(stateDir(), 'secret');
+  mkdirSync(dirname(secretFile), { recursive: true });
+  const secret = await generateSecretFile(secretFile);
+  const tty = process.stdout.isTTY === true;
+  const campaign = new Campaign(plan, seed, createLogger('chaos'), (line) => process.stdout.write(`${tty ? '\x1b[2K' : ''}chaos: ${line}\n`));
+  process.stdout.write(`chaos: plan ${plan.name}, seed ${seed}, ${plan.faults.length} faults, ${plan.duration}s under faults, ${transport} transport\n`);
+  const run = await runCluster({
+    config,
+    durationSec: Infinity,
+    transport,
+    secret,
+    faultSeed: seed,
+    quiet: true,
+    observe: parseListen('--observe', values.observe ?? process.env.RINGVISOR_OBSERVE ?? DEFAULT_OBSERVE),
+    ...(transport === 'ws' ? { ws: { secret } } : {}),
+    drive: ({ hosts, injector }) => campaign.drive(hosts, injector),
+  });
+  const report = campaign.report({ transport, hosts: run.hosts, finals: run.finals, injector: run.injector, durationSec: run.durationSec });
+  if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2) + '\n');
+  const b = report.checkers.block;
+  const n = report.checkers.net;
+  process.stdout.write(
+    [
+      `chaos: verdict ${report.verdict.toUpperCase()}${report.reasons.length ? ` — ${report.reasons.join('; ')}` : ''}`,
+      `  faults    ${report.faults.length} injected (${[...new Set(report.faults.map((f) => f.kind))].join(', ') || 'none'}), ${report.faults.filter((f) => f.error).length} could not be`,
+      `  block     ok ${b.ok}  lost ${b.lost}  stale ${b.stale}  torn ${b.torn}  misdirected ${b.misdirected}  unexpected ${b.unexpected}  indeterminate ${b.indeterminate}`,
+      `  net       lost ${n.lost}  duplicated ${n.duplicated}  reordered ${n.reordered}  corrupted ${n.corrupted}`,
+      `  isolation breaches ${report.checkers.isolation.breaches}`,
+      `  recovery  ${report.recoveryMs.length ? `${Math.min(...report.recoveryMs)}–${Math.max(...report.recoveryMs)} ms after heals` : 'no healed fault to time'}; liveness ${report.livenessMs === null ? 'FAILED' : `${report.livenessMs} ms`}`,
+    ].join('\n') + '\n',
+  );
+  return run.exitCode !== 0 ? run.exitCode : report.verdict === 'pass' ? 0 : 1;
+}
+
+/** `ringvisor fault inject|heal|list`: faults into a running cluster (admin). */
+async function fault(argv: string[]): Promise<number> {
+  let values;
+  let positionals;
+  try {
+    ({ values, positionals } = parseArgs({ args: argv, options: { url: { type: 'string' }, 'secret-file': { type: 'string' }, for: { type: 'string' } }, strict: true, allowPositionals: true }));
+  } catch (e) {
+    throw new UsageError(`ringvisor fault: ${(e as Error).message}`);
+  }
+  const [action, arg] = positionals;
+  const c = await resolveControl({ ...(values.url ? { url: values.url } : {}), ...(values['secret-file'] ? { secretFile: values['secret-file'] } : {}) });
+  if (action === 'inject') {
+    if (!arg) throw new UsageError(`usage: ringvisor fault inject '{"who":{"domain":"guest1","device":"vbd51712"},"what":{"kind":"backend.pause"}}' [--for S]`);
+    let spec: unknown;
+    try {
+      spec = parseYaml(arg);
+    } catch (e) {
+      throw new UsageError(`ringvisor fault inject: the fault must be JSON or YAML: ${(e as Error).message}`);
+    }
+    if (values.for !== undefined) {
+      const s = Number(values.for);
+      if (!(s > 0)) throw new UsageError('--for must be a positive number of seconds');
+      spec = { ...(spec as object), when: { ...((spec as { when?: object }).when ?? {}), for: s } };
+    }
+    const r = await postAction<{ key: string }>(c, '/api/fault/inject', { fault: spec });
+    process.stdout.write(`injected ${r.key}\n`);
+    return 0;
+  }
+  if (action === 'heal') {
+    const r = await postAction<{ healed: number }>(c, '/api/fault/heal', arg ? { id: arg } : {});
+    process.stdout.write(`healed ${r.healed} fault(s)\n`);
+    return 0;
+  }
+  if (action === 'list') {
+    const r = await postAction<{ active: Array<{ key: string; kind: string; host: string; who: unknown }> }>(c, '/api/fault/list', {});
+    for (const a of r.active) process.stdout.write(`${a.key}  ${a.kind}  ${a.host}  ${JSON.stringify(a.who)}\n`);
+    if (r.active.length === 0) process.stdout.write('no active faults\n');
+    return 0;
+  }
+  throw new UsageError('usage: ringvisor fault inject SPEC [--for S] | heal [ID] | list');
+}
+
 /** `ringvisor dom0`: this host's dom0 and hardware as a service; guests are started elsewhere. */
 async function dom0(argv: string[]): Promise<number> {
   let values;
@@ -196,7 +314,7 @@ async function health(argv: string[]): Promise<number> {
   }
 }
 
-interface RunOptions {
+export interface RunOptions {
   config: ClusterConfig;
   durationSec: number;
   transport: 'threads' | 'ws';
@@ -208,9 +326,29 @@ interface RunOptions {
   ws?: HostOptions['ws'];
   /** A switch runtime started elsewhere (docker compose) to cable this host's NIC to. */
   lan?: { url: string; secret: Uint8Array };
+  /** Drives the run while the cluster is up (chaos); when it resolves the run shuts down. */
+  drive?: (c: { hosts: Host[]; injector: FaultInjector; log: Logger }) => Promise<void>;
+  /** Seed for fault draws (chaos). */
+  faultSeed?: number;
+  /** No periodic table (chaos prints its own progress). */
+  quiet?: boolean;
 }
 
 async function runHost(o: RunOptions): Promise<number> {
+  return (await runCluster(o)).exitCode;
+}
+
+export interface ClusterRunResult {
+  exitCode: number;
+  hosts: Host[];
+  finals: GuestStats[][];
+  summary: RunSummary;
+  injector: FaultInjector;
+  durationSec: number;
+}
+
+/** Bring a cluster up, run it (for a duration, until a signal, or while `drive` runs), shut it down. */
+export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
   const { config, durationSec, json, transport, ws } = o;
   const log = createLogger('dom0');
   // Several hosts in one run share a LAN through a switch runtime (a worker here, by entry point).
@@ -230,7 +368,8 @@ async function runHost(o: RunOptions): Promise<number> {
       }),
   );
   const obs = new Observatory(hosts, transport);
-  const control = new ControlServer(obs, { ...o.observe, readToken: deriveReadToken(o.secret), adminSecret: o.secret, log: log.child({ part: 'control' }) });
+  const injector = new FaultInjector(hosts, log.child({ part: 'faults' }), o.faultSeed ?? config.seed);
+  const control = new ControlServer(obs, { ...o.observe, readToken: deriveReadToken(o.secret), adminSecret: o.secret, log: log.child({ part: 'control' }), injector });
   await listenControl(control, o.observe, log);
   const capture = o.pcap ? captureLocalFrames(o.pcap) : undefined;
   obs.start();
@@ -254,6 +393,16 @@ async function runHost(o: RunOptions): Promise<number> {
     writeControlFile(control.url);
     process.stdout.write(`ringvisor: dashboard ${control.dashboardUrl}\n`);
     const timer = Number.isFinite(durationSec) ? setTimeout(() => stopRequested?.(), durationSec * 1000) : undefined;
+    if (o.drive)
+      o.drive({ hosts, injector, log }).then(
+        () => stopRequested?.(),
+        (e) => {
+          exitCode = 1;
+          log.error({ err: e }, 'run driver failed');
+          process.stderr.write(`ringvisor: ${(e as Error).message}\n`);
+          stopRequested?.();
+        },
+      );
     let prev: GuestStats[][] = [];
     const onSnapshot = () => {
       {
@@ -275,7 +424,7 @@ async function runHost(o: RunOptions): Promise<number> {
         prev = all;
       }
     };
-    obs.on('snapshot', onSnapshot);
+    if (!o.quiet) obs.on('snapshot', onSnapshot);
     await stopped;
     obs.off('snapshot', onSnapshot);
     if (timer) clearTimeout(timer);
@@ -284,6 +433,8 @@ async function runHost(o: RunOptions): Promise<number> {
     log.error({ err: e }, 'cluster failed');
     process.stderr.write(`ringvisor: ${(e as Error).message}\n`);
   } finally {
+    // Whatever is still injected is healed before the drain (a campaign heals before it checks).
+    await injector.healAll().catch((e) => log.error({ err: e }, 'healing faults failed'));
     // Quiesce every host before any closes, so cross-host flows drain too.
     for (const h of hosts) await h.quiesce().catch(() => {});
     for (const h of hosts)
@@ -330,8 +481,8 @@ async function runHost(o: RunOptions): Promise<number> {
   process.stdout.write(
     `ringvisor: ${summary.guests.length} guests, ${summary.guests.reduce((a, g) => a + g.ops, 0)} ops, integrity checked ${summary.integrity.checked}, failures ${summary.integrity.failures}\n`,
   );
-  if (summary.integrity.failures > 0 || summary.guests.some((g) => g.state === 'failed')) exitCode = 1;
-  return exitCode;
+  if (!o.drive && (summary.integrity.failures > 0 || summary.guests.some((g) => g.state === 'failed'))) exitCode = 1;
+  return { exitCode, hosts, finals, summary, injector, durationSec: (Date.now() - t0) / 1000 };
 }
 
 /** The LAN switch as a worker thread, started by its entry point in the hwsim package. */
@@ -372,6 +523,10 @@ export async function main(argv: string[]): Promise<number> {
         return await views.trace(rest);
       case 'backend':
         return await views.backend(rest);
+      case 'chaos':
+        return await chaos(rest);
+      case 'fault':
+        return await fault(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -1,0 +1,240 @@
+/**
+ * The FaultInjector: makes one fault happen in a running cluster, through the real mechanism it
+ * names — a backend stops consuming, notifications are really not sent, the physical disk really
+ * fails or corrupts requests (hwsim's rule table), the NIC really loses carrier, a guest's runtime
+ * is really killed or frozen — and heals it. Every inject and heal is a `fault` trace event, so
+ * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
+ */
+import { SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
+import type { Host } from '../toolstack/host.js';
+import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
+import type { FaultSpec } from './plan.js';
+import { FaultTargetError } from './errors.js';
+
+type AnyBackend = SplitBackend<BackendCounters>;
+
+export interface ActiveFault {
+  key: string;
+  spec: FaultSpec;
+  host: string;
+  startedAt: number;
+  /** Undo it (idempotent). Instantaneous faults heal to a no-op. */
+  heal(): Promise<void>;
+  healed: boolean;
+}
+
+export interface FaultRecord {
+  key: string;
+  id: string;
+  kind: string;
+  host: string;
+  who: FaultSpec['who'];
+  injectedAt: number;
+  healedAt?: number;
+  error?: string;
+}
+
+const MAX_FREEZE_MS = 60_000;
+
+export class FaultInjector {
+  /** Every fault injected, in order (the history the chaos report carries). */
+  readonly history: FaultRecord[] = [];
+  private readonly active = new Map<string, ActiveFault>();
+  private readonly diskRules = new Map<Host, Map<string, DiskFaultRule>>();
+  private seq = 0;
+
+  constructor(
+    readonly hosts: Host[],
+    readonly log: Logger,
+    readonly seed = 1,
+  ) {}
+
+  activeFaults(): ActiveFault[] {
+    return [...this.active.values()];
+  }
+
+  private hostsFor(spec: FaultSpec): Host[] {
+    const hs = this.hosts.filter((h) => !spec.who.host || h.config.name === spec.who.host);
+    if (hs.length === 0) throw new FaultTargetError(`${spec.id}: no host ${JSON.stringify(spec.who.host)}`);
+    return hs;
+  }
+
+  /** The host a guest lives on. */
+  private guestHost(spec: FaultSpec): Host {
+    const name = spec.who.domain!;
+    const h = this.hostsFor(spec).find((x) => x.guests.some((g) => g.config.name === name));
+    if (!h) throw new FaultTargetError(`${spec.id}: no guest domain ${JSON.stringify(name)}${spec.who.host ? ` on ${spec.who.host}` : ''}`);
+    return h;
+  }
+
+  private backends(spec: FaultSpec): { host: Host; backends: AnyBackend[] } {
+    const host = this.guestHost(spec);
+    const domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+    const all = [...host.blkBackends(), ...host.netBackends()] as AnyBackend[];
+    const bs = all.filter((b) => b.frontDomid === domid && (!spec.who.device || b.device === spec.who.device));
+    if (bs.length === 0) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no device ${spec.who.device ?? ''}`.trim());
+    return { host, backends: bs };
+  }
+
+  private trace(phase: 'inject' | 'heal', spec: FaultSpec, host: string, domid: number): void {
+    publishTrace({
+      kind: 'fault',
+      t: traceNow(),
+      host,
+      domid,
+      ...(spec.who.device ? { device: spec.who.device } : {}),
+      fault: spec.what.kind,
+      detail: { id: spec.id, phase, who: spec.who, what: spec.what },
+    });
+  }
+
+  /** Inject one occurrence of a fault; resolves once it is in effect. */
+  async inject(spec: FaultSpec, occurrence = 0): Promise<ActiveFault> {
+    const key = `${spec.id}#${occurrence}@${++this.seq}`;
+    const draw = (() => {
+      const rng = new SplitMix32(mixSeed(this.seed, this.seq, 0x5eed));
+      return () => rng.next();
+    })();
+    const rec: FaultRecord = { key, id: spec.id, kind: spec.what.kind, host: '', who: spec.who, injectedAt: Date.now() };
+    this.history.push(rec);
+    let host: Host;
+    let domid = 0;
+    let undo: () => Promise<void> | void = () => {};
+    try {
+      switch (spec.what.kind) {
+        case 'backend.pause': {
+          const t = this.backends(spec);
+          host = t.host;
+          domid = t.backends[0].frontDomid;
+          for (const b of t.backends) b.pause();
+          undo = () => t.backends.forEach((b) => b.resume());
+          break;
+        }
+        case 'evtchn.lost':
+        case 'evtchn.delayed': {
+          const t = this.backends(spec);
+          host = t.host;
+          domid = t.backends[0].frontDomid;
+          const dir = spec.what.direction ?? 'both';
+          const p = spec.what.probability ?? 1;
+          const lost = spec.what.kind === 'evtchn.lost';
+          for (const b of t.backends)
+            b.eventFault = {
+              lostToGuest: lost && dir !== 'to-backend' ? p : 0,
+              lostToBackend: lost && dir !== 'to-guest' ? p : 0,
+              delayMs: lost ? 0 : (spec.what.delayMs ?? 0),
+              draw,
+            };
+          undo = () => t.backends.forEach((b) => (b.eventFault = undefined));
+          break;
+        }
+        case 'evtchn.spurious':
+        case 'evtchn.storm': {
+          const t = this.backends(spec);
+          host = t.host;
+          domid = t.backends[0].frontDomid;
+          const storm = spec.what.kind === 'evtchn.storm';
+          // Fired in bursts every 10 ms so high rates do not need a timer per event.
+          const perTick = Math.max(1, Math.round((spec.what.ratePerSec ?? 100) / 100));
+          const timer = setInterval(() => {
+            for (let i = 0; i < perTick; i++)
+              for (const b of t.backends) {
+                if (storm) b.eventFromFrontend();
+                else if ((i + b.devid) % 2 === 0) b.spuriousNotify();
+                else b.eventFromFrontend();
+              }
+          }, 10);
+          timer.unref();
+          undo = () => clearInterval(timer);
+          break;
+        }
+        case 'disk.eio':
+        case 'disk.bitflip': {
+          const hs = this.hostsFor(spec);
+          host = hs[0];
+          const rule: DiskFaultRule = {
+            id: key,
+            op: spec.what.op ?? 'any',
+            error: spec.what.kind === 'disk.eio' ? 'eio' : 'bitflip',
+            ...(spec.what.sectors ? { sectors: spec.what.sectors } : {}),
+            ...(spec.what.probability !== undefined ? { probability: spec.what.probability } : {}),
+            ...(spec.what.times !== undefined ? { times: spec.what.times } : {}),
+            seed: mixSeed(this.seed, this.seq),
+          };
+          for (const h of hs) {
+            const rules = this.diskRules.get(h) ?? new Map<string, DiskFaultRule>();
+            this.diskRules.set(h, rules);
+            rules.set(key, rule);
+            await h.setDiskFaults([...rules.values()]);
+          }
+          undo = async () => {
+            for (const h of hs) {
+              const rules = this.diskRules.get(h)!;
+              rules.delete(key);
+              await h.setDiskFaults([...rules.values()]).catch(() => {});
+            }
+          };
+          break;
+        }
+        case 'nic.down': {
+          const hs = this.hostsFor(spec);
+          host = hs[0];
+          for (const h of hs) await h.setNicLink(false);
+          undo = async () => {
+            for (const h of hs) await h.setNicLink(true).catch(() => {});
+          };
+          break;
+        }
+        case 'process.kill': {
+          host = this.guestHost(spec);
+          domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          await host.killGuest(spec.who.domain!);
+          break;
+        }
+        case 'process.pause': {
+          host = this.guestHost(spec);
+          domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          const thaw = await host.freezeGuest(spec.who.domain!, Math.min(MAX_FREEZE_MS, ((spec.when.for ?? 60) + 5) * 1000));
+          undo = thaw;
+          break;
+        }
+      }
+    } catch (e) {
+      rec.error = (e as Error).message;
+      throw e;
+    }
+    rec.host = host!.config.name;
+    this.trace('inject', spec, rec.host, domid);
+    this.log.info({ fault: spec.what.kind, id: spec.id, who: spec.who }, 'fault injected');
+    const a: ActiveFault = {
+      key,
+      spec,
+      host: rec.host,
+      startedAt: Date.now(),
+      healed: false,
+      heal: async () => {
+        if (a.healed) return;
+        a.healed = true;
+        this.active.delete(key);
+        await undo();
+        rec.healedAt = Date.now();
+        this.trace('heal', spec, rec.host, domid);
+      },
+    };
+    this.active.set(key, a);
+    return a;
+  }
+
+  /** Heal every active fault (the end of a campaign, or `ringvisor fault heal`). */
+  async healAll(): Promise<number> {
+    const all = [...this.active.values()];
+    for (const a of all) await a.heal();
+    return all.length;
+  }
+
+  async heal(id: string): Promise<number> {
+    const all = [...this.active.values()].filter((a) => a.spec.id === id || a.key === id);
+    for (const a of all) await a.heal();
+    return all.length;
+  }
+}

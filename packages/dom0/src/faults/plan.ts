@@ -1,0 +1,256 @@
+/**
+ * Fault plans: a declarative, seeded description of what goes wrong, where and when — the input
+ * of `ringvisor chaos` and `ringvisor fault`. YAML or JSON, validated against a schema (ajv), so a
+ * mistake names its path. The same plan and seed always give the same schedule.
+ *
+ *   name: disk-eio-under-load
+ *   duration: 12            # seconds of workload under the plan
+ *   faults:
+ *     - id: eio
+ *       who:  { host: host0 }                               # selector
+ *       what: { kind: disk.eio, op: write, sectors: [0, 65536], probability: 0.3 }
+ *       when: { at: 2, for: 4 }                            # seconds from the start
+ *     - who:  { domain: guest2, device: vif0 }
+ *       what: { kind: evtchn.lost, direction: to-guest }
+ *       when: { every: 3, times: 3, for: 1, probability: 0.7 }
+ *     - who:  { domain: guest3 }
+ *       what: { kind: process.pause }
+ *       when: { after: { kind: ring.push, count: 5000 }, for: 2 }
+ *
+ * `when`: `at` (first occurrence, s), `every` (s between occurrences) and `times` (how many,
+ * default 1), each occurrence firing with `probability` (default 1, drawn from the seed); `for`
+ * (s) heals it that long after (absent: instantaneous kinds just happen, lasting kinds hold until
+ * the run heals everything); `after` starts the schedule when dom0 has seen the Nth trace event of
+ * a kind instead of at a time.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Ajv } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, TRACE_KINDS, mixSeed, SplitMix32, type TraceKind } from '@ringvisor/shared';
+import { describeSchemaErrors } from '../toolstack/config.js';
+
+/** Every fault kind, with what it needs. */
+export const FAULT_KINDS = {
+  'backend.pause': 'a backend stops consuming its rings (a wedged driver domain); who: domain + device',
+  'evtchn.lost': 'notifications on a device channel are lost; direction to-guest | to-backend | both; who: domain [+ device]',
+  'evtchn.delayed': 'notifications are delivered delayMs late; who: domain [+ device]',
+  'evtchn.spurious': 'extra notifications nobody sent, ratePerSec to the guest and the backend; who: domain [+ device]',
+  'evtchn.storm': 'a guest floods its backends with ratePerSec events; who: domain',
+  'disk.eio': 'the physical disk fails requests (op, sectors, probability, times); who: host',
+  'disk.bitflip': 'the physical disk silently flips a bit (op, sectors, probability, times); who: host',
+  'nic.down': 'the physical NIC loses carrier; who: host',
+  'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
+  'process.pause': 'freeze a guest runtime (SIGSTOP / a blocked vCPU), resume on heal; who: domain',
+} as const;
+
+export type FaultKind = keyof typeof FAULT_KINDS;
+
+export interface FaultSelector {
+  host?: string;
+  domain?: string;
+  device?: string;
+}
+
+export interface FaultWhat {
+  kind: FaultKind;
+  direction?: 'to-guest' | 'to-backend' | 'both';
+  delayMs?: number;
+  ratePerSec?: number;
+  op?: 'read' | 'write' | 'flush' | 'any';
+  sectors?: [number, number];
+  probability?: number;
+  times?: number;
+}
+
+export interface FaultWhen {
+  at?: number;
+  after?: { kind: TraceKind; count: number };
+  every?: number;
+  times?: number;
+  probability?: number;
+  for?: number;
+}
+
+export interface FaultSpec {
+  id: string;
+  who: FaultSelector;
+  what: FaultWhat;
+  when: FaultWhen;
+}
+
+export interface FaultPlan {
+  name: string;
+  description?: string;
+  seed: number;
+  /** Seconds of workload under the plan. */
+  duration: number;
+  /** Seconds between healing everything and draining (service must come back within it). */
+  settle: number;
+  /** Cluster config path (resolved against the plan's directory); absent: the default host. */
+  cluster?: string;
+  transport?: 'threads' | 'ws';
+  faults: FaultSpec[];
+}
+
+const selector = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { host: { type: 'string', minLength: 1 }, domain: { type: 'string', minLength: 1 }, device: { type: 'string', pattern: '^(vbd|vif)\\d+$' } },
+} as const;
+
+const what = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['kind'],
+  properties: {
+    kind: { enum: Object.keys(FAULT_KINDS) },
+    direction: { enum: ['to-guest', 'to-backend', 'both'] },
+    delayMs: { type: 'number', minimum: 0, maximum: 60_000 },
+    ratePerSec: { type: 'number', exclusiveMinimum: 0, maximum: 1_000_000 },
+    op: { enum: ['read', 'write', 'flush', 'any'] },
+    sectors: { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 2, maxItems: 2 },
+    probability: { type: 'number', minimum: 0, maximum: 1 },
+    times: { type: 'integer', minimum: 1 },
+  },
+} as const;
+
+const when = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    at: { type: 'number', minimum: 0 },
+    after: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['kind', 'count'],
+      properties: { kind: { enum: [...TRACE_KINDS] }, count: { type: 'integer', minimum: 1 } },
+    },
+    every: { type: 'number', exclusiveMinimum: 0 },
+    times: { type: 'integer', minimum: 1, maximum: 10_000 },
+    probability: { type: 'number', minimum: 0, maximum: 1 },
+    for: { type: 'number', exclusiveMinimum: 0 },
+  },
+} as const;
+
+const schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['faults'],
+  properties: {
+    name: { type: 'string', minLength: 1 },
+    description: { type: 'string' },
+    seed: { type: 'integer', minimum: 0, maximum: 0xffffffff },
+    duration: { type: 'number', exclusiveMinimum: 0, maximum: 86_400 },
+    settle: { type: 'number', minimum: 0, maximum: 600 },
+    cluster: { type: 'string', minLength: 1 },
+    transport: { enum: ['threads', 'ws'] },
+    faults: {
+      type: 'array',
+      maxItems: 1000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['who', 'what'],
+        properties: { id: { type: 'string', pattern: '^[\\w.-]{1,64}$' }, who: selector, what, when },
+      },
+    },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+const validatePlan = ajv.compile(schema);
+const validateFault = ajv.compile(schema.properties.faults.items);
+
+/** What each kind needs of its selector: checked after the schema, with a message saying how to fix it. */
+function checkSelector(f: FaultSpec, where: string): void {
+  const k = f.what.kind;
+  const need = (key: keyof FaultSelector) => {
+    if (!f.who[key]) throw new ConfigError(`${where}: ${k} needs who.${key} (${FAULT_KINDS[k]})`);
+  };
+  if (k === 'backend.pause') (need('domain'), need('device'));
+  else if (k.startsWith('evtchn.') || k.startsWith('process.')) need('domain');
+  if (f.what.sectors && f.what.sectors[0] >= f.what.sectors[1]) throw new ConfigError(`${where}: what.sectors [start, end) must have start < end`);
+  if ((k === 'evtchn.delayed') !== (f.what.delayMs !== undefined)) throw new ConfigError(`${where}: delayMs belongs to (and is required by) evtchn.delayed`);
+  if ((k === 'evtchn.spurious' || k === 'evtchn.storm') && f.what.ratePerSec === undefined) throw new ConfigError(`${where}: ${k} needs what.ratePerSec`);
+  if (f.when.at !== undefined && f.when.after !== undefined) throw new ConfigError(`${where}: when.at and when.after exclude each other`);
+  if ((f.when.times ?? 1) > 1 && f.when.every === undefined) throw new ConfigError(`${where}: when.times > 1 needs when.every`);
+}
+
+/** One fault as `ringvisor fault inject` takes it (JSON or YAML text). */
+export function parseFault(raw: unknown, where = 'fault', index = 0): FaultSpec {
+  if (!validateFault(raw)) throw new ConfigError(`${where} is invalid:\n  ${describeSchemaErrors(validateFault.errors ?? [])}`);
+  const r = raw as { id?: string; who: FaultSelector; what: FaultWhat; when?: FaultWhen };
+  const f: FaultSpec = { id: r.id ?? `${r.what.kind}#${index + 1}`, who: r.who, what: r.what, when: r.when ?? {} };
+  checkSelector(f, where);
+  return f;
+}
+
+export function normalizePlan(raw: unknown, origin: string, baseDir = process.cwd()): FaultPlan {
+  if (!validatePlan(raw)) throw new ConfigError(`${origin} is invalid:\n  ${describeSchemaErrors(validatePlan.errors ?? [])}`);
+  const r = raw as { name?: string; description?: string; seed?: number; duration?: number; settle?: number; cluster?: string; transport?: 'threads' | 'ws'; faults: unknown[] };
+  const faults = r.faults.map((f, i) => parseFault(f, `${origin}: /faults/${i}`, i));
+  const ids = new Set<string>();
+  for (const f of faults) {
+    if (ids.has(f.id)) throw new ConfigError(`${origin}: fault id "${f.id}" appears twice`);
+    ids.add(f.id);
+  }
+  return {
+    name: r.name ?? origin,
+    ...(r.description ? { description: r.description } : {}),
+    seed: r.seed ?? 1,
+    duration: r.duration ?? 10,
+    settle: r.settle ?? 3,
+    ...(r.cluster ? { cluster: resolve(baseDir, r.cluster) } : {}),
+    ...(r.transport ? { transport: r.transport } : {}),
+    faults,
+  };
+}
+
+export function loadPlanFile(path: string): FaultPlan {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read fault plan ${path}: ${(e as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(`${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+  }
+  return normalizePlan(raw, path, dirname(resolve(path)));
+}
+
+/** One occurrence of a fault: when it starts and (lasting faults) heals, ms from the run's start. */
+export interface Occurrence {
+  fault: FaultSpec;
+  n: number;
+  atMs: number;
+  healMs?: number;
+}
+
+/**
+ * The deterministic part of the schedule: every time-triggered occurrence that fires, with its
+ * probability drawn from (seed, fault index, occurrence) — so adding a fault to a plan does not
+ * change the draws of the others. `after`-triggered faults are scheduled when their trigger
+ * fires (offsets returned here relative to that moment, in `relative`).
+ */
+export function schedule(plan: FaultPlan, seed = plan.seed): { timed: Occurrence[]; relative: Occurrence[] } {
+  const timed: Occurrence[] = [];
+  const relative: Occurrence[] = [];
+  plan.faults.forEach((f, i) => {
+    const times = f.when.times ?? 1;
+    const p = f.when.probability ?? 1;
+    for (let n = 0; n < times; n++) {
+      const draw = new SplitMix32(mixSeed(seed, i, n)).next();
+      if (draw >= p) continue;
+      const atMs = Math.round(((f.when.after ? 0 : (f.when.at ?? 0)) + n * (f.when.every ?? 0)) * 1000);
+      const occ: Occurrence = { fault: f, n, atMs, ...(f.when.for !== undefined ? { healMs: atMs + Math.round(f.when.for * 1000) } : {}) };
+      (f.when.after ? relative : timed).push(occ);
+    }
+  });
+  timed.sort((a, b) => a.atMs - b.atMs);
+  return { timed, relative };
+}
