@@ -9,6 +9,7 @@ import {
   GuestMemory,
   HWBLK_OP_READ,
   HWBLK_OP_WRITE,
+  HW_STATUS_EIO,
   HW_STATUS_OK,
   PortLink,
   RpcPeer,
@@ -115,6 +116,53 @@ describe('HardwareSimulator over RPC', () => {
     expect(guestMem.page(2)[3583]).toBe(0);
     expect(ch.irq.count).toBeGreaterThanOrEqual(1);
     expect((await dom0.call<HwStats>('hw.stats')).events.received).toBeGreaterThanOrEqual(1); // doorbells arrived as events
+  });
+
+  it('installs disk fault rules over RPC (hw.disk.faults), validating each, and reports them in hw.stats', async () => {
+    expect((await dom0.call<HwStats>(HW_RPC.stats)).disk.faults).toEqual([]);
+    const rules = [
+      { id: 'eio-w', op: 'write', sectors: [0, 64], error: 'eio', times: 1 },
+      { id: 'rot-r', op: 'read', error: 'bitflip', probability: 0.5, seed: 11 },
+    ];
+    expect(await dom0.call(HW_RPC.diskFaults, { rules })).toEqual([
+      { id: 'eio-w', hits: 0, spent: false },
+      { id: 'rot-r', hits: 0, spent: false },
+    ]);
+
+    await dom0.call('hw.attachMemory', { domid: 0, buffer: dom0Mem.buffer });
+    await dom0.call('hw.attachMemory', { domid: 3, buffer: guestMem.buffer });
+    const ch = events.bindDevice();
+    const q = new DriverQueue(dom0Mem.page(5), hwBlkProtocol, events.gate, ch.dom0Port, ch.irq);
+    await dom0.call('hw.disk.attach', { queue: { domid: 0, pfn: 5 }, port: ch.hwPort });
+    q.submit([1, 2].map((id) => ({ op: HWBLK_OP_WRITE, id, sector: 8, segments: [{ domid: 3, pfn: 1, firstSect: 0, lastSect: 0 }] })));
+    expect((await q.collect(2)).map((r) => r.status)).toEqual([HW_STATUS_EIO, HW_STATUS_OK]);
+    const stats = await dom0.call<HwStats>(HW_RPC.stats);
+    expect(stats.disk.faults).toEqual([
+      { id: 'eio-w', hits: 1, spent: true },
+      { id: 'rot-r', hits: 0, spent: false },
+    ]);
+    expect(stats.disk.injected).toEqual({ eio: 1, bitflip: 0 });
+
+    // A bad rule is refused and leaves the installed rules in place.
+    const bad: Array<[unknown, RegExp]> = [
+      [{}, /rules: expected an array/],
+      [{ rules: [{ id: 'x', op: 'erase', error: 'eio' }] }, /rules\[0\]: .*\.op/],
+      [{ rules: [{ id: 'x', op: 'read', error: 'eio' }, { id: 'x', op: 'write', error: 'eio' }] }, /duplicate id "x"/],
+      [{ rules: [{ id: 'x', op: 'read', error: 'eio', probability: 7 }] }, /probability/],
+      [{ rules: [{ id: 'x', op: 'flush', sectors: [0, 8], error: 'eio' }] }, /flush has no sectors/],
+    ];
+    for (const [params, message] of bad) {
+      const err = await dom0.call(HW_RPC.diskFaults, params).then(
+        () => undefined,
+        (e: unknown) => e as RingvisorError,
+      );
+      expect(err?.code).toBe('RV_ERR_INVALID_ARG');
+      expect(err?.message).toMatch(message);
+    }
+    expect((await dom0.call<HwStats>(HW_RPC.stats)).disk.faults).toHaveLength(2);
+
+    expect(await dom0.call(HW_RPC.diskFaults, { rules: [] })).toEqual([]);
+    expect((await dom0.call<HwStats>(HW_RPC.stats)).disk.faults).toEqual([]);
   });
 
   it('moves frames between the NIC queues and the LAN, with doorbell and IRQ on one channel', async () => {

@@ -13,6 +13,8 @@
  *   hw.disk.attach  {queue: {domid, pfn}, port}            → {sectors, sectorSize: 512}
  *   hw.nic.attach   {tx: {domid, pfn}, rx: {domid, pfn}, port} → {mac}
  *   hw.nic.link     {up: boolean}                          → {link: 'up' | 'down'}
+ *   hw.disk.faults  {rules: DiskFaultRule[]}                → DiskFaultStats[]  (replaces the disk's
+ *                   fault rules, fresh counters and PRNG streams; [] clears; see shared hw/faults.ts)
  *   hw.stats        {}                                     → HwStats (plain JSON)
  *   hw.shutdown     {}                                     → null; then the disk is fsynced and
  *                   closed, the gate stopped and the control port closed (a worker then exits).
@@ -39,9 +41,13 @@ import {
   type Logger,
   type MachineFrame,
   type RpcPeer,
+  validateDiskFaultRules,
+  type DiskFaultRule,
+  type DiskFaultStats,
 } from '@ringvisor/shared';
 import { DmaEngine, type DmaCounters, type DmaFault } from './dma/dma-engine.js';
 import { PhysicalDisk, type PhysicalDiskOptions } from './devices/disk/device.js';
+import { DiskFaultTable } from './devices/disk/faults.js';
 import { copyDiskMetrics, newDiskMetrics, type DiskMetrics } from './devices/disk/metrics.js';
 import { DiskQueue } from './devices/disk/queue.js';
 import { PhysicalNic, type NicStats } from './devices/nic/device.js';
@@ -55,6 +61,7 @@ export const HW_RPC = {
   attachMemory: 'hw.attachMemory',
   detachMemory: 'hw.detachMemory',
   diskAttach: 'hw.disk.attach',
+  diskFaults: 'hw.disk.faults',
   nicAttach: 'hw.nic.attach',
   nicLink: 'hw.nic.link',
   stats: 'hw.stats',
@@ -87,6 +94,9 @@ export interface DiskAttachResult {
   sectors: number;
   sectorSize: 512;
 }
+export interface DiskFaultsParams {
+  rules: DiskFaultRule[];
+}
 export interface NicAttachParams {
   tx: MachineFrame;
   rx: MachineFrame;
@@ -102,6 +112,8 @@ export interface DiskStats extends DiskMetrics {
   sectorSize: number;
   closed: boolean;
   queue: (QueueStats & { stopped: boolean; stopReason: string | null; port: number }) | null;
+  /** The installed fault rules (hw.disk.faults), in order, with their hits. */
+  faults: DiskFaultStats[];
 }
 
 export interface HwStats {
@@ -141,6 +153,8 @@ export class HardwareSimulator {
   readonly lan: LanSegment;
   readonly disk: PhysicalDisk;
   readonly diskMetrics: DiskMetrics = newDiskMetrics();
+  /** The disk's fault rules; they outlive queue re-attaches (a driver restart keeps the faults). */
+  readonly diskFaults = new DiskFaultTable();
   readonly nic: PhysicalNic;
   readonly logger: Logger;
   private diskQueue: { queue: DiskQueue; port: number } | undefined;
@@ -199,6 +213,17 @@ export class HardwareSimulator {
         const o = obj(p, HW_RPC.diskAttach);
         return this.attachDisk({ queue: frameParam(o, 'queue', HW_RPC.diskAttach), port: int(o, 'port', HW_RPC.diskAttach, 1, NR_EVENT_PORTS - 1) });
       })
+      .handle(HW_RPC.diskFaults, (p) => {
+        const o = obj(p, HW_RPC.diskFaults);
+        let rules: DiskFaultRule[];
+        try {
+          rules = validateDiskFaultRules(o.rules);
+        } catch (e) {
+          if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`${HW_RPC.diskFaults}: ${e.message}`);
+          throw e;
+        }
+        return this.setDiskFaults({ rules });
+      })
       .handle(HW_RPC.nicAttach, (p) => {
         const o = obj(p, HW_RPC.nicAttach);
         return this.attachNic({
@@ -251,6 +276,7 @@ export class HardwareSimulator {
       ring: params.queue,
       irq: () => this.raise(params.port),
       metrics: this.diskMetrics,
+      faults: this.diskFaults,
       logger: this.logger,
     });
     if (this.diskQueue) {
@@ -261,6 +287,14 @@ export class HardwareSimulator {
     this.gate.on(params.port, () => this.doorbell('disk', () => queue.kick()));
     queue.kick(); // requests already on a resumed ring
     return { sectors: this.disk.sectors, sectorSize: SECTOR_SIZE as 512 };
+  }
+
+  /** Replace the disk's fault rules (validated; `[]` clears). Returns the new rules' stats. */
+  setDiskFaults(params: DiskFaultsParams): DiskFaultStats[] {
+    this.live();
+    this.diskFaults.set(params.rules);
+    this.logger.info({ rules: params.rules.map((r) => r.id) }, params.rules.length > 0 ? 'disk fault rules installed' : 'disk fault rules cleared');
+    return this.diskFaults.stats();
   }
 
   attachNic(params: NicAttachParams): NicAttachResult {
@@ -301,6 +335,7 @@ export class HardwareSimulator {
         sectorSize: SECTOR_SIZE,
         closed: this.disk.closed,
         queue: q ? { ...q.queue.stats(), port: q.port } : null,
+        faults: this.diskFaults.stats(),
       },
       nic: { ...this.nic.stats(), port: this.nicPort ?? null },
       dma: this.dma.stats(),

@@ -124,3 +124,5 @@ export const hwNicRxProtocol: RingProtocol<HwNicBuffer, HwStatusResponse> = { na
 /** Ethernet limits the NIC enforces. */
 export const ETH_MIN_FRAME = 14;
 export const ETH_MAX_FRAME = 1514;
+
+export * from './faults.js';

@@ -17,6 +17,7 @@ import {
   REQ_PROD,
   RING_HEADER_SIZE,
   hwBlkProtocol,
+  type DiskFaultRule,
   type HwBlkRequest,
   type HwStatusResponse,
 } from '@ringvisor/shared';
@@ -231,5 +232,163 @@ describe('disk queue (hwblk)', () => {
     fresh.submit([{ op: HWBLK_OP_WRITE, id: 9, sector: 1, segments: [seg(1, 0, 7)] }]);
     expect(await fresh.collect(1)).toEqual([{ id: 9, status: HW_STATUS_OK }]);
     expect(sim.stats().disk.queue).toMatchObject({ stopped: false, rogue: 0, port: ch2.hwPort });
+  });
+});
+
+/** Bits that differ between two equal-length buffers. */
+function bitsDiffering(a: Uint8Array, b: Uint8Array): number {
+  expect(a.length).toBe(b.length);
+  let n = 0;
+  for (let i = 0; i < a.length; i++) for (let x = a[i] ^ b[i]; x !== 0; x &= x - 1) n++;
+  return n;
+}
+
+/** Index of the one differing bit (byte * 8 + bit), or -1. */
+function differingBit(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i * 8 + Math.log2(a[i] ^ b[i]);
+  return -1;
+}
+
+describe('disk queue (hwblk) with fault rules', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  let path: string;
+  const rigs: Rig[] = [];
+  const up = (): Rig => {
+    const r = boot(path);
+    rigs.push(r);
+    return r;
+  };
+
+  beforeEach(() => {
+    tmp = tempDir();
+    path = join(tmp.dir, 'disk.img');
+  });
+  afterEach(() => {
+    for (const r of rigs.splice(0)) {
+      r.sim.shutdown();
+      r.events.close();
+    }
+    tmp.remove();
+  });
+
+  it('fails a write hit by eio with an error status and leaves the image bytes unchanged', async () => {
+    const { sim, guest, driver } = up();
+    pattern(guest.page(2), 1);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 50, segments: [seg(2, 0, 7)] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
+    const before = readImage(path, 50 * 512, 4096);
+
+    expect(sim.setDiskFaults({ rules: [{ id: 'bad-write', op: 'write', sectors: [50, 58], error: 'eio' }] })).toEqual([{ id: 'bad-write', hits: 0, spent: false }]);
+    pattern(guest.page(3), 2);
+    driver.submit([
+      { op: HWBLK_OP_WRITE, id: 2, sector: 50, segments: [seg(3, 0, 7)] },
+      { op: HWBLK_OP_READ, id: 3, sector: 50, segments: [seg(4, 0, 7)] }, // a read is not the rule's op
+    ]);
+    expect(await driver.collect(2)).toEqual([
+      { id: 2, status: HW_STATUS_EIO },
+      { id: 3, status: HW_STATUS_OK },
+    ]);
+    expect(readImage(path, 50 * 512, 4096)).toEqual(before);
+    expect(guest.page(4)).toEqual(guest.page(2)); // the old data, read back intact
+    const s = sim.stats().disk;
+    expect(s.faults).toEqual([{ id: 'bad-write', hits: 1, spent: false }]);
+    expect(s.errors).toEqual({ eio: 1, enotsup: 0, io: 0 });
+    expect(s.injected).toEqual({ eio: 1, bitflip: 0 });
+    expect(s.ops).toEqual({ read: 1, write: 1, flush: 0 }); // the failed write moved nothing
+    expect(s.sectorsWritten).toBe(8);
+  });
+
+  it('fails a flush with a range-less eio rule', async () => {
+    const { sim, driver } = up();
+    sim.setDiskFaults({ rules: [{ id: 'no-fsync', op: 'flush', error: 'eio' }] });
+    driver.submit([{ op: HWBLK_OP_FLUSH, id: 1, sector: 0, segments: [] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_EIO }]);
+    expect(sim.stats().disk.ops.flush).toBe(0);
+  });
+
+  it('delivers a read hit by bitflip differing from the image in exactly one bit, the same bit on replay', async () => {
+    const { sim, guest, driver } = up();
+    pattern(guest.page(2), 5);
+    pattern(guest.page(3), 6);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 300, segments: [seg(2, 0, 7), seg(3, 0, 7)] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
+    const image = readImage(path, 300 * 512, 8192);
+
+    const rule: DiskFaultRule = { id: 'rot', op: 'read', sectors: [300, 316], error: 'bitflip', seed: 99 };
+    const flipped: number[] = [];
+    for (const id of [2, 3]) {
+      sim.setDiskFaults({ rules: [rule] }); // re-installing restarts the rule's streams
+      guest.page(8).fill(0);
+      guest.page(9).fill(0);
+      driver.submit([{ op: HWBLK_OP_READ, id, sector: 300, segments: [seg(8, 0, 7), seg(9, 0, 7)] }]);
+      expect(await driver.collect(1)).toEqual([{ id, status: HW_STATUS_OK }]); // silent: success
+      const delivered = new Uint8Array(8192);
+      delivered.set(guest.page(8), 0);
+      delivered.set(guest.page(9), 4096);
+      expect(bitsDiffering(delivered, image)).toBe(1);
+      flipped.push(differingBit(delivered, image));
+    }
+    expect(flipped[1]).toBe(flipped[0]);
+    expect(readImage(path, 300 * 512, 8192)).toEqual(image); // the medium is fine
+    const s = sim.stats().disk;
+    expect(s.injected).toEqual({ eio: 0, bitflip: 2 });
+    expect(s.faults).toEqual([{ id: 'rot', hits: 1, spent: false }]);
+    expect(s.errors.eio).toBe(0);
+  });
+
+  it('stores a write hit by bitflip differing in one bit, leaving the guest buffer intact', async () => {
+    const { sim, guest, driver } = up();
+    pattern(guest.page(2), 7);
+    pattern(guest.page(3), 8);
+    const sent = new Uint8Array(4096 + 2048);
+    sent.set(guest.page(2), 0);
+    sent.set(guest.page(3).subarray(0, 2048), 4096);
+    sim.setDiskFaults({ rules: [{ id: 'tear', op: 'write', error: 'bitflip', seed: 3 }] });
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 600, segments: [seg(2, 0, 7), seg(3, 0, 3)] }]);
+    expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
+    const stored = readImage(path, 600 * 512, sent.length);
+    expect(bitsDiffering(stored, sent)).toBe(1);
+    const memory = new Uint8Array(sent.length);
+    memory.set(guest.page(2), 0);
+    memory.set(guest.page(3).subarray(0, 2048), 4096);
+    expect(memory).toEqual(sent);
+    expect(sim.stats().disk).toMatchObject({ injected: { eio: 0, bitflip: 1 }, faults: [{ id: 'tear', hits: 1, spent: false }], sectorsWritten: 12 });
+  });
+
+  it('never fires a rule for requests outside its sector range', async () => {
+    const { sim, guest, driver } = up();
+    sim.setDiskFaults({ rules: [{ id: 'hole', op: 'any', sectors: [1000, 1008], error: 'eio' }] });
+    pattern(guest.page(2), 9);
+    const reqs: HwBlkRequest[] = [
+      { op: HWBLK_OP_WRITE, id: 1, sector: 992, segments: [seg(2, 0, 7)] }, // [992, 1000)
+      { op: HWBLK_OP_WRITE, id: 2, sector: 1008, segments: [seg(2, 0, 7)] }, // [1008, 1016)
+      { op: HWBLK_OP_READ, id: 3, sector: 992, segments: [seg(5, 0, 7)] },
+      { op: HWBLK_OP_READ, id: 4, sector: 1008, segments: [seg(6, 0, 7)] },
+      { op: HWBLK_OP_READ, id: 5, sector: 0, segments: [seg(7, 0, 7)] },
+    ];
+    driver.submit(reqs);
+    expect((await driver.collect(reqs.length)).map((r) => r.status)).toEqual(reqs.map(() => HW_STATUS_OK));
+    expect(guest.page(5)).toEqual(guest.page(2));
+    expect(guest.page(6)).toEqual(guest.page(2));
+    driver.submit([{ op: HWBLK_OP_READ, id: 6, sector: 999, segments: [seg(5, 0, 1)] }]); // [999, 1001) overlaps
+    expect(await driver.collect(1)).toEqual([{ id: 6, status: HW_STATUS_EIO }]);
+    expect(sim.stats().disk.faults).toEqual([{ id: 'hole', hits: 1, spent: false }]);
+  });
+
+  it('stops a rule after `times` hits', async () => {
+    const { sim, guest, driver } = up();
+    sim.setDiskFaults({ rules: [{ id: 'twice', op: 'write', error: 'eio', times: 2 }] });
+    pattern(guest.page(2), 10);
+    const reqs: HwBlkRequest[] = [1, 2, 3, 4].map((id) => ({ op: HWBLK_OP_WRITE, id, sector: 40, segments: [seg(2, 0, 7)] }));
+    driver.submit(reqs);
+    expect((await driver.collect(4)).map((r) => r.status)).toEqual([HW_STATUS_EIO, HW_STATUS_EIO, HW_STATUS_OK, HW_STATUS_OK]);
+    expect(readImage(path, 40 * 512, 4096)).toEqual(guest.page(2).slice());
+    const s = sim.stats().disk;
+    expect(s.faults).toEqual([{ id: 'twice', hits: 2, spent: true }]);
+    expect(s.injected.eio).toBe(2);
+
+    // [] clears; stats follow the table.
+    expect(sim.setDiskFaults({ rules: [] })).toEqual([]);
+    expect(sim.stats().disk.faults).toEqual([]);
   });
 });

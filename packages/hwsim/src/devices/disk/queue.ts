@@ -8,22 +8,35 @@
  * one is executed: READ preads straight into DMA views of the guest pages, WRITE pwrites straight
  * from them, FLUSH fsyncs. An I/O or DMA failure mid-request (e.g. memory detached after
  * validation) fails that request with EIO.
+ *
+ * Fault injection (faults.ts) sits between validation and the data transfer: a request the
+ * table hits with eio is answered HW_STATUS_EIO before any byte moves (a write leaves the image
+ * untouched); a bitflip lets it succeed with one bit wrong — flipped in guest memory after a
+ * READ's pread, or in a private copy of the data before a WRITE's pwrite (the guest's own buffer
+ * stays intact, as with a drive that corrupts on the way to the medium).
  */
 import {
   BackRing,
+  DOMID_HW,
   HW_STATUS_EIO,
   HW_STATUS_ENOTSUP,
   HW_STATUS_OK,
   SECTOR_SIZE,
+  traceChannel,
+  traceNow,
   type HwStatusResponse,
   type Logger,
   type MachineFrame,
+  type TraceEvent,
 } from '@ringvisor/shared';
 import type { DmaEngine } from '../../dma/dma-engine.js';
 import { QueueService, type QueueStats } from '../queue-service.js';
 import type { PhysicalDisk } from './device.js';
+import { flipBit, type DiskFaultHit, type DiskFaultTable } from './faults.js';
 import type { DiskMetrics } from './metrics.js';
-import { hwBlkDeviceProtocol, validateHwBlkRequest, type HwBlkWireRequest } from './request.js';
+import { hwBlkDeviceProtocol, validateHwBlkRequest, type BlkOpKind, type BlkTransfer, type HwBlkWireRequest } from './request.js';
+
+const faultChannel = traceChannel('fault');
 
 export interface DiskQueueOptions {
   disk: PhysicalDisk;
@@ -33,6 +46,8 @@ export interface DiskQueueOptions {
   /** Raise the disk's interrupt. */
   irq: () => void;
   metrics: DiskMetrics;
+  /** Fault rules to apply to every validated request (absent: none). */
+  faults?: DiskFaultTable;
   logger?: Logger;
 }
 
@@ -75,7 +90,7 @@ export class DiskQueue {
   }
 
   private execute(req: HwBlkWireRequest): number {
-    const { disk, dma, metrics, logger } = this.options;
+    const { disk, dma, metrics, faults, logger } = this.options;
     const check = validateHwBlkRequest(req, { diskSectors: disk.sectors, reachable: (f) => dma.reachable(f) });
     if (!check.ok) {
       if (check.status === HW_STATUS_ENOTSUP) metrics.errors.enotsup++;
@@ -83,16 +98,35 @@ export class DiskQueue {
       logger?.debug({ id: req.id, reason: check.reason }, 'disk request rejected');
       return check.status;
     }
+    // Decided before any data moves, so an injected EIO on a write leaves the disk as it was.
+    const fault = faults && faults.size > 0 ? faults.match(check.kind, check.sector, check.sectors) : undefined;
+    if (fault) this.injected(req.id, check.kind, check.sector, check.sectors, fault);
+    if (fault?.error === 'eio') {
+      metrics.errors.eio++;
+      return HW_STATUS_EIO;
+    }
+    const flip = fault?.error === 'bitflip' ? locateBit(check.transfers, fault.bit) : undefined;
     try {
       switch (check.kind) {
         case 'read':
-          for (const t of check.transfers) disk.readSectors(t.sector, dma.writeView(t.frame, t.offset, t.len));
+          check.transfers.forEach((t, i) => {
+            const view = dma.writeView(t.frame, t.offset, t.len);
+            disk.readSectors(t.sector, view);
+            if (flip?.index === i) flipBit(view, flip.bit); // corrupted as delivered to memory
+          });
           metrics.ops.read++;
           metrics.sectorsRead += check.sectors;
           metrics.bytesRead += check.sectors * SECTOR_SIZE;
           break;
         case 'write':
-          for (const t of check.transfers) disk.writeSectors(t.sector, dma.read(t.frame, t.offset, t.len));
+          check.transfers.forEach((t, i) => {
+            let data = dma.read(t.frame, t.offset, t.len);
+            if (flip?.index === i) {
+              data = data.slice(); // corrupt what reaches the medium, not the guest's buffer
+              flipBit(data, flip.bit);
+            }
+            disk.writeSectors(t.sector, data);
+          });
           metrics.ops.write++;
           metrics.sectorsWritten += check.sectors;
           metrics.bytesWritten += check.sectors * SECTOR_SIZE;
@@ -110,4 +144,29 @@ export class DiskQueue {
       return HW_STATUS_EIO;
     }
   }
+
+  /** Count, log and trace a fault rule that fired (before its effect is applied). */
+  private injected(id: number, op: BlkOpKind, sector: number, sectors: number, fault: DiskFaultHit): void {
+    const { dma, metrics, logger } = this.options;
+    metrics.injected[fault.error]++;
+    const bit = fault.error === 'bitflip' ? fault.bit : undefined;
+    logger?.debug({ id, op, sector, sectors, rule: fault.rule.id, error: fault.error, bit }, 'disk fault injected');
+    if (faultChannel.hasSubscribers) {
+      const detail: Record<string, unknown> = { rule: fault.rule.id, error: fault.error, op, sector, sectors, request: id };
+      if (bit !== undefined) detail.bit = bit;
+      const event: TraceEvent = { kind: 'fault', t: traceNow(), host: dma.traceHost, domid: DOMID_HW, device: 'disk0', fault: `disk.${fault.error}`, detail };
+      faultChannel.publish(event);
+    }
+  }
+}
+
+/** Which transfer of a request holds data bit `bit`, and the bit's index within that transfer. */
+function locateBit(transfers: readonly BlkTransfer[], bit: number): { index: number; bit: number } {
+  let rest = bit;
+  for (let i = 0; i < transfers.length; i++) {
+    const bits = transfers[i].len * 8;
+    if (rest < bits) return { index: i, bit: rest };
+    rest -= bits;
+  }
+  throw new RangeError(`bit ${bit} beyond the request's data`); // match() draws within sectors × 512 × 8
 }
