@@ -16,3 +16,4 @@ export * from './trace/index.js';
 export * from './trace/pcapng.js';
 export * from './trace/forward.js';
 export * from './util/prng.js';
+export * from './transport/toxics.js';

@@ -25,7 +25,8 @@ export interface ChaosReport {
   recoveryMs: number[];
   /** Time from the final heal until every live guest made progress again. */
   livenessMs: number | null;
-  guests: Array<{ name: string; host: string; state: string; ops: number; killed: boolean }>;
+  /** Per guest: its state, I/O done, and the errors its drivers saw (injected faults surface here). */
+  guests: Array<{ name: string; host: string; state: string; ops: number; ioErrors: number; killed: boolean }>;
   durationSec: number;
 }
 
@@ -161,7 +162,14 @@ export class Campaign {
       h.guests.forEach((g, j) => {
         const s = o.finals[i]?.[j] ?? g.lastStats;
         finals.push({ ...(s ? { stats: s } : {}), killed: killed.has(g.config.name) });
-        guests.push({ name: g.config.name, host: h.config.name, state: killed.has(g.config.name) ? 'killed' : (s?.state ?? 'unknown'), ops: opsOf(s), killed: killed.has(g.config.name) });
+        guests.push({
+          name: g.config.name,
+          host: h.config.name,
+          state: killed.has(g.config.name) ? 'killed' : (s?.state ?? 'unknown'),
+          ops: opsOf(s),
+          ioErrors: s?.block?.writeErrors ?? 0,
+          killed: killed.has(g.config.name),
+        });
       }),
     );
     const checkers = runCheckers(finals);

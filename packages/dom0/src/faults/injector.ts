@@ -110,6 +110,16 @@ export class FaultInjector {
           undo = () => t.backends.forEach((b) => b.resume());
           break;
         }
+        case 'backend.lie': {
+          const t = this.backends(spec);
+          host = t.host;
+          domid = t.backends[0].frontDomid;
+          const blk = t.backends.filter((b): b is AnyBackend & { lieAboutWrites: boolean } => 'lieAboutWrites' in b);
+          if (blk.length === 0) throw new FaultTargetError(`${spec.id}: backend.lie needs a vbd`);
+          for (const b of blk) b.lieAboutWrites = true;
+          undo = () => blk.forEach((b) => (b.lieAboutWrites = false));
+          break;
+        }
         case 'evtchn.lost':
         case 'evtchn.delayed': {
           const t = this.backends(spec);
@@ -221,7 +231,11 @@ export class FaultInjector {
         this.trace('heal', spec, rec.host, domid);
       },
     };
-    this.active.set(key, a);
+    // An instantaneous fault (a kill) is over once it happened: nothing to heal.
+    if (spec.what.kind === 'process.kill') {
+      a.healed = true;
+      rec.healedAt = rec.injectedAt;
+    } else this.active.set(key, a);
     return a;
   }
 

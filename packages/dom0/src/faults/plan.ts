@@ -42,6 +42,7 @@ export const FAULT_KINDS = {
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
   'process.pause': 'freeze a guest runtime (SIGSTOP / a blocked vCPU), resume on heal; who: domain',
+  'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
 
 export type FaultKind = keyof typeof FAULT_KINDS;
@@ -168,7 +169,9 @@ function checkSelector(f: FaultSpec, where: string): void {
   const need = (key: keyof FaultSelector) => {
     if (!f.who[key]) throw new ConfigError(`${where}: ${k} needs who.${key} (${FAULT_KINDS[k]})`);
   };
-  if (k === 'backend.pause') (need('domain'), need('device'));
+  if (k === 'backend.pause' || k === 'backend.lie') (need('domain'), need('device'));
+  if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
+    throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
   else if (k.startsWith('evtchn.') || k.startsWith('process.')) need('domain');
   if (f.what.sectors && f.what.sectors[0] >= f.what.sectors[1]) throw new ConfigError(`${where}: what.sectors [start, end) must have start < end`);
   if ((k === 'evtchn.delayed') !== (f.what.delayMs !== undefined)) throw new ConfigError(`${where}: delayMs belongs to (and is required by) evtchn.delayed`);

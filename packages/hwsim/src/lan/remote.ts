@@ -2,8 +2,11 @@
  * A LAN cable over a link: a host's hardware simulator and a switch runtime in another thread,
  * process or container exchange Ethernet frames as `lan.frame` notifications (one binary frame
  * per Ethernet frame). Either side dropping the link is a cable pulled: frames stop, counted.
+ * Frames leaving a port can be dropped, duplicated, reordered or corrupted on purpose
+ * (`setFrameFaults`, see faults.ts) — a lossy LAN for fault injection; heartbeats never are.
  */
 import { CONTROL_PING, listen, type Logger, RpcPeer, type WsServer } from '@ringvisor/shared';
+import { FrameFaulter, newFrameFaultCounters, type FrameFaultCounters, type FrameFaults } from './faults.js';
 import type { LanPort } from './lan-port.js';
 import { LanSegment } from './segment.js';
 
@@ -22,6 +25,20 @@ export interface UplinkState {
   dropped: number;
 }
 
+/** A host's end of a remote cable (or the switch's end of one). */
+export interface RemoteLanPort extends LanPort {
+  /** Frames lost because the link was closed, or refused from the wire as malformed. */
+  readonly dropped: number;
+  readonly state: UplinkState;
+  /** Frame faults injected on frames leaving this port so far (cumulative across settings). */
+  readonly frameFaults: FrameFaultCounters;
+  /** Starts injecting faults on outgoing frames (replacing earlier ones), or stops with undefined. */
+  setFrameFaults(faults: FrameFaults | undefined): void;
+  /** Stops injecting faults; a frame held back for reordering goes out now. */
+  clearFrameFaults(): void;
+  close(): void;
+}
+
 /**
  * The local end of a cable whose far end is across `peer`. A TCP connection whose path is cut
  * does not fail for minutes, so both ends send heartbeats and each reports the carrier lost when
@@ -31,8 +48,21 @@ export function remoteLanPort(
   peer: RpcPeer,
   name: string,
   log?: Logger,
-): LanPort & { readonly dropped: number; readonly state: UplinkState; close(): void } {
+): RemoteLanPort {
   let dropped = 0;
+  const faultCounters = newFrameFaultCounters();
+  let faulter: FrameFaulter | undefined;
+  const emit = (frame: Uint8Array): void => {
+    if (peer.closed) dropped++;
+    else peer.notify(LAN_FRAME, frame);
+  };
+  const setFrameFaults = (faults: FrameFaults | undefined): void => {
+    // Validate first: a bad setting throws and leaves the current one in force. All-zero
+    // probabilities install nothing, so frames take the plain path again.
+    const next = faults === undefined ? undefined : new FrameFaulter(faults, emit, faultCounters);
+    faulter?.flush();
+    faulter = next?.active ? next : undefined;
+  };
   const state: UplinkState = { carrier: true, outages: 0, longestOutageMs: 0, dropped: 0 };
   let lastBeat = performance.now();
   let downSince = 0;
@@ -65,15 +95,25 @@ export function remoteLanPort(
     get state() {
       return { ...state, dropped };
     },
+    get frameFaults() {
+      return { ...faultCounters };
+    },
+    setFrameFaults,
+    clearFrameFaults() {
+      setFrameFaults(undefined);
+    },
     close() {
       clearInterval(timer);
+      dropped += faulter?.discard() ?? 0;
+      faulter = undefined;
     },
     send(frame) {
       if (peer.closed) {
         dropped++;
         return;
       }
-      peer.notify(LAN_FRAME, frame.slice());
+      if (faulter !== undefined) faulter.apply(frame);
+      else peer.notify(LAN_FRAME, frame.slice());
     },
     onFrame(cb) {
       peer.on(LAN_FRAME, (f) => {

@@ -45,6 +45,12 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
   private flushScheduled = false;
   private inflight = 0;
   private drainWaiters: Array<() => void> = [];
+  /**
+   * Checker self-test only (fault kind `backend.lie`, refused unless RINGVISOR_TEST_FAULTS=1): a
+   * broken backend that acknowledges writes without performing them. The campaign's block ledger
+   * must catch it.
+   */
+  lieAboutWrites = false;
 
   constructor(
     hv: Hypervisor,
@@ -131,6 +137,11 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
       this.metrics.grantFailures++;
       this.unmapAll(maps);
       this.respond(p.id, p.operation, BLKIF_RSP_ERROR);
+      return;
+    }
+    if (p.write && this.lieAboutWrites) {
+      this.unmapAll(maps);
+      this.respond(p.id, p.operation, BLKIF_RSP_OKAY);
       return;
     }
     if (p.write) {

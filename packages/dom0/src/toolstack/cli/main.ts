@@ -49,7 +49,7 @@ commands:
             --domain NAME|ID --device vif0 --ring tx --count N --duration S; --pcap FILE writes
             every NIC's frames as pcapng instead
   backend   pause|resume DOMAIN DEVICE: stop or restart a backend consuming its rings (admin)
-  chaos     --plan FILE [--seed N] [--json FILE] [--transport T]: run a fault campaign, heal, check,
+  chaos     --plan FILE [--seed N] [--json FILE] [--transport T] [--duration S]: run a fault campaign, heal, check,
             exit 1 when a checker fails (plans: examples/faults/)
   fault     inject SPEC [--for S] | heal [ID] | list: faults into a running cluster (admin)
   help      show this text
@@ -153,6 +153,7 @@ async function chaos(argv: string[]): Promise<number> {
       options: {
         plan: { type: 'string' },
         seed: { type: 'string' },
+        duration: { type: 'string' },
         json: { type: 'string' },
         transport: { type: 'string' },
         config: { type: 'string' },
@@ -166,6 +167,11 @@ async function chaos(argv: string[]): Promise<number> {
   }
   if (!values.plan) throw new UsageError('ringvisor chaos: --plan FILE is required (examples/faults/ has a library of plans)');
   const plan = loadPlanFile(values.plan);
+  if (values.duration !== undefined) {
+    const d = Number(values.duration);
+    if (!(d > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
+    plan.duration = d;
+  }
   let seed = plan.seed;
   if (values.seed !== undefined) {
     seed = Number(values.seed);

@@ -1,0 +1,162 @@
+/**
+ * `ringvisor chaos` end to end, as a user runs it: the real CLI in its own process, the default
+ * host, a fault plan, and the DESIGN §8 report it writes. Each scenario must pass its checkers —
+ * nothing acknowledged lost or torn, no isolation breach, service back after the heal — and show
+ * the fault really happened. The checker self-test breaks blkback on purpose and must fail.
+ * Every process is killed by pid when a test ends, pass or fail.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { ChaosReport } from '../src/faults/campaign.js';
+
+const ROOT = resolve(import.meta.dirname, '../../..');
+const CLI = join(ROOT, 'bin/ringvisor.mjs');
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+
+afterEach(() => {
+  for (const c of children.splice(0))
+    if (c.exitCode === null && c.signalCode === null && c.pid)
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function chaos(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; report?: ChaosReport; cwd: string }> {
+  const cwd = mkdtempSync(join(tmpdir(), 'rv-chaos-'));
+  dirs.push(cwd);
+  const child = spawn(process.execPath, [CLI, 'chaos', '--observe', '127.0.0.1:0', '--json', 'report.json', ...args], {
+    cwd,
+    env: { ...process.env, LOG_LEVEL: 'error', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  return new Promise((r) =>
+    child.on('exit', (code) => {
+      let report: ChaosReport | undefined;
+      try {
+        report = JSON.parse(readFileSync(join(cwd, 'report.json'), 'utf8')) as ChaosReport;
+      } catch {
+        /* none written */
+      }
+      r({ code, stdout, stderr, cwd, ...(report ? { report } : {}) });
+    }),
+  );
+}
+
+function plan(text: string): string {
+  const d = mkdtempSync(join(tmpdir(), 'rv-plan-'));
+  dirs.push(d);
+  const f = join(d, 'plan.yaml');
+  writeFileSync(f, text);
+  return f;
+}
+
+function expectClean(r: Awaited<ReturnType<typeof chaos>>): ChaosReport {
+  expect(r.code, `${r.stdout}\n${r.stderr.slice(-2000)}`).toBe(0);
+  const rep = r.report!;
+  expect(rep.verdict, rep.reasons.join('; ')).toBe('pass');
+  const b = rep.checkers.block;
+  expect({ lost: b.lost, torn: b.torn, stale: b.stale, misdirected: b.misdirected, unexpected: b.unexpected }).toEqual({ lost: 0, torn: 0, stale: 0, misdirected: 0, unexpected: 0 });
+  expect(b.ok).toBeGreaterThan(0);
+  expect(rep.checkers.isolation.breaches).toBe(0);
+  expect(rep.checkers.net.corrupted).toBe(0);
+  expect(rep.faults.every((f) => !f.error), JSON.stringify(rep.faults)).toBe(true);
+  expect(rep.livenessMs).not.toBeNull();
+  return rep;
+}
+
+describe('ringvisor chaos', () => {
+  it('event-channel faults (lost, delayed, spurious, storm): every ring keeps moving, nothing lost', async () => {
+    const r = await chaos(['--plan', join(ROOT, 'examples/faults/events.yaml'), '--duration', '6']);
+    const rep = expectClean(r);
+    expect(rep.faults.map((f) => f.kind)).toEqual(['evtchn.lost', 'evtchn.delayed', 'evtchn.spurious', 'evtchn.storm']);
+    expect(rep.recoveryMs.length).toBeGreaterThanOrEqual(3);
+    expect(rep.seed).toBe(21);
+    expect(rep.plan).toBe('events');
+  }, 90_000);
+
+  it('disk EIO under load: the guests see the errors, the ledger loses nothing', async () => {
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/disk-eio.yaml'), '--duration', '6']));
+    expect(rep.guests.reduce((a, g) => a + g.ioErrors, 0)).toBeGreaterThan(0);
+  }, 90_000);
+
+  it('silent bit flips on disk reads are caught by the block checker (reported as detections)', async () => {
+    const r = await chaos(['--plan', join(ROOT, 'examples/faults/disk-bitflip.yaml'), '--duration', '5']);
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    const b = r.report!.checkers.block;
+    expect(b.torn + b.unexpected + b.stale, JSON.stringify(b)).toBeGreaterThan(0);
+    expect(b.lost + b.misdirected).toBe(0);
+    expect(r.report!.verdict).toBe('pass');
+  }, 90_000);
+
+  it('a guest killed -9, another frozen, the NIC unplugged: the killed domain is reclaimed, the others never notice', async () => {
+    const p = plan(`name: crash
+seed: 4
+duration: 6
+faults:
+  - { id: freeze, who: { domain: guest2 }, what: { kind: process.pause }, when: { at: 0.5, for: 1.5 } }
+  - { id: kill, who: { domain: guest3 }, what: { kind: process.kill }, when: { at: 2.5 } }
+  - { id: carrier, who: { host: host0 }, what: { kind: nic.down }, when: { at: 3.5, for: 1 } }
+`);
+    const rep = expectClean(await chaos(['--plan', p]));
+    expect(rep.guests.map((g) => [g.name, g.state])).toEqual([
+      ['guest1', 'stopped'],
+      ['guest2', 'stopped'],
+      ['guest3', 'killed'],
+    ]);
+    expect(rep.faults.map((f) => f.kind)).toEqual(['process.pause', 'process.kill', 'nic.down']);
+  }, 90_000);
+
+  it('over the ws transport: a wedged backend and lost notifications, same proof', async () => {
+    const p = plan(`name: ws-mix
+seed: 8
+duration: 5
+faults:
+  - { id: wedge, who: { domain: guest1, device: vbd51712 }, what: { kind: backend.pause }, when: { at: 1, for: 1.5 } }
+  - { id: lost, who: { domain: guest2 }, what: { kind: evtchn.lost, probability: 0.7 }, when: { at: 2, for: 2 } }
+`);
+    const rep = expectClean(await chaos(['--plan', p, '--transport', 'ws']));
+    expect(rep.transport).toBe('ws');
+    expect(rep.faults).toHaveLength(2);
+  }, 120_000);
+
+  it('checker self-test: a backend that acknowledges writes it never performs is caught, and the run fails', async () => {
+    const p = plan(`name: liar
+duration: 4
+faults:
+  - { id: liar, who: { domain: guest1, device: vbd51712 }, what: { kind: backend.lie }, when: { at: 1, for: 2 } }
+`);
+    const refused = await chaos(['--plan', p]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/backend\.lie .* refused unless RINGVISOR_TEST_FAULTS=1/);
+    const r = await chaos(['--plan', p], { RINGVISOR_TEST_FAULTS: '1' });
+    expect(r.code, r.stdout).toBe(1);
+    const b = r.report!.checkers.block;
+    expect(b.lost + b.stale, JSON.stringify(b)).toBeGreaterThan(0);
+    expect(r.report!.verdict).toBe('fail');
+    expect(r.stdout).toMatch(/verdict FAIL — .*(acknowledged writes lost|blocks stale)/);
+  }, 90_000);
+
+  it('a bad plan is refused with its path and how to fix it', async () => {
+    const bad = await chaos(['--plan', plan('faults:\n  - { who: { domain: guest1 }, what: { kind: evtchn.melt } }\n')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/\/faults\/0\/what\/kind: must be one of backend\.pause/);
+    const noDevice = await chaos(['--plan', plan('faults:\n  - { who: { domain: guest1 }, what: { kind: backend.pause } }\n')]);
+    expect(noDevice.code).toBe(2);
+    expect(noDevice.stderr).toMatch(/backend\.pause needs who\.device/);
+    const missing = await chaos([]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--plan FILE is required/);
+  }, 30_000);
+});
