@@ -26,7 +26,7 @@ export interface ChaosReport {
   /** Time from the final heal until every live guest made progress again. */
   livenessMs: number | null;
   /** Per guest: its state, I/O done, and the errors its drivers saw (injected faults surface here). */
-  guests: Array<{ name: string; host: string; state: string; ops: number; ioErrors: number; killed: boolean }>;
+  guests: Array<{ name: string; host: string; state: string; ops: number; ioErrors: number; recoveries: number; resubmitted: number; killed: boolean }>;
   durationSec: number;
 }
 
@@ -63,6 +63,8 @@ export class Campaign {
           const p = injector.inject(occ.fault, occ.n).then(
             (a) => {
               this.progress(`${((Date.now() - t0) / 1000).toFixed(1)}s  inject ${occ.fault.id} (${occ.fault.what.kind})`);
+              // An instantaneous fault (a restart, a kill) heals as it happens: time the recovery now.
+              if (a.healed) this.pending.push(this.measureRecovery(hosts, occ.fault, a.key));
               if (occ.healMs !== undefined)
                 this.timers.push(
                   setTimeout(() => {
@@ -123,7 +125,10 @@ export class Campaign {
 
   /** Time from a heal until the guests it touched (a domain, or all of a host's) move again. */
   private async measureRecovery(hosts: Host[], f: FaultSpec, key: string): Promise<void> {
-    const scope = this.liveGuests(hosts).filter((g) => (f.who.domain ? g.name === f.who.domain : !f.who.host || g.host.config.name === f.who.host));
+    const live = this.liveGuests(hosts);
+    // A guest that is gone (killed) cannot recover; then the question is whether its neighbours noticed.
+    const target = f.who.domain && live.some((g) => g.name === f.who.domain) ? f.who.domain : undefined;
+    const scope = live.filter((g) => (target ? g.name === target : !f.who.host || g.host.config.name === f.who.host));
     if (scope.length === 0) return;
     const start = Date.now();
     const before = await this.opsByGuest(hosts);
@@ -168,6 +173,8 @@ export class Campaign {
           state: killed.has(g.config.name) ? 'killed' : (s?.state ?? 'unknown'),
           ops: opsOf(s),
           ioErrors: s?.block?.writeErrors ?? 0,
+          recoveries: s?.devices.reduce((a, d) => a + (d.detail.recoveries ?? 0), 0) ?? 0,
+          resubmitted: s?.devices.reduce((a, d) => a + (d.detail.resubmitted ?? 0), 0) ?? 0,
           killed: killed.has(g.config.name),
         });
       }),

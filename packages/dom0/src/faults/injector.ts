@@ -110,6 +110,12 @@ export class FaultInjector {
           undo = () => t.backends.forEach((b) => b.resume());
           break;
         }
+        case 'backend.restart': {
+          host = this.guestHost(spec);
+          domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          await host.restartBackend(spec.who.domain!, spec.who.device!);
+          break;
+        }
         case 'backend.lie': {
           const t = this.backends(spec);
           host = t.host;
@@ -232,7 +238,7 @@ export class FaultInjector {
       },
     };
     // An instantaneous fault (a kill) is over once it happened: nothing to heal.
-    if (spec.what.kind === 'process.kill') {
+    if (spec.what.kind === 'process.kill' || spec.what.kind === 'backend.restart') {
       a.healed = true;
       rec.healedAt = rec.injectedAt;
     } else this.active.set(key, a);

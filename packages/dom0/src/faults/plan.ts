@@ -42,6 +42,7 @@ export const FAULT_KINDS = {
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
   'process.pause': 'freeze a guest runtime (SIGSTOP / a blocked vCPU), resume on heal; who: domain',
+  'backend.restart': 'a vbd backend crashes and is restarted; the frontend recovers and resubmits what was in flight; who: domain + device (vbd)',
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
 
@@ -169,7 +170,8 @@ function checkSelector(f: FaultSpec, where: string): void {
   const need = (key: keyof FaultSelector) => {
     if (!f.who[key]) throw new ConfigError(`${where}: ${k} needs who.${key} (${FAULT_KINDS[k]})`);
   };
-  if (k === 'backend.pause' || k === 'backend.lie') (need('domain'), need('device'));
+  if (k === 'backend.pause' || k === 'backend.lie' || k === 'backend.restart') (need('domain'), need('device'));
+  if (k === 'backend.restart' && !f.who.device?.startsWith('vbd')) throw new ConfigError(`${where}: backend.restart supports vbd devices (netfront has no recovery path yet)`);
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
   else if (k.startsWith('evtchn.') || k.startsWith('process.')) need('domain');

@@ -363,6 +363,26 @@ export class Host {
   /** Guests whose domains were reclaimed after their runtime died. */
   readonly reclaimed: string[] = [];
 
+  /**
+   * Restart a vbd's backend (a crashed and restarted blkback): the old instance drains and lets go
+   * of everything, a new one offers the device again (InitWait), and the frontend recovers —
+   * re-grants its ring and resubmits what was in flight (blkif_recover). Returns when the new
+   * backend is waiting; the frontend reconnects on its own.
+   */
+  async restartBackend(domain: string, device: string): Promise<void> {
+    const c = this.created.find((x) => x.domain.name === domain);
+    const i = c ? c.blk.findIndex((b) => b.device === device) : -1;
+    if (!c || i < 0) throw new Error(`no vbd backend ${domain}/${device} on ${this.config.name} (backend restart supports vbds)`);
+    const old = c.blk[i];
+    await old.destroy();
+    await this.hv.dom0Store.write(`${old.xb.dir}/state`, String(XenbusState.Closed));
+    const fresh = new BlkBackend(this.hv, this.disk, old.frontDomid, old.devid, old.region, this.log);
+    c.blk[i] = fresh;
+    const g = this.guests.find((x) => x.domain === c.domain);
+    if (g) g.blk[g.blk.indexOf(old)] = fresh;
+    await fresh.start();
+  }
+
   /** Replace the physical disk's fault rules (blkdebug-style; `[]` clears). */
   async setDiskFaults(rules: DiskFaultRule[]): Promise<void> {
     await this.hwsim!.peer.call('hw.disk.faults', { rules }, 5_000);
