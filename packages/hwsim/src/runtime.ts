@@ -45,6 +45,7 @@ import {
   type DiskFaultRule,
   type DiskFaultStats,
 } from '@ringvisor/shared';
+import type { FrameFaultCounters, FrameFaults } from './lan/faults.js';
 import { DmaEngine, type DmaCounters, type DmaFault } from './dma/dma-engine.js';
 import { PhysicalDisk, type PhysicalDiskOptions } from './devices/disk/device.js';
 import { DiskFaultTable } from './devices/disk/faults.js';
@@ -64,6 +65,8 @@ export const HW_RPC = {
   diskFaults: 'hw.disk.faults',
   nicAttach: 'hw.nic.attach',
   nicLink: 'hw.nic.link',
+  /** { faults: FrameFaults | null } → counters: frame faults on the LAN uplink. */
+  lanFaults: 'hw.lan.faults',
   stats: 'hw.stats',
   shutdown: 'hw.shutdown',
 } as const;
@@ -224,6 +227,10 @@ export class HardwareSimulator {
         }
         return this.setDiskFaults({ rules });
       })
+      .handle(HW_RPC.lanFaults, (p) => {
+        const o = obj(p, HW_RPC.lanFaults);
+        return this.setLanFaults(o.faults === null || o.faults === undefined ? undefined : (o.faults as FrameFaults));
+      })
       .handle(HW_RPC.nicAttach, (p) => {
         const o = obj(p, HW_RPC.nicAttach);
         return this.attachNic({
@@ -314,14 +321,22 @@ export class HardwareSimulator {
    * Patch an external LanPort (e.g. a port on another host's or a switch runtime's segment) into
    * this host's LAN: frames flow both ways. Returns the local port used for it.
    */
-  uplink(external: LanPort & { readonly state?: UplinkState }, localName = `uplink:${external.name}`): LanPort {
+  uplink(external: LanPort & { readonly state?: UplinkState; setFrameFaults?: (f: FrameFaults | undefined) => void; readonly frameFaults?: FrameFaultCounters }, localName = `uplink:${external.name}`): LanPort {
     const local = this.lan.attach(localName);
     connectLanPorts(local, external);
     this.uplinkPort = external;
     return local;
   }
 
-  private uplinkPort?: LanPort & { readonly state?: UplinkState };
+  private uplinkPort?: LanPort & { readonly state?: UplinkState; setFrameFaults?: (f: FrameFaults | undefined) => void; readonly frameFaults?: FrameFaultCounters };
+
+  /** Frame faults on this host's uplink to the LAN switch (drop, duplicate, reorder, corrupt). */
+  setLanFaults(f: FrameFaults | undefined): FrameFaultCounters {
+    const port = this.uplinkPort;
+    if (!port?.setFrameFaults || !port.frameFaults) throw new DeviceError('this host has no LAN uplink (single-host runs have no switch)');
+    port.setFrameFaults(f);
+    return { ...port.frameFaults };
+  }
 
   stats(): HwStats {
     const q = this.diskQueue;

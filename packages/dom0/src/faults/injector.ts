@@ -12,6 +12,7 @@ import type { FaultSpec } from './plan.js';
 import { FaultTargetError } from './errors.js';
 
 type AnyBackend = SplitBackend<BackendCounters>;
+type LanFaultName = 'drop' | 'duplicate' | 'reorder' | 'corrupt';
 
 export interface ActiveFault {
   key: string;
@@ -41,6 +42,7 @@ export class FaultInjector {
   readonly history: FaultRecord[] = [];
   private readonly active = new Map<string, ActiveFault>();
   private readonly diskRules = new Map<Host, Map<string, DiskFaultRule>>();
+  private readonly lanFaults = new Map<Host, Map<string, [LanFaultName, number]>>();
   private seq = 0;
 
   constructor(
@@ -108,6 +110,65 @@ export class FaultInjector {
           domid = t.backends[0].frontDomid;
           for (const b of t.backends) b.pause();
           undo = () => t.backends.forEach((b) => b.resume());
+          break;
+        }
+        case 'link.latency':
+        case 'link.bandwidth':
+        case 'link.partition': {
+          const runtime = spec.who.runtime ?? spec.who.domain!;
+          host = spec.who.runtime ? this.hostsFor(spec)[0] : this.guestHost(spec);
+          if (spec.who.domain) domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          const w = spec.what;
+          const toxics =
+            w.kind === 'link.latency'
+              ? { latencyMs: w.latencyMs ?? 0, ...(w.jitterMs !== undefined ? { jitterMs: w.jitterMs } : {}), seed: mixSeed(this.seed, this.seq) }
+              : w.kind === 'link.bandwidth'
+                ? { bandwidthBytesPerSec: w.bytesPerSec! }
+                : { partition: w.partition ?? 'both', ...(w.resetAfterMs !== undefined ? { resetAfterMs: w.resetAfterMs } : {}) };
+          const h = host;
+          h.setLinkToxics(runtime, toxics);
+          undo = () => {
+            try {
+              h.setLinkToxics(runtime, {});
+            } catch {
+              /* the link is gone (reset) */
+            }
+          };
+          break;
+        }
+        case 'link.reset': {
+          host = this.guestHost(spec);
+          domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          host.resetLink(spec.who.domain!);
+          break;
+        }
+        case 'lan.drop':
+        case 'lan.duplicate':
+        case 'lan.reorder':
+        case 'lan.corrupt': {
+          const hs = this.hostsFor(spec);
+          host = hs[0];
+          const what = spec.what.kind.slice('lan.'.length) as LanFaultName;
+          // Several LAN faults may overlap on one host: the uplink gets their union.
+          const apply = async (h: Host) => {
+            const active = this.lanFaults.get(h) ?? new Map<string, [LanFaultName, number]>();
+            this.lanFaults.set(h, active);
+            const f: Partial<Record<LanFaultName, number>> = {};
+            for (const [n, p] of active.values()) f[n] = Math.max(f[n] ?? 0, p);
+            await h.setLanFaults(active.size ? { ...f, seed: mixSeed(this.seed, this.seq) } : undefined);
+          };
+          for (const h of hs) {
+            const active = this.lanFaults.get(h) ?? new Map<string, [LanFaultName, number]>();
+            this.lanFaults.set(h, active);
+            active.set(key, [what, spec.what.probability ?? 0]);
+            await apply(h);
+          }
+          undo = async () => {
+            for (const h of hs) {
+              this.lanFaults.get(h)?.delete(key);
+              await apply(h).catch(() => {});
+            }
+          };
           break;
         }
         case 'backend.restart': {
@@ -238,7 +299,7 @@ export class FaultInjector {
       },
     };
     // An instantaneous fault (a kill) is over once it happened: nothing to heal.
-    if (spec.what.kind === 'process.kill' || spec.what.kind === 'backend.restart') {
+    if (spec.what.kind === 'process.kill' || spec.what.kind === 'backend.restart' || spec.what.kind === 'link.reset') {
       a.healed = true;
       rec.healedAt = rec.injectedAt;
     } else this.active.set(key, a);

@@ -42,6 +42,14 @@ export const FAULT_KINDS = {
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
   'process.pause': 'freeze a guest runtime (SIGSTOP / a blocked vCPU), resume on heal; who: domain',
+  'link.latency': 'ws: a runtime link gets latencyMs (+ jitterMs) each way, order kept; who: domain, or runtime: hwsim',
+  'link.bandwidth': 'ws: a runtime link is paced to bytesPerSec; who: domain, or runtime: hwsim',
+  'link.partition': 'ws: a runtime link stops carrying messages (partition: send | receive | both, from dom0) until healed, or resets after resetAfterMs; who: domain, or runtime: hwsim',
+  'link.reset': 'ws: a runtime link is reset (the runtime loses dom0; a guest is reclaimed); who: domain',
+  'lan.drop': 'frames leaving a host for the LAN switch are dropped with a probability; who: host (several hosts)',
+  'lan.duplicate': 'frames to the LAN are duplicated with a probability; who: host',
+  'lan.reorder': 'frames to the LAN overtake each other with a probability; who: host',
+  'lan.corrupt': 'a byte of frames to the LAN is flipped with a probability (checksums must catch it); who: host',
   'backend.restart': 'a vbd backend crashes and is restarted; the frontend recovers and resubmits what was in flight; who: domain + device (vbd)',
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
@@ -52,6 +60,8 @@ export interface FaultSelector {
   host?: string;
   domain?: string;
   device?: string;
+  /** A runtime that is not a domain (link faults on the hardware simulator's link). */
+  runtime?: 'hwsim';
 }
 
 export interface FaultWhat {
@@ -63,6 +73,11 @@ export interface FaultWhat {
   sectors?: [number, number];
   probability?: number;
   times?: number;
+  latencyMs?: number;
+  jitterMs?: number;
+  bytesPerSec?: number;
+  partition?: 'send' | 'receive' | 'both';
+  resetAfterMs?: number;
 }
 
 export interface FaultWhen {
@@ -98,7 +113,12 @@ export interface FaultPlan {
 const selector = {
   type: 'object',
   additionalProperties: false,
-  properties: { host: { type: 'string', minLength: 1 }, domain: { type: 'string', minLength: 1 }, device: { type: 'string', pattern: '^(vbd|vif)\\d+$' } },
+  properties: {
+    host: { type: 'string', minLength: 1 },
+    domain: { type: 'string', minLength: 1 },
+    device: { type: 'string', pattern: '^(vbd|vif)\\d+$' },
+    runtime: { enum: ['hwsim'] },
+  },
 } as const;
 
 const what = {
@@ -114,6 +134,11 @@ const what = {
     sectors: { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 2, maxItems: 2 },
     probability: { type: 'number', minimum: 0, maximum: 1 },
     times: { type: 'integer', minimum: 1 },
+    latencyMs: { type: 'number', minimum: 0, maximum: 60_000 },
+    jitterMs: { type: 'number', minimum: 0, maximum: 60_000 },
+    bytesPerSec: { type: 'number', exclusiveMinimum: 0 },
+    partition: { enum: ['send', 'receive', 'both'] },
+    resetAfterMs: { type: 'number', exclusiveMinimum: 0 },
   },
 } as const;
 
@@ -174,7 +199,11 @@ function checkSelector(f: FaultSpec, where: string): void {
   if (k === 'backend.restart' && !f.who.device?.startsWith('vbd')) throw new ConfigError(`${where}: backend.restart supports vbd devices (netfront has no recovery path yet)`);
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
-  else if (k.startsWith('evtchn.') || k.startsWith('process.')) need('domain');
+  else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');
+  else if (k.startsWith('link.') && !f.who.domain && f.who.runtime !== 'hwsim') throw new ConfigError(`${where}: ${k} needs who.domain (a guest's link) or who.runtime: hwsim`);
+  if (k === 'link.latency' && f.what.latencyMs === undefined) throw new ConfigError(`${where}: link.latency needs what.latencyMs`);
+  if (k === 'link.bandwidth' && f.what.bytesPerSec === undefined) throw new ConfigError(`${where}: link.bandwidth needs what.bytesPerSec`);
+  if (k.startsWith('lan.') && f.what.probability === undefined) throw new ConfigError(`${where}: ${k} needs what.probability`);
   if (f.what.sectors && f.what.sectors[0] >= f.what.sectors[1]) throw new ConfigError(`${where}: what.sectors [start, end) must have start < end`);
   if ((k === 'evtchn.delayed') !== (f.what.delayMs !== undefined)) throw new ConfigError(`${where}: delayMs belongs to (and is required by) evtchn.delayed`);
   if ((k === 'evtchn.spurious' || k === 'evtchn.storm') && f.what.ratePerSec === undefined) throw new ConfigError(`${where}: ${k} needs what.ratePerSec`);

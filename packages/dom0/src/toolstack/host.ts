@@ -34,6 +34,8 @@ import {
   startRuntimeWorker,
   publishTrace,
   traceNow,
+  ToxicLink,
+  type LinkToxics,
   type DiskFaultRule,
   type GuestBootSpec,
   type GuestStats,
@@ -383,6 +385,33 @@ export class Host {
     await fresh.start();
   }
 
+  /** ws: each runtime's link to this dom0 (guests by name, and "hwsim"), for link faults. */
+  readonly runtimeLinks = new Map<string, ToxicLink>();
+
+  /** Toxics on a runtime's link (ws transport): latency, bandwidth, partition; `{}` heals. */
+  setLinkToxics(runtime: string, toxics: LinkToxics): void {
+    const l = this.linkOf(runtime);
+    if (Object.keys(toxics).length === 0) l.heal();
+    else l.set(toxics);
+  }
+
+  /** Reset a runtime's link (a TCP reset): the runtime loses dom0; a guest's domain is reclaimed. */
+  resetLink(runtime: string): void {
+    this.linkOf(runtime).reset('connection reset (fault injected)');
+  }
+
+  private linkOf(runtime: string): ToxicLink {
+    if (!this.opts.ws) throw new Error('link faults need the ws transport (threads runtimes share memory, not links)');
+    const l = this.runtimeLinks.get(runtime);
+    if (!l || l.closed) throw new Error(`no live link to ${runtime} on ${this.config.name}`);
+    return l;
+  }
+
+  /** Frame faults on this host's LAN uplink (several hosts only); undefined clears. */
+  async setLanFaults(faults: { drop?: number; duplicate?: number; reorder?: number; corrupt?: number; seed?: number } | undefined): Promise<void> {
+    await this.hwsim!.peer.call('hw.lan.faults', { faults: faults ?? null }, 5_000);
+  }
+
   /** Replace the physical disk's fault rules (blkdebug-style; `[]` clears). */
   async setDiskFaults(rules: DiskFaultRule[]): Promise<void> {
     await this.hwsim!.peer.call('hw.disk.faults', { rules }, 5_000);
@@ -570,14 +599,20 @@ export class Host {
         if (who.role === 'control') return this.serveControl(new RpcPeer(link, 'control'));
         if (who.role === 'hwsim') {
           if (this.hv.hardwareLink) return link.close('hardware already attached');
-          const peer = new RpcPeer(link, `${this.config.name}/hwsim`);
+          // Every runtime link passes through a ToxicLink: a no-op until a fault plan sets toxics.
+          const tl = new ToxicLink(link);
+          this.runtimeLinks.set('hwsim', tl);
+          const peer = new RpcPeer(tl, `${this.config.name}/hwsim`);
           this.hv.attachHardware(peer);
           return this.awaitingHwsim?.(peer);
         }
         const attach = this.awaitingGuests.get(who.domid);
         if (!attach) return link.close('domain already attached');
         this.awaitingGuests.delete(who.domid);
-        const peer = new RpcPeer(link, `guest${who.domid}`);
+        const tl = new ToxicLink(link);
+        const name = this.guests.find((g) => g.domain.domid === who.domid)?.config.name ?? `guest${who.domid}`;
+        this.runtimeLinks.set(name, tl);
+        const peer = new RpcPeer(tl, `guest${who.domid}`);
         this.hv.attachLinkedGuest(peer, who.domid);
         attach(peer);
       },
