@@ -114,7 +114,7 @@ export class Guest {
         ops: m.responses,
         bytes: (m.sectorsRead + m.sectorsWritten) * 512,
         errors: m.errors,
-        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: b.inFlight },
+        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: b.inFlight, ...b.attackCounters() },
       });
     }
     for (const { front } of this.net) {

@@ -5,6 +5,7 @@
  * the toolstack's calls, boot the frontends, and report ready.
  */
 import {
+  GUEST_ATTACK,
   GUEST_FREEZE,
   GUEST_QUIESCE,
   GUEST_READY,
@@ -21,6 +22,7 @@ import {
 } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { Guest } from './guest.js';
+import { BLK_ATTACKS, type BlkAttack } from './drivers/blkfront/misbehave.js';
 
 export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void): Promise<Guest> {
   const kernel = new GuestKernel({
@@ -40,6 +42,15 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   peer.handle(GUEST_STATS, () => guest.stats());
   peer.handle(GUEST_QUIESCE, () => guest.quiesce());
   peer.handle(GUEST_START, () => guest.startWorkloads());
+  peer.handle(GUEST_ATTACK, (p) => {
+    const { device, attack, count, seed } = p as { device?: unknown; attack?: unknown; count?: unknown; seed?: unknown };
+    const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
+    const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
+    if (!front) throw new Error(`guest.attack: no vbd ${String(device)} (ring attacks are implemented for blkfront)`);
+    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)}`);
+    const n = typeof count === 'number' && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
+    return front.attack(attack as BlkAttack, n, typeof seed === 'number' ? seed : 0);
+  });
   peer.handle(GUEST_FREEZE, (p) => {
     const { word, maxMs } = p as { word?: unknown; maxMs?: unknown };
     if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new Error('guest.freeze needs { word: SharedArrayBuffer, maxMs }');

@@ -26,8 +26,31 @@ export interface ChaosReport {
   /** Time from the final heal until every live guest made progress again. */
   livenessMs: number | null;
   /** Per guest: its state, I/O done, and the errors its drivers saw (injected faults surface here). */
-  guests: Array<{ name: string; host: string; state: string; ops: number; ioErrors: number; recoveries: number; resubmitted: number; killed: boolean }>;
+  guests: Array<{
+    name: string;
+    host: string;
+    state: string;
+    ops: number;
+    ioErrors: number;
+    recoveries: number;
+    resubmitted: number;
+    killed: boolean;
+    /** Attacks this guest's frontends made (plans' ring.* and grant.* kinds) and how dom0 answered. */
+    attacks?: Record<string, { sent: number; answered: number; okay: number; errors: number; refused: number; revoked: number }>;
+  }>;
   durationSec: number;
+}
+
+function attacksOf(s: GuestStats | undefined): { attacks?: ChaosReport['guests'][number]['attacks'] } {
+  const out: NonNullable<ChaosReport['guests'][number]['attacks']> = {};
+  for (const d of s?.devices ?? [])
+    for (const [k, v] of Object.entries(d.detail)) {
+      const m = /^attack\.([\w-]+)\.(sent|answered|okay|errors|refused|revoked)$/.exec(k);
+      if (!m) continue;
+      out[m[1]] ??= { sent: 0, answered: 0, okay: 0, errors: 0, refused: 0, revoked: 0 };
+      out[m[1]][m[2] as 'sent'] += v;
+    }
+  return Object.keys(out).length ? { attacks: out } : {};
 }
 
 function opsOf(s: GuestStats | undefined): number {
@@ -175,6 +198,7 @@ export class Campaign {
           ioErrors: s?.block?.writeErrors ?? 0,
           recoveries: s?.devices.reduce((a, d) => a + (d.detail.recoveries ?? 0), 0) ?? 0,
           resubmitted: s?.devices.reduce((a, d) => a + (d.detail.resubmitted ?? 0), 0) ?? 0,
+          ...attacksOf(s),
           killed: killed.has(g.config.name),
         });
       }),

@@ -5,7 +5,7 @@
  * is really killed or frozen — and heals it. Every inject and heal is a `fault` trace event, so
  * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
  */
-import { SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
+import { GUEST_ATTACK, SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
@@ -33,9 +33,22 @@ export interface FaultRecord {
   injectedAt: number;
   healedAt?: number;
   error?: string;
+  /** What the fault did (attacks sent, …). */
+  detail?: Record<string, unknown>;
 }
 
 const MAX_FREEZE_MS = 60_000;
+/** Kinds that are over once they happened: nothing to heal. */
+const INSTANTANEOUS = new Set<string>([
+  'process.kill',
+  'backend.restart',
+  'link.reset',
+  'ring.garbage',
+  'ring.foreign-gref',
+  'ring.stale-gref',
+  'ring.double-fetch',
+  'grant.revoke-mapped',
+]);
 
 export class FaultInjector {
   /** Every fault injected, in order (the history the chaos report carries). */
@@ -44,6 +57,8 @@ export class FaultInjector {
   private readonly diskRules = new Map<Host, Map<string, DiskFaultRule>>();
   private readonly lanFaults = new Map<Host, Map<string, [LanFaultName, number]>>();
   private seq = 0;
+  /** Guests a plan made misbehave (host/domain): their own I/O is not held to the checkers. */
+  readonly attackers = new Set<string>();
 
   constructor(
     readonly hosts: Host[],
@@ -169,6 +184,34 @@ export class FaultInjector {
               await apply(h).catch(() => {});
             }
           };
+          break;
+        }
+        case 'ring.garbage':
+        case 'ring.foreign-gref':
+        case 'ring.stale-gref':
+        case 'ring.double-fetch':
+        case 'ring.corrupt-index':
+        case 'grant.revoke-mapped': {
+          host = this.guestHost(spec);
+          const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
+          domid = g.domain.domid;
+          if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
+          const attack = spec.what.kind === 'grant.revoke-mapped' ? 'revoke-mapped' : spec.what.kind.slice('ring.'.length);
+          const r = await g.peer.call<{ sent: number; outcomes: Record<string, unknown> }>(
+            GUEST_ATTACK,
+            { device: spec.who.device, attack, count: spec.what.count ?? 8, seed: mixSeed(this.seed, this.seq) },
+            5_000,
+          );
+          rec.detail = { sent: r.sent };
+          this.attackers.add(`${host.config.name}/${spec.who.domain}`);
+          if (spec.what.kind === 'ring.corrupt-index') {
+            // The backend stopped that ring; what a toolstack does about a rogue frontend's device
+            // is reset it: healing restarts the backend and the frontend reconnects.
+            const h = host;
+            undo = async () => {
+              await h.restartBackend(spec.who.domain!, spec.who.device!).catch((e) => this.log.warn({ err: (e as Error).message }, 'backend reset failed'));
+            };
+          }
           break;
         }
         case 'backend.restart': {
@@ -299,7 +342,7 @@ export class FaultInjector {
       },
     };
     // An instantaneous fault (a kill) is over once it happened: nothing to heal.
-    if (spec.what.kind === 'process.kill' || spec.what.kind === 'backend.restart' || spec.what.kind === 'link.reset') {
+    if (INSTANTANEOUS.has(spec.what.kind)) {
       a.healed = true;
       rec.healedAt = rec.injectedAt;
     } else this.active.set(key, a);

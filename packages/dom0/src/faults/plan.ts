@@ -50,6 +50,12 @@ export const FAULT_KINDS = {
   'lan.duplicate': 'frames to the LAN are duplicated with a probability; who: host',
   'lan.reorder': 'frames to the LAN overtake each other with a probability; who: host',
   'lan.corrupt': 'a byte of frames to the LAN is flipped with a probability (checksums must catch it); who: host',
+  'ring.garbage': 'a guest frontend publishes requests no backend can honour (bad op, > 11 segments, inverted segment, past the vbd); count; who: domain + device (vbd)',
+  'ring.foreign-gref': 'a guest frontend names grant refs it never issued; count; who: domain + device (vbd)',
+  'ring.stale-gref': 'a guest frontend names grant refs it already revoked; count; who: domain + device (vbd)',
+  'ring.double-fetch': 'a guest frontend rewrites requests after publishing them (TOCTOU); count; who: domain + device (vbd)',
+  'ring.corrupt-index': 'a guest frontend publishes an impossible req_prod; the backend stops that ring; healing restarts the backend; who: domain + device (vbd)',
+  'grant.revoke-mapped': 'a guest tries to revoke grants dom0 has mapped for in-flight I/O (must be refused); count; who: domain + device (vbd)',
   'backend.restart': 'a vbd backend crashes and is restarted; the frontend recovers and resubmits what was in flight; who: domain + device (vbd)',
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
@@ -75,6 +81,8 @@ export interface FaultWhat {
   times?: number;
   latencyMs?: number;
   jitterMs?: number;
+  /** Attacks per occurrence (ring.*, grant.revoke-mapped). */
+  count?: number;
   bytesPerSec?: number;
   partition?: 'send' | 'receive' | 'both';
   resetAfterMs?: number;
@@ -135,6 +143,7 @@ const what = {
     probability: { type: 'number', minimum: 0, maximum: 1 },
     times: { type: 'integer', minimum: 1 },
     latencyMs: { type: 'number', minimum: 0, maximum: 60_000 },
+    count: { type: 'integer', minimum: 1, maximum: 1000 },
     jitterMs: { type: 'number', minimum: 0, maximum: 60_000 },
     bytesPerSec: { type: 'number', exclusiveMinimum: 0 },
     partition: { enum: ['send', 'receive', 'both'] },
@@ -196,6 +205,11 @@ function checkSelector(f: FaultSpec, where: string): void {
     if (!f.who[key]) throw new ConfigError(`${where}: ${k} needs who.${key} (${FAULT_KINDS[k]})`);
   };
   if (k === 'backend.pause' || k === 'backend.lie' || k === 'backend.restart') (need('domain'), need('device'));
+  if (k.startsWith('ring.') || k === 'grant.revoke-mapped') {
+    need('domain');
+    need('device');
+    if (!f.who.device!.startsWith('vbd')) throw new ConfigError(`${where}: ${k} is implemented for vbd rings (blkfront)`);
+  }
   if (k === 'backend.restart' && !f.who.device?.startsWith('vbd')) throw new ConfigError(`${where}: backend.restart supports vbd devices (netfront has no recovery path yet)`);
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);

@@ -68,6 +68,11 @@ export const GUEST_QUIESCE = 'guest.quiesce';
  * blocks in Atomics.wait on word 0 of `word` until dom0 stores 1 and notifies, or `maxMs`.
  */
 export const GUEST_FREEZE = 'guest.freeze';
+/**
+ * Make one of the guest's frontends misbehave on purpose (fault plans' ring and grant kinds):
+ * { device: "vbd51712", attack, count, seed } → { sent, outcomes }.
+ */
+export const GUEST_ATTACK = 'guest.attack';
 /** Notification a guest sends once its devices are connected and workloads started. */
 export const GUEST_READY = 'guest.ready';
 

@@ -32,6 +32,7 @@ import type { GuestKernel } from '../../kernel/kernel.js';
 import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newBlkfrontMetrics, type BlkfrontMetrics } from './metrics.js';
+import { BlkMisbehaviour, type AttackOutcome, type BlkAttack } from './misbehave.js';
 
 const MAX_BYTES_PER_REQUEST = BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
 
@@ -83,6 +84,45 @@ export class BlkFront implements BlockDevice {
     return this.shadow.size;
   }
 
+  /** Attack outcomes as flat counters (attack.<kind>.<sent|answered|okay|errors|refused|revoked>) for stats. */
+  attackCounters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, o] of this.misbehaviour?.outcomes ?? []) for (const [f, v] of Object.entries(o)) out[`attack.${k}.${f}`] = v;
+    return out;
+  }
+
+  /** Published a corrupt index on purpose: publishes nothing until the backend is reset. */
+  private wedged = false;
+
+  /** Set once this frontend has been told to misbehave (fault plans); accounts for its attacks. */
+  misbehaviour?: BlkMisbehaviour;
+
+  /** Misbehave on purpose: `count` attacks of one kind on this frontend's own ring (misbehave.ts). */
+  attack(kind: BlkAttack, count: number, seed: number): { sent: number; outcomes: Record<string, AttackOutcome> } {
+    const ring = this.ring;
+    if (this.state !== 'connected' || !ring) throw new DeviceError(`vbd ${this.devid} is not connected`);
+    this.misbehaviour ??= new BlkMisbehaviour(seed);
+    // A frontend that published a corrupt index publishes nothing sane after it: it stays
+    // wedged until its backend is reset (recover() clears this).
+    if (kind === 'corrupt-index') this.wedged = true;
+    const sent = this.misbehaviour.run(
+      {
+        ring,
+        grants: this.kernel.grants,
+        backendId: this.xb.backendId,
+        handle: this.devid,
+        sectors: this.sectors,
+        allocFrame: () => this.allocFrame(),
+        freeFrame: (pfn) => this.freeFrames.push(pfn),
+        kick: () => this.kick(),
+        inFlightGrants: () => [...this.shadow.values()].flatMap((s) => s.segments.map((g) => g.gref)),
+      },
+      kind,
+      count,
+    );
+    return { sent, outcomes: Object.fromEntries(this.misbehaviour.outcomes) };
+  }
+
   /** The xenbus handshake; resolves when both ends are Connected. */
   async connect(): Promise<void> {
     this.state = 'connecting';
@@ -132,6 +172,7 @@ export class BlkFront implements BlockDevice {
   /** blkif_recover: drain the old ring, release it, handshake again, resubmit what was in flight. */
   private async recover(): Promise<void> {
     this.state = 'recovering';
+    this.wedged = false;
     this.metrics.recoveries++;
     this.collectResponses();
     this.releaseRing();
@@ -212,7 +253,7 @@ export class BlkFront implements BlockDevice {
   /** Move waiting requests onto the ring while it has room, then publish and kick once. */
   private pump(): void {
     const ring = this.ring;
-    if (this.state !== 'connected' || !ring) return;
+    if (this.state !== 'connected' || !ring || this.wedged) return;
     let queued = 0;
     while (this.waiting.length > 0 && !ring.isFull()) {
       const s = this.waiting.shift()!;
@@ -271,6 +312,7 @@ export class BlkFront implements BlockDevice {
   }
 
   private complete(rsp: BlkifResponse): void {
+    if (this.misbehaviour?.takeResponse(rsp)) return;
     const s = this.shadow.get(rsp.id);
     if (!s || rsp.operation !== s.operation) {
       this.metrics.unexpectedResponses++;
