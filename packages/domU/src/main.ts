@@ -39,8 +39,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   const peer = new RpcPeer(link, `domU/${domid}`);
   const spec = await peer.call<GuestBootSpec>(GUEST_BOOT, {});
+  let lost = false;
   const stopped = new Promise<void>((resolve) => {
-    peer.link.onClose(() => resolve());
+    peer.link.onClose((reason) => {
+      // dom0 is gone (reset, crash): a guest without its hypervisor is dead. Its workloads
+      // would keep the process alive, so it exits on its own below.
+      if (!lost) log.warn({ reason }, 'link to dom0 lost');
+      lost = true;
+      resolve();
+    });
     void runGuest(peer, spec, log.child({ guest: spec.name }), resolve).catch((e) => {
       log.error({ err: e }, 'guest failed');
       peer.close('guest failed');
@@ -48,5 +55,8 @@ export async function main(argv: string[]): Promise<number> {
     });
   });
   await stopped;
-  return 0;
+  const code = lost ? 1 : 0;
+  // Let the last reply and the close frame leave, then go — whatever timers remain.
+  setTimeout(() => process.exit(code), 200).unref();
+  return code;
 }

@@ -178,7 +178,10 @@ export class Campaign {
       const now = await this.opsByGuest(hosts);
       for (const g of live) if ((now.get(g.name) ?? 0) > (before.get(g.name) ?? 0)) moved.add(g.name);
     }
-    this.stalled = live.filter((g) => !moved.has(g.name)).map((g) => g.name);
+    // A guest whose runtime died meanwhile (a link reset takes a moment to end its process) is
+    // not stalled: it is gone, and its domain reclaimed.
+    const stillLive = new Set(this.liveGuests(hosts).map((g) => g.name));
+    this.stalled = live.filter((g) => !moved.has(g.name) && stillLive.has(g.name)).map((g) => g.name);
     this.livenessMs = this.stalled.length === 0 ? Date.now() - start : null;
   }
 

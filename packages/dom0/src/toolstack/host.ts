@@ -168,7 +168,7 @@ export class Host {
       exited,
       ...(child?.pid ? { pid: child.pid } : {}),
       kill: async () => {
-        if (child?.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+        if (child?.pid && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
       },
     };
   }
@@ -544,7 +544,7 @@ export class Host {
       }),
       exited: new Promise<number>(() => {}),
       kill: async () => {
-        if (child?.pid && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+        if (child?.pid && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
       },
     };
     if (ws.spawn !== false) {
@@ -642,7 +642,8 @@ export class Host {
     if (this.quiesced) return;
     this.quiesced = true;
     await Promise.all(
-      this.guests.map((g) =>
+      // A guest whose runtime is gone (killed, crashed) has nothing to drain.
+      this.guests.filter((g) => !g.down).map((g) =>
         (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000) : Promise.reject(new Error('never connected'))).catch((e) =>
           this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce'),
         ),
@@ -664,7 +665,7 @@ export class Host {
     const finals = await Promise.all(
       this.guests.map(async (g) => {
         try {
-          if (g.peer) g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, 60_000);
+          if (g.peer && !g.down) g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, 60_000);
         } catch (e) {
           this.log.error({ err: e, guest: g.config.name }, 'guest did not stop cleanly');
         }
@@ -700,6 +701,15 @@ export class Host {
 function repoBin(callerUrl: string): string {
   const i = callerUrl.lastIndexOf('/packages/');
   return fileURLToPath(new URL('bin/ringvisor.mjs', callerUrl.slice(0, i + 1)));
+}
+
+/** SIGKILL by pid; a process that is already gone is not an error. */
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+  }
 }
 
 function exitOf(w: Worker): Promise<number> {

@@ -28,7 +28,8 @@ import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js'
 import { Host, type HostOptions } from '../host.js';
 import { renderTop, summarize, type RunSummary, type TopRow } from '../summary.js';
 import { FaultInjector } from '../../faults/injector.js';
-import { loadPlanFile } from '../../faults/plan.js';
+import { loadPlanFile, type FaultPlan } from '../../faults/plan.js';
+import { generatePlan } from '../../faults/generate.js';
 import { Campaign } from '../../faults/campaign.js';
 import { parse as parseYaml } from 'yaml';
 import { Observatory } from '../../observe/observatory.js';
@@ -49,7 +50,8 @@ commands:
             --domain NAME|ID --device vif0 --ring tx --count N --duration S; --pcap FILE writes
             every NIC's frames as pcapng instead
   backend   pause|resume DOMAIN DEVICE: stop or restart a backend consuming its rings (admin)
-  chaos     --plan FILE [--seed N] [--json FILE] [--transport T] [--duration S]: run a fault campaign, heal, check,
+  chaos     --plan FILE | --random N  [--seed N] [--json FILE] [--transport T] [--config F] [--duration S]:
+            run a fault campaign (a plan, or N seeded random scenarios), heal, check,
             exit 1 when a checker fails (plans: examples/faults/)
   fault     inject SPEC [--for S] | heal [ID] | list: faults into a running cluster (admin)
   help      show this text
@@ -152,6 +154,7 @@ async function chaos(argv: string[]): Promise<number> {
       args: argv,
       options: {
         plan: { type: 'string' },
+        random: { type: 'string' },
         seed: { type: 'string' },
         duration: { type: 'string' },
         json: { type: 'string' },
@@ -165,8 +168,18 @@ async function chaos(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`ringvisor chaos: ${(e as Error).message}\n\n${USAGE}`);
   }
-  if (!values.plan) throw new UsageError('ringvisor chaos: --plan FILE is required (examples/faults/ has a library of plans)');
-  const plan = loadPlanFile(values.plan);
+  if (!values.plan === !values.random) throw new UsageError('ringvisor chaos: give --plan FILE (examples/faults/ has a library of plans) or --random N (a seeded campaign of N scenarios)');
+  let plan: FaultPlan;
+  if (values.plan) plan = loadPlanFile(values.plan);
+  else {
+    const n = Number(values.random);
+    if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new UsageError(`--random must be a number of scenarios in 1..10000, got ${JSON.stringify(values.random)}`);
+    const t = values.transport ?? 'threads';
+    if (t !== 'threads' && t !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(t)}`);
+    const seedArg = values.seed === undefined ? 1 : Number(values.seed);
+    plan = generatePlan({ seed: seedArg, scenarios: n, transport: t, config: values.config ? loadConfigFile(values.config) : defaultConfig() });
+    if (values.config) plan.cluster = values.config;
+  }
   if (values.duration !== undefined) {
     const d = Number(values.duration);
     if (!(d > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);

@@ -1,0 +1,66 @@
+/**
+ * Fault plans: the schema's refusals say where and how to fix; the schedule is a pure function of
+ * plan and seed (each fault's draws independent of the others'); occurrences land where `when`
+ * puts them.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '@ringvisor/shared';
+import { normalizePlan, parseFault, schedule } from './plan.js';
+
+const fault = (when: object, extra: object = {}) => ({ who: { domain: 'g1', device: 'vbd51712' }, what: { kind: 'backend.pause' }, when, ...extra });
+
+describe('fault plans', () => {
+  it('fills defaults and ids', () => {
+    const p = normalizePlan({ faults: [fault({ at: 1 })] }, 'p');
+    expect(p).toMatchObject({ name: 'p', seed: 1, duration: 10, settle: 3 });
+    expect(p.faults[0].id).toBe('backend.pause#1');
+  });
+
+  it('refuses mistakes with their path', () => {
+    const bad = (raw: unknown, re: RegExp) => expect(() => normalizePlan(raw, 'p')).toThrow(re);
+    bad({ faults: [{ who: {}, what: { kind: 'nope' } }] }, /\/faults\/0\/what\/kind: must be one of/);
+    bad({ faults: [fault({ at: 1 }, { extra: 1 })] }, /unknown key "extra"/);
+    bad({ faults: [{ who: { domain: 'g' }, what: { kind: 'backend.pause' } }] }, /needs who\.device/);
+    bad({ faults: [fault({ times: 3 })] }, /times > 1 needs when\.every/);
+    bad({ faults: [fault({ at: 1, after: { kind: 'ring.push', count: 3 } })] }, /exclude each other/);
+    bad({ faults: [{ who: { host: 'h' }, what: { kind: 'disk.eio', sectors: [10, 5] } }] }, /start < end/);
+    bad({ faults: [{ who: { domain: 'g' }, what: { kind: 'evtchn.storm' } }] }, /needs what\.ratePerSec/);
+    bad({ faults: [fault({}, { id: 'a' }), fault({}, { id: 'a' })] }, /"a" appears twice/);
+    expect(() => parseFault({ who: { domain: 'g', device: 'vbd51712' }, what: { kind: 'backend.lie' } })).toThrow(ConfigError);
+  });
+
+  it('schedules occurrences at at + n·every, healed `for` later, each drawn from (seed, fault, n)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 1, max: 20 }), (seed, p, times) => {
+        const plan = normalizePlan(
+          { faults: [fault({ at: 0.5, every: 0.25, times, probability: p, for: 0.1 }, { id: 'x' }), fault({ at: 2 }, { id: 'y' })] },
+          'p',
+        );
+        const a = schedule(plan, seed);
+        expect(schedule(plan, seed)).toEqual(a);
+        for (const o of a.timed.filter((t) => t.fault.id === 'x')) {
+          expect(o.atMs).toBe(Math.round((0.5 + o.n * 0.25) * 1000));
+          expect(o.healMs).toBe(o.atMs + 100);
+        }
+        // Adding a fault does not change the draws of the others.
+        const more = normalizePlan({ faults: [...plan.faults.map((f) => ({ id: f.id, who: f.who, what: f.what, when: f.when })), fault({ at: 3 }, { id: 'z' })] }, 'p');
+        const b = schedule(more, seed);
+        expect(b.timed.filter((t) => t.fault.id === 'x').map((t) => t.n)).toEqual(a.timed.filter((t) => t.fault.id === 'x').map((t) => t.n));
+        if (p === 1) expect(a.timed.filter((t) => t.fault.id === 'x')).toHaveLength(times);
+        if (p === 0) expect(a.timed.filter((t) => t.fault.id === 'x')).toHaveLength(0);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('keeps `after`-triggered occurrences relative to their trigger', () => {
+    const plan = normalizePlan({ faults: [fault({ after: { kind: 'ring.push', count: 10 }, every: 1, times: 2, for: 0.5 })] }, 'p');
+    const s = schedule(plan);
+    expect(s.timed).toHaveLength(0);
+    expect(s.relative.map((o) => [o.atMs, o.healMs])).toEqual([
+      [0, 500],
+      [1000, 1500],
+    ]);
+  });
+});
