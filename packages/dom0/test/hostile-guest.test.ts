@@ -18,6 +18,7 @@ import {
   NETIF_RSP_OKAY,
   createLogger,
 } from '@ringvisor/shared';
+import { subscribeTrace } from '@ringvisor/shared';
 import { Host } from '../src/toolstack/host.js';
 import { normalizeConfig } from '../src/toolstack/config.js';
 import { NETBACK_RX_QUEUE_LIMIT } from '../src/backends/net/device.js';
@@ -117,6 +118,39 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
     it('a read-only grant cannot be the target of a READ (device would write guest memory)', async () => {
       const { gref } = evil.grantFrame(true);
       expect((await evilBlk.request(evilBlk.rw(BLKIF_OP_READ, 109, 0, gref))).status).toBe(BLKIF_RSP_ERROR);
+    });
+
+    it('a request rewritten after the backend read it is served as read (copy once: no double fetch)', async () => {
+      const { gref: wref } = evil.grantFrame(true, (p) => p.fill(0xab));
+      expect((await evilBlk.request(evilBlk.rw(BLKIF_OP_WRITE, 130, 64, wref))).status).toBe(BLKIF_RSP_OKAY);
+      const back = host.blkBackends().find((b) => b.frontDomid === evil.domid)!;
+      const { pfn, gref } = evil.grantFrame(false);
+      const idx = evilBlk.ring.reqProdPvt;
+      // The moment the backend's pass has consumed the request — before the disk completes it —
+      // rewrite the slot as the backend would see it: another id, a write, 200 segments, a sector
+      // past the vbd, a foreign grant. A backend that fetched twice would act on some of it.
+      let rewritten = false;
+      const off = 64 + (idx & 31) * 112;
+      const off2 = subscribeTrace(['ring.consume'], (ev) => {
+        if (rewritten || ev.kind !== 'ring.consume' || ev.domid !== evil.domid || ev.device !== back.device) return;
+        if (((ev.after - idx) | 0) <= 0) return;
+        const v = back.rings()[0].ring.page.view;
+        v.setUint8(off, BLKIF_OP_WRITE);
+        v.setUint8(off + 1, 200);
+        v.setUint32(off + 8, 999, true);
+        v.setUint32(off + 16, 0x7fffffff, true);
+        v.setUint32(off + 24, 1999, true);
+        rewritten = true;
+      });
+      try {
+        const rsp = await evilBlk.request(evilBlk.rw(BLKIF_OP_READ, 131, 64, gref));
+        expect(rewritten).toBe(true);
+        expect(rsp).toEqual({ id: 131, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY });
+        expect(evil.page(pfn).every((x) => x === 0xab)).toBe(true);
+        expect(evilBlk.responses.some((r) => r.id === 999)).toBe(false);
+      } finally {
+        off2();
+      }
     });
 
     it('unknown and unsupported operations → BLKIF_RSP_EOPNOTSUPP', async () => {

@@ -24,6 +24,8 @@ import {
   createEventMemory,
   createGrantTableMemory,
   XENBUS_STATE_NAMES,
+  GrantError,
+  GNTST_bad_domain,
   traceChannel,
   traceNow,
   type Logger,
@@ -131,7 +133,12 @@ export class Hypervisor {
     const remote: RemoteGranter = {
       flagsChanged: (ref, inUse) => d.link?.flagsChanged(ref, inUse),
       pageWritten: (pfn, off, len) => d.link?.pageWritten(pfn, off, len),
-      ringSync: (pfn, page) => d.link!.ringSync(pfn, page),
+      ringSync: (pfn, page) => {
+        // The guest's link is gone (its runtime died or was cut off): nothing to map into. The
+        // backend gets a grant error for that request — never an exception that takes dom0 down.
+        if (!d.link) throw new GrantError(`domain ${domid} has no runtime attached`, GNTST_bad_domain);
+        return d.link.ringSync(pfn, page);
+      },
     };
     this.grants.registerDomain(domid, memory, grantTable, linked ? remote : undefined);
     this.store.write(0, `/local/domain/${domid}/name`, name);

@@ -216,6 +216,27 @@ describe('grant map / unmap (hypervisor side)', () => {
   });
 });
 
+describe('a granter whose runtime is unreachable', () => {
+  it('a map fails with a grant error and leaves the entry unpinned (dom0 survives a vanished guest)', () => {
+    const { auth } = setup();
+    const gone = 9;
+    const m9 = GuestMemory.allocate(gone, 4);
+    const t9 = createGrantTableMemory();
+    auth.registerDomain(gone, m9, t9, {
+      flagsChanged: () => {},
+      pageWritten: () => {},
+      ringSync: () => {
+        throw new GrantError('domain 9 has no runtime attached', GNTST_bad_domain);
+      },
+    });
+    const ref = new GrantTable(t9, gone).grantAccess(DOM0, 1, false);
+    expectGrantError(() => auth.map(DOM0, gone, ref, true), GNTST_bad_domain);
+    expect(entry(t9, ref).flags & (GTF_READING | GTF_WRITING)).toBe(0);
+    expect(auth.mappingsHeldBy(DOM0)).toBe(0);
+    expect(auth.countersFor(DOM0).failures).toBe(1);
+  });
+});
+
 describe('grant copy', () => {
   let env: ReturnType<typeof setup>;
   beforeEach(() => {

@@ -305,6 +305,15 @@ export class GrantAuthority {
     if (this.mappingsHeldBy(mapper) >= this.maxMappingsPerDomain)
       this.fail(mapper, `domain ${mapper} holds too many mappings`, GNTST_no_space);
     const { d, a } = this.pin(mapper, granter, ref, writable);
+    let sync: ReturnType<RemoteGranter["ringSync"]> | undefined;
+    try {
+      sync = d.remote?.ringSync(a.pfn, d.memory.page(a.pfn));
+    } catch (e) {
+      // The granter's runtime is unreachable: undo the pin, report the failure like any other.
+      this.unpin(d, ref, writable);
+      if (e instanceof GrantError) this.fail(mapper, e.message, e.status);
+      throw e;
+    }
     const m = {
       handle: this.nextHandle++,
       granter,
@@ -313,7 +322,7 @@ export class GrantAuthority {
       writable,
       frame: { domid: granter, pfn: a.pfn },
       bytes: d.memory.page(a.pfn),
-      ...(d.remote ? { sync: d.remote.ringSync(a.pfn, d.memory.page(a.pfn)) } : {}),
+      ...(sync ? { sync } : {}),
     };
     this.mappings.set(m.handle, m);
     this.held.set(mapper, this.mappingsHeldBy(mapper) + 1);
