@@ -31,8 +31,9 @@ export interface AttackOutcome {
   answered: number;
   okay: number;
   errors: number;
-  /** revoke-mapped: revocations refused because dom0 had the grant mapped. */
+  /** revoke-mapped: revocations refused because dom0 had the grant mapped at that instant. */
   refused: number;
+  /** revoke-mapped: revocations that came just after dom0 unmapped (allowed: nothing uses it). */
   revoked: number;
 }
 
