@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -47,6 +47,11 @@ async function snapshot(): Promise<ClusterSnapshot> {
   const r = await cli(['top', '-b', '-n', '1', '--json']);
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as ClusterSnapshot;
+}
+
+async function getSnapshotHttp(): Promise<ClusterSnapshot> {
+  const res = await fetch(`${url}/api/snapshot`, { headers: { authorization: `Bearer ${token}` } });
+  return (await res.json()) as ClusterSnapshot;
 }
 
 async function ringsJson(): Promise<RingRow[]> {
@@ -275,6 +280,42 @@ describe('views of a running cluster', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown event kind.*ring\.push/);
   });
+
+  it('ringvisor fault and chaos --attach act on the running cluster through its control endpoint', async () => {
+    const inj = await cli(['fault', 'inject', '{"id":"wedge","who":{"domain":"guest3","device":"vbd51712"},"what":{"kind":"backend.pause"}}']);
+    expect(inj.code, inj.stderr).toBe(0);
+    const listed = await cli(['fault', 'list']);
+    expect(listed.stdout).toMatch(/wedge#0@\d+\s+backend\.pause\s+host0/);
+    await until('guest3 STUCK', async () => (await ringsJson()).find((r) => r.id === 'host0/guest3/vbd51712/blk' && r.verdict === 'STUCK'));
+    const healed = await cli(['fault', 'heal']);
+    expect(healed.stdout).toMatch(/healed 1 fault/);
+    // The fault is in the same history as the I/O: the timeline carries its inject and heal.
+    const tl = (await getSnapshotHttp()).timeline.filter((e) => e.kind === 'fault');
+    expect(tl.length).toBeGreaterThanOrEqual(2);
+    const plan = join(cwd, 'attach.yaml');
+    writeFileSync(
+      plan,
+      `name: attached
+duration: 3
+settle: 3
+faults:
+  - { id: lost, who: { domain: guest1 }, what: { kind: evtchn.lost, probability: 0.9 }, when: { at: 0.5, for: 1 } }
+  - { id: junk, who: { domain: guest2, device: vbd51712 }, what: { kind: ring.garbage, count: 8 }, when: { at: 1.5 } }
+`,
+    );
+    const r = await cli(['chaos', '--plan', plan, '--attach', url, '--json', join(cwd, 'attach.json')], {}, 60_000);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const rep = JSON.parse(readFileSync(join(cwd, 'attach.json'), 'utf8')) as { verdict: string; mode: string; faults: Array<{ id: string; key?: string }>; livenessMs: number | null };
+    expect(rep).toMatchObject({ verdict: 'pass', mode: 'attached' });
+    expect(rep.faults.map((f) => [f.id, typeof f.key])).toEqual([
+      ['lost', 'string'],
+      ['junk', 'string'],
+    ]);
+    expect(rep.livenessMs).not.toBeNull();
+    // Without the cluster secret nothing is injected.
+    const denied = await cli(['fault', 'list'], { RINGVISOR_READ_TOKEN: token, RINGVISOR_DIR: join(cwd, 'elsewhere'), RINGVISOR_CONTROL_URL: url });
+    expect(denied.code).toBe(2);
+  }, 90_000);
 
   it('ringvisor views say what to do when no cluster is running', async () => {
     const r = await cli(['list'], { RINGVISOR_DIR: join(cwd, 'nothing-here') });

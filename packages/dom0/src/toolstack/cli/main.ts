@@ -30,6 +30,7 @@ import { renderTop, summarize, type RunSummary, type TopRow } from '../summary.j
 import { FaultInjector } from '../../faults/injector.js';
 import { loadPlanFile, type FaultPlan } from '../../faults/plan.js';
 import { generatePlan } from '../../faults/generate.js';
+import { chaosAttached } from './chaos-attach.js';
 import { Campaign } from '../../faults/campaign.js';
 import { parse as parseYaml } from 'yaml';
 import { Observatory } from '../../observe/observatory.js';
@@ -51,7 +52,8 @@ commands:
             every NIC's frames as pcapng instead
   backend   pause|resume DOMAIN DEVICE: stop or restart a backend consuming its rings (admin)
   chaos     --plan FILE | --random N  [--seed N] [--json FILE] [--transport T] [--config F] [--duration S]:
-            run a fault campaign (a plan, or N seeded random scenarios), heal, check,
+            run a fault campaign (a plan, or N seeded random scenarios), heal, check; with
+            --attach URL[,URL] against a running cluster through its dom0s' control endpoints;
             exit 1 when a checker fails (plans: examples/faults/)
   fault     inject SPEC [--for S] | heal [ID] | list: faults into a running cluster (admin)
   help      show this text
@@ -155,6 +157,7 @@ async function chaos(argv: string[]): Promise<number> {
       options: {
         plan: { type: 'string' },
         random: { type: 'string' },
+        attach: { type: 'string' },
         seed: { type: 'string' },
         duration: { type: 'string' },
         json: { type: 'string' },
@@ -189,6 +192,21 @@ async function chaos(argv: string[]): Promise<number> {
   if (values.seed !== undefined) {
     seed = Number(values.seed);
     if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UsageError(`--seed must be an integer in 0..4294967295, got ${JSON.stringify(values.seed)}`);
+  }
+  if (values.attach) {
+    const urls = values.attach.split(',').filter(Boolean);
+    const endpoints = await Promise.all(urls.map((url) => resolveControl({ url, ...(values['secret-file'] ? { secretFile: values['secret-file'] } : {}) })));
+    process.stdout.write(`chaos: plan ${plan.name}, seed ${seed}, attached to ${urls.join(', ')}\n`);
+    const report = await chaosAttached(plan, seed, endpoints, (line) => process.stdout.write(`chaos: ${line}\n`));
+    if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(
+      `chaos: verdict ${report.verdict.toUpperCase()}${report.reasons.length ? ` — ${report.reasons.join('; ')}` : ''}\n` +
+        `  faults    ${report.faults.length} injected, ${report.faults.filter((f) => f.error).length} refused\n` +
+        `  integrity checked ${report.checkers.integrity.checked}, failures ${report.checkers.integrity.failures}\n` +
+        `  recovery  ${report.recoveryMs.length ? `${Math.min(...report.recoveryMs)}–${Math.max(...report.recoveryMs)} ms` : 'n/a'}; liveness ${report.livenessMs === null ? 'FAILED' : `${report.livenessMs} ms`}\n` +
+        `  (${report.note})\n`,
+    );
+    return report.verdict === 'pass' ? 0 : 1;
   }
   const transport = values.transport ?? plan.transport ?? 'threads';
   if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
