@@ -40,15 +40,21 @@ export async function main(argv: string[]): Promise<number> {
   const peer = new RpcPeer(link, `domU/${domid}`);
   const spec = await peer.call<GuestBootSpec>(GUEST_BOOT, {});
   let lost = false;
+  let orderly = false;
   const stopped = new Promise<void>((resolve) => {
     peer.link.onClose((reason) => {
+      if (orderly) return resolve();
       // dom0 is gone (reset, crash): a guest without its hypervisor is dead. Its workloads
       // would keep the process alive, so it exits on its own below.
       if (!lost) log.warn({ reason }, 'link to dom0 lost');
       lost = true;
       resolve();
     });
-    void runGuest(peer, spec, log.child({ guest: spec.name }), resolve).catch((e) => {
+    const onStopped = () => {
+      orderly = true;
+      resolve();
+    };
+    void runGuest(peer, spec, log.child({ guest: spec.name }), onStopped).catch((e) => {
       log.error({ err: e }, 'guest failed');
       peer.close('guest failed');
       resolve();

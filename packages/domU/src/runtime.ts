@@ -63,8 +63,8 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     // Let the reply leave before the link closes; then nothing keeps this runtime alive.
     setTimeout(() => {
       kernel.shutdown();
+      onStopped(); // first: the close that follows is ours, not a lost dom0
       peer.close('guest stopped');
-      onStopped();
     }, 10);
     return final;
   });
