@@ -25,7 +25,7 @@ describe('generatePlan', () => {
         const again = normalizePlan(JSON.parse(JSON.stringify({ ...plan, transport: plan.transport })), 'generated');
         expect(again.faults.map((f) => f.id)).toEqual(plan.faults.map((f) => f.id));
         const kinds = new Set(plan.faults.map((f) => f.what.kind));
-        const dealt = ws ? 22 : 15;
+        const dealt = ws ? 23 : 16;
         if (n >= dealt + 2) expect(kinds.size).toBeGreaterThanOrEqual(dealt);
         if (!ws) for (const k of kinds) expect(k.startsWith('link.') || k.startsWith('lan.')).toBe(false);
         // Endings: at the end, each a different guest, and someone is left standing.

@@ -32,6 +32,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
     'disk.eio',
     'nic.down',
     'process.pause',
+    'process.restart',
     'ring.garbage',
     'ring.foreign-gref',
     'ring.stale-gref',
@@ -84,6 +85,8 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
         return { id, who: { host: g.host }, what: { kind }, when };
       case 'process.pause':
         return { id, who: { domain: g.name }, what: { kind }, when };
+      case 'process.restart':
+        return { id, who: { domain: g.name }, what: { kind }, when: { at } };
       case 'ring.corrupt-index':
         return { id, who: { domain: g.name, device: vbd! }, what: { kind }, when };
       case 'ring.garbage':

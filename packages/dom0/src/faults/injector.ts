@@ -41,6 +41,7 @@ const MAX_FREEZE_MS = 60_000;
 /** Kinds that are over once they happened: nothing to heal. */
 const INSTANTANEOUS = new Set<string>([
   'process.kill',
+  'process.restart',
   'backend.restart',
   'link.reset',
   'ring.garbage',
@@ -309,6 +310,12 @@ export class FaultInjector {
           host = this.guestHost(spec);
           domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
           await host.killGuest(spec.who.domain!);
+          break;
+        }
+        case 'process.restart': {
+          host = this.guestHost(spec);
+          domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          await host.restartGuest(spec.who.domain!);
           break;
         }
         case 'process.pause': {

@@ -41,6 +41,7 @@ export const FAULT_KINDS = {
   'disk.bitflip': 'the physical disk silently flips a bit (op, sectors, probability, times); who: host',
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
+  'process.restart': 'reboot a guest: kill its runtime, reclaim its domain, build and boot it again (same disk region, same addresses); who: domain',
   'process.pause': 'freeze a guest runtime (SIGSTOP / a blocked vCPU), resume on heal; who: domain',
   'link.latency': 'ws: a runtime link gets latencyMs (+ jitterMs) each way, order kept; who: domain, or runtime: hwsim',
   'link.bandwidth': 'ws: a runtime link is paced to bytesPerSec; who: domain, or runtime: hwsim',

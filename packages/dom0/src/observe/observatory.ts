@@ -77,7 +77,8 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
 
   /** The latest snapshot (taken at most one interval ago). */
   snapshot(): ClusterSnapshot {
-    return this.latest ?? this.build();
+    // Counters are as of the last sample; the timeline is as of now (a fault just injected shows).
+    return this.latest ? { ...this.latest, timeline: this.timeline.slice(-200) } : this.build();
   }
 
   /** Take a sample now (also what the interval does). */

@@ -322,9 +322,15 @@ export class Host {
       await s.write(`${bdir}/state`, String(XenbusState.Initialising));
       if (d.type === 'vbd') {
         const sectors = d.sizeMiB * 2048;
-        if (this.nextSector + sectors > this.disk.sectors) throw new Error(`physical disk too small for ${config.name}'s vbd`);
-        const region = { start: this.nextSector, sectors };
-        this.nextSector += sectors;
+        // A guest keeps its disk region across reboots (its data is there when it comes back).
+        const key = `${config.name}/${d.devid}`;
+        let region = this.regions.get(key);
+        if (!region) {
+          if (this.nextSector + sectors > this.disk.sectors) throw new Error(`physical disk too small for ${config.name}'s vbd`);
+          region = { start: this.nextSector, sectors };
+          this.nextSector += sectors;
+          this.regions.set(key, region);
+        }
         await s.write(`${bdir}/params`, `phy:${this.config.name}-disk@${region.start}+${sectors}`);
         const b = new BlkBackend(hv, this.disk, domain.domid, d.devid, region, this.log);
         await b.start();
@@ -362,8 +368,42 @@ export class Host {
     this.reclaimed.push(handle.config.name);
   }
 
-  /** Guests whose domains were reclaimed after their runtime died. */
+  /** Guests whose domains were reclaimed after their runtime died (and not restarted since). */
   readonly reclaimed: string[] = [];
+  /** Each guest vbd's region of the physical disk, by "guest/devid" (kept across reboots). */
+  private readonly regions = new Map<string, { start: number; sectors: number }>();
+
+  /**
+   * Reboot a guest (xl reboot, or a crashed guest brought back): its runtime is killed if it
+   * still runs, its domain reclaimed, then a new domain is built from the same config — same
+   * disk region, same addresses — and booted; its workloads start when it is ready.
+   */
+  async restartGuest(name: string): Promise<void> {
+    const i = this.guests.findIndex((g) => g.config.name === name);
+    if (i < 0) throw new Error(`no guest ${name} on ${this.config.name}`);
+    if (this.opts.ws && this.opts.ws.spawn === false) throw new Error(`${name} runs elsewhere (compose): restart its container instead`);
+    const old = this.guests[i];
+    if (!old.down) await old.kill();
+    await Promise.race([old.exited, delay(10_000)]);
+    for (let t = 0; !this.reclaimed.includes(name) && t < 500; t++) await delay(20);
+    const { domain, blk, net } = await this.createDomainWithDevices(old.config);
+    const handle = this.launchGuest(old.config, domain, blk, net);
+    this.guests[i] = handle;
+    this.reclaimed.splice(this.reclaimed.indexOf(name), 1);
+    this.restarted.push(name);
+    await handle.ready;
+    handle.isReady = true;
+    this.traceRuntime(name, 'guest', 'up', domain.domid, handle.pid);
+    void handle.exited.then((code) => {
+      handle.down = true;
+      this.traceRuntime(name, 'guest', 'down', domain.domid, handle.pid, code);
+      if (!this.stopping) void this.reclaim(handle);
+    });
+    await handle.peer!.call(GUEST_START, {});
+  }
+
+  /** Guests rebooted during the run (their earlier incarnation's ledger died with it). */
+  readonly restarted: string[] = [];
 
   /**
    * Restart a vbd's backend (a crashed and restarted blkback): the old instance drains and lets go
