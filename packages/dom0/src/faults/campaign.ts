@@ -207,7 +207,12 @@ export class Campaign {
       }),
     );
     const checkers = runCheckers(finals);
-    const failedGuests = guests.filter((g) => !g.killed && g.state === 'failed').map((g) => g.name);
+    // A guest may die only where the plan killed it: any other death is the system failing.
+    const meantToDie = new Set(o.injector.history.filter((r) => (r.kind === 'process.kill' || r.kind === 'link.reset') && !r.error).map((r) => r.who.domain));
+    const failedGuests = [
+      ...guests.filter((g) => !g.killed && g.state === 'failed').map((g) => g.name),
+      ...guests.filter((g) => g.killed && !meantToDie.has(g.name)).map((g) => `${g.name} (its runtime died without being killed)`),
+    ];
     const silentCorruption = o.injector.history.some((r) => r.kind === 'disk.bitflip');
     const v = judge(checkers, { silentCorruption, stalled: this.stalled, failedGuests });
     const faults = o.injector.history.map((r) => ({ ...r, ...(this.recovery.has(r.key) ? { recoveryMs: this.recovery.get(r.key)! } : {}) }));

@@ -61,7 +61,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const ended = new Set<string>();
   const faults: FaultSpec[] = deal.map((kind, i) => {
     const alive = guests.filter((g) => !ended.has(g.name));
-    const g = pick(kind.startsWith('ring.') || kind.startsWith('grant.') || kind === 'backend.restart' ? withVbd.filter((x) => !ended.has(x.name)) : alive);
+    const g = pick(kind.startsWith('ring.') || kind.startsWith('grant.') ? withVbd.filter((x) => !ended.has(x.name)) : alive);
     const at = Math.round(i * SLOT * 100) / 100 + 0.3;
     const when = { at, for: HOLD };
     const id = `s${String(i + 1).padStart(2, '0')}-${kind}`;
@@ -71,7 +71,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       case 'backend.pause':
         return { id, who: { domain: g.name, device: dev() }, what: { kind }, when };
       case 'backend.restart':
-        return { id, who: { domain: g.name, device: vbd! }, what: { kind }, when: { at } };
+        return { id, who: { domain: g.name, device: dev() }, what: { kind }, when: { at } };
       case 'evtchn.lost':
         return { id, who: { domain: g.name }, what: { kind, direction: pick(['to-guest', 'to-backend', 'both'] as const), probability: 0.5 + rng.next() / 2 }, when };
       case 'evtchn.delayed':

@@ -57,7 +57,7 @@ export const FAULT_KINDS = {
   'ring.double-fetch': 'a guest frontend rewrites requests after publishing them (TOCTOU); count; who: domain + device (vbd)',
   'ring.corrupt-index': 'a guest frontend publishes an impossible req_prod; the backend stops that ring; healing restarts the backend; who: domain + device (vbd)',
   'grant.revoke-mapped': 'a guest tries to revoke grants dom0 has mapped for in-flight I/O (must be refused); count; who: domain + device (vbd)',
-  'backend.restart': 'a vbd backend crashes and is restarted; the frontend recovers and resubmits what was in flight; who: domain + device (vbd)',
+  'backend.restart': 'a backend crashes and is restarted; the frontend reconnects (blkfront resubmits what was in flight; netfront drops frames in flight); who: domain + device',
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
 
@@ -211,7 +211,6 @@ function checkSelector(f: FaultSpec, where: string): void {
     need('device');
     if (!f.who.device!.startsWith('vbd')) throw new ConfigError(`${where}: ${k} is implemented for vbd rings (blkfront)`);
   }
-  if (k === 'backend.restart' && !f.who.device?.startsWith('vbd')) throw new ConfigError(`${where}: backend.restart supports vbd devices (netfront has no recovery path yet)`);
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
   else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');

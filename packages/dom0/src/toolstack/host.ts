@@ -413,16 +413,27 @@ export class Host {
    */
   async restartBackend(domain: string, device: string): Promise<void> {
     const c = this.created.find((x) => x.domain.name === domain);
-    const i = c ? c.blk.findIndex((b) => b.device === device) : -1;
-    if (!c || i < 0) throw new Error(`no vbd backend ${domain}/${device} on ${this.config.name} (backend restart supports vbds)`);
-    const old = c.blk[i];
-    await old.destroy();
-    await this.hv.dom0Store.write(`${old.xb.dir}/state`, String(XenbusState.Closed));
-    const fresh = new BlkBackend(this.hv, this.disk, old.frontDomid, old.devid, old.region, this.log);
-    c.blk[i] = fresh;
+    if (!c) throw new Error(`no domain ${domain} on ${this.config.name}`);
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g) g.blk[g.blk.indexOf(old)] = fresh;
-    await fresh.start();
+    const bi = c.blk.findIndex((b) => b.device === device);
+    const ni = c.net.findIndex((b) => b.device === device);
+    if (bi >= 0) {
+      const old = c.blk[bi];
+      await old.destroy();
+      await this.hv.dom0Store.write(`${old.xb.dir}/state`, String(XenbusState.Closed));
+      const fresh = new BlkBackend(this.hv, this.disk, old.frontDomid, old.devid, old.region, this.log);
+      c.blk[bi] = fresh;
+      if (g) g.blk[g.blk.indexOf(old)] = fresh;
+      await fresh.start();
+    } else if (ni >= 0) {
+      const old = c.net[ni];
+      await old.destroy();
+      await this.hv.dom0Store.write(`${old.xb.dir}/state`, String(XenbusState.Closed));
+      const fresh = new NetBackend(this.hv, this.bridge, old.frontDomid, old.devid, this.log);
+      c.net[ni] = fresh;
+      if (g) g.net[g.net.indexOf(old)] = fresh;
+      await fresh.start();
+    } else throw new Error(`no backend ${domain}/${device} on ${this.config.name}`);
   }
 
   /** ws: each runtime's link to this dom0 (guests by name, and "hwsim"), for link faults. */

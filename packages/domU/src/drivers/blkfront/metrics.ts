@@ -15,10 +15,13 @@ export interface BlkfrontMetrics {
   leakedGrants: number;
   recoveries: number;
   resubmitted: number;
+  /** Notifications that found the backend's end closed (it was going away). */
+  lostNotifications: number;
 }
 
 export function newBlkfrontMetrics(): BlkfrontMetrics {
   return {
+    lostNotifications: 0,
     requests: 0,
     responses: 0,
     errors: 0,

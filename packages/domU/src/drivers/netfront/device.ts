@@ -25,6 +25,7 @@ import {
   type NetifRxResponse,
   type NetifTxRequest,
   type NetifTxResponse,
+  EventChannelError,
 } from '@ringvisor/shared';
 import type { GuestKernel } from '../../kernel/kernel.js';
 import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
@@ -85,6 +86,75 @@ export class NetFront {
     this.mac = (await xb.backendValue('mac')) ?? (await kernel.store.read(`${xb.dir}/mac`));
     await xb.setState(XenbusState.Initialising);
     await xb.waitBackend((s) => s === XenbusState.InitWait);
+    for (let i = 0; i < this.txBufCount; i++) this.txFree.push(i);
+    await this.handshake();
+    this.unwatch = await xb.watchBackend((s) => this.onBackendState(s));
+  }
+
+  private unwatch?: () => Promise<void>;
+  private recovering = false;
+
+  /** The backend went away and came back (restart): reconnect, as xennet's netback-changed does. */
+  private onBackendState(s: XenbusState): void {
+    if (!this.connected || this.recovering) return;
+    if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.InitWait || s === XenbusState.Initialising)
+      void this.recover().catch((e) => this.kernel.log.error({ err: e, devid: this.devid }, 'netfront recovery failed'));
+  }
+
+  /**
+   * Reconnect to a restarted backend: collect what the old rings answered, drop the frames still
+   * in flight (a NIC reset loses them; the datagram layer above copes), give back every grant and
+   * page of the old rings and buffers, and handshake again with fresh rings. Queued frames wait.
+   */
+  private async recover(): Promise<void> {
+    this.recovering = true;
+    this.connected = false;
+    this.metrics.recoveries++;
+    try {
+      try {
+        this.reapTx();
+      } catch {
+        /* a broken old ring: everything in flight is dropped below */
+      }
+      const { kernel } = this;
+      for (const [id, b] of this.txInFlight) {
+        if (b.gref >= 0 && !kernel.grants.endAccess(b.gref)) this.metrics.leakedGrants++;
+        b.gref = -1;
+        this.txFree.push(id);
+        this.metrics.txDropped++;
+      }
+      this.txInFlight.clear();
+      for (const b of this.rxBufs.splice(0)) {
+        if (!kernel.grants.endAccess(b.gref)) this.metrics.leakedGrants++;
+        kernel.frames.release(b.pfn);
+      }
+      for (const r of this.ringRefs.splice(0)) if (!kernel.grants.endAccess(r)) this.metrics.leakedGrants++;
+      for (const pfn of this.ringPfns.splice(0)) kernel.frames.release(pfn);
+      if (this.port >= 0) {
+        kernel.events.off(this.port);
+        await kernel.closePort(this.port).catch(() => {});
+        this.port = -1;
+      }
+      this.tx = undefined;
+      this.rx = undefined;
+      await this.xb.setState(XenbusState.Closed);
+      await this.xb.waitBackend((s) => s === XenbusState.InitWait, 60_000);
+      await this.handshake();
+      // Frames that waited meanwhile go out now.
+      let posted = 0;
+      while (this.txQueue.length > 0 && this.post(this.txQueue[0])) {
+        this.txQueue.shift();
+        posted++;
+      }
+      if (posted > 0) this.kickTx();
+    } finally {
+      this.recovering = false;
+    }
+  }
+
+  /** Grant fresh rings, bind a channel, publish them, wait for Connected, stock the rx ring. */
+  private async handshake(): Promise<void> {
+    const { kernel, xb } = this;
     const rings: Array<FrontRing<NetifTxRequest, NetifTxResponse> | FrontRing<NetifRxRequest, NetifRxResponse>> = [];
     for (const protocol of [netifTxProtocol, netifRxProtocol] as const) {
       const pfn = kernel.frames.alloc();
@@ -103,7 +173,6 @@ export class NetFront {
     kernel.labelRing(this.rx, `vif${this.devid}`, 'rx');
     this.port = await kernel.allocUnboundPort(xb.backendId);
     kernel.events.on(this.port, () => this.onEvent());
-    for (let i = 0; i < this.txBufCount; i++) this.txFree.push(i);
     await inTransaction(kernel.store, async (t) => {
       await kernel.store.write(`${xb.dir}/tx-ring-ref`, String(this.ringRefs[0]), t);
       await kernel.store.write(`${xb.dir}/rx-ring-ref`, String(this.ringRefs[1]), t);
@@ -152,8 +221,15 @@ export class NetFront {
 
   private kick(): void {
     if (this.port < 0) return;
-    this.kernel.events.send(this.port);
-    this.metrics.notifications++;
+    try {
+      this.kernel.events.send(this.port);
+      this.metrics.notifications++;
+    } catch (e) {
+      // The backend closed its end (it is going away or restarting): the notification has nobody
+      // to reach, as notify_remote_via_irq on a closed channel. Its state change follows.
+      if (!(e instanceof EventChannelError)) throw e;
+      this.metrics.lostNotifications++;
+    }
   }
 
   /** Put one frame on the ring (unpublished); false when no slot or buffer is free. */
@@ -268,6 +344,8 @@ export class NetFront {
   }
 
   async disconnect(): Promise<void> {
+    await this.unwatch?.();
+    this.unwatch = undefined;
     await this.drainTx();
     this.connected = false;
     await this.xb.setState(XenbusState.Closing);

@@ -16,10 +16,15 @@ export interface NetfrontMetrics {
   unexpectedResponses: number;
   rogueResponses: number;
   leakedGrants: number;
+  /** Reconnections to a restarted backend. */
+  recoveries: number;
+  /** Notifications that found the backend's end closed (it was going away). */
+  lostNotifications: number;
 }
 
 export function newNetfrontMetrics(): NetfrontMetrics {
   return {
+    lostNotifications: 0,
     txPackets: 0,
     txBytes: 0,
     txDropped: 0,
@@ -35,5 +40,6 @@ export function newNetfrontMetrics(): NetfrontMetrics {
     unexpectedResponses: 0,
     rogueResponses: 0,
     leakedGrants: 0,
+    recoveries: 0,
   };
 }
