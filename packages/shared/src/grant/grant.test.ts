@@ -216,6 +216,18 @@ describe('grant map / unmap (hypervisor side)', () => {
   });
 });
 
+describe('held references', () => {
+  it('a reference revoked with hold is not handed out again until released', () => {
+    const { gt } = setup();
+    const ref = gt.grantAccess(DOM0, 1, false);
+    expect(gt.endAccess(ref, { hold: true })).toBe(true);
+    const others = Array.from({ length: 8 }, (_, i) => gt.grantAccess(DOM0, 2 + i, false));
+    expect(others).not.toContain(ref);
+    gt.releaseRef(ref);
+    expect(gt.grantAccess(DOM0, 12, false)).toBe(ref);
+  });
+});
+
 describe('a granter whose runtime is unreachable', () => {
   it('a map fails with a grant error and leaves the entry unpinned (dom0 survives a vanished guest)', () => {
     const { auth } = setup();

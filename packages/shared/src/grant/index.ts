@@ -99,7 +99,7 @@ export class GrantTable {
    * granted (already revoked, or never handed out) is a no-op returning true: the ref must not be
    * put on the free list a second time, or two later grants would share it.
    */
-  endAccess(ref: number): boolean {
+  endAccess(ref: number, opts: { hold?: boolean } = {}): boolean {
     this.checkRef(ref);
     for (;;) {
       const w = Atomics.load(this.words, ref * 2);
@@ -107,10 +107,20 @@ export class GrantTable {
       if (w & (GTF_READING | GTF_WRITING)) return false;
       if (Atomics.compareExchange(this.words, ref * 2, w, 0) === w) break;
     }
-    this.free.push(ref);
+    // `hold`: revoked, but not handed out again until releaseRef — so a reference kept (by a
+    // driver, or on purpose by a misbehaving one) cannot silently come to mean another page.
+    if (!opts.hold) this.free.push(ref);
+    else this.held.add(ref);
     this.granted--;
     this.hooks?.ended(ref);
     return true;
+  }
+
+  private readonly held = new Set<number>();
+
+  /** Return a reference revoked with `hold` to the free list. */
+  releaseRef(ref: number): void {
+    if (this.held.delete(ref)) this.free.push(ref);
   }
 
   /** Mirror the grantee's in-use flags (READING/WRITING) reported across a link. */

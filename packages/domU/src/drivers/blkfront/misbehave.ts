@@ -132,16 +132,22 @@ export class BlkMisbehaviour {
         break;
       }
       case 'foreign-gref':
-        // A reference this guest never issued (its table's far end).
-        req.segments = [{ gref: 2000 + r.nextInt(2000), firstSect: 0, lastSect: 7 }];
+        // A reference this guest never issued: the far end of its table, handed out last (never,
+        // in practice), or past the table altogether.
+        req.segments = [{ gref: r.next() < 0.5 ? s.grants.entries - 1 - r.nextInt(16) : s.grants.entries + r.nextInt(1 << 16), firstSect: 0, lastSect: 7 }];
         break;
       case 'stale-gref': {
         const pfn = s.allocFrame();
         const ref = s.grants.grantAccess(s.backendId, pfn, false);
-        s.grants.endAccess(ref); // revoked before use
+        // Revoked before use — and held, so the guest's own next grant cannot reuse the number
+        // (then it would not be stale, just another of the guest's pages).
+        s.grants.endAccess(ref, { hold: true });
         req.operation = BLKIF_OP_WRITE;
         req.segments = [{ gref: ref, firstSect: 0, lastSect: 7 }];
-        release = () => s.freeFrame(pfn);
+        release = () => {
+          s.grants.releaseRef(ref);
+          s.freeFrame(pfn);
+        };
         break;
       }
       case 'double-fetch': {
