@@ -186,13 +186,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
         const g = host.guests.find((x) => x.domain.domid === domid);
         if (g) runtimes.push({ host: hn, name: `${hn}/${g.config.name}`, role: 'guest', kind, ...(g.pid ? { pid: g.pid } : {}), state: g.down || !g.isReady ? 'down' : 'up' });
         const st = stats.find((s) => s?.domid === domid);
-        const busy = st?.busyMs;
-        let cpuPct = 0;
-        if (busy !== undefined) {
-          const p = this.busyPrev.get(`${hn}/${domid}`);
-          this.busyPrev.set(`${hn}/${domid}`, { t: now, busy });
-          if (p && now > p.t) cpuPct = Math.min(100, Math.max(0, ((busy - p.busy) * 100) / (now - p.t)));
-        }
+        const cpuPct = st?.busyMs !== undefined ? this.cpuPercent(`${hn}/${domid}`, st.busyMs, now) : 0;
         const row: DomainRow = {
           host: hn,
           domid,
@@ -278,14 +272,18 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     return { time: now, uptimeSec: Math.round((now - this.t0) / 1000), transport: this.transport, hosts, runtimes, domains, rings, timeline: this.timeline.slice(-200) };
   }
 
+  /** Share of one CPU a runtime's event loop was busy since the last sample (busy: cumulative ms). */
+  private cpuPercent(key: string, busy: number, now: number): number {
+    const p = this.busyPrev.get(key);
+    this.busyPrev.set(key, { t: now, busy });
+    return p && now > p.t ? Math.min(100, Math.max(0, ((busy - p.busy) * 100) / (now - p.t))) : 0;
+  }
+
   /** Domain-0 as xl list shows it: dom0's own thread is its vCPU here. */
   private dom0Row(host: Host, now: number): DomainRow {
     const d = host.hv.dom0;
-    const busy = performance.eventLoopUtilization().active;
     const key = `${host.config.name}/0`;
-    const p = this.busyPrev.get(key);
-    this.busyPrev.set(key, { t: now, busy });
-    const cpuPct = p && now > p.t ? Math.min(100, Math.max(0, ((busy - p.busy) * 100) / (now - p.t))) : 0;
+    const cpuPct = this.cpuPercent(key, performance.eventLoopUtilization().active, now);
     return {
       host: host.config.name,
       domid: 0,

@@ -15,6 +15,7 @@ import {
   type RpcPeer,
   type StoreClient,
   type RingLabel,
+  EventChannelError,
 } from '@ringvisor/shared';
 
 export interface GuestKernelOptions {
@@ -76,6 +77,21 @@ export class GuestKernel {
     const sync = this.link.ringSync(pfn, this.memory.page(pfn));
     sync.lateWake = lateWake;
     return sync;
+  }
+
+  /**
+   * Notify the backend on `port`. False when its end is closed (it is going away or restarting):
+   * the notification has nobody to reach, as notify_remote_via_irq on a closed channel, and the
+   * backend's state change follows — a driver counts it and carries on.
+   */
+  notifyRemote(port: number): boolean {
+    try {
+      this.events.send(port);
+      return true;
+    } catch (e) {
+      if (!(e instanceof EventChannelError)) throw e;
+      return false;
+    }
   }
 
   /** EVTCHNOP_alloc_unbound: a port the given remote domain may bind to. */

@@ -27,7 +27,6 @@ import {
   inTransaction,
   type BlkifRequest,
   type BlkifResponse,
-  EventChannelError,
 } from '@ringvisor/shared';
 import type { GuestKernel } from '../../kernel/kernel.js';
 import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
@@ -281,15 +280,8 @@ export class BlkFront implements BlockDevice {
 
   private kick(): void {
     if (this.port < 0) return;
-    try {
-      this.kernel.events.send(this.port);
-      this.metrics.notifications++;
-    } catch (e) {
-      // The backend closed its end (it is going away or restarting): the notification has nobody
-      // to reach, as notify_remote_via_irq on a closed channel. Its state change follows.
-      if (!(e instanceof EventChannelError)) throw e;
-      this.metrics.lostNotifications++;
-    }
+    if (this.kernel.notifyRemote(this.port)) this.metrics.notifications++;
+    else this.metrics.lostNotifications++;
   }
 
   private onEvent(): void {

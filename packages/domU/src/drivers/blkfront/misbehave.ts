@@ -86,14 +86,16 @@ export class BlkMisbehaviour {
     let sent = 0;
     for (let i = 0; i < count; i++) {
       if (attack === 'revoke-mapped') {
-        // Only grants dom0 has mapped right now (GTF_reading/GTF_writing set): the question is
-        // whether the hypervisor lets the guest pull them away mid-DMA.
-        for (const ref of s.inFlightGrants().filter((r) => r >= 0 && s.grants.inUse(r))) {
-          // Revoking a grant dom0 has mapped must fail; if it succeeded, the backend would DMA
-          // into a page the guest may already be reusing.
-          if (s.grants.endAccess(ref)) o.revoked++;
-          else o.refused++;
-        }
+        // Sweeps a few milliseconds apart, each over the grants dom0 has mapped at that instant
+        // (GTF_reading/GTF_writing set): the question is whether the hypervisor lets the guest
+        // pull them away mid-DMA. Revoking one must fail; if it succeeded, the backend would DMA
+        // into a page the guest may already be reusing.
+        setTimeout(() => {
+          for (const ref of s.inFlightGrants().filter((r) => r >= 0 && s.grants.inUse(r))) {
+            if (s.grants.endAccess(ref)) o.revoked++;
+            else o.refused++;
+          }
+        }, i * 3);
         sent++;
         continue;
       }

@@ -25,7 +25,6 @@ import {
   type NetifRxResponse,
   type NetifTxRequest,
   type NetifTxResponse,
-  EventChannelError,
 } from '@ringvisor/shared';
 import type { GuestKernel } from '../../kernel/kernel.js';
 import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
@@ -221,15 +220,8 @@ export class NetFront {
 
   private kick(): void {
     if (this.port < 0) return;
-    try {
-      this.kernel.events.send(this.port);
-      this.metrics.notifications++;
-    } catch (e) {
-      // The backend closed its end (it is going away or restarting): the notification has nobody
-      // to reach, as notify_remote_via_irq on a closed channel. Its state change follows.
-      if (!(e instanceof EventChannelError)) throw e;
-      this.metrics.lostNotifications++;
-    }
+    if (this.kernel.notifyRemote(this.port)) this.metrics.notifications++;
+    else this.metrics.lostNotifications++;
   }
 
   /** Put one frame on the ring (unpublished); false when no slot or buffer is free. */
