@@ -109,8 +109,11 @@ afterAll(async () => {
 }, 40_000);
 
 describe('views of a running cluster', () => {
-  it('the printed URL carries the read token the cluster secret derives', () => {
+  it('the printed URL carries the read token the cluster secret derives (ringvisor token prints it)', async () => {
     expect(token).toBe(deriveReadToken(secret));
+    const r = await cli(['token']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(token);
   });
 
   it('ringvisor list shows every domain with its id, memory and state', async () => {

@@ -56,6 +56,7 @@ commands:
             --attach URL[,URL] against a running cluster through its dom0s' control endpoints;
             exit 1 when a checker fails (plans: examples/faults/)
   fault     inject SPEC [--for S] | heal [ID] | list: faults into a running cluster (admin)
+  token     print the read token (dashboard: http://HOST:PORT/?token=…) derived from the cluster secret
   help      show this text
 
 view commands find the cluster through .ringvisor/control.json (or --url http://HOST:PORT,
@@ -245,6 +246,25 @@ async function chaos(argv: string[]): Promise<number> {
     ].join('\n') + '\n',
   );
   return run.exitCode !== 0 ? run.exitCode : report.verdict === 'pass' ? 0 : 1;
+}
+
+/** `ringvisor token`: the read token for dashboards and read-only views (derived from the cluster secret). */
+async function token(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { 'secret-file': { type: 'string' } }, strict: true }));
+  } catch (e) {
+    throw new UsageError(`ringvisor token: ${(e as Error).message}`);
+  }
+  const secret = values['secret-file']
+    ? await readSecretFile(values['secret-file'])
+    : process.env.RINGVISOR_SECRET
+      ? secretFromEnv()
+      : await readSecretFile(join(stateDir(), 'secret')).catch(() => {
+          throw new UsageError('ringvisor token: no cluster secret (set RINGVISOR_SECRET, pass --secret-file, or run in the directory of `ringvisor up`)');
+        });
+  process.stdout.write(deriveReadToken(secret) + '\n');
+  return 0;
 }
 
 /** `ringvisor fault inject|heal|list`: faults into a running cluster (admin). */
@@ -562,6 +582,8 @@ export async function main(argv: string[]): Promise<number> {
         return await views.backend(rest);
       case 'chaos':
         return await chaos(rest);
+      case 'token':
+        return await token(rest);
       case 'fault':
         return await fault(rest);
       case undefined:
