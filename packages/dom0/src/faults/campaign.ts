@@ -39,6 +39,8 @@ export interface ChaosReport {
     attacks?: Record<string, { sent: number; answered: number; okay: number; errors: number; refused: number; revoked: number }>;
   }>;
   durationSec: number;
+  /** Per host: hardware restarts survived, guests rebooted. */
+  hosts: Array<{ name: string; hardwareRestarts: number; rebooted: string[] }>;
 }
 
 function attacksOf(s: GuestStats | undefined): { attacks?: ChaosReport['guests'][number]['attacks'] } {
@@ -228,6 +230,7 @@ export class Campaign {
       livenessMs: this.livenessMs,
       guests,
       durationSec: o.durationSec,
+      hosts: o.hosts.map((h) => ({ name: h.config.name, hardwareRestarts: h.restartedHardware, rebooted: [...h.restarted] })),
     };
   }
 }

@@ -5,7 +5,7 @@
  * is really killed or frozen — and heals it. Every inject and heal is a `fault` trace event, so
  * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
  */
-import { GUEST_ATTACK, SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
+import { DOMID_HW, GUEST_ATTACK, SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
@@ -313,6 +313,13 @@ export class FaultInjector {
           break;
         }
         case 'process.restart': {
+          if (spec.who.runtime === 'hwsim') {
+            const hs = this.hostsFor(spec);
+            host = hs[0];
+            domid = DOMID_HW;
+            for (const h of hs) await h.restartHwsim();
+            break;
+          }
           host = this.guestHost(spec);
           domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
           await host.restartGuest(spec.who.domain!);

@@ -186,6 +186,57 @@ export class Host {
 
   /** The hardware simulator's runtime exited. */
   hwsimDown = false;
+  private hwDisk?: { path: string; sizeBytes: number };
+  /** What dom0 attached the devices with, to attach them again after a hardware restart. */
+  private readonly deviceAttachments: { disk?: Record<string, unknown>; nic?: Record<string, unknown> } = {};
+
+  /** threads: the hardware simulator as a worker thread (started by entry point). */
+  private startHwsimWorker(): void {
+    const { port1, port2 } = new MessageChannel();
+    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'worker'), {
+      workerData: {
+        control: port1,
+        eventMemory: this.hv.eventMemory,
+        host: this.config.name,
+        disk: this.hwDisk!,
+        nic: { mac: this.config.nic.mac },
+        ...(this.opts.lan ? { lan: this.opts.lan } : {}),
+      },
+      transferList: [port1],
+    });
+    const peer = new RpcPeer(new PortLink(port2), `${this.config.name}/hwsim`);
+    this.hwsim = { peer, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
+    worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
+  }
+
+  /**
+   * The hardware crashes (kill -9) and comes back: a new simulator opens the same disk image,
+   * every domain's memory is registered for DMA again, and dom0's drivers' queues are attached
+   * afresh. The devices resume their rings from the shared indices, so every request dom0 had
+   * handed them and not seen answered is taken again (a reset device redoing its queue);
+   * whatever reached the image before the crash is there (the file outlives the process).
+   */
+  async restartHwsim(): Promise<void> {
+    if (this.opts.ws) throw new Error('hardware restart is implemented for the threads transport');
+    const old = this.hwsim!;
+    await old.kill();
+    await Promise.race([old.exited, delay(5_000)]);
+    this.startHwsimWorker();
+    this.hwsimDown = false;
+    this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW);
+    const peer = this.hwsim!.peer;
+    void this.hwsim!.exited.then(() => {
+      if (this.hwsim?.peer === peer) this.hwsimDown = true;
+    });
+    await this.attachMemoryToHardware(this.hv.dom0);
+    for (const c of this.created) await this.attachMemoryToHardware(c.domain);
+    await peer.call('hw.disk.attach', this.deviceAttachments.disk);
+    await peer.call('hw.nic.attach', this.deviceAttachments.nic);
+    this.restartedHardware++;
+  }
+
+  /** Hardware restarts survived. */
+  restartedHardware = 0;
 
   /** A runtime came up or went away: a `process` trace event (the dashboard's timeline). */
   private traceRuntime(runtime: string, role: string, state: 'up' | 'down', domid: number, pid?: number, code?: number): void {
@@ -211,21 +262,8 @@ export class Host {
       await this.listenForGuests();
       await this.startHwsimProcess(hwDisk);
     } else {
-      const { port1, port2 } = new MessageChannel();
-      const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'worker'), {
-        workerData: {
-          control: port1,
-          eventMemory: this.hv.eventMemory,
-          host: this.config.name,
-          disk: hwDisk,
-          nic: { mac: this.config.nic.mac },
-          ...(this.opts.lan ? { lan: this.opts.lan } : {}),
-        },
-        transferList: [port1],
-      });
-      const peer = new RpcPeer(new PortLink(port2), `${this.config.name}/hwsim`);
-      this.hwsim = { peer, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
-      worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
+      this.hwDisk = hwDisk;
+      this.startHwsimWorker();
     }
     const peer = this.hwsim!.peer;
     this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW, this.hwsim!.pid);
@@ -240,6 +278,7 @@ export class Host {
 
     const [diskDom0Port, diskHwPort] = this.bindDevicePorts();
     const queuePfn = this.frames.alloc();
+    this.deviceAttachments.disk = { queue: { domid: 0, pfn: queuePfn }, port: diskHwPort };
     this.disk = new PhysicalDiskDriver(this.hv.dom0.memory, queuePfn, this.hv.dom0Events, diskDom0Port, this.driverDma);
     this.hv.hardwareLink?.mirror.flush(); // the device's copy of the queue page before it attaches
     const diskInfo = await peer.call<{ sectors: number }>('hw.disk.attach', { queue: { domid: 0, pfn: queuePfn }, port: diskHwPort });
@@ -251,7 +290,8 @@ export class Host {
     const rxPfn = this.frames.alloc();
     this.nic = new PhysicalNicDriver(this.hv.dom0.memory, txPfn, rxPfn, this.hv.dom0Events, nicDom0Port, this.config.nic.mac, this.pool, 64, this.driverDma);
     this.hv.hardwareLink?.mirror.flush();
-    await peer.call('hw.nic.attach', { tx: { domid: 0, pfn: txPfn }, rx: { domid: 0, pfn: rxPfn }, port: nicHwPort });
+    this.deviceAttachments.nic = { tx: { domid: 0, pfn: txPfn }, rx: { domid: 0, pfn: rxPfn }, port: nicHwPort };
+    await peer.call('hw.nic.attach', this.deviceAttachments.nic);
 
     this.nic.traceLabel = { host: this.config.name, iface: `${this.config.name}/peth0` };
     this.bridge = new SoftwareBridge(this.pool);
