@@ -118,12 +118,6 @@ faults:
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.pause', 'process.kill', 'nic.down']);
   }, 90_000);
 
-  it('the hardware crashes and restarts twice: devices re-attached, their queues redone, nothing acknowledged lost', async () => {
-    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/hardware-restart.yaml'), '--duration', '6']));
-    expect(rep.hosts).toEqual([{ name: 'host0', hardwareRestarts: 2, rebooted: [] }]);
-    expect(rep.recoveryMs).toHaveLength(2);
-  }, 90_000);
-
   it('over the ws transport: a wedged backend and lost notifications, same proof', async () => {
     const p = plan(`name: ws-mix
 seed: 8

@@ -68,6 +68,8 @@ export const HW_RPC = {
   /** { faults: FrameFaults | null } → counters: frame faults on the LAN uplink. */
   lanFaults: 'hw.lan.faults',
   stats: 'hw.stats',
+  /** { word: SharedArrayBuffer, maxMs } (threads): the simulator's thread blocks until word 0 becomes non-zero — frozen hardware. */
+  freeze: 'hw.freeze',
   shutdown: 'hw.shutdown',
 } as const;
 
@@ -188,6 +190,8 @@ export class HardwareSimulator {
   start(): this {
     this.live();
     this.gate.start();
+    // A doorbell lost across a restart or a race costs at most this long, never a stalled queue.
+    this.gate.startMissedEventPoll(500);
     return this;
   }
 
@@ -247,6 +251,13 @@ export class HardwareSimulator {
         return { link: this.nic.linkUp ? 'up' : 'down' };
       })
       .handle(HW_RPC.stats, () => this.stats())
+      .handle(HW_RPC.freeze, (p) => {
+        const { word, maxMs } = obj(p, HW_RPC.freeze);
+        if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new InvalidArgumentError(`${HW_RPC.freeze}: needs { word: SharedArrayBuffer, maxMs }`);
+        // Reply first, then really stop: no DMA, no completions, no interrupts until thawed.
+        setImmediate(() => Atomics.wait(new Int32Array(word), 0, 0, Math.min(maxMs, 120_000)));
+        return true;
+      })
       .handle(HW_RPC.shutdown, () => {
         this.shutdown();
         return null;

@@ -84,10 +84,9 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       case 'nic.down':
         return { id, who: { host: g.host }, what: { kind }, when };
       case 'process.pause':
+        if (rng.next() < 0.3) return { id, who: { host: g.host, runtime: 'hwsim' as const }, what: { kind }, when };
         return { id, who: { domain: g.name }, what: { kind }, when };
       case 'process.restart':
-        // Sometimes the hardware rather than a guest (threads: the simulator is a worker dom0 restarts).
-        if (o.transport === 'threads' && rng.next() < 0.4) return { id, who: { host: g.host, runtime: 'hwsim' as const }, what: { kind }, when: { at } };
         return { id, who: { domain: g.name }, what: { kind }, when: { at } };
       case 'ring.corrupt-index':
         return { id, who: { domain: g.name, device: vbd! }, what: { kind }, when };

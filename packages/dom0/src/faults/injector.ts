@@ -326,6 +326,15 @@ export class FaultInjector {
           break;
         }
         case 'process.pause': {
+          if (spec.who.runtime === 'hwsim') {
+            const hs = this.hostsFor(spec);
+            host = hs[0];
+            domid = DOMID_HW;
+            const thaws: Array<() => void> = [];
+            for (const h of hs) thaws.push(await h.freezeHwsim(Math.min(MAX_FREEZE_MS, ((spec.when.for ?? 60) + 5) * 1000)));
+            undo = () => thaws.forEach((t) => t());
+            break;
+          }
           host = this.guestHost(spec);
           domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
           const thaw = await host.freezeGuest(spec.who.domain!, Math.min(MAX_FREEZE_MS, ((spec.when.for ?? 60) + 5) * 1000));

@@ -42,7 +42,7 @@ export const FAULT_KINDS = {
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
   'process.restart': 'reboot a guest (kill its runtime, reclaim its domain, build and boot it again: same disk region, same addresses); or, with runtime: hwsim, crash and restart the hardware (devices re-attached, their queues redone); who: domain, or host + runtime: hwsim',
-  'process.pause': 'freeze a guest runtime (SIGSTOP / a blocked vCPU), resume on heal; who: domain',
+  'process.pause': 'freeze a runtime (SIGSTOP, or its thread blocked), resume on heal; who: domain, or host + runtime: hwsim',
   'link.latency': 'ws: a runtime link gets latencyMs (+ jitterMs) each way, order kept; who: domain, or runtime: hwsim',
   'link.bandwidth': 'ws: a runtime link is paced to bytesPerSec; who: domain, or runtime: hwsim',
   'link.partition': 'ws: a runtime link stops carrying messages (partition: send | receive | both, from dom0) until healed, or resets after resetAfterMs; who: domain, or runtime: hwsim',
@@ -213,8 +213,11 @@ function checkSelector(f: FaultSpec, where: string): void {
   }
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
-  else if (k === 'process.restart' && f.who.runtime === 'hwsim') {
-    /* the hardware of who.host (or of every host) */
+  else if ((k === 'process.restart' || k === 'process.pause') && f.who.runtime === 'hwsim') {
+    // Known issue: after a hardware restart a device queue occasionally stalls (about one run in
+    // five here); until that is found, the kind is opt-in.
+    if (k === 'process.restart' && process.env.RINGVISOR_EXPERIMENTAL !== '1')
+      throw new ConfigError(`${where}: restarting the hardware is experimental (a queue can stall after it); set RINGVISOR_EXPERIMENTAL=1 to use it`);
   } else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');
   else if (k.startsWith('link.') && !f.who.domain && f.who.runtime !== 'hwsim') throw new ConfigError(`${where}: ${k} needs who.domain (a guest's link) or who.runtime: hwsim`);
   if (k === 'link.latency' && f.what.latencyMs === undefined) throw new ConfigError(`${where}: link.latency needs what.latencyMs`);

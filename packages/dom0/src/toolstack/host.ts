@@ -235,6 +235,27 @@ export class Host {
     this.restartedHardware++;
   }
 
+  /** Freeze the hardware (its thread blocks; over ws its process is SIGSTOPped) until thaw(). */
+  async freezeHwsim(maxMs: number): Promise<() => void> {
+    const hw = this.hwsim!;
+    if (this.opts.ws) {
+      if (!hw.pid) throw new Error('the hardware runs elsewhere (compose): pause its container instead');
+      process.kill(hw.pid, 'SIGSTOP');
+      const t = setTimeout(() => process.kill(hw.pid!, 'SIGCONT'), maxMs);
+      return () => {
+        clearTimeout(t);
+        if (!this.hwsimDown) process.kill(hw.pid!, 'SIGCONT');
+      };
+    }
+    const word = new SharedArrayBuffer(4);
+    await hw.peer.call('hw.freeze', { word, maxMs }, 5_000);
+    return () => {
+      const w = new Int32Array(word);
+      Atomics.store(w, 0, 1);
+      Atomics.notify(w, 0);
+    };
+  }
+
   /** Hardware restarts survived. */
   restartedHardware = 0;
 
