@@ -18,3 +18,6 @@ try {
   process.stderr.write(`ringvisor: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exitCode = 2;
 }
+// The toolstack's commands are done when main returns: if something still holds the event loop
+// (a runtime that would not stop), exit anyway rather than hang a script or a CI job.
+if (entry.includes('/dom0/')) setTimeout(() => process.exit(process.exitCode), 3000).unref();
