@@ -161,7 +161,6 @@ faults:
     const { FAULT_KINDS } = await import('../src/faults/plan.js');
     const want = Object.keys(FAULT_KINDS).filter((k) => k !== 'disk.bitflip' && k !== 'backend.lie');
     expect([...new Set(faults.map((f) => f.kind))].sort()).toEqual(want.sort());
-    let refused = 0;
     for (const r of reports) {
       expect(r.recoveryMs.length).toBeGreaterThan(5);
       // dom0 survived every hostile frontend and answered each bad request with an error.
@@ -169,13 +168,10 @@ faults:
         for (const [attack, o] of Object.entries(g.attacks ?? {})) {
           if (attack === 'garbage' || attack === 'foreign-gref' || attack === 'stale-gref') expect(o.okay, `${g.name} ${attack}`).toBe(0);
           // A revocation either met a mapping (refused, atomically) or came just after the unmap
-          // (allowed); the ledger above proves no allowed one was ever used by dom0 afterwards.
-          if (attack === 'revoke-mapped') refused += o.refused;
+          // (allowed); how many met one is timing. The clean ledger above shows no revoked page
+          // was used by dom0 afterwards.
         }
     }
-    // How many sweeps met a mapping is timing; that none that did succeeded is the guarantee
-    // (GrantTable's CAS), and the clean ledger above shows no revoked page was used after.
-    expect(refused).toBeGreaterThanOrEqual(0);
     // Same seed, same schedule.
     expect(JSON.stringify(reports[0].faults.map((f) => [f.id, f.who]))).toMatch(/s01-/);
   }, 240_000);
