@@ -26,6 +26,7 @@ import {
   type TraceEvent,
 } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
+import type { Domain } from '../hypervisor/hypervisor.js';
 import type { SplitBackend, BackendCounters } from '../backends/split-backend.js';
 import type { ClusterSnapshot, DeviceRow, DomainRow, HostRow, RingEntries, RingRow, RuntimeRow, TimelineEntry } from './model.js';
 
@@ -188,26 +189,9 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
         const st = stats.find((s) => s?.domid === domid);
         const cpuPct = st?.busyMs !== undefined ? this.cpuPercent(`${hn}/${domid}`, st.busyMs, now) : 0;
         const row: DomainRow = {
-          host: hn,
-          domid,
-          name: d.name,
-          state: d.state,
-          memKiB: d.memory.buffer.byteLength / 1024,
-          vcpus: 1,
-          uptimeSec: Math.round((now - d.createdAt) / 1000),
-          cpuPct: Math.round(cpuPct * 10) / 10,
-          netTxPackets: 0,
-          netTxBytes: 0,
-          netRxPackets: 0,
-          netRxBytes: 0,
-          vbdReads: 0,
-          vbdWrites: 0,
-          vbdSectorsRead: 0,
-          vbdSectorsWritten: 0,
-          eventsPerSec: 0,
+          ...domainRow(hn, d, now, cpuPct),
           integrityChecked: st?.integrity.checked ?? 0,
           integrityFailures: st?.integrity.failures ?? 0,
-          devices: [],
         };
         for (const b of backends.filter((x) => x.frontDomid === domid)) {
           const m = b.metrics as BackendCounters & Record<string, number>;
@@ -285,26 +269,12 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     const key = `${host.config.name}/0`;
     const cpuPct = this.cpuPercent(key, performance.eventLoopUtilization().active, now);
     return {
-      host: host.config.name,
-      domid: 0,
-      name: d.name,
-      state: d.state,
-      memKiB: d.memory.buffer.byteLength / 1024,
-      vcpus: 1,
-      uptimeSec: Math.round((now - d.createdAt) / 1000),
-      cpuPct: Math.round(cpuPct * 10) / 10,
+      ...domainRow(host.config.name, d, now, cpuPct),
       netTxPackets: host.nic?.counters.txFrames ?? 0,
       netTxBytes: host.nic?.counters.txBytes ?? 0,
       netRxPackets: host.nic?.counters.rxFrames ?? 0,
       netRxBytes: host.nic?.counters.rxBytes ?? 0,
-      vbdReads: 0,
-      vbdWrites: 0,
-      vbdSectorsRead: 0,
-      vbdSectorsWritten: 0,
       eventsPerSec: Math.round(this.rate(`${key}/received`, host.hv.dom0Events.counters.received, now)),
-      integrityChecked: 0,
-      integrityFailures: 0,
-      devices: [],
     };
   }
 
@@ -356,4 +326,30 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       paused: b.paused,
     };
   }
+}
+
+/** A domain's row with its identity filled in and every I/O figure at zero (callers add theirs). */
+function domainRow(host: string, d: Domain, now: number, cpuPct: number): DomainRow {
+  return {
+    host,
+    domid: d.domid,
+    name: d.name,
+    state: d.state,
+    memKiB: d.memory.buffer.byteLength / 1024,
+    vcpus: 1,
+    uptimeSec: Math.round((now - d.createdAt) / 1000),
+    cpuPct: Math.round(cpuPct * 10) / 10,
+    netTxPackets: 0,
+    netTxBytes: 0,
+    netRxPackets: 0,
+    netRxBytes: 0,
+    vbdReads: 0,
+    vbdWrites: 0,
+    vbdSectorsRead: 0,
+    vbdSectorsWritten: 0,
+    eventsPerSec: 0,
+    integrityChecked: 0,
+    integrityFailures: 0,
+    devices: [],
+  };
 }
