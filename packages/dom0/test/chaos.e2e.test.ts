@@ -6,58 +6,27 @@
  * Every process is killed by pid when a test ends, pass or fail.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ChaosReport } from '../src/faults/campaign.js';
+import { ROOT, cleanUp, runCli, tempDir, type CliResult } from './support/cli.js';
 
-const ROOT = resolve(import.meta.dirname, '../../..');
-const CLI = join(ROOT, 'bin/ringvisor.mjs');
-const children: ChildProcess[] = [];
-const dirs: string[] = [];
+afterEach(cleanUp);
 
-afterEach(() => {
-  for (const c of children.splice(0))
-    if (c.exitCode === null && c.signalCode === null && c.pid)
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function chaos(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; report?: ChaosReport; cwd: string }> {
-  const cwd = mkdtempSync(join(tmpdir(), 'rv-chaos-'));
-  dirs.push(cwd);
-  const child = spawn(process.execPath, [CLI, 'chaos', '--observe', '127.0.0.1:0', '--json', 'report.json', ...args], {
-    cwd,
-    env: { ...process.env, LOG_LEVEL: 'error', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  return new Promise((r) =>
-    child.on('exit', (code) => {
-      let report: ChaosReport | undefined;
-      try {
-        report = JSON.parse(readFileSync(join(cwd, 'report.json'), 'utf8')) as ChaosReport;
-      } catch {
-        /* none written */
-      }
-      r({ code, stdout, stderr, cwd, ...(report ? { report } : {}) });
-    }),
-  );
+async function chaos(args: string[], env: Record<string, string> = {}): Promise<CliResult & { report?: ChaosReport; cwd: string }> {
+  const cwd = tempDir('rv-chaos-');
+  const r = await runCli(['chaos', '--observe', '127.0.0.1:0', '--json', 'report.json', ...args], cwd, { LOG_LEVEL: 'error', ...env }).done;
+  let report: ChaosReport | undefined;
+  try {
+    report = JSON.parse(readFileSync(join(cwd, 'report.json'), 'utf8')) as ChaosReport;
+  } catch {
+    /* none written */
+  }
+  return { ...r, cwd, ...(report ? { report } : {}) };
 }
 
 function plan(text: string): string {
-  const d = mkdtempSync(join(tmpdir(), 'rv-plan-'));
-  dirs.push(d);
-  const f = join(d, 'plan.yaml');
+  const f = join(tempDir('rv-plan-'), 'plan.yaml');
   writeFileSync(f, text);
   return f;
 }

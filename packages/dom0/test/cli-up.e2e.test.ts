@@ -4,48 +4,18 @@
  * by pid when a test ends, pass or fail.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadConfigFile } from '../src/toolstack/config.js';
 import { toolForTests, tsharkRead } from './support/tools.js';
+import { ROOT, cleanUp, runCli, tempDir } from './support/cli.js';
 
 const haveTshark = toolForTests('tshark', 'tshark');
 
-const ROOT = resolve(import.meta.dirname, '../../..');
-const CLI = join(ROOT, 'bin/ringvisor.mjs');
-const children: ChildProcess[] = [];
-const dirs: string[] = [];
+afterEach(cleanUp);
 
-afterEach(() => {
-  for (const c of children.splice(0))
-    if (c.exitCode === null && c.signalCode === null && c.pid)
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function run(args: string[], cwd: string, env: Record<string, string> = {}): { child: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d) => (stdout += d));
-  child.stderr!.on('data', (d) => (stderr += d));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) => child.on('exit', (code) => r({ code, stdout, stderr })));
-  return { child, done };
-}
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'rv-cli-'));
-  dirs.push(d);
-  return d;
-}
+const run = runCli;
 
 interface Summary {
   transport: string;
@@ -147,7 +117,7 @@ describe('ringvisor up', () => {
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/authentication failed/);
     const d = await Promise.race([dom0.done, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('dom0 did not finish')), 60_000))]).catch(async (e) => {
-      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      cleanUp();
       const outs = await Promise.all([dom0.done, hw.done, g1.done, g2.done]);
       throw new Error(`${(e as Error).message}\n${outs.map((o) => o.stderr.slice(-1500)).join('\n----\n')}`);
     });
