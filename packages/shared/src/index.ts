@@ -17,3 +17,4 @@ export * from './trace/pcapng.js';
 export * from './trace/forward.js';
 export * from './util/prng.js';
 export * from './transport/toxics.js';
+export * from './trap/index.js';
