@@ -18,3 +18,4 @@ export * from './trace/forward.js';
 export * from './util/prng.js';
 export * from './transport/toxics.js';
 export * from './trap/index.js';
+export * from './trap/ioreq.js';

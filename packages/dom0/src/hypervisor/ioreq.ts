@@ -1,0 +1,180 @@
+/**
+ * The hypervisor's half of trapped port I/O for one guest (Xen's ioreq server): it owns the
+ * guest's I/O port map (which device model decodes which range), claims each request the vCPU
+ * posts in its slot (shared/trap/ioreq.ts), runs the device model's handler, and answers.
+ *
+ * Waking up for every access would cost an event-loop turn per trap (tens of µs on this
+ * machine). A driver's accesses come in bursts (RAP then RDP, 256 data words per sector), so
+ * after answering, the server keeps polling the slot for `pollUs` — as KVM's halt polling does —
+ * and the vCPU skips its kick while the server says it is polling. The server then stops polling
+ * and re-checks once, so an access posted as it stopped is never missed (ring.h's final check).
+ * Work per wake-up is bounded (`sliceUs`): a guest hammering its ports cannot monopolise dom0.
+ */
+import {
+  IoReqSlotServer,
+  floatingBus,
+  publishTrace,
+  traceChannel,
+  traceNow,
+  IO_DIR_IN,
+  InvalidArgumentError,
+  type EventChannelGate,
+  type IoReq,
+  type IoSize,
+  type PortIoHandler,
+  type Logger,
+} from '@ringvisor/shared';
+
+const trapChannel = traceChannel('trap');
+
+export interface IoPortRange {
+  /** Who decodes it, for views and errors (e.g. "lance0", "ata0.cmd"). */
+  name: string;
+  base: number;
+  length: number;
+  handler: PortIoHandler;
+}
+
+export interface IoReqCounters {
+  /** Port accesses handled (each one a trap of the guest's vCPU). */
+  traps: number;
+  /** Context changes the traps caused: out of the guest's world to dom0's device model and back. */
+  worldSwitches: number;
+  reads: number;
+  writes: number;
+  /** Accesses claimed while polling (no wake-up needed). */
+  polled: number;
+  /** Wake-ups of the server (event deliveries that found work, plus polls). */
+  wakeups: number;
+  /** Accesses to ports no device decodes (read as all ones, writes dropped). */
+  unassigned: number;
+  /** Device model handlers that threw (a bug: the access still completed). */
+  handlerErrors: number;
+}
+
+export interface IoReqServerOptions {
+  domid: number;
+  slot: SharedArrayBuffer;
+  /** dom0's event gate and its end of the guest's ioreq channel. */
+  events: EventChannelGate;
+  port: number;
+  log: Logger;
+  /** Hypervisor-wide counters (traps, world switches) this server adds to. */
+  global?: { traps: number; worldSwitches: number };
+  host?: string;
+  /** Keep polling the slot this long after an access (0: wake per access). */
+  pollUs?: number;
+  /** Most time spent handling accesses in one wake-up before yielding to other work. */
+  sliceUs?: number;
+}
+
+export class IoReqServer {
+  readonly counters: IoReqCounters = { traps: 0, worldSwitches: 0, reads: 0, writes: 0, polled: 0, wakeups: 0, unassigned: 0, handlerErrors: 0 };
+  private readonly ranges: IoPortRange[] = [];
+  private readonly slot: IoReqSlotServer;
+  private readonly pollUs: number;
+  private readonly sliceUs: number;
+  private closed = false;
+  private rescheduled = false;
+
+  constructor(private readonly o: IoReqServerOptions) {
+    this.slot = new IoReqSlotServer(o.slot);
+    this.pollUs = o.pollUs ?? 50;
+    this.sliceUs = o.sliceUs ?? 2_000;
+    o.events.on(o.port, () => this.wake());
+  }
+
+  /** Decode `[base, base+length)` with `handler`. Ranges may not overlap. */
+  map(range: IoPortRange): void {
+    const { base, length } = range;
+    if (!Number.isInteger(base) || !Number.isInteger(length) || base < 0 || length < 1 || base + length > 0x10000)
+      throw new InvalidArgumentError(`I/O range ${range.name} 0x${base.toString(16)}+${length} is outside 0..0xffff`);
+    const clash = this.ranges.find((r) => base < r.base + r.length && r.base < base + length);
+    if (clash) throw new InvalidArgumentError(`I/O range ${range.name} overlaps ${clash.name}`);
+    this.ranges.push(range);
+  }
+
+  unmap(name: string): void {
+    const i = this.ranges.findIndex((r) => r.name === name);
+    if (i >= 0) this.ranges.splice(i, 1);
+  }
+
+  /** The ranges mapped, for views. */
+  portMap(): Array<{ name: string; base: number; length: number }> {
+    return this.ranges.map(({ name, base, length }) => ({ name, base, length }));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.o.events.off(this.o.port);
+    this.slot.setPolling(false);
+  }
+
+  private dispatch = (req: IoReq): number => {
+    const c = this.counters;
+    c.traps++;
+    c.worldSwitches += 2;
+    if (this.o.global) {
+      this.o.global.traps++;
+      this.o.global.worldSwitches += 2;
+    }
+    const read = req.dir === IO_DIR_IN;
+    if (read) c.reads++;
+    else c.writes++;
+    if (trapChannel.hasSubscribers)
+      publishTrace({ kind: 'trap', t: traceNow(), host: this.o.host ?? '', domid: this.o.domid, port: req.port, size: req.size, write: !read, ...(read ? {} : { value: req.data }) });
+    const r = this.find(req.port, req.size);
+    if (!r) {
+      c.unassigned++;
+      return read ? floatingBus(req.size) : 0;
+    }
+    const off = req.port - r.base;
+    if (read) return r.handler.ioRead(off, req.size);
+    r.handler.ioWrite(off, req.size, req.data);
+    return 0;
+  };
+
+  private find(port: number, size: IoSize): IoPortRange | undefined {
+    // An access decodes to the range holding its first byte and must fit in it.
+    for (const r of this.ranges) if (port >= r.base && port + size <= r.base + r.length) return r;
+    return undefined;
+  }
+
+  private serveOne(): boolean {
+    try {
+      return this.slot.serve(this.dispatch);
+    } catch (e) {
+      this.counters.handlerErrors++;
+      this.o.log.error({ err: e, domid: this.o.domid }, 'device model handler threw on a port access');
+      return true;
+    }
+  }
+
+  /** An event (or a poll) on the ioreq port: serve, then keep polling while accesses keep coming. */
+  private wake(): void {
+    if (this.closed) return;
+    this.rescheduled = false;
+    if (!this.slot.ready()) return;
+    this.counters.wakeups++;
+    const start = performance.now();
+    const sliceEnd = start + this.sliceUs / 1000;
+    const pollMs = this.pollUs / 1000;
+    this.slot.setPolling(this.pollUs > 0);
+    let idleSince = performance.now();
+    for (;;) {
+      if (this.serveOne()) {
+        idleSince = performance.now();
+        if (idleSince > sliceEnd) break;
+        continue;
+      }
+      if (this.pollUs === 0 || performance.now() - idleSince > pollMs) break;
+      if (this.slot.ready()) this.counters.polled++;
+    }
+    this.slot.setPolling(false);
+    // Final check: an access posted while we were stopping polling skipped its kick.
+    if (this.slot.ready() && !this.rescheduled) {
+      this.rescheduled = true;
+      setImmediate(() => this.wake());
+    }
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * The I/O request slot: how a trapped port access travels from a vCPU to the device model's
+ * owner and back (Xen's `struct ioreq` in the shared ioreq page, one slot per vCPU).
+ *
+ * Layout (Int32 words of a SharedArrayBuffer, one 64-byte slot per vCPU):
+ *
+ *   word 0  state   NONE 0 → READY 1 (vCPU) → INPROCESS 2 (server) → RESP_READY 3 (server) → NONE (vCPU)
+ *   word 1  seq     incremented by the vCPU for every request (a server can tell a new access from
+ *                   the one it just answered, and trace it)
+ *   word 2  port    x86 I/O port, 0..0xffff
+ *   word 3  size    1, 2 or 4
+ *   word 4  dir     IO_DIR_OUT 0 / IO_DIR_IN 1
+ *   word 5  data    the value written (OUT), or the value read (IN, written by the server)
+ *   word 6  polling 1 while the server is polling the slot (written by the server only)
+ *
+ * Who writes what, and why the order matters:
+ *  - The vCPU fills port/size/dir/data, then stores state = READY (an Atomics store: everything
+ *    before it is visible to whoever reads READY), then kicks the server (an event-channel send,
+ *    as Xen notifies the ioreq server on a per-vCPU port) unless the server says it is polling,
+ *    then blocks in `Atomics.wait` while the state is READY or INPROCESS. Nothing else runs on
+ *    that vCPU meanwhile: that is the trap.
+ *  - A server that stops polling stores polling = 0 and then re-reads the state. With the
+ *    vCPU's "store READY, then load polling" this is ring.h's final check: at least one side
+ *    sees the other's store, so a request is never left without a kick or a poll.
+ *  - The server claims the request with compare-exchange READY → INPROCESS (a spurious or
+ *    repeated kick finds nothing to claim), handles it, writes data, then stores RESP_READY and
+ *    notifies the slot. The vCPU reads data only after it has seen RESP_READY.
+ *  - The vCPU stores NONE once it has taken the answer; only then may it fill the slot again.
+ *
+ * A vCPU whose server never answers (dom0 gone) does not hang forever: after `deadlineMs` the
+ * access completes as a read of a floating bus (all ones) and is counted as `timeouts`.
+ */
+import { IO_DIR_IN, IO_DIR_OUT, floatingBus, ioMask, type IoSize, type PortIo } from './index.js';
+
+export const IOREQ_SLOT_BYTES = 64;
+export const IOREQ_NONE = 0;
+export const IOREQ_READY = 1;
+export const IOREQ_INPROCESS = 2;
+export const IOREQ_RESP_READY = 3;
+
+const W_STATE = 0;
+const W_SEQ = 1;
+const W_PORT = 2;
+const W_SIZE = 3;
+const W_DIR = 4;
+const W_DATA = 5;
+const W_POLLING = 6;
+
+export function createIoReqSlot(): SharedArrayBuffer {
+  return new SharedArrayBuffer(IOREQ_SLOT_BYTES);
+}
+
+/** One access as the server sees it, read once from the slot. */
+export interface IoReq {
+  seq: number;
+  port: number;
+  size: IoSize;
+  dir: typeof IO_DIR_OUT | typeof IO_DIR_IN;
+  data: number;
+}
+
+export interface VcpuTrapCounters {
+  /** Port accesses this vCPU made, each one a trap. */
+  traps: number;
+  /** Accesses that got no answer before the deadline (the server is gone). */
+  timeouts: number;
+  /** Microseconds this vCPU spent blocked in traps. */
+  blockedUs: number;
+  /** Event-channel kicks sent to the server, and kicks skipped because it was polling. */
+  kicks: number;
+  kicksSuppressed: number;
+}
+
+/**
+ * The vCPU side: port I/O instructions that block the calling thread until answered. `kick`
+ * notifies the server that a request is READY (an event-channel send to the ioreq port).
+ */
+export class VcpuPortIo implements PortIo {
+  readonly counters: VcpuTrapCounters = { traps: 0, timeouts: 0, blockedUs: 0, kicks: 0, kicksSuppressed: 0 };
+  private readonly w: Int32Array;
+  private seq = 0;
+  /** Set after a timeout: the server is gone, later accesses fail at once instead of waiting again. */
+  private dead = false;
+
+  constructor(
+    slot: SharedArrayBuffer,
+    private readonly kick: () => void,
+    private readonly deadlineMs = 10_000,
+    /** Spin this long for the answer before blocking in Atomics.wait (0: block at once). */
+    private readonly spinUs = 20,
+  ) {
+    this.w = new Int32Array(slot, 0, IOREQ_SLOT_BYTES / 4);
+  }
+
+  private access(port: number, size: IoSize, dir: number, value: number): number {
+    this.counters.traps++;
+    if (this.dead) {
+      this.counters.timeouts++;
+      return floatingBus(size);
+    }
+    const w = this.w;
+    const t0 = performance.now();
+    this.seq = (this.seq + 1) | 0;
+    w[W_SEQ] = this.seq;
+    w[W_PORT] = port & 0xffff;
+    w[W_SIZE] = size;
+    w[W_DIR] = dir;
+    w[W_DATA] = ioMask(value, size) | 0;
+    Atomics.store(w, W_STATE, IOREQ_READY);
+    if (Atomics.load(w, W_POLLING) === 0) {
+      this.counters.kicks++;
+      this.kick();
+    } else this.counters.kicksSuppressed++;
+    const deadline = t0 + this.deadlineMs;
+    // A polling server answers within microseconds: spin briefly before sleeping.
+    const spinEnd = t0 + this.spinUs / 1000;
+    while (Atomics.load(w, W_STATE) !== IOREQ_RESP_READY && performance.now() < spinEnd);
+    for (;;) {
+      const s = Atomics.load(w, W_STATE);
+      if (s === IOREQ_RESP_READY) break;
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        // Take the request back if the server never claimed it; if it did, it may still answer
+        // into the slot, which the next access overwrites only after this NONE store.
+        Atomics.store(w, W_STATE, IOREQ_NONE);
+        this.dead = true;
+        this.counters.timeouts++;
+        this.counters.blockedUs += (performance.now() - t0) * 1000;
+        return floatingBus(size);
+      }
+      Atomics.wait(w, W_STATE, s, left);
+    }
+    const data = ioMask(Atomics.load(w, W_DATA), size);
+    Atomics.store(w, W_STATE, IOREQ_NONE);
+    this.counters.blockedUs += (performance.now() - t0) * 1000;
+    return dir === IO_DIR_IN ? data : 0;
+  }
+
+  inb(port: number): number {
+    return this.access(port, 1, IO_DIR_IN, 0);
+  }
+  inw(port: number): number {
+    return this.access(port, 2, IO_DIR_IN, 0);
+  }
+  inl(port: number): number {
+    return this.access(port, 4, IO_DIR_IN, 0);
+  }
+  outb(port: number, value: number): void {
+    this.access(port, 1, IO_DIR_OUT, value);
+  }
+  outw(port: number, value: number): void {
+    this.access(port, 2, IO_DIR_OUT, value);
+  }
+  outl(port: number, value: number): void {
+    this.access(port, 4, IO_DIR_OUT, value);
+  }
+}
+
+/**
+ * The server side of one slot: claim a READY request, let `handle` answer it, publish the answer.
+ * Returns false when there was nothing to claim (a spurious or polled kick).
+ */
+export class IoReqSlotServer {
+  private readonly w: Int32Array;
+  constructor(slot: SharedArrayBuffer) {
+    this.w = new Int32Array(slot, 0, IOREQ_SLOT_BYTES / 4);
+  }
+
+  /** Announce (or stop announcing) that this server polls the slot, so the vCPU need not kick. */
+  setPolling(on: boolean): void {
+    Atomics.store(this.w, W_POLLING, on ? 1 : 0);
+  }
+
+  /** True when a request is waiting to be claimed. */
+  ready(): boolean {
+    return Atomics.load(this.w, W_STATE) === IOREQ_READY;
+  }
+
+  serve(handle: (req: IoReq) => number): boolean {
+    const w = this.w;
+    if (Atomics.compareExchange(w, W_STATE, IOREQ_READY, IOREQ_INPROCESS) !== IOREQ_READY) return false;
+    // One read of each field into a private copy: the guest could rewrite the slot meanwhile.
+    const rawSize = w[W_SIZE];
+    const size: IoSize = rawSize === 1 || rawSize === 2 || rawSize === 4 ? rawSize : 1;
+    const req: IoReq = { seq: w[W_SEQ], port: w[W_PORT] & 0xffff, size, dir: w[W_DIR] === IO_DIR_IN ? IO_DIR_IN : IO_DIR_OUT, data: ioMask(w[W_DATA], size) };
+    let data = 0;
+    let failure: unknown;
+    try {
+      data = req.dir === IO_DIR_IN ? ioMask(handle(req), size) : (handle(req), 0);
+    } catch (e) {
+      // A device model must not throw on guest input; if one does, the access still completes
+      // (as a floating bus) so the vCPU is not left blocked, and the error goes to the caller.
+      data = floatingBus(size);
+      failure = e;
+    }
+    w[W_DATA] = data | 0;
+    Atomics.store(w, W_STATE, IOREQ_RESP_READY);
+    Atomics.notify(w, W_STATE);
+    if (failure !== undefined) throw failure;
+    return true;
+  }
+}
