@@ -3,10 +3,13 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import type { GuestBootSpec, GuestDeviceStats, GuestStats, Logger } from '@ringvisor/shared';
+import { VcpuPortIo, type GuestBootSpec, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
+import { PcnetDriver } from './drivers/pcnet/index.js';
+import { AtaDriver } from './drivers/ata/index.js';
+import type { BlockDevice } from './workloads/block-verifier.js';
 import { NetStack } from './net/index.js';
 import { BlockVerifier } from './workloads/block-verifier.js';
 import { UdpEchoServer, UdpFlowClient } from './workloads/udp-flows.js';
@@ -22,6 +25,10 @@ function macBytes(mac: string): Uint8Array {
 export class Guest {
   readonly blk: BlkFront[] = [];
   readonly net: Array<{ front: NetFront; stack: NetStack }> = [];
+  /** Emulated devices: their drivers do port I/O, each access a trap of this vCPU. */
+  readonly ata: Array<{ devid: number; driver: AtaDriver }> = [];
+  readonly pcnet: Array<{ devid: number; driver: PcnetDriver; stack: NetStack }> = [];
+  vcpu?: VcpuPortIo;
   private verifier?: BlockVerifier;
   private verifierRun?: Promise<void>;
   private echo?: UdpEchoServer;
@@ -41,12 +48,37 @@ export class Guest {
   ) {}
 
   async boot(): Promise<void> {
+    const emu = this.spec.emulated;
+    if (emu) {
+      const { events } = this.kernel;
+      this.vcpu = new VcpuPortIo(emu.ioreq.slot, () => events.send(emu.ioreq.port));
+    }
+    const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
     for (const v of this.spec.vbds) {
+      if (v.mode === 'emulated') {
+        const d = emu?.disks.find((x) => x.devid === v.devid);
+        if (!d || !this.vcpu) throw new Error(`emulated vbd ${v.devid}: the platform describes no such disk`);
+        const driver = new AtaDriver({ io: this.vcpu, onInterrupt: irq(d.irqPort), commandBase: d.commandBase, controlBase: d.controlBase });
+        await driver.probe();
+        this.ata.push({ devid: v.devid, driver });
+        continue;
+      }
       const b = new BlkFront(this.kernel, v.devid);
       await b.connect();
       this.blk.push(b);
     }
     for (const v of this.spec.vifs) {
+      if (v.mode === 'emulated') {
+        const n = emu?.nics.find((x) => x.devid === v.devid);
+        if (!n || !this.vcpu) throw new Error(`emulated vif ${v.devid}: the platform describes no such NIC`);
+        const driver = new PcnetDriver({ io: this.vcpu, base: n.base, memory: this.kernel.memory, frames: this.kernel.frames, onInterrupt: irq(n.irqPort) });
+        const { mac } = driver.probe();
+        await driver.open();
+        const stack = new NetStack({ mac, ip: v.ip, transmit: (f) => void driver.transmit(f) });
+        driver.onReceive((f) => stack.receive(f));
+        this.pcnet.push({ devid: v.devid, driver, stack });
+        continue;
+      }
       const front = new NetFront(this.kernel, v.devid);
       await front.connect();
       const stack = new NetStack({ mac: macBytes(front.mac || v.mac), ip: v.ip, transmit: (f) => void front.transmit(f) });
@@ -64,14 +96,14 @@ export class Guest {
     this.started = true;
     const w = this.spec.workloads;
     if (w.block) {
-      const dev = this.blk.find((b) => b.devid === w.block!.devid) ?? this.blk[0];
+      const dev = this.blockDevice(w.block.devid);
       this.verifier = new BlockVerifier({ device: dev, writer: this.spec.domid, blocks: w.block.blocks, queueDepth: w.block.queueDepth, seed: this.spec.seed, freshDevice: false });
       this.verifierRun = this.verifier.runFor(Infinity, () => this.stopRequested).catch((e: Error) => {
         this.fail(`block workload: ${e.message}`);
       });
     }
-    if (this.net.length > 0) {
-      const { stack } = this.net[0];
+    const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack;
+    if (stack) {
       this.echo = new UdpEchoServer({ stack, port: ECHO_PORT });
       if (w.udp) {
         w.udp.peers.forEach((p, i) => {
@@ -95,6 +127,11 @@ export class Guest {
         }, UDP_TICK_MS);
       }
     }
+  }
+
+  /** The block device with `devid`, whichever way it is reached (PV frontend or emulated disk). */
+  private blockDevice(devid: number): BlockDevice {
+    return this.blk.find((b) => b.devid === devid) ?? this.ata.find((a) => a.devid === devid)?.driver ?? this.blk[0] ?? this.ata[0].driver;
   }
 
   private fail(message: string): void {
@@ -127,6 +164,33 @@ export class Guest {
         bytes: m.txBytes + m.rxBytes,
         errors: m.txErrors + m.rxErrors + m.txDropped,
         detail: { ...m },
+      });
+    }
+    // The vCPU's traps (one vCPU serves every emulated device of this guest).
+    const c = this.vcpu?.counters;
+    const trapStats = () => ({ traps: c?.traps ?? 0, kicks: c?.kicks ?? 0, kicksSuppressed: c?.kicksSuppressed ?? 0, trapTimeouts: c?.timeouts ?? 0 });
+    for (const { devid, driver } of this.ata) {
+      const m = driver.metrics;
+      devices.push({
+        type: 'vbd',
+        devid,
+        mode: 'emulated',
+        ops: m.commands,
+        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
+        errors: m.errors,
+        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, ...trapStats() },
+      });
+    }
+    for (const { devid, driver } of this.pcnet) {
+      const m = driver.metrics;
+      devices.push({
+        type: 'vif',
+        devid,
+        mode: 'emulated',
+        ops: m.txPackets + m.rxPackets,
+        bytes: m.txBytes + m.rxBytes,
+        errors: m.rxErrors + m.txDropped,
+        detail: { ...m, ...trapStats() },
       });
     }
     const v = this.verifier?.stats;
@@ -174,7 +238,7 @@ export class Guest {
     await this.verifierRun;
     if (this.verifier && !failed) {
       try {
-        await this.blk[0].flush();
+        await this.blockDevice(this.spec.workloads.block!.devid).flush();
         await this.verifier.verifyAll();
       } catch (e) {
         this.fail(`final verification: ${(e as Error).message}`);
@@ -196,6 +260,7 @@ export class Guest {
     this.echo?.close();
     for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'netfront close'));
     for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
+    for (const { driver } of this.pcnet) driver.close();
     if ((this.state as GuestStats['state']) !== 'failed') this.state = 'stopped';
     return this.stats();
   }

@@ -71,6 +71,8 @@ export interface IoReqServerOptions {
 export class IoReqServer {
   readonly counters: IoReqCounters = { traps: 0, worldSwitches: 0, reads: 0, writes: 0, polled: 0, wakeups: 0, unassigned: 0, handlerErrors: 0 };
   private readonly ranges: IoPortRange[] = [];
+  /** Accesses per mapped range, by range name. */
+  readonly perRange = new Map<string, number>();
   private readonly slot: IoReqSlotServer;
   private readonly pollUs: number;
   private readonly sliceUs: number;
@@ -92,6 +94,7 @@ export class IoReqServer {
     const clash = this.ranges.find((r) => base < r.base + r.length && r.base < base + length);
     if (clash) throw new InvalidArgumentError(`I/O range ${range.name} overlaps ${clash.name}`);
     this.ranges.push(range);
+    this.perRange.set(range.name, 0);
   }
 
   unmap(name: string): void {
@@ -128,6 +131,7 @@ export class IoReqServer {
       c.unassigned++;
       return read ? floatingBus(req.size) : 0;
     }
+    this.perRange.set(r.name, (this.perRange.get(r.name) ?? 0) + 1);
     const off = req.port - r.base;
     if (read) return r.handler.ioRead(off, req.size);
     r.handler.ioWrite(off, req.size, req.data);

@@ -8,17 +8,30 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '@ringvisor/shared';
 
+/**
+ * How the guest reaches a device: `pv` a Xen split driver (frontend ↔ backend over a shared ring),
+ * `emulated` a real device's registers (Lance NIC, ATA disk) trapped to a device model.
+ */
+export type DeviceModeConfig = 'pv' | 'emulated';
+
+/** Where an emulated device's model runs: in dom0 (Xen HVM / QEMU). */
+export type EmulationPlacement = 'dom0';
+
 export interface VbdConfig {
   type: 'vbd';
   devid: number;
-  mode: 'pv';
+  mode: DeviceModeConfig;
+  /** Emulated only. */
+  placement?: EmulationPlacement;
   sizeMiB: number;
 }
 
 export interface VifConfig {
   type: 'vif';
   devid: number;
-  mode: 'pv';
+  mode: DeviceModeConfig;
+  /** Emulated only. */
+  placement?: EmulationPlacement;
   mac: string;
   ip: string;
   /** netback credit limit `bytes,usec`; absent = unlimited. */
@@ -113,7 +126,8 @@ const schema = {
                     properties: {
                       type: { enum: ['vbd', 'vif'] },
                       devid: { type: 'integer', minimum: 0, maximum: 65535 },
-                      mode: { enum: ['pv'] },
+                      mode: { enum: ['pv', 'emulated'] },
+                      placement: { enum: ['dom0'] },
                       sizeMiB: { type: 'integer', minimum: 1, maximum: 1048576 },
                       mac: { type: 'string', pattern: MAC },
                       ip: { type: 'string', pattern: IPV4 },
@@ -209,15 +223,20 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         const key = `${d.type}/${devid}`;
         if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
         seen.add(key);
+        const mode = (d.mode as DeviceModeConfig | undefined) ?? 'pv';
+        if (mode === 'pv' && 'placement' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "placement" applies to mode: emulated only`);
+        const emulation = mode === 'emulated' ? { placement: (d.placement as EmulationPlacement | undefined) ?? 'dom0' } : {};
         if (d.type === 'vbd') {
           for (const k of ['mac', 'ip', 'rate']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
-          return { type: 'vbd', devid, mode: 'pv', sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
+          return { type: 'vbd', devid, mode, ...emulation, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
         }
         if ('sizeMiB' in d) throw new ConfigError(`${origin}: guest ${gname} vif: "sizeMiB" belongs on a vbd`);
+        if (mode === 'emulated' && 'rate' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is netback's credit limit; an emulated NIC has none (use mode: pv)`);
         return {
           type: 'vif',
           devid,
-          mode: 'pv',
+          mode,
+          ...emulation,
           mac: (d.mac as string | undefined) ?? guestMac(hi, gi, devid),
           ip: (d.ip as string | undefined) ?? guestIp(hi, gi),
           ...(d.rate ? { rate: d.rate as string } : {}),
@@ -230,12 +249,16 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       };
       const b = w.block as RawObject | undefined;
       const u = w.udp as RawObject | undefined;
+      const emulatedDisks = devices.filter((d) => d.type === 'vbd' && d.mode === 'emulated').length;
+      if (emulatedDisks > 2) throw new ConfigError(`${origin}: guest ${gname} has ${emulatedDisks} emulated vbds; an emulated PC has two ATA channels (use mode: pv for the rest)`);
+      // PIO moves a sector with 256 trapped accesses: an emulated disk's default workload is smaller.
+      const blockEmulated = devices.find((d) => d.type === 'vbd')?.mode === 'emulated';
       return {
         name: gname,
         memoryMiB: (g.memoryMiB as number | undefined) ?? 32,
         devices,
         workloads: {
-          ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? 256, queueDepth: (b.queueDepth as number | undefined) ?? 8 } } : {}),
+          ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? (blockEmulated ? 32 : 256), queueDepth: (b.queueDepth as number | undefined) ?? (blockEmulated ? 1 : 8) } } : {}),
           ...(u
             ? { udp: { peers: (u.peers as string[] | 'all' | undefined) ?? 'all', payloadBytes: (u.payloadBytes as number | undefined) ?? 512, window: (u.window as number | undefined) ?? 16 } }
             : {}),

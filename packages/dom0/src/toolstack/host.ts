@@ -13,6 +13,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import {
   DOMID_HW,
+  ConfigError,
   FrameAllocator,
   CONTROL_PING,
   GUEST_BOOT,
@@ -48,6 +49,7 @@ import { SkbPool } from '../drivers/skb.js';
 import { BlkBackend } from '../backends/blk/device.js';
 import { NetBackend } from '../backends/net/device.js';
 import { SoftwareBridge, type BridgePort } from '../backends/net/bridge.js';
+import { EmulatedPlatform } from '../devicemodels/platform.js';
 import type { GuestConfig, HostConfig } from './config.js';
 
 export interface GuestHandle {
@@ -365,12 +367,25 @@ export class Host {
    */
   async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
     const { hv } = this;
-    const domain = hv.createDomain(config.name, config.memoryMiB, this.opts.linkedGuests === true || this.opts.ws !== undefined);
+    const linked = this.opts.linkedGuests === true || this.opts.ws !== undefined;
+    const emulated = config.devices.filter((d) => d.mode === 'emulated');
+    if (emulated.length > 0 && linked)
+      throw new ConfigError(
+        `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) run in the threads transport for now — the vCPU blocks on an I/O request slot in shared memory. Use --transport threads, or mode: pv for these devices.`,
+      );
+    const domain = hv.createDomain(config.name, config.memoryMiB, linked);
     await this.attachMemoryToHardware(domain);
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
+    const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log) : undefined;
     const s = hv.dom0Store;
     for (const d of config.devices) {
+      if (d.mode === 'emulated') {
+        // No xenbus for an emulated device: the guest finds it at its I/O ports, as on a PC.
+        if (d.type === 'vbd') platform!.addDisk(d.devid, this.disk, this.frames, this.diskRegion(config.name, d.devid, d.sizeMiB));
+        else platform!.addNic(d.devid, d.mac, this.bridge);
+        continue;
+      }
       const fdir = frontendPath(domain.domid, d.type, d.devid);
       const bdir = backendPath(0, d.type, domain.domid, d.devid);
       // The toolstack writes both halves of the device before either driver looks (as xl does).
@@ -382,17 +397,8 @@ export class Host {
       await s.write(`${bdir}/online`, '1');
       await s.write(`${bdir}/state`, String(XenbusState.Initialising));
       if (d.type === 'vbd') {
-        const sectors = d.sizeMiB * 2048;
-        // A guest keeps its disk region across reboots (its data is there when it comes back).
-        const key = `${config.name}/${d.devid}`;
-        let region = this.regions.get(key);
-        if (!region) {
-          if (this.nextSector + sectors > this.disk.sectors) throw new Error(`physical disk too small for ${config.name}'s vbd`);
-          region = { start: this.nextSector, sectors };
-          this.nextSector += sectors;
-          this.regions.set(key, region);
-        }
-        await s.write(`${bdir}/params`, `phy:${this.config.name}-disk@${region.start}+${sectors}`);
+        const region = this.diskRegion(config.name, d.devid, d.sizeMiB);
+        await s.write(`${bdir}/params`, `phy:${this.config.name}-disk@${region.start}+${region.sectors}`);
         const b = new BlkBackend(hv, this.disk, domain.domid, d.devid, region, this.log);
         await b.start();
         blk.push(b);
@@ -405,8 +411,31 @@ export class Host {
         net.push(n);
       }
     }
-    this.created.push({ domain, blk, net });
+    this.created.push({ domain, blk, net, ...(platform ? { platform } : {}) });
     return { domain, blk, net };
+  }
+
+  /** A guest disk's region of the physical disk, kept across reboots (its data is there when it comes back). */
+  private diskRegion(guest: string, devid: number, sizeMiB: number): { start: number; sectors: number } {
+    const sectors = sizeMiB * 2048;
+    const key = `${guest}/${devid}`;
+    let region = this.regions.get(key);
+    if (!region) {
+      if (this.nextSector + sectors > this.disk.sectors) throw new Error(`physical disk too small for ${guest}'s disk ${devid}`);
+      region = { start: this.nextSector, sectors };
+      this.nextSector += sectors;
+      this.regions.set(key, region);
+    }
+    return region;
+  }
+
+  /** The emulated platform of a domain (its ioreq server and device models), if it has one. */
+  platformOf(domid: number): EmulatedPlatform | undefined {
+    return this.created.find((c) => c.domain.domid === domid)?.platform;
+  }
+
+  platforms(): EmulatedPlatform[] {
+    return this.created.flatMap((c) => (c.platform ? [c.platform] : []));
   }
 
   /**
@@ -421,6 +450,7 @@ export class Host {
     this.log.warn({ domid: c.domain.domid, guest: handle.config.name }, 'guest runtime gone; reclaiming its domain');
     for (const b of c.blk) await b.destroy().catch(() => {});
     for (const n of c.net) await n.destroy().catch(() => {});
+    await c.platform?.destroy().catch(() => {});
     try {
       this.hv.destroyDomain(c.domain.domid);
     } catch {
@@ -563,7 +593,7 @@ export class Host {
   }
 
   /** Every domain the toolstack created on this host, booted or not. */
-  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> = [];
+  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[]; platform?: EmulatedPlatform }> = [];
 
   blkBackends(): BlkBackend[] {
     return this.created.flatMap((c) => c.blk);
@@ -575,8 +605,9 @@ export class Host {
 
   private launchGuest(config: GuestConfig, domain: Domain, blk: BlkBackend[], net: NetBackend[]): GuestHandle {
     const { hv, ips } = this;
-    const vifs = config.devices.flatMap((d) => (d.type === 'vif' ? [{ devid: d.devid, ip: d.ip, mac: d.mac }] : []));
-    const vbds = config.devices.flatMap((d) => (d.type === 'vbd' ? [{ devid: d.devid }] : []));
+    const vifs = config.devices.flatMap((d) => (d.type === 'vif' ? [{ devid: d.devid, ip: d.ip, mac: d.mac, mode: d.mode }] : []));
+    const vbds = config.devices.flatMap((d) => (d.type === 'vbd' ? [{ devid: d.devid, mode: d.mode }] : []));
+    const platform = this.platformOf(domain.domid);
     const udp = config.workloads.udp;
     const peers = udp
       ? (udp.peers === 'all' ? [...ips.keys()].filter((n) => n !== config.name) : udp.peers).flatMap((name) => {
@@ -593,6 +624,7 @@ export class Host {
       ...(this.opts.linkedGuests || this.opts.ws ? {} : { shared: { memory: domain.memory.buffer, grantTable: domain.grantTable, eventMemory: hv.eventMemory } }),
       vbds,
       vifs,
+      ...(platform ? { emulated: platform.bootSpec() } : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
         ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window } } : {}),

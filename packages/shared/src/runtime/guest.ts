@@ -15,12 +15,27 @@ export interface GuestBootSpec {
    * link without shared memory: it then allocates its own and talks through the domain link.
    */
   shared?: { memory: SharedArrayBuffer; grantTable: SharedArrayBuffer; eventMemory: SharedArrayBuffer };
-  vbds: Array<{ devid: number }>;
-  vifs: Array<{ devid: number; ip: string; mac: string }>;
+  /** `mode` absent = pv. */
+  vbds: Array<{ devid: number; mode?: DeviceMode }>;
+  vifs: Array<{ devid: number; ip: string; mac: string; mode?: DeviceMode }>;
+  /** Emulated devices (full emulation) and how to reach them; absent when the guest has none. */
+  emulated?: EmulatedDeviceSpec;
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
     udp?: { peers: Array<{ name: string; ip: string }>; payloadBytes: number; window: number };
   };
+}
+
+/**
+ * A guest's emulated platform, as its firmware would describe it: the vCPU's I/O request slot
+ * and the event port that kicks the ioreq server, and each device's I/O ports and virtual IRQ
+ * (an event port the device model raises). NIC addresses (ip/mac) are in `vifs` under the same
+ * devid; the MAC is also in the NIC's APROM.
+ */
+export interface EmulatedDeviceSpec {
+  ioreq: { slot: SharedArrayBuffer; port: number };
+  nics: Array<{ devid: number; base: number; irqPort: number }>;
+  disks: Array<{ devid: number; commandBase: number; controlBase: number; irqPort: number }>;
 }
 
 export type DeviceMode = 'pv' | 'emulated' | 'direct' | 'svio';

@@ -1,0 +1,4 @@
+export * from './device.js';
+export * from './metrics.js';
+export * from './registers.js';
+export * from './request.js';
