@@ -10,6 +10,8 @@ import { NetFront } from './drivers/netfront/index.js';
 import { PcnetDriver } from './drivers/pcnet/index.js';
 import { AtaDriver } from './drivers/ata/index.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
+import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
+import { ATA_ATTACKS, ataAttack, type AtaAttack, type AtaAttackOutcome } from './drivers/ata/misbehave.js';
 import { NetStack } from './net/index.js';
 import { BlockVerifier } from './workloads/block-verifier.js';
 import { UdpEchoServer, UdpFlowClient } from './workloads/udp-flows.js';
@@ -127,6 +129,32 @@ export class Guest {
         }, UDP_TICK_MS);
       }
     }
+  }
+
+  /**
+   * Turn this vCPU against one of its own emulated devices (fault plans, hostile-driver tests):
+   * `device` is "lance<devid>" or "ata<devid>". The driver re-opens or resets the device after.
+   */
+  async attackEmulated(device: string, attack: string, count: number, seed: number): Promise<PortAttackOutcome | AtaAttackOutcome> {
+    const emu = this.spec.emulated;
+    const m = /^(lance|ata)(\d+)$/.exec(device);
+    if (!m || !emu || !this.vcpu) throw new Error(`guest.attack: ${device} is not an emulated device of ${this.spec.name}`);
+    const devid = Number(m[2]);
+    if (m[1] === 'lance') {
+      const nic = this.pcnet.find((x) => x.devid === devid);
+      const where = emu.nics.find((x) => x.devid === devid);
+      if (!nic || !where) throw new Error(`guest.attack: no emulated NIC ${device}`);
+      if (!LANCE_ATTACKS.includes(attack as LanceAttack)) throw new Error(`guest.attack: unknown attack ${attack} for a Lance (one of ${LANCE_ATTACKS.join(', ')})`);
+      const out = lanceAttack({ io: this.vcpu, base: where.base, memory: this.kernel.memory, frames: this.kernel.frames }, attack as LanceAttack, count, seed);
+      await nic.driver.reopen();
+      return { ...out, recovered: true };
+    }
+    const disk = this.ata.find((x) => x.devid === devid);
+    const where = emu.disks.find((x) => x.devid === devid);
+    if (!disk || !where) throw new Error(`guest.attack: no emulated disk ${device}`);
+    if (!ATA_ATTACKS.includes(attack as AtaAttack)) throw new Error(`guest.attack: unknown attack ${attack} for an ATA disk (one of ${ATA_ATTACKS.join(', ')})`);
+    const io = this.vcpu;
+    return disk.driver.exclusive(() => ataAttack({ io, commandBase: where.commandBase, controlBase: where.controlBase, sectors: disk.driver.sectors }, attack as AtaAttack, count, seed));
   }
 
   /** The block device with `devid`, whichever way it is reached (PV frontend or emulated disk). */

@@ -44,12 +44,15 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   peer.handle(GUEST_START, () => guest.startWorkloads());
   peer.handle(GUEST_ATTACK, (p) => {
     const { device, attack, count, seed } = p as { device?: unknown; attack?: unknown; count?: unknown; seed?: unknown };
+    const n = typeof count === 'number' && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
+    const s = typeof seed === 'number' ? seed : 0;
+    const emulated = typeof device === 'string' ? /^(lance|ata)(\d+)$/.exec(device) : null;
+    if (emulated) return guest.attackEmulated(device as string, String(attack), n, s);
     const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
     const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-    if (!front) throw new Error(`guest.attack: no vbd ${String(device)} (ring attacks are implemented for blkfront)`);
-    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)}`);
-    const n = typeof count === 'number' && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
-    return front.attack(attack as BlkAttack, n, typeof seed === 'number' ? seed : 0);
+    if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>" and emulated "lance<devid>", "ata<devid>")`);
+    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
+    return front.attack(attack as BlkAttack, n, s);
   });
   peer.handle(GUEST_FREEZE, (p) => {
     const { word, maxMs } = p as { word?: unknown; maxMs?: unknown };

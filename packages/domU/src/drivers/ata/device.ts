@@ -186,6 +186,18 @@ export class AtaDriver implements BlockDevice {
     });
   }
 
+  /**
+   * Run `op` with the drive to itself (between this driver's commands), then reset the drive
+   * before the next command: `op` may leave it in any state (a hostile program on this vCPU).
+   */
+  exclusive<T>(op: () => T): Promise<T> {
+    let out!: T;
+    return this.request(async () => {
+      out = op();
+      this.needsReset = true;
+    }).then(() => out);
+  }
+
   // ---- request queue ----
 
   /** Run `op` after every earlier request has finished (one command on the wire at a time). */

@@ -26,6 +26,9 @@ const RDP = 0x10;
 const RAP = 0x12;
 const RESET = 0x14;
 const BDP = 0x16;
+const DWIO_RAP = 0x14;
+const DWIO_RESET = 0x18;
+const DWIO_BDP = 0x1c;
 
 const CSR0_INIT = 0x0001;
 const CSR0_START = 0x0002;
@@ -149,24 +152,59 @@ export class PcnetDriver {
     this.metrics.portWrites++;
     this.o.io.outw(this.o.base + off, v);
   }
+  private inl(off: number): number {
+    this.metrics.portAccesses++;
+    this.metrics.portReads++;
+    return this.o.io.inl(this.o.base + off);
+  }
+  private outl(off: number, v: number): void {
+    this.metrics.portAccesses++;
+    this.metrics.portWrites++;
+    this.o.io.outl(this.o.base + off, v);
+  }
+  /**
+   * The chip's two register maps (pcnet32_wio / pcnet32_dwio): 16-bit I/O at RDP 0x10, RAP 0x12,
+   * RESET 0x14, BDP 0x16; or, once a 32-bit write switched it (only a hardware reset switches
+   * back), 32-bit I/O at 0x10, 0x14, 0x18, 0x1c. Probe finds which one answers.
+   */
+  private dwio = false;
+  private setRap(n: number): void {
+    if (this.dwio) this.outl(DWIO_RAP, n);
+    else this.outw(RAP, n);
+  }
+  private readRap(): number {
+    return this.dwio ? this.inl(DWIO_RAP) & 0xffff : this.inw(RAP);
+  }
   private readCsr(n: number): number {
-    this.outw(RAP, n);
-    return this.inw(RDP);
+    this.setRap(n);
+    return this.dwio ? this.inl(RDP) & 0xffff : this.inw(RDP);
   }
   private writeCsr(n: number, v: number): void {
-    this.outw(RAP, n);
-    this.outw(RDP, v & 0xffff);
+    this.setRap(n);
+    if (this.dwio) this.outl(RDP, v & 0xffff);
+    else this.outw(RDP, v & 0xffff);
   }
   private readBcr(n: number): number {
-    this.outw(RAP, n);
-    return this.inw(BDP);
+    this.setRap(n);
+    return this.dwio ? this.inl(DWIO_BDP) & 0xffff : this.inw(BDP);
   }
   private writeBcr(n: number, v: number): void {
-    this.outw(RAP, n);
-    this.outw(BDP, v & 0xffff);
+    this.setRap(n);
+    if (this.dwio) this.outl(DWIO_BDP, v & 0xffff);
+    else this.outw(BDP, v & 0xffff);
   }
   private reset(): void {
-    this.inw(RESET);
+    if (this.dwio) this.inl(DWIO_RESET);
+    else this.inw(RESET);
+  }
+
+  /** pcnet32_probe1's mode check: reset, CSR0 reads 0x0004, RAP reads back. */
+  private answers(dwio: boolean): boolean {
+    this.dwio = dwio;
+    this.reset();
+    if (this.readCsr(0) !== CSR0_STOP) return false;
+    this.setRap(88);
+    return this.readRap() === 88;
   }
 
   // --- probe, open, close ---------------------------------------------------------------------
@@ -175,10 +213,7 @@ export class PcnetDriver {
   probe(): { mac: Uint8Array; chipVersion: number } {
     if (this.state !== 'new') throw new DeviceError(`pcnet at 0x${this.o.base.toString(16)}: already probed`);
     const where = `pcnet at 0x${this.o.base.toString(16)}`;
-    this.reset();
-    if (this.readCsr(0) !== CSR0_STOP) throw new DeviceError(`${where}: CSR0 is not 0x0004 after reset (no chip?)`);
-    this.outw(RAP, 88); // pcnet32_wio_check
-    if (this.inw(RAP) !== 88) throw new DeviceError(`${where}: RAP does not read back`);
+    if (!this.answers(false) && !this.answers(true)) throw new DeviceError(`${where}: no chip answers in 16- or 32-bit I/O mode (CSR0 is not 0x0004 after reset)`);
     const id = (this.readCsr(88) | (this.readCsr(89) << 16)) >>> 0;
     if ((id & 0xfff) !== 0x003) throw new DeviceError(`${where}: unsupported chip id 0x${id.toString(16)}`);
     this.chipVersion = (id >>> 12) & 0xffff;
@@ -243,6 +278,17 @@ export class PcnetDriver {
     // IDON is left set (pcnet32: clearing it here upsets the '974): with IENA it raises the
     // first interrupt, which acknowledges it.
     this.writeCsr(0, CSR0_NORMAL);
+  }
+
+  /**
+   * Bring back a chip left in an unknown state (by a hostile program on this vCPU, or a wedged
+   * device): close, probe and open again — what `ip link set down/up` does.
+   */
+  async reopen(): Promise<void> {
+    this.close();
+    this.state = 'new';
+    this.probe();
+    await this.open();
   }
 
   /** pcnet32_close: read the missed-frame counter, STOP, back to 16-bit mode, free everything. */
