@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { VcpuPortIo, type GuestBootSpec, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -31,6 +31,10 @@ export class Guest {
   readonly ata: Array<{ devid: number; driver: AtaDriver }> = [];
   readonly pcnet: Array<{ devid: number; driver: PcnetDriver; stack: NetStack }> = [];
   vcpu?: VcpuPortIo;
+  /** Hosted placement: the VMM in this guest's world that every access goes through first. */
+  vmm?: HostedVmm;
+  /** What the emulated-device drivers execute their in/out instructions on. */
+  private io?: PortIo;
   private verifier?: BlockVerifier;
   private verifierRun?: Promise<void>;
   private echo?: UdpEchoServer;
@@ -53,14 +57,22 @@ export class Guest {
     const emu = this.spec.emulated;
     if (emu) {
       const { events } = this.kernel;
-      this.vcpu = new VcpuPortIo(emu.ioreq.slot, () => events.send(emu.ioreq.port));
+      if (emu.hosted) {
+        // Hosted: the VMM forwards what it cannot handle to the VMApp, which sleeps on the doorbell.
+        this.vcpu = new VcpuPortIo(emu.ioreq.slot, doorbellKick(emu.ioreq.slot));
+        this.vmm = new HostedVmm(this.vcpu, emu.hosted.vmm, emu.hosted.lances);
+        this.io = this.vmm;
+      } else {
+        this.vcpu = new VcpuPortIo(emu.ioreq.slot, () => events.send(emu.ioreq.port));
+        this.io = this.vcpu;
+      }
     }
     const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
     for (const v of this.spec.vbds) {
       if (v.mode === 'emulated') {
         const d = emu?.disks.find((x) => x.devid === v.devid);
-        if (!d || !this.vcpu) throw new Error(`emulated vbd ${v.devid}: the platform describes no such disk`);
-        const driver = new AtaDriver({ io: this.vcpu, onInterrupt: irq(d.irqPort), commandBase: d.commandBase, controlBase: d.controlBase });
+        if (!d || !this.io) throw new Error(`emulated vbd ${v.devid}: the platform describes no such disk`);
+        const driver = new AtaDriver({ io: this.io, onInterrupt: irq(d.irqPort), commandBase: d.commandBase, controlBase: d.controlBase });
         await driver.probe();
         this.ata.push({ devid: v.devid, driver });
         continue;
@@ -72,8 +84,8 @@ export class Guest {
     for (const v of this.spec.vifs) {
       if (v.mode === 'emulated') {
         const n = emu?.nics.find((x) => x.devid === v.devid);
-        if (!n || !this.vcpu) throw new Error(`emulated vif ${v.devid}: the platform describes no such NIC`);
-        const driver = new PcnetDriver({ io: this.vcpu, base: n.base, memory: this.kernel.memory, frames: this.kernel.frames, onInterrupt: irq(n.irqPort) });
+        if (!n || !this.io) throw new Error(`emulated vif ${v.devid}: the platform describes no such NIC`);
+        const driver = new PcnetDriver({ io: this.io, base: n.base, memory: this.kernel.memory, frames: this.kernel.frames, onInterrupt: irq(n.irqPort) });
         const { mac } = driver.probe();
         await driver.open();
         const stack = new NetStack({ mac, ip: v.ip, transmit: (f) => void driver.transmit(f) });
@@ -138,14 +150,14 @@ export class Guest {
   async attackEmulated(device: string, attack: string, count: number, seed: number): Promise<PortAttackOutcome | AtaAttackOutcome> {
     const emu = this.spec.emulated;
     const m = /^(lance|ata)(\d+)$/.exec(device);
-    if (!m || !emu || !this.vcpu) throw new Error(`guest.attack: ${device} is not an emulated device of ${this.spec.name}`);
+    if (!m || !emu || !this.io) throw new Error(`guest.attack: ${device} is not an emulated device of ${this.spec.name}`);
     const devid = Number(m[2]);
     if (m[1] === 'lance') {
       const nic = this.pcnet.find((x) => x.devid === devid);
       const where = emu.nics.find((x) => x.devid === devid);
       if (!nic || !where) throw new Error(`guest.attack: no emulated NIC ${device}`);
       if (!LANCE_ATTACKS.includes(attack as LanceAttack)) throw new Error(`guest.attack: unknown attack ${attack} for a Lance (one of ${LANCE_ATTACKS.join(', ')})`);
-      const out = lanceAttack({ io: this.vcpu, base: where.base, memory: this.kernel.memory, frames: this.kernel.frames }, attack as LanceAttack, count, seed);
+      const out = lanceAttack({ io: this.io, base: where.base, memory: this.kernel.memory, frames: this.kernel.frames }, attack as LanceAttack, count, seed);
       await nic.driver.reopen();
       return { ...out, recovered: true };
     }
@@ -153,7 +165,7 @@ export class Guest {
     const where = emu.disks.find((x) => x.devid === devid);
     if (!disk || !where) throw new Error(`guest.attack: no emulated disk ${device}`);
     if (!ATA_ATTACKS.includes(attack as AtaAttack)) throw new Error(`guest.attack: unknown attack ${attack} for an ATA disk (one of ${ATA_ATTACKS.join(', ')})`);
-    const io = this.vcpu;
+    const io = this.io;
     return disk.driver.exclusive(() => ataAttack({ io, commandBase: where.commandBase, controlBase: where.controlBase, sectors: disk.driver.sectors }, attack as AtaAttack, count, seed));
   }
 
@@ -194,9 +206,20 @@ export class Guest {
         detail: { ...m },
       });
     }
-    // The vCPU's traps (one vCPU serves every emulated device of this guest).
+    // The vCPU's traps (one vCPU serves every emulated device of this guest). Hosted: every
+    // access traps into the VMM; only those it forwards reach the slot (and switch worlds).
     const c = this.vcpu?.counters;
-    const trapStats = () => ({ traps: c?.traps ?? 0, kicks: c?.kicks ?? 0, kicksSuppressed: c?.kicksSuppressed ?? 0, trapTimeouts: c?.timeouts ?? 0 });
+    const vm = this.vmm?.counters;
+    const trapStats = () => ({
+      traps: vm?.traps ?? c?.traps ?? 0,
+      forwarded: c?.traps ?? 0,
+      worldSwitches: vm ? vm.worldSwitches : 2 * (c?.traps ?? 0),
+      handledInVmm: vm?.handledInVmm ?? 0,
+      combinedTransmits: vm?.combinedTransmits ?? 0,
+      kicks: c?.kicks ?? 0,
+      kicksSuppressed: c?.kicksSuppressed ?? 0,
+      trapTimeouts: c?.timeouts ?? 0,
+    });
     for (const { devid, driver } of this.ata) {
       const m = driver.metrics;
       devices.push({

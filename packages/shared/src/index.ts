@@ -19,3 +19,4 @@ export * from './util/prng.js';
 export * from './transport/toxics.js';
 export * from './trap/index.js';
 export * from './trap/ioreq.js';
+export * from './trap/hosted-vmm.js';

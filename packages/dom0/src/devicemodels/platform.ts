@@ -1,16 +1,29 @@
 /**
- * One guest's emulated platform in dom0 (Xen HVM with QEMU in dom0): the guest's ioreq server
- * and port map, and the device models it decodes — Lance NICs on the software bridge, ATA disks
- * on the guest's region of the physical disk. Each device gets a virtual IRQ: an event channel
- * from dom0 to the guest, raised when the model asserts its interrupt.
+ * One guest's emulated platform: its vCPU's ioreq slot, its port map and the device models it
+ * decodes — Lance NICs on the software bridge, ATA disks on the guest's region of the physical
+ * disk. Each device gets a virtual IRQ: an event channel from dom0 to the guest, raised when the
+ * model asserts its interrupt. Two placements of the models:
+ *
+ *   dom0     (Xen HVM / QEMU) dom0's ioreq server serves the slot; the models run on dom0's loop
+ *            and reach the bridge and the disk driver directly.
+ *   hosted   (VMware Workstation) a VMApp worker per guest owns the models (../vmapp/); the
+ *            guest's VMM (shared/trap/hosted-vmm.ts) forwards accesses to it; frames cross dom0's
+ *            bridge as VMNet reads/writes and sectors go through dom0's disk driver, on the
+ *            VMApp's control link.
  *
  * I/O map (what the guest's drivers probe, as a PC BIOS would assign it):
  *   Lance k      0xc000 + 0x20·k (32-byte window)
  *   ATA primary  0x1f0–0x1f7, 0x3f6;  ATA secondary 0x170–0x177, 0x376
  */
+import { MessageChannel } from 'node:worker_threads';
 import {
   GuestMemoryDma,
+  PortLink,
+  RpcPeer,
   createIoReqSlot,
+  createVmmShared,
+  runtimeEntry,
+  startRuntimeWorker,
   publishTrace,
   traceChannel,
   traceNow,
@@ -27,6 +40,17 @@ import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
 import { LanceDevice } from './lance/index.js';
 import { AtaDevice } from './ata/index.js';
 import { PhysicalDiskBacking } from './disk-backing.js';
+import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type VmAppSpec, type VmAppStats } from '../vmapp/vmapp.js';
+
+export type EmulationPlacement = 'dom0' | 'hosted';
+
+/** The hosted VMM's optimisations for one Lance (Sugerman et al.): off unless asked for. */
+export interface HostedNicOptions {
+  vmmIo?: boolean;
+  sendCombining?: boolean;
+}
+
+const MAX_LANCES = 8;
 
 const frameChannel = traceChannel('frame');
 
@@ -46,7 +70,10 @@ export interface EmulatedNic {
   kind: 'nic';
   devid: number;
   name: string;
-  model: LanceDevice;
+  /** The model, when it runs in dom0 (hosted: in the VMApp). */
+  model?: LanceDevice;
+  mac: string;
+  hosted?: HostedNicOptions;
   irq: IrqLine;
   base: number;
   port: BridgePort;
@@ -57,19 +84,37 @@ export interface EmulatedDisk {
   kind: 'disk';
   devid: number;
   name: string;
-  model: AtaDevice;
+  model?: AtaDevice;
   irq: IrqLine;
   channel: (typeof ATA_CHANNELS)[number];
   backing: PhysicalDiskBacking;
   region: { start: number; sectors: number };
 }
 
+export interface PlatformStats {
+  guest: string;
+  domid: number;
+  placement: EmulationPlacement;
+  ioreq: IoReqServer['counters'];
+  perRange: Record<string, number>;
+  dma: { bytesRead: number; bytesWritten: number };
+  /** hosted: frames the VMApp wrote to / read from VMNet, and transmits the VMM combined. */
+  vmnet?: VmAppStats['vmnet'];
+  combined?: VmAppStats['combined'];
+  devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
+}
+
 export class EmulatedPlatform {
   readonly slot = createIoReqSlot();
-  readonly server: IoReqServer;
+  /** dom0 placement: dom0's ioreq server for the slot. */
+  readonly server?: IoReqServer;
   readonly dma: GuestMemoryDma;
   readonly nics: EmulatedNic[] = [];
   readonly disks: EmulatedDisk[] = [];
+  /** hosted: the status mirrors and transmit queues the guest's VMM shares with the VMApp. */
+  readonly vmmShared?: SharedArrayBuffer;
+  private vmapp?: { peer: RpcPeer; exited: Promise<number>; terminate(): Promise<number> };
+  private lastHostedStats?: VmAppStats;
   private readonly ioreq: IrqLine;
   private destroyed = false;
 
@@ -77,23 +122,26 @@ export class EmulatedPlatform {
     private readonly hv: Hypervisor,
     readonly domain: Domain,
     private readonly log: Logger,
-    opts: { pollUs?: number } = {},
+    readonly placement: EmulationPlacement = 'dom0',
+    private readonly opts: { pollUs?: number } = {},
   ) {
     // Full emulation needs the guest's memory here (the model DMAs into it) and a vCPU that can
     // block on a shared slot: shared memory, i.e. the threads transport.
     if (domain.linked) throw new InvalidArgumentError(`${domain.name}: emulated devices need the guest's memory shared with dom0 (threads transport)`);
     this.dma = new GuestMemoryDma(domain.memory.bytes);
     this.ioreq = this.bindChannel();
-    this.server = new IoReqServer({
-      domid: domain.domid,
-      slot: this.slot,
-      events: hv.dom0Events,
-      port: this.ioreq.dom0Port,
-      log,
-      global: hv.counters,
-      host: hv.host,
-      ...(opts.pollUs !== undefined ? { pollUs: opts.pollUs } : {}),
-    });
+    if (placement === 'hosted') this.vmmShared = createVmmShared(MAX_LANCES);
+    else
+      this.server = new IoReqServer({
+        domid: domain.domid,
+        slot: this.slot,
+        events: hv.dom0Events,
+        port: this.ioreq.dom0Port,
+        log,
+        global: hv.counters,
+        host: hv.host,
+        ...(opts.pollUs !== undefined ? { pollUs: opts.pollUs } : {}),
+      });
   }
 
   /** An interdomain event channel dom0 ↔ guest, both ends bound by the hypervisor (as Xen does for ioreq and emulated IRQs). */
@@ -108,8 +156,9 @@ export class EmulatedPlatform {
     this.hv.dom0Events.send(line.dom0Port);
   }
 
-  addNic(devid: number, mac: string, bridge: SoftwareBridge): EmulatedNic {
+  addNic(devid: number, mac: string, bridge: SoftwareBridge, hosted: HostedNicOptions = {}): EmulatedNic {
     const k = this.nics.length;
+    if (k >= MAX_LANCES) throw new InvalidArgumentError(`${this.domain.name}: at most ${MAX_LANCES} emulated NICs`);
     const base = LANCE_IO_BASE + LANCE_IO_SIZE * k;
     const name = `lance${devid}`;
     const irq = this.bindChannel();
@@ -118,46 +167,61 @@ export class EmulatedPlatform {
     const trace = (dir: 'tx' | 'rx', frame: Uint8Array) => {
       if (frameChannel.hasSubscribers) publishTrace({ kind: 'frame', t: traceNow(), host: this.hv.host, domid: this.domain.domid, device: name, iface, dir, len: frame.length, frame });
     };
-    let transmitScheduled = false;
+    /** A frame the model sent: onto the bridge from this NIC's port. */
+    const toBridge = (frame: Uint8Array) => {
+      const skb = pool.alloc();
+      if (!skb) return;
+      const len = Math.min(frame.length, 4096);
+      pool.memory.page(skb.pfn).set(frame.subarray(0, len));
+      skb.len = len;
+      trace('tx', frame);
+      bridge.input(port, skb);
+    };
+    let model: LanceDevice | undefined;
     const port: BridgePort = {
       name: iface,
       deliver: (skb: Skb) => {
         const frame = pool.data(skb);
-        const r = this.destroyed ? 'stopped' : model.receive(frame);
-        if (r === 'delivered') trace('rx', frame);
+        if (!this.destroyed) {
+          if (this.placement === 'hosted') {
+            // A VMNet read by the VMApp: the frame crosses to its thread (a copy).
+            this.vmapp?.peer.notify(VMAPP_FRAME, { devid, frame: frame.slice() });
+            trace('rx', frame);
+          } else if (model!.receive(frame) === 'delivered') trace('rx', frame);
+        }
         pool.put(skb);
       },
     };
-    const model: LanceDevice = new LanceDevice({
-      mac: Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16))),
-      dma: this.dma,
-      irq: (level) => {
-        if (level) this.raise(irq);
-      },
-      transmit: (frame) => {
-        const skb = pool.alloc();
-        if (!skb) return;
-        pool.memory.page(skb.pfn).set(frame.subarray(0, 4096));
-        skb.len = Math.min(frame.length, 4096);
-        trace('tx', frame);
-        bridge.input(port, skb);
-      },
-      // The TDMD write's trap is answered first; the transmit runs on dom0's next turn.
-      kick: () => {
-        if (transmitScheduled || this.destroyed) return;
-        transmitScheduled = true;
-        setImmediate(() => {
-          transmitScheduled = false;
-          if (!this.destroyed) model.transmitPoll();
-        });
-      },
-    });
-    this.server.map({ name, base, length: LANCE_IO_SIZE, handler: model });
+    if (this.placement === 'dom0') {
+      let transmitScheduled = false;
+      const m: LanceDevice = new LanceDevice({
+        mac: Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16))),
+        dma: this.dma,
+        irq: (level) => {
+          if (level) this.raise(irq);
+        },
+        transmit: toBridge,
+        // The TDMD write's trap is answered first; the transmit runs on dom0's next turn.
+        kick: () => {
+          if (transmitScheduled || this.destroyed) return;
+          transmitScheduled = true;
+          setImmediate(() => {
+            transmitScheduled = false;
+            if (!this.destroyed) m.transmitPoll();
+          });
+        },
+      });
+      model = m;
+      this.server!.map({ name, base, length: LANCE_IO_SIZE, handler: m });
+    } else this.hostedFrames.set(devid, toBridge);
     bridge.add(port);
-    const nic: EmulatedNic = { kind: 'nic', devid, name, model, irq, base, port, bridge };
+    const nic: EmulatedNic = { kind: 'nic', devid, name, mac, ...(model ? { model } : {}), ...(this.placement === 'hosted' ? { hosted } : {}), irq, base, port, bridge };
     this.nics.push(nic);
     return nic;
   }
+
+  /** hosted: where each NIC's frames from the VMApp go (its bridge port), by devid. */
+  private readonly hostedFrames = new Map<number, (frame: Uint8Array) => void>();
 
   addDisk(devid: number, disk: PhysicalDiskDriver, frames: FrameAllocator, region: { start: number; sectors: number }): EmulatedDisk {
     const channel = ATA_CHANNELS[this.disks.length];
@@ -165,42 +229,118 @@ export class EmulatedPlatform {
     const name = `ata${devid}`;
     const irq = this.bindChannel();
     const backing = new PhysicalDiskBacking(disk, this.hv.dom0.memory, frames, region);
-    const model = new AtaDevice({ backing, irq: () => this.raise(irq), serial: `RV${this.domain.domid}-${devid}`, model: 'ringvisor ATA disk' });
-    this.server.map({ name: `${name}.cmd`, base: channel.command, length: 8, handler: model.commandBlock });
-    this.server.map({ name: `${name}.ctl`, base: channel.control, length: 1, handler: model.controlBlock });
-    const d: EmulatedDisk = { kind: 'disk', devid, name, model, irq, channel, backing, region };
+    let model: AtaDevice | undefined;
+    if (this.placement === 'dom0') {
+      model = new AtaDevice({ backing, irq: () => this.raise(irq), serial: `RV${this.domain.domid}-${devid}`, model: 'ringvisor ATA disk' });
+      this.server!.map({ name: `${name}.cmd`, base: channel.command, length: 8, handler: model.commandBlock });
+      this.server!.map({ name: `${name}.ctl`, base: channel.control, length: 1, handler: model.controlBlock });
+    }
+    const d: EmulatedDisk = { kind: 'disk', devid, name, ...(model ? { model } : {}), irq, channel, backing, region };
     this.disks.push(d);
     return d;
+  }
+
+  /**
+   * hosted: start the guest's VMApp once its devices are added (before the guest boots). The
+   * VMApp gets the guest's memory, the slot, the VMM's shared state and dom0's ends of the IRQ
+   * channels; its control link carries VMNet frames and disk requests.
+   */
+  async start(): Promise<void> {
+    if (this.placement !== 'hosted' || this.vmapp) return;
+    const spec: VmAppSpec = {
+      guest: this.domain.name,
+      domid: this.domain.domid,
+      memory: this.domain.memory.buffer,
+      eventMemory: this.hv.eventMemory,
+      slot: this.slot,
+      vmmShared: this.vmmShared!,
+      ...(this.opts.pollUs !== undefined ? { pollUs: this.opts.pollUs } : {}),
+      nics: this.nics.map((n, index) => ({ devid: n.devid, name: n.name, mac: n.mac, base: n.base, irqPort: n.irq.dom0Port, index })),
+      disks: this.disks.map((d) => ({ devid: d.devid, name: d.name, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: d.irq.dom0Port, sectors: d.region.sectors })),
+    };
+    const { port1, port2 } = new MessageChannel();
+    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'dom0', 'vmapp/worker'), { workerData: { control: port1, spec }, transferList: [port1], name: `vmapp-${this.domain.name}` });
+    const peer = new RpcPeer(new PortLink(port2), `vmapp/${this.domain.name}`);
+    const exited = new Promise<number>((r) => worker.once('exit', r));
+    worker.on('error', (e) => this.log.error({ err: e, guest: this.domain.name }, 'vmapp crashed'));
+    peer.on(VMAPP_FRAME, (p) => {
+      const { devid, frame } = p as { devid?: unknown; frame?: unknown };
+      if (this.destroyed || typeof devid !== 'number' || !(frame instanceof Uint8Array) || frame.byteLength > 4096) return;
+      this.hostedFrames.get(devid)?.(frame);
+    });
+    peer.handle(VMAPP_DISK, async (p) => {
+      const { devid, op, lba, count, data } = p as { devid: number; op: string; lba?: number; count?: number; data?: Uint8Array };
+      const d = this.disks.find((x) => x.devid === devid);
+      if (!d || this.destroyed) return { status: -1 };
+      if (op === 'read') {
+        const r = await d.backing.read(lba ?? -1, count ?? 0);
+        return typeof r === 'number' ? { status: r || -1 } : { status: 0, data: r };
+      }
+      if (op === 'write' && data instanceof Uint8Array) return { status: await d.backing.write(lba ?? -1, data) };
+      if (op === 'flush') return { status: await d.backing.flush() };
+      return { status: -1 };
+    });
+    this.vmapp = { peer, exited, terminate: () => worker.terminate() };
+  }
+
+  /** hosted: fetch the VMApp's counters now (stats() returns the last ones fetched). */
+  async refresh(): Promise<void> {
+    if (!this.vmapp || this.destroyed) return;
+    try {
+      this.lastHostedStats = await this.vmapp.peer.call<VmAppStats>(VMAPP_STATS, {}, 5_000);
+    } catch {
+      /* the VMApp is gone; keep the last figures */
+    }
   }
 
   /** What the guest is told about its emulated platform (the "BIOS tables"). */
   bootSpec(): EmulatedDeviceSpec {
     return {
       ioreq: { slot: this.slot, port: this.ioreq.guestPort },
+      ...(this.placement === 'hosted'
+        ? { hosted: { vmm: this.vmmShared!, lances: this.nics.map((n, index) => ({ base: n.base, index, vmmIo: n.hosted?.vmmIo === true, sendCombining: n.hosted?.sendCombining === true })) } }
+        : {}),
       nics: this.nics.map((n) => ({ devid: n.devid, base: n.base, irqPort: n.irq.guestPort })),
       disks: this.disks.map((d) => ({ devid: d.devid, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: d.irq.guestPort })),
     };
   }
 
-  /** Counters for summaries and views: the vCPU's traps as dom0 served them, each model's own, DMA bytes. */
-  stats(): { guest: string; domid: number; ioreq: IoReqServer['counters']; dma: { bytesRead: number; bytesWritten: number }; devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }> } {
+  /**
+   * Counters for summaries and views: the traps as the device-model side served them, each
+   * model's own counters, DMA bytes. Hosted: the VMApp's, as last fetched by refresh().
+   */
+  stats(): PlatformStats {
+    const h = this.lastHostedStats;
+    const ioreq = h ? h.ioreq : { ...this.server!.counters };
     return {
       guest: this.domain.name,
       domid: this.domain.domid,
-      ioreq: { ...this.server.counters },
-      dma: { bytesRead: this.dma.bytesRead, bytesWritten: this.dma.bytesWritten },
-      devices: [
-        ...this.nics.map((n) => ({ name: n.name, kind: 'nic' as const, metrics: { ...n.model.metrics } })),
-        ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model.metrics, bounceBytesCopied: d.backing.bytesCopied } })),
-      ],
+      placement: this.placement,
+      ioreq,
+      perRange: h ? h.perRange : Object.fromEntries(this.server!.perRange),
+      dma: h ? h.dma : { bytesRead: this.dma.bytesRead, bytesWritten: this.dma.bytesWritten },
+      ...(h ? { vmnet: h.vmnet, combined: h.combined } : {}),
+      devices: h
+        ? h.devices.map((d) => ({ ...d, ...(d.kind === 'disk' ? { metrics: { ...d.metrics, bounceBytesCopied: this.disks.find((x) => x.name === d.name)?.backing.bytesCopied ?? 0 } } : {}) }))
+        : [
+            ...this.nics.map((n) => ({ name: n.name, kind: 'nic' as const, metrics: { ...n.model!.metrics } })),
+            ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model!.metrics, bounceBytesCopied: d.backing.bytesCopied } })),
+          ],
     };
   }
 
   /** Tear down: the models stop raising interrupts, the bridge forgets the NICs, bounce frames go back. */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
+    await this.refresh();
     this.destroyed = true;
-    this.server.close();
+    this.server?.close();
+    if (this.vmapp) {
+      const { peer, exited, terminate } = this.vmapp;
+      await peer.call(VMAPP_STOP, {}, 2_000).catch(() => undefined);
+      peer.close('platform destroyed');
+      if ((await Promise.race([exited, new Promise((r) => setTimeout(() => r('late'), 2_000).unref())])) === 'late') await terminate();
+    }
     for (const n of this.nics) n.bridge.remove(n.port);
     for (const line of [this.ioreq, ...this.nics.map((n) => n.irq), ...this.disks.map((d) => d.irq)]) {
       try {
@@ -209,7 +349,7 @@ export class EmulatedPlatform {
         /* already closed with the domain */
       }
     }
-    await Promise.all(this.disks.map((d) => d.model.idle()));
+    await Promise.all(this.disks.map((d) => d.model?.idle()));
     for (const d of this.disks) d.backing.release();
   }
 }

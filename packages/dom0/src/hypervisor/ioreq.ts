@@ -50,14 +50,19 @@ export interface IoReqCounters {
   unassigned: number;
   /** Device model handlers that threw (a bug: the access still completed). */
   handlerErrors: number;
+  /** Writes a hosted VMM handled itself and deferred onto a forwarded access (no trap of their own). */
+  deferredWrites: number;
 }
 
 export interface IoReqServerOptions {
   domid: number;
   slot: SharedArrayBuffer;
-  /** dom0's event gate and its end of the guest's ioreq channel. */
-  events: EventChannelGate;
-  port: number;
+  /**
+   * dom0's event gate and its end of the guest's ioreq channel. Absent when the owner wakes the
+   * server itself (a hosted VMApp sleeping on the slot's doorbell calls `wake()`).
+   */
+  events?: EventChannelGate;
+  port?: number;
   log: Logger;
   /** Hypervisor-wide counters (traps, world switches) this server adds to. */
   global?: { traps: number; worldSwitches: number };
@@ -66,10 +71,16 @@ export interface IoReqServerOptions {
   pollUs?: number;
   /** Most time spent handling accesses in one wake-up before yielding to other work. */
   sliceUs?: number;
+  /**
+   * Run around every access, before the vCPU gets its answer (a hosted VMApp sends queued
+   * transmits before, and publishes its status mirror after).
+   */
+  beforeAccess?(): void;
+  afterAccess?(): void;
 }
 
 export class IoReqServer {
-  readonly counters: IoReqCounters = { traps: 0, worldSwitches: 0, reads: 0, writes: 0, polled: 0, wakeups: 0, unassigned: 0, handlerErrors: 0 };
+  readonly counters: IoReqCounters = { traps: 0, worldSwitches: 0, reads: 0, writes: 0, polled: 0, wakeups: 0, unassigned: 0, handlerErrors: 0, deferredWrites: 0 };
   private readonly ranges: IoPortRange[] = [];
   /** Accesses per mapped range, by range name. */
   readonly perRange = new Map<string, number>();
@@ -83,7 +94,7 @@ export class IoReqServer {
     this.slot = new IoReqSlotServer(o.slot);
     this.pollUs = o.pollUs ?? 50;
     this.sliceUs = o.sliceUs ?? 2_000;
-    o.events.on(o.port, () => this.wake());
+    if (o.events && o.port !== undefined) o.events.on(o.port, () => this.wake());
   }
 
   /** Decode `[base, base+length)` with `handler`. Ranges may not overlap. */
@@ -109,7 +120,7 @@ export class IoReqServer {
 
   close(): void {
     this.closed = true;
-    this.o.events.off(this.o.port);
+    if (this.o.events && this.o.port !== undefined) this.o.events.off(this.o.port);
     this.slot.setPolling(false);
   }
 
@@ -121,21 +132,32 @@ export class IoReqServer {
       this.o.global.traps++;
       this.o.global.worldSwitches += 2;
     }
+    this.o.beforeAccess?.();
+    if (req.pre) {
+      const pr = this.find(req.pre.port, 2);
+      if (pr) {
+        c.deferredWrites++;
+        pr.handler.ioWrite(req.pre.port - pr.base, 2, req.pre.data);
+      }
+    }
     const read = req.dir === IO_DIR_IN;
     if (read) c.reads++;
     else c.writes++;
     if (trapChannel.hasSubscribers)
       publishTrace({ kind: 'trap', t: traceNow(), host: this.o.host ?? '', domid: this.o.domid, port: req.port, size: req.size, write: !read, ...(read ? {} : { value: req.data }) });
     const r = this.find(req.port, req.size);
+    let value = 0;
     if (!r) {
       c.unassigned++;
-      return read ? floatingBus(req.size) : 0;
+      value = read ? floatingBus(req.size) : 0;
+    } else {
+      this.perRange.set(r.name, (this.perRange.get(r.name) ?? 0) + 1);
+      const off = req.port - r.base;
+      if (read) value = r.handler.ioRead(off, req.size);
+      else r.handler.ioWrite(off, req.size, req.data);
     }
-    this.perRange.set(r.name, (this.perRange.get(r.name) ?? 0) + 1);
-    const off = req.port - r.base;
-    if (read) return r.handler.ioRead(off, req.size);
-    r.handler.ioWrite(off, req.size, req.data);
-    return 0;
+    this.o.afterAccess?.();
+    return value;
   };
 
   private find(port: number, size: IoSize): IoPortRange | undefined {
@@ -154,8 +176,8 @@ export class IoReqServer {
     }
   }
 
-  /** An event (or a poll) on the ioreq port: serve, then keep polling while accesses keep coming. */
-  private wake(): void {
+  /** An event (or a poll, or a doorbell) for the slot: serve, then keep polling while accesses keep coming. */
+  wake(): void {
     if (this.closed) return;
     this.rescheduled = false;
     if (!this.slot.ready()) return;

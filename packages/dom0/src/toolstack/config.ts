@@ -14,8 +14,11 @@ import { ConfigError } from '@ringvisor/shared';
  */
 export type DeviceModeConfig = 'pv' | 'emulated';
 
-/** Where an emulated device's model runs: in dom0 (Xen HVM / QEMU). */
-export type EmulationPlacement = 'dom0';
+/**
+ * Where an emulated device's model runs: in dom0 (Xen HVM / QEMU), or `hosted` in a per-guest
+ * VMApp behind a VMM in the guest's world (VMware Workstation). One placement per guest.
+ */
+export type EmulationPlacement = 'dom0' | 'hosted';
 
 export interface VbdConfig {
   type: 'vbd';
@@ -32,6 +35,12 @@ export interface VifConfig {
   mode: DeviceModeConfig;
   /** Emulated only. */
   placement?: EmulationPlacement;
+  /**
+   * Hosted only: the VMM handles RAP and status reads itself (vmmIo), and queues transmit
+   * demands until the next switch or 3 of them (sendCombining) — Sugerman et al.'s optimisations.
+   */
+  vmmIo?: boolean;
+  sendCombining?: boolean;
   mac: string;
   ip: string;
   /** netback credit limit `bytes,usec`; absent = unlimited. */
@@ -127,7 +136,9 @@ const schema = {
                       type: { enum: ['vbd', 'vif'] },
                       devid: { type: 'integer', minimum: 0, maximum: 65535 },
                       mode: { enum: ['pv', 'emulated'] },
-                      placement: { enum: ['dom0'] },
+                      placement: { enum: ['dom0', 'hosted'] },
+                      vmmIo: { type: 'boolean' },
+                      sendCombining: { type: 'boolean' },
                       sizeMiB: { type: 'integer', minimum: 1, maximum: 1048576 },
                       mac: { type: 'string', pattern: MAC },
                       ip: { type: 'string', pattern: IPV4 },
@@ -225,7 +236,11 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         seen.add(key);
         const mode = (d.mode as DeviceModeConfig | undefined) ?? 'pv';
         if (mode === 'pv' && 'placement' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "placement" applies to mode: emulated only`);
-        const emulation = mode === 'emulated' ? { placement: (d.placement as EmulationPlacement | undefined) ?? 'dom0' } : {};
+        const placement = (d.placement as EmulationPlacement | undefined) ?? 'dom0';
+        for (const k of ['vmmIo', 'sendCombining'])
+          if (k in d && (d.type !== 'vif' || mode !== 'emulated' || placement !== 'hosted'))
+            throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" is an optimisation of the hosted VMM for an emulated NIC (type: vif, mode: emulated, placement: hosted)`);
+        const emulation = mode === 'emulated' ? { placement, ...(d.vmmIo === true ? { vmmIo: true } : {}), ...(d.sendCombining === true ? { sendCombining: true } : {}) } : {};
         if (d.type === 'vbd') {
           for (const k of ['mac', 'ip', 'rate']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
           return { type: 'vbd', devid, mode, ...emulation, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
@@ -250,6 +265,8 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       const b = w.block as RawObject | undefined;
       const u = w.udp as RawObject | undefined;
       const emulatedDisks = devices.filter((d) => d.type === 'vbd' && d.mode === 'emulated').length;
+      const placements = new Set(devices.flatMap((d) => (d.mode === 'emulated' ? [d.placement] : [])));
+      if (placements.size > 1) throw new ConfigError(`${origin}: guest ${gname} mixes placements ${[...placements].join(' and ')}; one guest's emulated devices share one vCPU and one device-model placement`);
       if (emulatedDisks > 2) throw new ConfigError(`${origin}: guest ${gname} has ${emulatedDisks} emulated vbds; an emulated PC has two ATA channels (use mode: pv for the rest)`);
       // PIO moves a sector with 256 trapped accesses: an emulated disk's default workload is smaller.
       const blockEmulated = devices.find((d) => d.type === 'vbd')?.mode === 'emulated';

@@ -377,13 +377,13 @@ export class Host {
     await this.attachMemoryToHardware(domain);
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
-    const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log) : undefined;
+    const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log, emulated[0].placement ?? 'dom0') : undefined;
     const s = hv.dom0Store;
     for (const d of config.devices) {
       if (d.mode === 'emulated') {
         // No xenbus for an emulated device: the guest finds it at its I/O ports, as on a PC.
         if (d.type === 'vbd') platform!.addDisk(d.devid, this.disk, this.frames, this.diskRegion(config.name, d.devid, d.sizeMiB));
-        else platform!.addNic(d.devid, d.mac, this.bridge);
+        else platform!.addNic(d.devid, d.mac, this.bridge, { vmmIo: d.vmmIo === true, sendCombining: d.sendCombining === true });
         continue;
       }
       const fdir = frontendPath(domain.domid, d.type, d.devid);
@@ -411,6 +411,7 @@ export class Host {
         net.push(n);
       }
     }
+    await platform?.start();
     this.created.push({ domain, blk, net, ...(platform ? { platform } : {}) });
     return { domain, blk, net };
   }
@@ -823,6 +824,8 @@ export class Host {
     for (const c of this.created) {
       for (const b of c.blk) await b.destroy();
       for (const n of c.net) await n.destroy();
+      // Last counters are kept for the summary; a hosted VMApp stops here.
+      await c.platform?.destroy();
       this.hv.destroyDomain(c.domain.domid);
     }
     if (this.hwsim) {

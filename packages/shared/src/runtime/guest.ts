@@ -34,6 +34,11 @@ export interface GuestBootSpec {
  */
 export interface EmulatedDeviceSpec {
   ioreq: { slot: SharedArrayBuffer; port: number };
+  /**
+   * Hosted placement (VMware Workstation): the vCPU's accesses go through a VMM in the guest's
+   * world (shared/trap/hosted-vmm.ts), which forwards to the guest's VMApp by the slot's doorbell.
+   */
+  hosted?: { vmm: SharedArrayBuffer; lances: Array<{ base: number; index: number; vmmIo: boolean; sendCombining: boolean }> };
   nics: Array<{ devid: number; base: number; irqPort: number }>;
   disks: Array<{ devid: number; commandBase: number; controlBase: number; irqPort: number }>;
 }

@@ -12,6 +12,11 @@
  *   word 4  dir     IO_DIR_OUT 0 / IO_DIR_IN 1
  *   word 5  data    the value written (OUT), or the value read (IN, written by the server)
  *   word 6  polling 1 while the server is polling the slot (written by the server only)
+ *   word 7  pre-port  −1, or a port a VMM wrote without forwarding (a hosted VMM's shadow of the
+ *                     Lance RAP): the server applies that 16-bit write before this access
+ *   word 8  pre-data  the value of that deferred write
+ *   word 9  doorbell  bumped by the vCPU's kick when the server waits on the slot itself (a
+ *                     hosted VMApp) rather than on an event channel
  *
  * Who writes what, and why the order matters:
  *  - The vCPU fills port/size/dir/data, then stores state = READY (an Atomics store: everything
@@ -45,13 +50,32 @@ const W_SIZE = 3;
 const W_DIR = 4;
 const W_DATA = 5;
 const W_POLLING = 6;
+const W_PRE_PORT = 7;
+const W_PRE_DATA = 8;
+export const IOREQ_DOORBELL_WORD = 9;
 
 export function createIoReqSlot(): SharedArrayBuffer {
-  return new SharedArrayBuffer(IOREQ_SLOT_BYTES);
+  const slot = new SharedArrayBuffer(IOREQ_SLOT_BYTES);
+  new Int32Array(slot)[W_PRE_PORT] = -1;
+  return slot;
+}
+
+/**
+ * A kick that needs no event channel: bump the slot's doorbell and wake whoever waits on it (a
+ * hosted VMApp thread sleeping in `Atomics.waitAsync` on the doorbell word).
+ */
+export function doorbellKick(slot: SharedArrayBuffer): () => void {
+  const w = new Int32Array(slot, 0, IOREQ_SLOT_BYTES / 4);
+  return () => {
+    Atomics.add(w, IOREQ_DOORBELL_WORD, 1);
+    Atomics.notify(w, IOREQ_DOORBELL_WORD);
+  };
 }
 
 /** One access as the server sees it, read once from the slot. */
 export interface IoReq {
+  /** A write the vCPU's VMM deferred and this access carries (applied first). */
+  pre?: { port: number; data: number };
   seq: number;
   port: number;
   size: IoSize;
@@ -92,7 +116,11 @@ export class VcpuPortIo implements PortIo {
     this.w = new Int32Array(slot, 0, IOREQ_SLOT_BYTES / 4);
   }
 
-  private access(port: number, size: IoSize, dir: number, value: number): number {
+  /**
+   * One trapped access. `pre`: a 16-bit write the caller (a hosted VMM) handled itself and defers
+   * to this forwarded access (it rides in the same request, no trap of its own).
+   */
+  access(port: number, size: IoSize, dir: number, value: number, pre?: { port: number; data: number }): number {
     this.counters.traps++;
     if (this.dead) {
       this.counters.timeouts++;
@@ -106,6 +134,8 @@ export class VcpuPortIo implements PortIo {
     w[W_SIZE] = size;
     w[W_DIR] = dir;
     w[W_DATA] = ioMask(value, size) | 0;
+    w[W_PRE_PORT] = pre ? pre.port & 0xffff : -1;
+    w[W_PRE_DATA] = pre ? pre.data & 0xffff : 0;
     Atomics.store(w, W_STATE, IOREQ_READY);
     if (Atomics.load(w, W_POLLING) === 0) {
       this.counters.kicks++;
@@ -182,7 +212,15 @@ export class IoReqSlotServer {
     // One read of each field into a private copy: the guest could rewrite the slot meanwhile.
     const rawSize = w[W_SIZE];
     const size: IoSize = rawSize === 1 || rawSize === 2 || rawSize === 4 ? rawSize : 1;
-    const req: IoReq = { seq: w[W_SEQ], port: w[W_PORT] & 0xffff, size, dir: w[W_DIR] === IO_DIR_IN ? IO_DIR_IN : IO_DIR_OUT, data: ioMask(w[W_DATA], size) };
+    const prePort = w[W_PRE_PORT];
+    const req: IoReq = {
+      seq: w[W_SEQ],
+      port: w[W_PORT] & 0xffff,
+      size,
+      dir: w[W_DIR] === IO_DIR_IN ? IO_DIR_IN : IO_DIR_OUT,
+      data: ioMask(w[W_DATA], size),
+      ...(prePort >= 0 ? { pre: { port: prePort & 0xffff, data: w[W_PRE_DATA] & 0xffff } } : {}),
+    };
     let data = 0;
     let failure: unknown;
     try {

@@ -1,0 +1,236 @@
+/**
+ * The VMApp (VMware Workstation's hosted design): one per guest, in the host world, owning that
+ * guest's device models. Here it is a worker thread started by dom0's toolstack. It maps the
+ * guest's memory (the models DMA into it directly, as VMware's VMApp does), serves the accesses
+ * the guest's VMM forwards through the vCPU's ioreq slot, raises the guest's virtual interrupts,
+ * and reaches the host's devices only through dom0 — its VMNet bridge port for frames, dom0's
+ * physical disk driver for sectors — over its control link:
+ *
+ *   guest vCPU ─trap─► VMM (guest world) ─world switch─► VMApp: Lance/ATA model ─VMNet write─► dom0 bridge
+ *                      ◄──────────────── world switch ◄─┘      └─ virtual IRQ (event) ──► guest
+ *
+ * The VMApp sleeps on the slot's doorbell (`Atomics.waitAsync`); the ioreq server then polls for
+ * bursts as in dom0. After every access it serves, and after every frame, transmit and interrupt,
+ * it publishes each Lance's status mirror (shared/trap/hosted-vmm.ts) for the VMM's fast path,
+ * and sends whatever transmits the VMM queued (send combining).
+ */
+import {
+  EventChannelGate,
+  GuestMemoryDma,
+  IOREQ_DOORBELL_WORD,
+  IOREQ_SLOT_BYTES,
+  VMM_CSR0,
+  VMM_CSR3,
+  VMM_CSR4,
+  VMM_FLAGS,
+  VMM_FLAG_MIRROR_WIO,
+  VMM_LANCE_WORDS,
+  VMM_TXQ,
+  type Logger,
+  type RpcPeer,
+} from '@ringvisor/shared';
+import { IoReqServer } from '../hypervisor/ioreq.js';
+import { LanceDevice } from '../devicemodels/lance/index.js';
+import { AtaDevice, type AtaBacking } from '../devicemodels/ata/index.js';
+
+/** What dom0 hands a VMApp (workerData, besides its control port). */
+export interface VmAppSpec {
+  guest: string;
+  domid: number;
+  memory: SharedArrayBuffer;
+  eventMemory: SharedArrayBuffer;
+  slot: SharedArrayBuffer;
+  vmmShared: SharedArrayBuffer;
+  pollUs?: number;
+  nics: Array<{ devid: number; name: string; mac: string; base: number; irqPort: number; index: number }>;
+  disks: Array<{ devid: number; name: string; commandBase: number; controlBase: number; irqPort: number; sectors: number }>;
+}
+
+/** RPC between dom0 and a VMApp. */
+export const VMAPP_FRAME = 'vmnet.frame';
+export const VMAPP_DISK = 'vmapp.disk';
+export const VMAPP_STATS = 'vmapp.stats';
+export const VMAPP_STOP = 'vmapp.stop';
+
+export interface VmAppStats {
+  ioreq: IoReqServer['counters'];
+  perRange: Record<string, number>;
+  dma: { bytesRead: number; bytesWritten: number };
+  vmnet: { writes: number; bytesOut: number; reads: number; bytesIn: number };
+  /** Transmits the VMM queued that this VMApp sent, and the times it found some queued. */
+  combined: { sent: number; flushes: number; timerFlushes: number };
+  devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
+}
+
+/** Longest a queued transmit waits when nothing else causes a switch (send combining's bound). */
+const SEND_COMBINING_DELAY_MS = 2;
+
+export class VmApp {
+  private readonly server: IoReqServer;
+  private readonly dma: GuestMemoryDma;
+  private readonly events: EventChannelGate;
+  private readonly lances: Array<{ name: string; model: LanceDevice; mirror: Int32Array }> = [];
+  private readonly disks: Array<{ name: string; model: AtaDevice }> = [];
+  private readonly vmnet = { writes: 0, bytesOut: 0, reads: 0, bytesIn: 0 };
+  private readonly combined = { sent: 0, flushes: 0, timerFlushes: 0 };
+  private readonly doorbell: Int32Array;
+  private running = true;
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly spec: VmAppSpec,
+    private readonly peer: RpcPeer,
+    private readonly log: Logger,
+  ) {
+    this.dma = new GuestMemoryDma(new Uint8Array(spec.memory));
+    // Send only: this thread raises the guest's interrupts on dom0's ends of the IRQ channels.
+    // It never dispatches dom0's ports (dom0's own loop does).
+    this.events = new EventChannelGate(spec.eventMemory, 0);
+    this.doorbell = new Int32Array(spec.slot, 0, IOREQ_SLOT_BYTES / 4);
+    this.server = new IoReqServer({
+      domid: spec.domid,
+      slot: spec.slot,
+      log,
+      ...(spec.pollUs !== undefined ? { pollUs: spec.pollUs } : {}),
+      // Every forwarded access is a switch into the VMApp: what the VMM queued goes out first,
+      // and the mirror is current before the VMM gets its answer.
+      beforeAccess: () => this.flushCombined(false),
+      afterAccess: () => this.publish(),
+    });
+    for (const n of spec.nics) this.addLance(n);
+    for (const d of spec.disks) this.addDisk(d);
+    peer.on(VMAPP_FRAME, (p) => {
+      const { devid, frame } = p as { devid: number; frame: Uint8Array };
+      const l = this.lances[spec.nics.findIndex((n) => n.devid === devid)];
+      if (!l || !(frame instanceof Uint8Array)) return;
+      this.vmnet.reads++;
+      this.vmnet.bytesIn += frame.byteLength;
+      l.model.receive(frame);
+      this.publish();
+    });
+    peer.handle(VMAPP_STATS, () => this.stats());
+    peer.handle(VMAPP_STOP, () => {
+      this.stop();
+      return true;
+    });
+    peer.link.onClose(() => this.stop());
+  }
+
+  private addLance(n: VmAppSpec['nics'][number]): void {
+    const mirror = new Int32Array(this.spec.vmmShared, n.index * VMM_LANCE_WORDS * 4, VMM_LANCE_WORDS);
+    let transmitScheduled = false;
+    const model: LanceDevice = new LanceDevice({
+      mac: Uint8Array.from(n.mac.split(':').map((h) => parseInt(h, 16))),
+      dma: this.dma,
+      irq: (level) => {
+        this.publish();
+        if (!level) return;
+        this.events.send(n.irqPort);
+        // An interrupt-driven switch: send what the VMM queued (once the model is done with
+        // the operation that raised the interrupt).
+        queueMicrotask(() => this.flushCombined(false));
+      },
+      // The last OUT of a transmit becomes a write to VMNet.
+      transmit: (frame) => {
+        this.vmnet.writes++;
+        this.vmnet.bytesOut += frame.byteLength;
+        this.peer.notify(VMAPP_FRAME, { devid: n.devid, frame });
+      },
+      kick: () => {
+        if (transmitScheduled) return;
+        transmitScheduled = true;
+        setImmediate(() => {
+          transmitScheduled = false;
+          if (!this.running) return;
+          model.transmitPoll();
+          this.publish();
+        });
+      },
+    });
+    this.server.map({ name: n.name, base: n.base, length: 0x20, handler: model });
+    this.lances.push({ name: n.name, model, mirror });
+    this.publish();
+  }
+
+  private addDisk(d: VmAppSpec['disks'][number]): void {
+    // The host-side file the VMApp reads and writes: the guest's region, through dom0's disk driver.
+    const backing: AtaBacking = {
+      sectors: d.sectors,
+      read: async (lba, count) => {
+        const r = await this.peer.call<{ status: number; data?: Uint8Array }>(VMAPP_DISK, { devid: d.devid, op: 'read', lba, count });
+        return r.status === 0 && r.data instanceof Uint8Array ? r.data : r.status || -1;
+      },
+      write: async (lba, data) => (await this.peer.call<{ status: number }>(VMAPP_DISK, { devid: d.devid, op: 'write', lba, data })).status,
+      flush: async () => (await this.peer.call<{ status: number }>(VMAPP_DISK, { devid: d.devid, op: 'flush' })).status,
+    };
+    const model = new AtaDevice({ backing, irq: () => this.events.send(d.irqPort), serial: `RV${this.spec.domid}-${d.devid}`, model: 'ringvisor ATA disk' });
+    this.server.map({ name: `${d.name}.cmd`, base: d.commandBase, length: 8, handler: model.commandBlock });
+    this.server.map({ name: `${d.name}.ctl`, base: d.controlBase, length: 1, handler: model.controlBlock });
+    this.disks.push({ name: d.name, model });
+  }
+
+  /** Each Lance's status mirror, for the VMM's fast path. */
+  private publish(): void {
+    for (const l of this.lances) {
+      const m = l.model;
+      Atomics.store(l.mirror, VMM_CSR0, m.peekCsr(0));
+      Atomics.store(l.mirror, VMM_CSR3, m.peekCsr(3));
+      Atomics.store(l.mirror, VMM_CSR4, m.peekCsr(4));
+      // The VMM understands the 16-bit register map only (BCR18 DWIO bit clear).
+      Atomics.store(l.mirror, VMM_FLAGS, m.peekBcr(18) & 0x80 ? 0 : VMM_FLAG_MIRROR_WIO);
+    }
+  }
+
+  /** Send the transmits the VMM queued (a transmit demand, as TDMD would). */
+  private flushCombined(byTimer: boolean): void {
+    for (const l of this.lances) {
+      const n = Atomics.exchange(l.mirror, VMM_TXQ, 0);
+      if (n === 0) continue;
+      this.combined.flushes++;
+      if (byTimer) this.combined.timerFlushes++;
+      this.combined.sent += n;
+      l.model.transmitPoll();
+    }
+  }
+
+  /** Serve the slot: sleep on the doorbell, serve (and poll) the accesses, publish, repeat. */
+  start(): void {
+    void this.loop();
+    // Send combining's bounded delay: a queued transmit never waits longer than this.
+    this.timer = setInterval(() => this.flushCombined(true), SEND_COMBINING_DELAY_MS);
+  }
+
+  private async loop(): Promise<void> {
+    let seen = Atomics.load(this.doorbell, IOREQ_DOORBELL_WORD);
+    while (this.running) {
+      const r = Atomics.waitAsync(this.doorbell, IOREQ_DOORBELL_WORD, seen, 1000);
+      if (r.async) await r.value;
+      seen = Atomics.load(this.doorbell, IOREQ_DOORBELL_WORD);
+      if (!this.running) break;
+      this.server.wake();
+    }
+  }
+
+  stats(): VmAppStats {
+    return {
+      ioreq: { ...this.server.counters },
+      perRange: Object.fromEntries(this.server.perRange),
+      dma: { bytesRead: this.dma.bytesRead, bytesWritten: this.dma.bytesWritten },
+      vmnet: { ...this.vmnet },
+      combined: { ...this.combined },
+      devices: [
+        ...this.lances.map((l) => ({ name: l.name, kind: 'nic' as const, metrics: { ...l.model.metrics } })),
+        ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model.metrics } })),
+      ],
+    };
+  }
+
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.timer);
+    this.server.close();
+    Atomics.notify(this.doorbell, IOREQ_DOORBELL_WORD);
+    this.log.debug({ guest: this.spec.guest }, 'vmapp stopped');
+  }
+}

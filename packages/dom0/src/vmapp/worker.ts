@@ -1,0 +1,19 @@
+/**
+ * Worker-thread entry of a VMApp (hosted device models for one guest). Started by dom0's
+ * toolstack with `startRuntimeWorker(runtimeEntry(…, 'dom0', 'vmapp/worker'), { workerData:
+ * { control: MessagePort, spec: VmAppSpec }, transferList: [control] })`. It lives as long as its
+ * control port is open.
+ */
+import { workerData } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
+import { PortLink, RpcPeer, createLogger } from '@ringvisor/shared';
+import { VmApp, type VmAppSpec } from './vmapp.js';
+
+const { control, spec } = workerData as { control: MessagePort; spec: VmAppSpec };
+const peer = new RpcPeer(new PortLink(control), `vmapp/${spec.guest}`);
+const app = new VmApp(spec, peer, createLogger('vmapp', { guest: spec.guest }));
+app.start();
+peer.link.onClose(() => {
+  app.stop();
+  control.close();
+});
