@@ -15,6 +15,7 @@ import { ATA_ATTACKS, ataAttack, type AtaAttack, type AtaAttackOutcome } from '.
 import { NetStack } from './net/index.js';
 import { BlockVerifier } from './workloads/block-verifier.js';
 import { UdpEchoServer, UdpFlowClient } from './workloads/udp-flows.js';
+import { UdpSink, UdpStreamSender } from './workloads/udp-stream.js';
 
 const ECHO_PORT = 7;
 const FLOW_PORT_BASE = 40000;
@@ -39,6 +40,8 @@ export class Guest {
   private verifierRun?: Promise<void>;
   private echo?: UdpEchoServer;
   private flows: UdpFlowClient[] = [];
+  private sink?: UdpSink;
+  private streams: UdpStreamSender[] = [];
   private udpTimer?: NodeJS.Timeout;
   private stopRequested = false;
   private quiesced = false;
@@ -119,8 +122,17 @@ export class Guest {
     const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack;
     if (stack) {
       this.echo = new UdpEchoServer({ stack, port: ECHO_PORT });
-      if (w.udp) {
-        w.udp.peers.forEach((p, i) => {
+      this.sink = new UdpSink(stack);
+      const u = w.udp;
+      if (u && u.mode === 'stream') {
+        u.peers.forEach((p, i) => {
+          const s = new UdpStreamSender({ stack, dstIp: p.ip, srcPort: FLOW_PORT_BASE + i, flowId: (this.spec.domid << 16) | i, payloadSize: u.payloadBytes, ratePps: u.ratePps ?? 0, burst: u.window });
+          s.start();
+          this.streams.push(s);
+        });
+        this.udpTimer = setInterval(() => stack.poll(), UDP_TICK_MS);
+      } else if (u) {
+        u.peers.forEach((p, i) => {
           this.flows.push(
             new UdpFlowClient({
               stack,
@@ -128,8 +140,8 @@ export class Guest {
               dstPort: ECHO_PORT,
               srcPort: FLOW_PORT_BASE + i,
               flowId: (this.spec.domid << 16) | i,
-              payloadSize: w.udp!.payloadBytes,
-              window: w.udp!.window,
+              payloadSize: u.payloadBytes,
+              window: u.window,
             }),
           );
         });
@@ -141,6 +153,17 @@ export class Guest {
         }, UDP_TICK_MS);
       }
     }
+  }
+
+  /** Forget round-trip samples so far (a benchmark's window starts). */
+  resetRtt(): void {
+    for (const f of this.flows) f.resetRtt();
+  }
+
+  private fail(message: string): void {
+    this.state = 'failed';
+    this.error = message;
+    this.log.error({ err: message }, 'guest workload failed');
   }
 
   /**
@@ -172,12 +195,6 @@ export class Guest {
   /** The block device with `devid`, whichever way it is reached (PV frontend or emulated disk). */
   private blockDevice(devid: number): BlockDevice {
     return this.blk.find((b) => b.devid === devid) ?? this.ata.find((a) => a.devid === devid)?.driver ?? this.blk[0] ?? this.ata[0].driver;
-  }
-
-  private fail(message: string): void {
-    this.state = 'failed';
-    this.error = message;
-    this.log.error({ err: message }, 'guest workload failed');
   }
 
   stats(): GuestStats {
@@ -255,16 +272,30 @@ export class Guest {
       udp.reordered += s.reordered;
       udp.corrupted += s.corrupted;
     }
+    const rtt = this.flows.map((f) => f.stats).filter((x) => x.rttP50Us !== undefined);
+    const udpRtt = rtt.length ? { rttP50Us: Math.max(...rtt.map((x) => x.rttP50Us!)), rttP99Us: Math.max(...rtt.map((x) => x.rttP99Us!)) } : {};
+    const sink = this.sink?.stats;
+    const stream = sink || this.streams.length
+      ? {
+          sent: this.streams.reduce((a, x) => a + x.stats.sent, 0),
+          refused: this.streams.reduce((a, x) => a + x.stats.refused, 0),
+          received: sink?.received ?? 0,
+          bytesReceived: sink?.bytes ?? 0,
+          corrupted: sink?.corrupted ?? 0,
+          gaps: sink?.gaps ?? 0,
+        }
+      : undefined;
     const kinds: Record<string, number> = { ...(v?.failureKinds ?? {}) };
-    if (udp.corrupted) kinds.udpCorrupted = udp.corrupted;
+    if (udp.corrupted + (stream?.corrupted ?? 0)) kinds.udpCorrupted = udp.corrupted + (stream?.corrupted ?? 0);
     return {
       name: this.spec.name,
       domid: this.spec.domid,
       state: this.state,
       devices,
       // Integrity: every block read back and classified, plus every echoed datagram verified.
-      integrity: { checked: (v?.checked ?? 0) + udp.echoed, failures: (v?.failures ?? 0) + udp.corrupted, kinds },
-      udp,
+      integrity: { checked: (v?.checked ?? 0) + udp.echoed + (stream?.received ?? 0), failures: (v?.failures ?? 0) + udp.corrupted + (stream?.corrupted ?? 0), kinds },
+      udp: { ...udp, ...udpRtt },
+      ...(stream ? { stream } : {}),
       ...(this.verifier
         ? { block: { checked: v!.checked, failures: v!.failures, kinds: { ...v!.failureKinds }, indeterminate: this.verifier.indeterminate, writeErrors: v!.errors } }
         : {}),
@@ -286,6 +317,7 @@ export class Guest {
     this.state = 'stopping';
     this.stopRequested = true;
     for (const f of this.flows) f.stopSending();
+    for (const x of this.streams) x.stop();
     await this.verifierRun;
     if (this.verifier && !failed) {
       try {
@@ -309,6 +341,7 @@ export class Guest {
     await this.quiesce();
     for (const f of this.flows) f.close();
     this.echo?.close();
+    this.sink?.close();
     for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'netfront close'));
     for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
     for (const { driver } of this.pcnet) driver.close();

@@ -7,6 +7,7 @@
 import {
   GUEST_ATTACK,
   GUEST_FREEZE,
+  GUEST_MARK,
   GUEST_QUIESCE,
   GUEST_READY,
   GUEST_START,
@@ -42,6 +43,7 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   peer.handle(GUEST_STATS, () => guest.stats());
   peer.handle(GUEST_QUIESCE, () => guest.quiesce());
   peer.handle(GUEST_START, () => guest.startWorkloads());
+  peer.handle(GUEST_MARK, () => guest.resetRtt());
   peer.handle(GUEST_ATTACK, (p) => {
     const { device, attack, count, seed } = p as { device?: unknown; attack?: unknown; count?: unknown; seed?: unknown };
     const n = typeof count === 'number' && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;

@@ -4,7 +4,7 @@
  *
  *   node packages/dom0/dist/bench/cli.js [suite...] [--json FILE] [--seconds N]
  *
- * Suites: ring, transport. With no suite, every suite runs. Prints a table; with --json writes
+ * Suites: ring, transport, trace, emulation. With no suite, every suite runs. Prints a table; with --json writes
  * `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }` (DESIGN §8).
  * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error.
  */
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { fmt, machine, runRingBench, type RingBenchResult } from './ring.js';
 import { runTransportBench, type TransportBenchResult } from './transport.js';
 import { runTraceBench, type TraceBenchResult } from './trace.js';
+import { runEmulationBench, type EmulationBenchResult } from './emulation.js';
 
 interface Suite {
   describe: string;
@@ -95,6 +96,29 @@ const SUITES: Record<string, Suite> = {
       return r.targets.met ? [] : [`aggregated tracing kept ${(r.ratios.aggregatedVsOff * 100).toFixed(1)}% of the untraced throughput, below the target of ${r.targets.aggregatedRatio * 100}%`];
     },
   },
+  emulation: {
+    describe: 'full emulation (Lance in dom0; hosted VMApp with the VMM optimisations off/on) vs PV, per frame and per round trip',
+    run: (seconds, log) => runEmulationBench({ seconds, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as EmulationBenchResult;
+      const out: string[][] = [];
+      for (const row of r.rows) {
+        const cpu = row.cpuUsPerOp.dom0 + row.cpuUsPerOp.guest + row.cpuUsPerOp.vmapp;
+        const lat = row.latencyUs.p50 !== null ? `, p50 ${row.latencyUs.p50} µs` : '';
+        out.push([
+          `${row.direction.padEnd(4)} ${row.mode} (${row.variant})`,
+          `${fmt(row.opsPerSec)}/s (${row.vsPv.opsPerSec.toFixed(2)}× pv), ${row.perOp.traps.toFixed(1)} traps, ${row.perOp.worldSwitches.toFixed(1)} switches, ${cpu.toFixed(0)} µs CPU (${row.vsPv.cpuPerOp.toFixed(1)}× pv) per op${lat}`,
+        ]);
+      }
+      return out;
+    },
+    warnings(res) {
+      const r = res as unknown as EmulationBenchResult;
+      const out: string[] = [];
+      for (const row of r.rows) if (row.ops < 50) out.push(`${row.direction} ${row.mode} (${row.variant}): only ${row.ops} ops in the window; its per-op figures are noisy`);
+      return out;
+    },
+  },
 };
 
 export interface CliArgs {
@@ -140,7 +164,7 @@ function usage(): string {
     ...Object.entries(SUITES).map(([name, s]) => `  ${name.padEnd(10)} ${s.describe}`),
     '',
     '  --json FILE    also write the results as JSON',
-    '  --seconds N    length of each measurement window (default: ring 1, transport 2, trace 2)',
+    '  --seconds N    length of each measurement window (default: ring 1, transport 2, trace 2, emulation 2)',
   ].join('\n');
 }
 

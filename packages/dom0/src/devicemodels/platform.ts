@@ -101,6 +101,8 @@ export interface PlatformStats {
   /** hosted: frames the VMApp wrote to / read from VMNet, and transmits the VMM combined. */
   vmnet?: VmAppStats['vmnet'];
   combined?: VmAppStats['combined'];
+  /** hosted: the VMApp thread's busy time (ms since it started). */
+  busyMs?: number;
   devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
 }
 
@@ -319,7 +321,7 @@ export class EmulatedPlatform {
       ioreq,
       perRange: h ? h.perRange : Object.fromEntries(this.server!.perRange),
       dma: h ? h.dma : { bytesRead: this.dma.bytesRead, bytesWritten: this.dma.bytesWritten },
-      ...(h ? { vmnet: h.vmnet, combined: h.combined } : {}),
+      ...(h ? { vmnet: h.vmnet, combined: h.combined, busyMs: h.busyMs } : {}),
       devices: h
         ? h.devices.map((d) => ({ ...d, ...(d.kind === 'disk' ? { metrics: { ...d.metrics, bounceBytesCopied: this.disks.find((x) => x.name === d.name)?.backing.bytesCopied ?? 0 } } : {}) }))
         : [

@@ -63,6 +63,10 @@ export interface UdpWorkloadConfig {
   peers: string[] | 'all';
   payloadBytes: number;
   window: number;
+  /** `echo` (default): verified round trips; `stream`: one-way to each peer's discard sink. */
+  mode?: 'echo' | 'stream';
+  /** stream: datagrams per second per peer (0 or absent: as fast as the NIC takes them). */
+  ratePps?: number;
 }
 
 export interface GuestConfig {
@@ -162,6 +166,8 @@ const schema = {
                         peers: { anyOf: [{ const: 'all' }, { type: 'array', items: { anyOf: [{ type: 'string', pattern: NAME }, { type: 'string', pattern: IPV4 }] } }] },
                         payloadBytes: { type: 'integer', minimum: 16, maximum: 1400 },
                         window: { type: 'integer', minimum: 1, maximum: 256 },
+                        mode: { enum: ['echo', 'stream'] },
+                        ratePps: { type: 'integer', minimum: 0, maximum: 1000000 },
                       },
                     },
                   },
@@ -277,7 +283,14 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         workloads: {
           ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? (blockEmulated ? 32 : 256), queueDepth: (b.queueDepth as number | undefined) ?? (blockEmulated ? 1 : 8) } } : {}),
           ...(u
-            ? { udp: { peers: (u.peers as string[] | 'all' | undefined) ?? 'all', payloadBytes: (u.payloadBytes as number | undefined) ?? 512, window: (u.window as number | undefined) ?? 16 } }
+            ? {
+                udp: {
+                  peers: (u.peers as string[] | 'all' | undefined) ?? 'all',
+                  payloadBytes: (u.payloadBytes as number | undefined) ?? 512,
+                  window: (u.window as number | undefined) ?? 16,
+                  ...(u.mode === 'stream' ? { mode: 'stream' as const, ratePps: (u.ratePps as number | undefined) ?? 0 } : {}),
+                },
+              }
             : {}),
         },
       };

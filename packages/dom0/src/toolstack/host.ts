@@ -628,7 +628,7 @@ export class Host {
       ...(platform ? { emulated: platform.bootSpec() } : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
-        ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window } } : {}),
+        ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window, ...(udp.mode ? { mode: udp.mode, ratePps: udp.ratePps ?? 0 } : {}) } } : {}),
       },
     };
     domain.state = 'running';

@@ -119,7 +119,13 @@ export interface UdpFlowStats {
   outstanding: number;
   bytesSent: number;
   bytesEchoed: number;
+  /** Round-trip times of recent echoes (µs; the last RTT_SAMPLES), for percentiles. */
+  rttP50Us?: number;
+  rttP99Us?: number;
 }
+
+/** Echo round trips remembered for percentiles (a ring of the most recent ones). */
+const RTT_SAMPLES = 4096;
 
 /** Per-seq states, remembered for the last HISTORY seqs to tell duplicates from late echoes. */
 const HISTORY = 1 << 16;
@@ -139,6 +145,10 @@ export class UdpFlowClient {
   private readonly count: number;
   /** seq -> send time; Map order is send order, so expiry scans from the front. */
   private readonly outstanding = new Map<number, number>();
+  /** seq -> performance.now() at send, for round-trip times (tick time is too coarse). */
+  private readonly sentAt = new Map<number, number>();
+  private readonly rtts = new Float64Array(RTT_SAMPLES);
+  private rttCount = 0;
   private readonly history = new Uint8Array(HISTORY);
   private nextSeq = 0;
   private highestEchoed = -1;
@@ -180,7 +190,16 @@ export class UdpFlowClient {
   }
 
   get stats(): UdpFlowStats {
-    return { ...this.s, outstanding: this.outstanding.size };
+    const n = Math.min(this.rttCount, RTT_SAMPLES);
+    if (n === 0) return { ...this.s, outstanding: this.outstanding.size };
+    const sorted = this.rtts.slice(0, n).sort();
+    const at = (q: number) => Math.round(sorted[Math.min(n - 1, Math.floor(q * n))] * 1000);
+    return { ...this.s, outstanding: this.outstanding.size, rttP50Us: at(0.5), rttP99Us: at(0.99) };
+  }
+
+  /** Forget the round trips seen so far (a benchmark's measurement window starts). */
+  resetRtt(): void {
+    this.rttCount = 0;
   }
 
   /** True once `count` datagrams were sent and none is outstanding. */
@@ -194,6 +213,7 @@ export class UdpFlowClient {
     for (const [seq, sentAt] of this.outstanding) {
       if (this.nowMs - sentAt < this.timeoutMs) break;
       this.outstanding.delete(seq);
+      this.sentAt.delete(seq);
       this.history[seq % HISTORY] = ST_LOST;
       this.s.lost++;
     }
@@ -210,10 +230,12 @@ export class UdpFlowClient {
       // Mark outstanding before sending: a synchronous wire may deliver the echo inside sendUdp.
       this.nextSeq++;
       this.outstanding.set(seq, this.nowMs);
+      this.sentAt.set(seq, performance.now());
       this.history[seq % HISTORY] = ST_OUTSTANDING;
       if (!this.stack.sendUdp(this.dstIp, this.dstPort, this.srcPort, buf)) {
         this.nextSeq--;
         this.outstanding.delete(seq);
+        this.sentAt.delete(seq);
         this.history[seq % HISTORY] = 0;
         this.s.refused++;
         break;
@@ -251,6 +273,9 @@ export class UdpFlowClient {
     }
     const { seq } = d;
     if (this.outstanding.delete(seq)) {
+      const t0 = this.sentAt.get(seq);
+      this.sentAt.delete(seq);
+      if (t0 !== undefined) this.rtts[this.rttCount++ % RTT_SAMPLES] = performance.now() - t0;
       this.history[seq % HISTORY] = ST_ECHOED;
       this.s.echoed++;
       this.s.bytesEchoed += payload.length;

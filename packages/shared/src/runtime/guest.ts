@@ -22,7 +22,12 @@ export interface GuestBootSpec {
   emulated?: EmulatedDeviceSpec;
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
-    udp?: { peers: Array<{ name: string; ip: string }>; payloadBytes: number; window: number };
+    /**
+     * `echo` (default): windowed flows to each peer's echo port, every datagram verified on its
+     * way back. `stream`: one-way datagrams to each peer's discard port at `ratePps` (0: as fast
+     * as the NIC takes them), verified by the peer's sink.
+     */
+    udp?: { peers: Array<{ name: string; ip: string }>; payloadBytes: number; window: number; mode?: 'echo' | 'stream'; ratePps?: number };
   };
 }
 
@@ -62,7 +67,9 @@ export interface GuestStats {
   state: 'booting' | 'running' | 'stopping' | 'stopped' | 'failed';
   devices: GuestDeviceStats[];
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
-  udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number };
+  udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number; rttP50Us?: number; rttP99Us?: number };
+  /** One-way UDP: what this guest streamed, and what its discard sink received and verified. */
+  stream?: { sent: number; refused: number; received: number; bytesReceived: number; corrupted: number; gaps: number };
   /**
    * The block ledger alone (integrity mixes in datagrams): blocks read back and classified,
    * failures by class, and blocks left indeterminate by a failed write.
@@ -93,6 +100,8 @@ export const GUEST_FREEZE = 'guest.freeze';
  * { device: "vbd51712", attack, count, seed } → { sent, outcomes }.
  */
 export const GUEST_ATTACK = 'guest.attack';
+/** Start a measurement window: the guest forgets its round-trip samples so far (benchmarks). */
+export const GUEST_MARK = 'guest.mark';
 /** Notification a guest sends once its devices are connected and workloads started. */
 export const GUEST_READY = 'guest.ready';
 
