@@ -83,6 +83,7 @@ faults:
       ['guest1', 'stopped'],
       ['guest2', 'stopped'],
       ['guest3', 'killed'],
+      ['guest4', 'stopped'],
     ]);
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.pause', 'process.kill', 'nic.down']);
   }, 90_000);
@@ -117,7 +118,7 @@ faults:
     expect(r.stdout).toMatch(/verdict FAIL — .*(acknowledged writes lost|blocks stale)/);
   }, 90_000);
 
-  it('a seeded random campaign over both transports: 30+ scenarios, every fault kind, nothing acknowledged lost or torn, no breach', async () => {
+  it('a seeded random campaign over both transports: 30+ scenarios, every fault kind (emulated devices too), nothing acknowledged lost or torn, no breach', async () => {
     const threads = await chaos(['--random', '20', '--seed', '7']);
     // 26 in ws: the 23 kinds it can take, then the two endings (kill, link reset) replace extras.
     const ws = await chaos(['--random', '26', '--seed', '7', '--transport', 'ws', '--config', join(ROOT, 'examples/two-hosts.yaml')]);

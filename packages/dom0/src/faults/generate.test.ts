@@ -25,9 +25,18 @@ describe('generatePlan', () => {
         const again = normalizePlan(JSON.parse(JSON.stringify({ ...plan, transport: plan.transport })), 'generated');
         expect(again.faults.map((f) => f.id)).toEqual(plan.faults.map((f) => f.id));
         const kinds = new Set(plan.faults.map((f) => f.what.kind));
-        const dealt = ws ? 23 : 16;
+        // threads: the default host has an emulated guest, so device.hostile is dealt too.
+        const dealt = ws ? 23 : 17;
         if (n >= dealt + 2) expect(kinds.size).toBeGreaterThanOrEqual(dealt);
         if (!ws) for (const k of kinds) expect(k.startsWith('link.') || k.startsWith('lan.')).toBe(false);
+        // Each kind picks a guest that has what it acts on: PV kinds a PV device, device.hostile an emulated one.
+        const modes = new Map(config.hosts.flatMap((h) => h.guests.map((g) => [g.name, new Set(g.devices.map((d) => d.mode))] as const)));
+        for (const f of plan.faults) {
+          const k = f.what.kind;
+          if (k === 'device.hostile') expect(modes.get(f.who.domain!)!.has('emulated')).toBe(true);
+          if (k.startsWith('backend.') || k.startsWith('evtchn.') || k.startsWith('ring.') || k.startsWith('grant.')) expect(modes.get(f.who.domain!)!.has('pv')).toBe(true);
+          if (f.who.device) expect(f.who.device).toMatch(k === 'device.hostile' ? /^(lance|ata)\d+$/ : /^(vbd|vif)\d+$/);
+        }
         // Endings: at the end, each a different guest, and someone is left standing.
         const ends = plan.faults.filter((f) => f.what.kind === 'process.kill' || f.what.kind === 'link.reset');
         const guests = config.hosts.flatMap((h) => h.guests).length;

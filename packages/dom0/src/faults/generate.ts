@@ -5,6 +5,11 @@
  * reset) come last and never take the last guest standing. The same seed and cluster give the
  * same plan.
  *
+ * Kinds that act on a PV device's backend, ring or event channel pick among guests with PV
+ * devices; device.hostile picks among guests with emulated ones (with the attacks that cannot
+ * scribble over the attacker's own memory: a Lance made to DMA at random into its own guest
+ * would fail that guest's own ledger, which proves nothing about isolation).
+ *
  * Left out on purpose: disk.bitflip (silent corruption is detected, not survived — it has its own
  * scenario) and backend.lie (breaks the backend to test the checkers).
  */
@@ -20,8 +25,19 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const rng = new SplitMix32(mixSeed(o.seed, 0xca3a));
   const pick = <T>(xs: readonly T[]): T => xs[rng.nextInt(xs.length)];
   const hosts = o.config.hosts;
-  const guests = hosts.flatMap((h) => h.guests.map((g) => ({ host: h.name, name: g.name, vbd: g.devices.find((d) => d.type === 'vbd'), vif: g.devices.find((d) => d.type === 'vif') })));
+  const guests = hosts.flatMap((h) =>
+    h.guests.map((g) => ({
+      host: h.name,
+      name: g.name,
+      vbd: g.devices.find((d) => d.type === 'vbd' && d.mode === 'pv'),
+      vif: g.devices.find((d) => d.type === 'vif' && d.mode === 'pv'),
+      emulated: g.devices.filter((d) => d.mode === 'emulated').map((d) => (d.type === 'vbd' ? `ata${d.devid}` : `lance${d.devid}`)),
+    })),
+  );
   const withVbd = guests.filter((g) => g.vbd);
+  const withPv = guests.filter((g) => g.vbd || g.vif);
+  const withEmulated = guests.filter((g) => g.emulated.length > 0);
+  const pvOnly = (k: FaultKind) => k.startsWith('backend.') || k.startsWith('evtchn.');
   const kinds: FaultKind[] = [
     'backend.pause',
     'backend.restart',
@@ -40,6 +56,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
     'ring.corrupt-index',
     'grant.revoke-mapped',
   ];
+  if (withEmulated.length > 0) kinds.push('device.hostile');
   if (o.transport === 'ws') kinds.push('link.latency', 'link.bandwidth', 'link.partition');
   if (hosts.length > 1) kinds.push('lan.drop', 'lan.duplicate', 'lan.reorder', 'lan.corrupt');
   // A seeded deal: every kind once per round, rounds shuffled independently.
@@ -61,7 +78,8 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const ended = new Set<string>();
   const faults: FaultSpec[] = deal.map((kind, i) => {
     const alive = guests.filter((g) => !ended.has(g.name));
-    const g = pick(kind.startsWith('ring.') || kind.startsWith('grant.') ? withVbd.filter((x) => !ended.has(x.name)) : alive);
+    const among = kind.startsWith('ring.') || kind.startsWith('grant.') ? withVbd : pvOnly(kind) ? withPv : kind === 'device.hostile' ? withEmulated : guests;
+    const g = pick(among.filter((x) => !ended.has(x.name)));
     const at = Math.round(i * SLOT * 100) / 100 + 0.3;
     const when = { at, for: HOLD };
     const id = `s${String(i + 1).padStart(2, '0')}-${kind}`;
@@ -107,6 +125,11 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       case 'lan.reorder':
       case 'lan.corrupt':
         return { id, who: { host: g.host }, what: { kind, probability: 0.1 + rng.next() * 0.4 }, when };
+      case 'device.hostile': {
+        const device = pick(g.emulated);
+        const attack = device.startsWith('lance') ? pick(['wild-dma', 'irq-storm'] as const) : pick(['bad-commands', 'port-garbage'] as const);
+        return { id, who: { domain: g.name, device }, what: { kind, attack, count: 2 + rng.nextInt(6) }, when: { at } };
+      }
       case 'process.kill':
       case 'link.reset': {
         // Never the last guest standing, and never one the ws run's other ending already took.

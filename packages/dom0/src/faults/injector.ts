@@ -49,6 +49,7 @@ const INSTANTANEOUS = new Set<string>([
   'ring.stale-gref',
   'ring.double-fetch',
   'grant.revoke-mapped',
+  'device.hostile',
 ]);
 
 export class FaultInjector {
@@ -213,6 +214,21 @@ export class FaultInjector {
               await h.restartBackend(spec.who.domain!, spec.who.device!).catch((e) => this.log.warn({ err: (e as Error).message }, 'backend reset failed'));
             };
           }
+          break;
+        }
+        case 'device.hostile': {
+          host = this.guestHost(spec);
+          const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
+          domid = g.domain.domid;
+          if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
+          if (!host.platformOf(domid)) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no emulated devices`);
+          const r = await g.peer.call<Record<string, unknown>>(
+            GUEST_ATTACK,
+            { device: spec.who.device, attack: spec.what.attack, count: spec.what.count ?? 4, seed: mixSeed(this.seed, this.seq) },
+            30_000,
+          );
+          rec.detail = { ...r };
+          this.attackers.add(`${host.config.name}/${spec.who.domain}`);
           break;
         }
         case 'backend.restart': {

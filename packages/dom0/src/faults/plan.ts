@@ -58,6 +58,8 @@ export const FAULT_KINDS = {
   'ring.corrupt-index': 'a guest frontend publishes an impossible req_prod; the backend stops that ring; healing restarts the backend; who: domain + device (vbd)',
   'grant.revoke-mapped': 'a guest tries to revoke grants dom0 has mapped for in-flight I/O (must be refused); count; who: domain + device (vbd)',
   'backend.restart': 'a backend crashes and is restarted; the frontend reconnects (blkfront resubmits what was in flight; netfront drops frames in flight); who: domain + device',
+  'device.hostile':
+    "a guest's driver turns on its own emulated device: attack port-garbage | wild-dma | irq-storm (Lance) or bad-commands | port-garbage (ATA); count; the model answers with device errors, the driver re-opens it; who: domain + device (lance<devid> | ata<devid>)",
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
 
@@ -82,8 +84,10 @@ export interface FaultWhat {
   times?: number;
   latencyMs?: number;
   jitterMs?: number;
-  /** Attacks per occurrence (ring.*, grant.revoke-mapped). */
+  /** Attacks per occurrence (ring.*, grant.revoke-mapped, device.hostile). */
   count?: number;
+  /** device.hostile: which program the guest's driver runs against its device. */
+  attack?: 'port-garbage' | 'wild-dma' | 'irq-storm' | 'bad-commands';
   bytesPerSec?: number;
   partition?: 'send' | 'receive' | 'both';
   resetAfterMs?: number;
@@ -125,7 +129,7 @@ const selector = {
   properties: {
     host: { type: 'string', minLength: 1 },
     domain: { type: 'string', minLength: 1 },
-    device: { type: 'string', pattern: '^(vbd|vif)\\d+$' },
+    device: { type: 'string', pattern: '^(vbd|vif|lance|ata)\\d+$' },
     runtime: { enum: ['hwsim'] },
   },
 } as const;
@@ -149,6 +153,7 @@ const what = {
     bytesPerSec: { type: 'number', exclusiveMinimum: 0 },
     partition: { enum: ['send', 'receive', 'both'] },
     resetAfterMs: { type: 'number', exclusiveMinimum: 0 },
+    attack: { enum: ['port-garbage', 'wild-dma', 'irq-storm', 'bad-commands'] },
   },
 } as const;
 
@@ -211,6 +216,18 @@ function checkSelector(f: FaultSpec, where: string): void {
     need('device');
     if (!f.who.device!.startsWith('vbd')) throw new ConfigError(`${where}: ${k} is implemented for vbd rings (blkfront)`);
   }
+  if (k === 'device.hostile') {
+    need('domain');
+    need('device');
+    const attack = f.what.attack;
+    const lance = /^lance\d+$/.test(f.who.device!);
+    const ata = /^ata\d+$/.test(f.who.device!);
+    if (!lance && !ata) throw new ConfigError(`${where}: device.hostile targets an emulated device (lance<devid> or ata<devid>), not ${f.who.device}`);
+    const allowed = lance ? ['port-garbage', 'wild-dma', 'irq-storm'] : ['bad-commands', 'port-garbage'];
+    if (!attack || !allowed.includes(attack)) throw new ConfigError(`${where}: device.hostile on ${f.who.device} needs what.attack, one of ${allowed.join(', ')}`);
+  } else if (f.what.attack !== undefined) throw new ConfigError(`${where}: what.attack belongs to device.hostile`);
+  if ((k.startsWith('backend.') || k.startsWith('ring.') || k === 'grant.revoke-mapped') && f.who.device && !/^(vbd|vif)\d+$/.test(f.who.device))
+    throw new ConfigError(`${where}: ${k} acts on a PV device's backend or ring (vbd<devid> | vif<devid>); ${f.who.device} is emulated (try device.hostile)`);
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
   else if ((k === 'process.restart' || k === 'process.pause') && f.who.runtime === 'hwsim') {

@@ -6,18 +6,38 @@ import { ConfigError } from '@ringvisor/shared';
 import { defaultConfig, loadConfigFile, normalizeConfig } from './config.js';
 
 describe('cluster config', () => {
-  it('the default is one host, three guests, each with a vbd, a vif and both workloads', () => {
+  it('the default is one host, three PV guests and one emulated guest, each with a vbd, a vif and both workloads', () => {
     const c = defaultConfig();
     expect(c.hosts).toHaveLength(1);
     const guests = c.hosts[0].guests;
-    expect(guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
+    expect(guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4']);
     for (const g of guests) {
       expect(g.devices.map((d) => d.type).sort()).toEqual(['vbd', 'vif']);
       expect(g.workloads.block).toBeDefined();
       expect(g.workloads.udp).toBeDefined();
     }
+    expect(guests.map((g) => [...new Set(g.devices.map((d) => d.mode))].join())).toEqual(['pv', 'pv', 'pv', 'emulated']);
+    // PIO is slow: the emulated disk's block workload is smaller and one request deep.
+    expect(guests[3].workloads.block).toEqual({ blocks: 32, queueDepth: 1 });
     const ips = guests.map((g) => g.devices.find((d) => d.type === 'vif')!).map((d) => (d.type === 'vif' ? d.ip : ''));
-    expect(new Set(ips).size).toBe(3);
+    expect(new Set(ips).size).toBe(4);
+    // The ws default keeps to PV devices (emulation needs shared memory with dom0 for now).
+    expect(defaultConfig({ transport: 'ws' }).hosts[0].guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
+  });
+
+  it('emulated devices: placement, the hosted VMM optimisations, and the mistakes people make', () => {
+    const one = (devices: unknown[]) => normalizeConfig({ hosts: [{ guests: [{ name: 'g', devices, workloads: {} }] }] }).hosts[0].guests[0];
+    const g = one([{ type: 'vif', mode: 'emulated', placement: 'hosted', vmmIo: true, sendCombining: true }, { type: 'vbd', mode: 'emulated', placement: 'hosted' }]);
+    expect(g.devices[0]).toMatchObject({ mode: 'emulated', placement: 'hosted', vmmIo: true, sendCombining: true });
+    expect(g.devices[1]).toMatchObject({ mode: 'emulated', placement: 'hosted' });
+    expect(one([{ type: 'vif', mode: 'emulated' }]).devices[0]).toMatchObject({ placement: 'dom0' });
+    expect(() => one([{ type: 'vif', placement: 'hosted' }])).toThrow(/"placement" applies to mode: emulated only/);
+    expect(() => one([{ type: 'vif', mode: 'emulated', vmmIo: true }])).toThrow(/optimisation of the hosted VMM/);
+    expect(() => one([{ type: 'vbd', mode: 'emulated', placement: 'hosted', sendCombining: true }])).toThrow(/optimisation of the hosted VMM/);
+    expect(() => one([{ type: 'vif', mode: 'emulated', rate: '1000,1000' }])).toThrow(/credit limit/);
+    expect(() => one([{ type: 'vif', mode: 'emulated' }, { type: 'vbd', mode: 'emulated', placement: 'hosted' }])).toThrow(/mixes placements/);
+    expect(() => one([1, 2, 3].map((devid) => ({ type: 'vbd', devid, mode: 'emulated' })))).toThrow(/two ATA channels/);
+    expect(() => one([{ type: 'vif', mode: 'magic' }])).toThrow(/must be one of pv, emulated/);
   });
 
   it('loads YAML and JSON files with the same meaning', () => {

@@ -337,14 +337,22 @@ export function loadConfigFile(path: string): ClusterConfig {
   return normalizeConfig(raw, path);
 }
 
-/** The embedded default: one host, three guests, each with a vbd, a vif, and both workloads. */
-export function defaultConfig(): ClusterConfig {
-  return normalizeConfig({
-    hosts: [
-      {
-        name: 'host0',
-        guests: ['guest1', 'guest2', 'guest3'].map((name) => ({ name, workloads: { block: {}, udp: {} } })),
-      },
+/**
+ * The embedded default: one host, three PV guests (a vbd, a vif, block and UDP workloads each),
+ * and — in the threads transport — a fourth whose NIC is an emulated Lance and whose disk an
+ * emulated ATA drive, their models in dom0, so `npm start` shows both designs side by side.
+ * (Emulated devices need shared memory with dom0 for now: the ws default is the three PV guests.)
+ */
+export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?: boolean } = {}): ClusterConfig {
+  const withEmulated = o.emulatedGuest ?? o.transport !== 'ws';
+  const pv = ['guest1', 'guest2', 'guest3'].map((name) => ({ name, workloads: { block: {}, udp: {} } }));
+  const emulated = {
+    name: 'guest4',
+    devices: [
+      { type: 'vbd', mode: 'emulated', sizeMiB: 4 },
+      { type: 'vif', mode: 'emulated' },
     ],
-  }, 'default config');
+    workloads: { block: {}, udp: {} },
+  };
+  return normalizeConfig({ hosts: [{ name: 'host0', guests: withEmulated ? [...pv, emulated] : pv }] }, 'default config');
 }

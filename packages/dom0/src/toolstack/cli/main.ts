@@ -120,7 +120,7 @@ function parseUp(argv: string[]): UpArgs {
   if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
   const transport = values.transport ?? 'threads';
   if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
-  const config = values.config ? loadConfigFile(values.config) : defaultConfig();
+  const config = values.config ? loadConfigFile(values.config) : defaultConfig({ transport });
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got ${JSON.stringify(values.seed)}`);
@@ -181,7 +181,7 @@ async function chaos(argv: string[]): Promise<number> {
     const t = values.transport ?? 'threads';
     if (t !== 'threads' && t !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(t)}`);
     const seedArg = values.seed === undefined ? 1 : Number(values.seed);
-    plan = generatePlan({ seed: seedArg, scenarios: n, transport: t, config: values.config ? loadConfigFile(values.config) : defaultConfig() });
+    plan = generatePlan({ seed: seedArg, scenarios: n, transport: t, config: values.config ? loadConfigFile(values.config) : defaultConfig({ transport: t }) });
     if (values.config) plan.cluster = values.config;
   }
   if (values.duration !== undefined) {
@@ -212,7 +212,7 @@ async function chaos(argv: string[]): Promise<number> {
   const transport = values.transport ?? plan.transport ?? 'threads';
   if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
   const configPath = values.config ?? plan.cluster;
-  const config = configPath ? loadConfigFile(configPath) : defaultConfig();
+  const config = configPath ? loadConfigFile(configPath) : defaultConfig({ transport });
   config.seed = seed;
   const secretFile = values['secret-file'] ?? join(stateDir(), 'secret');
   mkdirSync(dirname(secretFile), { recursive: true });
