@@ -120,6 +120,10 @@ export class FaultInjector {
     let domid = 0;
     let undo: () => Promise<void> | void = () => {};
     try {
+      // A fault aimed at a guest that is rebooting (an earlier process.restart) waits for it to
+      // be back: the plan names the guest, not one incarnation of it.
+      if (spec.who.domain && spec.what.kind !== 'process.restart')
+        for (const h of this.hostsFor(spec)) if (h.guests.some((g) => g.config.name === spec.who.domain)) await h.rebooted(spec.who.domain);
       switch (spec.what.kind) {
         case 'backend.pause': {
           const t = this.backends(spec);

@@ -470,7 +470,26 @@ export class Host {
    * still runs, its domain reclaimed, then a new domain is built from the same config — same
    * disk region, same addresses — and booted; its workloads start when it is ready.
    */
-  async restartGuest(name: string): Promise<void> {
+  restartGuest(name: string): Promise<void> {
+    const run = this.doRestartGuest(name);
+    const done = run.catch(() => undefined);
+    this.rebooting.set(name, done);
+    void done.then(() => {
+      if (this.rebooting.get(name) === done) this.rebooting.delete(name);
+    });
+    return run;
+  }
+
+  /** Reboots in progress, by guest name (settled when the guest is back, or the reboot failed). */
+  private readonly rebooting = new Map<string, Promise<void>>();
+
+  /** Wait (bounded) until a reboot of `name` in progress has finished; at once if there is none. */
+  async rebooted(name: string, maxMs = 30_000): Promise<void> {
+    const r = this.rebooting.get(name);
+    if (r) await Promise.race([r, delay(maxMs)]);
+  }
+
+  private async doRestartGuest(name: string): Promise<void> {
     const i = this.guests.findIndex((g) => g.config.name === name);
     if (i < 0) throw new Error(`no guest ${name} on ${this.config.name}`);
     if (this.opts.ws && this.opts.ws.spawn === false) throw new Error(`${name} runs elsewhere (compose): restart its container instead`);
