@@ -56,6 +56,21 @@ function setAttr(el, name, value) {
 }
 
 /**
+ * A table row with one cell per column, reachable as `tr._cells[key]`. `cols` holds
+ * [key, className, testid?] triples; callers fill cells that need inner elements afterwards.
+ */
+function tableRow(props, cols) {
+  const tr = h('tr', props);
+  tr._cells = {};
+  for (const [key, className, testid] of cols) {
+    const td = h('td', { className: className || '', ...(testid ? { dataset: { testid } } : {}) });
+    tr._cells[key] = td;
+    tr.append(td);
+  }
+  return tr;
+}
+
+/**
  * Keyed reconciliation of `container`'s children with `items`: nodes are created once per key,
  * updated in place, moved only when the order changed, and removed when their key disappears.
  */
@@ -333,13 +348,18 @@ function renderHeader(snap) {
   setText($('host-count'), (snap.hosts || []).length);
   setText($('domain-count'), snap.domains.length);
   setText($('ring-count'), (snap.rings || []).length);
+  const hostSum = (k) => (snap.hosts || []).reduce((a, x) => a + (Number(x[k]) || 0), 0);
+  setText($('traps-rate'), rate(hostSum('trapsPerSec')));
+  setText($('world-switch-rate'), rate(hostSum('worldSwitchesPerSec')));
   setText($('updated'), clock(snap.time));
 }
 
 // --- domains (xentop-like) -------------------------------------------------------------------
 
-const DOMAIN_COLS = ['host', 'name', 'id', 'state', 'cpu', 'mem', 'vcpus', 'tx', 'rx', 'rd', 'wr', 'evt', 'rate', 'integrity'];
-const NUMERIC = new Set(['id', 'cpu', 'mem', 'vcpus', 'tx', 'rx', 'rd', 'wr', 'evt', 'rate', 'integrity']);
+const DOMAIN_COLS = [
+  ['host'], ['name'], ['id', 'num'], ['state'], ['cpu', 'num'], ['mem', 'num'], ['vcpus', 'num'], ['tx', 'num'], ['rx', 'num'],
+  ['rd', 'num'], ['wr', 'num'], ['evt', 'num'], ['traps', 'num', 'domain-traps'], ['rate', 'num', 'domain-rate'], ['integrity', 'num'],
+];
 
 function renderDomains(snap) {
   const rates = ringRatesByDomain(snap);
@@ -347,17 +367,7 @@ function renderDomains(snap) {
     $('domains-body'),
     snap.domains,
     (d) => domainKey(d.host, d.domid),
-    (d) => {
-      const tr = h('tr', { dataset: { testid: 'domain-row', domain: d.name, host: d.host } });
-      tr._cells = {};
-      for (const c of DOMAIN_COLS) {
-        const td = h('td', { className: NUMERIC.has(c) ? 'num' : '' });
-        if (c === 'rate') td.dataset.testid = 'domain-rate';
-        tr._cells[c] = td;
-        tr.append(td);
-      }
-      return tr;
-    },
+    (d) => tableRow({ dataset: { testid: 'domain-row', domain: d.name, host: d.host } }, DOMAIN_COLS),
     (tr, d) => {
       const c = tr._cells;
       const r = Math.round(rates.get(domainKey(d.host, d.domid)) || 0);
@@ -374,6 +384,9 @@ function renderDomains(snap) {
       setText(c.rd, num(d.vbdReads));
       setText(c.wr, num(d.vbdWrites));
       setText(c.evt, rate(d.eventsPerSec));
+      // Only guests with emulated devices trap; for the others there is nothing to count.
+      setText(c.traps, typeof d.trapsPerSec === 'number' ? rate(d.trapsPerSec) : '–');
+      c.traps.title = typeof d.traps === 'number' ? 'traps total ' + d.traps : 'no emulated devices';
       setText(c.rate, String(r)); // plain integer: machine-readable as well
       const fails = Number(d.integrityFailures) || 0;
       setText(c.integrity, fails ? fails + ' FAILED / ' + num(d.integrityChecked) : num(d.integrityChecked) + ' ok');
@@ -385,6 +398,11 @@ function renderDomains(snap) {
 
 // --- rings ----------------------------------------------------------------------------------
 
+const RING_COLS = [
+  ['domain'], ['device'], ['ring'], ['modeCell'], ['size', 'num'], ['req', 'num mono'], ['rsp', 'num mono'], ['occ', 'occ'],
+  ['rps', 'num', 'ring-rps'], ['rsps', 'num', 'ring-rsps'], ['verdictCell'], ['paused', 'paused'],
+];
+
 function renderRings(snap) {
   const rings = snap.rings || [];
   syncList(
@@ -392,32 +410,18 @@ function renderRings(snap) {
     rings,
     (r) => r.id,
     (r) => {
-      const tr = h('tr', { className: 'ring-row', dataset: { testid: 'ring-row', ringId: r.id, domain: r.domain, host: r.host }, attrs: { tabindex: '0', role: 'button' } });
-      const cells = {};
-      const add = (k, cls = '') => {
-        const td = h('td', { className: cls });
-        cells[k] = td;
-        tr.append(td);
-        return td;
-      };
-      add('domain');
-      add('device');
-      add('ring');
-      cells.mode = h('span', { className: 'badge' });
-      add('modeCell').append(cells.mode);
-      add('size', 'num');
-      add('req', 'num mono');
-      add('rsp', 'num mono');
-      const occ = add('occ', 'occ');
-      cells.bar = h('span', { className: 'bar-fill' });
-      cells.occText = h('span', { className: 'bar-text' });
-      occ.append(h('span', { className: 'bar' }, cells.bar), cells.occText);
-      add('rps', 'num').dataset.testid = 'ring-rps';
-      add('rsps', 'num').dataset.testid = 'ring-rsps';
-      cells.verdict = h('span', { className: 'verdict' });
-      add('verdictCell').append(cells.verdict);
-      add('paused', 'paused');
-      tr._cells = cells;
+      const tr = tableRow(
+        { className: 'ring-row', dataset: { testid: 'ring-row', ringId: r.id, domain: r.domain, host: r.host }, attrs: { tabindex: '0', role: 'button' } },
+        RING_COLS,
+      );
+      const c = tr._cells;
+      c.mode = h('span', { className: 'badge' });
+      c.modeCell.append(c.mode);
+      c.bar = h('span', { className: 'bar-fill' });
+      c.occText = h('span', { className: 'bar-text' });
+      c.occ.append(h('span', { className: 'bar' }, c.bar), c.occText);
+      c.verdict = h('span', { className: 'verdict' });
+      c.verdictCell.append(c.verdict);
       return tr;
     },
     (tr, r) => {
@@ -647,7 +651,8 @@ function renderTopology(snap) {
         card._meta,
         hr
           ? hr.transport + ' · grant ops ' + rate(hr.grantOpsPerSec) + '/s · maps ' + num(hr.grantMaps) + ' · unmaps ' + num(hr.grantUnmaps) +
-              ' · copies ' + num(hr.grantCopies) + ' · copied ' + bytes(hr.bytesCopied)
+              ' · copies ' + num(hr.grantCopies) + ' · copied ' + bytes(hr.bytesCopied) +
+              ' · traps ' + rate(hr.trapsPerSec) + '/s · world switches ' + rate(hr.worldSwitchesPerSec) + '/s'
           : '',
       );
       syncList(card._runtimes, runtimesByHost.get(name) || [], (r) => r.name, createRuntime, updateRuntime);
@@ -706,12 +711,12 @@ function updateDomainNode(li, d) {
   syncList(li._devices, d.devices || [], (x) => x.name, createDevice, updateDevice);
 }
 
-function createDevice() {
-  const li = h('li', { className: 'device' });
+function createDevice(x) {
+  const li = h('li', { className: 'device', dataset: { testid: 'topology-device', device: x.name } });
   li._name = h('span', { className: 'name' });
-  li._mode = h('span', { className: 'badge' });
+  li._mode = h('span', { className: 'badge', dataset: { testid: 'device-mode' } });
   li._state = h('span', { className: 'meta' });
-  li._rates = h('span', { className: 'meta' });
+  li._rates = h('span', { className: 'meta', dataset: { testid: 'device-rates' } });
   li.append(li._name, li._mode, li._state, li._rates);
   return li;
 }
@@ -720,8 +725,17 @@ function updateDevice(li, x) {
   setText(li._name, x.name);
   setText(li._mode, x.mode);
   setClass(li._mode, 'badge mode-' + x.mode);
-  setText(li._state, 'backend ' + x.backendState + ' · frontend ' + x.frontendState);
-  setText(li._rates, rate(x.eventsPerSec) + ' evt/s · ' + rate(x.notificationsPerSec) + ' ntf/s · ' + rate(x.suppressedPerSec) + ' supp/s');
+  li.dataset.mode = x.mode;
+  if (x.mode === 'emulated') {
+    // No xenbus and no rings: the model in dom0 and the vCPU's traps into it are what there is.
+    const where = x.placement === 'hosted' ? 'model in VMApp (hosted)' : 'model in dom0: ' + x.backendState;
+    setText(li._state, where + (x.ports && x.ports.length ? ' · ports ' + x.ports.join(', ') : ''));
+    setText(li._rates, rate(x.trapsPerSec) + ' traps/s · ' + rate(x.interruptsPerSec) + ' irq/s · ' + num(x.traps) + ' traps');
+    setAttr(li._rates, 'data-traps', Number(x.traps) || 0);
+  } else {
+    setText(li._state, 'backend ' + x.backendState + ' · frontend ' + x.frontendState);
+    setText(li._rates, rate(x.eventsPerSec) + ' evt/s · ' + rate(x.notificationsPerSec) + ' ntf/s · ' + rate(x.suppressedPerSec) + ' supp/s');
+  }
 }
 
 // --- timeline -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /**
  * The live dashboard in a real browser: the real cluster (`bin/ringvisor.mjs up --observe`, the
- * default three-guest host, real worker threads) in its own process, and headless Chromium
+ * default host, real worker threads) in its own process, and headless Chromium
  * driven by playwright-core loading the page through the one-time token link.
  *
  * Checked: the API refuses a request without the cookie; every domain the snapshot lists gets a
@@ -8,6 +8,8 @@
  * domain's figure being the sum of its rings); the charts and the timeline render; clicking a
  * vbd ring opens its entries decoded from the ring page, refreshed while open, and the panel
  * closes; the page throws nothing. A full-page screenshot lands in test-artifacts/dashboard.png.
+ * With examples/emulation.yaml: the emulated devices show in the topology with their badge, model
+ * state and growing traps, and the header and domains table carry trap rates.
  *
  * Skipped when /usr/bin/chromium is absent, except under CI (CI=true), where that fails. The
  * cluster is stopped by pid (SIGINT, SIGKILL after 10 s) and the browser closed, pass or fail.
@@ -35,7 +37,7 @@ interface Cluster {
 }
 
 let cluster: ChildProcess | undefined;
-let clusterDir: string | undefined;
+const clusterDirs: string[] = [];
 
 /** SIGINT, then SIGKILL if it has not exited within 10 s; by pid, never by name. */
 async function stopCluster(child: ChildProcess): Promise<void> {
@@ -65,14 +67,14 @@ async function stopCluster(child: ChildProcess): Promise<void> {
 afterAll(async () => {
   if (cluster) await stopCluster(cluster);
   cluster = undefined;
-  if (clusterDir) rmSync(clusterDir, { recursive: true, force: true });
-  clusterDir = undefined;
+  for (const d of clusterDirs.splice(0)) rmSync(d, { recursive: true, force: true });
 }, 30_000);
 
-/** Start `ringvisor up --observe` and resolve with the dashboard link once it is printed. */
-function startCluster(): Promise<Cluster> {
-  clusterDir = mkdtempSync(join(tmpdir(), 'rv-dash-'));
-  const child = spawn(process.execPath, [join(ROOT, 'bin/ringvisor.mjs'), 'up', '--duration', '60', '--observe', '127.0.0.1:0'], {
+/** Start `ringvisor up --observe [ARGS]` and resolve with the dashboard link once it is printed. */
+function startCluster(args: string[] = []): Promise<Cluster> {
+  const clusterDir = mkdtempSync(join(tmpdir(), 'rv-dash-'));
+  clusterDirs.push(clusterDir);
+  const child = spawn(process.execPath, [join(ROOT, 'bin/ringvisor.mjs'), 'up', '--duration', '60', '--observe', '127.0.0.1:0', ...args], {
     // Its own directory: the disk image and the state directory are the run's alone.
     cwd: clusterDir,
     env: { ...process.env },
@@ -261,5 +263,76 @@ describe('live dashboard (real cluster, real Chromium)', () => {
       }
     },
     150_000,
+  );
+
+  it.skipIf(!chromiumAvailable && !underCi)(
+    'emulated devices: a badge, the model state and growing traps in the topology; trap rates in the header and the domains table',
+    async () => {
+      if (!chromiumAvailable) throw new Error('chromium is required under CI; apt-get install chromium');
+      const c = await startCluster(['--config', join(ROOT, 'examples/emulation.yaml')]);
+      let browser: Browser | undefined;
+      try {
+        browser = await chromium.launch({
+          executablePath: CHROMIUM,
+          args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+        });
+        const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+        const pageErrors: string[] = [];
+        page.on('pageerror', (e) => pageErrors.push(e.message));
+        expect((await page.goto(c.url))?.ok()).toBe(true);
+
+        const devices = () =>
+          page.locator('[data-testid="topology-device"]').evaluateAll((lis) =>
+            lis.map((li) => ({
+              domain: li.closest<HTMLElement>('[data-testid="topology-domain"]')?.dataset.domain ?? '',
+              name: (li as HTMLElement).dataset.device ?? '',
+              mode: (li as HTMLElement).dataset.mode ?? '',
+              badge: li.querySelector('[data-testid="device-mode"]')?.textContent ?? '',
+              text: li.textContent ?? '',
+              traps: Number(li.querySelector<HTMLElement>('[data-testid="device-rates"]')?.dataset.traps ?? NaN),
+            })),
+          );
+        const emulated = async () => (await devices()).filter((d) => d.mode === 'emulated');
+        await expect.poll(async () => (await emulated()).map((d) => `${d.domain}/${d.name}/${d.badge}`).sort(), { timeout: 20_000, interval: 250 }).toEqual(['emu1/ata51712/emulated', 'emu1/lance0/emulated']);
+        await expect.poll(async () => (await emulated()).every((d) => d.traps > 0), { timeout: 20_000, interval: 250 }).toBe(true);
+        const before = new Map((await emulated()).map((d) => [d.name, d.traps]));
+        // Live: the trap counts keep growing as snapshots arrive.
+        await expect
+          .poll(async () => (await emulated()).every((d) => d.traps > before.get(d.name)!), { timeout: 10_000, interval: 250 })
+          .toBe(true);
+        for (const d of await emulated()) {
+          expect(d.text).toMatch(/model in dom0: /);
+          expect(d.text).toMatch(/traps\/s/);
+          expect(d.text).not.toMatch(/frontend/);
+        }
+        expect((await emulated()).find((d) => d.name === 'lance0')!.text).toMatch(/model in dom0: running · ports 0xc000-0xc01f/);
+        // PV devices keep their xenbus view.
+        const pv = (await devices()).filter((d) => d.domain === 'pv1');
+        expect(pv.map((d) => d.mode)).toEqual(['pv', 'pv']);
+        for (const d of pv) expect(d.text).toMatch(/frontend Connected/);
+
+        // Header: traps and world switches per second over the hosts; domains table: traps/s only for emu1.
+        const count = (t: string | null) => Number((t ?? '').replace(/,/g, ''));
+        await expect.poll(async () => count(await page.getByTestId('traps-rate').textContent()), { timeout: 10_000, interval: 250 }).toBeGreaterThan(0);
+        expect(count(await page.getByTestId('world-switch-rate').textContent())).toBeGreaterThan(0);
+        const trapsCell = (name: string) => page.locator(`[data-testid="domain-row"][data-domain="${name}"] [data-testid="domain-traps"]`).textContent();
+        await expect.poll(async () => count(await trapsCell('emu1')), { timeout: 10_000, interval: 250 }).toBeGreaterThan(0);
+        expect(await trapsCell('pv1')).toBe('–');
+
+        // The ring table stays PV-only: the emulated guest has no rings.
+        expect(await page.locator('[data-testid="ring-row"][data-domain="emu1"]').count()).toBe(0);
+        expect(await page.locator('[data-testid="ring-row"][data-domain="pv1"]').count()).toBeGreaterThan(0);
+        mkdirSync(ARTIFACTS, { recursive: true });
+        await page.screenshot({ path: join(ARTIFACTS, 'dashboard-emulated.png'), fullPage: true });
+        expect(pageErrors).toEqual([]);
+      } catch (e) {
+        if (e instanceof Error) e.message += `\n--- ringvisor output (tail) ---\n${c.output()}`;
+        throw e;
+      } finally {
+        await browser?.close();
+        await stopCluster(c.child);
+      }
+    },
+    120_000,
   );
 });

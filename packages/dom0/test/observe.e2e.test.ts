@@ -1,8 +1,9 @@
 /**
  * Watching a running cluster, end to end, as a user does: `ringvisor up` in its own process
- * (the default three-guest host), then the view commands in their own processes against its
- * control endpoint — list, top, rings (STUCK while a backend is paused, BUSY after), trace as
- * JSON Lines, trace --pcap read back by tshark, /metrics, and every way to be refused.
+ * (the default host, whatever guests its config holds), then the view commands in their own
+ * processes against its control endpoint — list, top, rings (STUCK while a backend is paused,
+ * BUSY after), trace as JSON Lines, trace --pcap read back by tshark, /metrics, and every way
+ * to be refused. Emulated devices in detail: observe-emulation.e2e.test.ts.
  * Every process started here is killed by pid when the tests end, pass or fail.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -137,10 +138,13 @@ describe('views of a running cluster', () => {
       const x = await snapshot();
       return x.rings.some((g) => g.requestsPerSec > 0) && x.domains.every((d) => d.domid === 0 || d.vbdReads + d.vbdWrites > 0) ? x : undefined;
     });
-    expect(s.domains.map((d) => d.name).sort()).toEqual(['Domain-0', 'guest1', 'guest2', 'guest3']);
+    const guests = defaultConfig().hosts[0].guests;
+    expect(s.domains.map((d) => d.name).sort()).toEqual(['Domain-0', ...guests.map((g) => g.name)].sort());
     for (const d of s.domains.filter((x) => x.domid > 0)) {
+      // A PV guest's figures come from its backends, an emulated guest's from its device models.
       expect(d.netTxPackets).toBeGreaterThan(0);
-      expect(d.devices.map((x) => x.mode)).toEqual(['pv', 'pv']);
+      const g = guests.find((x) => x.name === d.name)!;
+      expect(d.devices.map((x) => x.mode).sort(), d.name).toEqual(g.devices.map((x) => x.mode).sort());
     }
     expect(s.hosts[0].grantMaps).toBeGreaterThan(0);
   });
@@ -217,7 +221,8 @@ describe('views of a running cluster', () => {
     for (const g of guests) {
       const vif = g.devices.find((d) => d.type === 'vif')!;
       if (vif.type !== 'vif') throw new Error('no vif');
-      const mine = rows.filter((x) => x.iface === `${g.name}/vif${vif.devid}`);
+      // An emulated NIC is captured at its model in dom0, as `<guest>/lance<devid>`.
+      const mine = rows.filter((x) => x.iface === `${g.name}/${vif.mode === 'emulated' ? 'lance' : 'vif'}${vif.devid}`);
       expect(mine.length, `${g.name}: ${rows.length} rows`).toBeGreaterThan(0);
       // Every UDP frame on a guest's vif is to or from that guest; it sends to and is echoed by each peer.
       const udp = mine.filter((x) => x.sport > 0);

@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Observatory } from './observatory.js';
-import type { ClusterSnapshot } from './model.js';
+import type { ClusterSnapshot, DeviceRow } from './model.js';
 
 type Labels<K extends string> = Record<K, string>;
 
@@ -61,6 +61,14 @@ export function createMetricsRegistry(obs: Observatory): Registry {
   fromSnapshot('counter', r, 'ringvisor_events_received_total', 'Event-channel notifications the backend received from the frontend', [...devL], (s) => devRows(s).map(({ v, l }) => [l, v.events]), obs);
   fromSnapshot('counter', r, 'ringvisor_notifications_sent_total', 'Event-channel notifications the backend sent to the frontend', [...devL], (s) => devRows(s).map(({ v, l }) => [l, v.notifications]), obs);
   fromSnapshot('counter', r, 'ringvisor_notifications_suppressed_total', 'Notifications the ring protocol made unnecessary (event index not passed)', [...devL], (s) => devRows(s).map(({ v, l }) => [l, v.suppressed]), obs);
+  // Only devices whose I/O traps report these (emulated): a PV device has no trap counter to read.
+  const devOpt = (s: ClusterSnapshot, pick: (v: DeviceRow) => number | undefined): Array<[Labels<(typeof devL)[number]>, number]> =>
+    devRows(s).flatMap(({ v, l }) => {
+      const n = pick(v);
+      return n === undefined ? [] : [[l, n]];
+    });
+  fromSnapshot('counter', r, 'ringvisor_device_traps_total', "Guest port accesses to the device's registers, each a trap to its model in dom0 (emulated devices)", [...devL], (s) => devOpt(s, (v) => v.traps), obs);
+  fromSnapshot('counter', r, 'ringvisor_device_interrupts_total', 'Interrupts the device model raised to the guest (emulated devices)', [...devL], (s) => devOpt(s, (v) => v.interrupts), obs);
 
   const domL = ['host', 'domain'] as const;
   const dl = (d: ClusterSnapshot['domains'][number]) => ({ host: d.host, domain: d.name });
@@ -73,6 +81,7 @@ export function createMetricsRegistry(obs: Observatory): Registry {
   fromSnapshot('counter', r, 'ringvisor_vif_tx_bytes_total', 'Bytes the guest transmitted', [...domL], (s) => s.domains.map((d) => [dl(d), d.netTxBytes]), obs);
   fromSnapshot('counter', r, 'ringvisor_vif_rx_bytes_total', 'Bytes delivered to the guest', [...domL], (s) => s.domains.map((d) => [dl(d), d.netRxBytes]), obs);
   fromSnapshot('gauge', r, 'ringvisor_domain_cpu_percent', 'Share of one CPU the guest runtime was busy over the last interval', [...domL], (s) => s.domains.map((d) => [dl(d), d.cpuPct]), obs);
+  fromSnapshot('counter', r, 'ringvisor_domain_traps_total', "Traps of the guest's vCPU dom0 served, including ports no device decodes (guests with emulated devices)", [...domL], (s) => s.domains.flatMap((d) => (d.traps === undefined ? [] : [[dl(d), d.traps] as [Labels<(typeof domL)[number]>, number]])), obs);
   fromSnapshot('counter', r, 'ringvisor_integrity_failures_total', 'Integrity failures the guest checkers found', [...domL], (s) => s.domains.map((d) => [dl(d), d.integrityFailures]), obs);
 
   const hostL = ['host'] as const;

@@ -45,17 +45,33 @@ export interface RingRow {
 export interface DeviceRow {
   type: 'vbd' | 'vif';
   devid: number;
+  /** PV: "vbd51712", "vif0"; emulated: "ata0", "lance0". */
   name: string;
   mode: 'pv' | 'emulated' | 'direct' | 'svio';
+  /** Emulated devices: where the model runs — dom0 (Xen HVM / QEMU) or hosted in the guest's VMApp. */
+  placement?: 'dom0' | 'hosted';
+  /** PV: the backend's state. Emulated: the device model's (Lance running/stopped, ATA idle/busy/pio-in/…; "in VMApp" when hosted). */
   backendState: string;
-  /** Xenbus state numbers and names of both halves. */
+  /** Xenbus state of the frontend; "-" for an emulated device (no xenbus: the guest probes its ports). */
   frontendState: string;
+  /** Event-channel figures of the backend (0 for an emulated device: its I/O is traps, its notifications interrupts). */
   eventsPerSec: number;
   notificationsPerSec: number;
   suppressedPerSec: number;
   events: number;
   notifications: number;
   suppressed: number;
+  /**
+   * Emulated devices: guest port accesses the model served, each one a trap of the vCPU and two
+   * world switches (hosted: those the guest's VMM forwarded to the VMApp).
+   */
+  traps?: number;
+  trapsPerSec?: number;
+  /** Emulated devices: interrupts the model raised (virtual IRQ edges sent to the guest). */
+  interrupts?: number;
+  interruptsPerSec?: number;
+  /** Emulated devices: the I/O port ranges the model decodes, e.g. "0x1f0-0x1f7". */
+  ports?: string[];
 }
 
 export interface DomainRow {
@@ -80,6 +96,9 @@ export interface DomainRow {
   eventsPerSec: number;
   integrityChecked: number;
   integrityFailures: number;
+  /** Guests with emulated devices: every access their device models' side served, including ports no device decodes. */
+  traps?: number;
+  trapsPerSec?: number;
   devices: DeviceRow[];
 }
 
@@ -102,6 +121,7 @@ export interface HostRow {
   trapsPerSec: number;
   worldSwitchesPerSec: number;
   grantOpsPerSec: number;
+  /** Guest port accesses served by the host's device models (dom0's ioreq servers and hosted VMApps). */
   traps: number;
   worldSwitches: number;
   grantMaps: number;

@@ -1,7 +1,8 @@
 /**
  * The Observatory: dom0's one sampler of the cluster. Once a second it reads the counters every
  * mechanism keeps — ring indices straight from the shared pages, backend and event-channel
- * counters, grant counters, each guest's own stats — and turns two samples into rates and
+ * counters, grant counters, the ioreq servers' trap counts and the device models' own counters
+ * for emulated devices, each guest's own stats — and turns two samples into rates and
  * ring verdicts. Views (CLI, dashboard, /metrics) read its latest snapshot; none of them costs
  * the data path anything.
  *
@@ -28,6 +29,7 @@ import {
 import type { Host } from '../toolstack/host.js';
 import type { Domain } from '../hypervisor/hypervisor.js';
 import type { SplitBackend, BackendCounters } from '../backends/split-backend.js';
+import { LANCE_IO_SIZE, type EmulatedPlatform, type PlatformStats } from '../devicemodels/platform.js';
 import type { ClusterSnapshot, DeviceRow, DomainRow, HostRow, RingEntries, RingRow, RuntimeRow, TimelineEntry } from './model.js';
 
 const TIMELINE_LIMIT = 500;
@@ -87,7 +89,11 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     if (this.sampling && this.latest) return this.latest;
     this.sampling = true;
     try {
-      await Promise.all(this.hosts.map(async (h) => this.guestStats.set(h, await h.guestStats().catch(() => this.guestStats.get(h) ?? []))));
+      await Promise.all([
+        ...this.hosts.map(async (h) => this.guestStats.set(h, await h.guestStats().catch(() => this.guestStats.get(h) ?? []))),
+        // Hosted models' counters come from their VMApps (a no-op for models in dom0).
+        ...this.hosts.flatMap((h) => h.platforms().map((p) => p.refresh())),
+      ]);
       this.latest = this.build();
       this.emit('snapshot', this.latest);
       return this.latest;
@@ -180,6 +186,8 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       let evIn = 0;
       let notif = 0;
       let supp = 0;
+      // Accesses served by hosted models (VMApps): the hypervisor's counters never see them.
+      const hosted = { traps: 0, worldSwitches: 0 };
       const backends = [...host.blkBackends(), ...host.netBackends()] as AnyBackend[];
       domains.push(this.dom0Row(host, now));
       for (const [domid, d] of host.hv.domains) {
@@ -229,13 +237,22 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           }
           for (const { name, ring } of b.rings()) rings.push(this.ringRow(hn, d.name, domid, b, name, ring, now));
         }
+        const platform = host.platformOf(domid);
+        if (platform) {
+          const served = this.addEmulated(row, `${hn}/${d.name}`, platform, now);
+          if (platform.placement === 'hosted') {
+            hosted.traps += served.traps;
+            hosted.worldSwitches += served.worldSwitches;
+          }
+        }
         domains.push(row);
       }
       const gc = [...host.hv.grants.counters.values()].reduce(
         (a, c) => ({ maps: a.maps + c.maps, unmaps: a.unmaps + c.unmaps, copies: a.copies + c.copies, bytesCopied: a.bytesCopied + c.bytesCopied }),
         { maps: 0, unmaps: 0, copies: 0, bytesCopied: 0 },
       );
-      const { traps, worldSwitches } = host.hv.counters;
+      const traps = host.hv.counters.traps + hosted.traps;
+      const worldSwitches = host.hv.counters.worldSwitches + hosted.worldSwitches;
       hosts.push({
         name: hn,
         transport: this.transport,
@@ -254,6 +271,76 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       });
     }
     return { time: now, uptimeSec: Math.round((now - this.t0) / 1000), transport: this.transport, hosts, runtimes, domains, rings, timeline: this.timeline.slice(-200) };
+  }
+
+  /**
+   * A guest's emulated devices: no rings and no xenbus. What crosses is the vCPU's traps (counted
+   * per port range by whoever serves them; an ATA drive decodes two, "ata0.cmd" and "ata0.ctl")
+   * and the model's interrupts; the models' own counters give the I/O totals. Read through
+   * stats(), which covers both placements (models in dom0, or hosted in a VMApp: as last fetched;
+   * there a trap is an access the guest's VMM forwarded, those it handles itself never leave the
+   * guest's world). Returns the accesses the models served and the world switches they cost.
+   */
+  private addEmulated(row: DomainRow, key: string, p: EmulatedPlatform, now: number): { traps: number; worldSwitches: number } {
+    let st: PlatformStats | undefined;
+    try {
+      st = p.stats();
+    } catch {
+      // A hosted platform whose VMApp has not answered yet has no figures: show its devices at zero.
+    }
+    const perRange = st?.perRange ?? {};
+    const owns = (dev: string, range: string) => range === dev || range.startsWith(`${dev}.`);
+    const metricsOf = (name: string): object => st?.devices.find((x) => x.name === name)?.metrics ?? {};
+    const device = (type: DeviceRow['type'], devid: number, name: string, state: string, interrupts: number, ports: string[]): DeviceRow => {
+      let traps = 0;
+      for (const [range, n] of Object.entries(perRange)) if (owns(name, range)) traps += n;
+      return {
+        type,
+        devid,
+        name,
+        mode: 'emulated',
+        placement: p.placement,
+        backendState: state,
+        frontendState: '-',
+        eventsPerSec: 0,
+        notificationsPerSec: 0,
+        suppressedPerSec: 0,
+        events: 0,
+        notifications: 0,
+        suppressed: 0,
+        traps,
+        trapsPerSec: Math.round(this.rate(`${key}/${name}/traps`, traps, now)),
+        interrupts,
+        interruptsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, interrupts, now)),
+        ports,
+      };
+    };
+    // A hosted model's state lives in its VMApp; only its counters come back.
+    const hostedState = 'in VMApp';
+    for (const n of p.nics) {
+      const m = metricsOf(n.name);
+      const state = n.model ? (n.model.running ? 'running' : 'stopped') : hostedState;
+      row.devices.push(device('vif', n.devid, n.name, state, counter(m, 'interrupts'), [portSpan(n.base, LANCE_IO_SIZE)]));
+      // The model's tx is the guest's tx, as the PV backend's counters are.
+      row.netTxPackets += counter(m, 'txFrames');
+      row.netTxBytes += counter(m, 'txBytes');
+      row.netRxPackets += counter(m, 'rxFrames');
+      row.netRxBytes += counter(m, 'rxBytes');
+    }
+    for (const d of p.disks) {
+      const m = metricsOf(d.name);
+      const ds = d.model?.state;
+      const state = ds ? (ds.busyWith ? `${ds.phase} (${ds.busyWith})` : ds.phase) : hostedState;
+      row.devices.push(device('vbd', d.devid, d.name, state, counter(m, 'irqs'), [portSpan(d.channel.command, 8), portSpan(d.channel.control, 1)]));
+      row.vbdReads += counter(m, 'commands', 'read');
+      row.vbdWrites += counter(m, 'commands', 'write');
+      row.vbdSectorsRead += counter(m, 'sectorsRead');
+      row.vbdSectorsWritten += counter(m, 'sectorsWritten');
+    }
+    const served = { traps: st?.ioreq.traps ?? 0, worldSwitches: st?.ioreq.worldSwitches ?? 0 };
+    row.traps = served.traps;
+    row.trapsPerSec = Math.round(this.rate(`${key}/traps`, served.traps, now));
+    return served;
   }
 
   /** Share of one CPU a runtime's event loop was busy since the last sample (busy: cumulative ms). */
@@ -326,6 +413,19 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       paused: b.paused,
     };
   }
+}
+
+/** A counter out of a device model's metrics (plain JSON, from dom0's model or a VMApp's); 0 if absent. */
+function counter(metrics: object, ...path: string[]): number {
+  let v: unknown = metrics;
+  for (const k of path) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[k] : undefined;
+  return typeof v === 'number' ? v : 0;
+}
+
+/** An I/O port range as "0x1f0-0x1f7" (one port: "0x3f6"). */
+function portSpan(base: number, length: number): string {
+  const hex = (n: number) => `0x${n.toString(16)}`;
+  return length > 1 ? `${hex(base)}-${hex(base + length - 1)}` : hex(base);
 }
 
 /** A domain's row with its identity filled in and every I/O figure at zero (callers add theirs). */

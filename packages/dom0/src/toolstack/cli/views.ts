@@ -11,7 +11,7 @@
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { TRACE_KINDS, type TraceKind } from '@ringvisor/shared';
-import type { ClusterSnapshot, RingRow } from '../../observe/model.js';
+import type { ClusterSnapshot, DomainRow, RingRow } from '../../observe/model.js';
 import { PcapCapture } from '../../observe/capture.js';
 import { ControlEndpointError, UsageError, getJson, postAction, resolveControl, type ControlCredentials } from './endpoint.js';
 
@@ -33,10 +33,20 @@ async function creds(values: { url?: string | boolean; 'secret-file'?: string | 
   });
 }
 
-function table(head: string[], rows: string[][]): string {
+/** Columns right-aligned (numbers) except the first and those in `left` (names, lists). */
+function table(head: string[], rows: string[][], left: readonly number[] = []): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ');
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === 0 || left.includes(i) ? c.padEnd(w[i]) : c.padStart(w[i])))
+      .join('  ')
+      .trimEnd();
   return [line(head), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** A domain's devices and their I/O modes: "vbd51712:pv,vif0:pv", "ata0:emulated,lance0:emulated". */
+function deviceModes(d: DomainRow): string {
+  return d.devices.map((x) => `${x.name}:${x.mode}`).join(',') || '-';
 }
 
 function fmtBytes(n: number): string {
@@ -46,21 +56,56 @@ function fmtBytes(n: number): string {
   return String(n);
 }
 
-/** `ringvisor list`: name, id, memory, state, uptime — every domain of every host. */
+/** `ringvisor list`: name, id, memory, state, uptime, devices with their I/O mode — every domain of every host. */
 export async function list(argv: string[]): Promise<number> {
   const { values } = parse('list', () => parseArgs({ args: argv, options: COMMON, strict: true }));
   const s = await getJson<ClusterSnapshot>(await creds(values), '/api/snapshot');
   if (values.json) {
-    process.stdout.write(JSON.stringify(s.domains.map(({ host, name, domid, memKiB, vcpus, state, uptimeSec }) => ({ host, name, domid, memKiB, vcpus, state, uptimeSec }))) + '\n');
+    process.stdout.write(
+      JSON.stringify(
+        s.domains.map(({ host, name, domid, memKiB, vcpus, state, uptimeSec, devices }) => ({
+          host,
+          name,
+          domid,
+          memKiB,
+          vcpus,
+          state,
+          uptimeSec,
+          devices: devices.map(({ name: device, type, mode, traps }) => ({ name: device, type, mode, ...(traps !== undefined ? { traps } : {}) })),
+        })),
+      ) + '\n',
+    );
     return 0;
   }
   process.stdout.write(
     table(
-      ['Name', 'ID', 'Mem(MiB)', 'VCPUs', 'State', 'Time(s)', 'Host'],
-      s.domains.map((d) => [d.name, String(d.domid), String(Math.round(d.memKiB / 1024)), String(d.vcpus), d.state, String(d.uptimeSec), d.host]),
+      ['Name', 'ID', 'Mem(MiB)', 'VCPUs', 'State', 'Time(s)', 'Host', 'Devices'],
+      s.domains.map((d) => [d.name, String(d.domid), String(Math.round(d.memKiB / 1024)), String(d.vcpus), d.state, String(d.uptimeSec), d.host, deviceModes(d)]),
+      [7],
     ),
   );
   return 0;
+}
+
+/** Emulated devices, one line each: where the model runs, its state, ports, traps and interrupts (none when no guest has any). */
+function renderEmulatedDevices(s: ClusterSnapshot): string {
+  const rows = s.domains.flatMap((d) =>
+    d.devices
+      .filter((x) => x.mode === 'emulated')
+      .map((x) => [
+        `${d.host}/${d.name}/${x.name}`,
+        x.type,
+        x.placement ?? 'dom0',
+        x.backendState,
+        (x.ports ?? []).join(','),
+        String(x.traps ?? 0),
+        String(x.trapsPerSec ?? 0),
+        String(x.interrupts ?? 0),
+        String(x.interruptsPerSec ?? 0),
+      ]),
+  );
+  if (rows.length === 0) return '';
+  return '\nemulated devices (every register access traps to the device model)\n' + table(['DEVICE', 'TYPE', 'MODEL_IN', 'STATE', 'PORTS', 'TRAPS', 'TRAP/s', 'IRQS', 'IRQ/s'], rows, [1, 2, 3, 4]);
 }
 
 export function renderTopTable(s: ClusterSnapshot): string {
@@ -68,12 +113,15 @@ export function renderTopTable(s: ClusterSnapshot): string {
   for (const r of s.rings) rings.set(`${r.host}/${r.domid}`, [...(rings.get(`${r.host}/${r.domid}`) ?? []), r]);
   const head = `ringvisor top — ${new Date(s.time).toISOString()} — up ${s.uptimeSec}s — ${s.domains.length} domains on ${s.hosts.length} hosts (${s.transport})`;
   const hostLine = s.hosts
-    .map((h) => `${h.name}: events/s ${h.eventsPerSec}  notify/s ${h.notificationsPerSec}  suppressed/s ${h.suppressedPerSec}  traps/s ${h.trapsPerSec}  grant ops/s ${h.grantOpsPerSec}`)
+    .map(
+      (h) =>
+        `${h.name}: events/s ${h.eventsPerSec}  notify/s ${h.notificationsPerSec}  suppressed/s ${h.suppressedPerSec}  traps/s ${h.trapsPerSec}  world switches/s ${h.worldSwitchesPerSec}  grant ops/s ${h.grantOpsPerSec}`,
+    )
     .join('\n');
   return (
     `${head}\n${hostLine}\n` +
     table(
-      ['NAME', 'STATE', 'CPU(%)', 'MEM(k)', 'NETTX(k)', 'NETRX(k)', 'VBD_RD', 'VBD_WR', 'VBD_RSECT', 'VBD_WSECT', 'RING_OCC', 'REQ/s', 'EVT/s', 'HOST'],
+      ['NAME', 'STATE', 'CPU(%)', 'MEM(k)', 'NETTX(k)', 'NETRX(k)', 'VBD_RD', 'VBD_WR', 'VBD_RSECT', 'VBD_WSECT', 'RING_OCC', 'REQ/s', 'EVT/s', 'TRAP/s', 'HOST'],
       s.domains.map((d) => {
         const rs = rings.get(`${d.host}/${d.domid}`) ?? [];
         return [
@@ -90,10 +138,12 @@ export function renderTopTable(s: ClusterSnapshot): string {
           rs.map((r) => `${r.occupancy}/${r.size}`).join(',') || '-',
           String(rs.reduce((a, r) => a + r.requestsPerSec, 0)),
           String(d.eventsPerSec),
+          d.trapsPerSec === undefined ? '-' : String(d.trapsPerSec),
           d.host,
         ];
       }),
-    )
+    ) +
+    renderEmulatedDevices(s)
   );
 }
 
