@@ -20,3 +20,4 @@ export * from './transport/toxics.js';
 export * from './trap/index.js';
 export * from './trap/ioreq.js';
 export * from './trap/hosted-vmm.js';
+export * from './trap/vmapp.js';

@@ -40,7 +40,7 @@ import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
 import { LanceDevice } from './lance/index.js';
 import { AtaDevice } from './ata/index.js';
 import { PhysicalDiskBacking } from './disk-backing.js';
-import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type VmAppSpec, type VmAppStats } from '../vmapp/vmapp.js';
+import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
 
 export type EmulationPlacement = 'dom0' | 'hosted';
 
@@ -254,6 +254,7 @@ export class EmulatedPlatform {
       domid: this.domain.domid,
       memory: this.domain.memory.buffer,
       eventMemory: this.hv.eventMemory,
+      localInterrupts: false,
       slot: this.slot,
       vmmShared: this.vmmShared!,
       ...(this.opts.pollUs !== undefined ? { pollUs: this.opts.pollUs } : {}),

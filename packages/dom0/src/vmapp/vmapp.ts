@@ -26,43 +26,19 @@ import {
   VMM_FLAG_MIRROR_WIO,
   VMM_LANCE_WORDS,
   VMM_TXQ,
+  EventMemory,
+  VMAPP_DISK,
+  VMAPP_FRAME,
+  VMAPP_STATS,
+  VMAPP_STOP,
   type Logger,
   type RpcPeer,
+  type VmAppSpec,
+  type VmAppStats,
 } from '@ringvisor/shared';
 import { IoReqServer } from '../hypervisor/ioreq.js';
 import { LanceDevice } from '../devicemodels/lance/index.js';
 import { AtaDevice, type AtaBacking } from '../devicemodels/ata/index.js';
-
-/** What dom0 hands a VMApp (workerData, besides its control port). */
-export interface VmAppSpec {
-  guest: string;
-  domid: number;
-  memory: SharedArrayBuffer;
-  eventMemory: SharedArrayBuffer;
-  slot: SharedArrayBuffer;
-  vmmShared: SharedArrayBuffer;
-  pollUs?: number;
-  nics: Array<{ devid: number; name: string; mac: string; base: number; irqPort: number; index: number }>;
-  disks: Array<{ devid: number; name: string; commandBase: number; controlBase: number; irqPort: number; sectors: number }>;
-}
-
-/** RPC between dom0 and a VMApp. */
-export const VMAPP_FRAME = 'vmnet.frame';
-export const VMAPP_DISK = 'vmapp.disk';
-export const VMAPP_STATS = 'vmapp.stats';
-export const VMAPP_STOP = 'vmapp.stop';
-
-export interface VmAppStats {
-  ioreq: IoReqServer['counters'];
-  perRange: Record<string, number>;
-  dma: { bytesRead: number; bytesWritten: number };
-  vmnet: { writes: number; bytesOut: number; reads: number; bytesIn: number };
-  /** Transmits the VMM queued that this VMApp sent, and the times it found some queued. */
-  combined: { sent: number; flushes: number; timerFlushes: number };
-  devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
-  /** Milliseconds this VMApp's thread was busy since it started (CPU per op in benchmarks). */
-  busyMs: number;
-}
 
 /** Longest a queued transmit waits when nothing else causes a switch (send combining's bound). */
 const SEND_COMBINING_DELAY_MS = 2;
@@ -70,7 +46,8 @@ const SEND_COMBINING_DELAY_MS = 2;
 export class VmApp {
   private readonly server: IoReqServer;
   private readonly dma: GuestMemoryDma;
-  private readonly events: EventChannelGate;
+  /** Raise one of the guest's virtual IRQs (see VmAppSpec.localInterrupts). */
+  private readonly raise: (port: number) => void;
   private readonly lances: Array<{ name: string; model: LanceDevice; mirror: Int32Array }> = [];
   private readonly disks: Array<{ name: string; model: AtaDevice }> = [];
   private readonly vmnet = { writes: 0, bytesOut: 0, reads: 0, bytesIn: 0 };
@@ -85,9 +62,17 @@ export class VmApp {
     private readonly log: Logger,
   ) {
     this.dma = new GuestMemoryDma(new Uint8Array(spec.memory));
-    // Send only: this thread raises the guest's interrupts on dom0's ends of the IRQ channels.
-    // It never dispatches dom0's ports (dom0's own loop does).
-    this.events = new EventChannelGate(spec.eventMemory, 0);
+    if (spec.localInterrupts) {
+      // In the guest's own process: set the guest's pending bit and raise its upcall, as the
+      // hypervisor's delivery would.
+      const mem = new EventMemory(spec.eventMemory);
+      this.raise = (port) => void mem.setPending(spec.domid, port);
+    } else {
+      // Send only: raise the interrupts on dom0's ends of the IRQ channels. This thread never
+      // dispatches dom0's ports (dom0's own loop does).
+      const gate = new EventChannelGate(spec.eventMemory, 0);
+      this.raise = (port) => void gate.send(port);
+    }
     this.doorbell = new Int32Array(spec.slot, 0, IOREQ_SLOT_BYTES / 4);
     this.server = new IoReqServer({
       domid: spec.domid,
@@ -127,7 +112,7 @@ export class VmApp {
       irq: (level) => {
         this.publish();
         if (!level) return;
-        this.events.send(n.irqPort);
+        this.raise(n.irqPort);
         // An interrupt-driven switch: send what the VMM queued (once the model is done with
         // the operation that raised the interrupt).
         queueMicrotask(() => this.flushCombined(false));
@@ -165,7 +150,7 @@ export class VmApp {
       write: async (lba, data) => (await this.peer.call<{ status: number }>(VMAPP_DISK, { devid: d.devid, op: 'write', lba, data })).status,
       flush: async () => (await this.peer.call<{ status: number }>(VMAPP_DISK, { devid: d.devid, op: 'flush' })).status,
     };
-    const model = new AtaDevice({ backing, irq: () => this.events.send(d.irqPort), serial: `RV${this.spec.domid}-${d.devid}`, model: 'ringvisor ATA disk' });
+    const model = new AtaDevice({ backing, irq: () => this.raise(d.irqPort), serial: `RV${this.spec.domid}-${d.devid}`, model: 'ringvisor ATA disk' });
     this.server.map({ name: `${d.name}.cmd`, base: d.commandBase, length: 8, handler: model.commandBlock });
     this.server.map({ name: `${d.name}.ctl`, base: d.controlBase, length: 1, handler: model.controlBlock });
     this.disks.push({ name: d.name, model });

@@ -7,7 +7,8 @@
 import { workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import { PortLink, RpcPeer, createLogger } from '@ringvisor/shared';
-import { VmApp, type VmAppSpec } from './vmapp.js';
+import type { VmAppSpec } from '@ringvisor/shared';
+import { VmApp } from './vmapp.js';
 
 const { control, spec } = workerData as { control: MessagePort; spec: VmAppSpec };
 const peer = new RpcPeer(new PortLink(control), `vmapp/${spec.guest}`);

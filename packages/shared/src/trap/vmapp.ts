@@ -1,0 +1,63 @@
+/**
+ * The contract between a VMApp (the hosted placement's per-guest runtime that owns the guest's
+ * emulated device models, dom0/src/vmapp/) and whoever starts it and carries its traffic: dom0's
+ * toolstack in the threads transport (a worker of dom0's process, its link a MessagePort), or the
+ * guest's own process in the ws transport (a worker next to the vCPU — the guest's process is
+ * the virtual machine, as VMware's vmx process holds VMApp and VMM — its VMNet frames and disk
+ * requests relayed to dom0 on the guest's link).
+ */
+
+/** What a VMApp is started with (workerData.spec, besides its control port). */
+export interface VmAppSpec {
+  guest: string;
+  domid: number;
+  memory: SharedArrayBuffer;
+  eventMemory: SharedArrayBuffer;
+  /**
+   * true: `irqPort`s are the guest's own ports in `eventMemory`, raised directly (the VMApp runs
+   * in the guest's process; there is no dom0 in this address space). false: they are dom0's ends
+   * of the IRQ channels, raised by an event send.
+   */
+  localInterrupts: boolean;
+  slot: SharedArrayBuffer;
+  vmmShared: SharedArrayBuffer;
+  pollUs?: number;
+  nics: VmAppPlan['nics'];
+  disks: VmAppPlan['disks'];
+}
+
+/** The devices a VMApp models (what a guest's boot spec carries when it must start one itself). */
+export interface VmAppPlan {
+  nics: Array<{ devid: number; name: string; mac: string; base: number; irqPort: number; index: number }>;
+  disks: Array<{ devid: number; name: string; commandBase: number; controlBase: number; irqPort: number; sectors: number }>;
+}
+
+/** RPC on a VMApp's link: VMNet frames both ways, disk requests to dom0, counters, stop. */
+export const VMAPP_FRAME = 'vmnet.frame';
+export const VMAPP_DISK = 'vmapp.disk';
+export const VMAPP_STATS = 'vmapp.stats';
+export const VMAPP_STOP = 'vmapp.stop';
+
+export interface VmAppIoReqCounters {
+  traps: number;
+  worldSwitches: number;
+  reads: number;
+  writes: number;
+  polled: number;
+  wakeups: number;
+  unassigned: number;
+  handlerErrors: number;
+  deferredWrites: number;
+}
+
+export interface VmAppStats {
+  ioreq: VmAppIoReqCounters;
+  perRange: Record<string, number>;
+  dma: { bytesRead: number; bytesWritten: number };
+  vmnet: { writes: number; bytesOut: number; reads: number; bytesIn: number };
+  /** Transmits the VMM queued that this VMApp sent, and the times it found some queued. */
+  combined: { sent: number; flushes: number; timerFlushes: number };
+  devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
+  /** Milliseconds this VMApp's thread was busy since it started (CPU per op in benchmarks). */
+  busyMs: number;
+}
