@@ -313,7 +313,8 @@ export class EmulatedPlatform {
    * model's own counters, DMA bytes. Hosted: the VMApp's, as last fetched by refresh().
    */
   stats(): PlatformStats {
-    const h = this.lastHostedStats;
+    // Hosted, before the first refresh: zeros (the VMApp's figures have not been fetched yet).
+    const h = this.lastHostedStats ?? (this.server ? undefined : emptyVmAppStats());
     const ioreq = h ? h.ioreq : { ...this.server!.counters };
     return {
       guest: this.domain.name,
@@ -355,4 +356,16 @@ export class EmulatedPlatform {
     await Promise.all(this.disks.map((d) => d.model?.idle()));
     for (const d of this.disks) d.backing.release();
   }
+}
+
+function emptyVmAppStats(): VmAppStats {
+  return {
+    ioreq: { traps: 0, worldSwitches: 0, reads: 0, writes: 0, polled: 0, wakeups: 0, unassigned: 0, handlerErrors: 0, deferredWrites: 0 },
+    perRange: {},
+    dma: { bytesRead: 0, bytesWritten: 0 },
+    vmnet: { writes: 0, bytesOut: 0, reads: 0, bytesIn: 0 },
+    combined: { sent: 0, flushes: 0, timerFlushes: 0 },
+    devices: [],
+    busyMs: 0,
+  };
 }

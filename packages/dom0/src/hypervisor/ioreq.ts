@@ -143,9 +143,20 @@ export class IoReqServer {
     const read = req.dir === IO_DIR_IN;
     if (read) c.reads++;
     else c.writes++;
-    if (trapChannel.hasSubscribers)
-      publishTrace({ kind: 'trap', t: traceNow(), host: this.o.host ?? '', domid: this.o.domid, port: req.port, size: req.size, write: !read, ...(read ? {} : { value: req.data }) });
     const r = this.find(req.port, req.size);
+    if (trapChannel.hasSubscribers)
+      publishTrace({
+        kind: 'trap',
+        t: traceNow(),
+        host: this.o.host ?? '',
+        domid: this.o.domid,
+        // The device, not its register block ("ata51712", not "ata51712.cmd").
+        ...(r ? { device: r.name.replace(/\.\w+$/, '') } : {}),
+        port: req.port,
+        size: req.size,
+        write: !read,
+        ...(read ? {} : { value: req.data }),
+      });
     let value = 0;
     if (!r) {
       c.unassigned++;

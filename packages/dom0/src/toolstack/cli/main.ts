@@ -529,8 +529,9 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
           nic: h.nic?.counters,
           bridge: h.bridge?.counters,
           grants: Object.fromEntries(h.hv.grants.counters),
-          traps: h.hv.counters.traps,
-          worldSwitches: h.hv.counters.worldSwitches,
+          // dom0's own ioreq servers count into the hypervisor's counters; hosted VMApps count their own.
+          traps: h.hv.counters.traps + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.traps : 0), 0),
+          worldSwitches: h.hv.counters.worldSwitches + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.worldSwitches : 0), 0),
           ...(h.platforms().length ? { emulated: h.platforms().map((p) => p.stats()) } : {}),
           ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
         },
