@@ -102,11 +102,39 @@ describe('full emulation (Lance NIC and ATA disk, models in dom0)', () => {
     expect(disk.errors).toBe(0);
   }, 120_000);
 
-  it('refuses emulated devices in the ws transport with a message that says why and what to do', async () => {
+  it('over ws, every runtime a process: the hosted VMApp runs in the guest\'s own process; UDP and the disk verify', async () => {
+    const cwd = tempDir();
+    const { code, stderr } = await runCli(['up', '--transport', 'ws', '--config', join(ROOT, 'examples/emulation-ws.yaml'), '--duration', '6', '--json', 'out.json'], cwd).done;
+    expect(code, stderr).toBe(0);
+    const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary & {
+      transport: string;
+      dom0: Record<string, { emulated?: Array<{ guest: string; placement: string; ioreq: { traps: number }; vmnet?: { writes: number } }> }>;
+    };
+    expect(s.transport).toBe('ws');
+    const emu = s.guests.find((g) => g.name === 'emu1')!;
+    const pv = s.guests.find((g) => g.name === 'pv1')!;
+    expect(emu.state, emu.error).toBe('stopped');
+    expect(emu.udp.echoed).toBeGreaterThan(0);
+    expect(pv.udp.echoed).toBeGreaterThan(0);
+    expect(emu.udp.corrupted + pv.udp.corrupted).toBe(0);
+    expect(s.integrity.failures).toBe(0);
+    const nic = emu.devices.find((d) => d.type === 'vif')!;
+    const disk = emu.devices.find((d) => d.type === 'vbd')!;
+    expect(nic.mode).toBe('emulated');
+    expect(disk.detail.sectorsWritten).toBeGreaterThan(0);
+    expect(nic.detail.handledInVmm).toBeGreaterThan(0);
+    // dom0 saw the VMApp's work through the guest's link: its traps and its VMNet writes.
+    const platform = s.dom0.host0.emulated!.find((p) => p.guest === 'emu1')!;
+    expect(platform.placement).toBe('hosted');
+    expect(platform.ioreq.traps).toBeGreaterThan(0);
+    expect(platform.vmnet!.writes).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('refuses models in dom0 over ws, saying why and what to use instead', async () => {
     const cwd = tempDir();
     const { code, stderr } = await runCli(['up', '--transport', 'ws', '--config', join(ROOT, 'examples/emulation.yaml'), '--duration', '2'], cwd).done;
     expect(code).not.toBe(0);
-    expect(stderr).toMatch(/emulated devices .* threads transport/);
-    expect(stderr).toMatch(/--transport threads|mode: pv/);
+    expect(stderr).toMatch(/placement: dom0 need the guest's memory shared with dom0/);
+    expect(stderr).toMatch(/use placement: hosted/);
   }, 60_000);
 });

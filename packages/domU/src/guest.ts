@@ -11,6 +11,7 @@ import { PcnetDriver } from './drivers/pcnet/index.js';
 import { AtaDriver } from './drivers/ata/index.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
 import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
+import { startLocalVmApp, type LocalVmApp } from './kernel/local-vmapp.js';
 import { ATA_ATTACKS, ataAttack, type AtaAttack, type AtaAttackOutcome } from './drivers/ata/misbehave.js';
 import { NetStack } from './net/index.js';
 import { BlockVerifier } from './workloads/block-verifier.js';
@@ -36,6 +37,8 @@ export class Guest {
   vmm?: HostedVmm;
   /** What the emulated-device drivers execute their in/out instructions on. */
   private io?: PortIo;
+  /** Hosted without shared memory with dom0: the VMApp this process runs. */
+  private localVmApp?: LocalVmApp;
   private verifier?: BlockVerifier;
   private verifierRun?: Promise<void>;
   private echo?: UdpEchoServer;
@@ -62,11 +65,21 @@ export class Guest {
       const { events } = this.kernel;
       if (emu.hosted) {
         // Hosted: the VMM forwards what it cannot handle to the VMApp, which sleeps on the doorbell.
-        this.vcpu = new VcpuPortIo(emu.ioreq.slot, doorbellKick(emu.ioreq.slot));
-        this.vmm = new HostedVmm(this.vcpu, emu.hosted.vmm, emu.hosted.lances);
+        // Without shared memory with dom0 (ws) this process runs the VMApp itself.
+        let { slot } = emu.ioreq;
+        let vmm = emu.hosted.vmm;
+        if (!slot || !vmm) {
+          if (!emu.hosted.vmapp) throw new Error('hosted emulation: the boot spec has neither shared state nor a VMApp plan');
+          this.localVmApp = startLocalVmApp(this.kernel, this.spec.name, emu.hosted.vmapp);
+          ({ slot, vmm } = this.localVmApp);
+        }
+        this.vcpu = new VcpuPortIo(slot, doorbellKick(slot));
+        this.vmm = new HostedVmm(this.vcpu, vmm, emu.hosted.lances);
         this.io = this.vmm;
       } else {
-        this.vcpu = new VcpuPortIo(emu.ioreq.slot, () => events.send(emu.ioreq.port));
+        if (!emu.ioreq.slot) throw new Error('emulation in dom0: the boot spec carries no I/O request slot');
+        const slot = emu.ioreq.slot;
+        this.vcpu = new VcpuPortIo(slot, () => events.send(emu.ioreq.port));
         this.io = this.vcpu;
       }
     }
@@ -345,6 +358,7 @@ export class Guest {
     for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'netfront close'));
     for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
     for (const { driver } of this.pcnet) driver.close();
+    await this.localVmApp?.stop();
     if ((this.state as GuestStats['state']) !== 'failed') this.state = 'stopped';
     return this.stats();
   }

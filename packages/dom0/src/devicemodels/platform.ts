@@ -40,7 +40,7 @@ import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
 import { LanceDevice } from './lance/index.js';
 import { AtaDevice } from './ata/index.js';
 import { PhysicalDiskBacking } from './disk-backing.js';
-import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
+import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type VmAppPlan, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
 
 export type EmulationPlacement = 'dom0' | 'hosted';
 
@@ -115,7 +115,12 @@ export class EmulatedPlatform {
   readonly disks: EmulatedDisk[] = [];
   /** hosted: the status mirrors and transmit queues the guest's VMM shares with the VMApp. */
   readonly vmmShared?: SharedArrayBuffer;
-  private vmapp?: { peer: RpcPeer; exited: Promise<number>; terminate(): Promise<number> };
+  /** hosted: the VMApp's link — to its worker (threads), or to the guest's process that runs it (ws). */
+  private vmappPeer?: RpcPeer;
+  /** hosted, threads: the VMApp worker dom0 started. */
+  private vmappWorker?: { exited: Promise<number>; terminate(): Promise<number> };
+  /** hosted, ws: the guest's own process runs the VMApp next to its vCPU (there is no shared memory with dom0). */
+  readonly inGuestProcess: boolean;
   private lastHostedStats?: VmAppStats;
   private readonly ioreq: IrqLine;
   private destroyed = false;
@@ -127,9 +132,13 @@ export class EmulatedPlatform {
     readonly placement: EmulationPlacement = 'dom0',
     private readonly opts: { pollUs?: number } = {},
   ) {
-    // Full emulation needs the guest's memory here (the model DMAs into it) and a vCPU that can
-    // block on a shared slot: shared memory, i.e. the threads transport.
-    if (domain.linked) throw new InvalidArgumentError(`${domain.name}: emulated devices need the guest's memory shared with dom0 (threads transport)`);
+    // A model in dom0 DMAs into the guest's memory and serves a slot the vCPU blocks on: that
+    // needs the guest's memory shared with dom0. Hosted models run next to the guest instead.
+    if (domain.linked && placement === 'dom0')
+      throw new InvalidArgumentError(
+        `${domain.name}: emulated devices with placement: dom0 need the guest's memory shared with dom0 (the threads transport); across a link (ws) use placement: hosted, whose VMApp runs in the guest's own process`,
+      );
+    this.inGuestProcess = domain.linked;
     this.dma = new GuestMemoryDma(domain.memory.bytes);
     this.ioreq = this.bindChannel();
     if (placement === 'hosted') this.vmmShared = createVmmShared(MAX_LANCES);
@@ -187,7 +196,7 @@ export class EmulatedPlatform {
         if (!this.destroyed) {
           if (this.placement === 'hosted') {
             // A VMNet read by the VMApp: the frame crosses to its thread (a copy).
-            this.vmapp?.peer.notify(VMAPP_FRAME, { devid, frame: frame.slice() });
+            this.vmappPeer?.notify(VMAPP_FRAME, { devid, frame: frame.slice() });
             trace('rx', frame);
           } else if (model!.receive(frame) === 'delivered') trace('rx', frame);
         }
@@ -248,7 +257,7 @@ export class EmulatedPlatform {
    * channels; its control link carries VMNet frames and disk requests.
    */
   async start(): Promise<void> {
-    if (this.placement !== 'hosted' || this.vmapp) return;
+    if (this.placement !== 'hosted' || this.inGuestProcess || this.vmappWorker) return;
     const spec: VmAppSpec = {
       guest: this.domain.name,
       domid: this.domain.domid,
@@ -258,39 +267,57 @@ export class EmulatedPlatform {
       slot: this.slot,
       vmmShared: this.vmmShared!,
       ...(this.opts.pollUs !== undefined ? { pollUs: this.opts.pollUs } : {}),
-      nics: this.nics.map((n, index) => ({ devid: n.devid, name: n.name, mac: n.mac, base: n.base, irqPort: n.irq.dom0Port, index })),
-      disks: this.disks.map((d) => ({ devid: d.devid, name: d.name, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: d.irq.dom0Port, sectors: d.region.sectors })),
+      ...this.vmappPlan(false),
     };
     const { port1, port2 } = new MessageChannel();
     const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'dom0', 'vmapp/worker'), { workerData: { control: port1, spec }, transferList: [port1], name: `vmapp-${this.domain.name}` });
-    const peer = new RpcPeer(new PortLink(port2), `vmapp/${this.domain.name}`);
     const exited = new Promise<number>((r) => worker.once('exit', r));
     worker.on('error', (e) => this.log.error({ err: e, guest: this.domain.name }, 'vmapp crashed'));
+    this.vmappWorker = { exited, terminate: () => worker.terminate() };
+    this.serveVmApp(new RpcPeer(new PortLink(port2), `vmapp/${this.domain.name}`));
+  }
+
+  /** The devices the VMApp models; IRQs on dom0's ends (raised by event send) or the guest's (raised in its process). */
+  private vmappPlan(guestPorts: boolean): VmAppPlan {
+    return {
+      nics: this.nics.map((n, index) => ({ devid: n.devid, name: n.name, mac: n.mac, base: n.base, irqPort: guestPorts ? n.irq.guestPort : n.irq.dom0Port, index })),
+      disks: this.disks.map((d) => ({ devid: d.devid, name: d.name, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: guestPorts ? d.irq.guestPort : d.irq.dom0Port, sectors: d.region.sectors })),
+    };
+  }
+
+  /**
+   * hosted: serve a VMApp's link — frames it writes to VMNet go onto the bridge, its disk
+   * requests to the guest's region. The link is the VMApp worker's (threads) or the guest's
+   * (ws: its process relays for the VMApp it runs).
+   */
+  serveVmApp(peer: RpcPeer): void {
+    if (this.placement !== 'hosted') return;
+    this.vmappPeer = peer;
     peer.on(VMAPP_FRAME, (p) => {
       const { devid, frame } = p as { devid?: unknown; frame?: unknown };
       if (this.destroyed || typeof devid !== 'number' || !(frame instanceof Uint8Array) || frame.byteLength > 4096) return;
       this.hostedFrames.get(devid)?.(frame);
     });
     peer.handle(VMAPP_DISK, async (p) => {
-      const { devid, op, lba, count, data } = p as { devid: number; op: string; lba?: number; count?: number; data?: Uint8Array };
+      const { devid, op, lba, count, data } = p as { devid?: unknown; op?: unknown; lba?: unknown; count?: unknown; data?: unknown };
       const d = this.disks.find((x) => x.devid === devid);
       if (!d || this.destroyed) return { status: -1 };
+      const at = typeof lba === 'number' ? lba : -1;
       if (op === 'read') {
-        const r = await d.backing.read(lba ?? -1, count ?? 0);
+        const r = await d.backing.read(at, typeof count === 'number' ? count : 0);
         return typeof r === 'number' ? { status: r || -1 } : { status: 0, data: r };
       }
-      if (op === 'write' && data instanceof Uint8Array) return { status: await d.backing.write(lba ?? -1, data) };
+      if (op === 'write' && data instanceof Uint8Array) return { status: await d.backing.write(at, data) };
       if (op === 'flush') return { status: await d.backing.flush() };
       return { status: -1 };
     });
-    this.vmapp = { peer, exited, terminate: () => worker.terminate() };
   }
 
   /** hosted: fetch the VMApp's counters now (stats() returns the last ones fetched). */
   async refresh(): Promise<void> {
-    if (!this.vmapp || this.destroyed) return;
+    if (!this.vmappPeer || this.destroyed) return;
     try {
-      this.lastHostedStats = await this.vmapp.peer.call<VmAppStats>(VMAPP_STATS, {}, 5_000);
+      this.lastHostedStats = await this.vmappPeer.call<VmAppStats>(VMAPP_STATS, {}, 5_000);
     } catch {
       /* the VMApp is gone; keep the last figures */
     }
@@ -298,11 +325,12 @@ export class EmulatedPlatform {
 
   /** What the guest is told about its emulated platform (the "BIOS tables"). */
   bootSpec(): EmulatedDeviceSpec {
+    const lances = this.nics.map((n, index) => ({ base: n.base, index, vmmIo: n.hosted?.vmmIo === true, sendCombining: n.hosted?.sendCombining === true }));
     return {
-      ioreq: { slot: this.slot, port: this.ioreq.guestPort },
-      ...(this.placement === 'hosted'
-        ? { hosted: { vmm: this.vmmShared!, lances: this.nics.map((n, index) => ({ base: n.base, index, vmmIo: n.hosted?.vmmIo === true, sendCombining: n.hosted?.sendCombining === true })) } }
-        : {}),
+      // Hosted: no event port (the VMApp sleeps on the slot's doorbell); in the guest's process
+      // the guest creates the slot and the VMM's shared state itself.
+      ioreq: this.placement === 'hosted' ? (this.inGuestProcess ? { port: -1 } : { slot: this.slot, port: -1 }) : { slot: this.slot, port: this.ioreq.guestPort },
+      ...(this.placement === 'hosted' ? { hosted: this.inGuestProcess ? { lances, vmapp: this.vmappPlan(true) } : { vmm: this.vmmShared!, lances } } : {}),
       nics: this.nics.map((n) => ({ devid: n.devid, base: n.base, irqPort: n.irq.guestPort })),
       disks: this.disks.map((d) => ({ devid: d.devid, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: d.irq.guestPort })),
     };
@@ -339,10 +367,10 @@ export class EmulatedPlatform {
     await this.refresh();
     this.destroyed = true;
     this.server?.close();
-    if (this.vmapp) {
-      const { peer, exited, terminate } = this.vmapp;
-      await peer.call(VMAPP_STOP, {}, 2_000).catch(() => undefined);
-      peer.close('platform destroyed');
+    if (this.vmappWorker && this.vmappPeer) {
+      const { exited, terminate } = this.vmappWorker;
+      await this.vmappPeer.call(VMAPP_STOP, {}, 2_000).catch(() => undefined);
+      this.vmappPeer.close('platform destroyed');
       if ((await Promise.race([exited, new Promise((r) => setTimeout(() => r('late'), 2_000).unref())])) === 'late') await terminate();
     }
     for (const n of this.nics) n.bridge.remove(n.port);

@@ -369,9 +369,9 @@ export class Host {
     const { hv } = this;
     const linked = this.opts.linkedGuests === true || this.opts.ws !== undefined;
     const emulated = config.devices.filter((d) => d.mode === 'emulated');
-    if (emulated.length > 0 && linked)
+    if (emulated.length > 0 && linked && emulated[0].placement !== 'hosted')
       throw new ConfigError(
-        `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) run in the threads transport for now — the vCPU blocks on an I/O request slot in shared memory. Use --transport threads, or mode: pv for these devices.`,
+        `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) with placement: dom0 need the guest's memory shared with dom0 — the threads transport. Across a link (ws) use placement: hosted (the VMApp then runs in the guest's own process), or --transport threads, or mode: pv.`,
       );
     const domain = hv.createDomain(config.name, config.memoryMiB, linked);
     await this.attachMemoryToHardware(domain);
@@ -678,6 +678,8 @@ export class Host {
     const peer = new RpcPeer(new PortLink(port2), `${config.name}`);
     if (spec.shared) this.hv.bindGuestHypercalls(peer, domain.domid);
     else this.hv.attachLinkedGuest(peer, domain.domid);
+    // A hosted guest without shared memory runs its VMApp in its own runtime; dom0 serves it on this link.
+    if (!spec.shared) this.platformOf(domain.domid)?.serveVmApp(peer);
     const ready = this.guestReady(config, peer);
     worker.on('error', (e) => {
       domain.state = 'crashed';
@@ -778,6 +780,7 @@ export class Host {
         this.runtimeLinks.set(name, tl);
         const peer = new RpcPeer(tl, `guest${who.domid}`);
         this.hv.attachLinkedGuest(peer, who.domid);
+        this.platformOf(who.domid)?.serveVmApp(peer);
         attach(peer);
       },
     });
@@ -826,6 +829,8 @@ export class Host {
     if (this.stopping) return this.guests.map((g) => g.lastStats!);
     this.stopping = true;
     await this.quiesce();
+    // A VMApp in a guest's own process (ws) goes with the guest: take its last figures first.
+    await Promise.all(this.platforms().map((p) => p.refresh()));
     const finals = await Promise.all(
       this.guests.map(async (g) => {
         try {

@@ -3,6 +3,8 @@
  * with, and what it reports. Both sides import it from here; neither imports the other.
  */
 
+import type { VmAppPlan } from '../trap/vmapp.js';
+
 export interface GuestBootSpec {
   domid: number;
   name: string;
@@ -38,12 +40,18 @@ export interface GuestBootSpec {
  * devid; the MAC is also in the NIC's APROM.
  */
 export interface EmulatedDeviceSpec {
-  ioreq: { slot: SharedArrayBuffer; port: number };
+  /**
+   * The vCPU's I/O request slot and the event port that kicks dom0's ioreq server (dom0
+   * placement). Hosted: `port` is -1 (the VMApp sleeps on the slot's doorbell), and `slot` is
+   * absent when the guest's process must create it along with its own VMApp (ws transport).
+   */
+  ioreq: { slot?: SharedArrayBuffer; port: number };
   /**
    * Hosted placement (VMware Workstation): the vCPU's accesses go through a VMM in the guest's
    * world (shared/trap/hosted-vmm.ts), which forwards to the guest's VMApp by the slot's doorbell.
+   * `vmm` is absent, and `vmapp` present, when the guest's process starts the VMApp itself.
    */
-  hosted?: { vmm: SharedArrayBuffer; lances: Array<{ base: number; index: number; vmmIo: boolean; sendCombining: boolean }> };
+  hosted?: { vmm?: SharedArrayBuffer; lances: Array<{ base: number; index: number; vmmIo: boolean; sendCombining: boolean }>; vmapp?: VmAppPlan };
   nics: Array<{ devid: number; base: number; irqPort: number }>;
   disks: Array<{ devid: number; commandBase: number; controlBase: number; irqPort: number }>;
 }
