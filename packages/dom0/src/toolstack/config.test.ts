@@ -21,8 +21,12 @@ describe('cluster config', () => {
     expect(guests[3].workloads.block).toEqual({ blocks: 32, queueDepth: 1 });
     const ips = guests.map((g) => g.devices.find((d) => d.type === 'vif')!).map((d) => (d.type === 'vif' ? d.ip : ''));
     expect(new Set(ips).size).toBe(4);
-    // The ws default keeps to PV devices (emulation needs shared memory with dom0 for now).
-    expect(defaultConfig({ transport: 'ws' }).hosts[0].guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
+    expect(guests[3].devices.every((d) => d.placement === 'dom0')).toBe(true);
+    // Over ws (no memory shared with dom0) the emulated guest's models run hosted, in its own process.
+    const ws = defaultConfig({ transport: 'ws' }).hosts[0].guests;
+    expect(ws.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4']);
+    expect(ws[3].devices.every((d) => d.mode === 'emulated' && d.placement === 'hosted')).toBe(true);
+    expect(defaultConfig({ emulatedGuest: false }).hosts[0].guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
   });
 
   it('emulated devices: placement, the hosted VMM optimisations, and the mistakes people make', () => {

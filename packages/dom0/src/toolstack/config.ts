@@ -339,20 +339,20 @@ export function loadConfigFile(path: string): ClusterConfig {
 
 /**
  * The embedded default: one host, three PV guests (a vbd, a vif, block and UDP workloads each),
- * and — in the threads transport — a fourth whose NIC is an emulated Lance and whose disk an
- * emulated ATA drive, their models in dom0, so `npm start` shows both designs side by side.
- * (Emulated devices need shared memory with dom0 for now: the ws default is the three PV guests.)
+ * and a fourth whose NIC is an emulated Lance and whose disk an emulated ATA drive, so
+ * `npm start` shows both designs side by side. Its models run in dom0 in the threads transport;
+ * over ws (no memory shared with dom0) they run hosted, in a VMApp inside the guest's process.
  */
 export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?: boolean } = {}): ClusterConfig {
-  const withEmulated = o.emulatedGuest ?? o.transport !== 'ws';
   const pv = ['guest1', 'guest2', 'guest3'].map((name) => ({ name, workloads: { block: {}, udp: {} } }));
+  const placement = o.transport === 'ws' ? 'hosted' : 'dom0';
   const emulated = {
     name: 'guest4',
     devices: [
-      { type: 'vbd', mode: 'emulated', sizeMiB: 4 },
-      { type: 'vif', mode: 'emulated' },
+      { type: 'vbd', mode: 'emulated', placement, sizeMiB: 4 },
+      { type: 'vif', mode: 'emulated', placement, ...(placement === 'hosted' ? { vmmIo: true, sendCombining: true } : {}) },
     ],
     workloads: { block: {}, udp: {} },
   };
-  return normalizeConfig({ hosts: [{ name: 'host0', guests: withEmulated ? [...pv, emulated] : pv }] }, 'default config');
+  return normalizeConfig({ hosts: [{ name: 'host0', guests: o.emulatedGuest === false ? pv : [...pv, emulated] }] }, 'default config');
 }
