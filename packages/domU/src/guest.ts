@@ -270,7 +270,9 @@ export class Guest {
         mode: 'emulated',
         ops: m.txPackets + m.rxPackets,
         bytes: m.txBytes + m.rxBytes,
-        errors: m.rxErrors + m.txDropped,
+        // Frames the NIC missed for want of a posted buffer (the vCPU was busy) are drops, as
+        // netback's rxDropped are for a PV guest, not errors: `detail.rxMissed` has them.
+        errors: m.txErrors + m.rxErrors - m.rxMissed + m.txDropped,
         detail: { ...m, ...trapStats() },
       });
     }

@@ -23,6 +23,7 @@ import {
   type IoSize,
   type PortIoHandler,
   type Logger,
+  type IoReqServerCounters,
 } from '@ringvisor/shared';
 
 const trapChannel = traceChannel('trap');
@@ -35,24 +36,8 @@ export interface IoPortRange {
   handler: PortIoHandler;
 }
 
-export interface IoReqCounters {
-  /** Port accesses handled (each one a trap of the guest's vCPU). */
-  traps: number;
-  /** Context changes the traps caused: out of the guest's world to dom0's device model and back. */
-  worldSwitches: number;
-  reads: number;
-  writes: number;
-  /** Accesses claimed while polling (no wake-up needed). */
-  polled: number;
-  /** Wake-ups of the server (event deliveries that found work, plus polls). */
-  wakeups: number;
-  /** Accesses to ports no device decodes (read as all ones, writes dropped). */
-  unassigned: number;
-  /** Device model handlers that threw (a bug: the access still completed). */
-  handlerErrors: number;
-  /** Writes a hosted VMM handled itself and deferred onto a forwarded access (no trap of their own). */
-  deferredWrites: number;
-}
+/** What this server counts (the same figures a hosted VMApp's server reports). */
+export type IoReqCounters = IoReqServerCounters;
 
 export interface IoReqServerOptions {
   domid: number;

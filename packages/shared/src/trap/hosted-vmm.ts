@@ -27,7 +27,7 @@
  * read the VMM answers after a write it forwarded always sees that write. A mirror read racing
  * with a frame arriving in the VMApp reads the register a moment earlier — as any read does.
  */
-import { IO_DIR_IN, IO_DIR_OUT, type IoSize, type PortIo } from './index.js';
+import { IO_DIR_IN, IO_DIR_OUT, PortIoInstructions, type IoSize } from './index.js';
 import type { VcpuPortIo } from './ioreq.js';
 
 export const VMM_LANCE_WORDS = 8;
@@ -88,7 +88,7 @@ interface LanceState extends HostedLance {
   modelRap: number;
 }
 
-export class HostedVmm implements PortIo {
+export class HostedVmm extends PortIoInstructions {
   readonly counters: HostedVmmCounters = { traps: 0, handledInVmm: 0, forwarded: 0, worldSwitches: 0, deferredRap: 0, combinedTransmits: 0, forcedFlushes: 0 };
   private readonly lances: LanceState[];
 
@@ -97,10 +97,11 @@ export class HostedVmm implements PortIo {
     shared: SharedArrayBuffer,
     lances: HostedLance[],
   ) {
+    super();
     this.lances = lances.map((l) => ({ ...l, words: new Int32Array(shared, l.index * VMM_LANCE_WORDS * 4, VMM_LANCE_WORDS), shadowRap: 0, modelRap: 0 }));
   }
 
-  private access(port: number, size: IoSize, dir: number, value: number): number {
+  protected access(port: number, size: IoSize, dir: number, value: number): number {
     this.counters.traps++;
     const l = this.lances.find((x) => port >= x.base && port < x.base + LANCE_WINDOW);
     if (!l) return this.forward(port, size, dir, value);
@@ -151,22 +152,4 @@ export class HostedVmm implements PortIo {
     return this.vcpu.access(port, size, dir, value, pre);
   }
 
-  inb(port: number): number {
-    return this.access(port, 1, IO_DIR_IN, 0);
-  }
-  inw(port: number): number {
-    return this.access(port, 2, IO_DIR_IN, 0);
-  }
-  inl(port: number): number {
-    return this.access(port, 4, IO_DIR_IN, 0);
-  }
-  outb(port: number, value: number): void {
-    this.access(port, 1, IO_DIR_OUT, value);
-  }
-  outw(port: number, value: number): void {
-    this.access(port, 2, IO_DIR_OUT, value);
-  }
-  outl(port: number, value: number): void {
-    this.access(port, 4, IO_DIR_OUT, value);
-  }
 }

@@ -41,6 +41,29 @@ export interface PortIo {
   outl(port: number, value: number): void;
 }
 
+/** The six instructions over one `access` primitive: what a vCPU or a VMM implements. */
+export abstract class PortIoInstructions implements PortIo {
+  protected abstract access(port: number, size: IoSize, dir: number, value: number): number;
+  inb(port: number): number {
+    return this.access(port, 1, IO_DIR_IN, 0);
+  }
+  inw(port: number): number {
+    return this.access(port, 2, IO_DIR_IN, 0);
+  }
+  inl(port: number): number {
+    return this.access(port, 4, IO_DIR_IN, 0);
+  }
+  outb(port: number, value: number): void {
+    this.access(port, 1, IO_DIR_OUT, value);
+  }
+  outw(port: number, value: number): void {
+    this.access(port, 2, IO_DIR_OUT, value);
+  }
+  outl(port: number, value: number): void {
+    this.access(port, 4, IO_DIR_OUT, value);
+  }
+}
+
 /**
  * A device model's port range: accesses arrive with `offset` relative to the range's base, the
  * width the guest used, and (for writes) the value masked to that width. Handlers must be total:

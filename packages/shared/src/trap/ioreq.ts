@@ -35,7 +35,7 @@
  * A vCPU whose server never answers (dom0 gone) does not hang forever: after `deadlineMs` the
  * access completes as a read of a floating bus (all ones) and is counted as `timeouts`.
  */
-import { IO_DIR_IN, IO_DIR_OUT, floatingBus, ioMask, type IoSize, type PortIo } from './index.js';
+import { IO_DIR_IN, IO_DIR_OUT, PortIoInstructions, floatingBus, ioMask, type IoSize } from './index.js';
 
 export const IOREQ_SLOT_BYTES = 64;
 export const IOREQ_NONE = 0;
@@ -83,6 +83,26 @@ export interface IoReq {
   data: number;
 }
 
+/** What an ioreq server counts (dom0's, or a hosted VMApp's). */
+export interface IoReqServerCounters {
+  /** Port accesses handled (each one a trap of the guest's vCPU). */
+  traps: number;
+  /** Context changes the traps caused: out of the guest's world to the device model and back. */
+  worldSwitches: number;
+  reads: number;
+  writes: number;
+  /** Accesses claimed while polling (no wake-up needed). */
+  polled: number;
+  /** Wake-ups of the server (event deliveries that found work, plus polls). */
+  wakeups: number;
+  /** Accesses to ports no device decodes (read as all ones, writes dropped). */
+  unassigned: number;
+  /** Device model handlers that threw (a bug: the access still completed). */
+  handlerErrors: number;
+  /** Writes a hosted VMM handled itself and deferred onto a forwarded access (no trap of their own). */
+  deferredWrites: number;
+}
+
 export interface VcpuTrapCounters {
   /** Port accesses this vCPU made, each one a trap. */
   traps: number;
@@ -99,7 +119,7 @@ export interface VcpuTrapCounters {
  * The vCPU side: port I/O instructions that block the calling thread until answered. `kick`
  * notifies the server that a request is READY (an event-channel send to the ioreq port).
  */
-export class VcpuPortIo implements PortIo {
+export class VcpuPortIo extends PortIoInstructions {
   readonly counters: VcpuTrapCounters = { traps: 0, timeouts: 0, blockedUs: 0, kicks: 0, kicksSuppressed: 0 };
   private readonly w: Int32Array;
   private seq = 0;
@@ -113,6 +133,7 @@ export class VcpuPortIo implements PortIo {
     /** Spin this long for the answer before blocking in Atomics.wait (0: block at once). */
     private readonly spinUs = 20,
   ) {
+    super();
     this.w = new Int32Array(slot, 0, IOREQ_SLOT_BYTES / 4);
   }
 
@@ -166,24 +187,6 @@ export class VcpuPortIo implements PortIo {
     return dir === IO_DIR_IN ? data : 0;
   }
 
-  inb(port: number): number {
-    return this.access(port, 1, IO_DIR_IN, 0);
-  }
-  inw(port: number): number {
-    return this.access(port, 2, IO_DIR_IN, 0);
-  }
-  inl(port: number): number {
-    return this.access(port, 4, IO_DIR_IN, 0);
-  }
-  outb(port: number, value: number): void {
-    this.access(port, 1, IO_DIR_OUT, value);
-  }
-  outw(port: number, value: number): void {
-    this.access(port, 2, IO_DIR_OUT, value);
-  }
-  outl(port: number, value: number): void {
-    this.access(port, 4, IO_DIR_OUT, value);
-  }
 }
 
 /**

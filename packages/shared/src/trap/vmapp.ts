@@ -6,6 +6,7 @@
  * the virtual machine, as VMware's vmx process holds VMApp and VMM — its VMNet frames and disk
  * requests relayed to dom0 on the guest's link).
  */
+import type { IoReqServerCounters } from './ioreq.js';
 
 /** What a VMApp is started with (workerData.spec, besides its control port). */
 export interface VmAppSpec {
@@ -38,20 +39,9 @@ export const VMAPP_DISK = 'vmapp.disk';
 export const VMAPP_STATS = 'vmapp.stats';
 export const VMAPP_STOP = 'vmapp.stop';
 
-export interface VmAppIoReqCounters {
-  traps: number;
-  worldSwitches: number;
-  reads: number;
-  writes: number;
-  polled: number;
-  wakeups: number;
-  unassigned: number;
-  handlerErrors: number;
-  deferredWrites: number;
-}
 
 export interface VmAppStats {
-  ioreq: VmAppIoReqCounters;
+  ioreq: IoReqServerCounters;
   perRange: Record<string, number>;
   dma: { bytesRead: number; bytesWritten: number };
   vmnet: { writes: number; bytesOut: number; reads: number; bytesIn: number };
