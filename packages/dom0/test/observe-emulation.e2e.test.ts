@@ -276,4 +276,19 @@ describe('views of emulated devices hosted in VMApps', () => {
     const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
     expect(Number(/^ringvisor_device_traps_total\{host="host0",domain="hostedB",device="lance0",mode="emulated"\} (\d+)$/m.exec(await res.text())?.[1])).toBeGreaterThan(0);
   });
+
+  it('ringvisor trace shows the traps a hosted VMApp served (forwarded from its thread), named by device and pinned to its guest', async () => {
+    const r = await cli(['trace', '--kind', 'trap', '--domain', 'hostedDisk', '--count', '200']);
+    expect(r.code, r.stderr).toBe(0);
+    const events = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { kind: string; domid: number; device?: string; port: number });
+    expect(events).toHaveLength(200);
+    const id = domain(await snapshot(), 'hostedDisk').domid;
+    for (const e of events) {
+      expect(e).toMatchObject({ kind: 'trap', domid: id, device: 'ata51712' });
+      expect(isAtaPort(e.port)).toBe(true);
+    }
+  });
 });

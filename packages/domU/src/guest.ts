@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -39,6 +39,11 @@ export class Guest {
   private io?: PortIo;
   /** Hosted without shared memory with dom0: the VMApp this process runs. */
   private localVmApp?: LocalVmApp;
+
+  /** Runtimes this guest's process carries whose trace events it forwards (its own VMApp). */
+  traceDownstream(): RpcPeer[] {
+    return this.localVmApp ? [this.localVmApp.peer] : [];
+  }
   private verifier?: BlockVerifier;
   private verifierRun?: Promise<void>;
   private echo?: UdpEchoServer;

@@ -38,8 +38,8 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     linked: spec.shared === undefined,
     ...(spec.host ? { host: spec.host } : {}),
   });
-  serveTraceForwarding(peer);
   const guest = new Guest(kernel, spec, log);
+  serveTraceForwarding(peer, { downstream: () => guest.traceDownstream() });
   peer.handle(GUEST_STATS, () => guest.stats());
   peer.handle(GUEST_QUIESCE, () => guest.quiesce());
   peer.handle(GUEST_START, () => guest.startWorkloads());

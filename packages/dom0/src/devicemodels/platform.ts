@@ -313,6 +313,11 @@ export class EmulatedPlatform {
     });
   }
 
+  /** hosted, threads: the VMApp worker's link, a source of trace events (its traps) for dom0's trace hub. */
+  get vmappTraceSource(): RpcPeer | undefined {
+    return this.vmappWorker && !this.destroyed ? this.vmappPeer : undefined;
+  }
+
   /** hosted: fetch the VMApp's counters now (stats() returns the last ones fetched). */
   async refresh(): Promise<void> {
     if (!this.vmappPeer || this.destroyed) return;

@@ -31,6 +31,12 @@ export class RemoteTraceHub {
     for (const h of this.hosts) {
       if (h.hwsim && !h.hwsimDown) out.push({ peer: h.hwsim.peer, host: h.config.name });
       for (const g of h.guests) if (g.peer && !g.peer.closed && !g.down) out.push({ peer: g.peer, host: h.config.name, domid: g.domain.domid });
+      // Hosted VMApps in dom0's process (threads) trace in their own threads; a guest's own VMApp
+      // (ws) comes through the guest's link.
+      for (const p of h.platforms()) {
+        const peer = p.vmappTraceSource;
+        if (peer && !peer.closed) out.push({ peer, host: h.config.name, domid: p.domain.domid });
+      }
     }
     return out;
   }

@@ -6,13 +6,15 @@
  */
 import { workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
-import { PortLink, RpcPeer, createLogger } from '@ringvisor/shared';
+import { PortLink, RpcPeer, createLogger, serveTraceForwarding } from '@ringvisor/shared';
 import type { VmAppSpec } from '@ringvisor/shared';
 import { VmApp } from './vmapp.js';
 
 const { control, spec } = workerData as { control: MessagePort; spec: VmAppSpec };
 const peer = new RpcPeer(new PortLink(control), `vmapp/${spec.guest}`);
 const app = new VmApp(spec, peer, createLogger('vmapp', { guest: spec.guest }));
+// Its trap events live in this thread: forwarded while someone traces (dom0, or the guest's process that runs it).
+serveTraceForwarding(peer);
 app.start();
 peer.link.onClose(() => {
   app.stop();

@@ -25,6 +25,8 @@ import type { GuestKernel } from './kernel.js';
 export interface LocalVmApp {
   slot: SharedArrayBuffer;
   vmm: SharedArrayBuffer;
+  /** Its link (trace forwarding chains through it). */
+  peer: RpcPeer;
   stop(): Promise<void>;
 }
 
@@ -51,6 +53,7 @@ export function startLocalVmApp(kernel: GuestKernel, guest: string, plan: VmAppP
   return {
     slot,
     vmm,
+    peer: vm,
     stop: async () => {
       await vm.call(VMAPP_STOP, {}, 2_000).catch(() => undefined);
       vm.close('guest stopped');

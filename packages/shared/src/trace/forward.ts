@@ -24,12 +24,13 @@ const FORWARD_FLUSH_MS = 100;
 const NOT_FORWARDED: readonly TraceKind[] = ['frame'];
 
 /** Runtime side: answer dom0's subscribe/unsubscribe on `peer`. */
-export function serveTraceForwarding(peer: RpcPeer): void {
+export function serveTraceForwarding(peer: RpcPeer, o: { downstream?: () => RpcPeer[] } = {}): void {
   let stop: (() => void) | undefined;
   const end = () => {
     stop?.();
     stop = undefined;
   };
+  const listening = new WeakSet<RpcPeer>();
   peer.handle(TRACE_SUBSCRIBE, (p) => {
     const kinds = (p as { kinds?: unknown }).kinds;
     if (!Array.isArray(kinds) || !kinds.every((k) => TRACE_KINDS.includes(k as TraceKind))) throw new Error('trace.subscribe: kinds must be trace kinds');
@@ -41,9 +42,27 @@ export function serveTraceForwarding(peer: RpcPeer): void {
       if (buf.length || buf.dropped) peer.notify(TRACE_EVENTS, buf.take());
     }, FORWARD_FLUSH_MS);
     timer.unref();
+    // Runtimes this one carries (a VMApp thread in a guest's process): their events are
+    // re-published here, so the subscription above forwards them with this runtime's own.
+    const below = o.downstream?.() ?? [];
+    for (const d of below) {
+      if (!listening.has(d)) {
+        listening.add(d);
+        d.on(TRACE_EVENTS, (q) => {
+          const events = (q as { events?: unknown }).events;
+          if (!Array.isArray(events)) return;
+          for (const raw of events.slice(0, 20_000)) {
+            const ev = acceptForwardedEvent(raw, (raw as { host?: string }).host ?? '', (raw as { domid?: number }).domid);
+            if (ev) republishTrace(ev);
+          }
+        });
+      }
+      d.call(TRACE_SUBSCRIBE, { kinds: wanted }, 5_000).catch(() => undefined);
+    }
     stop = () => {
       unsubscribe();
       clearInterval(timer);
+      for (const d of below) d.call(TRACE_UNSUBSCRIBE, {}, 5_000).catch(() => undefined);
     };
     return wanted;
   });
