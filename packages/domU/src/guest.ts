@@ -12,6 +12,7 @@ import { AtaDriver } from './drivers/ata/index.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
 import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
 import { startLocalVmApp, type LocalVmApp } from './kernel/local-vmapp.js';
+import { startIoReqRelay, type IoReqRelay } from './kernel/ioreq-relay.js';
 import { ATA_ATTACKS, ataAttack, type AtaAttack, type AtaAttackOutcome } from './drivers/ata/misbehave.js';
 import { NetStack } from './net/index.js';
 import { BlockVerifier } from './workloads/block-verifier.js';
@@ -39,6 +40,8 @@ export class Guest {
   private io?: PortIo;
   /** Hosted without shared memory with dom0: the VMApp this process runs. */
   private localVmApp?: LocalVmApp;
+  /** Models in dom0 without shared memory: the thread carrying this vCPU's traps. */
+  private relay?: IoReqRelay;
 
   /** Runtimes this guest's process carries whose trace events it forwards (its own VMApp). */
   traceDownstream(): RpcPeer[] {
@@ -62,6 +65,8 @@ export class Guest {
     readonly kernel: GuestKernel,
     readonly spec: GuestBootSpec,
     readonly log: Logger,
+    /** dom0's URL and the cluster secret, when this guest runs as a process (ws). */
+    private readonly link?: { url: string; secret: Uint8Array },
   ) {}
 
   async boot(): Promise<void> {
@@ -81,10 +86,15 @@ export class Guest {
         this.vcpu = new VcpuPortIo(slot, doorbellKick(slot));
         this.vmm = new HostedVmm(this.vcpu, vmm, emu.hosted.lances);
         this.io = this.vmm;
-      } else {
-        if (!emu.ioreq.slot) throw new Error('emulation in dom0: the boot spec carries no I/O request slot');
+      } else if (emu.ioreq.slot) {
         const slot = emu.ioreq.slot;
         this.vcpu = new VcpuPortIo(slot, () => events.send(emu.ioreq.port));
+        this.io = this.vcpu;
+      } else {
+        // Models in dom0, no memory shared with it (ws): a relay thread carries the traps.
+        if (!this.link) throw new Error('emulation in dom0 across a link needs the dom0 URL and secret for the vCPU link');
+        this.relay = await startIoReqRelay(this.kernel, this.link);
+        this.vcpu = new VcpuPortIo(this.relay.slot, doorbellKick(this.relay.slot), 10_000, 20, this.relay.syncList);
         this.io = this.vcpu;
       }
     }
@@ -366,6 +376,7 @@ export class Guest {
     for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
     for (const { driver } of this.pcnet) driver.close();
     await this.localVmApp?.stop();
+    await this.relay?.stop();
     if ((this.state as GuestStats['state']) !== 'failed') this.state = 'stopped';
     return this.stats();
   }

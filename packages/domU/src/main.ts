@@ -54,7 +54,7 @@ export async function main(argv: string[]): Promise<number> {
       orderly = true;
       resolve();
     };
-    void runGuest(peer, spec, log.child({ guest: spec.name }), onStopped).catch((e) => {
+    void runGuest(peer, spec, log.child({ guest: spec.name }), onStopped, { url, secret }).catch((e) => {
       log.error({ err: e }, 'guest failed');
       peer.close('guest failed');
       resolve();

@@ -25,7 +25,7 @@ import { GuestKernel } from './kernel/kernel.js';
 import { Guest } from './guest.js';
 import { BLK_ATTACKS, type BlkAttack } from './drivers/blkfront/misbehave.js';
 
-export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void): Promise<Guest> {
+export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void, link?: { url: string; secret: Uint8Array }): Promise<Guest> {
   const kernel = new GuestKernel({
     domid: spec.domid,
     ...(spec.shared ?? {
@@ -38,7 +38,7 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     linked: spec.shared === undefined,
     ...(spec.host ? { host: spec.host } : {}),
   });
-  const guest = new Guest(kernel, spec, log);
+  const guest = new Guest(kernel, spec, log, link);
   serveTraceForwarding(peer, { downstream: () => guest.traceDownstream() });
   peer.handle(GUEST_STATS, () => guest.stats());
   peer.handle(GUEST_QUIESCE, () => guest.quiesce());

@@ -21,3 +21,4 @@ export * from './trap/index.js';
 export * from './trap/ioreq.js';
 export * from './trap/hosted-vmm.js';
 export * from './trap/vmapp.js';
+export * from './trap/ioreq-link.js';

@@ -18,6 +18,14 @@
 import { MessageChannel } from 'node:worker_threads';
 import {
   GuestMemoryDma,
+  IOREQ_ACCESS,
+  IOREQ_DMA,
+  IOREQ_IRQ,
+  IO_DIR_IN,
+  IO_DIR_OUT,
+  applyGuestWrites,
+  type GuestMemoryWrite,
+  type IoReq,
   PortLink,
   RpcPeer,
   createIoReqSlot,
@@ -124,30 +132,39 @@ export class EmulatedPlatform {
   private lastHostedStats?: VmAppStats;
   private readonly ioreq: IrqLine;
   private destroyed = false;
+  /** dom0 placement across a link: the guest's vCPU relay, once it connected. */
+  private vcpuPeer?: RpcPeer;
+  readonly remote: boolean;
+  /** Ranges the models wrote into dom0's copy of guest memory, not yet shipped to the guest. */
+  private written: Array<[number, number]> = [];
 
   constructor(
     private readonly hv: Hypervisor,
     readonly domain: Domain,
     private readonly log: Logger,
     readonly placement: EmulationPlacement = 'dom0',
-    private readonly opts: { pollUs?: number } = {},
+    private readonly opts: { pollUs?: number; vcpuLink?: boolean } = {},
   ) {
     // A model in dom0 DMAs into the guest's memory and serves a slot the vCPU blocks on: that
     // needs the guest's memory shared with dom0. Hosted models run next to the guest instead.
-    if (domain.linked && placement === 'dom0')
+    if (domain.linked && placement === 'dom0' && !opts.vcpuLink)
       throw new InvalidArgumentError(
-        `${domain.name}: emulated devices with placement: dom0 need the guest's memory shared with dom0 (the threads transport); across a link (ws) use placement: hosted, whose VMApp runs in the guest's own process`,
+        `${domain.name}: emulated devices with placement: dom0 need the guest's memory shared with dom0, or a guest process that can open a vCPU link (the ws transport); use placement: hosted here`,
       );
-    this.inGuestProcess = domain.linked;
+    this.inGuestProcess = domain.linked && placement === 'hosted';
+    // Models in dom0 for a guest across a link: they act on dom0's copy of its memory; what they
+    // write there goes back to the guest on the vCPU link (shared/trap/ioreq-link.ts).
+    this.remote = domain.linked && placement === 'dom0';
     this.dma = new GuestMemoryDma(domain.memory.bytes);
+    if (this.remote) this.dma.onWrite = (gpa, len) => this.written.push([gpa, len]);
     this.ioreq = this.bindChannel();
     if (placement === 'hosted') this.vmmShared = createVmmShared(MAX_LANCES);
     else
       this.server = new IoReqServer({
         domid: domain.domid,
         slot: this.slot,
-        events: hv.dom0Events,
-        port: this.ioreq.dom0Port,
+        // Across a link the accesses arrive on the vCPU link, not through this slot.
+        ...(this.remote ? {} : { events: hv.dom0Events, port: this.ioreq.dom0Port }),
         log,
         global: hv.counters,
         host: hv.host,
@@ -164,7 +181,63 @@ export class EmulatedPlatform {
 
   private raise(line: IrqLine): void {
     if (this.destroyed) return;
+    if (this.remote) {
+      // Across a link: the writes the interrupt announces go first, on the same link.
+      this.shipWrites();
+      this.vcpuPeer?.notify(IOREQ_IRQ, { port: line.guestPort });
+      return;
+    }
     this.hv.dom0Events.send(line.dom0Port);
+  }
+
+  /** The bytes the models wrote into guest memory since the last time, to send to the guest. */
+  private takeWrites(): GuestMemoryWrite[] {
+    const mem = this.domain.memory.bytes;
+    const out = this.written.map(([gpa, len]) => ({ gpa, data: mem.slice(gpa, gpa + len) }));
+    this.written = [];
+    return out;
+  }
+
+  private shipWrites(): void {
+    if (!this.remote || this.written.length === 0) return;
+    const writes = this.takeWrites();
+    this.vcpuPeer?.notify(IOREQ_DMA, { writes });
+  }
+
+  /** Models in dom0 across a link: a vCPU relay connected for this guest (ws role `vcpu`). */
+  get awaitsVcpuLink(): boolean {
+    return this.remote && !this.vcpuPeer && !this.destroyed;
+  }
+
+  /**
+   * Serve the guest's vCPU relay: each request carries the ranges the driver synced for the
+   * device; they land in dom0's copy of guest memory, the model runs, and the answer carries
+   * everything the model wrote into guest memory meanwhile.
+   */
+  serveVcpuLink(peer: RpcPeer): void {
+    this.vcpuPeer = peer;
+    peer.handle(IOREQ_ACCESS, (p) => {
+      const o = (p ?? {}) as Record<string, unknown>;
+      const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) ? v : -1);
+      const size = int(o.size);
+      const port = int(o.port);
+      if ((size !== 1 && size !== 2 && size !== 4) || port < 0 || port > 0xffff) throw new InvalidArgumentError('ioreq.access: port 0..0xffff and size 1, 2 or 4');
+      if (!applyGuestWrites(this.domain.memory.bytes, o.pages ?? [])) throw new InvalidArgumentError('ioreq.access: pages outside the guest\'s memory or too large');
+      const pre = o.pre as { port?: unknown; data?: unknown } | undefined;
+      const req: IoReq = {
+        seq: int(o.seq),
+        port,
+        size,
+        dir: o.dir === IO_DIR_IN ? IO_DIR_IN : IO_DIR_OUT,
+        data: int(o.data) >>> 0,
+        ...(pre && int(pre.port) >= 0 ? { pre: { port: int(pre.port) & 0xffff, data: int(pre.data) & 0xffff } } : {}),
+      };
+      const data = this.server!.handle(req);
+      return { data, writes: this.takeWrites() };
+    });
+    peer.link.onClose(() => {
+      if (this.vcpuPeer === peer) this.vcpuPeer = undefined;
+    });
   }
 
   addNic(devid: number, mac: string, bridge: SoftwareBridge, hosted: HostedNicOptions = {}): EmulatedNic {
@@ -198,7 +271,10 @@ export class EmulatedPlatform {
             // A VMNet read by the VMApp: the frame crosses to its thread (a copy).
             this.vmappPeer?.notify(VMAPP_FRAME, { devid, frame: frame.slice() });
             trace('rx', frame);
-          } else if (model!.receive(frame) === 'delivered') trace('rx', frame);
+          } else {
+            if (model!.receive(frame) === 'delivered') trace('rx', frame);
+            this.shipWrites();
+          }
         }
         pool.put(skb);
       },
@@ -219,6 +295,7 @@ export class EmulatedPlatform {
           setImmediate(() => {
             transmitScheduled = false;
             if (!this.destroyed) m.transmitPoll();
+            this.shipWrites();
           });
         },
       });
@@ -334,7 +411,8 @@ export class EmulatedPlatform {
     return {
       // Hosted: no event port (the VMApp sleeps on the slot's doorbell); in the guest's process
       // the guest creates the slot and the VMM's shared state itself.
-      ioreq: this.placement === 'hosted' ? (this.inGuestProcess ? { port: -1 } : { slot: this.slot, port: -1 }) : { slot: this.slot, port: this.ioreq.guestPort },
+      // Models in dom0 across a link: no slot here either — the guest's relay carries its traps.
+      ioreq: this.placement === 'hosted' ? (this.inGuestProcess ? { port: -1 } : { slot: this.slot, port: -1 }) : this.remote ? { port: -1 } : { slot: this.slot, port: this.ioreq.guestPort },
       ...(this.placement === 'hosted' ? { hosted: this.inGuestProcess ? { lances, vmapp: this.vmappPlan(true) } : { vmm: this.vmmShared!, lances } } : {}),
       nics: this.nics.map((n) => ({ devid: n.devid, base: n.base, irqPort: n.irq.guestPort })),
       disks: this.disks.map((d) => ({ devid: d.devid, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: d.irq.guestPort })),

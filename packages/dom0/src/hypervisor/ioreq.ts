@@ -109,6 +109,14 @@ export class IoReqServer {
     this.slot.setPolling(false);
   }
 
+  /**
+   * Handle one access that arrived some other way than this server's slot (a vCPU relay across a
+   * link): counted and dispatched exactly as a slot access is.
+   */
+  handle(req: IoReq): number {
+    return this.dispatch(req);
+  }
+
   private dispatch = (req: IoReq): number => {
     const c = this.counters;
     c.traps++;

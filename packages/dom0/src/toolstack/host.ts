@@ -369,15 +369,15 @@ export class Host {
     const { hv } = this;
     const linked = this.opts.linkedGuests === true || this.opts.ws !== undefined;
     const emulated = config.devices.filter((d) => d.mode === 'emulated');
-    if (emulated.length > 0 && linked && emulated[0].placement !== 'hosted')
+    if (emulated.length > 0 && linked && emulated[0].placement !== 'hosted' && !this.opts.ws)
       throw new ConfigError(
-        `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) with placement: dom0 need the guest's memory shared with dom0 — the threads transport. Across a link (ws) use placement: hosted (the VMApp then runs in the guest's own process), or --transport threads, or mode: pv.`,
+        `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) with placement: dom0 need the guest's memory shared with dom0, or a guest process with a vCPU link (the ws transport); with linked guests in threads use placement: hosted.`,
       );
     const domain = hv.createDomain(config.name, config.memoryMiB, linked);
     await this.attachMemoryToHardware(domain);
     const blk: BlkBackend[] = [];
     const net: NetBackend[] = [];
-    const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log, emulated[0].placement ?? 'dom0') : undefined;
+    const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log, emulated[0].placement ?? 'dom0', { vcpuLink: this.opts.ws !== undefined }) : undefined;
     const s = hv.dom0Store;
     for (const d of config.devices) {
       if (d.mode === 'emulated') {
@@ -759,10 +759,17 @@ export class Host {
       // A connection may act only as a guest domain we created and that has no runtime attached.
       authorize: (who) =>
         (who.role === 'guest' && this.awaitingGuests.has(who.domid)) ||
+        // A guest's vCPU relay (models in dom0 across a link), once per domain that has them.
+        (who.role === 'vcpu' && this.platformOf(who.domid)?.awaitsVcpuLink === true) ||
         (who.role === 'control' && who.domid === 0) ||
         (who.role === 'hwsim' && who.domid === DOMID_HW && this.awaitingHwsim !== undefined && !this.hv.hardwareLink),
       onConnection: (link, who) => {
         if (who.role === 'control') return this.serveControl(new RpcPeer(link, 'control'));
+        if (who.role === 'vcpu') {
+          const p = this.platformOf(who.domid);
+          if (!p?.awaitsVcpuLink) return link.close('no vCPU link expected for this domain');
+          return p.serveVcpuLink(new RpcPeer(link, `vcpu${who.domid}`));
+        }
         if (who.role === 'hwsim') {
           if (this.hv.hardwareLink) return link.close('hardware already attached');
           // Every runtime link passes through a ToxicLink: a no-op until a fault plan sets toxics.

@@ -34,7 +34,8 @@ export const MIN_SECRET_BYTES = 16;
 /** Highest domain id a connection may claim (Xen's domid_t is 15 bits for real domains). */
 export const MAX_DOMID = 0x7fff;
 
-export const ROLES = ['dom0', 'hwsim', 'guest', 'switch', 'control'] as const;
+/** `vcpu`: a guest's I/O request relay (trapped port I/O to device models in dom0, ws transport). */
+export const ROLES = ['dom0', 'hwsim', 'guest', 'switch', 'control', 'vcpu'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Who a connection speaks for. The server lets it act only as this identity. */

@@ -39,11 +39,18 @@ export interface PortIo {
   outb(port: number, value: number): void;
   outw(port: number, value: number): void;
   outl(port: number, value: number): void;
+  /**
+   * Linux's dma_sync_single_for_device: the driver wrote `len` bytes at guest-physical `gpa` for
+   * the device to read (a descriptor, a buffer, an init block). A no-op when the device model
+   * shares the guest's memory; across a link the range travels with the next trap.
+   */
+  syncForDevice?(gpa: number, len: number): void;
 }
 
 /** The six instructions over one `access` primitive: what a vCPU or a VMM implements. */
 export abstract class PortIoInstructions implements PortIo {
   protected abstract access(port: number, size: IoSize, dir: number, value: number): number;
+  syncForDevice(_gpa: number, _len: number): void {}
   inb(port: number): number {
     return this.access(port, 1, IO_DIR_IN, 0);
   }
@@ -94,6 +101,8 @@ export class GuestMemoryDma implements DmaWindow {
   /** Bytes moved by device DMA, both directions. */
   bytesRead = 0;
   bytesWritten = 0;
+  /** Told of every range written (a copy of guest memory across a link ships them back). */
+  onWrite?: (gpa: number, len: number) => void;
   constructor(private readonly bytes: Uint8Array) {}
   get size(): number {
     return this.bytes.byteLength;
@@ -110,6 +119,7 @@ export class GuestMemoryDma implements DmaWindow {
     if (!this.inRange(gpa, data.byteLength)) return false;
     this.bytes.set(data, gpa);
     this.bytesWritten += data.byteLength;
+    this.onWrite?.(gpa, data.byteLength);
     return true;
   }
 }

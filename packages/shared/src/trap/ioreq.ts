@@ -132,9 +132,15 @@ export class VcpuPortIo extends PortIoInstructions {
     private readonly deadlineMs = 10_000,
     /** Spin this long for the answer before blocking in Atomics.wait (0: block at once). */
     private readonly spinUs = 20,
+    /** Across a link: where syncForDevice ranges wait for the next trap to carry them. */
+    private readonly syncList?: DmaSyncList,
   ) {
     super();
     this.w = new Int32Array(slot, 0, IOREQ_SLOT_BYTES / 4);
+  }
+
+  override syncForDevice(gpa: number, len: number): void {
+    this.syncList?.add(gpa, len);
   }
 
   /**
@@ -210,13 +216,32 @@ export class IoReqSlotServer {
   }
 
   serve(handle: (req: IoReq) => number): boolean {
+    const req = this.claim();
+    if (!req) return false;
+    let data = 0;
+    let failure: unknown;
+    try {
+      data = req.dir === IO_DIR_IN ? ioMask(handle(req), req.size) : (handle(req), 0);
+    } catch (e) {
+      // A device model must not throw on guest input; if one does, the access still completes
+      // (as a floating bus) so the vCPU is not left blocked, and the error goes to the caller.
+      data = floatingBus(req.size);
+      failure = e;
+    }
+    this.complete(data);
+    if (failure !== undefined) throw failure;
+    return true;
+  }
+
+  /** Claim a READY request (READY → INPROCESS) and read it once into a private copy. */
+  claim(): IoReq | undefined {
     const w = this.w;
-    if (Atomics.compareExchange(w, W_STATE, IOREQ_READY, IOREQ_INPROCESS) !== IOREQ_READY) return false;
-    // One read of each field into a private copy: the guest could rewrite the slot meanwhile.
+    if (Atomics.compareExchange(w, W_STATE, IOREQ_READY, IOREQ_INPROCESS) !== IOREQ_READY) return undefined;
+    // One read of each field: the guest could rewrite the slot meanwhile.
     const rawSize = w[W_SIZE];
     const size: IoSize = rawSize === 1 || rawSize === 2 || rawSize === 4 ? rawSize : 1;
     const prePort = w[W_PRE_PORT];
-    const req: IoReq = {
+    return {
       seq: w[W_SEQ],
       port: w[W_PORT] & 0xffff,
       size,
@@ -224,20 +249,66 @@ export class IoReqSlotServer {
       data: ioMask(w[W_DATA], size),
       ...(prePort >= 0 ? { pre: { port: prePort & 0xffff, data: w[W_PRE_DATA] & 0xffff } } : {}),
     };
-    let data = 0;
-    let failure: unknown;
-    try {
-      data = req.dir === IO_DIR_IN ? ioMask(handle(req), size) : (handle(req), 0);
-    } catch (e) {
-      // A device model must not throw on guest input; if one does, the access still completes
-      // (as a floating bus) so the vCPU is not left blocked, and the error goes to the caller.
-      data = floatingBus(size);
-      failure = e;
-    }
+  }
+
+  /** Answer the claimed request: data first, then RESP_READY, then wake the vCPU. */
+  complete(data: number): void {
+    const w = this.w;
     w[W_DATA] = data | 0;
     Atomics.store(w, W_STATE, IOREQ_RESP_READY);
     Atomics.notify(w, W_STATE);
-    if (failure !== undefined) throw failure;
-    return true;
+  }
+}
+
+/**
+ * DMA sync list: the ranges a vCPU's driver handed to a device since the last trap
+ * (`syncForDevice`), read by whoever carries the trap across a link (it ships those bytes with the
+ * request, so the device model's copy of guest memory is current when it acts on it).
+ *
+ *   word 0      count of ranges (the vCPU writes; the carrier resets it to 0 once shipped)
+ *   word 1+2i   gpa of range i;  word 2+2i  its length
+ *
+ * Only the vCPU thread appends, and only while no request of its is in flight; the carrier reads
+ * and resets it while the vCPU is blocked in that request — so the two never overlap.
+ */
+export const DMA_SYNC_RANGES = 256;
+
+export function createDmaSyncList(): SharedArrayBuffer {
+  return new SharedArrayBuffer((1 + 2 * DMA_SYNC_RANGES) * 4);
+}
+
+export class DmaSyncList {
+  private readonly w: Int32Array;
+  constructor(buffer: SharedArrayBuffer) {
+    this.w = new Int32Array(buffer);
+  }
+  add(gpa: number, len: number): void {
+    const w = this.w;
+    const n = w[0];
+    if (n < DMA_SYNC_RANGES) {
+      w[1 + 2 * n] = gpa | 0;
+      w[2 + 2 * n] = len | 0;
+      w[0] = n + 1;
+      return;
+    }
+    // Full: fold everything into one range covering them all (more bytes, nothing missed).
+    let lo = gpa;
+    let hi = gpa + len;
+    for (let i = 0; i < n; i++) {
+      lo = Math.min(lo, w[1 + 2 * i] >>> 0);
+      hi = Math.max(hi, (w[1 + 2 * i] >>> 0) + (w[2 + 2 * i] >>> 0));
+    }
+    w[1] = lo | 0;
+    w[2] = (hi - lo) | 0;
+    w[0] = 1;
+  }
+  /** Take the ranges listed so far (and empty the list). */
+  take(): Array<{ gpa: number; len: number }> {
+    const w = this.w;
+    const n = Math.min(w[0], DMA_SYNC_RANGES);
+    const out: Array<{ gpa: number; len: number }> = [];
+    for (let i = 0; i < n; i++) out.push({ gpa: w[1 + 2 * i] >>> 0, len: w[2 + 2 * i] >>> 0 });
+    w[0] = 0;
+    return out;
   }
 }

@@ -57,6 +57,7 @@ const PKT_BUF_SIZE = 1544;
 const BUF_STRIDE = 2048;
 const BUFS_PER_FRAME = PAGE_SIZE / BUF_STRIDE;
 const DESC = 16;
+const INIT_BLOCK_BYTES = 28;
 const ETH_MIN = 14;
 const ETH_MAX = 1514;
 const ETH_FCS = 4;
@@ -354,6 +355,9 @@ export class PcnetDriver {
     v.setUint32(at + 8, 0, true);
     v.setUint32(at, buf, true);
     Atomics.store(this.u16, (at + 6) >> 1, ST_TX_NEW); // OWN last
+    // dma_sync_single_for_device: the buffer and its descriptor are the chip's now.
+    this.o.io.syncForDevice?.(buf, frame.byteLength);
+    this.o.io.syncForDevice?.(at, DESC);
     this.txLens[entry] = frame.byteLength;
     this.curTx++;
     m.txQueued++;
@@ -452,6 +456,7 @@ export class PcnetDriver {
       // Re-arm before handing the frame up: the callback may transmit, or take its time.
       v.setUint16(at + 4, -PKT_BUF_SIZE & 0xffff, true);
       Atomics.store(this.u16, (at + 6) >> 1, ST_OWN);
+      this.o.io.syncForDevice?.(at, DESC);
       this.curRx++;
       if (frame) {
         m.rxPackets++;
@@ -529,6 +534,10 @@ export class PcnetDriver {
     v.setUint32(ib + 16, 0, true);
     v.setUint32(ib + 20, this.rxRing, true);
     v.setUint32(ib + 24, this.txRing, true);
+    // Everything the chip will read at INIT and after: the init block and both rings.
+    this.o.io.syncForDevice?.(ib, INIT_BLOCK_BYTES);
+    this.o.io.syncForDevice?.(this.rxRing, this.rxSize * DESC);
+    this.o.io.syncForDevice?.(this.txRing, this.txSize * DESC);
   }
 
   /** Give back the rings' and buffers' frames (the init block frame stays until close). */

@@ -1,0 +1,111 @@
+/**
+ * The guest-side carrier of trapped port I/O when the device models run in dom0 and no memory is
+ * shared with it (ws transport; shared/trap/ioreq-link.ts has the protocol). It runs in its own
+ * thread of the guest's process because the vCPU thread is blocked for the whole trap: it sleeps
+ * on the slot's doorbell, claims the request, ships it with the ranges the driver synced for the
+ * device, applies the device's writes to guest memory, and only then answers the vCPU. Virtual
+ * interrupts arrive on the same link, after the writes they announce.
+ */
+import { MessageChannel, parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import {
+  DmaSyncList,
+  EventMemory,
+  IOREQ_ACCESS,
+  IOREQ_DMA,
+  IOREQ_DOORBELL_WORD,
+  IOREQ_IRQ,
+  IOREQ_SLOT_BYTES,
+  IoReqSlotServer,
+  RpcPeer,
+  applyGuestWrites,
+  connect,
+  createDmaSyncList,
+  createIoReqSlot,
+  createLogger,
+  floatingBus,
+  runtimeEntry,
+  startRuntimeWorker,
+  type IoReq,
+} from '@ringvisor/shared';
+import type { GuestKernel } from './kernel.js';
+
+interface RelaySpec {
+  url: string;
+  secret: Uint8Array;
+  domid: number;
+  slot: SharedArrayBuffer;
+  syncList: SharedArrayBuffer;
+  memory: SharedArrayBuffer;
+  eventMemory: SharedArrayBuffer;
+}
+
+/** Relay thread body: connect as this domain's vCPU link, then carry requests until the link closes. */
+async function runRelay(spec: RelaySpec, report: MessagePort): Promise<void> {
+  const log = createLogger('ioreq-relay', { domid: spec.domid });
+  const link = await connect({ url: spec.url, secret: spec.secret, role: 'vcpu', domid: spec.domid, log });
+  const peer = new RpcPeer(link, `vcpu/${spec.domid}`);
+  const mem = new Uint8Array(spec.memory);
+  const events = new EventMemory(spec.eventMemory);
+  const slot = new IoReqSlotServer(spec.slot);
+  const sync = new DmaSyncList(spec.syncList);
+  const doorbell = new Int32Array(spec.slot, 0, IOREQ_SLOT_BYTES / 4);
+  peer.on(IOREQ_DMA, (p) => {
+    if (!applyGuestWrites(mem, (p as { writes?: unknown }).writes)) log.warn('malformed device writes from dom0 dropped');
+  });
+  peer.on(IOREQ_IRQ, (p) => {
+    const port = (p as { port?: unknown }).port;
+    if (typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 1024) events.setPending(spec.domid, port);
+  });
+  let open = true;
+  link.onClose(() => {
+    open = false;
+    Atomics.notify(doorbell, IOREQ_DOORBELL_WORD);
+  });
+  report.postMessage('ready');
+  let seen = Atomics.load(doorbell, IOREQ_DOORBELL_WORD);
+  while (open) {
+    const r = Atomics.waitAsync(doorbell, IOREQ_DOORBELL_WORD, seen, 1000);
+    if (r.async) await r.value;
+    seen = Atomics.load(doorbell, IOREQ_DOORBELL_WORD);
+    for (let req: IoReq | undefined; open && (req = slot.claim()); ) {
+      const pages = sync.take().flatMap(({ gpa, len }) => (gpa + len <= mem.byteLength ? [{ gpa, data: mem.slice(gpa, gpa + len) }] : []));
+      try {
+        const res = await peer.call<{ data: number; writes: unknown }>(IOREQ_ACCESS, { ...req, pages }, 10_000);
+        applyGuestWrites(mem, res.writes);
+        slot.complete(typeof res.data === 'number' ? res.data : floatingBus(req.size));
+      } catch {
+        slot.complete(floatingBus(req.size)); // dom0 gone: the access reads as nothing there
+      }
+    }
+  }
+}
+
+if (parentPort && (workerData as { role?: string } | null)?.role === 'ioreq-relay') {
+  const { spec, report } = workerData as { spec: RelaySpec; report: MessagePort };
+  runRelay(spec, report).catch((e: Error) => report.postMessage(`failed: ${e.message}`));
+}
+
+export interface IoReqRelay {
+  slot: SharedArrayBuffer;
+  syncList: DmaSyncList;
+  stop(): Promise<void>;
+}
+
+/** Start the relay thread for this guest's vCPU and wait until its link to dom0 is up. */
+export async function startIoReqRelay(kernel: GuestKernel, link: { url: string; secret: Uint8Array }): Promise<IoReqRelay> {
+  const slot = createIoReqSlot();
+  const syncList = createDmaSyncList();
+  const { port1, port2 } = new MessageChannel();
+  const spec: RelaySpec = { url: link.url, secret: link.secret, domid: kernel.domid, slot, syncList, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer };
+  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'kernel/ioreq-relay'), { workerData: { role: 'ioreq-relay', spec, report: port1 }, transferList: [port1], name: 'ioreq-relay' });
+  const first = await new Promise<string>((resolve) => {
+    port2.once('message', (m: string) => resolve(m));
+    worker.once('error', (e) => resolve(`failed: ${e.message}`));
+  });
+  port2.close();
+  if (first !== 'ready') {
+    await worker.terminate();
+    throw new Error(`ioreq relay: ${first}`);
+  }
+  return { slot, syncList: new DmaSyncList(syncList), stop: async () => void (await worker.terminate()) };
+}
