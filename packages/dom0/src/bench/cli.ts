@@ -106,7 +106,7 @@ const SUITES: Record<string, Suite> = {
         const cpu = row.cpuUsPerOp.dom0 + row.cpuUsPerOp.guest + row.cpuUsPerOp.vmapp;
         const lat = row.latencyUs.p50 !== null ? `, p50 ${row.latencyUs.p50} µs` : '';
         out.push([
-          `${row.direction.padEnd(4)} ${row.mode} (${row.variant})`,
+          `${row.direction.padEnd(8)} ${row.mode} (${row.variant})`,
           `${fmt(row.opsPerSec)}/s (${row.vsPv.opsPerSec.toFixed(2)}× pv), ${row.perOp.traps.toFixed(1)} traps, ${row.perOp.worldSwitches.toFixed(1)} switches, ${cpu.toFixed(0)} µs CPU (${row.vsPv.cpuPerOp.toFixed(1)}× pv) per op${lat}`,
         ]);
       }
