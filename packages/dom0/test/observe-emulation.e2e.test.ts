@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { ClusterSnapshot, DeviceRow, DomainRow } from '../src/observe/model.js';
-import { ROOT, cleanUp, runCli, tempDir, type CliResult } from './support/cli.js';
+import { ROOT, cleanUp, runCli, tempDir, until, type CliResult } from './support/cli.js';
 
 let cwd: string;
 let cluster: ChildProcess | undefined;
@@ -38,15 +38,6 @@ async function snapshot(): Promise<ClusterSnapshot> {
   return (await res.json()) as ClusterSnapshot;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 function domain(s: ClusterSnapshot, name: string): DomainRow {
   const d = s.domains.find((x) => x.name === name);

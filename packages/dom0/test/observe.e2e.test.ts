@@ -16,6 +16,7 @@ import { WebSocket } from 'ws';
 import { ADMIN_SIGNATURE_HEADER, deriveReadToken, parseSecret, signAdminRequest } from '@ringvisor/shared';
 import { defaultConfig } from '../src/toolstack/config.js';
 import type { ClusterSnapshot, RingRow } from '../src/observe/model.js';
+import { until } from './support/cli.js';
 import { toolForTests, tsharkRead } from './support/tools.js';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
@@ -61,15 +62,6 @@ async function ringsJson(): Promise<RingRow[]> {
   return JSON.parse(r.stdout) as RingRow[];
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 beforeAll(async () => {
   cwd = mkdtempSync(join(tmpdir(), 'rv-observe-'));

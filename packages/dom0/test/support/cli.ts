@@ -50,3 +50,14 @@ export function cleanUp(): void {
       }
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 }
+
+/** Poll `fn` every 500 ms until it returns something, or fail after `timeoutMs` naming `what`. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
