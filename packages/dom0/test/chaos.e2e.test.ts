@@ -88,6 +88,26 @@ faults:
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.pause', 'process.kill', 'nic.down']);
   }, 90_000);
 
+  it('an emulated guest under lost and late interrupts, lost ioreq kicks and its own hostile driver: nothing lost, everyone recovers', async () => {
+    const p = plan(`name: emulated
+seed: 5
+duration: 6
+faults:
+  - { id: lost, who: { domain: guest4 }, what: { kind: evtchn.lost, probability: 0.5 }, when: { at: 0.5, for: 1.5 } }
+  - { id: late, who: { domain: guest4 }, what: { kind: evtchn.delayed, delayMs: 20 }, when: { at: 2.5, for: 1 } }
+  - { id: dma, who: { domain: guest4, device: lance0 }, what: { kind: device.hostile, attack: wild-dma, count: 3 }, when: { at: 4 } }
+  - { id: ata, who: { domain: guest4, device: ata51712 }, what: { kind: device.hostile, attack: bad-commands, count: 3 }, when: { at: 4.5 } }
+`);
+    const rep = expectClean(await chaos(['--plan', p]));
+    expect(rep.faults.map((f) => f.kind)).toEqual(['evtchn.lost', 'evtchn.delayed', 'device.hostile', 'device.hostile']);
+    // The faults really hit the emulated devices: interrupts and kicks lost, interrupts late.
+    const [lost, late] = rep.faults as Array<{ detail?: Record<string, number> }>;
+    expect(lost.detail!.irqsLost + lost.detail!.kicksLost).toBeGreaterThan(0);
+    expect(late.detail!.irqsDelayed).toBeGreaterThan(0);
+    const g4 = rep.guests.find((g) => g.name === 'guest4')!;
+    expect(g4.state).toBe('stopped');
+  }, 90_000);
+
   it('over the ws transport: a wedged backend and lost notifications, same proof', async () => {
     const p = plan(`name: ws-mix
 seed: 8

@@ -163,6 +163,12 @@ export class EmulatedPlatform {
       this.server = new IoReqServer({
         domid: domain.domid,
         slot: this.slot,
+        dropKick: () => {
+          const f = this.eventFault;
+          if (!f || f.lostToModel <= 0 || f.draw() >= f.lostToModel) return false;
+          this.faultCounters.kicksLost++;
+          return true;
+        },
         // Across a link the accesses arrive on the vCPU link, not through this slot.
         ...(this.remote ? {} : { events: hv.dom0Events, port: this.ioreq.dom0Port }),
         log,
@@ -179,7 +185,30 @@ export class EmulatedPlatform {
     return { dom0Port, guestPort };
   }
 
+  /**
+   * Fault injection (evtchn.lost / evtchn.delayed on an emulated guest): virtual IRQs to the guest
+   * lost or delivered late, and the vCPU's kicks of the ioreq server lost. Drivers recover as on
+   * real hardware: the ATA driver polls on a lost interrupt, pcnet and the ioreq server are woken
+   * by the missed-event poll.
+   */
+  eventFault?: { lostToGuest: number; lostToModel: number; delayMs: number; draw: () => number };
+  readonly faultCounters = { irqsLost: 0, irqsDelayed: 0, kicksLost: 0 };
+
   private raise(line: IrqLine): void {
+    if (this.destroyed) return;
+    const f = this.eventFault;
+    if (f) {
+      if (f.lostToGuest > 0 && f.draw() < f.lostToGuest) return void this.faultCounters.irqsLost++;
+      if (f.delayMs > 0) {
+        this.faultCounters.irqsDelayed++;
+        setTimeout(() => this.deliverIrq(line), f.delayMs).unref();
+        return;
+      }
+    }
+    this.deliverIrq(line);
+  }
+
+  private deliverIrq(line: IrqLine): void {
     if (this.destroyed) return;
     if (this.remote) {
       // Across a link: the writes the interrupt announces go first, on the same link.

@@ -34,7 +34,7 @@ describe('generatePlan', () => {
         for (const f of plan.faults) {
           const k = f.what.kind;
           if (k === 'device.hostile') expect(modes.get(f.who.domain!)!.has('emulated')).toBe(true);
-          if (k.startsWith('backend.') || k.startsWith('evtchn.') || k.startsWith('ring.') || k.startsWith('grant.')) expect(modes.get(f.who.domain!)!.has('pv')).toBe(true);
+          if (k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm' || k.startsWith('ring.') || k.startsWith('grant.')) expect(modes.get(f.who.domain!)!.has('pv')).toBe(true);
           if (f.who.device) expect(f.who.device).toMatch(k === 'device.hostile' ? /^(lance|ata)\d+$/ : /^(vbd|vif)\d+$/);
         }
         // Endings: at the end, each a different guest, and someone is left standing.

@@ -32,12 +32,15 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       vbd: g.devices.find((d) => d.type === 'vbd' && d.mode === 'pv'),
       vif: g.devices.find((d) => d.type === 'vif' && d.mode === 'pv'),
       emulated: g.devices.filter((d) => d.mode === 'emulated').map((d) => (d.type === 'vbd' ? `ata${d.devid}` : `lance${d.devid}`)),
+      emulatedInDom0: g.devices.some((d) => d.mode === 'emulated' && d.placement === 'dom0'),
     })),
   );
   const withVbd = guests.filter((g) => g.vbd);
   const withPv = guests.filter((g) => g.vbd || g.vif);
   const withEmulated = guests.filter((g) => g.emulated.length > 0);
-  const pvOnly = (k: FaultKind) => k.startsWith('backend.') || k.startsWith('evtchn.');
+  // Lost and delayed events also act on emulated devices whose models run in dom0 (their IRQs and ioreq kicks).
+  const withEvents = guests.filter((g) => g.vbd || g.vif || g.emulatedInDom0);
+  const pvOnly = (k: FaultKind) => k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm';
   const kinds: FaultKind[] = [
     'backend.pause',
     'backend.restart',
@@ -78,7 +81,16 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const ended = new Set<string>();
   const faults: FaultSpec[] = deal.map((kind, i) => {
     const alive = guests.filter((g) => !ended.has(g.name));
-    const among = kind.startsWith('ring.') || kind.startsWith('grant.') ? withVbd : pvOnly(kind) ? withPv : kind === 'device.hostile' ? withEmulated : guests;
+    const among =
+      kind.startsWith('ring.') || kind.startsWith('grant.')
+        ? withVbd
+        : pvOnly(kind)
+          ? withPv
+          : kind === 'evtchn.lost' || kind === 'evtchn.delayed'
+            ? withEvents
+            : kind === 'device.hostile'
+              ? withEmulated
+              : guests;
     const g = pick(among.filter((x) => !ended.has(x.name)));
     const at = Math.round(i * SLOT * 100) / 100 + 0.3;
     const when = { at, for: HOLD };

@@ -253,20 +253,37 @@ export class FaultInjector {
         }
         case 'evtchn.lost':
         case 'evtchn.delayed': {
-          const t = this.backends(spec);
-          host = t.host;
-          domid = t.backends[0].frontDomid;
           const dir = spec.what.direction ?? 'both';
           const p = spec.what.probability ?? 1;
           const lost = spec.what.kind === 'evtchn.lost';
-          for (const b of t.backends)
-            b.eventFault = {
-              lostToGuest: lost && dir !== 'to-backend' ? p : 0,
-              lostToBackend: lost && dir !== 'to-guest' ? p : 0,
-              delayMs: lost ? 0 : (spec.what.delayMs ?? 0),
-              draw,
-            };
-          undo = () => t.backends.forEach((b) => (b.eventFault = undefined));
+          const toGuest = lost && dir !== 'to-backend' ? p : 0;
+          const toBack = lost && dir !== 'to-guest' ? p : 0;
+          const delayMs = lost ? 0 : (spec.what.delayMs ?? 0);
+          // A guest's PV channels (backend notify paths) and, with models in dom0, its emulated
+          // devices' virtual IRQs and ioreq kicks.
+          host = this.guestHost(spec);
+          domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
+          const platform = host.platformOf(domid);
+          const emulated = platform?.placement === 'dom0' && !spec.who.device ? platform : undefined;
+          let backends: AnyBackend[] = [];
+          try {
+            backends = this.backends(spec).backends;
+          } catch (e) {
+            if (!emulated) throw e;
+          }
+          if (backends.length === 0 && !emulated) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no event channels this fault can act on (PV devices, or emulated ones with models in dom0)`);
+          for (const b of backends) b.eventFault = { lostToGuest: toGuest, lostToBackend: toBack, delayMs, draw };
+          if (emulated) emulated.eventFault = { lostToGuest: toGuest, lostToModel: toBack, delayMs, draw };
+          const before = emulated ? { ...emulated.faultCounters } : undefined;
+          undo = () => {
+            backends.forEach((b) => (b.eventFault = undefined));
+            if (emulated && before) {
+              emulated.eventFault = undefined;
+              // What the fault did to the emulated devices, for the report.
+              const c = emulated.faultCounters;
+              rec.detail = { ...rec.detail, irqsLost: c.irqsLost - before.irqsLost, irqsDelayed: c.irqsDelayed - before.irqsDelayed, kicksLost: c.kicksLost - before.kicksLost };
+            }
+          };
           break;
         }
         case 'evtchn.spurious':

@@ -62,6 +62,8 @@ export interface IoReqServerOptions {
    */
   beforeAccess?(): void;
   afterAccess?(): void;
+  /** Fault injection: true drops this kick (a lost event); the missed-event poll recovers. */
+  dropKick?(): boolean;
 }
 
 export class IoReqServer {
@@ -79,7 +81,7 @@ export class IoReqServer {
     this.slot = new IoReqSlotServer(o.slot);
     this.pollUs = o.pollUs ?? 50;
     this.sliceUs = o.sliceUs ?? 2_000;
-    if (o.events && o.port !== undefined) o.events.on(o.port, () => this.wake());
+    if (o.events && o.port !== undefined) o.events.on(o.port, (_port, polled) => (polled || !o.dropKick?.() ? this.wake() : undefined));
   }
 
   /** Decode `[base, base+length)` with `handler`. Ranges may not overlap. */
