@@ -182,10 +182,10 @@ describe('views of a running cluster', () => {
         // A response carries a BLKIF status; a request an operation, its sector and segments.
         if (e.half === 'rsp') expect([0, -1, -2]).toContain(x.status);
         else {
-          // Decoded from the slots as the frontend published them. (A rare unknown operation
-          // seen here once is under investigation — see the session note; the backend's own
-          // copies are checked strictly in the dashboard and trace tests.)
-          expect(typeof x.operation).toBe('number');
+          // Decoded from the slots just before the frontend published them (after it, the
+          // backend may already have put a response in the same slot): what blkfront sends.
+          expect([0, 1, 3]).toContain(x.operation); // READ, WRITE, FLUSH
+          expect(x.nrSegments).toBeLessThanOrEqual(11);
           expect(typeof x.sectorNumber).toBe('number');
         }
       }

@@ -168,14 +168,16 @@ abstract class RingEnd<Req, Rsp> {
 
   protected publish(prodWord: number, eventWord: number, newProd: number): boolean {
     const old = this.page.load(prodWord);
+    // Traced entries are decoded *before* the producer index moves: once it does, the other end
+    // may consume a request and write its response into the same slot (requests and responses
+    // share slots), and a decode after that would read a response as a request.
+    const half = prodWord === REQ_PROD ? 'req' : 'rsp';
+    const traced = ringPushChannel.hasSubscribers && this.label && newProd !== old ? this.decodeRange(half, old, newProd) : undefined;
     this.page.store(prodWord, newProd); // wmb before this store is implied by Atomics ordering
     const notify = needsNotify(newProd, old, this.page.load(eventWord));
     if (notify) this.stats.notifies++;
     else if (newProd !== old) this.stats.suppressed++;
-    if (ringPushChannel.hasSubscribers && this.label && newProd !== old) {
-      const half = prodWord === REQ_PROD ? 'req' : 'rsp';
-      ringPushChannel.publish({ kind: 'ring.push', t: traceNow(), ...this.label, half, before: old, after: newProd, notify, entries: () => this.decodeRange(half, old, newProd) });
-    }
+    if (traced) ringPushChannel.publish({ kind: 'ring.push', t: traceNow(), ...this.label!, half, before: old, after: newProd, notify, entries: traced });
     return notify;
   }
 
