@@ -7,7 +7,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import {
   CONTROL_PING,
   ConfigError,
@@ -95,31 +95,42 @@ interface UpArgs {
   pcap?: string;
 }
 
-function parseUp(argv: string[]): UpArgs {
-  let values;
+/**
+ * node:util's parseArgs (strict), with a mistake reported as a UsageError that names the command
+ * and shows the usage — every command parses its flags through here.
+ */
+function parseCommandArgs<T extends ParseArgsConfig>(command: string, config: T): ReturnType<typeof parseArgs<T>> {
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        duration: { type: 'string' },
-        json: { type: 'string' },
-        seed: { type: 'string' },
-        transport: { type: 'string' },
-        'secret-file': { type: 'string' },
-        observe: { type: 'string' },
-        pcap: { type: 'string' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    return parseArgs<T>({ strict: true, ...config });
   } catch (e) {
-    throw new UsageError(`${(e as Error).message}\n\n${USAGE}`);
+    throw new UsageError(`${command}: ${(e as Error).message}\n\n${USAGE}`);
   }
+}
+
+/** `--transport` (or a plan's transport): "threads" or "ws". */
+function parseTransport(value: string | undefined): 'threads' | 'ws' {
+  const t = value ?? 'threads';
+  if (t !== 'threads' && t !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(t)}`);
+  return t;
+}
+
+function parseUp(argv: string[]): UpArgs {
+  const { values } = parseCommandArgs('up', {
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      duration: { type: 'string' },
+      json: { type: 'string' },
+      seed: { type: 'string' },
+      transport: { type: 'string' },
+      'secret-file': { type: 'string' },
+      observe: { type: 'string' },
+      pcap: { type: 'string' },
+    },
+  });
   const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
   if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
-  const transport = values.transport ?? 'threads';
-  if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
+  const transport = parseTransport(values.transport);
   const config = values.config ? loadConfigFile(values.config) : defaultConfig({ transport });
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
@@ -151,35 +162,28 @@ async function up(argv: string[]): Promise<number> {
  * workloads under the plan, heal, drain, check; exit 1 when a checker fails (DESIGN §8 report).
  */
 async function chaos(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        plan: { type: 'string' },
-        random: { type: 'string' },
-        attach: { type: 'string' },
-        seed: { type: 'string' },
-        duration: { type: 'string' },
-        json: { type: 'string' },
-        transport: { type: 'string' },
-        config: { type: 'string' },
-        observe: { type: 'string' },
-        'secret-file': { type: 'string' },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    throw new UsageError(`ringvisor chaos: ${(e as Error).message}\n\n${USAGE}`);
-  }
+  const { values } = parseCommandArgs('chaos', {
+    args: argv,
+    options: {
+      plan: { type: 'string' },
+      random: { type: 'string' },
+      attach: { type: 'string' },
+      seed: { type: 'string' },
+      duration: { type: 'string' },
+      json: { type: 'string' },
+      transport: { type: 'string' },
+      config: { type: 'string' },
+      observe: { type: 'string' },
+      'secret-file': { type: 'string' },
+    },
+  });
   if (!values.plan === !values.random) throw new UsageError('ringvisor chaos: give --plan FILE (examples/faults/ has a library of plans) or --random N (a seeded campaign of N scenarios)');
   let plan: FaultPlan;
   if (values.plan) plan = loadPlanFile(values.plan);
   else {
     const n = Number(values.random);
     if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new UsageError(`--random must be a number of scenarios in 1..10000, got ${JSON.stringify(values.random)}`);
-    const t = values.transport ?? 'threads';
-    if (t !== 'threads' && t !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(t)}`);
+    const t = parseTransport(values.transport);
     const seedArg = values.seed === undefined ? 1 : Number(values.seed);
     plan = generatePlan({ seed: seedArg, scenarios: n, transport: t, config: values.config ? loadConfigFile(values.config) : defaultConfig({ transport: t }) });
     if (values.config) plan.cluster = values.config;
@@ -209,8 +213,7 @@ async function chaos(argv: string[]): Promise<number> {
     );
     return report.verdict === 'pass' ? 0 : 1;
   }
-  const transport = values.transport ?? plan.transport ?? 'threads';
-  if (transport !== 'threads' && transport !== 'ws') throw new UsageError(`--transport must be "threads" or "ws", got ${JSON.stringify(transport)}`);
+  const transport = parseTransport(values.transport ?? plan.transport);
   const configPath = values.config ?? plan.cluster;
   const config = configPath ? loadConfigFile(configPath) : defaultConfig({ transport });
   config.seed = seed;
@@ -250,12 +253,7 @@ async function chaos(argv: string[]): Promise<number> {
 
 /** `ringvisor token`: the read token for dashboards and read-only views (derived from the cluster secret). */
 async function token(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, options: { 'secret-file': { type: 'string' } }, strict: true }));
-  } catch (e) {
-    throw new UsageError(`ringvisor token: ${(e as Error).message}`);
-  }
+  const { values } = parseCommandArgs('token', { args: argv, options: { 'secret-file': { type: 'string' } } });
   const secret = values['secret-file']
     ? await readSecretFile(values['secret-file'])
     : process.env.RINGVISOR_SECRET
@@ -269,13 +267,7 @@ async function token(argv: string[]): Promise<number> {
 
 /** `ringvisor fault inject|heal|list`: faults into a running cluster (admin). */
 async function fault(argv: string[]): Promise<number> {
-  let values;
-  let positionals;
-  try {
-    ({ values, positionals } = parseArgs({ args: argv, options: { url: { type: 'string' }, 'secret-file': { type: 'string' }, for: { type: 'string' } }, strict: true, allowPositionals: true }));
-  } catch (e) {
-    throw new UsageError(`ringvisor fault: ${(e as Error).message}`);
-  }
+  const { values, positionals } = parseCommandArgs('fault', { args: argv, options: { url: { type: 'string' }, 'secret-file': { type: 'string' }, for: { type: 'string' } }, allowPositionals: true });
   const [action, arg] = positionals;
   const c = await resolveControl({ ...(values.url ? { url: values.url } : {}), ...(values['secret-file'] ? { secretFile: values['secret-file'] } : {}) });
   if (action === 'inject') {
@@ -311,25 +303,19 @@ async function fault(argv: string[]): Promise<number> {
 
 /** `ringvisor dom0`: this host's dom0 and hardware as a service; guests are started elsewhere. */
 async function dom0(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        listen: { type: 'string' },
-        lan: { type: 'string' },
-        json: { type: 'string' },
-        'secret-file': { type: 'string' },
-        duration: { type: 'string' },
-        observe: { type: 'string' },
-        pcap: { type: 'string' },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}\n\n${USAGE}`);
-  }
+  const { values } = parseCommandArgs('dom0', {
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      listen: { type: 'string' },
+      lan: { type: 'string' },
+      json: { type: 'string' },
+      'secret-file': { type: 'string' },
+      duration: { type: 'string' },
+      observe: { type: 'string' },
+      pcap: { type: 'string' },
+    },
+  });
   const configPath = values.config ?? process.env.RINGVISOR_CONFIG;
   if (!configPath) throw new UsageError('ringvisor dom0: --config FILE (or RINGVISOR_CONFIG) is required');
   const listenAt = values.listen ?? process.env.RINGVISOR_LISTEN ?? '127.0.0.1:7000';
@@ -354,7 +340,7 @@ async function dom0(argv: string[]): Promise<number> {
 
 /** `ringvisor health --url ws://…`: exit 0 when a dom0 answers an authenticated ping (for healthchecks). */
 async function health(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { url: { type: 'string' }, 'secret-file': { type: 'string' }, timeout: { type: 'string' } }, strict: true });
+  const { values } = parseCommandArgs('health', { args: argv, options: { url: { type: 'string' }, 'secret-file': { type: 'string' }, timeout: { type: 'string' } } });
   const url = values.url ?? process.env.RINGVISOR_DOM0_URL ?? 'ws://127.0.0.1:7000';
   const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
   const timeoutMs = Number(values.timeout ?? 3000);
