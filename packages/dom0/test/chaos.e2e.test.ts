@@ -108,6 +108,12 @@ faults:
     expect(g4.state).toBe('stopped');
   }, 90_000);
 
+  it('the hardware crashes and comes back twice, and freezes in between: the disk queue is redone, nothing acknowledged lost', async () => {
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/hardware-restart.yaml'), '--seed', '22']));
+    expect(rep.faults.map((f) => f.kind)).toEqual(['process.restart', 'process.pause', 'process.restart']);
+    expect(rep.guests.every((g) => g.state === 'stopped')).toBe(true);
+  }, 120_000);
+
   it('over the ws transport: a wedged backend and lost notifications, same proof', async () => {
     const p = plan(`name: ws-mix
 seed: 8

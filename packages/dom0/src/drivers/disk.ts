@@ -30,6 +30,8 @@ export interface PhysicalDiskCounters {
   suppressed: number;
   interrupts: number;
   queuedPeak: number;
+  /** Requests resubmitted after a device reset. */
+  resubmitted: number;
 }
 
 /**
@@ -44,8 +46,8 @@ export interface DriverDma {
 }
 
 export class PhysicalDiskDriver {
-  readonly ring: FrontRing<HwBlkRequest, HwStatusResponse>;
-  readonly counters: PhysicalDiskCounters = { submitted: 0, completed: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, queuedPeak: 0 };
+  ring: FrontRing<HwBlkRequest, HwStatusResponse>;
+  readonly counters: PhysicalDiskCounters = { submitted: 0, completed: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, queuedPeak: 0, resubmitted: 0 };
   /** Set once the device reports its geometry. */
   sectors = 0;
   private nextId = 1;
@@ -53,18 +55,45 @@ export class PhysicalDiskDriver {
   private readonly backlog: Pending[] = [];
 
   constructor(
-    memory: GuestMemory,
+    private readonly memory: GuestMemory,
     readonly queuePfn: number,
     private readonly events: EventChannelGate,
     readonly port: number,
     private readonly dma?: DriverDma,
   ) {
-    const page = memory.page(queuePfn);
-    initSharedRing(page);
-    this.ring = new FrontRing(page, hwBlkProtocol, dma?.ringSync(queuePfn, page, () => this.doorbell()));
-    // The device's copy of the queue page must start from the initialised ring (event indices 1).
-    dma?.toDevice({ domid: 0, pfn: queuePfn });
+    this.ring = this.freshRing();
     events.on(port, () => this.onInterrupt());
+  }
+
+  private freshRing(): FrontRing<HwBlkRequest, HwStatusResponse> {
+    const page = this.memory.page(this.queuePfn);
+    initSharedRing(page);
+    const ring = new FrontRing(page, hwBlkProtocol, this.dma?.ringSync(this.queuePfn, page, () => this.doorbell()));
+    // The device's copy of the queue page must start from the initialised ring (event indices 1).
+    this.dma?.toDevice({ domid: 0, pfn: this.queuePfn });
+    return ring;
+  }
+
+  /**
+   * The device was reset (the hardware restarted): what it had consumed is gone with it, and the
+   * ring's indices cannot say which requests it answered — it completes them out of order. As a
+   * driver does after a controller reset, start the queue afresh and resubmit every request not
+   * yet completed, in submission order; a request that had completed on the device but whose
+   * completion was never seen is done twice (reads and writes of the same data are idempotent).
+   * Call before the new device attaches the queue; `resume()` once it has.
+   */
+  resetQueue(): void {
+    this.ring = this.freshRing();
+    const pending = [...this.inflight.values()].sort((a, b) => a.req.id - b.req.id);
+    this.inflight.clear();
+    this.backlog.unshift(...pending);
+    this.counters.resubmitted += pending.length;
+  }
+
+  /** After a reset, push the resubmitted requests to the new device, and kick it for any already pushed. */
+  resume(): void {
+    this.pump();
+    if (this.inflight.size > 0) this.doorbell();
   }
 
   get outstanding(): number {

@@ -231,10 +231,7 @@ function checkSelector(f: FaultSpec, where: string): void {
   if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
   else if ((k === 'process.restart' || k === 'process.pause') && f.who.runtime === 'hwsim') {
-    // Known issue: after a hardware restart a device queue occasionally stalls (about one run in
-    // five here); until that is found, the kind is opt-in.
-    if (k === 'process.restart' && process.env.RINGVISOR_EXPERIMENTAL !== '1')
-      throw new ConfigError(`${where}: restarting the hardware is experimental (a queue can stall after it); set RINGVISOR_EXPERIMENTAL=1 to use it`);
+    /* the hardware itself: who.host picks the host */
   } else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');
   else if (k.startsWith('link.') && !f.who.domain && f.who.runtime !== 'hwsim') throw new ConfigError(`${where}: ${k} needs who.domain (a guest's link) or who.runtime: hwsim`);
   if (k === 'link.latency' && f.what.latencyMs === undefined) throw new ConfigError(`${where}: link.latency needs what.latencyMs`);

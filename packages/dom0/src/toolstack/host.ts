@@ -232,7 +232,11 @@ export class Host {
     });
     await this.attachMemoryToHardware(this.hv.dom0);
     for (const c of this.created) await this.attachMemoryToHardware(c.domain);
+    // The disk queue starts afresh with every unanswered request resubmitted: the device answered
+    // out of order, so its ring indices cannot tell which ones it finished.
+    this.disk.resetQueue();
     await peer.call('hw.disk.attach', this.deviceAttachments.disk);
+    this.disk.resume();
     await peer.call('hw.nic.attach', this.deviceAttachments.nic);
     this.restartedHardware++;
   }
