@@ -52,11 +52,15 @@ describe('a hostile guest driver against its emulated devices', () => {
     const other0 = ops(await stats('other'));
     const garbage = await attack('lance0', 'port-garbage', 50);
     const wild = await attack('lance0', 'wild-dma', 20);
-    const storm = await attack('lance0', 'irq-storm', 20);
+    await attack('lance0', 'irq-storm', 20);
     expect(garbage.accesses).toBeGreaterThan(1000);
     // MERR (0x0800) for rings and buffers outside the guest's memory.
     expect((wild.errorBits as number) & 0x0800).toBe(0x0800);
-    expect(wild.recovered && storm.recovered && garbage.recovered).toBe(true);
+    // The attacker's own driver re-opened the chip: its UDP flow to good is answered again.
+    const echoed0 = (await stats('evil')).udp.echoed;
+    const until = Date.now() + 20_000;
+    while ((await stats('evil')).udp.echoed <= echoed0 + 5 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+    expect((await stats('evil')).udp.echoed).toBeGreaterThan(echoed0 + 5);
     const platform = host.platformOf(host.guests.find((g) => g.config.name === 'evil')!.domain.domid)!;
     const lance = platform.stats().devices.find((d) => d.name === 'lance0')!.metrics as LanceMetrics;
     expect(lance.merr).toBeGreaterThan(0);

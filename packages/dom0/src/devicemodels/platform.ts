@@ -15,7 +15,6 @@
  *   Lance k      0xc000 + 0x20·k (32-byte window)
  *   ATA primary  0x1f0–0x1f7, 0x3f6;  ATA secondary 0x170–0x177, 0x376
  */
-import { MessageChannel } from 'node:worker_threads';
 import {
   GuestMemoryDma,
   IOREQ_ACCESS,
@@ -26,12 +25,10 @@ import {
   applyGuestWrites,
   type GuestMemoryWrite,
   type IoReq,
-  PortLink,
-  RpcPeer,
+  type RpcPeer,
   createIoReqSlot,
   createVmmShared,
-  runtimeEntry,
-  startRuntimeWorker,
+  startVmApp,
   publishTrace,
   traceChannel,
   traceNow,
@@ -130,7 +127,7 @@ export class EmulatedPlatform {
   /** hosted, ws: the guest's own process runs the VMApp next to its vCPU (there is no shared memory with dom0). */
   readonly inGuestProcess: boolean;
   private lastHostedStats?: VmAppStats;
-  private readonly ioreq: IrqLine;
+  private readonly ioreq?: IrqLine;
   private destroyed = false;
   /** dom0 placement across a link: the guest's vCPU relay, once it connected. */
   private vcpuPeer?: RpcPeer;
@@ -157,9 +154,12 @@ export class EmulatedPlatform {
     this.remote = domain.linked && placement === 'dom0';
     this.dma = new GuestMemoryDma(domain.memory.bytes);
     if (this.remote) this.dma.onWrite = (gpa, len) => this.written.push([gpa, len]);
-    this.ioreq = this.bindChannel();
-    if (placement === 'hosted') this.vmmShared = createVmmShared(MAX_LANCES);
-    else
+    // The event channel that kicks dom0's ioreq server: only when dom0 serves this slot itself
+    // (a hosted VMApp sleeps on the slot's doorbell; across a link the relay carries the traps).
+    if (placement === 'dom0' && !this.remote) this.ioreq = this.bindChannel();
+    // The VMM/VMApp shared state, when dom0 starts the VMApp (in the guest's process, it makes its own).
+    if (placement === 'hosted' && !this.inGuestProcess) this.vmmShared = createVmmShared(MAX_LANCES);
+    if (placement === 'dom0')
       this.server = new IoReqServer({
         domid: domain.domid,
         slot: this.slot,
@@ -170,7 +170,7 @@ export class EmulatedPlatform {
           return true;
         },
         // Across a link the accesses arrive on the vCPU link, not through this slot.
-        ...(this.remote ? {} : { events: hv.dom0Events, port: this.ioreq.dom0Port }),
+        ...(this.ioreq ? { events: hv.dom0Events, port: this.ioreq.dom0Port } : {}),
         log,
         global: hv.counters,
         host: hv.host,
@@ -375,12 +375,11 @@ export class EmulatedPlatform {
       ...(this.opts.pollUs !== undefined ? { pollUs: this.opts.pollUs } : {}),
       ...this.vmappPlan(false),
     };
-    const { port1, port2 } = new MessageChannel();
-    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'dom0', 'vmapp/worker'), { workerData: { control: port1, spec }, transferList: [port1], name: `vmapp-${this.domain.name}` });
+    const { peer, worker } = startVmApp(spec);
     const exited = new Promise<number>((r) => worker.once('exit', r));
     worker.on('error', (e) => this.log.error({ err: e, guest: this.domain.name }, 'vmapp crashed'));
     this.vmappWorker = { exited, terminate: () => worker.terminate() };
-    this.serveVmApp(new RpcPeer(new PortLink(port2), `vmapp/${this.domain.name}`));
+    this.serveVmApp(peer);
   }
 
   /** The devices the VMApp models; IRQs on dom0's ends (raised by event send) or the guest's (raised in its process). */
@@ -441,7 +440,7 @@ export class EmulatedPlatform {
       // Hosted: no event port (the VMApp sleeps on the slot's doorbell); in the guest's process
       // the guest creates the slot and the VMM's shared state itself.
       // Models in dom0 across a link: no slot here either — the guest's relay carries its traps.
-      ioreq: this.placement === 'hosted' ? (this.inGuestProcess ? { port: -1 } : { slot: this.slot, port: -1 }) : this.remote ? { port: -1 } : { slot: this.slot, port: this.ioreq.guestPort },
+      ioreq: this.placement === 'hosted' ? (this.inGuestProcess ? { port: -1 } : { slot: this.slot, port: -1 }) : this.ioreq ? { slot: this.slot, port: this.ioreq.guestPort } : { port: -1 },
       ...(this.placement === 'hosted' ? { hosted: this.inGuestProcess ? { lances, vmapp: this.vmappPlan(true) } : { vmm: this.vmmShared!, lances } } : {}),
       nics: this.nics.map((n) => ({ devid: n.devid, base: n.base, irqPort: n.irq.guestPort })),
       disks: this.disks.map((d) => ({ devid: d.devid, commandBase: d.channel.command, controlBase: d.channel.control, irqPort: d.irq.guestPort })),
@@ -486,7 +485,7 @@ export class EmulatedPlatform {
       if ((await Promise.race([exited, new Promise((r) => setTimeout(() => r('late'), 2_000).unref())])) === 'late') await terminate();
     }
     for (const n of this.nics) n.bridge.remove(n.port);
-    for (const line of [this.ioreq, ...this.nics.map((n) => n.irq), ...this.disks.map((d) => d.irq)]) {
+    for (const line of [...(this.ioreq ? [this.ioreq] : []), ...this.nics.map((n) => n.irq), ...this.disks.map((d) => d.irq)]) {
       try {
         this.hv.evtchn.close(0, line.dom0Port);
       } catch {

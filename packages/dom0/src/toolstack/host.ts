@@ -214,8 +214,8 @@ export class Host {
   /**
    * The hardware crashes (kill -9) and comes back: a new simulator opens the same disk image,
    * every domain's memory is registered for DMA again, and dom0's drivers' queues are attached
-   * afresh. The devices resume their rings from the shared indices, so every request dom0 had
-   * handed them and not seen answered is taken again (a reset device redoing its queue);
+   * afresh: the disk driver starts its queue anew and resubmits every request it has not seen
+   * answered (the device completed out of order, so the old ring's indices cannot say which);
    * whatever reached the image before the crash is there (the file outlives the process).
    */
   async restartHwsim(): Promise<void> {

@@ -6,18 +6,15 @@
  * started by its entry point, never imported. Its VMNet frames and disk requests to dom0 are
  * relayed on this guest's link, between the vCPU's traps.
  */
-import { MessageChannel } from 'node:worker_threads';
 import {
-  PortLink,
-  RpcPeer,
+  type RpcPeer,
   VMAPP_DISK,
   VMAPP_FRAME,
   VMAPP_STATS,
   VMAPP_STOP,
   createIoReqSlot,
   createVmmShared,
-  runtimeEntry,
-  startRuntimeWorker,
+  startVmApp,
   type VmAppPlan,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
@@ -33,17 +30,8 @@ export interface LocalVmApp {
 export function startLocalVmApp(kernel: GuestKernel, guest: string, plan: VmAppPlan): LocalVmApp {
   const slot = createIoReqSlot();
   const vmm = createVmmShared(Math.max(1, plan.nics.length));
-  const { port1, port2 } = new MessageChannel();
-  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'dom0', 'vmapp/worker'), {
-    workerData: {
-      control: port1,
-      spec: { guest, domid: kernel.domid, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer, localInterrupts: true, slot, vmmShared: vmm, ...plan },
-    },
-    transferList: [port1],
-    name: `vmapp-${guest}`,
-  });
+  const { peer: vm, worker } = startVmApp({ guest, domid: kernel.domid, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer, localInterrupts: true, slot, vmmShared: vmm, ...plan });
   worker.on('error', (e) => kernel.log.error({ err: e }, 'vmapp crashed'));
-  const vm = new RpcPeer(new PortLink(port2), `vmapp/${guest}`);
   const dom0 = kernel.hypercalls;
   vm.on(VMAPP_FRAME, (p) => dom0.notify(VMAPP_FRAME, p));
   vm.handle(VMAPP_DISK, (p) => dom0.call(VMAPP_DISK, p, 30_000));

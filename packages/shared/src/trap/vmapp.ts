@@ -6,7 +6,10 @@
  * the virtual machine, as VMware's vmx process holds VMApp and VMM — its VMNet frames and disk
  * requests relayed to dom0 on the guest's link).
  */
+import { MessageChannel, type Worker } from 'node:worker_threads';
 import type { IoReqServerCounters } from './ioreq.js';
+import { PortLink, RpcPeer } from '../transport/rpc.js';
+import { runtimeEntry, startRuntimeWorker } from '../runtime/index.js';
 
 /** What a VMApp is started with (workerData.spec, besides its control port). */
 export interface VmAppSpec {
@@ -50,4 +53,18 @@ export interface VmAppStats {
   devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
   /** Milliseconds this VMApp's thread was busy since it started (CPU per op in benchmarks). */
   busyMs: number;
+}
+
+/**
+ * Start a VMApp worker by its entry point (dom0's package; never imported) and open its link.
+ * dom0 does this for the threads transport, a guest's process for ws.
+ */
+export function startVmApp(spec: VmAppSpec): { peer: RpcPeer; worker: Worker } {
+  const { port1, port2 } = new MessageChannel();
+  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'dom0', 'vmapp/worker'), {
+    workerData: { control: port1, spec },
+    transferList: [port1],
+    name: `vmapp-${spec.guest}`,
+  });
+  return { peer: new RpcPeer(new PortLink(port2), `vmapp/${spec.guest}`), worker };
 }
