@@ -9,6 +9,9 @@ import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
 import { PcnetDriver } from './drivers/pcnet/index.js';
 import { AtaDriver } from './drivers/ata/index.js';
+import { VfBlkDriver } from './drivers/vf-blk/index.js';
+import { VfNicDriver } from './drivers/vf-nic/index.js';
+import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
 import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
 import { startLocalVmApp, type LocalVmApp } from './kernel/local-vmapp.js';
@@ -33,6 +36,9 @@ export class Guest {
   /** Emulated devices: their drivers do port I/O, each access a trap of this vCPU. */
   readonly ata: Array<{ devid: number; driver: AtaDriver }> = [];
   readonly pcnet: Array<{ devid: number; driver: PcnetDriver; stack: NetStack }> = [];
+  /** Assigned device functions (direct I/O): the guest drives them itself. */
+  readonly vfBlk: Array<{ devid: number; driver: VfBlkDriver }> = [];
+  readonly vfNic: Array<{ devid: number; driver: VfNicDriver; stack: NetStack }> = [];
   vcpu?: VcpuPortIo;
   /** Hosted placement: the VMM in this guest's world that every access goes through first. */
   vmm?: HostedVmm;
@@ -99,7 +105,18 @@ export class Guest {
       }
     }
     const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
+    const direct = (kind: 'nic' | 'disk', devid: number): DirectFunction => {
+      const f = this.spec.direct?.functions.find((x) => x.kind === kind && x.devid === devid);
+      if (!f) throw new Error(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
+      return this.directFunction(f);
+    };
     for (const v of this.spec.vbds) {
+      if (v.mode === 'direct') {
+        const driver = new VfBlkDriver({ fn: direct('disk', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
+        await driver.open();
+        this.vfBlk.push({ devid: v.devid, driver });
+        continue;
+      }
       if (v.mode === 'emulated') {
         const d = emu?.disks.find((x) => x.devid === v.devid);
         if (!d || !this.io) throw new Error(`emulated vbd ${v.devid}: the platform describes no such disk`);
@@ -113,6 +130,14 @@ export class Guest {
       this.blk.push(b);
     }
     for (const v of this.spec.vifs) {
+      if (v.mode === 'direct') {
+        const driver = new VfNicDriver({ fn: direct('nic', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
+        await driver.open();
+        const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
+        driver.onReceive((f) => stack.receive(f));
+        this.vfNic.push({ devid: v.devid, driver, stack });
+        continue;
+      }
       if (v.mode === 'emulated') {
         const n = emu?.nics.find((x) => x.devid === v.devid);
         if (!n || !this.io) throw new Error(`emulated vif ${v.devid}: the platform describes no such NIC`);
@@ -135,6 +160,18 @@ export class Guest {
     this.state = 'running';
   }
 
+  /** How this guest reaches an assigned function: shared memory (threads) or its direct link (ws). */
+  private directFunction(spec: NonNullable<GuestBootSpec['direct']>['functions'][number]): DirectFunction {
+    return sharedMemoryFunction(this.kernel, spec);
+  }
+
+  /** The toolstack reclaimed one of our functions: stop using it. */
+  unplugDirect(kind: 'nic' | 'disk', devid: number): void {
+    const d = kind === 'nic' ? this.vfNic.find((x) => x.devid === devid)?.driver : this.vfBlk.find((x) => x.devid === devid)?.driver;
+    if (!d) throw new Error(`guest.direct.unplug: no direct ${kind} ${devid}`);
+    d.detach('unplugged by the toolstack');
+  }
+
   /** Start the configured workloads (once). */
   startWorkloads(): void {
     if (this.started || this.stopRequested) return;
@@ -147,7 +184,7 @@ export class Guest {
         this.fail(`block workload: ${e.message}`);
       });
     }
-    const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack;
+    const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack ?? this.vfNic[0]?.stack;
     if (stack) {
       this.echo = new UdpEchoServer({ stack, port: ECHO_PORT });
       this.sink = new UdpSink(stack);
@@ -222,7 +259,14 @@ export class Guest {
 
   /** The block device with `devid`, whichever way it is reached (PV frontend or emulated disk). */
   private blockDevice(devid: number): BlockDevice {
-    return this.blk.find((b) => b.devid === devid) ?? this.ata.find((a) => a.devid === devid)?.driver ?? this.blk[0] ?? this.ata[0].driver;
+    return (
+      this.blk.find((b) => b.devid === devid) ??
+      this.ata.find((a) => a.devid === devid)?.driver ??
+      this.vfBlk.find((a) => a.devid === devid)?.driver ??
+      this.blk[0] ??
+      this.ata[0]?.driver ??
+      this.vfBlk[0].driver
+    );
   }
 
   stats(): GuestStats {
@@ -290,6 +334,22 @@ export class Guest {
         errors: m.txErrors + m.rxErrors - m.rxMissed + m.txDropped,
         detail: { ...m, ...trapStats() },
       });
+    }
+    for (const { devid, driver } of this.vfBlk) {
+      const m = driver.metrics;
+      devices.push({
+        type: 'vbd',
+        devid,
+        mode: 'direct',
+        ops: m.responses,
+        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
+        errors: m.errors + m.aborted,
+        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: driver.inFlight },
+      });
+    }
+    for (const { devid, driver } of this.vfNic) {
+      const m = driver.metrics;
+      devices.push({ type: 'vif', devid, mode: 'direct', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped, detail: { ...m } });
     }
     const v = this.verifier?.stats;
     const udp = { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };

@@ -6,6 +6,7 @@
  */
 import {
   GUEST_ATTACK,
+  GUEST_DIRECT_UNPLUG,
   GUEST_FREEZE,
   GUEST_MARK,
   GUEST_QUIESCE,
@@ -55,6 +56,12 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>" and emulated "lance<devid>", "ata<devid>")`);
     if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
     return front.attack(attack as BlkAttack, n, s);
+  });
+  peer.handle(GUEST_DIRECT_UNPLUG, (p) => {
+    const { kind, devid } = (p ?? {}) as { kind?: unknown; devid?: unknown };
+    if ((kind !== 'nic' && kind !== 'disk') || typeof devid !== 'number') throw new Error('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
+    guest.unplugDirect(kind, devid);
+    return null;
   });
   peer.handle(GUEST_FREEZE, (p) => {
     const { word, maxMs } = p as { word?: unknown; maxMs?: unknown };

@@ -15,6 +15,13 @@
  *   hw.nic.link     {up: boolean}                          → {link: 'up' | 'down'}
  *   hw.disk.faults  {rules: DiskFaultRule[]}                → DiskFaultStats[]  (replaces the disk's
  *                   fault rules, fresh counters and PRNG streams; [] clears; see shared hw/faults.ts)
+ *   hw.vf.assign    {kind, rid?, domid, frames, port, guestPort, mac?, partition?}
+ *                   → {rid, index, vector, bar?}   a virtual function for direct I/O (sriov/pool.ts):
+ *                   IOMMU context and interrupt entry programmed, `port` (the hardware's end of an
+ *                   event channel to the owner) becomes its doorbell; `bar` (threads) is its register page
+ *   hw.vf.reclaim   {rid}                                  → ReclaimReport (bus master off, FLR, teardown)
+ *   hw.vf.list      {}                                     → FunctionStats[]
+ *   hw.iommu.faults {drain?: boolean}                      → {faults: IommuFault[], counters}
  *   hw.stats        {}                                     → HwStats (plain JSON)
  *   hw.shutdown     {}                                     → null; then the disk is fsynced and
  *                   closed, the gate stopped and the control port closed (a worker then exits).
@@ -56,6 +63,8 @@ import type { QueueStats } from './devices/queue-service.js';
 import { connectLanPorts, type LanPort } from './lan/lan-port.js';
 import type { UplinkState } from './lan/remote.js';
 import { LanSegment, type LanSegmentStats } from './lan/segment.js';
+import { Iommu, formatRequesterId, type IommuCounters, type IommuFault } from './iommu/iommu.js';
+import { FunctionPool, type FunctionStats, type ReclaimReport } from './sriov/pool.js';
 
 /** RPC method names, for callers that prefer constants to string literals. */
 export const HW_RPC = {
@@ -67,6 +76,10 @@ export const HW_RPC = {
   nicLink: 'hw.nic.link',
   /** { faults: FrameFaults | null } → counters: frame faults on the LAN uplink. */
   lanFaults: 'hw.lan.faults',
+  vfAssign: 'hw.vf.assign',
+  vfReclaim: 'hw.vf.reclaim',
+  vfList: 'hw.vf.list',
+  iommuFaults: 'hw.iommu.faults',
   stats: 'hw.stats',
   /** { word: SharedArrayBuffer, maxMs } (threads): the simulator's thread blocks until word 0 becomes non-zero — frozen hardware. */
   freeze: 'hw.freeze',
@@ -130,6 +143,8 @@ export interface HwStats {
   dma: DmaCounters & { attachedDomains: number[]; lastFault: DmaFault | null };
   lan: LanSegmentStats;
   events: EventCounters & { irqFailures: number; doorbellFailures: number };
+  /** Direct I/O: the virtual functions and the IOMMU (the last fault records). */
+  sriov: { functions: FunctionStats[]; iommu: IommuCounters & { recentFaults: IommuFault[] } };
 }
 
 
@@ -161,7 +176,14 @@ export class HardwareSimulator {
   /** The disk's fault rules; they outlive queue re-attaches (a driver restart keeps the faults). */
   readonly diskFaults = new DiskFaultTable();
   readonly nic: PhysicalNic;
+  readonly iommu = new Iommu();
+  /** Virtual functions of the NIC and the disk for direct I/O. */
+  readonly functions: FunctionPool;
   readonly logger: Logger;
+  /** Each assigned function's interrupt target (domid:port) → the hardware's end of that channel. */
+  private readonly msiPorts = new Map<string, number>();
+  /** The hardware's event ports that are a function's doorbell. */
+  private readonly vfPorts = new Map<string, number>();
   private diskQueue: { queue: DiskQueue; port: number } | undefined;
   private nicPort: number | undefined;
   private rpc: RpcPeer | undefined;
@@ -179,6 +201,17 @@ export class HardwareSimulator {
     this.disk = PhysicalDisk.open(options.disk);
     this.nic = new PhysicalNic({ mac: options.nic.mac, dma: this.dma, name: 'nic0', rxBacklog: options.nic.rxBacklog, logger: this.logger });
     this.nic.connect(this.lan.attach(`${options.host}:nic0`));
+    this.iommu.traceHost = options.host;
+    this.functions = new FunctionPool({
+      dma: this.dma,
+      iommu: this.iommu,
+      lan: this.lan,
+      disk: this.disk,
+      host: options.host,
+      nicLinkUp: () => this.nic.linkUp,
+      deliverMsi: (domid, port) => this.deliverMsi(domid, port),
+      logger: this.logger,
+    });
     this.logger.info({ disk: this.disk.path, sectors: this.disk.sectors, created: this.disk.created, mac: this.nic.mac }, 'hardware ready');
   }
 
@@ -250,6 +283,32 @@ export class HardwareSimulator {
         this.nic.setLink(up);
         return { link: this.nic.linkUp ? 'up' : 'down' };
       })
+      .handle(HW_RPC.vfAssign, (p) => {
+        const o = obj(p, HW_RPC.vfAssign);
+        const kind = o.kind;
+        if (kind !== 'nic' && kind !== 'disk') throw new InvalidArgumentError(`${HW_RPC.vfAssign}.kind: expected "nic" or "disk"`);
+        const part = o.partition === undefined ? undefined : obj(o.partition, `${HW_RPC.vfAssign}.partition`);
+        return this.assignFunction({
+          kind,
+          ...(typeof o.rid === 'string' ? { rid: o.rid } : {}),
+          domid: int(o, 'domid', HW_RPC.vfAssign, 1, DOMID_HW - 1),
+          frames: int(o, 'frames', HW_RPC.vfAssign, 1, 1 << 20),
+          port: int(o, 'port', HW_RPC.vfAssign, 1, NR_EVENT_PORTS - 1),
+          guestPort: int(o, 'guestPort', HW_RPC.vfAssign, 1, NR_EVENT_PORTS - 1),
+          ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
+          ...(part ? { partition: { start: int(part, 'start', 'partition', 0, Number.MAX_SAFE_INTEGER), sectors: int(part, 'sectors', 'partition', 1, Number.MAX_SAFE_INTEGER) } } : {}),
+        });
+      })
+      .handle(HW_RPC.vfReclaim, (p) => {
+        const rid = obj(p, HW_RPC.vfReclaim).rid;
+        if (typeof rid !== 'string') throw new InvalidArgumentError(`${HW_RPC.vfReclaim}.rid: expected "bb:dd.f"`);
+        return this.reclaimFunction(rid);
+      })
+      .handle(HW_RPC.vfList, () => this.functions.stats())
+      .handle(HW_RPC.iommuFaults, (p) => {
+        const drain = obj(p ?? {}, HW_RPC.iommuFaults).drain === true;
+        return { faults: drain ? this.iommu.drainFaults() : this.iommu.faults(), counters: { ...this.iommu.counters } };
+      })
       .handle(HW_RPC.stats, () => this.stats())
       .handle(HW_RPC.freeze, (p) => {
         const { word, maxMs } = obj(p, HW_RPC.freeze);
@@ -279,6 +338,8 @@ export class HardwareSimulator {
   /** Detach a domain's memory; a queue whose page lives there stops (the device would fault on it). */
   detachMemory(domid: number): void {
     this.live();
+    // A dying domain's functions are reclaimed first: no DMA may reach memory about to go away.
+    for (const f of this.functions.ownedBy(domid)) this.reclaimFunction(formatRequesterId(f.rid));
     this.dma.detachMemory(domid);
     if (this.diskQueue && this.diskQueue.queue.ringFrame.domid === domid) this.diskQueue.queue.stop(`memory of domain ${domid} detached`);
     if (this.nic.queuesIn(domid)) this.nic.detachQueues(`memory of domain ${domid} detached`);
@@ -305,6 +366,47 @@ export class HardwareSimulator {
     this.gate.on(params.port, () => this.doorbell('disk', () => queue.kick()));
     queue.kick(); // requests already on a resumed ring
     return { sectors: this.disk.sectors, sectorSize: SECTOR_SIZE as 512 };
+  }
+
+  /**
+   * Assign a virtual function to a guest (the toolstack bound event channel `port` of the
+   * hardware to the guest's `guestPort`): the function's doorbell is that port, its interrupt is
+   * remapped to the guest's end.
+   */
+  assignFunction(req: { kind: 'nic' | 'disk'; rid?: string; domid: number; frames: number; port: number; guestPort: number; mac?: string; partition?: { start: number; sectors: number } }): {
+    rid: string;
+    index: number;
+    vector: number;
+    bar?: SharedArrayBuffer;
+  } {
+    this.live();
+    this.checkPort(req.port, 'virtual function');
+    if (!this.dma.isAttached(req.domid)) throw new DeviceError(`domain ${req.domid} has no memory attached`);
+    const a = this.functions.assign(req);
+    this.msiPorts.set(`${req.domid}:${req.guestPort}`, req.port);
+    this.vfPorts.set(a.rid, req.port);
+    const fn = a.fn;
+    this.gate.on(req.port, () => this.doorbell(a.rid, () => fn.doorbell()));
+    // Across a process boundary the guest keeps its own copy of the register page.
+    return { rid: a.rid, index: a.index, vector: a.vector, ...(this.gate.routing.forward ? {} : { bar: fn.bar }) };
+  }
+
+  reclaimFunction(rid: string): ReclaimReport {
+    this.live();
+    const fn = this.functions.byRid(rid);
+    const owner = fn?.owner;
+    const report = this.functions.reclaim(rid);
+    const port = this.vfPorts.get(rid);
+    if (port !== undefined) this.gate.off(port);
+    this.vfPorts.delete(rid);
+    for (const [k, v] of this.msiPorts) if (v === port && k.startsWith(`${owner}:`)) this.msiPorts.delete(k);
+    return report;
+  }
+
+  /** A function's interrupt, after remapping: to the owner's port over the event channel. */
+  private deliverMsi(domid: number, port: number): void {
+    const hwPort = this.msiPorts.get(`${domid}:${port}`);
+    if (hwPort !== undefined) this.raise(hwPort);
   }
 
   /** Replace the disk's fault rules (validated; `[]` clears). Returns the new rules' stats. */
@@ -367,6 +469,7 @@ export class HardwareSimulator {
       dma: this.dma.stats(),
       lan: this.lan.stats(),
       events: { ...this.gate.counters, irqFailures: this.irqFailures, doorbellFailures: this.doorbellFailures },
+      sriov: { functions: this.functions.stats(), iommu: { ...this.iommu.counters, recentFaults: this.iommu.faults().slice(-16) } },
     };
   }
 

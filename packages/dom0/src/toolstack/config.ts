@@ -10,9 +10,10 @@ import { ConfigError } from '@ringvisor/shared';
 
 /**
  * How the guest reaches a device: `pv` a Xen split driver (frontend ↔ backend over a shared ring),
- * `emulated` a real device's registers (Lance NIC, ATA disk) trapped to a device model.
+ * `emulated` a real device's registers (Lance NIC, ATA disk) trapped to a device model, `direct`
+ * a virtual function of the physical NIC or disk assigned to the guest behind the IOMMU.
  */
-export type DeviceModeConfig = 'pv' | 'emulated';
+export type DeviceModeConfig = 'pv' | 'emulated' | 'direct';
 
 /**
  * Where an emulated device's model runs: in dom0 (Xen HVM / QEMU), or `hosted` in a per-guest
@@ -139,7 +140,7 @@ const schema = {
                     properties: {
                       type: { enum: ['vbd', 'vif'] },
                       devid: { type: 'integer', minimum: 0, maximum: 65535 },
-                      mode: { enum: ['pv', 'emulated'] },
+                      mode: { enum: ['pv', 'emulated', 'direct'] },
                       placement: { enum: ['dom0', 'hosted'] },
                       vmmIo: { type: 'boolean' },
                       sendCombining: { type: 'boolean' },
@@ -241,7 +242,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
         seen.add(key);
         const mode = (d.mode as DeviceModeConfig | undefined) ?? 'pv';
-        if (mode === 'pv' && 'placement' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "placement" applies to mode: emulated only`);
+        if (mode !== 'emulated' && 'placement' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "placement" applies to mode: emulated only`);
         const placement = (d.placement as EmulationPlacement | undefined) ?? 'dom0';
         for (const k of ['vmmIo', 'sendCombining'])
           if (k in d && (d.type !== 'vif' || mode !== 'emulated' || placement !== 'hosted'))
@@ -252,7 +253,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
           return { type: 'vbd', devid, mode, ...emulation, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
         }
         if ('sizeMiB' in d) throw new ConfigError(`${origin}: guest ${gname} vif: "sizeMiB" belongs on a vbd`);
-        if (mode === 'emulated' && 'rate' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is netback's credit limit; an emulated NIC has none (use mode: pv)`);
+        if (mode !== 'pv' && 'rate' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is netback's credit limit; a ${mode} NIC has none (use mode: pv)`);
         return {
           type: 'vif',
           devid,

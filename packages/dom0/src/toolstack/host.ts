@@ -38,6 +38,8 @@ import {
   ToxicLink,
   type LinkToxics,
   type DiskFaultRule,
+  type DirectFunctionSpec,
+  GUEST_DIRECT_UNPLUG,
   type GuestBootSpec,
   type GuestStats,
   type Logger,
@@ -383,7 +385,13 @@ export class Host {
     const net: NetBackend[] = [];
     const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log, emulated[0].placement ?? 'dom0', { vcpuLink: this.opts.ws !== undefined }) : undefined;
     const s = hv.dom0Store;
+    const direct: AssignedFunction[] = [];
     for (const d of config.devices) {
+      if (d.mode === 'direct') {
+        // No backend: the toolstack assigns a virtual function and the guest drives it itself.
+        direct.push(await this.assignFunction(domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB) }));
+        continue;
+      }
       if (d.mode === 'emulated') {
         // No xenbus for an emulated device: the guest finds it at its I/O ports, as on a PC.
         if (d.type === 'vbd') platform!.addDisk(d.devid, this.disk, this.frames, this.diskRegion(config.name, d.devid, d.sizeMiB));
@@ -416,8 +424,65 @@ export class Host {
       }
     }
     await platform?.start();
-    this.created.push({ domain, blk, net, ...(platform ? { platform } : {}) });
+    this.created.push({ domain, blk, net, direct, ...(platform ? { platform } : {}) });
     return { domain, blk, net };
+  }
+
+  /**
+   * Assign a virtual function to a domain (xl pci-attach): an event channel between the domain
+   * and the hardware becomes its doorbell and interrupt; the hardware programs the IOMMU context
+   * (the domain's frames, nothing else) and an interrupt entry only that function may raise.
+   */
+  private async assignFunction(
+    domain: Domain,
+    want: { kind: 'nic'; devid: number; mac: string; rid?: string } | { kind: 'disk'; devid: number; partition: { start: number; sectors: number }; rid?: string },
+  ): Promise<AssignedFunction> {
+    const hwPort = this.hv.evtchn.allocUnbound(DOMID_HW, domain.domid);
+    const guestPort = this.hv.evtchn.bindInterdomain(domain.domid, DOMID_HW, hwPort);
+    try {
+      const { devid, ...rest } = want;
+      const r = await this.hwsim!.peer.call<{ rid: string; bar?: SharedArrayBuffer }>('hw.vf.assign', { ...rest, domid: domain.domid, frames: domain.memory.frames, port: hwPort, guestPort }, 5_000);
+      this.log.info({ domid: domain.domid, rid: r.rid, kind: want.kind, devid }, 'device function assigned');
+      return { kind: want.kind, devid, rid: r.rid, port: guestPort, hwPort, ...(r.bar ? { bar: r.bar } : {}) };
+    } catch (e) {
+      this.hv.evtchn.close(domain.domid, guestPort);
+      throw e;
+    }
+  }
+
+  /**
+   * Take a function back from its domain (VFIO's order, done by the hardware: bus master off, FLR,
+   * IOMMU context and interrupt entry torn down), then tell the guest's driver it is gone.
+   */
+  async reclaimFunction(guest: string, device: string): Promise<{ rid: string; steps: string[]; dropped: Record<string, number> }> {
+    const c = this.created.find((x) => x.domain.name === guest);
+    if (!c) throw new Error(`no domain ${guest} on ${this.config.name}`);
+    const i = c.direct.findIndex((f) => directDeviceName(f) === device || f.rid === device);
+    if (i < 0) throw new Error(`${guest} has no assigned function ${device} (has: ${c.direct.map(directDeviceName).join(', ') || 'none'})`);
+    const [f] = c.direct.splice(i, 1);
+    const report = await this.hwsim!.peer.call<{ rid: string; steps: string[]; dropped: Record<string, number> }>('hw.vf.reclaim', { rid: f.rid }, 5_000);
+    try {
+      this.hv.evtchn.close(c.domain.domid, f.port);
+    } catch {
+      /* already closed with the domain */
+    }
+    const g = this.guests.find((x) => x.domain === c.domain);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_UNPLUG, { kind: f.kind, devid: f.devid }, 5_000).catch(() => {});
+    this.reclaimedFunctions.push({ guest, ...f });
+    return report;
+  }
+
+  /** Functions taken back from running guests (reclaim), for views and reports. */
+  readonly reclaimedFunctions: Array<AssignedFunction & { guest: string }> = [];
+
+  /** The functions assigned to a domain now. */
+  functionsOf(domid: number): AssignedFunction[] {
+    return this.created.find((c) => c.domain.domid === domid)?.direct ?? [];
+  }
+
+  /** Reclaim every function of a domain that is going away (no notice to its driver). */
+  private async reclaimAll(c: { domain: Domain; direct: AssignedFunction[] }): Promise<void> {
+    for (const f of c.direct.splice(0)) await this.hwsim?.peer.call('hw.vf.reclaim', { rid: f.rid }, 5_000).catch((e: Error) => this.log.warn({ err: e.message, rid: f.rid }, 'reclaim failed'));
   }
 
   /** A guest disk's region of the physical disk, kept across reboots (its data is there when it comes back). */
@@ -456,6 +521,7 @@ export class Host {
     for (const b of c.blk) await b.destroy().catch(() => {});
     for (const n of c.net) await n.destroy().catch(() => {});
     await c.platform?.destroy().catch(() => {});
+    await this.reclaimAll(c);
     try {
       this.hv.destroyDomain(c.domain.domid);
     } catch {
@@ -617,7 +683,7 @@ export class Host {
   }
 
   /** Every domain the toolstack created on this host, booted or not. */
-  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[]; platform?: EmulatedPlatform }> = [];
+  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[]; direct: AssignedFunction[]; platform?: EmulatedPlatform }> = [];
 
   blkBackends(): BlkBackend[] {
     return this.created.flatMap((c) => c.blk);
@@ -649,6 +715,7 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
+      ...(this.functionsOf(domain.domid).length > 0 ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec) } } : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
         ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window, ...(udp.mode ? { mode: udp.mode, ratePps: udp.ratePps ?? 0 } : {}) } } : {}),
@@ -861,6 +928,7 @@ export class Host {
       for (const n of c.net) await n.destroy();
       // Last counters are kept for the summary; a hosted VMApp stops here.
       await c.platform?.destroy();
+      await this.reclaimAll(c);
       this.hv.destroyDomain(c.domain.domid);
     }
     if (this.hwsim) {
@@ -877,6 +945,27 @@ export class Host {
     this.hv.dom0Events.stop();
     return finals;
   }
+}
+
+/** A device function assigned to a domain (direct I/O). */
+export interface AssignedFunction {
+  kind: 'nic' | 'disk';
+  devid: number;
+  rid: string;
+  /** The guest's end of the doorbell/interrupt channel, and the hardware's. */
+  port: number;
+  hwPort: number;
+  /** threads: the function's register page. */
+  bar?: SharedArrayBuffer;
+}
+
+/** "vif0", "vbd51712": how views and the CLI name a guest's function. */
+export function directDeviceName(f: { kind: 'nic' | 'disk'; devid: number }): string {
+  return `${f.kind === 'nic' ? 'vif' : 'vbd'}${f.devid}`;
+}
+
+function directSpec(f: AssignedFunction): DirectFunctionSpec {
+  return { kind: f.kind, devid: f.devid, rid: f.rid, port: f.port, ...(f.bar ? { bar: f.bar } : {}) };
 }
 
 /** The repository's CLI entry (bin/ringvisor.mjs), found from this module's location. */

@@ -4,6 +4,7 @@
  */
 
 import type { VmAppPlan } from '../trap/vmapp.js';
+import type { DirectDeviceSpec } from '../hw/vf.js';
 
 export interface GuestBootSpec {
   domid: number;
@@ -22,6 +23,8 @@ export interface GuestBootSpec {
   vifs: Array<{ devid: number; ip: string; mac: string; mode?: DeviceMode }>;
   /** Emulated devices (full emulation) and how to reach them; absent when the guest has none. */
   emulated?: EmulatedDeviceSpec;
+  /** Device functions assigned to the guest (direct I/O); absent when it has none. */
+  direct?: DirectDeviceSpec;
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
     /**
@@ -108,6 +111,11 @@ export const GUEST_FREEZE = 'guest.freeze';
  * { device: "vbd51712", attack, count, seed } → { sent, outcomes }.
  */
 export const GUEST_ATTACK = 'guest.attack';
+/**
+ * The toolstack took one of the guest's assigned functions away (reclaim, hot-unplug): the
+ * driver stops using it. { kind: 'nic' | 'disk', devid } → null.
+ */
+export const GUEST_DIRECT_UNPLUG = 'guest.direct.unplug';
 /** Start a measurement window: the guest forgets its round-trip samples so far (benchmarks). */
 export const GUEST_MARK = 'guest.mark';
 /** Notification a guest sends once its devices are connected and workloads started. */

@@ -49,6 +49,7 @@ export type TraceEvent =
   | (Stamp & TraceWhere & { kind: 'world-switch'; to: 'guest' | 'hypervisor' | 'dom0' })
   | (Stamp & TraceWhere & { kind: 'dma'; pfn: number; bytes: number; write: boolean })
   | (Stamp & TraceWhere & { kind: 'iommu.fault'; address: number; reason: string })
+  | (Stamp & TraceWhere & { kind: 'direct'; action: 'assign' | 'reclaim' | 'flr'; function: string })
   | (Stamp & TraceWhere & { kind: 'xenbus.state'; side: 'front' | 'back'; state: number; stateName: string })
   | (Stamp & TraceWhere & { kind: 'fault'; fault: string; detail: Record<string, unknown> })
   | (Stamp & TraceWhere & { kind: 'process'; runtime: string; role: string; state: 'up' | 'down'; pid?: number; code?: number })
@@ -69,6 +70,7 @@ export const TRACE_KINDS: readonly TraceKind[] = [
   'world-switch',
   'dma',
   'iommu.fault',
+  'direct',
   'xenbus.state',
   'fault',
   'process',
@@ -76,7 +78,7 @@ export const TRACE_KINDS: readonly TraceKind[] = [
 ];
 
 /** Kinds rare enough that live views keep all of them (the timeline). */
-export const TIMELINE_KINDS: readonly TraceKind[] = ['xenbus.state', 'fault', 'process', 'iommu.fault'];
+export const TIMELINE_KINDS: readonly TraceKind[] = ['xenbus.state', 'fault', 'process', 'iommu.fault', 'direct'];
 
 export type TraceChannel = diagnostics.Channel;
 

@@ -1,0 +1,238 @@
+/**
+ * VfBlkDriver — the guest's driver for a disk virtual function it was assigned (direct I/O).
+ *
+ * The guest drives the function itself: one hwblk queue on a frame of its own memory, requests
+ * naming its own frames by guest frame number (the function's I/O addresses; the IOMMU maps them
+ * to machine memory), the doorbell rung straight at the hardware and completions interrupting the
+ * guest straight from it. There is no grant, no backend and no copy in dom0: the only copy is the
+ * driver's own, between the caller's buffer and a DMA buffer in guest memory (counted).
+ *
+ * Open: read the function's identity and size, initialise the ring, write Q0, set CTRL.ENABLE,
+ * ring the doorbell, and wait for STATUS.ENABLED. Requests beyond the ring's free slots wait in
+ * a backlog. A function reset under the driver (GEN changed, ENABLED dropped: it was reclaimed)
+ * fails every outstanding request — the device has forgotten them — as does `detach`.
+ */
+import {
+  DeviceError,
+  FrontRing,
+  HWBLK_MAX_SEGMENTS,
+  HWBLK_OP_FLUSH,
+  HWBLK_OP_READ,
+  HWBLK_OP_WRITE,
+  HW_STATUS_OK,
+  PAGE_SIZE,
+  SECTOR_SIZE,
+  TimeoutError,
+  VF_CTRL_ENABLE,
+  VF_REG,
+  VF_STATUS_ENABLED,
+  hwBlkProtocol,
+  initSharedRing,
+  type FrameAllocator,
+  type GuestMemory,
+  type HwBlkRequest,
+  type HwStatusResponse,
+} from '@ringvisor/shared';
+import type { DirectFunction } from '../../kernel/direct.js';
+import type { BlockDevice } from '../../workloads/block-verifier.js';
+import { newVfBlkMetrics, type VfBlkMetrics } from './metrics.js';
+
+const MAX_REQUEST_BYTES = HWBLK_MAX_SEGMENTS * PAGE_SIZE;
+
+interface Pending {
+  req: HwBlkRequest;
+  frames: number[];
+  /** Reads: where the data goes once the device has written the DMA buffers. */
+  into?: Uint8Array;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+export interface VfBlkOptions {
+  fn: DirectFunction;
+  memory: GuestMemory;
+  frames: FrameAllocator;
+  /** How long open() waits for the function to report its queues enabled. */
+  enableTimeoutMs?: number;
+}
+
+export class VfBlkDriver implements BlockDevice {
+  readonly metrics: VfBlkMetrics = newVfBlkMetrics();
+  sectors = 0;
+  private ring?: FrontRing<HwBlkRequest, HwStatusResponse>;
+  private ringPfn = -1;
+  private generation = 0;
+  private nextId = 1;
+  private readonly inflight = new Map<number, Pending>();
+  private readonly backlog: Pending[] = [];
+  private lostReason: string | undefined;
+
+  constructor(private readonly o: VfBlkOptions) {}
+
+  get fn(): DirectFunction {
+    return this.o.fn;
+  }
+
+  get inFlight(): number {
+    return this.inflight.size + this.backlog.length;
+  }
+
+  async open(): Promise<void> {
+    const { fn, memory, frames } = this.o;
+    if (fn.regs.kind !== 'disk') throw new DeviceError(`direct vbd ${fn.devid}: function ${fn.rid} is not a disk function`);
+    this.sectors = fn.regs.sectors;
+    this.generation = fn.regs.read(VF_REG.GEN);
+    this.ringPfn = frames.alloc();
+    const page = memory.page(this.ringPfn);
+    const sync = fn.ringSync(this.ringPfn, () => this.ring && this.doorbell());
+    initSharedRing(page, sync);
+    this.ring = new FrontRing(page, hwBlkProtocol, sync);
+    fn.onInterrupt(() => this.onInterrupt());
+    fn.regs.write(VF_REG.Q0, this.ringPfn);
+    fn.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
+    this.doorbell();
+    const deadline = performance.now() + (this.o.enableTimeoutMs ?? 5_000);
+    while ((fn.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) === 0) {
+      if (performance.now() > deadline) throw new TimeoutError(`direct vbd ${fn.devid}: function ${fn.rid} did not enable its queue (status 0x${fn.regs.read(VF_REG.STATUS).toString(16)})`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  read(sector: number, buf: Uint8Array): Promise<void> {
+    return this.transfer(HWBLK_OP_READ, sector, buf);
+  }
+
+  write(sector: number, buf: Uint8Array): Promise<void> {
+    return this.transfer(HWBLK_OP_WRITE, sector, buf);
+  }
+
+  flush(): Promise<void> {
+    return this.submit({ req: { op: HWBLK_OP_FLUSH, id: 0, sector: 0, segments: [] }, frames: [] });
+  }
+
+  /** The function was taken away (hot-unplug before reclaim): fail everything outstanding. */
+  detach(reason: string): void {
+    this.lostReason = reason;
+    this.abortAll(reason);
+  }
+
+  private async transfer(op: number, sector: number, buf: Uint8Array): Promise<void> {
+    if (buf.byteLength === 0 || buf.byteLength % SECTOR_SIZE !== 0) throw new DeviceError(`transfer of ${buf.byteLength} bytes: not whole sectors`);
+    if (sector < 0 || sector + buf.byteLength / SECTOR_SIZE > this.sectors) throw new DeviceError(`sectors ${sector}+${buf.byteLength / SECTOR_SIZE} outside the ${this.sectors}-sector disk`);
+    const parts: Array<Promise<void>> = [];
+    for (let at = 0; at < buf.byteLength; at += MAX_REQUEST_BYTES) {
+      const piece = buf.subarray(at, Math.min(buf.byteLength, at + MAX_REQUEST_BYTES));
+      parts.push(this.transferOne(op, sector + at / SECTOR_SIZE, piece));
+    }
+    await Promise.all(parts);
+  }
+
+  private transferOne(op: number, sector: number, buf: Uint8Array): Promise<void> {
+    const { memory, frames } = this.o;
+    const pfns: number[] = [];
+    const segments: HwBlkRequest['segments'] = [];
+    for (let at = 0; at < buf.byteLength; at += PAGE_SIZE) {
+      const n = Math.min(PAGE_SIZE, buf.byteLength - at);
+      const pfn = frames.alloc();
+      pfns.push(pfn);
+      if (op === HWBLK_OP_WRITE) {
+        memory.page(pfn).set(buf.subarray(at, at + n));
+        this.metrics.bytesCopied += n;
+        this.o.fn.toDevice(pfn);
+      }
+      // The domid of a function's segment is reserved: the IOMMU decides whose memory pfn is.
+      segments.push({ domid: 0, pfn, firstSect: 0, lastSect: n / SECTOR_SIZE - 1 });
+    }
+    return this.submit({ req: { op, id: 0, sector, segments }, frames: pfns, ...(op === HWBLK_OP_READ ? { into: buf } : {}) });
+  }
+
+  private submit(p: Omit<Pending, 'resolve' | 'reject'>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.lostReason || !this.ring) {
+        for (const f of p.frames) this.o.frames.release(f);
+        reject(new DeviceError(`direct vbd ${this.o.fn.devid}: ${this.lostReason ?? 'not open'}`));
+        return;
+      }
+      this.backlog.push({ ...p, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    const ring = this.ring;
+    if (!ring) return;
+    let n = 0;
+    while (this.backlog.length > 0 && !ring.isFull()) {
+      const p = this.backlog.shift()!;
+      p.req.id = this.nextId;
+      this.nextId = (this.nextId + 1) >>> 0 || 1;
+      this.inflight.set(p.req.id, p);
+      ring.putRequest(p.req);
+      n++;
+    }
+    if (n === 0) return;
+    this.metrics.requests += n;
+    if (ring.pushRequests()) this.doorbell();
+    else this.metrics.suppressed++;
+  }
+
+  private doorbell(): void {
+    this.metrics.doorbells++;
+    this.o.fn.doorbell();
+  }
+
+  private onInterrupt(): void {
+    const ring = this.ring;
+    if (!ring) return;
+    this.metrics.interrupts++;
+    if (this.resetUnderUs()) return;
+    do {
+      for (let i = 0; i < ring.size; i++) {
+        const rsp = ring.takeResponse();
+        if (!rsp) break;
+        const p = this.inflight.get(rsp.id);
+        if (!p) continue;
+        this.inflight.delete(rsp.id);
+        this.complete(p, rsp.status);
+      }
+    } while (ring.finalCheckForResponses());
+    this.pump();
+  }
+
+  private complete(p: Pending, status: number): void {
+    const { memory, frames } = this.o;
+    this.metrics.responses++;
+    if (status === HW_STATUS_OK) {
+      if (p.req.op === HWBLK_OP_READ && p.into) {
+        p.frames.forEach((pfn, i) => {
+          const n = Math.min(PAGE_SIZE, p.into!.byteLength - i * PAGE_SIZE);
+          p.into!.set(memory.page(pfn).subarray(0, n), i * PAGE_SIZE);
+          this.metrics.bytesCopied += n;
+        });
+        this.metrics.sectorsRead += p.into.byteLength / SECTOR_SIZE;
+      } else if (p.req.op === HWBLK_OP_WRITE) this.metrics.sectorsWritten += p.req.segments.reduce((a, s) => a + s.lastSect - s.firstSect + 1, 0);
+      else this.metrics.flushes++;
+    } else this.metrics.errors++;
+    for (const f of p.frames) frames.release(f);
+    if (status === HW_STATUS_OK) p.resolve();
+    else p.reject(new DeviceError(`direct vbd ${this.o.fn.devid}: request ${p.req.id} failed with status ${status}`));
+  }
+
+  /** The function was reset (reclaimed) under us: its queue and every request on it are gone. */
+  private resetUnderUs(): boolean {
+    const { regs } = this.o.fn;
+    if (regs.read(VF_REG.GEN) === this.generation && (regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) !== 0) return false;
+    this.detach(`function ${this.o.fn.rid} was reset`);
+    return true;
+  }
+
+  private abortAll(reason: string): void {
+    const all = [...this.inflight.values(), ...this.backlog.splice(0)];
+    this.inflight.clear();
+    for (const p of all) {
+      this.metrics.aborted++;
+      for (const f of p.frames) this.o.frames.release(f);
+      p.reject(new DeviceError(`direct vbd ${this.o.fn.devid}: ${reason}`));
+    }
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The guest kernel's side of an assigned device function (direct I/O): the function's register
+ * page, its doorbell and its interrupt, and the streaming-DMA hooks a driver calls around the
+ * device's accesses to its memory.
+ *
+ * Threads: the register page is the hardware's own page (shared memory, as a mapped BAR), the
+ * doorbell is an event-channel send straight to the hardware's port (the guest writes the pending
+ * bit and wakes the simulator; dom0 runs nothing), and the interrupt arrives on the guest's end
+ * of the same channel after the IOMMU remapped it. Nothing here involves dom0 once assigned.
+ *
+ * ws: the guest has its own copy of memory. A direct link to the hardware simulator (see
+ * direct-link.ts) mirrors the register page and the function's queue pages, ships each buffer
+ * before the device reads it (`toDevice`, Linux's dma_sync_single_for_device) and brings back
+ * what the device wrote before the interrupt that announces it.
+ */
+import { VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
+import type { GuestKernel } from './kernel.js';
+
+export interface DirectFunctionCounters {
+  doorbells: number;
+  interrupts: number;
+}
+
+export interface DirectFunction {
+  readonly kind: VfKind;
+  readonly devid: number;
+  readonly rid: string;
+  readonly regs: VfRegisters;
+  readonly counters: DirectFunctionCounters;
+  /** The MMIO doorbell write (after every ring and register store it covers). */
+  doorbell(): void;
+  onInterrupt(handler: () => void): void;
+  /** Before the device reads frame `pfn` (a buffer to transmit or write): make it current there. */
+  toDevice(pfn: number): void;
+  /** The PageSync for a queue ring on frame `pfn` (undefined on shared memory). */
+  ringSync(pfn: number, lateWake: () => void): PageSync | undefined;
+}
+
+/** Threads transport: the function's page and channel are shared memory and events. */
+export function sharedMemoryFunction(kernel: GuestKernel, spec: DirectFunctionSpec): DirectFunction {
+  if (!spec.bar) throw new Error(`direct ${spec.kind} ${spec.devid}: the boot spec has no register page (needs shared memory or a direct link)`);
+  const counters: DirectFunctionCounters = { doorbells: 0, interrupts: 0 };
+  return {
+    kind: spec.kind,
+    devid: spec.devid,
+    rid: spec.rid,
+    regs: new VfRegisters(new Uint8Array(spec.bar)),
+    counters,
+    doorbell: () => {
+      counters.doorbells++;
+      kernel.notifyRemote(spec.port);
+    },
+    onInterrupt: (handler) =>
+      kernel.events.on(spec.port, () => {
+        counters.interrupts++;
+        handler();
+      }),
+    toDevice: () => {},
+    ringSync: () => undefined,
+  };
+}

@@ -1,0 +1,158 @@
+/**
+ * DiskVf — a virtual function of the disk controller: a partition of the physical disk (sectors
+ * [start, start + sectors) of the image), driven through one hwblk queue in the owner's memory.
+ *
+ * Requests are the hwblk layout with each segment's domid reserved (0) and its pfn an I/O page
+ * number. The function works as a controller with a command queue does: at a doorbell it fetches
+ * every request from the ring (each decoded once into a private copy and validated: sectors within
+ * the partition, segments within their page), queues the commands, and executes them on its own
+ * later turns — DMA through the IOMMU at the moment each transfer happens — answering each with a
+ * status and raising its interrupt once per batch. Commands queued in the device are exactly the
+ * "DMA still in flight" that makes reclaim need bus-master off and a function-level reset: both
+ * drop them before a byte moves.
+ */
+import {
+  BackRing,
+  HW_STATUS_EIO,
+  HW_STATUS_OK,
+  PAGE_SIZE,
+  RogueRingError,
+  SECTOR_SIZE,
+  VF_REG,
+  type HwStatusResponse,
+} from '@ringvisor/shared';
+import type { PhysicalDisk } from '../devices/disk/device.js';
+import { hwBlkDeviceProtocol, validateHwBlkRequest, type HwBlkWireRequest } from '../devices/disk/request.js';
+import { DmaBlocked, VirtualFunction, type FunctionEnv } from './function.js';
+
+/** Commands executed per turn of the device (the rest wait for the next turn). */
+const COMMANDS_PER_TURN = 32;
+
+export interface DiskVfMetrics {
+  reads: number;
+  writes: number;
+  flushes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  /** Requests answered with an error (malformed, outside the partition, DMA blocked, I/O error). */
+  errors: number;
+  /** Commands fetched and not yet executed. */
+  queued: number;
+}
+
+export class DiskVf extends VirtualFunction {
+  readonly metrics: DiskVfMetrics = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, queued: 0 };
+  /** The partition of the physical disk this function exposes (set by the toolstack at assign). */
+  partition = { start: 0, sectors: 0 };
+  private ring: BackRing<HwBlkWireRequest, HwStatusResponse> | undefined;
+  private commands: HwBlkWireRequest[] = [];
+  private turn: NodeJS.Immediate | undefined;
+
+  constructor(
+    index: number,
+    rid: number,
+    env: FunctionEnv,
+    private readonly disk: PhysicalDisk,
+  ) {
+    super('disk', rid, index, env);
+  }
+
+  setPartition(start: number, sectors: number): void {
+    this.partition = { start, sectors };
+    this.describe();
+  }
+
+  protected describe(): void {
+    this.regs.sectors = this.partition?.sectors ?? 0;
+  }
+
+  protected attachQueues(): void {
+    this.ring = BackRing.attach(this.ringPage(this.regs.read(VF_REG.Q0)), hwBlkDeviceProtocol);
+  }
+
+  protected resetQueues(): void {
+    this.ring = undefined;
+    this.commands = [];
+    this.metrics.queued = 0;
+    if (this.turn) clearImmediate(this.turn);
+    this.turn = undefined;
+  }
+
+  protected kick(): void {
+    this.fetch();
+  }
+
+  private fetch(): void {
+    const ring = this.ring;
+    if (!ring) return;
+    try {
+      for (let n = 0; n < ring.size; n++) {
+        const req = ring.takeRequest();
+        if (!req) break;
+        this.commands.push(req);
+      }
+    } catch (e) {
+      if (!(e instanceof RogueRingError)) throw e;
+      this.stopWithError(e.message);
+      return;
+    }
+    this.metrics.queued = this.commands.length;
+    if (this.commands.length > 0 && !this.turn) this.turn = setImmediate(() => this.execute());
+  }
+
+  /** One turn of the controller: execute queued commands, answer them, then look for more. */
+  private execute(): void {
+    this.turn = undefined;
+    const ring = this.ring;
+    if (!ring) return;
+    const batch = this.commands.splice(0, COMMANDS_PER_TURN);
+    for (const cmd of batch) ring.putResponse({ id: cmd.id, status: this.run(cmd) });
+    this.metrics.queued = this.commands.length;
+    if (this.ring !== ring) return; // reset while executing (cannot happen synchronously, but cheap to say)
+    if (ring.pushResponses()) this.raise();
+    try {
+      if (ring.finalCheckForRequests()) this.fetch();
+    } catch (e) {
+      if (!(e instanceof RogueRingError)) throw e;
+      this.stopWithError(e.message);
+      return;
+    }
+    if (this.commands.length > 0 && !this.turn) this.turn = setImmediate(() => this.execute());
+  }
+
+  private run(cmd: HwBlkWireRequest): number {
+    const m = this.metrics;
+    // Each segment's domid is reserved: the IOMMU, not the request, says whose memory it is.
+    const check = validateHwBlkRequest(cmd, { diskSectors: this.partition.sectors, reachable: (f) => f.domid === 0 });
+    if (!check.ok) {
+      m.errors++;
+      return check.status;
+    }
+    try {
+      for (const t of check.transfers) {
+        const iova = t.frame.pfn * PAGE_SIZE + t.offset;
+        let sector = this.partition.start + t.sector;
+        for (const view of check.kind === 'read' ? this.dmaWriteViews(iova, t.len) : this.dmaRead(iova, t.len)) {
+          if (check.kind === 'read') this.disk.readSectors(sector, view);
+          else this.disk.writeSectors(sector, view);
+          sector += view.byteLength / SECTOR_SIZE;
+        }
+      }
+      if (check.kind === 'flush') {
+        this.disk.flush();
+        m.flushes++;
+      } else if (check.kind === 'read') {
+        m.reads++;
+        m.bytesRead += check.sectors * SECTOR_SIZE;
+      } else {
+        m.writes++;
+        m.bytesWritten += check.sectors * SECTOR_SIZE;
+      }
+      return HW_STATUS_OK;
+    } catch (e) {
+      if (!(e instanceof DmaBlocked)) this.env.logger?.warn({ vf: this.name, err: (e as Error).message }, 'disk VF I/O failed');
+      m.errors++;
+      return HW_STATUS_EIO;
+    }
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * VirtualFunction — the part every assignable function (SR-IOV VF) of the simulated hardware
+ * shares: its requester id, its register page, its owner, bus mastering, DMA through the IOMMU,
+ * MSI-style interrupts through interrupt remapping, and function-level reset.
+ *
+ * Life cycle (driven by dom0's toolstack, hwsim/src/sriov/pool.ts):
+ *   idle ──assign(owner)──► assigned: bus master on, registers show the identity, the driver may
+ *                           enable queues (CTRL.ENABLE + doorbell)
+ *   assigned ──reclaim──►   bus master off (no new DMA) → FLR (queues, caches and commands the
+ *                           function held are dropped, registers cleared, GEN bumped) → the
+ *                           toolstack tears down the IOMMU context and the interrupt entry → idle
+ *
+ * DMA. Every access the function makes — ring pages when its queues are enabled, each buffer when
+ * it moves data — is an I/O virtual address (the owner's guest-physical address) translated by
+ * the IOMMU under this function's requester id, at the moment of the access. Nothing is cached
+ * across a reset: that is what makes reclaim safe, and what `unsafeReclaim` (tests only) breaks
+ * to show the hazard the textbook names. A function that is not bus master issues no DMA at all.
+ */
+import {
+  DOMID_HW,
+  DeviceError,
+  PAGE_SIZE,
+  VF_CTRL_ENABLE,
+  VF_KIND_DISK,
+  VF_KIND_NIC,
+  VF_REG,
+  VF_STATUS_BUS_MASTER,
+  VF_STATUS_ENABLED,
+  VF_STATUS_ERROR,
+  VfRegisters,
+  publishTrace,
+  traceChannel,
+  traceNow,
+  type Logger,
+  type VfKind,
+} from '@ringvisor/shared';
+import type { DmaEngine } from '../dma/dma-engine.js';
+import { formatRequesterId, type Iommu, type IommuFault } from '../iommu/iommu.js';
+
+const directChannel = traceChannel('direct');
+
+export interface FunctionCounters {
+  doorbells: number;
+  /** Times the driver enabled the queues (CTRL.ENABLE seen at a doorbell). */
+  enables: number;
+  /** Bytes moved by DMA: read from memory, written to memory. */
+  dmaReads: number;
+  dmaWrites: number;
+  dmaBytesRead: number;
+  dmaBytesWritten: number;
+  /** DMA the IOMMU blocked (no byte moved), and DMA not even issued because bus mastering was off. */
+  dmaFaults: number;
+  dmaSuppressed: number;
+  irqs: number;
+  /** Interrupts the remapping table refused (no entry, or not this function's). */
+  irqsBlocked: number;
+  flrs: number;
+  assigns: number;
+  reclaims: number;
+}
+
+export function newFunctionCounters(): FunctionCounters {
+  return {
+    doorbells: 0,
+    enables: 0,
+    dmaReads: 0,
+    dmaWrites: 0,
+    dmaBytesRead: 0,
+    dmaBytesWritten: 0,
+    dmaFaults: 0,
+    dmaSuppressed: 0,
+    irqs: 0,
+    irqsBlocked: 0,
+    flrs: 0,
+    assigns: 0,
+    reclaims: 0,
+  };
+}
+
+export interface FunctionEnv {
+  dma: DmaEngine;
+  iommu: Iommu;
+  /** Deliver a remapped interrupt to (domid, port). */
+  deliverMsi: (domid: number, port: number) => void;
+  logger?: Logger;
+  host: string;
+}
+
+export interface FunctionInfo {
+  rid: string;
+  kind: VfKind;
+  index: number;
+  owner: number | null;
+  busMaster: boolean;
+  enabled: boolean;
+  error: string | null;
+  generation: number;
+  vector: number;
+  counters: FunctionCounters;
+}
+
+/** Thrown inside a function's processing when a DMA cannot happen; the request fails, nothing moved. */
+export class DmaBlocked extends DeviceError {
+  constructor(
+    message: string,
+    readonly fault?: IommuFault,
+  ) {
+    super(message);
+  }
+}
+
+export abstract class VirtualFunction {
+  readonly regs: VfRegisters;
+  readonly counters: FunctionCounters = newFunctionCounters();
+  /** The domain the function is assigned to (null: in the pool). */
+  owner: number | null = null;
+  busMaster = false;
+  /** Why the queues stopped (rogue indices, unreachable ring), until the next enable or reset. */
+  protected errorReason: string | undefined;
+  private generation = 0;
+  private vectorIndex = -1;
+
+  protected constructor(
+    readonly kind: VfKind,
+    readonly rid: number,
+    readonly index: number,
+    protected readonly env: FunctionEnv,
+    /** The register page: shared with the owner's driver (threads) or mirrored to it (ws). */
+    readonly bar: SharedArrayBuffer = new SharedArrayBuffer(PAGE_SIZE),
+  ) {
+    this.regs = new VfRegisters(new Uint8Array(bar));
+    this.writeIdentity();
+  }
+
+  get name(): string {
+    return `${this.kind}vf${this.index}`;
+  }
+
+  /** The interrupt remapping entry it raises (-1 while in the pool). */
+  get vector(): number {
+    return this.vectorIndex;
+  }
+
+  get enabled(): boolean {
+    return (this.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) !== 0;
+  }
+
+  /** The toolstack hands the function to `owner` (its IOMMU context is already programmed). */
+  assign(owner: number, vector: number): void {
+    this.owner = owner;
+    this.vectorIndex = vector;
+    this.busMaster = true;
+    this.counters.assigns++;
+    this.writeIdentity();
+    this.regs.write(VF_REG.VECTOR, vector);
+    this.setStatus();
+    this.trace('assign');
+  }
+
+  /** Stop bus mastering: from now on the function issues no DMA (the first step of reclaim). */
+  clearBusMaster(): void {
+    this.busMaster = false;
+    this.setStatus();
+  }
+
+  /**
+   * Function-level reset: every queue, cached descriptor and queued command is dropped, the
+   * registers are cleared (the driver's too), and GEN moves on. Bus mastering stays off.
+   */
+  flr(): void {
+    this.counters.flrs++;
+    this.resetQueues();
+    this.errorReason = undefined;
+    this.generation++;
+    this.regs.clear();
+    this.writeIdentity();
+    this.setStatus();
+    this.trace('flr');
+  }
+
+  /** Back to the pool (after the toolstack tore down its IOMMU context and interrupt entry). */
+  release(): void {
+    this.owner = null;
+    this.vectorIndex = -1;
+    this.counters.reclaims++;
+    this.trace('reclaim');
+  }
+
+  /** The owner's doorbell: act on CTRL, then serve the queues. Never throws. */
+  doorbell(): void {
+    this.counters.doorbells++;
+    try {
+      const want = (this.regs.read(VF_REG.CTRL) & VF_CTRL_ENABLE) !== 0;
+      if (want && !this.enabled && this.owner !== null) this.enable();
+      else if (!want && this.enabled) this.disable('driver cleared CTRL.ENABLE');
+      if (this.enabled) this.kick();
+    } catch (e) {
+      this.env.logger?.warn({ vf: this.name, err: (e as Error).message }, 'virtual function failed handling a doorbell');
+    }
+  }
+
+  info(): FunctionInfo {
+    return {
+      rid: formatRequesterId(this.rid),
+      kind: this.kind,
+      index: this.index,
+      owner: this.owner,
+      busMaster: this.busMaster,
+      enabled: this.enabled,
+      error: this.errorReason ?? null,
+      generation: this.generation,
+      vector: this.vectorIndex,
+      counters: { ...this.counters },
+    };
+  }
+
+  // ---- for the kinds ----
+
+  /** Attach the queues the driver described in Q0/Q1; throw DmaBlocked if a ring is unreachable. */
+  protected abstract attachQueues(): void;
+  /** Drop every queue and everything the function held for them (no DMA). */
+  protected abstract resetQueues(): void;
+  /** Serve the queues after a doorbell. */
+  protected abstract kick(): void;
+
+  private enable(): void {
+    this.errorReason = undefined;
+    try {
+      this.attachQueues();
+    } catch (e) {
+      this.resetQueues();
+      this.stopWithError((e as Error).message);
+      return;
+    }
+    this.counters.enables++;
+    this.setStatus(true);
+  }
+
+  protected disable(reason: string): void {
+    this.resetQueues();
+    this.env.logger?.debug({ vf: this.name, reason }, 'virtual function queues disabled');
+    this.setStatus(false);
+  }
+
+  /** A queue cannot go on (rogue indices, a ring the IOMMU refused): stop, flag ERROR, interrupt. */
+  protected stopWithError(reason: string): void {
+    this.errorReason = reason;
+    this.resetQueues();
+    this.setStatus(false);
+    this.env.logger?.warn({ vf: this.name, owner: this.owner, reason }, 'virtual function stopped');
+    this.raise();
+  }
+
+  /** A whole page the function keeps using (a ring), translated for read and write. */
+  protected ringPage(iovaPfn: number): Uint8Array {
+    const [view] = this.translate(iovaPfn * PAGE_SIZE, PAGE_SIZE, true, 'map');
+    return view;
+  }
+
+  /** DMA read of `len` bytes at I/O virtual address `iova` (memory → device): views, in order. */
+  protected dmaRead(iova: number, len: number): Uint8Array[] {
+    const views = this.translate(iova, len, false, 'read');
+    this.counters.dmaReads++;
+    this.counters.dmaBytesRead += len;
+    return views;
+  }
+
+  /** DMA write of `data` at `iova` (device → memory). */
+  protected dmaWrite(iova: number, data: Uint8Array): void {
+    const views = this.dmaWriteViews(iova, data.byteLength);
+    let at = 0;
+    for (const v of views) {
+      v.set(data.subarray(at, at + v.byteLength));
+      at += v.byteLength;
+    }
+  }
+
+  /** Views for the device to fill at `iova` (device → memory), e.g. straight from the disk image. */
+  protected dmaWriteViews(iova: number, len: number): Uint8Array[] {
+    const views = this.translate(iova, len, true, 'write');
+    this.counters.dmaWrites++;
+    this.counters.dmaBytesWritten += len;
+    return views;
+  }
+
+  /** Raise the function's MSI: the IOMMU's interrupt remapping decides where it goes, if anywhere. */
+  protected raise(): void {
+    const r = this.env.iommu.remapInterrupt(this.rid, this.vectorIndex);
+    if (!r.ok) {
+      this.counters.irqsBlocked++;
+      return;
+    }
+    this.counters.irqs++;
+    this.env.deliverMsi(r.domid, r.port);
+  }
+
+  private translate(iova: number, len: number, write: boolean, access: 'map' | 'read' | 'write'): Uint8Array[] {
+    if (!this.busMaster) {
+      this.counters.dmaSuppressed++;
+      throw new DmaBlocked(`${this.name}: bus mastering is off`);
+    }
+    const t = this.env.iommu.translate(this.rid, iova, len, write);
+    if (!t.ok) {
+      this.counters.dmaFaults++;
+      this.regs.write(VF_REG.FAULTS, Math.min(0x7fffffff, this.regs.read(VF_REG.FAULTS) + 1));
+      throw new DmaBlocked(`${this.name}: DMA ${access} at 0x${iova.toString(16)} blocked (${t.fault.reason})`, t.fault);
+    }
+    return t.segments.map((s) => (access === 'map' ? this.env.dma.page(s.frame) : access === 'read' ? this.env.dma.read(s.frame, s.offset, s.len) : this.env.dma.writeView(s.frame, s.offset, s.len)));
+  }
+
+  private writeIdentity(): void {
+    this.regs.write(VF_REG.ID, (this.kind === 'nic' ? VF_KIND_NIC : VF_KIND_DISK) | (this.index << 8) | (this.rid << 16));
+    this.describe();
+  }
+
+  /** Device-written identity registers of the kind (MAC, size). */
+  protected abstract describe(): void;
+
+  private setStatus(enabled = this.enabled): void {
+    this.regs.write(VF_REG.STATUS, (enabled ? VF_STATUS_ENABLED : 0) | (this.busMaster ? VF_STATUS_BUS_MASTER : 0) | (this.errorReason ? VF_STATUS_ERROR : 0));
+  }
+
+  private trace(what: 'assign' | 'reclaim' | 'flr'): void {
+    if (directChannel.hasSubscribers)
+      publishTrace({ kind: 'direct', t: traceNow(), host: this.env.host, domid: this.owner ?? DOMID_HW, device: formatRequesterId(this.rid), action: what, function: this.name });
+  }
+}
