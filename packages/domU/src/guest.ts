@@ -12,6 +12,7 @@ import { AtaDriver } from './drivers/ata/index.js';
 import { VfBlkDriver } from './drivers/vf-blk/index.js';
 import { VfNicDriver } from './drivers/vf-nic/index.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
+import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
 import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
 import { startLocalVmApp, type LocalVmApp } from './kernel/local-vmapp.js';
@@ -48,6 +49,8 @@ export class Guest {
   private localVmApp?: LocalVmApp;
   /** Models in dom0 without shared memory: the thread carrying this vCPU's traps. */
   private relay?: IoReqRelay;
+  /** Direct I/O without shared memory (ws): this guest's own link to the hardware. */
+  private directLink?: DirectLink;
 
   /** Runtimes this guest's process carries whose trace events it forwards (its own VMApp). */
   traceDownstream(): RpcPeer[] {
@@ -105,14 +108,23 @@ export class Guest {
       }
     }
     const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
-    const direct = (kind: 'nic' | 'disk', devid: number): DirectFunction => {
-      const f = this.spec.direct?.functions.find((x) => x.kind === kind && x.devid === devid);
+    const d = this.spec.direct;
+    if (d && d.functions.some((f) => !f.bar)) {
+      // No shared memory with the hardware (ws): link to it directly for our functions.
+      if (!d.hwUrl || !this.link) throw new Error('direct I/O without shared memory needs the hardware\'s direct-link URL and the cluster secret');
+      this.directLink = await connectDirectLink(this.kernel, d.hwUrl, this.link.secret, d.functions);
+    }
+    const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {
+      const f = d?.functions.find((x) => x.kind === kind && x.devid === devid);
       if (!f) throw new Error(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
-      return this.directFunction(f);
+      if (f.bar) return sharedMemoryFunction(this.kernel, f);
+      const fn = this.directLink!.fn(f);
+      await identityArrived(fn);
+      return fn;
     };
     for (const v of this.spec.vbds) {
       if (v.mode === 'direct') {
-        const driver = new VfBlkDriver({ fn: direct('disk', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
+        const driver = new VfBlkDriver({ fn: await direct('disk', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
         await driver.open();
         this.vfBlk.push({ devid: v.devid, driver });
         continue;
@@ -131,7 +143,7 @@ export class Guest {
     }
     for (const v of this.spec.vifs) {
       if (v.mode === 'direct') {
-        const driver = new VfNicDriver({ fn: direct('nic', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
+        const driver = new VfNicDriver({ fn: await direct('nic', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
         await driver.open();
         const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
         driver.onReceive((f) => stack.receive(f));
@@ -158,11 +170,6 @@ export class Guest {
       this.net.push({ front, stack });
     }
     this.state = 'running';
-  }
-
-  /** How this guest reaches an assigned function: shared memory (threads) or its direct link (ws). */
-  private directFunction(spec: NonNullable<GuestBootSpec['direct']>['functions'][number]): DirectFunction {
-    return sharedMemoryFunction(this.kernel, spec);
   }
 
   /** The toolstack reclaimed one of our functions: stop using it. */
@@ -437,6 +444,7 @@ export class Guest {
     for (const { driver } of this.pcnet) driver.close();
     await this.localVmApp?.stop();
     await this.relay?.stop();
+    this.directLink?.close();
     if ((this.state as GuestStats['state']) !== 'failed') this.state = 'stopped';
     return this.stats();
   }

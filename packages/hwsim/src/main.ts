@@ -17,6 +17,7 @@ import {
 } from '@ringvisor/shared';
 import { remoteLanPort, runSwitch } from './lan/remote.js';
 import { HardwareSimulator } from './runtime.js';
+import { serveDirectLinks } from './sriov/direct-link.js';
 
 /** What dom0 tells a hardware simulator process about its host when it connects. */
 interface HwBoot {
@@ -61,7 +62,15 @@ async function hwsimProcess(argv: string[]): Promise<number> {
     },
   };
   sim.serve(peer).start();
-  peer.notify('hw.ready', {});
+  // Guests with assigned functions link here directly (dom0 is not on the direct I/O path).
+  // RINGVISOR_DIRECT_LISTEN: where to listen (127.0.0.1:0 by default); RINGVISOR_DIRECT_URL: the
+  // address guests are told (containers: the service name), default the listener's own.
+  const listenAt = /^(.+):(\d+)$/.exec(process.env.RINGVISOR_DIRECT_LISTEN ?? '127.0.0.1:0');
+  if (!listenAt) throw new Error(`RINGVISOR_DIRECT_LISTEN must be HOST:PORT, got ${JSON.stringify(process.env.RINGVISOR_DIRECT_LISTEN)}`);
+  const direct = await serveDirectLinks(sim, { host: listenAt[1], port: Number(listenAt[2]), secret, log });
+  link.onClose(() => void direct.close());
+  const directUrl = process.env.RINGVISOR_DIRECT_URL ?? `ws://${direct.host === '0.0.0.0' ? '127.0.0.1' : direct.host}:${direct.port}`;
+  peer.notify('hw.ready', { directUrl });
   if (boot.lan) {
     const lanLink = await connect({ url: boot.lan.url, secret, role: 'hwsim', domid: boot.lan.hostIndex, log });
     sim.uplink(remoteLanPort(new RpcPeer(lanLink, `${boot.host}/uplink`), 'lan0', log));

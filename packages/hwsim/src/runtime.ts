@@ -51,6 +51,7 @@ import {
   validateDiskFaultRules,
   type DiskFaultRule,
   type DiskFaultStats,
+  type MachineLinkEnd,
 } from '@ringvisor/shared';
 import type { FrameFaultCounters, FrameFaults } from './lan/faults.js';
 import { DmaEngine, type DmaCounters, type DmaFault } from './dma/dma-engine.js';
@@ -184,6 +185,8 @@ export class HardwareSimulator {
   private readonly msiPorts = new Map<string, number>();
   /** The hardware's event ports that are a function's doorbell. */
   private readonly vfPorts = new Map<string, number>();
+  /** ws: guests linked to the hardware directly (sriov/direct-link.ts), by domid. */
+  private readonly directLinks = new Map<number, MachineLinkEnd>();
   private diskQueue: { queue: DiskQueue; port: number } | undefined;
   private nicPort: number | undefined;
   private rpc: RpcPeer | undefined;
@@ -387,6 +390,12 @@ export class HardwareSimulator {
     this.vfPorts.set(a.rid, req.port);
     const fn = a.fn;
     this.gate.on(req.port, () => this.doorbell(a.rid, () => fn.doorbell()));
+    const direct = this.directLinks.get(req.domid);
+    if (direct) {
+      // Assigned to a guest already linked (hot-plug): its copy of the page starts from ours.
+      fn.regs.sync = direct.ringSync(fn.rid, fn.regs.page, DOMID_HW);
+      direct.wrote(DOMID_HW, fn.rid, 0, fn.regs.page.byteLength);
+    }
     // Across a process boundary the guest keeps its own copy of the register page.
     return { rid: a.rid, index: a.index, vector: a.vector, ...(this.gate.routing.forward ? {} : { bar: fn.bar }) };
   }
@@ -396,6 +405,9 @@ export class HardwareSimulator {
     const fn = this.functions.byRid(rid);
     const owner = fn?.owner;
     const report = this.functions.reclaim(rid);
+    // The reset's register stores went to the old owner (its driver sees GEN move); no more after.
+    if (fn && owner !== null && owner !== undefined) this.directLinks.get(owner)?.mirror.flush();
+    if (fn) fn.regs.sync = undefined;
     const port = this.vfPorts.get(rid);
     if (port !== undefined) this.gate.off(port);
     this.vfPorts.delete(rid);
@@ -403,10 +415,52 @@ export class HardwareSimulator {
     return report;
   }
 
-  /** A function's interrupt, after remapping: to the owner's port over the event channel. */
+  /** A function's interrupt, after remapping: to the owner's port, over its direct link or the event channel. */
   private deliverMsi(domid: number, port: number): void {
+    const direct = this.directLinks.get(domid);
+    if (direct) {
+      direct.sendEvent(port);
+      return;
+    }
     const hwPort = this.msiPorts.get(`${domid}:${port}`);
     if (hwPort !== undefined) this.raise(hwPort);
+  }
+
+  /**
+   * ws: a guest linked to the hardware directly. Its memory here is kept current by that link, and
+   * so are the register pages of its functions; their interrupts go out on it.
+   */
+  attachDirectLink(domid: number, link: MachineLinkEnd): void {
+    this.live();
+    this.directLinks.set(domid, link);
+    this.dma.directLinks.set(domid, {
+      wrote: (d, pfn, offset, length) => link.wrote(d, pfn, offset, length),
+      ringSync: (frame, page, lateWake) => {
+        const sync = link.ringSync(frame.pfn, page, frame.domid);
+        sync.lateWake = lateWake;
+        return sync;
+      },
+    });
+    for (const f of this.functions.ownedBy(domid)) f.regs.sync = link.ringSync(f.rid, f.regs.page, DOMID_HW);
+  }
+
+  detachDirectLink(domid: number, link: MachineLinkEnd): void {
+    if (this.directLinks.get(domid) !== link) return;
+    this.directLinks.delete(domid);
+    this.dma.directLinks.delete(domid);
+    for (const f of this.functions.ownedBy(domid)) f.regs.sync = undefined;
+  }
+
+  /** ws: a doorbell over a guest's direct link, naming the guest's end of the function's channel. */
+  directDoorbell(domid: number, guestPort: number): void {
+    const hwPort = this.msiPorts.get(`${domid}:${guestPort}`);
+    const rid = hwPort === undefined ? undefined : [...this.vfPorts].find(([, p]) => p === hwPort)?.[0];
+    const fn = rid === undefined ? undefined : this.functions.byRid(rid);
+    if (!fn || fn.owner !== domid) {
+      this.doorbellFailures++;
+      return;
+    }
+    this.doorbell(rid!, () => fn.doorbell());
   }
 
   /** Replace the disk's fault rules (validated; `[]` clears). Returns the new rules' stats. */

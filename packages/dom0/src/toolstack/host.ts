@@ -158,7 +158,13 @@ export class Host {
       }
     });
     const peer = await connected;
-    const ready = new Promise<void>((r) => peer.on('hw.ready', () => r()));
+    const ready = new Promise<void>((r) =>
+      peer.on('hw.ready', (p) => {
+        const url = (p as { directUrl?: unknown } | null)?.directUrl;
+        if (typeof url === 'string' && /^wss?:\/\//.test(url)) this.hwDirectUrl = url;
+        r();
+      }),
+    );
     peer.handle('hw.boot', () => ({
       host: this.config.name,
       disk,
@@ -178,6 +184,8 @@ export class Host {
   }
 
   private awaitingHwsim?: (peer: RpcPeer) => void;
+  /** ws: where guests with assigned functions reach the hardware directly. */
+  private hwDirectUrl?: string;
   /** The hardware's own counters, read just before it powers off. */
   hardwareStats?: Record<string, unknown>;
 
@@ -715,7 +723,9 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
-      ...(this.functionsOf(domain.domid).length > 0 ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec) } } : {}),
+      ...(this.functionsOf(domain.domid).length > 0
+        ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
+        : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
         ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window, ...(udp.mode ? { mode: udp.mode, ratePps: udp.ratePps ?? 0 } : {}) } } : {}),

@@ -30,8 +30,8 @@ export interface DirectFunction {
   /** The MMIO doorbell write (after every ring and register store it covers). */
   doorbell(): void;
   onInterrupt(handler: () => void): void;
-  /** Before the device reads frame `pfn` (a buffer to transmit or write): make it current there. */
-  toDevice(pfn: number): void;
+  /** Before the device reads `length` bytes at `offset` of frame `pfn` (a buffer to transmit or write): make them current there. */
+  toDevice(pfn: number, offset?: number, length?: number): void;
   /** The PageSync for a queue ring on frame `pfn` (undefined on shared memory). */
   ringSync(pfn: number, lateWake: () => void): PageSync | undefined;
 }

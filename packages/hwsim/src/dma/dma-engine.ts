@@ -63,7 +63,17 @@ export class DmaEngine {
   /** Host name in trace events. */
   traceHost = '';
   private readonly memories = new Map<number, GuestMemory>();
+  /** Across a process boundary: the link that keeps machine memory current with dom0's side. */
   link?: DmaLink;
+  /**
+   * Domains whose memory is kept current by a direct link of their own (direct I/O over ws: the
+   * guest's process, not dom0, ships what the device reads and receives what it writes).
+   */
+  readonly directLinks = new Map<number, DmaLink>();
+
+  private linkOf(domid: number): DmaLink | undefined {
+    return this.directLinks.get(domid) ?? this.link;
+  }
 
   /**
    * A device queue's ring page: the page and, across a link, its PageSync. `lateWake` runs when
@@ -71,7 +81,8 @@ export class DmaEngine {
    */
   ringPage(frame: MachineFrame, lateWake: () => void): { page: Uint8Array; sync?: PageSync } {
     const page = this.page(frame);
-    return this.link ? { page, sync: this.link.ringSync(frame, page, lateWake) } : { page };
+    const link = this.linkOf(frame.domid);
+    return link ? { page, sync: link.ringSync(frame, page, lateWake) } : { page };
   }
 
   /** The page of an attached domain's frame, without counting (link plumbing). */
@@ -129,7 +140,7 @@ export class DmaEngine {
     this.counters.bytesWritten += len;
     if (dmaChannel.hasSubscribers) dmaChannel.publish({ kind: 'dma', t: traceNow(), host: this.traceHost, domid: frame.domid, pfn: frame.pfn, bytes: len, write: true });
     // Shipped at the link's next flush — after the device filled the view, before its completion.
-    this.link?.wrote(frame.domid, frame.pfn, offset, len);
+    this.linkOf(frame.domid)?.wrote(frame.domid, frame.pfn, offset, len);
     return view;
   }
 

@@ -67,7 +67,8 @@ export class DiskVf extends VirtualFunction {
   }
 
   protected attachQueues(): void {
-    this.ring = BackRing.attach(this.ringPage(this.regs.read(VF_REG.Q0)), hwBlkDeviceProtocol);
+    const { page, sync } = this.ringPage(this.regs.read(VF_REG.Q0));
+    this.ring = BackRing.attach(page, hwBlkDeviceProtocol, sync);
   }
 
   protected resetQueues(): void {

@@ -32,6 +32,7 @@ import {
   traceChannel,
   traceNow,
   type Logger,
+  type PageSync,
   type VfKind,
 } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
@@ -141,9 +142,16 @@ export abstract class VirtualFunction {
     return this.vectorIndex;
   }
 
+  /**
+   * The device's own state. The register page is memory the owner can write (shared in threads,
+   * mirrored in ws): the device reads only the driver's registers from it, once per doorbell, and
+   * keeps everything it decides itself here, publishing it to the page.
+   */
   get enabled(): boolean {
-    return (this.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) !== 0;
+    return this.queuesEnabled;
   }
+
+  private queuesEnabled = false;
 
   /** The toolstack hands the function to `owner` (its IOMMU context is already programmed). */
   assign(owner: number, vector: number): void {
@@ -251,10 +259,23 @@ export abstract class VirtualFunction {
     this.raise();
   }
 
-  /** A whole page the function keeps using (a ring), translated for read and write. */
-  protected ringPage(iovaPfn: number): Uint8Array {
-    const [view] = this.translate(iovaPfn * PAGE_SIZE, PAGE_SIZE, true, 'map');
-    return view;
+  /**
+   * A whole page the function keeps using (a ring), translated for read and write once, when the
+   * queues are enabled (the device caches the translation until reset). Across a link, also the
+   * page's mirror; `lateWake` interrupts the driver when it armed its event index behind what the
+   * function already produced (ring/mirror.ts).
+   */
+  protected ringPage(iovaPfn: number): { page: Uint8Array; sync?: PageSync } {
+    if (!this.busMaster) {
+      this.counters.dmaSuppressed++;
+      throw new DmaBlocked(`${this.name}: bus mastering is off`);
+    }
+    const t = this.env.iommu.translate(this.rid, iovaPfn * PAGE_SIZE, PAGE_SIZE, true);
+    if (!t.ok) {
+      this.counters.dmaFaults++;
+      throw new DmaBlocked(`${this.name}: ring at I/O page ${iovaPfn} blocked (${t.fault.reason})`, t.fault);
+    }
+    return this.env.dma.ringPage(t.segments[0].frame, () => this.raise());
   }
 
   /** DMA read of `len` bytes at I/O virtual address `iova` (memory → device): views, in order. */
@@ -294,7 +315,7 @@ export abstract class VirtualFunction {
     this.env.deliverMsi(r.domid, r.port);
   }
 
-  private translate(iova: number, len: number, write: boolean, access: 'map' | 'read' | 'write'): Uint8Array[] {
+  private translate(iova: number, len: number, write: boolean, access: 'read' | 'write'): Uint8Array[] {
     if (!this.busMaster) {
       this.counters.dmaSuppressed++;
       throw new DmaBlocked(`${this.name}: bus mastering is off`);
@@ -302,10 +323,10 @@ export abstract class VirtualFunction {
     const t = this.env.iommu.translate(this.rid, iova, len, write);
     if (!t.ok) {
       this.counters.dmaFaults++;
-      this.regs.write(VF_REG.FAULTS, Math.min(0x7fffffff, this.regs.read(VF_REG.FAULTS) + 1));
+      this.regs.write(VF_REG.FAULTS, Math.min(0x7fffffff, this.counters.dmaFaults));
       throw new DmaBlocked(`${this.name}: DMA ${access} at 0x${iova.toString(16)} blocked (${t.fault.reason})`, t.fault);
     }
-    return t.segments.map((s) => (access === 'map' ? this.env.dma.page(s.frame) : access === 'read' ? this.env.dma.read(s.frame, s.offset, s.len) : this.env.dma.writeView(s.frame, s.offset, s.len)));
+    return t.segments.map((s) => (access === 'read' ? this.env.dma.read(s.frame, s.offset, s.len) : this.env.dma.writeView(s.frame, s.offset, s.len)));
   }
 
   private writeIdentity(): void {
@@ -316,7 +337,8 @@ export abstract class VirtualFunction {
   /** Device-written identity registers of the kind (MAC, size). */
   protected abstract describe(): void;
 
-  private setStatus(enabled = this.enabled): void {
+  private setStatus(enabled = this.queuesEnabled): void {
+    this.queuesEnabled = enabled;
     this.regs.write(VF_REG.STATUS, (enabled ? VF_STATUS_ENABLED : 0) | (this.busMaster ? VF_STATUS_BUS_MASTER : 0) | (this.errorReason ? VF_STATUS_ERROR : 0));
   }
 

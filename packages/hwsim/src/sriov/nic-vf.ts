@@ -93,12 +93,12 @@ export class NicVf extends VirtualFunction {
     const txPage = this.ringPage(this.regs.read(VF_REG.Q0));
     const rxPage = this.ringPage(this.regs.read(VF_REG.Q1));
     this.tx = new QueueService({
-      ring: BackRing.attach(txPage, hwNicTxProtocol),
+      ring: BackRing.attach(txPage.page, hwNicTxProtocol, txPage.sync),
       handle: (req) => ({ id: req.id, status: this.transmit(req) }),
       irq: () => this.raise(),
       onRogue: (e) => this.stopWithError(`tx: ${e.message}`),
     });
-    this.rx = BackRing.attach(rxPage, hwNicRxProtocol);
+    this.rx = BackRing.attach(rxPage.page, hwNicRxProtocol, rxPage.sync);
   }
 
   protected resetQueues(): void {

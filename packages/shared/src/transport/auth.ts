@@ -34,8 +34,12 @@ export const MIN_SECRET_BYTES = 16;
 /** Highest domain id a connection may claim (Xen's domid_t is 15 bits for real domains). */
 export const MAX_DOMID = 0x7fff;
 
-/** `vcpu`: a guest's I/O request relay (trapped port I/O to device models in dom0, ws transport). */
-export const ROLES = ['dom0', 'hwsim', 'guest', 'switch', 'control', 'vcpu'] as const;
+/**
+ * `vcpu`: a guest's I/O request relay (trapped port I/O to device models in dom0, ws transport).
+ * `direct`: a guest's link straight to the hardware simulator for the device functions assigned
+ * to it (direct I/O, ws transport): register pages, queues, DMA data, doorbells and interrupts.
+ */
+export const ROLES = ['dom0', 'hwsim', 'guest', 'switch', 'control', 'vcpu', 'direct'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Who a connection speaks for. The server lets it act only as this identity. */

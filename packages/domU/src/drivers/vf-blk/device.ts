@@ -138,7 +138,7 @@ export class VfBlkDriver implements BlockDevice {
       if (op === HWBLK_OP_WRITE) {
         memory.page(pfn).set(buf.subarray(at, at + n));
         this.metrics.bytesCopied += n;
-        this.o.fn.toDevice(pfn);
+        this.o.fn.toDevice(pfn, 0, n);
       }
       // The domid of a function's segment is reserved: the IOMMU decides whose memory pfn is.
       segments.push({ domid: 0, pfn, firstSect: 0, lastSect: n / SECTOR_SIZE - 1 });

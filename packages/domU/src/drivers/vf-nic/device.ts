@@ -145,7 +145,7 @@ export class VfNicDriver {
       const b = this.txBufs[id];
       memory.page(b.pfn).set(frame, b.offset);
       this.metrics.bytesCopied += frame.byteLength;
-      fn.toDevice(b.pfn);
+      fn.toDevice(b.pfn, b.offset, frame.byteLength);
       tx.putRequest({ domid: 0, id, pfn: b.pfn, offset: b.offset, len: frame.byteLength });
       this.metrics.txPackets++;
       this.metrics.txBytes += frame.byteLength;
