@@ -475,7 +475,9 @@ export class Host {
       /* already closed with the domain */
     }
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_UNPLUG, { kind: f.kind, devid: f.devid }, 5_000).catch(() => {});
+    // Told, not waited for: a frozen or wedged guest must not hold up the reclaim (the hardware
+    // already guarantees its function can reach nothing).
+    if (g?.peer && !g.down) void g.peer.call(GUEST_DIRECT_UNPLUG, { kind: f.kind, devid: f.devid }, 5_000).catch(() => {});
     this.reclaimedFunctions.push({ guest, ...f });
     return report;
   }

@@ -520,6 +520,8 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
           worldSwitches: h.hv.counters.worldSwitches + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.worldSwitches : 0), 0),
           ...(h.platforms().length ? { emulated: h.platforms().map((p) => p.stats()) } : {}),
           ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
+          // Direct I/O: the functions as the hardware counted them, the IOMMU, and reclaims made.
+          ...directSummary(h),
         },
       ]),
     ),
@@ -530,6 +532,14 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
   );
   if (!o.drive && (summary.integrity.failures > 0 || summary.guests.some((g) => g.state === 'failed'))) exitCode = 1;
   return { exitCode, hosts, finals, summary, injector, durationSec: (Date.now() - t0) / 1000 };
+}
+
+/** Direct I/O in the run summary: the functions ever assigned as the hardware counted them, the IOMMU, reclaims. */
+function directSummary(h: Host): { direct?: Record<string, unknown> } {
+  const sriov = h.hardwareStats?.sriov as { functions: Array<{ counters: { assigns: number } }>; iommu: unknown } | undefined;
+  const used = sriov?.functions.filter((f) => f.counters.assigns > 0) ?? [];
+  if (!sriov || used.length === 0) return {};
+  return { direct: { functions: used, iommu: sriov.iommu, reclaimed: h.reclaimedFunctions.map(({ bar: _bar, ...f }) => f) } };
 }
 
 /** The LAN switch as a worker thread, started by its entry point in the hwsim package. */
