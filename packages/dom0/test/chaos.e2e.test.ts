@@ -84,6 +84,7 @@ faults:
       ['guest2', 'stopped'],
       ['guest3', 'killed'],
       ['guest4', 'stopped'],
+      ['guest5', 'stopped'],
     ]);
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.pause', 'process.kill', 'nic.down']);
   }, 90_000);
@@ -106,6 +107,36 @@ faults:
     expect(late.detail!.irqsDelayed).toBeGreaterThan(0);
     const g4 = rep.guests.find((g) => g.name === 'guest4')!;
     expect(g4.state).toBe('stopped');
+  }, 90_000);
+
+  it('a direct guest whose functions are reclaimed under load (a migration drill) and who aims DMA outside its memory: the IOMMU blocks every stray DMA, the functions come back clean, nothing lost', async () => {
+    const p = plan(`name: direct
+seed: 6
+duration: 6
+faults:
+  - { id: nic, who: { domain: guest5, device: vif0 }, what: { kind: direct.reclaim }, when: { at: 0.8, for: 1 } }
+  - { id: disk, who: { domain: guest5, device: vbd51712 }, what: { kind: direct.reclaim }, when: { at: 2.5, for: 1 } }
+  - { id: stray-disk, who: { domain: guest5, device: vbd51712 }, what: { kind: iommu.stray-dma, count: 8 }, when: { at: 4.2 } }
+  - { id: stray-nic, who: { domain: guest5, device: vif0 }, what: { kind: iommu.stray-dma, count: 6 }, when: { at: 4.6 } }
+`);
+    const rep = expectClean(await chaos(['--plan', p]));
+    expect(rep.faults.map((f) => f.kind)).toEqual(['direct.reclaim', 'direct.reclaim', 'iommu.stray-dma', 'iommu.stray-dma']);
+    const [nic, disk, strayDisk, strayNic] = rep.faults as Array<{ detail?: Record<string, unknown> }>;
+    // Reclaimed the VFIO way, and a function assigned again when healed.
+    for (const f of [nic, disk]) {
+      expect(f.detail!.steps).toEqual(['bus-master-off', 'flr', 'context-cleared', 'released']);
+      expect(f.detail!.reassigned).toMatch(/^00:0[34]\.\d$/);
+    }
+    // Every stray DMA was answered with an error; those past the guest's memory left IOMMU fault records.
+    const iso = rep.checkers.isolation.strayDma;
+    expect(iso.attempted).toBe(14);
+    expect(iso.blocked).toBe(14);
+    expect(iso.unblocked).toBe(0);
+    expect(strayDisk.detail!.iommuFaults as number).toBeGreaterThanOrEqual(4);
+    expect(strayNic.detail!.iommuFaults as number).toBeGreaterThanOrEqual(6);
+    const g5 = rep.guests.find((g) => g.name === 'guest5')!;
+    expect(g5.state).toBe('stopped');
+    expect(g5.ops).toBeGreaterThan(0);
   }, 90_000);
 
   it('the hardware crashes and comes back twice, and freezes in between: the disk queue is redone, nothing acknowledged lost', async () => {

@@ -24,20 +24,21 @@ interface Summary {
 }
 
 describe('ringvisor up', () => {
-  it('runs the default host for a fixed time: every guest does block and network I/O (three PV, one emulated), no integrity failures', async () => {
+  it('runs the default host for a fixed time: every guest does block and network I/O (three PV, one emulated, one direct), no integrity failures', async () => {
     const cwd = tempDir();
     const { done } = run(['up', '--duration', '4', '--json', 'out.json'], cwd);
     const { code, stderr } = await done;
     expect(code, stderr).toBe(0);
     const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary;
     expect(s.transport).toBe('threads');
-    expect(s.guests.map((g) => g.name).sort()).toEqual(['guest1', 'guest2', 'guest3', 'guest4']);
+    expect(s.guests.map((g) => g.name).sort()).toEqual(['guest1', 'guest2', 'guest3', 'guest4', 'guest5']);
+    const modeOf = (name: string) => (name === 'guest4' ? 'emulated' : name === 'guest5' ? 'direct' : 'pv');
     for (const g of s.guests) {
       expect(g.state).toBe('stopped');
       const vbd = g.devices.find((d) => d.type === 'vbd')!;
       const vif = g.devices.find((d) => d.type === 'vif')!;
-      expect(vbd.mode).toBe(g.name === 'guest4' ? 'emulated' : 'pv');
-      expect(vif.mode).toBe(g.name === 'guest4' ? 'emulated' : 'pv');
+      expect(vbd.mode).toBe(modeOf(g.name));
+      expect(vif.mode).toBe(modeOf(g.name));
       expect(vbd.ops).toBeGreaterThan(0);
       expect(vbd.bytes).toBeGreaterThan(0);
       expect(vif.ops).toBeGreaterThan(0);

@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, type DirectFunctionSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -13,6 +13,8 @@ import { VfBlkDriver } from './drivers/vf-blk/index.js';
 import { VfNicDriver } from './drivers/vf-nic/index.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
+import { strayDiskDma, type StrayDmaOutcome } from './drivers/vf-blk/misbehave.js';
+import { strayNicDma } from './drivers/vf-nic/misbehave.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
 import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
 import { startLocalVmApp, type LocalVmApp } from './kernel/local-vmapp.js';
@@ -109,7 +111,7 @@ export class Guest {
     }
     const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
     const d = this.spec.direct;
-    if (d && d.functions.some((f) => !f.bar)) {
+    if (d && (d.hwUrl !== undefined || d.functions.some((f) => !f.bar))) {
       // No shared memory with the hardware (ws): link to it directly for our functions.
       if (!d.hwUrl || !this.link) throw new Error('direct I/O without shared memory needs the hardware\'s direct-link URL and the cluster secret');
       this.directLink = await connectDirectLink(this.kernel, d.hwUrl, this.link.secret, d.functions);
@@ -117,10 +119,7 @@ export class Guest {
     const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {
       const f = d?.functions.find((x) => x.kind === kind && x.devid === devid);
       if (!f) throw new Error(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
-      if (f.bar) return sharedMemoryFunction(this.kernel, f);
-      const fn = this.directLink!.fn(f);
-      await identityArrived(fn);
-      return fn;
+      return this.directFunction(f);
     };
     for (const v of this.spec.vbds) {
       if (v.mode === 'direct') {
@@ -143,7 +142,12 @@ export class Guest {
     }
     for (const v of this.spec.vifs) {
       if (v.mode === 'direct') {
-        const driver = new VfNicDriver({ fn: await direct('nic', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
+        const driver = new VfNicDriver({
+          fn: await direct('nic', v.devid),
+          memory: this.kernel.memory,
+          frames: this.kernel.frames,
+          traceLabel: { host: this.kernel.host, domid: this.spec.domid, device: `vif${v.devid}`, iface: `${this.spec.name}/vif${v.devid}` },
+        });
         await driver.open();
         const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
         driver.onReceive((f) => stack.receive(f));
@@ -170,6 +174,43 @@ export class Guest {
       this.net.push({ front, stack });
     }
     this.state = 'running';
+  }
+
+  /** How this guest reaches an assigned function: shared memory (threads), or its direct link (ws). */
+  private async directFunction(f: DirectFunctionSpec): Promise<DirectFunction> {
+    if (f.bar) return sharedMemoryFunction(this.kernel, f);
+    if (!this.directLink) throw new Error(`function ${f.rid}: no register page and no direct link to the hardware`);
+    const fn = this.directLink.fn(f);
+    await identityArrived(fn);
+    return fn;
+  }
+
+  /** A function was assigned to us again (hot-plug after a reclaim): its driver starts over on it. */
+  async plugDirect(f: DirectFunctionSpec): Promise<void> {
+    const d = f.kind === 'nic' ? this.vfNic.find((x) => x.devid === f.devid)?.driver : this.vfBlk.find((x) => x.devid === f.devid)?.driver;
+    if (!d) throw new Error(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
+    await d.reattach(await this.directFunction(f));
+  }
+
+  /** Program our own function to DMA where it must not (fault plans' iommu.stray-dma). */
+  async attackDirect(device: string, count: number, seed: number): Promise<StrayDmaOutcome> {
+    const m = /^(vif|vbd)(\d+)$/.exec(device);
+    const frames = this.kernel.memory.frames;
+    if (m?.[1] === 'vbd') {
+      const d = this.vfBlk.find((x) => x.devid === Number(m[2]));
+      if (d) return strayDiskDma(d.driver, frames, count, seed);
+    }
+    if (m?.[1] === 'vif') {
+      const d = this.vfNic.find((x) => x.devid === Number(m[2]));
+      if (d) return strayNicDma(d.driver, frames, count, seed);
+    }
+    throw new Error(`guest.attack: ${device} is not a direct device of ${this.spec.name}`);
+  }
+
+  /** Is `device` ("vif0", "vbd51712") one of our direct devices? */
+  isDirect(device: string): boolean {
+    const m = /^(vif|vbd)(\d+)$/.exec(device);
+    return m !== null && (m[1] === 'vif' ? this.vfNic : this.vfBlk).some((x) => x.devid === Number(m[2]));
   }
 
   /** The toolstack reclaimed one of our functions: stop using it. */

@@ -6,6 +6,7 @@
  */
 import {
   GUEST_ATTACK,
+  GUEST_DIRECT_PLUG,
   GUEST_DIRECT_UNPLUG,
   GUEST_FREEZE,
   GUEST_MARK,
@@ -18,6 +19,7 @@ import {
   createEventMemory,
   createGrantTableMemory,
   serveTraceForwarding,
+  type DirectFunctionSpec,
   type GuestBootSpec,
   type Logger,
   type RpcPeer,
@@ -51,6 +53,10 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     const s = typeof seed === 'number' ? seed : 0;
     const emulated = typeof device === 'string' ? /^(lance|ata)(\d+)$/.exec(device) : null;
     if (emulated) return guest.attackEmulated(device as string, String(attack), n, s);
+    if (typeof device === 'string' && guest.isDirect(device)) {
+      if (attack !== 'stray-dma') throw new Error(`guest.attack: a direct device takes attack stray-dma, not ${String(attack)}`);
+      return guest.attackDirect(device, n, s);
+    }
     const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
     const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
     if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>" and emulated "lance<devid>", "ata<devid>")`);
@@ -61,6 +67,13 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     const { kind, devid } = (p ?? {}) as { kind?: unknown; devid?: unknown };
     if ((kind !== 'nic' && kind !== 'disk') || typeof devid !== 'number') throw new Error('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
     guest.unplugDirect(kind, devid);
+    return null;
+  });
+  peer.handle(GUEST_DIRECT_PLUG, async (p) => {
+    const f = (p as { function?: unknown } | null)?.function as DirectFunctionSpec | undefined;
+    if (!f || (f.kind !== 'nic' && f.kind !== 'disk') || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
+      throw new Error('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
+    await guest.plugDirect(f);
     return null;
   });
   peer.handle(GUEST_FREEZE, (p) => {

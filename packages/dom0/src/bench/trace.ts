@@ -46,7 +46,7 @@ export async function runTraceBench(o: { seconds?: number; rounds?: number; mode
   const roundsN = o.rounds ?? 5;
   const dir = mkdtempSync(join(tmpdir(), 'rv-bench-trace-'));
   // The three PV guests: what tracing costs on the split-driver path (comparable across runs).
-  const config = defaultConfig({ emulatedGuest: false });
+  const config = defaultConfig({ emulatedGuest: false, directGuest: false });
   const hostConfig = config.hosts[0];
   process.env.LOG_LEVEL ??= 'warn';
   const log = createLogger('bench');

@@ -10,7 +10,8 @@
  * net — every UDP flow numbers and checksums its datagrams end to end: lost, duplicated,
  *   reordered, corrupted. UDP may lose, duplicate and reorder under faults; corruption delivered
  *   to an application is a failure.
- * isolation — breaches: a guest read another guest's data.
+ * isolation — breaches: a guest read another guest's data, or a stray DMA a guest programmed its
+ *   direct device with (iommu.stray-dma) was not blocked; `strayDma` counts the attempts.
  * A guest whose runtime a plan killed is indeterminate as a whole: its ledger died with it.
  */
 import type { GuestStats } from '@ringvisor/shared';
@@ -28,7 +29,7 @@ export interface BlockChecker {
 export interface Checkers {
   block: BlockChecker;
   net: { lost: number; duplicated: number; reordered: number; corrupted: number };
-  isolation: { breaches: number };
+  isolation: { breaches: number; strayDma: { attempted: number; blocked: number; unblocked: number } };
 }
 
 export interface Verdict {
@@ -36,7 +37,10 @@ export interface Verdict {
   reasons: string[];
 }
 
-export function runCheckers(finals: Array<{ stats?: GuestStats; killed: boolean }>): Checkers {
+export function runCheckers(
+  finals: Array<{ stats?: GuestStats; killed: boolean }>,
+  strayDma: { attempted: number; blocked: number; unblocked: number } = { attempted: 0, blocked: 0, unblocked: 0 },
+): Checkers {
   const block: BlockChecker = { ok: 0, lost: 0, stale: 0, torn: 0, misdirected: 0, unexpected: 0, indeterminate: 0 };
   const net = { lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };
   let breaches = 0;
@@ -62,7 +66,8 @@ export function runCheckers(finals: Array<{ stats?: GuestStats; killed: boolean 
     net.reordered += stats.udp.reordered;
     net.corrupted += stats.udp.corrupted;
   }
-  return { block, net, isolation: { breaches } };
+  // Every stray DMA must have been stopped: one that completed reached memory it had no right to.
+  return { block, net, isolation: { breaches: breaches + strayDma.unblocked, strayDma: { ...strayDma } } };
 }
 
 /**

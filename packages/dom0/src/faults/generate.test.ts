@@ -25,8 +25,9 @@ describe('generatePlan', () => {
         const again = normalizePlan(JSON.parse(JSON.stringify({ ...plan, transport: plan.transport })), 'generated');
         expect(again.faults.map((f) => f.id)).toEqual(plan.faults.map((f) => f.id));
         const kinds = new Set(plan.faults.map((f) => f.what.kind));
-        // threads: the default host has an emulated guest, so device.hostile is dealt too.
-        const dealt = ws ? 23 : 17;
+        // threads: the default host has an emulated guest and a direct one, so device.hostile,
+        // direct.reclaim and iommu.stray-dma are dealt too.
+        const dealt = ws ? 23 : 19;
         if (n >= dealt + 2) expect(kinds.size).toBeGreaterThanOrEqual(dealt);
         if (!ws) for (const k of kinds) expect(k.startsWith('link.') || k.startsWith('lan.')).toBe(false);
         // Each kind picks a guest that has what it acts on: PV kinds a PV device, device.hostile an emulated one.
@@ -34,6 +35,7 @@ describe('generatePlan', () => {
         for (const f of plan.faults) {
           const k = f.what.kind;
           if (k === 'device.hostile') expect(modes.get(f.who.domain!)!.has('emulated')).toBe(true);
+          if (k === 'direct.reclaim' || k === 'iommu.stray-dma') expect(modes.get(f.who.domain!)!.has('direct')).toBe(true);
           if (k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm' || k.startsWith('ring.') || k.startsWith('grant.')) expect(modes.get(f.who.domain!)!.has('pv')).toBe(true);
           if (f.who.device) expect(f.who.device).toMatch(k === 'device.hostile' ? /^(lance|ata)\d+$/ : /^(vbd|vif)\d+$/);
         }

@@ -10,6 +10,8 @@
  * scribble over the attacker's own memory: a Lance made to DMA at random into its own guest
  * would fail that guest's own ledger, which proves nothing about isolation).
  *
+ * direct.reclaim and iommu.stray-dma pick among guests with direct devices (assigned functions).
+ *
  * Left out on purpose: disk.bitflip (silent corruption is detected, not survived — it has its own
  * scenario) and backend.lie (breaks the backend to test the checkers).
  */
@@ -33,8 +35,10 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       vif: g.devices.find((d) => d.type === 'vif' && d.mode === 'pv'),
       emulated: g.devices.filter((d) => d.mode === 'emulated').map((d) => (d.type === 'vbd' ? `ata${d.devid}` : `lance${d.devid}`)),
       emulatedInDom0: g.devices.some((d) => d.mode === 'emulated' && d.placement === 'dom0'),
+      direct: g.devices.filter((d) => d.mode === 'direct').map((d) => `${d.type}${d.devid}`),
     })),
   );
+  const withDirect = guests.filter((g) => g.direct.length > 0);
   const withVbd = guests.filter((g) => g.vbd);
   const withPv = guests.filter((g) => g.vbd || g.vif);
   const withEmulated = guests.filter((g) => g.emulated.length > 0);
@@ -60,6 +64,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
     'grant.revoke-mapped',
   ];
   if (withEmulated.length > 0) kinds.push('device.hostile');
+  if (withDirect.length > 0) kinds.push('direct.reclaim', 'iommu.stray-dma');
   if (o.transport === 'ws') kinds.push('link.latency', 'link.bandwidth', 'link.partition');
   if (hosts.length > 1) kinds.push('lan.drop', 'lan.duplicate', 'lan.reorder', 'lan.corrupt');
   // A seeded deal: every kind once per round, rounds shuffled independently.
@@ -90,7 +95,9 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
             ? withEvents
             : kind === 'device.hostile'
               ? withEmulated
-              : guests;
+              : kind === 'direct.reclaim' || kind === 'iommu.stray-dma'
+                ? withDirect
+                : guests;
     const g = pick(among.filter((x) => !ended.has(x.name)));
     const at = Math.round(i * SLOT * 100) / 100 + 0.3;
     const when = { at, for: HOLD };
@@ -142,6 +149,10 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
         const attack = device.startsWith('lance') ? pick(['wild-dma', 'irq-storm'] as const) : pick(['bad-commands', 'port-garbage'] as const);
         return { id, who: { domain: g.name, device }, what: { kind, attack, count: 2 + rng.nextInt(6) }, when: { at } };
       }
+      case 'direct.reclaim':
+        return { id, who: { domain: g.name, device: pick(g.direct) }, what: { kind }, when };
+      case 'iommu.stray-dma':
+        return { id, who: { domain: g.name, device: pick(g.direct) }, what: { kind, count: 4 + rng.nextInt(12) }, when: { at } };
       case 'process.kill':
       case 'link.reset': {
         // Never the last guest standing, and never one the ws run's other ending already took.

@@ -6,7 +6,7 @@
  * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
  */
 import { DOMID_HW, GUEST_ATTACK, SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
-import type { Host } from '../toolstack/host.js';
+import { directDeviceName, type Host } from '../toolstack/host.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
 import { FaultTargetError } from './errors.js';
@@ -50,6 +50,7 @@ const INSTANTANEOUS = new Set<string>([
   'ring.double-fetch',
   'grant.revoke-mapped',
   'device.hostile',
+  'iommu.stray-dma',
 ]);
 
 export class FaultInjector {
@@ -59,6 +60,8 @@ export class FaultInjector {
   private readonly diskRules = new Map<Host, Map<string, DiskFaultRule>>();
   private readonly lanFaults = new Map<Host, Map<string, [LanFaultName, number]>>();
   private seq = 0;
+  /** Stray DMA the plan made guests attempt (iommu.stray-dma): every one must have been blocked. */
+  readonly strayDma = { attempted: 0, blocked: 0, unblocked: 0 };
   /** Guests a plan made misbehave (host/domain): their own I/O is not held to the checkers. */
   readonly attackers = new Set<string>();
 
@@ -232,6 +235,39 @@ export class FaultInjector {
             30_000,
           );
           rec.detail = { ...r };
+          this.attackers.add(`${host.config.name}/${spec.who.domain}`);
+          break;
+        }
+        case 'direct.reclaim': {
+          host = this.guestHost(spec);
+          const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
+          domid = g.domain.domid;
+          const h = host;
+          const r = await h.reclaimFunction(spec.who.domain!, spec.who.device!);
+          rec.detail = { rid: r.rid, steps: r.steps, dropped: r.dropped };
+          undo = async () => {
+            const back = await h.reattachFunction(spec.who.domain!, spec.who.device!);
+            rec.detail = { ...rec.detail, reassigned: back.rid };
+          };
+          break;
+        }
+        case 'iommu.stray-dma': {
+          host = this.guestHost(spec);
+          const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
+          domid = g.domain.domid;
+          if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
+          if (!host.functionsOf(domid).some((f) => directDeviceName(f) === spec.who.device)) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no direct device ${spec.who.device} assigned`);
+          const before = await host.iommuFaults();
+          const r = await g.peer.call<{ sent: number; blocked: number; completed: number }>(
+            GUEST_ATTACK,
+            { device: spec.who.device, attack: 'stray-dma', count: spec.what.count ?? 8, seed: mixSeed(this.seed, this.seq) },
+            10_000,
+          );
+          // Each attempt past the guest's memory leaves an IOMMU fault record; the rest the device refused.
+          rec.detail = { ...r, iommuFaults: (await host.iommuFaults()) - before };
+          this.strayDma.attempted += r.sent;
+          this.strayDma.blocked += r.blocked;
+          this.strayDma.unblocked += r.completed;
           this.attackers.add(`${host.config.name}/${spec.who.domain}`);
           break;
         }

@@ -60,6 +60,10 @@ export const FAULT_KINDS = {
   'backend.restart': 'a backend crashes and is restarted; the frontend reconnects (blkfront resubmits what was in flight; netfront drops frames in flight); who: domain + device',
   'device.hostile':
     "a guest's driver turns on its own emulated device: attack port-garbage | wild-dma | irq-storm (Lance) or bad-commands | port-garbage (ATA); count; the model answers with device errors, the driver re-opens it; who: domain + device (lance<devid> | ata<devid>)",
+  'direct.reclaim':
+    "the toolstack takes a direct device's function away while the guest drives it (a migration drill: bus master off, FLR, IOMMU context torn down); healing assigns a clean function again and the guest's driver starts over; who: domain + device (a direct vif<devid> | vbd<devid>)",
+  'iommu.stray-dma':
+    "a guest programs its own direct device to DMA outside its memory or at another domain's (count); every attempt must be blocked by the IOMMU or refused by the device; who: domain + device (a direct vif<devid> | vbd<devid>)",
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
 } as const;
 
@@ -211,6 +215,11 @@ function checkSelector(f: FaultSpec, where: string): void {
     if (!f.who[key]) throw new ConfigError(`${where}: ${k} needs who.${key} (${FAULT_KINDS[k]})`);
   };
   if (k === 'backend.pause' || k === 'backend.lie' || k === 'backend.restart') (need('domain'), need('device'));
+  if (k === 'direct.reclaim' || k === 'iommu.stray-dma') {
+    need('domain');
+    need('device');
+    if (!/^(vif|vbd)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: ${k} acts on a direct device (vif<devid> | vbd<devid> with mode: direct), not ${f.who.device}`);
+  }
   if (k.startsWith('ring.') || k === 'grant.revoke-mapped') {
     need('domain');
     need('device');

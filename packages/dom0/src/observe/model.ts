@@ -72,6 +72,13 @@ export interface DeviceRow {
   interruptsPerSec?: number;
   /** Emulated devices: the I/O port ranges the model decodes, e.g. "0x1f0-0x1f7". */
   ports?: string[];
+  /**
+   * Direct devices: the assigned function's requester id ("00:03.1"); events are its doorbells,
+   * notifications its interrupts (both between the guest and the hardware, not dom0).
+   */
+  rid?: string;
+  /** Direct devices: DMA of the function the IOMMU blocked. */
+  dmaFaults?: number;
 }
 
 export interface DomainRow {

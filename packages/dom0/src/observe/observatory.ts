@@ -26,7 +26,7 @@ import {
   type GuestStats,
   type TraceEvent,
 } from '@ringvisor/shared';
-import type { Host } from '../toolstack/host.js';
+import { directDeviceName, type AssignedFunction, type Host } from '../toolstack/host.js';
 import type { Domain } from '../hypervisor/hypervisor.js';
 import type { SplitBackend, BackendCounters } from '../backends/split-backend.js';
 import { LANCE_IO_SIZE, type EmulatedPlatform, type PlatformStats } from '../devicemodels/platform.js';
@@ -54,6 +54,8 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
   private latest?: ClusterSnapshot;
   /** Every guest's latest stats, per host (the top view renders from these). */
   readonly guestStats = new Map<Host, GuestStats[]>();
+  /** The hardware's functions (direct I/O), by host, as of the last sample. */
+  readonly functionStats = new Map<Host, Awaited<ReturnType<Host['functionStats']>>>();
   private readonly t0 = Date.now();
   private sampling = false;
 
@@ -91,6 +93,10 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     try {
       await Promise.all([
         ...this.hosts.map(async (h) => this.guestStats.set(h, await h.guestStats().catch(() => this.guestStats.get(h) ?? []))),
+        // Direct I/O: the functions' own counters come from the hardware (dom0 is not on their path).
+        ...this.hosts
+          .filter((h) => h.config.guests.some((g) => g.devices.some((d) => d.mode === 'direct')))
+          .map(async (h) => this.functionStats.set(h, await h.functionStats().catch(() => this.functionStats.get(h) ?? []))),
         // Hosted models' counters come from their VMApps (a no-op for models in dom0).
         ...this.hosts.flatMap((h) => h.platforms().map((p) => p.refresh())),
       ]);
@@ -237,6 +243,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           }
           for (const { name, ring } of b.rings()) rings.push(this.ringRow(hn, d.name, domid, b, name, ring, now));
         }
+        if (st) this.addDirect(row, `${hn}/${d.name}`, st, host.functionsOf(domid), this.functionStats.get(host) ?? [], now);
         const platform = host.platformOf(domid);
         if (platform) {
           const served = this.addEmulated(row, `${hn}/${d.name}`, platform, now);
@@ -341,6 +348,53 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     row.traps = served.traps;
     row.trapsPerSec = Math.round(this.rate(`${key}/traps`, served.traps, now));
     return served;
+  }
+
+  /**
+   * A guest's direct devices: no backend, no xenbus, no traps — the guest's driver and the
+   * function talk through the function's queues. Figures come from the guest's driver (doorbells,
+   * interrupts, I/O totals) and the hardware's function (requester id, state, DMA blocked).
+   */
+  private addDirect(row: DomainRow, key: string, st: GuestStats, assigned: AssignedFunction[], hw: Array<Record<string, unknown> & { rid: string }>, now: number): void {
+    for (const dev of st.devices) {
+      if (dev.mode !== 'direct') continue;
+      const name = `${dev.type}${dev.devid}`;
+      const a = assigned.find((f) => directDeviceName(f) === name);
+      const fn = a ? hw.find((f) => f.rid === a.rid) : undefined;
+      const c = (fn?.counters ?? {}) as Record<string, number>;
+      const m = dev.detail;
+      const state = !a ? 'reclaimed' : fn ? (fn.error ? `error: ${String(fn.error)}` : fn.enabled ? 'enabled' : 'assigned') : 'assigned';
+      row.devices.push({
+        type: dev.type === 'vbd' ? 'vbd' : 'vif',
+        devid: dev.devid,
+        name,
+        mode: 'direct',
+        ...(a ? { rid: a.rid } : {}),
+        backendState: state,
+        frontendState: '-',
+        // A direct device's "events" are its doorbells (guest → hardware) and its interrupts.
+        eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
+        notificationsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
+        suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
+        events: m.doorbells ?? 0,
+        notifications: m.interrupts ?? 0,
+        suppressed: m.suppressed ?? 0,
+        interrupts: m.interrupts ?? 0,
+        interruptsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
+        dmaFaults: c.dmaFaults ?? 0,
+      });
+      if (dev.type === 'vbd') {
+        row.vbdSectorsRead += m.sectorsRead ?? 0;
+        row.vbdSectorsWritten += m.sectorsWritten ?? 0;
+        row.vbdReads += m.reads ?? 0;
+        row.vbdWrites += m.writes ?? 0;
+      } else {
+        row.netTxPackets += m.txPackets ?? 0;
+        row.netTxBytes += m.txBytes ?? 0;
+        row.netRxPackets += m.rxPackets ?? 0;
+        row.netRxBytes += m.rxBytes ?? 0;
+      }
+    }
   }
 
   /** Share of one CPU a runtime's event loop was busy since the last sample (busy: cumulative ms). */

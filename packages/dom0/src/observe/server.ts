@@ -14,6 +14,7 @@
  *   WS   /api/live              a snapshot per second
  *   WS   /api/trace?kinds=&host=&domain=&device=&ring=&frames=1   trace events, batched
  *   POST /api/backend/pause|resume  {domain, device}  (admin)
+ *   POST /api/direct/reclaim|assign {domain, device}  (admin): a direct device's function
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -232,6 +233,7 @@ export class ControlServer {
       return this.fail(res, 400, 'body must be a JSON object');
     }
     if (path.startsWith('/api/fault/')) return this.faultAction(res, path, params);
+    if (path.startsWith('/api/direct/')) return this.directAction(res, path, params);
     const m = /^\/api\/backend\/(pause|resume)$/.exec(path);
     if (!m) return this.fail(res, 404, `no action at ${path}`);
     if (typeof params.domain !== 'string' || typeof params.device !== 'string') return this.fail(res, 400, 'body must be {"domain": NAME, "device": "vbd0"|"vif0"|…}');
@@ -241,6 +243,23 @@ export class ControlServer {
     else found.backend.resume();
     this.opts.log.info({ domain: params.domain, device: params.device, action: m[1] }, 'backend action');
     this.json(res, { ok: true, domain: params.domain, device: params.device, paused: found.backend.paused });
+  }
+
+  /** POST /api/direct/reclaim|assign {domain, device}: `ringvisor direct`. */
+  private async directAction(res: ServerResponse, path: string, params: Record<string, unknown>): Promise<void> {
+    const m = /^\/api\/direct\/(reclaim|assign)$/.exec(path);
+    if (!m) return this.fail(res, 404, `no action at ${path}`);
+    const { domain, device } = params;
+    if (typeof domain !== 'string' || typeof device !== 'string') return this.fail(res, 400, 'body must be {"domain": NAME, "device": "vif0"|"vbd51712"|…}');
+    const host = this.obs.hosts.find((h) => h.guests.some((g) => g.config.name === domain));
+    if (!host) return this.fail(res, 404, `no guest ${domain}`);
+    try {
+      const r = m[1] === 'reclaim' ? await host.reclaimFunction(domain, device) : await host.reattachFunction(domain, device);
+      this.opts.log.warn({ domain, device, action: m[1], rid: r.rid }, 'direct device action by an admin');
+      return this.json(res, { ok: true, domain, device, ...r });
+    } catch (e) {
+      return this.fail(res, 400, (e as Error).message);
+    }
   }
 
   /** POST /api/fault/inject {fault}, /api/fault/heal {id?}, /api/fault/list {}: `ringvisor fault`. */

@@ -6,27 +6,27 @@ import { ConfigError } from '@ringvisor/shared';
 import { defaultConfig, loadConfigFile, normalizeConfig } from './config.js';
 
 describe('cluster config', () => {
-  it('the default is one host, three PV guests and one emulated guest, each with a vbd, a vif and both workloads', () => {
+  it('the default is one host, three PV guests, an emulated one and a direct one, each with a vbd, a vif and both workloads', () => {
     const c = defaultConfig();
     expect(c.hosts).toHaveLength(1);
     const guests = c.hosts[0].guests;
-    expect(guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4']);
+    expect(guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4', 'guest5']);
     for (const g of guests) {
       expect(g.devices.map((d) => d.type).sort()).toEqual(['vbd', 'vif']);
       expect(g.workloads.block).toBeDefined();
       expect(g.workloads.udp).toBeDefined();
     }
-    expect(guests.map((g) => [...new Set(g.devices.map((d) => d.mode))].join())).toEqual(['pv', 'pv', 'pv', 'emulated']);
+    expect(guests.map((g) => [...new Set(g.devices.map((d) => d.mode))].join())).toEqual(['pv', 'pv', 'pv', 'emulated', 'direct']);
     // PIO is slow: the emulated disk's block workload is smaller and one request deep.
     expect(guests[3].workloads.block).toEqual({ blocks: 32, queueDepth: 1 });
     const ips = guests.map((g) => g.devices.find((d) => d.type === 'vif')!).map((d) => (d.type === 'vif' ? d.ip : ''));
-    expect(new Set(ips).size).toBe(4);
+    expect(new Set(ips).size).toBe(5);
     expect(guests[3].devices.every((d) => d.placement === 'dom0')).toBe(true);
     // Over ws (no memory shared with dom0) the emulated guest's models run hosted, in its own process.
     const ws = defaultConfig({ transport: 'ws' }).hosts[0].guests;
-    expect(ws.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4']);
+    expect(ws.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4', 'guest5']);
     expect(ws[3].devices.every((d) => d.mode === 'emulated' && d.placement === 'hosted')).toBe(true);
-    expect(defaultConfig({ emulatedGuest: false }).hosts[0].guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
+    expect(defaultConfig({ emulatedGuest: false, directGuest: false }).hosts[0].guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
   });
 
   it('emulated devices: placement, the hosted VMM optimisations, and the mistakes people make', () => {

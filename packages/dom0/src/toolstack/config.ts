@@ -340,11 +340,12 @@ export function loadConfigFile(path: string): ClusterConfig {
 
 /**
  * The embedded default: one host, three PV guests (a vbd, a vif, block and UDP workloads each),
- * and a fourth whose NIC is an emulated Lance and whose disk an emulated ATA drive, so
- * `npm start` shows both designs side by side. Its models run in dom0 in the threads transport;
- * over ws (no memory shared with dom0) they run hosted, in a VMApp inside the guest's process.
+ * a fourth whose NIC is an emulated Lance and whose disk an emulated ATA drive, and a fifth
+ * assigned a NIC function and a disk function (direct I/O), so `npm start` shows the three
+ * designs side by side. The emulated guest's models run in dom0 in the threads transport; over ws
+ * (no memory shared with dom0) they run hosted, in a VMApp inside the guest's process.
  */
-export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?: boolean } = {}): ClusterConfig {
+export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?: boolean; directGuest?: boolean } = {}): ClusterConfig {
   const pv = ['guest1', 'guest2', 'guest3'].map((name) => ({ name, workloads: { block: {}, udp: {} } }));
   const placement = o.transport === 'ws' ? 'hosted' : 'dom0';
   const emulated = {
@@ -355,5 +356,14 @@ export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?:
     ],
     workloads: { block: {}, udp: {} },
   };
-  return normalizeConfig({ hosts: [{ name: 'host0', guests: o.emulatedGuest === false ? pv : [...pv, emulated] }] }, 'default config');
+  const direct = {
+    name: 'guest5',
+    devices: [
+      { type: 'vbd', mode: 'direct', sizeMiB: 16 },
+      { type: 'vif', mode: 'direct' },
+    ],
+    workloads: { block: {}, udp: {} },
+  };
+  const guests = [...pv, ...(o.emulatedGuest === false ? [] : [emulated]), ...(o.directGuest === false ? [] : [direct])];
+  return normalizeConfig({ hosts: [{ name: 'host0', guests }] }, 'default config');
 }

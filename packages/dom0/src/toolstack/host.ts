@@ -39,6 +39,7 @@ import {
   type LinkToxics,
   type DiskFaultRule,
   type DirectFunctionSpec,
+  GUEST_DIRECT_PLUG,
   GUEST_DIRECT_UNPLUG,
   type GuestBootSpec,
   type GuestStats,
@@ -480,6 +481,37 @@ export class Host {
     if (g?.peer && !g.down) void g.peer.call(GUEST_DIRECT_UNPLUG, { kind: f.kind, devid: f.devid }, 5_000).catch(() => {});
     this.reclaimedFunctions.push({ guest, ...f });
     return report;
+  }
+
+  /**
+   * Assign a function again to a guest whose direct device was reclaimed (xl pci-attach after
+   * pci-detach; the way back after a migration drill): a free function of the kind — a clean one,
+   * reset when it was reclaimed — and the guest's driver starts over on it.
+   */
+  async reattachFunction(guest: string, device: string): Promise<{ rid: string }> {
+    const c = this.created.find((x) => x.domain.name === guest);
+    if (!c) throw new Error(`no domain ${guest} on ${this.config.name}`);
+    const cfg = c.domain && this.guests.find((g) => g.domain === c.domain)?.config;
+    const d = cfg?.devices.find((x) => x.mode === 'direct' && directDeviceName({ kind: x.type === 'vif' ? 'nic' : 'disk', devid: x.devid }) === device);
+    if (!cfg || !d) throw new Error(`${guest} has no direct device ${device} in its config`);
+    if (c.direct.some((f) => directDeviceName(f) === device)) throw new Error(`${guest}/${device} has a function assigned already; reclaim it first`);
+    const f = await this.assignFunction(c.domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(cfg.name, d.devid, d.sizeMiB) });
+    c.direct.push(f);
+    const g = this.guests.find((x) => x.domain === c.domain);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 15_000);
+    return { rid: f.rid };
+  }
+
+  /** DMA blocked by this host's IOMMU so far (its fault count). */
+  async iommuFaults(): Promise<number> {
+    const r = await this.hwsim!.peer.call<{ counters: { faults: number } }>('hw.iommu.faults', {}, 5_000);
+    return r.counters.faults;
+  }
+
+  /** The hardware's view of its functions (hw.vf.list): owner, state, counters. */
+  async functionStats(): Promise<Array<Record<string, unknown> & { rid: string; owner: number | null; kind: 'nic' | 'disk' }>> {
+    if (!this.hwsim || this.hwsimDown) return [];
+    return this.hwsim.peer.call('hw.vf.list', {}, 5_000);
   }
 
   /** Functions taken back from running guests (reclaim), for views and reports. */

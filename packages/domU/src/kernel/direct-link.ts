@@ -39,11 +39,17 @@ function ridNumber(rid: string): number {
 export async function connectDirectLink(kernel: GuestKernel, url: string, secret: Uint8Array, functions: DirectFunctionSpec[]): Promise<DirectLink> {
   const { domid, memory } = kernel;
   const bars = new Map<number, Uint8Array>(functions.map((f) => [ridNumber(f.rid), new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))]));
+  const barPage = (rid: number): Uint8Array => {
+    let p = bars.get(rid);
+    if (!p) bars.set(rid, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
+    return p;
+  };
   const link = await connect({ url, secret, role: 'direct', domid, log: kernel.log });
   const peer = new RpcPeer(link, `direct${domid}`);
   const machine = new MachineLinkEnd(
     peer,
-    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW ? bars.get(pfn) : undefined),
+    // Register pages by requester id; one assigned later (hot-plug) arrives before we are told of it.
+    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW && pfn <= 0xffff ? barPage(pfn) : undefined),
     (port) => void kernel.events.mem.setPending(domid, port),
   );
   link.onClose((reason) => (reason === 'guest stopped' ? undefined : kernel.log.warn({ reason }, 'direct link to the hardware closed')));
@@ -52,8 +58,7 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
     close: () => link.close('guest stopped'),
     fn: (spec) => {
       const rid = ridNumber(spec.rid);
-      const bar = bars.get(rid);
-      if (!bar) throw new Error(`function ${spec.rid} was not named when the direct link was made`);
+      const bar = barPage(rid);
       const regs = new VfRegisters(bar);
       regs.sync = machine.ringSync(rid, bar, DOMID_HW);
       const counters: DirectFunctionCounters = { doorbells: 0, interrupts: 0 };

@@ -13,7 +13,7 @@
  * before the device reads it (`toDevice`, Linux's dma_sync_single_for_device) and brings back
  * what the device wrote before the interrupt that announces it.
  */
-import { VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
+import { TimeoutError, VF_REG, VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
 
 export interface DirectFunctionCounters {
@@ -58,4 +58,17 @@ export function sharedMemoryFunction(kernel: GuestKernel, spec: DirectFunctionSp
     toDevice: () => {},
     ringSync: () => undefined,
   };
+}
+
+/**
+ * Wait (bounded) until the function shows `bits` in STATUS. Across a link the register page is a
+ * mirror: waiting for BUS_MASTER (set by the assign, after any reset's stores on the same link)
+ * means the page reflects this assignment before the driver reads GEN from it.
+ */
+export async function awaitStatus(fn: DirectFunction, bits: number, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while ((fn.regs.read(VF_REG.STATUS) & bits) !== bits) {
+    if (performance.now() > deadline) throw new TimeoutError(`direct ${fn.kind} ${fn.devid}: function ${fn.rid} ${what} (status 0x${fn.regs.read(VF_REG.STATUS).toString(16)})`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
 }

@@ -116,6 +116,11 @@ export const GUEST_ATTACK = 'guest.attack';
  * driver stops using it. { kind: 'nic' | 'disk', devid } → null.
  */
 export const GUEST_DIRECT_UNPLUG = 'guest.direct.unplug';
+/**
+ * A function was assigned to the guest again after a reclaim (hot-plug): the driver for that
+ * device starts over on it. { function: DirectFunctionSpec } → null.
+ */
+export const GUEST_DIRECT_PLUG = 'guest.direct.plug';
 /** Start a measurement window: the guest forgets its round-trip samples so far (benchmarks). */
 export const GUEST_MARK = 'guest.mark';
 /** Notification a guest sends once its devices are connected and workloads started. */

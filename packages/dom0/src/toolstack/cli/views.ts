@@ -7,6 +7,7 @@
  *   ringvisor rings                    xen-ringwatch: per-ring indices and BUSY / IDLE / STUCK
  *   ringvisor trace [filters] [--pcap FILE] [--count N] [--duration S]   JSON Lines
  *   ringvisor backend pause|resume DOMAIN DEVICE   (admin)
+ *   ringvisor direct list | reclaim|assign DOMAIN DEVICE   (lspci-style list; xl pci-detach / pci-attach, admin)
  */
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
@@ -284,5 +285,35 @@ export async function backend(argv: string[]): Promise<number> {
     throw new UsageError('usage: ringvisor backend pause|resume DOMAIN DEVICE   (e.g. ringvisor backend pause guest1 vbd0)');
   const r = await postAction<{ paused: boolean }>(await creds(values), `/api/backend/${action}`, { domain, device });
   process.stdout.write(`${domain}/${device}: backend ${r.paused ? 'paused' : 'running'}\n`);
+  return 0;
+}
+
+/**
+ * `ringvisor direct list`: every direct device and its function (requester id, state, doorbells,
+ * interrupts, DMA the IOMMU blocked). `ringvisor direct reclaim|assign DOMAIN DEVICE`: take a
+ * function back the VFIO way (bus master off, FLR, IOMMU context torn down) or assign one again.
+ */
+export async function direct(argv: string[]): Promise<number> {
+  const { values, positionals } = parse('direct', () => parseArgs({ args: argv, options: COMMON, strict: true, allowPositionals: true }));
+  const [action, domain, device] = positionals;
+  const c = await creds(values);
+  if (action === 'list' && positionals.length === 1) {
+    const snap = await getJson<ClusterSnapshot>(c, '/api/snapshot');
+    const rows = snap.domains.flatMap((d) => d.devices.filter((x) => x.mode === 'direct').map((x) => ({ host: d.host, domain: d.name, ...x })));
+    if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
+    else
+      process.stdout.write(
+        table(
+          ['HOST', 'DOMAIN', 'DEVICE', 'RID', 'STATE', 'DOORBELLS', 'IRQS', 'DMA_BLOCKED'],
+          rows.map((r) => [r.host, r.domain, r.name, r.rid ?? '-', r.backendState, String(r.events), String(r.interrupts ?? 0), String(r.dmaFaults ?? 0)]),
+          [1, 2, 3, 4],
+        ),
+      );
+    return 0;
+  }
+  if ((action !== 'reclaim' && action !== 'assign') || !domain || !device || positionals.length !== 3)
+    throw new UsageError('usage: ringvisor direct list | reclaim|assign DOMAIN DEVICE   (e.g. ringvisor direct reclaim direct1 vif0)');
+  const r = await postAction<{ rid: string; steps?: string[] }>(c, `/api/direct/${action}`, { domain, device });
+  process.stdout.write(action === 'reclaim' ? `${domain}/${device}: function ${r.rid} reclaimed (${(r.steps ?? []).join(', ')})\n` : `${domain}/${device}: function ${r.rid} assigned\n`);
   return 0;
 }

@@ -22,9 +22,9 @@ import {
   HW_STATUS_OK,
   PAGE_SIZE,
   SECTOR_SIZE,
-  TimeoutError,
   VF_CTRL_ENABLE,
   VF_REG,
+  VF_STATUS_BUS_MASTER,
   VF_STATUS_ENABLED,
   hwBlkProtocol,
   initSharedRing,
@@ -33,7 +33,7 @@ import {
   type HwBlkRequest,
   type HwStatusResponse,
 } from '@ringvisor/shared';
-import type { DirectFunction } from '../../kernel/direct.js';
+import { awaitStatus, type DirectFunction } from '../../kernel/direct.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newVfBlkMetrics, type VfBlkMetrics } from './metrics.js';
 
@@ -44,6 +44,8 @@ interface Pending {
   frames: number[];
   /** Reads: where the data goes once the device has written the DMA buffers. */
   into?: Uint8Array;
+  /** A raw request (misbehave.ts): told the status, counted apart from the driver's own I/O. */
+  raw?: (status: number) => void;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -66,6 +68,7 @@ export class VfBlkDriver implements BlockDevice {
   private readonly inflight = new Map<number, Pending>();
   private readonly backlog: Pending[] = [];
   private lostReason: string | undefined;
+  private readonly interruptBound = new WeakSet<DirectFunction>();
 
   constructor(private readonly o: VfBlkOptions) {}
 
@@ -78,24 +81,36 @@ export class VfBlkDriver implements BlockDevice {
   }
 
   async open(): Promise<void> {
-    const { fn, memory, frames } = this.o;
+    this.ringPfn = this.o.frames.alloc();
+    await this.start(this.o.fn);
+  }
+
+  /** A function was assigned again after a reclaim (hot-plug): start over on it with a fresh ring. */
+  async reattach(fn: DirectFunction): Promise<void> {
+    this.o.fn = fn;
+    await this.start(fn);
+    this.lostReason = undefined;
+    this.pump();
+  }
+
+  private async start(fn: DirectFunction): Promise<void> {
+    const { memory } = this.o;
+    await awaitStatus(fn, VF_STATUS_BUS_MASTER, 'is not bus master (not assigned to us yet)', this.o.enableTimeoutMs);
     if (fn.regs.kind !== 'disk') throw new DeviceError(`direct vbd ${fn.devid}: function ${fn.rid} is not a disk function`);
     this.sectors = fn.regs.sectors;
     this.generation = fn.regs.read(VF_REG.GEN);
-    this.ringPfn = frames.alloc();
     const page = memory.page(this.ringPfn);
     const sync = fn.ringSync(this.ringPfn, () => this.ring && this.doorbell());
     initSharedRing(page, sync);
     this.ring = new FrontRing(page, hwBlkProtocol, sync);
-    fn.onInterrupt(() => this.onInterrupt());
+    if (!this.interruptBound.has(fn)) {
+      this.interruptBound.add(fn);
+      fn.onInterrupt(() => this.onInterrupt());
+    }
     fn.regs.write(VF_REG.Q0, this.ringPfn);
     fn.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
     this.doorbell();
-    const deadline = performance.now() + (this.o.enableTimeoutMs ?? 5_000);
-    while ((fn.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) === 0) {
-      if (performance.now() > deadline) throw new TimeoutError(`direct vbd ${fn.devid}: function ${fn.rid} did not enable its queue (status 0x${fn.regs.read(VF_REG.STATUS).toString(16)})`);
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await awaitStatus(fn, VF_STATUS_ENABLED, 'did not enable its queues', this.o.enableTimeoutMs);
   }
 
   read(sector: number, buf: Uint8Array): Promise<void> {
@@ -110,9 +125,22 @@ export class VfBlkDriver implements BlockDevice {
     return this.submit({ req: { op: HWBLK_OP_FLUSH, id: 0, sector: 0, segments: [] }, frames: [] });
   }
 
+  /**
+   * A request as the caller built it, segments and all — hostile-driver tests only (misbehave.ts):
+   * resolves with the device's status instead of failing.
+   */
+  submitRaw(op: number, sector: number, segments: HwBlkRequest['segments']): Promise<number> {
+    let status: number = HW_STATUS_OK;
+    return this.submit({ req: { op, id: 0, sector, segments }, frames: [], raw: (s) => (status = s) }).then(
+      () => status,
+      () => status,
+    );
+  }
+
   /** The function was taken away (hot-unplug before reclaim): fail everything outstanding. */
   detach(reason: string): void {
     this.lostReason = reason;
+    this.ring = undefined;
     this.abortAll(reason);
   }
 
@@ -183,7 +211,7 @@ export class VfBlkDriver implements BlockDevice {
 
   private onInterrupt(): void {
     const ring = this.ring;
-    if (!ring) return;
+    if (!ring || this.lostReason) return;
     this.metrics.interrupts++;
     if (this.resetUnderUs()) return;
     do {
@@ -201,6 +229,11 @@ export class VfBlkDriver implements BlockDevice {
 
   private complete(p: Pending, status: number): void {
     const { memory, frames } = this.o;
+    if (p.raw) {
+      p.raw(status);
+      p.resolve();
+      return;
+    }
     this.metrics.responses++;
     if (status === HW_STATUS_OK) {
       if (p.req.op === HWBLK_OP_READ && p.into) {
@@ -210,8 +243,11 @@ export class VfBlkDriver implements BlockDevice {
           this.metrics.bytesCopied += n;
         });
         this.metrics.sectorsRead += p.into.byteLength / SECTOR_SIZE;
-      } else if (p.req.op === HWBLK_OP_WRITE) this.metrics.sectorsWritten += p.req.segments.reduce((a, s) => a + s.lastSect - s.firstSect + 1, 0);
-      else this.metrics.flushes++;
+        this.metrics.reads++;
+      } else if (p.req.op === HWBLK_OP_WRITE) {
+        this.metrics.sectorsWritten += p.req.segments.reduce((a, s) => a + s.lastSect - s.firstSect + 1, 0);
+        this.metrics.writes++;
+      } else this.metrics.flushes++;
     } else this.metrics.errors++;
     for (const f of p.frames) frames.release(f);
     if (status === HW_STATUS_OK) p.resolve();

@@ -2,6 +2,9 @@
 export interface VfBlkMetrics {
   requests: number;
   responses: number;
+  /** Completed reads and writes (requests; a large transfer is several). */
+  reads: number;
+  writes: number;
   sectorsRead: number;
   sectorsWritten: number;
   flushes: number;
@@ -17,5 +20,5 @@ export interface VfBlkMetrics {
 }
 
 export function newVfBlkMetrics(): VfBlkMetrics {
-  return { requests: 0, responses: 0, sectorsRead: 0, sectorsWritten: 0, flushes: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0, aborted: 0 };
+  return { requests: 0, responses: 0, reads: 0, writes: 0, sectorsRead: 0, sectorsWritten: 0, flushes: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0, aborted: 0 };
 }

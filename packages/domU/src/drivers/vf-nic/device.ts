@@ -18,19 +18,21 @@ import {
   FrontRing,
   HW_STATUS_OK,
   PAGE_SIZE,
-  TimeoutError,
   VF_CTRL_ENABLE,
   VF_REG,
+  VF_STATUS_BUS_MASTER,
   VF_STATUS_ENABLED,
   hwNicRxProtocol,
   hwNicTxProtocol,
   initSharedRing,
+  frameChannel,
+  traceNow,
   type FrameAllocator,
   type GuestMemory,
   type HwNicBuffer,
   type HwStatusResponse,
 } from '@ringvisor/shared';
-import type { DirectFunction } from '../../kernel/direct.js';
+import { awaitStatus, type DirectFunction } from '../../kernel/direct.js';
 import { newVfNicMetrics, type VfNicMetrics } from './metrics.js';
 
 const BUF_SIZE = 2048;
@@ -49,6 +51,11 @@ export interface VfNicOptions {
   /** Buffers for each direction (default 128, at most the ring's 256). */
   buffers?: number;
   enableTimeoutMs?: number;
+  /**
+   * Frames in trace events (pcap): dom0 never sees a direct NIC's traffic, so the guest's driver
+   * publishes it, as a capture inside the guest would (forwarded while a stream is open).
+   */
+  traceLabel?: { host: string; domid: number; device: string; iface: string };
 }
 
 export class VfNicDriver {
@@ -63,6 +70,8 @@ export class VfNicDriver {
   private receiver: (frame: Uint8Array) => void = () => {};
   private generation = 0;
   private lost: string | undefined;
+  private ringPfns: number[] = [];
+  private readonly interruptBound = new WeakSet<DirectFunction>();
 
   constructor(private readonly o: VfNicOptions) {}
 
@@ -75,10 +84,7 @@ export class VfNicDriver {
   }
 
   async open(): Promise<void> {
-    const { fn, memory, frames } = this.o;
-    if (fn.regs.kind !== 'nic') throw new DeviceError(`direct vif ${fn.devid}: function ${fn.rid} is not a NIC function`);
-    this.mac = fn.regs.mac;
-    this.generation = fn.regs.read(VF_REG.GEN);
+    const { frames } = this.o;
     const count = Math.min(this.o.buffers ?? 128, 256);
     const buffers = (list: DmaBuffer[]): void => {
       for (let i = 0; i < count; i += BUFS_PER_PAGE) {
@@ -88,35 +94,53 @@ export class VfNicDriver {
     };
     buffers(this.txBufs);
     buffers(this.rxBufs);
-    const ring = (protocol: typeof hwNicTxProtocol): { ring: FrontRing<HwNicBuffer, HwStatusResponse>; pfn: number } => {
-      const pfn = frames.alloc();
+    this.ringPfns = [frames.alloc(), frames.alloc()];
+    await this.start(this.o.fn);
+  }
+
+  /**
+   * A function was assigned again after a reclaim (hot-plug): start over on it — fresh rings on
+   * the same frames, every rx buffer posted again, frames queued meanwhile sent.
+   */
+  async reattach(fn: DirectFunction): Promise<void> {
+    this.o.fn = fn;
+    this.lost = undefined;
+    await this.start(fn);
+    this.pumpTx();
+  }
+
+  private async start(fn: DirectFunction): Promise<void> {
+    const { memory } = this.o;
+    await awaitStatus(fn, VF_STATUS_BUS_MASTER, 'is not bus master (not assigned to us yet)', this.o.enableTimeoutMs);
+    if (fn.regs.kind !== 'nic') throw new DeviceError(`direct vif ${fn.devid}: function ${fn.rid} is not a NIC function`);
+    this.mac = fn.regs.mac;
+    this.generation = fn.regs.read(VF_REG.GEN);
+    const ring = (pfn: number, protocol: typeof hwNicTxProtocol): FrontRing<HwNicBuffer, HwStatusResponse> => {
       const page = memory.page(pfn);
       const sync = fn.ringSync(pfn, () => this.doorbell());
       initSharedRing(page, sync);
-      return { ring: new FrontRing(page, protocol, sync), pfn };
+      return new FrontRing(page, protocol, sync);
     };
-    const tx = ring(hwNicTxProtocol);
-    const rx = ring(hwNicRxProtocol);
-    this.tx = tx.ring;
-    this.rx = rx.ring;
+    this.tx = ring(this.ringPfns[0], hwNicTxProtocol);
+    this.rx = ring(this.ringPfns[1], hwNicRxProtocol);
+    this.txFree.length = 0;
     for (let id = this.txBufs.length - 1; id >= 0; id--) this.txFree.push(id);
     this.rxBufs.forEach((b, id) => this.rx!.putRequest({ domid: 0, id, pfn: b.pfn, offset: b.offset, len: BUF_SIZE }));
     this.rx.pushRequests();
-    fn.onInterrupt(() => this.onInterrupt());
-    fn.regs.write(VF_REG.Q0, tx.pfn);
-    fn.regs.write(VF_REG.Q1, rx.pfn);
+    if (!this.interruptBound.has(fn)) {
+      this.interruptBound.add(fn);
+      fn.onInterrupt(() => this.onInterrupt());
+    }
+    fn.regs.write(VF_REG.Q0, this.ringPfns[0]);
+    fn.regs.write(VF_REG.Q1, this.ringPfns[1]);
     fn.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
     this.doorbell();
-    const deadline = performance.now() + (this.o.enableTimeoutMs ?? 5_000);
-    while ((fn.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) === 0) {
-      if (performance.now() > deadline) throw new TimeoutError(`direct vif ${fn.devid}: function ${fn.rid} did not enable its queues (status 0x${fn.regs.read(VF_REG.STATUS).toString(16)})`);
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await awaitStatus(fn, VF_STATUS_ENABLED, 'did not enable its queues', this.o.enableTimeoutMs);
   }
 
   /** Queue a frame for transmission (dropped, counted, when the queue is full or the function is gone). */
   transmit(frame: Uint8Array): void {
-    if (this.lost || !this.tx || frame.byteLength > ETH_MAX_FRAME) {
+    if (frame.byteLength > ETH_MAX_FRAME) {
       this.metrics.txDropped++;
       return;
     }
@@ -128,15 +152,34 @@ export class VfNicDriver {
     this.pumpTx();
   }
 
-  /** The function was taken away: stop using it (its buffers are released with the domain). */
+  /**
+   * Hostile-driver tests only (misbehave.ts): describe a frame at guest frame `pfn` as the driver
+   * programs it, with no buffer of ours behind it. Resolves with the device's status.
+   */
+  transmitRaw(pfn: number, offset: number, len: number): Promise<number | undefined> {
+    const tx = this.tx;
+    if (!tx || this.lost || this.txFree.length === 0 || tx.isFull()) return Promise.resolve(undefined);
+    const id = this.txFree.pop()!;
+    const done = new Promise<number>((resolve) => this.rawWaiters.set(id, resolve));
+    tx.putRequest({ domid: 0, id, pfn, offset, len });
+    if (tx.pushRequests()) this.doorbell();
+    return done;
+  }
+
+  private readonly rawWaiters = new Map<number, (status: number) => void>();
+
+  /** The function was taken away: stop using it (its buffers stay ours, for a later reattach). */
   detach(reason: string): void {
     this.lost = reason;
+    this.tx = undefined;
+    this.rx = undefined;
     this.metrics.txDropped += this.txQueue.length;
     this.txQueue.length = 0;
   }
 
   private pumpTx(): void {
-    const tx = this.tx!;
+    const tx = this.tx;
+    if (!tx || this.lost) return;
     const { memory, fn } = this.o;
     let n = 0;
     while (this.txQueue.length > 0 && this.txFree.length > 0 && !tx.isFull()) {
@@ -145,6 +188,7 @@ export class VfNicDriver {
       const b = this.txBufs[id];
       memory.page(b.pfn).set(frame, b.offset);
       this.metrics.bytesCopied += frame.byteLength;
+      if (frameChannel.hasSubscribers) this.traceFrame('tx', frame);
       fn.toDevice(b.pfn, b.offset, frame.byteLength);
       tx.putRequest({ domid: 0, id, pfn: b.pfn, offset: b.offset, len: frame.byteLength });
       this.metrics.txPackets++;
@@ -154,6 +198,11 @@ export class VfNicDriver {
     if (n === 0) return;
     if (tx.pushRequests()) this.doorbell();
     else this.metrics.suppressed++;
+  }
+
+  private traceFrame(dir: 'tx' | 'rx', frame: Uint8Array): void {
+    const l = this.o.traceLabel;
+    if (l) frameChannel.publish({ kind: 'frame', t: traceNow(), host: l.host, domid: l.domid, device: l.device, iface: l.iface, dir, len: frame.byteLength, frame: frame.slice() });
   }
 
   private doorbell(): void {
@@ -178,7 +227,11 @@ export class VfNicDriver {
         const r = tx.takeResponse();
         if (!r) break;
         if (r.id >= this.txBufs.length) continue;
-        if (r.status !== HW_STATUS_OK) this.metrics.txErrors++;
+        const raw = this.rawWaiters.get(r.id);
+        if (raw) {
+          this.rawWaiters.delete(r.id);
+          raw(r.status);
+        } else if (r.status !== HW_STATUS_OK) this.metrics.txErrors++;
         this.txFree.push(r.id);
       }
       for (let i = 0; i < rx.size; i++) {
@@ -191,6 +244,7 @@ export class VfNicDriver {
           this.metrics.rxPackets++;
           this.metrics.rxBytes += r.status;
           this.metrics.bytesCopied += r.status;
+          if (frameChannel.hasSubscribers) this.traceFrame('rx', frame);
           this.receiver(frame);
         } else this.metrics.rxErrors++;
         rx.putRequest({ domid: 0, id: r.id, pfn: b.pfn, offset: b.offset, len: BUF_SIZE });
