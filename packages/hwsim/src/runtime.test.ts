@@ -94,7 +94,10 @@ describe('HardwareSimulator over RPC', () => {
     expect(stats.nic).toMatchObject({ mac: MAC, port: nic.hwPort, link: 'up' });
     expect(stats.dma.attachedDomains).toEqual([0, 3]);
     expect(stats.dma.faults).toBe(1);
-    expect(Object.keys(stats.lan.ports)).toEqual(['h1:nic0']);
+    // The PF and each NIC virtual function are stations on the NIC's embedded switch.
+    expect(Object.keys(stats.lan.ports)).toEqual(['h1:nic0', 'h1:nic0vf1', 'h1:nic0vf2', 'h1:nic0vf3', 'h1:nic0vf4']);
+    expect(stats.sriov.functions.map((f) => f.rid)).toEqual(['00:03.1', '00:03.2', '00:03.3', '00:03.4', '00:04.1', '00:04.2', '00:04.3', '00:04.4']);
+    expect(stats.sriov.functions.every((f) => f.owner === null)).toBe(true);
 
     expect(await dom0.call('hw.shutdown', {})).toBeNull();
     await waitFor(() => dom0.closed, 2000, 'control link to close after hw.shutdown');

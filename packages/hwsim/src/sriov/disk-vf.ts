@@ -130,10 +130,15 @@ export class DiskVf extends VirtualFunction {
       return check.status;
     }
     try {
-      for (const t of check.transfers) {
+      // Translate every segment before moving a byte: a request with one blocked segment fails
+      // whole, touching neither memory nor the disk.
+      const moves = check.transfers.map((t) => {
         const iova = t.frame.pfn * PAGE_SIZE + t.offset;
-        let sector = this.partition.start + t.sector;
-        for (const view of check.kind === 'read' ? this.dmaWriteViews(iova, t.len) : this.dmaRead(iova, t.len)) {
+        return { sector: this.partition.start + t.sector, views: check.kind === 'read' ? this.dmaWriteViews(iova, t.len) : this.dmaRead(iova, t.len) };
+      });
+      for (const mv of moves) {
+        let sector = mv.sector;
+        for (const view of mv.views) {
           if (check.kind === 'read') this.disk.readSectors(sector, view);
           else this.disk.writeSectors(sector, view);
           sector += view.byteLength / SECTOR_SIZE;

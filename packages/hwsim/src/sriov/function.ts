@@ -111,7 +111,6 @@ export class DmaBlocked extends DeviceError {
 }
 
 export abstract class VirtualFunction {
-  readonly regs: VfRegisters;
   readonly counters: FunctionCounters = newFunctionCounters();
   /** The domain the function is assigned to (null: in the pool). */
   owner: number | null = null;
@@ -120,17 +119,36 @@ export abstract class VirtualFunction {
   protected errorReason: string | undefined;
   private generation = 0;
   private vectorIndex = -1;
+  /** DMA the IOMMU blocked since the last reset (the FAULTS register). */
+  private faultsSinceReset = 0;
+  private barBuffer: SharedArrayBuffer;
+  private registers: VfRegisters;
 
   protected constructor(
     readonly kind: VfKind,
     readonly rid: number,
     readonly index: number,
     protected readonly env: FunctionEnv,
-    /** The register page: shared with the owner's driver (threads) or mirrored to it (ws). */
-    readonly bar: SharedArrayBuffer = new SharedArrayBuffer(PAGE_SIZE),
+    /** The register page until the first assignment. */
+    bar: SharedArrayBuffer = new SharedArrayBuffer(PAGE_SIZE),
   ) {
-    this.regs = new VfRegisters(new Uint8Array(bar));
+    this.barBuffer = bar;
+    this.registers = new VfRegisters(new Uint8Array(bar));
     this.writeIdentity();
+  }
+
+  /**
+   * The register page: shared with the owner's driver (threads) or mirrored to it (ws). Each
+   * owner gets a fresh one (replaced on release), as a new owner gets a new mapping of the BAR: a
+   * previous owner still holding its old page (threads: shared memory cannot be unmapped)
+   * reaches nothing.
+   */
+  get bar(): SharedArrayBuffer {
+    return this.barBuffer;
+  }
+
+  get regs(): VfRegisters {
+    return this.registers;
   }
 
   get name(): string {
@@ -180,9 +198,10 @@ export abstract class VirtualFunction {
     this.resetQueues();
     this.errorReason = undefined;
     this.generation++;
+    this.faultsSinceReset = 0;
     this.regs.clear();
     this.writeIdentity();
-    this.setStatus();
+    this.setStatus(false); // the queues are gone
     this.trace('flr');
   }
 
@@ -190,6 +209,12 @@ export abstract class VirtualFunction {
   release(): void {
     this.owner = null;
     this.vectorIndex = -1;
+    // A fresh register page for the next owner: the old owner keeps its page (it sees the reset
+    // there), which no longer reaches the function — threads cannot unmap shared memory.
+    this.barBuffer = new SharedArrayBuffer(PAGE_SIZE);
+    this.registers = new VfRegisters(new Uint8Array(this.barBuffer));
+    this.writeIdentity();
+    this.setStatus();
     this.counters.reclaims++;
     this.trace('reclaim');
   }
@@ -272,7 +297,7 @@ export abstract class VirtualFunction {
     }
     const t = this.env.iommu.translate(this.rid, iovaPfn * PAGE_SIZE, PAGE_SIZE, true);
     if (!t.ok) {
-      this.counters.dmaFaults++;
+      this.countFault();
       throw new DmaBlocked(`${this.name}: ring at I/O page ${iovaPfn} blocked (${t.fault.reason})`, t.fault);
     }
     return this.env.dma.ringPage(t.segments[0].frame, () => this.raise());
@@ -322,15 +347,30 @@ export abstract class VirtualFunction {
     }
     const t = this.env.iommu.translate(this.rid, iova, len, write);
     if (!t.ok) {
-      this.counters.dmaFaults++;
-      this.regs.write(VF_REG.FAULTS, Math.min(0x7fffffff, this.counters.dmaFaults));
+      this.countFault();
       throw new DmaBlocked(`${this.name}: DMA ${access} at 0x${iova.toString(16)} blocked (${t.fault.reason})`, t.fault);
     }
-    return t.segments.map((s) => (access === 'read' ? this.env.dma.read(s.frame, s.offset, s.len) : this.env.dma.writeView(s.frame, s.offset, s.len)));
+    try {
+      return t.segments.map((s) => (access === 'read' ? this.env.dma.read(s.frame, s.offset, s.len) : this.env.dma.writeView(s.frame, s.offset, s.len)));
+    } catch (e) {
+      // The IOMMU mapped a frame the DMA engine cannot reach (memory detached, or a table larger
+      // than the memory behind it): a failed transfer like any other — the request fails, the
+      // queue goes on.
+      if (!(e instanceof DeviceError)) throw e;
+      this.counters.dmaFaults++;
+      throw new DmaBlocked(`${this.name}: DMA ${access} at 0x${iova.toString(16)} failed (${e.message})`);
+    }
+  }
+
+  private countFault(): void {
+    this.counters.dmaFaults++;
+    this.faultsSinceReset++;
+    this.regs.write(VF_REG.FAULTS, Math.min(0x7fffffff, this.faultsSinceReset));
   }
 
   private writeIdentity(): void {
     this.regs.write(VF_REG.ID, (this.kind === 'nic' ? VF_KIND_NIC : VF_KIND_DISK) | (this.index << 8) | (this.rid << 16));
+    this.regs.write(VF_REG.GEN, this.generation);
     this.describe();
   }
 

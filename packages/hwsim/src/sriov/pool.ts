@@ -43,6 +43,8 @@ export interface AssignRequest {
   mac?: string;
   /** Disk: the partition of the physical disk. */
   partition?: { start: number; sectors: number };
+  /** The IOMMU in pass-through for this function (the bare-metal baseline; nothing is translated). */
+  passthrough?: boolean;
 }
 
 export interface Assignment {
@@ -139,7 +141,7 @@ export class FunctionPool {
       for (let pfn = 0; pfn < req.frames; pfn++) table.map(pfn, { frame: { domid: req.domid, pfn }, read: true, write: true });
       this.tables.set(req.domid, table);
     }
-    iommu.setContext(fn.rid, { domid: req.domid, table });
+    iommu.setContext(fn.rid, { domid: req.domid, table, ...(req.passthrough ? { passthrough: true } : {}) });
     // One remapping entry per function, indexed by its requester id: only it may raise it.
     const vector = fn.rid;
     iommu.setInterruptEntry(vector, { sourceRid: fn.rid, domid: req.domid, port: req.guestPort });
