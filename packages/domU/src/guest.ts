@@ -271,6 +271,7 @@ export class Guest {
   /** Forget round-trip samples so far (a benchmark's window starts). */
   resetRtt(): void {
     for (const f of this.flows) f.resetRtt();
+    this.verifier?.resetLatency();
   }
 
   private fail(message: string): void {
@@ -435,7 +436,16 @@ export class Guest {
       udp: { ...udp, ...udpRtt },
       ...(stream ? { stream } : {}),
       ...(this.verifier
-        ? { block: { checked: v!.checked, failures: v!.failures, kinds: { ...v!.failureKinds }, indeterminate: this.verifier.indeterminate, writeErrors: v!.errors } }
+        ? {
+            block: {
+              checked: v!.checked,
+              failures: v!.failures,
+              kinds: { ...v!.failureKinds },
+              indeterminate: this.verifier.indeterminate,
+              writeErrors: v!.errors,
+              ...(v!.latencyP50Us !== undefined ? { latencyP50Us: v!.latencyP50Us, latencyP99Us: v!.latencyP99Us } : {}),
+            },
+          }
         : {}),
       // Time this runtime's event loop (its vCPU) was busy, for CPU% in views.
       busyMs: performance.eventLoopUtilization().active,

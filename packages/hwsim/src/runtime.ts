@@ -146,6 +146,8 @@ export interface HwStats {
   events: EventCounters & { irqFailures: number; doorbellFailures: number };
   /** Direct I/O: the virtual functions and the IOMMU (the last fault records). */
   sriov: { functions: FunctionStats[]; iommu: IommuCounters & { recentFaults: IommuFault[] } };
+  /** Milliseconds the simulator's event loop was busy since it started (CPU per op in benchmarks). */
+  busyMs: number;
 }
 
 
@@ -299,6 +301,7 @@ export class HardwareSimulator {
           port: int(o, 'port', HW_RPC.vfAssign, 1, NR_EVENT_PORTS - 1),
           guestPort: int(o, 'guestPort', HW_RPC.vfAssign, 1, NR_EVENT_PORTS - 1),
           ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
+          ...(o.passthrough === true ? { passthrough: true } : {}),
           ...(part ? { partition: { start: int(part, 'start', 'partition', 0, Number.MAX_SAFE_INTEGER), sectors: int(part, 'sectors', 'partition', 1, Number.MAX_SAFE_INTEGER) } } : {}),
         });
       })
@@ -376,7 +379,7 @@ export class HardwareSimulator {
    * hardware to the guest's `guestPort`): the function's doorbell is that port, its interrupt is
    * remapped to the guest's end.
    */
-  assignFunction(req: { kind: 'nic' | 'disk'; rid?: string; domid: number; frames: number; port: number; guestPort: number; mac?: string; partition?: { start: number; sectors: number } }): {
+  assignFunction(req: { kind: 'nic' | 'disk'; rid?: string; domid: number; frames: number; port: number; guestPort: number; mac?: string; partition?: { start: number; sectors: number }; passthrough?: boolean }): {
     rid: string;
     index: number;
     vector: number;
@@ -524,6 +527,7 @@ export class HardwareSimulator {
       lan: this.lan.stats(),
       events: { ...this.gate.counters, irqFailures: this.irqFailures, doorbellFailures: this.doorbellFailures },
       sriov: { functions: this.functions.stats(), iommu: { ...this.iommu.counters, recentFaults: this.iommu.faults().slice(-16) } },
+      busyMs: performance.eventLoopUtilization().active,
     };
   }
 

@@ -25,6 +25,8 @@ export interface VbdConfig {
   type: 'vbd';
   devid: number;
   mode: DeviceModeConfig;
+  /** Direct only: `passthrough` leaves the function's DMA untranslated (bare-metal baseline; unsafe). */
+  iommu?: 'on' | 'passthrough';
   /** Emulated only. */
   placement?: EmulationPlacement;
   sizeMiB: number;
@@ -34,6 +36,8 @@ export interface VifConfig {
   type: 'vif';
   devid: number;
   mode: DeviceModeConfig;
+  /** Direct only: `passthrough` leaves the function's DMA untranslated (bare-metal baseline; unsafe). */
+  iommu?: 'on' | 'passthrough';
   /** Emulated only. */
   placement?: EmulationPlacement;
   /**
@@ -148,6 +152,7 @@ const schema = {
                       mac: { type: 'string', pattern: MAC },
                       ip: { type: 'string', pattern: IPV4 },
                       rate: { type: 'string', pattern: '^\\d+,\\d+$' },
+                      iommu: { enum: ['on', 'passthrough'] },
                     },
                   },
                 },
@@ -247,10 +252,12 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         for (const k of ['vmmIo', 'sendCombining'])
           if (k in d && (d.type !== 'vif' || mode !== 'emulated' || placement !== 'hosted'))
             throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" is an optimisation of the hosted VMM for an emulated NIC (type: vif, mode: emulated, placement: hosted)`);
+        if (mode !== 'direct' && 'iommu' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "iommu" applies to mode: direct only`);
+        const passthrough = d.iommu === 'passthrough' ? { iommu: 'passthrough' as const } : {};
         const emulation = mode === 'emulated' ? { placement, ...(d.vmmIo === true ? { vmmIo: true } : {}), ...(d.sendCombining === true ? { sendCombining: true } : {}) } : {};
         if (d.type === 'vbd') {
           for (const k of ['mac', 'ip', 'rate']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
-          return { type: 'vbd', devid, mode, ...emulation, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
+          return { type: 'vbd', devid, mode, ...emulation, ...passthrough, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
         }
         if ('sizeMiB' in d) throw new ConfigError(`${origin}: guest ${gname} vif: "sizeMiB" belongs on a vbd`);
         if (mode !== 'pv' && 'rate' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is netback's credit limit; a ${mode} NIC has none (use mode: pv)`);
@@ -259,6 +266,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
           devid,
           mode,
           ...emulation,
+          ...passthrough,
           mac: (d.mac as string | undefined) ?? guestMac(hi, gi, devid),
           ip: (d.ip as string | undefined) ?? guestIp(hi, gi),
           ...(d.rate ? { rate: d.rate as string } : {}),

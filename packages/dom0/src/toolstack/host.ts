@@ -398,7 +398,10 @@ export class Host {
     for (const d of config.devices) {
       if (d.mode === 'direct') {
         // No backend: the toolstack assigns a virtual function and the guest drives it itself.
-        direct.push(await this.assignFunction(domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB) }));
+        const pt = d.iommu === 'passthrough' ? { passthrough: true } : {};
+        direct.push(
+          await this.assignFunction(domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac, ...pt } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB), ...pt }),
+        );
         continue;
       }
       if (d.mode === 'emulated') {
@@ -444,7 +447,7 @@ export class Host {
    */
   private async assignFunction(
     domain: Domain,
-    want: { kind: 'nic'; devid: number; mac: string; rid?: string } | { kind: 'disk'; devid: number; partition: { start: number; sectors: number }; rid?: string },
+    want: { kind: 'nic'; devid: number; mac: string; rid?: string; passthrough?: boolean } | { kind: 'disk'; devid: number; partition: { start: number; sectors: number }; rid?: string; passthrough?: boolean },
   ): Promise<AssignedFunction> {
     const hwPort = this.hv.evtchn.allocUnbound(DOMID_HW, domain.domid);
     const guestPort = this.hv.evtchn.bindInterdomain(domain.domid, DOMID_HW, hwPort);

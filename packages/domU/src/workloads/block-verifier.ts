@@ -60,7 +60,13 @@ export interface BlockVerifierStats {
   failureKinds: Record<string, number>;
   /** Device operations that rejected. */
   errors: number;
+  /** Latency of recent successful reads and writes (µs, the last LATENCY_SAMPLES), for percentiles. */
+  latencyP50Us?: number;
+  latencyP99Us?: number;
 }
+
+/** Block operation latencies remembered for percentiles (a ring of the most recent ones). */
+const LATENCY_SAMPLES = 4096;
 
 export interface BlockFailure {
   block: number;
@@ -103,6 +109,8 @@ export class BlockVerifier {
   private readonly busy: Uint8Array;
   private active = false;
   private readonly freshDevice: boolean;
+  private readonly latencies = new Float64Array(LATENCY_SAMPLES);
+  private latencyCount = 0;
   private readonly s: BlockVerifierStats = {
     writes: 0,
     reads: 0,
@@ -147,7 +155,17 @@ export class BlockVerifier {
 
   /** A snapshot of the counters. */
   get stats(): BlockVerifierStats {
-    return { ...this.s, failureKinds: { ...this.s.failureKinds } };
+    const n = Math.min(this.latencyCount, LATENCY_SAMPLES);
+    const base = { ...this.s, failureKinds: { ...this.s.failureKinds } };
+    if (n === 0) return base;
+    const sorted = this.latencies.slice(0, n).sort();
+    const at = (q: number) => Math.round(sorted[Math.min(n - 1, Math.floor(q * n))]);
+    return { ...base, latencyP50Us: at(0.5), latencyP99Us: at(0.99) };
+  }
+
+  /** Forget the latencies seen so far (a benchmark's measurement window starts). */
+  resetLatency(): void {
+    this.latencyCount = 0;
   }
 
   /** Last acknowledged generation of `block` (0 = never written or unknown after an error). */
@@ -241,7 +259,9 @@ export class BlockVerifier {
     encodeBlock(buf, { lba: b, generation, writer: this.writer });
     this.busy[b] = 1;
     try {
+      const t0 = performance.now();
       await this.device.write(b * SECTORS_PER_BLOCK, buf);
+      this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = (performance.now() - t0) * 1000;
       this.acked[b] = generation;
       this.unknown[b] = 0;
       this.s.writes++;
@@ -259,7 +279,9 @@ export class BlockVerifier {
     const expectedGeneration = this.acked[b];
     this.busy[b] = 1;
     try {
+      const t0 = performance.now();
       await this.device.read(b * SECTORS_PER_BLOCK, buf);
+      this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = (performance.now() - t0) * 1000;
     } catch {
       this.s.errors++;
       return;

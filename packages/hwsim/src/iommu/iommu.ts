@@ -1,6 +1,8 @@
 /**
  * A VT-d-style IOMMU: DMA remapping and interrupt remapping for assignable device functions
- * (direct I/O). Not yet on any device's path — the DMA engine is where it will sit.
+ * (direct I/O). Every DMA of a virtual function (sriov/) is translated here at the moment it happens.
+ *
+ * (A context may also be in pass-through mode, the bare-metal baseline: see ContextEntry.)
  *
  * DMA remapping. A device function is named by its requester id (PCI bus:dev.fn, 16 bits). Its
  * **context entry** says whether it may do DMA at all (present), for which domain, and through
@@ -76,6 +78,13 @@ export class IoPageTable {
 export interface ContextEntry {
   domid: number;
   table: IoPageTable;
+  /**
+   * VT-d's pass-through translation type (Linux iommu=pt): the function's addresses are the
+   * owner's frames as they are, no page-table walk and no permission check — what a bare-metal
+   * host runs with, the baseline direct I/O is measured against. Still bounded to the owner's
+   * `table.limit` frames (this machine names memory per domain).
+   */
+  passthrough?: boolean;
 }
 
 export type IommuFaultReason =
@@ -125,6 +134,8 @@ export interface IommuCounters {
   interrupts: number;
   /** IOTLB invalidations requested by the toolstack (this model keeps no IOTLB; counted). */
   invalidations: number;
+  /** Pages passed through untranslated (contexts in pass-through mode). */
+  passthrough: number;
 }
 
 /** Fault records kept (VT-d keeps a small number of fault recording registers; we keep more). */
@@ -133,7 +144,7 @@ export const IOMMU_FAULT_LOG = 1024;
 export const IOMMU_MAX_TRANSFER = 1 << 20;
 
 export class Iommu {
-  readonly counters: IommuCounters = { translations: 0, pagesTranslated: 0, faults: 0, faultsOverflowed: 0, interrupts: 0, invalidations: 0 };
+  readonly counters: IommuCounters = { translations: 0, pagesTranslated: 0, faults: 0, faultsOverflowed: 0, interrupts: 0, invalidations: 0, passthrough: 0 };
   private readonly contexts = new Map<number, ContextEntry>();
   private readonly irt = new Map<number, InterruptRemapEntry>();
   private readonly log: IommuFault[] = [];
@@ -190,13 +201,19 @@ export class Iommu {
       const page = Math.floor(at / PAGE_SIZE);
       const offset = at - page * PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - offset, iova + len - at);
+      if (ctx.passthrough) {
+        segments.push({ frame: { domid: ctx.domid, pfn: page }, offset, len: n });
+        at += n;
+        continue;
+      }
       const pte = ctx.table.lookup(page);
       if (!pte) return { ok: false, fault: this.fault(rid, page << PAGE_SHIFT, write, 'pte-not-present', ctx.domid) };
       if (write ? !pte.write : !pte.read) return { ok: false, fault: this.fault(rid, page << PAGE_SHIFT, write, write ? 'write-not-permitted' : 'read-not-permitted', ctx.domid) };
       segments.push({ frame: { ...pte.frame }, offset, len: n });
       at += n;
     }
-    this.counters.pagesTranslated += segments.length;
+    if (!ctx.passthrough) this.counters.pagesTranslated += segments.length;
+    else this.counters.passthrough += segments.length;
     return { ok: true, segments };
   }
 

@@ -85,7 +85,7 @@ export interface GuestStats {
    * The block ledger alone (integrity mixes in datagrams): blocks read back and classified,
    * failures by class, and blocks left indeterminate by a failed write.
    */
-  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number };
+  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number; latencyP50Us?: number; latencyP99Us?: number };
   /** Milliseconds the guest runtime's event loop was busy since it started (CPU% = Δbusy / Δt). */
   busyMs?: number;
   error?: string;
