@@ -732,6 +732,10 @@ function updateDevice(li, x) {
     setText(li._state, where + (x.ports && x.ports.length ? ' · ports ' + x.ports.join(', ') : ''));
     setText(li._rates, rate(x.trapsPerSec) + ' traps/s · ' + rate(x.interruptsPerSec) + ' irq/s · ' + num(x.traps) + ' traps');
     setAttr(li._rates, 'data-traps', Number(x.traps) || 0);
+  } else if (x.mode === 'direct') {
+    // No backend and no xenbus: a device function the guest drives itself, behind the IOMMU.
+    setText(li._state, 'function ' + (x.rid || '–') + ' · ' + x.backendState + (x.dmaFaults ? ' · ' + num(x.dmaFaults) + ' DMA blocked' : ''));
+    setText(li._rates, rate(x.eventsPerSec) + ' doorbells/s · ' + rate(x.interruptsPerSec) + ' irq/s (guest ↔ hardware, not dom0)');
   } else {
     setText(li._state, 'backend ' + x.backendState + ' · frontend ' + x.frontendState);
     setText(li._rates, rate(x.eventsPerSec) + ' evt/s · ' + rate(x.notificationsPerSec) + ' ntf/s · ' + rate(x.suppressedPerSec) + ' supp/s');

@@ -123,6 +123,9 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       case 'iommu.fault':
         text = `IOMMU fault at 0x${ev.address.toString(16)}: ${ev.reason}`;
         break;
+      case 'direct':
+        text = `${ev.device ?? 'device'}: function ${ev.function} ${ev.action === 'assign' ? 'assigned' : ev.action === 'flr' ? 'reset (FLR)' : 'reclaimed'}`;
+        break;
       default:
         text = ev.kind;
     }

@@ -249,6 +249,18 @@ export class Host {
     await peer.call('hw.disk.attach', this.deviceAttachments.disk);
     this.disk.resume();
     await peer.call('hw.nic.attach', this.deviceAttachments.nic);
+    // Direct devices: the new hardware's functions are assigned again on the same event channels,
+    // and each guest's driver starts over on its function (its block driver resubmits what the
+    // old function had not answered).
+    for (const c of this.created)
+      for (const f of c.direct) {
+        const r = await peer.call<{ rid: string; bar?: SharedArrayBuffer }>('hw.vf.assign', f.request, 5_000);
+        f.rid = r.rid;
+        if (r.bar) f.bar = r.bar;
+        this.traceDirect(c.domain.domid, directDeviceName(f), 'assign', r.rid);
+        const g = this.guests.find((x) => x.domain === c.domain);
+        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 15_000).catch((e: Error) => this.log.warn({ err: e.message, guest: c.domain.name }, 'direct device did not come back'));
+      }
     this.restartedHardware++;
   }
 
@@ -453,9 +465,11 @@ export class Host {
     const guestPort = this.hv.evtchn.bindInterdomain(domain.domid, DOMID_HW, hwPort);
     try {
       const { devid, ...rest } = want;
-      const r = await this.hwsim!.peer.call<{ rid: string; bar?: SharedArrayBuffer }>('hw.vf.assign', { ...rest, domid: domain.domid, frames: domain.memory.frames, port: hwPort, guestPort }, 5_000);
+      const request = { ...rest, domid: domain.domid, frames: domain.memory.frames, port: hwPort, guestPort };
+      const r = await this.hwsim!.peer.call<{ rid: string; bar?: SharedArrayBuffer }>('hw.vf.assign', request, 5_000);
       this.log.info({ domid: domain.domid, rid: r.rid, kind: want.kind, devid }, 'device function assigned');
-      return { kind: want.kind, devid, rid: r.rid, port: guestPort, hwPort, ...(r.bar ? { bar: r.bar } : {}) };
+      this.traceDirect(domain.domid, directDeviceName(want), 'assign', r.rid);
+      return { kind: want.kind, devid, rid: r.rid, port: guestPort, hwPort, request, ...(r.bar ? { bar: r.bar } : {}) };
     } catch (e) {
       this.hv.evtchn.close(domain.domid, guestPort);
       throw e;
@@ -473,6 +487,8 @@ export class Host {
     if (i < 0) throw new Error(`${guest} has no assigned function ${device} (has: ${c.direct.map(directDeviceName).join(', ') || 'none'})`);
     const [f] = c.direct.splice(i, 1);
     const report = await this.hwsim!.peer.call<{ rid: string; steps: string[]; dropped: Record<string, number> }>('hw.vf.reclaim', { rid: f.rid }, 5_000);
+    this.traceDirect(c.domain.domid, device, 'flr', f.rid);
+    this.traceDirect(c.domain.domid, device, 'reclaim', f.rid);
     try {
       this.hv.evtchn.close(c.domain.domid, f.port);
     } catch {
@@ -515,6 +531,11 @@ export class Host {
   async functionStats(): Promise<Array<Record<string, unknown> & { rid: string; owner: number | null; kind: 'nic' | 'disk' }>> {
     if (!this.hwsim || this.hwsimDown) return [];
     return this.hwsim.peer.call('hw.vf.list', {}, 5_000);
+  }
+
+  /** A function assigned, reset or reclaimed: a `direct` trace event (the dashboard's timeline). */
+  private traceDirect(domid: number, device: string, action: 'assign' | 'flr' | 'reclaim', rid: string): void {
+    publishTrace({ kind: 'direct', t: traceNow(), host: this.config.name, domid, device, action, function: rid });
   }
 
   /** Functions taken back from running guests (reclaim), for views and reports. */
@@ -1004,6 +1025,8 @@ export interface AssignedFunction {
   hwPort: number;
   /** threads: the function's register page. */
   bar?: SharedArrayBuffer;
+  /** What the hardware was asked (hw.vf.assign), to assign it again after a hardware restart. */
+  request: Record<string, unknown>;
 }
 
 /** "vif0", "vbd51712": how views and the CLI name a guest's function. */

@@ -17,7 +17,6 @@
  * to show the hazard the textbook names. A function that is not bus master issues no DMA at all.
  */
 import {
-  DOMID_HW,
   DeviceError,
   PAGE_SIZE,
   VF_CTRL_ENABLE,
@@ -28,17 +27,12 @@ import {
   VF_STATUS_ENABLED,
   VF_STATUS_ERROR,
   VfRegisters,
-  publishTrace,
-  traceChannel,
-  traceNow,
   type Logger,
   type PageSync,
   type VfKind,
 } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
 import { formatRequesterId, type Iommu, type IommuFault } from '../iommu/iommu.js';
-
-const directChannel = traceChannel('direct');
 
 export interface FunctionCounters {
   doorbells: number;
@@ -180,7 +174,6 @@ export abstract class VirtualFunction {
     this.writeIdentity();
     this.regs.write(VF_REG.VECTOR, vector);
     this.setStatus();
-    this.trace('assign');
   }
 
   /** Stop bus mastering: from now on the function issues no DMA (the first step of reclaim). */
@@ -202,7 +195,6 @@ export abstract class VirtualFunction {
     this.regs.clear();
     this.writeIdentity();
     this.setStatus(false); // the queues are gone
-    this.trace('flr');
   }
 
   /** Back to the pool (after the toolstack tore down its IOMMU context and interrupt entry). */
@@ -216,7 +208,6 @@ export abstract class VirtualFunction {
     this.writeIdentity();
     this.setStatus();
     this.counters.reclaims++;
-    this.trace('reclaim');
   }
 
   /** The owner's doorbell: act on CTRL, then serve the queues. Never throws. */
@@ -380,10 +371,5 @@ export abstract class VirtualFunction {
   private setStatus(enabled = this.queuesEnabled): void {
     this.queuesEnabled = enabled;
     this.regs.write(VF_REG.STATUS, (enabled ? VF_STATUS_ENABLED : 0) | (this.busMaster ? VF_STATUS_BUS_MASTER : 0) | (this.errorReason ? VF_STATUS_ERROR : 0));
-  }
-
-  private trace(what: 'assign' | 'reclaim' | 'flr'): void {
-    if (directChannel.hasSubscribers)
-      publishTrace({ kind: 'direct', t: traceNow(), host: this.env.host, domid: this.owner ?? DOMID_HW, device: formatRequesterId(this.rid), action: what, function: this.name });
   }
 }

@@ -541,7 +541,7 @@ function directSummary(h: Host): { direct?: Record<string, unknown> } {
   const sriov = h.hardwareStats?.sriov as { functions: Array<{ counters: { assigns: number } }>; iommu: unknown } | undefined;
   const used = sriov?.functions.filter((f) => f.counters.assigns > 0) ?? [];
   if (!sriov || used.length === 0) return {};
-  return { direct: { functions: used, iommu: sriov.iommu, reclaimed: h.reclaimedFunctions.map(({ bar: _bar, ...f }) => f) } };
+  return { direct: { functions: used, iommu: sriov.iommu, reclaimed: h.reclaimedFunctions.map(({ bar: _bar, request: _request, ...f }) => f) } };
 }
 
 /** The LAN switch as a worker thread, started by its entry point in the hwsim package. */

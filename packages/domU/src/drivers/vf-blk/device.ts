@@ -85,10 +85,20 @@ export class VfBlkDriver implements BlockDevice {
     await this.start(this.o.fn);
   }
 
-  /** A function was assigned again after a reclaim (hot-plug): start over on it with a fresh ring. */
+  /**
+   * A function was assigned again (hot-plug after a reclaim, or the hardware restarted): start over
+   * on it with a fresh ring. Requests the old function never answered — none after a reclaim, which
+   * failed them; possibly some after a hardware crash — are resubmitted in their order, as a
+   * driver does after a controller reset (reads and writes of the same data are idempotent).
+   */
   async reattach(fn: DirectFunction): Promise<void> {
     this.o.fn = fn;
+    this.ring = undefined;
     await this.start(fn);
+    const pending = [...this.inflight.values()].sort((a, b) => a.req.id - b.req.id);
+    this.inflight.clear();
+    this.backlog.unshift(...pending);
+    this.metrics.resubmitted += pending.length;
     this.lostReason = undefined;
     this.pump();
   }

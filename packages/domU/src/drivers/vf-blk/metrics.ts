@@ -17,8 +17,10 @@ export interface VfBlkMetrics {
   bytesCopied: number;
   /** Requests failed because the function was reset or taken away under the driver. */
   aborted: number;
+  /** Requests submitted again on a new function (the hardware restarted under them). */
+  resubmitted: number;
 }
 
 export function newVfBlkMetrics(): VfBlkMetrics {
-  return { requests: 0, responses: 0, reads: 0, writes: 0, sectorsRead: 0, sectorsWritten: 0, flushes: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0, aborted: 0 };
+  return { requests: 0, responses: 0, reads: 0, writes: 0, sectorsRead: 0, sectorsWritten: 0, flushes: 0, errors: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0, aborted: 0, resubmitted: 0 };
 }
