@@ -77,13 +77,20 @@ function dependsOn(s: Service): Record<string, { condition?: string }> {
   if (Array.isArray(s.depends_on)) return Object.fromEntries(s.depends_on.map((d) => [d, {}]));
   return s.depends_on;
 }
-/** Where a listener binds: `--listen HOST:PORT`, else RINGVISOR_LISTEN. */
-function listenOf(name: string, s: Service): { host: string; port: number } | undefined {
-  const at = flag(commandOf(name, s), '--listen') ?? envOf(s).RINGVISOR_LISTEN;
-  if (at === undefined) return undefined;
+function hostPort(name: string, at: string): { host: string; port: number } {
   const m = /^(.+):(\d+)$/.exec(at);
   if (!m) throw new Error(`service ${name}: listen address ${at} is not HOST:PORT`);
   return { host: m[1], port: Number(m[2]) };
+}
+/** Where a listener binds: `--listen HOST:PORT`, else RINGVISOR_LISTEN. */
+function listenOf(name: string, s: Service): { host: string; port: number } | undefined {
+  const at = flag(commandOf(name, s), '--listen') ?? envOf(s).RINGVISOR_LISTEN;
+  return at === undefined ? undefined : hostPort(name, at);
+}
+/** Every listener of a service: the main one, and a hardware simulator's direct-I/O listener. */
+function listenersOf(name: string, s: Service): Array<{ host: string; port: number }> {
+  const direct = envOf(s).RINGVISOR_DIRECT_LISTEN;
+  return [listenOf(name, s), direct === undefined ? undefined : hostPort(name, direct)].filter((x): x is { host: string; port: number } => x !== undefined);
 }
 /** The container WORKDIR of the runtime image (relative paths in host configs resolve against it). */
 function workdir(): string {
@@ -244,7 +251,7 @@ describe('the cluster the file describes', () => {
       const cmd = commandOf(name, s);
       const at = listenOf(name, s);
       if (LISTENERS.has(cmd[0])) expect(at, `${name} (${cmd[0]}) must say --listen 0.0.0.0:PORT: the default 127.0.0.1 is unreachable from other containers`).toBeDefined();
-      if (at) expect(at.host, name).toBe('0.0.0.0');
+      for (const l of listenersOf(name, s)) expect(l.host, name).toBe('0.0.0.0');
       for (const p of s.ports ?? []) {
         const [hostIp, published, target] = typeof p === 'object' ? [p.host_ip, String(p.published), p.target] : (() => {
           const parts = String(p).split(':');
@@ -268,7 +275,7 @@ describe('the cluster the file describes', () => {
         for (const m of str.matchAll(/wss?:\/\/([^:/\s]+):(\d+)/g)) {
           const target = doc.services[m[1]];
           expect(target, `${name} refers to ${m[0]}, but there is no service ${m[1]}`).toBeDefined();
-          expect(listenOf(m[1], target)?.port, `${name} refers to ${m[0]}`).toBe(Number(m[2]));
+          expect(listenersOf(m[1], target).map((l) => l.port), `${name} refers to ${m[0]}`).toContain(Number(m[2]));
           checked++;
         }
     }
