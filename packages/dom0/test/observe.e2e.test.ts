@@ -166,6 +166,42 @@ describe('views of a running cluster', () => {
     expect(busy.requestsPerSec).toBeGreaterThan(0);
   });
 
+  it('ringvisor direct: the direct guest\'s functions, reclaimed (VFIO order) and assigned again by an admin, and the IOMMU\'s fault records', async () => {
+    type Row = { domain: string; name: string; rid?: string; backendState: string; events: number; interrupts?: number };
+    const rows = async () => JSON.parse((await cli(['direct', 'list', '--json'])).stdout) as Row[];
+    const first = await until('direct devices enabled', async () => {
+      const r = await rows();
+      return r.length === 2 && r.every((x) => x.backendState === 'enabled' && x.events > 0) ? r : undefined;
+    });
+    expect(first.map((r) => [r.domain, r.name]).sort()).toEqual([
+      ['guest5', 'vbd51712'],
+      ['guest5', 'vif0'],
+    ]);
+    expect(first.find((r) => r.name === 'vif0')!.rid).toMatch(/^00:03\.\d$/);
+    expect(first.find((r) => r.name === 'vbd51712')!.rid).toMatch(/^00:04\.\d$/);
+    const text = await cli(['direct', 'list']);
+    expect(text.stdout).toMatch(/^HOST\s+DOMAIN\s+DEVICE\s+RID\s+STATE/);
+    const reclaim = await cli(['direct', 'reclaim', 'guest5', 'vif0']);
+    expect(reclaim.code, reclaim.stderr).toBe(0);
+    expect(reclaim.stdout).toMatch(/function 00:03\.\d reclaimed \(bus-master-off, flr, context-cleared, released\)/);
+    await until('vif0 reclaimed in the views', async () => ((await rows()).find((r) => r.name === 'vif0')?.backendState === 'reclaimed' ? true : undefined));
+    const again = await cli(['direct', 'reclaim', 'guest5', 'vif0']);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/has no assigned function vif0/);
+    const assign = await cli(['direct', 'assign', 'guest5', 'vif0']);
+    expect(assign.code, assign.stderr).toBe(0);
+    expect(assign.stdout).toMatch(/function 00:03\.\d assigned/);
+    await until('vif0 enabled again', async () => ((await rows()).find((r) => r.name === 'vif0')?.backendState === 'enabled' ? true : undefined));
+    const faults = await cli(['direct', 'faults', '--json']);
+    expect(faults.code, faults.stderr).toBe(0);
+    const hosts = JSON.parse(faults.stdout) as Array<{ host: string; faults: unknown[] }>;
+    expect(hosts.map((h) => h.host)).toEqual(['host0']);
+    expect(Array.isArray(hosts[0].faults)).toBe(true);
+    const bad = await cli(['direct', 'reclaim', 'guest5']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/usage: ringvisor direct list \| faults \| reclaim\|assign DOMAIN DEVICE/);
+  });
+
   it('ringvisor trace streams JSON Lines filtered at the source, ring entries decoded', async () => {
     const r = await cli(['trace', '--kind', 'ring.push', '--domain', 'guest2', '--ring', 'blk', '--count', '40']);
     expect(r.code, r.stderr).toBe(0);

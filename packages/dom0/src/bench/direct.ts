@@ -24,9 +24,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GUEST_MARK, createLogger, type GuestStats } from '@ringvisor/shared';
-import { Host } from '../toolstack/host.js';
+import type { GuestStats } from '@ringvisor/shared';
+import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
+import { sampleWindow } from './window.js';
 
 export type DirectMode = 'native' | 'direct' | 'pv';
 export type DirectWorkload = 'net-tx' | 'net-echo' | 'blk-4k';
@@ -60,8 +61,6 @@ export interface DirectBenchResult {
   /** direct ≥ 90% of native throughput, for every workload (the issue's target). */
   targets: { directVsNative: number; met: boolean };
 }
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Sample {
   t: number;
@@ -116,56 +115,45 @@ async function runOne(mode: DirectMode, workload: DirectWorkload, windowSec: num
       ]
     : [{ name: 'dut', memoryMiB: 16, devices: [device(mode, 'vbd')], workloads: { block: { blocks: 512, queueDepth: QUEUE_DEPTH } } }];
   const config = normalizeConfig({ seed: 3, hosts: [{ disk: { path: join(dir, `disk-${process.pid}.img`), sizeMiB: 32 }, guests }] }).hosts[0];
-  const host = new Host(config, { seed: 3, log: createLogger('bench') });
-  try {
-    await host.start();
-    const dut = host.guests.find((g) => g.config.name === 'dut')!;
-    await delay(warmupSec * 1000);
-    await dut.peer!.call(GUEST_MARK, {});
-    const a = await sample(host, dut.domain.domid);
-    await delay(windowSec * 1000);
-    const b = await sample(host, dut.domain.domid);
-    const sec = (b.t - a.t) / 1000;
-    const devOf = (s: GuestStats) => s.devices.find((d) => d.type === (net ? 'vif' : 'vbd'))!;
-    const da = devOf(a.dut);
-    const db = devOf(b.dut);
-    const d = (k: string) => (db.detail[k] ?? 0) - (da.detail[k] ?? 0);
-    const ops = workload === 'net-tx' ? d('txPackets') : workload === 'net-echo' ? b.dut.udp.echoed - a.dut.udp.echoed : db.ops - da.ops;
-    const bytes = workload === 'net-tx' ? d('txBytes') : workload === 'net-echo' ? ops * PAYLOAD : db.bytes - da.bytes;
-    const per = (x: number) => (ops > 0 ? x / ops : 0);
-    const pv = mode === 'pv';
-    const notifications = pv ? d('notifications') + (b.backendNotifications - a.backendNotifications) : d('doorbells') + d('interrupts');
-    const suppressed = pv ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : d('suppressed');
-    const latency = net ? { p50: b.dut.udp.rttP50Us ?? null, p99: b.dut.udp.rttP99Us ?? null } : { p50: b.dut.block?.latencyP50Us ?? null, p99: b.dut.block?.latencyP99Us ?? null };
-    return {
-      device: net ? 'net' : 'blk',
-      mode,
-      transport: 'threads',
-      variant: net ? (workload === 'net-tx' ? `tx ${PAYLOAD} B` : `echo ${PAYLOAD} B`) : `4 KiB random, qd ${QUEUE_DEPTH}`,
-      workload,
-      opsPerSec: ops / sec,
-      bytesPerSec: bytes / sec,
-      latencyUs: workload === 'net-tx' ? { p50: null, p99: null } : latency,
-      cpuUsPerOp: {
-        hwsim: per((b.hwsimBusyMs - a.hwsimBusyMs) * 1000),
-        dom0: per((b.dom0BusyMs - a.dom0BusyMs) * 1000),
-        guest: per(((b.dut.busyMs ?? 0) - (a.dut.busyMs ?? 0)) * 1000),
-        peer: b.peer && a.peer ? per(((b.peer.busyMs ?? 0) - (a.peer.busyMs ?? 0)) * 1000) : 0,
-      },
-      perOp: {
-        traps: 0,
-        worldSwitches: 0,
-        notifications: per(notifications),
-        suppressed: per(suppressed),
-        bytesCopied: per(b.grantBytes - a.grantBytes),
-        grantOps: per(b.grantOps - a.grantOps),
-        iommuPages: per(b.iommuPages - a.iommuPages),
-      },
-      ops,
-    };
-  } finally {
-    await host.stop();
-  }
+  const [a, b] = await sampleWindow(config, { seed: 3, warmupSec, windowSec }, sample);
+  const sec = (b.t - a.t) / 1000;
+  const devOf = (s: GuestStats) => s.devices.find((d) => d.type === (net ? 'vif' : 'vbd'))!;
+  const da = devOf(a.dut);
+  const db = devOf(b.dut);
+  const d = (k: string) => (db.detail[k] ?? 0) - (da.detail[k] ?? 0);
+  const ops = workload === 'net-tx' ? d('txPackets') : workload === 'net-echo' ? b.dut.udp.echoed - a.dut.udp.echoed : db.ops - da.ops;
+  const bytes = workload === 'net-tx' ? d('txBytes') : workload === 'net-echo' ? ops * PAYLOAD : db.bytes - da.bytes;
+  const per = (x: number) => (ops > 0 ? x / ops : 0);
+  const pv = mode === 'pv';
+  const notifications = pv ? d('notifications') + (b.backendNotifications - a.backendNotifications) : d('doorbells') + d('interrupts');
+  const suppressed = pv ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : d('suppressed');
+  const latency = net ? { p50: b.dut.udp.rttP50Us ?? null, p99: b.dut.udp.rttP99Us ?? null } : { p50: b.dut.block?.latencyP50Us ?? null, p99: b.dut.block?.latencyP99Us ?? null };
+  return {
+    device: net ? 'net' : 'blk',
+    mode,
+    transport: 'threads',
+    variant: net ? (workload === 'net-tx' ? `tx ${PAYLOAD} B` : `echo ${PAYLOAD} B`) : `4 KiB random, qd ${QUEUE_DEPTH}`,
+    workload,
+    opsPerSec: ops / sec,
+    bytesPerSec: bytes / sec,
+    latencyUs: workload === 'net-tx' ? { p50: null, p99: null } : latency,
+    cpuUsPerOp: {
+      hwsim: per((b.hwsimBusyMs - a.hwsimBusyMs) * 1000),
+      dom0: per((b.dom0BusyMs - a.dom0BusyMs) * 1000),
+      guest: per(((b.dut.busyMs ?? 0) - (a.dut.busyMs ?? 0)) * 1000),
+      peer: b.peer && a.peer ? per(((b.peer.busyMs ?? 0) - (a.peer.busyMs ?? 0)) * 1000) : 0,
+    },
+    perOp: {
+      traps: 0,
+      worldSwitches: 0,
+      notifications: per(notifications),
+      suppressed: per(suppressed),
+      bytesCopied: per(b.grantBytes - a.grantBytes),
+      grantOps: per(b.grantOps - a.grantOps),
+      iommuPages: per(b.iommuPages - a.iommuPages),
+    },
+    ops,
+  };
 }
 
 export async function runDirectBench(o: { seconds?: number; rounds?: number; log: (line: string) => void; workloads?: DirectWorkload[]; modes?: DirectMode[] }): Promise<DirectBenchResult> {

@@ -24,9 +24,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GUEST_MARK, createLogger, type GuestStats } from '@ringvisor/shared';
-import { Host } from '../toolstack/host.js';
+import type { GuestStats } from '@ringvisor/shared';
+import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
+import { sampleWindow } from './window.js';
 
 export type EmulationDirection = 'tx' | 'rx' | 'rx-paced' | 'echo';
 
@@ -70,7 +71,6 @@ export interface EmulationBenchResult {
 }
 
 const PAYLOAD = 512;
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The counters one sample takes, from the guests' own stats and dom0's. */
 interface Sample {
@@ -138,58 +138,47 @@ async function runOne(m: ModeSpec, direction: EmulationDirection, windowSec: num
       },
     ],
   }).hosts[0];
-  const host = new Host(config, { seed: 5, log: createLogger('bench') });
-  try {
-    await host.start();
-    const dut = host.guests.find((g) => g.config.name === 'dut')!;
-    await delay(warmupSec * 1000);
-    await dut.peer!.call(GUEST_MARK, {});
-    const a = await sample(host, dut.domain.domid);
-    await delay(windowSec * 1000);
-    const b = await sample(host, dut.domain.domid);
-    const sec = (b.t - a.t) / 1000;
-    const na = nic(a.dut);
-    const nb = nic(b.dut);
-    const d = (k: string) => (nb[k] ?? 0) - (na[k] ?? 0);
-    const rx = direction === 'rx' || direction === 'rx-paced';
-    const ops = direction === 'tx' ? d('txPackets') : rx ? d('rxPackets') : b.dut.udp.echoed - a.dut.udp.echoed;
-    const bytes = direction === 'tx' ? d('txBytes') : rx ? d('rxBytes') : ops * PAYLOAD;
-    const per = (x: number) => (ops > 0 ? x / ops : 0);
-    const pv = m.mode === 'pv';
-    // PV: the frontend's event sends plus the backend's; emulated: the vCPU's kicks of the model
-    // plus the interrupts the guest took.
-    const notifications = pv ? d('notifications') + (b.backendNotifications - a.backendNotifications) : d('kicks') + d('interrupts');
-    const suppressed = pv ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : d('kicksSuppressed');
-    return {
-      device: 'net',
-      mode: m.mode,
-      transport: 'threads',
-      variant: m.variant,
-      direction,
-      payloadBytes: PAYLOAD,
-      opsPerSec: ops / sec,
-      bytesPerSec: bytes / sec,
-      latencyUs: direction === 'echo' ? { p50: b.dut.udp.rttP50Us ?? null, p99: b.dut.udp.rttP99Us ?? null } : { p50: null, p99: null },
-      cpuUsPerOp: {
-        hwsim: 0,
-        dom0: per((b.dom0BusyMs - a.dom0BusyMs) * 1000),
-        guest: per(((b.dut.busyMs ?? 0) - (a.dut.busyMs ?? 0)) * 1000),
-        peer: per(((b.peer.busyMs ?? 0) - (a.peer.busyMs ?? 0)) * 1000),
-        vmapp: per((b.vmappBusyMs - a.vmappBusyMs) * 1000),
-      },
-      perOp: {
-        traps: per(d('traps')),
-        worldSwitches: per(d('worldSwitches')),
-        notifications: per(notifications),
-        suppressed: per(suppressed),
-        bytesCopied: per(pv ? b.grantBytes - a.grantBytes : b.dmaBytes - a.dmaBytes + (b.vmnetBytes - a.vmnetBytes)),
-        grantOps: per(b.grantCopies - a.grantCopies),
-      },
-      ops,
-    };
-  } finally {
-    await host.stop();
-  }
+  const [a, b] = await sampleWindow(config, { seed: 5, warmupSec, windowSec }, sample);
+  const sec = (b.t - a.t) / 1000;
+  const na = nic(a.dut);
+  const nb = nic(b.dut);
+  const d = (k: string) => (nb[k] ?? 0) - (na[k] ?? 0);
+  const rx = direction === 'rx' || direction === 'rx-paced';
+  const ops = direction === 'tx' ? d('txPackets') : rx ? d('rxPackets') : b.dut.udp.echoed - a.dut.udp.echoed;
+  const bytes = direction === 'tx' ? d('txBytes') : rx ? d('rxBytes') : ops * PAYLOAD;
+  const per = (x: number) => (ops > 0 ? x / ops : 0);
+  const pv = m.mode === 'pv';
+  // PV: the frontend's event sends plus the backend's; emulated: the vCPU's kicks of the model
+  // plus the interrupts the guest took.
+  const notifications = pv ? d('notifications') + (b.backendNotifications - a.backendNotifications) : d('kicks') + d('interrupts');
+  const suppressed = pv ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : d('kicksSuppressed');
+  return {
+    device: 'net',
+    mode: m.mode,
+    transport: 'threads',
+    variant: m.variant,
+    direction,
+    payloadBytes: PAYLOAD,
+    opsPerSec: ops / sec,
+    bytesPerSec: bytes / sec,
+    latencyUs: direction === 'echo' ? { p50: b.dut.udp.rttP50Us ?? null, p99: b.dut.udp.rttP99Us ?? null } : { p50: null, p99: null },
+    cpuUsPerOp: {
+      hwsim: 0,
+      dom0: per((b.dom0BusyMs - a.dom0BusyMs) * 1000),
+      guest: per(((b.dut.busyMs ?? 0) - (a.dut.busyMs ?? 0)) * 1000),
+      peer: per(((b.peer.busyMs ?? 0) - (a.peer.busyMs ?? 0)) * 1000),
+      vmapp: per((b.vmappBusyMs - a.vmappBusyMs) * 1000),
+    },
+    perOp: {
+      traps: per(d('traps')),
+      worldSwitches: per(d('worldSwitches')),
+      notifications: per(notifications),
+      suppressed: per(suppressed),
+      bytesCopied: per(pv ? b.grantBytes - a.grantBytes : b.dmaBytes - a.dmaBytes + (b.vmnetBytes - a.vmnetBytes)),
+      grantOps: per(b.grantCopies - a.grantCopies),
+    },
+    ops,
+  };
 }
 
 export async function runEmulationBench(o: { seconds?: number; log: (line: string) => void; directions?: EmulationDirection[]; modes?: number[] }): Promise<EmulationBenchResult> {

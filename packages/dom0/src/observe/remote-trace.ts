@@ -13,6 +13,8 @@ interface Source {
   host: string;
   /** A guest's domain; undefined for the hardware (its DMA events name the target domain). */
   domid?: number;
+  /** A guest's name: its forwarded frames are captured as `<name>/<vif>`. */
+  name?: string;
 }
 
 export class RemoteTraceHub {
@@ -30,7 +32,7 @@ export class RemoteTraceHub {
     const out: Source[] = [];
     for (const h of this.hosts) {
       if (h.hwsim && !h.hwsimDown) out.push({ peer: h.hwsim.peer, host: h.config.name });
-      for (const g of h.guests) if (g.peer && !g.peer.closed && !g.down) out.push({ peer: g.peer, host: h.config.name, domid: g.domain.domid });
+      for (const g of h.guests) if (g.peer && !g.peer.closed && !g.down) out.push({ peer: g.peer, host: h.config.name, domid: g.domain.domid, name: g.config.name });
       // Hosted VMApps in dom0's process (threads) trace in their own threads; a guest's own VMApp
       // (ws) comes through the guest's link.
       for (const p of h.platforms()) {
@@ -64,7 +66,7 @@ export class RemoteTraceHub {
     if (typeof p !== 'object' || p === null || !Array.isArray(p.events)) return void this.counters.rejected++;
     if (typeof p.dropped === 'number' && p.dropped > 0) this.counters.dropped += p.dropped;
     for (const raw of p.events.slice(0, 20_000)) {
-      const ev = acceptForwardedEvent(raw, s.host, s.domid);
+      const ev = acceptForwardedEvent(raw, s.host, s.domid, s.name);
       if (!ev) {
         this.counters.rejected++;
         continue;

@@ -11,6 +11,7 @@
  *
  *   GET  /                      dashboard            GET /api/snapshot   ClusterSnapshot
  *   GET  /metrics               Prometheus           GET /api/ring?id=   RingEntries
+ *   GET  /api/direct/faults     the IOMMU fault records of every host
  *   WS   /api/live              a snapshot per second
  *   WS   /api/trace?kinds=&host=&domain=&device=&ring=&frames=1   trace events, batched
  *   POST /api/backend/pause|resume  {domain, device}  (admin)
@@ -192,6 +193,11 @@ export class ControlServer {
       return f ? this.file(res, f) : this.fail(res, 404, 'no such file');
     }
     if (path === '/api/snapshot') return this.json(res, this.obs.snapshot());
+    if (path === '/api/direct/faults') {
+      // The IOMMU's fault records of every host (hw.iommu.faults, the management API).
+      const hosts = await Promise.all(this.obs.hosts.map(async (h) => ({ host: h.config.name, ...(await h.iommuFaultLog().catch(() => ({ faults: [], counters: {} }))) })));
+      return this.json(res, hosts);
+    }
     if (path === '/api/ring') {
       const id = url.searchParams.get('id') ?? '';
       const entries = this.obs.ringEntries(id);

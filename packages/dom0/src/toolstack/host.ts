@@ -521,6 +521,11 @@ export class Host {
     return { rid: f.rid };
   }
 
+  /** The IOMMU's fault records (the last 1024) and counters. */
+  async iommuFaultLog(): Promise<{ faults: Array<{ seq: number; t: number; rid: number; address: number; write: boolean; reason: string; domid?: number }>; counters: Record<string, number> }> {
+    return this.hwsim!.peer.call('hw.iommu.faults', {}, 5_000);
+  }
+
   /** DMA blocked by this host's IOMMU so far (its fault count). */
   async iommuFaults(): Promise<number> {
     const r = await this.hwsim!.peer.call<{ counters: { faults: number } }>('hw.iommu.faults', {}, 5_000);

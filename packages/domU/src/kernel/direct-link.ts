@@ -21,7 +21,7 @@ import {
   type DirectFunctionSpec,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
-import type { DirectFunction, DirectFunctionCounters } from './direct.js';
+import { directFunction, type DirectFunction } from './direct.js';
 
 export interface DirectLink {
   readonly machine: MachineLinkEnd;
@@ -61,29 +61,15 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
       const bar = barPage(rid);
       const regs = new VfRegisters(bar);
       regs.sync = machine.ringSync(rid, bar, DOMID_HW);
-      const counters: DirectFunctionCounters = { doorbells: 0, interrupts: 0 };
-      return {
-        kind: spec.kind,
-        devid: spec.devid,
-        rid: spec.rid,
-        regs,
-        counters,
-        doorbell: () => {
-          counters.doorbells++;
-          machine.sendEvent(spec.port);
-        },
-        onInterrupt: (handler) =>
-          kernel.events.on(spec.port, () => {
-            counters.interrupts++;
-            handler();
-          }),
+      return directFunction(kernel, spec, regs, {
+        ring: () => void machine.sendEvent(spec.port),
         toDevice: (pfn, offset = 0, length = PAGE_SIZE) => machine.wrote(domid, pfn, offset, length),
         ringSync: (pfn, lateWake) => {
           const sync = machine.ringSync(pfn, memory.page(pfn), domid);
           sync.lateWake = lateWake;
           return sync;
         },
-      };
+      });
     },
   };
 }

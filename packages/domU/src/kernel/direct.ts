@@ -13,7 +13,7 @@
  * before the device reads it (`toDevice`, Linux's dma_sync_single_for_device) and brings back
  * what the device wrote before the interrupt that announces it.
  */
-import { TimeoutError, VF_REG, VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
+import { TimeoutError, VF_CTRL_ENABLE, VF_REG, VF_STATUS_ENABLED, VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
 
 export interface DirectFunctionCounters {
@@ -36,28 +36,46 @@ export interface DirectFunction {
   ringSync(pfn: number, lateWake: () => void): PageSync | undefined;
 }
 
-/** Threads transport: the function's page and channel are shared memory and events. */
-export function sharedMemoryFunction(kernel: GuestKernel, spec: DirectFunctionSpec): DirectFunction {
-  if (!spec.bar) throw new Error(`direct ${spec.kind} ${spec.devid}: the boot spec has no register page (needs shared memory or a direct link)`);
+/**
+ * A DirectFunction from its transport's three parts: how the doorbell is rung, how a buffer is
+ * synced for the device, how a queue ring is mirrored. The interrupt arrives on the guest's end
+ * of the function's channel in both transports.
+ */
+export function directFunction(
+  kernel: GuestKernel,
+  spec: DirectFunctionSpec,
+  regs: VfRegisters,
+  t: { ring: () => void; toDevice: DirectFunction['toDevice']; ringSync: DirectFunction['ringSync'] },
+): DirectFunction {
   const counters: DirectFunctionCounters = { doorbells: 0, interrupts: 0 };
   return {
     kind: spec.kind,
     devid: spec.devid,
     rid: spec.rid,
-    regs: new VfRegisters(new Uint8Array(spec.bar)),
+    regs,
     counters,
     doorbell: () => {
       counters.doorbells++;
-      kernel.notifyRemote(spec.port);
+      t.ring();
     },
     onInterrupt: (handler) =>
       kernel.events.on(spec.port, () => {
         counters.interrupts++;
         handler();
       }),
+    toDevice: t.toDevice,
+    ringSync: t.ringSync,
+  };
+}
+
+/** Threads transport: the function's page and channel are shared memory and events. */
+export function sharedMemoryFunction(kernel: GuestKernel, spec: DirectFunctionSpec): DirectFunction {
+  if (!spec.bar) throw new Error(`direct ${spec.kind} ${spec.devid}: the boot spec has no register page (needs shared memory or a direct link)`);
+  return directFunction(kernel, spec, new VfRegisters(new Uint8Array(spec.bar)), {
+    ring: () => void kernel.notifyRemote(spec.port),
     toDevice: () => {},
     ringSync: () => undefined,
-  };
+  });
 }
 
 /**
@@ -71,4 +89,16 @@ export async function awaitStatus(fn: DirectFunction, bits: number, what: string
     if (performance.now() > deadline) throw new TimeoutError(`direct ${fn.kind} ${fn.devid}: function ${fn.rid} ${what} (status 0x${fn.regs.read(VF_REG.STATUS).toString(16)})`);
     await new Promise((r) => setTimeout(r, 1));
   }
+}
+
+/**
+ * Enable a function's queues, the order the register page documents: queue addresses, then
+ * CTRL.ENABLE, then the doorbell (the ordering point); then wait (bounded) for STATUS.ENABLED.
+ */
+export async function enableQueues(fn: DirectFunction, q0: number, q1: number | undefined, doorbell: () => void, timeoutMs?: number): Promise<void> {
+  fn.regs.write(VF_REG.Q0, q0);
+  if (q1 !== undefined) fn.regs.write(VF_REG.Q1, q1);
+  fn.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
+  doorbell();
+  await awaitStatus(fn, VF_STATUS_ENABLED, 'did not enable its queues', timeoutMs);
 }

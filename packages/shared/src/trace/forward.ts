@@ -20,8 +20,14 @@ export const TRACE_UNSUBSCRIBE = 'trace.unsubscribe';
 export const TRACE_EVENTS = 'trace.events';
 
 const FORWARD_FLUSH_MS = 100;
-/** Kinds a runtime never forwards: frames are captured where dom0 sees them (vifs, physical NIC). */
-const NOT_FORWARDED: readonly TraceKind[] = ['frame'];
+/**
+ * Kinds a runtime never forwards. (Frames are forwarded, bytes and all: most are captured where
+ * dom0 sees them — vifs, models, the physical NIC — but a direct NIC's never pass dom0, so its
+ * guest's driver publishes them; dom0 names their interface after the guest the link proved.)
+ */
+const NOT_FORWARDED: readonly TraceKind[] = [];
+/** Largest frame a forwarded event may carry (an Ethernet frame, with room to spare). */
+const MAX_FORWARDED_FRAME = 2048;
 
 /** Runtime side: answer dom0's subscribe/unsubscribe on `peer`. */
 export function serveTraceForwarding(peer: RpcPeer, o: { downstream?: () => RpcPeer[] } = {}): void {
@@ -37,7 +43,7 @@ export function serveTraceForwarding(peer: RpcPeer, o: { downstream?: () => RpcP
     end();
     const wanted = (kinds as TraceKind[]).filter((k) => !NOT_FORWARDED.includes(k));
     const buf = new TraceBuffer(10_000);
-    const unsubscribe = subscribeTrace(wanted, (ev) => buf.push(serializeTrace(ev, false)));
+    const unsubscribe = subscribeTrace(wanted, (ev) => buf.push(serializeTrace(ev, ev.kind === 'frame')));
     const timer = setInterval(() => {
       if (buf.length || buf.dropped) peer.notify(TRACE_EVENTS, buf.take());
     }, FORWARD_FLUSH_MS);
@@ -72,15 +78,27 @@ export function serveTraceForwarding(peer: RpcPeer, o: { downstream?: () => RpcP
 
 /**
  * dom0 side: validate one forwarded event and pin it to what the link proved: the host it came
- * through and, for a guest, its own domain id. Returns undefined for anything malformed.
+ * through and, for a guest, its own domain id — and a frame's interface to `<guest>/<vif>`, so a
+ * guest can only ever add frames to its own interface of a capture. Returns undefined for
+ * anything malformed.
  */
-export function acceptForwardedEvent(raw: unknown, host: string, domid?: number): TraceEvent | undefined {
+export function acceptForwardedEvent(raw: unknown, host: string, domid?: number, guest?: string): TraceEvent | undefined {
   if (typeof raw !== 'object' || raw === null) return undefined;
   const ev = raw as Record<string, unknown>;
   if (!TRACE_KINDS.includes(ev.kind as TraceKind) || NOT_FORWARDED.includes(ev.kind as TraceKind)) return undefined;
   if (typeof ev.t !== 'number' || !Number.isFinite(ev.t)) return undefined;
-  const out = { ...ev, host, ...(domid !== undefined ? { domid } : {}) };
+  const out: Record<string, unknown> = { ...ev, host, ...(domid !== undefined ? { domid } : {}) };
   if (typeof out.domid !== 'number') return undefined;
+  if (ev.kind === 'frame') {
+    if (typeof ev.device !== 'string' || !/^vif\d+$/.test(ev.device) || (ev.dir !== 'tx' && ev.dir !== 'rx') || typeof ev.len !== 'number') return undefined;
+    if (guest !== undefined) out.iface = `${guest}/${ev.device}`;
+    else if (typeof ev.iface !== 'string') return undefined;
+    if (typeof ev.frame === 'string') {
+      const bytes = Buffer.from(ev.frame, 'base64');
+      if (bytes.byteLength > MAX_FORWARDED_FRAME) return undefined;
+      out.frame = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } else if (ev.frame !== undefined) return undefined;
+  }
   return out as unknown as TraceEvent;
 }
 

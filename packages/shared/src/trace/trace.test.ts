@@ -137,9 +137,19 @@ describe('forwarded events', () => {
     expect(ev).toMatchObject({ host: 'host0', domid: 4 });
   });
 
-  it('are refused when malformed, of an unknown kind, or frames', () => {
+  it('are refused when malformed, of an unknown kind, or a frame that is not a vif\'s', () => {
     for (const raw of [null, 5, 'x', { kind: 'nope', t: 1, domid: 1 }, { kind: 'dma', t: 'soon', domid: 1 }, { kind: 'frame', t: 1, domid: 1 }, { kind: 'dma', t: 1 }])
       expect(acceptForwardedEvent(raw, 'h')).toBeUndefined();
+    const frame = { kind: 'frame', t: 1, domid: 1, device: 'vif0', iface: 'host0/peth0', dir: 'tx', len: 3, frame: 'AQID' };
+    expect(acceptForwardedEvent({ ...frame, device: 'peth0' }, 'h', 4, 'g')).toBeUndefined();
+    expect(acceptForwardedEvent({ ...frame, frame: Buffer.alloc(4096).toString('base64') }, 'h', 4, 'g')).toBeUndefined();
+    expect(acceptForwardedEvent({ ...frame, dir: 'sideways' }, 'h', 4, 'g')).toBeUndefined();
+  });
+
+  it('a guest\'s frames (a direct NIC, which dom0 never sees) land on its own interface, bytes and all', () => {
+    const ev = acceptForwardedEvent({ kind: 'frame', t: 1, host: 'liar', domid: 1, device: 'vif0', iface: 'host0/peth0', dir: 'rx', len: 3, frame: 'AQID' }, 'host0', 4, 'guest5');
+    expect(ev).toMatchObject({ host: 'host0', domid: 4, iface: 'guest5/vif0', dir: 'rx', len: 3 });
+    expect([...(ev as { frame: Uint8Array }).frame]).toEqual([1, 2, 3]);
   });
 });
 

@@ -51,8 +51,9 @@ commands:
             --domain NAME|ID --device vif0 --ring tx --count N --duration S; --pcap FILE writes
             every NIC's frames as pcapng instead
   backend   pause|resume DOMAIN DEVICE: stop or restart a backend consuming its rings (admin)
-  direct    list | reclaim|assign DOMAIN DEVICE: a direct device's function (requester id, state,
-            DMA blocked); take it back (bus master off, FLR, IOMMU teardown) or assign one (admin)
+  direct    list | faults | reclaim|assign DOMAIN DEVICE: direct devices' functions (requester id,
+            state, DMA blocked); the IOMMU's fault records; take a function back (bus master off,
+            FLR, IOMMU teardown) or assign one (admin)
   chaos     --plan FILE | --random N  [--seed N] [--json FILE] [--transport T] [--config F] [--duration S]:
             run a fault campaign (a plan, or N seeded random scenarios), heal, check; with
             --attach URL[,URL] against a running cluster through its dom0s' control endpoints;

@@ -7,7 +7,7 @@
  *   ringvisor rings                    xen-ringwatch: per-ring indices and BUSY / IDLE / STUCK
  *   ringvisor trace [filters] [--pcap FILE] [--count N] [--duration S]   JSON Lines
  *   ringvisor backend pause|resume DOMAIN DEVICE   (admin)
- *   ringvisor direct list | reclaim|assign DOMAIN DEVICE   (lspci-style list; xl pci-detach / pci-attach, admin)
+ *   ringvisor direct list | faults | reclaim|assign DOMAIN DEVICE   (functions; IOMMU fault records; xl pci-detach / pci-attach, admin)
  */
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
@@ -311,8 +311,18 @@ export async function direct(argv: string[]): Promise<number> {
       );
     return 0;
   }
+  if (action === 'faults' && positionals.length === 1) {
+    const hosts = await getJson<Array<{ host: string; faults: Array<{ seq: number; t: number; rid: number; address: number; write: boolean; reason: string; domid?: number }> }>>(c, '/api/direct/faults');
+    if (values.json) process.stdout.write(JSON.stringify(hosts) + '\n');
+    else {
+      const rid = (r: number) => `${((r >> 8) & 0xff).toString(16).padStart(2, '0')}:${((r >> 3) & 0x1f).toString(16).padStart(2, '0')}.${r & 7}`;
+      const rows = hosts.flatMap((h) => h.faults.map((f) => [h.host, String(f.seq), rid(f.rid), f.domid === undefined ? '-' : String(f.domid), `0x${f.address.toString(16)}`, f.write ? 'write' : 'read', f.reason]));
+      process.stdout.write(table(['HOST', 'SEQ', 'RID', 'DOMID', 'ADDRESS', 'ACCESS', 'REASON'], rows, [2, 4, 5, 6]));
+    }
+    return 0;
+  }
   if ((action !== 'reclaim' && action !== 'assign') || !domain || !device || positionals.length !== 3)
-    throw new UsageError('usage: ringvisor direct list | reclaim|assign DOMAIN DEVICE   (e.g. ringvisor direct reclaim direct1 vif0)');
+    throw new UsageError('usage: ringvisor direct list | faults | reclaim|assign DOMAIN DEVICE   (e.g. ringvisor direct reclaim direct1 vif0)');
   const r = await postAction<{ rid: string; steps?: string[] }>(c, `/api/direct/${action}`, { domain, device });
   process.stdout.write(action === 'reclaim' ? `${domain}/${device}: function ${r.rid} reclaimed (${(r.steps ?? []).join(', ')})\n` : `${domain}/${device}: function ${r.rid} assigned\n`);
   return 0;

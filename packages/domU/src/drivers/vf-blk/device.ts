@@ -22,7 +22,6 @@ import {
   HW_STATUS_OK,
   PAGE_SIZE,
   SECTOR_SIZE,
-  VF_CTRL_ENABLE,
   VF_REG,
   VF_STATUS_BUS_MASTER,
   VF_STATUS_ENABLED,
@@ -33,7 +32,7 @@ import {
   type HwBlkRequest,
   type HwStatusResponse,
 } from '@ringvisor/shared';
-import { awaitStatus, type DirectFunction } from '../../kernel/direct.js';
+import { awaitStatus, enableQueues, type DirectFunction } from '../../kernel/direct.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newVfBlkMetrics, type VfBlkMetrics } from './metrics.js';
 
@@ -117,10 +116,7 @@ export class VfBlkDriver implements BlockDevice {
       this.interruptBound.add(fn);
       fn.onInterrupt(() => this.onInterrupt());
     }
-    fn.regs.write(VF_REG.Q0, this.ringPfn);
-    fn.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
-    this.doorbell();
-    await awaitStatus(fn, VF_STATUS_ENABLED, 'did not enable its queues', this.o.enableTimeoutMs);
+    await enableQueues(fn, this.ringPfn, undefined, () => this.doorbell(), this.o.enableTimeoutMs);
   }
 
   read(sector: number, buf: Uint8Array): Promise<void> {

@@ -18,7 +18,6 @@ import {
   FrontRing,
   HW_STATUS_OK,
   PAGE_SIZE,
-  VF_CTRL_ENABLE,
   VF_REG,
   VF_STATUS_BUS_MASTER,
   VF_STATUS_ENABLED,
@@ -32,7 +31,7 @@ import {
   type HwNicBuffer,
   type HwStatusResponse,
 } from '@ringvisor/shared';
-import { awaitStatus, type DirectFunction } from '../../kernel/direct.js';
+import { awaitStatus, enableQueues, type DirectFunction } from '../../kernel/direct.js';
 import { newVfNicMetrics, type VfNicMetrics } from './metrics.js';
 
 const BUF_SIZE = 2048;
@@ -131,11 +130,7 @@ export class VfNicDriver {
       this.interruptBound.add(fn);
       fn.onInterrupt(() => this.onInterrupt());
     }
-    fn.regs.write(VF_REG.Q0, this.ringPfns[0]);
-    fn.regs.write(VF_REG.Q1, this.ringPfns[1]);
-    fn.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
-    this.doorbell();
-    await awaitStatus(fn, VF_STATUS_ENABLED, 'did not enable its queues', this.o.enableTimeoutMs);
+    await enableQueues(fn, this.ringPfns[0], this.ringPfns[1], () => this.doorbell(), this.o.enableTimeoutMs);
   }
 
   /** Queue a frame for transmission (dropped, counted, when the queue is full or the function is gone). */
