@@ -203,6 +203,15 @@ describe('live dashboard (real cluster, real Chromium)', () => {
         expect(await page.locator('[data-testid="timeline"] tbody tr').count()).toBeGreaterThan(0);
         expect(await page.locator('[data-testid="timeline"] tbody tr').count()).toBeLessThanOrEqual(100);
 
+        // The direct guest's devices: a direct badge, the function's requester id and state, and
+        // doorbells between the guest and the hardware (no backend, no rings).
+        const direct = () =>
+          page.locator('[data-testid="topology-device"][data-mode="direct"]').evaluateAll((lis) => lis.map((li) => ({ name: li.dataset.device ?? '', text: li.textContent ?? '' })));
+        await expect.poll(async () => (await direct()).map((d) => d.name).sort(), { timeout: 15_000, interval: 250 }).toEqual(['vbd51712', 'vif0']);
+        await expect
+          .poll(async () => (await direct()).every((d) => /function 00:0[34]\.\d · enabled/.test(d.text) && /[1-9][\d,.]*k? doorbells\/s/.test(d.text)), { timeout: 15_000, interval: 250 })
+          .toBe(true);
+
         // Click a vbd ring: its entries, decoded from the ring page.
         const vbdRow = page.locator('[data-testid="ring-row"][data-ring-id*="/vbd"]').first();
         const ringId = await vbdRow.getAttribute('data-ring-id');

@@ -367,6 +367,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       const c = (fn?.counters ?? {}) as Record<string, number>;
       const m = dev.detail;
       const state = !a ? 'reclaimed' : fn ? (fn.error ? `error: ${String(fn.error)}` : fn.enabled ? 'enabled' : 'assigned') : 'assigned';
+      const irqsPerSec = Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now));
       row.devices.push({
         type: dev.type === 'vbd' ? 'vbd' : 'vif',
         devid: dev.devid,
@@ -377,13 +378,13 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
         frontendState: '-',
         // A direct device's "events" are its doorbells (guest → hardware) and its interrupts.
         eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
-        notificationsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
+        notificationsPerSec: irqsPerSec,
         suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
         events: m.doorbells ?? 0,
         notifications: m.interrupts ?? 0,
         suppressed: m.suppressed ?? 0,
         interrupts: m.interrupts ?? 0,
-        interruptsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
+        interruptsPerSec: irqsPerSec,
         dmaFaults: c.dmaFaults ?? 0,
       });
       if (dev.type === 'vbd') {
