@@ -6,3 +6,4 @@ export * from './lan/index.js';
 export * from './runtime.js';
 export * from './iommu/index.js';
 export * from './sriov/index.js';
+export * from './devices/camera/index.js';

@@ -22,3 +22,4 @@ export * from './trap/ioreq.js';
 export * from './trap/hosted-vmm.js';
 export * from './trap/vmapp.js';
 export * from './trap/ioreq-link.js';
+export * from './camera/index.js';
