@@ -388,6 +388,8 @@ export class HardwareSimulator {
     this.live();
     this.checkPort(req.port, 'virtual function');
     if (!this.dma.isAttached(req.domid)) throw new DeviceError(`domain ${req.domid} has no memory attached`);
+    // The I/O address space cannot be larger than the memory behind it.
+    if (req.frames > this.dma.framesOf(req.domid)) throw new InvalidArgumentError(`domain ${req.domid} has ${this.dma.framesOf(req.domid)} frames, not ${req.frames}`);
     const a = this.functions.assign(req);
     this.msiPorts.set(`${req.domid}:${req.guestPort}`, req.port);
     this.vfPorts.set(a.rid, req.port);

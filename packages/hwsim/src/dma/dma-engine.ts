@@ -107,6 +107,11 @@ export class DmaEngine {
     return this.memories.has(domid);
   }
 
+  /** Frames of an attached domain's memory (0 if not attached). */
+  framesOf(domid: number): number {
+    return this.memories.get(domid)?.frames ?? 0;
+  }
+
   attachedDomains(): number[] {
     return [...this.memories.keys()].sort((a, b) => a - b);
   }

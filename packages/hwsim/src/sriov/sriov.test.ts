@@ -31,7 +31,7 @@ import {
 } from '@ringvisor/shared';
 import { HardwareSimulator } from '../runtime.js';
 import type { LanPort } from '../lan/lan-port.js';
-import { formatRequesterId } from '../iommu/iommu.js';
+import { IoPageTable, formatRequesterId } from '../iommu/iommu.js';
 import { ethFrame, quietLogger, tempDir } from '../test/harness.js';
 import { VfDriver, fillCanary, strayPages, type Window } from '../test/vf-driver.js';
 import type { UnsafeReclaim } from './pool.js';
@@ -362,9 +362,14 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     expect(nicB.driver.rxResponses()).toHaveLength(1);
   });
 
-  it('an I/O address space declared larger than the memory behind it: DMA past the memory fails the request, never the queue', () => {
+  it('an I/O address space declared larger than the memory behind it is refused; should a table map past the memory anyway, that DMA fails its request, never the queue', () => {
     const A = rig.domain(5, 16);
-    const nic = rig.assign<NicVf>(A, 'nic', { rid: NIC1, mac: MAC_A, frames: 64 });
+    expect(() => rig.assign<NicVf>(A, 'nic', { rid: NIC1, mac: MAC_A, frames: 64 })).toThrow(/domain 5 has 16 frames, not 64/);
+    const nic = rig.assign<NicVf>(A, 'nic', { rid: NIC1, mac: MAC_A });
+    // A page table larger than the memory behind it (programmed behind the runtime's back).
+    const wide = new IoPageTable(5, 64);
+    for (let pfn = 0; pfn < 64; pfn++) wide.map(pfn, { frame: { domid: 5, pfn }, read: true, write: true });
+    rig.sim.iommu.setContext(nic.fn.rid, { domid: 5, table: wide });
     nic.driver.enable();
     const bad = nic.driver.transmit(frameTo(PEER, 1), { pfn: 40 });
     const good = nic.driver.transmit(frameTo(PEER, 2, 120, MAC_A));
