@@ -447,8 +447,9 @@ describe('docker-compose.yml, run in network namespaces (no Docker)', () => {
           const bin = hcArgs.findIndex((x) => x.endsWith('bin/ringvisor.mjs'));
           const observe = containers.get(d)!.argv()[1].find((x, i, all) => all[i - 1] === '--observe')!;
           const args = [...hcArgs.slice(0, bin + 1), 'rings', '--json', '--url', `http://127.0.0.1:${observe.split(':').at(-1)}`];
-          const rings = await until(`${d}: rings on its control endpoint`, deadline(10_000), async () => {
-            const r = await lab!.run(d, file, args, { env: containers.get(d)!.env(), timeoutMs: 5_000 });
+          // Generous: under the full suite on two cores a CLI start alone can take seconds.
+          const rings = await until(`${d}: rings on its control endpoint`, deadline(20_000), async () => {
+            const r = await lab!.run(d, file, args, { env: containers.get(d)!.env(), timeoutMs: 8_000 });
             if (r.code !== 0) return undefined;
             const rows = JSON.parse(r.stdout) as Array<{ domain: string; ring: string; mode: string; verdict: string }>;
             return rows.length > 0 ? rows : undefined;
