@@ -23,3 +23,4 @@ export * from './trap/hosted-vmm.js';
 export * from './trap/vmapp.js';
 export * from './trap/ioreq-link.js';
 export * from './camera/index.js';
+export * from './svio/index.js';
