@@ -183,10 +183,10 @@ faults:
     expect(reports.map((r) => r.transport)).toEqual(['threads', 'ws']);
     const faults = reports.flatMap((r) => r.faults);
     expect(faults.length).toBeGreaterThanOrEqual(30);
-    // Every kind but the two with scenarios of their own (bitflip: detected, not survived;
-    // backend.lie: the checker self-test).
+    // Every kind but those with scenarios of their own (bitflip: detected, not survived;
+    // backend.lie and grant.unmap-early: the checker self-tests).
     const { FAULT_KINDS } = await import('../src/faults/plan.js');
-    const want = Object.keys(FAULT_KINDS).filter((k) => k !== 'disk.bitflip' && k !== 'backend.lie');
+    const want = Object.keys(FAULT_KINDS).filter((k) => k !== 'disk.bitflip' && k !== 'backend.lie' && k !== 'grant.unmap-early');
     expect([...new Set(faults.map((f) => f.kind))].sort()).toEqual(want.sort());
     for (const r of reports) {
       expect(r.recoveryMs.length).toBeGreaterThan(5);
@@ -202,6 +202,22 @@ faults:
     // Same seed, same schedule.
     expect(JSON.stringify(reports[0].faults.map((f) => [f.id, f.who]))).toMatch(/s01-/);
   }, 240_000);
+
+  it('checker self-test: a backend that unmaps grants and answers before the device did its DMA is caught (the guest reuses its buffers under the device)', async () => {
+    const p = plan(`name: unmap-early
+duration: 4
+faults:
+  - { id: early, who: { domain: guest1, device: vbd51712 }, what: { kind: grant.unmap-early }, when: { at: 1, for: 2 } }
+`);
+    const refused = await chaos(['--plan', p]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/grant\.unmap-early .* refused unless RINGVISOR_TEST_FAULTS=1/);
+    const r = await chaos(['--plan', p], { RINGVISOR_TEST_FAULTS: '1' });
+    expect(r.code, r.stdout).toBe(1);
+    const b = r.report!.checkers.block;
+    expect(b.lost + b.stale + b.torn + b.unexpected + b.misdirected, JSON.stringify(b)).toBeGreaterThan(0);
+    expect(r.report!.verdict).toBe('fail');
+  }, 90_000);
 
   it('a bad plan is refused with its path and how to fix it', async () => {
     const bad = await chaos(['--plan', plan('faults:\n  - { who: { domain: guest1 }, what: { kind: evtchn.melt } }\n')]);

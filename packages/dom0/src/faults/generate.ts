@@ -13,7 +13,7 @@
  * direct.reclaim and iommu.stray-dma pick among guests with direct devices (assigned functions).
  *
  * Left out on purpose: disk.bitflip (silent corruption is detected, not survived — it has its own
- * scenario) and backend.lie (breaks the backend to test the checkers).
+ * scenario), backend.lie and grant.unmap-early (they break the backend to test the checkers).
  */
 import { SplitMix32, mixSeed } from '@ringvisor/shared';
 import type { ClusterConfig } from '../toolstack/config.js';

@@ -277,6 +277,16 @@ export class FaultInjector {
           await host.restartBackend(spec.who.domain!, spec.who.device!);
           break;
         }
+        case 'grant.unmap-early': {
+          const t = this.backends(spec);
+          host = t.host;
+          domid = t.backends[0].frontDomid;
+          const blk = t.backends.filter((b): b is AnyBackend & { unmapEarly: boolean } => 'unmapEarly' in b);
+          if (blk.length === 0) throw new FaultTargetError(`${spec.id}: grant.unmap-early needs a vbd`);
+          for (const b of blk) b.unmapEarly = true;
+          undo = () => blk.forEach((b) => (b.unmapEarly = false));
+          break;
+        }
         case 'backend.lie': {
           const t = this.backends(spec);
           host = t.host;

@@ -65,6 +65,8 @@ export const FAULT_KINDS = {
   'iommu.stray-dma':
     "a guest programs its own direct device to DMA outside its memory or at another domain's (count); every attempt must be blocked by the IOMMU or refused by the device; who: domain + device (a direct vif<devid> | vbd<devid>)",
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
+  'grant.unmap-early':
+    'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback unmaps a request\'s grants and answers it before the device has done its DMA, so the guest reuses its buffers under the device; who: domain + device (vbd)',
 } as const;
 
 export type FaultKind = keyof typeof FAULT_KINDS;
@@ -220,7 +222,7 @@ function checkSelector(f: FaultSpec, where: string): void {
     need('device');
     if (!/^(vif|vbd)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: ${k} acts on a direct device (vif<devid> | vbd<devid> with mode: direct), not ${f.who.device}`);
   }
-  if (k.startsWith('ring.') || k === 'grant.revoke-mapped') {
+  if (k.startsWith('ring.') || k.startsWith('grant.')) {
     need('domain');
     need('device');
     if (!f.who.device!.startsWith('vbd')) throw new ConfigError(`${where}: ${k} is implemented for vbd rings (blkfront)`);
@@ -237,8 +239,8 @@ function checkSelector(f: FaultSpec, where: string): void {
   } else if (f.what.attack !== undefined) throw new ConfigError(`${where}: what.attack belongs to device.hostile`);
   if ((k.startsWith('backend.') || k.startsWith('ring.') || k === 'grant.revoke-mapped') && f.who.device && !/^(vbd|vif)\d+$/.test(f.who.device))
     throw new ConfigError(`${where}: ${k} acts on a PV device's backend or ring (vbd<devid> | vif<devid>); ${f.who.device} is emulated (try device.hostile)`);
-  if (k === 'backend.lie' && process.env.RINGVISOR_TEST_FAULTS !== '1')
-    throw new ConfigError(`${where}: backend.lie breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
+  if ((k === 'backend.lie' || k === 'grant.unmap-early') && process.env.RINGVISOR_TEST_FAULTS !== '1')
+    throw new ConfigError(`${where}: ${k} breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
   else if ((k === 'process.restart' || k === 'process.pause') && f.who.runtime === 'hwsim') {
     /* the hardware itself: who.host picks the host */
   } else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');

@@ -51,6 +51,13 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
    * must catch it.
    */
   lieAboutWrites = false;
+  /**
+   * Checker self-test only (fault kind `grant.unmap-early`, refused unless RINGVISOR_TEST_FAULTS=1):
+   * a broken backend that lets go of a request's grants — and answers it — as soon as it handed
+   * the request to the disk, while the device has yet to DMA into (or out of) those pages. The
+   * guest then reuses its buffers under the device; the block ledger must catch it.
+   */
+  unmapEarly = false;
 
   constructor(
     hv: Hypervisor,
@@ -152,21 +159,27 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
       this.metrics.sectorsRead += p.nsectors;
     }
     this.inflight++;
-    void this.disk
-      .submit({
-        op: p.write ? HWBLK_OP_WRITE : HWBLK_OP_READ,
-        sector: this.region.start + p.sector,
-        segments: maps.map((m, i) => ({ domid: m.frame.domid, pfn: m.frame.pfn, firstSect: p.segments[i].firstSect, lastSect: p.segments[i].lastSect })),
-      })
-      .then((st) => this.finish(p.id, p.operation, st, maps));
+    const done = this.disk.submit({
+      op: p.write ? HWBLK_OP_WRITE : HWBLK_OP_READ,
+      sector: this.region.start + p.sector,
+      segments: maps.map((m, i) => ({ domid: m.frame.domid, pfn: m.frame.pfn, firstSect: p.segments[i].firstSect, lastSect: p.segments[i].lastSect })),
+    });
+    if (this.unmapEarly) {
+      // The bug: unmapped and answered while the device still holds the machine frames.
+      this.finish(p.id, p.operation, 0, maps);
+      this.inflight++;
+      void done.then(() => this.finish(-1, p.operation, 0, [], false));
+      return;
+    }
+    void done.then((st) => this.finish(p.id, p.operation, st, maps));
   }
 
-  private finish(id: number, operation: number, deviceStatus: number, maps: GrantMapping[]): void {
+  private finish(id: number, operation: number, deviceStatus: number, maps: GrantMapping[], answer = true): void {
     this.unmapAll(maps);
     this.inflight--;
     if (deviceStatus !== 0) this.metrics.errors++;
     // A ring torn down meanwhile (guest gone) gets no response: nobody is there to read it.
-    if (this.ring && (this.state === 'connected' || this.state === 'closing')) this.respond(id, operation, deviceStatus === 0 ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
+    if (answer && this.ring && (this.state === 'connected' || this.state === 'closing')) this.respond(id, operation, deviceStatus === 0 ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
     if (this.inflight === 0) for (const w of this.drainWaiters.splice(0)) w();
   }
 
