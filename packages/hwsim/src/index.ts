@@ -7,3 +7,4 @@ export * from './runtime.js';
 export * from './iommu/index.js';
 export * from './sriov/index.js';
 export * from './devices/camera/index.js';
+export * from './svio/index.js';

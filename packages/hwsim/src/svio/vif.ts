@@ -1,0 +1,273 @@
+/**
+ * SV-IO virtual interfaces (after Raj & Schwan, HPDC 2007): the device-side processing of one VIF
+ * — a network, block or camera interface bound to one guest, with exactly two message queues in
+ * that guest's memory: outgoing (guest → device; this end consumes) and incoming (device → guest;
+ * this end produces). Layouts: shared/src/svio/queue.ts and messages.ts.
+ *
+ * A processor is plain logic over its two queues, so the SV-IO engine can run it on whichever of
+ * its cores (worker threads) it places the VIF. One `kick` (the guest's doorbell, or the incoming
+ * queue freeing up) runs a pass:
+ *   - take at most one queue's worth of outgoing messages, each copied out once and validated;
+ *   - answer each on the incoming queue; when the incoming queue is full, stop taking (the
+ *     answers wait in a small per-VIF backlog, bounded by the queue size) and ask to be told when
+ *     the guest frees a slot — back-pressure instead of unbounded buffering;
+ *   - push, notify the guest only if it asked, release the outgoing slots (notify the guest if it
+ *     waits for room), final-check both queues; more work is scheduled, never looped on.
+ * A guest whose indices are impossible (RogueRingError) has its VIF stopped. The engine reaches
+ * only the bound guest's memory: every address is one of its frames, checked.
+ */
+import {
+  QueueConsumer,
+  QueueProducer,
+  RogueRingError,
+  PAGE_SIZE,
+  SECTOR_SIZE,
+  VIF_BLK_MAX_SEGMENTS,
+  VIF_DONE,
+  VIF_EIO,
+  VIF_ENOTSUP,
+  VIF_FLUSH,
+  VIF_OK,
+  VIF_READ,
+  VIF_RX,
+  VIF_RX_POST,
+  VIF_TX,
+  VIF_TX_DONE,
+  VIF_WRITE,
+  ETH_MAX_FRAME,
+  ETH_MIN_FRAME,
+  vifCodec,
+  vifMessage,
+  type GuestMemory,
+  type VifMessage,
+} from '@ringvisor/shared';
+import type { PhysicalDisk } from '../devices/disk/device.js';
+
+export type VifKind = 'net' | 'blk' | 'cam';
+
+export interface VifCounters {
+  passes: number;
+  messagesIn: number;
+  messagesOut: number;
+  /** Outgoing messages refused with an error status (malformed, outside the guest's memory). */
+  refused: number;
+  /** Passes that stopped taking because the incoming queue was full (back-pressure). */
+  backpressured: number;
+  notifications: number;
+  bytes: number;
+}
+
+export interface VifEnv {
+  /** The bound guest's memory (the only memory this VIF reaches). */
+  memory: GuestMemory;
+  /** Guest frame numbers of the two queue pages. */
+  outPfn: number;
+  inPfn: number;
+  /** Raise the VIF's interrupt to the guest. */
+  notify: () => void;
+}
+
+export abstract class VifProcessor {
+  readonly counters: VifCounters = { passes: 0, messagesIn: 0, messagesOut: 0, refused: 0, backpressured: 0, notifications: 0, bytes: 0 };
+  protected readonly out: QueueConsumer<VifMessage>;
+  protected readonly in: QueueProducer<VifMessage>;
+  /** Answers waiting for room on the incoming queue (at most one queue's worth). */
+  private readonly backlog: VifMessage[] = [];
+  private scheduled: NodeJS.Immediate | undefined;
+  stopReason: string | undefined;
+
+  protected constructor(
+    readonly id: number,
+    readonly kind: VifKind,
+    protected readonly env: VifEnv,
+  ) {
+    this.out = new QueueConsumer(env.memory.page(env.outPfn), vifCodec);
+    this.in = new QueueProducer(env.memory.page(env.inPfn), vifCodec);
+  }
+
+  /** The doorbell, or room freed on the incoming queue. Safe at any time; never throws. */
+  kick(): void {
+    if (this.stopReason !== undefined) return;
+    try {
+      this.pass();
+    } catch (e) {
+      if (!(e instanceof RogueRingError)) throw e;
+      this.stop(e.message);
+    }
+  }
+
+  stop(reason: string): void {
+    this.stopReason ??= reason;
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.scheduled = undefined;
+  }
+
+  /** Answer one outgoing message (its private copy): the incoming message, or none. */
+  protected abstract handle(m: VifMessage): VifMessage | undefined;
+
+  /** Queue a message the device originates (a received frame): false if the guest has no room. */
+  protected emit(m: VifMessage): boolean {
+    if (this.backlog.length > 0 || !this.in.put(m)) return false;
+    this.counters.messagesOut++;
+    if (this.in.push()) this.raise();
+    return true;
+  }
+
+  private pass(): void {
+    this.counters.passes++;
+    let taken = 0;
+    // Earlier answers first, in order.
+    while (this.backlog.length > 0 && this.in.put(this.backlog[0])) {
+      this.backlog.shift();
+      this.counters.messagesOut++;
+    }
+    while (this.backlog.length === 0 && taken < this.out.size) {
+      const m = this.out.take();
+      if (!m) break;
+      taken++;
+      this.counters.messagesIn++;
+      const answer = this.handle(m);
+      if (!answer) continue;
+      if (this.in.put(answer)) this.counters.messagesOut++;
+      else this.backlog.push(answer);
+    }
+    if (this.in.push()) this.raise();
+    if (this.out.release()) this.raise();
+    let more: boolean;
+    if (this.backlog.length > 0) {
+      this.counters.backpressured++;
+      // Told when the guest frees a slot; if it already has, go on.
+      more = this.in.finalCheckForSpace();
+    } else more = this.out.finalCheck();
+    if (more && !this.scheduled) this.scheduled = setImmediate(() => {
+      this.scheduled = undefined;
+      this.kick();
+    });
+  }
+
+  private raise(): void {
+    this.counters.notifications++;
+    this.env.notify();
+  }
+
+  /** A window of the bound guest's memory, or undefined if it is not all the guest's. */
+  protected window(gfn: number, offset: number, len: number): Uint8Array | undefined {
+    const mem = this.env.memory;
+    if (!mem.hasFrame(gfn) || offset < 0 || len < 0 || offset + len > PAGE_SIZE) return undefined;
+    return mem.page(gfn).subarray(offset, offset + len);
+  }
+}
+
+/** A network VIF: frames out to the wire, frames from the wire into buffers the guest posted. */
+export class NetVif extends VifProcessor {
+  /** Buffers the guest posted, oldest first (bounded: a guest cannot make the device hold more). */
+  private readonly posted: VifMessage[] = [];
+  static readonly MAX_POSTED = 256;
+  readonly net = { txFrames: 0, rxFrames: 0, rxMissed: 0 };
+
+  constructor(
+    id: number,
+    env: VifEnv,
+    private readonly wire: (frame: Uint8Array) => void,
+  ) {
+    super(id, 'net', env);
+  }
+
+  protected handle(m: VifMessage): VifMessage | undefined {
+    if (m.type === VIF_TX) {
+      const w = m.len >= ETH_MIN_FRAME && m.len <= ETH_MAX_FRAME ? this.window(m.gfn, m.offset, m.len) : undefined;
+      if (!w) {
+        this.counters.refused++;
+        return vifMessage({ type: VIF_TX_DONE, id: m.id, status: VIF_EIO });
+      }
+      this.wire(w.slice());
+      this.net.txFrames++;
+      this.counters.bytes += m.len;
+      return vifMessage({ type: VIF_TX_DONE, id: m.id, status: VIF_OK });
+    }
+    if (m.type === VIF_RX_POST) {
+      if (!this.window(m.gfn, m.offset, m.len) || m.len < ETH_MIN_FRAME || this.posted.length >= NetVif.MAX_POSTED) {
+        this.counters.refused++;
+        return vifMessage({ type: VIF_RX, id: m.id, status: VIF_EIO });
+      }
+      this.posted.push(m);
+      return undefined;
+    }
+    this.counters.refused++;
+    return vifMessage({ type: VIF_TX_DONE, id: m.id, status: VIF_ENOTSUP });
+  }
+
+  /** A frame from the wire: into the oldest posted buffer that holds it, announced on the incoming queue. */
+  receive(frame: Uint8Array): void {
+    if (this.stopReason !== undefined) return;
+    const b = this.posted[0];
+    if (!b || b.len < frame.byteLength) {
+      this.net.rxMissed++;
+      return;
+    }
+    // Announce only if the guest has room to hear it; otherwise the frame is missed, the buffer kept.
+    const w = this.window(b.gfn, b.offset, frame.byteLength)!;
+    w.set(frame);
+    if (!this.emit(vifMessage({ type: VIF_RX, id: b.id, status: frame.byteLength }))) {
+      this.net.rxMissed++;
+      return;
+    }
+    this.posted.shift();
+    this.net.rxFrames++;
+    this.counters.bytes += frame.byteLength;
+  }
+}
+
+/** A block VIF: a partition of the physical disk, read and written straight from guest pages. */
+export class BlkVif extends VifProcessor {
+  readonly blk = { reads: 0, writes: 0, flushes: 0 };
+
+  constructor(
+    id: number,
+    env: VifEnv,
+    private readonly disk: PhysicalDisk,
+    readonly partition: { start: number; sectors: number },
+  ) {
+    super(id, 'blk', env);
+  }
+
+  protected handle(m: VifMessage): VifMessage | undefined {
+    const done = (status: number) => vifMessage({ type: VIF_DONE, id: m.id, status });
+    if (m.type === VIF_FLUSH) {
+      if (m.nseg !== 0) return this.refuse(done);
+      this.disk.flush();
+      this.blk.flushes++;
+      return done(VIF_OK);
+    }
+    if (m.type !== VIF_READ && m.type !== VIF_WRITE) return this.refuse(() => done(VIF_ENOTSUP));
+    if (m.nseg < 1 || m.nseg > VIF_BLK_MAX_SEGMENTS || !Number.isSafeInteger(m.sector)) return this.refuse(done);
+    // Validate the whole private copy before a byte moves.
+    const pieces: Array<{ view: Uint8Array; sector: number }> = [];
+    let sector = m.sector;
+    for (const s of m.segments) {
+      if (s.first > s.last || s.last >= PAGE_SIZE / SECTOR_SIZE) return this.refuse(done);
+      const view = this.window(s.gfn, s.first * SECTOR_SIZE, (s.last - s.first + 1) * SECTOR_SIZE);
+      if (!view) return this.refuse(done);
+      pieces.push({ view, sector });
+      sector += s.last - s.first + 1;
+    }
+    if (sector > this.partition.sectors) return this.refuse(done);
+    try {
+      for (const p of pieces) {
+        if (m.type === VIF_READ) this.disk.readSectors(this.partition.start + p.sector, p.view);
+        else this.disk.writeSectors(this.partition.start + p.sector, p.view);
+        this.counters.bytes += p.view.byteLength;
+      }
+    } catch {
+      return done(VIF_EIO);
+    }
+    if (m.type === VIF_READ) this.blk.reads++;
+    else this.blk.writes++;
+    return done(VIF_OK);
+  }
+
+  private refuse(answer: (status: number) => VifMessage): VifMessage {
+    this.counters.refused++;
+    return answer(VIF_EIO);
+  }
+}
