@@ -23,6 +23,10 @@ import {
   VIF_TX,
   VIF_TX_DONE,
   VIF_WRITE,
+  VIF_CAM_BUF,
+  VIF_CAM_FRAME,
+  VIF_CAM_STREAM,
+  verifyCameraFrame,
   initMessageQueue,
   vifCodec,
   vifMessage,
@@ -30,7 +34,7 @@ import {
 } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
 import { tempDir } from '../test/harness.js';
-import { BlkVif, NetVif, type VifEnv } from './vif.js';
+import { BlkVif, CamVif, NetVif, type VifEnv } from './vif.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
 
@@ -184,5 +188,60 @@ describe('BlkVif', () => {
     disk.readSectors(8, raw);
     expect(raw.every((b) => b === 0)).toBe(true);
     expect(vif.blk).toEqual({ reads: 1, writes: 1, flushes: 1 });
+  });
+});
+
+describe('CamVif', () => {
+  it('renders frames into the buffers the guest queued and announces them; without a buffer a frame is dropped and the sequence shows the gap', () => {
+    const g = guest(64);
+    const vif = new CamVif(3, g.env, { width: 64, height: 48, fps: 30 });
+    const pages = Math.ceil(vif.camera.frameSize / 4096); // 32 + 3072 bytes: one page
+    send(g, [
+      vifMessage({ type: VIF_CAM_BUF, id: 0, gfn: 10, len: pages }),
+      vifMessage({ type: VIF_CAM_BUF, id: 1, gfn: 12, len: pages }),
+      vifMessage({ type: VIF_CAM_BUF, id: 2, gfn: 1, len: 2 }), // would cover the outgoing queue
+      vifMessage({ type: VIF_CAM_BUF, id: 3, gfn: 63, len: 2 }), // runs past the guest's memory
+    ]);
+    vif.kick();
+    expect(answers(g).map((m) => [m.type, m.id, m.status])).toEqual([
+      [VIF_CAM_FRAME, 2, VIF_EIO],
+      [VIF_CAM_FRAME, 3, VIF_EIO],
+    ]);
+    for (let i = 0; i < 4; i++) vif.capture();
+    const frames = answers(g);
+    expect(frames.map((m) => [m.id, m.seq, m.used])).toEqual([
+      [0, 1, vif.camera.frameSize],
+      [1, 2, vif.camera.frameSize],
+    ]);
+    for (const f of frames) {
+      const buf = g.mem.bytes.subarray((f.id === 0 ? 10 : 12) * 4096, (f.id === 0 ? 10 : 12) * 4096 + f.used);
+      expect(verifyCameraFrame(buf, f.used, { width: 64, height: 48 })).toMatchObject({ ok: true, seq: f.seq });
+    }
+    expect(vif.camera.metrics).toMatchObject({ captured: 4, delivered: 2, dropped: 2 });
+    // The guest queues buffer 0 again: the next frame is seq 5 — 3 and 4 were dropped.
+    send(g, [vifMessage({ type: VIF_CAM_BUF, id: 0, gfn: 10, len: pages })]);
+    vif.kick();
+    vif.capture();
+    expect(answers(g).map((m) => [m.id, m.seq])).toEqual([[0, 5]]);
+  });
+
+  it('streams on the camera\'s clock between STREAM_START and STREAM_STOP', async () => {
+    const g = guest(64);
+    const vif = new CamVif(3, g.env, { width: 16, height: 16, fps: 100 });
+    send(g, [
+      ...Array.from({ length: 8 }, (_, i) => vifMessage({ type: VIF_CAM_BUF, id: i, gfn: 10 + i, len: 1 })),
+      vifMessage({ type: VIF_CAM_STREAM, id: 99, len: 1 }),
+    ]);
+    vif.kick();
+    await new Promise((r) => setTimeout(r, 120));
+    send(g, [vifMessage({ type: VIF_CAM_STREAM, id: 99, len: 0 })]);
+    vif.kick();
+    const got = answers(g);
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.every((m) => m.type === VIF_CAM_FRAME && m.status === 0)).toBe(true);
+    // In order; buffers used oldest first.
+    expect(got.map((m) => m.seq)).toEqual([...got.map((m) => m.seq)].sort((a, b) => a - b));
+    expect(got.map((m) => m.id)).toEqual(got.map((_, i) => i));
+    expect(vif.camera.streaming).toBe(false);
   });
 });

@@ -34,6 +34,9 @@ import {
   VIF_TX,
   VIF_TX_DONE,
   VIF_WRITE,
+  VIF_CAM_BUF,
+  VIF_CAM_FRAME,
+  VIF_CAM_STREAM,
   ETH_MAX_FRAME,
   ETH_MIN_FRAME,
   vifCodec,
@@ -42,6 +45,7 @@ import {
   type VifMessage,
 } from '@ringvisor/shared';
 import type { PhysicalDisk } from '../devices/disk/device.js';
+import { CameraDevice, type CameraOptions } from '../devices/camera/device.js';
 
 export type VifKind = 'net' | 'blk' | 'cam';
 
@@ -269,5 +273,75 @@ export class BlkVif extends VifProcessor {
   private refuse(answer: (status: number) => VifMessage): VifMessage {
     this.counters.refused++;
     return answer(VIF_EIO);
+  }
+}
+
+/**
+ * A camera VIF: the camera's frames rendered straight into buffers the guest queued (CAM_BUF:
+ * consecutive frames of its memory), announced with CAM_FRAME (buffer, seq, used size,
+ * timestamp). The camera keeps its own rate: with no buffer queued, or no room on the incoming
+ * queue to announce one, the frame is dropped and the guest sees the gap in seq.
+ */
+export class CamVif extends VifProcessor {
+  readonly camera: CameraDevice;
+  /** Buffers queued by the guest, oldest first: index, and its view of guest memory. */
+  private readonly queued: Array<{ id: number; view: Uint8Array }> = [];
+  static readonly MAX_QUEUED = 64;
+  private current: { id: number; view: Uint8Array } | undefined;
+
+  constructor(id: number, env: VifEnv, camera: Omit<CameraOptions, 'clockUs'> & { clockUs?: () => number }) {
+    super(id, 'cam', env);
+    this.camera = new CameraDevice(camera);
+  }
+
+  protected handle(m: VifMessage): VifMessage | undefined {
+    const refuse = () => {
+      this.counters.refused++;
+      return vifMessage({ type: VIF_CAM_FRAME, id: m.id, status: VIF_EIO });
+    };
+    if (m.type === VIF_CAM_BUF) {
+      const mem = this.env.memory;
+      const pages = m.len;
+      // Consecutive frames of the guest's memory, enough for one frame, none of them the queues.
+      if (pages < 1 || !mem.hasFrame(m.gfn) || !mem.hasFrame(m.gfn + pages - 1) || pages * PAGE_SIZE < this.camera.frameSize || this.queued.length >= CamVif.MAX_QUEUED) return refuse();
+      for (const q of [this.env.outPfn, this.env.inPfn]) if (q >= m.gfn && q < m.gfn + pages) return refuse();
+      this.queued.push({ id: m.id, view: new Uint8Array(mem.buffer, m.gfn * PAGE_SIZE, pages * PAGE_SIZE) });
+      return undefined;
+    }
+    if (m.type === VIF_CAM_STREAM) {
+      if (m.len === 1) this.camera.start({ buffer: () => this.nextBuffer(), filled: (seq, used, ts) => this.filled(seq, used, ts) });
+      else this.camera.stop();
+      return undefined;
+    }
+    return refuse();
+  }
+
+  override stop(reason: string): void {
+    this.camera.stop();
+    super.stop(reason);
+  }
+
+  /** Take a frame now (tests; the stream does this on the camera's clock). */
+  capture(): void {
+    this.camera.capture({ buffer: () => this.nextBuffer(), filled: (seq, used, ts) => this.filled(seq, used, ts) });
+  }
+
+  private nextBuffer(): Uint8Array | undefined {
+    if (this.stopReason !== undefined) return undefined;
+    this.current = this.queued.shift();
+    return this.current?.view;
+  }
+
+  private filled(seq: number, used: number, timestampUs: number): void {
+    const b = this.current!;
+    this.current = undefined;
+    if (this.emit(vifMessage({ type: VIF_CAM_FRAME, id: b.id, seq, used, timestampUs }))) {
+      this.counters.bytes += used;
+      return;
+    }
+    // No room to announce it: the frame is lost (a gap the guest will see); the buffer stays queued.
+    this.queued.unshift(b);
+    this.camera.metrics.dropped++;
+    this.camera.metrics.delivered--;
   }
 }

@@ -1,7 +1,7 @@
 /** VIF messages round-trip through their 64-byte slots; a raw segment count above 4 is kept for the device to refuse. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { VIF_BLK_MAX_SEGMENTS, VIF_READ, VIF_RX_POST, VIF_TX, VIF_WRITE, vifCodec, vifMessage } from './messages.js';
+import { VIF_BLK_MAX_SEGMENTS, VIF_CAM_FRAME, VIF_READ, VIF_RX_POST, VIF_TX, VIF_WRITE, vifCodec, vifMessage } from './messages.js';
 
 describe('VIF messages', () => {
   it('net and block messages round-trip', () => {
@@ -25,6 +25,13 @@ describe('VIF messages', () => {
       ),
       { numRuns: 300 },
     );
+  });
+
+  it('camera frames round-trip', () => {
+    const view = new DataView(new ArrayBuffer(64));
+    const m = vifMessage({ type: VIF_CAM_FRAME, id: 3, seq: 0xfffffffe, used: 76832, timestampUs: 1_796_000_000_123_456 });
+    vifCodec.encode(view, 0, m);
+    expect(vifCodec.decode(view, 0)).toEqual(m);
   });
 
   it('keeps the raw segment count a guest wrote, decoding at most four segments', () => {

@@ -17,6 +17,13 @@
  *                                u8 last, u16 pad } at 24 (inclusive 512-byte sectors of a page)
  * block, incoming
  *   DONE     0x83  status 0 ok / -1 I/O error / -2 unsupported
+ * camera, outgoing (the camera's format and rate are the VIF's, set through the management API)
+ *   CAM_BUF     6   8 u32 gfn, 12 u16 pages      queue buffer `id`: `pages` consecutive frames
+ *   CAM_STREAM  7   12 u16 on (1 start, 0 stop)  STREAM_START / STREAM_STOP
+ * camera, incoming
+ *   CAM_FRAME   0x84  8 u32 seq, 12 u32 used, 16 u64 timestamp (µs)   a frame filled buffer `id`
+ *                     (a gap in seq: frames the camera dropped, as cameraif's FRAME_AVAIL seq_num);
+ *                     status -1: the buffer was refused (not the guest's, too small)
  */
 import type { EntryCodec } from '../ring/ring.js';
 import { readU64, writeU64 } from '../ring/blkif.js';
@@ -29,6 +36,9 @@ export const VIF_FLUSH = 5;
 export const VIF_TX_DONE = 0x81;
 export const VIF_RX = 0x82;
 export const VIF_DONE = 0x83;
+export const VIF_CAM_BUF = 6;
+export const VIF_CAM_STREAM = 7;
+export const VIF_CAM_FRAME = 0x84;
 export const VIF_BLK_MAX_SEGMENTS = 4;
 export const VIF_OK = 0;
 export const VIF_EIO = -1;
@@ -52,10 +62,14 @@ export interface VifMessage {
   /** Raw nseg byte as written (validate against VIF_BLK_MAX_SEGMENTS). */
   nseg: number;
   segments: VifSegment[];
+  /** CAM_FRAME: the frame's sequence number, bytes used, capture time (µs). */
+  seq: number;
+  used: number;
+  timestampUs: number;
 }
 
 export function vifMessage(m: Partial<VifMessage> & { type: number }): VifMessage {
-  return { status: 0, id: 0, gfn: 0, offset: 0, len: 0, sector: 0, nseg: m.segments?.length ?? 0, segments: [], ...m };
+  return { status: 0, id: 0, gfn: 0, offset: 0, len: 0, sector: 0, nseg: m.segments?.length ?? 0, segments: [], seq: 0, used: 0, timestampUs: 0, ...m };
 }
 
 export const vifCodec: EntryCodec<VifMessage> = {
@@ -75,6 +89,10 @@ export const vifCodec: EntryCodec<VifMessage> = {
         v.setUint8(so + 5, s.last);
         v.setUint16(so + 6, 0, true);
       });
+    } else if (m.type === VIF_CAM_FRAME) {
+      v.setUint32(o + 8, m.seq >>> 0, true);
+      v.setUint32(o + 12, m.used >>> 0, true);
+      writeU64(v, o + 16, m.timestampUs);
     } else {
       v.setUint32(o + 8, m.gfn >>> 0, true);
       v.setUint16(o + 12, m.offset, true);
@@ -91,8 +109,10 @@ export const vifCodec: EntryCodec<VifMessage> = {
         const so = o + 24 + i * 8;
         segments.push({ gfn: v.getUint32(so, true), first: v.getUint8(so + 4), last: v.getUint8(so + 5) });
       }
-      return { ...base, gfn: 0, offset: 0, len: 0, sector: readU64(v, o + 8), nseg, segments };
+      return { ...base, gfn: 0, offset: 0, len: 0, sector: readU64(v, o + 8), nseg, segments, seq: 0, used: 0, timestampUs: 0 };
     }
-    return { ...base, gfn: v.getUint32(o + 8, true), offset: v.getUint16(o + 12, true), len: v.getUint16(o + 14, true), sector: 0, nseg: 0, segments: [] };
+    if (type === VIF_CAM_FRAME)
+      return { ...base, gfn: 0, offset: 0, len: 0, sector: 0, nseg: 0, segments: [], seq: v.getUint32(o + 8, true), used: v.getUint32(o + 12, true), timestampUs: readU64(v, o + 16) };
+    return { ...base, gfn: v.getUint32(o + 8, true), offset: v.getUint16(o + 12, true), len: v.getUint16(o + 14, true), sector: 0, nseg: 0, segments: [], seq: 0, used: 0, timestampUs: 0 };
   },
 };
