@@ -1,1 +1,3 @@
 export * from './vif.js';
+export * from './core.js';
+export * from './engine.js';

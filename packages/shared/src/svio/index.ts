@@ -1,2 +1,3 @@
 export * from './queue.js';
 export * from './messages.js';
+export * from './access.js';

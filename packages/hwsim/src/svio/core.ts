@@ -1,0 +1,124 @@
+/**
+ * One core of the SV-IO engine: the VIFs placed on it, each a processor over its two queues
+ * (vif.ts). A core runs in its own worker thread (svio-core.ts) and talks to the engine only by
+ * messages; what it touches directly is the bound guests' memory (shared), the disk image (its
+ * own file descriptor) and the event memory (to interrupt a guest). The engine forwards doorbells
+ * and frames from the wire; a core sends frames for the wire back.
+ *
+ *   engine → core   open {vif, kind, domid, memory, outPfn, inPfn, hwPort, …}   attach a VIF's queues
+ *                   close {vif}   kick {vif}   rx {vif, frame}   stats {req}
+ *   core → engine   opened {vif, ok, reason?}   tx {vif, frame}   stats {req, vifs}
+ */
+import { DOMID_HW, EventChannelGate, GuestMemory, type Logger } from '@ringvisor/shared';
+import { PhysicalDisk } from '../devices/disk/device.js';
+import { BlkVif, CamVif, NetVif, type VifCounters, type VifProcessor } from './vif.js';
+
+export type CoreRequest =
+  | {
+      op: 'open';
+      vif: number;
+      kind: 'net' | 'blk' | 'cam';
+      domid: number;
+      memory: SharedArrayBuffer;
+      outPfn: number;
+      inPfn: number;
+      hwPort: number;
+      partition?: { start: number; sectors: number };
+      camera?: { width: number; height: number; fps: number };
+    }
+  | { op: 'close'; vif: number }
+  | { op: 'kick'; vif: number }
+  | { op: 'rx'; vif: number; frame: Uint8Array }
+  | { op: 'stats'; req: number };
+
+export interface CoreVifStats {
+  vif: number;
+  kind: 'net' | 'blk' | 'cam';
+  domid: number;
+  stopped: string | null;
+  counters: VifCounters;
+  detail: Record<string, number>;
+}
+
+export type CoreReply = { op: 'opened'; vif: number; ok: boolean; reason?: string } | { op: 'tx'; vif: number; frame: Uint8Array } | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number };
+
+export class SvioCore {
+  private readonly vifs = new Map<number, { p: VifProcessor; domid: number }>();
+  private readonly gate: EventChannelGate;
+  private disk: PhysicalDisk | undefined;
+
+  constructor(
+    private readonly o: { eventMemory: SharedArrayBuffer; disk: { path: string; sizeBytes: number }; reply: (r: CoreReply) => void; logger?: Logger },
+  ) {
+    // Only to send: the hardware's ports are dispatched by the engine's thread.
+    this.gate = new EventChannelGate(o.eventMemory, DOMID_HW);
+  }
+
+  handle(r: CoreRequest): void {
+    switch (r.op) {
+      case 'open': {
+        try {
+          const memory = new GuestMemory(r.domid, r.memory);
+          const env = {
+            memory,
+            outPfn: r.outPfn,
+            inPfn: r.inPfn,
+            notify: () => {
+              try {
+                this.gate.send(r.hwPort);
+              } catch {
+                /* the guest's end is gone: nobody to interrupt */
+              }
+            },
+          };
+          const p =
+            r.kind === 'net'
+              ? new NetVif(r.vif, env, (frame) => this.o.reply({ op: 'tx', vif: r.vif, frame }))
+              : r.kind === 'blk'
+                ? new BlkVif(r.vif, env, (this.disk ??= PhysicalDisk.open(this.o.disk)), r.partition!)
+                : new CamVif(r.vif, env, r.camera!);
+          this.vifs.get(r.vif)?.p.stop('replaced');
+          this.vifs.set(r.vif, { p, domid: r.domid });
+          this.o.reply({ op: 'opened', vif: r.vif, ok: true });
+          p.kick();
+        } catch (e) {
+          this.o.reply({ op: 'opened', vif: r.vif, ok: false, reason: (e as Error).message });
+        }
+        return;
+      }
+      case 'close':
+        this.vifs.get(r.vif)?.p.stop('closed');
+        this.vifs.delete(r.vif);
+        return;
+      case 'kick':
+        this.vifs.get(r.vif)?.p.kick();
+        return;
+      case 'rx': {
+        const v = this.vifs.get(r.vif)?.p;
+        if (v instanceof NetVif) v.receive(r.frame);
+        return;
+      }
+      case 'stats':
+        this.o.reply({
+          op: 'stats',
+          req: r.req,
+          busyMs: performance.eventLoopUtilization().active,
+          vifs: [...this.vifs].map(([vif, { p, domid }]) => ({
+            vif,
+            kind: p.kind,
+            domid,
+            stopped: p.stopReason ?? null,
+            counters: { ...p.counters },
+            detail: p instanceof NetVif ? { ...p.net } : p instanceof BlkVif ? { ...p.blk } : p instanceof CamVif ? { ...p.camera.metrics } : {},
+          })),
+        });
+        return;
+    }
+  }
+
+  shutdown(): void {
+    for (const { p } of this.vifs.values()) p.stop('shutdown');
+    this.vifs.clear();
+    this.disk?.close();
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * SvioEngine — the self-virtualizing device (Raj & Schwan, HPDC 2007): VIF processing moved into
+ * the device and spread over a pool of cores. Each core is a long-lived worker thread
+ * (svio-core.ts) that owns the VIFs placed on it — not a task pool such as piscina: a VIF is
+ * state (attached queues, posted buffers, a camera's clock) that must stay with one core so its
+ * messages keep their order, and its work arrives as a stream of doorbells, not as tasks.
+ *
+ * The engine's own thread is the management side (dom0's toolstack calls it) and the device's
+ * front door: it owns the event ports (a guest's doorbell lands here and is forwarded to the VIF's
+ * core), the VIFs' stations on the NIC's embedded switch (frames to and from a core cross here),
+ * and each VIF's register page (the access API, shared/src/svio/access.ts).
+ *
+ * Management API: create (kind, bound guest, QoS weight; a MAC, a disk partition or a camera
+ * format) → VIF id, register page, core; destroy; setQos; list (queue states and counters, from
+ * the cores). A guest reaches only VIFs bound to it: an open naming another VIF's id, or queue
+ * frames outside the bound guest's memory, is refused.
+ */
+import { Worker } from 'node:worker_threads';
+import {
+  InvalidArgumentError,
+  PAGE_SIZE,
+  SVIO_CTRL_OPEN,
+  SVIO_ERR_BAD_QUEUE,
+  SVIO_ERR_NOT_BOUND,
+  SVIO_KIND,
+  SVIO_REG,
+  SVIO_STATUS_ERROR,
+  SVIO_STATUS_OPEN,
+  SvioRegisters,
+  runtimeEntry,
+  startRuntimeWorker,
+  type EventChannelGate,
+  type Logger,
+  type SvioKind,
+} from '@ringvisor/shared';
+import type { LanPort } from '../lan/lan-port.js';
+import type { LanSegment } from '../lan/segment.js';
+import { formatMac, parseMac } from '../lan/mac.js';
+import { SvioCore, type CoreReply, type CoreRequest, type CoreVifStats } from './core.js';
+
+export interface VifSpec {
+  kind: SvioKind;
+  domid: number;
+  /** The bound guest's memory (threads: the guest's own SharedArrayBuffer). */
+  memory: SharedArrayBuffer;
+  /** The hardware's end of the guest ↔ hardware event channel: the VIF's doorbell and interrupt. */
+  port: number;
+  mac?: string;
+  partition?: { start: number; sectors: number };
+  camera?: { width: number; height: number; fps: number };
+  /** QoS share (1..1000, default 100). */
+  weight?: number;
+}
+
+export interface VifInfo {
+  vif: number;
+  kind: SvioKind;
+  domid: number;
+  core: number;
+  weight: number;
+  state: 'created' | 'opening' | 'open' | 'refused';
+  mac?: string;
+  stats?: CoreVifStats;
+}
+
+interface CoreChannel {
+  post(r: CoreRequest): void;
+  onReply(cb: (r: CoreReply) => void): void;
+  stop(): Promise<void>;
+}
+
+interface Vif {
+  id: number;
+  spec: VifSpec;
+  core: number;
+  regs: SvioRegisters;
+  page: SharedArrayBuffer;
+  state: VifInfo['state'];
+  weight: number;
+  lan?: LanPort;
+  mac?: Uint8Array;
+}
+
+export interface SvioEngineOptions {
+  cores: number;
+  eventMemory: SharedArrayBuffer;
+  gate: EventChannelGate;
+  lan: LanSegment;
+  disk: { path: string; sizeBytes: number };
+  host: string;
+  logger?: Logger;
+  /** Tests: run the cores in this thread instead of worker threads (same code, no thread hop). */
+  inThread?: boolean;
+}
+
+export class SvioEngine {
+  private readonly cores: CoreChannel[] = [];
+  private readonly vifs = new Map<number, Vif>();
+  private nextId = 1;
+  private nextReq = 1;
+  private readonly waiting = new Map<number, { left: number; got: CoreVifStats[]; busy: number[]; done: (v: { vifs: CoreVifStats[]; busyMs: number[] }) => void }>();
+
+  constructor(private readonly o: SvioEngineOptions) {
+    if (!Number.isInteger(o.cores) || o.cores < 1 || o.cores > 16) throw new InvalidArgumentError(`SV-IO engine cores must be 1..16, got ${o.cores}`);
+    for (let i = 0; i < o.cores; i++) {
+      const ch = o.inThread ? this.threadCore() : this.workerCore();
+      ch.onReply((r) => this.reply(r));
+      this.cores.push(ch);
+    }
+  }
+
+  get coreCount(): number {
+    return this.cores.length;
+  }
+
+  /** Management API: a VIF bound to `spec.domid`, placed on the least loaded core. */
+  create(spec: VifSpec): { vif: number; core: number; page: SharedArrayBuffer } {
+    if (!(spec.kind in SVIO_KIND)) throw new InvalidArgumentError(`unknown VIF kind ${String(spec.kind)} (net, blk, cam)`);
+    if (spec.kind === 'net' && !spec.mac) throw new InvalidArgumentError('a network VIF needs a MAC');
+    if (spec.kind === 'blk' && !spec.partition) throw new InvalidArgumentError('a block VIF needs a disk partition');
+    if (spec.kind === 'cam' && !spec.camera) throw new InvalidArgumentError('a camera VIF needs a camera format');
+    const weight = this.checkWeight(spec.weight ?? 100);
+    const load = this.cores.map((_, i) => [...this.vifs.values()].filter((v) => v.core === i).length);
+    const core = load.indexOf(Math.min(...load));
+    const id = this.nextId++;
+    const page = new SharedArrayBuffer(PAGE_SIZE);
+    const regs = new SvioRegisters(new Uint8Array(page));
+    regs.write(SVIO_REG.VIF_ID, id);
+    regs.write(SVIO_REG.KIND, SVIO_KIND[spec.kind]);
+    const v: Vif = { id, spec, core, regs, page, state: 'created', weight };
+    if (spec.kind === 'net') {
+      const mac = parseMac(spec.mac!);
+      v.mac = mac;
+      regs.write(SVIO_REG.MAC_LO, (mac[0] | (mac[1] << 8) | (mac[2] << 16) | (mac[3] << 24)) >>> 0);
+      regs.write(SVIO_REG.MAC_HI, mac[4] | (mac[5] << 8));
+      v.lan = this.o.lan.attach(`${this.o.host}:svio${id}`);
+      v.lan.onFrame((f) => this.fromWire(v, f));
+    }
+    if (spec.kind === 'blk') {
+      regs.write(SVIO_REG.SECTORS_LO, spec.partition!.sectors % 2 ** 32);
+      regs.write(SVIO_REG.SECTORS_HI, Math.floor(spec.partition!.sectors / 2 ** 32));
+    }
+    if (spec.kind === 'cam') {
+      regs.write(SVIO_REG.WIDTH, spec.camera!.width);
+      regs.write(SVIO_REG.HEIGHT, spec.camera!.height);
+      regs.write(SVIO_REG.FPS, spec.camera!.fps);
+    }
+    this.vifs.set(id, v);
+    this.o.gate.on(spec.port, () => this.doorbell(v));
+    this.o.logger?.info({ vif: id, kind: spec.kind, domid: spec.domid, core }, 'VIF created');
+    return { vif: id, core, page };
+  }
+
+  destroy(id: number): void {
+    const v = this.vif(id);
+    this.cores[v.core].post({ op: 'close', vif: id });
+    this.o.gate.off(v.spec.port);
+    if (v.lan) this.o.lan.detach(v.lan.name);
+    v.regs.write(SVIO_REG.STATUS, 0);
+    this.vifs.delete(id);
+  }
+
+  /** Management API: a VIF's QoS share. */
+  setQos(id: number, qos: { weight: number }): void {
+    this.vif(id).weight = this.checkWeight(qos.weight);
+  }
+
+  /** Management API: every VIF with its queue state and counters (asked of the cores). */
+  async list(): Promise<{ vifs: VifInfo[]; coreBusyMs: number[] }> {
+    const req = this.nextReq++;
+    const stats = await new Promise<{ vifs: CoreVifStats[]; busyMs: number[] }>((done) => {
+      this.waiting.set(req, { left: this.cores.length, got: [], busy: [], done });
+      for (const c of this.cores) c.post({ op: 'stats', req });
+    });
+    return {
+      vifs: [...this.vifs.values()].map((v) => {
+        const s = stats.vifs.find((x) => x.vif === v.id);
+        return { vif: v.id, kind: v.spec.kind, domid: v.spec.domid, core: v.core, weight: v.weight, state: v.state, ...(v.mac ? { mac: formatMac(v.mac) } : {}), ...(s ? { stats: s } : {}) };
+      }),
+      coreBusyMs: stats.busyMs,
+    };
+  }
+
+  /** VIFs bound to a domain (the toolstack destroys them with it). */
+  boundTo(domid: number): number[] {
+    return [...this.vifs.values()].filter((v) => v.spec.domid === domid).map((v) => v.id);
+  }
+
+  async shutdown(): Promise<void> {
+    for (const id of [...this.vifs.keys()]) this.destroy(id);
+    await Promise.all(this.cores.map((c) => c.stop()));
+  }
+
+  private vif(id: number): Vif {
+    const v = this.vifs.get(id);
+    if (!v) throw new InvalidArgumentError(`no VIF ${id}`);
+    return v;
+  }
+
+  private checkWeight(w: number): number {
+    if (!Number.isInteger(w) || w < 1 || w > 1000) throw new InvalidArgumentError(`a VIF's weight must be an integer in 1..1000, got ${w}`);
+    return w;
+  }
+
+  /** The guest's doorbell: an open or close it asked for, or work for the VIF's core. */
+  private doorbell(v: Vif): void {
+    const { regs } = v;
+    const open = (regs.read(SVIO_REG.CTRL) & SVIO_CTRL_OPEN) !== 0;
+    if (open && (v.state === 'created' || v.state === 'refused')) {
+      // The driver's words, read once at the doorbell.
+      const openId = regs.read(SVIO_REG.OPEN_ID);
+      const outPfn = regs.read(SVIO_REG.OUT_PFN);
+      const inPfn = regs.read(SVIO_REG.IN_PFN);
+      const frames = v.spec.memory.byteLength / PAGE_SIZE;
+      const refuse = (code: number, why: string) => {
+        v.state = 'refused';
+        regs.write(SVIO_REG.ERRCODE, code);
+        regs.write(SVIO_REG.STATUS, SVIO_STATUS_ERROR);
+        this.o.logger?.warn({ vif: v.id, domid: v.spec.domid, why }, 'VIF open refused');
+      };
+      if (openId !== v.id) return refuse(SVIO_ERR_NOT_BOUND, `asked to open VIF ${openId}, not bound to domain ${v.spec.domid}`);
+      if (outPfn === 0 || inPfn === 0 || outPfn === inPfn || outPfn >= frames || inPfn >= frames) return refuse(SVIO_ERR_BAD_QUEUE, `queue frames ${outPfn}, ${inPfn} not two of the guest's ${frames}`);
+      v.state = 'opening';
+      this.cores[v.core].post({
+        op: 'open',
+        vif: v.id,
+        kind: v.spec.kind,
+        domid: v.spec.domid,
+        memory: v.spec.memory,
+        outPfn,
+        inPfn,
+        hwPort: v.spec.port,
+        ...(v.spec.partition ? { partition: v.spec.partition } : {}),
+        ...(v.spec.camera ? { camera: v.spec.camera } : {}),
+      });
+      return;
+    }
+    if (!open && v.state === 'open') {
+      this.cores[v.core].post({ op: 'close', vif: v.id });
+      v.state = 'created';
+      regs.write(SVIO_REG.STATUS, 0);
+      return;
+    }
+    if (v.state === 'open') this.cores[v.core].post({ op: 'kick', vif: v.id });
+  }
+
+  private fromWire(v: Vif, frame: Uint8Array): void {
+    if (v.state !== 'open' || !v.mac || frame.byteLength < 14) return;
+    // The VIF's own MAC, or a group address (the device's switch does the filtering).
+    if ((frame[0] & 1) === 0) for (let i = 0; i < 6; i++) if (frame[i] !== v.mac[i]) return;
+    this.cores[v.core].post({ op: 'rx', vif: v.id, frame });
+  }
+
+  private reply(r: CoreReply): void {
+    if (r.op === 'tx') {
+      this.vifs.get(r.vif)?.lan?.send(r.frame);
+      return;
+    }
+    if (r.op === 'opened') {
+      const v = this.vifs.get(r.vif);
+      if (!v || v.state !== 'opening') return;
+      v.state = r.ok ? 'open' : 'refused';
+      if (!r.ok) v.regs.write(SVIO_REG.ERRCODE, SVIO_ERR_BAD_QUEUE);
+      v.regs.write(SVIO_REG.STATUS, r.ok ? SVIO_STATUS_OPEN : SVIO_STATUS_ERROR);
+      return;
+    }
+    const w = this.waiting.get(r.req);
+    if (!w) return;
+    w.got.push(...r.vifs);
+    w.busy.push(r.busyMs);
+    if (--w.left === 0) {
+      this.waiting.delete(r.req);
+      w.done({ vifs: w.got, busyMs: w.busy });
+    }
+  }
+
+  private workerCore(): CoreChannel {
+    const worker: Worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'svio-core'), { workerData: { eventMemory: this.o.eventMemory, disk: this.o.disk } });
+    worker.on('error', (e) => this.o.logger?.error({ err: e }, 'SV-IO core failed'));
+    return {
+      post: (r) => worker.postMessage(r),
+      onReply: (cb) => worker.on('message', cb),
+      stop: async () => {
+        worker.postMessage({ op: 'shutdown' });
+        await Promise.race([new Promise((r) => worker.once('exit', r)), new Promise((r) => setTimeout(r, 2_000).unref())]);
+        await worker.terminate();
+      },
+    };
+  }
+
+  private threadCore(): CoreChannel {
+    let cb: (r: CoreReply) => void = () => {};
+    // Replies go out on a later turn, as a worker's would.
+    const core = new SvioCore({ eventMemory: this.o.eventMemory, disk: this.o.disk, reply: (r) => setImmediate(() => cb(r)) });
+    return {
+      post: (r) => setImmediate(() => core.handle(r)),
+      onReply: (f) => (cb = f),
+      stop: async () => core.shutdown(),
+    };
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * The SV-IO access API's register page: one 4 KiB page per VIF, which the toolstack hands the
+ * guest the VIF is bound to (with the event port that is its doorbell and interrupt). u32 words,
+ * one writer each:
+ *
+ *   word  name        writer   meaning
+ *   0     VIF_ID      device   the VIF's unique id
+ *   1     KIND        device   1 network, 2 block, 3 camera
+ *   2     STATUS      device   OPEN 1: the queues are attached; ERROR 4: the last open was refused
+ *   3     CTRL        driver   OPEN 1
+ *   4     OPEN_ID     driver   the id of the VIF the driver opens ("open a VIF by ID")
+ *   5     OUT_PFN     driver   guest frame of the outgoing queue (initialised, queue.ts)
+ *   6     IN_PFN      driver   guest frame of the incoming queue
+ *   7,8   MAC         device   network: MAC bytes 0..3, 4..5
+ *   9,10  SECTORS     device   block: size in 512-byte sectors (low, high)
+ *   11    WIDTH       device   camera: frame width
+ *   12    HEIGHT      device   camera: frame height
+ *   13    FPS         device   camera: frames per second
+ *   14    ERRCODE     device   why the last open was refused (SVIO_ERR_*)
+ *
+ * Open: the driver initialises both queues in its own memory, writes OPEN_ID, OUT_PFN, IN_PFN,
+ * then CTRL.OPEN, then rings the doorbell — the ordering point; the engine reads the driver's
+ * words once, at the doorbell. An open naming another VIF's id, or queue frames that are not the
+ * bound guest's, is refused (STATUS.ERROR, ERRCODE): a guest can open only VIFs bound to it.
+ */
+import type { PageSync } from '../ring/ring.js';
+
+export const SVIO_REG = { VIF_ID: 0, KIND: 1, STATUS: 2, CTRL: 3, OPEN_ID: 4, OUT_PFN: 5, IN_PFN: 6, MAC_LO: 7, MAC_HI: 8, SECTORS_LO: 9, SECTORS_HI: 10, WIDTH: 11, HEIGHT: 12, FPS: 13, ERRCODE: 14 } as const;
+export const SVIO_REG_COUNT = 15;
+export const SVIO_KIND = { net: 1, blk: 2, cam: 3 } as const;
+export type SvioKind = keyof typeof SVIO_KIND;
+export const SVIO_STATUS_OPEN = 1;
+export const SVIO_STATUS_ERROR = 4;
+export const SVIO_CTRL_OPEN = 1;
+/** ERRCODE values. */
+export const SVIO_ERR_NOT_BOUND = 1;
+export const SVIO_ERR_BAD_QUEUE = 2;
+
+export class SvioRegisters {
+  readonly words: Int32Array;
+  sync?: PageSync;
+
+  constructor(readonly page: Uint8Array) {
+    this.words = new Int32Array(page.buffer, page.byteOffset, SVIO_REG_COUNT);
+  }
+
+  read(reg: number): number {
+    return Atomics.load(this.words, reg) >>> 0;
+  }
+
+  write(reg: number, value: number): void {
+    Atomics.store(this.words, reg, value | 0);
+    this.sync?.wroteBytes(reg * 4, 4);
+  }
+}
