@@ -11,6 +11,9 @@ import { PcnetDriver } from './drivers/pcnet/index.js';
 import { AtaDriver } from './drivers/ata/index.js';
 import { VfBlkDriver } from './drivers/vf-blk/index.js';
 import { VfNicDriver } from './drivers/vf-nic/index.js';
+import { SvioNetDriver } from './drivers/vif-net/index.js';
+import { SvioBlkDriver } from './drivers/vif-blk/index.js';
+import { openVif } from './kernel/svio.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
 import { strayDiskDma, type StrayDmaOutcome } from './drivers/vf-blk/misbehave.js';
@@ -42,6 +45,9 @@ export class Guest {
   /** Assigned device functions (direct I/O): the guest drives them itself. */
   readonly vfBlk: Array<{ devid: number; driver: VfBlkDriver }> = [];
   readonly vfNic: Array<{ devid: number; driver: VfNicDriver; stack: NetStack }> = [];
+  /** SV-IO VIFs: the guest's VIF drivers over each VIF's two queues. */
+  readonly vifBlk: Array<{ devid: number; driver: SvioBlkDriver }> = [];
+  readonly vifNet: Array<{ devid: number; driver: SvioNetDriver; stack: NetStack }> = [];
   vcpu?: VcpuPortIo;
   /** Hosted placement: the VMM in this guest's world that every access goes through first. */
   vmm?: HostedVmm;
@@ -121,7 +127,17 @@ export class Guest {
       if (!f) throw new Error(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
       return this.directFunction(f);
     };
+    const vifSpec = (kind: 'net' | 'blk', devid: number) => {
+      const x = this.spec.svio?.vifs.find((y) => y.kind === kind && y.devid === devid);
+      if (!x) throw new Error(`svio ${kind === 'net' ? 'vif' : 'vbd'} ${devid}: no VIF was created for it`);
+      return x;
+    };
     for (const v of this.spec.vbds) {
+      if (v.mode === 'svio') {
+        const vif = await openVif(this.kernel, vifSpec('blk', v.devid));
+        this.vifBlk.push({ devid: v.devid, driver: new SvioBlkDriver(vif, this.kernel.memory, this.kernel.frames) });
+        continue;
+      }
       if (v.mode === 'direct') {
         const driver = new VfBlkDriver({ fn: await direct('disk', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
         await driver.open();
@@ -141,6 +157,14 @@ export class Guest {
       this.blk.push(b);
     }
     for (const v of this.spec.vifs) {
+      if (v.mode === 'svio') {
+        const vif = await openVif(this.kernel, vifSpec('net', v.devid));
+        const driver = new SvioNetDriver(vif, this.kernel.memory, this.kernel.frames);
+        const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
+        driver.onReceive((f) => stack.receive(f));
+        this.vifNet.push({ devid: v.devid, driver, stack });
+        continue;
+      }
       if (v.mode === 'direct') {
         const driver = new VfNicDriver({
           fn: await direct('nic', v.devid),
@@ -232,7 +256,7 @@ export class Guest {
         this.fail(`block workload: ${e.message}`);
       });
     }
-    const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack ?? this.vfNic[0]?.stack;
+    const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack ?? this.vfNic[0]?.stack ?? this.vifNet[0]?.stack;
     if (stack) {
       this.echo = new UdpEchoServer({ stack, port: ECHO_PORT });
       this.sink = new UdpSink(stack);
@@ -312,9 +336,11 @@ export class Guest {
       this.blk.find((b) => b.devid === devid) ??
       this.ata.find((a) => a.devid === devid)?.driver ??
       this.vfBlk.find((a) => a.devid === devid)?.driver ??
+      this.vifBlk.find((a) => a.devid === devid)?.driver ??
       this.blk[0] ??
       this.ata[0]?.driver ??
-      this.vfBlk[0].driver
+      this.vfBlk[0]?.driver ??
+      this.vifBlk[0].driver
     );
   }
 
@@ -399,6 +425,22 @@ export class Guest {
     for (const { devid, driver } of this.vfNic) {
       const m = driver.metrics;
       devices.push({ type: 'vif', devid, mode: 'direct', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped, detail: { ...m } });
+    }
+    for (const { devid, driver } of this.vifBlk) {
+      const m = driver.metrics;
+      devices.push({
+        type: 'vbd',
+        devid,
+        mode: 'svio',
+        ops: m.responses,
+        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
+        errors: m.errors + m.unexpected,
+        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: driver.inFlight },
+      });
+    }
+    for (const { devid, driver } of this.vifNet) {
+      const m = driver.metrics;
+      devices.push({ type: 'vif', devid, mode: 'svio', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped + m.unexpected, detail: { ...m } });
     }
     const v = this.verifier?.stats;
     const udp = { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };

@@ -22,6 +22,11 @@
  *   hw.vf.reclaim   {rid}                                  → ReclaimReport (bus master off, FLR, teardown)
  *   hw.vf.list      {}                                     → FunctionStats[]
  *   hw.iommu.faults {drain?: boolean}                      → {faults: IommuFault[], counters}
+ *   hw.svio.create  {kind, domid, port, mac?, partition?, camera?, weight?} → {vif, core, page?}
+ *                   an SV-IO VIF bound to `domid` (svio/engine.ts); `port` (the hardware's end of an
+ *                   event channel to the guest) is its doorbell and interrupt; `page` (threads) its
+ *                   access-API register page
+ *   hw.svio.destroy {vif}    hw.svio.qos {vif, weight}    hw.svio.list {} → {vifs, coreBusyMs}
  *   hw.stats        {}                                     → HwStats (plain JSON)
  *   hw.shutdown     {}                                     → null; then the disk is fsynced and
  *                   closed, the gate stopped and the control port closed (a worker then exits).
@@ -66,6 +71,7 @@ import type { UplinkState } from './lan/remote.js';
 import { LanSegment, type LanSegmentStats } from './lan/segment.js';
 import { Iommu, formatRequesterId, type IommuCounters, type IommuFault } from './iommu/iommu.js';
 import { FunctionPool, type FunctionStats, type ReclaimReport } from './sriov/pool.js';
+import { SvioEngine, type VifSpec } from './svio/engine.js';
 
 /** RPC method names, for callers that prefer constants to string literals. */
 export const HW_RPC = {
@@ -81,6 +87,10 @@ export const HW_RPC = {
   vfReclaim: 'hw.vf.reclaim',
   vfList: 'hw.vf.list',
   iommuFaults: 'hw.iommu.faults',
+  svioCreate: 'hw.svio.create',
+  svioDestroy: 'hw.svio.destroy',
+  svioQos: 'hw.svio.qos',
+  svioList: 'hw.svio.list',
   stats: 'hw.stats',
   /** { word: SharedArrayBuffer, maxMs } (threads): the simulator's thread blocks until word 0 becomes non-zero — frozen hardware. */
   freeze: 'hw.freeze',
@@ -99,6 +109,8 @@ export interface HardwareSimulatorOptions {
   logger?: Logger;
   /** Across a process boundary: how doorbells/IRQs travel (see MachineLinkEnd). */
   eventRouting?: EventRouting;
+  /** Cores (worker threads) of the SV-IO engine, started when the first VIF is created (default 2). */
+  svioCores?: number;
 }
 
 export interface AttachMemoryParams {
@@ -187,6 +199,10 @@ export class HardwareSimulator {
   private readonly msiPorts = new Map<string, number>();
   /** The hardware's event ports that are a function's doorbell. */
   private readonly vfPorts = new Map<string, number>();
+  /** The SV-IO engine (started with the first VIF). */
+  private svioEngine: SvioEngine | undefined;
+  private readonly svioCores: number;
+  private readonly diskSpec: PhysicalDiskOptions;
   /** ws: guests linked to the hardware directly (sriov/direct-link.ts), by domid. */
   private readonly directLinks = new Map<number, MachineLinkEnd>();
   private diskQueue: { queue: DiskQueue; port: number } | undefined;
@@ -204,6 +220,8 @@ export class HardwareSimulator {
     this.dma.traceHost = options.host;
     this.lan = options.lan ?? new LanSegment({ name: `${options.host}-lan` });
     this.disk = PhysicalDisk.open(options.disk);
+    this.diskSpec = { ...options.disk };
+    this.svioCores = options.svioCores ?? 2;
     this.nic = new PhysicalNic({ mac: options.nic.mac, dma: this.dma, name: 'nic0', rxBacklog: options.nic.rxBacklog, logger: this.logger });
     this.nic.connect(this.lan.attach(`${options.host}:nic0`));
     this.iommu.traceHost = options.host;
@@ -315,6 +333,32 @@ export class HardwareSimulator {
         const drain = obj(p ?? {}, HW_RPC.iommuFaults).drain === true;
         return { faults: drain ? this.iommu.drainFaults() : this.iommu.faults(), counters: { ...this.iommu.counters } };
       })
+      .handle(HW_RPC.svioCreate, (p) => {
+        const o = obj(p, HW_RPC.svioCreate);
+        const kind = o.kind;
+        if (kind !== 'net' && kind !== 'blk' && kind !== 'cam') throw new InvalidArgumentError(`${HW_RPC.svioCreate}.kind: expected net, blk or cam`);
+        const part = o.partition === undefined ? undefined : obj(o.partition, `${HW_RPC.svioCreate}.partition`);
+        const cam = o.camera === undefined ? undefined : obj(o.camera, `${HW_RPC.svioCreate}.camera`);
+        return this.createVif({
+          kind,
+          domid: int(o, 'domid', HW_RPC.svioCreate, 1, DOMID_HW - 1),
+          port: int(o, 'port', HW_RPC.svioCreate, 1, NR_EVENT_PORTS - 1),
+          ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
+          ...(typeof o.weight === 'number' ? { weight: o.weight } : {}),
+          ...(part ? { partition: { start: int(part, 'start', 'partition', 0, Number.MAX_SAFE_INTEGER), sectors: int(part, 'sectors', 'partition', 1, Number.MAX_SAFE_INTEGER) } } : {}),
+          ...(cam ? { camera: { width: int(cam, 'width', 'camera', 1, 1920), height: int(cam, 'height', 'camera', 1, 1080), fps: int(cam, 'fps', 'camera', 1, 240) } } : {}),
+        });
+      })
+      .handle(HW_RPC.svioDestroy, (p) => {
+        this.svio().destroy(int(obj(p, HW_RPC.svioDestroy), 'vif', HW_RPC.svioDestroy, 1, 0xffffffff));
+        return null;
+      })
+      .handle(HW_RPC.svioQos, (p) => {
+        const o = obj(p, HW_RPC.svioQos);
+        this.svio().setQos(int(o, 'vif', HW_RPC.svioQos, 1, 0xffffffff), { weight: int(o, 'weight', HW_RPC.svioQos, 1, 1000) });
+        return null;
+      })
+      .handle(HW_RPC.svioList, () => (this.svioEngine ? this.svioEngine.list() : { vifs: [], coreBusyMs: [] }))
       .handle(HW_RPC.stats, () => this.stats())
       .handle(HW_RPC.freeze, (p) => {
         const { word, maxMs } = obj(p, HW_RPC.freeze);
@@ -346,6 +390,7 @@ export class HardwareSimulator {
     this.live();
     // A dying domain's functions are reclaimed first: no DMA may reach memory about to go away.
     for (const f of this.functions.ownedBy(domid)) this.reclaimFunction(formatRequesterId(f.rid));
+    for (const v of this.svioEngine?.boundTo(domid) ?? []) this.svioEngine!.destroy(v);
     this.dma.detachMemory(domid);
     if (this.diskQueue && this.diskQueue.queue.ringFrame.domid === domid) this.diskQueue.queue.stop(`memory of domain ${domid} detached`);
     if (this.nic.queuesIn(domid)) this.nic.detachQueues(`memory of domain ${domid} detached`);
@@ -418,6 +463,23 @@ export class HardwareSimulator {
     this.vfPorts.delete(rid);
     for (const [k, v] of this.msiPorts) if (v === port && k.startsWith(`${owner}:`)) this.msiPorts.delete(k);
     return report;
+  }
+
+  /** The SV-IO engine, started on first use. */
+  private svio(): SvioEngine {
+    this.live();
+    this.svioEngine ??= new SvioEngine({ cores: this.svioCores, eventMemory: this.gate.mem.buffer, gate: this.gate, lan: this.lan, disk: this.diskSpec, host: this.host, logger: this.logger });
+    return this.svioEngine;
+  }
+
+  /** An SV-IO VIF bound to a guest whose memory is attached (threads: the cores share it). */
+  createVif(spec: Omit<VifSpec, 'memory'>): { vif: number; core: number; page?: SharedArrayBuffer } {
+    this.live();
+    this.checkPort(spec.port, 'VIF');
+    const memory = this.dma.memoryOf(spec.domid);
+    if (!memory) throw new DeviceError(`domain ${spec.domid} has no memory attached`);
+    if (this.gate.routing.forward) throw new DeviceError('SV-IO VIFs need the guest memory shared with the hardware (threads transport) for now');
+    return this.svio().create({ ...spec, memory });
   }
 
   /** A function's interrupt, after remapping: to the owner's port, over its direct link or the event channel. */
@@ -547,6 +609,7 @@ export class HardwareSimulator {
     if (this.nicPort !== undefined) this.gate.off(this.nicPort);
     this.nic.detachQueues('shutdown');
     this.nic.disconnect();
+    void this.svioEngine?.shutdown();
     try {
       this.disk.close();
     } finally {

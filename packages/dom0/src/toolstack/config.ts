@@ -11,9 +11,11 @@ import { ConfigError } from '@ringvisor/shared';
 /**
  * How the guest reaches a device: `pv` a Xen split driver (frontend ↔ backend over a shared ring),
  * `emulated` a real device's registers (Lance NIC, ATA disk) trapped to a device model, `direct`
- * a virtual function of the physical NIC or disk assigned to the guest behind the IOMMU.
+ * a virtual function of the physical NIC or disk assigned to the guest behind the IOMMU, `svio`
+ * a virtual interface of the self-virtualizing device (two message queues, processed by the
+ * device's own cores).
  */
-export type DeviceModeConfig = 'pv' | 'emulated' | 'direct';
+export type DeviceModeConfig = 'pv' | 'emulated' | 'direct' | 'svio';
 
 /**
  * Where an emulated device's model runs: in dom0 (Xen HVM / QEMU), or `hosted` in a per-guest
@@ -27,6 +29,8 @@ export interface VbdConfig {
   mode: DeviceModeConfig;
   /** Direct only: `passthrough` leaves the function's DMA untranslated (bare-metal baseline; unsafe). */
   iommu?: 'on' | 'passthrough';
+  /** SV-IO only: the VIF's QoS share (1..1000, default 100). */
+  weight?: number;
   /** Emulated only. */
   placement?: EmulationPlacement;
   sizeMiB: number;
@@ -38,6 +42,8 @@ export interface VifConfig {
   mode: DeviceModeConfig;
   /** Direct only: `passthrough` leaves the function's DMA untranslated (bare-metal baseline; unsafe). */
   iommu?: 'on' | 'passthrough';
+  /** SV-IO only: the VIF's QoS share (1..1000, default 100). */
+  weight?: number;
   /** Emulated only. */
   placement?: EmulationPlacement;
   /**
@@ -144,7 +150,8 @@ const schema = {
                     properties: {
                       type: { enum: ['vbd', 'vif'] },
                       devid: { type: 'integer', minimum: 0, maximum: 65535 },
-                      mode: { enum: ['pv', 'emulated', 'direct'] },
+                      mode: { enum: ['pv', 'emulated', 'direct', 'svio'] },
+                      weight: { type: 'integer', minimum: 1, maximum: 1000 },
                       placement: { enum: ['dom0', 'hosted'] },
                       vmmIo: { type: 'boolean' },
                       sendCombining: { type: 'boolean' },
@@ -253,7 +260,11 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
           if (k in d && (d.type !== 'vif' || mode !== 'emulated' || placement !== 'hosted'))
             throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" is an optimisation of the hosted VMM for an emulated NIC (type: vif, mode: emulated, placement: hosted)`);
         if (mode !== 'direct' && 'iommu' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "iommu" applies to mode: direct only`);
-        const passthrough = d.iommu === 'passthrough' ? { iommu: 'passthrough' as const } : {};
+        if (mode !== 'svio' && 'weight' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "weight" is an SV-IO VIF's QoS share (mode: svio)`);
+        const passthrough: { iommu?: 'passthrough'; weight?: number } = {
+          ...(d.iommu === 'passthrough' ? { iommu: 'passthrough' as const } : {}),
+          ...(d.weight !== undefined ? { weight: d.weight as number } : {}),
+        };
         const emulation = mode === 'emulated' ? { placement, ...(d.vmmIo === true ? { vmmIo: true } : {}), ...(d.sendCombining === true ? { sendCombining: true } : {}) } : {};
         if (d.type === 'vbd') {
           for (const k of ['mac', 'ip', 'rate']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);

@@ -400,6 +400,9 @@ export class Host {
       throw new ConfigError(
         `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) with placement: dom0 need the guest's memory shared with dom0, or a guest process with a vCPU link (the ws transport); with linked guests in threads use placement: hosted.`,
       );
+    const svioDevices = config.devices.filter((d) => d.mode === 'svio');
+    if (svioDevices.length > 0 && linked)
+      throw new ConfigError(`guest ${config.name}: mode: svio (${svioDevices.map((d) => `${d.type} ${d.devid}`).join(', ')}) runs in the threads transport for now; its VIF queues need memory shared with the hardware's cores`);
     const domain = hv.createDomain(config.name, config.memoryMiB, linked);
     await this.attachMemoryToHardware(domain);
     const blk: BlkBackend[] = [];
@@ -407,7 +410,13 @@ export class Host {
     const platform = emulated.length > 0 ? new EmulatedPlatform(hv, domain, this.log, emulated[0].placement ?? 'dom0', { vcpuLink: this.opts.ws !== undefined }) : undefined;
     const s = hv.dom0Store;
     const direct: AssignedFunction[] = [];
+    const svio: BoundVif[] = [];
     for (const d of config.devices) {
+      if (d.mode === 'svio') {
+        // A VIF of the self-virtualizing device: created by the management API, bound to this domain.
+        svio.push(await this.createVif(domain, d.type === 'vif' ? { kind: 'net', devid: d.devid, mac: d.mac, weight: d.weight } : { kind: 'blk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB), weight: d.weight }));
+        continue;
+      }
       if (d.mode === 'direct') {
         // No backend: the toolstack assigns a virtual function and the guest drives it itself.
         const pt = d.iommu === 'passthrough' ? { passthrough: true } : {};
@@ -448,8 +457,40 @@ export class Host {
       }
     }
     await platform?.start();
-    this.created.push({ domain, blk, net, direct, ...(platform ? { platform } : {}) });
+    this.created.push({ domain, blk, net, direct, svio, ...(platform ? { platform } : {}) });
     return { domain, blk, net };
+  }
+
+  /** An event channel between a domain and the hardware: [the hardware's end, the guest's end]. */
+  private bindHardwareChannel(domain: Domain): [number, number] {
+    const hwPort = this.hv.evtchn.allocUnbound(DOMID_HW, domain.domid);
+    return [hwPort, this.hv.evtchn.bindInterdomain(domain.domid, DOMID_HW, hwPort)];
+  }
+
+  /** Create an SV-IO VIF bound to a domain (the engine's management API) on a fresh channel. */
+  private async createVif(
+    domain: Domain,
+    want: { kind: 'net'; devid: number; mac: string; weight?: number } | { kind: 'blk'; devid: number; partition: { start: number; sectors: number }; weight?: number },
+  ): Promise<BoundVif> {
+    const [hwPort, guestPort] = this.bindHardwareChannel(domain);
+    const { devid, weight, ...rest } = want;
+    try {
+      const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', { ...rest, domid: domain.domid, port: hwPort, ...(weight !== undefined ? { weight } : {}) }, 10_000);
+      this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
+      return { kind: want.kind, devid, vif: r.vif, port: guestPort, ...(r.page ? { page: r.page } : {}) };
+    } catch (e) {
+      this.hv.evtchn.close(domain.domid, guestPort);
+      throw e;
+    }
+  }
+
+  /** The SV-IO VIFs bound to a domain now. */
+  vifsOf(domid: number): BoundVif[] {
+    return this.created.find((c) => c.domain.domid === domid)?.svio ?? [];
+  }
+
+  private async destroyVifs(c: { svio: BoundVif[] }): Promise<void> {
+    for (const v of c.svio.splice(0)) await this.hwsim?.peer.call('hw.svio.destroy', { vif: v.vif }, 5_000).catch((e: Error) => this.log.warn({ err: e.message, vif: v.vif }, 'VIF destroy failed'));
   }
 
   /**
@@ -461,8 +502,7 @@ export class Host {
     domain: Domain,
     want: { kind: 'nic'; devid: number; mac: string; rid?: string; passthrough?: boolean } | { kind: 'disk'; devid: number; partition: { start: number; sectors: number }; rid?: string; passthrough?: boolean },
   ): Promise<AssignedFunction> {
-    const hwPort = this.hv.evtchn.allocUnbound(DOMID_HW, domain.domid);
-    const guestPort = this.hv.evtchn.bindInterdomain(domain.domid, DOMID_HW, hwPort);
+    const [hwPort, guestPort] = this.bindHardwareChannel(domain);
     try {
       const { devid, ...rest } = want;
       const request = { ...rest, domid: domain.domid, frames: domain.memory.frames, port: hwPort, guestPort };
@@ -593,6 +633,7 @@ export class Host {
     for (const n of c.net) await n.destroy().catch(() => {});
     await c.platform?.destroy().catch(() => {});
     await this.reclaimAll(c);
+    await this.destroyVifs(c);
     try {
       this.hv.destroyDomain(c.domain.domid);
     } catch {
@@ -754,7 +795,7 @@ export class Host {
   }
 
   /** Every domain the toolstack created on this host, booted or not. */
-  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[]; direct: AssignedFunction[]; platform?: EmulatedPlatform }> = [];
+  private readonly created: Array<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[]; direct: AssignedFunction[]; svio: BoundVif[]; platform?: EmulatedPlatform }> = [];
 
   blkBackends(): BlkBackend[] {
     return this.created.flatMap((c) => c.blk);
@@ -786,6 +827,7 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
+      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map((v) => ({ ...v })) } } : {}),
       ...(this.functionsOf(domain.domid).length > 0
         ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
         : {}),
@@ -1002,6 +1044,7 @@ export class Host {
       // Last counters are kept for the summary; a hosted VMApp stops here.
       await c.platform?.destroy();
       await this.reclaimAll(c);
+      await this.destroyVifs(c);
       this.hv.destroyDomain(c.domain.domid);
     }
     if (this.hwsim) {
@@ -1032,6 +1075,17 @@ export interface AssignedFunction {
   bar?: SharedArrayBuffer;
   /** What the hardware was asked (hw.vf.assign), to assign it again after a hardware restart. */
   request: Record<string, unknown>;
+}
+
+/** An SV-IO VIF bound to a domain. */
+export interface BoundVif {
+  kind: 'net' | 'blk';
+  devid: number;
+  vif: number;
+  /** The guest's end of the VIF's doorbell/interrupt channel. */
+  port: number;
+  /** threads: the VIF's access-API register page. */
+  page?: SharedArrayBuffer;
 }
 
 /** "vif0", "vbd51712": how views and the CLI name a guest's function. */

@@ -107,6 +107,11 @@ export class DmaEngine {
     return this.memories.has(domid);
   }
 
+  /** An attached domain's memory buffer (the SV-IO engine's cores reach a bound guest's memory). */
+  memoryOf(domid: number): SharedArrayBuffer | undefined {
+    return this.memories.get(domid)?.buffer;
+  }
+
   /** Frames of an attached domain's memory (0 if not attached). */
   framesOf(domid: number): number {
     return this.memories.get(domid)?.frames ?? 0;

@@ -25,6 +25,11 @@ export interface GuestBootSpec {
   emulated?: EmulatedDeviceSpec;
   /** Device functions assigned to the guest (direct I/O); absent when it has none. */
   direct?: DirectDeviceSpec;
+  /**
+   * SV-IO VIFs bound to the guest: each one's id, the guest's end of its doorbell/interrupt
+   * channel, and (threads) its access-API register page.
+   */
+  svio?: { vifs: Array<{ kind: 'net' | 'blk' | 'cam'; devid: number; vif: number; port: number; page?: SharedArrayBuffer }> };
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
     /**

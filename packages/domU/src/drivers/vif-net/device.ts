@@ -1,0 +1,123 @@
+/**
+ * SvioNetDriver — the guest's VIF driver for an SV-IO network interface. Everything crosses the
+ * VIF's two queues: TX and RX_POST go out (sharing the outgoing queue's 32 slots), TX_DONE and
+ * RX come in. Buffers are 2 KiB halves of the guest's own frames; the engine's core copies frames
+ * out of and into them. A full outgoing queue parks what is left (the device is asked to say when
+ * it frees a slot); frames beyond a bounded transmit queue are dropped and counted.
+ */
+import { ETH_MAX_FRAME, PAGE_SIZE, SVIO_REG, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
+import type { OpenVif } from '../../kernel/svio.js';
+import { newVifNetMetrics, type VifNetMetrics } from './metrics.js';
+
+const BUF = 2048;
+const TX_BUFFERS = 32;
+const RX_BUFFERS = 64;
+const TX_QUEUE_LIMIT = 256;
+
+export class SvioNetDriver {
+  readonly metrics: VifNetMetrics = newVifNetMetrics();
+  readonly mac: string;
+  private readonly tx: Array<{ pfn: number; offset: number }> = [];
+  private readonly rx: Array<{ pfn: number; offset: number }> = [];
+  private readonly txFree: number[] = [];
+  private readonly rxToPost: number[] = [];
+  private readonly txQueue: Uint8Array[] = [];
+  private receiver: (frame: Uint8Array) => void = () => {};
+
+  constructor(
+    private readonly vif: OpenVif,
+    private readonly memory: GuestMemory,
+    frames: FrameAllocator,
+  ) {
+    const lo = vif.regs.read(SVIO_REG.MAC_LO);
+    const hi = vif.regs.read(SVIO_REG.MAC_HI);
+    this.mac = [lo & 0xff, (lo >>> 8) & 0xff, (lo >>> 16) & 0xff, lo >>> 24, hi & 0xff, (hi >>> 8) & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    const buffers = (n: number, list: Array<{ pfn: number; offset: number }>) => {
+      for (let i = 0; i < n; i += PAGE_SIZE / BUF) {
+        const pfn = frames.alloc();
+        for (let j = 0; j < PAGE_SIZE / BUF; j++) list.push({ pfn, offset: j * BUF });
+      }
+    };
+    buffers(TX_BUFFERS, this.tx);
+    buffers(RX_BUFFERS, this.rx);
+    for (let id = TX_BUFFERS - 1; id >= 0; id--) this.txFree.push(id);
+    for (let id = 0; id < RX_BUFFERS; id++) this.rxToPost.push(id);
+    vif.onInterrupt(() => this.onInterrupt());
+    this.pump();
+  }
+
+  onReceive(cb: (frame: Uint8Array) => void): void {
+    this.receiver = cb;
+  }
+
+  transmit(frame: Uint8Array): void {
+    if (frame.byteLength > ETH_MAX_FRAME || this.txQueue.length >= TX_QUEUE_LIMIT) {
+      this.metrics.txDropped++;
+      return;
+    }
+    this.txQueue.push(frame);
+    this.pump();
+  }
+
+  /** Fill the outgoing queue: rx buffers to post, then frames to send; one push, one doorbell at most. */
+  private pump(): void {
+    const { out } = this.vif;
+    let n = 0;
+    while (this.rxToPost.length > 0 && out.free() > 0) {
+      const id = this.rxToPost.shift()!;
+      const b = this.rx[id];
+      out.put(vifMessage({ type: VIF_RX_POST, id, gfn: b.pfn, offset: b.offset, len: BUF }));
+      n++;
+    }
+    while (this.txQueue.length > 0 && this.txFree.length > 0 && out.free() > 0) {
+      const frame = this.txQueue.shift()!;
+      const id = this.txFree.pop()!;
+      const b = this.tx[id];
+      this.memory.page(b.pfn).set(frame, b.offset);
+      this.metrics.bytesCopied += frame.byteLength;
+      out.put(vifMessage({ type: VIF_TX, id, gfn: b.pfn, offset: b.offset, len: frame.byteLength }));
+      this.metrics.txPackets++;
+      this.metrics.txBytes += frame.byteLength;
+      n++;
+    }
+    if (n > 0) {
+      if (out.push()) {
+        this.metrics.doorbells++;
+        this.vif.doorbell();
+      } else this.metrics.suppressed++;
+    }
+    // Work left and no room: ask the device to say when it frees a slot (or go on if it just did).
+    if ((this.rxToPost.length > 0 || (this.txQueue.length > 0 && this.txFree.length > 0)) && out.free() === 0 && out.finalCheckForSpace()) setImmediate(() => this.pump());
+  }
+
+  private onInterrupt(): void {
+    const { inq } = this.vif;
+    this.metrics.interrupts++;
+    do {
+      for (let i = 0; i < inq.size; i++) {
+        const m = inq.take();
+        if (!m) break;
+        if (m.type === VIF_TX_DONE && m.id < TX_BUFFERS) {
+          if (m.status !== 0) this.metrics.txErrors++;
+          this.txFree.push(m.id);
+        } else if (m.type === VIF_RX && m.id < RX_BUFFERS) {
+          const b = this.rx[m.id];
+          if (m.status > 0 && m.status <= BUF) {
+            const frame = this.memory.page(b.pfn).slice(b.offset, b.offset + m.status);
+            this.metrics.rxPackets++;
+            this.metrics.rxBytes += m.status;
+            this.metrics.bytesCopied += m.status;
+            this.receiver(frame);
+          } else this.metrics.rxErrors++;
+          this.rxToPost.push(m.id);
+        } else this.metrics.unexpected++;
+      }
+      // The device waits for room on the incoming queue: tell it.
+      if (inq.release()) {
+        this.metrics.doorbells++;
+        this.vif.doorbell();
+      }
+    } while (inq.finalCheck());
+    this.pump();
+  }
+}

@@ -1,0 +1,20 @@
+/** Counters of one SV-IO network VIF driver. Plain JSON. */
+export interface VifNetMetrics {
+  txPackets: number;
+  txBytes: number;
+  txErrors: number;
+  txDropped: number;
+  rxPackets: number;
+  rxBytes: number;
+  rxErrors: number;
+  /** Messages of a type or id the driver never sent (a misbehaving device). */
+  unexpected: number;
+  doorbells: number;
+  suppressed: number;
+  interrupts: number;
+  bytesCopied: number;
+}
+
+export function newVifNetMetrics(): VifNetMetrics {
+  return { txPackets: 0, txBytes: 0, txErrors: 0, txDropped: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, unexpected: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0 };
+}

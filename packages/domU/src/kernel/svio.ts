@@ -1,0 +1,80 @@
+/**
+ * The guest kernel's side of an SV-IO VIF: the access API (shared/src/svio/access.ts). Open by
+ * id: both queues initialised on frames of the guest's own memory, OPEN_ID / OUT_PFN / IN_PFN
+ * written, then CTRL.OPEN, then the doorbell; the engine answers in STATUS. The VIF's doorbell
+ * and its interrupt are the guest's end of one event channel with the hardware (dom0 runs nothing
+ * on this path).
+ */
+import {
+  QueueConsumer,
+  QueueProducer,
+  SVIO_CTRL_OPEN,
+  SVIO_REG,
+  SVIO_STATUS_ERROR,
+  SVIO_STATUS_OPEN,
+  SvioRegisters,
+  TimeoutError,
+  DeviceError,
+  initMessageQueue,
+  vifCodec,
+  type VifMessage,
+} from '@ringvisor/shared';
+import type { GuestKernel } from './kernel.js';
+
+export interface VifSpec {
+  kind: 'net' | 'blk' | 'cam';
+  devid: number;
+  vif: number;
+  port: number;
+  page?: SharedArrayBuffer;
+}
+
+export interface OpenVif {
+  readonly spec: VifSpec;
+  readonly regs: SvioRegisters;
+  readonly out: QueueProducer<VifMessage>;
+  readonly inq: QueueConsumer<VifMessage>;
+  readonly counters: { doorbells: number; interrupts: number };
+  doorbell(): void;
+  onInterrupt(handler: () => void): void;
+}
+
+export async function openVif(kernel: GuestKernel, spec: VifSpec, timeoutMs = 5_000): Promise<OpenVif> {
+  if (!spec.page) throw new DeviceError(`VIF ${spec.vif}: no register page (SV-IO needs the threads transport for now)`);
+  const regs = new SvioRegisters(new Uint8Array(spec.page));
+  const outPfn = kernel.frames.alloc();
+  const inPfn = kernel.frames.alloc();
+  initMessageQueue(kernel.memory.page(outPfn));
+  initMessageQueue(kernel.memory.page(inPfn));
+  const counters = { doorbells: 0, interrupts: 0 };
+  const doorbell = () => {
+    counters.doorbells++;
+    kernel.notifyRemote(spec.port);
+  };
+  regs.write(SVIO_REG.OPEN_ID, spec.vif);
+  regs.write(SVIO_REG.OUT_PFN, outPfn);
+  regs.write(SVIO_REG.IN_PFN, inPfn);
+  regs.write(SVIO_REG.CTRL, SVIO_CTRL_OPEN);
+  doorbell();
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const st = regs.read(SVIO_REG.STATUS);
+    if (st & SVIO_STATUS_OPEN) break;
+    if (st & SVIO_STATUS_ERROR) throw new DeviceError(`VIF ${spec.vif}: the engine refused the open (code ${regs.read(SVIO_REG.ERRCODE)})`);
+    if (performance.now() > deadline) throw new TimeoutError(`VIF ${spec.vif}: not open after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return {
+    spec,
+    regs,
+    out: new QueueProducer(kernel.memory.page(outPfn), vifCodec),
+    inq: new QueueConsumer(kernel.memory.page(inPfn), vifCodec),
+    counters,
+    doorbell,
+    onInterrupt: (handler) =>
+      kernel.events.on(spec.port, () => {
+        counters.interrupts++;
+        handler();
+      }),
+  };
+}
