@@ -732,6 +732,10 @@ function updateDevice(li, x) {
     setText(li._state, where + (x.ports && x.ports.length ? ' · ports ' + x.ports.join(', ') : ''));
     setText(li._rates, rate(x.trapsPerSec) + ' traps/s · ' + rate(x.interruptsPerSec) + ' irq/s · ' + num(x.traps) + ' traps');
     setAttr(li._rates, 'data-traps', Number(x.traps) || 0);
+  } else if (x.mode === 'svio') {
+    // A VIF of the self-virtualizing device: two message queues, processed by the device's cores.
+    setText(li._state, (x.rid || 'VIF') + ' · ' + x.backendState);
+    setText(li._rates, rate(x.eventsPerSec) + ' doorbells/s · ' + rate(x.interruptsPerSec) + ' irq/s (guest ↔ device cores, not dom0)');
   } else if (x.mode === 'direct') {
     // No backend and no xenbus: a device function the guest drives itself, behind the IOMMU.
     setText(li._state, 'function ' + (x.rid || '–') + ' · ' + x.backendState + (x.dmaFaults ? ' · ' + num(x.dmaFaults) + ' DMA blocked' : ''));

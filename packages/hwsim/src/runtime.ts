@@ -359,7 +359,8 @@ export class HardwareSimulator {
         return null;
       })
       .handle(HW_RPC.svioList, () => (this.svioEngine ? this.svioEngine.list() : { vifs: [], coreBusyMs: [] }))
-      .handle(HW_RPC.stats, () => this.stats())
+      // With VIFs, their counters come from the engine's cores (asynchronously).
+      .handle(HW_RPC.stats, async () => (this.svioEngine ? { ...this.stats(), svio: await this.svioEngine.list() } : this.stats()))
       .handle(HW_RPC.freeze, (p) => {
         const { word, maxMs } = obj(p, HW_RPC.freeze);
         if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new InvalidArgumentError(`${HW_RPC.freeze}: needs { word: SharedArrayBuffer, maxMs }`);

@@ -73,8 +73,8 @@ export interface DeviceRow {
   /** Emulated devices: the I/O port ranges the model decodes, e.g. "0x1f0-0x1f7". */
   ports?: string[];
   /**
-   * Direct devices: the assigned function's requester id ("00:03.1"); events are its doorbells,
-   * notifications its interrupts (both between the guest and the hardware, not dom0).
+   * Direct devices: the assigned function's requester id ("00:03.1"); SV-IO devices: "vif <id>".
+   * Events are their doorbells, notifications their interrupts (between guest and hardware, not dom0).
    */
   rid?: string;
   /** Direct devices: DMA of the function the IOMMU blocked. */

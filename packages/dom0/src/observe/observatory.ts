@@ -54,6 +54,13 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
   private latest?: ClusterSnapshot;
   /** Every guest's latest stats, per host (the top view renders from these). */
   readonly guestStats = new Map<Host, GuestStats[]>();
+  /** SV-IO VIFs bound to each domain ("host/domain"), for their names in views. */
+  private readonly vifIdsOf = new Map<string, Array<{ kind: 'net' | 'blk'; devid: number; vif: number }>>();
+
+  private vifIds(key: string, name: string): number | undefined {
+    return this.vifIdsOf.get(key)?.find((v) => `${v.kind === 'net' ? 'vif' : 'vbd'}${v.devid}` === name)?.vif;
+  }
+
   /** The hardware's functions (direct I/O), by host, as of the last sample. */
   readonly functionStats = new Map<Host, Awaited<ReturnType<Host['functionStats']>>>();
   private readonly t0 = Date.now();
@@ -246,7 +253,10 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           }
           for (const { name, ring } of b.rings()) rings.push(this.ringRow(hn, d.name, domid, b, name, ring, now));
         }
-        if (st) this.addDirect(row, `${hn}/${d.name}`, st, host.functionsOf(domid), this.functionStats.get(host) ?? [], now);
+        if (st) {
+          this.vifIdsOf.set(`${hn}/${d.name}`, host.vifsOf(domid));
+          this.addDirect(row, `${hn}/${d.name}`, st, host.functionsOf(domid), this.functionStats.get(host) ?? [], now);
+        }
         const platform = host.platformOf(domid);
         if (platform) {
           const served = this.addEmulated(row, `${hn}/${d.name}`, platform, now);
@@ -360,6 +370,40 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
    */
   private addDirect(row: DomainRow, key: string, st: GuestStats, assigned: AssignedFunction[], hw: Array<Record<string, unknown> & { rid: string }>, now: number): void {
     for (const dev of st.devices) {
+      if (dev.mode === 'svio') {
+        // An SV-IO VIF: the same figures from the guest's VIF driver; the VIF's id for a name.
+        const name = `${dev.type}${dev.devid}`;
+        const m = dev.detail;
+        const vif = this.vifIds(key, name);
+        row.devices.push({
+          type: dev.type === 'vbd' ? 'vbd' : 'vif',
+          devid: dev.devid,
+          name,
+          mode: 'svio',
+          ...(vif !== undefined ? { rid: `vif ${vif}` } : {}),
+          backendState: 'open',
+          frontendState: '-',
+          eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
+          notificationsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
+          suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
+          events: m.doorbells ?? 0,
+          notifications: m.interrupts ?? 0,
+          suppressed: m.suppressed ?? 0,
+          interrupts: m.interrupts ?? 0,
+        });
+        if (dev.type === 'vbd') {
+          row.vbdReads += m.reads ?? 0;
+          row.vbdWrites += m.writes ?? 0;
+          row.vbdSectorsRead += m.sectorsRead ?? 0;
+          row.vbdSectorsWritten += m.sectorsWritten ?? 0;
+        } else {
+          row.netTxPackets += m.txPackets ?? 0;
+          row.netTxBytes += m.txBytes ?? 0;
+          row.netRxPackets += m.rxPackets ?? 0;
+          row.netRxBytes += m.rxBytes ?? 0;
+        }
+        continue;
+      }
       if (dev.mode !== 'direct') continue;
       const name = `${dev.type}${dev.devid}`;
       const a = assigned.find((f) => directDeviceName(f) === name);

@@ -187,6 +187,8 @@ export class Host {
   private awaitingHwsim?: (peer: RpcPeer) => void;
   /** ws: where guests with assigned functions reach the hardware directly. */
   private hwDirectUrl?: string;
+  /** SV-IO: every VIF's counters as the engine's cores had them at shutdown. */
+  svioStats?: Record<string, unknown>;
   /** The hardware's own counters, read just before it powers off. */
   hardwareStats?: Record<string, unknown>;
 
@@ -1038,6 +1040,9 @@ export class Host {
       await Promise.race([g.exited, delay(5_000)]);
       if (!(await settled(g.exited))) await g.kill();
     }
+    // The VIFs' last counters, from the engine's cores, before their domains (and they) go.
+    if (this.created.some((c) => c.svio.length > 0))
+      this.svioStats = await this.hwsim!.peer.call<Record<string, unknown>>('hw.svio.list', {}, 5_000).catch(() => undefined);
     for (const c of this.created) {
       for (const b of c.blk) await b.destroy();
       for (const n of c.net) await n.destroy();

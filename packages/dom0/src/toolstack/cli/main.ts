@@ -525,6 +525,8 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
           ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
           // Direct I/O: the functions as the hardware counted them, the IOMMU, and reclaims made.
           ...directSummary(h),
+          // SV-IO: every VIF as the engine's cores counted it, and the cores' busy time.
+          ...(h.svioStats ? { svio: h.svioStats } : {}),
         },
       ]),
     ),
