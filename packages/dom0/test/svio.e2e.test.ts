@@ -1,7 +1,7 @@
 /**
  * SV-IO end to end, as a user runs it (`ringvisor up` in its own process, threads transport): a
- * guest whose NIC and disk are VIFs of the self-virtualizing device exchanges verified UDP with a
- * PV guest and a direct one, and verifies its disk partition; the engine's cores counted exactly
+ * guest whose NIC, disk and camera are VIFs of the self-virtualizing device exchanges verified UDP
+ * with a PV guest and a direct one, verifies its disk partition and every camera frame; the engine's cores counted exactly
  * the guest's I/O, and dom0's drivers carried none of it.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -33,6 +33,7 @@ describe('SV-IO (VIFs of a self-virtualizing device)', () => {
               devices: [
                 { type: 'vbd', mode: 'svio', sizeMiB: 8, weight: 200 },
                 { type: 'vif', mode: 'svio' },
+                { type: 'cam', width: 96, height: 64, fps: 50 },
               ],
               workloads: { block: { blocks: 128 } },
             },
@@ -58,7 +59,14 @@ describe('SV-IO (VIFs of a self-virtualizing device)', () => {
     expect(g('pv1').udp.corrupted + g('direct1').udp.corrupted).toBe(0);
     expect(s.integrity.failures).toBe(0);
     expect(s.integrity.checked).toBeGreaterThan(0);
-    // The engine's view: two VIFs bound to svio1's domain, on its cores, counting its I/O.
+    // The camera: frames from the camera's clock, every one intact and in order (the consumer
+    // checks each frame's checksums and sequence-dependent pattern).
+    const cam = sv.devices.find((d) => d.type === 'cam')!;
+    expect(cam.mode).toBe('svio');
+    expect(cam.ops).toBeGreaterThan(50);
+    expect(cam.detail.corrupted + cam.detail.reordered + cam.errors).toBe(0);
+    expect(cam.detail.lastSeq).toBeGreaterThanOrEqual(cam.ops);
+    // The engine's view: the VIFs bound to svio1's domain, on its cores, counting its I/O.
     const engine = s.dom0.host0.svio!;
     expect(engine.coreBusyMs.length).toBeGreaterThanOrEqual(1);
     const blk = engine.vifs.find((v) => v.kind === 'blk')!;
@@ -66,6 +74,8 @@ describe('SV-IO (VIFs of a self-virtualizing device)', () => {
     expect(blk.stats!.detail.reads + blk.stats!.detail.writes + blk.stats!.detail.flushes).toBe(vbd.ops);
     expect(net.stats!.detail.txFrames).toBe(vif.detail.txPackets);
     expect(net.stats!.detail.rxFrames).toBe(vif.detail.rxPackets);
+    const camVif = engine.vifs.find((v) => v.kind === 'cam')!;
+    expect(camVif.stats!.detail.delivered).toBeGreaterThanOrEqual(cam.ops);
     // dom0's physical disk driver carried nothing (the only disk is the VIF's).
     expect(s.dom0.host0.disk.submitted).toBe(0);
   }, 60_000);

@@ -13,6 +13,7 @@ import { VfBlkDriver } from './drivers/vf-blk/index.js';
 import { VfNicDriver } from './drivers/vf-nic/index.js';
 import { SvioNetDriver } from './drivers/vif-net/index.js';
 import { SvioBlkDriver } from './drivers/vif-blk/index.js';
+import { SvioCamDriver } from './drivers/vif-cam/index.js';
 import { openVif } from './kernel/svio.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
@@ -48,6 +49,8 @@ export class Guest {
   /** SV-IO VIFs: the guest's VIF drivers over each VIF's two queues. */
   readonly vifBlk: Array<{ devid: number; driver: SvioBlkDriver }> = [];
   readonly vifNet: Array<{ devid: number; driver: SvioNetDriver; stack: NetStack }> = [];
+  /** SV-IO cameras: each frame checked by the camera consumer (order, gaps, integrity). */
+  readonly vifCam: Array<{ devid: number; driver: SvioCamDriver }> = [];
   vcpu?: VcpuPortIo;
   /** Hosted placement: the VMM in this guest's world that every access goes through first. */
   vmm?: HostedVmm;
@@ -156,6 +159,10 @@ export class Guest {
       await b.connect();
       this.blk.push(b);
     }
+    for (const c of this.spec.svio?.vifs.filter((x) => x.kind === 'cam') ?? []) {
+      const vif = await openVif(this.kernel, c);
+      this.vifCam.push({ devid: c.devid, driver: new SvioCamDriver(vif, this.kernel.memory, this.kernel.frames) });
+    }
     for (const v of this.spec.vifs) {
       if (v.mode === 'svio') {
         const vif = await openVif(this.kernel, vifSpec('net', v.devid));
@@ -248,6 +255,8 @@ export class Guest {
   startWorkloads(): void {
     if (this.started || this.stopRequested) return;
     this.started = true;
+    // A camera streams from the start; its consumer checks every frame.
+    for (const { driver } of this.vifCam) driver.start();
     const w = this.spec.workloads;
     if (w.block) {
       const dev = this.blockDevice(w.block.devid);
@@ -442,6 +451,19 @@ export class Guest {
       const m = driver.metrics;
       devices.push({ type: 'vif', devid, mode: 'svio', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped + m.unexpected, detail: { ...m } });
     }
+    for (const { devid, driver } of this.vifCam) {
+      const c = driver.consumer.stats;
+      const m = driver.metrics;
+      devices.push({
+        type: 'cam',
+        devid,
+        mode: 'svio',
+        ops: c.frames,
+        bytes: c.bytes,
+        errors: c.corrupted + c.reordered + m.bufferErrors + m.unexpected,
+        detail: { ...m, consumed: c.frames, corrupted: c.corrupted, gaps: c.gaps, reordered: c.reordered, lastSeq: c.lastSeq },
+      });
+    }
     const v = this.verifier?.stats;
     const udp = { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };
     for (const f of this.flows) {
@@ -467,6 +489,9 @@ export class Guest {
         }
       : undefined;
     const kinds: Record<string, number> = { ...(v?.failureKinds ?? {}) };
+    // Camera frames: each verified by its consumer; a damaged or out-of-order frame is a failure.
+    const cam = this.vifCam.reduce((a, { driver }) => ({ frames: a.frames + driver.consumer.stats.frames, corrupted: a.corrupted + driver.consumer.stats.corrupted, reordered: a.reordered + driver.consumer.stats.reordered }), { frames: 0, corrupted: 0, reordered: 0 });
+    if (cam.corrupted + cam.reordered) kinds.cameraFrames = cam.corrupted + cam.reordered;
     if (udp.corrupted + (stream?.corrupted ?? 0)) kinds.udpCorrupted = udp.corrupted + (stream?.corrupted ?? 0);
     return {
       name: this.spec.name,
@@ -474,7 +499,11 @@ export class Guest {
       state: this.state,
       devices,
       // Integrity: every block read back and classified, plus every echoed datagram verified.
-      integrity: { checked: (v?.checked ?? 0) + udp.echoed + (stream?.received ?? 0), failures: (v?.failures ?? 0) + udp.corrupted + (stream?.corrupted ?? 0), kinds },
+      integrity: {
+        checked: (v?.checked ?? 0) + udp.echoed + (stream?.received ?? 0) + cam.frames,
+        failures: (v?.failures ?? 0) + udp.corrupted + (stream?.corrupted ?? 0) + cam.corrupted + cam.reordered,
+        kinds,
+      },
       udp: { ...udp, ...udpRtt },
       ...(stream ? { stream } : {}),
       ...(this.verifier
@@ -506,6 +535,7 @@ export class Guest {
     const failed = this.state === 'failed';
     this.state = 'stopping';
     this.stopRequested = true;
+    for (const { driver } of this.vifCam) driver.stop();
     for (const f of this.flows) f.stopSending();
     for (const x of this.streams) x.stop();
     await this.verifierRun;

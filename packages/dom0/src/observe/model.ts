@@ -43,7 +43,7 @@ export interface RingRow {
 }
 
 export interface DeviceRow {
-  type: 'vbd' | 'vif';
+  type: 'vbd' | 'vif' | 'cam';
   devid: number;
   /** PV: "vbd51712", "vif0"; emulated: "ata0", "lance0". */
   name: string;

@@ -55,10 +55,10 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
   /** Every guest's latest stats, per host (the top view renders from these). */
   readonly guestStats = new Map<Host, GuestStats[]>();
   /** SV-IO VIFs bound to each domain ("host/domain"), for their names in views. */
-  private readonly vifIdsOf = new Map<string, Array<{ kind: 'net' | 'blk'; devid: number; vif: number }>>();
+  private readonly vifIdsOf = new Map<string, Array<{ kind: 'net' | 'blk' | 'cam'; devid: number; vif: number }>>();
 
   private vifIds(key: string, name: string): number | undefined {
-    return this.vifIdsOf.get(key)?.find((v) => `${v.kind === 'net' ? 'vif' : 'vbd'}${v.devid}` === name)?.vif;
+    return this.vifIdsOf.get(key)?.find((v) => `${v.kind === 'net' ? 'vif' : v.kind === 'blk' ? 'vbd' : 'cam'}${v.devid}` === name)?.vif;
   }
 
   /** The hardware's functions (direct I/O), by host, as of the last sample. */
@@ -376,7 +376,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
         const m = dev.detail;
         const vif = this.vifIds(key, name);
         row.devices.push({
-          type: dev.type === 'vbd' ? 'vbd' : 'vif',
+          type: dev.type,
           devid: dev.devid,
           name,
           mode: 'svio',
@@ -396,7 +396,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           row.vbdWrites += m.writes ?? 0;
           row.vbdSectorsRead += m.sectorsRead ?? 0;
           row.vbdSectorsWritten += m.sectorsWritten ?? 0;
-        } else {
+        } else if (dev.type === 'vif') {
           row.netTxPackets += m.txPackets ?? 0;
           row.netTxBytes += m.txBytes ?? 0;
           row.netRxPackets += m.rxPackets ?? 0;

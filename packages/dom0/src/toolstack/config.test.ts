@@ -29,6 +29,22 @@ describe('cluster config', () => {
     expect(defaultConfig({ emulatedGuest: false, directGuest: false }).hosts[0].guests.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3']);
   });
 
+  it('SV-IO devices: vifs, vbds and cameras, their weights, and the mistakes people make', () => {
+    const one = (devices: unknown[]) => normalizeConfig({ hosts: [{ guests: [{ name: 'g', devices, workloads: {} }] }] }).hosts[0].guests[0];
+    const g = one([{ type: 'vif', mode: 'svio', weight: 300 }, { type: 'vbd', mode: 'svio', sizeMiB: 4 }, { type: 'cam', fps: 15 }]);
+    expect(g.devices.map((d) => [d.type, d.mode, d.devid])).toEqual([
+      ['vif', 'svio', 0],
+      ['vbd', 'svio', 51712],
+      ['cam', 'svio', 0],
+    ]);
+    expect(g.devices[0]).toMatchObject({ weight: 300 });
+    expect(g.devices[2]).toMatchObject({ width: 160, height: 120, fps: 15 });
+    expect(() => one([{ type: 'cam', mode: 'pv' }])).toThrow(/a camera is reached as an SV-IO VIF only \(mode: svio\)/);
+    expect(() => one([{ type: 'cam', sizeMiB: 4 }])).toThrow(/cam: "sizeMiB" does not apply to a camera/);
+    expect(() => one([{ type: 'vif', weight: 2 }])).toThrow(/"weight" is an SV-IO VIF's QoS share/);
+    expect(() => one([{ type: 'vbd', width: 2 }])).toThrow(/"width" belongs on a cam/);
+  });
+
   it('emulated devices: placement, the hosted VMM optimisations, and the mistakes people make', () => {
     const one = (devices: unknown[]) => normalizeConfig({ hosts: [{ guests: [{ name: 'g', devices, workloads: {} }] }] }).hosts[0].guests[0];
     const g = one([{ type: 'vif', mode: 'emulated', placement: 'hosted', vmmIo: true, sendCombining: true }, { type: 'vbd', mode: 'emulated', placement: 'hosted' }]);

@@ -58,7 +58,18 @@ export interface VifConfig {
   rate?: string;
 }
 
-export type DeviceConfig = VbdConfig | VifConfig;
+/** A camera: SV-IO only (a camera VIF of the self-virtualizing device). */
+export interface CamConfig {
+  type: 'cam';
+  devid: number;
+  mode: 'svio';
+  width: number;
+  height: number;
+  fps: number;
+  weight?: number;
+}
+
+export type DeviceConfig = VbdConfig | VifConfig | CamConfig;
 
 export interface BlockWorkloadConfig {
   /** 4 KiB blocks of the vbd to exercise (from block 0). */
@@ -148,7 +159,10 @@ const schema = {
                     required: ['type'],
                     additionalProperties: false,
                     properties: {
-                      type: { enum: ['vbd', 'vif'] },
+                      type: { enum: ['vbd', 'vif', 'cam'] },
+                      width: { type: 'integer', minimum: 1, maximum: 1920 },
+                      height: { type: 'integer', minimum: 1, maximum: 1080 },
+                      fps: { type: 'integer', minimum: 1, maximum: 240 },
                       devid: { type: 'integer', minimum: 0, maximum: 65535 },
                       mode: { enum: ['pv', 'emulated', 'direct', 'svio'] },
                       weight: { type: 'integer', minimum: 1, maximum: 1000 },
@@ -246,14 +260,20 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       const devs = (g.devices as RawObject[] | undefined) ?? [{ type: 'vbd' }, { type: 'vif' }];
       const seen = new Set<string>();
       // Default device ids count per type, as xl numbers them: xvda, xvdb… (51712 + 16n), vif0, vif1…
-      const perType = { vbd: 0, vif: 0 };
+      const perType = { vbd: 0, vif: 0, cam: 0 };
       const devices = devs.map((d): DeviceConfig => {
-        const nth = perType[d.type as 'vbd' | 'vif']++;
+        const nth = perType[d.type as 'vbd' | 'vif' | 'cam']++;
         const devid = (d.devid as number | undefined) ?? (d.type === 'vbd' ? 51712 + nth * 16 : nth);
         const key = `${d.type}/${devid}`;
         if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
         seen.add(key);
-        const mode = (d.mode as DeviceModeConfig | undefined) ?? 'pv';
+        const mode = (d.mode as DeviceModeConfig | undefined) ?? (d.type === 'cam' ? 'svio' : 'pv');
+        for (const k of ['width', 'height', 'fps']) if (k in d && d.type !== 'cam') throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" belongs on a cam`);
+        if (d.type === 'cam') {
+          if (mode !== 'svio') throw new ConfigError(`${origin}: guest ${gname} ${key}: a camera is reached as an SV-IO VIF only (mode: svio)`);
+          for (const k of ['mac', 'ip', 'rate', 'sizeMiB', 'placement', 'iommu', 'vmmIo', 'sendCombining']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} cam: "${k}" does not apply to a camera`);
+          return { type: 'cam', devid, mode: 'svio', width: (d.width as number | undefined) ?? 160, height: (d.height as number | undefined) ?? 120, fps: (d.fps as number | undefined) ?? 30, ...(d.weight !== undefined ? { weight: d.weight as number } : {}) };
+        }
         if (mode !== 'emulated' && 'placement' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "placement" applies to mode: emulated only`);
         const placement = (d.placement as EmulationPlacement | undefined) ?? 'dom0';
         for (const k of ['vmmIo', 'sendCombining'])

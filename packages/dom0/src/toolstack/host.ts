@@ -53,7 +53,7 @@ import { BlkBackend } from '../backends/blk/device.js';
 import { NetBackend } from '../backends/net/device.js';
 import { SoftwareBridge, type BridgePort } from '../backends/net/bridge.js';
 import { EmulatedPlatform } from '../devicemodels/platform.js';
-import type { GuestConfig, HostConfig } from './config.js';
+import type { GuestConfig, HostConfig, VbdConfig, VifConfig } from './config.js';
 
 export interface GuestHandle {
   config: GuestConfig;
@@ -397,7 +397,7 @@ export class Host {
   async createDomainWithDevices(config: GuestConfig): Promise<{ domain: Domain; blk: BlkBackend[]; net: NetBackend[] }> {
     const { hv } = this;
     const linked = this.opts.linkedGuests === true || this.opts.ws !== undefined;
-    const emulated = config.devices.filter((d) => d.mode === 'emulated');
+    const emulated = config.devices.filter((d): d is VbdConfig | VifConfig => d.mode === 'emulated');
     if (emulated.length > 0 && linked && emulated[0].placement !== 'hosted' && !this.opts.ws)
       throw new ConfigError(
         `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) with placement: dom0 need the guest's memory shared with dom0, or a guest process with a vCPU link (the ws transport); with linked guests in threads use placement: hosted.`,
@@ -416,7 +416,16 @@ export class Host {
     for (const d of config.devices) {
       if (d.mode === 'svio') {
         // A VIF of the self-virtualizing device: created by the management API, bound to this domain.
-        svio.push(await this.createVif(domain, d.type === 'vif' ? { kind: 'net', devid: d.devid, mac: d.mac, weight: d.weight } : { kind: 'blk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB), weight: d.weight }));
+        svio.push(
+          await this.createVif(
+            domain,
+            d.type === 'vif'
+              ? { kind: 'net', devid: d.devid, mac: d.mac, weight: d.weight }
+              : d.type === 'cam'
+                ? { kind: 'cam', devid: d.devid, camera: { width: d.width, height: d.height, fps: d.fps }, weight: d.weight }
+                : { kind: 'blk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB), weight: d.weight },
+          ),
+        );
         continue;
       }
       if (d.mode === 'direct') {
@@ -472,7 +481,10 @@ export class Host {
   /** Create an SV-IO VIF bound to a domain (the engine's management API) on a fresh channel. */
   private async createVif(
     domain: Domain,
-    want: { kind: 'net'; devid: number; mac: string; weight?: number } | { kind: 'blk'; devid: number; partition: { start: number; sectors: number }; weight?: number },
+    want:
+      | { kind: 'net'; devid: number; mac: string; weight?: number }
+      | { kind: 'blk'; devid: number; partition: { start: number; sectors: number }; weight?: number }
+      | { kind: 'cam'; devid: number; camera: { width: number; height: number; fps: number }; weight?: number },
   ): Promise<BoundVif> {
     const [hwPort, guestPort] = this.bindHardwareChannel(domain);
     const { devid, weight, ...rest } = want;
@@ -553,7 +565,7 @@ export class Host {
     const c = this.created.find((x) => x.domain.name === guest);
     if (!c) throw new Error(`no domain ${guest} on ${this.config.name}`);
     const cfg = c.domain && this.guests.find((g) => g.domain === c.domain)?.config;
-    const d = cfg?.devices.find((x) => x.mode === 'direct' && directDeviceName({ kind: x.type === 'vif' ? 'nic' : 'disk', devid: x.devid }) === device);
+    const d = cfg?.devices.find((x): x is VbdConfig | VifConfig => x.mode === 'direct' && directDeviceName({ kind: x.type === 'vif' ? 'nic' : 'disk', devid: x.devid }) === device);
     if (!cfg || !d) throw new Error(`${guest} has no direct device ${device} in its config`);
     if (c.direct.some((f) => directDeviceName(f) === device)) throw new Error(`${guest}/${device} has a function assigned already; reclaim it first`);
     const f = await this.assignFunction(c.domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(cfg.name, d.devid, d.sizeMiB) });
@@ -1084,7 +1096,7 @@ export interface AssignedFunction {
 
 /** An SV-IO VIF bound to a domain. */
 export interface BoundVif {
-  kind: 'net' | 'blk';
+  kind: 'net' | 'blk' | 'cam';
   devid: number;
   vif: number;
   /** The guest's end of the VIF's doorbell/interrupt channel. */

@@ -66,4 +66,21 @@ export class FrameAllocator {
   release(pfn: number): void {
     this.free.push(pfn);
   }
+
+  /** `n` consecutive free frames (a buffer larger than a page a device fills in one go); the first. */
+  allocRun(n: number): number {
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`a run of ${n} frames`);
+    const set = new Set(this.free);
+    for (const start of [...this.free].sort((a, b) => a - b)) {
+      let ok = true;
+      for (let i = 1; i < n && ok; i++) ok = set.has(start + i);
+      if (!ok) continue;
+      const run = new Set(Array.from({ length: n }, (_, i) => start + i));
+      const keep = this.free.filter((p) => !run.has(p));
+      this.free.length = 0;
+      this.free.push(...keep);
+      return start;
+    }
+    throw new InvalidArgumentError(`domain ${this.memory.domid} has no ${n} consecutive free frames`);
+  }
 }

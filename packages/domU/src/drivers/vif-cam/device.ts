@@ -1,0 +1,103 @@
+/**
+ * SvioCamDriver — the guest's VIF driver for an SV-IO camera: a few frame buffers (consecutive
+ * frames of the guest's own memory) queued with CAM_BUF, the stream started with CAM_STREAM,
+ * each CAM_FRAME checked by the camera consumer (order, gaps, the frame's own checksums and
+ * pattern) and its buffer queued again. The camera keeps its own rate: a guest slower than it
+ * sees gaps, never a stall.
+ */
+import { PAGE_SIZE, SVIO_REG, VIF_CAM_BUF, VIF_CAM_FRAME, VIF_CAM_STREAM, cameraFrameSize, vifMessage, type CameraFormat, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
+import type { OpenVif } from '../../kernel/svio.js';
+import { CameraConsumer } from '../../workloads/camera-consumer.js';
+
+const BUFFERS = 4;
+
+export interface VifCamMetrics {
+  frames: number;
+  bufferErrors: number;
+  unexpected: number;
+  doorbells: number;
+  suppressed: number;
+  interrupts: number;
+}
+
+export class SvioCamDriver {
+  readonly format: CameraFormat;
+  readonly fps: number;
+  readonly consumer: CameraConsumer;
+  readonly metrics: VifCamMetrics = { frames: 0, bufferErrors: 0, unexpected: 0, doorbells: 0, suppressed: 0, interrupts: 0 };
+  private readonly buffers: Array<{ pfn: number; pages: number }> = [];
+  private readonly toQueue: number[] = [];
+
+  constructor(
+    private readonly vif: OpenVif,
+    private readonly memory: GuestMemory,
+    frames: FrameAllocator,
+  ) {
+    this.format = { width: vif.regs.read(SVIO_REG.WIDTH), height: vif.regs.read(SVIO_REG.HEIGHT) };
+    this.fps = vif.regs.read(SVIO_REG.FPS);
+    this.consumer = new CameraConsumer(this.format);
+    const pages = Math.ceil(cameraFrameSize(this.format) / PAGE_SIZE);
+    for (let i = 0; i < BUFFERS; i++) {
+      this.buffers.push({ pfn: frames.allocRun(pages), pages });
+      this.toQueue.push(i);
+    }
+    vif.onInterrupt(() => this.onInterrupt());
+  }
+
+  /** STREAM_START with every buffer queued. */
+  start(): void {
+    this.pump(true);
+  }
+
+  /** STREAM_STOP. */
+  stop(): void {
+    this.vif.out.put(vifMessage({ type: VIF_CAM_STREAM, len: 0 }));
+    this.push();
+  }
+
+  private pump(start = false): void {
+    const { out } = this.vif;
+    while (this.toQueue.length > 0 && out.free() > (start ? 1 : 0)) {
+      const id = this.toQueue.shift()!;
+      const b = this.buffers[id];
+      out.put(vifMessage({ type: VIF_CAM_BUF, id, gfn: b.pfn, len: b.pages }));
+    }
+    if (start) out.put(vifMessage({ type: VIF_CAM_STREAM, len: 1 }));
+    this.push();
+  }
+
+  private push(): void {
+    if (this.vif.out.push()) {
+      this.metrics.doorbells++;
+      this.vif.doorbell();
+    } else this.metrics.suppressed++;
+  }
+
+  private onInterrupt(): void {
+    const { inq } = this.vif;
+    this.metrics.interrupts++;
+    do {
+      for (let i = 0; i < inq.size; i++) {
+        const m = inq.take();
+        if (!m) break;
+        const b = m.type === VIF_CAM_FRAME ? this.buffers[m.id] : undefined;
+        if (!b) {
+          this.metrics.unexpected++;
+          continue;
+        }
+        if (m.status !== 0) this.metrics.bufferErrors++;
+        else {
+          this.metrics.frames++;
+          const view = new Uint8Array(this.memory.buffer, b.pfn * PAGE_SIZE, b.pages * PAGE_SIZE);
+          this.consumer.check(view, m.used);
+        }
+        this.toQueue.push(m.id);
+      }
+      if (inq.release()) {
+        this.metrics.doorbells++;
+        this.vif.doorbell();
+      }
+    } while (inq.finalCheck());
+    this.pump();
+  }
+}
