@@ -176,6 +176,46 @@ describe('SV-IO engine', () => {
     });
   }
 
+  it('a hostile VIF driver (garbage messages, flooding without taking answers) is contained: another guest on the same core is served', async () => {
+    rig = new Rig(true);
+    // One core would be the worst case; with two, put the attacker and the victim on the same one.
+    const attacker = rig.guest(5, 'blk');
+    rig.guest(7, 'net'); // occupies the other core
+    const victim = rig.guest(6, 'blk');
+    const l0 = await rig.engine.list();
+    expect(l0.vifs.find((v) => v.vif === attacker.vif)!.core).toBe(l0.vifs.find((v) => v.vif === victim.vif)!.core);
+    expect(await open(attacker)).toBe(SVIO_STATUS_OPEN);
+    expect(await open(victim)).toBe(SVIO_STATUS_OPEN);
+    // Garbage: every slot of the outgoing queue random bytes, published; the attacker never takes an answer.
+    const slots = new Uint8Array(attacker.mem.buffer, 1 * 4096 + 64, 32 * 64);
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < slots.length; i++) slots[i] = (i * 131 + round * 17 + 7) & 0xff;
+      const prod = new Int32Array(attacker.mem.buffer, 4096, 4);
+      Atomics.store(prod, 0, Atomics.load(prod, 2) + 32); // a full queue's worth, never more (not rogue)
+      attacker.ring();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // The victim's I/O goes through all the while.
+    victim.mem.page(20).fill(0x33);
+    send(victim, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(victim, [vifMessage({ type: VIF_READ, id: 2, sector: 0, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
+    expect((await collect(victim, 2)).map((m) => [m.id, m.status])).toEqual([
+      [1, 0],
+      [2, 0],
+    ]);
+    expect(victim.mem.page(21).every((b) => b === 0x33)).toBe(true);
+    // The attacker got errors for its garbage, and is held by back-pressure (the device holds at
+    // most a queue's worth of answers for it), not buffered without end.
+    const l = await rig.engine.list();
+    const a = l.vifs.find((v) => v.vif === attacker.vif)!.stats!;
+    expect(a.counters.refused).toBeGreaterThan(0);
+    expect(a.counters.backpressured).toBeGreaterThan(0);
+    expect(a.counters.messagesIn).toBeLessThanOrEqual(2 * 32 + 1);
+    expect(a.stopped).toBeNull();
+    attacker.stop();
+    victim.stop();
+  });
+
   it('a guest can open only the VIF bound to it, with queues in its own memory', async () => {
     rig = new Rig(true);
     const a = rig.guest(5, 'net');
