@@ -24,6 +24,7 @@ interface HwBoot {
   host: string;
   disk: { path: string; sizeBytes: number };
   nic: { mac: string };
+  svioCores?: number;
   lan?: { url: string; hostIndex: number };
 }
 
@@ -50,6 +51,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
     host: boot.host,
     disk: { path: values.disk ?? process.env.RINGVISOR_DISK ?? boot.disk.path, sizeBytes: boot.disk.sizeBytes },
     nic: boot.nic,
+    ...(typeof boot.svioCores === 'number' ? { svioCores: boot.svioCores } : {}),
     eventRouting: machine.routing(),
     logger: log.child({ host: boot.host }),
   });

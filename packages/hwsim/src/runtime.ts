@@ -660,6 +660,8 @@ export interface HwsimWorkerData {
   host: string;
   disk: { path: string; sizeBytes: number };
   nic: { mac: string };
+  /** SV-IO engine cores (default 2). */
+  svioCores?: number;
 }
 
 export function parseWorkerData(data: unknown): HwsimWorkerData {
@@ -671,5 +673,6 @@ export function parseWorkerData(data: unknown): HwsimWorkerData {
   if (typeof d.host !== 'string' || d.host.length === 0) throw new ConfigError('hwsim workerData.host must be a non-empty string');
   if (typeof disk.path !== 'string' || typeof disk.sizeBytes !== 'number') throw new ConfigError('hwsim workerData.disk must be { path: string, sizeBytes: number }');
   if (typeof nic.mac !== 'string') throw new ConfigError('hwsim workerData.nic must be { mac: string }');
-  return { control: d.control, eventMemory: d.eventMemory, host: d.host, disk: { path: disk.path, sizeBytes: disk.sizeBytes }, nic: { mac: nic.mac } };
+  const cores = typeof d.svioCores === 'number' && Number.isInteger(d.svioCores) && d.svioCores >= 1 && d.svioCores <= 16 ? { svioCores: d.svioCores } : {};
+  return { control: d.control, eventMemory: d.eventMemory, host: d.host, disk: { path: disk.path, sizeBytes: disk.sizeBytes }, nic: { mac: nic.mac }, ...cores };
 }

@@ -14,7 +14,7 @@ import { HardwareSimulator, parseWorkerData } from './runtime.js';
 import { remoteLanPort } from './lan/remote.js';
 
 const data = parseWorkerData(workerData);
-const sim = new HardwareSimulator({ eventMemory: data.eventMemory, host: data.host, disk: data.disk, nic: data.nic });
+const sim = new HardwareSimulator({ eventMemory: data.eventMemory, host: data.host, disk: data.disk, nic: data.nic, ...(data.svioCores ? { svioCores: data.svioCores } : {}) });
 const control = new RpcPeer(new PortLink(data.control), 'hwsim');
 sim.serve(control).start();
 // Several hosts share a LAN through a switch runtime: plug this host's segment into it.

@@ -4,7 +4,7 @@
  *
  *   node packages/dom0/dist/bench/cli.js [suite...] [--json FILE] [--seconds N]
  *
- * Suites: ring, transport, trace, emulation, direct. With no suite, every suite runs. Prints a table; with --json writes
+ * Suites: ring, transport, trace, emulation, direct, svio. With no suite, every suite runs. Prints a table; with --json writes
  * `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }` (DESIGN §8).
  * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error.
  */
@@ -16,6 +16,7 @@ import { runTransportBench, type TransportBenchResult } from './transport.js';
 import { runTraceBench, type TraceBenchResult } from './trace.js';
 import { runEmulationBench, type EmulationBenchResult } from './emulation.js';
 import { runDirectBench, type DirectBenchResult } from './direct.js';
+import { runSvioBench, type SvioBenchResult } from './svio.js';
 
 interface Suite {
   describe: string;
@@ -139,6 +140,23 @@ const SUITES: Record<string, Suite> = {
       const out = r.rows.filter((row) => row.mode === 'direct' && row.vsNative.opsPerSec < r.targets.directVsNative).map((row) => `${row.workload}: direct reached ${(row.vsNative.opsPerSec * 100).toFixed(0)}% of native, below the ${r.targets.directVsNative * 100}% target`);
       for (const row of r.rows) if (row.ops < 50) out.push(`${row.workload} ${row.mode}: only ${row.ops} ops in the window; its per-op figures are noisy`);
       return out;
+    },
+  },
+  svio: {
+    describe: 'SV-IO (VIFs on the device\'s own cores) vs PV (host-centric) for net and block, and scaling with 1–8 guests and 1–2 engine cores',
+    run: (seconds, log) => runSvioBench({ seconds, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as SvioBenchResult;
+      return r.rows.map((row) => {
+        const lat = row.latencyUs.p50 !== null ? `, p50/p99 ${row.latencyUs.p50}/${row.latencyUs.p99} µs` : '';
+        const c = row.cpuUsPerOp;
+        const fair = row.fairness !== undefined ? `, fairness ${row.fairness.toFixed(3)}` : '';
+        return [`${row.device} ${row.mode.padEnd(4)} (${row.variant})`, `${fmt(row.opsPerSec)}/s${lat}${fair}; CPU µs/op hwsim ${c.hwsim.toFixed(1)} dom0 ${c.dom0.toFixed(1)} guest ${c.guest.toFixed(1)}; ${row.perOp.notifications.toFixed(2)} notif, ${row.perOp.grantOps.toFixed(2)} grant ops per op`];
+      });
+    },
+    warnings(res) {
+      const r = res as unknown as SvioBenchResult;
+      return r.rows.filter((row) => row.ops < 50).map((row) => `${row.device} ${row.mode} (${row.variant}): only ${row.ops} ops in the window; its per-op figures are noisy`);
     },
   },
 };

@@ -104,6 +104,8 @@ export interface HostConfig {
   disk: { path: string; sizeMiB: number };
   nic: { mac: string };
   dom0MemoryMiB: number;
+  /** SV-IO engine cores (worker threads of the hardware simulator), default 2. */
+  svio: { cores: number };
   guests: GuestConfig[];
 }
 
@@ -141,6 +143,8 @@ const schema = {
           },
           nic: { type: 'object', additionalProperties: false, properties: { mac: { type: 'string', pattern: MAC } } },
           dom0MemoryMiB: { type: 'integer', minimum: 8, maximum: 4096 },
+          /** The self-virtualizing device's cores (SV-IO engine worker threads). */
+          svio: { type: 'object', additionalProperties: false, properties: { cores: { type: 'integer', minimum: 1, maximum: 16 } } },
           guests: {
             type: 'array',
             maxItems: 64,
@@ -355,6 +359,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       disk: { path: (disk.path as string | undefined) ?? `.ringvisor/${name}/disk.img`, sizeMiB },
       nic: { mac: ((h.nic as RawObject | undefined)?.mac as string | undefined) ?? `00:16:3e:${hi.toString(16).padStart(2, '0')}:00:00` },
       dom0MemoryMiB: (h.dom0MemoryMiB as number | undefined) ?? 16,
+      svio: { cores: ((h.svio as RawObject | undefined)?.cores as number | undefined) ?? 2 },
       guests,
     };
   });

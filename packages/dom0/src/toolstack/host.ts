@@ -170,6 +170,7 @@ export class Host {
       host: this.config.name,
       disk,
       nic: { mac: this.config.nic.mac },
+      svioCores: this.config.svio.cores,
       ...(this.opts.lan ? { lan: { url: this.opts.lan.url, hostIndex: this.opts.lan.hostIndex } } : {}),
     }));
     await ready;
@@ -215,6 +216,7 @@ export class Host {
         host: this.config.name,
         disk: this.hwDisk!,
         nic: { mac: this.config.nic.mac },
+        svioCores: this.config.svio.cores,
         ...(this.opts.lan ? { lan: this.opts.lan } : {}),
       },
       transferList: [port1],
