@@ -47,9 +47,12 @@ export async function openVif(kernel: GuestKernel, spec: VifSpec, timeoutMs = 5_
   initMessageQueue(kernel.memory.page(outPfn));
   initMessageQueue(kernel.memory.page(inPfn));
   const counters = { doorbells: 0, interrupts: 0 };
+  // Opening goes through the engine (the event channel); once open, kicks go to the VIF's core.
+  let open = false;
   const doorbell = () => {
     counters.doorbells++;
-    kernel.notifyRemote(spec.port);
+    if (open) regs.kick();
+    else kernel.notifyRemote(spec.port);
   };
   regs.write(SVIO_REG.OPEN_ID, spec.vif);
   regs.write(SVIO_REG.OUT_PFN, outPfn);
@@ -59,7 +62,10 @@ export async function openVif(kernel: GuestKernel, spec: VifSpec, timeoutMs = 5_
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const st = regs.read(SVIO_REG.STATUS);
-    if (st & SVIO_STATUS_OPEN) break;
+    if (st & SVIO_STATUS_OPEN) {
+      open = true;
+      break;
+    }
     if (st & SVIO_STATUS_ERROR) throw new DeviceError(`VIF ${spec.vif}: the engine refused the open (code ${regs.read(SVIO_REG.ERRCODE)})`);
     if (performance.now() > deadline) throw new TimeoutError(`VIF ${spec.vif}: not open after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 1));

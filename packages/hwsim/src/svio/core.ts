@@ -9,7 +9,7 @@
  *                   close {vif}   kick {vif}   rx {vif, frame}   stats {req}
  *   core → engine   opened {vif, ok, reason?}   tx {vif, frame}   stats {req, vifs}
  */
-import { DOMID_HW, EventChannelGate, GuestMemory, type Logger } from '@ringvisor/shared';
+import { DOMID_HW, EventChannelGate, GuestMemory, SVIO_REG, SVIO_REG_COUNT, type Logger } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
 import { BlkVif, CamVif, NetVif, type VifCounters, type VifProcessor } from './vif.js';
 
@@ -23,6 +23,8 @@ export type CoreRequest =
       outPfn: number;
       inPfn: number;
       hwPort: number;
+      /** The VIF's register page: the core sleeps on its KICK word. */
+      page: SharedArrayBuffer;
       partition?: { start: number; sectors: number };
       camera?: { width: number; height: number; fps: number };
     }
@@ -43,7 +45,7 @@ export interface CoreVifStats {
 export type CoreReply = { op: 'opened'; vif: number; ok: boolean; reason?: string } | { op: 'tx'; vif: number; frame: Uint8Array } | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number };
 
 export class SvioCore {
-  private readonly vifs = new Map<number, { p: VifProcessor; domid: number }>();
+  private readonly vifs = new Map<number, { p: VifProcessor; domid: number; stopWatch: () => void }>();
   private readonly gate: EventChannelGate;
   private disk: PhysicalDisk | undefined;
 
@@ -77,8 +79,10 @@ export class SvioCore {
               : r.kind === 'blk'
                 ? new BlkVif(r.vif, env, (this.disk ??= PhysicalDisk.open(this.o.disk)), r.partition!)
                 : new CamVif(r.vif, env, r.camera!);
-          this.vifs.get(r.vif)?.p.stop('replaced');
-          this.vifs.set(r.vif, { p, domid: r.domid });
+          const old = this.vifs.get(r.vif);
+          old?.p.stop('replaced');
+          old?.stopWatch();
+          this.vifs.set(r.vif, { p, domid: r.domid, stopWatch: this.watchKicks(r.page, p) });
           this.o.reply({ op: 'opened', vif: r.vif, ok: true });
           p.kick();
         } catch (e) {
@@ -86,10 +90,13 @@ export class SvioCore {
         }
         return;
       }
-      case 'close':
-        this.vifs.get(r.vif)?.p.stop('closed');
+      case 'close': {
+        const v = this.vifs.get(r.vif);
+        v?.p.stop('closed');
+        v?.stopWatch();
         this.vifs.delete(r.vif);
         return;
+      }
       case 'kick':
         this.vifs.get(r.vif)?.p.kick();
         return;
@@ -116,8 +123,38 @@ export class SvioCore {
     }
   }
 
+  /**
+   * Sleep on the VIF's KICK word; each change is a doorbell for this core (no hop through the
+   * engine's thread). Returns the function that stops watching.
+   */
+  private watchKicks(page: SharedArrayBuffer, p: VifProcessor): () => void {
+    const words = new Int32Array(page, 0, SVIO_REG_COUNT);
+    let live = true;
+    const arm = (seen: number): void => {
+      if (!live) return;
+      const w = Atomics.waitAsync(words, SVIO_REG.KICK, seen);
+      const next = () => {
+        if (!live) return;
+        const now = Atomics.load(words, SVIO_REG.KICK);
+        p.kick();
+        arm(now);
+      };
+      if (w.async) void w.value.then(next);
+      else next(); // already changed
+    };
+    arm(Atomics.load(words, SVIO_REG.KICK));
+    return () => {
+      live = false;
+      // Wake the pending wait so it settles (it sees live = false and stops).
+      Atomics.notify(words, SVIO_REG.KICK);
+    };
+  }
+
   shutdown(): void {
-    for (const { p } of this.vifs.values()) p.stop('shutdown');
+    for (const { p, stopWatch } of this.vifs.values()) {
+      p.stop('shutdown');
+      stopWatch();
+    }
     this.vifs.clear();
     this.disk?.close();
   }

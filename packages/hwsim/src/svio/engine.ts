@@ -230,6 +230,7 @@ export class SvioEngine {
         outPfn,
         inPfn,
         hwPort: v.spec.port,
+        page: v.page,
         ...(v.spec.partition ? { partition: v.spec.partition } : {}),
         ...(v.spec.camera ? { camera: v.spec.camera } : {}),
       });

@@ -17,16 +17,20 @@
  *   12    HEIGHT      device   camera: frame height
  *   13    FPS         device   camera: frames per second
  *   14    ERRCODE     device   why the last open was refused (SVIO_ERR_*)
+ *   15    KICK        driver   the data doorbell once open: the driver adds 1 and wakes the word;
+ *                              the VIF's core sleeps on it (Atomics.waitAsync), so a kick reaches
+ *                              the core that owns the VIF without passing the engine's thread
  *
  * Open: the driver initialises both queues in its own memory, writes OPEN_ID, OUT_PFN, IN_PFN,
- * then CTRL.OPEN, then rings the doorbell — the ordering point; the engine reads the driver's
- * words once, at the doorbell. An open naming another VIF's id, or queue frames that are not the
+ * then CTRL.OPEN, then rings the doorbell (the event channel: opening and closing go through
+ * the engine's thread) — the ordering point; the engine reads the driver's words once, at the
+ * doorbell. Once open, the driver kicks the core through KICK. An open naming another VIF's id, or queue frames that are not the
  * bound guest's, is refused (STATUS.ERROR, ERRCODE): a guest can open only VIFs bound to it.
  */
 import type { PageSync } from '../ring/ring.js';
 
-export const SVIO_REG = { VIF_ID: 0, KIND: 1, STATUS: 2, CTRL: 3, OPEN_ID: 4, OUT_PFN: 5, IN_PFN: 6, MAC_LO: 7, MAC_HI: 8, SECTORS_LO: 9, SECTORS_HI: 10, WIDTH: 11, HEIGHT: 12, FPS: 13, ERRCODE: 14 } as const;
-export const SVIO_REG_COUNT = 15;
+export const SVIO_REG = { VIF_ID: 0, KIND: 1, STATUS: 2, CTRL: 3, OPEN_ID: 4, OUT_PFN: 5, IN_PFN: 6, MAC_LO: 7, MAC_HI: 8, SECTORS_LO: 9, SECTORS_HI: 10, WIDTH: 11, HEIGHT: 12, FPS: 13, ERRCODE: 14, KICK: 15 } as const;
+export const SVIO_REG_COUNT = 16;
 export const SVIO_KIND = { net: 1, blk: 2, cam: 3 } as const;
 export type SvioKind = keyof typeof SVIO_KIND;
 export const SVIO_STATUS_OPEN = 1;
@@ -51,5 +55,11 @@ export class SvioRegisters {
   write(reg: number, value: number): void {
     Atomics.store(this.words, reg, value | 0);
     this.sync?.wroteBytes(reg * 4, 4);
+  }
+
+  /** The driver's data doorbell: bump KICK and wake whoever sleeps on it (the VIF's core). */
+  kick(): void {
+    Atomics.add(this.words, SVIO_REG.KICK, 1);
+    Atomics.notify(this.words, SVIO_REG.KICK);
   }
 }
