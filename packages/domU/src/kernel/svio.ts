@@ -84,3 +84,30 @@ export async function openVif(kernel: GuestKernel, spec: VifSpec, timeoutMs = 5_
       }),
   };
 }
+
+/**
+ * A VIF driver's interrupt handler's loop: take every incoming message (bounded by the queue),
+ * give the slots back — ringing the device if it waits for room — and final-check before leaving.
+ */
+export function drainIncoming(vif: OpenVif, handle: (m: VifMessage) => void, counters: { doorbells: number }): void {
+  const { inq } = vif;
+  do {
+    for (let i = 0; i < inq.size; i++) {
+      const m = inq.take();
+      if (!m) break;
+      handle(m);
+    }
+    if (inq.release()) {
+      counters.doorbells++;
+      vif.doorbell();
+    }
+  } while (inq.finalCheck());
+}
+
+/** Publish what the driver put on the outgoing queue; ring only if the device asked. */
+export function pushOutgoing(vif: OpenVif, counters: { doorbells: number; suppressed: number }): void {
+  if (vif.out.push()) {
+    counters.doorbells++;
+    vif.doorbell();
+  } else counters.suppressed++;
+}

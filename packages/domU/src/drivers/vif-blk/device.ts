@@ -21,7 +21,7 @@ import {
   type GuestMemory,
   type VifMessage,
 } from '@ringvisor/shared';
-import type { OpenVif } from '../../kernel/svio.js';
+import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newVifBlkMetrics, type VifBlkMetrics } from './metrics.js';
 
@@ -112,32 +112,24 @@ export class SvioBlkDriver implements BlockDevice {
     }
     if (n === 0) return;
     this.metrics.requests += n;
-    if (out.push()) {
-      this.metrics.doorbells++;
-      this.vif.doorbell();
-    } else this.metrics.suppressed++;
+    pushOutgoing(this.vif, this.metrics);
   }
 
   private onInterrupt(): void {
-    const { inq } = this.vif;
     this.metrics.interrupts++;
-    do {
-      for (let i = 0; i < inq.size; i++) {
-        const m = inq.take();
-        if (!m) break;
+    drainIncoming(
+      this.vif,
+      (m) => {
         const p = m.type === VIF_DONE ? this.inflight.get(m.id) : undefined;
         if (!p) {
           this.metrics.unexpected++;
-          continue;
+          return;
         }
         this.inflight.delete(m.id);
         this.complete(p, m.status);
-      }
-      if (inq.release()) {
-        this.metrics.doorbells++;
-        this.vif.doorbell();
-      }
-    } while (inq.finalCheck());
+      },
+      this.metrics,
+    );
     this.pump();
   }
 

@@ -6,7 +6,7 @@
  * sees gaps, never a stall.
  */
 import { PAGE_SIZE, SVIO_REG, VIF_CAM_BUF, VIF_CAM_FRAME, VIF_CAM_STREAM, cameraFrameSize, vifMessage, type CameraFormat, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
-import type { OpenVif } from '../../kernel/svio.js';
+import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { CameraConsumer } from '../../workloads/camera-consumer.js';
 
 const BUFFERS = 4;
@@ -67,37 +67,28 @@ export class SvioCamDriver {
   }
 
   private push(): void {
-    if (this.vif.out.push()) {
-      this.metrics.doorbells++;
-      this.vif.doorbell();
-    } else this.metrics.suppressed++;
+    pushOutgoing(this.vif, this.metrics);
   }
 
   private onInterrupt(): void {
-    const { inq } = this.vif;
     this.metrics.interrupts++;
-    do {
-      for (let i = 0; i < inq.size; i++) {
-        const m = inq.take();
-        if (!m) break;
+    drainIncoming(
+      this.vif,
+      (m) => {
         const b = m.type === VIF_CAM_FRAME ? this.buffers[m.id] : undefined;
         if (!b) {
           this.metrics.unexpected++;
-          continue;
+          return;
         }
         if (m.status !== 0) this.metrics.bufferErrors++;
         else {
           this.metrics.frames++;
-          const view = new Uint8Array(this.memory.buffer, b.pfn * PAGE_SIZE, b.pages * PAGE_SIZE);
-          this.consumer.check(view, m.used);
+          this.consumer.check(new Uint8Array(this.memory.buffer, b.pfn * PAGE_SIZE, b.pages * PAGE_SIZE), m.used);
         }
         this.toQueue.push(m.id);
-      }
-      if (inq.release()) {
-        this.metrics.doorbells++;
-        this.vif.doorbell();
-      }
-    } while (inq.finalCheck());
+      },
+      this.metrics,
+    );
     this.pump();
   }
 }

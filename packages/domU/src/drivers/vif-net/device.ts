@@ -6,7 +6,7 @@
  * it frees a slot); frames beyond a bounded transmit queue are dropped and counted.
  */
 import { ETH_MAX_FRAME, PAGE_SIZE, SVIO_REG, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
-import type { OpenVif } from '../../kernel/svio.js';
+import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { newVifNetMetrics, type VifNetMetrics } from './metrics.js';
 
 const BUF = 2048;
@@ -80,23 +80,16 @@ export class SvioNetDriver {
       this.metrics.txBytes += frame.byteLength;
       n++;
     }
-    if (n > 0) {
-      if (out.push()) {
-        this.metrics.doorbells++;
-        this.vif.doorbell();
-      } else this.metrics.suppressed++;
-    }
+    if (n > 0) pushOutgoing(this.vif, this.metrics);
     // Work left and no room: ask the device to say when it frees a slot (or go on if it just did).
     if ((this.rxToPost.length > 0 || (this.txQueue.length > 0 && this.txFree.length > 0)) && out.free() === 0 && out.finalCheckForSpace()) setImmediate(() => this.pump());
   }
 
   private onInterrupt(): void {
-    const { inq } = this.vif;
     this.metrics.interrupts++;
-    do {
-      for (let i = 0; i < inq.size; i++) {
-        const m = inq.take();
-        if (!m) break;
+    drainIncoming(
+      this.vif,
+      (m) => {
         if (m.type === VIF_TX_DONE && m.id < TX_BUFFERS) {
           if (m.status !== 0) this.metrics.txErrors++;
           this.txFree.push(m.id);
@@ -111,13 +104,9 @@ export class SvioNetDriver {
           } else this.metrics.rxErrors++;
           this.rxToPost.push(m.id);
         } else this.metrics.unexpected++;
-      }
-      // The device waits for room on the incoming queue: tell it.
-      if (inq.release()) {
-        this.metrics.doorbells++;
-        this.vif.doorbell();
-      }
-    } while (inq.finalCheck());
+      },
+      this.metrics,
+    );
     this.pump();
   }
 }
