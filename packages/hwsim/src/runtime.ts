@@ -71,6 +71,7 @@ import type { UplinkState } from './lan/remote.js';
 import { LanSegment, type LanSegmentStats } from './lan/segment.js';
 import { Iommu, formatRequesterId, type IommuCounters, type IommuFault } from './iommu/iommu.js';
 import { FunctionPool, type FunctionStats, type ReclaimReport } from './sriov/pool.js';
+import type { VirtualFunction } from './sriov/function.js';
 import { SvioEngine, type VifSpec } from './svio/engine.js';
 
 /** RPC method names, for callers that prefer constants to string literals. */
@@ -199,6 +200,8 @@ export class HardwareSimulator {
   private readonly msiPorts = new Map<string, number>();
   /** The hardware's event ports that are a function's doorbell. */
   private readonly vfPorts = new Map<string, number>();
+  /** ws: a function by its owner's end of its channel (`domid:port`), for doorbells on a direct link. */
+  private readonly vfByGuestPort = new Map<string, VirtualFunction>();
   /** The SV-IO engine (started with the first VIF). */
   private svioEngine: SvioEngine | undefined;
   private readonly svioCores: number;
@@ -440,6 +443,7 @@ export class HardwareSimulator {
     this.msiPorts.set(`${req.domid}:${req.guestPort}`, req.port);
     this.vfPorts.set(a.rid, req.port);
     const fn = a.fn;
+    this.vfByGuestPort.set(`${req.domid}:${req.guestPort}`, fn);
     this.gate.on(req.port, () => this.doorbell(a.rid, () => fn.doorbell()));
     const direct = this.directLinks.get(req.domid);
     if (direct) {
@@ -462,7 +466,11 @@ export class HardwareSimulator {
     const port = this.vfPorts.get(rid);
     if (port !== undefined) this.gate.off(port);
     this.vfPorts.delete(rid);
-    for (const [k, v] of this.msiPorts) if (v === port && k.startsWith(`${owner}:`)) this.msiPorts.delete(k);
+    for (const [k, v] of this.msiPorts)
+      if (v === port && k.startsWith(`${owner}:`)) {
+        this.msiPorts.delete(k);
+        this.vfByGuestPort.delete(k);
+      }
     return report;
   }
 
@@ -521,14 +529,12 @@ export class HardwareSimulator {
 
   /** ws: a doorbell over a guest's direct link, naming the guest's end of the function's channel. */
   directDoorbell(domid: number, guestPort: number): void {
-    const hwPort = this.msiPorts.get(`${domid}:${guestPort}`);
-    const rid = hwPort === undefined ? undefined : [...this.vfPorts].find(([, p]) => p === hwPort)?.[0];
-    const fn = rid === undefined ? undefined : this.functions.byRid(rid);
+    const fn = this.vfByGuestPort.get(`${domid}:${guestPort}`);
     if (!fn || fn.owner !== domid) {
       this.doorbellFailures++;
       return;
     }
-    this.doorbell(rid!, () => fn.doorbell());
+    this.doorbell(fn.name, () => fn.doorbell());
   }
 
   /** Replace the disk's fault rules (validated; `[]` clears). Returns the new rules' stats. */

@@ -109,7 +109,6 @@ export class DiskVf extends VirtualFunction {
     const batch = this.commands.splice(0, COMMANDS_PER_TURN);
     for (const cmd of batch) ring.putResponse({ id: cmd.id, status: this.run(cmd) });
     this.metrics.queued = this.commands.length;
-    if (this.ring !== ring) return; // reset while executing (cannot happen synchronously, but cheap to say)
     if (ring.pushResponses()) this.raise();
     try {
       if (ring.finalCheckForRequests()) this.fetch();

@@ -129,16 +129,13 @@ export class SvioEngine {
     regs.write(SVIO_REG.KIND, SVIO_KIND[spec.kind]);
     const v: Vif = { id, spec, core, regs, page, state: 'created', weight };
     if (spec.kind === 'net') {
-      const mac = parseMac(spec.mac!);
-      v.mac = mac;
-      regs.write(SVIO_REG.MAC_LO, (mac[0] | (mac[1] << 8) | (mac[2] << 16) | (mac[3] << 24)) >>> 0);
-      regs.write(SVIO_REG.MAC_HI, mac[4] | (mac[5] << 8));
+      v.mac = parseMac(spec.mac!);
+      regs.writeMac(SVIO_REG.MAC_LO, SVIO_REG.MAC_HI, formatMac(v.mac));
       v.lan = this.o.lan.attach(`${this.o.host}:svio${id}`);
       v.lan.onFrame((f) => this.fromWire(v, f));
     }
     if (spec.kind === 'blk') {
-      regs.write(SVIO_REG.SECTORS_LO, spec.partition!.sectors % 2 ** 32);
-      regs.write(SVIO_REG.SECTORS_HI, Math.floor(spec.partition!.sectors / 2 ** 32));
+      regs.write64(SVIO_REG.SECTORS_LO, SVIO_REG.SECTORS_HI, spec.partition!.sectors);
     }
     if (spec.kind === 'cam') {
       regs.write(SVIO_REG.WIDTH, spec.camera!.width);

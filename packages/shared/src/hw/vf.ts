@@ -40,7 +40,7 @@
  * with plain stores; the doorbell is the ordering point (a real driver's wmb() before the MMIO
  * doorbell write), so everything written before it is visible when the device reads.
  */
-import type { PageSync } from '../ring/ring.js';
+import { RegisterPage } from './registers.js';
 
 export const VF_KIND_NIC = 1;
 export const VF_KIND_DISK = 2;
@@ -60,8 +60,6 @@ export const VF_REG = {
   VECTOR: 10,
   FAULTS: 11,
 } as const;
-/** Registers the driver writes; every other one is the device's. */
-export const VF_DRIVER_REGS: readonly number[] = [VF_REG.CTRL, VF_REG.Q0, VF_REG.Q1];
 export const VF_REG_COUNT = 12;
 
 export const VF_STATUS_ENABLED = 1;
@@ -69,30 +67,10 @@ export const VF_STATUS_BUS_MASTER = 2;
 export const VF_STATUS_ERROR = 4;
 export const VF_CTRL_ENABLE = 1;
 
-/**
- * A view of one function's register page. Across a process boundary (ws) each side has its own
- * copy; `sync` logs every register store so it is mirrored to the other side (ring/mirror.ts).
- */
-export class VfRegisters {
-  readonly words: Int32Array;
-  sync?: PageSync;
-
-  constructor(readonly page: Uint8Array) {
-    this.words = new Int32Array(page.buffer, page.byteOffset, VF_REG_COUNT);
-  }
-
-  read(reg: number): number {
-    return Atomics.load(this.words, reg) >>> 0;
-  }
-
-  write(reg: number, value: number): void {
-    Atomics.store(this.words, reg, value | 0);
-    this.sync?.wroteBytes(reg * 4, 4);
-  }
-
-  /** Clear every register (a function-level reset keeps only what the device sets again). */
-  clear(): void {
-    for (let r = 0; r < VF_REG_COUNT; r++) this.write(r, 0);
+/** One function's register page (the layout above). */
+export class VfRegisters extends RegisterPage {
+  constructor(page: Uint8Array) {
+    super(page, VF_REG_COUNT);
   }
 
   get kind(): VfKind | undefined {
@@ -105,25 +83,19 @@ export class VfRegisters {
   }
 
   get mac(): string {
-    const lo = this.read(VF_REG.MAC_LO);
-    const hi = this.read(VF_REG.MAC_HI);
-    const b = [lo & 0xff, (lo >>> 8) & 0xff, (lo >>> 16) & 0xff, lo >>> 24, hi & 0xff, (hi >>> 8) & 0xff];
-    return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+    return this.readMac(VF_REG.MAC_LO, VF_REG.MAC_HI);
   }
 
   set mac(mac: string) {
-    const b = mac.split(':').map((h) => parseInt(h, 16));
-    this.write(VF_REG.MAC_LO, (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0);
-    this.write(VF_REG.MAC_HI, b[4] | (b[5] << 8));
+    this.writeMac(VF_REG.MAC_LO, VF_REG.MAC_HI, mac);
   }
 
   get sectors(): number {
-    return this.read(VF_REG.SECTORS_LO) + this.read(VF_REG.SECTORS_HI) * 2 ** 32;
+    return this.read64(VF_REG.SECTORS_LO, VF_REG.SECTORS_HI);
   }
 
   set sectors(n: number) {
-    this.write(VF_REG.SECTORS_LO, n % 2 ** 32);
-    this.write(VF_REG.SECTORS_HI, Math.floor(n / 2 ** 32));
+    this.write64(VF_REG.SECTORS_LO, VF_REG.SECTORS_HI, n);
   }
 }
 

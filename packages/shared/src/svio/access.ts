@@ -27,7 +27,7 @@
  * doorbell. Once open, the driver kicks the core through KICK. An open naming another VIF's id, or queue frames that are not the
  * bound guest's, is refused (STATUS.ERROR, ERRCODE): a guest can open only VIFs bound to it.
  */
-import type { PageSync } from '../ring/ring.js';
+import { RegisterPage } from '../hw/registers.js';
 
 export const SVIO_REG = { VIF_ID: 0, KIND: 1, STATUS: 2, CTRL: 3, OPEN_ID: 4, OUT_PFN: 5, IN_PFN: 6, MAC_LO: 7, MAC_HI: 8, SECTORS_LO: 9, SECTORS_HI: 10, WIDTH: 11, HEIGHT: 12, FPS: 13, ERRCODE: 14, KICK: 15 } as const;
 export const SVIO_REG_COUNT = 16;
@@ -40,21 +40,18 @@ export const SVIO_CTRL_OPEN = 1;
 export const SVIO_ERR_NOT_BOUND = 1;
 export const SVIO_ERR_BAD_QUEUE = 2;
 
-export class SvioRegisters {
-  readonly words: Int32Array;
-  sync?: PageSync;
-
-  constructor(readonly page: Uint8Array) {
-    this.words = new Int32Array(page.buffer, page.byteOffset, SVIO_REG_COUNT);
+/** One VIF's register page (the layout above). */
+export class SvioRegisters extends RegisterPage {
+  constructor(page: Uint8Array) {
+    super(page, SVIO_REG_COUNT);
   }
 
-  read(reg: number): number {
-    return Atomics.load(this.words, reg) >>> 0;
+  get mac(): string {
+    return this.readMac(SVIO_REG.MAC_LO, SVIO_REG.MAC_HI);
   }
 
-  write(reg: number, value: number): void {
-    Atomics.store(this.words, reg, value | 0);
-    this.sync?.wroteBytes(reg * 4, 4);
+  get sectors(): number {
+    return this.read64(SVIO_REG.SECTORS_LO, SVIO_REG.SECTORS_HI);
   }
 
   /** The driver's data doorbell: bump KICK and wake whoever sleeps on it (the VIF's core). */

@@ -9,7 +9,6 @@ import {
   DeviceError,
   PAGE_SIZE,
   SECTOR_SIZE,
-  SVIO_REG,
   VIF_BLK_MAX_SEGMENTS,
   VIF_DONE,
   VIF_FLUSH,
@@ -48,7 +47,7 @@ export class SvioBlkDriver implements BlockDevice {
     private readonly memory: GuestMemory,
     private readonly frames: FrameAllocator,
   ) {
-    this.sectors = vif.regs.read(SVIO_REG.SECTORS_LO) + vif.regs.read(SVIO_REG.SECTORS_HI) * 2 ** 32;
+    this.sectors = vif.regs.sectors;
     vif.onInterrupt(() => this.onInterrupt());
   }
 

@@ -5,7 +5,7 @@
  * out of and into them. A full outgoing queue parks what is left (the device is asked to say when
  * it frees a slot); frames beyond a bounded transmit queue are dropped and counted.
  */
-import { ETH_MAX_FRAME, PAGE_SIZE, SVIO_REG, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
+import { ETH_MAX_FRAME, PAGE_SIZE, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
 import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { newVifNetMetrics, type VifNetMetrics } from './metrics.js';
 
@@ -29,9 +29,7 @@ export class SvioNetDriver {
     private readonly memory: GuestMemory,
     frames: FrameAllocator,
   ) {
-    const lo = vif.regs.read(SVIO_REG.MAC_LO);
-    const hi = vif.regs.read(SVIO_REG.MAC_HI);
-    this.mac = [lo & 0xff, (lo >>> 8) & 0xff, (lo >>> 16) & 0xff, lo >>> 24, hi & 0xff, (hi >>> 8) & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    this.mac = vif.regs.mac;
     const buffers = (n: number, list: Array<{ pfn: number; offset: number }>) => {
       for (let i = 0; i < n; i += PAGE_SIZE / BUF) {
         const pfn = frames.alloc();
