@@ -22,11 +22,12 @@
  *   hw.vf.reclaim   {rid}                                  → ReclaimReport (bus master off, FLR, teardown)
  *   hw.vf.list      {}                                     → FunctionStats[]
  *   hw.iommu.faults {drain?: boolean}                      → {faults: IommuFault[], counters}
- *   hw.svio.create  {kind, domid, port, mac?, partition?, camera?, weight?} → {vif, core, page?}
+ *   hw.svio.create  {kind, domid, port, mac?, partition?, camera?, weight?, rate?} → {vif, core, page?}
  *                   an SV-IO VIF bound to `domid` (svio/engine.ts); `port` (the hardware's end of an
  *                   event channel to the guest) is its doorbell and interrupt; `page` (threads) its
  *                   access-API register page
- *   hw.svio.destroy {vif}    hw.svio.qos {vif, weight}    hw.svio.list {} → {vifs, coreBusyMs}
+ *   hw.svio.destroy {vif}    hw.svio.qos {vif, weight, rate?}    hw.svio.list {} → {vifs, coreBusyMs}
+ *                   (rate: "bytes,usec", netback's credit-limit syntax)
  *   hw.stats        {}                                     → HwStats (plain JSON)
  *   hw.shutdown     {}                                     → null; then the disk is fsynced and
  *                   closed, the gate stopped and the control port closed (a worker then exits).
@@ -51,6 +52,8 @@ import {
   type EventCounters,
   EventChannelGate,
   type Logger,
+  type CreditLimit,
+  parseRate,
   type MachineFrame,
   type RpcPeer,
   validateDiskFaultRules,
@@ -175,6 +178,16 @@ function int(o: Obj, key: string, what: string, min: number, max: number): numbe
   const v = o[key];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new InvalidArgumentError(`${what}.${key}: expected an integer in ${min}..${max}, got ${String(v)}`);
   return v;
+}
+
+/** A credit limit in netback's `bytes,usec` syntax. */
+function rateOf(v: unknown, what: string): CreditLimit {
+  if (typeof v !== 'string') throw new InvalidArgumentError(`${what}.rate: expected "bytes,usec", got ${String(v)}`);
+  try {
+    return parseRate(v);
+  } catch (e) {
+    throw new InvalidArgumentError(`${what}.rate: ${(e as Error).message}`);
+  }
 }
 
 function frameParam(o: Obj, key: string, what: string): MachineFrame {
@@ -348,6 +361,7 @@ export class HardwareSimulator {
           port: int(o, 'port', HW_RPC.svioCreate, 1, NR_EVENT_PORTS - 1),
           ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
           ...(typeof o.weight === 'number' ? { weight: o.weight } : {}),
+          ...(o.rate !== undefined ? { rate: rateOf(o.rate, HW_RPC.svioCreate) } : {}),
           ...(part ? { partition: { start: int(part, 'start', 'partition', 0, Number.MAX_SAFE_INTEGER), sectors: int(part, 'sectors', 'partition', 1, Number.MAX_SAFE_INTEGER) } } : {}),
           ...(cam ? { camera: { width: int(cam, 'width', 'camera', 1, 1920), height: int(cam, 'height', 'camera', 1, 1080), fps: int(cam, 'fps', 'camera', 1, 240) } } : {}),
         });
@@ -358,7 +372,10 @@ export class HardwareSimulator {
       })
       .handle(HW_RPC.svioQos, (p) => {
         const o = obj(p, HW_RPC.svioQos);
-        this.svio().setQos(int(o, 'vif', HW_RPC.svioQos, 1, 0xffffffff), { weight: int(o, 'weight', HW_RPC.svioQos, 1, 1000) });
+        this.svio().setQos(int(o, 'vif', HW_RPC.svioQos, 1, 0xffffffff), {
+          weight: int(o, 'weight', HW_RPC.svioQos, 1, 1000),
+          ...(o.rate !== undefined ? { rate: rateOf(o.rate, HW_RPC.svioQos) } : {}),
+        });
         return null;
       })
       .handle(HW_RPC.svioList, () => (this.svioEngine ? this.svioEngine.list() : { vifs: [], coreBusyMs: [] }))

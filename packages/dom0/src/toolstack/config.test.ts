@@ -43,6 +43,12 @@ describe('cluster config', () => {
     expect(() => one([{ type: 'cam', sizeMiB: 4 }])).toThrow(/cam: "sizeMiB" does not apply to a camera/);
     expect(() => one([{ type: 'vif', weight: 2 }])).toThrow(/"weight" is an SV-IO VIF's QoS share/);
     expect(() => one([{ type: 'vbd', width: 2 }])).toThrow(/"width" belongs on a cam/);
+    // A credit limit on an SV-IO VIF, net or block; blkback has none.
+    expect(one([{ type: 'vbd', mode: 'svio', rate: '65536,10000' }]).devices[0]).toMatchObject({ rate: '65536,10000' });
+    expect(one([{ type: 'vif', mode: 'svio', rate: '125000,10000' }]).devices[0]).toMatchObject({ rate: '125000,10000' });
+    expect(() => one([{ type: 'vbd', rate: '65536,10000' }])).toThrow(/blkback has no credit limit/);
+    expect(() => one([{ type: 'vif', mode: 'direct', rate: '65536,10000' }])).toThrow(/a direct device has none/);
+    expect(() => one([{ type: 'vbd', mode: 'svio', rate: '0,10000' }])).toThrow(/guest g vbd.*"bytes,usec" with bytes ≥ 1/);
   });
 
   it('emulated devices: placement, the hosted VMM optimisations, and the mistakes people make', () => {

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError } from '@ringvisor/shared';
+import { ConfigError, parseRate } from '@ringvisor/shared';
 
 /**
  * How the guest reaches a device: `pv` a Xen split driver (frontend ↔ backend over a shared ring),
@@ -31,6 +31,8 @@ export interface VbdConfig {
   iommu?: 'on' | 'passthrough';
   /** SV-IO only: the VIF's QoS share (1..1000, default 100). */
   weight?: number;
+  /** SV-IO only: the VIF's credit limit `bytes,usec` on the guest's requests; absent = unlimited. */
+  rate?: string;
   /** Emulated only. */
   placement?: EmulationPlacement;
   sizeMiB: number;
@@ -54,7 +56,7 @@ export interface VifConfig {
   sendCombining?: boolean;
   mac: string;
   ip: string;
-  /** netback credit limit `bytes,usec`; absent = unlimited. */
+  /** Credit limit `bytes,usec` on transmit (netback's, or the SV-IO VIF's); absent = unlimited. */
   rate?: string;
 }
 
@@ -285,17 +287,26 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
             throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" is an optimisation of the hosted VMM for an emulated NIC (type: vif, mode: emulated, placement: hosted)`);
         if (mode !== 'direct' && 'iommu' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "iommu" applies to mode: direct only`);
         if (mode !== 'svio' && 'weight' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "weight" is an SV-IO VIF's QoS share (mode: svio)`);
-        const passthrough: { iommu?: 'passthrough'; weight?: number } = {
+        if (d.rate !== undefined) {
+          if (mode !== 'pv' && mode !== 'svio') throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is a credit limit (netback's, or an SV-IO VIF's); a ${mode} device has none (use mode: pv or svio)`);
+          if (mode === 'pv' && d.type === 'vbd') throw new ConfigError(`${origin}: guest ${gname} vbd: "rate" belongs on a vif (blkback has no credit limit; an SV-IO vbd has one: mode: svio)`);
+          try {
+            parseRate(d.rate as string);
+          } catch (e) {
+            throw new ConfigError(`${origin}: guest ${gname} ${key}: ${(e as Error).message}`);
+          }
+        }
+        const passthrough: { iommu?: 'passthrough'; weight?: number; rate?: string } = {
           ...(d.iommu === 'passthrough' ? { iommu: 'passthrough' as const } : {}),
           ...(d.weight !== undefined ? { weight: d.weight as number } : {}),
+          ...(d.rate !== undefined ? { rate: d.rate as string } : {}),
         };
         const emulation = mode === 'emulated' ? { placement, ...(d.vmmIo === true ? { vmmIo: true } : {}), ...(d.sendCombining === true ? { sendCombining: true } : {}) } : {};
         if (d.type === 'vbd') {
-          for (const k of ['mac', 'ip', 'rate']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
+          for (const k of ['mac', 'ip']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
           return { type: 'vbd', devid, mode, ...emulation, ...passthrough, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
         }
         if ('sizeMiB' in d) throw new ConfigError(`${origin}: guest ${gname} vif: "sizeMiB" belongs on a vbd`);
-        if (mode !== 'pv' && 'rate' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is netback's credit limit; a ${mode} NIC has none (use mode: pv)`);
         return {
           type: 'vif',
           devid,
@@ -304,7 +315,6 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
           ...passthrough,
           mac: (d.mac as string | undefined) ?? guestMac(hi, gi, devid),
           ip: (d.ip as string | undefined) ?? guestIp(hi, gi),
-          ...(d.rate ? { rate: d.rate as string } : {}),
         };
       });
       // Without a workloads key a guest exercises every device it has.

@@ -422,10 +422,10 @@ export class Host {
           await this.createVif(
             domain,
             d.type === 'vif'
-              ? { kind: 'net', devid: d.devid, mac: d.mac, weight: d.weight }
+              ? { kind: 'net', devid: d.devid, mac: d.mac, weight: d.weight, rate: d.rate }
               : d.type === 'cam'
                 ? { kind: 'cam', devid: d.devid, camera: { width: d.width, height: d.height, fps: d.fps }, weight: d.weight }
-                : { kind: 'blk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB), weight: d.weight },
+                : { kind: 'blk', devid: d.devid, partition: this.diskRegion(config.name, d.devid, d.sizeMiB), weight: d.weight, rate: d.rate },
           ),
         );
         continue;
@@ -484,14 +484,20 @@ export class Host {
   private async createVif(
     domain: Domain,
     want:
-      | { kind: 'net'; devid: number; mac: string; weight?: number }
-      | { kind: 'blk'; devid: number; partition: { start: number; sectors: number }; weight?: number }
+      | { kind: 'net'; devid: number; mac: string; weight?: number; rate?: string }
+      | { kind: 'blk'; devid: number; partition: { start: number; sectors: number }; weight?: number; rate?: string }
       | { kind: 'cam'; devid: number; camera: { width: number; height: number; fps: number }; weight?: number },
   ): Promise<BoundVif> {
     const [hwPort, guestPort] = this.bindHardwareChannel(domain);
     const { devid, weight, ...rest } = want;
+    const rate = 'rate' in rest ? rest.rate : undefined;
+    if ('rate' in rest) delete rest.rate;
     try {
-      const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', { ...rest, domid: domain.domid, port: hwPort, ...(weight !== undefined ? { weight } : {}) }, 10_000);
+      const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>(
+        'hw.svio.create',
+        { ...rest, domid: domain.domid, port: hwPort, ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) },
+        10_000,
+      );
       this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
       return { kind: want.kind, devid, vif: r.vif, port: guestPort, ...(r.page ? { page: r.page } : {}) };
     } catch (e) {

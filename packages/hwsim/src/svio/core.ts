@@ -2,16 +2,18 @@
  * One core of the SV-IO engine: the VIFs placed on it, each a processor over its two queues
  * (vif.ts). A core runs in its own worker thread (svio-core.ts) and talks to the engine only by
  * messages; what it touches directly is the bound guests' memory (shared), the disk image (its
- * own file descriptor) and the event memory (to interrupt a guest). The engine forwards doorbells
+ * own file descriptor) and the event memory (to interrupt a guest). Its VIFs share it under a QoS
+ * scheduler (scheduler.ts: weighted deficit round robin, credit limits). The engine forwards doorbells
  * and frames from the wire; a core sends frames for the wire back.
  *
- *   engine → core   open {vif, kind, domid, memory, outPfn, inPfn, hwPort, …}   attach a VIF's queues
- *                   close {vif}   kick {vif}   rx {vif, frame}   stats {req}
+ *   engine → core   open {vif, kind, domid, memory, outPfn, inPfn, hwPort, qos, …}   attach a VIF's queues
+ *                   close {vif}   kick {vif}   rx {vif, frame}   qos {vif, qos}   stats {req}
  *   core → engine   opened {vif, ok, reason?}   tx {vif, frame}   stats {req, vifs}
  */
 import { DOMID_HW, EventChannelGate, GuestMemory, SVIO_REG, SVIO_REG_COUNT, type Logger } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
 import { BlkVif, CamVif, NetVif, type VifCounters, type VifProcessor } from './vif.js';
+import { VifScheduler, type SchedCounters, type VifQos } from './scheduler.js';
 
 export type CoreRequest =
   | {
@@ -27,8 +29,10 @@ export type CoreRequest =
       page: SharedArrayBuffer;
       partition?: { start: number; sectors: number };
       camera?: { width: number; height: number; fps: number };
+      qos: VifQos;
     }
   | { op: 'close'; vif: number }
+  | { op: 'qos'; vif: number; qos: VifQos }
   | { op: 'kick'; vif: number }
   | { op: 'rx'; vif: number; frame: Uint8Array }
   | { op: 'stats'; req: number };
@@ -39,6 +43,8 @@ export interface CoreVifStats {
   domid: number;
   stopped: string | null;
   counters: VifCounters;
+  /** What the core's QoS scheduler gave the VIF. */
+  sched: SchedCounters;
   detail: Record<string, number>;
 }
 
@@ -47,6 +53,7 @@ export type CoreReply = { op: 'opened'; vif: number; ok: boolean; reason?: strin
 export class SvioCore {
   private readonly vifs = new Map<number, { p: VifProcessor; domid: number; stopWatch: () => void }>();
   private readonly gate: EventChannelGate;
+  private readonly sched = new VifScheduler();
   private disk: PhysicalDisk | undefined;
 
   constructor(
@@ -72,6 +79,7 @@ export class SvioCore {
                 /* the guest's end is gone: nobody to interrupt */
               }
             },
+            scheduler: this.sched,
           };
           const p =
             r.kind === 'net'
@@ -82,6 +90,7 @@ export class SvioCore {
           const old = this.vifs.get(r.vif);
           old?.p.stop('replaced');
           old?.stopWatch();
+          this.sched.add(p, r.qos);
           this.vifs.set(r.vif, { p, domid: r.domid, stopWatch: this.watchKicks(r.page, p) });
           this.o.reply({ op: 'opened', vif: r.vif, ok: true });
           p.kick();
@@ -94,9 +103,13 @@ export class SvioCore {
         const v = this.vifs.get(r.vif);
         v?.p.stop('closed');
         v?.stopWatch();
+        this.sched.remove(r.vif);
         this.vifs.delete(r.vif);
         return;
       }
+      case 'qos':
+        this.sched.setQos(r.vif, r.qos);
+        return;
       case 'kick':
         this.vifs.get(r.vif)?.p.kick();
         return;
@@ -116,6 +129,7 @@ export class SvioCore {
             domid,
             stopped: p.stopReason ?? null,
             counters: { ...p.counters },
+            sched: this.sched.counters(vif) ?? { turns: 0, served: 0, throttled: 0, idle: 0, blocked: 0 },
             detail: p instanceof NetVif ? { ...p.net } : p instanceof BlkVif ? { ...p.blk } : p instanceof CamVif ? { ...p.camera.metrics } : {},
           })),
         });
@@ -151,6 +165,7 @@ export class SvioCore {
   }
 
   shutdown(): void {
+    this.sched.stop();
     for (const { p, stopWatch } of this.vifs.values()) {
       p.stop('shutdown');
       stopWatch();

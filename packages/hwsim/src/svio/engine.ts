@@ -10,7 +10,7 @@
  * core), the VIFs' stations on the NIC's embedded switch (frames to and from a core cross here),
  * and each VIF's register page (the access API, shared/src/svio/access.ts).
  *
- * Management API: create (kind, bound guest, QoS weight; a MAC, a disk partition or a camera
+ * Management API: create (kind, bound guest, QoS weight and credit limit; a MAC, a disk partition or a camera
  * format) → VIF id, register page, core; destroy; setQos; list (queue states and counters, from
  * the cores). A guest reaches only VIFs bound to it: an open naming another VIF's id, or queue
  * frames outside the bound guest's memory, is refused.
@@ -30,6 +30,7 @@ import {
   runtimeEntry,
   startRuntimeWorker,
   type EventChannelGate,
+  type CreditLimit,
   type Logger,
   type SvioKind,
 } from '@ringvisor/shared';
@@ -37,6 +38,7 @@ import type { LanPort } from '../lan/lan-port.js';
 import type { LanSegment } from '../lan/segment.js';
 import { formatMac, parseMac } from '../lan/mac.js';
 import { SvioCore, type CoreReply, type CoreRequest, type CoreVifStats } from './core.js';
+import type { VifQos } from './scheduler.js';
 
 export interface VifSpec {
   kind: SvioKind;
@@ -50,6 +52,8 @@ export interface VifSpec {
   camera?: { width: number; height: number; fps: number };
   /** QoS share (1..1000, default 100). */
   weight?: number;
+  /** Credit limit on the guest's requests (netback's `bytes,usec`); absent = unlimited. */
+  rate?: CreditLimit;
 }
 
 export interface VifInfo {
@@ -58,6 +62,7 @@ export interface VifInfo {
   domid: number;
   core: number;
   weight: number;
+  rate?: CreditLimit;
   state: 'created' | 'opening' | 'open' | 'refused';
   mac?: string;
   stats?: CoreVifStats;
@@ -76,7 +81,7 @@ interface Vif {
   regs: SvioRegisters;
   page: SharedArrayBuffer;
   state: VifInfo['state'];
-  weight: number;
+  qos: VifQos;
   lan?: LanPort;
   mac?: Uint8Array;
 }
@@ -119,7 +124,7 @@ export class SvioEngine {
     if (spec.kind === 'net' && !spec.mac) throw new InvalidArgumentError('a network VIF needs a MAC');
     if (spec.kind === 'blk' && !spec.partition) throw new InvalidArgumentError('a block VIF needs a disk partition');
     if (spec.kind === 'cam' && !spec.camera) throw new InvalidArgumentError('a camera VIF needs a camera format');
-    const weight = this.checkWeight(spec.weight ?? 100);
+    const qos = this.checkQos({ weight: spec.weight ?? 100, ...(spec.rate ? { rate: spec.rate } : {}) });
     const load = this.cores.map((_, i) => [...this.vifs.values()].filter((v) => v.core === i).length);
     const core = load.indexOf(Math.min(...load));
     const id = this.nextId++;
@@ -127,7 +132,7 @@ export class SvioEngine {
     const regs = new SvioRegisters(new Uint8Array(page));
     regs.write(SVIO_REG.VIF_ID, id);
     regs.write(SVIO_REG.KIND, SVIO_KIND[spec.kind]);
-    const v: Vif = { id, spec, core, regs, page, state: 'created', weight };
+    const v: Vif = { id, spec, core, regs, page, state: 'created', qos };
     if (spec.kind === 'net') {
       v.mac = parseMac(spec.mac!);
       regs.writeMac(SVIO_REG.MAC_LO, SVIO_REG.MAC_HI, formatMac(v.mac));
@@ -157,9 +162,11 @@ export class SvioEngine {
     this.vifs.delete(id);
   }
 
-  /** Management API: a VIF's QoS share. */
-  setQos(id: number, qos: { weight: number }): void {
-    this.vif(id).weight = this.checkWeight(qos.weight);
+  /** Management API: a VIF's QoS share and credit limit (the limit is dropped when absent). */
+  setQos(id: number, qos: VifQos): void {
+    const v = this.vif(id);
+    v.qos = this.checkQos(qos);
+    this.cores[v.core].post({ op: 'qos', vif: id, qos: v.qos });
   }
 
   /** Management API: every VIF with its queue state and counters (asked of the cores). */
@@ -172,7 +179,7 @@ export class SvioEngine {
     return {
       vifs: [...this.vifs.values()].map((v) => {
         const s = stats.vifs.find((x) => x.vif === v.id);
-        return { vif: v.id, kind: v.spec.kind, domid: v.spec.domid, core: v.core, weight: v.weight, state: v.state, ...(v.mac ? { mac: formatMac(v.mac) } : {}), ...(s ? { stats: s } : {}) };
+        return { vif: v.id, kind: v.spec.kind, domid: v.spec.domid, core: v.core, weight: v.qos.weight, ...(v.qos.rate ? { rate: v.qos.rate } : {}), state: v.state, ...(v.mac ? { mac: formatMac(v.mac) } : {}), ...(s ? { stats: s } : {}) };
       }),
       coreBusyMs: stats.busyMs,
     };
@@ -194,9 +201,12 @@ export class SvioEngine {
     return v;
   }
 
-  private checkWeight(w: number): number {
-    if (!Number.isInteger(w) || w < 1 || w > 1000) throw new InvalidArgumentError(`a VIF's weight must be an integer in 1..1000, got ${w}`);
-    return w;
+  private checkQos(q: VifQos): VifQos {
+    if (!Number.isInteger(q.weight) || q.weight < 1 || q.weight > 1000) throw new InvalidArgumentError(`a VIF's weight must be an integer in 1..1000, got ${q.weight}`);
+    const r = q.rate;
+    if (r && (!Number.isSafeInteger(r.bytes) || r.bytes < 1 || !Number.isSafeInteger(r.usec) || r.usec < 1000))
+      throw new InvalidArgumentError(`a VIF's rate must be bytes ≥ 1 per usec ≥ 1000, got ${r.bytes},${r.usec}`);
+    return { weight: q.weight, ...(r ? { rate: { bytes: r.bytes, usec: r.usec } } : {}) };
   }
 
   /** The guest's doorbell: an open or close it asked for, or work for the VIF's core. */
@@ -228,6 +238,7 @@ export class SvioEngine {
         inPfn,
         hwPort: v.spec.port,
         page: v.page,
+        qos: v.qos,
         ...(v.spec.partition ? { partition: v.spec.partition } : {}),
         ...(v.spec.camera ? { camera: v.spec.camera } : {}),
       });

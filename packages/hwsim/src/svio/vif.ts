@@ -45,6 +45,7 @@ import {
   type VifMessage,
 } from '@ringvisor/shared';
 import type { PhysicalDisk } from '../devices/disk/device.js';
+import type { TurnEnd } from './scheduler.js';
 import { CameraDevice, type CameraOptions } from '../devices/camera/device.js';
 
 export type VifKind = 'net' | 'blk' | 'cam';
@@ -69,7 +70,12 @@ export interface VifEnv {
   inPfn: number;
   /** Raise the VIF's interrupt to the guest. */
   notify: () => void;
+  /** The core's QoS scheduler; absent, the VIF runs each kick at once. */
+  scheduler?: { wake(id: number): void };
 }
+
+/** The least a message costs in QoS terms: one queue slot's worth of bytes. */
+export const VIF_MIN_COST = 64;
 
 export abstract class VifProcessor {
   readonly counters: VifCounters = { passes: 0, messagesIn: 0, messagesOut: 0, refused: 0, backpressured: 0, notifications: 0, bytes: 0 };
@@ -78,6 +84,7 @@ export abstract class VifProcessor {
   /** Answers waiting for room on the incoming queue (at most one queue's worth). */
   private readonly backlog: VifMessage[] = [];
   private scheduled: NodeJS.Immediate | undefined;
+  private held: VifMessage | undefined;
   stopReason: string | undefined;
 
   protected constructor(
@@ -89,14 +96,34 @@ export abstract class VifProcessor {
     this.in = new QueueProducer(env.memory.page(env.inPfn), vifCodec);
   }
 
-  /** The doorbell, or room freed on the incoming queue. Safe at any time; never throws. */
+  /**
+   * The doorbell, or room freed on the incoming queue. Safe at any time; never throws. On a core,
+   * the VIF joins the core's QoS round (scheduler.ts); alone (tests), it runs a turn now.
+   */
   kick(): void {
-    if (this.stopReason !== undefined) return;
+    if (this.env.scheduler) {
+      this.env.scheduler.wake(this.id);
+      return;
+    }
+    if (this.turn(() => true) !== 'budget' || this.scheduled) return;
+    this.scheduled = setImmediate(() => {
+      this.scheduled = undefined;
+      this.kick();
+    });
+  }
+
+  /**
+   * One turn: take outgoing messages while `admit` lets each one's cost in (scheduler.ts), answer
+   * them, publish. Returns what the turn ended on; a rogue ring stops the VIF.
+   */
+  turn(admit: (cost: number) => boolean): TurnEnd {
+    if (this.stopReason !== undefined) return 'idle';
     try {
-      this.pass();
+      return this.pass(admit);
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.stop(e.message);
+      return 'idle';
     }
   }
 
@@ -109,6 +136,12 @@ export abstract class VifProcessor {
   /** Answer one outgoing message (its private copy): the incoming message, or none. */
   protected abstract handle(m: VifMessage): VifMessage | undefined;
 
+  /** What a message costs the VIF's QoS share: the bytes it moves, at least one queue slot. */
+  protected cost(m: VifMessage): number {
+    void m;
+    return VIF_MIN_COST;
+  }
+
   /** Queue a message the device originates (a received frame): false if the guest has no room. */
   protected emit(m: VifMessage): boolean {
     if (this.backlog.length > 0 || !this.in.put(m)) return false;
@@ -117,17 +150,25 @@ export abstract class VifProcessor {
     return true;
   }
 
-  private pass(): void {
+  private pass(admit: (cost: number) => boolean): TurnEnd {
     this.counters.passes++;
     let taken = 0;
+    let refused = false;
     // Earlier answers first, in order.
     while (this.backlog.length > 0 && this.in.put(this.backlog[0])) {
       this.backlog.shift();
       this.counters.messagesOut++;
     }
     while (this.backlog.length === 0 && taken < this.out.size) {
-      const m = this.out.take();
+      // A message its turn could not afford is kept (its private copy) and goes first next turn.
+      const m = this.held ?? this.out.take();
       if (!m) break;
+      if (!admit(this.cost(m))) {
+        this.held = m;
+        refused = true;
+        break;
+      }
+      this.held = undefined;
       taken++;
       this.counters.messagesIn++;
       const answer = this.handle(m);
@@ -137,16 +178,13 @@ export abstract class VifProcessor {
     }
     if (this.in.push()) this.raise();
     if (this.out.release()) this.raise();
-    let more: boolean;
+    if (refused) return 'budget';
     if (this.backlog.length > 0) {
       this.counters.backpressured++;
       // Told when the guest frees a slot; if it already has, go on.
-      more = this.in.finalCheckForSpace();
-    } else more = this.out.finalCheck();
-    if (more && !this.scheduled) this.scheduled = setImmediate(() => {
-      this.scheduled = undefined;
-      this.kick();
-    });
+      return this.in.finalCheckForSpace() ? 'budget' : 'blocked';
+    }
+    return this.out.finalCheck() ? 'budget' : 'idle';
   }
 
   private raise(): void {
@@ -175,6 +213,10 @@ export class NetVif extends VifProcessor {
     private readonly wire: (frame: Uint8Array) => void,
   ) {
     super(id, 'net', env);
+  }
+
+  protected override cost(m: VifMessage): number {
+    return m.type === VIF_TX ? Math.max(VIF_MIN_COST, Math.min(m.len, ETH_MAX_FRAME)) : VIF_MIN_COST;
   }
 
   protected handle(m: VifMessage): VifMessage | undefined {
@@ -233,6 +275,14 @@ export class BlkVif extends VifProcessor {
     readonly partition: { start: number; sectors: number },
   ) {
     super(id, 'blk', env);
+  }
+
+  protected override cost(m: VifMessage): number {
+    if (m.type !== VIF_READ && m.type !== VIF_WRITE) return VIF_MIN_COST;
+    let sectors = 0;
+    // A malformed segment moves nothing (it is refused): it costs the minimum.
+    for (const s of m.segments) if (s.first <= s.last && s.last < PAGE_SIZE / SECTOR_SIZE) sectors += s.last - s.first + 1;
+    return Math.max(VIF_MIN_COST, sectors * SECTOR_SIZE);
   }
 
   protected handle(m: VifMessage): VifMessage | undefined {

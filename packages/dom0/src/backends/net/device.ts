@@ -27,11 +27,12 @@ import {
   type NetifTxResponse,
   frameChannel,
   traceNow,
+  TxCredit,
+  parseRate,
 } from '@ringvisor/shared';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Skb } from '../../drivers/skb.js';
 import type { BridgePort, SoftwareBridge } from './bridge.js';
-import { TxCredit, parseRate } from './credit.js';
 import { SplitBackend } from '../split-backend.js';
 import { newNetbackMetrics, type NetbackMetrics } from './metrics.js';
 import { validateTxRequest } from './request.js';

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { FrameAllocator, GuestMemory } from '@ringvisor/shared';
+import { FrameAllocator, GuestMemory, TxCredit, parseRate } from '@ringvisor/shared';
 import { SoftwareBridge, type BridgePort } from './bridge.js';
-import { TxCredit, parseRate } from './credit.js';
 import { SkbPool, type Skb } from '../../drivers/skb.js';
 
 function setup() {

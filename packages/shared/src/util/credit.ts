@@ -3,7 +3,7 @@
  * window. A packet larger than the remaining credit waits for the next replenish (a timer), so
  * a guest over its limit is slowed, not dropped.
  */
-import { ConfigError } from '@ringvisor/shared';
+import { ConfigError } from '../errors.js';
 
 export interface CreditLimit {
   bytes: number;
