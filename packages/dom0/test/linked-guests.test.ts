@@ -53,4 +53,14 @@ describe('guests across a link without shared memory', () => {
       expect(c.rejected).toBe(0);
     }
   }, 60_000);
+
+  it('an SV-IO device is refused, saying what to use instead (its queues need memory shared with the cores, or a direct link)', async () => {
+    const config = normalizeConfig({ hosts: [{ disk: { path: join(dir, 'disk2.img'), sizeMiB: 16 }, guests: [{ name: 's', memoryMiB: 16, devices: [{ type: 'vif', mode: 'svio' }], workloads: {} }] }] }).hosts[0];
+    const host = new Host(config, { seed: 3, log: createLogger('test'), linkedGuests: true });
+    try {
+      await expect(host.start()).rejects.toThrow(/mode: svio \(vif 0\) needs the guest's memory shared with the hardware's cores \(threads\), or a guest process with a direct link to the hardware \(the ws transport\)/);
+    } finally {
+      await host.stop();
+    }
+  });
 });

@@ -120,11 +120,15 @@ export class Guest {
     }
     const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
     const d = this.spec.direct;
-    if (d && (d.hwUrl !== undefined || d.functions.some((f) => !f.bar))) {
-      // No shared memory with the hardware (ws): link to it directly for our functions.
-      if (!d.hwUrl || !this.link) throw new Error('direct I/O without shared memory needs the hardware\'s direct-link URL and the cluster secret');
-      this.directLink = await connectDirectLink(this.kernel, d.hwUrl, this.link.secret, d.functions);
+    const sv = this.spec.svio;
+    const linkedVifs = sv?.vifs.filter((v) => !v.page) ?? [];
+    if ((d && (d.hwUrl !== undefined || d.functions.some((f) => !f.bar))) || linkedVifs.length > 0) {
+      // No shared memory with the hardware (ws): link to it directly for our functions and VIFs.
+      const url = d?.hwUrl ?? sv?.hwUrl;
+      if (!url || !this.link) throw new Error('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the cluster secret');
+      this.directLink = await connectDirectLink(this.kernel, url, this.link.secret, d?.functions ?? [], linkedVifs.map((v) => v.vif));
     }
+    const vifTransport = (v: { vif: number; port: number; page?: SharedArrayBuffer }) => (v.page ? undefined : this.directLink?.vif(v));
     const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {
       const f = d?.functions.find((x) => x.kind === kind && x.devid === devid);
       if (!f) throw new Error(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
@@ -137,7 +141,8 @@ export class Guest {
     };
     for (const v of this.spec.vbds) {
       if (v.mode === 'svio') {
-        const vif = await openVif(this.kernel, vifSpec('blk', v.devid));
+        const spec = vifSpec('blk', v.devid);
+        const vif = await openVif(this.kernel, spec, vifTransport(spec));
         this.vifBlk.push({ devid: v.devid, driver: new SvioBlkDriver(vif, this.kernel.memory, this.kernel.frames) });
         continue;
       }
@@ -160,12 +165,13 @@ export class Guest {
       this.blk.push(b);
     }
     for (const c of this.spec.svio?.vifs.filter((x) => x.kind === 'cam') ?? []) {
-      const vif = await openVif(this.kernel, c);
+      const vif = await openVif(this.kernel, c, vifTransport(c));
       this.vifCam.push({ devid: c.devid, driver: new SvioCamDriver(vif, this.kernel.memory, this.kernel.frames) });
     }
     for (const v of this.spec.vifs) {
       if (v.mode === 'svio') {
-        const vif = await openVif(this.kernel, vifSpec('net', v.devid));
+        const spec = vifSpec('net', v.devid);
+        const vif = await openVif(this.kernel, spec, vifTransport(spec));
         const driver = new SvioNetDriver(vif, this.kernel.memory, this.kernel.frames);
         const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
         driver.onReceive((f) => stack.receive(f));

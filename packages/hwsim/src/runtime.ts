@@ -22,7 +22,7 @@
  *   hw.vf.reclaim   {rid}                                  → ReclaimReport (bus master off, FLR, teardown)
  *   hw.vf.list      {}                                     → FunctionStats[]
  *   hw.iommu.faults {drain?: boolean}                      → {faults: IommuFault[], counters}
- *   hw.svio.create  {kind, domid, port, mac?, partition?, camera?, weight?, rate?} → {vif, core, page?}
+ *   hw.svio.create  {kind, domid, port, guestPort?, mac?, partition?, camera?, weight?, rate?} → {vif, core, page?}
  *                   an SV-IO VIF bound to `domid` (svio/engine.ts); `port` (the hardware's end of an
  *                   event channel to the guest) is its doorbell and interrupt; `page` (threads) its
  *                   access-API register page
@@ -359,6 +359,7 @@ export class HardwareSimulator {
           kind,
           domid: int(o, 'domid', HW_RPC.svioCreate, 1, DOMID_HW - 1),
           port: int(o, 'port', HW_RPC.svioCreate, 1, NR_EVENT_PORTS - 1),
+          ...(o.guestPort !== undefined ? { guestPort: int(o, 'guestPort', HW_RPC.svioCreate, 1, NR_EVENT_PORTS - 1) } : {}),
           ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
           ...(typeof o.weight === 'number' ? { weight: o.weight } : {}),
           ...(o.rate !== undefined ? { rate: rateOf(o.rate, HW_RPC.svioCreate) } : {}),
@@ -494,7 +495,10 @@ export class HardwareSimulator {
   /** The SV-IO engine, started on first use. */
   private svio(): SvioEngine {
     this.live();
-    this.svioEngine ??= new SvioEngine({ cores: this.svioCores, eventMemory: this.gate.mem.buffer, gate: this.gate, lan: this.lan, disk: this.diskSpec, host: this.host, logger: this.logger });
+    if (!this.svioEngine) {
+      this.svioEngine = new SvioEngine({ cores: this.svioCores, eventMemory: this.gate.mem.buffer, gate: this.gate, lan: this.lan, disk: this.diskSpec, host: this.host, logger: this.logger });
+      for (const [domid, link] of this.directLinks) this.svioEngine.attachLink(domid, link);
+    }
     return this.svioEngine;
   }
 
@@ -504,8 +508,21 @@ export class HardwareSimulator {
     this.checkPort(spec.port, 'VIF');
     const memory = this.dma.memoryOf(spec.domid);
     if (!memory) throw new DeviceError(`domain ${spec.domid} has no memory attached`);
-    if (this.gate.routing.forward) throw new DeviceError('SV-IO VIFs need the guest memory shared with the hardware (threads transport) for now');
-    return this.svio().create({ ...spec, memory });
+    // Across processes the guest reaches its VIFs over its direct link, which names its own port.
+    if (this.gate.routing.forward && spec.guestPort === undefined) throw new InvalidArgumentError(`${HW_RPC.svioCreate}: across processes a VIF needs guestPort (the guest's end of its channel, used on the guest's direct link)`);
+    const made = this.svio().create({ ...spec, memory });
+    // Threads: the guest maps the register page itself; ws: it arrives over the direct link.
+    return this.gate.routing.forward ? { vif: made.vif, core: made.core } : made;
+  }
+
+  /** VIFs bound to a domain (a direct link is admitted for a domain with functions or VIFs). */
+  vifsBoundTo(domid: number): number[] {
+    return this.svioEngine?.boundTo(domid) ?? [];
+  }
+
+  /** ws: a VIF register page a domain's direct link may mirror. */
+  vifRegisterPage(domid: number, vif: number): Uint8Array | undefined {
+    return this.svioEngine?.registerPage(domid, vif);
   }
 
   /** A function's interrupt, after remapping: to the owner's port, over its direct link or the event channel. */
@@ -526,6 +543,7 @@ export class HardwareSimulator {
   attachDirectLink(domid: number, link: MachineLinkEnd): void {
     this.live();
     this.directLinks.set(domid, link);
+    this.svioEngine?.attachLink(domid, link);
     this.dma.directLinks.set(domid, {
       wrote: (d, pfn, offset, length) => link.wrote(d, pfn, offset, length),
       ringSync: (frame, page, lateWake) => {
@@ -540,6 +558,7 @@ export class HardwareSimulator {
   detachDirectLink(domid: number, link: MachineLinkEnd): void {
     if (this.directLinks.get(domid) !== link) return;
     this.directLinks.delete(domid);
+    this.svioEngine?.detachLink(domid, link);
     this.dma.directLinks.delete(domid);
     for (const f of this.functions.ownedBy(domid)) f.regs.sync = undefined;
   }
@@ -547,6 +566,7 @@ export class HardwareSimulator {
   /** ws: a doorbell over a guest's direct link, naming the guest's end of the function's channel. */
   directDoorbell(domid: number, guestPort: number): void {
     const fn = this.vfByGuestPort.get(`${domid}:${guestPort}`);
+    if (!fn && this.svioEngine?.linkDoorbell(domid, guestPort)) return;
     if (!fn || fn.owner !== domid) {
       this.doorbellFailures++;
       return;

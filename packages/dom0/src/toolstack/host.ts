@@ -405,8 +405,10 @@ export class Host {
         `guest ${config.name}: emulated devices (${emulated.map((d) => `${d.type} ${d.devid}`).join(', ')}) with placement: dom0 need the guest's memory shared with dom0, or a guest process with a vCPU link (the ws transport); with linked guests in threads use placement: hosted.`,
       );
     const svioDevices = config.devices.filter((d) => d.mode === 'svio');
-    if (svioDevices.length > 0 && linked)
-      throw new ConfigError(`guest ${config.name}: mode: svio (${svioDevices.map((d) => `${d.type} ${d.devid}`).join(', ')}) runs in the threads transport for now; its VIF queues need memory shared with the hardware's cores`);
+    if (svioDevices.length > 0 && linked && !this.opts.ws)
+      throw new ConfigError(
+        `guest ${config.name}: mode: svio (${svioDevices.map((d) => `${d.type} ${d.devid}`).join(', ')}) needs the guest's memory shared with the hardware's cores (threads), or a guest process with a direct link to the hardware (the ws transport); linked guests in threads have neither`,
+      );
     const domain = hv.createDomain(config.name, config.memoryMiB, linked);
     await this.attachMemoryToHardware(domain);
     const blk: BlkBackend[] = [];
@@ -495,7 +497,8 @@ export class Host {
     try {
       const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>(
         'hw.svio.create',
-        { ...rest, domid: domain.domid, port: hwPort, ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) },
+        // ws: the guest reaches its VIF over its own direct link to the hardware, which names the guest's port.
+        { ...rest, domid: domain.domid, port: hwPort, ...(this.opts.ws ? { guestPort } : {}), ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) },
         10_000,
       );
       this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
@@ -849,7 +852,7 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
-      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map((v) => ({ ...v })) } } : {}),
+      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map((v) => ({ ...v })), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } } : {}),
       ...(this.functionsOf(domain.domid).length > 0
         ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
         : {}),

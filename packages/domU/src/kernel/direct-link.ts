@@ -1,8 +1,8 @@
 /**
  * The guest's end of a direct link to the hardware simulator (ws transport; the hardware's end
  * and the message contract are in hwsim/src/sriov/direct-link.ts). The guest keeps its own memory
- * and its own copy of each assigned function's register page; both are mirrored over the link,
- * and dom0 is not on it.
+ * and its own copy of each assigned function's (and each SV-IO VIF's) register page; both are
+ * mirrored over the link, and dom0 is not on it.
  *
  *   doorbell       an `evt` naming the guest's end of the function's channel, after every ring,
  *                  register and buffer update before it (the link keeps order)
@@ -12,20 +12,38 @@
  */
 import {
   DOMID_HW,
+  DeviceError,
   MachineLinkEnd,
+  SVIO_PAGE_BASE,
   PAGE_SIZE,
   RpcPeer,
   TimeoutError,
   VfRegisters,
   connect,
   type DirectFunctionSpec,
+  type PageSync,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
 import { directFunction, type DirectFunction } from './direct.js';
 
+/**
+ * How a VIF driver reaches its VIF across a process boundary: the register page's copy and its
+ * sync, the queue pages' syncs (a late wake rings the doorbell), the doorbell as an event on the
+ * link, and the bytes the device will read (a transmit buffer, write data) shipped before it.
+ */
+export interface VifTransport {
+  page: Uint8Array;
+  regsSync: PageSync;
+  queueSync(pfn: number, lateWake: () => void): PageSync;
+  ring(): void;
+  toDevice(pfn: number, offset: number, length: number): void;
+}
+
 export interface DirectLink {
   readonly machine: MachineLinkEnd;
   fn(spec: DirectFunctionSpec): DirectFunction;
+  /** An SV-IO VIF bound to us: its register page and queues mirrored on this link (kernel/svio.ts). */
+  vif(spec: { vif: number; port: number }): VifTransport;
   close(): void;
 }
 
@@ -35,8 +53,11 @@ function ridNumber(rid: string): number {
   return (parseInt(m[1], 16) << 8) | (parseInt(m[2], 16) << 3) | Number(m[3]);
 }
 
-/** Connect to the hardware for `functions` (their register pages exist before the first update arrives). */
-export async function connectDirectLink(kernel: GuestKernel, url: string, secret: Uint8Array, functions: DirectFunctionSpec[]): Promise<DirectLink> {
+/**
+ * Connect to the hardware for `functions` and SV-IO `vifs` (their register pages exist before the
+ * first update arrives).
+ */
+export async function connectDirectLink(kernel: GuestKernel, url: string, secret: Uint8Array, functions: DirectFunctionSpec[], vifs: number[] = []): Promise<DirectLink> {
   const { domid, memory } = kernel;
   const bars = new Map<number, Uint8Array>(functions.map((f) => [ridNumber(f.rid), new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))]));
   const barPage = (rid: number): Uint8Array => {
@@ -44,18 +65,35 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
     if (!p) bars.set(rid, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
     return p;
   };
+  const vifPages = new Map<number, Uint8Array>(vifs.map((v) => [SVIO_PAGE_BASE + v, new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))]));
   const link = await connect({ url, secret, role: 'direct', domid, log: kernel.log });
   const peer = new RpcPeer(link, `direct${domid}`);
   const machine = new MachineLinkEnd(
     peer,
     // Register pages by requester id; one assigned later (hot-plug) arrives before we are told of it.
-    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW && pfn <= 0xffff ? barPage(pfn) : undefined),
+    // VIF register pages above them (SVIO_PAGE_BASE + vif id), for the VIFs we were told of.
+    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW && pfn <= 0xffff ? barPage(pfn) : d === DOMID_HW ? vifPages.get(pfn) : undefined),
     (port) => void kernel.events.mem.setPending(domid, port),
   );
   link.onClose((reason) => (reason === 'guest stopped' ? undefined : kernel.log.warn({ reason }, 'direct link to the hardware closed')));
   return {
     machine,
     close: () => link.close('guest stopped'),
+    vif: ({ vif, port }) => {
+      const page = vifPages.get(SVIO_PAGE_BASE + vif);
+      if (!page) throw new DeviceError(`VIF ${vif}: not one this guest's direct link was opened for`);
+      return {
+        page,
+        regsSync: machine.ringSync(SVIO_PAGE_BASE + vif, page, DOMID_HW),
+        queueSync: (pfn, lateWake) => {
+          const sync = machine.ringSync(pfn, memory.page(pfn), domid);
+          sync.lateWake = lateWake;
+          return sync;
+        },
+        ring: () => void machine.sendEvent(port),
+        toDevice: (pfn, offset, length) => machine.wrote(domid, pfn, offset, length),
+      };
+    },
     fn: (spec) => {
       const rid = ridNumber(spec.rid);
       const bar = barPage(rid);

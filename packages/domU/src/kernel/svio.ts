@@ -3,7 +3,8 @@
  * id: both queues initialised on frames of the guest's own memory, OPEN_ID / OUT_PFN / IN_PFN
  * written, then CTRL.OPEN, then the doorbell; the engine answers in STATUS. The VIF's doorbell
  * and its interrupt are the guest's end of one event channel with the hardware (dom0 runs nothing
- * on this path).
+ * on this path). Across processes the same steps run over the guest's direct link to the
+ * hardware, which mirrors the register page, the queues and the buffers (openVif's transport).
  */
 import {
   QueueConsumer,
@@ -20,6 +21,7 @@ import {
   type VifMessage,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
+import type { VifTransport } from './direct-link.js';
 
 export interface VifSpec {
   kind: 'net' | 'blk' | 'cam';
@@ -37,23 +39,49 @@ export interface OpenVif {
   readonly counters: { doorbells: number; interrupts: number };
   doorbell(): void;
   onInterrupt(handler: () => void): void;
+  /**
+   * Bytes of our memory the device is about to read (a frame to send, data to write): across
+   * processes they are shipped before the push that hands them over; with shared memory, nothing.
+   */
+  toDevice(pfn: number, offset: number, length: number): void;
 }
 
-export async function openVif(kernel: GuestKernel, spec: VifSpec, timeoutMs = 5_000): Promise<OpenVif> {
-  if (!spec.page) throw new DeviceError(`VIF ${spec.vif}: no register page (SV-IO needs the threads transport for now)`);
-  const regs = new SvioRegisters(new Uint8Array(spec.page));
-  const outPfn = kernel.frames.alloc();
-  const inPfn = kernel.frames.alloc();
-  initMessageQueue(kernel.memory.page(outPfn));
-  initMessageQueue(kernel.memory.page(inPfn));
+/**
+ * Open a VIF. With shared memory (threads) the register page is the engine's own (`spec.page`);
+ * across processes (ws) `transport` mirrors it, the queues and the buffers over the guest's
+ * direct link to the hardware (kernel/direct-link.ts), and every doorbell is an event on it.
+ */
+export async function openVif(kernel: GuestKernel, spec: VifSpec, transport?: VifTransport, timeoutMs = 5_000): Promise<OpenVif> {
+  const page = spec.page ? new Uint8Array(spec.page) : transport?.page;
+  if (!page) throw new DeviceError(`VIF ${spec.vif}: no register page and no direct link to the hardware`);
+  const regs = new SvioRegisters(page);
+  if (!spec.page && transport) {
+    regs.sync = transport.regsSync;
+    // The device's registers (id, kind, MAC, size…) arrive over the link first.
+    const deadline = performance.now() + timeoutMs;
+    while (regs.read(SVIO_REG.VIF_ID) !== spec.vif) {
+      if (performance.now() > deadline) throw new TimeoutError(`VIF ${spec.vif}: its register page never arrived over the direct link`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+  const mirrored = !spec.page && transport ? transport : undefined;
   const counters = { doorbells: 0, interrupts: 0 };
-  // Opening goes through the engine (the event channel); once open, kicks go to the VIF's core.
+  // Opening goes through the engine (the event channel); once open, kicks go to the VIF's core
+  // (threads: the KICK word; ws: every doorbell is the event, forwarded by the engine).
   let open = false;
   const doorbell = () => {
     counters.doorbells++;
-    if (open) regs.kick();
+    if (mirrored) mirrored.ring();
+    else if (open) regs.kick();
     else kernel.notifyRemote(spec.port);
   };
+  const outPfn = kernel.frames.alloc();
+  const inPfn = kernel.frames.alloc();
+  // ws: the device armed an event index we had already passed — ring on its behalf (ring/mirror.ts).
+  const outSync = mirrored?.queueSync(outPfn, doorbell);
+  const inSync = mirrored?.queueSync(inPfn, doorbell);
+  initMessageQueue(kernel.memory.page(outPfn), outSync);
+  initMessageQueue(kernel.memory.page(inPfn), inSync);
   regs.write(SVIO_REG.OPEN_ID, spec.vif);
   regs.write(SVIO_REG.OUT_PFN, outPfn);
   regs.write(SVIO_REG.IN_PFN, inPfn);
@@ -73,10 +101,11 @@ export async function openVif(kernel: GuestKernel, spec: VifSpec, timeoutMs = 5_
   return {
     spec,
     regs,
-    out: new QueueProducer(kernel.memory.page(outPfn), vifCodec),
-    inq: new QueueConsumer(kernel.memory.page(inPfn), vifCodec),
+    out: new QueueProducer(kernel.memory.page(outPfn), vifCodec, outSync),
+    inq: new QueueConsumer(kernel.memory.page(inPfn), vifCodec, inSync),
     counters,
     doorbell,
+    toDevice: mirrored ? (pfn, offset, length) => mirrored.toDevice(pfn, offset, length) : () => {},
     onInterrupt: (handler) =>
       kernel.events.on(spec.port, () => {
         counters.interrupts++;

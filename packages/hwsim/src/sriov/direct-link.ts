@@ -15,8 +15,12 @@
  * Register pages travel as pages `${DOMID_HW}:${requester id}`. The guest's link may write only
  * its own frames and the register pages of functions it owns; the device reads only the driver's
  * registers from a register page, once per doorbell.
+ *
+ * SV-IO VIFs bound to the domain use the same link (svio/engine.ts): the VIF's register page as
+ * `${DOMID_HW}:${SVIO_PAGE_BASE + vif}`, its queue pages and buffers as the guest's frames, its
+ * doorbell an `evt` naming the guest's port, its interrupt an `evt` after the core's page updates.
  */
-import { DOMID_HW, MachineLinkEnd, RpcPeer, VF_REG_COUNT, listen, type Logger, type WsServer } from '@ringvisor/shared';
+import { DOMID_HW, MachineLinkEnd, RpcPeer, SVIO_PAGE_BASE, VF_REG_COUNT, listen, type Logger, type WsServer } from '@ringvisor/shared';
 import type { HardwareSimulator } from '../runtime.js';
 
 export interface DirectLinkServerOptions {
@@ -28,15 +32,16 @@ export interface DirectLinkServerOptions {
 
 export async function serveDirectLinks(sim: HardwareSimulator, o: DirectLinkServerOptions): Promise<WsServer> {
   const linked = new Set<number>();
+  const hasDevices = (domid: number) => sim.functions.ownedBy(domid).length > 0 || sim.vifsBoundTo(domid).length > 0;
   return listen({
     host: o.host,
     port: o.port,
     secret: o.secret,
     ...(o.log ? { log: o.log } : {}),
-    authorize: (who) => who.role === 'direct' && !linked.has(who.domid) && sim.functions.ownedBy(who.domid).length > 0,
+    authorize: (who) => who.role === 'direct' && !linked.has(who.domid) && hasDevices(who.domid),
     onConnection: (link, who) => {
       const domid = who.domid;
-      if (linked.has(domid) || sim.functions.ownedBy(domid).length === 0) return link.close('no functions assigned to this domain');
+      if (linked.has(domid) || !hasDevices(domid)) return link.close('no functions assigned to, nor VIFs bound to, this domain');
       linked.add(domid);
       const peer = new RpcPeer(link, `direct${domid}`);
       const barOf = (rid: number): Uint8Array | undefined => {
@@ -45,7 +50,7 @@ export async function serveDirectLinks(sim: HardwareSimulator, o: DirectLinkServ
       };
       const machine: MachineLinkEnd = new MachineLinkEnd(
         peer,
-        (d, pfn) => (d === domid ? sim.dma.peek(d, pfn) : d === DOMID_HW ? barOf(pfn) : undefined),
+        (d, pfn) => (d === domid ? sim.dma.peek(d, pfn) : d !== DOMID_HW ? undefined : pfn >= SVIO_PAGE_BASE ? sim.vifRegisterPage(domid, pfn - SVIO_PAGE_BASE) : barOf(pfn)),
         (port) => sim.directDoorbell(domid, port),
       );
       sim.attachDirectLink(domid, machine);

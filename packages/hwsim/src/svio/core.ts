@@ -9,10 +9,11 @@
  *   engine → core   open {vif, kind, domid, memory, outPfn, inPfn, hwPort, qos, …}   attach a VIF's queues
  *                   close {vif}   kick {vif}   rx {vif, frame}   qos {vif, qos}   stats {req}
  *   core → engine   opened {vif, ok, reason?}   tx {vif, frame}   stats {req, vifs}
+ *                   pages {vif, updates}   irq {vif}   (ws: the guest's copy of what the core wrote, then its interrupt)
  */
-import { DOMID_HW, EventChannelGate, GuestMemory, SVIO_REG, SVIO_REG_COUNT, type Logger } from '@ringvisor/shared';
+import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type Logger, type PageUpdate } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
-import { BlkVif, CamVif, NetVif, type VifCounters, type VifProcessor } from './vif.js';
+import { BlkVif, CamVif, NetVif, type VifCounters, type VifEnv, type VifProcessor } from './vif.js';
 import { VifScheduler, type SchedCounters, type VifQos } from './scheduler.js';
 
 export type CoreRequest =
@@ -30,6 +31,12 @@ export type CoreRequest =
       partition?: { start: number; sectors: number };
       camera?: { width: number; height: number; fps: number };
       qos: VifQos;
+      /**
+       * ws: the guest has its own copy of its memory. The core logs what it writes (a PageMirror)
+       * and sends it to the engine (`pages`), and raises the interrupt as `irq` after it, for the
+       * engine to put both on the guest's link in that order.
+       */
+      mirrored?: boolean;
     }
   | { op: 'close'; vif: number }
   | { op: 'qos'; vif: number; qos: VifQos }
@@ -48,7 +55,12 @@ export interface CoreVifStats {
   detail: Record<string, number>;
 }
 
-export type CoreReply = { op: 'opened'; vif: number; ok: boolean; reason?: string } | { op: 'tx'; vif: number; frame: Uint8Array } | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number };
+export type CoreReply =
+  | { op: 'opened'; vif: number; ok: boolean; reason?: string }
+  | { op: 'tx'; vif: number; frame: Uint8Array }
+  | { op: 'pages'; vif: number; updates: PageUpdate[] }
+  | { op: 'irq'; vif: number }
+  | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number };
 
 export class SvioCore {
   private readonly vifs = new Map<number, { p: VifProcessor; domid: number; stopWatch: () => void }>();
@@ -68,18 +80,30 @@ export class SvioCore {
       case 'open': {
         try {
           const memory = new GuestMemory(r.domid, r.memory);
-          const env = {
+          const mirror = r.mirrored ? new PageMirror((updates) => this.o.reply({ op: 'pages', vif: r.vif, updates })) : undefined;
+          const env: VifEnv = {
             memory,
             outPfn: r.outPfn,
             inPfn: r.inPfn,
-            notify: () => {
-              try {
-                this.gate.send(r.hwPort);
-              } catch {
-                /* the guest's end is gone: nobody to interrupt */
-              }
-            },
+            notify: mirror
+              ? () => {
+                  mirror.flush();
+                  this.o.reply({ op: 'irq', vif: r.vif });
+                }
+              : () => {
+                  try {
+                    this.gate.send(r.hwPort);
+                  } catch {
+                    /* the guest's end is gone: nobody to interrupt */
+                  }
+                },
             scheduler: this.sched,
+            ...(mirror
+              ? {
+                  queueSync: (pfn: number) => mirror.syncFor(pageId(r.domid, pfn), memory.page(pfn)),
+                  wrote: (gfn: number, offset: number, length: number) => mirror.wrote(pageId(r.domid, gfn), memory.page(gfn), offset, length),
+                }
+              : {}),
           };
           const p =
             r.kind === 'net'

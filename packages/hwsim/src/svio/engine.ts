@@ -17,8 +17,11 @@
  */
 import { Worker } from 'node:worker_threads';
 import {
+  DOMID_HW,
   InvalidArgumentError,
   PAGE_SIZE,
+  SVIO_PAGE_BASE,
+  SVIO_REG_COUNT,
   SVIO_CTRL_OPEN,
   SVIO_ERR_BAD_QUEUE,
   SVIO_ERR_NOT_BOUND,
@@ -32,6 +35,7 @@ import {
   type EventChannelGate,
   type CreditLimit,
   type Logger,
+  type MachineLinkEnd,
   type SvioKind,
 } from '@ringvisor/shared';
 import type { LanPort } from '../lan/lan-port.js';
@@ -47,6 +51,12 @@ export interface VifSpec {
   memory: SharedArrayBuffer;
   /** The hardware's end of the guest ↔ hardware event channel: the VIF's doorbell and interrupt. */
   port: number;
+  /**
+   * ws: the guest's end of that channel. The guest reaches the VIF over its direct link to the
+   * hardware (its memory here is a copy that link keeps current): doorbells arrive on the link
+   * naming this port, and the VIF's interrupts leave on it, after the pages they announce.
+   */
+  guestPort?: number;
   mac?: string;
   partition?: { start: number; sectors: number };
   camera?: { width: number; height: number; fps: number };
@@ -84,6 +94,8 @@ interface Vif {
   qos: VifQos;
   lan?: LanPort;
   mac?: Uint8Array;
+  /** ws: the late-wake hooks set on the guest's link for the two queue pages. */
+  unhook?: () => void;
 }
 
 export interface SvioEngineOptions {
@@ -101,6 +113,9 @@ export interface SvioEngineOptions {
 export class SvioEngine {
   private readonly cores: CoreChannel[] = [];
   private readonly vifs = new Map<number, Vif>();
+  /** ws: each guest's direct link, and its VIFs by the guest's port. */
+  private readonly links = new Map<number, MachineLinkEnd>();
+  private readonly byGuestPort = new Map<string, Vif>();
   private nextId = 1;
   private nextReq = 1;
   private readonly waiting = new Map<number, { left: number; got: CoreVifStats[]; busy: number[]; done: (v: { vifs: CoreVifStats[]; busyMs: number[] }) => void }>();
@@ -149,6 +164,9 @@ export class SvioEngine {
     }
     this.vifs.set(id, v);
     this.o.gate.on(spec.port, () => this.doorbell(v));
+    if (spec.guestPort !== undefined) this.byGuestPort.set(`${spec.domid}:${spec.guestPort}`, v);
+    const link = this.links.get(spec.domid);
+    if (link) this.mirrorRegisters(v, link);
     this.o.logger?.info({ vif: id, kind: spec.kind, domid: spec.domid, core }, 'VIF created');
     return { vif: id, core, page };
   }
@@ -157,9 +175,55 @@ export class SvioEngine {
     const v = this.vif(id);
     this.cores[v.core].post({ op: 'close', vif: id });
     this.o.gate.off(v.spec.port);
+    v.unhook?.();
+    if (v.spec.guestPort !== undefined) this.byGuestPort.delete(`${v.spec.domid}:${v.spec.guestPort}`);
     if (v.lan) this.o.lan.detach(v.lan.name);
     v.regs.write(SVIO_REG.STATUS, 0);
+    v.regs.sync = undefined;
     this.vifs.delete(id);
+  }
+
+  /**
+   * ws: a guest's direct link to the hardware came up. Its VIFs' register pages are mirrored on
+   * it from now on (starting with the whole page), and their doorbells and interrupts use it.
+   */
+  attachLink(domid: number, link: MachineLinkEnd): void {
+    this.links.set(domid, link);
+    for (const v of this.vifs.values()) if (v.spec.domid === domid) this.mirrorRegisters(v, link);
+  }
+
+  detachLink(domid: number, link: MachineLinkEnd): void {
+    if (this.links.get(domid) !== link) return;
+    this.links.delete(domid);
+    for (const v of this.vifs.values())
+      if (v.spec.domid === domid) {
+        v.regs.sync = undefined;
+        v.unhook?.();
+      }
+  }
+
+  /** ws: the register page of a VIF bound to `domid` (what its link may mirror), if any. */
+  registerPage(domid: number, vif: number): Uint8Array | undefined {
+    const v = this.vifs.get(vif);
+    return v && v.spec.domid === domid ? v.regs.page : undefined;
+  }
+
+  /** ws: a doorbell on a guest's direct link, naming the guest's port; false if it is no VIF's. */
+  linkDoorbell(domid: number, guestPort: number): boolean {
+    const v = this.byGuestPort.get(`${domid}:${guestPort}`);
+    if (!v) return false;
+    this.doorbell(v);
+    return true;
+  }
+
+  private mirrorRegisters(v: Vif, link: MachineLinkEnd): void {
+    v.regs.sync = link.ringSync(SVIO_PAGE_BASE + v.id, v.regs.page, DOMID_HW);
+    link.wrote(DOMID_HW, SVIO_PAGE_BASE + v.id, 0, SVIO_REG_COUNT * 4);
+  }
+
+  /** ws: the VIF's interrupt, on the guest's link (after the pages the core sent before it). */
+  private interrupt(v: Vif): void {
+    if (v.spec.guestPort !== undefined) this.links.get(v.spec.domid)?.sendEvent(v.spec.guestPort);
   }
 
   /** Management API: a VIF's QoS share and credit limit (the limit is dropped when absent). */
@@ -228,6 +292,18 @@ export class SvioEngine {
       if (openId !== v.id) return refuse(SVIO_ERR_NOT_BOUND, `asked to open VIF ${openId}, not bound to domain ${v.spec.domid}`);
       if (outPfn === 0 || inPfn === 0 || outPfn === inPfn || outPfn >= frames || inPfn >= frames) return refuse(SVIO_ERR_BAD_QUEUE, `queue frames ${outPfn}, ${inPfn} not two of the guest's ${frames}`);
       v.state = 'opening';
+      const link = this.links.get(v.spec.domid);
+      if (v.spec.guestPort !== undefined && link) {
+        // The guest armed an event index behind what the core already did (ring/mirror.ts): it
+        // went to sleep with answers waiting or room free — interrupt it.
+        const page = (pfn: number) => new Uint8Array(v.spec.memory, pfn * PAGE_SIZE, PAGE_SIZE);
+        const hooks = [link.ringSync(outPfn, page(outPfn), v.spec.domid), link.ringSync(inPfn, page(inPfn), v.spec.domid)];
+        for (const h of hooks) h.lateWake = () => this.interrupt(v);
+        v.unhook = () => {
+          for (const h of hooks) h.lateWake = undefined;
+          v.unhook = undefined;
+        };
+      }
       this.cores[v.core].post({
         op: 'open',
         vif: v.id,
@@ -239,6 +315,7 @@ export class SvioEngine {
         hwPort: v.spec.port,
         page: v.page,
         qos: v.qos,
+        ...(v.spec.guestPort !== undefined ? { mirrored: true } : {}),
         ...(v.spec.partition ? { partition: v.spec.partition } : {}),
         ...(v.spec.camera ? { camera: v.spec.camera } : {}),
       });
@@ -246,6 +323,7 @@ export class SvioEngine {
     }
     if (!open && v.state === 'open') {
       this.cores[v.core].post({ op: 'close', vif: v.id });
+      v.unhook?.();
       v.state = 'created';
       regs.write(SVIO_REG.STATUS, 0);
       return;
@@ -263,6 +341,13 @@ export class SvioEngine {
   private reply(r: CoreReply): void {
     if (r.op === 'tx') {
       this.vifs.get(r.vif)?.lan?.send(r.frame);
+      return;
+    }
+    if (r.op === 'pages' || r.op === 'irq') {
+      const v = this.vifs.get(r.vif);
+      if (!v) return;
+      if (r.op === 'pages') this.links.get(v.spec.domid)?.relayPages(r.updates);
+      else this.interrupt(v);
       return;
     }
     if (r.op === 'opened') {

@@ -42,6 +42,7 @@ import {
   vifCodec,
   vifMessage,
   type GuestMemory,
+  type PageSync,
   type VifMessage,
 } from '@ringvisor/shared';
 import type { PhysicalDisk } from '../devices/disk/device.js';
@@ -72,6 +73,13 @@ export interface VifEnv {
   notify: () => void;
   /** The core's QoS scheduler; absent, the VIF runs each kick at once. */
   scheduler?: { wake(id: number): void };
+  /**
+   * Across a process boundary (ws) the guest has its own copy of its memory: the queue pages'
+   * PageSync, and every other byte the device writes (received frames, read data, camera frames)
+   * reported, so they reach the guest before the interrupt that announces them (ring/mirror.ts).
+   */
+  queueSync?: (pfn: number) => PageSync;
+  wrote?: (gfn: number, offset: number, length: number) => void;
 }
 
 /** The least a message costs in QoS terms: one queue slot's worth of bytes. */
@@ -92,8 +100,8 @@ export abstract class VifProcessor {
     readonly kind: VifKind,
     protected readonly env: VifEnv,
   ) {
-    this.out = new QueueConsumer(env.memory.page(env.outPfn), vifCodec);
-    this.in = new QueueProducer(env.memory.page(env.inPfn), vifCodec);
+    this.out = new QueueConsumer(env.memory.page(env.outPfn), vifCodec, env.queueSync?.(env.outPfn));
+    this.in = new QueueProducer(env.memory.page(env.inPfn), vifCodec, env.queueSync?.(env.inPfn));
   }
 
   /**
@@ -192,6 +200,11 @@ export abstract class VifProcessor {
     this.env.notify();
   }
 
+  /** The device wrote these bytes of guest memory (ws: they go to the guest's copy). */
+  protected wroteGuest(gfn: number, offset: number, length: number): void {
+    this.env.wrote?.(gfn, offset, length);
+  }
+
   /** A window of the bound guest's memory, or undefined if it is not all the guest's. */
   protected window(gfn: number, offset: number, len: number): Uint8Array | undefined {
     const mem = this.env.memory;
@@ -254,6 +267,7 @@ export class NetVif extends VifProcessor {
     // Announce only if the guest has room to hear it; otherwise the frame is missed, the buffer kept.
     const w = this.window(b.gfn, b.offset, frame.byteLength)!;
     w.set(frame);
+    this.wroteGuest(b.gfn, b.offset, frame.byteLength);
     if (!this.emit(vifMessage({ type: VIF_RX, id: b.id, status: frame.byteLength }))) {
       this.net.rxMissed++;
       return;
@@ -296,20 +310,22 @@ export class BlkVif extends VifProcessor {
     if (m.type !== VIF_READ && m.type !== VIF_WRITE) return this.refuse(() => done(VIF_ENOTSUP));
     if (m.nseg < 1 || m.nseg > VIF_BLK_MAX_SEGMENTS || !Number.isSafeInteger(m.sector)) return this.refuse(done);
     // Validate the whole private copy before a byte moves.
-    const pieces: Array<{ view: Uint8Array; sector: number }> = [];
+    const pieces: Array<{ view: Uint8Array; sector: number; gfn: number; offset: number }> = [];
     let sector = m.sector;
     for (const s of m.segments) {
       if (s.first > s.last || s.last >= PAGE_SIZE / SECTOR_SIZE) return this.refuse(done);
       const view = this.window(s.gfn, s.first * SECTOR_SIZE, (s.last - s.first + 1) * SECTOR_SIZE);
       if (!view) return this.refuse(done);
-      pieces.push({ view, sector });
+      pieces.push({ view, sector, gfn: s.gfn, offset: s.first * SECTOR_SIZE });
       sector += s.last - s.first + 1;
     }
     if (sector > this.partition.sectors) return this.refuse(done);
     try {
       for (const p of pieces) {
-        if (m.type === VIF_READ) this.disk.readSectors(this.partition.start + p.sector, p.view);
-        else this.disk.writeSectors(this.partition.start + p.sector, p.view);
+        if (m.type === VIF_READ) {
+          this.disk.readSectors(this.partition.start + p.sector, p.view);
+          this.wroteGuest(p.gfn, p.offset, p.view.byteLength);
+        } else this.disk.writeSectors(this.partition.start + p.sector, p.view);
         this.counters.bytes += p.view.byteLength;
       }
     } catch {
@@ -335,9 +351,9 @@ export class BlkVif extends VifProcessor {
 export class CamVif extends VifProcessor {
   readonly camera: CameraDevice;
   /** Buffers queued by the guest, oldest first: index, and its view of guest memory. */
-  private readonly queued: Array<{ id: number; view: Uint8Array }> = [];
+  private readonly queued: Array<{ id: number; gfn: number; view: Uint8Array }> = [];
   static readonly MAX_QUEUED = 64;
-  private current: { id: number; view: Uint8Array } | undefined;
+  private current: { id: number; gfn: number; view: Uint8Array } | undefined;
 
   constructor(id: number, env: VifEnv, camera: Omit<CameraOptions, 'clockUs'> & { clockUs?: () => number }) {
     super(id, 'cam', env);
@@ -355,7 +371,7 @@ export class CamVif extends VifProcessor {
       // Consecutive frames of the guest's memory, enough for one frame, none of them the queues.
       if (pages < 1 || !mem.hasFrame(m.gfn) || !mem.hasFrame(m.gfn + pages - 1) || pages * PAGE_SIZE < this.camera.frameSize || this.queued.length >= CamVif.MAX_QUEUED) return refuse();
       for (const q of [this.env.outPfn, this.env.inPfn]) if (q >= m.gfn && q < m.gfn + pages) return refuse();
-      this.queued.push({ id: m.id, view: new Uint8Array(mem.buffer, m.gfn * PAGE_SIZE, pages * PAGE_SIZE) });
+      this.queued.push({ id: m.id, gfn: m.gfn, view: new Uint8Array(mem.buffer, m.gfn * PAGE_SIZE, pages * PAGE_SIZE) });
       return undefined;
     }
     if (m.type === VIF_CAM_STREAM) {
@@ -385,6 +401,7 @@ export class CamVif extends VifProcessor {
   private filled(seq: number, used: number, timestampUs: number): void {
     const b = this.current!;
     this.current = undefined;
+    for (let at = 0; at < used; at += PAGE_SIZE) this.wroteGuest(b.gfn + at / PAGE_SIZE, 0, Math.min(PAGE_SIZE, used - at));
     if (this.emit(vifMessage({ type: VIF_CAM_FRAME, id: b.id, seq, used, timestampUs }))) {
       this.counters.bytes += used;
       return;

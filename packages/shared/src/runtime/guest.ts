@@ -27,9 +27,10 @@ export interface GuestBootSpec {
   direct?: DirectDeviceSpec;
   /**
    * SV-IO VIFs bound to the guest: each one's id, the guest's end of its doorbell/interrupt
-   * channel, and (threads) its access-API register page.
+   * channel, and (threads) its access-API register page; (ws) where the guest's direct link to
+   * the hardware connects instead.
    */
-  svio?: { vifs: Array<{ kind: 'net' | 'blk' | 'cam'; devid: number; vif: number; port: number; page?: SharedArrayBuffer }> };
+  svio?: { vifs: Array<{ kind: 'net' | 'blk' | 'cam'; devid: number; vif: number; port: number; page?: SharedArrayBuffer }>; hwUrl?: string };
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
     /**

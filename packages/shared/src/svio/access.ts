@@ -24,13 +24,21 @@
  * Open: the driver initialises both queues in its own memory, writes OPEN_ID, OUT_PFN, IN_PFN,
  * then CTRL.OPEN, then rings the doorbell (the event channel: opening and closing go through
  * the engine's thread) — the ordering point; the engine reads the driver's words once, at the
- * doorbell. Once open, the driver kicks the core through KICK. An open naming another VIF's id, or queue frames that are not the
- * bound guest's, is refused (STATUS.ERROR, ERRCODE): a guest can open only VIFs bound to it.
+ * doorbell. Once open, the driver kicks the core through KICK (threads; across processes every
+ * doorbell is the event, which the engine forwards to the VIF's core). An open naming another
+ * VIF's id, or queue frames that are not the bound guest's, is refused (STATUS.ERROR, ERRCODE):
+ * a guest can open only VIFs bound to it.
  */
 import { RegisterPage } from '../hw/registers.js';
 
 export const SVIO_REG = { VIF_ID: 0, KIND: 1, STATUS: 2, CTRL: 3, OPEN_ID: 4, OUT_PFN: 5, IN_PFN: 6, MAC_LO: 7, MAC_HI: 8, SECTORS_LO: 9, SECTORS_HI: 10, WIDTH: 11, HEIGHT: 12, FPS: 13, ERRCODE: 14, KICK: 15 } as const;
 export const SVIO_REG_COUNT = 16;
+/**
+ * Across a process boundary (ws) a VIF's register page travels on the guest's direct link as the
+ * hardware page `DOMID_HW:(SVIO_PAGE_BASE + vif)` — above every requester id (16 bits), so it
+ * never names an SR-IOV function's register page.
+ */
+export const SVIO_PAGE_BASE = 0x10000;
 export const SVIO_KIND = { net: 1, blk: 2, cam: 3 } as const;
 export type SvioKind = keyof typeof SVIO_KIND;
 export const SVIO_STATUS_OPEN = 1;

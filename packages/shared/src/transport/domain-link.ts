@@ -50,7 +50,8 @@ function newCounters(): DomainLinkCounters {
   return { pageMessages: 0, grantsShipped: 0, grantBytesShipped: 0, grantsReceived: 0, eventsSent: 0, eventsReceived: 0, lateWakes: 0, rejected: 0 };
 }
 
-const pageId = (domid: number, pfn: number): string => `${domid}:${pfn}`;
+/** How a link names a page: a domain's frame, or a hardware page (`DOMID_HW`: register pages). */
+export const pageId = (domid: number, pfn: number): string => `${domid}:${pfn}`;
 
 /** Which pages a link end lets the peer write: (domid, pfn) → the local page, or undefined. */
 export type PageResolver = (domid: number, pfn: number) => Uint8Array | undefined;
@@ -82,6 +83,15 @@ abstract class LinkEnd {
   protected send(topic: string, payload: unknown): void {
     this.mirror.flush();
     this.peer.notify(topic, payload);
+  }
+
+  /**
+   * Page updates recorded by another mirror of ours (a thread that writes pages this link
+   * mirrors, e.g. an SV-IO core), sent in order after ours.
+   */
+  relayPages(updates: PageUpdate[]): void {
+    this.counters.pageMessages++;
+    this.send(DL_PAGES, updates);
   }
 
   ringSync(pfn: number, page: Uint8Array, domid = this.domid): PageSync & { lateWake?: () => void } {

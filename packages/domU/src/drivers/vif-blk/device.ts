@@ -84,6 +84,7 @@ export class SvioBlkDriver implements BlockDevice {
       pfns.push(pfn);
       if (type === VIF_WRITE) {
         this.memory.page(pfn).set(buf.subarray(at, at + n));
+        this.vif.toDevice(pfn, 0, n);
         this.metrics.bytesCopied += n;
       }
       segments.push({ gfn: pfn, first: 0, last: n / SECTOR_SIZE - 1 });

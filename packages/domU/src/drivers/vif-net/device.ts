@@ -72,6 +72,7 @@ export class SvioNetDriver {
       const id = this.txFree.pop()!;
       const b = this.tx[id];
       this.memory.page(b.pfn).set(frame, b.offset);
+      this.vif.toDevice(b.pfn, b.offset, frame.byteLength);
       this.metrics.bytesCopied += frame.byteLength;
       out.put(vifMessage({ type: VIF_TX, id, gfn: b.pfn, offset: b.offset, len: frame.byteLength }));
       this.metrics.txPackets++;
