@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanUp, runCli, tempDir } from './support/cli.js';
+import { cleanUp, runCli, tempDir, until } from './support/cli.js';
 
 afterEach(cleanUp);
 
@@ -83,4 +83,53 @@ describe('SV-IO (VIFs of a self-virtualizing device)', () => {
       expect(s.dom0.host0.disk.submitted).toBe(0);
     }, 90_000);
   }
+
+  it('ringvisor svio list | qos: the engine\'s VIFs with their cores and counters; an admin sets a weight and a credit limit, and the limit bites', async () => {
+    const cwd = tempDir();
+    writeFileSync(
+      join(cwd, 'c.json'),
+      JSON.stringify({ seed: 5, hosts: [{ name: 'host0', svio: { cores: 1 }, guests: [{ name: 'sv', devices: [{ type: 'vbd', mode: 'svio', sizeMiB: 8 }], workloads: { block: { blocks: 256, queueDepth: 8 } } }] }] }),
+    );
+    const up = runCli(['up', '--config', 'c.json', '--duration', '120', '--observe', '127.0.0.1:0'], cwd);
+    let out = '';
+    up.child.stdout!.on('data', (d) => (out += d));
+    await until('the dashboard URL', async () => (/ringvisor: dashboard/.test(out) ? true : undefined), 45_000);
+    const cli = (args: string[]) => runCli(args, cwd).done;
+    type Row = { domain: string; device: string; vif: number; kind: string; core: number; weight: number; rate?: { bytes: number; usec: number }; state: string; stats?: { counters: { messagesIn: number }; sched: { throttled: number } } };
+    const rows = async () => {
+      const r = await cli(['svio', 'list', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Row[];
+    };
+    const first = await until('the VIF open and busy', async () => {
+      const r = await rows();
+      return r.length === 1 && r[0].state === 'open' && (r[0].stats?.counters.messagesIn ?? 0) > 0 ? r[0] : undefined;
+    });
+    expect(first).toMatchObject({ domain: 'sv', device: 'vbd51712', kind: 'blk', core: 0, weight: 100 });
+    expect(first.rate).toBeUndefined();
+    const text = await cli(['svio', 'list']);
+    expect(text.stdout).toMatch(/^HOST\s+DOMAIN\s+DEVICE\s+VIF\s+KIND\s+CORE\s+WEIGHT\s+RATE\s+STATE/);
+    expect(text.stdout).toMatch(/host0\s+sv\s+vbd51712\s+\d+\s+blk\s+0\s+100\s+-\s+open/);
+    // 64 KiB per 10 ms: the verifier's writes outrun that, so the VIF is throttled.
+    const set = await cli(['svio', 'qos', 'sv', 'vbd51712', '--weight', '400', '--rate', '65536,10000']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toMatch(/sv\/vbd51712: VIF \d+ weight 400, rate 65536,10000/);
+    const limited = await until('the credit limit throttling the VIF', async () => {
+      const r = (await rows())[0];
+      return (r.stats?.sched.throttled ?? 0) > 0 ? r : undefined;
+    });
+    expect(limited).toMatchObject({ weight: 400, rate: { bytes: 65536, usec: 10_000 } });
+    // Mistakes are refused with what to do.
+    const bad = await cli(['svio', 'qos', 'sv', 'vbd51712', '--weight', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--weight must be an integer in 1\.\.1000/);
+    const none = await cli(['svio', 'qos', 'sv', 'vif0', '--weight', '5']);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/sv has no SV-IO device vif0 \(has: vbd51712\)/);
+    const usage = await cli(['svio', 'qos', 'sv']);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/usage: ringvisor svio list \| qos DOMAIN DEVICE --weight/);
+    up.child.kill('SIGINT');
+    expect((await up.done).code).toBe(0);
+  }, 90_000);
 });

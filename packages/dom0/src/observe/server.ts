@@ -16,6 +16,8 @@
  *   WS   /api/trace?kinds=&host=&domain=&device=&ring=&frames=1   trace events, batched
  *   POST /api/backend/pause|resume  {domain, device}  (admin)
  *   POST /api/direct/reclaim|assign {domain, device}  (admin): a direct device's function
+ *   GET  /api/svio              every SV-IO VIF: bound guest and device, core, weight, rate, counters
+ *   POST /api/svio/qos {domain, device, weight, rate?}  (admin): a VIF's QoS (the management API)
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -198,6 +200,11 @@ export class ControlServer {
       const hosts = await Promise.all(this.obs.hosts.map(async (h) => ({ host: h.config.name, ...(await h.iommuFaultLog().catch(() => ({ faults: [], counters: {} }))) })));
       return this.json(res, hosts);
     }
+    if (path === '/api/svio') {
+      // Every SV-IO VIF of every host (hw.svio.list, the engine's management API).
+      const rows = await Promise.all(this.obs.hosts.map((h) => h.svioVifs().catch(() => [])));
+      return this.json(res, rows.flat());
+    }
     if (path === '/api/ring') {
       const id = url.searchParams.get('id') ?? '';
       const entries = this.obs.ringEntries(id);
@@ -240,6 +247,7 @@ export class ControlServer {
     }
     if (path.startsWith('/api/fault/')) return this.faultAction(res, path, params);
     if (path.startsWith('/api/direct/')) return this.directAction(res, path, params);
+    if (path === '/api/svio/qos') return this.svioQos(res, params);
     const m = /^\/api\/backend\/(pause|resume)$/.exec(path);
     if (!m) return this.fail(res, 404, `no action at ${path}`);
     if (typeof params.domain !== 'string' || typeof params.device !== 'string') return this.fail(res, 400, 'body must be {"domain": NAME, "device": "vbd0"|"vif0"|…}');
@@ -263,6 +271,21 @@ export class ControlServer {
       const r = m[1] === 'reclaim' ? await host.reclaimFunction(domain, device) : await host.reattachFunction(domain, device);
       this.opts.log.warn({ domain, device, action: m[1], rid: r.rid }, 'direct device action by an admin');
       return this.json(res, { ok: true, domain, device, ...r });
+    } catch (e) {
+      return this.fail(res, 400, (e as Error).message);
+    }
+  }
+
+  /** POST /api/svio/qos {domain, device, weight, rate?}: `ringvisor svio qos`. */
+  private async svioQos(res: ServerResponse, params: Record<string, unknown>): Promise<void> {
+    const { domain, device, weight, rate } = params;
+    if (typeof domain !== 'string' || typeof device !== 'string' || typeof weight !== 'number' || (rate !== undefined && typeof rate !== 'string'))
+      return this.fail(res, 400, 'body must be {"domain": NAME, "device": "vif0"|"vbd51712"|"cam0", "weight": 1..1000, "rate"?: "bytes,usec"}');
+    const host = this.obs.hosts.find((h) => h.guests.some((g) => g.config.name === domain));
+    if (!host) return this.fail(res, 404, `no guest ${domain}`);
+    try {
+      const r = await host.setVifQos(domain, device, { weight, ...(rate !== undefined ? { rate } : {}) });
+      return this.json(res, { ok: true, domain, device, ...r, weight, ...(rate !== undefined ? { rate } : {}) });
     } catch (e) {
       return this.fail(res, 400, (e as Error).message);
     }

@@ -514,6 +514,31 @@ export class Host {
     return this.created.find((c) => c.domain.domid === domid)?.svio ?? [];
   }
 
+  /**
+   * `ringvisor svio list`: every VIF of this host's engine as the management API lists it (queue
+   * states and counters from the cores), named by the guest and device it is bound to.
+   */
+  async svioVifs(): Promise<Array<SvioVifRow>> {
+    if (!this.created.some((c) => c.svio.length > 0)) return [];
+    const r = await this.hwsim!.peer.call<{ vifs: Array<Record<string, unknown> & { vif: number }> }>('hw.svio.list', {}, 5_000);
+    return r.vifs.flatMap((v) => {
+      const c = this.created.find((x) => x.svio.some((b) => b.vif === v.vif));
+      const b = c?.svio.find((x) => x.vif === v.vif);
+      return c && b ? [{ ...v, host: this.config.name, domain: c.domain.name, device: vifDeviceName(b) }] : [];
+    });
+  }
+
+  /** `ringvisor svio qos`: a VIF's weight and credit limit, set through the management API. */
+  async setVifQos(guest: string, device: string, qos: { weight: number; rate?: string }): Promise<{ vif: number }> {
+    const c = this.created.find((x) => x.domain.name === guest);
+    if (!c) throw new Error(`no guest ${guest} on host ${this.config.name}`);
+    const b = c.svio.find((x) => vifDeviceName(x) === device);
+    if (!b) throw new Error(`${guest} has no SV-IO device ${device} (has: ${c.svio.map(vifDeviceName).join(', ') || 'none'})`);
+    await this.hwsim!.peer.call('hw.svio.qos', { vif: b.vif, weight: qos.weight, ...(qos.rate !== undefined ? { rate: qos.rate } : {}) }, 5_000);
+    this.log.info({ guest, device, vif: b.vif, ...qos }, 'SV-IO QoS set');
+    return { vif: b.vif };
+  }
+
   private async destroyVifs(c: { svio: BoundVif[] }): Promise<void> {
     for (const v of c.svio.splice(0)) await this.hwsim?.peer.call('hw.svio.destroy', { vif: v.vif }, 5_000).catch((e: Error) => this.log.warn({ err: e.message, vif: v.vif }, 'VIF destroy failed'));
   }
@@ -1106,6 +1131,14 @@ export interface AssignedFunction {
 }
 
 /** An SV-IO VIF bound to a domain. */
+/** A VIF as `ringvisor svio list` shows it: the engine's row, and whose device it is. */
+export type SvioVifRow = Record<string, unknown> & { vif: number; host: string; domain: string; device: string };
+
+/** The name a VIF's device has in a guest's config and the views: vif0, vbd51712, cam0. */
+export function vifDeviceName(v: { kind: 'net' | 'blk' | 'cam'; devid: number }): string {
+  return `${v.kind === 'net' ? 'vif' : v.kind === 'blk' ? 'vbd' : 'cam'}${v.devid}`;
+}
+
 export interface BoundVif {
   kind: 'net' | 'blk' | 'cam';
   devid: number;

@@ -54,6 +54,8 @@ commands:
   direct    list | faults | reclaim|assign DOMAIN DEVICE: direct devices' functions (requester id,
             state, DMA blocked); the IOMMU's fault records; take a function back (bus master off,
             FLR, IOMMU teardown) or assign one (admin)
+  svio      list | qos DOMAIN DEVICE --weight N [--rate BYTES,USEC]: the SV-IO engine's VIFs (core,
+            weight, credit limit, queue state, counters); set a VIF's QoS share and limit (admin)
   chaos     --plan FILE | --random N  [--seed N] [--json FILE] [--transport T] [--config F] [--duration S]:
             run a fault campaign (a plan, or N seeded random scenarios), heal, check; with
             --attach URL[,URL] against a running cluster through its dom0s' control endpoints;
@@ -587,6 +589,8 @@ export async function main(argv: string[]): Promise<number> {
         return await views.backend(rest);
       case 'direct':
         return await views.direct(rest);
+      case 'svio':
+        return await views.svio(rest);
       case 'chaos':
         return await chaos(rest);
       case 'token':
