@@ -292,6 +292,43 @@ describe('SV-IO engine', () => {
     for (const g of all) g.stop();
   });
 
+  it('VIF lifecycle: created, opened, closed by its driver (the core lets go of the queues), opened again on new queues, destroyed', async () => {
+    rig = new Rig(true);
+    const g = rig.guest(5, 'blk');
+    expect((await rig.engine.list()).vifs.map((v) => v.state)).toEqual(['created']);
+    expect(await open(g)).toBe(SVIO_STATUS_OPEN);
+    g.mem.page(20).fill(0x44);
+    send(g, [vifMessage({ type: VIF_WRITE, id: 1, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    expect((await collect(g, 1)).map((m) => m.status)).toEqual([0]);
+    // The driver closes: CTRL.OPEN cleared, doorbell. STATUS drops, the engine forgets the queues.
+    g.regs.write(SVIO_REG.CTRL, 0);
+    g.ring();
+    await until('closed', () => (g.regs.read(SVIO_REG.STATUS) === 0 ? true : undefined));
+    expect((await rig.engine.list()).vifs.map((v) => v.state)).toEqual(['created']);
+    // A request left on the old queue after the close is never taken.
+    send(g, [vifMessage({ type: VIF_READ, id: 2, sector: 8, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(g.inq.pending()).toBe(0);
+    // Opened again on two other frames: served there, the data written before the close intact.
+    initMessageQueue(g.mem.page(3));
+    initMessageQueue(g.mem.page(4));
+    expect(await open(g, g.vif, 3, 4)).toBe(SVIO_STATUS_OPEN);
+    const again = { ...g, out: new QueueProducer(g.mem.page(3), vifCodec), inq: new QueueConsumer(g.mem.page(4), vifCodec) };
+    send(again, [vifMessage({ type: VIF_READ, id: 3, sector: 8, segments: [{ gfn: 22, first: 0, last: 7 }] })]);
+    expect((await collect(again, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
+    expect(g.mem.page(22).every((b) => b === 0x44)).toBe(true);
+    expect(g.mem.page(21).every((b) => b === 0)).toBe(true);
+    // Destroyed: gone from the list, its page cleared, a later doorbell lands nowhere.
+    rig.engine.destroy(g.vif);
+    expect((await rig.engine.list()).vifs).toEqual([]);
+    expect(g.regs.read(SVIO_REG.STATUS)).toBe(0);
+    send(again, [vifMessage({ type: VIF_READ, id: 4, sector: 8, segments: [{ gfn: 23, first: 0, last: 7 }] })]);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(again.inq.pending()).toBe(0);
+    expect(() => rig!.engine.destroy(g.vif)).toThrow(/no VIF/);
+    g.stop();
+  });
+
   it('a guest can open only the VIF bound to it, with queues in its own memory', async () => {
     rig = new Rig(true);
     const a = rig.guest(5, 'net');
