@@ -34,7 +34,7 @@ for (const [k, v] of [['--duration', durationSec], ['--seed', firstSeed], ['--sc
 function campaign(seed, transport) {
   const cwd = mkdtempSync(join(tmpdir(), 'rv-soak-'));
   const args = [join(root, 'bin/ringvisor.mjs'), 'chaos', '--random', String(scenarios), '--seed', String(seed), '--transport', transport, '--observe', '127.0.0.1:0', '--json', 'report.json'];
-  if (transport === 'ws') args.push('--config', join(root, 'examples/two-hosts.yaml'));
+  if (transport === 'ws') args.push('--config', join(root, 'examples/two-hosts-svio.yaml'));
   return new Promise((res) => {
     const child = spawn(process.execPath, args, { cwd, env: { ...process.env, LOG_LEVEL: 'error' }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';

@@ -177,8 +177,9 @@ faults:
 
   it('a seeded random campaign over both transports: 30+ scenarios, every fault kind (emulated devices too), nothing acknowledged lost or torn, no breach', async () => {
     const threads = await chaos(['--random', '20', '--seed', '7']);
-    // 26 in ws: the 23 kinds it can take, then the two endings (kill, link reset) replace extras.
-    const ws = await chaos(['--random', '26', '--seed', '7', '--transport', 'ws', '--config', join(ROOT, 'examples/two-hosts.yaml')]);
+    // 27 in ws: the 25 kinds it can take (an SV-IO guest among them), then the two endings
+    // (kill, link reset) replace extras.
+    const ws = await chaos(['--random', '27', '--seed', '7', '--transport', 'ws', '--config', join(ROOT, 'examples/two-hosts-svio.yaml')]);
     const reports = [expectClean(threads), expectClean(ws)];
     expect(reports.map((r) => r.transport)).toEqual(['threads', 'ws']);
     const faults = reports.flatMap((r) => r.faults);
@@ -202,6 +203,23 @@ faults:
     // Same seed, same schedule.
     expect(JSON.stringify(reports[0].faults.map((f) => [f.id, f.who]))).toMatch(/s01-/);
   }, 240_000);
+
+  it('SV-IO: VIFs reset under load, a hostile VIF driver (garbage, flood, rogue index) and a hardware restart: every hostile message refused, nothing acknowledged lost', async () => {
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/svio.yaml')]));
+    expect(rep.faults.map((f) => f.kind)).toEqual(['svio.reset', 'svio.hostile', 'svio.hostile', 'svio.hostile', 'svio.reset', 'process.restart']);
+    // Each garbage and flood message was answered with an error; the rogue queue was stopped.
+    const iso = rep.checkers.isolation.hostileVif;
+    expect(iso.sent).toBeGreaterThanOrEqual(40 + 64 / 2);
+    expect(iso).toEqual({ sent: iso.sent, refused: iso.sent, accepted: 0 });
+    expect(rep.faults.find((f) => f.id === 'rogue')!.detail).toMatchObject({ stopped: true });
+    expect(rep.faults.find((f) => f.id === 'reset-vbd')!.detail).toMatchObject({ recreated: expect.any(Number) });
+    // b2's drivers started over on new VIFs (two resets, the rogue queue's reset, two after the
+    // restart) and its block driver resubmitted what the old VIFs never answered.
+    const b2 = rep.guests.find((g) => g.name === 'b2')!;
+    expect(b2.recoveries).toBeGreaterThanOrEqual(4);
+    expect(b2.resubmitted).toBeGreaterThan(0);
+    expect(b2.ops).toBeGreaterThan(0);
+  }, 90_000);
 
   it('checker self-test: a backend that unmaps grants and answers before the device did its DMA is caught (the guest reuses its buffers under the device)', async () => {
     const p = plan(`name: unmap-early

@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, type DirectFunctionSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -15,6 +15,7 @@ import { SvioNetDriver } from './drivers/vif-net/index.js';
 import { SvioBlkDriver } from './drivers/vif-blk/index.js';
 import { SvioCamDriver } from './drivers/vif-cam/index.js';
 import { openVif } from './kernel/svio.js';
+import { VIF_ATTACKS, attackVif, type HostileVifDriver, type VifAttack, type VifAttackOutcome } from './kernel/svio-misbehave.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
 import { strayDiskDma, type StrayDmaOutcome } from './drivers/vf-blk/misbehave.js';
@@ -227,6 +228,39 @@ export class Guest {
     const d = f.kind === 'nic' ? this.vfNic.find((x) => x.devid === f.devid)?.driver : this.vfBlk.find((x) => x.devid === f.devid)?.driver;
     if (!d) throw new Error(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
     await d.reattach(await this.directFunction(f));
+  }
+
+  /**
+   * One of our VIFs was created again (a device reset, a hardware restart): open the new one —
+   * over the direct link when we have no shared memory with the hardware — and let its driver
+   * start over on it (block: resubmit what the old VIF never answered).
+   */
+  async plugVif(v: SvioVifSpec): Promise<void> {
+    const known = this.spec.svio?.vifs.find((x) => x.kind === v.kind && x.devid === v.devid);
+    const driver = v.kind === 'net' ? this.vifNet.find((x) => x.devid === v.devid)?.driver : v.kind === 'blk' ? this.vifBlk.find((x) => x.devid === v.devid)?.driver : this.vifCam.find((x) => x.devid === v.devid)?.driver;
+    if (!known || !driver) throw new Error(`guest.svio.plug: no SV-IO ${v.kind} ${v.devid} to attach VIF ${v.vif} to`);
+    const transport = v.page ? undefined : this.directLink?.vif(v);
+    if (!v.page && !transport) throw new Error(`guest.svio.plug: VIF ${v.vif} has no page and there is no direct link to the hardware`);
+    const vif = await openVif(this.kernel, v, transport);
+    Object.assign(known, v);
+    driver.reattach(vif);
+  }
+
+  /** The driver of one of our SV-IO devices ("vif0", "vbd51712", "cam0"), if it is one. */
+  svioDriver(device: string): HostileVifDriver | undefined {
+    const m = /^(vif|vbd|cam)(\d+)$/.exec(device);
+    if (!m) return undefined;
+    const devid = Number(m[2]);
+    const list = m[1] === 'vif' ? this.vifNet : m[1] === 'vbd' ? this.vifBlk : this.vifCam;
+    return list.find((x) => x.devid === devid)?.driver;
+  }
+
+  /** Turn our own VIF driver on its VIF (fault plans' svio.hostile). */
+  attackVif(device: string, attack: string, count: number, seed: number): Promise<VifAttackOutcome> {
+    const d = this.svioDriver(device);
+    if (!d) throw new Error(`guest.attack: ${device} is not an SV-IO device of ${this.spec.name}`);
+    if (!VIF_ATTACKS.includes(attack as VifAttack)) throw new Error(`guest.attack: unknown attack ${attack} for an SV-IO device (one of ${VIF_ATTACKS.join(', ')})`);
+    return attackVif(d, attack as VifAttack, count, seed, this.kernel.memory.frames);
   }
 
   /** Program our own function to DMA where it must not (fault plans' iommu.stray-dma). */

@@ -7,6 +7,8 @@
 import {
   GUEST_ATTACK,
   GUEST_DIRECT_PLUG,
+  GUEST_SVIO_PLUG,
+  type SvioVifSpec,
   GUEST_DIRECT_UNPLUG,
   GUEST_FREEZE,
   GUEST_MARK,
@@ -53,13 +55,14 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     const s = typeof seed === 'number' ? seed : 0;
     const emulated = typeof device === 'string' ? /^(lance|ata)(\d+)$/.exec(device) : null;
     if (emulated) return guest.attackEmulated(device as string, String(attack), n, s);
+    if (typeof device === 'string' && guest.svioDriver(device)) return guest.attackVif(device, String(attack), n, s);
     if (typeof device === 'string' && guest.isDirect(device)) {
       if (attack !== 'stray-dma') throw new Error(`guest.attack: a direct device takes attack stray-dma, not ${String(attack)}`);
       return guest.attackDirect(device, n, s);
     }
     const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
     const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-    if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>" and emulated "lance<devid>", "ata<devid>")`);
+    if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
     if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
     return front.attack(attack as BlkAttack, n, s);
   });
@@ -74,6 +77,13 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     if (!f || (f.kind !== 'nic' && f.kind !== 'disk') || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
       throw new Error('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
     await guest.plugDirect(f);
+    return null;
+  });
+  peer.handle(GUEST_SVIO_PLUG, async (p) => {
+    const v = (p as { vif?: Partial<SvioVifSpec> } | null)?.vif;
+    if (!v || (v.kind !== 'net' && v.kind !== 'blk' && v.kind !== 'cam') || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
+      throw new Error('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
+    await guest.plugVif(v as SvioVifSpec);
     return null;
   });
   peer.handle(GUEST_FREEZE, (p) => {

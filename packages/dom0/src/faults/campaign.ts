@@ -208,7 +208,7 @@ export class Campaign {
         });
       }),
     );
-    const checkers = runCheckers(finals, o.injector.strayDma);
+    const checkers = runCheckers(finals, o.injector.strayDma, o.injector.hostileVif);
     // A guest may die only where the plan killed it: any other death is the system failing.
     const meantToDie = new Set(o.injector.history.filter((r) => (r.kind === 'process.kill' || r.kind === 'link.reset') && !r.error).map((r) => r.who.domain));
     const failedGuests = [

@@ -11,7 +11,9 @@
  *   reordered, corrupted. UDP may lose, duplicate and reorder under faults; corruption delivered
  *   to an application is a failure.
  * isolation — breaches: a guest read another guest's data, or a stray DMA a guest programmed its
- *   direct device with (iommu.stray-dma) was not blocked; `strayDma` counts the attempts.
+ *   direct device with (iommu.stray-dma) was not blocked, or the SV-IO engine honoured a message
+ *   no device may honour (svio.hostile: each must be refused); `strayDma` and `hostileVif` count
+ *   the attempts.
  * A guest whose runtime a plan killed is indeterminate as a whole: its ledger died with it.
  */
 import type { GuestStats } from '@ringvisor/shared';
@@ -29,7 +31,14 @@ export interface BlockChecker {
 export interface Checkers {
   block: BlockChecker;
   net: { lost: number; duplicated: number; reordered: number; corrupted: number };
-  isolation: { breaches: number; strayDma: { attempted: number; blocked: number; unblocked: number } };
+  isolation: { breaches: number; strayDma: { attempted: number; blocked: number; unblocked: number }; hostileVif: HostileVifTally };
+}
+
+/** svio.hostile: hostile messages a guest's VIF driver sent, and how many the engine refused. */
+export interface HostileVifTally {
+  sent: number;
+  refused: number;
+  accepted: number;
 }
 
 export interface Verdict {
@@ -40,6 +49,7 @@ export interface Verdict {
 export function runCheckers(
   finals: Array<{ stats?: GuestStats; killed: boolean }>,
   strayDma: { attempted: number; blocked: number; unblocked: number } = { attempted: 0, blocked: 0, unblocked: 0 },
+  hostileVif: HostileVifTally = { sent: 0, refused: 0, accepted: 0 },
 ): Checkers {
   const block: BlockChecker = { ok: 0, lost: 0, stale: 0, torn: 0, misdirected: 0, unexpected: 0, indeterminate: 0 };
   const net = { lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };
@@ -66,8 +76,9 @@ export function runCheckers(
     net.reordered += stats.udp.reordered;
     net.corrupted += stats.udp.corrupted;
   }
-  // Every stray DMA must have been stopped: one that completed reached memory it had no right to.
-  return { block, net, isolation: { breaches: breaches + strayDma.unblocked, strayDma: { ...strayDma } } };
+  // Every stray DMA must have been stopped: one that completed reached memory it had no right to;
+  // every hostile VIF message refused: one honoured moved bytes no device may move.
+  return { block, net, isolation: { breaches: breaches + strayDma.unblocked + hostileVif.accepted, strayDma: { ...strayDma }, hostileVif: { ...hostileVif } } };
 }
 
 /**

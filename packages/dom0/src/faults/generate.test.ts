@@ -10,7 +10,7 @@ import { generatePlan } from './generate.js';
 import { normalizePlan, schedule } from './plan.js';
 import { resolve } from 'node:path';
 
-const twoHosts = loadConfigFile(resolve(import.meta.dirname, '../../../../examples/two-hosts.yaml'));
+const twoHosts = loadConfigFile(resolve(import.meta.dirname, '../../../../examples/two-hosts-svio.yaml'));
 
 describe('generatePlan', () => {
   it('is deterministic, valid, and covers every kind the cluster can take', () => {
@@ -26,8 +26,9 @@ describe('generatePlan', () => {
         expect(again.faults.map((f) => f.id)).toEqual(plan.faults.map((f) => f.id));
         const kinds = new Set(plan.faults.map((f) => f.what.kind));
         // threads: the default host has an emulated guest and a direct one, so device.hostile,
-        // direct.reclaim and iommu.stray-dma are dealt too.
-        const dealt = ws ? 23 : 19;
+        // direct.reclaim and iommu.stray-dma are dealt too; ws: the two hosts have an SV-IO guest
+        // (svio.reset, svio.hostile).
+        const dealt = ws ? 25 : 19;
         if (n >= dealt + 2) expect(kinds.size).toBeGreaterThanOrEqual(dealt);
         if (!ws) for (const k of kinds) expect(k.startsWith('link.') || k.startsWith('lan.')).toBe(false);
         // Each kind picks a guest that has what it acts on: PV kinds a PV device, device.hostile an emulated one.
@@ -36,8 +37,9 @@ describe('generatePlan', () => {
           const k = f.what.kind;
           if (k === 'device.hostile') expect(modes.get(f.who.domain!)!.has('emulated')).toBe(true);
           if (k === 'direct.reclaim' || k === 'iommu.stray-dma') expect(modes.get(f.who.domain!)!.has('direct')).toBe(true);
+          if (k.startsWith('svio.')) expect(modes.get(f.who.domain!)!.has('svio')).toBe(true);
           if (k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm' || k.startsWith('ring.') || k.startsWith('grant.')) expect(modes.get(f.who.domain!)!.has('pv')).toBe(true);
-          if (f.who.device) expect(f.who.device).toMatch(k === 'device.hostile' ? /^(lance|ata)\d+$/ : /^(vbd|vif)\d+$/);
+          if (f.who.device) expect(f.who.device).toMatch(k === 'device.hostile' ? /^(lance|ata)\d+$/ : k === 'svio.reset' ? /^(vbd|vif|cam)\d+$/ : /^(vbd|vif)\d+$/);
         }
         // Endings: at the end, each a different guest, and someone is left standing.
         const ends = plan.faults.filter((f) => f.what.kind === 'process.kill' || f.what.kind === 'link.reset');

@@ -10,7 +10,8 @@
  * scribble over the attacker's own memory: a Lance made to DMA at random into its own guest
  * would fail that guest's own ledger, which proves nothing about isolation).
  *
- * direct.reclaim and iommu.stray-dma pick among guests with direct devices (assigned functions).
+ * direct.reclaim and iommu.stray-dma pick among guests with direct devices (assigned functions);
+ * svio.reset and svio.hostile among guests with SV-IO devices (VIFs).
  *
  * Left out on purpose: disk.bitflip (silent corruption is detected, not survived — it has its own
  * scenario), backend.lie and grant.unmap-early (they break the backend to test the checkers).
@@ -36,8 +37,11 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       emulated: g.devices.filter((d) => d.mode === 'emulated').map((d) => (d.type === 'vbd' ? `ata${d.devid}` : `lance${d.devid}`)),
       emulatedInDom0: g.devices.some((d) => d.mode === 'emulated' && d.placement === 'dom0'),
       direct: g.devices.filter((d) => d.mode === 'direct').map((d) => `${d.type}${d.devid}`),
+      svio: g.devices.filter((d) => d.mode === 'svio').map((d) => `${d.type}${d.devid}`),
     })),
   );
+  const withSvio = guests.filter((g) => g.svio.length > 0);
+  const withSvioIo = guests.filter((g) => g.svio.some((d) => d.startsWith('vif') || d.startsWith('vbd')));
   const withDirect = guests.filter((g) => g.direct.length > 0);
   const withVbd = guests.filter((g) => g.vbd);
   const withPv = guests.filter((g) => g.vbd || g.vif);
@@ -65,6 +69,8 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   ];
   if (withEmulated.length > 0) kinds.push('device.hostile');
   if (withDirect.length > 0) kinds.push('direct.reclaim', 'iommu.stray-dma');
+  if (withSvio.length > 0) kinds.push('svio.reset');
+  if (withSvioIo.length > 0) kinds.push('svio.hostile');
   if (o.transport === 'ws') kinds.push('link.latency', 'link.bandwidth', 'link.partition');
   if (hosts.length > 1) kinds.push('lan.drop', 'lan.duplicate', 'lan.reorder', 'lan.corrupt');
   // A seeded deal: every kind once per round, rounds shuffled independently.
@@ -97,7 +103,11 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
               ? withEmulated
               : kind === 'direct.reclaim' || kind === 'iommu.stray-dma'
                 ? withDirect
-                : guests;
+                : kind === 'svio.reset'
+                  ? withSvio
+                  : kind === 'svio.hostile'
+                    ? withSvioIo
+                    : guests;
     const g = pick(among.filter((x) => !ended.has(x.name)));
     const at = Math.round(i * SLOT * 100) / 100 + 0.3;
     const when = { at, for: HOLD };
@@ -153,6 +163,13 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
         return { id, who: { domain: g.name, device: pick(g.direct) }, what: { kind }, when };
       case 'iommu.stray-dma':
         return { id, who: { domain: g.name, device: pick(g.direct) }, what: { kind, count: 4 + rng.nextInt(12) }, when: { at } };
+      case 'svio.reset':
+        return { id, who: { domain: g.name, device: pick(g.svio) }, what: { kind }, when };
+      case 'svio.hostile': {
+        const attack = pick(['garbage', 'flood', 'rogue-index'] as const);
+        // A rogue queue is stopped until healed (the VIF reset): it holds like the other faults.
+        return { id, who: { domain: g.name, device: pick(g.svio.filter((d) => !d.startsWith('cam'))) }, what: { kind, attack, count: 8 + rng.nextInt(40) }, when: attack === 'rogue-index' ? when : { at } };
+      }
       case 'process.kill':
       case 'link.reset': {
         // Never the last guest standing, and never one the ws run's other ending already took.

@@ -6,10 +6,21 @@
  * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
  */
 import { DOMID_HW, GUEST_ATTACK, SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
-import { directDeviceName, type Host } from '../toolstack/host.js';
+import { directDeviceName, type Host, type SvioVifRow } from '../toolstack/host.js';
+import type { HostileVifTally } from './checkers.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
 import { FaultTargetError } from './errors.js';
+
+/** Poll `f` every 20 ms until it yields a value, or undefined after `ms`. */
+async function waitFor<T>(f: () => Promise<T | undefined>, ms: number): Promise<T | undefined> {
+  const end = performance.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined || performance.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 type AnyBackend = SplitBackend<BackendCounters>;
 type LanFaultName = 'drop' | 'duplicate' | 'reorder' | 'corrupt';
@@ -62,6 +73,8 @@ export class FaultInjector {
   private seq = 0;
   /** Stray DMA the plan made guests attempt (iommu.stray-dma): every one must have been blocked. */
   readonly strayDma = { attempted: 0, blocked: 0, unblocked: 0 };
+  /** svio.hostile: hostile VIF messages sent, and refused by the engine. */
+  readonly hostileVif: HostileVifTally = { sent: 0, refused: 0, accepted: 0 };
   /** Guests a plan made misbehave (host/domain): their own I/O is not held to the checkers. */
   readonly attackers = new Set<string>();
 
@@ -236,6 +249,54 @@ export class FaultInjector {
           );
           rec.detail = { ...r };
           this.attackers.add(`${host.config.name}/${spec.who.domain}`);
+          break;
+        }
+        case 'svio.reset': {
+          host = this.guestHost(spec);
+          const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
+          domid = g.domain.domid;
+          const r = await host.resetVif(spec.who.domain!, spec.who.device!);
+          rec.detail = { vif: r.vif };
+          undo = async () => {
+            const back = await r.heal();
+            rec.detail = { ...rec.detail, recreated: back.vif };
+          };
+          break;
+        }
+        case 'svio.hostile': {
+          host = this.guestHost(spec);
+          const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
+          domid = g.domain.domid;
+          if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
+          const h = host;
+          const device = spec.who.device!;
+          const vifRow = async () => (await h.svioVifs()).find((v) => v.domain === spec.who.domain && v.device === device) as (SvioVifRow & { stats?: { counters: { refused: number }; stopped: string | null } }) | undefined;
+          const before = await vifRow();
+          if (!before) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no SV-IO device ${device} with a VIF up`);
+          const r = await g.peer.call<{ attack: string; sent: number; heldMs?: number }>(
+            GUEST_ATTACK,
+            { device, attack: spec.what.attack, count: spec.what.count ?? 16, seed: mixSeed(this.seed, this.seq) },
+            30_000,
+          );
+          this.attackers.add(`${host.config.name}/${spec.who.domain}`);
+          if (spec.what.attack === 'rogue-index') {
+            // The engine stopped the VIF (a rogue queue); what a toolstack does is reset it.
+            const stopped = await waitFor(async () => ((await vifRow())?.stats?.stopped ? true : undefined), 5_000);
+            rec.detail = { ...r, stopped: stopped === true };
+            if (!stopped) this.hostileVif.accepted++;
+            undo = async () => {
+              const reset = await h.resetVif(spec.who.domain!, device).catch((e: Error) => this.log.warn({ err: e.message }, 'VIF reset failed'));
+              if (reset) await reset.heal();
+            };
+            break;
+          }
+          // Every hostile message answered with an error (the driver takes the answers).
+          const refusedOf = async () => ((await vifRow())?.stats?.counters.refused ?? 0) - (before.stats?.counters.refused ?? 0);
+          const refused = (await waitFor(async () => ((await refusedOf()) >= r.sent ? r.sent : undefined), 5_000)) ?? (await refusedOf());
+          this.hostileVif.sent += r.sent;
+          this.hostileVif.refused += Math.min(refused, r.sent);
+          this.hostileVif.accepted += Math.max(0, r.sent - refused);
+          rec.detail = { ...r, refused };
           break;
         }
         case 'direct.reclaim': {

@@ -64,6 +64,10 @@ export const FAULT_KINDS = {
     "the toolstack takes a direct device's function away while the guest drives it (a migration drill: bus master off, FLR, IOMMU context torn down); healing assigns a clean function again and the guest's driver starts over; who: domain + device (a direct vif<devid> | vbd<devid>)",
   'iommu.stray-dma':
     "a guest programs its own direct device to DMA outside its memory or at another domain's (count); every attempt must be blocked by the IOMMU or refused by the device; who: domain + device (a direct vif<devid> | vbd<devid>)",
+  'svio.reset':
+    "the toolstack destroys the SV-IO VIF behind a guest's device under load (the device forgets its queues); healing creates it again and the guest's driver starts over on it (block requests resubmitted, frames in flight lost); who: domain + device (an SV-IO vif<devid> | vbd<devid> | cam<devid>)",
+  'svio.hostile':
+    "a guest's own VIF driver turns on its SV-IO VIF: attack garbage | flood | rogue-index (count); the engine answers garbage with errors, holds a flooder by back-pressure, stops a rogue queue (healing resets the VIF); who: domain + device (an SV-IO vif<devid> | vbd<devid>)",
   'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
   'grant.unmap-early':
     'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback unmaps a request\'s grants and answers it before the device has done its DMA, so the guest reuses its buffers under the device; who: domain + device (vbd)',
@@ -90,10 +94,10 @@ export interface FaultWhat {
   times?: number;
   latencyMs?: number;
   jitterMs?: number;
-  /** Attacks per occurrence (ring.*, grant.revoke-mapped, device.hostile). */
+  /** Attacks per occurrence (ring.*, grant.revoke-mapped, device.hostile, svio.hostile). */
   count?: number;
-  /** device.hostile: which program the guest's driver runs against its device. */
-  attack?: 'port-garbage' | 'wild-dma' | 'irq-storm' | 'bad-commands';
+  /** device.hostile, svio.hostile: which program the guest's driver runs against its device. */
+  attack?: 'port-garbage' | 'wild-dma' | 'irq-storm' | 'bad-commands' | 'garbage' | 'flood' | 'rogue-index';
   bytesPerSec?: number;
   partition?: 'send' | 'receive' | 'both';
   resetAfterMs?: number;
@@ -159,7 +163,7 @@ const what = {
     bytesPerSec: { type: 'number', exclusiveMinimum: 0 },
     partition: { enum: ['send', 'receive', 'both'] },
     resetAfterMs: { type: 'number', exclusiveMinimum: 0 },
-    attack: { enum: ['port-garbage', 'wild-dma', 'irq-storm', 'bad-commands'] },
+    attack: { enum: ['port-garbage', 'wild-dma', 'irq-storm', 'bad-commands', 'garbage', 'flood', 'rogue-index'] },
   },
 } as const;
 
@@ -236,7 +240,18 @@ function checkSelector(f: FaultSpec, where: string): void {
     if (!lance && !ata) throw new ConfigError(`${where}: device.hostile targets an emulated device (lance<devid> or ata<devid>), not ${f.who.device}`);
     const allowed = lance ? ['port-garbage', 'wild-dma', 'irq-storm'] : ['bad-commands', 'port-garbage'];
     if (!attack || !allowed.includes(attack)) throw new ConfigError(`${where}: device.hostile on ${f.who.device} needs what.attack, one of ${allowed.join(', ')}`);
-  } else if (f.what.attack !== undefined) throw new ConfigError(`${where}: what.attack belongs to device.hostile`);
+  } else if (k === 'svio.hostile') {
+    need('domain');
+    need('device');
+    if (!/^(vif|vbd)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: svio.hostile targets an SV-IO network or block device (vif<devid> | vbd<devid> with mode: svio), not ${f.who.device}`);
+    const allowed = ['garbage', 'flood', 'rogue-index'];
+    if (!f.what.attack || !allowed.includes(f.what.attack)) throw new ConfigError(`${where}: svio.hostile needs what.attack, one of ${allowed.join(', ')}`);
+  } else if (f.what.attack !== undefined) throw new ConfigError(`${where}: what.attack belongs to device.hostile or svio.hostile`);
+  if (k === 'svio.reset') {
+    need('domain');
+    need('device');
+    if (!/^(vif|vbd|cam)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: svio.reset acts on an SV-IO device (vif<devid> | vbd<devid> | cam<devid> with mode: svio), not ${f.who.device}`);
+  }
   if ((k.startsWith('backend.') || k.startsWith('ring.') || k === 'grant.revoke-mapped') && f.who.device && !/^(vbd|vif)\d+$/.test(f.who.device))
     throw new ConfigError(`${where}: ${k} acts on a PV device's backend or ring (vbd<devid> | vif<devid>); ${f.who.device} is emulated (try device.hostile)`);
   if ((k === 'backend.lie' || k === 'grant.unmap-early') && process.env.RINGVISOR_TEST_FAULTS !== '1')

@@ -41,6 +41,8 @@ import {
   type DirectFunctionSpec,
   GUEST_DIRECT_PLUG,
   GUEST_DIRECT_UNPLUG,
+  GUEST_SVIO_PLUG,
+  type SvioVifSpec,
   type GuestBootSpec,
   type GuestStats,
   type Logger,
@@ -265,6 +267,10 @@ export class Host {
         const g = this.guests.find((x) => x.domain === c.domain);
         if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 15_000).catch((e: Error) => this.log.warn({ err: e.message, guest: c.domain.name }, 'direct device did not come back'));
       }
+    // SV-IO: the new device has no VIFs; each is created again (same channel, partition, MAC,
+    // QoS) and its guest's driver starts over on it.
+    for (const c of this.created)
+      for (const b of c.svio) await this.recreateVif(c, b).catch((e: Error) => this.log.warn({ err: e.message, guest: c.domain.name, device: vifDeviceName(b) }, 'SV-IO VIF did not come back'));
     this.restartedHardware++;
   }
 
@@ -494,15 +500,12 @@ export class Host {
     const { devid, weight, ...rest } = want;
     const rate = 'rate' in rest ? rest.rate : undefined;
     if ('rate' in rest) delete rest.rate;
+    // ws: the guest reaches its VIF over its own direct link to the hardware, which names the guest's port.
+    const request = { ...rest, domid: domain.domid, port: hwPort, ...(this.opts.ws ? { guestPort } : {}), ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) };
     try {
-      const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>(
-        'hw.svio.create',
-        // ws: the guest reaches its VIF over its own direct link to the hardware, which names the guest's port.
-        { ...rest, domid: domain.domid, port: hwPort, ...(this.opts.ws ? { guestPort } : {}), ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) },
-        10_000,
-      );
+      const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', request, 10_000);
       this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
-      return { kind: want.kind, devid, vif: r.vif, port: guestPort, ...(r.page ? { page: r.page } : {}) };
+      return { kind: want.kind, devid, vif: r.vif, port: guestPort, request, ...(r.page ? { page: r.page } : {}) };
     } catch (e) {
       this.hv.evtchn.close(domain.domid, guestPort);
       throw e;
@@ -512,6 +515,45 @@ export class Host {
   /** The SV-IO VIFs bound to a domain now. */
   vifsOf(domid: number): BoundVif[] {
     return this.created.find((c) => c.domain.domid === domid)?.svio ?? [];
+  }
+
+  /**
+   * Create a VIF again on the same channel (a device reset, a new hardware), with the same kind,
+   * partition, MAC and QoS; the guest's driver opens it and starts over (its block requests the
+   * old VIF never answered are resubmitted).
+   */
+  private async recreateVif(c: { domain: Domain }, b: BoundVif): Promise<void> {
+    const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', b.request, 10_000);
+    b.vif = r.vif;
+    b.down = false;
+    if (r.page) b.page = r.page;
+    else delete b.page;
+    this.log.info({ domid: c.domain.domid, vif: r.vif, device: vifDeviceName(b) }, 'SV-IO VIF created again');
+    const g = this.guests.find((x) => x.domain === c.domain);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b) }, 15_000);
+  }
+
+  /**
+   * Fault plans' svio.reset: the VIF behind a guest's SV-IO device is destroyed under load (the
+   * device forgets its queues); `heal` creates it again and the guest's driver starts over.
+   */
+  async resetVif(guest: string, device: string): Promise<{ vif: number; heal: () => Promise<{ vif: number }> }> {
+    const c = this.created.find((x) => x.domain.name === guest);
+    if (!c) throw new Error(`no guest ${guest} on host ${this.config.name}`);
+    const b = c.svio.find((x) => vifDeviceName(x) === device);
+    if (!b) throw new Error(`${guest} has no SV-IO device ${device} (has: ${c.svio.map(vifDeviceName).join(', ') || 'none'})`);
+    if (b.down) throw new Error(`${guest}/${device}: its VIF is already down`);
+    const old = b.vif;
+    await this.hwsim!.peer.call('hw.svio.destroy', { vif: old }, 5_000);
+    b.down = true;
+    this.log.warn({ guest, device, vif: old }, 'SV-IO VIF destroyed (reset)');
+    return {
+      vif: old,
+      heal: async () => {
+        if (c.svio.includes(b) && b.down) await this.recreateVif(c, b);
+        return { vif: b.vif };
+      },
+    };
   }
 
   /**
@@ -540,7 +582,7 @@ export class Host {
   }
 
   private async destroyVifs(c: { svio: BoundVif[] }): Promise<void> {
-    for (const v of c.svio.splice(0)) await this.hwsim?.peer.call('hw.svio.destroy', { vif: v.vif }, 5_000).catch((e: Error) => this.log.warn({ err: e.message, vif: v.vif }, 'VIF destroy failed'));
+    for (const v of c.svio.splice(0)) if (!v.down) await this.hwsim?.peer.call('hw.svio.destroy', { vif: v.vif }, 5_000).catch((e: Error) => this.log.warn({ err: e.message, vif: v.vif }, 'VIF destroy failed'));
   }
 
   /**
@@ -877,7 +919,7 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
-      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map((v) => ({ ...v })), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } } : {}),
+      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map(vifSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } } : {}),
       ...(this.functionsOf(domain.domid).length > 0
         ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
         : {}),
@@ -1147,6 +1189,15 @@ export interface BoundVif {
   port: number;
   /** threads: the VIF's access-API register page. */
   page?: SharedArrayBuffer;
+  /** What hw.svio.create was asked (to create it again after a reset or a hardware restart). */
+  request: Record<string, unknown>;
+  /** Destroyed by a reset, not yet created again. */
+  down?: boolean;
+}
+
+/** What the guest is told of a VIF. */
+function vifSpec(b: BoundVif): SvioVifSpec {
+  return { kind: b.kind, devid: b.devid, vif: b.vif, port: b.port, ...(b.page ? { page: b.page } : {}) };
 }
 
 /** "vif0", "vbd51712": how views and the CLI name a guest's function. */

@@ -66,13 +66,19 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
     return p;
   };
   const vifPages = new Map<number, Uint8Array>(vifs.map((v) => [SVIO_PAGE_BASE + v, new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))]));
+  const vifPage = (pfn: number): Uint8Array => {
+    let p = vifPages.get(pfn);
+    if (!p) vifPages.set(pfn, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
+    return p;
+  };
   const link = await connect({ url, secret, role: 'direct', domid, log: kernel.log });
   const peer = new RpcPeer(link, `direct${domid}`);
   const machine = new MachineLinkEnd(
     peer,
     // Register pages by requester id; one assigned later (hot-plug) arrives before we are told of it.
     // VIF register pages above them (SVIO_PAGE_BASE + vif id), for the VIFs we were told of.
-    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW && pfn <= 0xffff ? barPage(pfn) : d === DOMID_HW ? vifPages.get(pfn) : undefined),
+    // A VIF created again (a reset) sends its page before we are told of it, as a hot-plugged function does.
+    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW && pfn <= 0xffff ? barPage(pfn) : d === DOMID_HW && pfn - SVIO_PAGE_BASE <= 0xffffffff ? vifPage(pfn) : undefined),
     (port) => void kernel.events.mem.setPending(domid, port),
   );
   link.onClose((reason) => (reason === 'guest stopped' ? undefined : kernel.log.warn({ reason }, 'direct link to the hardware closed')));
@@ -80,8 +86,7 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
     machine,
     close: () => link.close('guest stopped'),
     vif: ({ vif, port }) => {
-      const page = vifPages.get(SVIO_PAGE_BASE + vif);
-      if (!page) throw new DeviceError(`VIF ${vif}: not one this guest's direct link was opened for`);
+      const page = vifPage(SVIO_PAGE_BASE + vif);
       return {
         page,
         regsSync: machine.ringSync(SVIO_PAGE_BASE + vif, page, DOMID_HW),

@@ -15,7 +15,10 @@ export interface CameraConsumerStats {
   gaps: number;
   /** Frames whose sequence number was not above the last one's. */
   reordered: number;
+  /** The last sequence number of the current stream. */
   lastSeq: number;
+  /** Streams begun again on a new device (after a reset): each starts its sequence afresh. */
+  restarts: number;
   /** The first failures, for diagnosis (bounded). */
   failures: string[];
 }
@@ -23,9 +26,15 @@ export interface CameraConsumerStats {
 const FAILURE_LOG = 16;
 
 export class CameraConsumer {
-  readonly stats: CameraConsumerStats = { frames: 0, bytes: 0, corrupted: 0, gaps: 0, reordered: 0, lastSeq: 0, failures: [] };
+  readonly stats: CameraConsumerStats = { frames: 0, bytes: 0, corrupted: 0, gaps: 0, reordered: 0, lastSeq: 0, restarts: 0, failures: [] };
 
   constructor(readonly format: CameraFormat) {}
+
+  /** The camera was reset (a new device, a new stream): sequence numbers start again. */
+  restart(): void {
+    this.stats.lastSeq = 0;
+    this.stats.restarts++;
+  }
 
   /** Check one delivered frame of `used` bytes; returns whether it was intact and in order. */
   check(buf: Uint8Array, used: number): boolean {

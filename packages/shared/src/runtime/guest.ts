@@ -30,7 +30,7 @@ export interface GuestBootSpec {
    * channel, and (threads) its access-API register page; (ws) where the guest's direct link to
    * the hardware connects instead.
    */
-  svio?: { vifs: Array<{ kind: 'net' | 'blk' | 'cam'; devid: number; vif: number; port: number; page?: SharedArrayBuffer }>; hwUrl?: string };
+  svio?: { vifs: SvioVifSpec[]; hwUrl?: string };
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
     /**
@@ -127,6 +127,20 @@ export const GUEST_DIRECT_UNPLUG = 'guest.direct.unplug';
  * device starts over on it. { function: DirectFunctionSpec } → null.
  */
 export const GUEST_DIRECT_PLUG = 'guest.direct.plug';
+/**
+ * An SV-IO VIF of the guest's was created again (a device reset, a hardware restart): the driver
+ * for that device opens the new VIF and starts over on it. { vif: SvioVifSpec } → null.
+ */
+export const GUEST_SVIO_PLUG = 'guest.svio.plug';
+
+/** A VIF as the guest is told of it: kind and device, the VIF's id, its port, (threads) its page. */
+export interface SvioVifSpec {
+  kind: 'net' | 'blk' | 'cam';
+  devid: number;
+  vif: number;
+  port: number;
+  page?: SharedArrayBuffer;
+}
 /** Start a measurement window: the guest forgets its round-trip samples so far (benchmarks). */
 export const GUEST_MARK = 'guest.mark';
 /** Notification a guest sends once its devices are connected and workloads started. */

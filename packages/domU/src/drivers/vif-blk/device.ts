@@ -42,13 +42,31 @@ export class SvioBlkDriver implements BlockDevice {
   private readonly inflight = new Map<number, Pending>();
   private readonly backlog: Pending[] = [];
 
+  private held = false;
+
   constructor(
-    private readonly vif: OpenVif,
+    private vif: OpenVif,
     private readonly memory: GuestMemory,
     private readonly frames: FrameAllocator,
   ) {
     this.sectors = vif.regs.sectors;
     vif.onInterrupt(() => this.onInterrupt());
+  }
+
+  /**
+   * The block VIF was created again (a device reset, a hardware restart): every request the old
+   * VIF had not answered is resubmitted on the new one, oldest first, with fresh ids — the old
+   * device forgot them, and an answer from it can no longer arrive — so none completes twice.
+   */
+  reattach(vif: OpenVif): void {
+    this.vif = vif;
+    vif.onInterrupt(() => this.onInterrupt());
+    const pending = [...this.inflight.values()].sort((a, b) => a.msg.id - b.msg.id);
+    this.inflight.clear();
+    this.backlog.unshift(...pending);
+    this.metrics.resubmitted += pending.length;
+    this.metrics.recoveries++;
+    this.pump();
   }
 
   get inFlight(): number {
@@ -105,7 +123,8 @@ export class SvioBlkDriver implements BlockDevice {
     while (this.backlog.length > 0 && this.inflight.size < MAX_IN_FLIGHT && out.free() > 0) {
       const p = this.backlog.shift()!;
       p.msg.id = this.nextId;
-      this.nextId = (this.nextId + 1) >>> 0 || 1;
+      // Ids stay below 2^31: the top half is a hostile driver's (kernel/svio-misbehave.ts).
+      this.nextId = (this.nextId + 1) & 0x7fffffff || 1;
       this.inflight.set(p.msg.id, p);
       out.put(p.msg);
       n++;
@@ -115,7 +134,22 @@ export class SvioBlkDriver implements BlockDevice {
     pushOutgoing(this.vif, this.metrics);
   }
 
+  /** The VIF the driver drives now (a reset replaces it). */
+  get currentVif(): OpenVif {
+    return this.vif;
+  }
+
+  /**
+   * Stop taking the VIF's answers (true) or go on (false): a hostile driver's flood
+   * (kernel/svio-misbehave.ts). Answers wait on the incoming queue meanwhile; none is lost.
+   */
+  holdInterrupts(on: boolean): void {
+    this.held = on;
+    if (!on) this.onInterrupt();
+  }
+
   private onInterrupt(): void {
+    if (this.held) return;
     this.metrics.interrupts++;
     drainIncoming(
       this.vif,

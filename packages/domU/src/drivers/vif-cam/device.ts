@@ -28,8 +28,12 @@ export class SvioCamDriver {
   private readonly buffers: Array<{ pfn: number; pages: number }> = [];
   private readonly toQueue: number[] = [];
 
+  private streaming = false;
+
+  private held = false;
+
   constructor(
-    private readonly vif: OpenVif,
+    private vif: OpenVif,
     private readonly memory: GuestMemory,
     frames: FrameAllocator,
   ) {
@@ -46,11 +50,27 @@ export class SvioCamDriver {
 
   /** STREAM_START with every buffer queued. */
   start(): void {
+    this.streaming = true;
     this.pump(true);
+  }
+
+  /**
+   * The camera VIF was created again (a device reset, a hardware restart): every buffer is ours
+   * again, queued on the new VIF, and the stream restarts if it ran; the consumer starts a new
+   * sequence. Frames the old device had not delivered are gaps the guest never sees.
+   */
+  reattach(vif: OpenVif): void {
+    this.vif = vif;
+    vif.onInterrupt(() => this.onInterrupt());
+    this.toQueue.length = 0;
+    this.buffers.forEach((_, i) => this.toQueue.push(i));
+    this.consumer.restart();
+    if (this.streaming) this.pump(true);
   }
 
   /** STREAM_STOP. */
   stop(): void {
+    this.streaming = false;
     this.vif.out.put(vifMessage({ type: VIF_CAM_STREAM, len: 0 }));
     this.push();
   }
@@ -70,7 +90,22 @@ export class SvioCamDriver {
     pushOutgoing(this.vif, this.metrics);
   }
 
+  /** The VIF the driver drives now (a reset replaces it). */
+  get currentVif(): OpenVif {
+    return this.vif;
+  }
+
+  /**
+   * Stop taking the VIF's answers (true) or go on (false): a hostile driver's flood
+   * (kernel/svio-misbehave.ts). Answers wait on the incoming queue meanwhile; none is lost.
+   */
+  holdInterrupts(on: boolean): void {
+    this.held = on;
+    if (!on) this.onInterrupt();
+  }
+
   private onInterrupt(): void {
+    if (this.held) return;
     this.metrics.interrupts++;
     drainIncoming(
       this.vif,

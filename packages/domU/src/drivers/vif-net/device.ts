@@ -24,8 +24,10 @@ export class SvioNetDriver {
   private readonly txQueue: Uint8Array[] = [];
   private receiver: (frame: Uint8Array) => void = () => {};
 
+  private held = false;
+
   constructor(
-    private readonly vif: OpenVif,
+    private vif: OpenVif,
     private readonly memory: GuestMemory,
     frames: FrameAllocator,
   ) {
@@ -41,6 +43,23 @@ export class SvioNetDriver {
     for (let id = TX_BUFFERS - 1; id >= 0; id--) this.txFree.push(id);
     for (let id = 0; id < RX_BUFFERS; id++) this.rxToPost.push(id);
     vif.onInterrupt(() => this.onInterrupt());
+    this.pump();
+  }
+
+  /**
+   * The network VIF was created again (a device reset, a hardware restart): every buffer is ours
+   * again. Receive buffers are posted on the new VIF; frames the old one had not sent are lost,
+   * as a NIC reset loses them (counted; the UDP checker sees them as lost during the fault).
+   */
+  reattach(vif: OpenVif): void {
+    this.vif = vif;
+    vif.onInterrupt(() => this.onInterrupt());
+    this.metrics.recoveries++;
+    this.metrics.txLost += TX_BUFFERS - this.txFree.length;
+    this.txFree.length = 0;
+    for (let id = TX_BUFFERS - 1; id >= 0; id--) this.txFree.push(id);
+    this.rxToPost.length = 0;
+    for (let id = 0; id < RX_BUFFERS; id++) this.rxToPost.push(id);
     this.pump();
   }
 
@@ -84,7 +103,22 @@ export class SvioNetDriver {
     if ((this.rxToPost.length > 0 || (this.txQueue.length > 0 && this.txFree.length > 0)) && out.free() === 0 && out.finalCheckForSpace()) setImmediate(() => this.pump());
   }
 
+  /** The VIF the driver drives now (a reset replaces it). */
+  get currentVif(): OpenVif {
+    return this.vif;
+  }
+
+  /**
+   * Stop taking the VIF's answers (true) or go on (false): a hostile driver's flood
+   * (kernel/svio-misbehave.ts). Answers wait on the incoming queue meanwhile; none is lost.
+   */
+  holdInterrupts(on: boolean): void {
+    this.held = on;
+    if (!on) this.onInterrupt();
+  }
+
   private onInterrupt(): void {
+    if (this.held) return;
     this.metrics.interrupts++;
     drainIncoming(
       this.vif,

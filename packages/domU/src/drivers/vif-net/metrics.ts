@@ -4,6 +4,10 @@ export interface VifNetMetrics {
   txBytes: number;
   txErrors: number;
   txDropped: number;
+  /** Frames handed to a VIF that was reset before it sent them. */
+  txLost: number;
+  /** Times the driver started over on a VIF created again. */
+  recoveries: number;
   rxPackets: number;
   rxBytes: number;
   rxErrors: number;
@@ -16,5 +20,5 @@ export interface VifNetMetrics {
 }
 
 export function newVifNetMetrics(): VifNetMetrics {
-  return { txPackets: 0, txBytes: 0, txErrors: 0, txDropped: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, unexpected: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0 };
+  return { txPackets: 0, txBytes: 0, txErrors: 0, txDropped: 0, txLost: 0, recoveries: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, unexpected: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0 };
 }
