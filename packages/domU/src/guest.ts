@@ -15,6 +15,7 @@ import { SvioNetDriver } from './drivers/vif-net/index.js';
 import { SvioBlkDriver } from './drivers/vif-blk/index.js';
 import { SvioCamDriver } from './drivers/vif-cam/index.js';
 import { openVif } from './kernel/svio.js';
+import { BlockLoad } from './workloads/block-load.js';
 import { VIF_ATTACKS, attackVif, type HostileVifDriver, type VifAttack, type VifAttackOutcome } from './kernel/svio-misbehave.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
@@ -70,6 +71,8 @@ export class Guest {
   }
   private verifier?: BlockVerifier;
   private verifierRun?: Promise<void>;
+  private load?: BlockLoad;
+  private loadRun?: Promise<void>;
   private echo?: UdpEchoServer;
   private flows: UdpFlowClient[] = [];
   private sink?: UdpSink;
@@ -305,6 +308,11 @@ export class Guest {
         this.fail(`block workload: ${e.message}`);
       });
     }
+    if (w.io) {
+      const { devid, ...o } = w.io;
+      this.load = new BlockLoad({ device: this.blockDevice(devid), ...o, seed: this.spec.seed });
+      this.loadRun = this.load.runFor(() => this.stopRequested).catch((e: Error) => this.fail(`io workload: ${e.message}`));
+    }
     const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack ?? this.vfNic[0]?.stack ?? this.vifNet[0]?.stack;
     if (stack) {
       this.echo = new UdpEchoServer({ stack, port: ECHO_PORT });
@@ -345,6 +353,7 @@ export class Guest {
   resetRtt(): void {
     for (const f of this.flows) f.resetRtt();
     this.verifier?.resetLatency();
+    this.load?.resetLatency();
   }
 
   private fail(message: string): void {
@@ -516,7 +525,9 @@ export class Guest {
       udp.corrupted += s.corrupted;
     }
     const rtt = this.flows.map((f) => f.stats).filter((x) => x.rttP50Us !== undefined);
-    const udpRtt = rtt.length ? { rttP50Us: Math.max(...rtt.map((x) => x.rttP50Us!)), rttP99Us: Math.max(...rtt.map((x) => x.rttP99Us!)) } : {};
+    const udpRtt = rtt.length
+      ? { rttP50Us: Math.max(...rtt.map((x) => x.rttP50Us!)), rttP99Us: Math.max(...rtt.map((x) => x.rttP99Us!)), rttP999Us: Math.max(...rtt.map((x) => x.rttP999Us ?? 0)) }
+      : {};
     const sink = this.sink?.stats;
     const stream = sink || this.streams.length
       ? {
@@ -554,10 +565,11 @@ export class Guest {
               kinds: { ...v!.failureKinds },
               indeterminate: this.verifier.indeterminate,
               writeErrors: v!.errors,
-              ...(v!.latencyP50Us !== undefined ? { latencyP50Us: v!.latencyP50Us, latencyP99Us: v!.latencyP99Us } : {}),
+              ...(v!.latencyP50Us !== undefined ? { latencyP50Us: v!.latencyP50Us, latencyP99Us: v!.latencyP99Us, latencyP999Us: v!.latencyP999Us } : {}),
             },
           }
         : {}),
+      ...(this.load ? { io: this.load.stats } : {}),
       // Time this runtime's event loop (its vCPU) was busy, for CPU% in views.
       busyMs: performance.eventLoopUtilization().active,
       ...(this.error ? { error: this.error } : {}),
@@ -579,6 +591,7 @@ export class Guest {
     for (const f of this.flows) f.stopSending();
     for (const x of this.streams) x.stop();
     await this.verifierRun;
+    await this.loadRun;
     if (this.verifier && !failed) {
       try {
         await this.blockDevice(this.spec.workloads.block!.devid).flush();

@@ -17,6 +17,7 @@ export * from './trace/pcapng.js';
 export * from './trace/forward.js';
 export * from './util/prng.js';
 export * from './util/credit.js';
+export * from './util/latency.js';
 export * from './transport/toxics.js';
 export * from './trap/index.js';
 export * from './trap/ioreq.js';

@@ -79,6 +79,19 @@ export interface BlockWorkloadConfig {
   queueDepth: number;
 }
 
+/**
+ * A benchmark's block load (fio-like; bench/): all reads or all writes of `blockKiB`, random or
+ * sequential over the first `regionMiB` of the guest's first vbd, `queueDepth` in flight. It
+ * checks nothing (the block workload is the verifier).
+ */
+export interface IoWorkloadConfig {
+  op: 'read' | 'write';
+  pattern: 'random' | 'sequential';
+  blockKiB: number;
+  queueDepth: number;
+  regionMiB: number;
+}
+
 export interface UdpWorkloadConfig {
   /**
    * Guest names to stream to (on any host of this config), or IPv4 addresses (guests of hosts
@@ -97,7 +110,7 @@ export interface GuestConfig {
   name: string;
   memoryMiB: number;
   devices: DeviceConfig[];
-  workloads: { block?: BlockWorkloadConfig; udp?: UdpWorkloadConfig };
+  workloads: { block?: BlockWorkloadConfig; io?: IoWorkloadConfig; udp?: UdpWorkloadConfig };
 }
 
 export interface HostConfig {
@@ -191,6 +204,17 @@ const schema = {
                       type: 'object',
                       additionalProperties: false,
                       properties: { blocks: { type: 'integer', minimum: 1 }, queueDepth: { type: 'integer', minimum: 1, maximum: 64 } },
+                    },
+                    io: {
+                      type: 'object',
+                      additionalProperties: false,
+                      properties: {
+                        op: { enum: ['read', 'write'] },
+                        pattern: { enum: ['random', 'sequential'] },
+                        blockKiB: { type: 'integer', minimum: 1, maximum: 64 },
+                        queueDepth: { type: 'integer', minimum: 1, maximum: 64 },
+                        regionMiB: { type: 'integer', minimum: 1 },
+                      },
                     },
                     udp: {
                       type: 'object',
@@ -323,7 +347,9 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         ...(devices.some((d) => d.type === 'vif') ? { udp: {} } : {}),
       };
       const b = w.block as RawObject | undefined;
+      const io = w.io as RawObject | undefined;
       const u = w.udp as RawObject | undefined;
+      const firstVbd = devices.find((d): d is VbdConfig => d.type === 'vbd');
       const emulatedDisks = devices.filter((d) => d.type === 'vbd' && d.mode === 'emulated').length;
       const placements = new Set(devices.flatMap((d) => (d.mode === 'emulated' ? [d.placement] : [])));
       if (placements.size > 1) throw new ConfigError(`${origin}: guest ${gname} mixes placements ${[...placements].join(' and ')}; one guest's emulated devices share one vCPU and one device-model placement`);
@@ -336,6 +362,17 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
         devices,
         workloads: {
           ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? (blockEmulated ? 32 : 256), queueDepth: (b.queueDepth as number | undefined) ?? (blockEmulated ? 1 : 8) } } : {}),
+          ...(io
+            ? {
+                io: {
+                  op: (io.op as 'read' | 'write' | undefined) ?? 'read',
+                  pattern: (io.pattern as 'random' | 'sequential' | undefined) ?? 'random',
+                  blockKiB: (io.blockKiB as number | undefined) ?? 4,
+                  queueDepth: (io.queueDepth as number | undefined) ?? 8,
+                  regionMiB: (io.regionMiB as number | undefined) ?? firstVbd?.sizeMiB ?? 1,
+                },
+              }
+            : {}),
           ...(u
             ? {
                 udp: {
@@ -354,6 +391,10 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
       if (g.workloads.block && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs a block workload but has no vbd`);
       if (g.workloads.block && vbd && g.workloads.block.blocks * 8 > vbd.sizeMiB * 2048)
         throw new ConfigError(`${origin}: guest ${g.name} block workload uses ${g.workloads.block.blocks} blocks but its vbd holds ${vbd.sizeMiB * 256}`);
+      const io = g.workloads.io;
+      if (io && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs an io workload but has no vbd`);
+      if (io && g.workloads.block) throw new ConfigError(`${origin}: guest ${g.name}: the io workload (a benchmark load) and the block workload (the verifier) would share its first vbd; give it one of them`);
+      if (io && vbd && io.regionMiB > vbd.sizeMiB) throw new ConfigError(`${origin}: guest ${g.name} io workload covers ${io.regionMiB} MiB but its vbd holds ${vbd.sizeMiB}`);
       const udp = g.workloads.udp;
       if (udp && !g.devices.some((d) => d.type === 'vif')) throw new ConfigError(`${origin}: guest ${g.name} runs a udp workload but has no vif`);
       if (udp && Array.isArray(udp.peers))

@@ -925,6 +925,18 @@ export class Host {
         : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
+        ...(config.workloads.io && vbds.length
+          ? {
+              io: {
+                devid: vbds[0].devid,
+                op: config.workloads.io.op,
+                pattern: config.workloads.io.pattern,
+                blockBytes: config.workloads.io.blockKiB * 1024,
+                queueDepth: config.workloads.io.queueDepth,
+                regionBytes: config.workloads.io.regionMiB * 1024 * 1024,
+              },
+            }
+          : {}),
         ...(udp && vifs.length ? { udp: { peers, payloadBytes: udp.payloadBytes, window: udp.window, ...(udp.mode ? { mode: udp.mode, ratePps: udp.ratePps ?? 0 } : {}) } } : {}),
       },
     };

@@ -14,7 +14,7 @@ import {
   SECTORS_PER_BLOCK,
   type BlockClass,
 } from './block-format.js';
-import { SplitMix32 } from '@ringvisor/shared';
+import { LatencySamples, SplitMix32 } from '@ringvisor/shared';
 
 export interface BlockDevice {
   /** Capacity in 512-byte sectors. */
@@ -63,10 +63,11 @@ export interface BlockVerifierStats {
   /** Latency of recent successful reads and writes (µs, the last LATENCY_SAMPLES), for percentiles. */
   latencyP50Us?: number;
   latencyP99Us?: number;
+  latencyP999Us?: number;
 }
 
 /** Block operation latencies remembered for percentiles (a ring of the most recent ones). */
-const LATENCY_SAMPLES = 4096;
+const LATENCY_SAMPLES = 8192;
 
 export interface BlockFailure {
   block: number;
@@ -109,8 +110,7 @@ export class BlockVerifier {
   private readonly busy: Uint8Array;
   private active = false;
   private readonly freshDevice: boolean;
-  private readonly latencies = new Float64Array(LATENCY_SAMPLES);
-  private latencyCount = 0;
+  private readonly latencies = new LatencySamples(LATENCY_SAMPLES);
   private readonly s: BlockVerifierStats = {
     writes: 0,
     reads: 0,
@@ -155,17 +155,14 @@ export class BlockVerifier {
 
   /** A snapshot of the counters. */
   get stats(): BlockVerifierStats {
-    const n = Math.min(this.latencyCount, LATENCY_SAMPLES);
     const base = { ...this.s, failureKinds: { ...this.s.failureKinds } };
-    if (n === 0) return base;
-    const sorted = this.latencies.slice(0, n).sort();
-    const at = (q: number) => Math.round(sorted[Math.min(n - 1, Math.floor(q * n))]);
-    return { ...base, latencyP50Us: at(0.5), latencyP99Us: at(0.99) };
+    const p = this.latencies.percentiles();
+    return p ? { ...base, latencyP50Us: p.p50, latencyP99Us: p.p99, latencyP999Us: p.p999 } : base;
   }
 
   /** Forget the latencies seen so far (a benchmark's measurement window starts). */
   resetLatency(): void {
-    this.latencyCount = 0;
+    this.latencies.reset();
   }
 
   /** Last acknowledged generation of `block` (0 = never written or unknown after an error). */
@@ -261,7 +258,7 @@ export class BlockVerifier {
     try {
       const t0 = performance.now();
       await this.device.write(b * SECTORS_PER_BLOCK, buf);
-      this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = (performance.now() - t0) * 1000;
+      this.latencies.record((performance.now() - t0) * 1000);
       this.acked[b] = generation;
       this.unknown[b] = 0;
       this.s.writes++;
@@ -281,7 +278,7 @@ export class BlockVerifier {
     try {
       const t0 = performance.now();
       await this.device.read(b * SECTORS_PER_BLOCK, buf);
-      this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = (performance.now() - t0) * 1000;
+      this.latencies.record((performance.now() - t0) * 1000);
     } catch {
       this.s.errors++;
       return;

@@ -67,9 +67,10 @@ describe('UDP echo flows', () => {
     };
     run(client, drain);
     // Round trips are timed for every echo; the percentiles come from those samples.
-    const { rttP50Us, rttP99Us, ...counts } = client.stats;
+    const { rttP50Us, rttP99Us, rttP999Us, ...counts } = client.stats;
     expect(rttP50Us).toBeGreaterThanOrEqual(0);
     expect(rttP99Us).toBeGreaterThanOrEqual(rttP50Us!);
+    expect(rttP999Us).toBeGreaterThanOrEqual(rttP99Us!);
     expect(counts).toEqual({
       sent: 500,
       echoed: 500,
@@ -168,7 +169,7 @@ describe('UDP echo flows', () => {
     const mod = (r: number) => seqs.filter((s) => s % 10 === r).length;
     const fwdLost = COUNT - seqs.length;
     const expectedLost = fwdLost + mod(3) + mod(7);
-    const { rttP50Us: _p50, rttP99Us: _p99, ...s } = client.stats;
+    const { rttP50Us: _p50, rttP99Us: _p99, rttP999Us: _p999, ...s } = client.stats;
     expect(server.stats.received).toBe(seqs.length);
     expect(s).toEqual({
       sent: COUNT,

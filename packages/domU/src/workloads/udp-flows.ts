@@ -12,7 +12,7 @@
  *    12     4  crc32c over bytes 0..11 then 16..end (covers flowId and seq too)
  *    16     *  SplitMix32 stream seeded from (flowId, seq)
  */
-import { crc32c } from '@ringvisor/shared';
+import { LatencySamples, crc32c } from '@ringvisor/shared';
 import { MAX_UDP_PAYLOAD, type NetStack, type UdpSource } from '../net/stack.js';
 import { mixSeed, SplitMix32 } from '@ringvisor/shared';
 
@@ -122,10 +122,11 @@ export interface UdpFlowStats {
   /** Round-trip times of recent echoes (µs; the last RTT_SAMPLES), for percentiles. */
   rttP50Us?: number;
   rttP99Us?: number;
+  rttP999Us?: number;
 }
 
 /** Echo round trips remembered for percentiles (a ring of the most recent ones). */
-const RTT_SAMPLES = 4096;
+const RTT_SAMPLES = 8192;
 
 /** Per-seq states, remembered for the last HISTORY seqs to tell duplicates from late echoes. */
 const HISTORY = 1 << 16;
@@ -147,8 +148,7 @@ export class UdpFlowClient {
   private readonly outstanding = new Map<number, number>();
   /** seq -> performance.now() at send, for round-trip times (tick time is too coarse). */
   private readonly sentAt = new Map<number, number>();
-  private readonly rtts = new Float64Array(RTT_SAMPLES);
-  private rttCount = 0;
+  private readonly rtts = new LatencySamples(RTT_SAMPLES);
   private readonly history = new Uint8Array(HISTORY);
   private nextSeq = 0;
   private highestEchoed = -1;
@@ -190,16 +190,14 @@ export class UdpFlowClient {
   }
 
   get stats(): UdpFlowStats {
-    const n = Math.min(this.rttCount, RTT_SAMPLES);
-    if (n === 0) return { ...this.s, outstanding: this.outstanding.size };
-    const sorted = this.rtts.slice(0, n).sort();
-    const at = (q: number) => Math.round(sorted[Math.min(n - 1, Math.floor(q * n))] * 1000);
-    return { ...this.s, outstanding: this.outstanding.size, rttP50Us: at(0.5), rttP99Us: at(0.99) };
+    const p = this.rtts.percentiles();
+    if (!p) return { ...this.s, outstanding: this.outstanding.size };
+    return { ...this.s, outstanding: this.outstanding.size, rttP50Us: p.p50, rttP99Us: p.p99, rttP999Us: p.p999 };
   }
 
   /** Forget the round trips seen so far (a benchmark's measurement window starts). */
   resetRtt(): void {
-    this.rttCount = 0;
+    this.rtts.reset();
   }
 
   /** True once `count` datagrams were sent and none is outstanding. */
@@ -275,7 +273,7 @@ export class UdpFlowClient {
     if (this.outstanding.delete(seq)) {
       const t0 = this.sentAt.get(seq);
       this.sentAt.delete(seq);
-      if (t0 !== undefined) this.rtts[this.rttCount++ % RTT_SAMPLES] = performance.now() - t0;
+      if (t0 !== undefined) this.rtts.record((performance.now() - t0) * 1000);
       this.history[seq % HISTORY] = ST_ECHOED;
       this.s.echoed++;
       this.s.bytesEchoed += payload.length;

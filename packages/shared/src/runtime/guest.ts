@@ -33,6 +33,8 @@ export interface GuestBootSpec {
   svio?: { vifs: SvioVifSpec[]; hwUrl?: string };
   workloads: {
     block?: { devid: number; blocks: number; queueDepth: number };
+    /** A benchmark's block load (domU/workloads/block-load.ts): measures, checks nothing. */
+    io?: { devid: number; op: 'read' | 'write'; pattern: 'random' | 'sequential'; blockBytes: number; queueDepth: number; regionBytes: number };
     /**
      * `echo` (default): windowed flows to each peer's echo port, every datagram verified on its
      * way back. `stream`: one-way datagrams to each peer's discard port at `ratePps` (0: as fast
@@ -84,14 +86,16 @@ export interface GuestStats {
   state: 'booting' | 'running' | 'stopping' | 'stopped' | 'failed';
   devices: GuestDeviceStats[];
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
-  udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number; rttP50Us?: number; rttP99Us?: number };
+  udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number; rttP50Us?: number; rttP99Us?: number; rttP999Us?: number };
   /** One-way UDP: what this guest streamed, and what its discard sink received and verified. */
   stream?: { sent: number; refused: number; received: number; bytesReceived: number; corrupted: number; gaps: number };
   /**
    * The block ledger alone (integrity mixes in datagrams): blocks read back and classified,
    * failures by class, and blocks left indeterminate by a failed write.
    */
-  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number; latencyP50Us?: number; latencyP99Us?: number };
+  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number; latencyP50Us?: number; latencyP99Us?: number; latencyP999Us?: number };
+  /** The io workload's counters (a benchmark's block load). */
+  io?: { ops: number; bytes: number; errors: number; latencyUs?: { p50: number; p99: number; p999: number; count: number } };
   /** Milliseconds the guest runtime's event loop was busy since it started (CPU% = Δbusy / Δt). */
   busyMs?: number;
   error?: string;
