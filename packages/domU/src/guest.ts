@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -572,6 +572,7 @@ export class Guest {
       ...(this.load ? { io: this.load.stats } : {}),
       // Time this runtime's event loop (its vCPU) was busy, for CPU% in views.
       busyMs: performance.eventLoopUtilization().active,
+      ...(processCpuMs() !== undefined ? { processCpuMs: processCpuMs() } : {}),
       ...(this.error ? { error: this.error } : {}),
     };
   }

@@ -54,6 +54,7 @@ import {
   type Logger,
   type CreditLimit,
   parseRate,
+  processCpuMs,
   type MachineFrame,
   type RpcPeer,
   validateDiskFaultRules,
@@ -164,6 +165,8 @@ export interface HwStats {
   sriov: { functions: FunctionStats[]; iommu: IommuCounters & { recentFaults: IommuFault[] } };
   /** Milliseconds the simulator's event loop was busy since it started (CPU per op in benchmarks). */
   busyMs: number;
+  /** Its own process (ws): the process's CPU time, SV-IO cores included. Absent for a thread. */
+  processCpuMs?: number;
 }
 
 
@@ -636,6 +639,7 @@ export class HardwareSimulator {
       events: { ...this.gate.counters, irqFailures: this.irqFailures, doorbellFailures: this.doorbellFailures },
       sriov: { functions: this.functions.stats(), iommu: { ...this.iommu.counters, recentFaults: this.iommu.faults().slice(-16) } },
       busyMs: performance.eventLoopUtilization().active,
+      ...(processCpuMs() !== undefined ? { processCpuMs: processCpuMs() } : {}),
     };
   }
 

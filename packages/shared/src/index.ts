@@ -18,6 +18,7 @@ export * from './trace/forward.js';
 export * from './util/prng.js';
 export * from './util/credit.js';
 export * from './util/latency.js';
+export * from './util/cpu.js';
 export * from './transport/toxics.js';
 export * from './trap/index.js';
 export * from './trap/ioreq.js';

@@ -10,14 +10,14 @@
  *                not buffer without end; the driver then takes everything (none of its own
  *                answers is lost)
  *   rogue-index  the driver publishes an impossible producer index: the engine stops the VIF
- *                (a rogue ring); only a reset (svio.reset) brings it back
+ *                (a rogue ring) and says so in its STATUS; only a reset (svio.reset) brings it back
  *
  * Garbage carries ids the driver never uses (the top bit set; drivers' ids stay below it), so
  * its answers are `unexpected` to the driver and never complete a request of its own. The bad
  * messages are chosen so that none can succeed: a hostile driver must not corrupt the guest's
  * own data behind the block checker's back.
  */
-import { QUEUE_CONS, QUEUE_PROD, VIF_READ, VIF_RX_POST, VIF_TX, VIF_WRITE, SplitMix32, vifMessage, type VifMessage } from '@ringvisor/shared';
+import { QUEUE_CONS, QUEUE_PROD, SVIO_ERR_ROGUE, SVIO_REG, SVIO_STATUS_ERROR, VIF_READ, VIF_RX_POST, VIF_TX, VIF_WRITE, SplitMix32, vifMessage, type VifMessage } from '@ringvisor/shared';
 import type { OpenVif } from './svio.js';
 
 export const VIF_ATTACKS = ['garbage', 'flood', 'rogue-index'] as const;
@@ -32,6 +32,8 @@ export interface VifAttackOutcome {
   sent: number;
   /** flood: how long the driver left its answers on the incoming queue. */
   heldMs?: number;
+  /** rogue-index: the engine stopped the VIF and said so in its STATUS. */
+  stopped?: boolean;
 }
 
 export interface HostileVifDriver {
@@ -90,10 +92,12 @@ export async function attackVif(d: HostileVifDriver, attack: VifAttack, count: n
   const vif = d.currentVif;
   const rng = new SplitMix32(seed || 1);
   if (attack === 'rogue-index') {
-    // cons + 1000: more outstanding than the queue holds.
+    // cons + 1000: more outstanding than the queue holds. The engine stops the VIF and says so
+    // in STATUS (ERRCODE rogue); wait for that, bounded.
     vif.out.page.store(QUEUE_PROD, (vif.out.page.load(QUEUE_CONS) + 1000) >>> 0);
     vif.doorbell();
-    return { attack, sent: 1 };
+    for (let i = 0; i < 2_500 && !(vif.regs.read(SVIO_REG.STATUS) & SVIO_STATUS_ERROR); i++) await tick();
+    return { attack, sent: 1, stopped: vif.regs.read(SVIO_REG.ERRCODE) === SVIO_ERR_ROGUE && (vif.regs.read(SVIO_REG.STATUS) & SVIO_STATUS_ERROR) !== 0 };
   }
   let sent = 0;
   if (attack === 'garbage') {

@@ -10,6 +10,7 @@
  *                   close {vif}   kick {vif}   rx {vif, frame}   qos {vif, qos}   stats {req}
  *   core → engine   opened {vif, ok, reason?}   tx {vif, frame}   stats {req, vifs}
  *                   pages {vif, updates}   irq {vif}   (ws: the guest's copy of what the core wrote, then its interrupt)
+ *                   rogue {vif, reason}    the VIF was stopped: its driver broke the queue protocol
  */
 import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type Logger, type PageUpdate } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
@@ -60,6 +61,7 @@ export type CoreReply =
   | { op: 'tx'; vif: number; frame: Uint8Array }
   | { op: 'pages'; vif: number; updates: PageUpdate[] }
   | { op: 'irq'; vif: number }
+  | { op: 'rogue'; vif: number; reason: string }
   | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number };
 
 export class SvioCore {
@@ -98,6 +100,7 @@ export class SvioCore {
                   }
                 },
             scheduler: this.sched,
+            rogue: (reason: string) => this.o.reply({ op: 'rogue', vif: r.vif, reason }),
             ...(mirror
               ? {
                   queueSync: (pfn: number) => mirror.syncFor(pageId(r.domid, pfn), memory.page(pfn)),

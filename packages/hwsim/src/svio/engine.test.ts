@@ -16,6 +16,7 @@ import {
   SVIO_CTRL_OPEN,
   SVIO_ERR_BAD_QUEUE,
   SVIO_ERR_NOT_BOUND,
+  SVIO_ERR_ROGUE,
   SVIO_REG,
   SVIO_STATUS_ERROR,
   SVIO_STATUS_OPEN,
@@ -212,6 +213,19 @@ describe('SV-IO engine', () => {
     expect(a.counters.backpressured).toBeGreaterThan(0);
     expect(a.counters.messagesIn).toBeLessThanOrEqual(2 * 32 + 1);
     expect(a.stopped).toBeNull();
+    // An impossible index: the engine stops that VIF and says so in its STATUS; the victim goes on.
+    // (Held by back-pressure, the VIF reads nothing of its outgoing queue: the attacker first
+    // takes its answers, so the engine looks again.)
+    while (attacker.inq.take());
+    attacker.inq.release();
+    const idx = new Int32Array(attacker.mem.buffer, 4096, 4);
+    Atomics.store(idx, 0, Atomics.load(idx, 2) + 1000);
+    attacker.ring();
+    await until('the rogue VIF stopped', () => (attacker.regs.read(SVIO_REG.STATUS) === SVIO_STATUS_ERROR ? true : undefined));
+    expect(attacker.regs.read(SVIO_REG.ERRCODE)).toBe(SVIO_ERR_ROGUE);
+    expect((await rig.engine.list()).vifs.find((v) => v.vif === attacker.vif)!.stats!.stopped).toMatch(/outstanding/);
+    send(victim, [vifMessage({ type: VIF_READ, id: 3, sector: 0, segments: [{ gfn: 22, first: 0, last: 7 }] })]);
+    expect((await collect(victim, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
     attacker.stop();
     victim.stop();
   });

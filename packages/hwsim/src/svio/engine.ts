@@ -25,6 +25,7 @@ import {
   SVIO_CTRL_OPEN,
   SVIO_ERR_BAD_QUEUE,
   SVIO_ERR_NOT_BOUND,
+  SVIO_ERR_ROGUE,
   SVIO_KIND,
   SVIO_REG,
   SVIO_STATUS_ERROR,
@@ -341,6 +342,16 @@ export class SvioEngine {
   private reply(r: CoreReply): void {
     if (r.op === 'tx') {
       this.vifs.get(r.vif)?.lan?.send(r.frame);
+      return;
+    }
+    if (r.op === 'rogue') {
+      // The driver sees it in STATUS (and ERRCODE); the toolstack resets the VIF.
+      const v = this.vifs.get(r.vif);
+      if (!v) return;
+      v.regs.write(SVIO_REG.ERRCODE, SVIO_ERR_ROGUE);
+      v.regs.write(SVIO_REG.STATUS, SVIO_STATUS_ERROR);
+      this.o.logger?.warn({ vif: v.id, domid: v.spec.domid, reason: r.reason }, 'VIF stopped: rogue queue');
+      this.interrupt(v);
       return;
     }
     if (r.op === 'pages' || r.op === 'irq') {

@@ -73,6 +73,8 @@ export interface VifEnv {
   notify: () => void;
   /** The core's QoS scheduler; absent, the VIF runs each kick at once. */
   scheduler?: { wake(id: number): void };
+  /** The VIF was stopped for a rogue queue (the engine tells its driver, in STATUS). */
+  rogue?: (reason: string) => void;
   /**
    * Across a process boundary (ws) the guest has its own copy of its memory: the queue pages'
    * PageSync, and every other byte the device writes (received frames, read data, camera frames)
@@ -131,6 +133,7 @@ export abstract class VifProcessor {
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.stop(e.message);
+      this.env.rogue?.(e.message);
       return 'idle';
     }
   }

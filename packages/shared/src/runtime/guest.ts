@@ -98,6 +98,11 @@ export interface GuestStats {
   io?: { ops: number; bytes: number; errors: number; latencyUs?: { p50: number; p99: number; p999: number; count: number } };
   /** Milliseconds the guest runtime's event loop was busy since it started (CPU% = Δbusy / Δt). */
   busyMs?: number;
+  /**
+   * A guest that is its own process (ws): the process's CPU time (user + system, every thread of
+   * it) since it started. Absent for a guest thread (threads: busyMs is that thread's).
+   */
+  processCpuMs?: number;
   error?: string;
 }
 

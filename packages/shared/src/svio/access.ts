@@ -6,7 +6,8 @@
  *   word  name        writer   meaning
  *   0     VIF_ID      device   the VIF's unique id
  *   1     KIND        device   1 network, 2 block, 3 camera
- *   2     STATUS      device   OPEN 1: the queues are attached; ERROR 4: the last open was refused
+ *   2     STATUS      device   OPEN 1: the queues are attached; ERROR 4: the last open was refused,
+ *                              or the engine stopped the VIF (a rogue queue; ERRCODE says which)
  *   3     CTRL        driver   OPEN 1
  *   4     OPEN_ID     driver   the id of the VIF the driver opens ("open a VIF by ID")
  *   5     OUT_PFN     driver   guest frame of the outgoing queue (initialised, queue.ts)
@@ -47,6 +48,8 @@ export const SVIO_CTRL_OPEN = 1;
 /** ERRCODE values. */
 export const SVIO_ERR_NOT_BOUND = 1;
 export const SVIO_ERR_BAD_QUEUE = 2;
+/** The engine stopped the VIF: its driver broke the queue protocol (impossible indices). Only a reset brings it back. */
+export const SVIO_ERR_ROGUE = 3;
 
 /** One VIF's register page (the layout above). */
 export class SvioRegisters extends RegisterPage {

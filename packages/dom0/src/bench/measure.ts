@@ -1,0 +1,115 @@
+/**
+ * One I/O measurement, whatever the mode: a small host with a device-under-test guest (and a peer
+ * for network workloads), its devices reached one way, one workload; a window of counters taken
+ * from every runtime, and a row in the DESIGN §8 shape built from their differences.
+ *
+ * Modes (how the guest reaches the device):
+ *   native           a virtual function with the IOMMU in pass-through: the driver and the device,
+ *                    nothing of virtualization on the path (the bare-metal baseline)
+ *   emulated         a Lance / an ATA disk modelled in dom0; every port access traps (Xen HVM, QEMU)
+ *   emulated-hosted  the same models in a VMApp beside the guest, with the VMM's optimisations on
+ *                    for the NIC (VMware Workstation, Sugerman et al.)
+ *   pv               Xen split drivers through dom0 (grant copies and maps, dom0's drivers)
+ *   direct           a virtual function behind the IOMMU (every DMA translated)
+ *   svio             a VIF of the self-virtualizing device
+ *
+ * CPU per operation, per runtime, is real in both transports. threads: each runtime is a thread,
+ * and its figure is its event loop's busy time (hwsim's includes its SV-IO cores' threads; a
+ * hosted VMApp's thread counts as `vmapp`). ws: each runtime is a process, and its figure is the
+ * process's CPU time (dom0 is this process).
+ */
+import type { GuestStats } from '@ringvisor/shared';
+import type { Host } from '../toolstack/host.js';
+
+export type IoMode = 'native' | 'emulated' | 'emulated-hosted' | 'pv' | 'direct' | 'svio';
+export type BenchTransport = 'threads' | 'ws';
+export const IO_MODES: IoMode[] = ['native', 'emulated', 'emulated-hosted', 'pv', 'direct', 'svio'];
+
+/** A device of `type` reached in `mode` (config form). */
+export function deviceIn(mode: IoMode, type: 'vif' | 'vbd', sizeMiB = 16): Record<string, unknown> {
+  const base = type === 'vbd' ? { type, sizeMiB } : { type };
+  switch (mode) {
+    case 'pv':
+      return base;
+    case 'native':
+      return { ...base, mode: 'direct', iommu: 'passthrough' };
+    case 'direct':
+      return { ...base, mode: 'direct' };
+    case 'svio':
+      return { ...base, mode: 'svio' };
+    case 'emulated':
+      return { ...base, mode: 'emulated' };
+    case 'emulated-hosted':
+      return { ...base, mode: 'emulated', placement: 'hosted', ...(type === 'vif' ? { vmmIo: true, sendCombining: true } : {}) };
+  }
+}
+
+export interface HostSample {
+  t: number;
+  /** CPU ms so far: dom0 (this thread, or this process over ws), the hardware (its thread and SV-IO cores, or its process). */
+  dom0CpuMs: number;
+  hwsimCpuMs: number;
+  /** Hosted VMApps' threads (threads transport; over ws they are threads of the guest's process). */
+  vmappCpuMs: number;
+  guests: GuestStats[];
+  /** dom0's grant operations (maps, unmaps, copies) and bytes it grant-copied. */
+  grantOps: number;
+  grantBytes: number;
+  /** PV backends' notifications sent and suppressed (for the DUT's devices). */
+  backendNotifications: number;
+  backendSuppressed: number;
+  /** Emulated devices: bytes the models moved by DMA and through VMNet. */
+  modelBytes: number;
+  /** IOMMU page translations (direct I/O). */
+  iommuPages: number;
+  /** Bytes the SV-IO engine moved for the DUT's VIFs (copied out of or into its memory). */
+  svioBytes: number;
+}
+
+/** Counters of every runtime on `host`, for the DUT guest `dutDomid`. */
+export async function sampleHost(host: Host, transport: BenchTransport, dutDomid: number): Promise<HostSample> {
+  const guests = (await host.guestStats()).filter((g): g is GuestStats => Boolean(g));
+  const hw = await host.hwsim!.peer.call<{
+    busyMs: number;
+    processCpuMs?: number;
+    sriov: { iommu: { pagesTranslated: number } };
+    svio?: { coreBusyMs: number[]; vifs: Array<{ domid: number; stats?: { counters: { bytes: number } } }> };
+  }>('hw.stats', {}, 5_000);
+  const backends = [...host.netBackends(), ...host.blkBackends()].filter((b) => b.frontDomid === dutDomid);
+  const g = host.hv.grants.counters.get(0);
+  const platform = host.platformOf(dutDomid);
+  await platform?.refresh();
+  const p = platform?.stats();
+  const cpu = process.cpuUsage();
+  return {
+    t: performance.now(),
+    dom0CpuMs: transport === 'ws' ? (cpu.user + cpu.system) / 1000 : performance.eventLoopUtilization().active,
+    hwsimCpuMs: hw.processCpuMs ?? hw.busyMs + (hw.svio?.coreBusyMs ?? []).reduce((a, x) => a + x, 0),
+    vmappCpuMs: transport === 'threads' ? (p?.busyMs ?? 0) : 0,
+    guests,
+    grantOps: g ? g.maps + g.unmaps + g.copies : 0,
+    grantBytes: g ? g.bytesCopied : 0,
+    backendNotifications: backends.reduce((a, b) => a + b.metrics.notifications, 0),
+    backendSuppressed: backends.reduce((a, b) => a + b.metrics.suppressed, 0),
+    modelBytes: p ? p.dma.bytesRead + p.dma.bytesWritten + (p.vmnet ? p.vmnet.bytesOut + p.vmnet.bytesIn : 0) : 0,
+    iommuPages: hw.sriov.iommu.pagesTranslated,
+    svioBytes: (hw.svio?.vifs ?? []).filter((v) => v.domid === dutDomid).reduce((a, v) => a + (v.stats?.counters.bytes ?? 0), 0),
+  };
+}
+
+/** A guest's CPU ms so far: its process's (ws) or its thread's (threads). */
+export function guestCpuMs(g: GuestStats | undefined): number {
+  return g ? (g.processCpuMs ?? g.busyMs ?? 0) : 0;
+}
+
+/** Jain's fairness index over per-guest throughputs: 1 = all equal, 1/n = one takes everything. */
+export function jain(xs: number[]): number {
+  const sum = xs.reduce((a, x) => a + x, 0);
+  const sq = xs.reduce((a, x) => a + x * x, 0);
+  return xs.length === 0 || sq === 0 ? 1 : (sum * sum) / (xs.length * sq);
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
