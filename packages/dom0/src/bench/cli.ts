@@ -2,10 +2,12 @@
 /**
  * ringvisor benchmarks.
  *
- *   node packages/dom0/dist/bench/cli.js [suite...] [--json FILE] [--seconds N]
+ *   node packages/dom0/dist/bench/cli.js [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N]
  *
- * Suites: ring, transport, trace, emulation, direct, svio. With no suite, every suite runs. Prints a table; with --json writes
- * `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }` (DESIGN §8).
+ * Suites: ring, transport, trace, emulation, direct, svio, modes, scaling. With no suite, every
+ * suite runs; with --quick and no suite, the comparison (modes and scaling) in its quick form.
+ * Prints a table; with --json writes `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }`
+ * (DESIGN §8); with --svg, the comparison's charts.
  * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error.
  */
 import { writeFileSync } from 'node:fs';
@@ -17,10 +19,13 @@ import { runTraceBench, type TraceBenchResult } from './trace.js';
 import { runEmulationBench, type EmulationBenchResult } from './emulation.js';
 import { runDirectBench, type DirectBenchResult } from './direct.js';
 import { runSvioBench, type SvioBenchResult } from './svio.js';
+import { runModesBench, type ModesBenchResult, type ModesRow } from './modes.js';
+import { runScalingBench, type ScalingBenchResult, type ScalingRow } from './scaling.js';
+import { comparisonSvg } from './svg.js';
 
 interface Suite {
   describe: string;
-  run(seconds: number | undefined, log: (line: string) => void): Promise<Record<string, unknown>>;
+  run(seconds: number | undefined, log: (line: string) => void, quick: boolean): Promise<Record<string, unknown>>;
   table(result: Record<string, unknown>): string[][];
   warnings(result: Record<string, unknown>): string[];
 }
@@ -159,19 +164,61 @@ const SUITES: Record<string, Suite> = {
       return r.rows.filter((row) => row.ops < 50).map((row) => `${row.device} ${row.mode} (${row.variant}): only ${row.ops} ops in the window; its per-op figures are noisy`);
     },
   },
+  modes: {
+    describe: 'the comparison: native, emulated (dom0, hosted), PV, direct and SV-IO for net (frame sizes, echo) and block (4 KiB random, 64 KiB sequential, read and write, queue depths), in both transports',
+    run: (seconds, log, quick) => runModesBench({ ...(seconds !== undefined ? { seconds } : {}), quick, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as ModesBenchResult;
+      return [
+        ...r.rows.map((row) => {
+          const l = row.latencyUs;
+          const lat = l.p50 !== null ? `, p50/p99/p99.9 ${l.p50}/${l.p99}/${l.p999} µs` : '';
+          const c = row.cpuUsPerOp;
+          const p = row.perOp;
+          const rate = row.device === 'net' ? `${fmt(row.opsPerSec)} pkt/s ${row.gbitPerSec.toFixed(3)} Gbit/s` : `${fmt(row.opsPerSec)} IOPS ${(row.bytesPerSec / 1e6).toFixed(1)} MB/s`;
+          return [
+            `${row.transport.padEnd(7)} ${row.device} ${row.mode.padEnd(15)} ${row.variant}`,
+            `${rate} (${row.vsNative.opsPerSec.toFixed(2)}× native)${lat}; CPU µs/op hw ${c.hwsim.toFixed(1)} dom0 ${c.dom0.toFixed(1)} guest ${(c.guest + c.peer).toFixed(1)}${c.vmapp ? ` vmapp ${c.vmapp.toFixed(1)}` : ''}; per op ${p.traps.toFixed(1)} traps ${p.worldSwitches.toFixed(1)} switches ${p.notifications.toFixed(2)} notif (${p.suppressed.toFixed(2)} suppressed) ${fmt(p.bytesCopied)} B copied ${p.grantOps.toFixed(2)} grant ops ${p.dmaTranslations.toFixed(2)} DMA translations`,
+          ];
+        }),
+        ...r.targets.map((t) => [`target: ${t.name}`, `${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'} — ${t.detail}`]),
+      ];
+    },
+    warnings(res) {
+      const r = res as unknown as ModesBenchResult;
+      return r.rows.filter((row) => row.ops < 30).map((row) => `${row.transport} ${row.device} ${row.mode} (${row.variant}): only ${row.ops} ops in the window; its per-op figures are noisy`);
+    },
+  },
+  scaling: {
+    describe: '1 → 64 guests sharing one disk (PV, SV-IO): aggregate and per-guest throughput, Jain\'s fairness; SV-IO weights on one engine core',
+    run: (seconds, log, quick) => runScalingBench({ ...(seconds !== undefined ? { seconds } : {}), quick, log }) as unknown as Promise<Record<string, unknown>>,
+    table(res) {
+      const r = res as unknown as ScalingBenchResult;
+      return [
+        ...r.rows.map((row) => [
+          `${row.mode.padEnd(4)} ${row.variant}`,
+          `${fmt(row.opsPerSec)} IOPS, per guest ${fmt(row.perGuestOpsPerSec.min)}–${fmt(row.perGuestOpsPerSec.max)}, fairness ${row.fairness.toFixed(3)}; CPU µs/op hw ${row.cpuUsPerOp.hwsim.toFixed(1)} dom0 ${row.cpuUsPerOp.dom0.toFixed(1)} guest ${row.cpuUsPerOp.guest.toFixed(1)}${row.shares ? `; shares ${row.shares.map((s) => `${(100 * s.share).toFixed(1)}%/${(100 * s.want).toFixed(1)}%`).join(' ')}` : ''}`,
+        ]),
+        ...r.targets.map((t) => [`target: ${t.name}`, `${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'} — ${t.detail}`]),
+      ];
+    },
+    warnings: () => [],
+  },
 };
 
 export interface CliArgs {
   suites: string[];
   json?: string;
+  svg?: string;
   seconds?: number;
+  quick: boolean;
   help: boolean;
 }
 
 export class UsageError extends Error {}
 
 export function parseArgs(argv: string[]): CliArgs {
-  const out: CliArgs = { suites: [], help: false };
+  const out: CliArgs = { suites: [], help: false, quick: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -183,6 +230,8 @@ export function parseArgs(argv: string[]): CliArgs {
     };
     if (a === '-h' || a === '--help') out.help = true;
     else if (a === '--json' || a.startsWith('--json=')) out.json = value();
+    else if (a === '--svg' || a.startsWith('--svg=')) out.svg = value();
+    else if (a === '--quick') out.quick = true;
     else if (a === '--seconds' || a.startsWith('--seconds=')) {
       const v = value();
       const n = Number(v);
@@ -192,27 +241,32 @@ export function parseArgs(argv: string[]): CliArgs {
     else if (!(a in SUITES)) throw new UsageError(`unknown suite ${JSON.stringify(a)}; known suites: ${Object.keys(SUITES).join(', ')}`);
     else if (!out.suites.includes(a)) out.suites.push(a);
   }
-  if (out.suites.length === 0) out.suites = Object.keys(SUITES);
+  if (out.suites.length === 0) out.suites = out.quick ? ['modes', 'scaling'] : Object.keys(SUITES);
+  if (out.svg && !out.suites.some((x) => x === 'modes' || x === 'scaling')) throw new UsageError('--svg draws the comparison: run the modes or scaling suite with it');
   return out;
 }
 
 function usage(): string {
   return [
-    'usage: bench [suite...] [--json FILE] [--seconds N]',
+    'usage: bench [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N]',
     '',
     'suites:',
     ...Object.entries(SUITES).map(([name, s]) => `  ${name.padEnd(10)} ${s.describe}`),
     '',
+    '  --quick        shorter windows, one round, fewer shapes; with no suite named: the comparison (modes, scaling) only',
     '  --json FILE    also write the results as JSON',
-    '  --seconds N    length of each measurement window (default: ring 1, transport 2, trace 2, emulation 2, direct 2)',
+    '  --svg FILE     also draw the comparison (modes, scaling) as SVG charts',
+    '  --seconds N    length of each measurement window (default: ring 1, transport 2, trace 2, emulation 2, direct 2, modes 2)',
   ].join('\n');
 }
 
 function printTable(title: string, rows: string[][]): void {
   const w = Math.max(...rows.map((r) => r[0].length));
   const v = Math.max(...rows.map((r) => r[1].length));
-  process.stdout.write(`\n${title}\n${'─'.repeat(w + v + 4)}\n`);
-  for (const [k, val] of rows) process.stdout.write(`${k.padEnd(w)}    ${val.padStart(v)}\n`);
+  // Short figures are right-aligned; sentences (the comparison's rows) read better left-aligned.
+  const long = v > 60;
+  process.stdout.write(`\n${title}\n${'─'.repeat(Math.min(w + v + 4, 160))}\n`);
+  for (const [k, val] of rows) process.stdout.write(`${k.padEnd(w)}    ${long ? val : val.padStart(v)}\n`);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -236,7 +290,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const name of args.suites) {
     const suite = SUITES[name];
     try {
-      const res = await suite.run(args.seconds, (line) => process.stderr.write(`  [${name}] ${line}\n`));
+      const res = await suite.run(args.seconds, (line) => process.stderr.write(`  [${name}] ${line}\n`), args.quick);
       suites[name] = res;
       printTable(name, suite.table(res));
       for (const w of suite.warnings(res)) process.stdout.write(`warning: ${w}\n`);
@@ -249,6 +303,13 @@ export async function main(argv: string[]): Promise<number> {
     const file = resolve(args.json);
     writeFileSync(file, JSON.stringify({ machine: m, suites }, null, 2) + '\n');
     process.stdout.write(`\nwrote ${file}\n`);
+  }
+  if (args.svg) {
+    const file = resolve(args.svg);
+    const modes = (suites.modes as unknown as ModesBenchResult | undefined)?.rows as ModesRow[] | undefined;
+    const scaling = (suites.scaling as unknown as ScalingBenchResult | undefined)?.rows as ScalingRow[] | undefined;
+    writeFileSync(file, comparisonSvg({ ...(modes ? { modes } : {}), ...(scaling ? { scaling } : {}), caption: `ringvisor bench${args.quick ? ' --quick' : ''}, ${m.cpus} CPUs, Node ${m.node}, ${new Date().toISOString().slice(0, 10)}` }));
+    process.stdout.write(`wrote ${file}\n`);
   }
   return 0;
 }

@@ -64,6 +64,8 @@ export interface HostSample {
   iommuPages: number;
   /** Bytes the SV-IO engine moved for the DUT's VIFs (copied out of or into its memory). */
   svioBytes: number;
+  /** Every VIF's QoS scheduler counters, by bound domain (turns, and turns that left the round). */
+  svioSched: Array<{ domid: number; turns: number; idle: number; blocked: number }>;
 }
 
 /** Counters of every runtime on `host`, for the DUT guest `dutDomid`. */
@@ -73,7 +75,7 @@ export async function sampleHost(host: Host, transport: BenchTransport, dutDomid
     busyMs: number;
     processCpuMs?: number;
     sriov: { iommu: { pagesTranslated: number } };
-    svio?: { coreBusyMs: number[]; vifs: Array<{ domid: number; stats?: { counters: { bytes: number } } }> };
+    svio?: { coreBusyMs: number[]; vifs: Array<{ domid: number; stats?: { counters: { bytes: number }; sched: { turns: number; idle: number; blocked: number } } }> };
   }>('hw.stats', {}, 5_000);
   const backends = [...host.netBackends(), ...host.blkBackends()].filter((b) => b.frontDomid === dutDomid);
   const g = host.hv.grants.counters.get(0);
@@ -94,6 +96,7 @@ export async function sampleHost(host: Host, transport: BenchTransport, dutDomid
     modelBytes: p ? p.dma.bytesRead + p.dma.bytesWritten + (p.vmnet ? p.vmnet.bytesOut + p.vmnet.bytesIn : 0) : 0,
     iommuPages: hw.sriov.iommu.pagesTranslated,
     svioBytes: (hw.svio?.vifs ?? []).filter((v) => v.domid === dutDomid).reduce((a, v) => a + (v.stats?.counters.bytes ?? 0), 0),
+    svioSched: (hw.svio?.vifs ?? []).map((v) => ({ domid: v.domid, turns: v.stats?.sched.turns ?? 0, idle: v.stats?.sched.idle ?? 0, blocked: v.stats?.sched.blocked ?? 0 })),
   };
 }
 

@@ -246,6 +246,8 @@ export async function runModesBench(o: {
   const quick = o.quick === true;
   const windowSec = o.seconds ?? (quick ? 0.6 : 2);
   const warmupSec = quick ? 0.4 : 1;
+  // A process per runtime (ws) takes longer to settle: its links connect, its code warms up.
+  const warm = (t: BenchTransport) => (t === 'ws' ? warmupSec + 1 : warmupSec);
   const rounds = o.rounds ?? (quick ? 1 : 3);
   const transports = o.transports ?? ['threads', 'ws'];
   const modes = o.modes ?? IO_MODES;
@@ -260,7 +262,7 @@ export async function runModesBench(o: {
         const ws = (o.only ?? workloads(quick)).filter((w) => transport === 'threads' || !quick || (w.device === 'net' ? w.kind !== 'tx' || w.payloadBytes > 64 : w.pattern === 'random'));
         for (const w of ws)
           for (const mode of modes) {
-            const r = await measureMode(mode, w, transport, windowSec, warmupSec, dir);
+            const r = await measureMode(mode, w, transport, transport === 'ws' ? Math.max(1, windowSec) : windowSec, warm(transport), dir);
             o.log(`${transport} ${r.device} ${mode} (${r.variant}${rounds > 1 ? `, round ${round}/${rounds}` : ''}): ${Math.round(r.opsPerSec)} ops/s, dom0 ${r.cpuUsPerOp.dom0.toFixed(1)} µs/op`);
             got.push(r);
           }

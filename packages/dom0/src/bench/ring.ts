@@ -22,7 +22,7 @@
  * orders of magnitude, and `quality` says when that happened.
  */
 import { readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, platform, release, totalmem } from 'node:os';
 import { MessageChannel, type Worker } from 'node:worker_threads';
 import { initSharedRing, siblingEntry, startRuntimeWorker } from '@ringvisor/shared';
 import { CTRL, rawRingBytes, type Role, type WorkerConfig, type WorkerResult } from './ring-worker.js';
@@ -303,6 +303,8 @@ export function fmt(n: number): string {
   return n.toFixed(0);
 }
 
-export function machine(): { cpus: number; node: string } {
-  return { cpus: cpus().length, node: process.version };
+/** The machine a run measured (written with every --json). */
+export function machine(): { cpus: number; node: string; cpuModel: string; memoryMiB: number; os: string } {
+  const c = cpus();
+  return { cpus: c.length, node: process.version, cpuModel: c[0]?.model ?? 'unknown', memoryMiB: Math.round(totalmem() / 2 ** 20), os: `${platform()} ${release()}` };
 }

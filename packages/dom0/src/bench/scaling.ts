@@ -30,8 +30,12 @@ export interface ScalingRow {
   latencyUs: { p50: number | null; p99: number | null };
   cpuUsPerOp: { hwsim: number; dom0: number; guest: number };
   perOp: { traps: number; worldSwitches: number; notifications: number; suppressed: number; bytesCopied: number; grantOps: number };
-  /** QoS rows: each guest's share of the total, and the share its weight (or limit) promises. */
-  shares?: Array<{ guest: string; share: number; want: number }>;
+  /**
+   * QoS rows: each guest's share of the total, the share its weight promises, and how often its
+   * VIF left the scheduler's round in the window (nothing queued, or no room to answer): a VIF
+   * that is not backlogged cannot claim its weight, and DRR gives its turns to the others.
+   */
+  shares?: Array<{ guest: string; share: number; want: number; turns: number; leftRound: number }>;
   rounds: { n: number; minOpsPerSec: number; maxOpsPerSec: number };
 }
 
@@ -48,16 +52,19 @@ interface Case {
   guests: number;
   weights?: number[];
   cores?: number;
+  /** Requests in flight per guest, and their size (KiB). */
+  qd?: number;
+  blockKiB?: number;
 }
 
-function configOf(c: Case, dir: string) {
+function configOf(c: Case, dir: string, n: number) {
   const guests = Array.from({ length: c.guests }, (_, i) => ({
     name: `g${i + 1}`,
     memoryMiB: 8,
     devices: [{ type: 'vbd', sizeMiB: 2, ...(c.mode === 'svio' ? { mode: 'svio', ...(c.weights ? { weight: c.weights[i] } : {}) } : {}) }],
-    workloads: { io: { op: 'read', pattern: 'random', blockKiB: 4, queueDepth: QD, regionMiB: 2 } },
+    workloads: { io: { op: 'read', pattern: 'random', blockKiB: c.blockKiB ?? 4, queueDepth: c.qd ?? QD, regionMiB: 2 } },
   }));
-  return normalizeConfig({ seed: 4, hosts: [{ disk: { path: join(dir, `disk-${process.pid}.img`), sizeMiB: Math.max(16, c.guests * 2 + 8) }, ...(c.cores ? { svio: { cores: c.cores } } : {}), guests }] }).hosts[0];
+  return normalizeConfig({ seed: 4, hosts: [{ disk: { path: join(dir, `disk-${process.pid}-${n}.img`), sizeMiB: Math.max(16, c.guests * 2 + 8) }, ...(c.cores ? { svio: { cores: c.cores } } : {}), guests }] }).hosts[0];
 }
 
 type Measured = Omit<ScalingRow, 'rounds'>;
@@ -81,7 +88,7 @@ function measuredOf(c: Case, a: HostSample, b: HostSample): Measured {
     device: 'blk',
     mode: c.mode,
     transport: 'threads',
-    variant: `${c.guests} guest${c.guests > 1 ? 's' : ''}, 4 KiB random read, qd ${QD}${c.weights ? `, weights ${c.weights.join(':')}` : ''}${c.cores ? `, ${c.cores} engine core${c.cores > 1 ? 's' : ''}` : ''}`,
+    variant: `${c.guests} guest${c.guests > 1 ? 's' : ''}, ${c.blockKiB ?? 4} KiB random read, qd ${c.qd ?? QD}${c.weights ? `, weights ${c.weights.join(':')}` : ''}${c.cores ? `, ${c.cores} engine core${c.cores > 1 ? 's' : ''}` : ''}`,
     guests: c.guests,
     opsPerSec: ops / sec,
     bytesPerSec: bytes / sec,
@@ -94,7 +101,16 @@ function measuredOf(c: Case, a: HostSample, b: HostSample): Measured {
       guest: perOp(per.reduce((s, x) => s + guestCpuMs(x.g) - guestCpuMs(x.before), 0) * 1000),
     },
     perOp: { traps: 0, worldSwitches: 0, notifications: perOp(notifications), suppressed: perOp(suppressed), bytesCopied: perOp(b.grantBytes - a.grantBytes), grantOps: perOp(b.grantOps - a.grantOps) },
-    ...(c.weights ? { shares: per.map((x, i) => ({ guest: x.name, share: ops > 0 ? x.ops / ops : 0, want: c.weights![i] / W })) } : {}),
+    ...(c.weights
+      ? {
+          shares: per.map((x, i) => {
+            const domid = x.g.domid;
+            const s1 = b.svioSched.find((v) => v.domid === domid);
+            const s0 = a.svioSched.find((v) => v.domid === domid);
+            return { guest: x.name, share: ops > 0 ? x.ops / ops : 0, want: c.weights![i] / W, turns: (s1?.turns ?? 0) - (s0?.turns ?? 0), leftRound: (s1 ? s1.idle + s1.blocked : 0) - (s0 ? s0.idle + s0.blocked : 0) };
+          }),
+        }
+      : {}),
   };
 }
 
@@ -107,7 +123,8 @@ export async function runScalingBench(o: { seconds?: number; quick?: boolean; ro
   const cases: Case[] = [
     ...guestCounts.map((n) => ({ mode: 'pv' as const, guests: n })),
     ...guestCounts.filter((n) => n <= 16).map((n) => ({ mode: 'svio' as const, guests: n })),
-    { mode: 'svio', guests: 4, weights: [100, 200, 300, 400], cores: 1 },
+    // Weights decide only while every VIF is backlogged: a full queue of the largest requests each.
+    { mode: 'svio', guests: 4, weights: [100, 200, 300, 400], cores: 1, qd: 32, blockKiB: 16 },
   ];
   process.env.LOG_LEVEL ??= 'warn';
   const dir = mkdtempSync(join(tmpdir(), 'rv-bench-scaling-'));
@@ -115,8 +132,9 @@ export async function runScalingBench(o: { seconds?: number; quick?: boolean; ro
   try {
     for (let round = 1; round <= rounds; round++) {
       const got: Measured[] = [];
-      for (const c of cases) {
-        const config = configOf(c, dir);
+      for (const [n, c] of cases.entries()) {
+        // Each case its own image (sizes differ with the guest count).
+        const config = configOf(c, dir, n);
         // Many guests take a while to boot and settle: the warm-up grows with them.
         const [a, b] = await sampleWindow<HostSample>(config, { seed: 4, warmupSec: warmupSec + c.guests / 32, windowSec, dut: 'g1' }, (host, domid) => sampleHost(host, 'threads', domid));
         const r = measuredOf(c, a, b);
@@ -145,7 +163,7 @@ export async function runScalingBench(o: { seconds?: number; quick?: boolean; ro
       ? {
           name: 'SV-IO weights: each guest within 10% of its share',
           met: weighted.shares!.every((s) => Math.abs(s.share - s.want) / s.want <= 0.1),
-          detail: weighted.shares!.map((s) => `${s.guest} ${(100 * s.share).toFixed(1)}% (want ${(100 * s.want).toFixed(1)}%)`).join(', '),
+          detail: weighted.shares!.map((s) => `${s.guest} ${(100 * s.share).toFixed(1)}% (want ${(100 * s.want).toFixed(1)}%; left the round in ${s.leftRound} of ${s.turns} turns)`).join(', '),
         }
       : { name: 'SV-IO weights', met: null, detail: 'not measured in this run' },
   ];
