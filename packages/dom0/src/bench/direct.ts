@@ -28,6 +28,7 @@ import type { GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
+import { medianRound } from './measure.js';
 
 export type DirectMode = 'native' | 'direct' | 'pv';
 export type DirectWorkload = 'net-tx' | 'net-echo' | 'blk-4k';
@@ -174,10 +175,7 @@ export async function runDirectBench(o: { seconds?: number; rounds?: number; log
           o.log(`${workload} ${mode} (round ${round + 1}/${rounds}): ${Math.round(r.opsPerSec)} ops/s, dom0 ${r.cpuUsPerOp.dom0.toFixed(1)} µs/op, ${r.perOp.iommuPages.toFixed(2)} IOMMU pages/op`);
           runs.set(mode, [...(runs.get(mode) ?? []), r]);
         }
-      const got: Array<Omit<DirectRow, 'vsNative'>> = [...runs.values()].map((rs) => {
-        const sorted = [...rs].sort((x, y) => x.opsPerSec - y.opsPerSec);
-        return { ...sorted[Math.floor((sorted.length - 1) / 2)], rounds: { n: rs.length, minOpsPerSec: sorted[0].opsPerSec, maxOpsPerSec: sorted[sorted.length - 1].opsPerSec } };
-      });
+      const got: Array<Omit<DirectRow, 'vsNative'>> = [...runs.values()].map((rs) => medianRound(rs));
       const base = got.find((r) => r.mode === 'native');
       const cpu = (r: Omit<DirectRow, 'vsNative'>) => r.cpuUsPerOp.hwsim + r.cpuUsPerOp.dom0 + r.cpuUsPerOp.guest + r.cpuUsPerOp.peer;
       for (const r of got)

@@ -112,6 +112,13 @@ export function jain(xs: number[]): number {
   return xs.length === 0 || sq === 0 ? 1 : (sum * sum) / (xs.length * sq);
 }
 
+/** The round whose throughput is the median of `rs` (a real run, not an average), with the spread of all. */
+export function medianRound<T extends { opsPerSec: number }>(rs: T[]): T & { rounds: { n: number; minOpsPerSec: number; maxOpsPerSec: number } } {
+  const m = median(rs.map((r) => r.opsPerSec));
+  const pick = [...rs].sort((x, y) => Math.abs(x.opsPerSec - m) - Math.abs(y.opsPerSec - m))[0];
+  return { ...pick, rounds: { n: rs.length, minOpsPerSec: Math.min(...rs.map((r) => r.opsPerSec)), maxOpsPerSec: Math.max(...rs.map((r) => r.opsPerSec)) } };
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { GuestStats } from '@ringvisor/shared';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { IO_MODES, deviceIn, guestCpuMs, median, sampleHost, type BenchTransport, type HostSample, type IoMode } from './measure.js';
+import { IO_MODES, deviceIn, guestCpuMs, medianRound, sampleHost, type BenchTransport, type HostSample, type IoMode } from './measure.js';
 
 export type ModesWorkload =
   | { device: 'net'; kind: 'tx'; payloadBytes: number }
@@ -107,8 +107,8 @@ export async function measureMode(mode: IoMode, w: ModesWorkload, transport: Ben
   const config = normalizeConfig({ seed: 9, hosts: [{ disk: { path: join(dir, `disk-${process.pid}.img`), sizeMiB: 40 }, guests }] }).hosts[0];
   const [a, b] = await sampleWindow<HostSample>(
     config,
-    // At least MIN_OPS operations in the window (every mode alike), for at most 8 windows' time.
-    { seed: 9, warmupSec, windowSec, transport, enough: (x, y) => rowOf(mode, w, transport, x, y).ops >= MIN_OPS, maxWindowSec: Math.max(4, windowSec * 8) },
+    // At least MIN_OPS operations in the window (every mode alike), for at most max(4 s, 2 windows).
+    { seed: 9, warmupSec, windowSec, transport, enough: (x, y) => rowOf(mode, w, transport, x, y).ops >= MIN_OPS, maxWindowSec: Math.max(4, windowSec * 2) },
     (host, domid) => sampleHost(host, transport, domid),
   );
   return rowOf(mode, w, transport, a, b);
@@ -184,11 +184,7 @@ export function aggregate(all: Measured[][]): ModesRow[] {
   const key = (r: Measured) => `${r.transport}|${r.variant.replace(' (ATA: qd 1)', '')}|${r.mode}`;
   const groups = new Map<string, Measured[]>();
   for (const round of all) for (const r of round) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
-  const rows: Array<Omit<ModesRow, 'vsNative'>> = [...groups.values()].map((rs) => {
-    const m = median(rs.map((r) => r.opsPerSec));
-    const pick = [...rs].sort((x, y) => Math.abs(x.opsPerSec - m) - Math.abs(y.opsPerSec - m))[0];
-    return { ...pick, rounds: { n: rs.length, minOpsPerSec: Math.min(...rs.map((r) => r.opsPerSec)), maxOpsPerSec: Math.max(...rs.map((r) => r.opsPerSec)) } };
-  });
+  const rows: Array<Omit<ModesRow, 'vsNative'>> = [...groups.values()].map((rs) => medianRound(rs));
   return rows.map((r) => {
     const base = rows.find((x) => x.mode === 'native' && x.transport === r.transport && x.device === r.device && x.variant === r.variant.replace(' (ATA: qd 1)', ''));
     return {

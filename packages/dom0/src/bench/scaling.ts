@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { GuestStats } from '@ringvisor/shared';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { guestCpuMs, jain, median, sampleHost, type HostSample } from './measure.js';
+import { guestCpuMs, jain, median, medianRound, sampleHost, type HostSample } from './measure.js';
 
 export interface ScalingRow {
   device: 'blk' | 'net';
@@ -146,13 +146,7 @@ export async function runScalingBench(o: { seconds?: number; quick?: boolean; ro
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const rows: ScalingRow[] = all[0].map((first, i) => {
-    const rs = all.map((round) => round[i]);
-    const m = median(rs.map((r) => r.opsPerSec));
-    const pick = [...rs].sort((x, y) => Math.abs(x.opsPerSec - m) - Math.abs(y.opsPerSec - m))[0];
-    void first;
-    return { ...pick, rounds: { n: rs.length, minOpsPerSec: Math.min(...rs.map((r) => r.opsPerSec)), maxOpsPerSec: Math.max(...rs.map((r) => r.opsPerSec)) } };
-  });
+  const rows: ScalingRow[] = all[0].map((_, i) => medianRound(all.map((round) => round[i])));
   const biggest = rows.filter((r) => r.mode === 'pv' && !r.shares).sort((x, y) => y.guests - x.guests)[0];
   const weighted = rows.find((r) => r.shares);
   const targets: ScalingBenchResult['targets'] = [
