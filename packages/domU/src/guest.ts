@@ -303,7 +303,15 @@ export class Guest {
     const w = this.spec.workloads;
     if (w.block) {
       const dev = this.blockDevice(w.block.devid);
-      this.verifier = new BlockVerifier({ device: dev, writer: this.spec.domid, blocks: w.block.blocks, queueDepth: w.block.queueDepth, seed: this.spec.seed, freshDevice: false });
+      this.verifier = new BlockVerifier({
+        device: dev,
+        writer: this.spec.domid,
+        blocks: w.block.blocks,
+        queueDepth: w.block.queueDepth,
+        seed: this.spec.seed,
+        freshDevice: false,
+        volatileCache: w.block.volatileCache === true,
+      });
       this.verifierRun = this.verifier.runFor(Infinity, () => this.stopRequested).catch((e: Error) => {
         this.fail(`block workload: ${e.message}`);
       });
@@ -347,6 +355,11 @@ export class Guest {
         }, UDP_TICK_MS);
       }
     }
+  }
+
+  /** The host's writeback disk lost power: writes not yet durable are in doubt for good. */
+  powerLost(): void {
+    this.verifier?.powerLost();
   }
 
   /** Forget round-trip samples so far (a benchmark's window starts). */
@@ -565,6 +578,7 @@ export class Guest {
               kinds: { ...v!.failureKinds },
               indeterminate: this.verifier.indeterminate,
               writeErrors: v!.errors,
+              unflushed: v!.unflushed,
               ...(v!.latencyP50Us !== undefined ? { latencyP50Us: v!.latencyP50Us, latencyP99Us: v!.latencyP99Us, latencyP999Us: v!.latencyP999Us } : {}),
             },
           }

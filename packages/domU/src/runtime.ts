@@ -8,6 +8,7 @@ import {
   GUEST_ATTACK,
   GUEST_DIRECT_PLUG,
   GUEST_SVIO_PLUG,
+  GUEST_POWER_LOST,
   type SvioVifSpec,
   GUEST_DIRECT_UNPLUG,
   GUEST_FREEZE,
@@ -84,6 +85,10 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     if (!v || (v.kind !== 'net' && v.kind !== 'blk' && v.kind !== 'cam') || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
       throw new Error('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
     await guest.plugVif(v as SvioVifSpec);
+    return null;
+  });
+  peer.handle(GUEST_POWER_LOST, () => {
+    guest.powerLost();
     return null;
   });
   peer.handle(GUEST_FREEZE, (p) => {

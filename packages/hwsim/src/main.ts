@@ -22,7 +22,7 @@ import { serveDirectLinks } from './sriov/direct-link.js';
 /** What dom0 tells a hardware simulator process about its host when it connects. */
 interface HwBoot {
   host: string;
-  disk: { path: string; sizeBytes: number };
+  disk: { path: string; sizeBytes: number; cache?: 'writethrough' | 'writeback' };
   nic: { mac: string };
   svioCores?: number;
   lan?: { url: string; hostIndex: number };

@@ -55,6 +55,7 @@ import {
   type CreditLimit,
   parseRate,
   processCpuMs,
+  SplitMix32,
   type MachineFrame,
   type RpcPeer,
   validateDiskFaultRules,
@@ -64,7 +65,7 @@ import {
 } from '@ringvisor/shared';
 import type { FrameFaultCounters, FrameFaults } from './lan/faults.js';
 import { DmaEngine, type DmaCounters, type DmaFault } from './dma/dma-engine.js';
-import { PhysicalDisk, type PhysicalDiskOptions } from './devices/disk/device.js';
+import { PhysicalDisk, type PhysicalDiskOptions, type WriteCacheStats } from './devices/disk/device.js';
 import { DiskFaultTable } from './devices/disk/faults.js';
 import { copyDiskMetrics, newDiskMetrics, type DiskMetrics } from './devices/disk/metrics.js';
 import { DiskQueue } from './devices/disk/queue.js';
@@ -84,6 +85,8 @@ export const HW_RPC = {
   detachMemory: 'hw.detachMemory',
   diskAttach: 'hw.disk.attach',
   diskFaults: 'hw.disk.faults',
+  /** { writeProbability, seed } → {written, lost}: the power goes; a writeback cache tears (disk.torn). */
+  diskPowerLoss: 'hw.disk.powerLoss',
   nicAttach: 'hw.nic.attach',
   nicLink: 'hw.nic.link',
   /** { faults: FrameFaults | null } → counters: frame faults on the LAN uplink. */
@@ -147,6 +150,8 @@ export interface DiskStats extends DiskMetrics {
   sectors: number;
   sectorSize: number;
   closed: boolean;
+  /** The drive's write cache: its mode, dirty sectors, write-backs, flushes, what a power loss wrote and lost. */
+  writeCache: WriteCacheStats;
   queue: (QueueStats & { stopped: boolean; stopReason: string | null; port: number }) | null;
   /** The installed fault rules (hw.disk.faults), in order, with their hits. */
   faults: DiskFaultStats[];
@@ -239,7 +244,8 @@ export class HardwareSimulator {
     this.dma.traceHost = options.host;
     this.lan = options.lan ?? new LanSegment({ name: `${options.host}-lan` });
     this.disk = PhysicalDisk.open(options.disk);
-    this.diskSpec = { ...options.disk };
+    // The SV-IO cores open the image themselves and write through (their VIFs' partitions are theirs).
+    this.diskSpec = { path: options.disk.path, sizeBytes: options.disk.sizeBytes };
     this.svioCores = options.svioCores ?? 2;
     this.nic = new PhysicalNic({ mac: options.nic.mac, dma: this.dma, name: 'nic0', rxBacklog: options.nic.rxBacklog, logger: this.logger });
     this.nic.connect(this.lan.attach(`${options.host}:nic0`));
@@ -294,6 +300,17 @@ export class HardwareSimulator {
       .handle(HW_RPC.diskAttach, (p) => {
         const o = obj(p, HW_RPC.diskAttach);
         return this.attachDisk({ queue: frameParam(o, 'queue', HW_RPC.diskAttach), port: int(o, 'port', HW_RPC.diskAttach, 1, NR_EVENT_PORTS - 1) });
+      })
+      .handle(HW_RPC.diskPowerLoss, (p) => {
+        const o = obj(p, HW_RPC.diskPowerLoss);
+        const prob = o.writeProbability;
+        if (typeof prob !== 'number' || !(prob >= 0 && prob <= 1)) throw new InvalidArgumentError(`${HW_RPC.diskPowerLoss}.writeProbability: expected 0..1, got ${String(prob)}`);
+        const rng = new SplitMix32(int(o, 'seed', HW_RPC.diskPowerLoss, 0, 0xffffffff) || 1);
+        // No more DMA after this: the queue stops before the drive goes.
+        this.diskQueue?.queue.stop('power lost');
+        const r = this.disk.powerLoss(prob, () => rng.next());
+        this.logger.warn({ ...r }, 'power lost: unflushed cache torn');
+        return r;
       })
       .handle(HW_RPC.diskFaults, (p) => {
         const o = obj(p, HW_RPC.diskFaults);
@@ -630,6 +647,7 @@ export class HardwareSimulator {
         sectors: this.disk.sectors,
         sectorSize: SECTOR_SIZE,
         closed: this.disk.closed,
+        writeCache: this.disk.writeCache,
         queue: q ? { ...q.queue.stats(), port: q.port } : null,
         faults: this.diskFaults.stats(),
       },
@@ -705,7 +723,7 @@ export interface HwsimWorkerData {
   control: MessagePort;
   eventMemory: SharedArrayBuffer;
   host: string;
-  disk: { path: string; sizeBytes: number };
+  disk: { path: string; sizeBytes: number; cache?: 'writethrough' | 'writeback' };
   nic: { mac: string };
   /** SV-IO engine cores (default 2). */
   svioCores?: number;
@@ -721,5 +739,7 @@ export function parseWorkerData(data: unknown): HwsimWorkerData {
   if (typeof disk.path !== 'string' || typeof disk.sizeBytes !== 'number') throw new ConfigError('hwsim workerData.disk must be { path: string, sizeBytes: number }');
   if (typeof nic.mac !== 'string') throw new ConfigError('hwsim workerData.nic must be { mac: string }');
   const cores = typeof d.svioCores === 'number' && Number.isInteger(d.svioCores) && d.svioCores >= 1 && d.svioCores <= 16 ? { svioCores: d.svioCores } : {};
-  return { control: d.control, eventMemory: d.eventMemory, host: d.host, disk: { path: disk.path, sizeBytes: disk.sizeBytes }, nic: { mac: nic.mac }, ...cores };
+  if (disk.cache !== undefined && disk.cache !== 'writethrough' && disk.cache !== 'writeback') throw new ConfigError('hwsim workerData.disk.cache must be writethrough or writeback');
+  const cache = disk.cache === 'writeback' ? { cache: 'writeback' as const } : {};
+  return { control: d.control, eventMemory: d.eventMemory, host: d.host, disk: { path: disk.path, sizeBytes: disk.sizeBytes, ...cache }, nic: { mac: nic.mac }, ...cores };
 }

@@ -6,7 +6,9 @@
  *   acknowledged write reads back as never written); stale (an older acknowledged generation);
  *   torn (a block whose contents do not check); misdirected (the right writer's block at the
  *   wrong address, or another writer's block — the latter is also an isolation breach);
- *   unexpected (anything else); indeterminate (its last write failed: either content is right).
+ *   unexpected (anything else); indeterminate (its last write failed: either content is right);
+ *   unflushed (a writeback disk: an acknowledged write no completed flush covered, dropped or torn
+ *   by a power loss — allowed, reported; every flushed write is judged strictly).
  * net — every UDP flow numbers and checksums its datagrams end to end: lost, duplicated,
  *   reordered, corrupted. UDP may lose, duplicate and reorder under faults; corruption delivered
  *   to an application is a failure.
@@ -26,6 +28,8 @@ export interface BlockChecker {
   misdirected: number;
   unexpected: number;
   indeterminate: number;
+  /** Acknowledged writes no completed flush covered, dropped or torn by a power loss (allowed; a writeback disk only). */
+  unflushed: number;
 }
 
 export interface Checkers {
@@ -51,7 +55,7 @@ export function runCheckers(
   strayDma: { attempted: number; blocked: number; unblocked: number } = { attempted: 0, blocked: 0, unblocked: 0 },
   hostileVif: HostileVifTally = { sent: 0, refused: 0, accepted: 0 },
 ): Checkers {
-  const block: BlockChecker = { ok: 0, lost: 0, stale: 0, torn: 0, misdirected: 0, unexpected: 0, indeterminate: 0 };
+  const block: BlockChecker = { ok: 0, lost: 0, stale: 0, torn: 0, misdirected: 0, unexpected: 0, indeterminate: 0, unflushed: 0 };
   const net = { lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };
   let breaches = 0;
   for (const { stats, killed } of finals) {
@@ -68,6 +72,7 @@ export function runCheckers(
         block.misdirected += (k.misdirected ?? 0) + (k.foreign ?? 0);
         block.unexpected += k.unexpected ?? 0;
         block.indeterminate += b.indeterminate;
+        block.unflushed += b.unflushed ?? 0;
       }
       breaches += b.kinds.foreign ?? 0;
     }

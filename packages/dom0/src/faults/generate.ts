@@ -14,7 +14,8 @@
  * svio.reset and svio.hostile among guests with SV-IO devices (VIFs).
  *
  * Left out on purpose: disk.bitflip (silent corruption is detected, not survived — it has its own
- * scenario), backend.lie and grant.unmap-early (they break the backend to test the checkers).
+ * scenario), disk.torn (it needs a writeback disk; its own scenario too), backend.lie and
+ * grant.unmap-early (they break the backend to test the checkers).
  */
 import { SplitMix32, mixSeed } from '@ringvisor/shared';
 import type { ClusterConfig } from '../toolstack/config.js';

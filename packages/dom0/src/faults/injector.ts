@@ -458,6 +458,20 @@ export class FaultInjector {
           await host.killGuest(spec.who.domain!);
           break;
         }
+        case 'disk.torn': {
+          // The power goes: the drive's cache reaches the image only in part, then the hardware
+          // comes back (a new simulator on the same image) and dom0 resubmits what it never saw answered.
+          const hs = this.hostsFor(spec);
+          host = hs[0];
+          domid = DOMID_HW;
+          const details: Record<string, unknown> = {};
+          for (const h of hs) {
+            details[h.config.name] = await h.powerLoss(spec.what.writeProbability ?? 0.5, mixSeed(this.seed, this.seq));
+            await h.restartHwsim();
+          }
+          rec.detail = details;
+          break;
+        }
         case 'process.restart': {
           if (spec.who.runtime === 'hwsim') {
             const hs = this.hostsFor(spec);

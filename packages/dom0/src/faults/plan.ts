@@ -39,6 +39,8 @@ export const FAULT_KINDS = {
   'evtchn.storm': 'a guest floods its backends with ratePerSec events; who: domain',
   'disk.eio': 'the physical disk fails requests (op, sectors, probability, times); who: host',
   'disk.bitflip': 'the physical disk silently flips a bit (op, sectors, probability, times); who: host',
+  'disk.torn':
+    "the power goes (threads): a writeback disk's volatile cache reaches the image only in part (each cached sector with writeProbability), the rest is lost, and the hardware comes back; acknowledged writes a flush covered must all be there, unflushed ones may be gone or torn (the ledger reports them as unflushed); who: host",
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
   'process.restart': 'reboot a guest (kill its runtime, reclaim its domain, build and boot it again: same disk region, same addresses); or, with runtime: hwsim, crash and restart the hardware (devices re-attached, their queues redone); who: domain, or host + runtime: hwsim',
@@ -99,6 +101,8 @@ export interface FaultWhat {
   /** device.hostile, svio.hostile: which program the guest's driver runs against its device. */
   attack?: 'port-garbage' | 'wild-dma' | 'irq-storm' | 'bad-commands' | 'garbage' | 'flood' | 'rogue-index';
   bytesPerSec?: number;
+  /** disk.torn: the chance each cached, unflushed sector reaches the image before the power goes. */
+  writeProbability?: number;
   partition?: 'send' | 'receive' | 'both';
   resetAfterMs?: number;
 }
@@ -161,6 +165,7 @@ const what = {
     count: { type: 'integer', minimum: 1, maximum: 1000 },
     jitterMs: { type: 'number', minimum: 0, maximum: 60_000 },
     bytesPerSec: { type: 'number', exclusiveMinimum: 0 },
+    writeProbability: { type: 'number', minimum: 0, maximum: 1 },
     partition: { enum: ['send', 'receive', 'both'] },
     resetAfterMs: { type: 'number', exclusiveMinimum: 0 },
     attack: { enum: ['port-garbage', 'wild-dma', 'irq-storm', 'bad-commands', 'garbage', 'flood', 'rogue-index'] },
@@ -247,6 +252,8 @@ function checkSelector(f: FaultSpec, where: string): void {
     const allowed = ['garbage', 'flood', 'rogue-index'];
     if (!f.what.attack || !allowed.includes(f.what.attack)) throw new ConfigError(`${where}: svio.hostile needs what.attack, one of ${allowed.join(', ')}`);
   } else if (f.what.attack !== undefined) throw new ConfigError(`${where}: what.attack belongs to device.hostile or svio.hostile`);
+  if (k === 'disk.torn') need('host');
+  if (k !== 'disk.torn' && f.what.writeProbability !== undefined) throw new ConfigError(`${where}: what.writeProbability belongs to disk.torn`);
   if (k === 'svio.reset') {
     need('domain');
     need('device');

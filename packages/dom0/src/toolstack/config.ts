@@ -116,7 +116,12 @@ export interface GuestConfig {
 export interface HostConfig {
   name: string;
   index: number;
-  disk: { path: string; sizeMiB: number };
+  /**
+   * The physical disk. `cache: writeback` gives it a volatile write cache (acknowledged writes are
+   * durable only once a flush covered them; a power loss tears and drops the rest — disk.torn);
+   * default writethrough.
+   */
+  disk: { path: string; sizeMiB: number; cache?: 'writethrough' | 'writeback' };
   nic: { mac: string };
   dom0MemoryMiB: number;
   /** SV-IO engine cores (worker threads of the hardware simulator), default 2. */
@@ -154,7 +159,7 @@ const schema = {
           disk: {
             type: 'object',
             additionalProperties: false,
-            properties: { path: { type: 'string', minLength: 1 }, sizeMiB: { type: 'integer', minimum: 1, maximum: 1048576 } },
+            properties: { path: { type: 'string', minLength: 1 }, sizeMiB: { type: 'integer', minimum: 1, maximum: 1048576 }, cache: { enum: ['writethrough', 'writeback'] } },
           },
           nic: { type: 'object', additionalProperties: false, properties: { mac: { type: 'string', pattern: MAC } } },
           dom0MemoryMiB: { type: 'integer', minimum: 8, maximum: 4096 },
@@ -407,7 +412,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
     return {
       name,
       index: hi,
-      disk: { path: (disk.path as string | undefined) ?? `.ringvisor/${name}/disk.img`, sizeMiB },
+      disk: { path: (disk.path as string | undefined) ?? `.ringvisor/${name}/disk.img`, sizeMiB, ...(disk.cache === 'writeback' ? { cache: 'writeback' as const } : {}) },
       nic: { mac: ((h.nic as RawObject | undefined)?.mac as string | undefined) ?? `00:16:3e:${hi.toString(16).padStart(2, '0')}:00:00` },
       dom0MemoryMiB: (h.dom0MemoryMiB as number | undefined) ?? 16,
       svio: { cores: ((h.svio as RawObject | undefined)?.cores as number | undefined) ?? 2 },

@@ -42,6 +42,7 @@ import {
   GUEST_DIRECT_PLUG,
   GUEST_DIRECT_UNPLUG,
   GUEST_SVIO_PLUG,
+  GUEST_POWER_LOST,
   type SvioVifSpec,
   type GuestBootSpec,
   type GuestStats,
@@ -147,7 +148,7 @@ export class Host {
   }
 
   /** ws: the hardware simulator is its own process that connects back as the hardware domain. */
-  private async startHwsimProcess(disk: { path: string; sizeBytes: number }): Promise<void> {
+  private async startHwsimProcess(disk: { path: string; sizeBytes: number; cache?: 'writethrough' | 'writeback' }): Promise<void> {
     const ws = this.opts.ws!;
     let child: ChildProcess | undefined;
     const connected = new Promise<RpcPeer>((res, rej) => {
@@ -204,7 +205,7 @@ export class Host {
 
   /** The hardware simulator's runtime exited. */
   hwsimDown = false;
-  private hwDisk?: { path: string; sizeBytes: number };
+  private hwDisk?: { path: string; sizeBytes: number; cache?: 'writethrough' | 'writeback' };
   /** What dom0 attached the devices with, to attach them again after a hardware restart. */
   private readonly deviceAttachments: { disk?: Record<string, unknown>; nic?: Record<string, unknown> } = {};
 
@@ -240,6 +241,10 @@ export class Host {
     const old = this.hwsim!;
     await old.kill();
     await Promise.race([old.exited, delay(5_000)]);
+    // A writeback drive's cache died with it: the guests' ledgers hold what was not yet durable in
+    // doubt — told before the new hardware answers anything.
+    if (this.config.disk.cache === 'writeback')
+      await Promise.all(this.guests.filter((g) => g.peer && !g.down).map((g) => g.peer!.call(GUEST_POWER_LOST, {}, 5_000).catch(() => undefined)));
     this.startHwsimWorker();
     this.hwsimDown = false;
     this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW);
@@ -272,6 +277,16 @@ export class Host {
     for (const c of this.created)
       for (const b of c.svio) await this.recreateVif(c, b).catch((e: Error) => this.log.warn({ err: e.message, guest: c.domain.name, device: vifDeviceName(b) }, 'SV-IO VIF did not come back'));
     this.restartedHardware++;
+  }
+
+  /**
+   * Fault plans' disk.torn: the power goes. A writeback drive's cache reaches the image only in
+   * part (each dirty sector with `writeProbability`), the rest is lost; the caller then restarts
+   * the hardware. With a writethrough drive nothing is cached and nothing is torn.
+   */
+  async powerLoss(writeProbability: number, seed: number): Promise<{ written: number; lost: number }> {
+    if (this.opts.ws) throw new Error('a power loss (disk.torn) restarts the hardware, which is implemented for the threads transport');
+    return this.hwsim!.peer.call('hw.disk.powerLoss', { writeProbability, seed: seed >>> 0 }, 5_000);
   }
 
   /** Freeze the hardware (its thread blocks; over ws its process is SIGSTOPped) until thaw(). */
@@ -317,7 +332,7 @@ export class Host {
   async start(startWorkloads = true): Promise<void> {
     const diskPath = resolve(this.opts.baseDir ?? process.cwd(), this.config.disk.path);
     mkdirSync(dirname(diskPath), { recursive: true });
-    const hwDisk = { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024 };
+    const hwDisk = { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024, ...(this.config.disk.cache ? { cache: this.config.disk.cache } : {}) };
     if (this.opts.ws) {
       await this.listenForGuests();
       await this.startHwsimProcess(hwDisk);
@@ -924,7 +939,7 @@ export class Host {
         ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
         : {}),
       workloads: {
-        ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block } } : {}),
+        ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block, ...(this.config.disk.cache === 'writeback' ? { volatileCache: true } : {}) } } : {}),
         ...(config.workloads.io && vbds.length
           ? {
               io: {

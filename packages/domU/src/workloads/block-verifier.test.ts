@@ -271,4 +271,79 @@ describe('BlockVerifier', () => {
     await run;
     expect(v.stats.writes).toBeGreaterThan(0);
   });
+
+  describe('with a volatile write cache (a writeback disk)', () => {
+    /**
+     * MemDevice's data is what the drive answers from (cache over image); `image` is what the
+     * platters hold. A flush makes everything completed so far durable; a power loss keeps each
+     * cached sector with probability p and drops the rest. `lyingFlush`: a broken drive that
+     * acknowledges flushes without writing anything back. `failFlushes`: flushes fail (EIO), so
+     * what is written meanwhile stays unflushed, and the ledger knows it.
+     */
+    class CachedDevice extends MemDevice {
+      image: Uint8Array;
+      lyingFlush = false;
+      failFlushes = false;
+      constructor(sectors: number, seed: number) {
+        super(sectors, seed);
+        this.image = this.data.slice();
+      }
+      override async flush(): Promise<void> {
+        await super.flush();
+        if (this.failFlushes) throw new Error('EIO');
+        if (!this.lyingFlush) this.image = this.data.slice();
+      }
+      powerLoss(p: number): void {
+        for (let sct = 0; sct < this.sectors; sct++) {
+          const at = sct * SECTOR_SIZE;
+          if (this.rng.next() >= p) this.data.set(this.image.subarray(at, at + SECTOR_SIZE), at);
+        }
+        this.image = this.data.slice();
+      }
+    }
+
+    it('a power loss may drop or tear only writes no completed flush covered: reported as unflushed, never as lost', async () => {
+      const dev = new CachedDevice(BLOCKS * SECTORS_PER_BLOCK, 5);
+      const v = mk(dev, { volatileCache: true, flushRatio: 0.05 });
+      await v.runFor(Infinity, () => v.stats.flushes > 5 && v.stats.writes > 150);
+      // Writes no flush covers (the flushes fail meanwhile), then the power goes.
+      dev.failFlushes = true;
+      await v.runFor(Infinity, () => v.stats.writes > 250);
+      dev.powerLoss(0.5);
+      v.powerLost();
+      dev.failFlushes = false;
+      await v.runFor(Infinity, () => v.stats.writes > 400);
+      const summary = await v.verifyAll();
+      expect(summary.failures).toBe(0);
+      expect(v.stats.failures).toBe(0);
+      // The power loss really cost something, and it was judged as unflushed.
+      expect(v.stats.unflushed).toBeGreaterThan(0);
+    });
+
+    it('a drive that lies about flushing is caught: flushed writes gone after a power loss are lost', async () => {
+      const dev = new CachedDevice(BLOCKS * SECTORS_PER_BLOCK, 6);
+      dev.lyingFlush = true;
+      const v = mk(dev, { volatileCache: true, flushRatio: 0.05 });
+      await v.runFor(Infinity, () => v.stats.flushes > 5 && v.stats.writes > 150);
+      dev.powerLoss(0);
+      v.powerLost();
+      await v.verifyAll();
+      expect(v.stats.failures).toBeGreaterThan(0);
+      expect(Object.keys(v.stats.failureKinds).some((k) => k === 'zero' || k === 'stale')).toBe(true);
+    });
+
+    it('without volatileCache the same power loss is a failure (a writethrough disk must never lose an acknowledged write)', async () => {
+      const dev = new CachedDevice(BLOCKS * SECTORS_PER_BLOCK, 7);
+      const v = mk(dev, { flushRatio: 0.05 });
+      await v.runFor(Infinity, () => v.stats.flushes > 5 && v.stats.writes > 150);
+      dev.failFlushes = true;
+      await v.runFor(Infinity, () => v.stats.writes > 250);
+      dev.powerLoss(0);
+      v.powerLost();
+      dev.failFlushes = false;
+      await v.verifyAll();
+      expect(v.stats.failures).toBeGreaterThan(0);
+      expect(v.stats.unflushed).toBe(0);
+    });
+  });
 });

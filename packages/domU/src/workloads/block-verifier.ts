@@ -10,6 +10,7 @@
 import {
   BLOCK_SIZE,
   classifyBlock,
+  decodeBlockHeader,
   encodeBlock,
   SECTORS_PER_BLOCK,
   type BlockClass,
@@ -45,6 +46,13 @@ export interface BlockVerifierOptions {
   freshDevice?: boolean;
   /** Milliseconds clock for runFor's deadline (default performance.now). */
   now?: () => number;
+  /**
+   * The device may have a volatile write cache (a writeback disk): an acknowledged write is
+   * durable only once a flush issued after its acknowledgement has completed. A power loss may
+   * then drop or tear the writes no flush covered; the ledger judges those blocks as
+   * indeterminate (`unflushed`), never as lost — and judges every flushed write strictly.
+   */
+  volatileCache?: boolean;
 }
 
 export interface BlockVerifierStats {
@@ -60,6 +68,11 @@ export interface BlockVerifierStats {
   failureKinds: Record<string, number>;
   /** Device operations that rejected. */
   errors: number;
+  /**
+   * volatileCache: blocks read back older than their last acknowledged write, or torn, when no
+   * completed flush covered that write — what a power loss may do; indeterminate, not failures.
+   */
+  unflushed: number;
   /** Latency of recent successful reads and writes (µs, the last LATENCY_SAMPLES), for percentiles. */
   latencyP50Us?: number;
   latencyP99Us?: number;
@@ -121,7 +134,17 @@ export class BlockVerifier {
     failures: 0,
     failureKinds: {},
     errors: 0,
+    unflushed: 0,
   };
+  private readonly volatileCache: boolean;
+  /** volatileCache: per block, the generation a completed flush made durable. */
+  private readonly durable: number[];
+  /**
+   * volatileCache: per block, the last generation issued before the latest power loss. A flush
+   * completing after the loss cannot vouch for those (the cache that held them is gone); only a
+   * rewrite makes the block durable again.
+   */
+  private readonly floor: number[];
 
   constructor(opts: BlockVerifierOptions) {
     const { device, writer, blocks, queueDepth, seed } = opts;
@@ -140,6 +163,9 @@ export class BlockVerifier {
     this.flushRatio = opts.flushRatio ?? 0.02;
     this.now = opts.now ?? (() => performance.now());
     this.freshDevice = opts.freshDevice ?? true;
+    this.volatileCache = opts.volatileCache ?? false;
+    this.durable = new Array<number>(blocks).fill(0);
+    this.floor = new Array<number>(blocks).fill(0);
     this.acked = new Array<number>(blocks).fill(0);
     this.issued = new Array<number>(blocks).fill(0);
     this.unknown = new Uint8Array(blocks);
@@ -185,6 +211,15 @@ export class BlockVerifier {
     } finally {
       this.active = false;
     }
+  }
+
+  /**
+   * The drive lost power (the toolstack says so before the hardware comes back): every write
+   * issued so far and not yet durable is in doubt for good — even an acknowledgement arriving
+   * after this notice, or a flush completing after it, cannot make it durable; a rewrite can.
+   */
+  powerLost(): void {
+    for (let b = 0; b < this.blocks; b++) this.floor[b] = this.issued[b];
   }
 
   /** Reads back every block with an acknowledged write and checks it. */
@@ -241,9 +276,12 @@ export class BlockVerifier {
   }
 
   private async flush(): Promise<void> {
+    // A flush covers the writes acknowledged before it was issued (not those completing during it).
+    const covered = this.volatileCache ? this.acked.slice() : undefined;
     try {
       await this.device.flush();
       this.s.flushes++;
+      if (covered) for (let b = 0; b < this.blocks; b++) if (covered[b] > this.durable[b] && covered[b] > this.floor[b]) this.durable[b] = covered[b];
     } catch {
       this.s.errors++;
     }
@@ -271,6 +309,24 @@ export class BlockVerifier {
     }
   }
 
+  /**
+   * volatileCache: the block's last write was acknowledged but no completed flush covered it. A
+   * power loss may leave it at any generation since the last durable one, or torn between them:
+   * take the device's word for it (an indeterminate block), and judge what follows from there.
+   */
+  private lostUnflushed(b: number, buf: Uint8Array, kind: BlockClass): boolean {
+    if (kind === 'torn') {
+      this.unknown[b] = 1;
+      this.s.unflushed++;
+      return true;
+    }
+    const g = kind === 'zero' ? 0 : kind === 'stale' ? (decodeBlockHeader(buf)?.generation ?? -1) : -1;
+    if (g < this.durable[b]) return false;
+    this.acked[b] = g;
+    this.s.unflushed++;
+    return true;
+  }
+
   private async readAndCheck(b: number, phase: BlockFailure['phase']): Promise<void> {
     const buf = new Uint8Array(BLOCK_SIZE);
     const expectedGeneration = this.acked[b];
@@ -293,6 +349,7 @@ export class BlockVerifier {
     const kind = classifyBlock(buf, { lba: b, generation: expectedGeneration, writer: this.writer });
     this.s.checked++;
     if (kind === want) return;
+    if (this.volatileCache && expectedGeneration > this.durable[b] && this.acked[b] === expectedGeneration && this.lostUnflushed(b, buf, kind)) return;
     this.s.failures++;
     this.s.failureKinds[kind] = (this.s.failureKinds[kind] ?? 0) + 1;
     if (this.failureLog.length < FAILURE_LOG_LIMIT) this.failureLog.push({ block: b, kind, expectedGeneration, phase });

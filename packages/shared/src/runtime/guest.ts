@@ -32,7 +32,8 @@ export interface GuestBootSpec {
    */
   svio?: { vifs: SvioVifSpec[]; hwUrl?: string };
   workloads: {
-    block?: { devid: number; blocks: number; queueDepth: number };
+    /** volatileCache: the host's disk has a writeback cache (the ledger is flush-aware). */
+    block?: { devid: number; blocks: number; queueDepth: number; volatileCache?: boolean };
     /** A benchmark's block load (domU/workloads/block-load.ts): measures, checks nothing. */
     io?: { devid: number; op: 'read' | 'write'; pattern: 'random' | 'sequential'; blockBytes: number; queueDepth: number; regionBytes: number };
     /**
@@ -93,7 +94,7 @@ export interface GuestStats {
    * The block ledger alone (integrity mixes in datagrams): blocks read back and classified,
    * failures by class, and blocks left indeterminate by a failed write.
    */
-  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number; latencyP50Us?: number; latencyP99Us?: number; latencyP999Us?: number };
+  block?: { checked: number; failures: number; kinds: Record<string, number>; indeterminate: number; writeErrors: number; unflushed?: number; latencyP50Us?: number; latencyP99Us?: number; latencyP999Us?: number };
   /** The io workload's counters (a benchmark's block load). */
   io?: { ops: number; bytes: number; errors: number; latencyUs?: { p50: number; p99: number; p999: number; count: number } };
   /** Milliseconds the guest runtime's event loop was busy since it started (CPU% = Δbusy / Δt). */
@@ -141,6 +142,12 @@ export const GUEST_DIRECT_PLUG = 'guest.direct.plug';
  * for that device opens the new VIF and starts over on it. { vif: SvioVifSpec } → null.
  */
 export const GUEST_SVIO_PLUG = 'guest.svio.plug';
+/**
+ * The host's disk lost power with a volatile write cache (a crash of the hardware, a disk.torn
+ * fault), told before the new hardware answers anything: the block ledger holds every write
+ * issued so far and not yet durable in doubt for good. {} → null.
+ */
+export const GUEST_POWER_LOST = 'guest.disk.powerLost';
 
 /** A VIF as the guest is told of it: kind and device, the VIF's id, its port, (threads) its page. */
 export interface SvioVifSpec {

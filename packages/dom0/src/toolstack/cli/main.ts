@@ -247,7 +247,7 @@ async function chaos(argv: string[]): Promise<number> {
     [
       `chaos: verdict ${report.verdict.toUpperCase()}${report.reasons.length ? ` — ${report.reasons.join('; ')}` : ''}`,
       `  faults    ${report.faults.length} injected (${[...new Set(report.faults.map((f) => f.kind))].join(', ') || 'none'}), ${report.faults.filter((f) => f.error).length} could not be`,
-      `  block     ok ${b.ok}  lost ${b.lost}  stale ${b.stale}  torn ${b.torn}  misdirected ${b.misdirected}  unexpected ${b.unexpected}  indeterminate ${b.indeterminate}`,
+      `  block     ok ${b.ok}  lost ${b.lost}  stale ${b.stale}  torn ${b.torn}  misdirected ${b.misdirected}  unexpected ${b.unexpected}  indeterminate ${b.indeterminate}${b.unflushed ? `  unflushed ${b.unflushed} (a power loss took them before a flush did)` : ''}`,
       `  net       lost ${n.lost}  duplicated ${n.duplicated}  reordered ${n.reordered}  corrupted ${n.corrupted}`,
       `  isolation breaches ${report.checkers.isolation.breaches}`,
       `  recovery  ${report.recoveryMs.length ? `${Math.min(...report.recoveryMs)}–${Math.max(...report.recoveryMs)} ms after heals` : 'no healed fault to time'}; liveness ${report.livenessMs === null ? 'FAILED' : `${report.livenessMs} ms`}`,

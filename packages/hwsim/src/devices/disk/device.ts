@@ -7,8 +7,18 @@
  * silently hiding its tail.
  *
  * I/O is synchronous pread/pwrite straight between the file and the caller's buffer — in the
- * simulator that buffer is a DMA view of a guest page, so no intermediate copy is made. Like a
- * drive with a volatile write cache, a completed write is not durable until `flush` (fsync).
+ * simulator that buffer is a DMA view of a guest page, so no intermediate copy is made.
+ *
+ * Two cache modes, as a drive's write cache is enabled or not:
+ *   writethrough (default)  a completed write is in the image file (the page cache): it survives
+ *                           any crash of the simulator; `flush` fsyncs for the host's sake
+ *   writeback               a completed write sits in the drive's volatile cache (sector copies,
+ *                           bounded: the oldest are written back when it is full) until `flush`
+ *                           writes the cache back in order; reads see the cache. A crash loses
+ *                           what was not flushed; `powerLoss` first writes back a random part of
+ *                           it, sector by sector, so a block can come back torn — what a real
+ *                           drive does when the power goes mid-write-back. Acknowledged writes a
+ *                           completed flush covered always survive.
  */
 import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { ConfigError, DeviceError, SECTOR_SIZE } from '@ringvisor/shared';
@@ -18,6 +28,21 @@ export interface PhysicalDiskOptions {
   path: string;
   /** Capacity in bytes: a positive multiple of 512. */
   sizeBytes: number;
+  /** The drive's write cache (default writethrough: no volatile cache). */
+  cache?: 'writethrough' | 'writeback';
+}
+
+/** Sectors the volatile cache holds before it writes the oldest back (4 MiB). */
+export const WRITE_CACHE_SECTORS = 8192;
+
+export interface WriteCacheStats {
+  mode: 'writethrough' | 'writeback';
+  dirtySectors: number;
+  writtenBack: number;
+  flushes: number;
+  /** powerLoss: cached sectors written before the power went, and lost. */
+  tornWritten: number;
+  lost: number;
 }
 
 export class PhysicalDisk {
@@ -28,13 +53,18 @@ export class PhysicalDisk {
   /** Whether the image file was created by this open (false: an existing image was reopened). */
   readonly created: boolean;
   private fd: number | undefined;
+  readonly cache: 'writethrough' | 'writeback';
+  /** writeback: dirty sectors, oldest first (a rewrite moves a sector to the end). */
+  private readonly dirty = new Map<number, Uint8Array>();
+  private readonly cacheStats = { writtenBack: 0, flushes: 0, tornWritten: 0, lost: 0 };
 
-  private constructor(path: string, sizeBytes: number, fd: number, created: boolean) {
+  private constructor(path: string, sizeBytes: number, fd: number, created: boolean, cache: 'writethrough' | 'writeback') {
     this.path = path;
     this.sizeBytes = sizeBytes;
     this.sectors = sizeBytes / SECTOR_SIZE;
     this.fd = fd;
     this.created = created;
+    this.cache = cache;
   }
 
   static open(options: PhysicalDiskOptions): PhysicalDisk {
@@ -66,15 +96,32 @@ export class PhysicalDisk {
       closeSync(fd);
       throw e;
     }
-    return new PhysicalDisk(path, sizeBytes, fd, created);
+    if (options.cache !== undefined && options.cache !== 'writethrough' && options.cache !== 'writeback') {
+      closeSync(fd);
+      throw new ConfigError(`disk cache must be writethrough or writeback, got ${JSON.stringify(options.cache)}`);
+    }
+    return new PhysicalDisk(path, sizeBytes, fd, created, options.cache ?? 'writethrough');
+  }
+
+  get writeCache(): WriteCacheStats {
+    return { mode: this.cache, dirtySectors: this.dirty.size, ...this.cacheStats };
   }
 
   get closed(): boolean {
     return this.fd === undefined;
   }
 
-  /** Fill `into` (a whole number of sectors) from the image starting at `sector`. */
+  /** Fill `into` (a whole number of sectors) from the image starting at `sector` (and the cache). */
   readSectors(sector: number, into: Uint8Array): void {
+    this.readImage(sector, into);
+    if (this.dirty.size === 0) return;
+    for (let i = 0; i < into.byteLength / SECTOR_SIZE; i++) {
+      const d = this.dirty.get(sector + i);
+      if (d) into.set(d, i * SECTOR_SIZE);
+    }
+  }
+
+  private readImage(sector: number, into: Uint8Array): void {
     const fd = this.check(sector, into);
     let pos = sector * SECTOR_SIZE;
     let done = 0;
@@ -89,8 +136,24 @@ export class PhysicalDisk {
     }
   }
 
-  /** Write `from` (a whole number of sectors) to the image starting at `sector`. */
+  /** Write `from` (a whole number of sectors) starting at `sector`: to the image, or the cache. */
   writeSectors(sector: number, from: Uint8Array): void {
+    if (this.cache === 'writethrough') return this.writeImage(sector, from);
+    this.check(sector, from);
+    for (let i = 0; i < from.byteLength / SECTOR_SIZE; i++) {
+      this.dirty.delete(sector + i);
+      this.dirty.set(sector + i, from.slice(i * SECTOR_SIZE, (i + 1) * SECTOR_SIZE));
+    }
+    // Full: the oldest go to the image (a drive writes back on its own).
+    while (this.dirty.size > WRITE_CACHE_SECTORS) {
+      const [s0, data] = this.dirty.entries().next().value as [number, Uint8Array];
+      this.dirty.delete(s0);
+      this.writeImage(s0, data);
+      this.cacheStats.writtenBack++;
+    }
+  }
+
+  private writeImage(sector: number, from: Uint8Array): void {
     const fd = this.check(sector, from);
     let pos = sector * SECTOR_SIZE;
     let done = 0;
@@ -101,20 +164,49 @@ export class PhysicalDisk {
     }
   }
 
-  /** Make every completed write durable (fsync). */
+  /** Make every completed write durable: the cache written back in order, then fsync. */
   flush(): void {
-    fsyncSync(this.handle());
+    const fd = this.handle();
+    for (const [sector, data] of this.dirty) {
+      this.writeImage(sector, data);
+      this.cacheStats.writtenBack++;
+    }
+    this.dirty.clear();
+    this.cacheStats.flushes++;
+    fsyncSync(fd);
   }
 
-  /** Flush and close the image; later I/O throws DeviceError. Idempotent. */
+  /**
+   * The power goes (writeback): each cached sector reaches the image with probability
+   * `writeProbability` (so a multi-sector block can come back torn), the rest is lost, and the
+   * drive is gone (closed, no flush). Returns how many sectors were written and lost.
+   */
+  powerLoss(writeProbability: number, random: () => number): { written: number; lost: number } {
+    let written = 0;
+    let lost = 0;
+    for (const [sector, data] of this.dirty) {
+      if (random() < writeProbability) {
+        this.writeImage(sector, data);
+        written++;
+      } else lost++;
+    }
+    this.dirty.clear();
+    this.cacheStats.tornWritten += written;
+    this.cacheStats.lost += lost;
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    return { written, lost };
+  }
+
+  /** Flush (the cache too) and close the image; later I/O throws DeviceError. Idempotent. */
   close(): void {
     if (this.fd === undefined) return;
-    const fd = this.fd;
-    this.fd = undefined;
     try {
-      fsyncSync(fd);
+      this.flush();
     } finally {
-      closeSync(fd);
+      const fd = this.fd;
+      this.fd = undefined;
+      if (fd !== undefined) closeSync(fd);
     }
   }
 
