@@ -21,7 +21,9 @@ const MODE_COLOURS: Record<string, string> = {
 const RUNTIME_COLOURS = { hwsim: '#7f7f7f', dom0: '#1f77b4', guest: '#2ca02c', vmapp: '#ff7f0e' };
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 0.01 ? x.toFixed(2) : x.toPrecision(2));
+/** One group per workload: an emulated disk's row says it ran at queue depth 1, but it is the same workload. */
+const groupOf = (r: ModesRow) => `${r.transport} · ${r.device} ${r.variant.replace(' (ATA: qd 1)', '')}`;
 
 interface Panel {
   height: number;
@@ -46,7 +48,7 @@ function legend(x: number, y: number, items: Array<[string, string]>): string {
 }
 
 function barsPanel(title: string, rows: ModesRow[], value: (r: ModesRow) => number, unit: string, stacked?: (r: ModesRow) => Array<[string, number]>): Panel {
-  const groups = [...new Set(rows.map((r) => `${r.transport} · ${r.device} ${r.variant}`))];
+  const groups = [...new Set(rows.map(groupOf))];
   const modes = [...new Set(rows.map((r) => r.mode))];
   const W = 1100;
   const top = 50;
@@ -59,12 +61,12 @@ function barsPanel(title: string, rows: ModesRow[], value: (r: ModesRow) => numb
   const hi = Math.max(...vals, 1) * 1.5;
   const y = logAxis(lo, hi, top + plotH, top);
   let s = `<text x="10" y="22" class="t">${esc(title)}</text>`;
-  for (const d of decades(lo, hi)) if (d >= lo && d <= hi) s += `<line x1="${left}" x2="${W - 20}" y1="${y(d)}" y2="${y(d)}" class="g"/><text x="${left - 6}" y="${y(d) + 4}" text-anchor="end">${num(d)}</text>`;
+  for (const d of decades(lo, hi)) if (d >= lo && d <= hi) s += `<line x1="${left}" x2="${W - 20}" y1="${y(d)}" y2="${y(d)}" class="g"/><text x="${left - 6}" y="${y(d) + 4}" text-anchor="end">${d >= 1 ? num(d) : String(d)}</text>`;
   s += `<text x="14" y="${top + plotH / 2}" transform="rotate(-90 14 ${top + plotH / 2})" text-anchor="middle">${esc(unit)}</text>`;
   groups.forEach((gname, gi) => {
     const gx = left + gi * groupW + 5;
     modes.forEach((m, mi) => {
-      const r = rows.find((x) => `${x.transport} · ${x.device} ${x.variant}` === gname && x.mode === m);
+      const r = rows.find((x) => groupOf(x) === gname && x.mode === m);
       if (!r) return;
       const x = gx + mi * barW;
       if (stacked) {

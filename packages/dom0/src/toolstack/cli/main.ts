@@ -56,6 +56,8 @@ commands:
             FLR, IOMMU teardown) or assign one (admin)
   svio      list | qos DOMAIN DEVICE --weight N [--rate BYTES,USEC]: the SV-IO engine's VIFs (core,
             weight, credit limit, queue state, counters); set a VIF's QoS share and limit (admin)
+  bench     [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N]: the benchmarks (npm run bench);
+            --quick with no suite: the comparison of every I/O design (modes, scaling), under 5 minutes
   chaos     --plan FILE | --random N  [--seed N] [--json FILE] [--transport T] [--config F] [--duration S]:
             run a fault campaign (a plan, or N seeded random scenarios), heal, check; with
             --attach URL[,URL] against a running cluster through its dom0s' control endpoints;
@@ -593,6 +595,11 @@ export async function main(argv: string[]): Promise<number> {
         return await views.svio(rest);
       case 'chaos':
         return await chaos(rest);
+      case 'bench': {
+        // The benchmarks (npm run bench is the same program): loaded only when asked for.
+        const bench = await import('../../bench/cli.js');
+        return await bench.main(rest);
+      }
       case 'token':
         return await token(rest);
       case 'fault':
