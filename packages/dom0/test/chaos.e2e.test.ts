@@ -45,9 +45,12 @@ function expectClean(r: Awaited<ReturnType<typeof chaos>>): ChaosReport {
   return rep;
 }
 
+/** The PV core of the default host (three PV guests): scenarios aimed at PV devices boot and drain faster on it. */
+const PV3 = ['--config', join(ROOT, 'examples/three-guests.yaml')];
+
 describe('ringvisor chaos', () => {
   it('event-channel faults (lost, delayed, spurious, storm): every ring keeps moving, nothing lost', async () => {
-    const r = await chaos(['--plan', join(ROOT, 'examples/faults/events.yaml'), '--duration', '6']);
+    const r = await chaos(['--plan', join(ROOT, 'examples/faults/events.yaml'), '--duration', '6', ...PV3]);
     const rep = expectClean(r);
     expect(rep.faults.map((f) => f.kind)).toEqual(['evtchn.lost', 'evtchn.delayed', 'evtchn.spurious', 'evtchn.storm']);
     expect(rep.recoveryMs.length).toBeGreaterThanOrEqual(3);
@@ -56,12 +59,12 @@ describe('ringvisor chaos', () => {
   }, 90_000);
 
   it('disk EIO under load: the guests see the errors, the ledger loses nothing', async () => {
-    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/disk-eio.yaml'), '--duration', '6']));
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/disk-eio.yaml'), '--duration', '6', ...PV3]));
     expect(rep.guests.reduce((a, g) => a + g.ioErrors, 0)).toBeGreaterThan(0);
   }, 90_000);
 
   it('silent bit flips on disk reads are caught by the block checker (reported as detections)', async () => {
-    const r = await chaos(['--plan', join(ROOT, 'examples/faults/disk-bitflip.yaml'), '--duration', '5']);
+    const r = await chaos(['--plan', join(ROOT, 'examples/faults/disk-bitflip.yaml'), '--duration', '5', ...PV3]);
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
     const b = r.report!.checkers.block;
     expect(b.torn + b.unexpected + b.stale, JSON.stringify(b)).toBeGreaterThan(0);
@@ -140,7 +143,7 @@ faults:
   }, 90_000);
 
   it('the hardware crashes and comes back twice, and freezes in between: the disk queue is redone, nothing acknowledged lost', async () => {
-    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/hardware-restart.yaml'), '--seed', '22']));
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/hardware-restart.yaml'), '--seed', '22', ...PV3]));
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.restart', 'process.pause', 'process.restart']);
     expect(rep.guests.every((g) => g.state === 'stopped')).toBe(true);
   }, 120_000);
@@ -153,7 +156,7 @@ faults:
   - { id: wedge, who: { domain: guest1, device: vbd51712 }, what: { kind: backend.pause }, when: { at: 1, for: 1.5 } }
   - { id: lost, who: { domain: guest2 }, what: { kind: evtchn.lost, probability: 0.7 }, when: { at: 2, for: 2 } }
 `);
-    const rep = expectClean(await chaos(['--plan', p, '--transport', 'ws']));
+    const rep = expectClean(await chaos(['--plan', p, '--transport', 'ws', ...PV3]));
     expect(rep.transport).toBe('ws');
     expect(rep.faults).toHaveLength(2);
   }, 120_000);
@@ -164,10 +167,10 @@ duration: 4
 faults:
   - { id: liar, who: { domain: guest1, device: vbd51712 }, what: { kind: backend.lie }, when: { at: 1, for: 2 } }
 `);
-    const refused = await chaos(['--plan', p]);
+    const refused = await chaos(['--plan', p, ...PV3]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/backend\.lie .* refused unless RINGVISOR_TEST_FAULTS=1/);
-    const r = await chaos(['--plan', p], { RINGVISOR_TEST_FAULTS: '1' });
+    const r = await chaos(['--plan', p, ...PV3], { RINGVISOR_TEST_FAULTS: '1' });
     expect(r.code, r.stdout).toBe(1);
     const b = r.report!.checkers.block;
     expect(b.lost + b.stale, JSON.stringify(b)).toBeGreaterThan(0);
@@ -238,10 +241,10 @@ duration: 4
 faults:
   - { id: early, who: { domain: guest1, device: vbd51712 }, what: { kind: grant.unmap-early }, when: { at: 1, for: 2 } }
 `);
-    const refused = await chaos(['--plan', p]);
+    const refused = await chaos(['--plan', p, ...PV3]);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/grant\.unmap-early .* refused unless RINGVISOR_TEST_FAULTS=1/);
-    const r = await chaos(['--plan', p], { RINGVISOR_TEST_FAULTS: '1' });
+    const r = await chaos(['--plan', p, ...PV3], { RINGVISOR_TEST_FAULTS: '1' });
     expect(r.code, r.stdout).toBe(1);
     const b = r.report!.checkers.block;
     expect(b.lost + b.stale + b.torn + b.unexpected + b.misdirected, JSON.stringify(b)).toBeGreaterThan(0);

@@ -46,7 +46,7 @@ describe('SV-IO (VIFs of a self-virtualizing device)', () => {
         ],
       };
       writeFileSync(join(cwd, 'c.json'), JSON.stringify(config));
-      const { code, stderr } = await runCli(['up', '--transport', transport, '--config', 'c.json', '--duration', '5', '--json', 'out.json'], cwd).done;
+      const { code, stderr } = await runCli(['up', '--transport', transport, '--config', 'c.json', '--duration', '4', '--json', 'out.json'], cwd).done;
       expect(code, stderr).toBe(0);
       const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary;
       const g = (n: string) => s.guests.find((x) => x.name === n)!;

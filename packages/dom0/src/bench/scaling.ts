@@ -114,7 +114,7 @@ function measuredOf(c: Case, a: HostSample, b: HostSample): Measured {
   };
 }
 
-export async function runScalingBench(o: { seconds?: number; quick?: boolean; rounds?: number; guestCounts?: number[]; log: (line: string) => void }): Promise<ScalingBenchResult> {
+export async function runScalingBench(o: { seconds?: number; quick?: boolean; rounds?: number; guestCounts?: number[]; svioGuestCounts?: number[]; log: (line: string) => void }): Promise<ScalingBenchResult> {
   const quick = o.quick === true;
   const windowSec = o.seconds ?? (quick ? 1 : 2);
   const warmupSec = quick ? 0.8 : 1.5;
@@ -122,7 +122,7 @@ export async function runScalingBench(o: { seconds?: number; quick?: boolean; ro
   const guestCounts = o.guestCounts ?? (quick ? [1, 8, 64] : [1, 2, 4, 8, 16, 32, 64]);
   const cases: Case[] = [
     ...guestCounts.map((n) => ({ mode: 'pv' as const, guests: n })),
-    ...guestCounts.filter((n) => n <= 16).map((n) => ({ mode: 'svio' as const, guests: n })),
+    ...(o.svioGuestCounts ?? guestCounts.filter((n) => n <= 16)).map((n) => ({ mode: 'svio' as const, guests: n })),
     // Weights decide only while every VIF is backlogged: a full queue of the largest requests each.
     { mode: 'svio', guests: 4, weights: [100, 200, 300, 400], cores: 1, qd: 32, blockKiB: 16 },
   ];

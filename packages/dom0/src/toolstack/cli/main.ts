@@ -242,6 +242,11 @@ async function chaos(argv: string[]): Promise<number> {
     drive: ({ hosts, injector }) => campaign.drive(hosts, injector),
   });
   const report = campaign.report({ transport, hosts: run.hosts, finals: run.finals, injector: run.injector, durationSec: run.durationSec });
+  // A cluster that never ran proved nothing: that is a failed campaign, not a clean one.
+  if (run.exitCode !== 0 && report.verdict === 'pass') {
+    report.verdict = 'fail';
+    report.reasons.push(`the cluster failed (exit ${run.exitCode}; its error is above): what ran proves nothing`);
+  }
   if (values.json) writeFileSync(values.json, JSON.stringify(report, null, 2) + '\n');
   const b = report.checkers.block;
   const n = report.checkers.net;
