@@ -130,7 +130,7 @@ export class Guest {
       // No shared memory with the hardware (ws): link to it directly for our functions and VIFs.
       const url = d?.hwUrl ?? sv?.hwUrl;
       if (!url || !this.link) throw new Error('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the cluster secret');
-      this.directLink = await connectDirectLink(this.kernel, url, this.link.secret, d?.functions ?? [], linkedVifs.map((v) => v.vif));
+      this.directLink = await connectDirectLink(this.kernel, url, this.link.secret);
     }
     const vifTransport = (v: { vif: number; port: number; page?: SharedArrayBuffer }) => (v.page ? undefined : this.directLink?.vif(v));
     const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {

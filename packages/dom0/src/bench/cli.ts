@@ -22,12 +22,18 @@ import { runSvioBench, type SvioBenchResult } from './svio.js';
 import { runModesBench, type ModesBenchResult, type ModesRow } from './modes.js';
 import { runScalingBench, type ScalingBenchResult, type ScalingRow } from './scaling.js';
 import { comparisonSvg } from './svg.js';
+import type { BenchTarget } from './measure.js';
 
 interface Suite {
   describe: string;
   run(seconds: number | undefined, log: (line: string) => void, quick: boolean): Promise<Record<string, unknown>>;
   table(result: Record<string, unknown>): string[][];
   warnings(result: Record<string, unknown>): string[];
+}
+
+/** The issue's targets as table rows. */
+function targetRows(targets: BenchTarget[]): string[][] {
+  return targets.map((t) => [`target: ${t.name}`, `${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'} — ${t.detail}`]);
 }
 
 const SUITES: Record<string, Suite> = {
@@ -181,7 +187,7 @@ const SUITES: Record<string, Suite> = {
             `${rate} (${row.vsNative.opsPerSec.toFixed(2)}× native)${lat}; CPU µs/op hw ${c.hwsim.toFixed(1)} dom0 ${c.dom0.toFixed(1)} guest ${(c.guest + c.peer).toFixed(1)}${c.vmapp ? ` vmapp ${c.vmapp.toFixed(1)}` : ''}; per op ${p.traps.toFixed(1)} traps ${p.worldSwitches.toFixed(1)} switches ${p.notifications.toFixed(2)} notif (${p.suppressed.toFixed(2)} suppressed) ${fmt(p.bytesCopied)} B copied ${p.grantOps.toFixed(2)} grant ops ${p.dmaTranslations.toFixed(2)} DMA translations`,
           ];
         }),
-        ...r.targets.map((t) => [`target: ${t.name}`, `${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'} — ${t.detail}`]),
+        ...targetRows(r.targets),
       ];
     },
     warnings(res) {
@@ -199,7 +205,7 @@ const SUITES: Record<string, Suite> = {
           `${row.mode.padEnd(4)} ${row.variant}`,
           `${fmt(row.opsPerSec)} IOPS, per guest ${fmt(row.perGuestOpsPerSec.min)}–${fmt(row.perGuestOpsPerSec.max)}, fairness ${row.fairness.toFixed(3)}; CPU µs/op hw ${row.cpuUsPerOp.hwsim.toFixed(1)} dom0 ${row.cpuUsPerOp.dom0.toFixed(1)} guest ${row.cpuUsPerOp.guest.toFixed(1)}${row.shares ? `; shares ${row.shares.map((s) => `${(100 * s.share).toFixed(1)}%/${(100 * s.want).toFixed(1)}%`).join(' ')}` : ''}`,
         ]),
-        ...r.targets.map((t) => [`target: ${t.name}`, `${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'} — ${t.detail}`]),
+        ...targetRows(r.targets),
       ];
     },
     warnings: () => [],

@@ -100,6 +100,13 @@ export async function sampleHost(host: Host, transport: BenchTransport, dutDomid
   };
 }
 
+/** One of the targets, judged from this run's ratios (met: null — not measured in it). */
+export interface BenchTarget {
+  name: string;
+  met: boolean | null;
+  detail: string;
+}
+
 /** A guest's CPU ms so far: its process's (ws) or its thread's (threads). */
 export function guestCpuMs(g: GuestStats | undefined): number {
   return g ? (g.processCpuMs ?? g.busyMs ?? 0) : 0;

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { GuestStats } from '@ringvisor/shared';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { IO_MODES, deviceIn, guestCpuMs, medianRound, sampleHost, type BenchTransport, type HostSample, type IoMode } from './measure.js';
+import { IO_MODES, deviceIn, guestCpuMs, medianRound, sampleHost, type BenchTransport, type BenchTarget, type HostSample, type IoMode } from './measure.js';
 
 export type ModesWorkload =
   | { device: 'net'; kind: 'tx'; payloadBytes: number }
@@ -31,6 +31,9 @@ export interface ModesRow {
   device: 'net' | 'blk';
   mode: IoMode;
   transport: BenchTransport;
+  /** The workload (same for every mode: rows compare on it). */
+  workload: string;
+  /** The workload as this mode ran it (an emulated disk says its queue depth was 1). */
   variant: string;
   opsPerSec: number;
   bytesPerSec: number;
@@ -49,7 +52,7 @@ export interface ModesBenchResult {
   rows: ModesRow[];
   setup: { windowSec: number; warmupSec: number; rounds: number; transports: BenchTransport[]; modes: IoMode[] };
   /** The issue's targets, each measured as a ratio in this run; `met` per target, and the figures. */
-  targets: Array<{ name: string; met: boolean | null; detail: string }>;
+  targets: BenchTarget[];
 }
 
 /** The fewest operations a window may hold (it is extended until it does, or gives up). */
@@ -152,6 +155,7 @@ export function rowOf(mode: IoMode, w: ModesWorkload, transport: BenchTransport,
     device: w.device,
     mode,
     transport,
+    workload: variantOf(w),
     variant: variantOf(w) + (!net && emulated && w.queueDepth > 1 ? ' (ATA: qd 1)' : ''),
     opsPerSec: ops / sec,
     bytesPerSec: bytes / sec,
@@ -181,12 +185,12 @@ const totalCpu = (r: { cpuUsPerOp: ModesRow['cpuUsPerOp'] }) => r.cpuUsPerOp.hws
 
 /** Median round per (mode, workload, transport), its spread, and ratios to native. */
 export function aggregate(all: Measured[][]): ModesRow[] {
-  const key = (r: Measured) => `${r.transport}|${r.variant.replace(' (ATA: qd 1)', '')}|${r.mode}`;
+  const key = (r: Measured) => `${r.transport}|${r.workload}|${r.mode}`;
   const groups = new Map<string, Measured[]>();
   for (const round of all) for (const r of round) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
   const rows: Array<Omit<ModesRow, 'vsNative'>> = [...groups.values()].map((rs) => medianRound(rs));
   return rows.map((r) => {
-    const base = rows.find((x) => x.mode === 'native' && x.transport === r.transport && x.device === r.device && x.variant === r.variant.replace(' (ATA: qd 1)', ''));
+    const base = rows.find((x) => x.mode === 'native' && x.transport === r.transport && x.workload === r.workload);
     return {
       ...r,
       vsNative: {
@@ -209,13 +213,13 @@ export function judgeTargets(rows: ModesRow[]): ModesBenchResult['targets'] {
   check('direct ≥ 90% of native', ratios('direct', () => true), (x) => x >= 0.9);
   check('PV ≥ 70% of native, 64 KiB sequential block I/O and large frames', ratios('pv', (r) => /64 KiB sequential|tx 1442 B/.test(r.variant)), (x) => x >= 0.7);
   const emu = of('emulated', (r) => r.device === 'net');
-  const pvNet = (r: ModesRow) => rows.find((x) => x.mode === 'pv' && x.transport === r.transport && x.variant === r.variant);
+  const pvFor = (r: ModesRow) => rows.find((x) => x.mode === 'pv' && x.transport === r.transport && x.workload === r.workload);
   if (emu.length === 0) t.push({ name: 'emulated well below PV', met: null, detail: 'not measured in this run' });
   else
     t.push({
       name: 'emulated well below PV (net)',
-      met: emu.every((r) => (pvNet(r)?.opsPerSec ?? 0) > 2 * r.opsPerSec),
-      detail: emu.map((r) => `${r.transport} ${r.variant}: ${(r.opsPerSec / (pvNet(r)?.opsPerSec ?? NaN)).toFixed(2)}× PV, ${r.perOp.traps.toFixed(1)} traps/op`).join('; '),
+      met: emu.every((r) => (pvFor(r)?.opsPerSec ?? 0) > 2 * r.opsPerSec),
+      detail: emu.map((r) => `${r.transport} ${r.variant}: ${(r.opsPerSec / (pvFor(r)?.opsPerSec ?? NaN)).toFixed(2)}× PV, ${r.perOp.traps.toFixed(1)} traps/op`).join('; '),
     });
   const dom0 = (mode: IoMode) => of(mode, () => true);
   const pv = dom0('pv');
@@ -224,7 +228,7 @@ export function judgeTargets(rows: ModesRow[]): ModesBenchResult['targets'] {
   else
     t.push({
       name: 'dom0 CPU per op: PV > direct ≈ 0',
-      met: direct.every((r) => r.cpuUsPerOp.dom0 < 0.1 * (pvNet(r) ?? pv[0]).cpuUsPerOp.dom0 + 2),
+      met: direct.every((r) => r.cpuUsPerOp.dom0 < 0.1 * (pvFor(r) ?? pv[0]).cpuUsPerOp.dom0 + 2),
       detail: `PV ${Math.min(...pv.map((r) => r.cpuUsPerOp.dom0)).toFixed(1)}–${Math.max(...pv.map((r) => r.cpuUsPerOp.dom0)).toFixed(1)} µs, direct ${Math.min(...direct.map((r) => r.cpuUsPerOp.dom0)).toFixed(1)}–${Math.max(...direct.map((r) => r.cpuUsPerOp.dom0)).toFixed(1)} µs`,
     });
   return t;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { GuestStats } from '@ringvisor/shared';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { guestCpuMs, jain, median, medianRound, sampleHost, type HostSample } from './measure.js';
+import { guestCpuMs, jain, median, medianRound, sampleHost, type BenchTarget, type HostSample } from './measure.js';
 
 export interface ScalingRow {
   device: 'blk' | 'net';
@@ -42,7 +42,7 @@ export interface ScalingRow {
 export interface ScalingBenchResult {
   rows: ScalingRow[];
   setup: { windowSec: number; warmupSec: number; rounds: number; guestCounts: number[] };
-  targets: Array<{ name: string; met: boolean | null; detail: string }>;
+  targets: BenchTarget[];
 }
 
 const QD = 4;

@@ -22,8 +22,8 @@ const RUNTIME_COLOURS = { hwsim: '#7f7f7f', dom0: '#1f77b4', guest: '#2ca02c', v
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const num = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 0.01 ? x.toFixed(2) : x.toPrecision(2));
-/** One group per workload: an emulated disk's row says it ran at queue depth 1, but it is the same workload. */
-const groupOf = (r: ModesRow) => `${r.transport} · ${r.device} ${r.variant.replace(' (ATA: qd 1)', '')}`;
+/** One group of bars per workload and transport. */
+const groupOf = (r: ModesRow) => `${r.transport} · ${r.device} ${r.workload}`;
 
 interface Panel {
   height: number;

@@ -509,12 +509,10 @@ export class Host {
     want:
       | { kind: 'net'; devid: number; mac: string; weight?: number; rate?: string }
       | { kind: 'blk'; devid: number; partition: { start: number; sectors: number }; weight?: number; rate?: string }
-      | { kind: 'cam'; devid: number; camera: { width: number; height: number; fps: number }; weight?: number },
+      | { kind: 'cam'; devid: number; camera: { width: number; height: number; fps: number }; weight?: number; rate?: undefined },
   ): Promise<BoundVif> {
     const [hwPort, guestPort] = this.bindHardwareChannel(domain);
-    const { devid, weight, ...rest } = want;
-    const rate = 'rate' in rest ? rest.rate : undefined;
-    if ('rate' in rest) delete rest.rate;
+    const { devid, weight, rate, ...rest } = want;
     // ws: the guest reaches its VIF over its own direct link to the hardware, which names the guest's port.
     const request = { ...rest, domid: domain.domid, port: hwPort, ...(this.opts.ws ? { guestPort } : {}), ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) };
     try {

@@ -12,7 +12,6 @@
  */
 import {
   DOMID_HW,
-  DeviceError,
   MachineLinkEnd,
   SVIO_PAGE_BASE,
   PAGE_SIZE,
@@ -53,65 +52,54 @@ function ridNumber(rid: string): number {
   return (parseInt(m[1], 16) << 8) | (parseInt(m[2], 16) << 3) | Number(m[3]);
 }
 
-/**
- * Connect to the hardware for `functions` and SV-IO `vifs` (their register pages exist before the
- * first update arrives).
- */
-export async function connectDirectLink(kernel: GuestKernel, url: string, secret: Uint8Array, functions: DirectFunctionSpec[], vifs: number[] = []): Promise<DirectLink> {
+/** Connect to the hardware for the functions assigned to us and the SV-IO VIFs bound to us. */
+export async function connectDirectLink(kernel: GuestKernel, url: string, secret: Uint8Array): Promise<DirectLink> {
   const { domid, memory } = kernel;
-  const bars = new Map<number, Uint8Array>(functions.map((f) => [ridNumber(f.rid), new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))]));
-  const barPage = (rid: number): Uint8Array => {
-    let p = bars.get(rid);
-    if (!p) bars.set(rid, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
-    return p;
-  };
-  const vifPages = new Map<number, Uint8Array>(vifs.map((v) => [SVIO_PAGE_BASE + v, new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))]));
-  const vifPage = (pfn: number): Uint8Array => {
-    let p = vifPages.get(pfn);
-    if (!p) vifPages.set(pfn, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
+  // Our copies of the hardware's register pages: a function's by requester id (≤ 0xffff), a
+  // VIF's at SVIO_PAGE_BASE + its id. Made when first named — a function assigned later, or a VIF
+  // created again after a reset, sends its page before we are told of it.
+  const hwPages = new Map<number, Uint8Array>();
+  const hwPage = (pfn: number): Uint8Array => {
+    let p = hwPages.get(pfn);
+    if (!p) hwPages.set(pfn, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
     return p;
   };
   const link = await connect({ url, secret, role: 'direct', domid, log: kernel.log });
   const peer = new RpcPeer(link, `direct${domid}`);
   const machine = new MachineLinkEnd(
     peer,
-    // Register pages by requester id; one assigned later (hot-plug) arrives before we are told of it.
-    // VIF register pages above them (SVIO_PAGE_BASE + vif id), for the VIFs we were told of.
-    // A VIF created again (a reset) sends its page before we are told of it, as a hot-plugged function does.
-    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW && pfn <= 0xffff ? barPage(pfn) : d === DOMID_HW && pfn - SVIO_PAGE_BASE <= 0xffffffff ? vifPage(pfn) : undefined),
+    (d, pfn) => (d === domid && memory.hasFrame(pfn) ? memory.page(pfn) : d === DOMID_HW ? hwPage(pfn) : undefined),
     (port) => void kernel.events.mem.setPending(domid, port),
   );
   link.onClose((reason) => (reason === 'guest stopped' ? undefined : kernel.log.warn({ reason }, 'direct link to the hardware closed')));
+  /** A queue ring of our memory mirrored on this link; a late wake rings the device. */
+  const ringSync = (pfn: number, lateWake: () => void): PageSync => {
+    const sync = machine.ringSync(pfn, memory.page(pfn), domid);
+    sync.lateWake = lateWake;
+    return sync;
+  };
   return {
     machine,
     close: () => link.close('guest stopped'),
     vif: ({ vif, port }) => {
-      const page = vifPage(SVIO_PAGE_BASE + vif);
+      const page = hwPage(SVIO_PAGE_BASE + vif);
       return {
         page,
         regsSync: machine.ringSync(SVIO_PAGE_BASE + vif, page, DOMID_HW),
-        queueSync: (pfn, lateWake) => {
-          const sync = machine.ringSync(pfn, memory.page(pfn), domid);
-          sync.lateWake = lateWake;
-          return sync;
-        },
+        queueSync: ringSync,
         ring: () => void machine.sendEvent(port),
         toDevice: (pfn, offset, length) => machine.wrote(domid, pfn, offset, length),
       };
     },
     fn: (spec) => {
       const rid = ridNumber(spec.rid);
-      const bar = barPage(rid);
+      const bar = hwPage(rid);
       const regs = new VfRegisters(bar);
       regs.sync = machine.ringSync(rid, bar, DOMID_HW);
       return directFunction(kernel, spec, regs, {
         ring: () => void machine.sendEvent(spec.port),
         toDevice: (pfn, offset = 0, length = PAGE_SIZE) => machine.wrote(domid, pfn, offset, length),
-        ringSync: (pfn, lateWake) => {
-          const sync = machine.ringSync(pfn, memory.page(pfn), domid);
-          sync.lateWake = lateWake;
-          return sync;
-        },
+        ringSync,
       });
     },
   };

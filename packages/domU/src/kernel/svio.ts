@@ -140,3 +140,40 @@ export function pushOutgoing(vif: OpenVif, counters: { doorbells: number; suppre
     vif.doorbell();
   } else counters.suppressed++;
 }
+
+/**
+ * What the three VIF drivers share: the VIF they drive now (a reset hands them a new one), its
+ * interrupt bound to the driver's handler, and holding the answers back — a hostile driver's
+ * flood (svio-misbehave.ts): they wait on the incoming queue meanwhile, none is lost.
+ */
+export abstract class VifDriver {
+  private held = false;
+
+  protected constructor(protected vif: OpenVif) {
+    vif.onInterrupt(() => this.interrupt());
+  }
+
+  /** The VIF the driver drives now. */
+  get currentVif(): OpenVif {
+    return this.vif;
+  }
+
+  /** Stop taking the VIF's answers (true) or go on (false). */
+  holdInterrupts(on: boolean): void {
+    this.held = on;
+    if (!on) this.interrupt();
+  }
+
+  /** Drive a VIF created again (the driver then starts its own state over). */
+  protected attach(vif: OpenVif): void {
+    this.vif = vif;
+    vif.onInterrupt(() => this.interrupt());
+  }
+
+  /** Take the VIF's answers (the interrupt handler). */
+  protected abstract onInterrupt(): void;
+
+  private interrupt(): void {
+    if (!this.held) this.onInterrupt();
+  }
+}

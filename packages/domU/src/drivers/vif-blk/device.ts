@@ -20,7 +20,7 @@ import {
   type GuestMemory,
   type VifMessage,
 } from '@ringvisor/shared';
-import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
+import { VifDriver, drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newVifBlkMetrics, type VifBlkMetrics } from './metrics.js';
 
@@ -35,22 +35,20 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-export class SvioBlkDriver implements BlockDevice {
+export class SvioBlkDriver extends VifDriver implements BlockDevice {
   readonly metrics: VifBlkMetrics = newVifBlkMetrics();
   readonly sectors: number;
   private nextId = 1;
   private readonly inflight = new Map<number, Pending>();
   private readonly backlog: Pending[] = [];
 
-  private held = false;
-
   constructor(
-    private vif: OpenVif,
+    vif: OpenVif,
     private readonly memory: GuestMemory,
     private readonly frames: FrameAllocator,
   ) {
+    super(vif);
     this.sectors = vif.regs.sectors;
-    vif.onInterrupt(() => this.onInterrupt());
   }
 
   /**
@@ -59,8 +57,7 @@ export class SvioBlkDriver implements BlockDevice {
    * device forgot them, and an answer from it can no longer arrive — so none completes twice.
    */
   reattach(vif: OpenVif): void {
-    this.vif = vif;
-    vif.onInterrupt(() => this.onInterrupt());
+    this.attach(vif);
     const pending = [...this.inflight.values()].sort((a, b) => a.msg.id - b.msg.id);
     this.inflight.clear();
     this.backlog.unshift(...pending);
@@ -134,22 +131,7 @@ export class SvioBlkDriver implements BlockDevice {
     pushOutgoing(this.vif, this.metrics);
   }
 
-  /** The VIF the driver drives now (a reset replaces it). */
-  get currentVif(): OpenVif {
-    return this.vif;
-  }
-
-  /**
-   * Stop taking the VIF's answers (true) or go on (false): a hostile driver's flood
-   * (kernel/svio-misbehave.ts). Answers wait on the incoming queue meanwhile; none is lost.
-   */
-  holdInterrupts(on: boolean): void {
-    this.held = on;
-    if (!on) this.onInterrupt();
-  }
-
-  private onInterrupt(): void {
-    if (this.held) return;
+  protected onInterrupt(): void {
     this.metrics.interrupts++;
     drainIncoming(
       this.vif,

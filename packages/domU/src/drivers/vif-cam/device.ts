@@ -6,7 +6,7 @@
  * sees gaps, never a stall.
  */
 import { PAGE_SIZE, SVIO_REG, VIF_CAM_BUF, VIF_CAM_FRAME, VIF_CAM_STREAM, cameraFrameSize, vifMessage, type CameraFormat, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
-import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
+import { VifDriver, drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { CameraConsumer } from '../../workloads/camera-consumer.js';
 
 const BUFFERS = 4;
@@ -20,7 +20,7 @@ export interface VifCamMetrics {
   interrupts: number;
 }
 
-export class SvioCamDriver {
+export class SvioCamDriver extends VifDriver {
   readonly format: CameraFormat;
   readonly fps: number;
   readonly consumer: CameraConsumer;
@@ -30,13 +30,12 @@ export class SvioCamDriver {
 
   private streaming = false;
 
-  private held = false;
-
   constructor(
-    private vif: OpenVif,
+    vif: OpenVif,
     private readonly memory: GuestMemory,
     frames: FrameAllocator,
   ) {
+    super(vif);
     this.format = { width: vif.regs.read(SVIO_REG.WIDTH), height: vif.regs.read(SVIO_REG.HEIGHT) };
     this.fps = vif.regs.read(SVIO_REG.FPS);
     this.consumer = new CameraConsumer(this.format);
@@ -45,7 +44,6 @@ export class SvioCamDriver {
       this.buffers.push({ pfn: frames.allocRun(pages), pages });
       this.toQueue.push(i);
     }
-    vif.onInterrupt(() => this.onInterrupt());
   }
 
   /** STREAM_START with every buffer queued. */
@@ -60,8 +58,7 @@ export class SvioCamDriver {
    * sequence. Frames the old device had not delivered are gaps the guest never sees.
    */
   reattach(vif: OpenVif): void {
-    this.vif = vif;
-    vif.onInterrupt(() => this.onInterrupt());
+    this.attach(vif);
     this.toQueue.length = 0;
     this.buffers.forEach((_, i) => this.toQueue.push(i));
     this.consumer.restart();
@@ -90,22 +87,7 @@ export class SvioCamDriver {
     pushOutgoing(this.vif, this.metrics);
   }
 
-  /** The VIF the driver drives now (a reset replaces it). */
-  get currentVif(): OpenVif {
-    return this.vif;
-  }
-
-  /**
-   * Stop taking the VIF's answers (true) or go on (false): a hostile driver's flood
-   * (kernel/svio-misbehave.ts). Answers wait on the incoming queue meanwhile; none is lost.
-   */
-  holdInterrupts(on: boolean): void {
-    this.held = on;
-    if (!on) this.onInterrupt();
-  }
-
-  private onInterrupt(): void {
-    if (this.held) return;
+  protected onInterrupt(): void {
     this.metrics.interrupts++;
     drainIncoming(
       this.vif,

@@ -6,7 +6,7 @@
  * it frees a slot); frames beyond a bounded transmit queue are dropped and counted.
  */
 import { ETH_MAX_FRAME, PAGE_SIZE, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
-import { drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
+import { VifDriver, drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { newVifNetMetrics, type VifNetMetrics } from './metrics.js';
 
 const BUF = 2048;
@@ -14,7 +14,7 @@ const TX_BUFFERS = 32;
 const RX_BUFFERS = 64;
 const TX_QUEUE_LIMIT = 256;
 
-export class SvioNetDriver {
+export class SvioNetDriver extends VifDriver {
   readonly metrics: VifNetMetrics = newVifNetMetrics();
   readonly mac: string;
   private readonly tx: Array<{ pfn: number; offset: number }> = [];
@@ -24,13 +24,12 @@ export class SvioNetDriver {
   private readonly txQueue: Uint8Array[] = [];
   private receiver: (frame: Uint8Array) => void = () => {};
 
-  private held = false;
-
   constructor(
-    private vif: OpenVif,
+    vif: OpenVif,
     private readonly memory: GuestMemory,
     frames: FrameAllocator,
   ) {
+    super(vif);
     this.mac = vif.regs.mac;
     const buffers = (n: number, list: Array<{ pfn: number; offset: number }>) => {
       for (let i = 0; i < n; i += PAGE_SIZE / BUF) {
@@ -42,7 +41,6 @@ export class SvioNetDriver {
     buffers(RX_BUFFERS, this.rx);
     for (let id = TX_BUFFERS - 1; id >= 0; id--) this.txFree.push(id);
     for (let id = 0; id < RX_BUFFERS; id++) this.rxToPost.push(id);
-    vif.onInterrupt(() => this.onInterrupt());
     this.pump();
   }
 
@@ -52,8 +50,7 @@ export class SvioNetDriver {
    * as a NIC reset loses them (counted; the UDP checker sees them as lost during the fault).
    */
   reattach(vif: OpenVif): void {
-    this.vif = vif;
-    vif.onInterrupt(() => this.onInterrupt());
+    this.attach(vif);
     this.metrics.recoveries++;
     this.metrics.txLost += TX_BUFFERS - this.txFree.length;
     this.txFree.length = 0;
@@ -103,22 +100,7 @@ export class SvioNetDriver {
     if ((this.rxToPost.length > 0 || (this.txQueue.length > 0 && this.txFree.length > 0)) && out.free() === 0 && out.finalCheckForSpace()) setImmediate(() => this.pump());
   }
 
-  /** The VIF the driver drives now (a reset replaces it). */
-  get currentVif(): OpenVif {
-    return this.vif;
-  }
-
-  /**
-   * Stop taking the VIF's answers (true) or go on (false): a hostile driver's flood
-   * (kernel/svio-misbehave.ts). Answers wait on the incoming queue meanwhile; none is lost.
-   */
-  holdInterrupts(on: boolean): void {
-    this.held = on;
-    if (!on) this.onInterrupt();
-  }
-
-  private onInterrupt(): void {
-    if (this.held) return;
+  protected onInterrupt(): void {
     this.metrics.interrupts++;
     drainIncoming(
       this.vif,
