@@ -92,24 +92,29 @@ faults:
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.pause', 'process.kill', 'nic.down']);
   }, 90_000);
 
-  it('an emulated guest under lost and late interrupts, lost ioreq kicks and its own hostile driver: nothing lost, everyone recovers', async () => {
+  it('emulated guests (models in dom0 and in a hosted VMApp) under lost and late interrupts, lost ioreq kicks and their own hostile drivers: nothing lost, everyone recovers', async () => {
+    // examples/emulation-hosted.yaml: hvm1's Lance model runs in dom0; hostedA's Lance and
+    // hostedDisk's ATA disk run in their VMApps, which raise the interrupts themselves.
     const p = plan(`name: emulated
 seed: 5
 duration: 6
 faults:
-  - { id: lost, who: { domain: guest4 }, what: { kind: evtchn.lost, probability: 0.5 }, when: { at: 0.5, for: 1.5 } }
-  - { id: late, who: { domain: guest4 }, what: { kind: evtchn.delayed, delayMs: 20 }, when: { at: 2.5, for: 1 } }
-  - { id: dma, who: { domain: guest4, device: lance0 }, what: { kind: device.hostile, attack: wild-dma, count: 3 }, when: { at: 4 } }
-  - { id: ata, who: { domain: guest4, device: ata51712 }, what: { kind: device.hostile, attack: bad-commands, count: 3 }, when: { at: 4.5 } }
+  - { id: lost, who: { domain: hvm1 }, what: { kind: evtchn.lost, probability: 0.5 }, when: { at: 0.5, for: 1.5 } }
+  - { id: hosted-lost, who: { domain: hostedDisk }, what: { kind: evtchn.lost, probability: 0.5 }, when: { at: 0.5, for: 1.5 } }
+  - { id: hosted-late, who: { domain: hostedA }, what: { kind: evtchn.delayed, delayMs: 20 }, when: { at: 2.5, for: 1 } }
+  - { id: dma, who: { domain: hvm1, device: lance0 }, what: { kind: device.hostile, attack: wild-dma, count: 3 }, when: { at: 4 } }
+  - { id: ata, who: { domain: hostedDisk, device: ata51712 }, what: { kind: device.hostile, attack: bad-commands, count: 3 }, when: { at: 4.5 } }
 `);
-    const rep = expectClean(await chaos(['--plan', p]));
-    expect(rep.faults.map((f) => f.kind)).toEqual(['evtchn.lost', 'evtchn.delayed', 'device.hostile', 'device.hostile']);
-    // The faults really hit the emulated devices: interrupts and kicks lost, interrupts late.
-    const [lost, late] = rep.faults as Array<{ detail?: Record<string, number> }>;
+    const rep = expectClean(await chaos(['--plan', p, '--config', join(ROOT, 'examples/emulation-hosted.yaml')]));
+    expect(rep.faults.map((f) => f.kind)).toEqual(['evtchn.lost', 'evtchn.lost', 'evtchn.delayed', 'device.hostile', 'device.hostile']);
+    // The faults really hit the emulated devices, wherever their models run: interrupts and
+    // kicks lost, interrupts late.
+    const [lost, hostedLost, hostedLate] = rep.faults as Array<{ detail?: Record<string, number> }>;
     expect(lost.detail!.irqsLost + lost.detail!.kicksLost).toBeGreaterThan(0);
-    expect(late.detail!.irqsDelayed).toBeGreaterThan(0);
-    const g4 = rep.guests.find((g) => g.name === 'guest4')!;
-    expect(g4.state).toBe('stopped');
+    expect(hostedLost.detail!.irqsLost + hostedLost.detail!.kicksLost).toBeGreaterThan(0);
+    expect(hostedLate.detail!.irqsDelayed).toBeGreaterThan(0);
+    for (const name of ['hvm1', 'hostedA', 'hostedDisk']) expect(rep.guests.find((g) => g.name === name)!.state).toBe('stopped');
+    expect(rep.guests.find((g) => g.name === 'hostedDisk')!.block!.checked).toBeGreaterThan(0);
   }, 90_000);
 
   it('a direct guest whose functions are reclaimed under load (a migration drill) and who aims DMA outside its memory: the IOMMU blocks every stray DMA, the functions come back clean, nothing lost', async () => {
@@ -142,10 +147,17 @@ faults:
     expect(g5.ops).toBeGreaterThan(0);
   }, 90_000);
 
-  it('the hardware crashes and comes back twice, and freezes in between: the disk queue is redone, nothing acknowledged lost', async () => {
-    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/hardware-restart.yaml'), '--seed', '22', ...PV3]));
+  it('over ws the hardware process is killed and comes back twice, and freezes in between: dom0 redoes its disk queue, SV-IO VIFs are created again, the direct guest relinks — nothing acknowledged lost', async () => {
+    // examples/svio.yaml: a PV guest, an SV-IO guest (two disks, a NIC and a camera) and a direct NIC.
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/hardware-restart.yaml'), '--seed', '22', '--transport', 'ws', '--config', join(ROOT, 'examples/svio.yaml')]));
     expect(rep.faults.map((f) => f.kind)).toEqual(['process.restart', 'process.pause', 'process.restart']);
-    expect(rep.guests.every((g) => g.state === 'stopped')).toBe(true);
+    expect(rep.hosts[0].hardwareRestarts).toBe(2);
+    expect(rep.guests.every((g) => g.state === 'stopped' && g.ops > 0)).toBe(true);
+    // Each restart: svio1's block and network drivers started over on new VIFs (a device that did
+    // not come back would be the fault's error, which expectClean refuses).
+    const svio1 = rep.guests.find((g) => g.name === 'svio1')!;
+    expect(svio1.recoveries).toBeGreaterThanOrEqual(2 * 3);
+    expect(svio1.block!.checked).toBeGreaterThan(0);
   }, 120_000);
 
   it('over the ws transport: a wedged backend and lost notifications, same proof', async () => {

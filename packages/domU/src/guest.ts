@@ -226,10 +226,22 @@ export class Guest {
     return fn;
   }
 
+  /**
+   * ws: the hardware that now holds our functions and VIFs is at `url` — after a hardware restart a
+   * new process, so the old direct link (closed with the old process) is replaced by a new one.
+   */
+  private async hardwareAt(url: string | undefined): Promise<void> {
+    if (url === undefined || (this.directLink && this.directLink.url === url && !this.directLink.closed)) return;
+    if (!this.link) throw new Error('a direct link to the hardware needs the cluster secret');
+    this.directLink?.close();
+    this.directLink = await connectDirectLink(this.kernel, url, this.link.secret);
+  }
+
   /** A function was assigned to us again (hot-plug after a reclaim): its driver starts over on it. */
-  async plugDirect(f: DirectFunctionSpec): Promise<void> {
+  async plugDirect(f: DirectFunctionSpec, hwUrl?: string): Promise<void> {
     const d = f.kind === 'nic' ? this.vfNic.find((x) => x.devid === f.devid)?.driver : this.vfBlk.find((x) => x.devid === f.devid)?.driver;
     if (!d) throw new Error(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
+    await this.hardwareAt(hwUrl);
     await d.reattach(await this.directFunction(f));
   }
 
@@ -238,10 +250,11 @@ export class Guest {
    * over the direct link when we have no shared memory with the hardware — and let its driver
    * start over on it (block: resubmit what the old VIF never answered).
    */
-  async plugVif(v: SvioVifSpec): Promise<void> {
+  async plugVif(v: SvioVifSpec, hwUrl?: string): Promise<void> {
     const known = this.spec.svio?.vifs.find((x) => x.kind === v.kind && x.devid === v.devid);
     const driver = v.kind === 'net' ? this.vifNet.find((x) => x.devid === v.devid)?.driver : v.kind === 'blk' ? this.vifBlk.find((x) => x.devid === v.devid)?.driver : this.vifCam.find((x) => x.devid === v.devid)?.driver;
     if (!known || !driver) throw new Error(`guest.svio.plug: no SV-IO ${v.kind} ${v.devid} to attach VIF ${v.vif} to`);
+    if (!v.page) await this.hardwareAt(hwUrl);
     const transport = v.page ? undefined : this.directLink?.vif(v);
     if (!v.page && !transport) throw new Error(`guest.svio.plug: VIF ${v.vif} has no page and there is no direct link to the hardware`);
     const vif = await openVif(this.kernel, v, transport);

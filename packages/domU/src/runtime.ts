@@ -77,14 +77,14 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     const f = (p as { function?: unknown } | null)?.function as DirectFunctionSpec | undefined;
     if (!f || (f.kind !== 'nic' && f.kind !== 'disk') || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
       throw new Error('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
-    await guest.plugDirect(f);
+    await guest.plugDirect(f, hwUrlOf(p));
     return null;
   });
   peer.handle(GUEST_SVIO_PLUG, async (p) => {
     const v = (p as { vif?: Partial<SvioVifSpec> } | null)?.vif;
     if (!v || (v.kind !== 'net' && v.kind !== 'blk' && v.kind !== 'cam') || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
       throw new Error('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
-    await guest.plugVif(v as SvioVifSpec);
+    await guest.plugVif(v as SvioVifSpec, hwUrlOf(p));
     return null;
   });
   peer.handle(GUEST_POWER_LOST, () => {
@@ -112,4 +112,12 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   await guest.boot();
   peer.notify(GUEST_READY, { domid: spec.domid });
   return guest;
+}
+
+/** ws: where the hardware is now, when a plug names it (a restarted hardware is a new process). */
+function hwUrlOf(p: unknown): string | undefined {
+  const url = (p as { hwUrl?: unknown } | null)?.hwUrl;
+  if (url === undefined) return undefined;
+  if (typeof url !== 'string' || !/^wss?:\/\//.test(url)) throw new Error('hwUrl must be a ws:// or wss:// URL');
+  return url;
 }

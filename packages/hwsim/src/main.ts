@@ -49,7 +49,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   sim = new HardwareSimulator({
     eventMemory,
     host: boot.host,
-    disk: { path: values.disk ?? process.env.RINGVISOR_DISK ?? boot.disk.path, sizeBytes: boot.disk.sizeBytes },
+    disk: { path: values.disk ?? process.env.RINGVISOR_DISK ?? boot.disk.path, sizeBytes: boot.disk.sizeBytes, ...(boot.disk.cache === 'writeback' ? { cache: 'writeback' as const } : {}) },
     nic: boot.nic,
     ...(typeof boot.svioCores === 'number' ? { svioCores: boot.svioCores } : {}),
     eventRouting: machine.routing(),

@@ -29,13 +29,15 @@ export interface PhysicalNicCounters {
   doorbells: number;
   suppressed: number;
   interrupts: number;
+  /** Frames handed to a device that was then reset (a hardware restart): dropped, as on a NIC reset. */
+  txLostInReset: number;
 }
 
 const MAX_TX_BACKLOG = 256;
 
 export class PhysicalNicDriver {
-  readonly tx: FrontRing<HwNicBuffer, HwStatusResponse>;
-  readonly rx: FrontRing<HwNicBuffer, HwStatusResponse>;
+  tx: FrontRing<HwNicBuffer, HwStatusResponse>;
+  rx: FrontRing<HwNicBuffer, HwStatusResponse>;
   readonly counters: PhysicalNicCounters = {
     txFrames: 0,
     txBytes: 0,
@@ -47,6 +49,7 @@ export class PhysicalNicDriver {
     doorbells: 0,
     suppressed: 0,
     interrupts: 0,
+    txLostInReset: 0,
   };
   private readonly txSlots: Array<Skb | undefined> = [];
   private readonly txFreeIds: number[] = [];
@@ -57,26 +60,65 @@ export class PhysicalNicDriver {
   private receiver: (skb: Skb) => void = (skb) => this.pool.put(skb);
 
   constructor(
-    memory: GuestMemory,
-    txPfn: number,
-    rxPfn: number,
+    private readonly memory: GuestMemory,
+    private readonly txPfn: number,
+    private readonly rxPfn: number,
     private readonly events: EventChannelGate,
     readonly port: number,
     readonly mac: string,
     private readonly pool: SkbPool,
-    rxBuffers = 64,
+    private readonly rxBuffers = 64,
     private readonly dma?: DriverDma,
   ) {
-    for (const pfn of [txPfn, rxPfn]) {
-      initSharedRing(memory.page(pfn));
-      dma?.toDevice({ domid: 0, pfn });
-    }
-    this.tx = new FrontRing(memory.page(txPfn), hwNicTxProtocol, dma?.ringSync(txPfn, memory.page(txPfn), () => this.kick(true)));
-    this.rx = new FrontRing(memory.page(rxPfn), hwNicRxProtocol, dma?.ringSync(rxPfn, memory.page(rxPfn), () => this.kick(true)));
-    for (let i = this.tx.size - 1; i >= 0; i--) this.txFreeIds.push(i);
+    [this.tx, this.rx] = this.freshQueues();
     events.on(port, () => this.onInterrupt());
-    for (let id = 0; id < Math.min(rxBuffers, this.rx.size); id++) this.postRx(id);
     this.kick(this.rx.pushRequests());
+  }
+
+  /** Initialised tx and rx queues (the device's copies start from them), every rx buffer posted. */
+  private freshQueues(): [FrontRing<HwNicBuffer, HwStatusResponse>, FrontRing<HwNicBuffer, HwStatusResponse>] {
+    for (const pfn of [this.txPfn, this.rxPfn]) {
+      initSharedRing(this.memory.page(pfn));
+      this.dma?.toDevice({ domid: 0, pfn });
+    }
+    const queue = (pfn: number, protocol: typeof hwNicTxProtocol) =>
+      new FrontRing(this.memory.page(pfn), protocol, this.dma?.ringSync(pfn, this.memory.page(pfn), () => this.kick(true)));
+    const tx = queue(this.txPfn, hwNicTxProtocol);
+    const rx = queue(this.rxPfn, hwNicRxProtocol);
+    this.txFreeIds.length = 0;
+    for (let i = tx.size - 1; i >= 0; i--) this.txFreeIds.push(i);
+    this.rx = rx;
+    this.rxEmpty.length = 0;
+    for (let id = 0; id < Math.min(this.rxBuffers, rx.size); id++) this.postRx(id);
+    return [tx, rx];
+  }
+
+  /**
+   * The device was reset (the hardware restarted) and forgot its queues. As a driver does after
+   * a NIC reset, start them afresh: frames handed to the old device and not answered are dropped
+   * (counted — what was on the wire is lost, and UDP's users see a loss, never a damaged frame),
+   * every rx buffer is posted again. Call before the new device attaches; `resume()` once it has.
+   */
+  resetQueues(): void {
+    for (let id = 0; id < this.txSlots.length; id++) {
+      const skb = this.txSlots[id];
+      if (!skb) continue;
+      this.txSlots[id] = undefined;
+      this.pool.put(skb);
+      this.counters.txLostInReset++;
+    }
+    for (let id = 0; id < this.rxSlots.length; id++) {
+      const skb = this.rxSlots[id];
+      this.rxSlots[id] = undefined;
+      if (skb) this.pool.put(skb);
+    }
+    [this.tx, this.rx] = this.freshQueues();
+  }
+
+  /** After a reset: publish the posted rx buffers and the transmit backlog to the new device. */
+  resume(): void {
+    this.kick(this.rx.pushRequests());
+    this.pumpTx();
   }
 
   /** Names this NIC in frame trace events (captures): e.g. { host: "host0", iface: "host0/peth0" }. */

@@ -35,6 +35,8 @@ export interface ChaosReport {
     recoveries: number;
     resubmitted: number;
     killed: boolean;
+    /** The read-back of this guest's ledger: blocks checked, and the failures by class (zero: lost). */
+    block?: { checked: number; failures: number; kinds: Record<string, number> };
     /** Attacks this guest's frontends made (plans' ring.* and grant.* kinds) and how dom0 answered. */
     attacks?: Record<string, { sent: number; answered: number; okay: number; errors: number; refused: number; revoked: number }>;
   }>;
@@ -204,6 +206,7 @@ export class Campaign {
           recoveries: s?.devices.reduce((a, d) => a + (d.detail.recoveries ?? 0), 0) ?? 0,
           resubmitted: s?.devices.reduce((a, d) => a + (d.detail.resubmitted ?? 0), 0) ?? 0,
           ...attacksOf(s),
+          ...(s?.block ? { block: { checked: s.block.checked, failures: s.block.failures, kinds: s.block.kinds } } : {}),
           killed: killed.has(g.config.name),
         });
       }),

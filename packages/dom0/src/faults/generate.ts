@@ -36,7 +36,6 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       vbd: g.devices.find((d) => d.type === 'vbd' && d.mode === 'pv'),
       vif: g.devices.find((d) => d.type === 'vif' && d.mode === 'pv'),
       emulated: g.devices.filter((d) => d.mode === 'emulated').map((d) => (d.type === 'vbd' ? `ata${d.devid}` : `lance${d.devid}`)),
-      emulatedInDom0: g.devices.some((d) => d.mode === 'emulated' && d.placement === 'dom0'),
       direct: g.devices.filter((d) => d.mode === 'direct').map((d) => `${d.type}${d.devid}`),
       svio: g.devices.filter((d) => d.mode === 'svio').map((d) => `${d.type}${d.devid}`),
     })),
@@ -47,8 +46,8 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const withVbd = guests.filter((g) => g.vbd);
   const withPv = guests.filter((g) => g.vbd || g.vif);
   const withEmulated = guests.filter((g) => g.emulated.length > 0);
-  // Lost and delayed events also act on emulated devices whose models run in dom0 (their IRQs and ioreq kicks).
-  const withEvents = guests.filter((g) => g.vbd || g.vif || g.emulatedInDom0);
+  // Lost and delayed events also act on emulated devices (their IRQs and ioreq kicks), in dom0 or a VMApp.
+  const withEvents = guests.filter((g) => g.vbd || g.vif || g.emulated.length > 0);
   const pvOnly = (k: FaultKind) => k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm';
   const kinds: FaultKind[] = [
     'backend.pause',
@@ -135,6 +134,8 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
         if (rng.next() < 0.3) return { id, who: { host: g.host, runtime: 'hwsim' as const }, what: { kind }, when };
         return { id, who: { domain: g.name }, what: { kind }, when };
       case 'process.restart':
+        // Now and then the hardware instead of a guest: every mode's devices come back on it.
+        if (rng.next() < 0.3) return { id, who: { host: g.host, runtime: 'hwsim' as const }, what: { kind }, when: { at } };
         return { id, who: { domain: g.name }, what: { kind }, when: { at } };
       case 'ring.corrupt-index':
         return { id, who: { domain: g.name, device: vbd! }, what: { kind }, when };

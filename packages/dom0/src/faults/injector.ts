@@ -374,24 +374,29 @@ export class FaultInjector {
           domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
           const platform = host.platformOf(domid);
           const emulated = platform?.placement === 'dom0' && !spec.who.device ? platform : undefined;
+          // Hosted: the VMApp raises the virtual IRQs and takes the VMM's kicks, so it is told.
+          const hosted = platform?.placement === 'hosted' && !spec.who.device ? platform : undefined;
           let backends: AnyBackend[] = [];
           try {
             backends = this.backends(spec).backends;
           } catch (e) {
-            if (!emulated) throw e;
+            if (!emulated && !hosted) throw e;
           }
-          if (backends.length === 0 && !emulated) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no event channels this fault can act on (PV devices, or emulated ones with models in dom0)`);
+          if (backends.length === 0 && !emulated && !hosted) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no event channels this fault can act on (PV devices, or emulated ones)`);
           for (const b of backends) b.eventFault = { lostToGuest: toGuest, lostToBackend: toBack, delayMs, draw };
           if (emulated) emulated.eventFault = { lostToGuest: toGuest, lostToModel: toBack, delayMs, draw };
-          const before = emulated ? { ...emulated.faultCounters } : undefined;
-          undo = () => {
+          // Hosted: sent, not awaited — its answer can be held up by the very kicks it loses (ws);
+          // the VMApp ends the fault itself after its planned length.
+          const forMs = Math.min(MAX_FREEZE_MS, (spec.when.for ?? 60) * 1000);
+          const hostedBefore = hosted?.setHostedEventFault({ lostToGuest: toGuest, lostToModel: toBack, delayMs, seed: mixSeed(this.seed, this.seq) >>> 0, forMs }).catch(() => undefined);
+          const emulatedBefore = emulated ? { ...emulated.faultCounters } : undefined;
+          undo = async () => {
             backends.forEach((b) => (b.eventFault = undefined));
-            if (emulated && before) {
-              emulated.eventFault = undefined;
-              // What the fault did to the emulated devices, for the report.
-              const c = emulated.faultCounters;
-              rec.detail = { ...rec.detail, irqsLost: c.irqsLost - before.irqsLost, irqsDelayed: c.irqsDelayed - before.irqsDelayed, kicksLost: c.kicksLost - before.kicksLost };
-            }
+            if (emulated) emulated.eventFault = undefined;
+            const before = emulatedBefore ?? (await hostedBefore);
+            const c = emulated ? emulated.faultCounters : hosted ? await hosted.setHostedEventFault(null).catch(() => undefined) : undefined;
+            // What the fault did to the emulated devices, for the report.
+            if (c && before) rec.detail = { ...rec.detail, irqsLost: c.irqsLost - before.irqsLost, irqsDelayed: c.irqsDelayed - before.irqsDelayed, kicksLost: c.kicksLost - before.kicksLost };
           };
           break;
         }

@@ -40,10 +40,10 @@ export const FAULT_KINDS = {
   'disk.eio': 'the physical disk fails requests (op, sectors, probability, times); who: host',
   'disk.bitflip': 'the physical disk silently flips a bit (op, sectors, probability, times); who: host',
   'disk.torn':
-    "the power goes (threads): a writeback disk's volatile cache reaches the image only in part (each cached sector with writeProbability), the rest is lost, and the hardware comes back; acknowledged writes a flush covered must all be there, unflushed ones may be gone or torn (the ledger reports them as unflushed); who: host",
+    "the power goes: a writeback disk's volatile cache reaches the image only in part (each cached sector with writeProbability), the rest is lost, and the hardware comes back; acknowledged writes a flush covered must all be there, unflushed ones may be gone or torn (the ledger reports them as unflushed); who: host",
   'nic.down': 'the physical NIC loses carrier; who: host',
   'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain',
-  'process.restart': 'reboot a guest (kill its runtime, reclaim its domain, build and boot it again: same disk region, same addresses); or, with runtime: hwsim, crash and restart the hardware (devices re-attached, their queues redone); who: domain, or host + runtime: hwsim',
+  'process.restart': 'reboot a guest (kill its runtime, reclaim its domain, build and boot it again: same disk region, same addresses); or, with runtime: hwsim, crash and restart the hardware (ws: kill -9 its process; devices re-attached, their queues redone, direct functions and SV-IO VIFs back); who: domain, or host + runtime: hwsim',
   'process.pause': 'freeze a runtime (SIGSTOP, or its thread blocked), resume on heal; who: domain, or host + runtime: hwsim',
   'link.latency': 'ws: a runtime link gets latencyMs (+ jitterMs) each way, order kept; who: domain, or runtime: hwsim',
   'link.bandwidth': 'ws: a runtime link is paced to bytesPerSec; who: domain, or runtime: hwsim',

@@ -128,11 +128,15 @@ export class Host {
 
   /** Streaming DMA mappings for dom0's drivers when the hardware is across a link. */
   private get driverDma(): DriverDma | undefined {
-    const link = this.hv.hardwareLink;
-    if (!link) return undefined;
+    if (!this.hv.hardwareLink) return undefined;
+    // The link is looked up at each use: a hardware restart replaces it, and a queue made afresh
+    // after one (resetQueue) mirrors its page on the new link. Between the crash and the new
+    // hardware there is no link, and nothing to hand a buffer to.
     return {
-      toDevice: (f) => link.wrote(f.domid, f.pfn, 0, 4096),
+      toDevice: (f) => this.hv.hardwareLink?.wrote(f.domid, f.pfn, 0, 4096),
       ringSync: (pfn, page, lateWake) => {
+        const link = this.hv.hardwareLink;
+        if (!link) return undefined;
         const sync = link.ringSync(pfn, page, 0);
         sync.lateWake = lateWake;
         return sync;
@@ -152,7 +156,10 @@ export class Host {
     const ws = this.opts.ws!;
     let child: ChildProcess | undefined;
     const connected = new Promise<RpcPeer>((res, rej) => {
-      this.awaitingHwsim = (peer) => res(peer);
+      this.awaitingHwsim = (peer) => {
+        this.awaitingHwsim = undefined; // one hardware per host: a second connection is refused
+        res(peer);
+      };
       if (ws.spawn !== false) {
         child = spawn(process.execPath, [ws.bin ?? repoBin(import.meta.url), 'hwsim', '--dom0', this.wsUrl], {
           env: { ...process.env, RINGVISOR_SECRET: Buffer.from(ws.secret).toString('hex') },
@@ -189,6 +196,10 @@ export class Host {
   }
 
   private awaitingHwsim?: (peer: RpcPeer) => void;
+  /** ws: a (re)plugged function or VIF names where the hardware is now — a new process after a restart. */
+  private hwUrlForGuests(): { hwUrl?: string } {
+    return this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {};
+  }
   /** ws: where guests with assigned functions reach the hardware directly. */
   private hwDirectUrl?: string;
   /** SV-IO: every VIF's counters as the engine's cores had them at shutdown. */
@@ -237,29 +248,48 @@ export class Host {
    * whatever reached the image before the crash is there (the file outlives the process).
    */
   async restartHwsim(): Promise<void> {
-    if (this.opts.ws) throw new Error('hardware restart is implemented for the threads transport');
     const old = this.hwsim!;
+    if (this.opts.ws && !old.pid) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
     await old.kill();
     await Promise.race([old.exited, delay(5_000)]);
+    if (this.opts.ws) {
+      // The new process may attach only once dom0 has seen the old one's link close.
+      for (const deadline = Date.now() + 5_000; this.hv.hardwareLink && Date.now() < deadline; ) await delay(20);
+      this.hv.hardwareLink?.peer.close('hardware restarted');
+      this.hv.hardwareLink = undefined;
+    }
     // A writeback drive's cache died with it: the guests' ledgers hold what was not yet durable in
     // doubt — told before the new hardware answers anything.
     if (this.config.disk.cache === 'writeback')
       await Promise.all(this.guests.filter((g) => g.peer && !g.down).map((g) => g.peer!.call(GUEST_POWER_LOST, {}, 5_000).catch(() => undefined)));
-    this.startHwsimWorker();
+    if (this.opts.ws) await this.startHwsimProcess(this.hwDisk!);
+    else this.startHwsimWorker();
     this.hwsimDown = false;
-    this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW);
+    this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW, this.hwsim!.pid);
     const peer = this.hwsim!.peer;
     void this.hwsim!.exited.then(() => {
       if (this.hwsim?.peer === peer) this.hwsimDown = true;
     });
+    // Over ws the new process has blank copies of every domain's memory: what a device reads is
+    // handed to it again below (the queues, write data, transmit buffers) as a driver re-maps its
+    // DMA buffers after a reset.
     await this.attachMemoryToHardware(this.hv.dom0);
     for (const c of this.created) await this.attachMemoryToHardware(c.domain);
     // The disk queue starts afresh with every unanswered request resubmitted: the device answered
     // out of order, so its ring indices cannot tell which ones it finished.
     this.disk.resetQueue();
+    this.hv.hardwareLink?.mirror.flush();
     await peer.call('hw.disk.attach', this.deviceAttachments.disk);
     this.disk.resume();
+    this.nic.resetQueues();
+    this.hv.hardwareLink?.mirror.flush();
     await peer.call('hw.nic.attach', this.deviceAttachments.nic);
+    this.nic.resume();
+    const missing: string[] = [];
+    const notBack = (guest: string, device: string, e: Error) => {
+      missing.push(`${guest}/${device} (${e.message})`);
+      this.log.warn({ err: e.message, guest, device }, 'device did not come back after the hardware restart');
+    };
     // Direct devices: the new hardware's functions are assigned again on the same event channels,
     // and each guest's driver starts over on its function (its block driver resubmits what the
     // old function had not answered).
@@ -270,13 +300,15 @@ export class Host {
         if (r.bar) f.bar = r.bar;
         this.traceDirect(c.domain.domid, directDeviceName(f), 'assign', r.rid);
         const g = this.guests.find((x) => x.domain === c.domain);
-        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 15_000).catch((e: Error) => this.log.warn({ err: e.message, guest: c.domain.name }, 'direct device did not come back'));
+        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f), ...this.hwUrlForGuests() }, 15_000).catch((e: Error) => notBack(c.domain.name, directDeviceName(f), e));
       }
     // SV-IO: the new device has no VIFs; each is created again (same channel, partition, MAC,
     // QoS) and its guest's driver starts over on it.
     for (const c of this.created)
-      for (const b of c.svio) await this.recreateVif(c, b).catch((e: Error) => this.log.warn({ err: e.message, guest: c.domain.name, device: vifDeviceName(b) }, 'SV-IO VIF did not come back'));
+      for (const b of c.svio) await this.recreateVif(c, b).catch((e: Error) => notBack(c.domain.name, vifDeviceName(b), e));
     this.restartedHardware++;
+    // A device that did not come back is a recovery that failed: the fault plan's record says so.
+    if (missing.length > 0) throw new Error(`after the hardware restart, not back: ${missing.join('; ')}`);
   }
 
   /**
@@ -285,7 +317,6 @@ export class Host {
    * the hardware. With a writethrough drive nothing is cached and nothing is torn.
    */
   async powerLoss(writeProbability: number, seed: number): Promise<{ written: number; lost: number }> {
-    if (this.opts.ws) throw new Error('a power loss (disk.torn) restarts the hardware, which is implemented for the threads transport');
     return this.hwsim!.peer.call('hw.disk.powerLoss', { writeProbability, seed: seed >>> 0 }, 5_000);
   }
 
@@ -333,13 +364,11 @@ export class Host {
     const diskPath = resolve(this.opts.baseDir ?? process.cwd(), this.config.disk.path);
     mkdirSync(dirname(diskPath), { recursive: true });
     const hwDisk = { path: diskPath, sizeBytes: this.config.disk.sizeMiB * 1024 * 1024, ...(this.config.disk.cache ? { cache: this.config.disk.cache } : {}) };
+    this.hwDisk = hwDisk;
     if (this.opts.ws) {
       await this.listenForGuests();
       await this.startHwsimProcess(hwDisk);
-    } else {
-      this.hwDisk = hwDisk;
-      this.startHwsimWorker();
-    }
+    } else this.startHwsimWorker();
     const peer = this.hwsim!.peer;
     this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW, this.hwsim!.pid);
     void this.hwsim!.exited.then((code) => {
@@ -543,7 +572,7 @@ export class Host {
     else delete b.page;
     this.log.info({ domid: c.domain.domid, vif: r.vif, device: vifDeviceName(b) }, 'SV-IO VIF created again');
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b) }, 15_000);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b), ...this.hwUrlForGuests() }, 15_000);
   }
 
   /**

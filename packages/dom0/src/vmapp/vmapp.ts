@@ -31,6 +31,10 @@ import {
   VMAPP_FRAME,
   VMAPP_STATS,
   VMAPP_STOP,
+  VMAPP_FAULTS,
+  SplitMix32,
+  type VmAppEventFault,
+  type VmAppFaultCounters,
   type Logger,
   type RpcPeer,
   type VmAppSpec,
@@ -42,12 +46,20 @@ import { AtaDevice, type AtaBacking } from '../devicemodels/ata/index.js';
 
 /** Longest a queued transmit waits when nothing else causes a switch (send combining's bound). */
 const SEND_COMBINING_DELAY_MS = 2;
+/**
+ * Longest the VMApp sleeps on the doorbell: a lost kick (a fault, or a bug) costs at most this,
+ * as the missed-event poll bounds a lost notification elsewhere.
+ */
+const DOORBELL_WAIT_MS = 500;
 
 export class VmApp {
   private readonly server: IoReqServer;
   private readonly dma: GuestMemoryDma;
-  /** Raise one of the guest's virtual IRQs (see VmAppSpec.localInterrupts). */
-  private readonly raise: (port: number) => void;
+  /** Deliver one of the guest's virtual IRQs (see VmAppSpec.localInterrupts). */
+  private readonly deliver: (port: number) => void;
+  /** An injected event fault (VMAPP_FAULTS), with its own seeded draws. */
+  private eventFault?: { f: VmAppEventFault; rng: SplitMix32; until: number };
+  private readonly faultCounters: VmAppFaultCounters = { irqsLost: 0, irqsDelayed: 0, kicksLost: 0 };
   private readonly lances: Array<{ name: string; model: LanceDevice; mirror: Int32Array }> = [];
   private readonly disks: Array<{ name: string; model: AtaDevice }> = [];
   private readonly vmnet = { writes: 0, bytesOut: 0, reads: 0, bytesIn: 0 };
@@ -66,12 +78,12 @@ export class VmApp {
       // In the guest's own process: set the guest's pending bit and raise its upcall, as the
       // hypervisor's delivery would.
       const mem = new EventMemory(spec.eventMemory);
-      this.raise = (port) => void mem.setPending(spec.domid, port);
+      this.deliver = (port) => void mem.setPending(spec.domid, port);
     } else {
       // Send only: raise the interrupts on dom0's ends of the IRQ channels. This thread never
       // dispatches dom0's ports (dom0's own loop does).
       const gate = new EventChannelGate(spec.eventMemory, 0);
-      this.raise = (port) => void gate.send(port);
+      this.deliver = (port) => void gate.send(port);
     }
     this.doorbell = new Int32Array(spec.slot, 0, IOREQ_SLOT_BYTES / 4);
     this.server = new IoReqServer({
@@ -96,6 +108,14 @@ export class VmApp {
       this.publish();
     });
     peer.handle(VMAPP_STATS, () => this.stats());
+    peer.handle(VMAPP_FAULTS, (p) => {
+      if (p === null || p === undefined) this.eventFault = undefined;
+      else {
+        const f = checkEventFault(p);
+        this.eventFault = { f, rng: new SplitMix32(f.seed >>> 0), until: performance.now() + f.forMs };
+      }
+      return { ...this.faultCounters };
+    });
     peer.handle(VMAPP_STOP, () => {
       this.stop();
       return true;
@@ -156,6 +176,27 @@ export class VmApp {
     this.disks.push({ name: d.name, model });
   }
 
+  /** Raise a virtual IRQ — unless an injected fault loses or delays it (drivers recover as on hardware). */
+  /** The injected fault, while it lasts. */
+  private activeFault(): { f: VmAppEventFault; rng: SplitMix32 } | undefined {
+    const e = this.eventFault;
+    if (e && performance.now() > e.until) this.eventFault = undefined;
+    return this.eventFault;
+  }
+
+  private raise(port: number): void {
+    const e = this.activeFault();
+    if (e) {
+      if (e.f.lostToGuest > 0 && e.rng.next() < e.f.lostToGuest) return void this.faultCounters.irqsLost++;
+      if (e.f.delayMs > 0) {
+        this.faultCounters.irqsDelayed++;
+        setTimeout(() => this.running && this.deliver(port), e.f.delayMs).unref();
+        return;
+      }
+    }
+    this.deliver(port);
+  }
+
   /** Each Lance's status mirror, for the VMM's fast path. */
   private publish(): void {
     for (const l of this.lances) {
@@ -190,10 +231,16 @@ export class VmApp {
   private async loop(): Promise<void> {
     let seen = Atomics.load(this.doorbell, IOREQ_DOORBELL_WORD);
     while (this.running) {
-      const r = Atomics.waitAsync(this.doorbell, IOREQ_DOORBELL_WORD, seen, 1000);
-      if (r.async) await r.value;
+      const r = Atomics.waitAsync(this.doorbell, IOREQ_DOORBELL_WORD, seen, DOORBELL_WAIT_MS);
+      const rang = r.async ? (await r.value) === 'ok' : r.value !== 'timed-out';
       seen = Atomics.load(this.doorbell, IOREQ_DOORBELL_WORD);
       if (!this.running) break;
+      // A lost kick: the wake-up is dropped; the access waits in its slot for the bounded wait.
+      const e = this.activeFault();
+      if (rang && e && e.f.lostToModel > 0 && e.rng.next() < e.f.lostToModel) {
+        this.faultCounters.kicksLost++;
+        continue;
+      }
       this.server.wake();
     }
   }
@@ -221,4 +268,13 @@ export class VmApp {
     Atomics.notify(this.doorbell, IOREQ_DOORBELL_WORD);
     this.log.debug({ guest: this.spec.guest }, 'vmapp stopped');
   }
+}
+
+function checkEventFault(p: unknown): VmAppEventFault {
+  const o = p as Partial<Record<keyof VmAppEventFault, unknown>>;
+  const prob = (v: unknown) => typeof v === 'number' && v >= 0 && v <= 1;
+  const ms = (v: unknown, max: number) => typeof v === 'number' && v >= 0 && v <= max;
+  if (!prob(o.lostToGuest) || !prob(o.lostToModel) || !ms(o.delayMs, 60_000) || !ms(o.forMs, 3_600_000) || typeof o.seed !== 'number')
+    throw new Error('vmapp.faults needs { lostToGuest, lostToModel (0..1), delayMs (0..60000), forMs (0..3600000), seed } or null');
+  return { lostToGuest: o.lostToGuest as number, lostToModel: o.lostToModel as number, delayMs: o.delayMs as number, forMs: o.forMs as number, seed: o.seed };
 }

@@ -40,6 +40,10 @@ export interface VifTransport {
 
 export interface DirectLink {
   readonly machine: MachineLinkEnd;
+  /** Where the hardware was reached; a restarted hardware is a new process at a new URL. */
+  readonly url: string;
+  /** The hardware's end went away (it crashed, or was restarted). */
+  readonly closed: boolean;
   fn(spec: DirectFunctionSpec): DirectFunction;
   /** An SV-IO VIF bound to us: its register page and queues mirrored on this link (kernel/svio.ts). */
   vif(spec: { vif: number; port: number }): VifTransport;
@@ -80,6 +84,10 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
   };
   return {
     machine,
+    url,
+    get closed() {
+      return peer.closed;
+    },
     close: () => link.close('guest stopped'),
     vif: ({ vif, port }) => {
       const page = hwPage(SVIO_PAGE_BASE + vif);

@@ -12,6 +12,7 @@ import {
   VMAPP_FRAME,
   VMAPP_STATS,
   VMAPP_STOP,
+  VMAPP_FAULTS,
   createIoReqSlot,
   createVmmShared,
   startVmApp,
@@ -38,6 +39,7 @@ export function startLocalVmApp(kernel: GuestKernel, guest: string, plan: VmAppP
   dom0.on(VMAPP_FRAME, (p) => vm.notify(VMAPP_FRAME, p));
   dom0.handle(VMAPP_STATS, () => vm.call(VMAPP_STATS, {}, 5_000));
   dom0.handle(VMAPP_STOP, () => vm.call(VMAPP_STOP, {}, 2_000));
+  dom0.handle(VMAPP_FAULTS, (p) => vm.call(VMAPP_FAULTS, p, 5_000));
   return {
     slot,
     vmm,

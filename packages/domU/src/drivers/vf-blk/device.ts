@@ -172,7 +172,6 @@ export class VfBlkDriver implements BlockDevice {
       if (op === HWBLK_OP_WRITE) {
         memory.page(pfn).set(buf.subarray(at, at + n));
         this.metrics.bytesCopied += n;
-        this.o.fn.toDevice(pfn, 0, n);
       }
       // The domid of a function's segment is reserved: the IOMMU decides whose memory pfn is.
       segments.push({ domid: 0, pfn, firstSect: 0, lastSect: n / SECTOR_SIZE - 1 });
@@ -201,6 +200,9 @@ export class VfBlkDriver implements BlockDevice {
       p.req.id = this.nextId;
       this.nextId = (this.nextId + 1) >>> 0 || 1;
       this.inflight.set(p.req.id, p);
+      // The device reads a write's data when it takes the request: hand it over now — and again
+      // on a resubmission, since a restarted hardware (ws) holds no copy of it.
+      if (p.req.op === HWBLK_OP_WRITE) for (const g of p.req.segments) if (g.lastSect >= g.firstSect) this.o.fn.toDevice(g.pfn, g.firstSect * SECTOR_SIZE, (g.lastSect - g.firstSect + 1) * SECTOR_SIZE);
       ring.putRequest(p.req);
       n++;
     }

@@ -99,7 +99,6 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
       pfns.push(pfn);
       if (type === VIF_WRITE) {
         this.memory.page(pfn).set(buf.subarray(at, at + n));
-        this.vif.toDevice(pfn, 0, n);
         this.metrics.bytesCopied += n;
       }
       segments.push({ gfn: pfn, first: 0, last: n / SECTOR_SIZE - 1 });
@@ -123,6 +122,9 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
       // Ids stay below 2^31: the top half is a hostile driver's (kernel/svio-misbehave.ts).
       this.nextId = (this.nextId + 1) & 0x7fffffff || 1;
       this.inflight.set(p.msg.id, p);
+      // The device reads a write's data when it takes the message: hand it over now — and again
+      // on a resubmission, since a restarted hardware (ws) holds no copy of it.
+      if (p.msg.type === VIF_WRITE) for (const g of p.msg.segments) if (g.last >= g.first) this.vif.toDevice(g.gfn, g.first * SECTOR_SIZE, (g.last - g.first + 1) * SECTOR_SIZE);
       out.put(p.msg);
       n++;
     }
