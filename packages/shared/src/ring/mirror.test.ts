@@ -104,4 +104,21 @@ describe('a mirrored ring between two threads without shared memory', () => {
     // Armed beyond what we produced: nothing to do.
     expect(applyPageUpdates([{ page: 'ring', bytes: [], indices: [[1, 6]] }], resolve).lateWakes).toEqual([]);
   });
+
+  it('wakes the peer late only for a new arm, and once per page per message', () => {
+    const page = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE));
+    const words = new Int32Array(page.buffer, 0, 4);
+    const resolve = (id: string) => (id === 'ring' ? page : undefined);
+    words[0] = 5; // our req_prod
+    // The peer arms req_event = 5 (we are already there), in three updates of one message.
+    const arm = { page: 'ring', bytes: [], indices: [[1, 5]] };
+    expect(applyPageUpdates([arm, arm, arm], resolve).lateWakes).toEqual(['ring']);
+    // Its next empty final checks re-store 5: nothing new was armed, no doorbell is owed.
+    expect(applyPageUpdates([arm], resolve).lateWakes).toEqual([]);
+    // rsp_event works the same way: a fresh arm behind our rsp_prod wakes, its re-store does not.
+    words[2] = 9;
+    expect(applyPageUpdates([{ page: 'ring', bytes: [], indices: [[3, 8]] }], resolve).lateWakes).toEqual(['ring']);
+    expect(applyPageUpdates([{ page: 'ring', bytes: [], indices: [[3, 8]] }], resolve).lateWakes).toEqual([]);
+    expect([...words]).toEqual([5, 5, 9, 8]);
+  });
 });

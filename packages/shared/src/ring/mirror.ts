@@ -22,8 +22,15 @@
  * the consumer arms its event index and sleeps while the producer, not yet seeing the new event
  * index, suppresses its notification. So the receiver of an event-index update re-checks on the
  * producer's behalf: if its own producer index has already reached the newly armed event index,
- * the peer went to sleep with work pending and gets a (late) notification. Extra notifications
- * are harmless — pending bits coalesce and the handler re-checks the ring.
+ * the peer went to sleep with work pending and gets a (late) notification.
+ *
+ * Only a *new* arm counts — a store that changes our copy of the event word — and a page wakes at
+ * most once per message. A re-store of the value we hold (every empty final check re-arms
+ * cons + 1) arms nothing new: we re-checked when that value arrived, and every push since saw it.
+ * Counting re-stores is not harmless: a device that re-arms two rings per doorbell turned each
+ * doorbell into two late wakes, doubling every round trip, and the backlog of doorbells queued
+ * our next producer update behind it (a doorbell storm). Other extra notifications are harmless:
+ * pending bits coalesce and the handler re-checks the ring.
  */
 import type { PageSync } from './ring.js';
 
@@ -122,7 +129,7 @@ export class PageMirror {
 export interface ApplyResult {
   applied: number;
   rejected: number;
-  /** Pages whose peer armed an event index our producer index already reached: notify it. */
+  /** Pages whose peer newly armed an event index our producer index already reached: notify it (each page once). */
   lateWakes: string[];
 }
 
@@ -156,14 +163,16 @@ export function applyPageUpdates(updates: unknown, resolve: (page: string) => Ui
         ok = false;
         continue;
       }
-      Atomics.store(words, word, value | 0);
+      const prev = Atomics.exchange(words, word, value | 0);
       // Event words are 1 (req_event) and 3 (rsp_event); their producer index is the word before.
-      if (word === 1 || word === 3) {
+      // A re-store of the value we already had is not a new arm (see the header).
+      if ((word === 1 || word === 3) && prev !== (value | 0)) {
         const prod = Atomics.load(words, word - 1) >>> 0;
         if (((prod - (value >>> 0)) >>> 0) < 0x80000000) armed = true;
       }
     }
-    if (armed) lateWakes.push(upd!.page as string);
+    // One late wake per page per message, however many of its updates armed.
+    if (armed && !lateWakes.includes(upd!.page as string)) lateWakes.push(upd!.page as string);
     if (ok) applied++;
     else rejected++;
   }

@@ -115,6 +115,27 @@ describe('shared ring page layout', () => {
     expect([...p.subarray(64)].every((b) => b === 0xee)).toBe(true); // entries untouched
   });
 
+  it('reports index stores to its PageSync only when they change the word (initialisation always)', () => {
+    const p = newPage();
+    const stores: Array<[number, number]> = [];
+    const sync = { wroteBytes: () => {}, storedIndex: (w: number, v: number) => void stores.push([w, v]) };
+    initSharedRing(p, sync);
+    initSharedRing(p, sync); // a re-init overwrites the peer's copy, whatever ours holds
+    expect(stores).toEqual([[0, 0], [2, 0], [1, 1], [3, 1], [0, 0], [2, 0], [1, 1], [3, 1]]);
+    stores.length = 0;
+    const back = new BackRing(p, blkifProtocol, sync);
+    // An empty ring's final check arms req_event = cons + 1 — once; the re-arms ship nothing.
+    expect(back.finalCheckForRequests()).toBe(false);
+    expect(back.finalCheckForRequests()).toBe(false);
+    expect(back.finalCheckForRequests()).toBe(false);
+    expect(back.pushResponses()).toBe(false);
+    expect(stores).toEqual([]); // req_event was already 1 (SHARED_RING_INIT), rsp_prod already 0
+    back.page.store(REQ_EVENT, 7);
+    back.page.store(REQ_EVENT, 7);
+    expect(stores).toEqual([[1, 7]]);
+    expect(u32(p, 4)).toBe(7);
+  });
+
   it('rejects pages that are not one shared, aligned 4 KiB page', () => {
     expect(() => new RingPage(new Uint8Array(new SharedArrayBuffer(2048)))).toThrow(InvalidArgumentError);
     expect(() => new RingPage(new Uint8Array(4096))).toThrow(InvalidArgumentError);

@@ -75,7 +75,8 @@ export function slotSize<Req, Rsp>(protocol: RingProtocol<Req, Rsp>): number {
 /**
  * Told of every local write to a ring page, so a transport without shared memory (ws) can mirror
  * it to the peer's copy: entry bytes first, index words after — the same publish order the
- * barriers enforce on shared memory. Absent (undefined) on real shared memory.
+ * barriers enforce on shared memory. Index stores that leave the word unchanged are not reported
+ * (RingPage.store). Absent (undefined) on real shared memory.
  */
 export interface PageSync {
   wroteBytes(offset: number, length: number): void;
@@ -103,19 +104,30 @@ export class RingPage {
   load(word: number): number {
     return Atomics.load(this.indices, word) >>> 0;
   }
-  store(word: number, value: number): void {
-    Atomics.store(this.indices, word, value | 0);
-    this.sync?.storedIndex(word, value >>> 0);
+  /**
+   * Store an index word. Across a mirror, a store that leaves the word unchanged is not shipped:
+   * our copy already holds what the peer's copy holds for a word we write, so it carries nothing
+   * — and a re-armed event index (every empty RING_FINAL_CHECK re-stores cons + 1) would
+   * otherwise cost one message per pass. `always` ships it anyway (ring initialisation, which
+   * must overwrite whatever the peer's copy holds).
+   */
+  store(word: number, value: number, always = false): void {
+    const v = value | 0;
+    if (!this.sync) {
+      Atomics.store(this.indices, word, v);
+      return;
+    }
+    if (Atomics.exchange(this.indices, word, v) !== v || always) this.sync.storedIndex(word, value >>> 0);
   }
 }
 
 /** SHARED_RING_INIT: both producers 0, both events 1 (the first push notifies). */
 export function initSharedRing(page: Uint8Array, sync?: PageSync): void {
   const p = new RingPage(page, sync);
-  p.store(REQ_PROD, 0);
-  p.store(RSP_PROD, 0);
-  p.store(REQ_EVENT, 1);
-  p.store(RSP_EVENT, 1);
+  p.store(REQ_PROD, 0, true);
+  p.store(RSP_PROD, 0, true);
+  p.store(REQ_EVENT, 1, true);
+  p.store(RSP_EVENT, 1, true);
   page.fill(0, 16, RING_HEADER_SIZE);
   sync?.wroteBytes(16, RING_HEADER_SIZE - 16);
 }
