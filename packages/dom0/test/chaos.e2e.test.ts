@@ -160,6 +160,18 @@ faults:
     expect(svio1.block!.checked).toBeGreaterThan(0);
   }, 120_000);
 
+  it('over ws dom0\'s I/O stack restarts twice and freezes in between: every PV frontend reconnects and resubmits, nothing completes twice or is lost; the SV-IO and direct guests never notice', async () => {
+    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/dom0-restart.yaml'), '--transport', 'ws']));
+    expect(rep.faults.map((f) => f.kind)).toEqual(['process.restart', 'process.pause', 'process.restart']);
+    expect(rep.hosts[0].dom0Restarts).toBe(2);
+    const by = (n: string) => rep.guests.find((g) => g.name === n)!;
+    // pv1's vbd and vif each went through Closed → Initialising → Connected twice.
+    expect(by('pv1').recoveries).toBeGreaterThanOrEqual(4);
+    expect(by('pv1').block!.checked).toBeGreaterThan(0);
+    // dom0 is not on the SV-IO or direct data path: nothing to recover, no errors, still working.
+    for (const n of ['svio1', 'direct1']) expect({ recoveries: by(n).recoveries, ioErrors: by(n).ioErrors, working: by(n).ops > 0 }).toEqual({ recoveries: 0, ioErrors: 0, working: true });
+  }, 120_000);
+
   it('over the ws transport: a wedged backend and lost notifications, same proof', async () => {
     const p = plan(`name: ws-mix
 seed: 8

@@ -41,8 +41,8 @@ export interface ChaosReport {
     attacks?: Record<string, { sent: number; answered: number; okay: number; errors: number; refused: number; revoked: number }>;
   }>;
   durationSec: number;
-  /** Per host: hardware restarts survived, guests rebooted. */
-  hosts: Array<{ name: string; hardwareRestarts: number; rebooted: string[] }>;
+  /** Per host: hardware restarts and dom0 I/O-stack restarts survived, guests rebooted. */
+  hosts: Array<{ name: string; hardwareRestarts: number; dom0Restarts: number; rebooted: string[] }>;
 }
 
 function attacksOf(s: GuestStats | undefined): { attacks?: ChaosReport['guests'][number]['attacks'] } {
@@ -233,7 +233,7 @@ export class Campaign {
       livenessMs: this.livenessMs,
       guests,
       durationSec: o.durationSec,
-      hosts: o.hosts.map((h) => ({ name: h.config.name, hardwareRestarts: h.restartedHardware, rebooted: [...h.restarted] })),
+      hosts: o.hosts.map((h) => ({ name: h.config.name, hardwareRestarts: h.restartedHardware, dom0Restarts: h.restartedDom0, rebooted: [...h.restarted] })),
     };
   }
 }

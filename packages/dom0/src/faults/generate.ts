@@ -131,12 +131,12 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       case 'nic.down':
         return { id, who: { host: g.host }, what: { kind }, when };
       case 'process.pause':
-        if (rng.next() < 0.3) return { id, who: { host: g.host, runtime: 'hwsim' as const }, what: { kind }, when };
-        return { id, who: { domain: g.name }, what: { kind }, when };
-      case 'process.restart':
-        // Now and then the hardware instead of a guest: every mode's devices come back on it.
-        if (rng.next() < 0.3) return { id, who: { host: g.host, runtime: 'hwsim' as const }, what: { kind }, when: { at } };
-        return { id, who: { domain: g.name }, what: { kind }, when: { at } };
+      case 'process.restart': {
+        // Now and then the hardware or dom0's I/O stack instead of a guest.
+        const r = rng.next();
+        const who = r < 0.25 ? { host: g.host, runtime: 'hwsim' as const } : r < 0.45 ? { host: g.host, runtime: 'dom0' as const } : { domain: g.name };
+        return { id, who, what: { kind }, when: kind === 'process.pause' ? when : { at } };
+      }
       case 'ring.corrupt-index':
         return { id, who: { domain: g.name, device: vbd! }, what: { kind }, when };
       case 'ring.garbage':

@@ -478,6 +478,15 @@ export class FaultInjector {
           break;
         }
         case 'process.restart': {
+          if (spec.who.runtime === 'dom0') {
+            const hs = this.hostsFor(spec);
+            host = hs[0];
+            domid = 0;
+            const details: Record<string, unknown> = {};
+            for (const h of hs) details[h.config.name] = await h.restartDom0();
+            rec.detail = details;
+            break;
+          }
           if (spec.who.runtime === 'hwsim') {
             const hs = this.hostsFor(spec);
             host = hs[0];
@@ -491,6 +500,14 @@ export class FaultInjector {
           break;
         }
         case 'process.pause': {
+          if (spec.who.runtime === 'dom0') {
+            const hs = this.hostsFor(spec);
+            host = hs[0];
+            domid = 0;
+            const thaws = hs.map((h) => h.freezeDom0());
+            undo = () => thaws.forEach((t) => t());
+            break;
+          }
           if (spec.who.runtime === 'hwsim') {
             const hs = this.hostsFor(spec);
             host = hs[0];

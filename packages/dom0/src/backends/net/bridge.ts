@@ -38,6 +38,11 @@ export class SoftwareBridge {
     this.ports.add(port);
   }
 
+  /** Forget every learned MAC (the bridge's owner restarted): frames flood until learned again. */
+  forgetLearned(): void {
+    this.table.clear();
+  }
+
   remove(port: BridgePort): void {
     this.ports.delete(port);
     for (const [k, p] of this.table) if (p === port) this.table.delete(k);
