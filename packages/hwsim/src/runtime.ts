@@ -255,6 +255,7 @@ export class HardwareSimulator {
       iommu: this.iommu,
       lan: this.lan,
       disk: this.disk,
+      diskFaults: this.diskFaults,
       host: options.host,
       nicLinkUp: () => this.nic.linkUp,
       deliverMsi: (domid, port) => this.deliverMsi(domid, port),
@@ -516,7 +517,7 @@ export class HardwareSimulator {
   private svio(): SvioEngine {
     this.live();
     if (!this.svioEngine) {
-      this.svioEngine = new SvioEngine({ cores: this.svioCores, eventMemory: this.gate.mem.buffer, gate: this.gate, lan: this.lan, disk: this.diskSpec, host: this.host, logger: this.logger });
+      this.svioEngine = new SvioEngine({ cores: this.svioCores, eventMemory: this.gate.mem.buffer, gate: this.gate, lan: this.lan, disk: this.diskSpec, host: this.host, logger: this.logger, linkUp: () => this.nic.linkUp });
       for (const [domid, link] of this.directLinks) this.svioEngine.attachLink(domid, link);
     }
     return this.svioEngine;
@@ -598,6 +599,8 @@ export class HardwareSimulator {
   setDiskFaults(params: DiskFaultsParams): DiskFaultStats[] {
     this.live();
     this.diskFaults.set(params.rules);
+    // SV-IO block VIFs reach the same media from the engine's cores: each core gets the rules.
+    this.svioEngine?.setDiskFaults(params.rules);
     this.logger.info({ rules: params.rules.map((r) => r.id) }, params.rules.length > 0 ? 'disk fault rules installed' : 'disk fault rules cleared');
     return this.diskFaults.stats();
   }

@@ -6,7 +6,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '@ringvisor/shared';
-import { normalizePlan, parseFault, schedule } from './plan.js';
+import { readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { loadConfigFile } from '../toolstack/config.js';
+import { loadPlanFile, normalizePlan, parseFault, schedule } from './plan.js';
 
 const fault = (when: object, extra: object = {}) => ({ who: { domain: 'g1', device: 'vbd51712' }, what: { kind: 'backend.pause' }, when, ...extra });
 
@@ -66,5 +69,16 @@ describe('fault plans', () => {
       [0, 500],
       [1000, 1500],
     ]);
+  });
+
+  it('every plan in examples/faults loads, and so does the cluster it names (the library must not rot)', () => {
+    const dir = resolve(import.meta.dirname, '../../../../examples/faults');
+    const files = readdirSync(dir).filter((f) => f.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThanOrEqual(10);
+    for (const f of files) {
+      const p = loadPlanFile(join(dir, f));
+      expect(p.faults.length, f).toBeGreaterThan(0);
+      if (p.cluster) expect(loadConfigFile(p.cluster).hosts.length, f).toBeGreaterThan(0);
+    }
   });
 });

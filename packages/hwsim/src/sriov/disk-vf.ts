@@ -22,6 +22,7 @@ import {
   type HwStatusResponse,
 } from '@ringvisor/shared';
 import type { PhysicalDisk } from '../devices/disk/device.js';
+import { flipBit, locateBit, type DiskFaultTable } from '../devices/disk/faults.js';
 import { hwBlkDeviceProtocol, validateHwBlkRequest, type HwBlkWireRequest } from '../devices/disk/request.js';
 import { DmaBlocked, VirtualFunction, type FunctionEnv } from './function.js';
 
@@ -38,10 +39,12 @@ export interface DiskVfMetrics {
   errors: number;
   /** Commands fetched and not yet executed. */
   queued: number;
+  /** Requests a fault rule of the drive (hw.disk.faults) hit: failed (EIO) or a bit flipped. */
+  injected: number;
 }
 
 export class DiskVf extends VirtualFunction {
-  readonly metrics: DiskVfMetrics = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, queued: 0 };
+  readonly metrics: DiskVfMetrics = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, queued: 0, injected: 0 };
   /** The partition of the physical disk this function exposes (set by the toolstack at assign). */
   partition = { start: 0, sectors: 0 };
   private ring: BackRing<HwBlkWireRequest, HwStatusResponse> | undefined;
@@ -53,6 +56,8 @@ export class DiskVf extends VirtualFunction {
     rid: number,
     env: FunctionEnv,
     private readonly disk: PhysicalDisk,
+    /** The drive's fault rules: a function's partition is the same media as the PF's. */
+    private readonly faults?: DiskFaultTable,
   ) {
     super('disk', rid, index, env);
   }
@@ -128,6 +133,14 @@ export class DiskVf extends VirtualFunction {
       m.errors++;
       return check.status;
     }
+    // The drive's fault rules, on the image's sectors, decided before any data moves: an
+    // injected EIO on a write leaves the medium as it was.
+    const fault = this.faults && this.faults.size > 0 ? this.faults.match(check.kind, check.kind === 'flush' ? 0 : this.partition.start + check.sector, check.sectors) : undefined;
+    if (fault) m.injected++;
+    if (fault?.error === 'eio') {
+      m.errors++;
+      return HW_STATUS_EIO;
+    }
     try {
       // Translate every segment before moving a byte: a request with one blocked segment fails
       // whole, touching neither memory nor the disk.
@@ -135,11 +148,20 @@ export class DiskVf extends VirtualFunction {
         const iova = t.frame.pfn * PAGE_SIZE + t.offset;
         return { sector: this.partition.start + t.sector, views: check.kind === 'read' ? this.dmaWriteViews(iova, t.len) : this.dmaRead(iova, t.len) };
       });
+      const flip = fault?.error === 'bitflip' ? locateBit(moves.flatMap((mv) => mv.views.map((v) => v.byteLength)), fault.bit) : undefined;
+      let piece = 0;
       for (const mv of moves) {
         let sector = mv.sector;
         for (const view of mv.views) {
-          if (check.kind === 'read') this.disk.readSectors(sector, view);
-          else this.disk.writeSectors(sector, view);
+          const flipHere = flip?.index === piece++;
+          if (check.kind === 'read') {
+            this.disk.readSectors(sector, view);
+            if (flipHere) flipBit(view, flip!.bit); // corrupted as delivered to memory
+          } else if (flipHere) {
+            const data = view.slice(); // corrupt what reaches the medium, not the guest's buffer
+            flipBit(data, flip!.bit);
+            this.disk.writeSectors(sector, data);
+          } else this.disk.writeSectors(sector, view);
           sector += view.byteLength / SECTOR_SIZE;
         }
       }

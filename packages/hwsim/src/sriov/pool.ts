@@ -19,6 +19,7 @@
 import { InvalidArgumentError, DeviceError, type VfKind, type Logger } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
 import { IoPageTable, formatRequesterId, requesterId, type Iommu } from '../iommu/iommu.js';
+import type { DiskFaultTable } from '../devices/disk/faults.js';
 import type { PhysicalDisk } from '../devices/disk/device.js';
 import type { LanSegment } from '../lan/segment.js';
 import { DiskVf, type DiskVfMetrics } from './disk-vf.js';
@@ -84,6 +85,8 @@ export class FunctionPool {
       iommu: Iommu;
       lan: LanSegment;
       disk: PhysicalDisk;
+      /** The drive's fault rules, which its functions' partitions take too. */
+      diskFaults?: DiskFaultTable;
       host: string;
       nicLinkUp: () => boolean;
       deliverMsi: (domid: number, port: number) => void;
@@ -96,7 +99,7 @@ export class FunctionPool {
     const disks = o.vfs?.disk ?? DEFAULT_VFS;
     if (nics > 7 || disks > 7) throw new InvalidArgumentError('at most 7 virtual functions per device (functions 1..7)');
     for (let i = 1; i <= nics; i++) this.nics.push(new NicVf(i, requesterId(0, NIC_PCI_DEV, i), env, o.lan.attach(`${o.host}:nic0vf${i}`), o.nicLinkUp));
-    for (let i = 1; i <= disks; i++) this.disks.push(new DiskVf(i, requesterId(0, DISK_PCI_DEV, i), env, o.disk));
+    for (let i = 1; i <= disks; i++) this.disks.push(new DiskVf(i, requesterId(0, DISK_PCI_DEV, i), env, o.disk, o.diskFaults));
   }
 
   get all(): VirtualFunction[] {

@@ -247,6 +247,34 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     expect(rig.sim.iommu.faults()).toEqual([]);
   });
 
+  it('the drive\'s fault rules reach a function\'s partition (the same media): an injected EIO moves no byte, a bit flip corrupts what the read delivers, not the medium', async () => {
+    const A = rig.domain(5, 64);
+    const disk = rig.assign<DiskVf>(A, 'disk', { rid: DISK1 });
+    disk.driver.enable();
+    const kept = pattern(PAGE_SIZE, 3);
+    disk.driver.write(10, kept);
+    await turns();
+    disk.driver.blkResponses();
+    // Rules name the image's sectors: the partition's sectors 10..17 are PART_A.start + 10..17.
+    const range: [number, number] = [PART_A.start + 10, PART_A.start + 18];
+    rig.sim.setDiskFaults({ rules: [{ id: 'w', op: 'write', error: 'eio', sectors: range }, { id: 'r', op: 'read', error: 'bitflip', sectors: range, times: 1 }] });
+    const w = disk.driver.write(10, pattern(PAGE_SIZE, 9));
+    const r = disk.driver.read(10, 1);
+    const clean = disk.driver.write(40, pattern(PAGE_SIZE, 4)); // outside the range: untouched by the rules
+    await turns();
+    expect(disk.driver.blkResponses()).toEqual([
+      { id: w.id, status: HW_STATUS_EIO },
+      { id: r.id, status: HW_STATUS_OK },
+      { id: clean.id, status: HW_STATUS_OK },
+    ]);
+    expect(diskBytes(rig.sim, PART_A.start + 10, PAGE_SIZE)).toEqual(kept);
+    const got = disk.driver.pageBytes(r.pfns);
+    let flipped = 0;
+    for (let i = 0; i < PAGE_SIZE; i++) for (let x = got[i] ^ kept[i]; x; x &= x - 1) flipped++;
+    expect(flipped).toBe(1);
+    expect(disk.fn.metrics.injected).toBe(2);
+  });
+
   it('a request naming a frame outside the owner\'s memory, or a non-zero reserved domid, is answered EIO, faulted, and touches nothing', async () => {
     const A = rig.domain(5, 64);
     const B = rig.domain(6, 160); // B has the frames A names

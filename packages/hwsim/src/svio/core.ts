@@ -12,8 +12,9 @@
  *                   pages {vif, updates}   irq {vif}   (ws: the guest's copy of what the core wrote, then its interrupt)
  *                   rogue {vif, reason}    the VIF was stopped: its driver broke the queue protocol
  */
-import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type Logger, type PageUpdate } from '@ringvisor/shared';
+import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type DiskFaultRule, type Logger, type PageUpdate } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
+import { DiskFaultTable } from '../devices/disk/faults.js';
 import { BlkVif, CamVif, NetVif, type VifCounters, type VifEnv, type VifProcessor } from './vif.js';
 import { VifScheduler, type SchedCounters, type VifQos } from './scheduler.js';
 
@@ -43,7 +44,9 @@ export type CoreRequest =
   | { op: 'qos'; vif: number; qos: VifQos }
   | { op: 'kick'; vif: number }
   | { op: 'rx'; vif: number; frame: Uint8Array }
-  | { op: 'stats'; req: number };
+  | { op: 'stats'; req: number }
+  /** The drive's fault rules (hw.disk.faults): this core's block VIFs take them; `[]` clears. */
+  | { op: 'diskFaults'; rules: DiskFaultRule[] };
 
 export interface CoreVifStats {
   vif: number;
@@ -69,6 +72,8 @@ export class SvioCore {
   private readonly gate: EventChannelGate;
   private readonly sched = new VifScheduler();
   private disk: PhysicalDisk | undefined;
+  /** This core's copy of the drive's fault rules (its own draws: one table per core). */
+  private readonly diskFaults = new DiskFaultTable();
 
   constructor(
     private readonly o: { eventMemory: SharedArrayBuffer; disk: { path: string; sizeBytes: number }; reply: (r: CoreReply) => void; logger?: Logger },
@@ -100,6 +105,7 @@ export class SvioCore {
                   }
                 },
             scheduler: this.sched,
+            diskFaults: this.diskFaults,
             rogue: (reason: string) => this.o.reply({ op: 'rogue', vif: r.vif, reason }),
             ...(mirror
               ? {
@@ -136,6 +142,9 @@ export class SvioCore {
       }
       case 'qos':
         this.sched.setQos(r.vif, r.qos);
+        return;
+      case 'diskFaults':
+        this.diskFaults.set(r.rules);
         return;
       case 'kick':
         this.vifs.get(r.vif)?.p.kick();

@@ -22,6 +22,7 @@ import {
   SVIO_STATUS_OPEN,
   SvioRegisters,
   VIF_DONE,
+  VIF_EIO,
   VIF_READ,
   VIF_RX,
   VIF_RX_POST,
@@ -61,11 +62,11 @@ class Rig {
   readonly heard: Uint8Array[] = [];
   readonly engine: SvioEngine;
 
-  constructor(inThread: boolean, cores = 2) {
+  constructor(inThread: boolean, cores = 2, linkUp?: () => boolean) {
     this.authority.createDomain(DOMID_HW);
     this.hwGate.start();
     this.probe.onFrame((f) => this.heard.push(f));
-    this.engine = new SvioEngine({ cores, eventMemory: this.eventMemory, gate: this.hwGate, lan: this.lan, disk: { path: join(this.tmp.dir, 'disk.img'), sizeBytes: 1 << 20 }, host: 'h', logger: quietLogger(), inThread });
+    this.engine = new SvioEngine({ cores, eventMemory: this.eventMemory, gate: this.hwGate, lan: this.lan, disk: { path: join(this.tmp.dir, 'disk.img'), sizeBytes: 1 << 20 }, host: 'h', logger: quietLogger(), inThread, ...(linkUp ? { linkUp } : {}) });
   }
 
   /** A guest with one VIF of `kind`: its memory, the VIF's page, its queue ends, its doorbell. */
@@ -176,6 +177,41 @@ describe('SV-IO engine', () => {
       blk.stop();
     });
   }
+
+  it("the physical device's faults reach its VIFs: no carrier, no frame out or in; the drive's fault rules fail a block VIF's requests on its partition", async () => {
+    let carrier = true;
+    rig = new Rig(false, 2, () => carrier);
+    const net = rig.guest(5, 'net');
+    const blk = rig.guest(6, 'blk');
+    expect(await open(net)).toBe(SVIO_STATUS_OPEN);
+    expect(await open(blk)).toBe(SVIO_STATUS_OPEN);
+    carrier = false; // nic.down
+    const out = ethFrame(PEER, MAC, new Uint8Array(50).fill(3));
+    net.mem.page(10).set(out);
+    send(net, [vifMessage({ type: VIF_RX_POST, id: 7, gfn: 11, offset: 0, len: 2048 }), vifMessage({ type: VIF_TX, id: 1, gfn: 10, offset: 0, len: out.byteLength })]);
+    await collect(net, 1);
+    rig.probe.send(ethFrame(MAC, PEER, new Uint8Array(60).fill(9)));
+    await until('the carrier drop counted both ways', () => rig!.engine.noCarrier >= 2);
+    expect(rig.heard).toEqual([]);
+    carrier = true;
+    const back = ethFrame(MAC, PEER, new Uint8Array(60).fill(8));
+    rig.probe.send(back);
+    expect((await collect(net, 1)).map((m) => [m.type, m.id, m.status])).toEqual([[VIF_RX, 7, back.byteLength]]);
+    // The partition starts at sector 16 of the image: a rule on image sectors [16, 24) hits its sector 0.
+    rig.engine.setDiskFaults([{ id: 'eio', op: 'write', error: 'eio', sectors: [16, 24] }]);
+    blk.mem.page(20).fill(0x5a);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] }), vifMessage({ type: VIF_WRITE, id: 2, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    expect((await collect(blk, 2)).map((m) => [m.id, m.status])).toEqual([
+      [1, VIF_EIO],
+      [2, 0],
+    ]);
+    rig.engine.setDiskFaults([]);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 3, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    expect((await collect(blk, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
+    expect((await rig.engine.list()).vifs.find((v) => v.vif === blk.vif)!.stats!.detail).toMatchObject({ writes: 2, injected: 1 });
+    net.stop();
+    blk.stop();
+  });
 
   it('a hostile VIF driver (garbage messages, flooding without taking answers) is contained: another guest on the same core is served', async () => {
     rig = new Rig(true);

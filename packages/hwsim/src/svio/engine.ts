@@ -38,6 +38,7 @@ import {
   type Logger,
   type MachineLinkEnd,
   type SvioKind,
+  type DiskFaultRule,
 } from '@ringvisor/shared';
 import type { LanPort } from '../lan/lan-port.js';
 import type { LanSegment } from '../lan/segment.js';
@@ -107,6 +108,8 @@ export interface SvioEngineOptions {
   disk: { path: string; sizeBytes: number };
   host: string;
   logger?: Logger;
+  /** The device's carrier (the physical port's link): without it no VIF frame goes out or comes in. */
+  linkUp?: () => boolean;
   /** Tests: run the cores in this thread instead of worker threads (same code, no thread hop). */
   inThread?: boolean;
 }
@@ -227,6 +230,11 @@ export class SvioEngine {
     if (v.spec.guestPort !== undefined) this.links.get(v.spec.domid)?.sendEvent(v.spec.guestPort);
   }
 
+  /** The drive's fault rules (validated by the caller), for every core's block VIFs; `[]` clears. */
+  setDiskFaults(rules: readonly DiskFaultRule[]): void {
+    for (const c of this.cores) c.post({ op: 'diskFaults', rules: [...rules] });
+  }
+
   /** Management API: a VIF's QoS share and credit limit (the limit is dropped when absent). */
   setQos(id: number, qos: VifQos): void {
     const v = this.vif(id);
@@ -332,8 +340,17 @@ export class SvioEngine {
     if (v.state === 'open') this.cores[v.core].post({ op: 'kick', vif: v.id });
   }
 
+  /** Frames dropped for want of carrier (nic.down), both ways. */
+  noCarrier = 0;
+
+  private carrier(): boolean {
+    if (!this.o.linkUp || this.o.linkUp()) return true;
+    this.noCarrier++;
+    return false;
+  }
+
   private fromWire(v: Vif, frame: Uint8Array): void {
-    if (v.state !== 'open' || !v.mac || frame.byteLength < 14) return;
+    if (v.state !== 'open' || !v.mac || frame.byteLength < 14 || !this.carrier()) return;
     // The VIF's own MAC, or a group address (the device's switch does the filtering).
     if ((frame[0] & 1) === 0) for (let i = 0; i < 6; i++) if (frame[i] !== v.mac[i]) return;
     this.cores[v.core].post({ op: 'rx', vif: v.id, frame });
@@ -341,7 +358,8 @@ export class SvioEngine {
 
   private reply(r: CoreReply): void {
     if (r.op === 'tx') {
-      this.vifs.get(r.vif)?.lan?.send(r.frame);
+      // The VIF's core sent it; without carrier it never reaches the wire (the driver saw it sent).
+      if (this.carrier()) this.vifs.get(r.vif)?.lan?.send(r.frame);
       return;
     }
     if (r.op === 'rogue') {

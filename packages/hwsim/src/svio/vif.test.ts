@@ -34,6 +34,7 @@ import {
 } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
 import { tempDir } from '../test/harness.js';
+import { DiskFaultTable } from '../devices/disk/faults.js';
 import { BlkVif, CamVif, NetVif, type VifEnv } from './vif.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
@@ -187,7 +188,43 @@ describe('BlkVif', () => {
     expect(raw.every((b) => b === 0xab)).toBe(true);
     disk.readSectors(8, raw);
     expect(raw.every((b) => b === 0)).toBe(true);
-    expect(vif.blk).toEqual({ reads: 1, writes: 1, flushes: 1 });
+    expect(vif.blk).toEqual({ reads: 1, writes: 1, flushes: 1, injected: 0 });
+  });
+
+  it("takes the drive's fault rules on the image's sectors: EIO before a byte moves (writes, flushes), a bit flipped as delivered on a read", () => {
+    const g = guest();
+    const faults = new DiskFaultTable();
+    const vif = new BlkVif(2, { ...g.env, diskFaults: faults }, disk, { start: 64, sectors: 128 });
+    g.mem.page(20).fill(0xab);
+    send(g, [vifMessage({ type: VIF_WRITE, id: 1, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    vif.kick();
+    answers(g);
+    faults.set([
+      { id: 'w', op: 'write', error: 'eio', sectors: [72, 80] },
+      { id: 'f', op: 'flush', error: 'eio', times: 1 },
+      { id: 'r', op: 'read', error: 'bitflip', sectors: [72, 80], times: 1 },
+    ]);
+    g.mem.page(24).fill(0xcd);
+    send(g, [
+      vifMessage({ type: VIF_WRITE, id: 2, sector: 8, segments: [{ gfn: 24, first: 0, last: 7 }] }),
+      vifMessage({ type: VIF_FLUSH, id: 3 }),
+      vifMessage({ type: VIF_READ, id: 4, sector: 8, segments: [{ gfn: 21, first: 0, last: 7 }] }),
+      vifMessage({ type: VIF_WRITE, id: 5, sector: 40, segments: [{ gfn: 24, first: 0, last: 7 }] }), // outside the rules' range
+    ]);
+    vif.kick();
+    expect(answers(g).map((m) => [m.id, m.status])).toEqual([
+      [2, VIF_EIO],
+      [3, VIF_EIO],
+      [4, VIF_OK],
+      [5, VIF_OK],
+    ]);
+    const raw = new Uint8Array(4096);
+    disk.readSectors(72, raw);
+    expect(raw.every((b) => b === 0xab)).toBe(true); // the failed write moved nothing
+    let flipped = 0;
+    for (const b of g.mem.page(21)) for (let x = b ^ 0xab; x; x &= x - 1) flipped++;
+    expect(flipped).toBe(1);
+    expect(vif.blk.injected).toBe(3);
   });
 });
 

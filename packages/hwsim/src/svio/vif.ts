@@ -16,6 +16,7 @@
  * A guest whose indices are impossible (RogueRingError) has its VIF stopped. The engine reaches
  * only the bound guest's memory: every address is one of its frames, checked.
  */
+import { flipBit, locateBit, type DiskFaultHit, type DiskFaultTable } from '../devices/disk/faults.js';
 import {
   QueueConsumer,
   QueueProducer,
@@ -71,6 +72,8 @@ export interface VifEnv {
   inPfn: number;
   /** Raise the VIF's interrupt to the guest. */
   notify: () => void;
+  /** The drive's fault rules (hw.disk.faults), as this core holds them: a block VIF's partition is the same media. */
+  diskFaults?: DiskFaultTable;
   /** The core's QoS scheduler; absent, the VIF runs each kick at once. */
   scheduler?: { wake(id: number): void };
   /** The VIF was stopped for a rogue queue (the engine tells its driver, in STATUS). */
@@ -283,7 +286,7 @@ export class NetVif extends VifProcessor {
 
 /** A block VIF: a partition of the physical disk, read and written straight from guest pages. */
 export class BlkVif extends VifProcessor {
-  readonly blk = { reads: 0, writes: 0, flushes: 0 };
+  readonly blk = { reads: 0, writes: 0, flushes: 0, injected: 0 };
 
   constructor(
     id: number,
@@ -306,6 +309,7 @@ export class BlkVif extends VifProcessor {
     const done = (status: number) => vifMessage({ type: VIF_DONE, id: m.id, status });
     if (m.type === VIF_FLUSH) {
       if (m.nseg !== 0) return this.refuse(done);
+      if (this.faultFor('flush', 0, 0)?.error === 'eio') return done(VIF_EIO);
       this.disk.flush();
       this.blk.flushes++;
       return done(VIF_OK);
@@ -323,20 +327,36 @@ export class BlkVif extends VifProcessor {
       sector += s.last - s.first + 1;
     }
     if (sector > this.partition.sectors) return this.refuse(done);
+    // The drive's fault rules, on the image's sectors, decided before any data moves.
+    const fault = this.faultFor(m.type === VIF_READ ? 'read' : 'write', this.partition.start + m.sector, sector - m.sector);
+    if (fault?.error === 'eio') return done(VIF_EIO);
+    const flip = fault?.error === 'bitflip' ? locateBit(pieces.map((p) => p.view.byteLength), fault.bit) : undefined;
     try {
-      for (const p of pieces) {
+      pieces.forEach((p, i) => {
         if (m.type === VIF_READ) {
           this.disk.readSectors(this.partition.start + p.sector, p.view);
+          if (flip?.index === i) flipBit(p.view, flip.bit); // corrupted as delivered to memory
           this.wroteGuest(p.gfn, p.offset, p.view.byteLength);
+        } else if (flip?.index === i) {
+          const data = p.view.slice(); // corrupt what reaches the medium, not the guest's buffer
+          flipBit(data, flip.bit);
+          this.disk.writeSectors(this.partition.start + p.sector, data);
         } else this.disk.writeSectors(this.partition.start + p.sector, p.view);
         this.counters.bytes += p.view.byteLength;
-      }
+      });
     } catch {
       return done(VIF_EIO);
     }
     if (m.type === VIF_READ) this.blk.reads++;
     else this.blk.writes++;
     return done(VIF_OK);
+  }
+
+  private faultFor(op: 'read' | 'write' | 'flush', sector: number, sectors: number): DiskFaultHit | undefined {
+    const t = this.env.diskFaults;
+    const hit = t && t.size > 0 ? t.match(op, sector, sectors) : undefined;
+    if (hit) this.blk.injected++;
+    return hit;
   }
 
   private refuse(answer: (status: number) => VifMessage): VifMessage {

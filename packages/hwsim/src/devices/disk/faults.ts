@@ -88,6 +88,21 @@ function matches(s: RuleState, op: BlkOpKind, sector: number, count: number): bo
 }
 
 /** Flip bit `bit` (byte bit >> 3, bit bit & 7) of `buf` in place. */
+/**
+ * Which piece of a request's data holds data bit `bit`, and the bit's index within it — `lengths`
+ * are the pieces' byte lengths in request order (a queue's transfers, a function's IOMMU views,
+ * a VIF's segments: every device on the same media takes the same rules).
+ */
+export function locateBit(lengths: readonly number[], bit: number): { index: number; bit: number } {
+  let rest = bit;
+  for (let i = 0; i < lengths.length; i++) {
+    const bits = lengths[i] * 8;
+    if (rest < bits) return { index: i, bit: rest };
+    rest -= bits;
+  }
+  throw new RangeError(`bit ${bit} beyond the request's data`); // match() draws within sectors × 512 × 8
+}
+
 export function flipBit(buf: Uint8Array, bit: number): void {
   buf[bit >>> 3] ^= 1 << (bit & 7);
 }

@@ -32,9 +32,9 @@ import {
 import type { DmaEngine } from '../../dma/dma-engine.js';
 import { QueueService, type QueueStats } from '../queue-service.js';
 import type { PhysicalDisk } from './device.js';
-import { flipBit, type DiskFaultHit, type DiskFaultTable } from './faults.js';
+import { flipBit, locateBit, type DiskFaultHit, type DiskFaultTable } from './faults.js';
 import type { DiskMetrics } from './metrics.js';
-import { hwBlkDeviceProtocol, validateHwBlkRequest, type BlkOpKind, type BlkTransfer, type HwBlkWireRequest } from './request.js';
+import { hwBlkDeviceProtocol, validateHwBlkRequest, type BlkOpKind, type HwBlkWireRequest } from './request.js';
 
 const faultChannel = traceChannel('fault');
 
@@ -105,7 +105,7 @@ export class DiskQueue {
       metrics.errors.eio++;
       return HW_STATUS_EIO;
     }
-    const flip = fault?.error === 'bitflip' ? locateBit(check.transfers, fault.bit) : undefined;
+    const flip = fault?.error === 'bitflip' ? locateBit(check.transfers.map((t) => t.len), fault.bit) : undefined;
     try {
       switch (check.kind) {
         case 'read':
@@ -158,15 +158,4 @@ export class DiskQueue {
       faultChannel.publish(event);
     }
   }
-}
-
-/** Which transfer of a request holds data bit `bit`, and the bit's index within that transfer. */
-function locateBit(transfers: readonly BlkTransfer[], bit: number): { index: number; bit: number } {
-  let rest = bit;
-  for (let i = 0; i < transfers.length; i++) {
-    const bits = transfers[i].len * 8;
-    if (rest < bits) return { index: i, bit: rest };
-    rest -= bits;
-  }
-  throw new RangeError(`bit ${bit} beyond the request's data`); // match() draws within sectors × 512 × 8
 }
