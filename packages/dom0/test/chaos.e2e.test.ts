@@ -151,26 +151,30 @@ faults:
     expect(g5.ops).toBeGreaterThan(0);
   }, 90_000);
 
-  it('over ws dom0\'s I/O stack and the hardware process restart and freeze under load: PV frontends reconnect and resubmit, SV-IO VIFs are created again, the direct guest relinks; nothing completes twice or is lost', async () => {
+  it('over ws dom0\'s I/O stack and the hardware process are restarted, killed (down until healed) and frozen under load: PV frontends reconnect and resubmit, SV-IO VIFs are created again, the direct guest relinks; nothing completes twice or is lost', async () => {
     // examples/svio.yaml: a PV guest, an SV-IO guest (two disks, a NIC, a camera) and a direct
     // guest (a disk and a NIC). dom0 first, then the hardware, so each recovery is its own.
     const p = plan(`name: restarts
-duration: 8
+duration: 9
 settle: 4
 faults:
-  - { id: dom0, who: { host: host0, runtime: dom0 }, what: { kind: process.restart }, when: { at: 1 } }
-  - { id: dom0-freeze, who: { host: host0, runtime: dom0 }, what: { kind: process.pause }, when: { at: 2, for: 0.8 } }
-  - { id: hw, who: { host: host0, runtime: hwsim }, what: { kind: process.restart }, when: { at: 3.6, every: 2.6, times: 2 } }
-  - { id: hw-freeze, who: { host: host0, runtime: hwsim }, what: { kind: process.pause }, when: { at: 4.9, for: 0.8 } }
+  - { id: dom0, who: { host: host0, runtime: dom0 }, what: { kind: process.restart }, when: { at: 0.5 } }
+  - { id: dom0-kill, who: { host: host0, runtime: dom0 }, what: { kind: process.kill }, when: { at: 1.3, for: 0.6 } }
+  - { id: dom0-freeze, who: { host: host0, runtime: dom0 }, what: { kind: process.pause }, when: { at: 2.4, for: 0.5 } }
+  - { id: hw, who: { host: host0, runtime: hwsim }, what: { kind: process.restart }, when: { at: 3.2 } }
+  - { id: hw-kill, who: { host: host0, runtime: hwsim }, what: { kind: process.kill }, when: { at: 5.4, for: 0.6 } }
+  - { id: hw-freeze, who: { host: host0, runtime: hwsim }, what: { kind: process.pause }, when: { at: 7.8, for: 0.5 } }
 `);
     const rep = expectClean(await chaos(['--plan', p, '--transport', 'ws', '--config', join(ROOT, 'examples/svio.yaml')]));
-    expect(rep.faults.map((f) => f.kind)).toEqual(['process.restart', 'process.pause', 'process.restart', 'process.pause', 'process.restart']);
-    expect(rep.hosts[0]).toMatchObject({ dom0Restarts: 1, hardwareRestarts: 2 });
+    expect(rep.faults.map((f) => f.kind)).toEqual(['process.restart', 'process.kill', 'process.pause', 'process.restart', 'process.kill', 'process.pause']);
+    // A kill is down until its heal, then back: each counts as a restart survived.
+    expect(rep.faults.filter((f) => f.kind === 'process.kill').every((f) => f.healedAt! - f.injectedAt >= 500)).toBe(true);
+    expect(rep.hosts[0]).toMatchObject({ dom0Restarts: 2, hardwareRestarts: 2 });
     const by = (n: string) => rep.guests.find((g) => g.name === n)!;
     expect(rep.guests.every((g) => g.state === 'stopped' && g.ops > 0 && g.block!.checked > 0)).toBe(true);
-    // pv1's vbd and vif went through Closed → Initialising → Connected once: the dom0 restart.
-    // A hardware restart is dom0's drivers' business (they redo their queues), not its frontends'.
-    expect(by('pv1').recoveries).toBe(2);
+    // pv1's vbd and vif went through Closed → Initialising → Connected at each dom0 restart. A
+    // hardware restart is dom0's drivers' business (they redo their queues), not its frontends'.
+    expect(by('pv1').recoveries).toBe(2 * 2);
     // svio1's block and net drivers started over on new VIFs at each hardware restart and at no
     // other time: dom0 is not on their path (a device that did not come back would be the
     // fault's error, which expectClean refuses).

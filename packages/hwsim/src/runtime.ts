@@ -313,7 +313,7 @@ export class HardwareSimulator {
         this.logger.warn({ ...r }, 'power lost: unflushed cache torn');
         return r;
       })
-      .handle(HW_RPC.diskFaults, (p) => {
+      .handle(HW_RPC.diskFaults, async (p) => {
         const o = obj(p, HW_RPC.diskFaults);
         let rules: DiskFaultRule[];
         try {
@@ -322,7 +322,9 @@ export class HardwareSimulator {
           if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`${HW_RPC.diskFaults}: ${e.message}`);
           throw e;
         }
-        return this.setDiskFaults({ rules });
+        const stats = this.setDiskFaults({ rules });
+        await this.svioRulesInPlace;
+        return stats;
       })
       .handle(HW_RPC.lanFaults, (p) => {
         const o = obj(p, HW_RPC.lanFaults);
@@ -596,11 +598,14 @@ export class HardwareSimulator {
   }
 
   /** Replace the disk's fault rules (validated; `[]` clears). Returns the new rules' stats. */
+  /** Resolves when the SV-IO cores hold the rules setDiskFaults installed last. */
+  private svioRulesInPlace: Promise<void> | undefined;
+
   setDiskFaults(params: DiskFaultsParams): DiskFaultStats[] {
     this.live();
     this.diskFaults.set(params.rules);
     // SV-IO block VIFs reach the same media from the engine's cores: each core gets the rules.
-    this.svioEngine?.setDiskFaults(params.rules);
+    this.svioRulesInPlace = this.svioEngine?.setDiskFaults(params.rules);
     this.logger.info({ rules: params.rules.map((r) => r.id) }, params.rules.length > 0 ? 'disk fault rules installed' : 'disk fault rules cleared');
     return this.diskFaults.stats();
   }

@@ -458,6 +458,18 @@ export class FaultInjector {
           break;
         }
         case 'process.kill': {
+          // The hardware or dom0's I/O stack: down until healed (then it comes back as a restart does).
+          if (spec.who.runtime === 'hwsim' || spec.who.runtime === 'dom0') {
+            const hs = this.hostsFor(spec);
+            host = hs[0];
+            domid = spec.who.runtime === 'hwsim' ? DOMID_HW : 0;
+            const revive: Array<() => Promise<void>> = [];
+            for (const h of hs) revive.push(spec.who.runtime === 'hwsim' ? await h.killHwsim() : await h.killDom0());
+            undo = async () => {
+              for (const r of revive) await r();
+            };
+            break;
+          }
           host = this.guestHost(spec);
           domid = host.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid;
           await host.killGuest(spec.who.domain!);
@@ -547,7 +559,8 @@ export class FaultInjector {
       },
     };
     // An instantaneous fault (a kill) is over once it happened: nothing to heal.
-    if (INSTANTANEOUS.has(spec.what.kind)) {
+    // (Killing the hardware or dom0's I/O stack lasts: it is down until healed.)
+    if (INSTANTANEOUS.has(spec.what.kind) && !(spec.what.kind === 'process.kill' && spec.who.runtime !== undefined)) {
       a.healed = true;
       rec.healedAt = rec.injectedAt;
     } else this.active.set(key, a);

@@ -42,7 +42,8 @@ export const FAULT_KINDS = {
   'disk.torn':
     "the power goes: a writeback disk's volatile cache reaches the image only in part (each cached sector with writeProbability), the rest is lost, and the hardware comes back; acknowledged writes a flush covered must all be there, unflushed ones may be gone or torn (the ledger reports them as unflushed); who: host",
   'nic.down': 'the physical NIC loses carrier; who: host',
-  'process.kill': 'kill -9 a guest runtime; dom0 reclaims its domain; who: domain (dom0 itself cannot be killed: its runtime holds the hypervisor — restart it instead)',
+  'process.kill':
+    "kill -9 a guest runtime, and dom0 reclaims its domain; or, with runtime: hwsim, kill the hardware, or with runtime: dom0, dom0's I/O stack (every PV backend), down until healed (then back as a restart); who: domain, or host + runtime: hwsim | dom0",
   'process.restart':
     "reboot a guest (kill its runtime, reclaim its domain, build and boot it again: same disk region, same addresses); or, with runtime: hwsim, crash and restart the hardware (ws: kill -9 its process; devices re-attached, their queues redone, direct functions and SV-IO VIFs back); or, with runtime: dom0, restart dom0's I/O stack (every PV backend crashes at once and is offered again, the bridge forgets its MACs; the hypervisor and store go on); who: domain, or host + runtime: hwsim | dom0",
   'process.pause': 'freeze a runtime (SIGSTOP, or its thread blocked), resume on heal; with runtime: dom0, every PV backend of the host stops consuming; who: domain, or host + runtime: hwsim | dom0',
@@ -264,11 +265,9 @@ function checkSelector(f: FaultSpec, where: string): void {
     throw new ConfigError(`${where}: ${k} acts on a PV device's backend or ring (vbd<devid> | vif<devid>); ${f.who.device} is emulated (try device.hostile)`);
   if ((k === 'backend.lie' || k === 'grant.unmap-early') && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: ${k} breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
-  else if (k === 'process.kill' && f.who.runtime === 'dom0')
-    throw new ConfigError(`${where}: process.kill cannot take dom0 — its runtime holds the hypervisor, so killing it ends every guest (as Xen without disaggregation panics the host); use process.restart with runtime: dom0 (its I/O stack restarts, the guests reconnect)`);
-  else if ((k === 'process.restart' || k === 'process.pause') && (f.who.runtime === 'hwsim' || f.who.runtime === 'dom0')) {
+  else if (k.startsWith('process.') && (f.who.runtime === 'hwsim' || f.who.runtime === 'dom0')) {
     /* the hardware, or dom0's I/O stack: who.host picks the host */
-  } else if (f.who.runtime === 'dom0') throw new ConfigError(`${where}: runtime: dom0 takes process.restart and process.pause only (${k} acts on ${k.startsWith('link.') ? 'a guest\'s or the hardware\'s link to dom0' : 'something else'})`); else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');
+  } else if (f.who.runtime === 'dom0') throw new ConfigError(`${where}: runtime: dom0 takes the process kinds only (${k} acts on ${k.startsWith('link.') ? 'a guest\'s or the hardware\'s link to dom0' : 'something else'})`); else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');
   else if (k.startsWith('link.') && !f.who.domain && f.who.runtime !== 'hwsim') throw new ConfigError(`${where}: ${k} needs who.domain (a guest's link) or who.runtime: hwsim`);
   if (k === 'link.latency' && f.what.latencyMs === undefined) throw new ConfigError(`${where}: link.latency needs what.latencyMs`);
   if (k === 'link.bandwidth' && f.what.bytesPerSec === undefined) throw new ConfigError(`${where}: link.bandwidth needs what.bytesPerSec`);

@@ -248,6 +248,41 @@ export class Host {
    * whatever reached the image before the crash is there (the file outlives the process).
    */
   async restartHwsim(): Promise<void> {
+    await this.lifecycle(async () => {
+      await this.crashHwsim();
+      await this.bringUpHwsim();
+    });
+  }
+
+  /**
+   * The toolstack takes one runtime-lifecycle operation (restart, kill, revive, freeze of the
+   * hardware or dom0's I/O stack) at a time, as libxl locks per domain: a kill that arrives while
+   * a restart is still re-attaching devices waits for it instead of tearing it down half-way.
+   */
+  private lifecycle<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.lifecycleTail.then(op, op);
+    this.lifecycleTail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private lifecycleTail: Promise<void> = Promise.resolve();
+
+  /**
+   * Fault plans' process.kill with runtime: hwsim — the hardware dies (kill -9) and stays down:
+   * dom0's drivers and the direct and SV-IO guests get no answers, their requests wait. The
+   * returned revive() (the heal) brings a new one up as a restart does.
+   */
+  async killHwsim(): Promise<() => Promise<void>> {
+    await this.lifecycle(() => this.crashHwsim());
+    let revived: Promise<void> | undefined;
+    return () => (revived ??= this.lifecycle(() => this.bringUpHwsim()));
+  }
+
+  /** kill -9 the hardware and wait until it is gone (over ws: until dom0 saw its link close). */
+  private async crashHwsim(): Promise<void> {
     const old = this.hwsim!;
     if (this.opts.ws && !old.pid) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
     await old.kill();
@@ -262,6 +297,12 @@ export class Host {
     // doubt — told before the new hardware answers anything.
     if (this.config.disk.cache === 'writeback')
       await Promise.all(this.guests.filter((g) => g.peer && !g.down).map((g) => g.peer!.call(GUEST_POWER_LOST, {}, 5_000).catch(() => undefined)));
+    this.hwsimDown = true;
+    this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'down', DOMID_HW, old.pid);
+  }
+
+  /** A new hardware on the same image: memory registered again, dom0's queues redone, direct functions and VIFs back. */
+  private async bringUpHwsim(): Promise<void> {
     if (this.opts.ws) await this.startHwsimProcess(this.hwDisk!);
     else this.startHwsimWorker();
     this.hwsimDown = false;
@@ -322,6 +363,10 @@ export class Host {
 
   /** Freeze the hardware (its thread blocks; over ws its process is SIGSTOPped) until thaw(). */
   async freezeHwsim(maxMs: number): Promise<() => void> {
+    return this.lifecycle(() => this.freezeHwsimNow(maxMs));
+  }
+
+  private async freezeHwsimNow(maxMs: number): Promise<() => void> {
     const hw = this.hwsim!;
     if (this.opts.ws) {
       if (!hw.pid) throw new Error('the hardware runs elsewhere (compose): pause its container instead');
@@ -881,6 +926,10 @@ export class Host {
    * keep them). Returns how many backends came back.
    */
   async restartDom0(): Promise<{ backends: number }> {
+    return this.lifecycle(() => this.restartDom0Now());
+  }
+
+  private async restartDom0Now(): Promise<{ backends: number }> {
     const all = this.created.flatMap((c) => [...c.blk, ...c.net].map((b) => ({ c, b })));
     this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'down', 0);
     await Promise.all(all.map(({ b }) => this.crashBackend(b)));
@@ -893,6 +942,31 @@ export class Host {
 
   /** dom0 I/O-stack restarts survived. */
   restartedDom0 = 0;
+
+  /**
+   * Fault plans' process.kill with runtime: dom0 — dom0's I/O stack dies and stays down (the
+   * hypervisor core this runtime also holds goes on, as Xen's outlives a driver domain): every PV
+   * backend crashes as in restartDom0, and nothing offers the devices until revive() (the heal).
+   * PV frontends wait in their reconnect; direct and SV-IO guests never notice.
+   */
+  async killDom0(): Promise<() => Promise<void>> {
+    // The backends in place once any lifecycle operation before this one is done.
+    let all: Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }> = [];
+    await this.lifecycle(async () => {
+      all = this.created.flatMap((c) => [...c.blk, ...c.net].map((b) => ({ c, b })));
+      this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'down', 0);
+      await Promise.all(all.map(({ b }) => this.crashBackend(b)));
+      this.bridge.forgetLearned();
+    });
+    let revived: Promise<void> | undefined;
+    return () =>
+      (revived ??= this.lifecycle(async () => {
+        // A guest reclaimed while dom0 was down has nothing to be offered.
+        for (const { c, b } of all) if (this.created.includes(c)) await this.offerBackendAgain(c, b);
+        this.restartedDom0++;
+        this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'up', 0);
+      }));
+  }
 
   /** Fault plans' process.pause with runtime: dom0: every PV backend stops consuming until thaw(). */
   freezeDom0(): () => void {

@@ -198,14 +198,14 @@ describe('SV-IO engine', () => {
     rig.probe.send(back);
     expect((await collect(net, 1)).map((m) => [m.type, m.id, m.status])).toEqual([[VIF_RX, 7, back.byteLength]]);
     // The partition starts at sector 16 of the image: a rule on image sectors [16, 24) hits its sector 0.
-    rig.engine.setDiskFaults([{ id: 'eio', op: 'write', error: 'eio', sectors: [16, 24] }]);
+    await rig.engine.setDiskFaults([{ id: 'eio', op: 'write', error: 'eio', sectors: [16, 24] }]);
     blk.mem.page(20).fill(0x5a);
     send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] }), vifMessage({ type: VIF_WRITE, id: 2, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     expect((await collect(blk, 2)).map((m) => [m.id, m.status])).toEqual([
       [1, VIF_EIO],
       [2, 0],
     ]);
-    rig.engine.setDiskFaults([]);
+    await rig.engine.setDiskFaults([]);
     send(blk, [vifMessage({ type: VIF_WRITE, id: 3, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     expect((await collect(blk, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
     expect((await rig.engine.list()).vifs.find((v) => v.vif === blk.vif)!.stats!.detail).toMatchObject({ writes: 2, injected: 1 });

@@ -230,9 +230,14 @@ export class SvioEngine {
     if (v.spec.guestPort !== undefined) this.links.get(v.spec.domid)?.sendEvent(v.spec.guestPort);
   }
 
-  /** The drive's fault rules (validated by the caller), for every core's block VIFs; `[]` clears. */
-  setDiskFaults(rules: readonly DiskFaultRule[]): void {
+  /**
+   * The drive's fault rules (validated by the caller), for every core's block VIFs; `[]` clears.
+   * Resolves once every core has them: a core takes its messages in order, so its answer to a
+   * later one says so — a guest's kick reaches a core directly, not behind the engine's messages.
+   */
+  async setDiskFaults(rules: readonly DiskFaultRule[]): Promise<void> {
     for (const c of this.cores) c.post({ op: 'diskFaults', rules: [...rules] });
+    await this.list();
   }
 
   /** Management API: a VIF's QoS share and credit limit (the limit is dropped when absent). */
