@@ -58,13 +58,26 @@ describe('ringvisor chaos', () => {
     expect(rep.plan).toBe('events');
   }, 90_000);
 
-  it('disk EIO under load reaches every mode on the same media (PV through dom0, a direct function, SV-IO VIFs): each guest sees errors, the ledger loses nothing', async () => {
-    const rep = expectClean(await chaos(['--plan', join(ROOT, 'examples/faults/disk-eio.yaml'), '--duration', '6', '--config', join(ROOT, 'examples/svio.yaml')]));
+  it('over ws, disk EIO reaches every mode on the same media (PV through dom0, a direct function, SV-IO VIFs) and the devices\' interrupts are lost and late: each guest sees the errors, polls for what it was not told, and loses nothing', async () => {
+    const p = plan(`name: every-mode
+seed: 3
+duration: 6
+faults:
+  - { id: eio-writes, who: { host: host0 }, what: { kind: disk.eio, op: write, probability: 0.3 }, when: { at: 1, for: 3 } }
+  - { id: eio-flush, who: { host: host0 }, what: { kind: disk.eio, op: flush }, when: { at: 4.5, for: 1 } }
+  - { id: vif-irqs, who: { domain: svio1 }, what: { kind: evtchn.lost, probability: 0.6 }, when: { at: 0.5, for: 2 } }
+  - { id: msi-late, who: { domain: direct1 }, what: { kind: evtchn.delayed, delayMs: 15 }, when: { at: 2.8, for: 1.5 } }
+`);
+    const rep = expectClean(await chaos(['--plan', p, '--transport', 'ws', '--config', join(ROOT, 'examples/svio.yaml')]));
     expect(rep.guests.map((g) => [g.name, g.ioErrors > 0])).toEqual([
       ['pv1', true],
       ['svio1', true],
       ['direct1', true],
     ]);
+    // The hardware really dropped the VIFs' interrupts and delayed the functions' MSIs.
+    const detail = (id: string) => rep.faults.find((f) => f.id === id)!.detail as Record<string, number>;
+    expect(detail('vif-irqs').deviceIrqsLost).toBeGreaterThan(0);
+    expect(detail('msi-late').deviceIrqsDelayed).toBeGreaterThan(0);
   }, 90_000);
 
   it('silent bit flips on disk reads are caught by the block checker (reported as detections)', async () => {

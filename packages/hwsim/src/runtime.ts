@@ -78,6 +78,7 @@ import { Iommu, formatRequesterId, type IommuCounters, type IommuFault } from '.
 import { FunctionPool, type FunctionStats, type ReclaimReport } from './sriov/pool.js';
 import type { VirtualFunction } from './sriov/function.js';
 import { SvioEngine, type VifSpec } from './svio/engine.js';
+import { IrqFaults, parseIrqFault, type IrqFault, type IrqFaultCounts } from './irq-faults.js';
 
 /** RPC method names, for callers that prefer constants to string literals. */
 export const HW_RPC = {
@@ -98,6 +99,8 @@ export const HW_RPC = {
   svioCreate: 'hw.svio.create',
   svioDestroy: 'hw.svio.destroy',
   svioQos: 'hw.svio.qos',
+  /** { domid, fault: { lostToGuest, delayMs, seed } | null } → { lost, delayed }: the domain's device interrupts (irq-faults.ts). */
+  irqFaults: 'hw.irq.faults',
   svioList: 'hw.svio.list',
   stats: 'hw.stats',
   /** { word: SharedArrayBuffer, maxMs } (threads): the simulator's thread blocks until word 0 becomes non-zero — frozen hardware. */
@@ -326,6 +329,10 @@ export class HardwareSimulator {
         await this.svioRulesInPlace;
         return stats;
       })
+      .handle(HW_RPC.irqFaults, (p) => {
+        const o = obj(p, HW_RPC.irqFaults);
+        return this.setIrqFault(int(o, 'domid', HW_RPC.irqFaults, 1, 0x7fef), parseIrqFault(o.fault, `${HW_RPC.irqFaults}.fault`));
+      })
       .handle(HW_RPC.lanFaults, (p) => {
         const o = obj(p, HW_RPC.lanFaults);
         return this.setLanFaults(o.faults === null || o.faults === undefined ? undefined : (o.faults as FrameFaults));
@@ -548,8 +555,26 @@ export class HardwareSimulator {
     return this.svioEngine?.registerPage(domid, vif);
   }
 
+  /** Fault plans' interrupt faults of the functions this thread raises (and, over ws, the VIFs'). */
+  readonly irqFaults = new IrqFaults();
+
+  /**
+   * Lose or delay a domain's device interrupts (or clear that); answers what the fault did since
+   * it was set — here, and on the SV-IO cores that raise their VIFs' interrupts themselves.
+   */
+  async setIrqFault(domid: number, fault: IrqFault | undefined): Promise<IrqFaultCounts> {
+    this.irqFaults.set(domid, fault);
+    const mine = this.irqFaults.countsOf(domid);
+    const cores = this.svioEngine ? await this.svioEngine.setIrqFault(domid, fault) : { lost: 0, delayed: 0 };
+    return { lost: mine.lost + cores.lost, delayed: mine.delayed + cores.delayed };
+  }
+
   /** A function's interrupt, after remapping: to the owner's port, over its direct link or the event channel. */
   private deliverMsi(domid: number, port: number): void {
+    this.irqFaults.deliver(domid, () => this.raiseMsi(domid, port));
+  }
+
+  private raiseMsi(domid: number, port: number): void {
     const direct = this.directLinks.get(domid);
     if (direct) {
       direct.sendEvent(port);

@@ -47,7 +47,8 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const withPv = guests.filter((g) => g.vbd || g.vif);
   const withEmulated = guests.filter((g) => g.emulated.length > 0);
   // Lost and delayed events also act on emulated devices (their IRQs and ioreq kicks), in dom0 or a VMApp.
-  const withEvents = guests.filter((g) => g.vbd || g.vif || g.emulated.length > 0);
+  // And on direct and SV-IO devices' interrupts (to the guest: their doorbells are posted writes).
+  const withEvents = guests.filter((g) => g.vbd || g.vif || g.emulated.length > 0 || g.direct.length > 0 || g.svio.length > 0);
   const pvOnly = (k: FaultKind) => k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm';
   const kinds: FaultKind[] = [
     'backend.pause',
@@ -120,7 +121,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
       case 'backend.restart':
         return { id, who: { domain: g.name, device: dev() }, what: { kind }, when: { at } };
       case 'evtchn.lost':
-        return { id, who: { domain: g.name }, what: { kind, direction: pick(['to-guest', 'to-backend', 'both'] as const), probability: 0.5 + rng.next() / 2 }, when };
+        return { id, who: { domain: g.name }, what: { kind, direction: pick(g.vbd || g.vif || g.emulated.length > 0 ? (['to-guest', 'to-backend', 'both'] as const) : (['to-guest', 'both'] as const)), probability: 0.5 + rng.next() / 2 }, when };
       case 'evtchn.delayed':
         return { id, who: { domain: g.name }, what: { kind, delayMs: 5 + rng.nextInt(50) }, when };
       case 'evtchn.spurious':

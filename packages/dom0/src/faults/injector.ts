@@ -6,7 +6,7 @@
  * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
  */
 import { DOMID_HW, GUEST_ATTACK, SplitMix32, mixSeed, publishTrace, traceNow, type DiskFaultRule, type Logger } from '@ringvisor/shared';
-import { directDeviceName, type Host, type SvioVifRow } from '../toolstack/host.js';
+import { directDeviceName, vifDeviceName, type Host, type SvioVifRow } from '../toolstack/host.js';
 import type { HostileVifTally } from './checkers.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
@@ -376,13 +376,21 @@ export class FaultInjector {
           const emulated = platform?.placement === 'dom0' && !spec.who.device ? platform : undefined;
           // Hosted: the VMApp raises the virtual IRQs and takes the VMM's kicks, so it is told.
           const hosted = platform?.placement === 'hosted' && !spec.who.device ? platform : undefined;
+          // Direct functions and SV-IO VIFs: the hardware raises their interrupts (their doorbells
+          // are posted writes, never lost), so it loses or delays them.
+          const device = spec.who.device;
+          const ownHardware =
+            (toGuest > 0 || delayMs > 0) &&
+            (host.functionsOf(domid).some((f) => !device || directDeviceName(f) === device) || host.vifsOf(domid).some((v) => !device || vifDeviceName(v) === device));
           let backends: AnyBackend[] = [];
           try {
             backends = this.backends(spec).backends;
           } catch (e) {
-            if (!emulated && !hosted) throw e;
+            if (!emulated && !hosted && !ownHardware) throw e;
           }
-          if (backends.length === 0 && !emulated && !hosted) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no event channels this fault can act on (PV devices, or emulated ones)`);
+          if (backends.length === 0 && !emulated && !hosted && !ownHardware)
+            throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no event channels this fault can act on (PV devices, emulated ones, or interrupts — to-guest — of direct and SV-IO devices)`);
+          if (ownHardware) await host.setDeviceIrqFault(domid, { lostToGuest: toGuest, delayMs, seed: mixSeed(this.seed, this.seq, 0x1a5) >>> 0 });
           for (const b of backends) b.eventFault = { lostToGuest: toGuest, lostToBackend: toBack, delayMs, draw };
           if (emulated) emulated.eventFault = { lostToGuest: toGuest, lostToModel: toBack, delayMs, draw };
           // Hosted: sent, not awaited — its answer can be held up by the very kicks it loses (ws);
@@ -397,6 +405,11 @@ export class FaultInjector {
             const c = emulated ? emulated.faultCounters : hosted ? await hosted.setHostedEventFault(null).catch(() => undefined) : undefined;
             // What the fault did to the emulated devices, for the report.
             if (c && before) rec.detail = { ...rec.detail, irqsLost: c.irqsLost - before.irqsLost, irqsDelayed: c.irqsDelayed - before.irqsDelayed, kicksLost: c.kicksLost - before.kicksLost };
+            // ... and to the direct and SV-IO devices' interrupts.
+            if (ownHardware) {
+              const d = await host.setDeviceIrqFault(domid, null).catch(() => undefined);
+              if (d) rec.detail = { ...rec.detail, deviceIrqsLost: d.lost, deviceIrqsDelayed: d.delayed };
+            }
           };
           break;
         }

@@ -1008,6 +1008,14 @@ export class Host {
     await this.hwsim!.peer.call('hw.disk.faults', { rules }, 5_000);
   }
 
+  /**
+   * Fault plans' evtchn.lost / evtchn.delayed on a guest's direct functions and SV-IO VIFs: the
+   * hardware loses (`lostToGuest`) or delays their interrupts; `null` clears. Answers what it did.
+   */
+  async setDeviceIrqFault(domid: number, fault: { lostToGuest: number; delayMs: number; seed: number } | null): Promise<{ lost: number; delayed: number }> {
+    return this.hwsim!.peer.call('hw.irq.faults', { domid, fault }, 10_000);
+  }
+
   /** Carrier of the physical NIC (a pulled cable when false). */
   async setNicLink(up: boolean): Promise<void> {
     await this.hwsim!.peer.call('hw.nic.link', { up }, 5_000);

@@ -275,6 +275,33 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     expect(disk.fn.metrics.injected).toBe(2);
   });
 
+  it('interrupt faults (evtchn.lost/delayed on a direct device): the hardware drops or delays the owner\'s MSIs only, and says how many', async () => {
+    const A = rig.domain(5, 64);
+    const B = rig.domain(6, 64);
+    const disk = rig.assign<DiskVf>(A, 'disk', { rid: DISK1 });
+    const other = rig.assign<DiskVf>(B, 'disk', { partition: PART_B });
+    disk.driver.enable();
+    other.driver.enable();
+    const io = async (v: Vf<DiskVf>) => {
+      const before = v.irqs();
+      v.driver.write(0, pattern(PAGE_SIZE, 1));
+      await turns();
+      expect(v.driver.blkResponses()).toHaveLength(1); // the device did the I/O either way
+      return v.irqs() - before;
+    };
+    expect(await io(disk)).toBe(1);
+    await rig.sim.setIrqFault(A.domid, { lostToGuest: 1, delayMs: 0, seed: 7 });
+    expect(await io(disk)).toBe(0);
+    expect(await io(other)).toBe(1); // another owner's interrupts are not touched
+    expect(await rig.sim.setIrqFault(A.domid, undefined)).toEqual({ lost: 1, delayed: 0 }); // what it did, read at the heal
+    await rig.sim.setIrqFault(A.domid, { lostToGuest: 0, delayMs: 30, seed: 7 });
+    expect(await io(disk)).toBe(0);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(disk.irqs()).toBeGreaterThanOrEqual(2); // the late one arrived
+    expect(await rig.sim.setIrqFault(A.domid, undefined)).toEqual({ lost: 0, delayed: 1 });
+    expect(await io(disk)).toBe(1);
+  });
+
   it('a request naming a frame outside the owner\'s memory, or a non-zero reserved domid, is answered EIO, faulted, and touches nothing', async () => {
     const A = rig.domain(5, 64);
     const B = rig.domain(6, 160); // B has the frames A names

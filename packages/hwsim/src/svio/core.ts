@@ -15,6 +15,7 @@
 import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type DiskFaultRule, type Logger, type PageUpdate } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
 import { DiskFaultTable } from '../devices/disk/faults.js';
+import { IrqFaults, type IrqFault, type IrqFaultCounts } from '../irq-faults.js';
 import { BlkVif, CamVif, NetVif, type VifCounters, type VifEnv, type VifProcessor } from './vif.js';
 import { VifScheduler, type SchedCounters, type VifQos } from './scheduler.js';
 
@@ -46,7 +47,14 @@ export type CoreRequest =
   | { op: 'rx'; vif: number; frame: Uint8Array }
   | { op: 'stats'; req: number }
   /** The drive's fault rules (hw.disk.faults): this core's block VIFs take them; `[]` clears. */
-  | { op: 'diskFaults'; rules: DiskFaultRule[] };
+  | { op: 'diskFaults'; rules: DiskFaultRule[] }
+  /** A domain's VIF interrupts lost or delayed (irq-faults.ts); no `fault` clears. */
+  | { op: 'irqFault'; domid: number; fault?: IrqFault };
+
+/** What a core's interrupt faults did to one domain since set. */
+export interface CoreIrqCounts extends IrqFaultCounts {
+  domid: number;
+}
 
 export interface CoreVifStats {
   vif: number;
@@ -65,7 +73,7 @@ export type CoreReply =
   | { op: 'pages'; vif: number; updates: PageUpdate[] }
   | { op: 'irq'; vif: number }
   | { op: 'rogue'; vif: number; reason: string }
-  | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number };
+  | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number; irq: CoreIrqCounts[] };
 
 export class SvioCore {
   private readonly vifs = new Map<number, { p: VifProcessor; domid: number; stopWatch: () => void }>();
@@ -74,6 +82,9 @@ export class SvioCore {
   private disk: PhysicalDisk | undefined;
   /** This core's copy of the drive's fault rules (its own draws: one table per core). */
   private readonly diskFaults = new DiskFaultTable();
+  /** The interrupts this core raises itself (threads), under any injected fault. */
+  private readonly irqFaults = new IrqFaults();
+  private readonly irqDomains = new Set<number>();
 
   constructor(
     private readonly o: { eventMemory: SharedArrayBuffer; disk: { path: string; sizeBytes: number }; reply: (r: CoreReply) => void; logger?: Logger },
@@ -97,13 +108,14 @@ export class SvioCore {
                   mirror.flush();
                   this.o.reply({ op: 'irq', vif: r.vif });
                 }
-              : () => {
-                  try {
-                    this.gate.send(r.hwPort);
-                  } catch {
-                    /* the guest's end is gone: nobody to interrupt */
-                  }
-                },
+              : () =>
+                  this.irqFaults.deliver(r.domid, () => {
+                    try {
+                      this.gate.send(r.hwPort);
+                    } catch {
+                      /* the guest's end is gone: nobody to interrupt */
+                    }
+                  }),
             scheduler: this.sched,
             diskFaults: this.diskFaults,
             rogue: (reason: string) => this.o.reply({ op: 'rogue', vif: r.vif, reason }),
@@ -146,6 +158,10 @@ export class SvioCore {
       case 'diskFaults':
         this.diskFaults.set(r.rules);
         return;
+      case 'irqFault':
+        this.irqFaults.set(r.domid, r.fault);
+        this.irqDomains.add(r.domid);
+        return;
       case 'kick':
         this.vifs.get(r.vif)?.p.kick();
         return;
@@ -159,6 +175,7 @@ export class SvioCore {
           op: 'stats',
           req: r.req,
           busyMs: performance.eventLoopUtilization().active,
+          irq: [...this.irqDomains].map((domid) => ({ domid, ...this.irqFaults.countsOf(domid) })),
           vifs: [...this.vifs].map(([vif, { p, domid }]) => ({
             vif,
             kind: p.kind,

@@ -213,6 +213,26 @@ describe('SV-IO engine', () => {
     blk.stop();
   });
 
+  it('interrupt faults (evtchn.lost on an SV-IO guest): the core raising the VIF\'s interrupt drops them; the answers are in the queue for the guest\'s poll to find', async () => {
+    rig = new Rig(false);
+    const blk = rig.guest(6, 'blk');
+    expect(await open(blk)).toBe(SVIO_STATUS_OPEN);
+    await rig.engine.setIrqFault(6, { lostToGuest: 1, delayMs: 0, seed: 3 });
+    const before = blk.irqs();
+    blk.mem.page(20).fill(0x11);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    expect((await collect(blk, 1)).map((m) => [m.id, m.status])).toEqual([[1, 0]]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(blk.irqs()).toBe(before);
+    const did = await rig.engine.setIrqFault(6, undefined);
+    expect(did.lost).toBeGreaterThanOrEqual(1);
+    expect(blk.inq.finalCheck()).toBe(false); // re-arm: the next answer must interrupt
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 2, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    await collect(blk, 1);
+    await until('the interrupt is back', () => blk.irqs() > before);
+    blk.stop();
+  });
+
   it('a hostile VIF driver (garbage messages, flooding without taking answers) is contained: another guest on the same core is served', async () => {
     rig = new Rig(true);
     // One core would be the worst case; with two, put the attacker and the victim on the same one.

@@ -43,7 +43,8 @@ import {
 import type { LanPort } from '../lan/lan-port.js';
 import type { LanSegment } from '../lan/segment.js';
 import { formatMac, parseMac } from '../lan/mac.js';
-import { SvioCore, type CoreReply, type CoreRequest, type CoreVifStats } from './core.js';
+import { SvioCore, type CoreIrqCounts, type CoreReply, type CoreRequest, type CoreVifStats } from './core.js';
+import { IrqFaults, type IrqFault, type IrqFaultCounts } from '../irq-faults.js';
 import type { VifQos } from './scheduler.js';
 
 export interface VifSpec {
@@ -122,7 +123,7 @@ export class SvioEngine {
   private readonly byGuestPort = new Map<string, Vif>();
   private nextId = 1;
   private nextReq = 1;
-  private readonly waiting = new Map<number, { left: number; got: CoreVifStats[]; busy: number[]; done: (v: { vifs: CoreVifStats[]; busyMs: number[] }) => void }>();
+  private readonly waiting = new Map<number, { left: number; got: CoreVifStats[]; busy: number[]; irq: CoreIrqCounts[]; done: (v: { vifs: CoreVifStats[]; busyMs: number[]; irq: CoreIrqCounts[] }) => void }>();
 
   constructor(private readonly o: SvioEngineOptions) {
     if (!Number.isInteger(o.cores) || o.cores < 1 || o.cores > 16) throw new InvalidArgumentError(`SV-IO engine cores must be 1..16, got ${o.cores}`);
@@ -227,7 +228,24 @@ export class SvioEngine {
 
   /** ws: the VIF's interrupt, on the guest's link (after the pages the core sent before it). */
   private interrupt(v: Vif): void {
-    if (v.spec.guestPort !== undefined) this.links.get(v.spec.domid)?.sendEvent(v.spec.guestPort);
+    const port = v.spec.guestPort;
+    if (port !== undefined) this.irqFaults.deliver(v.spec.domid, () => this.links.get(v.spec.domid)?.sendEvent(port));
+  }
+
+  /** ws: interrupt faults of the VIFs whose interrupts this thread puts on the guests' links. */
+  private readonly irqFaults = new IrqFaults();
+
+  /**
+   * A domain's VIF interrupts lost or delayed (or cleared): here for the ws VIFs, on every core for
+   * the VIFs a core interrupts itself. Answers what it did since set, summed over them.
+   */
+  async setIrqFault(domid: number, fault: IrqFault | undefined): Promise<IrqFaultCounts> {
+    this.irqFaults.set(domid, fault);
+    for (const c of this.cores) c.post({ op: 'irqFault', domid, ...(fault ? { fault } : {}) });
+    const { irq } = await this.list();
+    const mine = this.irqFaults.countsOf(domid);
+    const theirs = irq.filter((x) => x.domid === domid);
+    return { lost: mine.lost + theirs.reduce((a, x) => a + x.lost, 0), delayed: mine.delayed + theirs.reduce((a, x) => a + x.delayed, 0) };
   }
 
   /**
@@ -248,10 +266,10 @@ export class SvioEngine {
   }
 
   /** Management API: every VIF with its queue state and counters (asked of the cores). */
-  async list(): Promise<{ vifs: VifInfo[]; coreBusyMs: number[] }> {
+  async list(): Promise<{ vifs: VifInfo[]; coreBusyMs: number[]; irq: CoreIrqCounts[] }> {
     const req = this.nextReq++;
-    const stats = await new Promise<{ vifs: CoreVifStats[]; busyMs: number[] }>((done) => {
-      this.waiting.set(req, { left: this.cores.length, got: [], busy: [], done });
+    const stats = await new Promise<{ vifs: CoreVifStats[]; busyMs: number[]; irq: CoreIrqCounts[] }>((done) => {
+      this.waiting.set(req, { left: this.cores.length, got: [], busy: [], irq: [], done });
       for (const c of this.cores) c.post({ op: 'stats', req });
     });
     return {
@@ -260,6 +278,7 @@ export class SvioEngine {
         return { vif: v.id, kind: v.spec.kind, domid: v.spec.domid, core: v.core, weight: v.qos.weight, ...(v.qos.rate ? { rate: v.qos.rate } : {}), state: v.state, ...(v.mac ? { mac: formatMac(v.mac) } : {}), ...(s ? { stats: s } : {}) };
       }),
       coreBusyMs: stats.busyMs,
+      irq: stats.irq,
     };
   }
 
@@ -396,9 +415,10 @@ export class SvioEngine {
     if (!w) return;
     w.got.push(...r.vifs);
     w.busy.push(r.busyMs);
+    w.irq.push(...r.irq);
     if (--w.left === 0) {
       this.waiting.delete(r.req);
-      w.done({ vifs: w.got, busyMs: w.busy });
+      w.done({ vifs: w.got, busyMs: w.busy, irq: w.irq });
     }
   }
 
