@@ -58,7 +58,7 @@ describe('ringvisor chaos', () => {
     expect(rep.plan).toBe('events');
   }, 90_000);
 
-  it('over ws, disk EIO reaches every mode on the same media (PV through dom0, a direct function, SV-IO VIFs) and the devices\' interrupts are lost and late: each guest sees the errors, polls for what it was not told, and loses nothing', async () => {
+  it('over ws, disk EIO reaches every mode on the same media (PV through dom0, a direct function, SV-IO VIFs) and the devices\' interrupts are lost, late and spurious, their doorbells stormed: each guest sees the errors, polls for what it was not told, and loses nothing', async () => {
     const p = plan(`name: every-mode
 seed: 3
 duration: 6
@@ -67,6 +67,8 @@ faults:
   - { id: eio-flush, who: { host: host0 }, what: { kind: disk.eio, op: flush }, when: { at: 4.5, for: 1 } }
   - { id: vif-irqs, who: { domain: svio1 }, what: { kind: evtchn.lost, probability: 0.6 }, when: { at: 0.5, for: 2 } }
   - { id: msi-late, who: { domain: direct1 }, what: { kind: evtchn.delayed, delayMs: 15 }, when: { at: 2.8, for: 1.5 } }
+  - { id: msi-spurious, who: { domain: direct1 }, what: { kind: evtchn.spurious, ratePerSec: 2000 }, when: { at: 0.5, for: 2 } }
+  - { id: vif-storm, who: { domain: svio1 }, what: { kind: evtchn.storm, ratePerSec: 20000 }, when: { at: 3, for: 1.5 } }
 `);
     const rep = expectClean(await chaos(['--plan', p, '--transport', 'ws', '--config', join(ROOT, 'examples/svio.yaml')]));
     expect(rep.guests.map((g) => [g.name, g.ioErrors > 0])).toEqual([
@@ -78,6 +80,9 @@ faults:
     const detail = (id: string) => rep.faults.find((f) => f.id === id)!.detail as Record<string, number>;
     expect(detail('vif-irqs').deviceIrqsLost).toBeGreaterThan(0);
     expect(detail('msi-late').deviceIrqsDelayed).toBeGreaterThan(0);
+    // And the hypervisor really sent the device channels events nobody asked for.
+    expect(detail('msi-spurious').deviceEvents).toBeGreaterThan(1000);
+    expect(detail('vif-storm').deviceEvents).toBeGreaterThan(10_000);
   }, 90_000);
 
   it('silent bit flips on disk reads are caught by the block checker (reported as detections)', async () => {

@@ -49,7 +49,9 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   // Lost and delayed events also act on emulated devices (their IRQs and ioreq kicks), in dom0 or a VMApp.
   // And on direct and SV-IO devices' interrupts (to the guest: their doorbells are posted writes).
   const withEvents = guests.filter((g) => g.vbd || g.vif || g.emulated.length > 0 || g.direct.length > 0 || g.svio.length > 0);
-  const pvOnly = (k: FaultKind) => k.startsWith('backend.') || k === 'evtchn.spurious' || k === 'evtchn.storm';
+  const pvOnly = (k: FaultKind) => k.startsWith('backend.');
+  // Spurious events and storms: on PV channels, and on direct and SV-IO devices' channels.
+  const withChannels = guests.filter((g) => g.vbd || g.vif || g.direct.length > 0 || g.svio.length > 0);
   const kinds: FaultKind[] = [
     'backend.pause',
     'backend.restart',
@@ -74,6 +76,18 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   if (withSvioIo.length > 0) kinds.push('svio.hostile');
   if (o.transport === 'ws') kinds.push('link.latency', 'link.bandwidth', 'link.partition');
   if (hosts.length > 1) kinds.push('lan.drop', 'lan.duplicate', 'lan.reorder', 'lan.corrupt');
+  /** The guests a kind can act on. */
+  const eligible = (k: FaultKind) => {
+    if (k.startsWith('ring.') || k.startsWith('grant.')) return withVbd;
+    if (pvOnly(k)) return withPv;
+    if (k === 'evtchn.spurious' || k === 'evtchn.storm') return withChannels;
+    if (k === 'evtchn.lost' || k === 'evtchn.delayed') return withEvents;
+    if (k === 'device.hostile') return withEmulated;
+    if (k === 'direct.reclaim' || k === 'iommu.stray-dma') return withDirect;
+    if (k === 'svio.reset') return withSvio;
+    if (k === 'svio.hostile') return withSvioIo;
+    return guests;
+  };
   // A seeded deal: every kind once per round, rounds shuffled independently.
   const deal: FaultKind[] = [];
   while (deal.length < o.scenarios) {
@@ -93,22 +107,7 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const ended = new Set<string>();
   const faults: FaultSpec[] = deal.map((kind, i) => {
     const alive = guests.filter((g) => !ended.has(g.name));
-    const among =
-      kind.startsWith('ring.') || kind.startsWith('grant.')
-        ? withVbd
-        : pvOnly(kind)
-          ? withPv
-          : kind === 'evtchn.lost' || kind === 'evtchn.delayed'
-            ? withEvents
-            : kind === 'device.hostile'
-              ? withEmulated
-              : kind === 'direct.reclaim' || kind === 'iommu.stray-dma'
-                ? withDirect
-                : kind === 'svio.reset'
-                  ? withSvio
-                  : kind === 'svio.hostile'
-                    ? withSvioIo
-                    : guests;
+    const among = eligible(kind);
     const g = pick(among.filter((x) => !ended.has(x.name)));
     const at = Math.round(i * SLOT * 100) / 100 + 0.3;
     const when = { at, for: HOLD };

@@ -415,19 +415,42 @@ export class FaultInjector {
         }
         case 'evtchn.spurious':
         case 'evtchn.storm': {
-          const t = this.backends(spec);
-          host = t.host;
-          domid = t.backends[0].frontDomid;
+          host = this.guestHost(spec);
+          const h = host;
+          const d = (domid = h.guests.find((g) => g.config.name === spec.who.domain)!.domain.domid);
+          let backends: AnyBackend[] = [];
+          try {
+            backends = this.backends(spec).backends;
+          } catch {
+            /* no PV device: its direct and SV-IO channels, if any */
+          }
+          // The channels of the devices the guest drives itself: its end (the device's
+          // interrupts) and the hardware's (its doorbells).
+          const device = spec.who.device;
+          const own = [
+            ...h.functionsOf(d).filter((f) => !device || directDeviceName(f) === device).map((f) => ({ guestPort: f.port, hwPort: f.hwPort })),
+            ...h.vifsOf(d).filter((v) => !device || vifDeviceName(v) === device).map((v) => ({ guestPort: v.port, hwPort: v.request.port as number })),
+          ];
+          if (backends.length === 0 && own.length === 0) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no PV, direct or SV-IO device channel for ${spec.what.kind}`);
           const storm = spec.what.kind === 'evtchn.storm';
+          let deviceEvents = 0;
           // Fired in bursts every 10 ms so high rates do not need a timer per event.
           const perTick = Math.max(1, Math.round((spec.what.ratePerSec ?? 100) / 100));
           const timer = setInterval(() => {
-            for (let i = 0; i < perTick; i++)
-              for (const b of t.backends) {
+            for (let i = 0; i < perTick; i++) {
+              for (const b of backends) {
                 if (storm) b.eventFromFrontend();
                 else if ((i + b.devid) % 2 === 0) b.spuriousNotify();
                 else b.eventFromFrontend();
               }
+              // A storm: doorbells the device did not need; spurious: those, and interrupts nobody raised.
+              own.forEach((c, j) => {
+                if (!storm && (i + j) % 2 === 0) h.hv.deliverEvent(d, c.guestPort);
+                else h.hv.deliverEvent(DOMID_HW, c.hwPort);
+                deviceEvents++;
+              });
+            }
+            if (own.length > 0) rec.detail = { ...rec.detail, deviceEvents };
           }, 10);
           timer.unref();
           undo = () => clearInterval(timer);

@@ -35,8 +35,8 @@ export const FAULT_KINDS = {
   'backend.pause': 'a backend stops consuming its rings (a wedged driver domain); who: domain + device',
   'evtchn.lost': 'notifications on a device channel are lost; direction to-guest | to-backend | both; who: domain [+ device]',
   'evtchn.delayed': 'notifications are delivered delayMs late; who: domain [+ device]',
-  'evtchn.spurious': 'extra notifications nobody sent, ratePerSec to the guest and the backend; who: domain [+ device]',
-  'evtchn.storm': 'a guest floods its backends with ratePerSec events; who: domain',
+  'evtchn.spurious': 'extra notifications nobody sent, ratePerSec to the guest and the backend (or, for direct and SV-IO devices, the hardware); who: domain [+ device]',
+  'evtchn.storm': 'a guest floods its backends (and its direct functions and SV-IO VIFs) with ratePerSec events; who: domain [+ device]',
   'disk.eio': 'the physical disk fails requests (op, sectors, probability, times); who: host',
   'disk.bitflip': 'the physical disk silently flips a bit (op, sectors, probability, times); who: host',
   'disk.torn':
