@@ -162,9 +162,14 @@ describe('live dashboard (real cluster, real Chromium)', () => {
         const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
         const pageErrors: string[] = [];
         page.on('pageerror', (e) => pageErrors.push(e.message));
+        // The page works under its Content-Security-Policy: a blocked script, style or socket would be reported here.
+        page.on('console', (m) => {
+          if (m.type() === 'error' && /Content.Security.Policy/i.test(m.text())) pageErrors.push(m.text());
+        });
 
         const response = await page.goto(c.url);
         expect(response?.ok(), `loading ${origin}/?token=…`).toBe(true);
+        expect(response?.headers()['content-security-policy']).toMatch(/default-src 'self'.*frame-ancestors 'none'/);
         expect(new URL(page.url()).search, 'the token is not left in the address bar').toBe('');
 
         // The domains as the API lists them (the page's own fetch, with its cookie).

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
-import { ADMIN_SIGNATURE_HEADER, deriveReadToken, parseSecret, signAdminRequest } from '@ringvisor/shared';
+import { deriveReadToken, parseSecret, signAdminRequest } from '@ringvisor/shared';
 import { defaultConfig } from '../src/toolstack/config.js';
 import type { ClusterSnapshot, RingRow } from '../src/observe/model.js';
 import { until } from './support/cli.js';
@@ -282,12 +282,19 @@ describe('views of a running cluster', () => {
       expect((await fetch(url + path, { headers: { authorization: 'Bearer ' + 'ab'.repeat(32) } })).status).toBe(401);
     }
     const body = JSON.stringify({ domain: 'guest3', device: 'vif0' });
-    const post = (sig?: string) =>
-      fetch(`${url}/api/backend/pause`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...(sig ? { [ADMIN_SIGNATURE_HEADER]: sig } : {}) }, body });
+    const post = (signed?: Record<string, string>) =>
+      fetch(`${url}/api/backend/pause`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...signed }, body });
     expect((await post()).status).toBe(403);
     expect((await post(signAdminRequest(new Uint8Array(randomBytes(32)), 'POST', '/api/backend/pause', body))).status).toBe(403);
     expect((await post(signAdminRequest(secret, 'POST', '/api/backend/resume', body))).status).toBe(403); // signed for another action
     expect((await post(signAdminRequest(secret, 'POST', '/api/backend/pause', body, Date.now() - 3_600_000))).status).toBe(403); // stale
+    // A signature is good once: the same signed request again is refused as replayed.
+    const once = signAdminRequest(secret, 'POST', '/api/backend/pause', JSON.stringify({ domain: 'nobody', device: 'vif0' }));
+    const replay = () => fetch(`${url}/api/backend/pause`, { method: 'POST', headers: { 'content-type': 'application/json', ...once }, body: JSON.stringify({ domain: 'nobody', device: 'vif0' }) });
+    expect((await replay()).status).toBe(404); // accepted, no such backend: nothing changes
+    const again = await replay();
+    expect(again.status).toBe(403);
+    expect(await again.text()).toMatch(/replayed/);
     const ring = (await ringsJson()).find((r) => r.id === 'host0/guest3/vif0/tx');
     expect(ring?.paused).toBe(false);
     // A reader holding only the read token cannot act; the CLI says what it needs.

@@ -3,11 +3,19 @@
  * transports. node:http serves the dashboard, JSON views and Prometheus `/metrics`; WebSocket
  * upgrades carry the live snapshot stream and trace streams.
  *
- * Authentication (DESIGN §4a). Reads need the read token — `Authorization: Bearer <token>`, or
- * the HttpOnly SameSite=Strict cookie set when a browser opens the printed `/?token=…` URL.
- * Actions need the admin secret: the request carries an HMAC of its method, path, body and a
- * timestamp (x-ringvisor-signature); cookies never authorise an action, so no other page can
- * forge one. Every rejection names what is missing and how to get it.
+ * Authentication. Reads need the read token — `Authorization: Bearer <token>`, or the HttpOnly
+ * SameSite=Strict cookie set when a browser opens the printed `/?token=…` URL. Actions need the
+ * admin secret: the request carries a single-use HMAC of its method, path, body length and body
+ * digest, a nonce and a timestamp (signAdminRequest); cookies never authorise an action, so no
+ * other page can forge one. Every rejection names what is missing and how to get it.
+ *
+ * Exposure rules (docs/observe.md, "Security"): short header / request / keep-alive timeouts, a
+ * connection cap with a share per remote address, an action's signature checked from its headers
+ * before any body byte is read, then at most Content-Length (≤ 16 KiB) read and checked against
+ * the signed digest; refusals of unread bodies answer completely and drain a bounded amount so
+ * the client sees the status rather than a reset; WebSocket upgrades only from the page's own
+ * origin (or, without an Origin, with a bearer token); security headers on every response;
+ * refusals logged at a bounded rate with counts.
  *
  *   GET  /                      dashboard            GET /api/snapshot   ClusterSnapshot
  *   GET  /metrics               Prometheus           GET /api/ring?id=   RingEntries
@@ -20,14 +28,20 @@
  *   POST /api/svio/qos {domain, device, weight, rate?}  (admin): a VIF's QoS (the management API)
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
+  ADMIN_CONTENT_DIGEST_HEADER,
   ADMIN_SIGNATURE_HEADER,
+  ADMIN_SIGNATURE_SKEW_MS,
+  AdminNonceLedger,
   TRACE_KINDS,
+  adminContentDigest,
   TraceBuffer,
   matchesFilter,
   serializeTrace,
@@ -44,6 +58,7 @@ import { createMetricsRegistry } from './metrics.js';
 import { RemoteTraceHub } from './remote-trace.js';
 import type { FaultInjector } from '../faults/injector.js';
 import { parseFault } from '../faults/plan.js';
+import { RateLimitedRefusalLog } from './refusal-log.js';
 
 export interface ControlServerOptions {
   host: string;
@@ -53,7 +68,53 @@ export interface ControlServerOptions {
   log: Logger;
   /** Fault injection for `ringvisor fault` (admin). */
   injector?: FaultInjector;
+  /** Overrides of CONTROL_LIMITS (tests use short timeouts). */
+  limits?: Partial<ControlServerLimits>;
 }
+
+/** What one client may cost the endpoint. */
+export interface ControlServerLimits {
+  /** From connection (or the previous response) to the request's complete headers. */
+  headersTimeoutMs: number;
+  /** From connection to the complete request, body included. */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** Open connections (HTTP and WebSocket) at a time; more are dropped on accept. */
+  maxConnections: number;
+  /** Open connections from one remote address, so one peer cannot take every slot. */
+  maxConnectionsPerAddress: number;
+  /** Largest action body (Content-Length). */
+  maxBodyBytes: number;
+  /** After refusing a request whose body was not read: at most this much is drained… */
+  drainBytes: number;
+  /** …for at most this long, before the connection is closed. */
+  drainMs: number;
+}
+
+export const CONTROL_LIMITS: ControlServerLimits = {
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: 256,
+  maxConnectionsPerAddress: 64,
+  maxBodyBytes: 16 * 1024,
+  drainBytes: 1 << 20,
+  drainMs: 2_000,
+};
+
+/**
+ * On every response. The dashboard is its own files only (no inline script or style, no
+ * third-party origin); its WebSocket and fetches go to this origin. No page may frame it.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
 
 const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboard/', import.meta.url));
 const require = createRequire(import.meta.url);
@@ -63,7 +124,6 @@ const VENDOR: Record<string, string> = {
 };
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png', '.svg': 'image/svg+xml' };
 const COOKIE = 'rv_token';
-const MAX_BODY = 16 * 1024;
 /** How often a trace stream flushes its batch to the socket. */
 const TRACE_FLUSH_MS = 100;
 /** Streams each cost dom0 a subscriber on the data path: a bounded number at a time. */
@@ -76,9 +136,14 @@ export class ControlServer {
   private readonly metrics: Registry;
   private readonly sockets = new Set<WebSocket>();
   private readonly traceSockets = new WeakSet<WebSocket>();
-  private liveListener?: () => void;
-
   private readonly remote: RemoteTraceHub;
+  readonly limits: ControlServerLimits;
+  /** Nonces of accepted admin signatures: each signature acts once. */
+  private readonly adminNonces = new AdminNonceLedger();
+  readonly refusals: RateLimitedRefusalLog;
+  private readonly connectionsPerAddress = new Map<string, number>();
+  /** Sockets with a response under way: a client error there must not write a raw answer into it. */
+  private readonly responding = new WeakSet<Socket | Duplex>();
 
   constructor(
     readonly obs: Observatory,
@@ -86,6 +151,8 @@ export class ControlServer {
   ) {
     this.metrics = createMetricsRegistry(obs);
     this.remote = new RemoteTraceHub(obs.hosts, opts.log);
+    this.limits = { ...CONTROL_LIMITS, ...opts.limits };
+    this.refusals = new RateLimitedRefusalLog(opts.log);
   }
 
   get url(): string {
@@ -101,28 +168,40 @@ export class ControlServer {
   }
 
   async listen(): Promise<void> {
-    const server = createServer((req, res) => void this.route(req, res).catch((e) => this.fail(res, 500, (e as Error).message)));
+    const l = this.limits;
+    const server = createServer({
+      headersTimeout: l.headersTimeoutMs,
+      requestTimeout: l.requestTimeoutMs,
+      keepAliveTimeout: l.keepAliveTimeoutMs,
+      // Node checks both timeouts on this period (30 s by default, which let slow headers stay ~90 s).
+      connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(l.headersTimeoutMs / 4))),
+    });
+    const handle = (req: IncomingMessage, res: ServerResponse, expectsContinue: boolean) => {
+      this.responding.add(req.socket);
+      res.once('finish', () => this.responding.delete(req.socket));
+      for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+      void this.route(req, res, expectsContinue).catch((e) => this.fail(res, 500, (e as Error).message));
+    };
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res, false));
+    // `Expect: 100-continue`: the client waits for our go before sending the body; an action
+    // gets it only once its signature holds (see action()).
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => handle(req, res, true));
+    server.maxConnections = l.maxConnections;
+    server.on('drop', (d?: { remoteAddress?: string }) => this.refusals.refused('connection-cap', { remote: d?.remoteAddress }));
+    server.on('connection', (socket: Socket) => this.admitConnection(socket));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
     this.server = server;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 });
-    server.on('upgrade', (req, socket, head) => {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const url = new URL(req.url ?? '/', 'http://x');
-      if (!this.canRead(req)) {
-        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
-        return;
-      }
-      if (url.pathname !== '/api/live' && url.pathname !== '/api/trace') {
-        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
-        return;
-      }
+      const origin = this.upgradeOriginRefusal(req);
+      if (origin) return this.refuseUpgrade(req, socket, origin.status, origin.reason, origin.message);
+      if (!this.canRead(req)) return this.refuseUpgrade(req, socket, 401, 'read-token', 'read token required');
+      if (url.pathname !== '/api/live' && url.pathname !== '/api/trace') return this.refuseUpgrade(req, socket, 404, 'not-found', `nothing at ${url.pathname}`);
       const streams = [...this.sockets].filter((x) => this.traceSockets.has(x)).length;
-      if (url.pathname === '/api/trace' && streams >= MAX_TRACE_STREAMS) {
-        socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\nat most ${MAX_TRACE_STREAMS} trace streams at a time\r\n`);
-        return;
-      }
-      if (this.sockets.size >= MAX_VIEWERS) {
-        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
-        return;
-      }
+      if (url.pathname === '/api/trace' && streams >= MAX_TRACE_STREAMS)
+        return this.refuseUpgrade(req, socket, 503, 'trace-streams', `at most ${MAX_TRACE_STREAMS} trace streams at a time`);
+      if (this.sockets.size >= MAX_VIEWERS) return this.refuseUpgrade(req, socket, 503, 'viewers', `at most ${MAX_VIEWERS} viewers at a time`);
       this.wss!.handleUpgrade(req, socket, head, (ws) => {
         if (url.pathname === '/api/trace') this.traceSockets.add(ws);
         this.sockets.add(ws);
@@ -143,23 +222,118 @@ export class ControlServer {
   }
 
   async close(): Promise<void> {
+    this.refusals.close();
     for (const ws of this.sockets) ws.terminate();
     this.wss?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     this.server?.closeAllConnections();
   }
 
-  private canRead(req: IncomingMessage): boolean {
+  /** One remote address gets at most its share of the connections (the total is server.maxConnections). */
+  private admitConnection(socket: Socket): void {
+    const addr = socket.remoteAddress ?? '?';
+    const n = (this.connectionsPerAddress.get(addr) ?? 0) + 1;
+    if (n > this.limits.maxConnectionsPerAddress) {
+      this.refusals.refused('connections-per-address', { remote: addr });
+      socket.destroy();
+      return;
+    }
+    this.connectionsPerAddress.set(addr, n);
+    socket.once('close', () => {
+      const left = (this.connectionsPerAddress.get(addr) ?? 1) - 1;
+      if (left > 0) this.connectionsPerAddress.set(addr, left);
+      else this.connectionsPerAddress.delete(addr);
+    });
+  }
+
+  /**
+   * Malformed requests and timeouts (slow headers or body): answer when no response is under way
+   * on the socket (as Node does when nobody listens), count it, close.
+   */
+  private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const reason = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers-too-large' : 'bad-request';
+    if (err.code !== 'ECONNRESET') this.refusals.refused(reason, { remote: (socket as Socket).remoteAddress, code: err.code });
+    if (socket.writable && !this.responding.has(socket)) {
+      const status = reason === 'timeout' ? '408 Request Timeout' : reason === 'headers-too-large' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    }
+    socket.destroy();
+  }
+
+  private bearerReads(req: IncomingMessage): boolean {
     const auth = req.headers.authorization;
-    if (auth?.startsWith('Bearer ') && tokensEqual(auth.slice(7).trim(), this.opts.readToken)) return true;
+    return auth?.startsWith('Bearer ') === true && tokensEqual(auth.slice(7).trim(), this.opts.readToken);
+  }
+
+  private canRead(req: IncomingMessage): boolean {
+    if (this.bearerReads(req)) return true;
     const cookie = parseCookies(req.headers.cookie)[COOKIE];
     return cookie !== undefined && tokensEqual(cookie, this.opts.readToken);
   }
 
+  /**
+   * Who may open a WebSocket. A browser always sends Origin on an upgrade, and would attach the
+   * dashboard's cookie to a connection any page opens: so an Origin must be this endpoint's own
+   * (scheme http/https, host:port equal to the Host header). Without an Origin the client is not
+   * a browser, and must bring the bearer token (the cookie is a browser's credential).
+   */
+  private upgradeOriginRefusal(req: IncomingMessage): { status: number; reason: string; message: string } | undefined {
+    const origin = req.headers.origin;
+    if (origin === undefined) {
+      if (this.bearerReads(req)) return undefined;
+      return { status: 401, reason: 'read-token', message: 'read token required: a client without an Origin sends "Authorization: Bearer <token>"' };
+    }
+    const host = normalHost(req.headers.host);
+    let o: URL | undefined;
+    try {
+      o = new URL(origin);
+    } catch {
+      o = undefined;
+    }
+    if (!o || (o.protocol !== 'http:' && o.protocol !== 'https:') || host === undefined || o.host.toLowerCase() !== host)
+      return { status: 403, reason: 'foreign-origin', message: `WebSocket from origin ${JSON.stringify(origin.slice(0, 100))} refused: only the dashboard's own origin may connect` };
+    return undefined;
+  }
+
+  private refuseUpgrade(req: IncomingMessage, socket: Duplex, status: number, reason: string, message: string): void {
+    this.refusals.refused(reason, { remote: req.socket.remoteAddress, path: req.url?.slice(0, 200), upgrade: true });
+    const body = message + '\n';
+    const text = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' }[status] ?? 'Refused';
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  }
+
   private fail(res: ServerResponse, status: number, message: string): void {
     if (res.headersSent) return void res.destroy();
+    if (status === 401 || status === 403) this.refusals.refused(status === 401 ? 'read-token' : 'forbidden', { remote: res.req.socket.remoteAddress, path: res.req.url?.slice(0, 200) });
     res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
     res.end(JSON.stringify({ error: message }) + '\n');
+  }
+
+  /**
+   * Refuse a request whose body was not (fully) read. Closing at once would reset a client still
+   * sending its body, and a reset can destroy our answer before the client reads it. So: the
+   * whole answer goes out now (Content-Length, `Connection: close`), what the client still sends
+   * is discarded up to drainBytes / drainMs, and only then is the connection closed.
+   */
+  private refuseUnread(req: IncomingMessage, res: ServerResponse, status: number, reason: string, message: string, headers: Record<string, string> = {}): void {
+    this.refusals.refused(reason, { remote: req.socket.remoteAddress, path: req.url?.slice(0, 200), contentLength: req.headers['content-length'] });
+    const body = JSON.stringify({ error: message }) + '\n';
+    res.writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.write(body);
+    let drained = 0;
+    const done = () => {
+      clearTimeout(timer);
+      if (!res.writableEnded) res.end();
+    };
+    const timer = setTimeout(done, this.limits.drainMs);
+    timer.unref();
+    req.on('data', (c: Buffer) => {
+      drained += c.length;
+      if (drained > this.limits.drainBytes) done();
+    });
+    req.once('end', done);
+    req.once('error', done);
+    res.once('close', () => clearTimeout(timer));
   }
 
   private json(res: ServerResponse, body: unknown): void {
@@ -167,18 +341,20 @@ export class ControlServer {
     res.end(JSON.stringify(body));
   }
 
-  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async route(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://x');
     const path = url.pathname;
+    if (req.method === 'POST') return this.action(req, res, path, expectsContinue);
+    if (expectsContinue) res.writeContinue();
     if (req.method === 'GET' && path === '/' && url.searchParams.has('token')) {
       const token = url.searchParams.get('token') ?? '';
       if (!tokensEqual(token, this.opts.readToken)) return this.fail(res, 401, 'wrong read token: open the dashboard URL `ringvisor up` printed');
       res.writeHead(303, { location: '/', 'set-cookie': `${COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/` });
       return void res.end();
     }
-    if (req.method === 'POST') return this.action(req, res, path);
     if (req.method !== 'GET' && req.method !== 'HEAD') return this.fail(res, 405, `${req.method} is not served here`);
     if (!this.canRead(req) && path === '/') {
+      this.refusals.refused('read-token', { remote: req.socket.remoteAddress, path: '/' });
       res.writeHead(401, { 'content-type': 'text/html; charset=utf-8' });
       return void res.end('<!doctype html><title>ringvisor</title><p>This dashboard needs its read token: open the URL <code>ringvisor up</code> printed (it ends in <code>/?token=…</code>).</p>\n');
     }
@@ -226,17 +402,42 @@ export class ControlServer {
       return this.fail(res, 404, 'no such file');
     }
     const ext = path.slice(path.lastIndexOf('.'));
-    res.writeHead(200, { 'content-type': TYPES[ext] ?? 'application/octet-stream', 'cache-control': 'no-cache' });
+    res.writeHead(200, { 'content-type': TYPES[ext] ?? 'application/octet-stream' });
     res.end(body);
   }
 
-  /** Admin actions: signed with the cluster secret; a bad request changes nothing. */
-  private async action(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    const body = await readBody(req, MAX_BODY).catch(() => undefined);
-    if (body === undefined) return this.fail(res, 413, `request body over ${MAX_BODY} bytes`);
-    const sig = req.headers[ADMIN_SIGNATURE_HEADER];
-    if (!verifyAdminRequest(this.opts.adminSecret, typeof sig === 'string' ? sig : undefined, 'POST', req.url ?? path, body))
-      return this.fail(res, 403, 'actions need the admin secret: sign the request (ringvisor does, with the cluster secret from RINGVISOR_SECRET or --secret-file)');
+  /**
+   * Admin actions: signed with the cluster secret; a bad request changes nothing. Everything up
+   * to the body is decided from the headers (length, signature, freshness, single use, size), so
+   * a refused request costs no body read; then at most Content-Length bytes are read and must
+   * match the signed digest.
+   */
+  private async action(req: IncomingMessage, res: ServerResponse, path: string, expectsContinue: boolean): Promise<void> {
+    const lengthHeader = req.headers['content-length'];
+    if (lengthHeader === undefined || req.headers['transfer-encoding'] !== undefined)
+      return this.refuseUnread(req, res, 411, 'length-required', 'an action needs a Content-Length (its signature covers it), not a chunked body');
+    const contentLength = Number(lengthHeader);
+    const verdict = verifyAdminRequest(this.opts.adminSecret, headerValue(req, ADMIN_SIGNATURE_HEADER), {
+      method: 'POST',
+      path: req.url ?? path,
+      contentLength,
+      contentSha256: headerValue(req, ADMIN_CONTENT_DIGEST_HEADER) ?? '',
+    });
+    if (!verdict.ok) {
+      const why = { unsigned: 'it is not signed', malformed: 'its signature headers are malformed', stale: `its signature is not within ${ADMIN_SIGNATURE_SKEW_MS / 1000} s of this server's clock`, forged: 'its signature does not match it' }[verdict.reason];
+      return this.refuseUnread(req, res, 403, `admin-${verdict.reason}`, `actions need the admin secret, and ${why}: sign each request (ringvisor does, with the cluster secret from RINGVISOR_SECRET or --secret-file)`);
+    }
+    const admitted = this.adminNonces.admit(verdict.nonce, verdict.timestamp);
+    if (admitted === 'replayed') return this.refuseUnread(req, res, 403, 'admin-replayed', 'replayed: this signed request was already accepted once; sign each request anew');
+    if (admitted === 'full') return this.refuseUnread(req, res, 503, 'admin-busy', 'too many admin requests in the signature window; retry shortly', { 'retry-after': '5' });
+    const max = this.limits.maxBodyBytes;
+    if (contentLength > max) return this.refuseUnread(req, res, 413, 'body-too-large', `request body of ${contentLength} bytes is over the ${max}-byte limit`);
+    if (expectsContinue) res.writeContinue();
+    const raw = await readBody(req, contentLength);
+    if (raw === undefined) return this.fail(res, 400, 'the request body ended early or was longer than its Content-Length');
+    if (!tokensEqual(adminContentDigest(raw), headerValue(req, ADMIN_CONTENT_DIGEST_HEADER) ?? ''))
+      return this.fail(res, 400, `the body does not match its ${ADMIN_CONTENT_DIGEST_HEADER}`);
+    const body = raw.toString('utf8');
     let params: Record<string, unknown>;
     try {
       const parsed: unknown = JSON.parse(body);
@@ -398,18 +599,38 @@ function parseCookies(header: string | undefined): Record<string, string> {
   return out;
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  return new Promise((resolve, reject) => {
+/** A header sent once (a repeated one is not accepted as either value). */
+function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** The Host header as URL.host spells it (lowercase, default port dropped), or undefined. */
+function normalHost(host: string | undefined): string | undefined {
+  if (!host) return undefined;
+  try {
+    const u = new URL(`http://${host}`);
+    return u.host.toLowerCase() === host.toLowerCase().replace(/:80$/, '') ? u.host.toLowerCase() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The body, exactly `length` bytes (Node's parser stops the stream at Content-Length; the count
+ * is checked again here). Undefined if it ends short or runs long. The request timeout bounds a
+ * slow sender.
+ */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let n = 0;
     req.on('data', (c: Buffer) => {
       n += c.length;
-      if (n > limit) {
-        reject(new Error('too large'));
-        req.destroy();
-      } else chunks.push(c);
+      if (n <= length) chunks.push(c);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    req.once('end', () => resolve(n === length ? Buffer.concat(chunks) : undefined));
+    req.once('error', () => resolve(undefined));
+    req.once('close', () => resolve(n === length && req.complete ? Buffer.concat(chunks) : undefined));
   });
 }

@@ -8,7 +8,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { BackRing, FrontRing, initSharedRing } from '../ring/ring.js';
 import { blkifProtocol, type BlkifRequest } from '../ring/blkif.js';
-import { deriveReadToken, signAdminRequest, tokensEqual, verifyAdminRequest } from '../transport/auth.js';
+import {
+  ADMIN_CONTENT_DIGEST_HEADER,
+  ADMIN_SIGNATURE_HEADER,
+  AdminNonceLedger,
+  adminContentDigest,
+  deriveReadToken,
+  signAdminRequest,
+  tokensEqual,
+  verifyAdminRequest,
+} from '../transport/auth.js';
 import { acceptForwardedEvent } from './forward.js';
 import { TraceBuffer, matchesFilter, ringPushChannel, serializeTrace, subscribeTrace, type TraceEvent } from './index.js';
 
@@ -165,15 +174,42 @@ describe('control endpoint credentials', () => {
     expect(tokensEqual('abc', 'abcd')).toBe(false);
   });
 
-  it('an admin signature covers method, path, body and time', () => {
+  it('an admin signature covers method, path, body length and digest, nonce and time, from headers alone', () => {
     const now = 1_800_000_000_000;
-    const sig = signAdminRequest(secret, 'POST', '/api/backend/pause', '{"a":1}', now);
-    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/pause', '{"a":1}', now + 1000)).toBe(true);
-    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/resume', '{"a":1}', now)).toBe(false);
-    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/pause', '{"a":2}', now)).toBe(false);
-    expect(verifyAdminRequest(secret, sig, 'GET', '/api/backend/pause', '{"a":1}', now)).toBe(false);
-    expect(verifyAdminRequest(secret, sig, 'POST', '/api/backend/pause', '{"a":1}', now + 61_000)).toBe(false);
-    expect(verifyAdminRequest(new Uint8Array(randomBytes(32)), sig, 'POST', '/api/backend/pause', '{"a":1}', now)).toBe(false);
-    for (const bad of [undefined, '', 'x', `${now}.zz`, `${now}.${'0'.repeat(64)}`]) expect(verifyAdminRequest(secret, bad, 'POST', '/api/backend/pause', '{"a":1}', now)).toBe(false);
+    const body = '{"a":1}';
+    const h = signAdminRequest(secret, 'POST', '/api/backend/pause', body, now);
+    const sig = h[ADMIN_SIGNATURE_HEADER];
+    const facts = { method: 'POST', path: '/api/backend/pause', contentLength: 7, contentSha256: adminContentDigest(body) };
+    expect(h[ADMIN_CONTENT_DIGEST_HEADER]).toBe(facts.contentSha256);
+    expect(verifyAdminRequest(secret, sig, facts, now + 1000)).toMatchObject({ ok: true, timestamp: now });
+    expect(verifyAdminRequest(secret, sig, { ...facts, path: '/api/backend/resume' }, now)).toEqual({ ok: false, reason: 'forged' });
+    expect(verifyAdminRequest(secret, sig, { ...facts, contentSha256: adminContentDigest('{"a":2}') }, now)).toEqual({ ok: false, reason: 'forged' });
+    expect(verifyAdminRequest(secret, sig, { ...facts, contentLength: 8 }, now)).toEqual({ ok: false, reason: 'forged' });
+    expect(verifyAdminRequest(secret, sig, { ...facts, method: 'GET' }, now)).toEqual({ ok: false, reason: 'forged' });
+    expect(verifyAdminRequest(secret, sig, facts, now + 31_000)).toEqual({ ok: false, reason: 'stale' });
+    expect(verifyAdminRequest(secret, sig, facts, now - 31_000)).toEqual({ ok: false, reason: 'stale' });
+    expect(verifyAdminRequest(new Uint8Array(randomBytes(32)), sig, facts, now)).toEqual({ ok: false, reason: 'forged' });
+    // Another nonce under the same MAC does not verify: the nonce is signed.
+    const [ts, , mac] = sig.split('.');
+    expect(verifyAdminRequest(secret, `${ts}.${'0'.repeat(32)}.${mac}`, facts, now)).toEqual({ ok: false, reason: 'forged' });
+    expect(verifyAdminRequest(secret, undefined, facts, now)).toEqual({ ok: false, reason: 'unsigned' });
+    for (const bad of ['', 'x', `${now}.zz`, `${now}.${'0'.repeat(64)}`])
+      expect(verifyAdminRequest(secret, bad, facts, now)).toMatchObject({ ok: false });
+    // Two signatures of the same request differ (fresh nonces).
+    expect(signAdminRequest(secret, 'POST', '/api/backend/pause', body, now)[ADMIN_SIGNATURE_HEADER]).not.toBe(sig);
+  });
+
+  it('an admin nonce is accepted once while its signature is fresh, and the ledger stays bounded', () => {
+    const now = 1_800_000_000_000;
+    const ledger = new AdminNonceLedger(2, 30_000);
+    expect(ledger.admit('a'.repeat(32), now, now)).toBe('fresh');
+    expect(ledger.admit('a'.repeat(32), now, now + 29_000)).toBe('replayed');
+    expect(ledger.admit('b'.repeat(32), now, now)).toBe('fresh');
+    // Full of live nonces: a new one is refused, none is evicted (it could then be replayed).
+    expect(ledger.admit('c'.repeat(32), now, now + 1)).toBe('full');
+    expect(ledger.admit('a'.repeat(32), now, now + 1)).toBe('replayed');
+    // Once the window has passed the old nonces make room (their signatures are stale anyway).
+    expect(ledger.admit('c'.repeat(32), now + 31_000, now + 31_000)).toBe('fresh');
+    expect(ledger.size).toBe(1);
   });
 });

@@ -23,7 +23,7 @@
  *
  * This module is pure (no sockets): message construction and verification, plus secret helpers.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { open, readFile, stat } from 'node:fs/promises';
 import { ConfigError, InvalidArgumentError, ProtocolError } from '../errors.js';
 
@@ -250,39 +250,133 @@ export async function generateSecretFile(path: string): Promise<Uint8Array> {
 }
 
 /**
- * Control-endpoint credentials (DESIGN §4a): read-only views need the read token; actions that
- * change the cluster need the admin secret (the cluster secret itself), which never travels —
- * an action carries an HMAC of itself under the secret, fresh within ADMIN_SIGNATURE_SKEW_MS.
- * The read token is derived from the secret one way, so whoever holds the secret can read,
- * and a reader learns nothing about the secret.
+ * Control-endpoint credentials: read-only views need the read token; actions that change the
+ * cluster need the admin secret (the cluster secret itself), which never travels. The read token
+ * is derived from the secret one way, so whoever holds the secret can read, and a reader learns
+ * nothing about the secret.
  */
 export function deriveReadToken(secret: Uint8Array): string {
   checkSecret(secret);
   return createHmac('sha256', secret).update('ringvisor control read token v1').digest('hex');
 }
 
+/**
+ * Admin request signatures (v2). An action carries two headers:
+ *
+ *   x-ringvisor-signature:       <ms timestamp>.<nonce: 32 hex>.<mac: 64 hex>
+ *   x-ringvisor-content-sha256:  <hex SHA-256 of the body>
+ *
+ *   mac = HMAC-SHA256(secret, "ringvisor admin v2\n" + ts + "\n" + nonce + "\n" + METHOD + "\n"
+ *                              + path + "\n" + content-length + "\n" + content-sha256)
+ *
+ * Everything the MAC covers is in the request line and headers, so a server checks the signature
+ * before it reads a byte of the body (a stranger's body costs nothing), then reads at most
+ * content-length bytes and checks them against the signed digest. A signature is good within
+ * ADMIN_SIGNATURE_SKEW_MS of the server's clock and once: the server remembers each nonce it
+ * accepted until its timestamp leaves the window (AdminNonceLedger), so a replay is refused.
+ */
 export const ADMIN_SIGNATURE_HEADER = 'x-ringvisor-signature';
-export const ADMIN_SIGNATURE_SKEW_MS = 60_000;
+export const ADMIN_CONTENT_DIGEST_HEADER = 'x-ringvisor-content-sha256';
+export const ADMIN_SIGNATURE_SKEW_MS = 30_000;
+const ADMIN_NONCE_BYTES = 16;
 
-function adminMac(secret: Uint8Array, ts: number, method: string, path: string, body: string): string {
-  return createHmac('sha256', secret).update(`ringvisor admin v1\n${ts}\n${method.toUpperCase()}\n${path}\n${body}`).digest('hex');
+/** The parts of an admin request its signature covers (the body only through its length and digest). */
+export interface AdminRequestFacts {
+  method: string;
+  /** The request target as sent (path and query). */
+  path: string;
+  contentLength: number;
+  /** The value of x-ringvisor-content-sha256 (lowercase hex). */
+  contentSha256: string;
 }
 
-/** The header value that authorises one admin request: "<ms timestamp>.<hex mac>". */
-export function signAdminRequest(secret: Uint8Array, method: string, path: string, body: string, now = Date.now()): string {
+/** The headers that authorise one admin request. */
+export type AdminRequestHeaders = { [ADMIN_SIGNATURE_HEADER]: string; [ADMIN_CONTENT_DIGEST_HEADER]: string };
+
+export type AdminSignatureVerdict =
+  | { ok: true; timestamp: number; nonce: string }
+  | { ok: false; reason: 'unsigned' | 'malformed' | 'stale' | 'forged' };
+
+/** Lowercase hex SHA-256 of a body (a string is hashed as its UTF-8 bytes, as it is sent). */
+export function adminContentDigest(body: string | Uint8Array): string {
+  return createHash('sha256').update(body).digest('hex');
+}
+
+function adminMac(secret: Uint8Array, ts: number, nonce: string, r: AdminRequestFacts): string {
+  return createHmac('sha256', secret)
+    .update(`ringvisor admin v2\n${ts}\n${nonce}\n${r.method.toUpperCase()}\n${r.path}\n${r.contentLength}\n${r.contentSha256}`)
+    .digest('hex');
+}
+
+/**
+ * The headers that authorise one admin request: a fresh random nonce, the time, and a MAC over
+ * the request line, the body's length and its digest. Sign each request anew; a signature is
+ * accepted once.
+ */
+export function signAdminRequest(
+  secret: Uint8Array,
+  method: string,
+  path: string,
+  body: string | Uint8Array,
+  now = Date.now(),
+  nonce = randomBytes(ADMIN_NONCE_BYTES).toString('hex'),
+): AdminRequestHeaders {
   checkSecret(secret);
-  return `${now}.${adminMac(secret, now, method, path, body)}`;
+  const contentSha256 = adminContentDigest(body);
+  const contentLength = typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.byteLength;
+  const mac = adminMac(secret, now, nonce, { method, path, contentLength, contentSha256 });
+  return { [ADMIN_SIGNATURE_HEADER]: `${now}.${nonce}.${mac}`, [ADMIN_CONTENT_DIGEST_HEADER]: contentSha256 };
 }
 
-/** Check an admin request's signature (constant time), its freshness, and that it covers this request. */
-export function verifyAdminRequest(secret: Uint8Array, header: string | undefined, method: string, path: string, body: string, now = Date.now()): boolean {
-  if (!header) return false;
-  const m = /^(\d{1,15})\.([0-9a-f]{64})$/.exec(header);
-  if (!m) return false;
+/**
+ * Checks an admin signature from the request's headers alone (constant-time MAC comparison):
+ * well-formed, within ADMIN_SIGNATURE_SKEW_MS of `now`, and covering exactly this request line,
+ * length and digest. It does not check single use (AdminNonceLedger) nor the body (compare
+ * adminContentDigest(body) with `contentSha256` once it is read).
+ */
+export function verifyAdminRequest(secret: Uint8Array, header: string | undefined, facts: AdminRequestFacts, now = Date.now()): AdminSignatureVerdict {
+  if (!header) return { ok: false, reason: 'unsigned' };
+  const m = /^(\d{1,15})\.([0-9a-f]{32})\.([0-9a-f]{64})$/.exec(header);
+  if (!m || !/^[0-9a-f]{64}$/.test(facts.contentSha256) || !Number.isSafeInteger(facts.contentLength) || facts.contentLength < 0)
+    return { ok: false, reason: 'malformed' };
   const ts = Number(m[1]);
-  if (Math.abs(now - ts) > ADMIN_SIGNATURE_SKEW_MS) return false;
-  const want = Buffer.from(adminMac(secret, ts, method, path, body), 'hex');
-  return timingSafeEqual(want, Buffer.from(m[2], 'hex'));
+  if (Math.abs(now - ts) > ADMIN_SIGNATURE_SKEW_MS) return { ok: false, reason: 'stale' };
+  const want = Buffer.from(adminMac(secret, ts, m[2], facts), 'hex');
+  if (!timingSafeEqual(want, Buffer.from(m[3], 'hex'))) return { ok: false, reason: 'forged' };
+  return { ok: true, timestamp: ts, nonce: m[2] };
+}
+
+/**
+ * The nonces of admin signatures already accepted, each kept until its timestamp leaves the
+ * freshness window (after that the signature is refused as stale anyway). Bounded: when
+ * `capacity` live nonces are held, a new one is refused ('full') rather than evicting one that
+ * could then be replayed. Only signatures that verified reach it, so only secret holders fill it.
+ */
+export class AdminNonceLedger {
+  private readonly expiries = new Map<string, number>();
+
+  constructor(
+    readonly capacity = 4096,
+    readonly windowMs = ADMIN_SIGNATURE_SKEW_MS,
+  ) {}
+
+  get size(): number {
+    return this.expiries.size;
+  }
+
+  /** Record a verified signature's nonce: 'fresh' the first time, 'replayed' after. */
+  admit(nonce: string, timestamp: number, now = Date.now()): 'fresh' | 'replayed' | 'full' {
+    const seen = this.expiries.get(nonce);
+    if (seen !== undefined && seen >= now) return 'replayed';
+    if (this.expiries.size >= this.capacity) this.prune(now);
+    if (this.expiries.size >= this.capacity) return 'full';
+    this.expiries.set(nonce, timestamp + this.windowMs);
+    return 'fresh';
+  }
+
+  private prune(now: number): void {
+    for (const [nonce, expiry] of this.expiries) if (expiry < now) this.expiries.delete(nonce);
+  }
 }
 
 /** Constant-time comparison of two tokens given as strings. */

@@ -10,7 +10,6 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  ADMIN_SIGNATURE_HEADER,
   RingvisorError,
   deriveReadToken,
   parseSecret,
@@ -132,7 +131,8 @@ export async function postAction<T>(c: ControlCredentials, path: string, params:
   try {
     res = await fetch(c.url + path, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', [ADMIN_SIGNATURE_HEADER]: signAdminRequest(c.secret, 'POST', path, body) },
+      // Signed anew for each request: the endpoint accepts a signature once.
+      headers: { 'content-type': 'application/json', ...signAdminRequest(c.secret, 'POST', path, body) },
       body,
     });
   } catch (e) {
