@@ -1,0 +1,140 @@
+import fc from 'fast-check';
+import { Packr, Unpackr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import { MAX_DEPTH, msgpackProblem } from './msgpack-check.js';
+import { encodeMessage } from './ws.js';
+
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+/** Plain data as the transport carries it: no Dates, no class instances, no typed arrays but bytes. */
+const plain = fc.letrec((tie) => ({
+  value: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    fc.constant(null),
+    fc.boolean(),
+    fc.integer(),
+    fc.double({ noNaN: true }).map((x) => (Object.is(x, -0) ? 0 : x)),
+    fc.string({ unit: 'binary' }),
+    fc.uint8Array({ maxLength: 300 }),
+    fc.array(tie('value'), { maxLength: 6 }),
+    fc.dictionary(fc.string(), fc.oneof(tie('value'), fc.constant(undefined)), { maxKeys: 6 }),
+  ),
+})).value;
+
+/** An extension of every shape msgpack has: fixext 1/2/4/8/16 and ext 8/16/32, any type code. */
+export const anyExtension: fc.Arbitrary<Uint8Array> = fc
+  .record({
+    // -1 is the timestamp; 0x62…0x78 are msgpackr's (bundled strings, Error, shared references, records, Set, RegExp…)
+    type: fc.oneof(fc.constantFrom(0xff, 0x00, 0x62, 0x65, 0x69, 0x70, 0x72, 0x73, 0x74, 0x75, 0x78), fc.integer({ min: 0, max: 255 })),
+    form: fc.constantFrom('fixext1', 'fixext2', 'fixext4', 'fixext8', 'fixext16', 'ext8', 'ext16', 'ext32'),
+    data: fc.uint8Array({ maxLength: 40 }),
+  })
+  .filter(({ type, form, data }) => !(form === 'fixext1' && type === 0 && data[0] === 0) || data.length === 0) // not msgpackr's `undefined`
+  .map(({ type, form, data }) => {
+    const fixed: Record<string, number> = { fixext1: 1, fixext2: 2, fixext4: 4, fixext8: 8, fixext16: 16 };
+    const n = fixed[form];
+    if (n !== undefined) {
+      const d = new Uint8Array(n);
+      d.set(data.subarray(0, n));
+      if (form === 'fixext1' && type === 0 && d[0] === 0) d[0] = 1;
+      return Uint8Array.from([0xd4 + Math.log2(n), type, ...d]);
+    }
+    const len = data.length;
+    const header = form === 'ext8' ? [0xc7, len] : form === 'ext16' ? [0xc8, len >> 8, len & 0xff] : [0xc9, 0, 0, len >> 8, len & 0xff];
+    return Uint8Array.from([...header, type, ...data]);
+  });
+
+/** `inner` placed somewhere inside a plain message: as a value, in an array, deeper. */
+export function embedded(inner: Uint8Array): fc.Arbitrary<Uint8Array> {
+  const pre = new Packr({ useRecords: false });
+  return fc.constantFrom('top', 'value', 'array', 'deep').map((where) => {
+    const head = (v: unknown): Uint8Array => pre.pack(v).subarray(0);
+    switch (where) {
+      case 'top':
+        return inner;
+      case 'value': // { t: 'hello', v: 1, role: 'guest', domid: 1, nonce: <ext> }
+        return Uint8Array.from([0x85, ...head('t'), ...head('hello'), ...head('v'), 1, ...head('role'), ...head('guest'), ...head('domid'), 1, ...head('nonce'), ...inner]);
+      case 'array':
+        return Uint8Array.from([0x93, 1, ...inner, 0xc0]);
+      default:
+        return Uint8Array.from([0x81, ...head('payload'), 0x91, 0x91, 0x81, ...head('x'), ...inner]);
+    }
+  });
+}
+
+describe('msgpackProblem', () => {
+  it('accepts everything the transport encodes, and msgpackr decodes it to the same value', () => {
+    fc.assert(
+      fc.property(plain, (payload) => {
+        const bytes = encodeMessage({ t: 'notify', topic: 'p', payload });
+        expect(msgpackProblem(bytes)).toBeNull();
+        // Decoded and encoded again, it is the same bytes (bin comes back as a Buffer, a Uint8Array).
+        expect(Buffer.from(encodeMessage(unpackr.unpack(bytes) as { t: 'notify'; topic: string; payload: unknown }))).toEqual(Buffer.from(bytes));
+      }),
+      { numRuns: 500, seed: 17 },
+    );
+  });
+
+  it('refuses every extension type wherever it sits, naming it', () => {
+    fc.assert(
+      fc.property(anyExtension.chain(embedded), (bytes) => {
+        expect(msgpackProblem(bytes)).toMatch(/^msgpack extension -?\d+ .*in (fixext|ext) \d+ is not accepted$/);
+      }),
+      { numRuns: 1000, seed: 18 },
+    );
+    expect(msgpackProblem(new Packr().pack(new Date(0)))).toMatch(/extension -1 \(timestamp\) in fixext 4/);
+    expect(msgpackProblem(new Packr({ useRecords: true }).pack({ a: 1 }))).toMatch(/extension 114 \(msgpackr's record\)/);
+    const shared = { s: 'x'.repeat(10) };
+    expect(msgpackProblem(new Packr({ structuredClone: true }).pack([shared, shared]))).toMatch(/not accepted/);
+    expect(msgpackProblem(new Packr({ moreTypes: true }).pack(/a+$/))).toMatch(/not accepted/);
+    expect(msgpackProblem(new Packr({ moreTypes: true }).pack(new Float64Array(3)))).toMatch(/not accepted/);
+  });
+
+  it("lets msgpackr's `undefined` (d4 00 00) through and nothing that merely resembles it", () => {
+    expect(msgpackProblem(Uint8Array.from([0x81, 0xa1, 0x61, 0xd4, 0x00, 0x00]))).toBeNull();
+    expect(unpackr.unpack(Buffer.from([0x81, 0xa1, 0x61, 0xd4, 0x00, 0x00]))).toEqual({ a: undefined });
+    expect(msgpackProblem(Uint8Array.from([0xd4, 0x00, 0x01]))).toMatch(/extension 0/);
+    expect(msgpackProblem(Uint8Array.from([0xd5, 0x00, 0x00, 0x00]))).toMatch(/extension 0/);
+    expect(msgpackProblem(Uint8Array.from([0xd4, 0x00]))).toMatch(/extension 0/);
+  });
+
+  it('refuses a container that promises more values than the frame has bytes, at its header', () => {
+    // a map of 2^32-1 entries in 5 bytes, an array of 2^32-1 in 5, then with a tail of padding
+    expect(msgpackProblem(Uint8Array.from([0xdf, 0xff, 0xff, 0xff, 0xff]))).toMatch(/declares more values than its 5 bytes/);
+    expect(msgpackProblem(Uint8Array.from([0xdd, 0xff, 0xff, 0xff, 0xff]))).toMatch(/declares more values/);
+    const padded = new Uint8Array(1 << 20).fill(0xc0);
+    padded.set([0xdd, 0x00, 0x10, 0x00, 0x00]); // 1 Mi values promised, 1 Mi - 5 bytes left
+    expect(msgpackProblem(padded)).toMatch(/declares more values/);
+    // promises add up across nesting: [ [16 values], [16 values] ] in 10 bytes
+    expect(msgpackProblem(Uint8Array.from([0x92, 0x9f, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0x9f, 0xc0, 0xc0]))).toMatch(/declares more values/);
+  });
+
+  it(`bounds nesting at ${MAX_DEPTH}`, () => {
+    const nest = (n: number): Uint8Array => Uint8Array.from([...new Array<number>(n).fill(0x91), 0xc0]);
+    expect(msgpackProblem(nest(MAX_DEPTH))).toBeNull();
+    expect(msgpackProblem(nest(MAX_DEPTH + 1))).toBe(`nested deeper than ${MAX_DEPTH}`);
+    expect(msgpackProblem(nest(1_000_000))).toBe(`nested deeper than ${MAX_DEPTH}`);
+  });
+
+  it('refuses 0xc1, non-scalar map keys, trailing bytes, empty and truncated frames', () => {
+    expect(msgpackProblem(Uint8Array.from([0xc1]))).toMatch(/0xc1/);
+    expect(msgpackProblem(Uint8Array.from([0x81, 0x90, 0xc0]))).toMatch(/map key/);
+    expect(msgpackProblem(Uint8Array.from([0x81, 0xc4, 0x00, 0xc0]))).toMatch(/map key/);
+    expect(msgpackProblem(Uint8Array.from([0x81, 0x07, 0xc0]))).toBeNull(); // integer keys are fine
+    expect(msgpackProblem(Uint8Array.from([0xc0, 0xc0]))).toBe('1 bytes after the message');
+    expect(msgpackProblem(new Uint8Array(0))).toBe('empty frame');
+    expect(msgpackProblem(Uint8Array.from([0x92, 0xcd, 0x01]))).toBe('truncated');
+    expect(msgpackProblem(Uint8Array.from([0xc6, 0xff, 0xff, 0xff, 0xff, 1]))).toBe('truncated');
+    expect(msgpackProblem(Uint8Array.from([0xdb, 0x00, 0x00]))).toBe('truncated');
+  });
+
+  it('never throws on random bytes, and what it accepts msgpackr decodes without throwing', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        const problem = msgpackProblem(bytes);
+        if (problem === null) expect(() => unpackr.unpack(Buffer.from(bytes))).not.toThrow();
+      }),
+      { numRuns: 5000, seed: 19 },
+    );
+  });
+});
