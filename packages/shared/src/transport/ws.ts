@@ -1008,7 +1008,10 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
       () => fail(new TimeoutError(`${url}: no authenticated connection within ${timeoutMs} ms`), 'authentication timeout'),
       timeoutMs,
     );
-    ws.on('error', (e) => fail(new ClosedError(`${url}: ${e.message}`, { cause: e })));
+    // Once the link exists it reports errors itself (with the reason it closed for) via onClose.
+    ws.on('error', (e) => {
+      if (link === undefined) fail(new ClosedError(`${url}: ${e.message}`, { cause: e }));
+    });
     ws.once('close', (code, reason) => {
       if (link === undefined) fail(new ClosedError(`${url}: connection closed (${code}${reason.byteLength ? `: ${reason.toString()}` : ''})`));
     });
@@ -1030,7 +1033,7 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
         const info = l.closeInfo;
         if (info?.byPeer && info.code === CloseCode.policy)
           fail(new ProtocolError(`${url}: handshake refused by the server: ${info.reason || 'no reason given'}`));
-        else if (info?.byPeer === false) fail(new ProtocolError(`${url}: handshake failed: ${info.reason}`));
+        else if (info?.byPeer === false && info.code !== CloseCode.internalError) fail(new ProtocolError(`${url}: handshake failed: ${info.reason}`));
         else fail(new ClosedError(`${url}: connection closed during the handshake (${info?.code ?? 'unknown'}${info?.reason ? `: ${info.reason}` : ''})`));
       });
       internals.setGate(l, (value) => {
