@@ -123,7 +123,10 @@ describe('before authentication', () => {
     const cyclic: Record<string, unknown> = { a: [1, 2, 3] };
     cyclic.self = cyclic;
     cyclic.again = cyclic.a;
+    let dag: unknown = [1];
+    for (let i = 0; i < 30; i++) dag = [dag, dag]; // 2^30 leaves through shared references: the frame that stopped dom0
     const frames: Array<[Uint8Array, RegExp]> = [
+      [new Packr({ structuredClone: true }).pack({ t: 'hello', v: 1, role: 'guest', domid: 1, nonce: dag }), /extension .* not accepted/],
       [Uint8Array.from([0xdf, 0xff, 0xff, 0xff, 0xff]), /declares more values than its 5 bytes/],
       [Uint8Array.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x91, 0x91, 0x91]), /declares more values/],
       [Uint8Array.from([...new Array<number>(PRE_AUTH_MAX_PAYLOAD - 1).fill(0x91), 0xc0]), /nested deeper than 64/],
