@@ -236,7 +236,7 @@ describe('hostile peers (bounded fuzzing)', () => {
 
   /** Would WsLink accept these bytes as a WireMessage? (Then the peer is not misbehaving.) */
   function acceptable(j: Junk): boolean {
-    if (j.kind !== 'binary') return false;
+    if (j.kind !== 'binary' || msgpackProblem(j.bytes) !== null) return false;
     try {
       return wireMessageProblem(unpackr.unpack(j.bytes)) === null;
     } catch {

@@ -14,9 +14,10 @@
  * (msgpack-check.ts: plain data only, every extension type refused, nesting at most MAX_DEPTH,
  * containers that promise more values than the frame has bytes refused at once — work
  * proportional to the frame's length), then decoded by an Unpackr that has nothing to
- * materialise beyond plain data, then checked against the message shapes. Senders run the same
- * byte check on what they encode, so a value the peer would refuse (a Date, say) fails at the
- * sender with a ProtocolError instead of killing the link.
+ * materialise beyond plain data, then checked against the message shapes. `send` does not walk
+ * what it encodes (that would double the check's cost on the hot path), so a value the peer
+ * refuses — a Date is the one msgpackr would write as an extension — closes the link with a
+ * reason that names it; `encodeMessage` does check, and throws ProtocolError.
  *
  * Hostile peers. A peer that sends a text frame, bytes that are not one plain msgpack value, an
  * extension type, anything nested deeper than MAX_DEPTH, or a message that is not a WireMessage
@@ -409,8 +410,6 @@ export class WsLink implements MessageLink {
     const bytes = this.#packr.pack(value);
     if (bytes.byteLength > this.maxPayload)
       throw new ProtocolError(`${this.#name}: message of ${bytes.byteLength} bytes exceeds the ${this.maxPayload}-byte limit`);
-    const problem = msgpackProblem(bytes);
-    if (problem !== null) throw new ProtocolError(`${this.#name}: the peer would refuse this message: ${problem}`);
     return bytes;
   }
 
