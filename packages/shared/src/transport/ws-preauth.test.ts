@@ -278,12 +278,25 @@ describe('pending connections', () => {
     const [fourth] = halfOpen(srv, '127.0.0.5', 1);
     await expect.poll(() => fourth.closed).toBe(true);
     expect(fourth.data).toMatch(/503 Service Unavailable[\s\S]*too many pending connections\n$/);
-    const err = await connect({ url: srv.url, secret, role: 'control', domid: 0 }).catch((e: unknown) => e);
+    const err = await connect({ url: srv.url, secret, role: 'control', domid: 0, timeoutMs: 1000 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClosedError);
-    expect((err as Error).message).toMatch(/503/);
+    expect((err as Error).message).toMatch(/answered 503 Service Unavailable/);
     for (const h of held) h.sock.destroy();
     await expect.poll(() => srv.pending).toBe(0);
     expect(await healthCheck(srv)).toEqual({ pong: 1 });
+  });
+
+  it('a client answered 503 tries again within its budget: runtimes starting together all get in', async () => {
+    const { srv } = await server({ maxPendingPerAddress: 2 });
+    const held = halfOpen(srv, '127.0.0.1', 2);
+    await expect.poll(() => srv.pending).toBe(2);
+    const burst = Array.from({ length: 4 }, (_, i) => connect({ url: srv.url, secret, role: 'guest', domid: 10 + i, timeoutMs: 20_000 }));
+    await expect.poll(() => srv.refusals).toBeGreaterThanOrEqual(4); // each was turned away at least once
+    for (const h of held) h.sock.destroy();
+    const links = await Promise.all(burst);
+    for (const l of links) cleanup.push(() => l.close('done'));
+    expect(links.map((l) => l.identity?.domid)).toEqual([10, 11, 12, 13]);
+    expect(srv.connections).toBe(4);
   });
 
   it('keys addresses: IPv4 as is, IPv4-mapped IPv6 as IPv4, IPv6 by its /64', () => {

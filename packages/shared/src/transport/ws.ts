@@ -974,8 +974,12 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   const url = opts.url;
+  const deadline = Date.now() + timeoutMs;
+  // Connections a listener answers 503 (too many pending from our address, or in all) are tried
+  // again, backing off, within the same budget: a burst of runtimes starting together gets in.
+  const busy = new WeakSet<Error>();
 
-  return new Promise<WsLink>((resolve, reject) => {
+  const attempt = (budgetMs: number): Promise<WsLink> => new Promise<WsLink>((resolve, reject) => {
     let settled = false;
     let link: WsLink | undefined;
     let ws: WebSocket;
@@ -984,7 +988,7 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
       ws = new WebSocket(url, {
         perMessageDeflate: false,
         maxPayload: Math.min(PRE_AUTH_MAX_PAYLOAD, maxPayload),
-        handshakeTimeout: timeoutMs,
+        handshakeTimeout: budgetMs,
         followRedirects: false,
       });
     } catch (e) {
@@ -1005,11 +1009,22 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
     };
     const timer = setTimeout(
       () => fail(new TimeoutError(`${url}: no authenticated connection within ${timeoutMs} ms`), 'authentication timeout'),
-      timeoutMs,
+      budgetMs,
     );
+    ws.on('unexpected-response', (req, res) => {
+      res.resume();
+      req.destroy();
+      const err = new ClosedError(`${url}: the server answered ${res.statusCode ?? '?'} ${res.statusMessage ?? ''}`.trimEnd());
+      if (res.statusCode === 503) busy.add(err);
+      fail(err);
+    });
     // Once the link exists it reports errors itself (with the reason it closed for) via onClose.
     ws.on('error', (e) => {
-      if (link === undefined) fail(new ClosedError(`${url}: ${e.message}`, { cause: e }));
+      if (link !== undefined) return;
+      const err = new ClosedError(`${url}: ${e.message}`, { cause: e });
+      // A listener over its cap may reset the connection before its 503 is read.
+      if ((e as NodeJS.ErrnoException).code === 'ECONNRESET' || e.message === 'socket hang up') busy.add(err);
+      fail(err);
     });
     ws.once('close', (code, reason) => {
       if (link === undefined) fail(new ClosedError(`${url}: connection closed (${code}${reason.byteLength ? `: ${reason.toString()}` : ''})`));
@@ -1058,4 +1073,15 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
       });
     });
   });
+
+  for (let tries = 0; ; tries++) {
+    try {
+      return await attempt(Math.max(1, deadline - Date.now()));
+    } catch (e) {
+      const backoffMs = Math.min(1000, 50 * 2 ** tries) * (0.5 + Math.random() / 2);
+      if (!(e instanceof Error) || !busy.has(e) || Date.now() + backoffMs >= deadline) throw e;
+      opts.log?.debug({ url, backoffMs }, 'ws: server busy (503), trying again');
+      await new Promise((r) => setTimeout(r, backoffMs));
+    }
+  }
 }
