@@ -1,8 +1,8 @@
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { RateLimitedLog } from './rate-limit.js';
 
-function capture(): { lines: Array<{ msg: string; peer?: string; suppressed?: number; peers?: number }>; log: ReturnType<typeof pino> } {
+function capture(): { lines: Array<{ msg: string; peer?: string; suppressed?: number; peers?: number }>; log: Logger } {
   const lines: Array<{ msg: string; peer?: string; suppressed?: number }> = [];
   return { lines, log: pino({ level: 'warn' }, { write: (s: string) => void lines.push(JSON.parse(s) as { msg: string }) }) };
 }
