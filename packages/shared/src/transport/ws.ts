@@ -44,7 +44,7 @@
  *    `maxPendingPerAddress` (default 8) per remote address (IPv6: per /64) and
  *    `maxPendingHandshakes` (default 128) in all; a connection over either cap is answered
  *    `503` and closed before its HTTP request is read, so one address's flood cannot lock out
- *    another address;
+ *    another address (`connect` tries again after a 503, backing off, within its budget);
  *  - one deadline, `handshakeTimeoutMs` (default 5 s) from TCP accept, covers the upgrade and the
  *    handshake: a socket that has not authenticated by then is closed (1008 "authentication
  *    timeout" once upgraded; cut before that).
