@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { MAX_DEPTH, msgpackProblem } from './msgpack-check.js';
+import { MAX_DEPTH, MAX_VALUES, msgpackProblem } from './msgpack-check.js';
 import { encodeMessage } from './ws.js';
 import { anyExtension, embedded } from './test/msgpack-frames.js';
 
@@ -67,6 +67,20 @@ describe('msgpackProblem', () => {
     expect(msgpackProblem(padded)).toMatch(/declares more values/);
     // promises add up across nesting: [ [16 values], [16 values] ] in 10 bytes
     expect(msgpackProblem(Uint8Array.from([0x92, 0x9f, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0x9f, 0xc0, 0xc0]))).toMatch(/declares more values/);
+  });
+
+  it(`bounds the values of a message at ${MAX_VALUES}, at the header that would exceed it`, () => {
+    const array = (n: number, fill: number): Uint8Array => {
+      const b = new Uint8Array(5 + n).fill(fill);
+      b.set([0xdd, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff]);
+      return b;
+    };
+    expect(msgpackProblem(array(MAX_VALUES - 1, 0xc0))).toBeNull(); // the array and its values
+    expect(msgpackProblem(array(MAX_VALUES, 0xc0))).toBe(`declares more than ${MAX_VALUES} values`);
+    expect(msgpackProblem(array(16 * 1024 * 1024 - 5, 0x90))).toBe(`declares more than ${MAX_VALUES} values`);
+    // counted across containers: two arrays of half each, plus the outer one
+    const half = array(MAX_VALUES / 2, 0xc0);
+    expect(msgpackProblem(Uint8Array.from([0x92, ...half, ...half]))).toBe(`declares more than ${MAX_VALUES} values`);
   });
 
   it(`bounds nesting at ${MAX_DEPTH}`, () => {

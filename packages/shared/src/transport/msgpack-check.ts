@@ -13,11 +13,19 @@
  * byte, so a frame that promises more values than it has bytes left is refused at the header
  * that promised them (a map of 2^32 entries in five bytes costs five steps). Each step of the walk
  * consumes at least one byte, so checking a frame costs at most a constant times its length, and
- * what msgpackr then builds from it is bounded the same way.
+ * what msgpackr then builds from it is bounded the same way — and by MAX_VALUES, refused at the
+ * header that would exceed it.
  */
 
 /** Deepest nesting of arrays/maps accepted in a received message. */
 export const MAX_DEPTH = 64;
+
+/**
+ * Most values (scalars, strings, containers, map keys) in one message. Proportional is not cheap
+ * enough on its own: 16 MiB of empty arrays is 16 million allocations, seconds of a main thread.
+ * Control messages carry bulk data as `bin` (one value); a million values is far beyond any of them.
+ */
+export const MAX_VALUES = 1 << 20;
 
 const EXT_NAMES: Record<number, string> = {
   [-1]: 'timestamp',
@@ -47,7 +55,7 @@ function u32(b: Uint8Array, p: number): number {
  * Why `bytes` is not one plain msgpack value as this transport accepts it, or null if it is.
  * Work is bounded by a constant times `bytes.byteLength` whatever the bytes say.
  */
-export function msgpackProblem(bytes: Uint8Array, maxDepth: number = MAX_DEPTH): string | null {
+export function msgpackProblem(bytes: Uint8Array, maxDepth: number = MAX_DEPTH, maxValues: number = MAX_VALUES): string | null {
   const b = bytes;
   const end = b.byteLength;
   if (end === 0) return 'empty frame';
@@ -58,6 +66,7 @@ export function msgpackProblem(bytes: Uint8Array, maxDepth: number = MAX_DEPTH):
   let depth = 0;
   // Values promised by every open container and not read yet; each needs at least one byte.
   let promised = 1;
+  let read = 0;
   let pos = 0;
   for (;;) {
     if (remaining[depth] === 0) {
@@ -69,6 +78,7 @@ export function msgpackProblem(bytes: Uint8Array, maxDepth: number = MAX_DEPTH):
     const isKey = isMap[depth] && remaining[depth] % 2 === 0;
     remaining[depth]--;
     promised--;
+    read++;
     const t = b[pos++];
     let skip = 0; // payload bytes of a scalar
     let lengthBytes = 0; // bytes of a length field that precedes a payload
@@ -183,6 +193,7 @@ export function msgpackProblem(bytes: Uint8Array, maxDepth: number = MAX_DEPTH):
       if (depth + 1 > maxDepth) return `nested deeper than ${maxDepth}`;
       promised += children;
       if (promised > end - pos) return `declares more values than its ${end} bytes can hold`;
+      if (read + promised > maxValues) return `declares more than ${maxValues} values`;
       depth++;
       remaining[depth] = children;
       isMap[depth] = (t >= 0x80 && t <= 0x8f) || t === 0xde || t === 0xdf;

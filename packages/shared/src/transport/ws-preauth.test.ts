@@ -204,6 +204,8 @@ describe('after authentication', () => {
       anyExtension.chain(embedded).map((f): [Uint8Array, RegExp] => [f, /extension/]),
       fc.constant<[Uint8Array, RegExp]>([big([0xdd, 0x00, 0x40, 0x00, 0x00], 0xc0), /declares more values/]),
       fc.constant<[Uint8Array, RegExp]>([big([], 0x91), /nested deeper than 64/]),
+      // 4 Mi empty arrays: decodable, proportional, and still seconds of allocation — over MAX_VALUES
+      fc.constant<[Uint8Array, RegExp]>([big([0xdd, 0x00, 0x3f, 0xff, 0xfb], 0x90), /declares more than 1048576 values/]),
     );
     let n = 0;
     await fc.assert(

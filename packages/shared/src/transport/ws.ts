@@ -12,8 +12,8 @@
  *
  * Every received frame, before and after authentication, is first checked byte by byte
  * (msgpack-check.ts: plain data only, every extension type refused, nesting at most MAX_DEPTH,
- * containers that promise more values than the frame has bytes refused at once — work
- * proportional to the frame's length), then decoded by an Unpackr that has nothing to
+ * at most MAX_VALUES values, containers that promise more values than the frame has bytes
+ * refused at once — work proportional to the frame's length), then decoded by an Unpackr that has nothing to
  * materialise beyond plain data, then checked against the message shapes. `send` does not walk
  * what it encodes (that would double the check's cost on the hot path), so a value the peer
  * refuses — a Date is the one msgpackr would write as an extension — closes the link with a
@@ -58,7 +58,7 @@ import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { ClosedError, InvalidArgumentError, ProtocolError, TimeoutError } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { RateLimitedLog } from '../log/rate-limit.js';
-import { MAX_DEPTH, msgpackProblem } from './msgpack-check.js';
+import { MAX_DEPTH, MAX_VALUES, msgpackProblem } from './msgpack-check.js';
 import type { MessageLink, WireMessage } from './rpc.js';
 import {
   checkIdentity,
@@ -87,7 +87,7 @@ export const DEFAULT_MAX_PENDING_PER_ADDRESS = 8;
  * are 50–120 bytes encoded; 512 leaves room for a longer role name or an extra field.
  */
 export const PRE_AUTH_MAX_PAYLOAD = 512;
-export { MAX_DEPTH, msgpackProblem };
+export { MAX_DEPTH, MAX_VALUES, msgpackProblem };
 
 /** WebSocket close codes used by this transport (RFC 6455 §7.4.1). */
 export const CloseCode = {
