@@ -4,7 +4,10 @@
  * writing another domain's pages, forging grants, sending events on ports it does not own,
  * claiming another domain's store paths, calling methods that do not exist, and finally sending
  * garbage. dom0 rejects each (counted), closes the garbage sender's connection, and the
- * well-behaved guest process beside it keeps doing verified I/O throughout.
+ * well-behaved guest process beside it keeps doing verified I/O throughout. Then a stranger
+ * without the secret tries what used to stop dom0 before authentication — a few hundred bytes of
+ * shared references standing for 2^30 values, a 15 MiB frame, a flood of half-open connections
+ * from another address — and a health check gets in meanwhile.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,6 +15,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { connect as connectTcp } from 'node:net';
+import { Packr } from 'msgpackr';
+import { WebSocket } from 'ws';
 import {
   DL_END,
   DL_EVENT,
@@ -23,6 +29,7 @@ import {
   GUEST_START,
   GUEST_STATS,
   GUEST_STOP,
+  CONTROL_PING,
   RpcPeer,
   connect,
   createLogger,
@@ -124,6 +131,37 @@ describe('a hostile guest process on the ws transport', () => {
     link!.ws.send(Buffer.from([0xc1, 0xff, 0x00, 0x13]));
     await new Promise((r) => setTimeout(r, 300));
     expect(link!.closed).toBe(true);
+
+    // 6. A stranger, before authenticating: each frame is refused with a code and a reason.
+    let dag: unknown = [1];
+    for (let i = 0; i < 30; i++) dag = [dag, dag]; // 2^30 leaves through shared references
+    const bomb = new Packr({ structuredClone: true }).pack({ t: 'hello', v: 1, role: 'guest', domid: 1, nonce: dag });
+    expect(bomb.byteLength).toBeLessThan(512);
+    const strangerFrames: Array<[Uint8Array, number, RegExp]> = [
+      [bomb, 1008, /^malformed message: msgpack extension/],
+      [new Uint8Array(15 * 1024 * 1024), 1009, /^message too big \(limit 512 bytes before authentication\)$/],
+    ];
+    for (const [frame, code, why] of strangerFrames) {
+      const ws = new WebSocket(url, { perMessageDeflate: false });
+      ws.on('error', () => {});
+      const closed = new Promise<[number, string]>((r) => ws.once('close', (c, reason) => r([c, reason.toString()])));
+      await new Promise<void>((r) => ws.once('open', () => r()));
+      ws.send(frame);
+      const [c, reason] = await closed;
+      expect(c).toBe(code);
+      expect(reason).toMatch(why);
+    }
+    // A half-open flood from another address does not lock out a health check from this one.
+    const port = Number(new URL(url).port);
+    const flood = Array.from({ length: 40 }, () => connectTcp({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }).on('error', () => {}));
+    try {
+      await expect.poll(() => flood.every((s) => !s.connecting)).toBe(true);
+      const health = await connect({ url, secret, role: 'control', domid: 0 });
+      expect(await new RpcPeer(health, 'health').call(CONTROL_PING, {})).toMatchObject({ guests: 2 });
+      health.close('done');
+    } finally {
+      for (const s of flood) s.destroy();
+    }
 
     // The good guest kept (and keeps) doing verified block I/O.
     await new Promise((r) => setTimeout(r, 1000));

@@ -19,3 +19,5 @@ export function createLogger(runtime: string, bindings: Record<string, unknown> 
     : pino({ level }, pino.destination({ dest: 2, sync: true }));
   return logger.child({ runtime, ...bindings });
 }
+
+export { RateLimitedLog, type RateLimitedLogOptions } from './rate-limit.js';

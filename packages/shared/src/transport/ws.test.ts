@@ -9,10 +9,10 @@ import type { Logger } from '../log/index.js';
 import { ClosedError, DomainError, GrantError, ProtocolError, RemoteError } from '../errors.js';
 import { createChallenge, createHello, type Identity } from './auth.js';
 import { RpcPeer } from './rpc.js';
-import { connect, encodeMessage, listen, wireMessageProblem, type ListenOptions, type WsLink, type WsServer } from './ws.js';
+import { connect, encodeMessage, listen, msgpackProblem, PRE_AUTH_MAX_PAYLOAD, wireMessageProblem, type ListenOptions, type WsLink, type WsServer } from './ws.js';
 
 const secret = new Uint8Array(randomBytes(32));
-const unpackr = new Unpackr({ useRecords: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 let cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -75,20 +75,24 @@ function closedBy(link: WsLink): Promise<string> {
   return new Promise((resolve) => link.onClose(resolve));
 }
 
-describe('msgpackr records between independent instances', () => {
-  it('round-trips record-encoded messages through a fresh Unpackr every time, and through a long-lived one', () => {
-    const packA = new Packr({ useRecords: true });
-    const packB = new Packr({ useRecords: true });
-    const longLived = new Unpackr({ useRecords: true });
+describe('plain msgpack between independent instances', () => {
+  it('round-trips messages through a fresh Unpackr every time, and through a long-lived one', () => {
+    const longLived = new Unpackr({ useRecords: false });
     fc.assert(
-      fc.property(fc.array(fc.record({ x: fc.integer(), y: fc.string(), z: fc.array(fc.record({ q: fc.boolean(), r: fc.double().map((x) => (Object.is(x, -0) ? 0 : x)) })) }), { maxLength: 5 }), fc.boolean(), (payload, useB) => {
-        const msg = { t: 'notify', topic: 'shape', payload };
-        const bytes = (useB ? packB : packA).pack(msg);
-        expect(new Unpackr({ useRecords: true }).unpack(bytes)).toEqual(msg);
+      fc.property(fc.array(fc.record({ x: fc.integer(), y: fc.string(), z: fc.array(fc.record({ q: fc.boolean(), r: fc.double().map((x) => (Object.is(x, -0) ? 0 : x)) })) }), { maxLength: 5 }), (payload) => {
+        const msg = { t: 'notify' as const, topic: 'shape', payload };
+        const bytes = encodeMessage(msg);
+        // no extension byte anywhere: what other msgpack implementations read as it is
+        expect(msgpackProblem(bytes)).toBeNull();
+        expect(new Unpackr({ useRecords: false }).unpack(bytes)).toEqual(msg);
         expect(longLived.unpack(bytes)).toEqual(msg);
       }),
       { numRuns: 300, seed: 7 },
     );
+  });
+
+  it('refuses to encode what a receiver would refuse (a Date is a timestamp extension)', () => {
+    expect(() => encodeMessage({ t: 'notify', topic: 'd', payload: { at: new Date() } })).toThrow(/peer would refuse this message: msgpack extension -1 \(timestamp\)/);
   });
 
   it('carries Uint8Array as bin and returns it as a Buffer (a Uint8Array)', () => {
@@ -181,7 +185,7 @@ describe('RpcPeer over WsLink', () => {
 describe('hostile peers (bounded fuzzing)', () => {
   type Junk = { kind: 'binary'; bytes: Uint8Array } | { kind: 'text'; text: string } | { kind: 'oversized'; size: number };
   const LIMIT = 32 * 1024;
-  const packr = new Packr({ useRecords: true });
+  const packr = new Packr({ useRecords: false });
 
   const packed = (v: unknown): Uint8Array => {
     try {
@@ -232,7 +236,7 @@ describe('hostile peers (bounded fuzzing)', () => {
 
   /** Would WsLink accept these bytes as a WireMessage? (Then the peer is not misbehaving.) */
   function acceptable(j: Junk): boolean {
-    if (j.kind !== 'binary') return false;
+    if (j.kind !== 'binary' || msgpackProblem(j.bytes) !== null) return false;
     try {
       return wireMessageProblem(unpackr.unpack(j.bytes)) === null;
     } catch {
@@ -270,6 +274,7 @@ describe('hostile peers (bounded fuzzing)', () => {
         }
         codes.set(code, (codes.get(code) ?? 0) + 1);
         if (j.kind === 'oversized') expect(code).toBe(1009);
+        else if (phase !== 'after' && j.kind === 'binary' && j.bytes.byteLength > PRE_AUTH_MAX_PAYLOAD) expect(code).toBe(1009);
         else if (phase !== 'after' || !acceptable(j)) expect(code).toBe(1008);
         // the honest client keeps getting correct answers
         n++;
@@ -289,14 +294,15 @@ describe('hostile peers (bounded fuzzing)', () => {
     const log: Logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
     const { srv } = await rpcServer({ log });
     const cases: Array<[Uint8Array, RegExp]> = [
-      // a hostile peer can emit msgpackr's RegExp / Error extensions (moreTypes); the receiver refuses them
-      [new Packr({ moreTypes: true }).pack({ t: 'notify', topic: 'x', payload: /a+$/ }), /unsupported type/],
-      [new Packr({ moreTypes: true }).pack({ t: 'notify', topic: 'x', payload: [new Error('boom')] }), /unsupported type/],
+      // a hostile peer can emit msgpackr's RegExp / Error / record extensions; the receiver refuses them unread
+      [new Packr({ moreTypes: true, useRecords: false }).pack({ t: 'notify', topic: 'x', payload: /a+$/ }), /extension 120 \(msgpackr's RegExp\)/],
+      [new Packr({ moreTypes: true, useRecords: false }).pack({ t: 'notify', topic: 'x', payload: [new Error('boom')] }), /extension 101 \(msgpackr's Error\)/],
+      [new Packr({ useRecords: true }).pack({ t: 'notify', topic: 'x' }), /extension 114 \(msgpackr's record\)/],
       [new Uint8Array([...new Array<number>(100).fill(0x91), 0xc0]), /nested deeper than 64/],
-      [new Uint8Array([0x93, 1, 2]), /undecodable/], // truncated array
-      [new Uint8Array([0xc1]), /unsupported type/], // msgpackr's "never used" marker object
-      [new Packr().pack({ t: 'result' }), /result without a valid id/],
-      [new Packr().pack({ t: 'welcome', v: 1, mac: new Uint8Array(32) }), /welcome after the handshake/],
+      [new Uint8Array([0x93, 1, 2]), /declares more values/], // truncated array
+      [new Uint8Array([0xc1]), /never-used byte 0xc1/], // msgpackr's "never used" marker object
+      [new Packr({ useRecords: false }).pack({ t: 'result' }), /result without a valid id/],
+      [new Packr({ useRecords: false }).pack({ t: 'welcome', v: 1, mac: new Uint8Array(32) }), /welcome after the handshake/],
     ];
     for (const [bytes, why] of cases) {
       const link = await client(srv);
@@ -306,8 +312,11 @@ describe('hostile peers (bounded fuzzing)', () => {
       expect(code).toBe(1008);
       expect(reason).toMatch(why);
     }
-    const warned = lines.map((l) => JSON.parse(l) as { level: number; link?: string; reason?: string; code?: number });
-    expect(warned.filter((w) => w.level === 40 && w.code === 1008 && /^guest\/1@127\.0\.0\.1:\d+$/.test(w.link ?? ''))).toHaveLength(cases.length);
+    // Logged at a bounded rate: the first three refusals from 127.0.0.1, then a count of the rest.
+    await srv.close();
+    const warned = lines.map((l) => JSON.parse(l) as { level: number; link?: string; reason?: string; code?: number; msg: string; suppressed?: number });
+    expect(warned.filter((w) => w.level === 40 && w.code === 1008 && /^guest\/1@127\.0\.0\.1:\d+$/.test(w.link ?? ''))).toHaveLength(3);
+    expect(warned.filter((w) => /more refusals from 127\.0\.0\.1 suppressed/.test(w.msg))).toEqual([expect.objectContaining({ suppressed: cases.length - 3 })]);
   });
 
   it('shrugs off raw TCP garbage and bogus HTTP on the listening port', async () => {
@@ -346,12 +355,12 @@ describe('hostile peers (bounded fuzzing)', () => {
     await new Promise<void>((r) => evil.once('listening', () => r()));
     cleanup.push(() => new Promise<void>((r) => evil.close(() => r())));
     const port = (evil.address() as { port: number }).port;
-    await expect(connect({ url: `ws://127.0.0.1:${port}`, secret, role: 'guest', domid: 1 })).rejects.toThrow(/undecodable|expected challenge/);
+    await expect(connect({ url: `ws://127.0.0.1:${port}`, secret, role: 'guest', domid: 1 })).rejects.toThrow(/malformed message|expected challenge/);
     // and a challenge with a short nonce
     const evil2 = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     evil2.on('connection', (ws) => {
       ws.on('error', () => {});
-      ws.send(new Packr().pack({ ...createChallenge(), nonce: new Uint8Array(4) }));
+      ws.send(new Packr({ useRecords: false }).pack({ ...createChallenge(), nonce: new Uint8Array(4) }));
     });
     await new Promise<void>((r) => evil2.once('listening', () => r()));
     cleanup.push(() => new Promise<void>((r) => evil2.close(() => r())));

@@ -1,17 +1,30 @@
 /**
  * The ws transport: a MessageLink over a WebSocket, for runtimes in separate processes.
  *
- * Frames. One control message per binary frame, encoded with msgpackr (`useRecords: true`, no
- * shared structures: each frame carries the record definitions it uses, so any two independent
- * Packr/Unpackr instances interoperate — tested in ws.test.ts). `Uint8Array` values travel as
- * msgpack `bin` and arrive as `Buffer` views of the received frame (no copy). perMessageDeflate is
- * off; both ends enforce `maxPayload` (default 16 MiB) before buffering a frame.
+ * Frames. One control message per binary frame, plain msgpack as msgpackr writes it with
+ * `useRecords: false` (objects are msgpack maps; no records, no shared structures, no extension
+ * types), so any two msgpack implementations interoperate. `Uint8Array` values travel as msgpack
+ * `bin` and arrive as `Buffer` views of the received frame (no copy); `undefined` as a property
+ * value travels as msgpackr's `d4 00 00`. perMessageDeflate is off; both ends enforce a frame size
+ * limit while ws reads the frame's header, before buffering it: PRE_AUTH_MAX_PAYLOAD (512 bytes;
+ * a hello is about 120) until the connection has authenticated, `maxPayload` (default 16 MiB)
+ * after.
  *
- * Hostile peers. A peer that sends a text frame, undecodable bytes, a value of an exotic type
- * (RegExp, Error, class instances), anything nested deeper than MAX_DEPTH, or a message that is not
- * a WireMessage is closed with 1008 and a reason; a frame over the limit gets 1009; a WebSocket
- * framing violation gets ws's own 1002/1007 (with a reason filled in here). Each is logged once at
- * warn and reported to onClose listeners; nothing else on the process notices.
+ * Every received frame, before and after authentication, is first checked byte by byte
+ * (msgpack-check.ts: plain data only, every extension type refused, nesting at most MAX_DEPTH,
+ * at most MAX_VALUES values, containers that promise more values than the frame has bytes
+ * refused at once — work proportional to the frame's length), then decoded by an Unpackr that has nothing to
+ * materialise beyond plain data, then checked against the message shapes. `send` does not walk
+ * what it encodes (that would double the check's cost on the hot path), so a value the peer
+ * refuses — a Date is the one msgpackr would write as an extension — closes the link with a
+ * reason that names it; `encodeMessage` does check, and throws ProtocolError.
+ *
+ * Hostile peers. A peer that sends a text frame, bytes that are not one plain msgpack value, an
+ * extension type, anything nested deeper than MAX_DEPTH, or a message that is not a WireMessage
+ * is closed with 1008 and a reason; a frame over the current limit gets 1009; a WebSocket framing
+ * violation gets ws's own 1002/1007 (with a reason filled in here). Each is reported to onClose
+ * listeners and logged at warn — through a RateLimitedLog on a listener's links, so a flood
+ * writes a bounded number of lines with counts; nothing else on the process notices.
  *
  * Backpressure. `send` writes straight to the socket while `ws.bufferedAmount` is under the
  * high-water mark; past it, encoded frames wait in an in-memory queue (bounded by
@@ -23,15 +36,29 @@
  * fallback for the corner where the queue is non-empty but no such callback is outstanding.
  *
  * Authentication (listen/connect). Before a link is handed to anyone, the mutual
- * challenge–response of auth.ts runs over the same socket, with a timeout; see auth.ts for the
- * wire format. Listeners bind 127.0.0.1 unless told otherwise.
+ * challenge–response of auth.ts runs over the same socket; see auth.ts for the wire format.
+ * Listeners bind 127.0.0.1 unless told otherwise. Until the handshake completes:
+ *  - frames are capped at PRE_AUTH_MAX_PAYLOAD (both ends), and every frame goes to the
+ *    handshake, which takes exactly one message per step; nothing is queued for later;
+ *  - a listener counts every TCP connection from accept to authentication as pending: at most
+ *    `maxPendingPerAddress` (default 8) per remote address (IPv6: per /64) and
+ *    `maxPendingHandshakes` (default 128) in all; a connection over either cap is answered
+ *    `503` and closed before its HTTP request is read, so one address's flood cannot lock out
+ *    another address (`connect` tries again after a 503, backing off, within its budget);
+ *  - one deadline, `handshakeTimeoutMs` (default 5 s) from TCP accept, covers the upgrade and the
+ *    handshake: a socket that has not authenticated by then is closed (1008 "authentication
+ *    timeout" once upgraded; cut before that).
+ * The raised limit is set on ws's Receiver (`_receiver._maxPayload`, which ws reads at every
+ * frame header), guarded by setReceiveLimit: if ws stops having it, connections fail loudly.
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import type { AddressInfo } from 'node:net';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer } from 'node:http';
+import { isIPv6, type AddressInfo, type Socket } from 'node:net';
 import { ClosedError, InvalidArgumentError, ProtocolError, TimeoutError } from '../errors.js';
 import type { Logger } from '../log/index.js';
+import { RateLimitedLog } from '../log/rate-limit.js';
+import { MAX_DEPTH, MAX_VALUES, msgpackProblem } from './msgpack-check.js';
 import type { MessageLink, WireMessage } from './rpc.js';
 import {
   checkIdentity,
@@ -54,8 +81,13 @@ export const DEFAULT_LOW_WATER_MARK = 2 * MiB;
 export const DEFAULT_MAX_QUEUED_BYTES = 64 * MiB;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
 export const DEFAULT_MAX_PENDING_HANDSHAKES = 128;
-/** Deepest nesting of arrays/maps accepted in a received message. */
-export const MAX_DEPTH = 64;
+export const DEFAULT_MAX_PENDING_PER_ADDRESS = 8;
+/**
+ * Largest frame either end accepts before the handshake has completed. The handshake's messages
+ * are 50–120 bytes encoded; 512 leaves room for a longer role name or an extra field.
+ */
+export const PRE_AUTH_MAX_PAYLOAD = 512;
+export { MAX_DEPTH, MAX_VALUES, msgpackProblem };
 
 /** WebSocket close codes used by this transport (RFC 6455 §7.4.1). */
 export const CloseCode = {
@@ -85,6 +117,12 @@ export interface WsLinkOptions extends WsLinkLimits {
   /** Used in log lines and error messages. */
   name?: string;
   log?: Logger;
+  /**
+   * Where this link's protocol violations are logged, keyed by `peerAddress` (a listener passes
+   * its own, so a flood from one address writes a bounded number of lines). Default: `log`.
+   */
+  refusals?: RateLimitedLog;
+  peerAddress?: string;
 }
 
 export interface WsLinkCounters {
@@ -109,7 +147,31 @@ let internals!: {
   sendHandshake(link: WsLink, msg: HandshakeMessage): void;
   setIdentity(link: WsLink, id: Identity, name: string): void;
   socketClosed(link: WsLink): Promise<void>;
+  /** Sets the largest frame the link's socket accepts from now on (see setReceiveLimit). */
+  setReceiveLimit(link: WsLink, bytes: number): void;
 };
+
+/**
+ * Sets the largest frame `ws` accepts from now on. ws's Receiver compares each frame header's
+ * length with its `_maxPayload` before buffering the frame (receiver.js, haveLength), and offers
+ * no public way to change it on an open socket; we need one to keep frames handshake-sized until
+ * a connection has authenticated. Guarded: if ws stops having that field, this throws rather than
+ * leaving a connection with a limit it does not enforce.
+ */
+export function setReceiveLimit(ws: WebSocket, bytes: number): void {
+  const receiver = (ws as unknown as { _receiver?: { _maxPayload?: unknown } | null })._receiver;
+  if (receiver === undefined || receiver === null || typeof receiver._maxPayload !== 'number')
+    throw new ProtocolError('ws: cannot set the receive limit (ws internals changed: no _receiver._maxPayload)');
+  receiver._maxPayload = bytes;
+}
+
+/**
+ * Plain msgpack only. `useRecords: false` writes objects as maps; moreTypes and structuredClone
+ * off keep Sets, Errors, RegExps and typed arrays out of extension types (they are refused on
+ * receipt anyway, before the Unpackr sees them).
+ */
+const PACKR_OPTIONS = { useRecords: false, moreTypes: false, structuredClone: false, bundleStrings: false } as const;
+const UNPACKR_OPTIONS = { useRecords: false, mapsAsObjects: true, moreTypes: false, structuredClone: false } as const;
 
 const MAX_REASON_BYTES = 123; // RFC 6455: a close frame's reason is at most 123 bytes
 
@@ -119,10 +181,10 @@ function clipReason(s: string): string {
   return `${b.subarray(0, MAX_REASON_BYTES - 3).toString('utf8').replace(/\uFFFD+$/, '')}…`;
 }
 
-function autoReason(code: number, maxPayload: number): string {
+function autoReason(code: number, receiveLimit: number, authenticated: boolean): string {
   switch (code) {
     case CloseCode.tooBig:
-      return `message too big (limit ${maxPayload} bytes)`;
+      return `message too big (limit ${receiveLimit} bytes${authenticated ? '' : ' before authentication'})`;
     case CloseCode.invalidData:
       return 'invalid UTF-8 in a text frame';
     case CloseCode.protocolError:
@@ -170,38 +232,6 @@ export function wireMessageProblem(v: unknown): string | null {
   }
 }
 
-/**
- * Why a decoded value holds something other than plain data, or null. msgpackr can materialise
- * RegExp, Error and other objects from extension types; none of them belongs in a control message.
- */
-function valueProblem(v: unknown, depth: number): string | null {
-  if (v === null || typeof v !== 'object') return null;
-  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer || v instanceof Date) return null;
-  if (depth >= MAX_DEPTH) return `nested deeper than ${MAX_DEPTH}`;
-  if (Array.isArray(v) || v instanceof Set) {
-    for (const x of v as Iterable<unknown>) {
-      const p = valueProblem(x, depth + 1);
-      if (p !== null) return p;
-    }
-    return null;
-  }
-  if (v instanceof Map) {
-    for (const [k, x] of v as Map<unknown, unknown>) {
-      const p = valueProblem(k, depth + 1) ?? valueProblem(x, depth + 1);
-      if (p !== null) return p;
-    }
-    return null;
-  }
-  const proto: unknown = Object.getPrototypeOf(v);
-  if (proto !== Object.prototype && proto !== null) return 'a value of an unsupported type';
-  const o = v as Record<string, unknown>;
-  for (const k in o) {
-    const p = valueProblem(o[k], depth + 1);
-    if (p !== null) return p;
-  }
-  return null;
-}
-
 /** A MessageLink over an open `ws` WebSocket (binary frames, msgpack). */
 export class WsLink implements MessageLink {
   readonly counters: WsLinkCounters = { framesSent: 0, framesReceived: 0, bytesSent: 0, bytesReceived: 0 };
@@ -213,8 +243,12 @@ export class WsLink implements MessageLink {
   #name: string;
   #identity: Identity | undefined;
   readonly #log: Logger | undefined;
-  readonly #packr = new Packr({ useRecords: true });
-  readonly #unpackr = new Unpackr({ useRecords: true });
+  readonly #refusals: RateLimitedLog | undefined;
+  readonly #peerAddress: string;
+  readonly #packr = new Packr(PACKR_OPTIONS);
+  readonly #unpackr = new Unpackr(UNPACKR_OPTIONS);
+  /** What the socket accepts now (ws enforces it); `maxPayload` once authenticated. */
+  #receiveLimit: number;
 
   #queue: Array<Uint8Array | undefined> = [];
   #queueHead = 0;
@@ -249,6 +283,10 @@ export class WsLink implements MessageLink {
         link.#name = name;
       },
       socketClosed: (link) => link.#socketClosed,
+      setReceiveLimit: (link, bytes) => {
+        setReceiveLimit(link.ws, bytes);
+        link.#receiveLimit = bytes;
+      },
     };
   }
 
@@ -266,6 +304,10 @@ export class WsLink implements MessageLink {
       if (!Number.isSafeInteger(v) || v <= 0) throw new InvalidArgumentError(`WsLink: ${k} must be a positive integer, got ${v}`);
     this.#name = opts.name ?? 'ws';
     this.#log = opts.log;
+    this.#refusals = opts.refusals;
+    this.#peerAddress = opts.peerAddress ?? this.#name;
+    const receiver = (ws as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver;
+    this.#receiveLimit = typeof receiver?._maxPayload === 'number' && receiver._maxPayload > 0 ? receiver._maxPayload : this.maxPayload;
     ws.binaryType = 'nodebuffer';
 
     // ws closes by itself on framing errors (1002), invalid UTF-8 (1007) and oversized frames
@@ -273,7 +315,7 @@ export class WsLink implements MessageLink {
     const wsClose = ws.close.bind(ws);
     ws.close = (code?: number, data?: string | Buffer): void => {
       if (data === undefined && code !== undefined && code !== CloseCode.normal && code !== 1005) {
-        const reason = autoReason(code, this.maxPayload);
+        const reason = autoReason(code, this.#receiveLimit, this.#identity !== undefined);
         this.#autoClose = { code, reason };
         wsClose(code, reason);
       } else wsClose(code, data);
@@ -463,6 +505,10 @@ export class WsLink implements MessageLink {
     this.counters.framesReceived++;
     this.counters.bytesReceived += buf.byteLength;
     if (!isBinary) return this.#violation(CloseCode.policy, 'text frames are not part of the protocol');
+    // The byte check bounds everything after it: what msgpackr builds is plain data, at most as
+    // many values as the frame has bytes, at most MAX_DEPTH deep.
+    const bad = msgpackProblem(buf);
+    if (bad !== null) return this.#violation(CloseCode.policy, `malformed message: ${bad}`);
     let value: unknown;
     try {
       value = this.#unpackr.unpack(buf);
@@ -470,8 +516,6 @@ export class WsLink implements MessageLink {
       const why = e instanceof Error ? e.message : String(e);
       return this.#violation(CloseCode.policy, `undecodable message (${why.slice(0, 60)})`);
     }
-    const bad = valueProblem(value, 0);
-    if (bad !== null) return this.#violation(CloseCode.policy, `malformed message: ${bad}`);
     if (this.#gate !== null) {
       this.#gate(value);
       return;
@@ -505,8 +549,13 @@ export class WsLink implements MessageLink {
 
   /** The peer broke the protocol: log once, close with a reason. */
   #violation(code: number, reason: string): void {
-    this.#log?.warn({ link: this.#name, code, reason }, `closing ws peer: ${reason}`);
+    this.#warnRefusal({ link: this.#name, code, reason }, `closing ws peer: ${reason}`);
     this.#closeLocal(code, reason, false);
+  }
+
+  #warnRefusal(fields: Record<string, unknown>, msg: string): void {
+    if (this.#refusals !== undefined) this.#refusals.warn(this.#peerAddress, fields, msg);
+    else this.#log?.warn(fields, msg);
   }
 
   #closeLocal(code: number, reason: string, terminate: boolean): void {
@@ -534,7 +583,7 @@ export class WsLink implements MessageLink {
     const auto = this.#autoClose;
     if (auto !== undefined) {
       // ws already sent the close frame (see the close wrapper in the constructor).
-      this.#log?.warn({ link: this.#name, code: auto.code, reason: auto.reason, err: err.message }, `closing ws peer: ${auto.reason}`);
+      this.#warnRefusal({ link: this.#name, code: auto.code, reason: auto.reason, err: err.message }, `closing ws peer: ${auto.reason}`);
       this.#closeInfo = { code: auto.code, reason: auto.reason, byPeer: false };
       this.#dropQueue();
       this.#fireClose(auto.reason);
@@ -579,11 +628,17 @@ export class WsLink implements MessageLink {
   }
 }
 
-const sharedPackr = new Packr({ useRecords: true });
+const sharedPackr = new Packr(PACKR_OPTIONS);
 
-/** Encodes a message exactly as WsLink.send would, for `sendRaw` (encode once, send to many). */
+/**
+ * Encodes a message exactly as WsLink.send would, for `sendRaw` (encode once, send to many).
+ * Throws ProtocolError for a value a receiver would refuse (see msgpack-check.ts).
+ */
 export function encodeMessage(msg: WireMessage): Uint8Array {
-  return sharedPackr.pack(msg);
+  const bytes = sharedPackr.pack(msg);
+  const problem = msgpackProblem(bytes);
+  if (problem !== null) throw new ProtocolError(`the peer would refuse this message: ${problem}`);
+  return bytes;
 }
 
 // ---- server ----------------------------------------------------------------------------------
@@ -599,10 +654,12 @@ export interface ListenOptions extends WsLinkLimits {
   /** An authenticated connection; the link acts only as `who`. */
   onConnection: (link: WsLink, who: Identity) => void;
   log?: Logger;
-  /** Time a new socket has to complete the handshake (default 5 s). */
+  /** Time from TCP accept to a completed handshake, upgrade included (default 5 s). */
   handshakeTimeoutMs?: number;
-  /** Sockets allowed mid-handshake at once; more are refused with 1013 (default 128). */
+  /** Connections not yet authenticated, over all addresses; more are answered 503 (default 128). */
   maxPendingHandshakes?: number;
+  /** Connections not yet authenticated from one address (IPv6: one /64); more get 503 (default 8). */
+  maxPendingPerAddress?: number;
 }
 
 export interface WsServer {
@@ -612,13 +669,60 @@ export interface WsServer {
   readonly url: string;
   /** Authenticated connections currently open. */
   readonly connections: number;
+  /** TCP connections accepted and not yet authenticated. */
+  readonly pending: number;
+  /** Refusals so far: connections over a cap, failed handshakes, protocol violations. */
+  readonly refusals: number;
   /** Closes every connection (1001) and stops listening. */
   close(): Promise<void>;
 }
 
-function remoteOf(req: IncomingMessage): string {
-  const s = req.socket;
+/**
+ * What pending connections are counted under: an IPv4 address (IPv4-mapped IPv6 included) as it
+ * is, an IPv6 address by its /64 (one host usually has a whole /64 to pick addresses from).
+ */
+export function addressKey(address: string | undefined): string {
+  if (address === undefined || address === '') return 'unknown';
+  const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (v4mapped) return v4mapped[1];
+  const bare = address.split('%')[0];
+  if (!isIPv6(bare)) return address;
+  const halves = bare.split('::');
+  const part = (s: string | undefined): string[] => (s === undefined || s === '' ? [] : s.split(':'));
+  const left = part(halves[0]);
+  const right = part(halves[1]);
+  const last = right.length > 0 ? right[right.length - 1] : left[left.length - 1];
+  const embeddedV4 = last !== undefined && last.includes('.') ? 1 : 0; // a dotted tail is two groups
+  const groups = halves.length === 2 ? [...left, ...new Array<string>(Math.max(0, 8 - embeddedV4 - left.length - right.length)).fill('0'), ...right] : left;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
+}
+
+function remoteOf(s: Socket): string {
   return s.remoteAddress?.includes(':') ? `[${s.remoteAddress}]:${s.remotePort}` : `${s.remoteAddress}:${s.remotePort}`;
+}
+
+/** A TCP connection from accept until it authenticates or goes. */
+interface PendingConnection {
+  readonly socket: Socket;
+  /** addressKey of the peer: what the per-address cap counts. */
+  readonly key: string;
+  readonly remote: string;
+  readonly timer: NodeJS.Timeout;
+  /** Set once the WebSocket upgrade has happened: ends the handshake with a 1008 and a reason. */
+  fail?: (reason: string) => void;
+}
+
+/** Answers a connection over a cap without reading its request, and closes it. */
+function refuseSocket(socket: Socket, reason: string): void {
+  const body = `ringvisor: ${reason}\n`;
+  socket.on('error', () => {});
+  socket.end(
+    `HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
 }
 
 export async function listen(opts: ListenOptions): Promise<WsServer> {
@@ -628,21 +732,28 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
   const maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const maxPending = opts.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
+  const maxPerAddress = opts.maxPendingPerAddress ?? DEFAULT_MAX_PENDING_PER_ADDRESS;
+  for (const [k, v] of Object.entries({ handshakeTimeoutMs, maxPendingHandshakes: maxPending, maxPendingPerAddress: maxPerAddress }))
+    if (!Number.isSafeInteger(v) || v <= 0) throw new InvalidArgumentError(`listen: ${k} must be a positive integer, got ${v}`);
   const log = opts.log;
-  const pending = new Set<WsLink>();
+  const refusals = new RateLimitedLog({ log, what: 'refusals' });
+  const pending = new Map<Socket, PendingConnection>();
+  const pendingByKey = new Map<string, number>();
+  const links = new Set<WsLink>();
   const established = new Set<WsLink>();
   let closing = false;
   let closed: Promise<void> | undefined;
 
   // Our own HTTP server (rather than ws's) so that close() can cut every connection, including
-  // half-sent HTTP requests, and so that slow upgrade requests cannot hold a socket for long.
-  const http = createServer((_req, res) => {
+  // half-sent HTTP requests, and so that every TCP connection is counted from accept.
+  const http = createServer({ maxHeaderSize: 4096 }, (_req, res) => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' });
     res.end('ringvisor: WebSocket upgrade required\n');
   });
   http.headersTimeout = 10_000;
   http.requestTimeout = 10_000;
-  const wss = new WebSocketServer({ server: http, maxPayload, perMessageDeflate: false, clientTracking: false });
+  // Frames stay handshake-sized until a connection authenticates (raised in admit below).
+  const wss = new WebSocketServer({ server: http, maxPayload: Math.min(PRE_AUTH_MAX_PAYLOAD, maxPayload), perMessageDeflate: false, clientTracking: false });
   wss.on('error', (e) => log?.error({ err: e }, 'ws server error'));
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -654,17 +765,58 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
   http.on('error', (e) => log?.error({ err: e }, 'ws http server error'));
   const port = (http.address() as AddressInfo).port;
 
+  /** The connection is no longer pending: it authenticated, or it went. */
+  const settle = (conn: PendingConnection): void => {
+    if (!pending.delete(conn.socket)) return;
+    clearTimeout(conn.timer);
+    const n = (pendingByKey.get(conn.key) ?? 1) - 1;
+    if (n <= 0) pendingByKey.delete(conn.key);
+    else pendingByKey.set(conn.key, n);
+  };
+
+  http.on('connection', (socket: Socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    const key = addressKey(socket.remoteAddress);
+    const remote = remoteOf(socket);
+    const fromKey = pendingByKey.get(key) ?? 0;
+    const over =
+      fromKey >= maxPerAddress ? `too many pending connections from ${key}` : pending.size >= maxPending ? 'too many pending connections' : undefined;
+    if (over !== undefined) {
+      refusals.warn(key, { peer: remote, pending: pending.size, fromAddress: fromKey }, `ws: refusing a connection: ${over}`);
+      refuseSocket(socket, over);
+      return;
+    }
+    const conn: PendingConnection = {
+      socket,
+      key,
+      remote,
+      timer: setTimeout(() => {
+        if (conn.fail !== undefined) return conn.fail('authentication timeout');
+        refusals.warn(key, { peer: remote }, `ws: no WebSocket upgrade within ${handshakeTimeoutMs} ms, closing`);
+        socket.destroy();
+      }, handshakeTimeoutMs),
+    };
+    conn.timer.unref();
+    pending.set(socket, conn);
+    pendingByKey.set(key, fromKey + 1);
+    socket.once('close', () => settle(conn));
+  });
+
   wss.on('connection', (ws, req) => {
-    const remote = remoteOf(req);
+    const conn = pending.get(req.socket);
     if (closing) {
       ws.close(CloseCode.goingAway, 'server shutting down');
       return;
     }
-    if (pending.size >= maxPending) {
-      log?.warn({ peer: remote, pending: pending.size }, 'ws: too many pending handshakes, refusing');
-      ws.close(CloseCode.tryAgainLater, 'too many pending handshakes');
+    if (conn === undefined) {
+      // Timed out or refused while the upgrade was under way.
+      ws.terminate();
       return;
     }
+    const { key, remote } = conn;
     const link = new WsLink(ws, {
       name: `ws ${remote}`,
       maxPayload,
@@ -672,29 +824,37 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
       lowWaterMark: opts.lowWaterMark,
       maxQueuedBytes: opts.maxQueuedBytes,
       log: log?.child({ peer: remote }),
+      refusals,
+      peerAddress: key,
     });
-    pending.add(link);
+    links.add(link);
     const challenge = createChallenge();
     let state: 'hello' | 'authorizing' | 'done' = 'hello';
 
     const fail = (reason: string): void => {
       if (link.closed) return;
-      log?.warn({ peer: remote, reason }, `ws handshake failed: ${reason}`);
+      refusals.warn(key, { peer: remote, reason }, `ws handshake failed: ${reason}`);
       link.close(reason, CloseCode.policy);
     };
-    const timer = setTimeout(() => fail('authentication timeout'), handshakeTimeoutMs);
-    timer.unref();
+    conn.fail = fail;
     link.onClose(() => {
-      clearTimeout(timer);
-      pending.delete(link);
+      settle(conn);
+      links.delete(link);
       established.delete(link);
     });
 
     const admit = (identity: Identity, welcome: HandshakeMessage): void => {
       state = 'done';
-      clearTimeout(timer);
-      pending.delete(link);
+      settle(conn);
       internals.setGate(link, null);
+      try {
+        // Before the welcome leaves: the peer may send full-size frames as soon as it has it.
+        internals.setReceiveLimit(link, maxPayload);
+      } catch (e) {
+        log?.error({ peer: remote, err: e }, 'ws: cannot raise the frame limit after the handshake');
+        link.close('internal error', CloseCode.internalError);
+        return;
+      }
       internals.setIdentity(link, identity, `${identity.role}/${identity.domid}@${remote}`);
       internals.sendHandshake(link, welcome);
       established.add(link);
@@ -748,6 +908,12 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
     get connections() {
       return established.size;
     },
+    get pending() {
+      return pending.size;
+    },
+    get refusals() {
+      return refusals.total;
+    },
     close() {
       closed ??= shutdown();
       return closed;
@@ -756,10 +922,10 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
 
   async function shutdown(): Promise<void> {
     closing = true;
-    const links = [...pending, ...established];
-    for (const l of links) l.close('server shutting down', CloseCode.goingAway);
+    const open = [...links];
+    for (const l of open) l.close('server shutting down', CloseCode.goingAway);
     await Promise.all(
-      links.map((l) =>
+      open.map((l) =>
         Promise.race([
           internals.socketClosed(l),
           new Promise<void>((resolve) => {
@@ -771,6 +937,8 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
         ]),
       ),
     );
+    for (const conn of pending.values()) clearTimeout(conn.timer);
+    refusals.close();
     await new Promise<void>((resolve) => wss.close(() => resolve()));
     await new Promise<void>((resolve) => {
       http.close(() => resolve());
@@ -804,17 +972,23 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
   const identity: Identity = { role: opts.role, domid: opts.domid };
   checkIdentity(identity);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   const url = opts.url;
+  const deadline = Date.now() + timeoutMs;
+  // Connections a listener answers 503 (too many pending from our address, or in all) are tried
+  // again, backing off, within the same budget: a burst of runtimes starting together gets in.
+  const busy = new WeakSet<Error>();
 
-  return new Promise<WsLink>((resolve, reject) => {
+  const attempt = (budgetMs: number): Promise<WsLink> => new Promise<WsLink>((resolve, reject) => {
     let settled = false;
     let link: WsLink | undefined;
     let ws: WebSocket;
     try {
+      // Handshake-sized frames only until the server has proven it knows the secret.
       ws = new WebSocket(url, {
         perMessageDeflate: false,
-        maxPayload: opts.maxPayload ?? DEFAULT_MAX_PAYLOAD,
-        handshakeTimeout: timeoutMs,
+        maxPayload: Math.min(PRE_AUTH_MAX_PAYLOAD, maxPayload),
+        handshakeTimeout: budgetMs,
         followRedirects: false,
       });
     } catch (e) {
@@ -835,9 +1009,23 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
     };
     const timer = setTimeout(
       () => fail(new TimeoutError(`${url}: no authenticated connection within ${timeoutMs} ms`), 'authentication timeout'),
-      timeoutMs,
+      budgetMs,
     );
-    ws.on('error', (e) => fail(new ClosedError(`${url}: ${e.message}`, { cause: e })));
+    ws.on('unexpected-response', (req, res) => {
+      res.resume();
+      req.destroy();
+      const err = new ClosedError(`${url}: the server answered ${res.statusCode ?? '?'} ${res.statusMessage ?? ''}`.trimEnd());
+      if (res.statusCode === 503) busy.add(err);
+      fail(err);
+    });
+    // Once the link exists it reports errors itself (with the reason it closed for) via onClose.
+    ws.on('error', (e) => {
+      if (link !== undefined) return;
+      const err = new ClosedError(`${url}: ${e.message}`, { cause: e });
+      // A listener over its cap may reset the connection before its 503 is read.
+      if ((e as NodeJS.ErrnoException).code === 'ECONNRESET' || e.message === 'socket hang up') busy.add(err);
+      fail(err);
+    });
     ws.once('close', (code, reason) => {
       if (link === undefined) fail(new ClosedError(`${url}: connection closed (${code}${reason.byteLength ? `: ${reason.toString()}` : ''})`));
     });
@@ -845,7 +1033,7 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
       if (settled) return;
       const l = new WsLink(ws, {
         name: `ws ${url}`,
-        maxPayload: opts.maxPayload,
+        maxPayload,
         highWaterMark: opts.highWaterMark,
         lowWaterMark: opts.lowWaterMark,
         maxQueuedBytes: opts.maxQueuedBytes,
@@ -859,7 +1047,7 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
         const info = l.closeInfo;
         if (info?.byPeer && info.code === CloseCode.policy)
           fail(new ProtocolError(`${url}: handshake refused by the server: ${info.reason || 'no reason given'}`));
-        else if (info?.byPeer === false) fail(new ProtocolError(`${url}: handshake failed: ${info.reason}`));
+        else if (info?.byPeer === false && info.code !== CloseCode.internalError) fail(new ProtocolError(`${url}: handshake failed: ${info.reason}`));
         else fail(new ClosedError(`${url}: connection closed during the handshake (${info?.code ?? 'unknown'}${info?.reason ? `: ${info.reason}` : ''})`));
       });
       internals.setGate(l, (value) => {
@@ -870,6 +1058,8 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
             internals.sendHandshake(l, hello);
           } else if (hello !== undefined) {
             verifyWelcome(secret, challenge, hello, value);
+            // Raised before the next frame's header is read: frames after the welcome may be big.
+            internals.setReceiveLimit(l, maxPayload);
             settled = true;
             clearTimeout(timer);
             internals.setGate(l, null);
@@ -883,4 +1073,15 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
       });
     });
   });
+
+  for (let tries = 0; ; tries++) {
+    try {
+      return await attempt(Math.max(1, deadline - Date.now()));
+    } catch (e) {
+      const backoffMs = Math.min(1000, 50 * 2 ** tries) * (0.5 + Math.random() / 2);
+      if (!(e instanceof Error) || !busy.has(e) || Date.now() + backoffMs >= deadline) throw e;
+      opts.log?.debug({ url, backoffMs }, 'ws: server busy (503), trying again');
+      await new Promise((r) => setTimeout(r, backoffMs));
+    }
+  }
 }
