@@ -1,80 +1,37 @@
 /**
- * Refusals logged at a bounded rate. A probe or a flood can be refused thousands of times a
- * second; each reason gets one warning line when it first happens, then at most one line per
- * interval carrying how many refusals of that reason it stands for. The counts since start stay
- * readable (`totals`) for views and tests.
+ * The control endpoint's refusals: counted per reason since start (`totals`, for views and
+ * tests), and logged through the shared RateLimitedLog keyed by reason, so a probe or a flood
+ * refused thousands of times a second writes a bounded number of lines and the counts survive in
+ * the summaries.
  */
-import type { Logger } from '@ringvisor/shared';
+import { RateLimitedLog, type Logger } from '@ringvisor/shared';
 
-interface Pending {
-  /** Refusals of this reason not yet reported in a log line. */
-  unreported: number;
-  lastLoggedAt: number;
-  /** Details of the latest unreported refusal (e.g. its remote address). */
-  latest: Record<string, unknown>;
-}
-
-export class RateLimitedRefusalLog {
-  /** Refusals since start, per reason. */
+export class RefusalLog {
+  /** Refusals since start, per reason (the reasons are a fixed set, so this stays small). */
   readonly totals = new Map<string, number>();
-  private readonly pending = new Map<string, Pending>();
-  private timer?: NodeJS.Timeout;
-  /** Log lines written (for tests: bounded whatever the number of refusals). */
-  lines = 0;
+  readonly #lines: RateLimitedLog;
 
-  constructor(
-    private readonly log: Logger,
-    readonly intervalMs = 10_000,
-    private readonly now: () => number = Date.now,
-  ) {}
-
-  /** Count one refusal; log it now if this reason has not been logged within the interval. */
-  refused(reason: string, details: Record<string, unknown> = {}): void {
-    this.totals.set(reason, (this.totals.get(reason) ?? 0) + 1);
-    const t = this.now();
-    let p = this.pending.get(reason);
-    if (!p) {
-      p = { unreported: 0, lastLoggedAt: -Infinity, latest: details };
-      this.pending.set(reason, p);
-    }
-    p.unreported++;
-    p.latest = details;
-    if (t - p.lastLoggedAt >= this.intervalMs) this.report(reason, p, t);
-    else this.schedule();
+  constructor(log: Logger | undefined, opts: { windowMs?: number; now?: () => number } = {}) {
+    this.#lines = new RateLimitedLog({ ...(log ? { log } : {}), ...opts, keyField: 'reason', perWindow: 20, perKey: 3 });
   }
 
-  /** Write the pending summaries now (also done by the timer, and before close). */
+  get windowMs(): number {
+    return this.#lines.windowMs;
+  }
+
+  /** Counts one refusal and logs it unless this reason's quota for the window is used. */
+  refused(reason: string, details: Record<string, unknown> = {}): void {
+    const total = (this.totals.get(reason) ?? 0) + 1;
+    this.totals.set(reason, total);
+    this.#lines.warn(reason, { ...details, reason, total }, 'control endpoint refused a request');
+  }
+
+  /** Writes the summaries of what the current window suppressed. */
   flush(): void {
-    const t = this.now();
-    for (const [reason, p] of this.pending) if (p.unreported > 0) this.report(reason, p, t);
+    this.#lines.flush();
   }
 
   close(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    this.flush();
-  }
-
-  private report(reason: string, p: Pending, t: number): void {
-    this.log.warn({ ...p.latest, reason, count: p.unreported, total: this.totals.get(reason) }, 'control endpoint refused a request');
-    this.lines++;
-    p.unreported = 0;
-    p.lastLoggedAt = t;
-  }
-
-  private schedule(): void {
-    if (this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      const t = this.now();
-      let more = false;
-      for (const [reason, p] of this.pending) {
-        if (p.unreported === 0) continue;
-        if (t - p.lastLoggedAt >= this.intervalMs) this.report(reason, p, t);
-        else more = true;
-      }
-      if (more) this.schedule();
-    }, this.intervalMs);
-    this.timer.unref();
+    this.#lines.close();
   }
 }

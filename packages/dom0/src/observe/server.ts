@@ -58,7 +58,7 @@ import { createMetricsRegistry } from './metrics.js';
 import { RemoteTraceHub } from './remote-trace.js';
 import type { FaultInjector } from '../faults/injector.js';
 import { parseFault } from '../faults/plan.js';
-import { RateLimitedRefusalLog } from './refusal-log.js';
+import { RefusalLog } from './refusal-log.js';
 
 export interface ControlServerOptions {
   host: string;
@@ -140,7 +140,7 @@ export class ControlServer {
   readonly limits: ControlServerLimits;
   /** Nonces of accepted admin signatures: each signature acts once. */
   private readonly adminNonces = new AdminNonceLedger();
-  readonly refusals: RateLimitedRefusalLog;
+  readonly refusals: RefusalLog;
   private readonly connectionsPerAddress = new Map<string, number>();
   /** Sockets with a response under way: a client error there must not write a raw answer into it. */
   private readonly responding = new WeakSet<Socket | Duplex>();
@@ -152,7 +152,7 @@ export class ControlServer {
     this.metrics = createMetricsRegistry(obs);
     this.remote = new RemoteTraceHub(obs.hosts, opts.log);
     this.limits = { ...CONTROL_LIMITS, ...opts.limits };
-    this.refusals = new RateLimitedRefusalLog(opts.log);
+    this.refusals = new RefusalLog(opts.log);
   }
 
   get url(): string {

@@ -24,6 +24,8 @@ export interface RateLimitedLogOptions {
   maxSummaries?: number;
   /** Distinct keys counted per window (default 1024); later keys share one bucket. */
   maxKeys?: number;
+  /** Field that names the key in summary lines (default "peer"). */
+  keyField?: string;
   /** Clock (for tests). */
   now?: () => number;
 }
@@ -39,6 +41,7 @@ export class RateLimitedLog {
   readonly #maxSummaries: number;
   readonly #maxKeys: number;
   readonly #now: () => number;
+  readonly #keyField: string;
   #windowStart = 0;
   #written = 0;
   /** Per key in this window: lines written and events suppressed. */
@@ -56,6 +59,12 @@ export class RateLimitedLog {
     this.#maxSummaries = opts.maxSummaries ?? 5;
     this.#maxKeys = opts.maxKeys ?? 1024;
     this.#now = opts.now ?? Date.now;
+    this.#keyField = opts.keyField ?? 'peer';
+  }
+
+  /** Length of a window in ms. */
+  get windowMs(): number {
+    return this.#windowMs;
   }
 
   /** Events noted since this was made (written or not). */
@@ -109,7 +118,7 @@ export class RateLimitedLog {
     const seconds = Math.max(1, Math.round((this.#now() - this.#windowStart) / 1000));
     const suppressed = [...this.#keys].filter(([, k]) => k.suppressed > 0).sort((a, b) => b[1].suppressed - a[1].suppressed);
     for (const [key, k] of suppressed.slice(0, this.#maxSummaries))
-      this.#log?.warn({ peer: key, suppressed: k.suppressed }, `${k.suppressed} more ${this.#what} from ${key} suppressed in the last ${seconds} s`);
+      this.#log?.warn({ [this.#keyField]: key, suppressed: k.suppressed }, `${k.suppressed} more ${this.#what} from ${key} suppressed in the last ${seconds} s`);
     const rest = suppressed.slice(this.#maxSummaries);
     if (rest.length > 0) {
       const n = rest.reduce((s, [, k]) => s + k.suppressed, 0);
