@@ -10,7 +10,7 @@
  * RINGVISOR_SECRET is in its environment, so a deployment that leaks it is noticed.
  */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { ConfigError, GUEST_BOOT, RpcPeer, connect, createLogger, parseDomainKey, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
 import { runGuest } from './runtime.js';
 
@@ -78,7 +78,13 @@ function guestKey(domid: number, keyFile: string | undefined, env: NodeJS.Proces
       `ringvisor domu: RINGVISOR_SECRET is set, but a guest must never hold the cluster secret (it could act as dom0, the hardware or any domain). ` +
         `Give the guest only its domain key in RINGVISOR_DOMAIN_KEY (${how})`,
     );
-  if (keyFile !== undefined) return parseDomainKey(readFileSync(keyFile, 'utf8'), domid, `key file ${keyFile}`);
+  if (keyFile !== undefined) {
+    // Like the cluster secret's file: a key others can read lets them be this domain.
+    const mode = statSync(keyFile).mode;
+    if (process.platform !== 'win32' && (mode & 0o077) !== 0)
+      throw new ConfigError(`key file ${keyFile} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${keyFile}`);
+    return parseDomainKey(readFileSync(keyFile, 'utf8'), domid, `key file ${keyFile}`);
+  }
   const hex = env.RINGVISOR_DOMAIN_KEY;
   if (hex === undefined || hex.trim() === '') throw new ConfigError(`ringvisor domu: RINGVISOR_DOMAIN_KEY (or --key-file FILE) must hold domain ${domid}'s key; ${how}`);
   return parseDomainKey(hex, domid, 'environment variable RINGVISOR_DOMAIN_KEY');
