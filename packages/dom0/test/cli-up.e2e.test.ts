@@ -4,18 +4,45 @@
  * by pid when a test ends, pass or fail.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadConfigFile } from '../src/toolstack/config.js';
 import { toolForTests, tsharkRead } from './support/tools.js';
-import { ROOT, cleanUp, runCli, tempDir } from './support/cli.js';
+import { deriveDomainKey, formatDomainKey, parseSecret } from '@ringvisor/shared';
+import { ROOT, cleanUp, runCli, tempDir, until } from './support/cli.js';
 
 const haveTshark = toolForTests('tshark', 'tshark');
 
 afterEach(cleanUp);
 
 const run = runCli;
+
+/** Live descendants of `pid` (Linux /proc), with their argv. */
+function childProcesses(pid: number): Array<{ pid: number; argv: string[] }> {
+  const out: Array<{ pid: number; argv: string[] }> = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push({ pid: Number(entry), argv: readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0') });
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
+/** A process's environment as the kernel holds it (/proc/PID/environ), or undefined if it is gone. */
+function environOf(pid: number): Record<string, string> | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/environ`, 'utf8');
+    return Object.fromEntries(raw.split('\0').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  } catch {
+    return undefined;
+  }
+}
 
 interface Summary {
   transport: string;
@@ -51,8 +78,27 @@ describe('ringvisor up', () => {
   it('runs two hosts over ws: every guest its own process, UDP across hosts through the switch, same checks, no process left behind', async () => {
     const cwd = tempDir();
     const config = join(ROOT, 'examples/two-hosts.yaml');
-    const { code, stderr, stdout } = await run(['up', '--transport', 'ws', '--config', config, '--duration', '4', '--json', 'out.json', '--pcap', 'run.pcapng'], cwd).done;
+    // RINGVISOR_SECRET (and a read token) exported in the operator's shell must not reach guests either.
+    const exported = { RINGVISOR_SECRET: randomBytes(32).toString('hex'), RINGVISOR_READ_TOKEN: 'exported-token' };
+    const up = run(['up', '--transport', 'ws', '--config', config, '--duration', '4', '--json', 'out.json', '--pcap', 'run.pcapng'], cwd, exported);
+    // While it runs: each guest process's environment holds its own domain key and no cluster credential.
+    const guestEnvs = await until('three guest processes', async () => {
+      const envs = childProcesses(up.child.pid!).filter((p) => p.argv.includes('domu')).map((p) => ({ ...p, env: environOf(p.pid) }));
+      return envs.length === 3 && envs.every((p) => p.env !== undefined) ? envs : undefined;
+    }, 60_000);
+    const { code, stderr, stdout } = await up.done;
     expect(code, stderr).toBe(0);
+    const secret = parseSecret(readFileSync(join(cwd, '.ringvisor/secret'), 'utf8'), 'secret');
+    const hostNames = loadConfigFile(config).hosts.map((h) => h.name);
+    const keys = new Set<string>();
+    for (const g of guestEnvs) {
+      const env = g.env!;
+      expect(Object.keys(env).filter((k) => /SECRET|TOKEN/.test(k)), `guest ${g.pid}`).toEqual([]);
+      const domid = Number(g.argv[g.argv.indexOf('--id') + 1]);
+      expect(hostNames.map((h) => formatDomainKey(deriveDomainKey(secret, h, domid)))).toContain(env.RINGVISOR_DOMAIN_KEY);
+      keys.add(env.RINGVISOR_DOMAIN_KEY!);
+    }
+    expect(keys.size, 'one key per guest').toBe(3);
     expect(stdout).toMatch(/captured \d+ frames on \d+ interfaces to run\.pcapng/);
     const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary & {
       guests: Array<{ pid?: number; udp: { sent: number; echoed: number; lost: number } }>;
@@ -112,12 +158,21 @@ describe('ringvisor up', () => {
     expect(h.stdout).toMatch(/ok a: 0\/2 guests ready/);
     // The hardware simulator is its own process too, and joins the same way.
     const hw = run(['hwsim', '--dom0', url, '--disk', join(cwd, 'disk.img')], cwd, env);
-    const g1 = run(['domu', '--id', '1', '--dom0', url], cwd, env);
-    const g2 = run(['domu', '--id', '2', '--dom0', url], cwd, env);
-    // Without the secret, or as a domain already attached, a guest is turned away.
-    const wrong = await run(['domu', '--id', '3', '--dom0', url], cwd, { RINGVISOR_SECRET: randomBytes(32).toString('hex') }).done;
+    // A guest gets only its domain key, derived where the secret is (`ringvisor key`), never the secret.
+    const keyOf = async (id: number) => {
+      const k = await run(['key', '--host', 'a', '--domain', String(id)], cwd, env).done;
+      expect(k.code, k.stderr).toBe(0);
+      return k.stdout.trim();
+    };
+    const g1 = run(['domu', '--id', '1', '--dom0', url], cwd, { RINGVISOR_DOMAIN_KEY: await keyOf(1) });
+    const g2 = run(['domu', '--id', '2', '--dom0', url], cwd, { RINGVISOR_DOMAIN_KEY: await keyOf(2) });
+    // With a wrong key (here: another domain's), or holding the cluster secret, a guest is turned away.
+    const wrong = await run(['domu', '--id', '3', '--dom0', url], cwd, { RINGVISOR_DOMAIN_KEY: await keyOf(2) }).done;
     expect(wrong.code).toBe(2);
     expect(wrong.stderr).toMatch(/authentication failed/);
+    const leaked = await run(['domu', '--id', '3', '--dom0', url], cwd, { ...env, RINGVISOR_DOMAIN_KEY: await keyOf(3) }).done;
+    expect(leaked.code).toBe(2);
+    expect(leaked.stderr).toMatch(/a guest must never hold the cluster secret/);
     const d = await Promise.race([dom0.done, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('dom0 did not finish')), 60_000))]).catch(async (e) => {
       cleanUp();
       const outs = await Promise.all([dom0.done, hw.done, g1.done, g2.done]);

@@ -30,6 +30,7 @@ import { join, posix, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { normalizeConfig, type HostConfig } from '../src/toolstack/config.js';
 import { interpolateDeep, parseCompose } from './support/compose-schema.js';
+import { composeGuestKeys } from './support/compose-keys.js';
 import { NetnsLab, findIp, netnsSupport } from './support/netns.js';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
@@ -326,7 +327,9 @@ describe('docker-compose.yml, run in network namespaces (no Docker)', () => {
       const deadline = (ms: number) => Math.min(Date.now() + ms, budgetEnd);
 
       const secret = randomBytes(32).toString('hex');
-      const doc = interpolateDeep(parseCompose(readFileSync(COMPOSE_FILE, 'utf8')) as unknown as ComposeFile, { RINGVISOR_SECRET: secret });
+      const raw = parseCompose(readFileSync(COMPOSE_FILE, 'utf8')) as unknown as ComposeFile;
+      // .env as docs/deploy.md has it: the secret for trusted runtimes, one domain key per guest.
+      const doc = interpolateDeep(raw, { RINGVISOR_SECRET: secret, ...composeGuestKeys(raw, secret, ROOT) });
       const image = readImage();
       // The default profile: what `docker compose up` starts.
       const names = Object.keys(doc.services).filter((n) => !doc.services[n].profiles?.length);

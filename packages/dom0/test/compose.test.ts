@@ -3,7 +3,8 @@
  *  (a) docker-compose (v1.29, Debian's `docker-compose`) parses and interpolates the file;
  *  (b) the file conforms to the Compose Specification JSON schema — and a broken copy does not;
  *  (c) the cluster it describes hangs together: dependencies, healthchecks, commands, listeners,
- *      the secret, the host configs (through normalizeConfig), guests ↔ domain ids, addresses.
+ *      the secret (trusted runtimes) and the domain keys (each guest only its own), the host
+ *      configs (through normalizeConfig), guests ↔ domain ids, addresses.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { join, posix, relative, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseSecret } from '@ringvisor/shared';
 import { normalizeConfig, type ClusterConfig } from '../src/toolstack/config.js';
+import { composeGuestKeys, domainKeyVar } from './support/compose-keys.js';
 import { composeValidator, describeErrors, interpolate, interpolateDeep, parseCompose } from './support/compose-schema.js';
 
 const ROOT = resolve(import.meta.dirname, '../../..');
@@ -21,7 +23,6 @@ const COMPOSE_FILE = join(ROOT, 'docker-compose.yml');
 const RAW_TEXT = readFileSync(COMPOSE_FILE, 'utf8');
 /** A fresh secret per run: whatever ends up in a service's environment came from interpolation. */
 const TEST_SECRET = randomBytes(32).toString('hex');
-const ENV = { RINGVISOR_SECRET: TEST_SECRET };
 
 /** ringvisor subcommands a service may run (bin/ringvisor.mjs + the toolstack CLI). */
 const SUBCOMMANDS = new Set(['dom0', 'domu', 'hwsim', 'switch', 'chaos', 'health', 'up']);
@@ -57,6 +58,14 @@ interface ComposeFile {
 }
 
 const rawDoc = parseCompose(RAW_TEXT) as unknown as ComposeFile;
+
+/**
+ * Each guest container's domain key comes from its own .env variable, named after the service.
+ * The test fills each with the key that guest's host and domain id derive, so a service reading
+ * another guest's variable is caught below.
+ */
+const GUEST_KEYS = composeGuestKeys(rawDoc, TEST_SECRET, ROOT);
+const ENV: Record<string, string> = { RINGVISOR_SECRET: TEST_SECRET, ...GUEST_KEYS };
 const doc = interpolateDeep(rawDoc, ENV);
 const services = Object.entries(doc.services);
 
@@ -162,9 +171,17 @@ describe('docker-compose config (no engine needed)', () => {
   });
 
   it.skipIf(!present)('and refuses to run without the secret, saying where to set it', () => {
-    const r = compose(['config', '-q'], {});
+    const r = compose(['config', '-q'], GUEST_KEYS);
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/RINGVISOR_SECRET/);
+    expect(r.stderr).toMatch(/\.env/);
+  });
+
+  it.skipIf(!present)("and without a guest's domain key, saying where to set it", () => {
+    const [missing] = Object.keys(GUEST_KEYS);
+    const r = compose(['config', '-q'], { ...ENV, [missing]: '' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain(missing);
     expect(r.stderr).toMatch(/\.env/);
   });
 
@@ -282,17 +299,33 @@ describe('the cluster the file describes', () => {
     expect(checked).toBeGreaterThan(0);
   });
 
-  it('the secret is never in the file: every service takes it from ${RINGVISOR_SECRET:?…}', () => {
+  it('secrets are never in the file: trusted runtimes take the cluster secret from ${RINGVISOR_SECRET:?…}, each guest only its own domain key', () => {
     expect(RAW_TEXT, 'a hex run long enough to be a secret').not.toMatch(/[0-9a-f]{32,}/i);
     // (a run of base64 characters with both letters and digits: comment rulers like ---- are fine)
     expect(RAW_TEXT, 'a base64 run long enough to be a secret').not.toMatch(/(?=[A-Za-z0-9+/_-]{24,})(?=[A-Za-z+/_-]*\d)(?=[\d+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{24,}/);
     for (const line of RAW_TEXT.split('\n').filter((l) => /RINGVISOR_SECRET\s*[:=]/.test(l) && !/^\s*#/.test(l)))
       expect(line.trim(), 'RINGVISOR_SECRET may only be set by interpolation').toMatch(/^RINGVISOR_SECRET:\s*\$\{RINGVISOR_SECRET:\?[^}]+\}$/);
+    for (const line of RAW_TEXT.split('\n').filter((l) => /RINGVISOR_DOMAIN_KEY\s*[:=]/.test(l) && !/^\s*#/.test(l)))
+      expect(line.trim(), 'RINGVISOR_DOMAIN_KEY may only be set by interpolation').toMatch(/^RINGVISOR_DOMAIN_KEY:\s*\$\{RINGVISOR_DOMAIN_KEY_[A-Z0-9_]+:\?[^}]+\}$/);
+    let guests = 0;
     for (const [name, s] of services) {
-      expect(envOf(s).RINGVISOR_SECRET, `${name} needs the cluster secret`).toBe(TEST_SECRET);
-      expect(commandOf(name, s).some((a) => /^--secret(=|$)/.test(a)), `${name}: a secret on the command line shows in ps`).toBe(false);
+      const env = envOf(s);
+      if (commandOf(name, s)[0] === 'domu') {
+        guests++;
+        // A guest holding the cluster secret could act as dom0, the hardware or any domain.
+        expect(Object.keys(env).filter((k) => /SECRET|TOKEN/.test(k)), `${name} must not get the cluster secret`).toEqual([]);
+        expect(env.RINGVISOR_DOMAIN_KEY, `${name} gets its own domain key, from ${domainKeyVar(name)}`).toBe(GUEST_KEYS[domainKeyVar(name)]);
+      } else {
+        expect(env.RINGVISOR_SECRET, `${name} needs the cluster secret`).toBe(TEST_SECRET);
+        expect(env.RINGVISOR_DOMAIN_KEY, name).toBeUndefined();
+      }
+      expect(commandOf(name, s).some((a) => /^--(secret|key)(=|$)/.test(a)), `${name}: a secret on the command line shows in ps`).toBe(false);
     }
-    expect(() => interpolateDeep(rawDoc, {}), 'compose must refuse to start without the secret').toThrow(/RINGVISOR_SECRET/);
+    expect(guests).toBeGreaterThan(0);
+    expect(new Set(Object.values(GUEST_KEYS)).size, 'one key per guest').toBe(guests);
+    expect(() => interpolateDeep(rawDoc, GUEST_KEYS), 'compose must refuse to start without the secret').toThrow(/RINGVISOR_SECRET/);
+    for (const v of Object.keys(GUEST_KEYS))
+      expect(() => interpolateDeep(rawDoc, { ...ENV, [v]: '' }), `compose must refuse to start without ${v}`).toThrow(new RegExp(v));
   });
 
   const hostConfigs = new Map<string, { file: string; config: ClusterConfig }>();
@@ -442,6 +475,8 @@ describe('the cluster the file describes', () => {
     if (placeholder !== '') expect(() => parseSecret(placeholder, '.env.example')).toThrow();
     expect(() => interpolate('${RINGVISOR_SECRET:?unset}', { RINGVISOR_SECRET: placeholder }), 'compose must refuse the placeholder').toThrow();
     expect(example).toMatch(/openssl rand -hex 32/);
+    // Every guest's key variable is listed, empty (compose refuses to start until it is set).
+    for (const v of Object.keys(GUEST_KEYS)) expect(example.split('\n'), v).toContain(`${v}=`);
     expect(readFileSync(join(ROOT, '.dockerignore'), 'utf8')).toMatch(/^\.env$/m);
   });
 

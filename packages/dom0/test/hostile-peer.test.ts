@@ -1,6 +1,7 @@
 /**
- * A hostile guest *process* over the ws transport: it authenticates as its own domain (it holds
- * the cluster secret, as every guest does), then abuses the domain link and the hypercalls —
+ * A hostile guest *process* over the ws transport: it holds its own domain key, as every guest
+ * does — which dom0 refuses for any identity but that domain's (control, hardware, another
+ * guest) — authenticates as its own domain, then abuses the domain link and the hypercalls —
  * writing another domain's pages, forging grants, sending events on ports it does not own,
  * claiming another domain's store paths, calling methods that do not exist, and finally sending
  * garbage. dom0 rejects each (counted), closes the garbage sender's connection, and the
@@ -16,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect as connectTcp } from 'node:net';
-import { Packr } from 'msgpackr';
+import { Packr, Unpackr } from 'msgpackr';
 import { WebSocket } from 'ws';
 import {
   DL_END,
@@ -30,10 +31,18 @@ import {
   GUEST_STATS,
   GUEST_STOP,
   CONTROL_PING,
+  DOMID_HW,
   RpcPeer,
+  computeMac,
   connect,
   createLogger,
+  deriveDomainKey,
+  formatDomainKey,
+  identityKey,
+  parseChallenge,
+  type DomainKey,
   type GuestBootSpec,
+  type Identity,
   type GuestStats,
 } from '@ringvisor/shared';
 import { Host } from '../src/toolstack/host.js';
@@ -53,13 +62,31 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function runtime(args: string[], secret: Uint8Array): ChildProcess {
-  const c = spawn(process.execPath, [join(ROOT, 'bin/ringvisor.mjs'), ...args], {
-    env: { ...process.env, LOG_LEVEL: 'error', RINGVISOR_SECRET: Buffer.from(secret).toString('hex') },
-    stdio: 'ignore',
-  });
+/** A runtime process with exactly one credential: the cluster secret (hwsim) or a domain key (a guest). */
+function runtime(args: string[], credential: { secret: Uint8Array } | { domainKey: DomainKey }): ChildProcess {
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'error' };
+  delete env.RINGVISOR_SECRET;
+  if ('secret' in credential) env.RINGVISOR_SECRET = Buffer.from(credential.secret).toString('hex');
+  else env.RINGVISOR_DOMAIN_KEY = formatDomainKey(credential.domainKey);
+  const c = spawn(process.execPath, [join(ROOT, 'bin/ringvisor.mjs'), ...args], { env, stdio: 'ignore' });
   children.push(c);
   return c;
+}
+
+/** A hello for `claim` MACed under `key`, on a raw socket: how dom0 answers (welcome, or the close). */
+async function forgedHello(url: string, claim: Identity, key: Uint8Array): Promise<string> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  ws.on('error', () => {});
+  const closed = new Promise<string>((r) => ws.once('close', (code, reason) => r(`${code} ${reason.toString()}`)));
+  const first = new Promise<unknown>((r) => ws.once('message', (d) => r(new Unpackr({ useRecords: false }).unpack(d as Buffer))));
+  try {
+    const ch = parseChallenge(await first);
+    const nonce = new Uint8Array(randomBytes(32));
+    ws.send(new Packr({ useRecords: false }).pack({ t: 'hello', v: 1, ...claim, nonce, mac: computeMac(key, 'client', claim, ch.nonce, nonce) }));
+    return await Promise.race([closed, new Promise<string>((r) => ws.once('message', () => r('welcomed')))]);
+  } finally {
+    ws.terminate();
+  }
 }
 
 describe('a hostile guest process on the ws transport', () => {
@@ -73,13 +100,14 @@ describe('a hostile guest process on the ws transport', () => {
     // The hardware and the good guest are real processes; the evil guest is this test.
     await new Promise((r) => setTimeout(r, 300));
     const url = host.wsUrl;
-    runtime(['hwsim', '--dom0', url], secret);
-    runtime(['domu', '--id', '1', '--dom0', url], secret);
+    runtime(['hwsim', '--dom0', url], { secret });
+    runtime(['domu', '--id', '1', '--dom0', url], { domainKey: deriveDomainKey(secret, config.name, 1) });
 
     const evilDomid = 2;
+    const evilKey = deriveDomainKey(secret, config.name, evilDomid);
     let link;
     for (let i = 0; i < 100 && !link; i++) {
-      link = await connect({ url, secret, role: 'guest', domid: evilDomid }).catch(() => undefined);
+      link = await connect({ url, domainKey: evilKey, role: 'guest', domid: evilDomid }).catch(() => undefined);
       if (!link) await new Promise((r) => setTimeout(r, 200));
     }
     expect(link).toBeDefined();
@@ -98,6 +126,20 @@ describe('a hostile guest process on the ws transport', () => {
     expect(spec.shared).toBeUndefined();
     evil.notify(GUEST_READY, {});
     await started;
+
+    // 0. Its key, and every key it can compute from it, is refused for any other identity —
+    // including ones dom0 would admit from a holder of the cluster secret (control).
+    const evilKeys = [evilKey.key, ...(['guest', 'vcpu', 'direct'] as const).map((role) => identityKey(evilKey, { role, domid: evilDomid }))];
+    for (const claim of [
+      { role: 'control', domid: 0 },
+      { role: 'hwsim', domid: DOMID_HW },
+      { role: 'dom0', domid: 0 },
+      { role: 'guest', domid: 1 },
+      { role: 'vcpu', domid: 1 },
+    ] satisfies Identity[])
+      for (const key of evilKeys) expect(await forgedHello(url, claim, key), `${claim.role}/${claim.domid}`).toBe('1008 authentication failed');
+    // (dom0 does admit control from a holder of the cluster secret: the refusals above are the keys')
+    expect(await forgedHello(url, { role: 'control', domid: 0 }, identityKey(secret, { role: 'control', domid: 0 }))).toBe('welcomed');
 
     const good = host.guests.find((g) => g.config.name === 'good')!;
     const evilLink = host.hv.domains.get(evilDomid)!.link!;

@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -37,6 +37,12 @@ const UDP_TICK_MS = 10;
 
 function macBytes(mac: string): Uint8Array {
   return Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16)));
+}
+
+/** How a guest process reaches its own links (ws): dom0's URL and its domain key, nothing more. */
+export interface GuestLinkCredentials {
+  url: string;
+  domainKey: DomainKey;
 }
 
 export class Guest {
@@ -89,8 +95,8 @@ export class Guest {
     readonly kernel: GuestKernel,
     readonly spec: GuestBootSpec,
     readonly log: Logger,
-    /** dom0's URL and the cluster secret, when this guest runs as a process (ws). */
-    private readonly link?: { url: string; secret: Uint8Array },
+    /** dom0's URL and this domain's key, when this guest runs as a process (ws). */
+    private readonly link?: GuestLinkCredentials,
   ) {}
 
   async boot(): Promise<void> {
@@ -116,7 +122,7 @@ export class Guest {
         this.io = this.vcpu;
       } else {
         // Models in dom0, no memory shared with it (ws): a relay thread carries the traps.
-        if (!this.link) throw new Error('emulation in dom0 across a link needs the dom0 URL and secret for the vCPU link');
+        if (!this.link) throw new Error('emulation in dom0 across a link needs the dom0 URL and the domain key for the vCPU link');
         this.relay = await startIoReqRelay(this.kernel, this.link);
         this.vcpu = new VcpuPortIo(this.relay.slot, doorbellKick(this.relay.slot), 10_000, 20, this.relay.syncList);
         this.io = this.vcpu;
@@ -129,8 +135,8 @@ export class Guest {
     if ((d && (d.hwUrl !== undefined || d.functions.some((f) => !f.bar))) || linkedVifs.length > 0) {
       // No shared memory with the hardware (ws): link to it directly for our functions and VIFs.
       const url = d?.hwUrl ?? sv?.hwUrl;
-      if (!url || !this.link) throw new Error('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the cluster secret');
-      this.directLink = await connectDirectLink(this.kernel, url, this.link.secret);
+      if (!url || !this.link) throw new Error('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the domain key');
+      this.directLink = await connectDirectLink(this.kernel, url, this.link.domainKey);
     }
     const vifTransport = (v: { vif: number; port: number; page?: SharedArrayBuffer }) => (v.page ? undefined : this.directLink?.vif(v));
     const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {
@@ -232,9 +238,9 @@ export class Guest {
    */
   private async hardwareAt(url: string | undefined): Promise<void> {
     if (url === undefined || (this.directLink && this.directLink.url === url && !this.directLink.closed)) return;
-    if (!this.link) throw new Error('a direct link to the hardware needs the cluster secret');
+    if (!this.link) throw new Error('a direct link to the hardware needs the domain key');
     this.directLink?.close();
-    this.directLink = await connectDirectLink(this.kernel, url, this.link.secret);
+    this.directLink = await connectDirectLink(this.kernel, url, this.link.domainKey);
   }
 
   /** A function was assigned to us again (hot-plug after a reclaim): its driver starts over on it. */

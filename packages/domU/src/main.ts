@@ -4,24 +4,27 @@
  * runs until dom0 stops it or the link drops. Flags win over environment variables:
  *   --id N        RINGVISOR_DOMID      the domain this process runs (dom0 must have created it)
  *   --dom0 URL    RINGVISOR_DOM0_URL   ws://host:port of dom0
- *   secret        RINGVISOR_SECRET     hex or base64, or --secret-file FILE
+ *   --key-file F  RINGVISOR_DOMAIN_KEY this domain's key, hex (`ringvisor key --host H --domain N`)
+ * A guest holds its domain key and nothing else: never the cluster secret, which would let it act
+ * as dom0, the hardware, the control client or any other domain. It refuses to start if
+ * RINGVISOR_SECRET is in its environment, so a deployment that leaks it is noticed.
  */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
-import { GUEST_BOOT, RpcPeer, connect, createLogger, parseSecret, secretFromEnv, type GuestBootSpec } from '@ringvisor/shared';
+import { readFileSync, statSync } from 'node:fs';
+import { ConfigError, GUEST_BOOT, RpcPeer, connect, createLogger, parseDomainKey, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
 import { runGuest } from './runtime.js';
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { id: { type: 'string' }, dom0: { type: 'string' }, 'secret-file': { type: 'string' } },
+    options: { id: { type: 'string' }, dom0: { type: 'string' }, 'key-file': { type: 'string' } },
     strict: true,
   });
   const domid = Number(values.id ?? process.env.RINGVISOR_DOMID);
   const url = values.dom0 ?? process.env.RINGVISOR_DOM0_URL;
   if (!Number.isInteger(domid) || domid < 1) throw new Error('ringvisor domu: --id N (or RINGVISOR_DOMID) must name the guest domain id, e.g. --id 1');
   if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor domu: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
-  const secret = values['secret-file'] ? parseSecret(readFileSync(values['secret-file'], 'utf8'), values['secret-file']) : secretFromEnv();
+  const domainKey = guestKey(domid, values['key-file']);
   const log = createLogger('domU', { domid });
   // dom0 admits a guest only once it has built the domain (after its hardware is attached):
   // until then the claim is refused and the guest retries, as a container restarted would.
@@ -29,7 +32,7 @@ export async function main(argv: string[]): Promise<number> {
   let link;
   for (;;) {
     try {
-      link = await connect({ url, secret, role: 'guest', domid, log });
+      link = await connect({ url, domainKey, role: 'guest', domid, log });
       break;
     } catch (e) {
       const retriable = /not authorized|ECONNREFUSED|connect/i.test((e as Error).message) && !/authentication failed/.test((e as Error).message);
@@ -54,7 +57,7 @@ export async function main(argv: string[]): Promise<number> {
       orderly = true;
       resolve();
     };
-    void runGuest(peer, spec, log.child({ guest: spec.name }), onStopped, { url, secret }).catch((e) => {
+    void runGuest(peer, spec, log.child({ guest: spec.name }), onStopped, { url, domainKey }).catch((e) => {
       log.error({ err: e }, 'guest failed');
       peer.close('guest failed');
       resolve();
@@ -65,4 +68,24 @@ export async function main(argv: string[]): Promise<number> {
   // Let the last reply and the close frame leave, then go — whatever timers remain.
   setTimeout(() => process.exit(code), 200).unref();
   return code;
+}
+
+/** This domain's key from --key-file or RINGVISOR_DOMAIN_KEY; the cluster secret is refused outright. */
+function guestKey(domid: number, keyFile: string | undefined, env: NodeJS.ProcessEnv = process.env): DomainKey {
+  const how = `derive it where the cluster secret is kept: ringvisor key --host HOST --domain ${domid}`;
+  if (env.RINGVISOR_SECRET !== undefined)
+    throw new ConfigError(
+      `ringvisor domu: RINGVISOR_SECRET is set, but a guest must never hold the cluster secret (it could act as dom0, the hardware or any domain). ` +
+        `Give the guest only its domain key in RINGVISOR_DOMAIN_KEY (${how})`,
+    );
+  if (keyFile !== undefined) {
+    // Like the cluster secret's file: a key others can read lets them be this domain.
+    const mode = statSync(keyFile).mode;
+    if (process.platform !== 'win32' && (mode & 0o077) !== 0)
+      throw new ConfigError(`key file ${keyFile} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${keyFile}`);
+    return parseDomainKey(readFileSync(keyFile, 'utf8'), domid, `key file ${keyFile}`);
+  }
+  const hex = env.RINGVISOR_DOMAIN_KEY;
+  if (hex === undefined || hex.trim() === '') throw new ConfigError(`ringvisor domu: RINGVISOR_DOMAIN_KEY (or --key-file FILE) must hold domain ${domid}'s key; ${how}`);
+  return parseDomainKey(hex, domid, 'environment variable RINGVISOR_DOMAIN_KEY');
 }

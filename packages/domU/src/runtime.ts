@@ -28,10 +28,10 @@ import {
   type RpcPeer,
 } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
-import { Guest } from './guest.js';
+import { Guest, type GuestLinkCredentials } from './guest.js';
 import { BLK_ATTACKS, type BlkAttack } from './drivers/blkfront/misbehave.js';
 
-export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void, link?: { url: string; secret: Uint8Array }): Promise<Guest> {
+export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void, link?: GuestLinkCredentials): Promise<Guest> {
   const kernel = new GuestKernel({
     domid: spec.domid,
     ...(spec.shared ?? {

@@ -69,7 +69,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   // address guests are told (containers: the service name), default the listener's own.
   const listenAt = /^(.+):(\d+)$/.exec(process.env.RINGVISOR_DIRECT_LISTEN ?? '127.0.0.1:0');
   if (!listenAt) throw new Error(`RINGVISOR_DIRECT_LISTEN must be HOST:PORT, got ${JSON.stringify(process.env.RINGVISOR_DIRECT_LISTEN)}`);
-  const direct = await serveDirectLinks(sim, { host: listenAt[1], port: Number(listenAt[2]), secret, log });
+  const direct = await serveDirectLinks(sim, { host: listenAt[1], port: Number(listenAt[2]), secret, domainHost: boot.host, log });
   link.onClose(() => void direct.close());
   const directUrl = process.env.RINGVISOR_DIRECT_URL ?? `ws://${direct.host === '0.0.0.0' ? '127.0.0.1' : direct.host}:${direct.port}`;
   peer.notify('hw.ready', { directUrl });

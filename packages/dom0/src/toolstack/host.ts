@@ -29,6 +29,8 @@ import {
   XenbusState,
   backendPath,
   listen,
+  deriveDomainKey,
+  formatDomainKey,
   type WsServer,
   frontendPath,
   runtimeEntry,
@@ -1168,7 +1170,7 @@ export class Host {
     };
     if (ws.spawn !== false) {
       child = spawn(process.execPath, [ws.bin ?? repoBin(import.meta.url), 'domu', '--id', String(domain.domid), '--dom0', this.wsUrl], {
-        env: { ...process.env, RINGVISOR_SECRET: Buffer.from(ws.secret).toString('hex') },
+        env: guestEnvironment(process.env, formatDomainKey(deriveDomainKey(ws.secret, this.config.name, domain.domid))),
         stdio: ['ignore', 'inherit', 'inherit'],
       });
       handle.pid = child.pid;
@@ -1208,6 +1210,8 @@ export class Host {
       host: ws.host ?? '127.0.0.1',
       port: ws.port ?? 0,
       secret: ws.secret,
+      // Guests' keys are bound to this host: a guest of another host with our domain id's number is refused.
+      domainHost: this.config.name,
       log: this.log,
       // A connection may act only as a guest domain we created and that has no runtime attached.
       authorize: (who) =>
@@ -1388,6 +1392,20 @@ function directSpec(f: AssignedFunction): DirectFunctionSpec {
 function repoBin(callerUrl: string): string {
   const i = callerUrl.lastIndexOf('/packages/');
   return fileURLToPath(new URL('bin/ringvisor.mjs', callerUrl.slice(0, i + 1)));
+}
+
+/** Cluster-wide credentials a guest process must never inherit from dom0's environment. */
+const CLUSTER_CREDENTIALS = ['RINGVISOR_SECRET', 'RINGVISOR_READ_TOKEN'] as const;
+
+/**
+ * A guest process's environment: dom0's, minus every cluster credential (whatever the operator
+ * had exported), plus the guest's own domain key — the only key it gets (auth.ts).
+ */
+export function guestEnvironment(parent: NodeJS.ProcessEnv, domainKeyHex: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...parent };
+  for (const name of CLUSTER_CREDENTIALS) delete env[name];
+  env.RINGVISOR_DOMAIN_KEY = domainKeyHex;
+  return env;
 }
 
 /** SIGKILL by pid; a process that is already gone is not an error. */

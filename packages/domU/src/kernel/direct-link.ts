@@ -20,6 +20,7 @@ import {
   VfRegisters,
   connect,
   type DirectFunctionSpec,
+  type DomainKey,
   type PageSync,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
@@ -57,7 +58,7 @@ function ridNumber(rid: string): number {
 }
 
 /** Connect to the hardware for the functions assigned to us and the SV-IO VIFs bound to us. */
-export async function connectDirectLink(kernel: GuestKernel, url: string, secret: Uint8Array): Promise<DirectLink> {
+export async function connectDirectLink(kernel: GuestKernel, url: string, domainKey: DomainKey): Promise<DirectLink> {
   const { domid, memory } = kernel;
   // Our copies of the hardware's register pages: a function's by requester id (≤ 0xffff), a
   // VIF's at SVIO_PAGE_BASE + its id. Made when first named — a function assigned later, or a VIF
@@ -68,7 +69,7 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, secret
     if (!p) hwPages.set(pfn, (p = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE))));
     return p;
   };
-  const link = await connect({ url, secret, role: 'direct', domid, log: kernel.log });
+  const link = await connect({ url, domainKey, role: 'direct', domid, log: kernel.log });
   const peer = new RpcPeer(link, `direct${domid}`);
   const machine = new MachineLinkEnd(
     peer,

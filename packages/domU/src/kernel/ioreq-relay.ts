@@ -25,13 +25,15 @@ import {
   floatingBus,
   runtimeEntry,
   startRuntimeWorker,
+  type DomainKey,
   type IoReq,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
 
 interface RelaySpec {
   url: string;
-  secret: Uint8Array;
+  /** This domain's key: it opens our vCPU link and nothing else. */
+  domainKey: DomainKey;
   domid: number;
   slot: SharedArrayBuffer;
   syncList: SharedArrayBuffer;
@@ -42,7 +44,7 @@ interface RelaySpec {
 /** Relay thread body: connect as this domain's vCPU link, then carry requests until the link closes. */
 async function runRelay(spec: RelaySpec, report: MessagePort): Promise<void> {
   const log = createLogger('ioreq-relay', { domid: spec.domid });
-  const link = await connect({ url: spec.url, secret: spec.secret, role: 'vcpu', domid: spec.domid, log });
+  const link = await connect({ url: spec.url, domainKey: spec.domainKey, role: 'vcpu', domid: spec.domid, log });
   const peer = new RpcPeer(link, `vcpu/${spec.domid}`);
   const mem = new Uint8Array(spec.memory);
   const events = new EventMemory(spec.eventMemory);
@@ -92,11 +94,11 @@ export interface IoReqRelay {
 }
 
 /** Start the relay thread for this guest's vCPU and wait until its link to dom0 is up. */
-export async function startIoReqRelay(kernel: GuestKernel, link: { url: string; secret: Uint8Array }): Promise<IoReqRelay> {
+export async function startIoReqRelay(kernel: GuestKernel, link: { url: string; domainKey: DomainKey }): Promise<IoReqRelay> {
   const slot = createIoReqSlot();
   const syncList = createDmaSyncList();
   const { port1, port2 } = new MessageChannel();
-  const spec: RelaySpec = { url: link.url, secret: link.secret, domid: kernel.domid, slot, syncList, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer };
+  const spec: RelaySpec = { url: link.url, domainKey: link.domainKey, domid: kernel.domid, slot, syncList, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer };
   const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'kernel/ioreq-relay'), { workerData: { role: 'ioreq-relay', spec, report: port1 }, transferList: [port1], name: 'ioreq-relay' });
   const first = await new Promise<string>((resolve) => {
     port2.once('message', (m: string) => resolve(m));

@@ -3,7 +3,8 @@
  * for the functions assigned to it — dom0 is not on this path, as dom0 is not on the PCIe path
  * between a guest and its passthrough device.
  *
- * The link is authenticated like every ringvisor link (role `direct`, the guest's domain id) and
+ * The link is authenticated like every ringvisor link (role `direct`, the guest's domain id, with
+ * the key the guest's domain key gives for it — this process derives it from the cluster secret) and
  * admitted only for a domain that has functions assigned by dom0's toolstack, once. What crosses
  * it (shared/transport/domain-link.ts, MachineLinkEnd on both ends):
  *   mem.pages  guest → hw   queue ring updates, driver register stores (CTRL, Q0, Q1), and the
@@ -26,7 +27,10 @@ import type { HardwareSimulator } from '../runtime.js';
 export interface DirectLinkServerOptions {
   host: string;
   port: number;
+  /** The cluster secret: each guest's key is derived from it for the domain it claims. */
   secret: Uint8Array;
+  /** The host this hardware belongs to: guests' keys are bound to their host (auth.ts). */
+  domainHost: string;
   log?: Logger;
 }
 
@@ -37,6 +41,7 @@ export async function serveDirectLinks(sim: HardwareSimulator, o: DirectLinkServ
     host: o.host,
     port: o.port,
     secret: o.secret,
+    domainHost: o.domainHost,
     ...(o.log ? { log: o.log } : {}),
     authorize: (who) => who.role === 'direct' && !linked.has(who.domid) && hasDevices(who.domid),
     onConnection: (link, who) => {

@@ -1,4 +1,5 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,12 +9,26 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Logger } from '../log/index.js';
 import { ClosedError, ConfigError, InvalidArgumentError, ProtocolError, TimeoutError } from '../errors.js';
+import { DOMID_HW } from '../evtchn/index.js';
 import {
+  ADMIN_SIGNATURE_HEADER,
+  adminContentDigest,
+  GUEST_ROLES,
+  ROLES,
   computeMac,
   createChallenge,
   createHello,
   createWelcome,
+  deriveDomainKey,
+  deriveReadToken,
+  formatDomainKey,
   generateSecretFile,
+  identityKey,
+  identityProblem,
+  parseDomainKey,
+  signAdminRequest,
+  verifyAdminRequest,
+  type DomainKey,
   parseChallenge,
   readSecretFile,
   secretFromEnv,
@@ -121,7 +136,8 @@ describe('handshake messages (pure)', () => {
     const hello = createHello(secret, ch, id);
     expect(() => verifyHello(otherSecret, ch, hello)).toThrow(/authentication failed/);
     expect(() => verifyHello(secret, ch, { ...hello, domid: 4 })).toThrow(/authentication failed/);
-    expect(() => verifyHello(secret, ch, { ...hello, role: 'dom0' })).toThrow(/authentication failed/);
+    expect(() => verifyHello(secret, ch, { ...hello, role: 'vcpu' })).toThrow(/authentication failed/);
+    expect(() => verifyHello(secret, ch, { ...hello, role: 'dom0' })).toThrow(/identity refused: role dom0 speaks only as domain 0/);
     expect(() => verifyHello(secret, createChallenge(), hello)).toThrow(/authentication failed/); // replay
     // A server that does not know the secret cannot produce a welcome; nor can it reflect the client's MAC.
     expect(() => verifyWelcome(secret, ch, hello, createWelcome(otherSecret, ch, hello))).toThrow(/server authentication failed/);
@@ -345,5 +361,177 @@ describe('authentication over real sockets', () => {
     });
     third.terminate();
     expect(status).toBe(503);
+  });
+});
+
+describe('per-identity keys', () => {
+  const HOST = 'host-a';
+  const salt = Buffer.from('ringvisor-v1');
+  const hkdf = (ikm: Uint8Array, info: string) => Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info), 32));
+  /** Every key a holder of guest `domid`'s domain key can compute: the key itself and its role keys. */
+  const keysOf = (k: DomainKey): Uint8Array[] => [k.key, ...GUEST_ROLES.map((role) => identityKey(k, { role, domid: k.domid }))];
+  const CLAIMS: Identity[] = [
+    { role: 'control', domid: 0 },
+    { role: 'dom0', domid: 0 },
+    { role: 'hwsim', domid: DOMID_HW },
+    { role: 'hwsim', domid: 1 }, // a host's uplink to the LAN switch
+    { role: 'switch', domid: 0 },
+    { role: 'guest', domid: 4 },
+    { role: 'vcpu', domid: 4 },
+    { role: 'direct', domid: 4 },
+  ];
+
+  it('derives keys as documented: HKDF-SHA256, domain keys per host and domain, role keys from them, infrastructure keys from the secret', () => {
+    const k3 = deriveDomainKey(secret, HOST, 3);
+    expect(Buffer.from(k3.key)).toEqual(hkdf(secret, 'ringvisor domain key v1|host-a|3'));
+    expect(Buffer.from(identityKey(k3, { role: 'vcpu', domid: 3 }))).toEqual(hkdf(k3.key, 'ringvisor role key v1|vcpu|3'));
+    // the cluster secret reaches the same guest-side key through the domain key
+    expect(Buffer.from(identityKey(secret, { role: 'vcpu', domid: 3 }, HOST))).toEqual(hkdf(k3.key, 'ringvisor role key v1|vcpu|3'));
+    expect(Buffer.from(identityKey(secret, { role: 'control', domid: 0 }))).toEqual(hkdf(secret, 'ringvisor infra key v1|control|0'));
+    // distinct hosts, domains, roles: distinct keys; and none is the secret or the read token
+    const all = [
+      k3.key,
+      deriveDomainKey(secret, 'host-b', 3).key,
+      deriveDomainKey(secret, HOST, 4).key,
+      ...ROLES.flatMap((role) => (identityProblem({ role, domid: 3 }) === null ? [identityKey(secret, { role, domid: 3 }, HOST)] : [])),
+      ...CLAIMS.map((c) => identityKey(secret, c, HOST)),
+      secret,
+      Buffer.from(deriveReadToken(secret), 'hex'),
+    ].map((k) => Buffer.from(k).toString('hex'));
+    expect(new Set(all).size).toBe(all.length);
+    expect(formatDomainKey(k3)).toMatch(/^[0-9a-f]{64}$/);
+    expect(Buffer.from(parseDomainKey(` ${formatDomainKey(k3)}\n`, 3, 'test').key)).toEqual(Buffer.from(k3.key));
+    expect(() => parseDomainKey('abcd', 3, 'test')).toThrow(ConfigError);
+    expect(() => parseDomainKey(formatDomainKey(k3), 0, 'test')).toThrow(/guest domain/);
+  });
+
+  it('refuses identities no key speaks for: guest-side roles outside the guest domains, dom0/control/switch other than domain 0', () => {
+    for (const role of GUEST_ROLES) {
+      expect(identityProblem({ role, domid: 0 })).toMatch(/guest domain/);
+      expect(identityProblem({ role, domid: DOMID_HW })).toMatch(/guest domain/);
+      expect(identityProblem({ role, domid: 1 })).toBeNull();
+    }
+    for (const role of ['dom0', 'control', 'switch'] as const) expect(identityProblem({ role, domid: 2 })).toMatch(/only as domain 0/);
+    expect(() => deriveDomainKey(secret, HOST, 0)).toThrow(InvalidArgumentError);
+    expect(() => deriveDomainKey(secret, 'a|b', 1)).toThrow(InvalidArgumentError);
+    expect(() => createHello(secret, createChallenge(), { role: 'guest', domid: 0 })).toThrow(InvalidArgumentError);
+    // on the wire: refused before the MAC is looked at
+    const ch = createChallenge();
+    const forged = { t: 'hello', v: 1, role: 'guest', domid: 0, nonce: new Uint8Array(32), mac: new Uint8Array(32) };
+    expect(() => verifyHello(secret, ch, forged)).toThrow(/identity refused/);
+    expect(() => verifyHello(secret, ch, { ...forged, role: 'control', domid: 5 })).toThrow(/identity refused/);
+  });
+
+  it('a domain key speaks for its own guest, vcpu and direct roles, and cannot even form a hello for anything else', () => {
+    const k3 = deriveDomainKey(secret, HOST, 3);
+    for (const role of GUEST_ROLES) {
+      const ch = createChallenge();
+      const hello = createHello(k3, ch, { role, domid: 3 });
+      const { identity } = verifyHello(secret, ch, hello, HOST);
+      expect(identity).toEqual({ role, domid: 3 });
+      expect(() => verifyWelcome(k3, ch, hello, createWelcome(secret, ch, hello, HOST))).not.toThrow();
+    }
+    for (const claim of CLAIMS) expect(() => createHello(k3, createChallenge(), claim), JSON.stringify(claim)).toThrow(/cannot speak for/);
+  });
+
+  it('property: no key computable from one domain key proves any other identity, on its own host or another', () => {
+    const claimable = fc
+      .record({ role: fc.constantFrom(...ROLES), domid: fc.oneof(fc.integer({ min: 0, max: DOMID_HW + 1 }), fc.constantFrom(0, DOMID_HW)) })
+      .filter((id) => identityProblem(id) === null);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: DOMID_HW - 1 }), claimable, fc.constantFrom(HOST, 'host-b'), (n, claim, listenerHost) => {
+        const own = GUEST_ROLES.some((r) => r === claim.role) && claim.domid === n && listenerHost === HOST;
+        const ch = createChallenge();
+        const nonce = new Uint8Array(randomBytes(32));
+        for (const key of keysOf(deriveDomainKey(secret, HOST, n))) {
+          const hello = { t: 'hello', v: 1, ...claim, nonce, mac: computeMac(key, 'client', claim, ch.nonce, nonce) };
+          let accepted = true;
+          try {
+            verifyHello(secret, ch, hello, listenerHost);
+          } catch (e) {
+            expect((e as Error).message).toBe('authentication failed');
+            accepted = false;
+          }
+          // Only the role key of the claim itself, used on its own host, ever passes.
+          if (accepted) expect(own && Buffer.from(key).equals(Buffer.from(identityKey(secret, claim, HOST)))).toBe(true);
+        }
+        if (own) expect(() => verifyHello(secret, ch, createHello(deriveDomainKey(secret, HOST, n), ch, claim), HOST)).not.toThrow();
+      }),
+      { numRuns: 300, seed: 17 },
+    );
+  });
+
+  it('a domain key cannot sign admin actions (they are HMACs under the cluster secret itself)', () => {
+    const k3 = deriveDomainKey(secret, HOST, 3);
+    const body = '{"domain":"a1","device":"vbd0"}';
+    const path = '/api/backend/pause';
+    const facts = { method: 'POST', path, contentLength: Buffer.byteLength(body), contentSha256: adminContentDigest(body) };
+    const verdict = (key: Uint8Array) => verifyAdminRequest(secret, signAdminRequest(key, 'POST', path, body)[ADMIN_SIGNATURE_HEADER], facts);
+    for (const key of keysOf(k3)) expect(verdict(key)).toEqual({ ok: false, reason: 'forged' });
+    expect(verdict(secret).ok).toBe(true);
+  });
+});
+
+describe('per-identity keys against a live listener', () => {
+  const HOST = 'host-a';
+
+  /** Opens a raw socket, answers the challenge with a hello for `claim` MACed under `key`; resolves with how it ended. */
+  async function forge(url: string, claim: Identity, key: Uint8Array): Promise<{ code: number; reason: string } | 'welcomed'> {
+    const peer = await raw(url);
+    const ch = parseChallenge(await peer.next());
+    const nonce = new Uint8Array(randomBytes(32));
+    peer.ws.send(packr.pack({ t: 'hello', v: 1, role: claim.role, domid: claim.domid, nonce, mac: computeMac(key, 'client', claim, ch.nonce, nonce) }));
+    const first = await Promise.race([peer.next().then(() => 'welcomed' as const), peer.closed]);
+    return first;
+  }
+
+  it("a guest's key opens its own guest, vcpu and direct connections, and is refused as control, hardware, dom0, switch and any other domain", async () => {
+    // A listener that would admit any identity at all: only the keys decide here.
+    const { srv, admitted, lines } = await server({ domainHost: HOST });
+    const k3 = deriveDomainKey(secret, HOST, 3);
+    for (const role of GUEST_ROLES) {
+      const link = await connect({ url: srv.url, domainKey: k3, role, domid: 3 });
+      cleanup.push(() => link.close('done'));
+      expect(link.identity).toEqual({ role, domid: 3 });
+    }
+    await expect.poll(() => admitted.map((a) => `${a.who.role}/${a.who.domid}`)).toEqual(['guest/3', 'vcpu/3', 'direct/3']);
+
+    // Through the API a domain key will not even try.
+    await expect(connect({ url: srv.url, domainKey: k3, role: 'control', domid: 0 })).rejects.toThrow(InvalidArgumentError);
+    // On the wire, with every key the guest can compute: refused, 1008, nothing admitted.
+    const mine = [k3.key, ...GUEST_ROLES.map((role) => identityKey(k3, { role, domid: 3 }))];
+    const claims: Identity[] = [
+      { role: 'control', domid: 0 },
+      { role: 'hwsim', domid: DOMID_HW },
+      { role: 'hwsim', domid: 0 },
+      { role: 'dom0', domid: 0 },
+      { role: 'switch', domid: 0 },
+      { role: 'guest', domid: 4 },
+      { role: 'vcpu', domid: 2 },
+      { role: 'direct', domid: 4 },
+    ];
+    for (const claim of claims)
+      for (const key of mine) expect(await forge(srv.url, claim, key), `${claim.role}/${claim.domid}`).toEqual({ code: 1008, reason: 'authentication failed' });
+    // A claim no key speaks for is refused as such.
+    expect(await forge(srv.url, { role: 'guest', domid: 0 }, k3.key)).toEqual({ code: 1008, reason: 'identity refused: role guest speaks for a guest domain (1..126), not 0' });
+    expect(admitted).toHaveLength(3);
+    // The same domain id on another host: its listener derives another key.
+    const { srv: other, admitted: otherAdmitted } = await server({ domainHost: 'host-b' });
+    await expect(connect({ url: other.url, domainKey: k3, role: 'guest', domid: 3 })).rejects.toThrow(/authentication failed/);
+    const b3 = await connect({ url: other.url, domainKey: deriveDomainKey(secret, 'host-b', 3), role: 'guest', domid: 3 });
+    cleanup.push(() => b3.close('done'));
+    await expect.poll(() => otherAdmitted.length).toBe(1);
+    // Trusted runtimes holding the secret still open anything the listener authorizes.
+    const control = await connect({ url: srv.url, secret, role: 'control', domid: 0 });
+    cleanup.push(() => control.close('done'));
+    expect(lines.join('')).not.toContain(formatDomainKey(k3));
+  });
+
+  it('connect() takes exactly one credential, and a well-formed one', async () => {
+    const k3 = deriveDomainKey(secret, HOST, 3);
+    await expect(connect({ url: 'ws://127.0.0.1:1', role: 'guest', domid: 3 })).rejects.toThrow(/either the cluster secret/);
+    await expect(connect({ url: 'ws://127.0.0.1:1', secret, domainKey: k3, role: 'guest', domid: 3 })).rejects.toThrow(/either the cluster secret/);
+    await expect(connect({ url: 'ws://127.0.0.1:1', domainKey: { domid: 3, key: new Uint8Array(5) }, role: 'guest', domid: 3 })).rejects.toThrow(/32 bytes/);
+    await expect(connect({ url: 'ws://127.0.0.1:1', domainKey: { ...k3, domid: 0 }, role: 'guest', domid: 0 })).rejects.toThrow(InvalidArgumentError);
   });
 });

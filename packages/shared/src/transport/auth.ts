@@ -1,8 +1,9 @@
 /**
- * Mutual challenge–response authentication for the ws transport, and the cluster secret.
+ * Mutual challenge–response authentication for the ws transport, per-identity keys, and the
+ * cluster secret.
  *
- * Every connection proves knowledge of the cluster secret and binds the identity it claims
- * (role + domain id) into that proof; the server proves knowledge of the secret back. No secret
+ * Every connection proves knowledge of the key of the identity it claims (role + domain id) and
+ * binds that identity into the proof; the server proves knowledge of the same key back. No key
  * or MAC ever crosses the wire in a form that can be replayed: both sides contribute a fresh
  * 32-byte nonce, and the two directions use different labels, so a client's proof can never be
  * reflected back as a server's.
@@ -13,19 +14,44 @@
  *   client → server  { t: 'hello', v: 1, role, domid, nonce: bin(32), mac: bin(32) } (Nc, Mc)
  *   server → client  { t: 'welcome', v: 1, mac: bin(32) }                            (Ms)
  *
- *   Mc = HMAC-SHA256(secret, "ringvisor-v1|client|" + role + "|" + domid + "|" + hex(Ns) + "|" + hex(Nc))
- *   Ms = HMAC-SHA256(secret, "ringvisor-v1|server|" + role + "|" + domid + "|" + hex(Ns) + "|" + hex(Nc))
+ *   Mc = HMAC-SHA256(K(role, domid), "ringvisor-v1|client|" + role + "|" + domid + "|" + hex(Ns) + "|" + hex(Nc))
+ *   Ms = HMAC-SHA256(K(role, domid), "ringvisor-v1|server|" + role + "|" + domid + "|" + hex(Ns) + "|" + hex(Nc))
  *
  * `domid` is written in decimal, nonces as lowercase hex. `role` comes from a fixed set without
  * `|`, and domid is an integer, so the MAC input is unambiguous. Any deviation (wrong shape, a
- * message out of turn, a bad MAC, an identity the server does not authorize) ends the connection
- * with close code 1008 and a reason; see ws.ts for the state machine and timeouts.
+ * message out of turn, an identity no key may speak for, a bad MAC, an identity the server does
+ * not authorize) ends the connection with close code 1008 and a reason; see ws.ts for the state
+ * machine and timeouts.
  *
- * This module is pure (no sockets): message construction and verification, plus secret helpers.
+ * Per-identity keys. K(role, domid) is derived from the cluster secret S with HKDF-SHA256
+ * (RFC 5869; salt "ringvisor-v1", 32-byte outputs), along two separate paths:
+ *
+ *   guest-side roles (guest, vcpu, direct), for a guest domain N of host H (1 ≤ N < DOMID_HW):
+ *     Kdom(H, N)    = HKDF(S,          info "ringvisor domain key v1|" + H + "|" + N)
+ *     K(role, N)    = HKDF(Kdom(H, N), info "ringvisor role key v1|" + role + "|" + N)
+ *   infrastructure roles (dom0, hwsim, switch, control):
+ *     K(role, id)   = HKDF(S,          info "ringvisor infra key v1|" + role + "|" + id)
+ *
+ * A guest process is given only its domain key Kdom(H, N): it can compute the keys of its own
+ * guest, vcpu and direct connections and nothing else — no infrastructure key (those need S),
+ * no other domain's, and no key of the same domain id on another host (H is the host's name in
+ * the cluster config, so guest 1 of host a cannot pass for guest 1 of host b). Listeners hold S
+ * and derive the key of whatever identity a hello claims (for guest-side roles, for the host
+ * they serve). Nor can a domain key sign admin actions: those are HMACs under S itself (below).
+ *
+ * Which domain ids a role may claim: guest-side roles a guest domain (1..DOMID_HW-1); dom0,
+ * control and switch domain 0; hwsim the hardware domain DOMID_HW when it attaches to dom0, and
+ * its host's index when it cables the host's NIC to the LAN switch (the switch numbers its
+ * ports by host, and admits no guest-side roles). Anything else is refused before the MAC is
+ * even looked at.
+ *
+ * This module is pure (no sockets): message construction and verification, key derivation, plus
+ * secret helpers.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { open, readFile, stat } from 'node:fs/promises';
 import { ConfigError, InvalidArgumentError, ProtocolError } from '../errors.js';
+import { DOMID_HW } from '../evtchn/index.js';
 
 export const AUTH_VERSION = 1;
 export const NONCE_BYTES = 32;
@@ -97,16 +123,139 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 }
 
-/** The MAC one side sends; `side` is who produces it. Exported for tests and tools. */
+// ---- per-identity keys ------------------------------------------------------------------------
+
+/** Roles a guest's own processes speak as; their keys derive from the guest's domain key. */
+export const GUEST_ROLES = ['guest', 'vcpu', 'direct'] as const satisfies readonly Role[];
+export type GuestRole = (typeof GUEST_ROLES)[number];
+
+export function isGuestRole(role: Role): role is GuestRole {
+  return (GUEST_ROLES as readonly Role[]).includes(role);
+}
+
+/**
+ * The host a listener serves when none is named: the name an unnamed first host gets in a
+ * cluster config. Guest-side keys are bound to a host (see the derivation above).
+ */
+export const DEFAULT_DOMAIN_HOST = 'host0';
+/** A host name as a cluster config allows it; it is part of every domain key's derivation. */
+const HOST_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * A guest's credential: the domain key Kdom(host, domid). It opens exactly that domain's guest,
+ * vcpu and direct connections (to its own host's listeners) and nothing else.
+ */
+export interface DomainKey {
+  domid: number;
+  key: Uint8Array;
+}
+
+/** What a client authenticates with: the cluster secret (trusted runtimes) or a domain key (a guest). */
+export type Credential = Uint8Array | DomainKey;
+
+export const DOMAIN_KEY_BYTES = 32;
+const HKDF_SALT = Buffer.from('ringvisor-v1', 'utf8');
+
+function hkdf(ikm: Uint8Array, info: string): Uint8Array {
+  return new Uint8Array(hkdfSync('sha256', ikm, HKDF_SALT, Buffer.from(info, 'utf8'), 32));
+}
+
+/**
+ * Why no key may speak for `id` (a guest-side role outside the guest domains, an infrastructure
+ * role with a domain id it never has), or null when it is a claimable identity.
+ */
+export function identityProblem(id: Identity): string | null {
+  if (!isRole(id.role)) return `unknown role ${JSON.stringify(id.role)}`;
+  if (!isValidDomid(id.domid)) return `domid must be an integer in 0..${MAX_DOMID}`;
+  if (isGuestRole(id.role))
+    return id.domid >= 1 && id.domid < DOMID_HW ? null : `role ${id.role} speaks for a guest domain (1..${DOMID_HW - 1}), not ${id.domid}`;
+  if (id.role === 'hwsim') return null; // DOMID_HW towards dom0, its host index towards the LAN switch
+  return id.domid === 0 ? null : `role ${id.role} speaks only as domain 0, not ${id.domid}`;
+}
+
+function checkHost(host: string): void {
+  if (typeof host !== 'string' || !HOST_NAME.test(host))
+    throw new InvalidArgumentError(`host name must match ${HOST_NAME.source} (a host's name in the cluster config), got ${JSON.stringify(host)}`);
+}
+
+/** Kdom(host, domid): the one credential a guest process of that domain is given. */
+export function deriveDomainKey(secret: Uint8Array, host: string, domid: number): DomainKey {
+  checkSecret(secret);
+  checkHost(host);
+  const problem = identityProblem({ role: 'guest', domid });
+  if (problem !== null) throw new InvalidArgumentError(`no domain key for domain ${domid}: ${problem}`);
+  return { domid, key: hkdf(secret, `ringvisor domain key v1|${host}|${domid}`) };
+}
+
+function isDomainKey(c: Credential): c is DomainKey {
+  return !(c instanceof Uint8Array);
+}
+
+/** Throws InvalidArgumentError unless `c` is a cluster secret or a well-formed domain key. */
+export function checkCredential(c: unknown): asserts c is Credential {
+  if (c instanceof Uint8Array) return checkSecret(c);
+  const k = c as Partial<DomainKey> | null;
+  if (typeof k !== 'object' || k === null || !(k.key instanceof Uint8Array) || typeof k.domid !== 'number')
+    throw new InvalidArgumentError('a credential is the cluster secret (Uint8Array) or a domain key { domid, key }');
+  if (k.key.byteLength !== DOMAIN_KEY_BYTES) throw new InvalidArgumentError(`a domain key is ${DOMAIN_KEY_BYTES} bytes, got ${k.key.byteLength}`);
+  const problem = identityProblem({ role: 'guest', domid: k.domid });
+  if (problem !== null) throw new InvalidArgumentError(`domain key: ${problem}`);
+}
+
+/**
+ * K(role, domid): the key whose MACs prove `id`. From the cluster secret, any claimable identity
+ * (guest-side ones for the guests of `host`); from a domain key, only its own domain's guest-side
+ * roles — anything else throws InvalidArgumentError, since that key cannot produce it.
+ */
+export function identityKey(credential: Credential, id: Identity, host: string = DEFAULT_DOMAIN_HOST): Uint8Array {
+  const problem = identityProblem(id);
+  if (problem !== null) throw new InvalidArgumentError(`no key speaks for ${id.role} ${id.domid}: ${problem}`);
+  if (isDomainKey(credential)) {
+    if (!isGuestRole(id.role) || id.domid !== credential.domid)
+      throw new InvalidArgumentError(`the domain key of domain ${credential.domid} cannot speak for ${id.role} ${id.domid}: a guest's key opens only its own guest, vcpu and direct connections`);
+    return roleKey(credential.key, id);
+  }
+  if (isGuestRole(id.role)) return roleKey(deriveDomainKey(credential, host, id.domid).key, id);
+  checkSecret(credential);
+  return hkdf(credential, `ringvisor infra key v1|${id.role}|${id.domid}`);
+}
+
+function roleKey(domainKey: Uint8Array, id: Identity): Uint8Array {
+  return hkdf(domainKey, `ringvisor role key v1|${id.role}|${id.domid}`);
+}
+
+/** Parses a domain key written as hex (RINGVISOR_DOMAIN_KEY, `ringvisor key`); never echoes it. */
+export function parseDomainKey(text: string, domid: number, source: string): DomainKey {
+  const s = text.trim();
+  if (!/^[0-9a-fA-F]+$/.test(s) || s.length !== DOMAIN_KEY_BYTES * 2)
+    throw new ConfigError(`${source}: a domain key is ${DOMAIN_KEY_BYTES} bytes in hex (${DOMAIN_KEY_BYTES * 2} digits), as \`ringvisor key --host H --domain N\` prints it`);
+  const key: DomainKey = { domid, key: new Uint8Array(Buffer.from(s, 'hex')) };
+  try {
+    checkCredential(key);
+  } catch (e) {
+    throw new ConfigError(`${source}: ${(e as Error).message}`);
+  }
+  return key;
+}
+
+/** The domain key as `ringvisor key` prints it and RINGVISOR_DOMAIN_KEY holds it. */
+export function formatDomainKey(k: DomainKey): string {
+  return hex(k.key);
+}
+
+/**
+ * The MAC one side sends; `side` is who produces it; `key` is K(role, domid) of `id` (see
+ * identityKey). Exported for tests and tools.
+ */
 export function computeMac(
-  secret: Uint8Array,
+  key: Uint8Array,
   side: 'client' | 'server',
   id: Identity,
   serverNonce: Uint8Array,
   clientNonce: Uint8Array,
 ): Uint8Array {
   const input = `ringvisor-v1|${side}|${id.role}|${id.domid}|${hex(serverNonce)}|${hex(clientNonce)}`;
-  return new Uint8Array(createHmac('sha256', secret).update(input, 'utf8').digest());
+  return new Uint8Array(createHmac('sha256', key).update(input, 'utf8').digest());
 }
 
 function macEquals(a: Uint8Array, b: Uint8Array): boolean {
@@ -140,25 +289,36 @@ export function createChallenge(): ChallengeMessage {
 }
 
 /**
- * Checks a client's hello against the challenge this server sent. Returns the proven identity,
- * or throws ProtocolError ('malformed hello: …' or 'authentication failed'). Authorization of the
- * identity is the caller's business.
+ * Checks a client's hello against the challenge this server sent, with the key the cluster
+ * secret derives for the claimed identity (guest-side roles: for the guests of `host`, the host
+ * this listener serves). Returns the proven identity, or throws ProtocolError ('malformed hello:
+ * …', 'identity refused: …' or 'authentication failed'). Authorization of the identity is the
+ * caller's business.
  */
-export function verifyHello(secret: Uint8Array, challenge: ChallengeMessage, msg: unknown): { identity: Identity; hello: HelloMessage } {
+export function verifyHello(
+  secret: Uint8Array,
+  challenge: ChallengeMessage,
+  msg: unknown,
+  host: string = DEFAULT_DOMAIN_HOST,
+): { identity: Identity; hello: HelloMessage } {
   const o = fields(msg, 'hello');
   if (!isRole(o.role)) throw new ProtocolError('malformed hello: unknown role');
   if (!isValidDomid(o.domid)) throw new ProtocolError('malformed hello: bad domid');
   if (!isBytes(o.nonce, NONCE_BYTES)) throw new ProtocolError('malformed hello: bad nonce');
   if (!isBytes(o.mac, MAC_BYTES)) throw new ProtocolError('malformed hello: bad mac');
   const identity: Identity = { role: o.role, domid: o.domid };
-  const expected = computeMac(secret, 'client', identity, challenge.nonce, o.nonce);
+  const problem = identityProblem(identity);
+  if (problem !== null) throw new ProtocolError(`identity refused: ${problem}`);
+  const expected = computeMac(identityKey(secret, identity, host), 'client', identity, challenge.nonce, o.nonce);
   if (!macEquals(expected, o.mac)) throw new ProtocolError('authentication failed');
   const hello: HelloMessage = { t: 'hello', v: AUTH_VERSION, role: o.role, domid: o.domid, nonce: o.nonce, mac: o.mac };
   return { identity, hello };
 }
 
-export function createWelcome(secret: Uint8Array, challenge: ChallengeMessage, hello: HelloMessage): WelcomeMessage {
-  return { t: 'welcome', v: AUTH_VERSION, mac: computeMac(secret, 'server', hello, challenge.nonce, hello.nonce) };
+/** The server's proof, for a hello verifyHello accepted (same `host`). */
+export function createWelcome(secret: Uint8Array, challenge: ChallengeMessage, hello: HelloMessage, host: string = DEFAULT_DOMAIN_HOST): WelcomeMessage {
+  const id: Identity = { role: hello.role, domid: hello.domid };
+  return { t: 'welcome', v: AUTH_VERSION, mac: computeMac(identityKey(secret, id, host), 'server', id, challenge.nonce, hello.nonce) };
 }
 
 // ---- client side ------------------------------------------------------------------------------
@@ -169,19 +329,27 @@ export function parseChallenge(msg: unknown): ChallengeMessage {
   return { t: 'challenge', v: AUTH_VERSION, nonce: o.nonce };
 }
 
-export function createHello(secret: Uint8Array, challenge: ChallengeMessage, identity: Identity): HelloMessage {
+/**
+ * The client's hello as `identity`, proven with the key `credential` gives for it (a cluster
+ * secret: for guest-side roles, of the guests of `host`). Throws InvalidArgumentError for an
+ * identity the credential cannot speak for.
+ */
+export function createHello(credential: Credential, challenge: ChallengeMessage, identity: Identity, host: string = DEFAULT_DOMAIN_HOST): HelloMessage {
   checkIdentity(identity);
+  checkCredential(credential);
+  const key = identityKey(credential, identity, host);
   const nonce = new Uint8Array(randomBytes(NONCE_BYTES));
-  const mac = computeMac(secret, 'client', identity, challenge.nonce, nonce);
+  const mac = computeMac(key, 'client', identity, challenge.nonce, nonce);
   return { t: 'hello', v: AUTH_VERSION, role: identity.role, domid: identity.domid, nonce, mac };
 }
 
-/** Throws ProtocolError unless `msg` is a welcome proving the server holds the secret. */
-export function verifyWelcome(secret: Uint8Array, challenge: ChallengeMessage, hello: HelloMessage, msg: unknown): void {
+/** Throws ProtocolError unless `msg` is a welcome proving the server holds our identity's key. */
+export function verifyWelcome(credential: Credential, challenge: ChallengeMessage, hello: HelloMessage, msg: unknown, host: string = DEFAULT_DOMAIN_HOST): void {
   const o = fields(msg, 'welcome');
   if (!isBytes(o.mac, MAC_BYTES)) throw new ProtocolError('malformed welcome: bad mac');
-  const expected = computeMac(secret, 'server', hello, challenge.nonce, hello.nonce);
-  if (!macEquals(expected, o.mac)) throw new ProtocolError('server authentication failed: the server does not know the cluster secret');
+  const id: Identity = { role: hello.role, domid: hello.domid };
+  const expected = computeMac(identityKey(credential, id, host), 'server', id, challenge.nonce, hello.nonce);
+  if (!macEquals(expected, o.mac)) throw new ProtocolError('server authentication failed: the server does not hold the cluster secret our key derives from');
 }
 
 // ---- the secret -------------------------------------------------------------------------------

@@ -61,14 +61,18 @@ import { RateLimitedLog } from '../log/rate-limit.js';
 import { MAX_DEPTH, MAX_VALUES, msgpackProblem } from './msgpack-check.js';
 import type { MessageLink, WireMessage } from './rpc.js';
 import {
+  checkCredential,
   checkIdentity,
   checkSecret,
   createChallenge,
   createHello,
   createWelcome,
+  identityKey,
   parseChallenge,
   verifyHello,
   verifyWelcome,
+  type Credential,
+  type DomainKey,
   type HandshakeMessage,
   type Identity,
   type Role,
@@ -648,7 +652,14 @@ export interface ListenOptions extends WsLinkLimits {
   host?: string;
   /** 0 picks an ephemeral port. */
   port: number;
+  /** The cluster secret: every peer's key is derived from it for the identity it claims (auth.ts). */
   secret: Uint8Array;
+  /**
+   * The host whose guest domains this listener serves (its name in the cluster config): keys of
+   * guest-side roles are derived for that host's domains, so a guest of another host, holding
+   * the key of the same domain id there, is refused. Default DEFAULT_DOMAIN_HOST.
+   */
+  domainHost?: string;
   /** May this proven identity connect here? (e.g. dom0: a guest only as a domain it runs.) */
   authorize: (claim: Identity) => boolean | Promise<boolean>;
   /** An authenticated connection; the link acts only as `who`. */
@@ -871,12 +882,12 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
       state = 'authorizing';
       let verified: ReturnType<typeof verifyHello>;
       try {
-        verified = verifyHello(secret, challenge, value);
+        verified = verifyHello(secret, challenge, value, opts.domainHost);
       } catch (e) {
         return fail(e instanceof ProtocolError ? e.message : 'malformed hello');
       }
       const { identity, hello } = verified;
-      const welcome = createWelcome(secret, challenge, hello);
+      const welcome = createWelcome(secret, challenge, hello, opts.domainHost);
       const refuse = (): void => fail(`not authorized as ${identity.role} ${identity.domid}`);
       let verdict: boolean | Promise<boolean>;
       try {
@@ -952,7 +963,15 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
 export interface ConnectOptions extends WsLinkLimits {
   /** ws://host:port of the listener. */
   url: string;
-  secret: Uint8Array;
+  /**
+   * What we prove our identity with: the cluster secret (trusted runtimes), or — instead — a
+   * guest's domain key, which can speak only for its own domain's guest, vcpu and direct roles.
+   * Exactly one of the two.
+   */
+  secret?: Uint8Array;
+  domainKey?: DomainKey;
+  /** With the cluster secret and a guest-side role: the host whose domain we claim (default DEFAULT_DOMAIN_HOST). */
+  domainHost?: string;
   /** The identity this connection speaks for. */
   role: Role;
   domid: number;
@@ -967,10 +986,15 @@ export interface ConnectOptions extends WsLinkLimits {
  * ClosedError when the connection cannot be made or drops, TimeoutError when the budget runs out.
  */
 export async function connect(opts: ConnectOptions): Promise<WsLink> {
-  checkSecret(opts.secret);
-  const secret = opts.secret;
+  if ((opts.secret === undefined) === (opts.domainKey === undefined))
+    throw new InvalidArgumentError('connect: give either the cluster secret (secret) or a domain key (domainKey)');
+  const credential: Credential = opts.secret ?? opts.domainKey!;
+  checkCredential(credential);
   const identity: Identity = { role: opts.role, domid: opts.domid };
   checkIdentity(identity);
+  const domainHost = opts.domainHost;
+  // Refuse here, before any socket, an identity this credential has no key for.
+  identityKey(credential, identity, domainHost);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   const url = opts.url;
@@ -1054,10 +1078,10 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
         try {
           if (challenge === undefined) {
             challenge = parseChallenge(value);
-            hello = createHello(secret, challenge, identity);
+            hello = createHello(credential, challenge, identity, domainHost);
             internals.sendHandshake(l, hello);
           } else if (hello !== undefined) {
-            verifyWelcome(secret, challenge, hello, value);
+            verifyWelcome(credential, challenge, hello, value, domainHost);
             // Raised before the next frame's header is read: frames after the welcome may be big.
             internals.setReceiveLimit(l, maxPayload);
             settled = true;

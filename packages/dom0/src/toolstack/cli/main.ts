@@ -15,7 +15,9 @@ import {
   RpcPeer,
   connect,
   createLogger,
+  deriveDomainKey,
   deriveReadToken,
+  formatDomainKey,
   TRACE_KINDS,
   generateSecretFile,
   readSecretFile,
@@ -64,6 +66,8 @@ commands:
             exit 1 when a checker fails (plans: examples/faults/)
   fault     inject SPEC [--for S] | heal [ID] | list: faults into a running cluster (admin)
   token     print the read token (dashboard: http://HOST:PORT/?token=…) derived from the cluster secret
+  key       --host NAME --domain N: print guest N of host NAME's domain key (hex), the one credential
+            its process gets (RINGVISOR_DOMAIN_KEY); it opens that guest's own links and nothing else
   help      show this text
 
 view commands find the cluster through .ringvisor/control.json (or --url http://HOST:PORT,
@@ -86,9 +90,10 @@ runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
   dom0 --config FILE [--listen HOST:PORT] [--lan ws://SWITCH:PORT]
                                             this host's dom0 and hardware; waits for the config's guests
   switch [--listen HOST:PORT]               the LAN switch joining several hosts' physical NICs
-  domu --id N --dom0 ws://HOST:PORT         a guest
+  domu --id N --dom0 ws://HOST:PORT         a guest; its domain key (only) in RINGVISOR_DOMAIN_KEY
+                                            or --key-file FILE (see \`ringvisor key\`)
   health [--url ws://HOST:PORT]             exit 0 when dom0 answers an authenticated ping
-  (the cluster secret comes from RINGVISOR_SECRET, hex, or --secret-file FILE)
+  (the other runtimes take the cluster secret from RINGVISOR_SECRET, hex, or --secret-file FILE)
 `;
 
 
@@ -263,17 +268,41 @@ async function chaos(argv: string[]): Promise<number> {
   return run.exitCode !== 0 ? run.exitCode : report.verdict === 'pass' ? 0 : 1;
 }
 
+/** The cluster secret for a command run by the operator: --secret-file, RINGVISOR_SECRET, or `up`'s state directory. */
+async function operatorSecret(command: string, secretFile: string | undefined): Promise<Uint8Array> {
+  if (secretFile) return readSecretFile(secretFile);
+  if (process.env.RINGVISOR_SECRET) return secretFromEnv();
+  return readSecretFile(join(stateDir(), 'secret')).catch(() => {
+    throw new UsageError(`ringvisor ${command}: no cluster secret (set RINGVISOR_SECRET, pass --secret-file, or run in the directory of \`ringvisor up\`)`);
+  });
+}
+
 /** `ringvisor token`: the read token for dashboards and read-only views (derived from the cluster secret). */
 async function token(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs('token', { args: argv, options: { 'secret-file': { type: 'string' } } });
-  const secret = values['secret-file']
-    ? await readSecretFile(values['secret-file'])
-    : process.env.RINGVISOR_SECRET
-      ? secretFromEnv()
-      : await readSecretFile(join(stateDir(), 'secret')).catch(() => {
-          throw new UsageError('ringvisor token: no cluster secret (set RINGVISOR_SECRET, pass --secret-file, or run in the directory of `ringvisor up`)');
-        });
+  const secret = await operatorSecret('token', values['secret-file']);
   process.stdout.write(deriveReadToken(secret) + '\n');
+  return 0;
+}
+
+/**
+ * `ringvisor key --host NAME --domain N`: guest N of host NAME's domain key (hex), the only
+ * credential its process gets (RINGVISOR_DOMAIN_KEY). It opens that guest's own connections and
+ * nothing else; see auth.ts for the derivation.
+ */
+async function key(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs('key', { args: argv, options: { host: { type: 'string' }, domain: { type: 'string' }, 'secret-file': { type: 'string' } } });
+  const domid = Number(values.domain);
+  if (values.host === undefined || values.domain === undefined || !Number.isInteger(domid))
+    throw new UsageError('usage: ringvisor key --host NAME --domain N  (NAME: the host\'s name in the cluster config, host0 when unnamed; N: the guest\'s domain id, its 1-based position in the host\'s guests)');
+  const secret = await operatorSecret('key', values['secret-file']);
+  let domainKey;
+  try {
+    domainKey = deriveDomainKey(secret, values.host, domid);
+  } catch (e) {
+    throw new UsageError(`ringvisor key: ${(e as Error).message}`);
+  }
+  process.stdout.write(formatDomainKey(domainKey) + '\n');
   return 0;
 }
 
@@ -607,6 +636,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'token':
         return await token(rest);
+      case 'key':
+        return await key(rest);
       case 'fault':
         return await fault(rest);
       case undefined:
