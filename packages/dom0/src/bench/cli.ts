@@ -3,12 +3,16 @@
  * ringvisor benchmarks.
  *
  *   node packages/dom0/dist/bench/cli.js [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N]
+ *        [--transport T,…] [--mode M,…] [--workload TEXT]… [--reference FILE | --no-reference] [--fail-on-regression]
  *
  * Suites: ring, transport, trace, emulation, direct, svio, modes, scaling. With no suite, every
  * suite runs; with --quick and no suite, the comparison (modes and scaling) in its quick form.
- * Prints a table; with --json writes `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } } }`
- * (DESIGN §8); with --svg, the comparison's charts.
- * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error.
+ * --transport, --mode and --workload narrow the modes suite (and alone select it).
+ * Prints a table; with --json writes `{ "machine": { "cpus", "node" }, "suites": { "<suite>": { … } }, "reference"? }`;
+ * with --svg, the comparison's charts. The comparison's rows are judged against a reference run
+ * (regression.ts; default docs/bench/run.json): rows more than 3× below it are printed and marked
+ * `regressed` in the JSON.
+ * Exit codes: 0 ok, 1 a benchmark failed, 2 usage error, 3 --fail-on-regression and a row regressed.
  */
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -19,14 +23,15 @@ import { runTraceBench, type TraceBenchResult } from './trace.js';
 import { runEmulationBench, type EmulationBenchResult } from './emulation.js';
 import { runDirectBench, type DirectBenchResult } from './direct.js';
 import { runSvioBench, type SvioBenchResult } from './svio.js';
-import { runModesBench, type ModesBenchResult, type ModesRow } from './modes.js';
+import { runModesBench, variantOf, workloads, type ModesBenchResult, type ModesRow } from './modes.js';
 import { runScalingBench, type ScalingBenchResult, type ScalingRow } from './scaling.js';
 import { comparisonSvg } from './svg.js';
-import type { BenchTarget } from './measure.js';
+import { IO_MODES, type BenchTarget, type BenchTransport, type IoMode } from './measure.js';
+import { REGRESSION_FACTOR, defaultReferenceFile, judgeRun, loadReference, regressionExitCode, regressionLines, type ComparableRow, type ReferenceSummary } from './regression.js';
 
 interface Suite {
   describe: string;
-  run(seconds: number | undefined, log: (line: string) => void, quick: boolean): Promise<Record<string, unknown>>;
+  run(seconds: number | undefined, log: (line: string) => void, quick: boolean, args: CliArgs): Promise<Record<string, unknown>>;
   table(result: Record<string, unknown>): string[][];
   warnings(result: Record<string, unknown>): string[];
 }
@@ -172,7 +177,15 @@ const SUITES: Record<string, Suite> = {
   },
   modes: {
     describe: 'the comparison: native, emulated (dom0, hosted), PV, direct and SV-IO for net (frame sizes, echo) and block (4 KiB random, 64 KiB sequential, read and write, queue depths), in both transports',
-    run: (seconds, log, quick) => runModesBench({ ...(seconds !== undefined ? { seconds } : {}), quick, log }) as unknown as Promise<Record<string, unknown>>,
+    run: (seconds, log, quick, args) =>
+      runModesBench({
+        ...(seconds !== undefined ? { seconds } : {}),
+        quick,
+        log,
+        ...(args.transports ? { transports: args.transports } : {}),
+        ...(args.modes ? { modes: args.modes } : {}),
+        ...(args.workloads ? { only: workloads(quick).filter((w) => args.workloads!.some((t) => variantOf(w).includes(t))) } : {}),
+      }) as unknown as Promise<Record<string, unknown>>,
     table(res) {
       const r = res as unknown as ModesBenchResult;
       return [
@@ -219,12 +232,24 @@ export interface CliArgs {
   seconds?: number;
   quick: boolean;
   help: boolean;
+  /** The modes suite narrowed: these transports, modes, workloads (a workload's name contains one of the texts). */
+  transports?: BenchTransport[];
+  modes?: IoMode[];
+  workloads?: string[];
+  /** The run to judge the comparison against: a file, none (null), or the committed run (undefined). */
+  reference?: string | null;
+  failOnRegression: boolean;
 }
 
 export class UsageError extends Error {}
 
 export function parseArgs(argv: string[]): CliArgs {
-  const out: CliArgs = { suites: [], help: false, quick: false };
+  const out: CliArgs = { suites: [], help: false, quick: false, failOnRegression: false };
+  const list = <T extends string>(v: string, known: readonly T[], what: string): T[] =>
+    v.split(',').map((x) => {
+      if (!(known as readonly string[]).includes(x)) throw new UsageError(`unknown ${what} ${JSON.stringify(x)}; known: ${known.join(', ')}`);
+      return x as T;
+    });
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => {
@@ -238,6 +263,12 @@ export function parseArgs(argv: string[]): CliArgs {
     else if (a === '--json' || a.startsWith('--json=')) out.json = value();
     else if (a === '--svg' || a.startsWith('--svg=')) out.svg = value();
     else if (a === '--quick') out.quick = true;
+    else if (a === '--transport' || a.startsWith('--transport=')) out.transports = list<BenchTransport>(value(), ['threads', 'ws'], 'transport');
+    else if (a === '--mode' || a.startsWith('--mode=')) out.modes = list<IoMode>(value(), IO_MODES, 'mode');
+    else if (a === '--workload' || a.startsWith('--workload=')) (out.workloads ??= []).push(value());
+    else if (a === '--reference' || a.startsWith('--reference=')) out.reference = value();
+    else if (a === '--no-reference') out.reference = null;
+    else if (a === '--fail-on-regression') out.failOnRegression = true;
     else if (a === '--seconds' || a.startsWith('--seconds=')) {
       const v = value();
       const n = Number(v);
@@ -247,14 +278,22 @@ export function parseArgs(argv: string[]): CliArgs {
     else if (!(a in SUITES)) throw new UsageError(`unknown suite ${JSON.stringify(a)}; known suites: ${Object.keys(SUITES).join(', ')}`);
     else if (!out.suites.includes(a)) out.suites.push(a);
   }
-  if (out.suites.length === 0) out.suites = out.quick ? ['modes', 'scaling'] : Object.keys(SUITES);
+  const narrowed = out.transports !== undefined || out.modes !== undefined || out.workloads !== undefined;
+  if (narrowed && out.suites.length > 0 && !out.suites.includes('modes')) throw new UsageError('--transport, --mode and --workload narrow the modes suite: run it');
+  if (out.suites.length === 0) out.suites = narrowed ? ['modes'] : out.quick ? ['modes', 'scaling'] : Object.keys(SUITES);
+  if (out.workloads) {
+    const names = workloads(out.quick).map(variantOf);
+    for (const t of out.workloads) if (!names.some((n) => n.includes(t))) throw new UsageError(`--workload ${JSON.stringify(t)} names none of this run's workloads: ${names.join('; ')}`);
+  }
+  if (out.failOnRegression && out.reference === null) throw new UsageError('--fail-on-regression needs a reference run (not --no-reference)');
   if (out.svg && !out.suites.some((x) => x === 'modes' || x === 'scaling')) throw new UsageError('--svg draws the comparison: run the modes or scaling suite with it');
   return out;
 }
 
 function usage(): string {
   return [
-    'usage: bench [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N]',
+    'usage: bench [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N] [--transport T,…] [--mode M,…] [--workload TEXT]…',
+    '             [--reference FILE | --no-reference] [--fail-on-regression]',
     '',
     'suites:',
     ...Object.entries(SUITES).map(([name, s]) => `  ${name.padEnd(10)} ${s.describe}`),
@@ -263,6 +302,20 @@ function usage(): string {
     '  --json FILE    also write the results as JSON',
     '  --svg FILE     also draw the comparison (modes, scaling) as SVG charts',
     '  --seconds N    length of each measurement window (default: ring 1, transport 2, trace 2, emulation 2, direct 2, modes 2)',
+    '',
+    'narrowing the comparison (modes; given alone, they select it):',
+    '  --transport T,…   threads, ws',
+    `  --mode M,…        ${IO_MODES.join(', ')}`,
+    "  --workload TEXT   workloads whose name contains TEXT (repeatable), e.g. 'echo', '4 KiB random read'",
+    '',
+    'regression guard (modes, scaling):',
+    `  --reference FILE      judge each row against the same row (device, mode, transport, variant) of this run's JSON;`,
+    `                        default: docs/bench/run.json, the committed run. Rows below 1/${REGRESSION_FACTOR} of it are printed`,
+    '                        and marked `regressed` in --json',
+    '  --no-reference        do not judge',
+    '  --fail-on-regression  exit 3 when a row regressed',
+    '',
+    'exit codes: 0 ok, 1 a benchmark failed, 2 usage error, 3 a row regressed (--fail-on-regression)',
   ].join('\n');
 }
 
@@ -290,13 +343,27 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage() + '\n');
     return 0;
   }
+  const judged = args.suites.filter((x) => x === 'modes' || x === 'scaling');
+  const referenceFile = judged.length === 0 || args.reference === null ? undefined : (args.reference ?? defaultReferenceFile());
+  let reference: Map<string, ComparableRow[]> | undefined;
+  if (referenceFile) {
+    try {
+      reference = loadReference(resolve(referenceFile));
+    } catch (e) {
+      process.stderr.write(`bench: ${(e as Error).message}\n`);
+      return 2;
+    }
+  } else if (args.failOnRegression && judged.length > 0) {
+    process.stderr.write('bench: --fail-on-regression: no reference run (docs/bench/run.json is not in this checkout; name one with --reference)\n');
+    return 2;
+  }
   const m = machine();
   process.stdout.write(`ringvisor bench — ${m.cpus} CPUs, Node ${m.node}\n`);
   const suites: Record<string, Record<string, unknown>> = {};
   for (const name of args.suites) {
     const suite = SUITES[name];
     try {
-      const res = await suite.run(args.seconds, (line) => process.stderr.write(`  [${name}] ${line}\n`), args.quick);
+      const res = await suite.run(args.seconds, (line) => process.stderr.write(`  [${name}] ${line}\n`), args.quick, args);
       suites[name] = res;
       printTable(name, suite.table(res));
       for (const w of suite.warnings(res)) process.stdout.write(`warning: ${w}\n`);
@@ -305,9 +372,15 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
   }
+  let judgement: ReferenceSummary | undefined;
+  if (reference && referenceFile) {
+    judgement = judgeRun(suites, reference, resolve(referenceFile));
+    process.stdout.write(`\nagainst ${judgement.file}: ${judgement.compared} rows compared, ${judgement.regressions.length} more than ${judgement.factor}× below it\n`);
+    for (const line of regressionLines(judgement.regressions, judgement.factor)) process.stdout.write(`${line}\n`);
+  }
   if (args.json) {
     const file = resolve(args.json);
-    writeFileSync(file, JSON.stringify({ machine: m, suites }, null, 2) + '\n');
+    writeFileSync(file, JSON.stringify({ machine: m, suites, ...(judgement ? { reference: judgement } : {}) }, null, 2) + '\n');
     process.stdout.write(`\nwrote ${file}\n`);
   }
   if (args.svg) {
@@ -317,7 +390,7 @@ export async function main(argv: string[]): Promise<number> {
     writeFileSync(file, comparisonSvg({ ...(modes ? { modes } : {}), ...(scaling ? { scaling } : {}), caption: `ringvisor bench${args.quick ? ' --quick' : ''}, ${m.cpus} CPUs, Node ${m.node}, ${new Date().toISOString().slice(0, 10)}` }));
     process.stdout.write(`wrote ${file}\n`);
   }
-  return 0;
+  return regressionExitCode(args.failOnRegression, judgement);
 }
 
 const invoked = process.argv[1] ? resolve(process.argv[1]) : '';

@@ -7,7 +7,7 @@
  * and frames from the wire; a core sends frames for the wire back.
  *
  *   engine → core   open {vif, kind, domid, memory, outPfn, inPfn, hwPort, qos, …}   attach a VIF's queues
- *                   close {vif}   kick {vif}   rx {vif, frame}   qos {vif, qos}   stats {req}
+ *                   close {vif}   kick {vif}   wake {vif}   rx {vif, frame}   qos {vif, qos}   stats {req}
  *   core → engine   opened {vif, ok, reason?}   tx {vif, frame}   stats {req, vifs}
  *                   pages {vif, updates}   irq {vif}   (ws: the guest's copy of what the core wrote, then its interrupt)
  *                   rogue {vif, reason}    the VIF was stopped: its driver broke the queue protocol
@@ -44,6 +44,11 @@ export type CoreRequest =
   | { op: 'close'; vif: number }
   | { op: 'qos'; vif: number; qos: VifQos }
   | { op: 'kick'; vif: number }
+  /**
+   * ws: the guest armed an event index behind what this core already wrote (a late wake seen by
+   * the engine's link): raise the VIF's interrupt after this core's page updates (`pages`, `irq`).
+   */
+  | { op: 'wake'; vif: number }
   | { op: 'rx'; vif: number; frame: Uint8Array }
   | { op: 'stats'; req: number }
   /** The drive's fault rules (hw.disk.faults): this core's block VIFs take them; `[]` clears. */
@@ -76,7 +81,7 @@ export type CoreReply =
   | { op: 'stats'; req: number; vifs: CoreVifStats[]; busyMs: number; irq: CoreIrqCounts[] };
 
 export class SvioCore {
-  private readonly vifs = new Map<number, { p: VifProcessor; domid: number; stopWatch: () => void }>();
+  private readonly vifs = new Map<number, { p: VifProcessor; domid: number; stopWatch: () => void; lateWake?: () => void }>();
   private readonly gate: EventChannelGate;
   private readonly sched = new VifScheduler();
   private disk: PhysicalDisk | undefined;
@@ -136,7 +141,7 @@ export class SvioCore {
           old?.p.stop('replaced');
           old?.stopWatch();
           this.sched.add(p, r.qos);
-          this.vifs.set(r.vif, { p, domid: r.domid, stopWatch: this.watchKicks(r.page, p) });
+          this.vifs.set(r.vif, { p, domid: r.domid, stopWatch: this.watchKicks(r.page, p), ...(mirror ? { lateWake: env.notify } : {}) });
           this.o.reply({ op: 'opened', vif: r.vif, ok: true });
           p.kick();
         } catch (e) {
@@ -165,6 +170,13 @@ export class SvioCore {
       case 'kick':
         this.vifs.get(r.vif)?.p.kick();
         return;
+      case 'wake': {
+        // Every write this core made to the queue pages is in its mirror's log or already sent:
+        // flushing first puts the interrupt behind all of them.
+        const v = this.vifs.get(r.vif);
+        if (v && v.p.stopReason === undefined) v.lateWake?.();
+        return;
+      }
       case 'rx': {
         const v = this.vifs.get(r.vif)?.p;
         if (v instanceof NetVif) v.receive(r.frame);

@@ -81,7 +81,8 @@ export interface VifInfo {
   stats?: CoreVifStats;
 }
 
-interface CoreChannel {
+/** How the engine reaches one core: its requests out, its replies back (each in order). */
+export interface CoreChannel {
   post(r: CoreRequest): void;
   onReply(cb: (r: CoreReply) => void): void;
   stop(): Promise<void>;
@@ -113,6 +114,8 @@ export interface SvioEngineOptions {
   linkUp?: () => boolean;
   /** Tests: run the cores in this thread instead of worker threads (same code, no thread hop). */
   inThread?: boolean;
+  /** Tests: each core's channel, built by the test (e.g. one it delivers by hand); overrides inThread. */
+  coreChannel?: () => CoreChannel;
 }
 
 export class SvioEngine {
@@ -128,7 +131,7 @@ export class SvioEngine {
   constructor(private readonly o: SvioEngineOptions) {
     if (!Number.isInteger(o.cores) || o.cores < 1 || o.cores > 16) throw new InvalidArgumentError(`SV-IO engine cores must be 1..16, got ${o.cores}`);
     for (let i = 0; i < o.cores; i++) {
-      const ch = o.inThread ? this.threadCore() : this.workerCore();
+      const ch = o.coreChannel ? o.coreChannel() : o.inThread ? this.threadCore() : this.workerCore();
       ch.onReply((r) => this.reply(r));
       this.cores.push(ch);
     }
@@ -328,10 +331,12 @@ export class SvioEngine {
       const link = this.links.get(v.spec.domid);
       if (v.spec.guestPort !== undefined && link) {
         // The guest armed an event index behind what the core already did (ring/mirror.ts): it
-        // went to sleep with answers waiting or room free — interrupt it.
+        // went to sleep with answers waiting or room free — interrupt it. Through the core: what
+        // this thread saw is the core's writes to our copy, whose page updates may still be on
+        // their way here; the core flushes them and raises the interrupt after them (`wake`).
         const page = (pfn: number) => new Uint8Array(v.spec.memory, pfn * PAGE_SIZE, PAGE_SIZE);
         const hooks = [link.ringSync(outPfn, page(outPfn), v.spec.domid), link.ringSync(inPfn, page(inPfn), v.spec.domid)];
-        for (const h of hooks) h.lateWake = () => this.interrupt(v);
+        for (const h of hooks) h.lateWake = () => this.cores[v.core].post({ op: 'wake', vif: v.id });
         v.unhook = () => {
           for (const h of hooks) h.lateWake = undefined;
           v.unhook = undefined;

@@ -31,6 +31,17 @@
  * doorbell into two late wakes, doubling every round trip, and the backlog of doorbells queued
  * our next producer update behind it (a doorbell storm). Other extra notifications are harmless:
  * pending bits coalesce and the handler re-checks the ring.
+ *
+ * A late wake must travel behind the page updates of the writes it saw. The check reads the
+ * receiver's copy of the producer index; when that copy is written by another thread with a
+ * mirror of its own (an SV-IO core: its updates reach the link through the engine's thread), the
+ * copy may be ahead of what was shipped. A notification sent straight from the link then
+ * overtakes the update carrying the work: the peer wakes to nothing and re-arms the same value —
+ * no new arm on either side, and not even shipped — so it sleeps with work pending until its
+ * missed-event poll (SV-IO over ws lost most of its wake-ups this way, ~40× fewer operations). So
+ * the late wake is handed to the writer, which flushes its log and then notifies (hwsim's SV-IO
+ * engine: the core's `wake`). A writer that uses the link's own mirror needs nothing: the
+ * link flushes before any event it sends.
  */
 import type { PageSync } from './ring.js';
 

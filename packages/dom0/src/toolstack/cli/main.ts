@@ -59,7 +59,9 @@ commands:
   svio      list | qos DOMAIN DEVICE --weight N [--rate BYTES,USEC]: the SV-IO engine's VIFs (core,
             weight, credit limit, queue state, counters); set a VIF's QoS share and limit (admin)
   bench     [suite...] [--quick] [--json FILE] [--svg FILE] [--seconds N]: the benchmarks (npm run bench);
-            --quick with no suite: the comparison of every I/O design (modes, scaling), under 5 minutes
+            --quick with no suite: the comparison of every I/O design (modes, scaling), under 5 minutes;
+            --transport/--mode/--workload narrow it; rows more than 3× below the committed run
+            (docs/bench/run.json, or --reference FILE) are flagged, --fail-on-regression exits 3
   chaos     --plan FILE | --random N  [--seed N] [--json FILE] [--transport T] [--config F] [--duration S]:
             run a fault campaign (a plan, or N seeded random scenarios), heal, check; with
             --attach URL[,URL] against a running cluster through its dom0s' control endpoints;
