@@ -1,7 +1,7 @@
 /**
  * One I/O measurement, whatever the mode: a small host with a device-under-test guest (and a peer
  * for network workloads), its devices reached one way, one workload; a window of counters taken
- * from every runtime, and a row in the DESIGN §8 shape built from their differences.
+ * from every runtime, and a row in the documented JSON shape (docs/benchmarks.md) built from their differences.
  *
  * Modes (how the guest reaches the device):
  *   native           a virtual function with the IOMMU in pass-through: the driver and the device,

@@ -5,7 +5,7 @@
  * emulation traps, and a received frame costs the pcnet32 interrupt path's port accesses; the
  * hosted VMM's optimisations cut world switches below the traps; PV makes grant operations and
  * dom0 works for it; direct I/O translates DMA through the IOMMU and native does not; dom0 stays
- * off the direct and SV-IO paths; the SV-IO engine copies; rows carry DESIGN §8's shape; and the
+ * off the direct and SV-IO paths; the SV-IO engine copies; rows carry the documented JSON shape (docs/benchmarks.md); and the
  * charts draw every row.
  */
 import { describe, expect, it } from 'vitest';

@@ -1,6 +1,6 @@
 /**
  * The `ring` benchmark: what the Xen-layout shared ring costs between two threads, against two
- * baselines measured in the same run (DESIGN §7):
+ * baselines measured in the same run:
  *
  *   roundTripsPerSec     request→response round trips over a blkif ring (FrontRing/BackRing,
  *                        one-segment requests, every response checked in order), pipelined: the

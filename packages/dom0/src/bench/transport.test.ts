@@ -1,6 +1,6 @@
 /**
  * The transport benchmark end to end, from sources, with short windows: both processes start, every
- * entry is checked (a wrong one fails the run), the result has the DESIGN §8 shape, the counts hang
+ * entry is checked (a wrong one fails the run), the result has the documented JSON shape, the counts hang
  * together, and the backend process is gone afterwards.
  */
 import { describe, expect, it } from 'vitest';

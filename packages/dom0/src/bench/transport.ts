@@ -1,6 +1,6 @@
 /**
  * The `transport` benchmark: what a Xen-layout ring costs when its two ends are separate processes
- * with no shared memory — ws mode (DESIGN §1) — against raw `ws` + `msgpackr` in the same run:
+ * with no shared memory — ws mode — against raw `ws` + `msgpackr` in the same run:
  *
  *   wsEntriesPerSec        netif-tx requests (12-byte slots, 256 to the page) moved one way from a
  *                          FrontRing in this process to a BackRing in a child process. Each side
