@@ -107,12 +107,16 @@ describe('the README, in one checkout', () => {
       ['chaos', '--random', '30', '--seed', '7'],
     ];
     const failed: string[] = [];
+    // README "Quick start": another config's host0 (a 64 MiB disk beside the default's 68 MiB).
+    const other = await step(cwd, ['up', '--config', 'examples/two-guests.yaml', '--seed', '7', '--duration', '3']);
+    if (other.code !== 0 || /set it aside|larger than the configured/.test(other.stderr)) failed.push(`up --config examples/two-guests.yaml: exit ${other.code} ${other.stderr.slice(-500)}`);
     for (const args of runs) {
       const r = await step(cwd, args);
       try {
         expectPass(r, args.join(' '));
       } catch (e) {
-        failed.push(`${args.join(' ')}: ${(e as Error).message.split('\n')[0]}`);
+        const verdict = /^chaos: verdict .*$/m.exec(r.stdout)?.[0] ?? `exit ${r.code}, no verdict: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`;
+        failed.push(`${args.join(' ')}: ${verdict} (${(e as Error).message.split('\n').find((l) => /expected/i.test(l)) ?? ''})`);
       }
     }
     console.log(transcript.join('\n'));
