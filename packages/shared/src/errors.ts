@@ -80,6 +80,14 @@ export class ProtocolError extends RingvisorError {
   override readonly code = 'RV_ERR_PROTOCOL';
 }
 
+/**
+ * A run's state directory (disk images, their manifest) cannot be used: another live run owns
+ * it, or it cannot be created or set aside. The message says which directory and what to do.
+ */
+export class StateError extends RingvisorError {
+  override readonly code = 'RV_ERR_STATE';
+}
+
 /** A remote call or a wait did not finish in time. */
 export class TimeoutError extends RingvisorError {
   override readonly code = 'RV_ERR_TIMEOUT';

@@ -271,8 +271,19 @@ export function guestIp(hostIndex: number, guestIndex: number): string {
 
 type RawObject = Record<string, unknown>;
 
+/** Options for completing a config. */
+export interface NormalizeOptions {
+  /**
+   * Where a host's disk image goes when the config names no `disk.path`: `<diskDir>/<host>/disk.img`.
+   * The CLI passes the config's own state directory (toolstack/state.ts), so two configs never
+   * share an image; default `.ringvisor`.
+   */
+  diskDir?: string;
+}
+
 /** Validate and complete a parsed config object. */
-export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig {
+export function normalizeConfig(raw: unknown, origin = 'config', opts: NormalizeOptions = {}): ClusterConfig {
+  const diskDir = opts.diskDir ?? '.ringvisor';
   if (!validate(raw)) throw new ConfigError(`${origin} is invalid:\n  ${describeSchemaErrors(validate.errors ?? [])}`);
   const r = raw as unknown as RawObject;
   const allNames = new Set<string>();
@@ -412,7 +423,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
     return {
       name,
       index: hi,
-      disk: { path: (disk.path as string | undefined) ?? `.ringvisor/${name}/disk.img`, sizeMiB, ...(disk.cache === 'writeback' ? { cache: 'writeback' as const } : {}) },
+      disk: { path: (disk.path as string | undefined) ?? `${diskDir}/${name}/disk.img`, sizeMiB, ...(disk.cache === 'writeback' ? { cache: 'writeback' as const } : {}) },
       nic: { mac: ((h.nic as RawObject | undefined)?.mac as string | undefined) ?? `00:16:3e:${hi.toString(16).padStart(2, '0')}:00:00` },
       dom0MemoryMiB: (h.dom0MemoryMiB as number | undefined) ?? 16,
       svio: { cores: ((h.svio as RawObject | undefined)?.cores as number | undefined) ?? 2 },
@@ -422,7 +433,7 @@ export function normalizeConfig(raw: unknown, origin = 'config'): ClusterConfig 
   return { seed: (r.seed as number | undefined) ?? 1, hosts };
 }
 
-export function loadConfigFile(path: string): ClusterConfig {
+export function loadConfigFile(path: string, opts: NormalizeOptions = {}): ClusterConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -435,7 +446,7 @@ export function loadConfigFile(path: string): ClusterConfig {
   } catch (e) {
     throw new ConfigError(`${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
   }
-  return normalizeConfig(raw, path);
+  return normalizeConfig(raw, path, opts);
 }
 
 /**
@@ -445,7 +456,7 @@ export function loadConfigFile(path: string): ClusterConfig {
  * designs side by side. The emulated guest's models run in dom0 in the threads transport; over ws
  * (no memory shared with dom0) they run hosted, in a VMApp inside the guest's process.
  */
-export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?: boolean; directGuest?: boolean } = {}): ClusterConfig {
+export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?: boolean; directGuest?: boolean } & NormalizeOptions = {}): ClusterConfig {
   const pv = ['guest1', 'guest2', 'guest3'].map((name) => ({ name, workloads: { block: {}, udp: {} } }));
   const placement = o.transport === 'ws' ? 'hosted' : 'dom0';
   const emulated = {
@@ -465,5 +476,5 @@ export function defaultConfig(o: { transport?: 'threads' | 'ws'; emulatedGuest?:
     workloads: { block: {}, udp: {} },
   };
   const guests = [...pv, ...(o.emulatedGuest === false ? [] : [emulated]), ...(o.directGuest === false ? [] : [direct])];
-  return normalizeConfig({ hosts: [{ name: 'host0', guests }] }, 'default config');
+  return normalizeConfig({ hosts: [{ name: 'host0', guests }] }, 'default config', o.diskDir ? { diskDir: o.diskDir } : {});
 }

@@ -5,7 +5,8 @@
  *   <state dir>/secret         the cluster secret (0600) — admin credential
  *   <state dir>/control.json   {"url", "pid"} of the running `up` (removed at exit)
  *
- * The state directory is `.ringvisor` in the working directory, or $RINGVISOR_DIR.
+ * The state directory is `.ringvisor` in the working directory, or $RINGVISOR_DIR; each config's
+ * disks live in a directory of their own inside it (toolstack/state.ts), these two files are shared.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import {
   type Logger,
 } from '@ringvisor/shared';
 import type { ControlServer } from '../../observe/server.js';
+import { stateRoot } from '../state.js';
 
 export class UsageError extends RingvisorError {
   override readonly code = 'RV_ERR_USAGE';
@@ -36,7 +38,7 @@ export interface ListenAt {
 export const DEFAULT_OBSERVE = '127.0.0.1:7070';
 
 export function stateDir(): string {
-  return process.env.RINGVISOR_DIR ?? '.ringvisor';
+  return stateRoot();
 }
 
 export function parseListen(flag: string, value: string): ListenAt {
@@ -57,16 +59,21 @@ export async function listenControl(server: ControlServer, at: ListenAt, log: Lo
   }
 }
 
+/** The URL this process wrote to the endpoint file (the server no longer knows it once closed). */
+let writtenControlUrl: string | undefined;
+
 export function writeControlFile(url: string): void {
   mkdirSync(stateDir(), { recursive: true });
   writeFileSync(join(stateDir(), 'control.json'), JSON.stringify({ url, pid: process.pid }) + '\n', { mode: 0o600 });
+  writtenControlUrl = url;
 }
 
-export function removeControlFile(server: ControlServer): void {
+/** Remove the endpoint file if it is still ours (another run may have started since). */
+export function removeControlFile(_server?: ControlServer): void {
   const path = join(stateDir(), 'control.json');
   try {
     const cur = JSON.parse(readFileSync(path, 'utf8')) as { url?: string; pid?: number };
-    if (cur.pid === process.pid && cur.url === server.url) rmSync(path);
+    if (cur.pid === process.pid && cur.url === writtenControlUrl) rmSync(path);
   } catch {
     /* already gone, or another run's */
   }

@@ -13,6 +13,7 @@ import {
   ConfigError,
   RingvisorError,
   RpcPeer,
+  StateError,
   connect,
   createLogger,
   deriveDomainKey,
@@ -28,6 +29,7 @@ import {
 import { randomBytes } from 'node:crypto';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
 import { Host, type HostOptions } from '../host.js';
+import { chaosStateLocation, claimState, configStateLocation, stateRoot, sweepChaosState, type StateLocation } from '../state.js';
 import { renderTop, summarize, type RunSummary, type TopRow } from '../summary.js';
 import { FaultInjector } from '../../faults/injector.js';
 import { loadPlanFile, type FaultPlan } from '../../faults/plan.js';
@@ -107,6 +109,13 @@ interface UpArgs {
   secretFile: string;
   observe: ListenAt;
   pcap?: string;
+  /** The config's own state directory (its disk images), claimed for the run. */
+  state: StateLocation;
+}
+
+/** A line about the state directories (a leftover set aside), where the user sees it. */
+function sayState(prefix: string): (line: string) => void {
+  return (line) => process.stderr.write(`${prefix}: ${line}\n`);
 }
 
 /**
@@ -145,7 +154,8 @@ function parseUp(argv: string[]): UpArgs {
   const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
   if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds, got ${JSON.stringify(values.duration)}`);
   const transport = parseTransport(values.transport);
-  const config = values.config ? loadConfigFile(values.config) : defaultConfig({ transport });
+  const state = configStateLocation(values.config);
+  const config = values.config ? loadConfigFile(values.config, { diskDir: state.dir }) : defaultConfig({ transport, diskDir: state.dir });
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed must be a non-negative integer, got ${JSON.stringify(values.seed)}`);
@@ -155,6 +165,7 @@ function parseUp(argv: string[]): UpArgs {
     config,
     durationSec,
     transport,
+    state,
     secretFile: values['secret-file'] ?? join(stateDir(), 'secret'),
     observe: parseListen('--observe', values.observe ?? process.env.RINGVISOR_OBSERVE ?? DEFAULT_OBSERVE),
     ...(values.json ? { json: values.json } : {}),
@@ -163,12 +174,16 @@ function parseUp(argv: string[]): UpArgs {
 }
 
 async function up(argv: string[]): Promise<number> {
-  const { config, durationSec, json, transport, secretFile, observe, pcap } = parseUp(argv);
+  const { config, durationSec, json, transport, secretFile, observe, pcap, state } = parseUp(argv);
   // The cluster secret: authenticates runtimes (ws) and the control endpoint (both transports).
   mkdirSync(dirname(secretFile), { recursive: true });
   const secret = await generateSecretFile(secretFile);
   const ws: HostOptions['ws'] = transport === 'ws' ? { secret } : undefined;
-  return runHost({ config, durationSec, transport, secret, observe, ...(pcap ? { pcap } : {}), ...(json ? { json } : {}), ...(ws ? { ws } : {}) });
+  // Owned until the run ends; if it dies outright, its dead pid frees the state for the next run.
+  const claim = claimState(state, config, sayState('ringvisor'));
+  const code = await runHost({ config, durationSec, transport, secret, observe, ...(pcap ? { pcap } : {}), ...(json ? { json } : {}), ...(ws ? { ws } : {}) });
+  claim.release();
+  return code;
 }
 
 /**
@@ -229,7 +244,12 @@ async function chaos(argv: string[]): Promise<number> {
   }
   const transport = parseTransport(values.transport ?? plan.transport);
   const configPath = values.config ?? plan.cluster;
-  const config = configPath ? loadConfigFile(configPath) : defaultConfig({ transport });
+  // Every campaign run on blank disks of its own (its ledger then knows every block's history),
+  // never on what `up` or another campaign left; what finished campaigns left goes first.
+  const root = stateRoot();
+  sweepChaosState(root, sayState('chaos'));
+  const state = chaosStateLocation(plan.name, configStateLocation(configPath, root).config, root);
+  const config = configPath ? loadConfigFile(configPath, { diskDir: state.dir }) : defaultConfig({ transport, diskDir: state.dir });
   config.seed = seed;
   const secretFile = values['secret-file'] ?? join(stateDir(), 'secret');
   mkdirSync(dirname(secretFile), { recursive: true });
@@ -237,6 +257,7 @@ async function chaos(argv: string[]): Promise<number> {
   const tty = process.stdout.isTTY === true;
   const campaign = new Campaign(plan, seed, createLogger('chaos'), (line) => process.stdout.write(`${tty ? '\x1b[2K' : ''}chaos: ${line}\n`));
   process.stdout.write(`chaos: plan ${plan.name}, seed ${seed}, ${plan.faults.length} faults, ${plan.duration}s under faults, ${transport} transport\n`);
+  const claim = claimState(state, config, sayState('chaos'));
   const run = await runCluster({
     config,
     durationSec: Infinity,
@@ -267,6 +288,11 @@ async function chaos(argv: string[]): Promise<number> {
       `  recovery  ${report.recoveryMs.length ? `${Math.min(...report.recoveryMs)}–${Math.max(...report.recoveryMs)} ms after heals` : 'no healed fault to time'}; liveness ${report.livenessMs === null ? 'FAILED' : `${report.livenessMs} ms`}`,
     ].join('\n') + '\n',
   );
+  // A campaign that passed leaves nothing behind; a failed one's disks stay to be looked at (a
+  // campaign that died outright leaves its dead pid as owner: the next campaign sweeps it).
+  const passed = run.exitCode === 0 && report.verdict === 'pass';
+  claim.release({ remove: passed });
+  if (!passed) process.stdout.write(`chaos: the campaign's disks are kept in ${state.dir} for inspection (the next campaign here removes them)\n`);
   return run.exitCode !== 0 ? run.exitCode : report.verdict === 'pass' ? 0 : 1;
 }
 
@@ -368,8 +394,11 @@ async function dom0(argv: string[]): Promise<number> {
   const durationSec = values.duration === undefined ? Infinity : Number(values.duration);
   if (!(durationSec > 0)) throw new UsageError(`--duration must be a positive number of seconds`);
   const lanUrl = values.lan ?? process.env.RINGVISOR_LAN_URL;
-  return runHost({
-    config: loadConfigFile(configPath),
+  const state = configStateLocation(configPath);
+  const config = loadConfigFile(configPath, { diskDir: state.dir });
+  const claim = claimState(state, config, sayState('ringvisor'));
+  const code = await runHost({
+    config,
     durationSec,
     transport: 'ws',
     secret,
@@ -379,6 +408,8 @@ async function dom0(argv: string[]): Promise<number> {
     ...(lanUrl ? { lan: { url: lanUrl, secret } } : {}),
     ...(values.json ? { json: values.json } : {}),
   });
+  claim.release();
+  return code;
 }
 
 /** `ringvisor health --url ws://…`: exit 0 when a dom0 answers an authenticated ping (for healthchecks). */
@@ -652,7 +683,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError || e instanceof ControlEndpointError) {
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof ControlEndpointError || e instanceof StateError) {
       process.stderr.write(`ringvisor: ${e.message}\n`);
       return 2;
     }
