@@ -87,12 +87,19 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
       expect((await evilBlk.request(evilBlk.rw(BLKIF_OP_WRITE, 103, 2 ** 52, gref))).status).toBe(BLKIF_RSP_ERROR);
     });
 
+    it('a sector_number beyond 2^53 is refused as the u64 it is, not rounded into the vbd', async () => {
+      const { gref } = evil.grantFrame(true);
+      // 2^64 − 8 + 8 sectors wraps to 0 in u64 arithmetic; 2^53 + 1 rounds to 2^53 as a number.
+      for (const [id, sector] of [[120n, 2n ** 64n - 8n], [121n, 2n ** 53n + 1n], [122n, 2n ** 64n - 1n]] as const)
+        expect(await evilBlk.request(evilBlk.rw(BLKIF_OP_READ, id, sector, gref))).toEqual({ id, operation: BLKIF_OP_READ, status: BLKIF_RSP_ERROR });
+    });
+
     it('first_sect > last_sect, or a segment past the page → BLKIF_RSP_ERROR', async () => {
       const { gref } = evil.grantFrame(false);
       const req = evilBlk.rw(BLKIF_OP_READ, 104, 0, gref);
       req.segments[0] = { gref, firstSect: 5, lastSect: 2 };
       expect((await evilBlk.request(req)).status).toBe(BLKIF_RSP_ERROR);
-      req.id = 105;
+      req.id = 105n;
       req.segments[0] = { gref, firstSect: 0, lastSect: 8 };
       expect((await evilBlk.request(req)).status).toBe(BLKIF_RSP_ERROR);
     });
@@ -145,9 +152,9 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
       try {
         const rsp = await evilBlk.request(evilBlk.rw(BLKIF_OP_READ, 131, 64, gref));
         expect(rewritten).toBe(true);
-        expect(rsp).toEqual({ id: 131, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY });
+        expect(rsp).toEqual({ id: 131n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY });
         expect(evil.page(pfn).every((x) => x === 0xab)).toBe(true);
-        expect(evilBlk.responses.some((r) => r.id === 999)).toBe(false);
+        expect(evilBlk.responses.some((r) => r.id === 999n)).toBe(false);
       } finally {
         off2();
       }
@@ -159,8 +166,21 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
       req.operation = 9;
       expect((await evilBlk.request(req)).status).toBe(BLKIF_RSP_EOPNOTSUPP);
       req.operation = 6; // INDIRECT, not offered
-      req.id = 111;
+      req.id = 111n;
       expect((await evilBlk.request(req)).status).toBe(BLKIF_RSP_EOPNOTSUPP);
+    });
+
+    it('request ids above 2^53 are echoed bit for bit (Mini-OS puts pointers there)', async () => {
+      // Pointer-like ids that are one and the same JS number (2^63): only an exact u64 keeps them apart.
+      const ids = [2n ** 63n + 8n, 2n ** 63n + 16n, 2n ** 64n - 1n, 0xffff_8880_1234_5678n];
+      expect(new Set(ids.map(Number)).size).toBeLessThan(ids.length);
+      const reqs = ids.map((id, i) => evilBlk.rw(i % 2 ? BLKIF_OP_WRITE : BLKIF_OP_READ, id, 8 * i, evil.grantFrame(i % 2 === 1).gref)); // a READ needs a writable page
+      const before = evilBlk.responses.length;
+      evilBlk.submit(...reqs); // all in flight at once
+      await until(() => evilBlk.responses.length >= before + ids.length, 'responses to the four requests');
+      const got = evilBlk.responses.slice(before);
+      expect(got.map((r) => r.id).sort((a, b) => (a < b ? -1 : 1))).toEqual([...ids].sort((a, b) => (a < b ? -1 : 1)));
+      for (const r of got) expect(r).toEqual({ id: r.id, operation: reqs[ids.indexOf(r.id)].operation, status: BLKIF_RSP_OKAY });
     });
 
     it('the good guest is served correctly throughout', async () => {

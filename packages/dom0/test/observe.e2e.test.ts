@@ -205,7 +205,9 @@ describe('views of a running cluster', () => {
   it('ringvisor trace streams JSON Lines filtered at the source, ring entries decoded', async () => {
     const r = await cli(['trace', '--kind', 'ring.push', '--domain', 'guest2', '--ring', 'blk', '--count', '40']);
     expect(r.code, r.stderr).toBe(0);
-    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { entries: Array<Record<string, number>> });
+    // A decoded blkif entry as a JSON line carries it (u64s as decimal strings).
+    type Entry = { index: number; id: string; operation: number; nrSegments: number; handle: number; sectorNumber: string; status: number };
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { entries: Entry[] });
     expect(events).toHaveLength(40);
     for (const e of events) {
       // Both ends of guest2's blk ring: the frontend pushes requests, the backend responses.
@@ -214,15 +216,20 @@ describe('views of a running cluster', () => {
       const n = ((e.after as number) - (e.before as number)) >>> 0;
       expect(e.entries).toHaveLength(Math.min(n, 32));
       for (const x of e.entries) {
-        expect(typeof x.id).toBe('number');
+        // u64 fields leave the process as exact decimal strings (JSON has no bigint).
+        expect(x.id).toMatch(/^\d+$/);
+        expect(BigInt(x.id)).toBeLessThan(2n ** 64n);
         // A response carries a BLKIF status; a request an operation, its sector and segments.
         if (e.half === 'rsp') expect([0, -1, -2]).toContain(x.status);
         else {
           // Decoded from the slots just before the frontend published them (after it, the
           // backend may already have put a response in the same slot): what blkfront sends.
           expect([0, 1, 3]).toContain(x.operation); // READ, WRITE, FLUSH
+          expect(x.nrSegments).toBeGreaterThanOrEqual(x.operation === 3 ? 0 : 1);
           expect(x.nrSegments).toBeLessThanOrEqual(11);
-          expect(typeof x.sectorNumber).toBe('number');
+          expect(x.handle).toBe(51712);
+          expect(x.sectorNumber).toMatch(/^\d+$/);
+          expect(BigInt(x.sectorNumber)).toBeLessThan(2n ** 32n); // within guest2's vbd
         }
       }
       expect(e.entries[e.entries.length - 1].index).toBe(((e.after as number) - 1) >>> 0);

@@ -112,8 +112,8 @@ describe('HardwareSimulator over RPC', () => {
     const q = new DriverQueue(dom0Mem.page(5), hwBlkProtocol, events.gate, ch.dom0Port, ch.irq);
     await dom0.call('hw.disk.attach', { queue: { domid: 0, pfn: 5 }, port: ch.hwPort });
     guestMem.page(1).fill(0xab);
-    q.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 127, segments: [{ domid: 3, pfn: 1, firstSect: 0, lastSect: 0 }] }]);
-    q.submit([{ op: HWBLK_OP_READ, id: 2, sector: 127, segments: [{ domid: 3, pfn: 2, firstSect: 7, lastSect: 7 }] }]);
+    q.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 127n, segments: [{ domid: 3, pfn: 1, firstSect: 0, lastSect: 0 }] }]);
+    q.submit([{ op: HWBLK_OP_READ, id: 2, sector: 127n, segments: [{ domid: 3, pfn: 2, firstSect: 7, lastSect: 7 }] }]);
     expect((await q.collect(2)).map((r) => r.status)).toEqual([HW_STATUS_OK, HW_STATUS_OK]);
     expect(guestMem.page(2).subarray(3584).every((b) => b === 0xab)).toBe(true);
     expect(guestMem.page(2)[3583]).toBe(0);
@@ -137,7 +137,7 @@ describe('HardwareSimulator over RPC', () => {
     const ch = events.bindDevice();
     const q = new DriverQueue(dom0Mem.page(5), hwBlkProtocol, events.gate, ch.dom0Port, ch.irq);
     await dom0.call('hw.disk.attach', { queue: { domid: 0, pfn: 5 }, port: ch.hwPort });
-    q.submit([1, 2].map((id) => ({ op: HWBLK_OP_WRITE, id, sector: 8, segments: [{ domid: 3, pfn: 1, firstSect: 0, lastSect: 0 }] })));
+    q.submit([1, 2].map((id) => ({ op: HWBLK_OP_WRITE, id, sector: 8n, segments: [{ domid: 3, pfn: 1, firstSect: 0, lastSect: 0 }] })));
     expect((await q.collect(2)).map((r) => r.status)).toEqual([HW_STATUS_EIO, HW_STATUS_OK]);
     const stats = await dom0.call<HwStats>(HW_RPC.stats);
     expect(stats.disk.faults).toEqual([

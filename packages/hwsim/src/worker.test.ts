@@ -53,9 +53,9 @@ describe('hwsim worker', () => {
 
     for (let i = 0; i < 4096; i++) guest.page(1)[i] = (i * 13) & 0xff;
     q.submit([
-      { op: HWBLK_OP_WRITE, id: 1, sector: 500, segments: [{ domid: 9, pfn: 1, firstSect: 0, lastSect: 7 }] },
-      { op: HWBLK_OP_FLUSH, id: 2, sector: 0, segments: [] },
-      { op: HWBLK_OP_READ, id: 3, sector: 500, segments: [{ domid: 9, pfn: 2, firstSect: 0, lastSect: 7 }] },
+      { op: HWBLK_OP_WRITE, id: 1, sector: 500n, segments: [{ domid: 9, pfn: 1, firstSect: 0, lastSect: 7 }] },
+      { op: HWBLK_OP_FLUSH, id: 2, sector: 0n, segments: [] },
+      { op: HWBLK_OP_READ, id: 3, sector: 500n, segments: [{ domid: 9, pfn: 2, firstSect: 0, lastSect: 7 }] },
     ]);
     expect(await q.collect(3, 10_000)).toEqual([
       { id: 1, status: HW_STATUS_OK },

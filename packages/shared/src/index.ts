@@ -19,6 +19,7 @@ export * from './util/prng.js';
 export * from './util/credit.js';
 export * from './util/latency.js';
 export * from './util/cpu.js';
+export * from './util/u64.js';
 export * from './transport/toxics.js';
 export * from './trap/index.js';
 export * from './trap/ioreq.js';

@@ -171,10 +171,13 @@ function frontend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
   const front = new FrontRing<BlkifRequest, BlkifResponse>(new Uint8Array(cfg.shared!), blkifProtocol);
   const batch = Math.max(1, Math.min(cfg.batch ?? front.size, front.size));
   // One request object, rewritten per entry: the codec copies it into the slot.
-  const req: BlkifRequest = { operation: 0, nrSegments: 1, handle: 0, id: 0, sectorNumber: 0, segments: [{ gref: 8, firstSect: 0, lastSect: 7 }] };
+  const req: BlkifRequest = { operation: 0, nrSegments: 1, handle: 0, id: 0n, sectorNumber: 0n, segments: [{ gref: 8, firstSect: 0, lastSect: 7 }] };
   const spinner = new Spinner();
   let next = 0;
   let done = 0;
+  // The u64 ids, exact (bigint), counted beside `next`/`done`.
+  let nextId = 0n;
+  let doneId = 0n;
   let errors = 0;
   let waits = 0;
   const t0 = performance.now();
@@ -184,10 +187,11 @@ function frontend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
     // Keep the ring full, publishing every `batch` requests.
     let put = 0;
     while (!front.isFull()) {
-      req.id = next;
-      req.sectorNumber = next * 8;
+      req.id = nextId;
+      req.sectorNumber = nextId * 8n;
       front.putRequest(req);
       next++;
+      nextId++;
       if (++put % batch === 0 && front.pushRequests()) kick(ctrl, CTRL.REQ_BELL);
     }
     if (put % batch !== 0 && front.pushRequests()) kick(ctrl, CTRL.REQ_BELL);
@@ -201,8 +205,9 @@ function frontend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
       got = n;
     } else {
       for (let rsp = front.takeResponse(); rsp !== undefined; rsp = front.takeResponse()) {
-        if (rsp.id !== done || rsp.status !== 0) errors++;
+        if (rsp.id !== doneId || rsp.status !== 0) errors++;
         done++;
+        doneId++;
         got++;
       }
     }
@@ -227,7 +232,7 @@ function frontend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
 function backend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
   const ctrl = new Int32Array(cfg.ctrl);
   const back = new BackRing<BlkifRequest, BlkifResponse>(new Uint8Array(cfg.shared!), blkifProtocol);
-  const rsp: BlkifResponse = { id: 0, operation: 0, status: 0 };
+  const rsp: BlkifResponse = { id: 0n, operation: 0, status: 0 };
   const rspBatch = Math.max(1, Math.min(cfg.batch ?? back.size, back.size));
   const spinner = new Spinner();
   let consumed = 0;
@@ -240,7 +245,7 @@ function backend(cfg: WorkerConfig, oneWay: boolean): WorkerResult {
     let n = 0;
     for (let r = back.takeRequest(); r !== undefined; r = back.takeRequest()) {
       // Validate the private copy (as a real backend would) before answering.
-      if (r.nrSegments !== 1 || r.sectorNumber !== r.id * 8) errors++;
+      if (r.nrSegments !== 1 || r.sectorNumber !== r.id * 8n) errors++;
       if (oneWay) back.rspProdPvt = back.reqCons; // acknowledge the slot: flow control, no body
       else {
         rsp.id = r.id;

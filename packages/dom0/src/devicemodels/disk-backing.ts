@@ -48,7 +48,7 @@ export class PhysicalDiskBacking implements AtaBacking {
         const inPage = Math.min(SECTORS_PER_PAGE, n - s);
         segments.push({ domid: 0, pfn: this.bounce[(done + s) / SECTORS_PER_PAGE], firstSect: 0, lastSect: inPage - 1 });
       }
-      jobs.push(this.disk.submit({ op, sector: this.region.start + lba + done, segments }));
+      jobs.push(this.disk.submit({ op, sector: BigInt(this.region.start + lba + done), segments }));
     }
     const statuses = await Promise.all(jobs);
     return statuses.find((s) => s !== 0) ?? 0;
@@ -77,6 +77,6 @@ export class PhysicalDiskBacking implements AtaBacking {
   }
 
   flush(): Promise<number> {
-    return this.disk.submit({ op: HWBLK_OP_FLUSH, sector: 0, segments: [] });
+    return this.disk.submit({ op: HWBLK_OP_FLUSH, sector: 0n, segments: [] });
   }
 }

@@ -43,6 +43,7 @@ import {
   TRACE_KINDS,
   adminContentDigest,
   TraceBuffer,
+  bigintAsDecimal,
   matchesFilter,
   serializeTrace,
   subscribeTrace,
@@ -338,7 +339,8 @@ export class ControlServer {
 
   private json(res: ServerResponse, body: unknown): void {
     res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(JSON.stringify(body));
+    // Decoded ring entries carry u64 fields as exact bigints: they leave as decimal strings.
+    res.end(JSON.stringify(body, bigintAsDecimal));
   }
 
   private async route(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {

@@ -176,9 +176,9 @@ export class RawBlkFront {
     return this.responses.find((r) => r.id === req.id)!;
   }
 
-  /** A well-formed one-page write or read of 8 sectors at `sector`. */
-  rw(op: typeof BLKIF_OP_READ | typeof BLKIF_OP_WRITE, id: number, sector: number, gref: number): BlkifRequest {
-    return { operation: op, nrSegments: 1, handle: this.devid, id, sectorNumber: sector, segments: [{ gref, firstSect: 0, lastSect: 7 }] };
+  /** A well-formed one-page write or read of 8 sectors at `sector` (u64 id and sector: any size). */
+  rw(op: typeof BLKIF_OP_READ | typeof BLKIF_OP_WRITE, id: number | bigint, sector: number | bigint, gref: number): BlkifRequest {
+    return { operation: op, nrSegments: 1, handle: this.devid, id: BigInt(id), sectorNumber: BigInt(sector), segments: [{ gref, firstSect: 0, lastSect: 7 }] };
   }
 
   /** Forge req_prod directly in the shared page (a buggy or malicious frontend). */

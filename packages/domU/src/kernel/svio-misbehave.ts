@@ -50,13 +50,13 @@ function badMessage(kind: 'net' | 'blk' | 'cam', i: number, rng: SplitMix32, fra
       case 0:
         return vifMessage({ type: 0xee, id });
       case 1:
-        return vifMessage({ type: VIF_READ, id, sector: 0, segments: [] });
+        return vifMessage({ type: VIF_READ, id, sector: 0n, segments: [] });
       case 2:
-        return vifMessage({ type: VIF_WRITE, id, sector: 0, segments: [{ gfn: 1, first: 7, last: 2 }] });
+        return vifMessage({ type: VIF_WRITE, id, sector: 0n, segments: [{ gfn: 1, first: 7, last: 2 }] });
       case 3:
-        return vifMessage({ type: VIF_READ, id, sector: 0, segments: [{ gfn: outside, first: 0, last: 7 }] });
+        return vifMessage({ type: VIF_READ, id, sector: 0n, segments: [{ gfn: outside, first: 0, last: 7 }] });
       default:
-        return vifMessage({ type: VIF_WRITE, id, sector: 2 ** 40 + rng.nextInt(1000), segments: [{ gfn: 1, first: 0, last: 7 }] });
+        return vifMessage({ type: VIF_WRITE, id, sector: BigInt(2 ** 40 + rng.nextInt(1000)), segments: [{ gfn: 1, first: 0, last: 7 }] });
     }
   }
   switch (i % 4) {

@@ -9,7 +9,7 @@ import { CameraConsumer } from './camera-consumer.js';
 const fmt = { width: 8, height: 4 };
 const frame = (seq: number) => {
   const b = new Uint8Array(cameraFrameSize(fmt));
-  renderCameraFrame(b, fmt, seq, seq * 10);
+  renderCameraFrame(b, fmt, seq, BigInt(seq * 10));
   return b;
 };
 

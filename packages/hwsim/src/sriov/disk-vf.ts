@@ -68,7 +68,7 @@ export class DiskVf extends VirtualFunction {
   }
 
   protected describe(): void {
-    this.regs.sectors = this.partition?.sectors ?? 0;
+    this.regs.sectors = BigInt(this.partition?.sectors ?? 0);
   }
 
   protected attachQueues(): void {

@@ -196,7 +196,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     const disk = rig.assign<DiskVf>(A, 'disk', { rid: DISK1 });
     const nic = rig.assign<NicVf>(A, 'nic', { rid: NIC1, mac: MAC_A, firstFrame: 32 });
     expect(disk.driver.regs.read(VF_REG.STATUS)).toBe(VF_STATUS_BUS_MASTER);
-    expect(disk.driver.regs.sectors).toBe(PART_A.sectors);
+    expect(disk.driver.regs.sectors).toBe(BigInt(PART_A.sectors));
     expect(nic.driver.regs.mac).toBe(MAC_A);
     expect(nic.driver.regs.read(VF_REG.VECTOR)).toBe(nic.fn.vector);
 
@@ -596,7 +596,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     for (const v of [nic, disk]) v.driver.regs.write(VF_REG.CTRL, VF_CTRL_ENABLE);
     nic.driver.rx!.putRequest({ domid: 0, id: 500, pfn: 80, offset: 0, len: 2048 });
     nic.driver.rx!.pushRequests();
-    disk.driver.blk!.putRequest({ op: HWBLK_OP_READ, id: 500, sector: 0, segments: [{ domid: 0, pfn: 81, firstSect: 0, lastSect: 7 }] });
+    disk.driver.blk!.putRequest({ op: HWBLK_OP_READ, id: 500, sector: 0n, segments: [{ domid: 0, pfn: 81, firstSect: 0, lastSect: 7 }] });
     disk.driver.blk!.pushRequests();
     const snapshot = A.mem.bytes.slice();
     const readsBefore = disk.fn.metrics.reads;

@@ -157,9 +157,9 @@ describe('SV-IO engine', () => {
       expect(net.irqs()).toBeGreaterThan(0);
       // Block: write a page, read it back elsewhere.
       blk.mem.page(20).fill(0x5a);
-      send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+      send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
       await collect(blk, 1);
-      send(blk, [vifMessage({ type: VIF_READ, id: 2, sector: 0, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
+      send(blk, [vifMessage({ type: VIF_READ, id: 2, sector: 0n, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
       expect((await collect(blk, 1)).map((m) => [m.type, m.id, m.status])).toEqual([[VIF_DONE, 2, 0]]);
       expect(blk.mem.page(21).every((b) => b === 0x5a)).toBe(true);
       // Management API: both VIFs, on different cores, with their counters.
@@ -200,13 +200,13 @@ describe('SV-IO engine', () => {
     // The partition starts at sector 16 of the image: a rule on image sectors [16, 24) hits its sector 0.
     await rig.engine.setDiskFaults([{ id: 'eio', op: 'write', error: 'eio', sectors: [16, 24] }]);
     blk.mem.page(20).fill(0x5a);
-    send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] }), vifMessage({ type: VIF_WRITE, id: 2, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0n, segments: [{ gfn: 20, first: 0, last: 7 }] }), vifMessage({ type: VIF_WRITE, id: 2, sector: 8n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     expect((await collect(blk, 2)).map((m) => [m.id, m.status])).toEqual([
       [1, VIF_EIO],
       [2, 0],
     ]);
     await rig.engine.setDiskFaults([]);
-    send(blk, [vifMessage({ type: VIF_WRITE, id: 3, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 3, sector: 0n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     expect((await collect(blk, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
     expect((await rig.engine.list()).vifs.find((v) => v.vif === blk.vif)!.stats!.detail).toMatchObject({ writes: 2, injected: 1 });
     net.stop();
@@ -220,14 +220,14 @@ describe('SV-IO engine', () => {
     await rig.engine.setIrqFault(6, { lostToGuest: 1, delayMs: 0, seed: 3 });
     const before = blk.irqs();
     blk.mem.page(20).fill(0x11);
-    send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     expect((await collect(blk, 1)).map((m) => [m.id, m.status])).toEqual([[1, 0]]);
     await new Promise((r) => setTimeout(r, 20));
     expect(blk.irqs()).toBe(before);
     const did = await rig.engine.setIrqFault(6, undefined);
     expect(did.lost).toBeGreaterThanOrEqual(1);
     expect(blk.inq.finalCheck()).toBe(false); // re-arm: the next answer must interrupt
-    send(blk, [vifMessage({ type: VIF_WRITE, id: 2, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(blk, [vifMessage({ type: VIF_WRITE, id: 2, sector: 0n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     await collect(blk, 1);
     await until('the interrupt is back', () => blk.irqs() > before);
     blk.stop();
@@ -254,8 +254,8 @@ describe('SV-IO engine', () => {
     }
     // The victim's I/O goes through all the while.
     victim.mem.page(20).fill(0x33);
-    send(victim, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
-    send(victim, [vifMessage({ type: VIF_READ, id: 2, sector: 0, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
+    send(victim, [vifMessage({ type: VIF_WRITE, id: 1, sector: 0n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(victim, [vifMessage({ type: VIF_READ, id: 2, sector: 0n, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
     expect((await collect(victim, 2)).map((m) => [m.id, m.status])).toEqual([
       [1, 0],
       [2, 0],
@@ -280,7 +280,7 @@ describe('SV-IO engine', () => {
     await until('the rogue VIF stopped', () => (attacker.regs.read(SVIO_REG.STATUS) === SVIO_STATUS_ERROR ? true : undefined));
     expect(attacker.regs.read(SVIO_REG.ERRCODE)).toBe(SVIO_ERR_ROGUE);
     expect((await rig.engine.list()).vifs.find((v) => v.vif === attacker.vif)!.stats!.stopped).toMatch(/outstanding/);
-    send(victim, [vifMessage({ type: VIF_READ, id: 3, sector: 0, segments: [{ gfn: 22, first: 0, last: 7 }] })]);
+    send(victim, [vifMessage({ type: VIF_READ, id: 3, sector: 0n, segments: [{ gfn: 22, first: 0, last: 7 }] })]);
     expect((await collect(victim, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
     attacker.stop();
     victim.stop();
@@ -309,7 +309,7 @@ describe('SV-IO engine', () => {
         while (g.inq.take()) took = true;
         if (took && g.inq.release()) g.ring();
         let put = false;
-        while (g.out.put(vifMessage({ type: VIF_WRITE, id: ++id, sector: (id * 32) % 224, segments: [20, 21, 22, 23].map((gfn) => ({ gfn, first: 0, last: 7 })) }))) put = true;
+        while (g.out.put(vifMessage({ type: VIF_WRITE, id: ++id, sector: BigInt((id * 32) % 224), segments: [20, 21, 22, 23].map((gfn) => ({ gfn, first: 0, last: 7 })) }))) put = true;
         if (put && g.out.push()) g.ring();
       }
       setImmediate(refill);
@@ -368,7 +368,7 @@ describe('SV-IO engine', () => {
     expect((await rig.engine.list()).vifs.map((v) => v.state)).toEqual(['created']);
     expect(await open(g)).toBe(SVIO_STATUS_OPEN);
     g.mem.page(20).fill(0x44);
-    send(g, [vifMessage({ type: VIF_WRITE, id: 1, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(g, [vifMessage({ type: VIF_WRITE, id: 1, sector: 8n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     expect((await collect(g, 1)).map((m) => m.status)).toEqual([0]);
     // The driver closes: CTRL.OPEN cleared, doorbell. STATUS drops, the engine forgets the queues.
     g.regs.write(SVIO_REG.CTRL, 0);
@@ -376,7 +376,7 @@ describe('SV-IO engine', () => {
     await until('closed', () => (g.regs.read(SVIO_REG.STATUS) === 0 ? true : undefined));
     expect((await rig.engine.list()).vifs.map((v) => v.state)).toEqual(['created']);
     // A request left on the old queue after the close is never taken.
-    send(g, [vifMessage({ type: VIF_READ, id: 2, sector: 8, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
+    send(g, [vifMessage({ type: VIF_READ, id: 2, sector: 8n, segments: [{ gfn: 21, first: 0, last: 7 }] })]);
     await new Promise((r) => setTimeout(r, 30));
     expect(g.inq.pending()).toBe(0);
     // Opened again on two other frames: served there, the data written before the close intact.
@@ -384,7 +384,7 @@ describe('SV-IO engine', () => {
     initMessageQueue(g.mem.page(4));
     expect(await open(g, g.vif, 3, 4)).toBe(SVIO_STATUS_OPEN);
     const again = { ...g, out: new QueueProducer(g.mem.page(3), vifCodec), inq: new QueueConsumer(g.mem.page(4), vifCodec) };
-    send(again, [vifMessage({ type: VIF_READ, id: 3, sector: 8, segments: [{ gfn: 22, first: 0, last: 7 }] })]);
+    send(again, [vifMessage({ type: VIF_READ, id: 3, sector: 8n, segments: [{ gfn: 22, first: 0, last: 7 }] })]);
     expect((await collect(again, 1)).map((m) => [m.id, m.status])).toEqual([[3, 0]]);
     expect(g.mem.page(22).every((b) => b === 0x44)).toBe(true);
     expect(g.mem.page(21).every((b) => b === 0)).toBe(true);
@@ -392,7 +392,7 @@ describe('SV-IO engine', () => {
     rig.engine.destroy(g.vif);
     expect((await rig.engine.list()).vifs).toEqual([]);
     expect(g.regs.read(SVIO_REG.STATUS)).toBe(0);
-    send(again, [vifMessage({ type: VIF_READ, id: 4, sector: 8, segments: [{ gfn: 23, first: 0, last: 7 }] })]);
+    send(again, [vifMessage({ type: VIF_READ, id: 4, sector: 8n, segments: [{ gfn: 23, first: 0, last: 7 }] })]);
     await new Promise((r) => setTimeout(r, 30));
     expect(again.inq.pending()).toBe(0);
     expect(() => rig!.engine.destroy(g.vif)).toThrow(/no VIF/);

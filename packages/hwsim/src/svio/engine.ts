@@ -163,7 +163,7 @@ export class SvioEngine {
       v.lan.onFrame((f) => this.fromWire(v, f));
     }
     if (spec.kind === 'blk') {
-      regs.write64(SVIO_REG.SECTORS_LO, SVIO_REG.SECTORS_HI, spec.partition!.sectors);
+      regs.write64(SVIO_REG.SECTORS_LO, SVIO_REG.SECTORS_HI, BigInt(spec.partition!.sectors));
     }
     if (spec.kind === 'cam') {
       regs.write(SVIO_REG.WIDTH, spec.camera!.width);

@@ -161,12 +161,12 @@ describe('BlkVif', () => {
     const vif = new BlkVif(2, g.env, disk, { start: 64, sectors: 128 });
     g.mem.page(20).fill(0xab);
     send(g, [
-      vifMessage({ type: VIF_WRITE, id: 1, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] }),
+      vifMessage({ type: VIF_WRITE, id: 1, sector: 8n, segments: [{ gfn: 20, first: 0, last: 7 }] }),
       vifMessage({ type: VIF_FLUSH, id: 2 }),
-      vifMessage({ type: VIF_READ, id: 3, sector: 8, segments: [{ gfn: 21, first: 0, last: 3 }, { gfn: 22, first: 4, last: 7 }] }),
-      vifMessage({ type: VIF_READ, id: 4, sector: 126, segments: [{ gfn: 23, first: 0, last: 7 }] }), // past the partition
-      vifMessage({ type: VIF_WRITE, id: 5, sector: 0, segments: [{ gfn: 500, first: 0, last: 7 }] }), // not the guest's
-      vifMessage({ type: VIF_READ, id: 6, sector: 0, segments: [{ gfn: 23, first: 5, last: 2 }] }),
+      vifMessage({ type: VIF_READ, id: 3, sector: 8n, segments: [{ gfn: 21, first: 0, last: 3 }, { gfn: 22, first: 4, last: 7 }] }),
+      vifMessage({ type: VIF_READ, id: 4, sector: 126n, segments: [{ gfn: 23, first: 0, last: 7 }] }), // past the partition
+      vifMessage({ type: VIF_WRITE, id: 5, sector: 0n, segments: [{ gfn: 500, first: 0, last: 7 }] }), // not the guest's
+      vifMessage({ type: VIF_READ, id: 6, sector: 0n, segments: [{ gfn: 23, first: 5, last: 2 }] }),
       vifMessage({ type: 99, id: 7 }),
     ]);
     vif.kick();
@@ -196,7 +196,7 @@ describe('BlkVif', () => {
     const faults = new DiskFaultTable();
     const vif = new BlkVif(2, { ...g.env, diskFaults: faults }, disk, { start: 64, sectors: 128 });
     g.mem.page(20).fill(0xab);
-    send(g, [vifMessage({ type: VIF_WRITE, id: 1, sector: 8, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
+    send(g, [vifMessage({ type: VIF_WRITE, id: 1, sector: 8n, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     vif.kick();
     answers(g);
     faults.set([
@@ -206,10 +206,10 @@ describe('BlkVif', () => {
     ]);
     g.mem.page(24).fill(0xcd);
     send(g, [
-      vifMessage({ type: VIF_WRITE, id: 2, sector: 8, segments: [{ gfn: 24, first: 0, last: 7 }] }),
+      vifMessage({ type: VIF_WRITE, id: 2, sector: 8n, segments: [{ gfn: 24, first: 0, last: 7 }] }),
       vifMessage({ type: VIF_FLUSH, id: 3 }),
-      vifMessage({ type: VIF_READ, id: 4, sector: 8, segments: [{ gfn: 21, first: 0, last: 7 }] }),
-      vifMessage({ type: VIF_WRITE, id: 5, sector: 40, segments: [{ gfn: 24, first: 0, last: 7 }] }), // outside the rules' range
+      vifMessage({ type: VIF_READ, id: 4, sector: 8n, segments: [{ gfn: 21, first: 0, last: 7 }] }),
+      vifMessage({ type: VIF_WRITE, id: 5, sector: 40n, segments: [{ gfn: 24, first: 0, last: 7 }] }), // outside the rules' range
     ]);
     vif.kick();
     expect(answers(g).map((m) => [m.id, m.status])).toEqual([

@@ -315,10 +315,12 @@ export class BlkVif extends VifProcessor {
       return done(VIF_OK);
     }
     if (m.type !== VIF_READ && m.type !== VIF_WRITE) return this.refuse(() => done(VIF_ENOTSUP));
-    if (m.nseg < 1 || m.nseg > VIF_BLK_MAX_SEGMENTS || !Number.isSafeInteger(m.sector)) return this.refuse(done);
+    // The u64 sector is exact (bigint); once within the partition it is a safe number.
+    if (m.nseg < 1 || m.nseg > VIF_BLK_MAX_SEGMENTS || m.sector >= this.partition.sectors) return this.refuse(done);
+    const first = Number(m.sector);
     // Validate the whole private copy before a byte moves.
     const pieces: Array<{ view: Uint8Array; sector: number; gfn: number; offset: number }> = [];
-    let sector = m.sector;
+    let sector = first;
     for (const s of m.segments) {
       if (s.first > s.last || s.last >= PAGE_SIZE / SECTOR_SIZE) return this.refuse(done);
       const view = this.window(s.gfn, s.first * SECTOR_SIZE, (s.last - s.first + 1) * SECTOR_SIZE);
@@ -328,7 +330,7 @@ export class BlkVif extends VifProcessor {
     }
     if (sector > this.partition.sectors) return this.refuse(done);
     // The drive's fault rules, on the image's sectors, decided before any data moves.
-    const fault = this.faultFor(m.type === VIF_READ ? 'read' : 'write', this.partition.start + m.sector, sector - m.sector);
+    const fault = this.faultFor(m.type === VIF_READ ? 'read' : 'write', this.partition.start + first, sector - first);
     if (fault?.error === 'eio') return done(VIF_EIO);
     const flip = fault?.error === 'bitflip' ? locateBit(pieces.map((p) => p.view.byteLength), fault.bit) : undefined;
     try {
@@ -421,7 +423,7 @@ export class CamVif extends VifProcessor {
     return this.current?.view;
   }
 
-  private filled(seq: number, used: number, timestampUs: number): void {
+  private filled(seq: number, used: number, timestampUs: bigint): void {
     const b = this.current!;
     this.current = undefined;
     for (let at = 0; at < used; at += PAGE_SIZE) this.wroteGuest(b.gfn + at / PAGE_SIZE, 0, Math.min(PAGE_SIZE, used - at));

@@ -170,13 +170,13 @@ export class VfDriver {
   }
 
   /** Submit one hwblk request as given. Read targets are recorded as device-writable windows. */
-  submit(op: number, sector: number, segments: HwBlkSegment[], id = this.id()): number {
+  submit(op: number, sector: number | bigint, segments: HwBlkSegment[], id = this.id()): number {
     const blk = this.need(this.blk, 'disk');
     if (op === HWBLK_OP_READ)
       for (const s of segments)
         if (s.domid === 0 && s.pfn < this.mem.frames && s.firstSect <= s.lastSect)
           this.window(s.pfn * PAGE_SIZE + s.firstSect * SECTOR_SIZE, (s.lastSect - s.firstSect + 1) * SECTOR_SIZE);
-    blk.putRequest({ op, id, sector, segments });
+    blk.putRequest({ op, id, sector: BigInt(sector), segments });
     this.push(blk);
     return id;
   }

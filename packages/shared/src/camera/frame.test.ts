@@ -12,7 +12,7 @@ const f = { width: 32, height: 8 };
 
 function frame(seq: number, fmt = f): Uint8Array {
   const b = new Uint8Array(cameraFrameSize(fmt));
-  renderCameraFrame(b, fmt, seq, 1_000_000 + seq);
+  renderCameraFrame(b, fmt, seq, 1_000_000n + BigInt(seq));
   return b;
 }
 
@@ -20,13 +20,13 @@ describe('camera frames', () => {
   it('render and verify: sequence number, timestamp, size, the pattern', () => {
     const b = frame(42);
     expect(b.byteLength).toBe(CAMERA_HEADER_SIZE + 32 * 8);
-    expect(verifyCameraFrame(b, b.byteLength, f)).toEqual({ ok: true, seq: 42, timestampUs: 1_000_042, width: 32, height: 8 });
+    expect(verifyCameraFrame(b, b.byteLength, f)).toEqual({ ok: true, seq: 42, timestampUs: 1_000_042n, width: 32, height: 8 });
     expect(b[CAMERA_HEADER_SIZE + 5 * 32 + 7]).toBe(patternByte(42, 7, 5));
     // Into a larger buffer: only `used` bytes are the frame.
     const big = new Uint8Array(4096);
-    const used = renderCameraFrame(big, f, 3, 0);
+    const used = renderCameraFrame(big, f, 3, 0n);
     expect(verifyCameraFrame(big, used, f).ok).toBe(true);
-    expect(() => renderCameraFrame(new Uint8Array(10), f, 1, 0)).toThrow(RangeError);
+    expect(() => renderCameraFrame(new Uint8Array(10), f, 1, 0n)).toThrow(RangeError);
   });
 
   it('any single bit flipped anywhere in the frame is caught', () => {

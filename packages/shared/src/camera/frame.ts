@@ -5,7 +5,7 @@
  *   offset  size  field
  *   0       4     magic 0x46435652 ('RVCF', little-endian)
  *   4       4     seq: numbered from 1 in capture order; a gap means frames were dropped
- *   8       8     timestamp: µs on the camera's clock when the frame was captured
+ *   8       8     timestamp: µs on the camera's clock when the frame was captured (u64, an exact bigint)
  *   16      2     width      18  2  height   (pixels)
  *   20      4     format: fourcc 'GREY' (8-bit luma, one byte per pixel)
  *   24      4     crc32c of the payload
@@ -40,7 +40,7 @@ export function patternByte(seq: number, x: number, y: number): number {
 }
 
 /** Render frame `seq` captured at `timestampUs` into `into` (at least cameraFrameSize bytes). */
-export function renderCameraFrame(into: Uint8Array, f: CameraFormat, seq: number, timestampUs: number): number {
+export function renderCameraFrame(into: Uint8Array, f: CameraFormat, seq: number, timestampUs: bigint): number {
   const size = cameraFrameSize(f);
   if (into.byteLength < size) throw new RangeError(`a ${f.width}x${f.height} frame needs ${size} bytes, the buffer has ${into.byteLength}`);
   const payload = into.subarray(CAMERA_HEADER_SIZE, size);
@@ -54,7 +54,7 @@ export function renderCameraFrame(into: Uint8Array, f: CameraFormat, seq: number
   const v = new DataView(into.buffer, into.byteOffset, CAMERA_HEADER_SIZE);
   v.setUint32(0, CAMERA_FRAME_MAGIC, true);
   v.setUint32(4, seq >>> 0, true);
-  v.setBigUint64(8, BigInt(Math.max(0, Math.floor(timestampUs))), true);
+  v.setBigUint64(8, timestampUs, true);
   v.setUint16(16, f.width, true);
   v.setUint16(18, f.height, true);
   v.setUint32(20, CAMERA_FORMAT_GREY, true);
@@ -64,7 +64,7 @@ export function renderCameraFrame(into: Uint8Array, f: CameraFormat, seq: number
 }
 
 export type CameraFrameCheck =
-  | { ok: true; seq: number; timestampUs: number; width: number; height: number }
+  | { ok: true; seq: number; timestampUs: bigint; width: number; height: number }
   | { ok: false; reason: string; seq?: number };
 
 /** Check a delivered frame of `used` bytes: header, size, checksums and every pixel. Never throws. */
@@ -88,5 +88,5 @@ export function verifyCameraFrame(buf: Uint8Array, used = buf.byteLength, expect
     const row = y * width;
     for (let x = 0; x < width; x++) if (payload[row + x] !== ((start + x) & 0xff)) return { ok: false, reason: `pixel (${x}, ${y}) off the pattern of frame ${seq}`, seq };
   }
-  return { ok: true, seq, timestampUs: Number(v.getBigUint64(8, true)), width, height };
+  return { ok: true, seq, timestampUs: v.getBigUint64(8, true), width, height };
 }

@@ -8,6 +8,7 @@
  *   request  0 u8 op (READ 0, WRITE 1, FLUSH 2), 1 u8 nr_segments (≤ 11), 2 u16 pad, 4 u32 id,
  *            8 u64 sector, 16 seg[11] of { u16 domid, u8 first_sect, u8 last_sect, u32 pfn }
  *   response 0 u32 id, 4 i16 status (0 OK, -1 I/O error, -2 unsupported), 6 u16 pad
+ *   (`sector`, a u64, decodes to an exact bigint)
  *
  * hwnic tx queue, slot 12 bytes, 256 per page:
  *   request  0 u16 domid, 2 u16 id, 4 u32 pfn, 8 u16 offset, 10 u16 len
@@ -36,7 +37,8 @@ export interface HwBlkSegment {
 export interface HwBlkRequest {
   op: number;
   id: number;
-  sector: number;
+  /** u64, exact. */
+  sector: bigint;
   segments: HwBlkSegment[];
 }
 export interface HwStatusResponse {

@@ -44,13 +44,14 @@ export class RegisterPage {
     this.write(hi, b[4] | (b[5] << 8));
   }
 
-  /** A count up to 2^53 in two registers (low, high). */
-  read64(lo: number, hi: number): number {
-    return this.read(lo) + this.read(hi) * 2 ** 32;
+  /** A u64 in two registers (low, high), exact over all 2^64 values. */
+  read64(lo: number, hi: number): bigint {
+    return (BigInt(this.read(hi)) << 32n) | BigInt(this.read(lo));
   }
 
-  write64(lo: number, hi: number, n: number): void {
-    this.write(lo, n % 2 ** 32);
-    this.write(hi, Math.floor(n / 2 ** 32));
+  /** Stores `n` modulo 2^64, as a u64 register pair would. */
+  write64(lo: number, hi: number, n: bigint): void {
+    this.write(lo, Number(BigInt.asUintN(32, n)));
+    this.write(hi, Number(BigInt.asUintN(32, n >> 32n)));
   }
 }

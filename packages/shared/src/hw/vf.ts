@@ -90,11 +90,12 @@ export class VfRegisters extends RegisterPage {
     this.writeMac(VF_REG.MAC_LO, VF_REG.MAC_HI, mac);
   }
 
-  get sectors(): number {
+  /** u64, exact. */
+  get sectors(): bigint {
     return this.read64(VF_REG.SECTORS_LO, VF_REG.SECTORS_HI);
   }
 
-  set sectors(n: number) {
+  set sectors(n: bigint) {
     this.write64(VF_REG.SECTORS_LO, VF_REG.SECTORS_HI, n);
   }
 }

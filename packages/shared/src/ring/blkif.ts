@@ -13,6 +13,10 @@
  *
  * Response, 16 bytes: 0 u64 id, 8 u8 operation, 9 pad, 10 i16 status, 12 pad.
  * Both share one slot of 112 bytes, so a page holds 32 slots.
+ *
+ * The u64 fields decode to exact `bigint`s over all 2^64 values: `id` is the frontend's to choose
+ * (Mini-OS's blkfront puts a pointer there), and a backend must echo it bit for bit — a JS number
+ * would round ids above 2^53, so two requests could get the same id back.
  */
 import type { EntryCodec, RingProtocol } from './ring.js';
 
@@ -44,27 +48,28 @@ export interface BlkifRequest {
   /** As the frontend wrote it — may exceed 11 in a hostile request; validate before use. */
   nrSegments: number;
   handle: number;
-  id: number;
-  sectorNumber: number;
+  /** u64, exact. */
+  id: bigint;
+  /** u64, exact; validate against the vbd's size before use. */
+  sectorNumber: bigint;
   segments: BlkifSegment[];
 }
 
 export interface BlkifResponse {
-  id: number;
+  /** u64, exact: the request's id, echoed. */
+  id: bigint;
   operation: number;
   status: number;
 }
 
-const TWO32 = 2 ** 32;
-
-export function writeU64(v: DataView, off: number, value: number): void {
-  v.setUint32(off, value % TWO32, true);
-  v.setUint32(off + 4, Math.floor(value / TWO32), true);
+/** Writes a u64 (little-endian); setBigUint64 wraps modulo 2^64, as a C store to a u64 would. */
+export function writeU64(v: DataView, off: number, value: bigint): void {
+  v.setBigUint64(off, value, true);
 }
 
-/** u64 read as a JS number; values ≥ 2^53 lose precision, which validation then rejects. */
-export function readU64(v: DataView, off: number): number {
-  return v.getUint32(off, true) + v.getUint32(off + 4, true) * TWO32;
+/** Reads a u64 (little-endian) exactly. */
+export function readU64(v: DataView, off: number): bigint {
+  return v.getBigUint64(off, true);
 }
 
 export const blkifRequestCodec: EntryCodec<BlkifRequest> = {

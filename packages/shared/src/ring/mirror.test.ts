@@ -35,7 +35,7 @@ describe('a mirrored ring between two threads without shared memory', () => {
       const fill = (): void => {
         let n = 0;
         while (sent < TOTAL && !ring.isFull()) {
-          ring.putRequest({ operation: 1, nrSegments: 1, handle: 0, id: sent, sectorNumber: sent * 7, segments: [{ gref: 8, firstSect: 0, lastSect: 7 }] });
+          ring.putRequest({ operation: 1, nrSegments: 1, handle: 0, id: BigInt(sent), sectorNumber: BigInt(sent) * 7n, segments: [{ gref: 8, firstSect: 0, lastSect: 7 }] });
           sent++;
           n++;
         }
@@ -49,7 +49,7 @@ describe('a mirrored ring between two threads without shared memory', () => {
           for (;;) {
             const rsp = ring.takeResponse();
             if (!rsp) break;
-            if (rsp.id !== received || rsp.status !== ((received * 7) % 3) - 1) bad++;
+            if (rsp.id !== BigInt(received) || rsp.status !== ((received * 7) % 3) - 1) bad++;
             received++;
           }
         } while (ring.finalCheckForResponses());

@@ -65,15 +65,18 @@ const taggedFlavour = (slots: number): Flavour<Msg, Msg> => ({
   check: () => {},
 });
 
+/** blkif ids far above 2^53 (as Mini-OS's pointers): any rounding would mix requests up. */
+const HIGH_ID = 0xfedc_ba98_0000_0000n;
 const blkFlavour: Flavour<BlkifRequest, BlkifResponse> = {
   protocol: blkifProtocol,
-  req: (id) => ({ operation: id % 2, nrSegments: 1, handle: 7, id, sectorNumber: id * 8 + 1, segments: [{ gref: id & 0xffff, firstSect: 0, lastSect: 7 }] }),
+  req: (id) => ({ operation: id % 2, nrSegments: 1, handle: 7, id: HIGH_ID + BigInt(id), sectorNumber: BigInt(id) * 8n + 1n, segments: [{ gref: id & 0xffff, firstSect: 0, lastSect: 7 }] }),
   reqId: (r) => {
-    if (r.sectorNumber !== r.id * 8 + 1 || r.segments[0].gref !== (r.id & 0xffff)) throw new Error(`corrupt request ${r.id}`);
-    return r.id;
+    const id = Number(r.id - HIGH_ID);
+    if (r.sectorNumber !== BigInt(id) * 8n + 1n || r.segments[0].gref !== (id & 0xffff)) throw new Error(`corrupt request ${r.id}`);
+    return id;
   },
-  rsp: (r) => ({ id: r.id, operation: r.operation, status: r.id % 3 === 0 ? -1 : 0 }),
-  rspId: (r) => r.id,
+  rsp: (r) => ({ id: r.id, operation: r.operation, status: (r.id - HIGH_ID) % 3n === 0n ? -1 : 0 }),
+  rspId: (r) => Number(r.id - HIGH_ID),
   check: (r, id) => {
     if (r.operation !== id % 2 || r.status !== (id % 3 === 0 ? -1 : 0)) throw new Error(`corrupt response ${id}`);
   },

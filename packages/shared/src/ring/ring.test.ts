@@ -66,14 +66,15 @@ function u32(page: Uint8Array, off: number): number {
   return new DataView(page.buffer, page.byteOffset).getUint32(off, true);
 }
 
-function req(id: number, extra: Partial<BlkifRequest> = {}): BlkifRequest {
+function req(n: number | bigint, extra: Partial<BlkifRequest> = {}): BlkifRequest {
+  const id = BigInt(n);
   return {
     operation: BLKIF_OP_READ,
     nrSegments: 1,
     handle: 0x51,
     id,
-    sectorNumber: id * 8,
-    segments: [{ gref: 100 + (id % 1000), firstSect: 0, lastSect: 7 }],
+    sectorNumber: id * 8n,
+    segments: [{ gref: 100 + Number(id % 1000n), firstSect: 0, lastSect: 7 }],
     ...extra,
   };
 }
@@ -197,8 +198,8 @@ describe('blkif codec', () => {
       operation: BLKIF_OP_WRITE,
       nrSegments: 11,
       handle: 0x1234,
-      id: 0x1_2345_6789,
-      sectorNumber: 0xab_cdef_0123,
+      id: 0x1_2345_6789n,
+      sectorNumber: 0xab_cdef_0123n,
       segments: Array.from({ length: 11 }, (_, i) => ({ gref: 0x0a0b0c00 + i, firstSect: i % 8, lastSect: 7 })),
     });
     const b = (o: number) => buf.getUint8(40 + o);
@@ -227,7 +228,7 @@ describe('blkif codec', () => {
 
   it('decodes what it encodes (u64 id and sector beyond 2^32)', () => {
     const v = new DataView(new ArrayBuffer(112));
-    const r = req(2 ** 40 + 5, { sectorNumber: 2 ** 45 + 3, nrSegments: 2, segments: [{ gref: 1, firstSect: 2, lastSect: 3 }, { gref: 0xffffffff, firstSect: 0, lastSect: 7 }] });
+    const r = req(2n ** 40n + 5n, { sectorNumber: 2n ** 45n + 3n, nrSegments: 2, segments: [{ gref: 1, firstSect: 2, lastSect: 3 }, { gref: 0xffffffff, firstSect: 0, lastSect: 7 }] });
     blkifRequestCodec.encode(v, 0, r);
     expect(blkifRequestCodec.decode(v, 0)).toEqual(r);
   });
@@ -252,7 +253,7 @@ describe('blkif codec', () => {
   it('encodes a response as u64 id @0, u8 operation @8, i16 status @10 in 16 bytes', () => {
     const buf = new DataView(new ArrayBuffer(48));
     new Uint8Array(buf.buffer).fill(0xaa);
-    blkifResponseCodec.encode(buf, 16, { id: 0x2_0000_0001, operation: BLKIF_OP_WRITE, status: BLKIF_RSP_EOPNOTSUPP });
+    blkifResponseCodec.encode(buf, 16, { id: 0x2_0000_0001n, operation: BLKIF_OP_WRITE, status: BLKIF_RSP_EOPNOTSUPP });
     expect(buf.getUint32(16, true)).toBe(1);
     expect(buf.getUint32(20, true)).toBe(2);
     expect(buf.getUint8(24)).toBe(1);
@@ -262,7 +263,7 @@ describe('blkif codec', () => {
     expect(buf.getUint32(28, true)).toBe(0);
     expect(buf.getUint8(15)).toBe(0xaa);
     expect(buf.getUint8(32)).toBe(0xaa);
-    expect(blkifResponseCodec.decode(buf, 16)).toEqual({ id: 0x2_0000_0001, operation: 1, status: -2 });
+    expect(blkifResponseCodec.decode(buf, 16)).toEqual({ id: 0x2_0000_0001n, operation: 1, status: -2 });
   });
 });
 
@@ -342,11 +343,11 @@ describe('push and notify', () => {
     expect(front.pushRequests()).toBe(false); // nothing new: neither notify nor suppressed
     expect(front.stats).toEqual({ produced: 3, consumed: 0, notifies: 1, suppressed: 1 });
 
-    expect(back.takeRequest()?.id).toBe(0);
+    expect(back.takeRequest()?.id).toBe(0n);
     expect(back.finalCheckForRequests()).toBe(true); // work remains: event not re-armed
     expect(u32(page, 4)).toBe(1);
-    expect(back.takeRequest()?.id).toBe(1);
-    expect(back.takeRequest()?.id).toBe(2);
+    expect(back.takeRequest()?.id).toBe(1n);
+    expect(back.takeRequest()?.id).toBe(2n);
     expect(back.takeRequest()).toBeUndefined();
     expect(back.finalCheckForRequests()).toBe(false);
     expect(u32(page, 4)).toBe(4); // req_event = req_cons + 1 at offset 4
@@ -361,24 +362,24 @@ describe('push and notify', () => {
     for (let i = 0; i < 3; i++) front.putRequest(req(i));
     front.pushRequests();
     for (let i = 0; i < 3; i++) back.takeRequest();
-    back.putResponse({ id: 0, operation: 0, status: BLKIF_RSP_OKAY });
+    back.putResponse({ id: 0n, operation: 0, status: BLKIF_RSP_OKAY });
     expect(u32(page, 8)).toBe(0);
     expect(back.pushResponses()).toBe(true); // rsp_event starts at 1
     expect(u32(page, 8)).toBe(1);
-    back.putResponse({ id: 1, operation: 0, status: BLKIF_RSP_OKAY });
+    back.putResponse({ id: 1n, operation: 0, status: BLKIF_RSP_OKAY });
     expect(back.pushResponses()).toBe(false);
     expect(back.stats).toMatchObject({ produced: 2, consumed: 3, notifies: 1, suppressed: 1 });
 
-    expect(front.takeResponse()?.id).toBe(0);
-    expect(front.takeResponse()?.id).toBe(1);
+    expect(front.takeResponse()?.id).toBe(0n);
+    expect(front.takeResponse()?.id).toBe(1n);
     expect(front.takeResponse()).toBeUndefined();
     expect(front.finalCheckForResponses()).toBe(false);
     expect(u32(page, 12)).toBe(3); // rsp_cons + 1
 
-    back.putResponse({ id: 2, operation: 0, status: -1 });
+    back.putResponse({ id: 2n, operation: 0, status: -1 });
     expect(back.pushResponses()).toBe(true);
     expect(front.finalCheckForResponses()).toBe(true);
-    expect(front.takeResponse()).toEqual({ id: 2, operation: 0, status: -1 });
+    expect(front.takeResponse()).toEqual({ id: 2n, operation: 0, status: -1 });
   });
 
   it('the backend can ask to be woken only after a whole batch by setting req_event ahead', () => {
@@ -421,7 +422,7 @@ describe('push and notify', () => {
     front.pushRequests();
     back.takeRequest();
     back.takeRequest();
-    back.putResponse({ id: 0, operation: 0, status: 0 });
+    back.putResponse({ id: 0n, operation: 0, status: 0 });
     back.pushResponses();
     front.takeResponse();
     const real = front.unconsumedResponses.bind(front);
@@ -429,14 +430,14 @@ describe('push and notify', () => {
     front.unconsumedResponses = () => {
       const n = real();
       if (raced === undefined) {
-        back.putResponse({ id: 1, operation: 0, status: 0 });
+        back.putResponse({ id: 1n, operation: 0, status: 0 });
         raced = back.pushResponses();
       }
       return n;
     };
     expect(front.finalCheckForResponses()).toBe(true);
     expect(raced).toBe(false);
-    expect(front.takeResponse()?.id).toBe(1);
+    expect(front.takeResponse()?.id).toBe(1n);
   });
 });
 
@@ -449,7 +450,7 @@ describe('flow control and untrusted peers', () => {
     expect(() => front.putRequest(req(32))).toThrow(RingFullError);
     front.pushRequests();
     for (let i = 0; i < 32; i++) back.takeRequest();
-    back.putResponse({ id: 0, operation: 0, status: 0 });
+    back.putResponse({ id: 0n, operation: 0, status: 0 });
     back.pushResponses();
     // Published but not consumed: the slot is still occupied.
     expect(front.freeRequests()).toBe(0);
@@ -462,12 +463,12 @@ describe('flow control and untrusted peers', () => {
 
   it('BackRing refuses a response without a consumed request', () => {
     const { front, back } = blkRings();
-    expect(() => back.putResponse({ id: 0, operation: 0, status: 0 })).toThrow(RingFullError);
+    expect(() => back.putResponse({ id: 0n, operation: 0, status: 0 })).toThrow(RingFullError);
     front.putRequest(req(0));
     front.pushRequests();
     back.takeRequest();
-    back.putResponse({ id: 0, operation: 0, status: 0 });
-    expect(() => back.putResponse({ id: 0, operation: 0, status: 0 })).toThrow(RingFullError);
+    back.putResponse({ id: 0n, operation: 0, status: 0 });
+    expect(() => back.putResponse({ id: 0n, operation: 0, status: 0 })).toThrow(RingFullError);
   });
 
   it('treats req_prod - rsp_prod_pvt > size as a rogue frontend and stops the ring', () => {
@@ -529,12 +530,12 @@ describe('flow control and untrusted peers', () => {
     front.putRequest(req(1));
     front.pushRequests();
     back.takeRequest();
-    back.putResponse({ id: 0, operation: 0, status: 0 });
+    back.putResponse({ id: 0n, operation: 0, status: 0 });
     back.pushResponses();
     new RingPage(page).store(RSP_PROD, 3); // only two requests exist
     expect(() => front.takeResponse()).toThrow(RogueRingError);
     new RingPage(page).store(RSP_PROD, 2); // two is plausible
-    expect(front.takeResponse()?.id).toBe(0);
+    expect(front.takeResponse()?.id).toBe(0n);
   });
 
   it('the backend decodes a private copy: later writes to the slot do not change it', () => {
@@ -566,13 +567,13 @@ describe('index wraparound', () => {
     const old = BackRing.attach(page, blkifProtocol);
     old.takeRequest();
     old.takeRequest();
-    old.putResponse({ id: 0, operation: 0, status: 0 });
+    old.putResponse({ id: 0n, operation: 0, status: 0 });
     old.pushResponses(); // answered request 0, consumed 1, then "crashed"
     const fresh = BackRing.attach(page, blkifProtocol);
     expect([fresh.rspProdPvt, fresh.reqCons]).toEqual([U32 - 1, U32 - 1]);
     expect(fresh.unconsumedRequests()).toBe(2);
-    expect(fresh.takeRequest()?.id).toBe(1);
-    expect(fresh.takeRequest()?.id).toBe(2);
+    expect(fresh.takeRequest()?.id).toBe(1n);
+    expect(fresh.takeRequest()?.id).toBe(2n);
   });
 
   it('moves requests and responses in order across 2^32 with correct slots and notifications', () => {
@@ -594,16 +595,16 @@ describe('index wraparound', () => {
         nextReq++;
       }
       if (front.pushRequests()) backNotified++;
-      const got: number[] = [];
+      const got: bigint[] = [];
       for (let r = back.takeRequest(); r; r = back.takeRequest()) {
         got.push(r.id);
-        back.putResponse({ id: r.id, operation: r.operation, status: r.id % 2 ? -1 : 0 });
+        back.putResponse({ id: r.id, operation: r.operation, status: r.id % 2n ? -1 : 0 });
       }
       expect(got).toHaveLength(k);
       expect(back.finalCheckForRequests()).toBe(false);
       if (back.pushResponses()) frontNotified++;
       for (let s = front.takeResponse(); s; s = front.takeResponse()) {
-        expect(s.id).toBe(nextRsp);
+        expect(s.id).toBe(BigInt(nextRsp));
         expect(s.status).toBe(nextRsp % 2 ? -1 : 0);
         nextRsp++;
       }
@@ -632,8 +633,8 @@ describe('index wraparound', () => {
     expect(u32(page, 0)).toBe(1);
     const back = BackRing.attach(page, blkifProtocol);
     back.reqCons = U32 - 1; // attach assumes no requests outstanding; resume as if none consumed yet
-    expect(back.takeRequest()?.id).toBe(0xaa);
-    expect(back.takeRequest()?.id).toBe(0xbb);
+    expect(back.takeRequest()?.id).toBe(0xaan);
+    expect(back.takeRequest()?.id).toBe(0xbbn);
     expect(back.reqCons).toBe(1);
   });
 

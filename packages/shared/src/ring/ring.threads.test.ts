@@ -8,6 +8,7 @@ import type { Worker } from 'node:worker_threads';
 import { startRuntimeWorker } from '../runtime/index.js';
 import { FrontRing, initSharedRing } from './ring.js';
 import { blkifProtocol } from './blkif.js';
+import { bigintAsDecimal } from '../util/u64.js';
 import {
   CTRL_ABORT,
   CTRL_REQ_BELL,
@@ -99,12 +100,12 @@ describe('ring between two threads', () => {
         let got = 0;
         for (let rsp = front.takeResponse(); rsp !== undefined; rsp = front.takeResponse()) {
           const want = expected[received & (front.size - 1)];
-          if (rsp.id !== received) badId++;
+          if (rsp.id !== BigInt(received)) badId++;
           if (rsp.status === STATUS_CORRUPT) corrupt++;
           else if (rsp.status !== want) badStatus++;
           if (rsp.operation !== (received & 1)) badOp++;
-          if (!firstBad && (rsp.id !== received || rsp.status !== want || rsp.operation !== (received & 1)))
-            firstBad = `response #${received}: ${JSON.stringify(rsp)}, wanted status ${want}`;
+          if (!firstBad && (rsp.id !== BigInt(received) || rsp.status !== want || rsp.operation !== (received & 1)))
+            firstBad = `response #${received}: ${JSON.stringify(rsp, bigintAsDecimal)}, wanted status ${want}`;
           received++;
           got++;
         }

@@ -485,6 +485,149 @@ describe('store quotas', () => {
   });
 });
 
+describe('store changes are all-or-nothing', () => {
+  const quota = { maxNodesPerDomain: 4, maxValueBytes: 64, maxWatchesPerDomain: 8, maxTransactionsPerDomain: 4 };
+  const D = '/local/domain/3';
+  let s: Store;
+  beforeEach(() => {
+    s = new Store(quota);
+    s.mkdir(DOM0, D); // owned by dom0, not counted against the guest
+  });
+
+  it('rm of a path the transaction does not see fails with ENOENT at once (cxenstored); the transaction goes on', async () => {
+    s.write(GUEST, `${D}/a`, '1');
+    const t = s.transactionStart(GUEST);
+    expect(await errnoOf(() => s.rm(GUEST, `${D}/missing`, t))).toBe('ENOENT');
+    s.rm(GUEST, `${D}/a`, t);
+    expect(await errnoOf(() => s.rm(GUEST, `${D}/a`, t))).toBe('ENOENT'); // already gone in its view
+    expect(await errnoOf(() => s.rm(GUEST, `${D}/a/below`, t))).toBe('ENOENT');
+    s.write(GUEST, `${D}/b`, '2', t);
+    s.transactionEnd(GUEST, t, true);
+    expect(s.dump(D)).toEqual([[D, ''], [`${D}/b`, '2']]);
+  });
+
+  it('an EQUOTA part-way through a commit applies nothing, fires no watch, and ends the transaction', async () => {
+    s.write(GUEST, `${D}/keep`, 'old');
+    const before = s.dump();
+    const w = recorder();
+    s.watch(DOM0, '/', 'all', w.cb);
+    await settle();
+    w.events.length = 0;
+    const t = s.transactionStart(GUEST);
+    s.write(GUEST, `${D}/keep`, 'new', t); // applied first at commit...
+    s.rm(GUEST, `${D}/keep`, t); // ...0 of 4 nodes...
+    s.write(GUEST, `${D}/x/y`, '1', t); // ...2 of 4...
+    s.write(GUEST, `${D}/z/w/v`, '1', t); // ...and three more: the third is over the quota
+    expect(await errnoOf(() => s.transactionEnd(GUEST, t, true))).toBe('EQUOTA');
+    await settle();
+    expect(s.dump()).toEqual(before);
+    expect(w.events).toEqual([]);
+    expect(await errnoOf(() => s.transactionEnd(GUEST, t, true))).toBe('ENOENT');
+    // The quota count was restored too: exactly three more nodes fit.
+    for (const k of ['p', 'q', 'r']) s.write(GUEST, `${D}/${k}`, '1');
+    expect(await errnoOf(() => s.write(GUEST, `${D}/s`, '1'))).toBe('EQUOTA');
+  });
+
+  it('a plain write whose missing ancestors run into EQUOTA leaves none of them behind', async () => {
+    s.write(GUEST, `${D}/a`, '1');
+    s.write(GUEST, `${D}/b`, '1');
+    const before = s.dump();
+    expect(await errnoOf(() => s.write(GUEST, `${D}/c/d/e`, '1'))).toBe('EQUOTA'); // c and d fit, e does not
+    expect(s.dump()).toEqual(before);
+    s.write(GUEST, `${D}/c/d`, '1'); // the two nodes are still free
+  });
+
+  it('a transaction with a quota that trips at a random point leaves the store exactly as before; watches fire only for committed changes', () => {
+    const names = ['a', 'b', 'c'];
+    const paths: string[] = [D];
+    for (let i = 0; i < paths.length; i++) if (paths[i].split('/').length < 7) for (const n of names) paths.push(`${paths[i]}/${n}`);
+    const pathArb = fc.constantFrom(...paths.slice(1));
+    const opArb = fc.oneof(
+      fc.record({ op: fc.constant('write' as const), path: pathArb, value: fc.constantFrom('', 'v1', 'v2') }),
+      fc.record({ op: fc.constant('mkdir' as const), path: pathArb }),
+      fc.record({ op: fc.constant('rm' as const), path: pathArb }),
+    );
+    type Op = { op: 'write'; path: string; value: string } | { op: 'mkdir'; path: string } | { op: 'rm'; path: string };
+    /** Apply one op, directly or in transaction `t`; ENOENT (rm of a missing path) is an answer, not a failure. */
+    const apply = (store: Store, o: Op, t?: number): void => {
+      try {
+        if (o.op === 'write') store.write(GUEST, o.path, o.value, t);
+        else if (o.op === 'mkdir') store.mkdir(GUEST, o.path, t);
+        else store.rm(GUEST, o.path, t);
+      } catch (e) {
+        if (!(e instanceof StoreError && e.errno === 'ENOENT' && o.op === 'rm')) throw e;
+      }
+    };
+    /** Two stores built alike, each with a watch on everything recording synchronously. */
+    const build = (maxNodes: number, initial: string[]) => {
+      const store = new Store({ ...quota, maxNodesPerDomain: maxNodes });
+      store.mkdir(DOM0, D);
+      for (const p of initial) {
+        try {
+          store.write(GUEST, p, 'init');
+        } catch (e) {
+          if (!(e instanceof StoreError && e.errno === 'EQUOTA')) throw e;
+        }
+      }
+      const events: string[] = [];
+      store.watch(DOM0, '/', 'all', (p) => events.push(p));
+      return { store, events };
+    };
+    /** What the guest can still create: writes fresh nodes until EQUOTA (the quota count, observed). */
+    const headroom = (store: Store): number => {
+      let n = 0;
+      for (; n < 64; n++) {
+        try {
+          store.write(GUEST, `${D}/probe${n}`, '');
+        } catch (e) {
+          if (e instanceof StoreError && e.errno === 'EQUOTA') break;
+          throw e;
+        }
+      }
+      return n;
+    };
+    let tripped = 0;
+    let committed = 0;
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 14 }), fc.array(pathArb, { maxLength: 6 }), fc.array(opArb, { minLength: 1, maxLength: 14 }), (maxNodes, initial, ops) => {
+        const a = build(maxNodes, initial); // the transaction's store
+        const b = build(maxNodes, initial); // the same ops applied directly, or nothing
+        a.events.length = 0; // the registration events are microtasks: none has run yet
+        const before = a.store.dump();
+        const t = a.store.transactionStart(GUEST);
+        for (const o of ops) apply(a.store, o, t);
+        let error: string | undefined;
+        try {
+          a.store.transactionEnd(GUEST, t, true);
+        } catch (e) {
+          if (!(e instanceof StoreError)) throw e;
+          error = e.errno;
+        }
+        if (error !== undefined) {
+          tripped++;
+          expect(error).toBe('EQUOTA');
+          expect(a.store.dump()).toEqual(before);
+          expect(a.events).toEqual([]);
+        } else {
+          committed++;
+          b.events.length = 0;
+          for (const o of ops) apply(b.store, o); // cannot trip: the commit did not
+          expect(a.store.dump()).toEqual(b.store.dump());
+          expect(a.events).toEqual(b.events); // one event per committed change, in order
+        }
+        // Indistinguishable from the store that never saw a failed commit: same quota left.
+        if (error !== undefined) expect(a.store.dump()).toEqual(b.store.dump());
+        expect(headroom(a.store)).toBe(headroom(b.store));
+        expect(a.store.dump()).toEqual(b.store.dump());
+      }),
+      { numRuns: 400 },
+    );
+    // Both outcomes were really exercised.
+    expect(tripped).toBeGreaterThan(20);
+    expect(committed).toBeGreaterThan(20);
+  });
+});
+
 describe('xenbus state handshake over the store', () => {
   it('builds the frontend and backend paths', () => {
     expect(frontendPath(3, 'vbd', 51712)).toBe('/local/domain/3/device/vbd/51712');

@@ -6,6 +6,12 @@
  *   event names the path that changed).
  * - A transaction reads and writes through an overlay; on commit it fails with EAGAIN if any path
  *   it read or wrote was changed by someone else since it began (optimistic, as xenstored).
+ *   A commit is all-or-nothing: if any of its operations fails (EQUOTA part-way through, say),
+ *   everything it had applied is undone — tree, generations, quota counts — and no watch fires.
+ *   Watches fire only once the whole commit has applied. Inside a transaction, `rm` of a path
+ *   the transaction does not see fails with ENOENT at once, as in cxenstored.
+ * - Every change outside a transaction is atomic the same way (a write whose missing ancestors
+ *   run into EQUOTA leaves none of them behind).
  * - Permissions follow xenstored's default layout: dom0 may do anything; a guest may read and
  *   write below its own /local/domain/<id>, and read its backends' directories
  *   /local/domain/0/backend/<type>/<id>/…. Everything else is EACCES.
@@ -85,6 +91,11 @@ export class Store {
   private readonly txs = new Map<number, Transaction>();
   private nextTx = 1;
   private readonly nodesOwned = new Map<number, number>();
+  /**
+   * While a change is being applied: how to undo each step (run newest first if a step fails)
+   * and the watch events it will fire once every step has succeeded.
+   */
+  private journal?: { undo: Array<() => void>; events: Array<[string, boolean]> };
 
   constructor(readonly quota: StoreQuota = DEFAULT_STORE_QUOTA) {}
 
@@ -129,6 +140,28 @@ export class Store {
     this.nodesOwned.set(owner, (this.nodesOwned.get(owner) ?? 0) + delta);
   }
 
+  /**
+   * Apply `change` all-or-nothing: a step that throws undoes every step before it (the tree, the
+   * generations, the quota counts, even the order of a directory's children) and the error goes
+   * on; watch events are held until every step has succeeded. Steps must be synchronous.
+   */
+  private atomically(change: () => void): void {
+    if (this.journal) return change(); // part of a change already being applied
+    const journal: NonNullable<Store['journal']> = { undo: [], events: [] };
+    const gen = this.gen;
+    this.journal = journal;
+    try {
+      change();
+    } catch (e) {
+      for (let i = journal.undo.length - 1; i >= 0; i--) journal.undo[i]();
+      this.gen = gen;
+      throw e;
+    } finally {
+      this.journal = undefined;
+    }
+    for (const [path, removal] of journal.events) this.fire(path, removal);
+  }
+
   private ensure(path: string, owner: number): { node: StoreNode; changed: string[] } {
     let n = this.root;
     let cur = '';
@@ -139,10 +172,17 @@ export class Store {
       if (!c) {
         if (owner !== 0 && (this.nodesOwned.get(owner) ?? 0) >= this.quota.maxNodesPerDomain)
           throw new StoreError(`domain ${owner} exceeded its store quota`, 'EQUOTA');
+        const parent = n;
+        const parentGen = parent.gen;
         c = { value: '', children: new Map(), owner, gen: ++this.gen };
-        n.children.set(part, c);
-        n.gen = c.gen; // the parent's child list changed: a transaction that listed it must conflict
+        parent.children.set(part, c);
+        parent.gen = c.gen; // the parent's child list changed: a transaction that listed it must conflict
         this.countNode(owner, 1);
+        this.journal?.undo.push(() => {
+          parent.children.delete(part); // the newest child: deleting it restores the order
+          parent.gen = parentGen;
+          this.countNode(owner, -1);
+        });
         changed.push(cur);
       }
       n = c;
@@ -152,14 +192,19 @@ export class Store {
 
   private applyWrite(domid: number, path: string, value: string): void {
     const { node } = this.ensure(path, domid);
+    const { value: oldValue, gen: oldGen } = node;
     node.value = value;
     node.gen = ++this.gen;
-    this.fire(path);
+    this.journal?.undo.push(() => {
+      node.value = oldValue;
+      node.gen = oldGen;
+    });
+    this.changed(path);
   }
 
   private applyMkdir(domid: number, path: string): void {
     const { changed } = this.ensure(path, domid);
-    if (changed.length) this.fire(path);
+    if (changed.length) this.changed(path);
   }
 
   private applyRm(path: string): void {
@@ -169,15 +214,36 @@ export class Store {
     const node = parent?.children.get(name);
     if (!parent || !node) throw new StoreError(`${path} does not exist`, 'ENOENT');
     const g = ++this.gen;
+    const dropped: Array<[string, StoreNode, number | undefined]> = [];
     const drop = (p: string, n: StoreNode): void => {
+      dropped.push([p, n, this.deletedAt.get(p)]);
       this.deletedAt.set(p, g);
       this.countNode(n.owner, -1);
       for (const [k, c] of n.children) drop(p + '/' + k, c);
     };
     drop(path, node);
+    const siblings = this.journal ? [...parent.children] : undefined;
+    const parentGen = parent.gen;
     parent.children.delete(name);
     parent.gen = g;
-    this.fire(path, true);
+    if (siblings)
+      this.journal!.undo.push(() => {
+        parent.children.clear();
+        for (const [k, c] of siblings) parent.children.set(k, c);
+        parent.gen = parentGen;
+        for (const [p, n, at] of dropped) {
+          if (at === undefined) this.deletedAt.delete(p);
+          else this.deletedAt.set(p, at);
+          this.countNode(n.owner, 1);
+        }
+      });
+    this.changed(path, true);
+  }
+
+  /** A change at `path`: its watch events go out once the change being applied has succeeded. */
+  private changed(path: string, removal = false): void {
+    if (this.journal) this.journal.events.push([path, removal]);
+    else this.fire(path, removal);
   }
 
   /** Fire watches at or above `path`; a removal also fires watches below it (they lost their node). */
@@ -226,7 +292,7 @@ export class Store {
       t.overlay.set(p, value);
       return;
     }
-    this.applyWrite(domid, p, value);
+    this.atomically(() => this.applyWrite(domid, p, value));
   }
 
   mkdir(domid: number, path: string, tx?: number): void {
@@ -239,21 +305,24 @@ export class Store {
       if (this.txView(t, p) === undefined) t.overlay.set(p, '');
       return;
     }
-    this.applyMkdir(domid, p);
+    this.atomically(() => this.applyMkdir(domid, p));
   }
 
   rm(domid: number, path: string, tx?: number): void {
     const p = this.checkWrite(domid, path);
     const t = this.tx(domid, tx);
     if (t) {
-      t.touched.add(p);
+      t.touched.add(p); // its absence is read too: a concurrent creation conflicts
+      // As cxenstored: removing what the transaction does not see fails now, not at commit.
+      if (p === '/') throw new StoreError('cannot remove /', 'EINVAL');
+      if (this.txView(t, p) === undefined) throw new StoreError(`${p} does not exist`, 'ENOENT');
       t.ops.push({ op: 'rm', path: p });
       for (const k of t.overlay.keys()) if (isAtOrBelow(k, p)) t.overlay.set(k, null);
       t.overlay.set(p, null);
       t.removed.add(p);
       return;
     }
-    this.applyRm(p);
+    this.atomically(() => this.applyRm(p));
   }
 
   directory(domid: number, path: string, tx?: number): string[] {
@@ -306,7 +375,11 @@ export class Store {
     return id;
   }
 
-  /** Commit (or abort). Throws EAGAIN when another writer touched what this transaction used. */
+  /**
+   * Commit (or abort). Throws EAGAIN when another writer touched what this transaction used, or
+   * the error of an operation that cannot be applied (EQUOTA): either way nothing is applied and
+   * the transaction is over. Watches fire after the whole commit has applied.
+   */
   transactionEnd(domid: number, id: number, commit: boolean): void {
     const t = this.tx(domid, id);
     if (!t) throw new StoreError(`no transaction ${id}`, 'ENOENT');
@@ -317,11 +390,13 @@ export class Store {
       if ((n && n.gen > t.startGen) || (this.deletedAt.get(p) ?? 0) > t.startGen)
         throw new StoreError(`transaction ${id} conflicted on ${p}`, 'EAGAIN');
     }
-    for (const op of t.ops) {
-      if (op.op === 'write') this.applyWrite(domid, op.path, op.value);
-      else if (op.op === 'mkdir') this.applyMkdir(domid, op.path);
-      else if (this.lookup(op.path)) this.applyRm(op.path);
-    }
+    this.atomically(() => {
+      for (const op of t.ops) {
+        if (op.op === 'write') this.applyWrite(domid, op.path, op.value);
+        else if (op.op === 'mkdir') this.applyMkdir(domid, op.path);
+        else this.applyRm(op.path); // it existed in the transaction's view, and nothing it touched moved
+      }
+    });
   }
 
   /**

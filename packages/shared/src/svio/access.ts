@@ -61,7 +61,8 @@ export class SvioRegisters extends RegisterPage {
     return this.readMac(SVIO_REG.MAC_LO, SVIO_REG.MAC_HI);
   }
 
-  get sectors(): number {
+  /** u64, exact. */
+  get sectors(): bigint {
     return this.read64(SVIO_REG.SECTORS_LO, SVIO_REG.SECTORS_HI);
   }
 

@@ -14,7 +14,7 @@ describe('VIF messages', () => {
         fc.integer({ min: 0, max: 0xffffffff }),
         fc.integer({ min: 0, max: 0xffff }),
         fc.integer({ min: 0, max: 0xffff }),
-        fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+        fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
         fc.array(fc.record({ gfn: fc.integer({ min: 0, max: 0xffffffff }), first: fc.integer({ min: 0, max: 255 }), last: fc.integer({ min: 0, max: 255 }) }), { maxLength: VIF_BLK_MAX_SEGMENTS }),
         (type, id, status, gfn, offset, len, sector, segments) => {
           const blk = type === VIF_READ || type === VIF_WRITE;
@@ -29,7 +29,7 @@ describe('VIF messages', () => {
 
   it('camera frames round-trip', () => {
     const view = new DataView(new ArrayBuffer(64));
-    const m = vifMessage({ type: VIF_CAM_FRAME, id: 3, seq: 0xfffffffe, used: 76832, timestampUs: 1_796_000_000_123_456 });
+    const m = vifMessage({ type: VIF_CAM_FRAME, id: 3, seq: 0xfffffffe, used: 76832, timestampUs: 1_796_000_000_123_456n });
     vifCodec.encode(view, 0, m);
     expect(vifCodec.decode(view, 0)).toEqual(m);
   });

@@ -24,6 +24,8 @@
  *   CAM_FRAME   0x84  8 u32 seq, 12 u32 used, 16 u64 timestamp (µs)   a frame filled buffer `id`
  *                     (a gap in seq: frames the camera dropped, as cameraif's FRAME_AVAIL seq_num);
  *                     status -1: the buffer was refused (not the guest's, too small)
+ *
+ * The u64 fields (sector, timestamp) decode to exact bigints over all 2^64 values.
  */
 import type { EntryCodec } from '../ring/ring.js';
 import { readU64, writeU64 } from '../ring/blkif.js';
@@ -58,18 +60,20 @@ export interface VifMessage {
   gfn: number;
   offset: number;
   len: number;
-  sector: number;
+  /** u64, exact. */
+  sector: bigint;
   /** Raw nseg byte as written (validate against VIF_BLK_MAX_SEGMENTS). */
   nseg: number;
   segments: VifSegment[];
   /** CAM_FRAME: the frame's sequence number, bytes used, capture time (µs). */
   seq: number;
   used: number;
-  timestampUs: number;
+  /** u64, exact. */
+  timestampUs: bigint;
 }
 
 export function vifMessage(m: Partial<VifMessage> & { type: number }): VifMessage {
-  return { status: 0, id: 0, gfn: 0, offset: 0, len: 0, sector: 0, nseg: m.segments?.length ?? 0, segments: [], seq: 0, used: 0, timestampUs: 0, ...m };
+  return { status: 0, id: 0, gfn: 0, offset: 0, len: 0, sector: 0n, nseg: m.segments?.length ?? 0, segments: [], seq: 0, used: 0, timestampUs: 0n, ...m };
 }
 
 export const vifCodec: EntryCodec<VifMessage> = {
@@ -109,10 +113,10 @@ export const vifCodec: EntryCodec<VifMessage> = {
         const so = o + 24 + i * 8;
         segments.push({ gfn: v.getUint32(so, true), first: v.getUint8(so + 4), last: v.getUint8(so + 5) });
       }
-      return { ...base, gfn: 0, offset: 0, len: 0, sector: readU64(v, o + 8), nseg, segments, seq: 0, used: 0, timestampUs: 0 };
+      return { ...base, gfn: 0, offset: 0, len: 0, sector: readU64(v, o + 8), nseg, segments, seq: 0, used: 0, timestampUs: 0n };
     }
     if (type === VIF_CAM_FRAME)
-      return { ...base, gfn: 0, offset: 0, len: 0, sector: 0, nseg: 0, segments: [], seq: v.getUint32(o + 8, true), used: v.getUint32(o + 12, true), timestampUs: readU64(v, o + 16) };
-    return { ...base, gfn: v.getUint32(o + 8, true), offset: v.getUint16(o + 12, true), len: v.getUint16(o + 14, true), sector: 0, nseg: 0, segments: [], seq: 0, used: 0, timestampUs: 0 };
+      return { ...base, gfn: 0, offset: 0, len: 0, sector: 0n, nseg: 0, segments: [], seq: v.getUint32(o + 8, true), used: v.getUint32(o + 12, true), timestampUs: readU64(v, o + 16) };
+    return { ...base, gfn: v.getUint32(o + 8, true), offset: v.getUint16(o + 12, true), len: v.getUint16(o + 14, true), sector: 0n, nseg: 0, segments: [], seq: 0, used: 0, timestampUs: 0n };
   },
 };

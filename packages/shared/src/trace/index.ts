@@ -16,6 +16,7 @@
  * `entries()` while the slots still hold them.
  */
 import diagnostics from 'node:diagnostics_channel';
+import { decimalU64s } from '../util/u64.js';
 
 /** Where an event happened: host (dom0's host name), domain id and device ("vbd0", "vif1"). */
 export interface TraceWhere {
@@ -129,13 +130,14 @@ export function matchesFilter(ev: TraceEvent, f: TraceFilter): boolean {
 
 /**
  * A plain, serialisable copy of an event (what crosses a link or becomes a JSON line): ring
- * entries decoded now, frame bytes (base64) kept only if asked (pcap).
+ * entries decoded now, their u64 fields (exact bigints) as decimal strings — JSON has no bigint,
+ * and a forwarded batch is re-served as JSON — frame bytes (base64) kept only if asked (pcap).
  */
 export function serializeTrace(ev: TraceEvent, keepFrames: boolean): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(ev)) {
     // Forwarded events carry entries already decoded; local ones decode now.
-    if (k === 'entries') out.entries = typeof v === 'function' ? (v as () => unknown[])() : v;
+    if (k === 'entries') out.entries = decimalU64s(typeof v === 'function' ? (v as () => unknown[])() : v);
     else if (k === 'frame') {
       if (keepFrames) out.frame = Buffer.from(v as Uint8Array).toString('base64');
     } else out[k] = v;

@@ -6,8 +6,10 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { BackRing, FrontRing, initSharedRing } from '../ring/ring.js';
-import { blkifProtocol, type BlkifRequest } from '../ring/blkif.js';
+import { Packr } from 'msgpackr';
+import { msgpackProblem } from '../transport/msgpack-check.js';
+import { BackRing, FrontRing, REQ_PROD, initSharedRing } from '../ring/ring.js';
+import { blkifProtocol, type BlkifRequest, type BlkifResponse } from '../ring/blkif.js';
 import {
   ADMIN_CONTENT_DIGEST_HEADER,
   ADMIN_SIGNATURE_HEADER,
@@ -37,7 +39,7 @@ function pair() {
 }
 
 function req(id: number): BlkifRequest {
-  return { operation: 0, nrSegments: 1, handle: 51712, id, sectorNumber: id * 8, segments: [{ gref: id % 100, firstSect: 0, lastSect: 7 }] };
+  return { operation: 0, nrSegments: 1, handle: 51712, id: BigInt(id), sectorNumber: BigInt(id) * 8n, segments: [{ gref: id % 100, firstSect: 0, lastSect: 7 }] };
 }
 
 describe('trace channels', () => {
@@ -59,13 +61,13 @@ describe('trace channels', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 8 })), { minLength: 1, maxLength: 60 }), (steps) => {
         const { front, back } = pair();
-        const pushed: number[] = [];
-        const consumed: number[] = [];
+        const pushed: bigint[] = [];
+        const consumed: bigint[] = [];
         const ranges: Array<[number, number]> = [];
         const off = subscribeTrace(['ring.push', 'ring.consume'], (e) => {
           if (e.kind !== 'ring.push' && e.kind !== 'ring.consume') return;
           if (e.side !== 'front' && e.kind === 'ring.push') return;
-          const entries = (typeof e.entries === 'function' ? e.entries() : e.entries) as Array<{ index: number; id: number }>;
+          const entries = (typeof e.entries === 'function' ? e.entries() : e.entries) as Array<{ index: number; id: bigint }>;
           expect(entries.map((x) => x.index)).toEqual(Array.from({ length: (e.after - e.before) >>> 0 }, (_, i) => e.before + i));
           if (e.kind === 'ring.push') {
             for (const x of entries) pushed.push(x.id);
@@ -91,7 +93,7 @@ describe('trace channels', () => {
         }
         // Contiguous batches, no gap, no overlap; ids in order, each exactly once.
         for (let i = 1; i < ranges.length; i++) expect(ranges[i][0]).toBe(ranges[i - 1][1]);
-        expect(pushed).toEqual(Array.from({ length: next }, (_, i) => i));
+        expect(pushed).toEqual(Array.from({ length: next }, (_, i) => BigInt(i)));
         expect(consumed).toEqual(pushed.slice(0, consumed.length));
         expect(consumed.length).toBe(back.reqCons);
       }),
@@ -111,9 +113,63 @@ describe('trace channels', () => {
     }
     const rec = back.recent('req');
     expect(rec).toHaveLength(32);
-    expect(rec.map((x) => (x.entry as BlkifRequest).id)).toEqual(Array.from({ length: 32 }, (_, i) => i + 8));
+    expect(rec.map((x) => (x.entry as BlkifRequest).id)).toEqual(Array.from({ length: 32 }, (_, i) => BigInt(i + 8)));
     expect(rec.map((x) => x.index)).toEqual(Array.from({ length: 32 }, (_, i) => i + 8));
-    expect(back.recent('rsp').at(-1)).toEqual({ index: 39, entry: { id: 39, operation: 0, status: 0 } });
+    expect(back.recent('rsp').at(-1)).toEqual({ index: 39, entry: { id: 39n, operation: 0, status: 0 } });
+  });
+
+  it('a push is decoded before req_prod moves: a backend answering in the same slot at once does not change what was traced', () => {
+    const page = new Uint8Array(new SharedArrayBuffer(4096));
+    initSharedRing(page);
+    let back: BackRing<BlkifRequest, BlkifResponse> | undefined;
+    // The backend runs the instant req_prod is stored (as another CPU may): it takes every
+    // request and writes its response into the same slot — a different operation byte there.
+    const sync = {
+      wroteBytes: () => {},
+      storedIndex: (word: number) => {
+        if (word !== REQ_PROD || !back) return;
+        for (let r = back.takeRequest(); r; r = back.takeRequest()) back.putResponse({ id: r.id, operation: 0xef, status: -1 });
+        back.pushResponses();
+      },
+    };
+    const front = new FrontRing(page, blkifProtocol, sync);
+    back = BackRing.attach(page, blkifProtocol);
+    front.label = { host: 'h', domid: 7, device: 'vbd51712', ring: 'blk', side: 'front' };
+    const seen: Array<{ operation: number; id: bigint }> = [];
+    const off = subscribeTrace(['ring.push'], (e) => {
+      if (e.kind === 'ring.push' && e.side === 'front') seen.push(...((typeof e.entries === 'function' ? e.entries() : e.entries) as Array<{ operation: number; id: bigint }>));
+    });
+    try {
+      for (let i = 0; i < 3; i++) front.putRequest(req(i));
+      front.pushRequests();
+    } finally {
+      off();
+    }
+    expect(front.takeResponse()?.operation).toBe(0xef); // the slots really were overwritten
+    expect(seen.map((x) => [x.operation, x.id])).toEqual([[0, 0n], [0, 1n], [0, 2n]]);
+  });
+
+  it('serialises u64 entry fields as exact decimal strings, fit for JSON and for msgpack forwarding', () => {
+    const { front } = pair();
+    let ev: TraceEvent | undefined;
+    const off = subscribeTrace(['ring.push'], (e) => (ev = e));
+    try {
+      front.putRequest({ ...req(1), id: 2n ** 64n - 1n, sectorNumber: 2n ** 53n + 1n });
+      front.pushRequests();
+    } finally {
+      off();
+    }
+    const plain = serializeTrace(ev!, false);
+    const entry = (plain.entries as Array<Record<string, unknown>>)[0];
+    expect(entry).toMatchObject({ id: '18446744073709551615', sectorNumber: '9007199254740993', operation: 0 });
+    expect(JSON.parse(JSON.stringify(plain))).toEqual(plain);
+    // As the ws transport carries it: plain msgpack that its strict frame check accepts.
+    const packr = new Packr({ useRecords: false });
+    const bytes = packr.pack(plain);
+    expect(msgpackProblem(bytes)).toBeNull();
+    expect(packr.unpack(bytes)).toEqual(plain);
+    // Forwarded (already serialised) events keep their strings.
+    expect(serializeTrace(plain as unknown as TraceEvent, false)).toEqual(plain);
   });
 
   it('filters match on every given field', () => {

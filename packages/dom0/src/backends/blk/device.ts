@@ -130,7 +130,7 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
     if (p.kind === 'flush') {
       this.metrics.flushes++;
       this.inflight++;
-      void this.disk.submit({ op: HWBLK_OP_FLUSH, sector: 0, segments: [] }).then((st) => this.finish(p.id, p.operation, st, []));
+      void this.disk.submit({ op: HWBLK_OP_FLUSH, sector: 0n, segments: [] }).then((st) => this.finish(p.id, p.operation, st, []));
       return;
     }
     const maps: GrantMapping[] = [];
@@ -161,20 +161,20 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
     this.inflight++;
     const done = this.disk.submit({
       op: p.write ? HWBLK_OP_WRITE : HWBLK_OP_READ,
-      sector: this.region.start + p.sector,
+      sector: BigInt(this.region.start + p.sector),
       segments: maps.map((m, i) => ({ domid: m.frame.domid, pfn: m.frame.pfn, firstSect: p.segments[i].firstSect, lastSect: p.segments[i].lastSect })),
     });
     if (this.unmapEarly) {
       // The bug: unmapped and answered while the device still holds the machine frames.
       this.finish(p.id, p.operation, 0, maps);
       this.inflight++;
-      void done.then(() => this.finish(-1, p.operation, 0, [], false));
+      void done.then(() => this.finish(-1n, p.operation, 0, [], false));
       return;
     }
     void done.then((st) => this.finish(p.id, p.operation, st, maps));
   }
 
-  private finish(id: number, operation: number, deviceStatus: number, maps: GrantMapping[], answer = true): void {
+  private finish(id: bigint, operation: number, deviceStatus: number, maps: GrantMapping[], answer = true): void {
     this.unmapAll(maps);
     this.inflight--;
     if (deviceStatus !== 0) this.metrics.errors++;
@@ -190,7 +190,7 @@ export class BlkBackend extends SplitBackend<BlkbackMetrics> {
     }
   }
 
-  private respond(id: number, operation: number, status: number): void {
+  private respond(id: bigint, operation: number, status: number): void {
     this.ring!.putResponse({ id, operation, status });
     if (this.flushScheduled) return;
     this.flushScheduled = true;

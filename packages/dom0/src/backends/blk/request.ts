@@ -23,11 +23,15 @@ export interface ValidSegment {
 }
 
 export type ParsedBlkRequest =
-  | { kind: 'rw'; id: number; operation: number; write: boolean; sector: number; nsectors: number; segments: ValidSegment[] }
-  | { kind: 'flush'; id: number; operation: number }
-  | { kind: 'reject'; id: number; operation: number; status: number; reason: string };
+  | { kind: 'rw'; id: bigint; operation: number; write: boolean; sector: number; nsectors: number; segments: ValidSegment[] }
+  | { kind: 'flush'; id: bigint; operation: number }
+  | { kind: 'reject'; id: bigint; operation: number; status: number; reason: string };
 
-/** Validate against a vbd of `sectors` sectors. */
+/**
+ * Validate against a vbd of `sectors` sectors. `id` stays the exact u64 the frontend wrote (it is
+ * echoed, never interpreted); `sector` is checked against the vbd as a bigint and only then
+ * becomes a (safe) number.
+ */
 export function parseBlkRequest(req: BlkifRequest, sectors: number): ParsedBlkRequest {
   const { id, operation } = req;
   const reject = (status: number, reason: string): ParsedBlkRequest => ({ kind: 'reject', id, operation, status, reason });
@@ -54,7 +58,7 @@ export function parseBlkRequest(req: BlkifRequest, sectors: number): ParsedBlkRe
     nsectors += s.lastSect - s.firstSect + 1;
     segments.push({ gref: s.gref, firstSect: s.firstSect, lastSect: s.lastSect });
   }
-  if (!Number.isSafeInteger(req.sectorNumber) || req.sectorNumber + nsectors > sectors)
+  if (req.sectorNumber > sectors - nsectors)
     return reject(BLKIF_RSP_ERROR, `sectors ${req.sectorNumber}+${nsectors} past the end of a ${sectors}-sector vbd`);
-  return { kind: 'rw', id, operation, write: operation === BLKIF_OP_WRITE, sector: req.sectorNumber, nsectors, segments };
+  return { kind: 'rw', id, operation, write: operation === BLKIF_OP_WRITE, sector: Number(req.sectorNumber), nsectors, segments };
 }

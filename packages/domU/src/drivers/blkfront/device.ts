@@ -43,7 +43,8 @@ interface ShadowSegment {
 }
 
 interface Shadow {
-  id: number;
+  /** The request's u64 id, exact (bigint): the shadow table's key. */
+  id: bigint;
   operation: number;
   sector: number;
   segments: ShadowSegment[];
@@ -64,8 +65,8 @@ export class BlkFront implements BlockDevice {
   private ringPfn = -1;
   private ringRef = -1;
   private port = -1;
-  private nextId = 1;
-  private readonly shadow = new Map<number, Shadow>();
+  private nextId = 1n;
+  private readonly shadow = new Map<bigint, Shadow>();
   /** Requests waiting for ring space (or for reconnection). */
   private readonly waiting: Shadow[] = [];
   private readonly freeFrames: number[] = [];
@@ -176,7 +177,7 @@ export class BlkFront implements BlockDevice {
     this.metrics.recoveries++;
     this.collectResponses();
     this.releaseRing();
-    const replay = [...this.shadow.values()].sort((a, b) => a.id - b.id);
+    const replay = [...this.shadow.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     for (const s of replay) {
       this.shadow.delete(s.id);
       this.endSegmentGrants(s);
@@ -266,7 +267,7 @@ export class BlkFront implements BlockDevice {
         nrSegments: s.segments.length,
         handle: this.devid,
         id: s.id,
-        sectorNumber: s.sector,
+        sectorNumber: BigInt(s.sector),
         segments: s.segments.map((g) => ({ gref: g.gref, firstSect: 0, lastSect: g.sectors - 1 })),
       });
       this.shadow.set(s.id, s);

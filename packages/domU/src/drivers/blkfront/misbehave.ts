@@ -16,11 +16,12 @@
  *                  keep serving everyone else
  *
  * Attack requests carry ids no real request uses (ATTACK_ID_BASE + n) so their responses are
- * told apart from the guest's own, and the guest's own I/O carries on around them.
+ * told apart from the guest's own, and the guest's own I/O carries on around them. The base is
+ * above 2^53 on purpose: a backend that did not echo the u64 id bit for bit would lose them.
  */
 import { BLKIF_OP_READ, BLKIF_OP_WRITE, REQ_PROD, SplitMix32, type BlkifRequest, type BlkifResponse, type FrontRing, type GrantTable } from '@ringvisor/shared';
 
-export const ATTACK_ID_BASE = 0xf000_0000;
+export const ATTACK_ID_BASE = 0xf000_0000_0000_0000n;
 
 export type BlkAttack = 'garbage' | 'foreign-gref' | 'stale-gref' | 'revoke-mapped' | 'double-fetch' | 'corrupt-index';
 export const BLK_ATTACKS: readonly BlkAttack[] = ['garbage', 'foreign-gref', 'stale-gref', 'revoke-mapped', 'double-fetch', 'corrupt-index'];
@@ -52,9 +53,9 @@ export interface AttackSurface {
 }
 
 export class BlkMisbehaviour {
-  private next = 0;
+  private next = 0n;
   readonly outcomes = new Map<BlkAttack, AttackOutcome>();
-  private readonly pending = new Map<number, { attack: BlkAttack; release: () => void }>();
+  private readonly pending = new Map<bigint, { attack: BlkAttack; release: () => void }>();
   private readonly rng: SplitMix32;
 
   constructor(seed: number) {
@@ -120,9 +121,9 @@ export class BlkMisbehaviour {
     return sent;
   }
 
-  private put(s: AttackSurface, attack: BlkAttack, id: number): () => void {
+  private put(s: AttackSurface, attack: BlkAttack, id: bigint): () => void {
     const r = this.rng;
-    const req: BlkifRequest = { operation: BLKIF_OP_READ, nrSegments: 1, handle: s.handle, id, sectorNumber: 0, segments: [{ gref: 0, firstSect: 0, lastSect: 7 }] };
+    const req: BlkifRequest = { operation: BLKIF_OP_READ, nrSegments: 1, handle: s.handle, id, sectorNumber: 0n, segments: [{ gref: 0, firstSect: 0, lastSect: 7 }] };
     let release = () => {};
     switch (attack) {
       case 'garbage': {
@@ -130,7 +131,7 @@ export class BlkMisbehaviour {
         if (pick === 0) req.operation = 0x40 + r.nextInt(0x80); // no such operation
         else if (pick === 1) req.nrSegments = 12 + r.nextInt(200); // more than BLKIF_MAX_SEGMENTS
         else if (pick === 2) req.segments = [{ gref: 0, firstSect: 7, lastSect: 1 }]; // inverted
-        else req.sectorNumber = s.sectors + r.nextInt(1 << 20); // past the end of the vbd
+        else req.sectorNumber = BigInt(s.sectors + r.nextInt(1 << 20)); // past the end of the vbd
         break;
       }
       case 'foreign-gref':

@@ -106,7 +106,10 @@ export class VfBlkDriver implements BlockDevice {
     const { memory } = this.o;
     await awaitStatus(fn, VF_STATUS_BUS_MASTER, 'is not bus master (not assigned to us yet)', this.o.enableTimeoutMs);
     if (fn.regs.kind !== 'disk') throw new DeviceError(`direct vbd ${fn.devid}: function ${fn.rid} is not a disk function`);
-    this.sectors = fn.regs.sectors;
+    const sectors = fn.regs.sectors; // u64, exact
+    // A byte offset must stay a safe number: no real disk comes near 2^53 sectors.
+    if (sectors > Number.MAX_SAFE_INTEGER) throw new DeviceError(`direct vbd ${fn.devid}: function ${fn.rid} claims ${sectors} sectors`);
+    this.sectors = Number(sectors);
     this.generation = fn.regs.read(VF_REG.GEN);
     const page = memory.page(this.ringPfn);
     const sync = fn.ringSync(this.ringPfn, () => this.ring && this.doorbell());
@@ -128,14 +131,14 @@ export class VfBlkDriver implements BlockDevice {
   }
 
   flush(): Promise<void> {
-    return this.submit({ req: { op: HWBLK_OP_FLUSH, id: 0, sector: 0, segments: [] }, frames: [] });
+    return this.submit({ req: { op: HWBLK_OP_FLUSH, id: 0, sector: 0n, segments: [] }, frames: [] });
   }
 
   /**
    * A request as the caller built it, segments and all — hostile-driver tests only (misbehave.ts):
    * resolves with the device's status instead of failing.
    */
-  submitRaw(op: number, sector: number, segments: HwBlkRequest['segments']): Promise<number> {
+  submitRaw(op: number, sector: bigint, segments: HwBlkRequest['segments']): Promise<number> {
     let status: number = HW_STATUS_OK;
     return this.submit({ req: { op, id: 0, sector, segments }, frames: [], raw: (s) => (status = s) }).then(
       () => status,
@@ -176,7 +179,7 @@ export class VfBlkDriver implements BlockDevice {
       // The domid of a function's segment is reserved: the IOMMU decides whose memory pfn is.
       segments.push({ domid: 0, pfn, firstSect: 0, lastSect: n / SECTOR_SIZE - 1 });
     }
-    return this.submit({ req: { op, id: 0, sector, segments }, frames: pfns, ...(op === HWBLK_OP_READ ? { into: buf } : {}) });
+    return this.submit({ req: { op, id: 0, sector: BigInt(sector), segments }, frames: pfns, ...(op === HWBLK_OP_READ ? { into: buf } : {}) });
   }
 
   private submit(p: Omit<Pending, 'resolve' | 'reject'>): Promise<void> {

@@ -29,7 +29,7 @@ export async function strayDiskDma(driver: VfBlkDriver, memoryFrames: number, co
     const pfn = outside ? memoryFrames + (rng.next() % 4096) : 1 + (rng.next() % (memoryFrames - 1));
     const domid = outside ? 0 : 1 + (rng.next() % 100);
     const op = rng.next() % 2 === 0 ? HWBLK_OP_READ : HWBLK_OP_WRITE;
-    all.push(driver.submitRaw(op, 0, [{ domid, pfn, firstSect: 0, lastSect: 7 }]));
+    all.push(driver.submitRaw(op, 0n, [{ domid, pfn, firstSect: 0, lastSect: 7 }]));
     out.sent++;
   }
   for (const status of await Promise.all(all)) {

@@ -48,7 +48,10 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
     private readonly frames: FrameAllocator,
   ) {
     super(vif);
-    this.sectors = vif.regs.sectors;
+    const sectors = vif.regs.sectors; // u64, exact
+    // A byte offset must stay a safe number: no real disk comes near 2^53 sectors.
+    if (sectors > Number.MAX_SAFE_INTEGER) throw new DeviceError(`block VIF ${vif.spec.vif} claims ${sectors} sectors`);
+    this.sectors = Number(sectors);
   }
 
   /**
@@ -103,7 +106,7 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
       }
       segments.push({ gfn: pfn, first: 0, last: n / SECTOR_SIZE - 1 });
     }
-    return this.submit({ msg: vifMessage({ type, sector, segments }), frames: pfns, ...(type === VIF_READ ? { into: buf } : {}) });
+    return this.submit({ msg: vifMessage({ type, sector: BigInt(sector), segments }), frames: pfns, ...(type === VIF_READ ? { into: buf } : {}) });
   }
 
   private submit(p: Omit<Pending, 'resolve' | 'reject'>): Promise<void> {

@@ -11,7 +11,7 @@ describe('CameraDevice', () => {
   it('renders each frame into the buffer it is given; frames without a buffer are dropped, their numbers skipped', () => {
     let now = 5_000;
     const cam = new CameraDevice({ width: 16, height: 4, fps: 30, clockUs: () => (now += 33_333) });
-    const got: Array<{ seq: number; used: number; ts: number; ok: boolean }> = [];
+    const got: Array<{ seq: number; used: number; ts: bigint; ok: boolean }> = [];
     let buffers = 2;
     const pool = [new Uint8Array(cam.frameSize), new Uint8Array(cam.frameSize)];
     const sink: CameraSink = {

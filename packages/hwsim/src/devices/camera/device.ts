@@ -19,7 +19,8 @@ export interface CameraOptions extends CameraFormat {
 /** Where captured frames go: a buffer for the next frame (or none: dropped), then its completion. */
 export interface CameraSink {
   buffer(size: number): Uint8Array | undefined;
-  filled(seq: number, used: number, timestampUs: number): void;
+  /** `timestampUs` is the frame header's u64, exact. */
+  filled(seq: number, used: number, timestampUs: bigint): void;
 }
 
 export interface CameraMetrics {
@@ -82,7 +83,7 @@ export class CameraDevice {
       this.metrics.dropped++;
       return;
     }
-    const ts = this.clockUs();
+    const ts = BigInt(Math.max(0, Math.floor(this.clockUs())));
     const used = renderCameraFrame(buf, this.format, seq, ts);
     this.metrics.delivered++;
     this.metrics.bytes += used;

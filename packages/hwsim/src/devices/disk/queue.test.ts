@@ -98,8 +98,8 @@ describe('disk queue (hwblk)', () => {
     pattern(guest.page(2), 1);
     pattern(guest.page(3), 2);
     expect(driver.submit([
-      { op: HWBLK_OP_WRITE, id: 1, sector: 10, segments: [seg(2, 0, 7), seg(3, 2, 5)] },
-      { op: HWBLK_OP_FLUSH, id: 2, sector: 0, segments: [] },
+      { op: HWBLK_OP_WRITE, id: 1, sector: 10n, segments: [seg(2, 0, 7), seg(3, 2, 5)] },
+      { op: HWBLK_OP_FLUSH, id: 2, sector: 0n, segments: [] },
     ])).toBe(true);
     const r1 = await driver.collect(2);
     expect(r1).toEqual([
@@ -115,7 +115,7 @@ describe('disk queue (hwblk)', () => {
     expect(onDisk.subarray(4096)).toEqual(guest.page(3).slice(1024, 3072));
 
     // Second batch must ring the doorbell again: the device re-armed req_event in its final check.
-    expect(driver.submit([{ op: HWBLK_OP_READ, id: 3, sector: 10, segments: [seg(8, 0, 7), seg(9, 4, 7)] }])).toBe(true);
+    expect(driver.submit([{ op: HWBLK_OP_READ, id: 3, sector: 10n, segments: [seg(8, 0, 7), seg(9, 4, 7)] }])).toBe(true);
     expect(await driver.collect(1)).toEqual([{ id: 3, status: HW_STATUS_OK }]);
     expect(driver.irq.count).toBeGreaterThan(irqsAfterWrite);
     expect(guest.page(8)).toEqual(guest.page(2));
@@ -136,7 +136,7 @@ describe('disk queue (hwblk)', () => {
   it('keeps data across a restart of the simulator (image reopened, not recreated)', async () => {
     const a = up();
     pattern(a.guest.page(4), 9);
-    a.driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 2040, segments: [seg(4, 0, 7)] }]);
+    a.driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 2040n, segments: [seg(4, 0, 7)] }]);
     expect(await a.driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
     a.sim.shutdown();
     expect(a.sim.stats().disk.closed).toBe(true);
@@ -144,7 +144,7 @@ describe('disk queue (hwblk)', () => {
 
     const b = up();
     expect(b.sim.disk.created).toBe(false);
-    b.driver.submit([{ op: HWBLK_OP_READ, id: 5, sector: 2040, segments: [seg(6, 0, 7)] }]);
+    b.driver.submit([{ op: HWBLK_OP_READ, id: 5, sector: 2040n, segments: [seg(6, 0, 7)] }]);
     expect(await b.driver.collect(1)).toEqual([{ id: 5, status: HW_STATUS_OK }]);
     expect(b.guest.page(6)).toEqual(a.guest.page(4));
   });
@@ -154,16 +154,18 @@ describe('disk queue (hwblk)', () => {
     pattern(guest.page(2), 3);
     const twelve = Array.from({ length: 11 }, () => seg(2, 0, 7));
     const reqs: HwBlkRequest[] = [
-      { op: HWBLK_OP_READ, id: 10, sector: 2047, segments: [seg(2, 0, 1)] }, // runs past the end
-      { op: HWBLK_OP_WRITE, id: 11, sector: 100, segments: twelve }, // nr_segments poked to 12 below
-      { op: HWBLK_OP_READ, id: 12, sector: 0, segments: [seg(2, 5, 3)] }, // first > last
-      { op: HWBLK_OP_READ, id: 13, sector: 0, segments: [seg(2, 0, 8)] }, // last_sect past the page
-      { op: HWBLK_OP_WRITE, id: 14, sector: 0, segments: [seg(999, 0, 0)] }, // pfn outside memory
-      { op: HWBLK_OP_READ, id: 15, sector: 0, segments: [seg(0, 0, 0, 42)] }, // domain not attached
-      { op: 9, id: 16, sector: 0, segments: [] }, // unknown op
-      { op: HWBLK_OP_FLUSH, id: 17, sector: 0, segments: [seg(2, 0, 0)] }, // flush with a segment
-      { op: HWBLK_OP_READ, id: 18, sector: 0, segments: [] }, // read with no segments
-      { op: HWBLK_OP_WRITE, id: 19, sector: 200, segments: [seg(2, 0, 7)] }, // valid
+      { op: HWBLK_OP_READ, id: 10, sector: 2047n, segments: [seg(2, 0, 1)] }, // runs past the end
+      { op: HWBLK_OP_WRITE, id: 11, sector: 100n, segments: twelve }, // nr_segments poked to 12 below
+      { op: HWBLK_OP_READ, id: 12, sector: 0n, segments: [seg(2, 5, 3)] }, // first > last
+      { op: HWBLK_OP_READ, id: 13, sector: 0n, segments: [seg(2, 0, 8)] }, // last_sect past the page
+      { op: HWBLK_OP_WRITE, id: 14, sector: 0n, segments: [seg(999, 0, 0)] }, // pfn outside memory
+      { op: HWBLK_OP_READ, id: 15, sector: 0n, segments: [seg(0, 0, 0, 42)] }, // domain not attached
+      { op: 9, id: 16, sector: 0n, segments: [] }, // unknown op
+      { op: HWBLK_OP_FLUSH, id: 17, sector: 0n, segments: [seg(2, 0, 0)] }, // flush with a segment
+      { op: HWBLK_OP_READ, id: 18, sector: 0n, segments: [] }, // read with no segments
+      { op: HWBLK_OP_WRITE, id: 19, sector: 200n, segments: [seg(2, 0, 7)] }, // valid
+      { op: HWBLK_OP_WRITE, id: 20, sector: 2n ** 64n - 1n, segments: [seg(2, 0, 0)] }, // u64: wraps to 0 if summed in 64 bits
+      { op: HWBLK_OP_WRITE, id: 21, sector: 2n ** 53n + 1n, segments: [seg(2, 0, 0)] }, // rounds as a JS number
     ];
     for (const r of reqs) driver.front.putRequest(r);
     // A hostile driver claims 12 segments: the device must refuse, not truncate to 11.
@@ -182,16 +184,19 @@ describe('disk queue (hwblk)', () => {
       { id: 17, status: HW_STATUS_EIO },
       { id: 18, status: HW_STATUS_EIO },
       { id: 19, status: HW_STATUS_OK },
+      { id: 20, status: HW_STATUS_EIO },
+      { id: 21, status: HW_STATUS_EIO },
     ]);
+    expect(readImage(path, 0, 512).every((b) => b === 0)).toBe(true); // the huge sectors wrote nothing at 0
     expect(readImage(path, 100 * 512, 88 * 512).every((b) => b === 0)).toBe(true); // the 12-segment write did nothing
     expect(readImage(path, 200 * 512, 4096)).toEqual(guest.page(2).slice());
     const s = sim.stats().disk;
-    expect(s.errors).toEqual({ eio: 8, enotsup: 1, io: 0 });
+    expect(s.errors).toEqual({ eio: 10, enotsup: 1, io: 0 });
     expect(s.ops.write).toBe(1);
     expect(s.ops.read).toBe(0);
 
     // And the queue still serves afterwards.
-    driver.submit([{ op: HWBLK_OP_READ, id: 20, sector: 200, segments: [seg(5, 0, 7)] }]);
+    driver.submit([{ op: HWBLK_OP_READ, id: 20, sector: 200n, segments: [seg(5, 0, 7)] }]);
     expect(await driver.collect(1)).toEqual([{ id: 20, status: HW_STATUS_OK }]);
     expect(guest.page(5)).toEqual(guest.page(2));
   });
@@ -199,16 +204,16 @@ describe('disk queue (hwblk)', () => {
   it('fails a request with EIO when its memory disappears, without stopping the queue', async () => {
     const { sim, driver, guest } = up();
     sim.detachMemory(GUEST);
-    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 0, segments: [seg(2, 0, 0)] }]);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 0n, segments: [seg(2, 0, 0)] }]);
     expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_EIO }]);
     sim.attachMemory(GUEST, guest.buffer);
-    driver.submit([{ op: HWBLK_OP_WRITE, id: 2, sector: 0, segments: [seg(2, 0, 0)] }]);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 2, sector: 0n, segments: [seg(2, 0, 0)] }]);
     expect(await driver.collect(1)).toEqual([{ id: 2, status: HW_STATUS_OK }]);
   });
 
   it('stops a queue whose driver publishes an impossible req_prod, and survives it', async () => {
     const { sim, driver, dom0, events, guest } = up();
-    driver.submit([{ op: HWBLK_OP_FLUSH, id: 1, sector: 0, segments: [] }]);
+    driver.submit([{ op: HWBLK_OP_FLUSH, id: 1, sector: 0n, segments: [] }]);
     await driver.collect(1);
     // Rogue: req_prod a thousand requests ahead of anything the ring can hold.
     Atomics.store(driver.front.page.indices, REQ_PROD, driver.front.reqProdPvt + 1000);
@@ -229,7 +234,7 @@ describe('disk queue (hwblk)', () => {
     const fresh = new DriverQueue(dom0.page(2), hwBlkProtocol, events.gate, ch2.dom0Port, ch2.irq);
     sim.attachDisk({ queue: { domid: 0, pfn: 2 }, port: ch2.hwPort });
     pattern(guest.page(1), 4);
-    fresh.submit([{ op: HWBLK_OP_WRITE, id: 9, sector: 1, segments: [seg(1, 0, 7)] }]);
+    fresh.submit([{ op: HWBLK_OP_WRITE, id: 9, sector: 1n, segments: [seg(1, 0, 7)] }]);
     expect(await fresh.collect(1)).toEqual([{ id: 9, status: HW_STATUS_OK }]);
     expect(sim.stats().disk.queue).toMatchObject({ stopped: false, rogue: 0, port: ch2.hwPort });
   });
@@ -274,15 +279,15 @@ describe('disk queue (hwblk) with fault rules', () => {
   it('fails a write hit by eio with an error status and leaves the image bytes unchanged', async () => {
     const { sim, guest, driver } = up();
     pattern(guest.page(2), 1);
-    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 50, segments: [seg(2, 0, 7)] }]);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 50n, segments: [seg(2, 0, 7)] }]);
     expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
     const before = readImage(path, 50 * 512, 4096);
 
     expect(sim.setDiskFaults({ rules: [{ id: 'bad-write', op: 'write', sectors: [50, 58], error: 'eio' }] })).toEqual([{ id: 'bad-write', hits: 0, spent: false }]);
     pattern(guest.page(3), 2);
     driver.submit([
-      { op: HWBLK_OP_WRITE, id: 2, sector: 50, segments: [seg(3, 0, 7)] },
-      { op: HWBLK_OP_READ, id: 3, sector: 50, segments: [seg(4, 0, 7)] }, // a read is not the rule's op
+      { op: HWBLK_OP_WRITE, id: 2, sector: 50n, segments: [seg(3, 0, 7)] },
+      { op: HWBLK_OP_READ, id: 3, sector: 50n, segments: [seg(4, 0, 7)] }, // a read is not the rule's op
     ]);
     expect(await driver.collect(2)).toEqual([
       { id: 2, status: HW_STATUS_EIO },
@@ -301,7 +306,7 @@ describe('disk queue (hwblk) with fault rules', () => {
   it('fails a flush with a range-less eio rule', async () => {
     const { sim, driver } = up();
     sim.setDiskFaults({ rules: [{ id: 'no-fsync', op: 'flush', error: 'eio' }] });
-    driver.submit([{ op: HWBLK_OP_FLUSH, id: 1, sector: 0, segments: [] }]);
+    driver.submit([{ op: HWBLK_OP_FLUSH, id: 1, sector: 0n, segments: [] }]);
     expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_EIO }]);
     expect(sim.stats().disk.ops.flush).toBe(0);
   });
@@ -310,7 +315,7 @@ describe('disk queue (hwblk) with fault rules', () => {
     const { sim, guest, driver } = up();
     pattern(guest.page(2), 5);
     pattern(guest.page(3), 6);
-    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 300, segments: [seg(2, 0, 7), seg(3, 0, 7)] }]);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 300n, segments: [seg(2, 0, 7), seg(3, 0, 7)] }]);
     expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
     const image = readImage(path, 300 * 512, 8192);
 
@@ -320,7 +325,7 @@ describe('disk queue (hwblk) with fault rules', () => {
       sim.setDiskFaults({ rules: [rule] }); // re-installing restarts the rule's streams
       guest.page(8).fill(0);
       guest.page(9).fill(0);
-      driver.submit([{ op: HWBLK_OP_READ, id, sector: 300, segments: [seg(8, 0, 7), seg(9, 0, 7)] }]);
+      driver.submit([{ op: HWBLK_OP_READ, id, sector: 300n, segments: [seg(8, 0, 7), seg(9, 0, 7)] }]);
       expect(await driver.collect(1)).toEqual([{ id, status: HW_STATUS_OK }]); // silent: success
       const delivered = new Uint8Array(8192);
       delivered.set(guest.page(8), 0);
@@ -344,7 +349,7 @@ describe('disk queue (hwblk) with fault rules', () => {
     sent.set(guest.page(2), 0);
     sent.set(guest.page(3).subarray(0, 2048), 4096);
     sim.setDiskFaults({ rules: [{ id: 'tear', op: 'write', error: 'bitflip', seed: 3 }] });
-    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 600, segments: [seg(2, 0, 7), seg(3, 0, 3)] }]);
+    driver.submit([{ op: HWBLK_OP_WRITE, id: 1, sector: 600n, segments: [seg(2, 0, 7), seg(3, 0, 3)] }]);
     expect(await driver.collect(1)).toEqual([{ id: 1, status: HW_STATUS_OK }]);
     const stored = readImage(path, 600 * 512, sent.length);
     expect(bitsDiffering(stored, sent)).toBe(1);
@@ -360,17 +365,17 @@ describe('disk queue (hwblk) with fault rules', () => {
     sim.setDiskFaults({ rules: [{ id: 'hole', op: 'any', sectors: [1000, 1008], error: 'eio' }] });
     pattern(guest.page(2), 9);
     const reqs: HwBlkRequest[] = [
-      { op: HWBLK_OP_WRITE, id: 1, sector: 992, segments: [seg(2, 0, 7)] }, // [992, 1000)
-      { op: HWBLK_OP_WRITE, id: 2, sector: 1008, segments: [seg(2, 0, 7)] }, // [1008, 1016)
-      { op: HWBLK_OP_READ, id: 3, sector: 992, segments: [seg(5, 0, 7)] },
-      { op: HWBLK_OP_READ, id: 4, sector: 1008, segments: [seg(6, 0, 7)] },
-      { op: HWBLK_OP_READ, id: 5, sector: 0, segments: [seg(7, 0, 7)] },
+      { op: HWBLK_OP_WRITE, id: 1, sector: 992n, segments: [seg(2, 0, 7)] }, // [992, 1000)
+      { op: HWBLK_OP_WRITE, id: 2, sector: 1008n, segments: [seg(2, 0, 7)] }, // [1008, 1016)
+      { op: HWBLK_OP_READ, id: 3, sector: 992n, segments: [seg(5, 0, 7)] },
+      { op: HWBLK_OP_READ, id: 4, sector: 1008n, segments: [seg(6, 0, 7)] },
+      { op: HWBLK_OP_READ, id: 5, sector: 0n, segments: [seg(7, 0, 7)] },
     ];
     driver.submit(reqs);
     expect((await driver.collect(reqs.length)).map((r) => r.status)).toEqual(reqs.map(() => HW_STATUS_OK));
     expect(guest.page(5)).toEqual(guest.page(2));
     expect(guest.page(6)).toEqual(guest.page(2));
-    driver.submit([{ op: HWBLK_OP_READ, id: 6, sector: 999, segments: [seg(5, 0, 1)] }]); // [999, 1001) overlaps
+    driver.submit([{ op: HWBLK_OP_READ, id: 6, sector: 999n, segments: [seg(5, 0, 1)] }]); // [999, 1001) overlaps
     expect(await driver.collect(1)).toEqual([{ id: 6, status: HW_STATUS_EIO }]);
     expect(sim.stats().disk.faults).toEqual([{ id: 'hole', hits: 1, spent: false }]);
   });
@@ -379,7 +384,7 @@ describe('disk queue (hwblk) with fault rules', () => {
     const { sim, guest, driver } = up();
     sim.setDiskFaults({ rules: [{ id: 'twice', op: 'write', error: 'eio', times: 2 }] });
     pattern(guest.page(2), 10);
-    const reqs: HwBlkRequest[] = [1, 2, 3, 4].map((id) => ({ op: HWBLK_OP_WRITE, id, sector: 40, segments: [seg(2, 0, 7)] }));
+    const reqs: HwBlkRequest[] = [1, 2, 3, 4].map((id) => ({ op: HWBLK_OP_WRITE, id, sector: 40n, segments: [seg(2, 0, 7)] }));
     driver.submit(reqs);
     expect((await driver.collect(4)).map((r) => r.status)).toEqual([HW_STATUS_EIO, HW_STATUS_EIO, HW_STATUS_OK, HW_STATUS_OK]);
     expect(readImage(path, 40 * 512, 4096)).toEqual(guest.page(2).slice());

@@ -95,9 +95,11 @@ export function validateHwBlkRequest(req: HwBlkWireRequest, ctx: BlkValidationCo
   const kind: BlkOpKind = req.op === HWBLK_OP_READ ? 'read' : 'write';
   if (req.nrSegments < 1 || req.nrSegments > HWBLK_MAX_SEGMENTS)
     return reject(id, HW_STATUS_EIO, `${kind} with ${req.nrSegments} segments (1..${HWBLK_MAX_SEGMENTS})`);
-  if (!Number.isSafeInteger(req.sector)) return reject(id, HW_STATUS_EIO, `sector ${req.sector} not representable`);
+  // The u64 is exact (bigint); once it is within the disk it is a safe number for the rest.
+  if (req.sector >= ctx.diskSectors) return reject(id, HW_STATUS_EIO, `sector ${req.sector} past the end of a ${ctx.diskSectors}-sector disk`);
+  const first = Number(req.sector);
   const transfers: BlkTransfer[] = [];
-  let sector = req.sector;
+  let sector = first;
   for (let i = 0; i < req.segments.length; i++) {
     const s = req.segments[i];
     if (s.firstSect > s.lastSect || s.lastSect >= SECTORS_PER_PAGE)
@@ -108,7 +110,7 @@ export function validateHwBlkRequest(req: HwBlkWireRequest, ctx: BlkValidationCo
     transfers.push({ frame, offset: s.firstSect * SECTOR_SIZE, len: count * SECTOR_SIZE, sector });
     sector += count;
   }
-  const sectors = sector - req.sector;
-  if (sector > ctx.diskSectors) return reject(id, HW_STATUS_EIO, `sectors ${req.sector}..${sector - 1} past the end of a ${ctx.diskSectors}-sector disk`);
-  return { ok: true, id, kind, sector: req.sector, sectors, transfers };
+  const sectors = sector - first;
+  if (sector > ctx.diskSectors) return reject(id, HW_STATUS_EIO, `sectors ${first}..${sector - 1} past the end of a ${ctx.diskSectors}-sector disk`);
+  return { ok: true, id, kind, sector: first, sectors, transfers };
 }

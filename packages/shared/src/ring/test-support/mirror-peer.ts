@@ -25,7 +25,7 @@ function process(): void {
     for (;;) {
       const req = ring.takeRequest();
       if (!req) break;
-      ring.putResponse({ id: req.id, operation: req.operation, status: (req.sectorNumber % 3) - 1 });
+      ring.putResponse({ id: req.id, operation: req.operation, status: Number(req.sectorNumber % 3n) - 1 });
       n++;
     }
     if (n > 0 && ring.pushResponses()) sendEvent();

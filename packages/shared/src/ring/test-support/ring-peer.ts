@@ -36,19 +36,19 @@ export function makeRequest(id: number): BlkifRequest {
   const n = 1 + (id % BLKIF_MAX_SEGMENTS_PER_REQUEST);
   const segments = [];
   for (let i = 0; i < n; i++) segments.push({ gref: (id * 31 + i) >>> 0, firstSect: (id + i) & 7, lastSect: 7 });
-  return { operation: id & 1, nrSegments: n, handle: id & 0xffff, id, sectorNumber: sectorOf(id), segments };
+  return { operation: id & 1, nrSegments: n, handle: id & 0xffff, id: BigInt(id), sectorNumber: BigInt(sectorOf(id)), segments };
 }
 
 /** Status derived from a request's contents: any change to sector, segments or op changes it. */
 export function statusOf(r: BlkifRequest): number {
   const last = r.segments[r.segments.length - 1];
-  const mix = (r.sectorNumber % 30011) + r.nrSegments * 7 + (last ? last.gref + last.firstSect : 0) + r.operation * 4099;
+  const mix = Number(r.sectorNumber % 30011n) + r.nrSegments * 7 + (last ? last.gref + last.firstSect : 0) + r.operation * 4099;
   return (mix % 32768) - 16384; // i16, never STATUS_CORRUPT
 }
 
 /** Full comparison against what `makeRequest(r.id)` would have produced. */
 export function requestIsIntact(r: BlkifRequest): boolean {
-  const e = makeRequest(r.id);
+  const e = makeRequest(Number(r.id));
   if (r.operation !== e.operation || r.nrSegments !== e.nrSegments || r.handle !== e.handle || r.sectorNumber !== e.sectorNumber) return false;
   for (let i = 0; i < e.nrSegments; i++) {
     const a = r.segments[i];
@@ -82,7 +82,7 @@ function runBackend(page: Uint8Array, ctrl: Int32Array, count: number): PeerResu
     for (let r = back.takeRequest(); r !== undefined; r = back.takeRequest()) {
       const ok = requestIsIntact(r);
       if (!ok) res.corrupt++;
-      if (r.id !== res.answered + n) res.outOfOrder++;
+      if (r.id !== BigInt(res.answered + n)) res.outOfOrder++;
       back.putResponse({ id: r.id, operation: r.operation, status: ok ? statusOf(r) : STATUS_CORRUPT });
       n++;
     }
