@@ -150,6 +150,8 @@ const SKB_POOL_FRAMES = 1024;
  */
 const GUEST_DRAIN_MS = 20_000;
 const HW_RESTART_WAIT_MS = 15_000;
+/** Unplanned hardware deaths dom0 restarts the hardware after, in one run. */
+const MAX_HW_CRASH_RESTARTS = 5;
 const MISSED_EVENT_POLL_MS = 500;
 
 export class Host {
@@ -323,6 +325,16 @@ export class Host {
     if (hw.planned || this.stopping || this.hwsim !== hw) return;
     const crash: RuntimeCrash = { host: this.config.name, runtime: 'hwsim', name: `${this.config.name}/hwsim`, ...(hw.pid ? { pid: hw.pid } : {}), exit: hw.exit ?? exit, at: Date.now() };
     this.crashes.push(crash);
+    // A hardware that dies again and again (a crash loop) is left down after a few tries: the
+    // run then ends with the recovery failed, rather than restarting forever.
+    if (this.crashes.filter((c) => c.runtime === 'hwsim').length > MAX_HW_CRASH_RESTARTS) {
+      crash.recovery = 'failed';
+      crash.error = `the hardware died ${MAX_HW_CRASH_RESTARTS + 1} times; not restarting it again`;
+      this.log.error({ pid: hw.pid, ...crash.exit }, crash.error);
+      this.onCrash?.(crash, 'noticed');
+      this.onCrash?.(crash, 'recovered');
+      return;
+    }
     this.log.error({ pid: hw.pid, ...crash.exit, ...(linkReason ? { link: linkReason } : {}) }, 'hardware simulator died unplanned; restarting it');
     this.onCrash?.(crash, 'noticed');
     void this.lifecycle(async () => {
