@@ -46,6 +46,5 @@ setTimeout(() => {}, 60000);`;
     process.kill(p.pid!, 'SIGKILL');
     await expect.poll(() => alive(childPid), { timeout: 10_000 }).toBe(false);
   });
-
 });
 
