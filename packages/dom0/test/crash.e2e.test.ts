@@ -10,6 +10,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { cleanUp, runCli, tempDir, until } from './support/cli.js';
@@ -67,6 +69,18 @@ async function startCluster(cwd: string): Promise<{ child: ChildProcess; out: ()
   clusterPids.push(pids.hwsim, pids.alpha, pids.beta);
   expect(pids.dom0).toBe(child.pid);
   return { child, out: () => out, err: () => err, done, pids };
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+function listening(port: number): Promise<true | undefined> {
+  return new Promise((r) => {
+    const socket = tcpConnect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      r(true);
+    });
+    socket.once('error', () => r(undefined));
+  });
 }
 
 /** The last block-ops figure `up` printed for a guest (its per-second table, non-TTY). */
@@ -169,6 +183,46 @@ describe('crashes that come from outside (ws, real processes)', () => {
     // Each says why on its way out (their stderr is the dead dom0's, which the test still reads).
     await until('their last words', async () => (/ringvisor hwsim: .*exiting \(code 5\)/.test(c.err()) && (c.err().match(/ringvisor domu \d+: .*exiting \(code 5\)/g) ?? []).length === 2 ? true : undefined), 10_000);
     process.stdout.write(`crash.e2e: dom0 kill -9: its ${children.length} runtimes gone after ${goneMs} ms\n`);
+  }, 240_000);
+
+  it('as services (compose: nobody\'s child): dom0 takes a new hardware process after the old one died, and when dom0 dies, hwsim and guests exit by themselves (code 5)', async () => {
+    const cwd = tempDir('rv-crash-');
+    writeFileSync(join(cwd, 'cluster.yaml'), CONFIG);
+    const env = { RINGVISOR_SECRET: randomBytes(32).toString('hex') };
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const url = `ws://127.0.0.1:${port}`;
+    const dom0 = runCli(['dom0', '--config', 'cluster.yaml', '--listen', `127.0.0.1:${port}`, '--observe', '127.0.0.1:0'], cwd, env);
+    let out = '';
+    dom0.child.stdout!.on('data', (d) => (out += d));
+    // Started once dom0 listens, as compose's depends_on (service_healthy) would.
+    await until('dom0 listening', () => listening(port), 60_000);
+    const hwsim = () => runCli(['hwsim', '--dom0', url, '--disk', join(cwd, 'disk.img')], cwd, env);
+    const hw1 = hwsim();
+    const g1 = runCli(['domu', '--id', '1', '--dom0', url], cwd, env);
+    const g2 = runCli(['domu', '--id', '2', '--dom0', url], cwd, env);
+    await until('the host up', async () => (/host host0 up with 2 guests/.test(out) ? true : undefined), 90_000).catch(async (e: Error) => {
+      cleanUp();
+      const outs = await Promise.all([dom0.done, hw1.done, g1.done, g2.done]);
+      throw new Error(`${e.message}\n${out}\n${outs.map((o) => o.stderr.slice(-1500)).join('\n----\n')}`);
+    });
+    await progresses({ out: () => out }, 'alpha', 0);
+    // The hardware's container dies: dom0 sees its link close and waits for the next one, which
+    // its restart policy would start (here: the test).
+    process.kill(hw1.child.pid!, 'SIGKILL');
+    await until('dom0 noticing the death', async () => (/hardware simulator died unplanned \(link closed\)/.test(out) ? true : undefined), 30_000);
+    const hw2 = hwsim();
+    await until('the hardware back', async () => (/hardware restarted in \d+ ms/.test(out) ? true : undefined), 60_000);
+    await progresses({ out: () => out }, 'alpha', lastOps(out, 'alpha'));
+    // dom0's container dies: nothing is left running without it.
+    const killedAt = Date.now();
+    process.kill(dom0.child.pid!, 'SIGKILL');
+    const [h, a, b] = await Promise.all([hw2.done, g1.done, g2.done]);
+    const goneMs = Date.now() - killedAt;
+    expect(goneMs).toBeLessThan(10_000);
+    expect([h.code, a.code, b.code]).toEqual([5, 5, 5]);
+    expect(h.stderr).toMatch(/ringvisor hwsim: link to dom0 closed .*exiting \(code 5\)/);
+    expect(a.stderr).toMatch(/ringvisor domu 1: link to dom0 closed; exiting \(code 5\)/);
+    process.stdout.write(`crash.e2e: services: dom0 kill -9: hwsim and guests gone after ${goneMs} ms\n`);
   }, 240_000);
 
   it('a second SIGTERM forces the exit when the drain hangs: children killed by pid, exit 4', async () => {

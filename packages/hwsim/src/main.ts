@@ -44,7 +44,20 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   const log = createLogger('hwsim');
   // Started by `ringvisor up`: when that process (dom0) dies, so does its hardware.
   watchParent((parent) => lostDom0(log, `parent process ${parent} (dom0) is gone`));
-  const link = await connect({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
+  // dom0 admits a hardware only while it has none attached (at bring-up, after the old one died):
+  // until then the claim is refused and this retries, as a container restarted would.
+  const deadline = Date.now() + Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000);
+  let link;
+  for (;;) {
+    try {
+      link = await connect({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
+      break;
+    } catch (e) {
+      const retriable = /not authorized|ECONNREFUSED|connect/i.test((e as Error).message) && !/authentication failed/.test((e as Error).message);
+      if (!retriable || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
   const peer = new RpcPeer(link, 'hwsim');
   const boot = await peer.call<HwBoot>('hw.boot', {});
   const eventMemory = createEventMemory();

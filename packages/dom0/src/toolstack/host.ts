@@ -405,7 +405,8 @@ export class Host {
     if (this.opts.ws && !old.pid && !alreadyGone) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
     old.planned = true;
     await old.kill();
-    await Promise.race([old.exited, delay(5_000)]);
+    // A process run elsewhere that already died has no exit to wait for (its link closed).
+    if (!(alreadyGone && !old.pid)) await Promise.race([old.exited, delay(5_000)]);
     if (this.opts.ws) {
       // The new process may attach only once dom0 has seen the old one's link close.
       for (const deadline = Date.now() + 5_000; this.hv.hardwareLink && Date.now() < deadline; ) await delay(20);
