@@ -143,7 +143,7 @@ describe('crashes that come from outside (ws, real processes)', () => {
     await until('the domain reclaimed', async () => (/guest alpha \(pid \d+\): domain reclaimed/.test(c.out()) ? true : undefined), 30_000);
     const reclaimedMs = Date.now() - killedAt;
     expect(reclaimedMs).toBeLessThan(10_000);
-    const list = await runCli(['list', '--json'], cwd).done;
+    const [list, text] = await Promise.all([runCli(['list', '--json'], cwd).done, runCli(['list'], cwd).done]);
     expect(list.code, list.stderr).toBe(0);
     const rows = JSON.parse(list.stdout) as Array<{ name: string; state: string; pid?: number; exit?: { signal: string | null }; devices: unknown[] }>;
     const alpha = rows.find((r) => r.name === 'alpha')!;
@@ -151,7 +151,6 @@ describe('crashes that come from outside (ws, real processes)', () => {
     // Reclaimed: no backend (ring, grant mapping, channel) is left for it.
     expect(alpha.devices).toEqual([]);
     expect(rows.find((r) => r.name === 'beta')).toMatchObject({ state: 'running', pid: c.pids.beta });
-    const text = await runCli(['list'], cwd).done;
     expect(text.stdout).toMatch(/^alpha\s+1\s+.*crashed:SIGKILL/m);
     expect(text.stdout).toMatch(new RegExp(`hardware host0/hwsim: pid ${c.pids.hwsim}, up`));
     // The other guest goes on.
