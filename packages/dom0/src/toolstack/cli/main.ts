@@ -574,47 +574,47 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
   /** The run summary from the figures at hand (at a forced exit: the last ones polled). */
   function buildSummary(perHostFinals: GuestStats[][], outcome: RunSummary['outcome'], code: number): RunSummary {
     return summarize(
-    transport,
-    (Date.now() - t0) / 1000,
-    hosts.map((h, i) => ({
-      host: h.config.name,
-      guests: perHostFinals[i] ?? [],
-      pids: new Map(h.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))),
-      crashed: new Map(h.crashedGuests().map(({ handle, crash }) => [handle.config.name, crash.exit] as const)),
-    })),
-    Object.fromEntries(
-      hosts.map((h) => [
-        h.config.name,
-        {
-          disk: h.disk?.counters,
-          nic: h.nic?.counters,
-          bridge: h.bridge?.counters,
-          grants: Object.fromEntries(h.hv.grants.counters),
-          // dom0's own ioreq servers count into the hypervisor's counters; hosted VMApps count their own.
-          traps: h.hv.counters.traps + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.traps : 0), 0),
-          worldSwitches: h.hv.counters.worldSwitches + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.worldSwitches : 0), 0),
-          ...(h.platforms().length ? { emulated: h.platforms().map((p) => p.stats()) } : {}),
-          ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
-          // Direct I/O: the functions as the hardware counted them, the IOMMU, and reclaims made.
-          ...directSummary(h),
-          // SV-IO: every VIF as the engine's cores counted it, and the cores' busy time.
-          ...(h.svioStats ? { svio: h.svioStats } : {}),
-          // The hardware simulator's process (ws) and how often it was restarted (faults and crashes).
-          hwsim: { ...(h.hwsim?.pid ? { pid: h.hwsim.pid } : {}), restarts: h.restartedHardware },
-        },
-      ]),
-    ),
-    hosts.flatMap((h) => h.crashes),
-    outcome,
-    code,
-  );
+      transport,
+      (Date.now() - t0) / 1000,
+      hosts.map((h, i) => ({
+        host: h.config.name,
+        guests: perHostFinals[i] ?? [],
+        pids: new Map(h.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))),
+        crashed: new Map(h.crashedGuests().map(({ handle, crash }) => [handle.config.name, crash.exit] as const)),
+      })),
+      Object.fromEntries(
+        hosts.map((h) => [
+          h.config.name,
+          {
+            disk: h.disk?.counters,
+            nic: h.nic?.counters,
+            bridge: h.bridge?.counters,
+            grants: Object.fromEntries(h.hv.grants.counters),
+            // dom0's own ioreq servers count into the hypervisor's counters; hosted VMApps count their own.
+            traps: h.hv.counters.traps + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.traps : 0), 0),
+            worldSwitches: h.hv.counters.worldSwitches + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.worldSwitches : 0), 0),
+            ...(h.platforms().length ? { emulated: h.platforms().map((p) => p.stats()) } : {}),
+            ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
+            // Direct I/O: the functions as the hardware counted them, the IOMMU, and reclaims made.
+            ...directSummary(h),
+            // SV-IO: every VIF as the engine's cores counted it, and the cores' busy time.
+            ...(h.svioStats ? { svio: h.svioStats } : {}),
+            // The hardware simulator's process (ws) and how often it was restarted (faults and crashes).
+            hwsim: { ...(h.hwsim?.pid ? { pid: h.hwsim.pid } : {}), restarts: h.restartedHardware },
+          },
+        ]),
+      ),
+      hosts.flatMap((h) => h.crashes),
+      outcome,
+      code,
+    );
   }
 }
 
 /**
- * How long `up` lets its shutdown drain (heal faults, quiesce, final read-back, stop runtimes)
- * take before it forces the exit: the host's own bounds add up to less; this one holds even if
- * something unbounded (a backend waiting for a dead device) stalls.
+ * How long `up` lets its whole shutdown drain (heal faults, quiesce, final read-back, stop
+ * runtimes) take before it forces the exit. Each step of a host has its own bound; this one also
+ * holds when something without one stalls (a backend waiting for a device that never answers).
  */
 const DRAIN_LIMIT_MS = 60_000;
 
