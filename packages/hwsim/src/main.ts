@@ -33,8 +33,11 @@ interface HwBoot {
 
 /**
  * `ringvisor hwsim --dom0 ws://HOST:PORT [--disk PATH]`: the hardware simulator as its own
- * process. It connects to dom0 as the hardware pseudo-domain, asks for its host's description,
- * and serves dom0's device drivers; machine memory reaches it through streaming DMA mappings.
+ * process. It connects to dom0 as the hardware pseudo-domain (retrying while dom0 refuses it, for
+ * RINGVISOR_CONNECT_TIMEOUT_MS, 120 s by default), asks for its host's description, and serves
+ * dom0's device drivers; machine memory reaches it through streaming DMA mappings. It lives as
+ * long as its dom0: exit 0 after hw.shutdown, EXIT.DOM0_LOST (5) when the link closes otherwise
+ * or the parent that started it dies.
  */
 async function hwsimProcess(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { dom0: { type: 'string' }, disk: { type: 'string' }, 'secret-file': { type: 'string' } }, strict: true });

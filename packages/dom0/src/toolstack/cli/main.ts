@@ -473,7 +473,8 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
   const sayCrash = (c: RuntimeCrash, phase: 'noticed' | 'recovered') => {
     const how = c.exit.signal ?? (c.exit.code !== null ? `exit ${c.exit.code}` : 'link closed');
     const who = `${c.host}: ${c.runtime === 'hwsim' ? 'hardware simulator' : `guest ${c.name}`}${c.pid ? ` (pid ${c.pid})` : ''}`;
-    if (phase === 'noticed') process.stdout.write(`ringvisor: ${who} died unplanned (${how}); ${c.runtime === 'hwsim' ? 'restarting the hardware' : 'reclaiming its domain'}\n`);
+    const doing = c.recovery === 'failed' ? 'leaving it down' : c.runtime === 'hwsim' ? 'restarting the hardware' : 'reclaiming its domain';
+    if (phase === 'noticed') process.stdout.write(`ringvisor: ${who} died unplanned (${how}); ${doing}\n`);
     else if (c.recovery === 'failed') process.stdout.write(`ringvisor: ${who}: recovery failed after ${c.recoveryMs} ms: ${c.error}\n`);
     else process.stdout.write(`ringvisor: ${who}: ${c.recovery === 'restarted' ? 'hardware restarted' : 'domain reclaimed'} in ${c.recoveryMs} ms\n`);
   };
