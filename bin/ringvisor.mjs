@@ -18,6 +18,11 @@ try {
   process.stderr.write(`ringvisor: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exitCode = 2;
 }
-// The toolstack's commands are done when main returns: if something still holds the event loop
-// (a runtime that would not stop), exit anyway rather than hang a script or a CI job.
-if (entry.includes('/dom0/')) setTimeout(() => process.exit(process.exitCode), 3000).unref();
+// The toolstack's commands are done when main returns, and nothing of theirs should hold the
+// event loop. If something still does (a bug: a runtime that would not stop), exit anyway rather
+// than hang a script or a CI job — and say what it was, so it gets fixed.
+if (entry.includes('/dom0/'))
+  setTimeout(() => {
+    process.stderr.write(`ringvisor: still held open 3 s after the command ended (${process.getActiveResourcesInfo().join(', ')}); exiting\n`);
+    process.exit(process.exitCode);
+  }, 3000).unref();

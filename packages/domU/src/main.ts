@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError, GUEST_BOOT, RpcPeer, connect, createLogger, parseDomainKey, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
+import { ConfigError, EXIT, GUEST_BOOT, RpcPeer, connect, createLogger, parseDomainKey, watchParent, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
 import { runGuest } from './runtime.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -26,6 +26,15 @@ export async function main(argv: string[]): Promise<number> {
   if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor domu: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
   const domainKey = guestKey(domid, values['key-file']);
   const log = createLogger('domU', { domid });
+  /** dom0 is gone for good: say why, and exit with EXIT.DOM0_LOST (a guest without its hypervisor is dead). */
+  const lostDom0 = (why: string): never => {
+    log.error({ why }, 'dom0 lost; the guest exits');
+    process.stderr.write(`ringvisor domu ${domid}: ${why}; exiting (code ${EXIT.DOM0_LOST})\n`);
+    process.exit(EXIT.DOM0_LOST);
+  };
+  // Started by `ringvisor up`: when that process (dom0) dies, so does the guest — even before it
+  // connected (it would otherwise retry for minutes).
+  watchParent((parent) => lostDom0(`parent process ${parent} (dom0) is gone`));
   // dom0 admits a guest only once it has built the domain (after its hardware is attached):
   // until then the claim is refused and the guest retries, as a container restarted would.
   const deadline = Date.now() + Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000);
@@ -48,7 +57,8 @@ export async function main(argv: string[]): Promise<number> {
     peer.link.onClose((reason) => {
       if (orderly) return resolve();
       // dom0 is gone (reset, crash): a guest without its hypervisor is dead. Its workloads
-      // would keep the process alive, so it exits on its own below.
+      // would keep the process alive, so it exits on its own below. It does not reconnect:
+      // a new dom0 would not know its domain.
       if (!lost) log.warn({ reason }, 'link to dom0 lost');
       lost = true;
       resolve();
@@ -64,7 +74,8 @@ export async function main(argv: string[]): Promise<number> {
     });
   });
   await stopped;
-  const code = lost ? 1 : 0;
+  if (lost) lostDom0('link to dom0 closed');
+  const code = EXIT.OK;
   // Let the last reply and the close frame leave, then go — whatever timers remain.
   setTimeout(() => process.exit(code), 200).unref();
   return code;

@@ -11,9 +11,12 @@ import {
   RpcPeer,
   connect,
   createEventMemory,
+  EXIT,
   createLogger,
   readSecretFile,
   secretFromEnv,
+  watchParent,
+  type Logger,
 } from '@ringvisor/shared';
 import { remoteLanPort, runSwitch } from './lan/remote.js';
 import { HardwareSimulator } from './runtime.js';
@@ -30,8 +33,11 @@ interface HwBoot {
 
 /**
  * `ringvisor hwsim --dom0 ws://HOST:PORT [--disk PATH]`: the hardware simulator as its own
- * process. It connects to dom0 as the hardware pseudo-domain, asks for its host's description,
- * and serves dom0's device drivers; machine memory reaches it through streaming DMA mappings.
+ * process. It connects to dom0 as the hardware pseudo-domain (retrying while dom0 refuses it, for
+ * RINGVISOR_CONNECT_TIMEOUT_MS, 120 s by default), asks for its host's description, and serves
+ * dom0's device drivers; machine memory reaches it through streaming DMA mappings. It lives as
+ * long as its dom0: exit 0 after hw.shutdown, EXIT.DOM0_LOST (5) when the link closes otherwise
+ * or the parent that started it dies.
  */
 async function hwsimProcess(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { dom0: { type: 'string' }, disk: { type: 'string' }, 'secret-file': { type: 'string' } }, strict: true });
@@ -39,7 +45,22 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor hwsim: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
   const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
   const log = createLogger('hwsim');
-  const link = await connect({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
+  // Started by `ringvisor up`: when that process (dom0) dies, so does its hardware.
+  watchParent((parent) => lostDom0(log, `parent process ${parent} (dom0) is gone`));
+  // dom0 admits a hardware only while it has none attached (at bring-up, after the old one died):
+  // until then the claim is refused and this retries, as a container restarted would.
+  const deadline = Date.now() + Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000);
+  let link;
+  for (;;) {
+    try {
+      link = await connect({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
+      break;
+    } catch (e) {
+      const retriable = /not authorized|ECONNREFUSED|connect/i.test((e as Error).message) && !/authentication failed/.test((e as Error).message);
+      if (!retriable || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
   const peer = new RpcPeer(link, 'hwsim');
   const boot = await peer.call<HwBoot>('hw.boot', {});
   const eventMemory = createEventMemory();
@@ -63,6 +84,10 @@ async function hwsimProcess(argv: string[]): Promise<number> {
       return sync;
     },
   };
+  // Whether hw.shutdown powered the hardware off before the link closed (an orderly end) — read
+  // before the simulator's own close handler powers off in any case.
+  let poweredOffBeforeClose = false;
+  link.onClose(() => (poweredOffBeforeClose = sim.closed));
   sim.serve(peer).start();
   // Guests with assigned functions link here directly (dom0 is not on the direct I/O path).
   // RINGVISOR_DIRECT_LISTEN: where to listen (127.0.0.1:0 by default); RINGVISOR_DIRECT_URL: the
@@ -78,8 +103,21 @@ async function hwsimProcess(argv: string[]): Promise<number> {
     sim.uplink(remoteLanPort(new RpcPeer(lanLink, `${boot.host}/uplink`), 'lan0', log));
     link.onClose(() => lanLink.close('hwsim stopped'));
   }
-  await new Promise<void>((resolve) => link.onClose(() => resolve()));
-  return 0;
+  const reason = await new Promise<string>((resolve) => link.onClose((r) => resolve(r)));
+  // hw.shutdown powered off first: an orderly end. Anything else is dom0 gone (crash, kill -9,
+  // its container stopped; the simulator has powered off, the image fsynced): dom0 reattaches
+  // hardware only as a new process, so this one goes.
+  if (!poweredOffBeforeClose) lostDom0(log, `link to dom0 closed (${reason})`);
+  // Whatever still holds the event loop (a core thread stopping), the runtime is done.
+  setTimeout(() => process.exit(EXIT.OK), 1000).unref();
+  return EXIT.OK;
+}
+
+/** dom0 is gone: say why on stderr and in the log, and exit with EXIT.DOM0_LOST (no orphan left behind). */
+function lostDom0(log: Logger, why: string): never {
+  log.error({ why }, 'dom0 lost; the hardware simulator exits');
+  process.stderr.write(`ringvisor hwsim: ${why}; exiting (code ${EXIT.DOM0_LOST})\n`);
+  process.exit(EXIT.DOM0_LOST);
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -107,6 +107,10 @@ export interface DomainRow {
   traps?: number;
   trapsPerSec?: number;
   devices: DeviceRow[];
+  /** The process running the domain (ws transport; dom0's own for domain 0). */
+  pid?: number;
+  /** A guest whose runtime died unplanned (state "crashed"): how it ended. Its domain is reclaimed. */
+  exit?: { code: number | null; signal: string | null };
 }
 
 export interface RuntimeRow {

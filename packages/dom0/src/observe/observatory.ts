@@ -216,6 +216,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           ...domainRow(hn, d, now, cpuPct),
           integrityChecked: st?.integrity.checked ?? 0,
           integrityFailures: st?.integrity.failures ?? 0,
+          ...(g?.pid ? { pid: g.pid } : {}),
         };
         for (const b of backends.filter((x) => x.frontDomid === domid)) {
           const m = b.metrics as BackendCounters & Record<string, number>;
@@ -266,6 +267,28 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           }
         }
         domains.push(row);
+      }
+      // A guest whose runtime crashed: its domain is reclaimed, but it is listed as crashed (with
+      // how its process ended) until it is rebooted, as `xl list` keeps a crashed domain.
+      for (const { handle, crash } of host.crashedGuests()) {
+        const listed = domains.find((r) => r.host === hn && r.domid === handle.domain.domid && r.name === handle.config.name);
+        if (listed) {
+          // Still being reclaimed.
+          listed.state = 'crashed';
+          listed.exit = crash.exit;
+          continue;
+        }
+        const st = stats.find((s) => s?.domid === handle.domain.domid);
+        runtimes.push({ host: hn, name: `${hn}/${handle.config.name}`, role: 'guest', kind, ...(handle.pid ? { pid: handle.pid } : {}), state: 'down' });
+        domains.push({
+          ...domainRow(hn, handle.domain, now, 0),
+          state: 'crashed',
+          uptimeSec: Math.round((crash.at - handle.domain.createdAt) / 1000),
+          integrityChecked: st?.integrity.checked ?? 0,
+          integrityFailures: st?.integrity.failures ?? 0,
+          ...(handle.pid ? { pid: handle.pid } : {}),
+          exit: crash.exit,
+        });
       }
       const gc = [...host.hv.grants.counters.values()].reduce(
         (a, c) => ({ maps: a.maps + c.maps, unmaps: a.unmaps + c.unmaps, copies: a.copies + c.copies, bytesCopied: a.bytesCopied + c.bytesCopied }),
@@ -459,6 +482,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
     const cpuPct = this.cpuPercent(key, performance.eventLoopUtilization().active, now);
     return {
       ...domainRow(host.config.name, d, now, cpuPct),
+      ...(this.transport === 'ws' ? { pid: process.pid } : {}),
       netTxPackets: host.nic?.counters.txFrames ?? 0,
       netTxBytes: host.nic?.counters.txBytes ?? 0,
       netRxPackets: host.nic?.counters.rxFrames ?? 0,

@@ -77,6 +77,49 @@ export interface GuestHandle {
   /** Its runtime exited (or its link closed). */
   down?: boolean;
   lastStats?: GuestStats;
+  /** How its runtime ended: exit code or signal (a process), code (a worker thread). */
+  exit?: RuntimeExit;
+  /** The toolstack killed it itself (a fault plan, a reboot): its death was planned. */
+  killedByToolstack?: boolean;
+}
+
+/** How a runtime ended. */
+export interface RuntimeExit {
+  code: number | null;
+  signal: string | null;
+}
+
+/**
+ * A runtime that died unplanned (not by the toolstack's hand: kill -9 from outside, an OOM kill,
+ * a crash) and what the toolstack did about it — the run summary's `crashes`.
+ */
+export interface RuntimeCrash {
+  host: string;
+  runtime: 'hwsim' | 'guest';
+  /** "host0/hwsim", or the guest's name. */
+  name: string;
+  pid?: number;
+  exit: RuntimeExit;
+  /** When dom0 noticed (ms since the epoch). */
+  at: number;
+  /** The hardware restarted; the guest's domain reclaimed (grants, ports, rings, functions, VIFs). */
+  recovery?: 'restarted' | 'reclaimed' | 'failed';
+  /** From noticing to the recovery done. */
+  recoveryMs?: number;
+  error?: string;
+}
+
+/** The hardware simulator's runtime as dom0 holds it. */
+interface HwsimRuntime {
+  peer: RpcPeer;
+  exited: Promise<number>;
+  kill(): Promise<void>;
+  pid?: number;
+  exit?: RuntimeExit;
+  /** The toolstack is taking it down itself (a restart, a kill fault, shutdown). */
+  planned?: boolean;
+  /** Its death was seen (process exit, thread exit or link closed). */
+  gone?: boolean;
 }
 
 export interface HostOptions {
@@ -101,12 +144,26 @@ export interface HostOptions {
 }
 
 const SKB_POOL_FRAMES = 1024;
+/**
+ * Shutdown bounds. A guest's quiesce (stop issuing, drain in-flight I/O) and its stop (final
+ * read-back, frontends closed) each get GUEST_DRAIN_MS; a hardware restart still running when
+ * shutdown begins gets HW_RESTART_WAIT_MS. `up` adds its own overall bound on top (DRAIN_LIMIT_MS
+ * in the CLI), so a run ends whatever died.
+ */
+const GUEST_DRAIN_MS = 20_000;
+const HW_RESTART_WAIT_MS = 15_000;
+/** Unplanned hardware deaths dom0 restarts the hardware after, in one run. */
+const MAX_HW_CRASH_RESTARTS = 5;
 const MISSED_EVENT_POLL_MS = 500;
 
 export class Host {
   readonly hv: Hypervisor;
   readonly guests: GuestHandle[] = [];
-  hwsim?: { peer: RpcPeer; exited: Promise<number>; kill(): Promise<void>; pid?: number };
+  hwsim?: HwsimRuntime;
+  /** Runtimes that died unplanned during the run, and what was done about each. */
+  readonly crashes: RuntimeCrash[] = [];
+  /** Called when a runtime's unplanned death is noticed and when its recovery ends (`up` prints a line). */
+  onCrash?: (crash: RuntimeCrash, phase: 'noticed' | 'recovered') => void;
   disk!: PhysicalDiskDriver;
   nic!: PhysicalNicDriver;
   bridge!: SoftwareBridge;
@@ -187,7 +244,7 @@ export class Host {
     }));
     await ready;
     const exited = child ? new Promise<number>((r) => (child!.exitCode !== null ? r(child!.exitCode) : child!.once('exit', (c) => r(c ?? 1)))) : new Promise<number>(() => {});
-    this.hwsim = {
+    const hw: HwsimRuntime = {
       peer,
       exited,
       ...(child?.pid ? { pid: child.pid } : {}),
@@ -195,6 +252,16 @@ export class Host {
         if (child?.pid && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
       },
     };
+    this.hwsim = hw;
+    // Its death is noticed by whichever comes first: the process exit (SIGCHLD, at once) or the
+    // link closing (the only sign when it runs elsewhere, in compose).
+    if (child) {
+      const onExit = (code: number | null, signal: NodeJS.Signals | null) => this.hwsimGone(hw, { code, signal });
+      if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+      else child.once('exit', onExit);
+    }
+    // A child's exit says how it died: give it a moment to arrive before the link's word is taken.
+    peer.link.onClose((reason) => void delay(child ? 1000 : 0).then(() => this.hwsimGone(hw, { code: null, signal: null }, reason)));
   }
 
   private awaitingHwsim?: (peer: RpcPeer) => void;
@@ -238,8 +305,59 @@ export class Host {
       transferList: [port1],
     });
     const peer = new RpcPeer(new PortLink(port2), `${this.config.name}/hwsim`);
-    this.hwsim = { peer, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
+    const hw: HwsimRuntime = { peer, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
+    this.hwsim = hw;
     worker.on('error', (e) => this.log.error({ err: e }, 'hwsim failed'));
+    void hw.exited.then((code) => this.hwsimGone(hw, { code, signal: null }));
+  }
+
+  /**
+   * The hardware simulator's runtime is gone. Planned (a restart, a kill fault, shutdown): the
+   * caller handles it. Unplanned (kill -9 from outside, a crash): dom0 brings new hardware up
+   * exactly as the process.restart fault does — same image, memory registered again, dom0's
+   * queues redone with every unanswered request resubmitted, functions and VIFs back — so the
+   * guests recover and nothing acknowledged is lost.
+   */
+  private hwsimGone(hw: HwsimRuntime, exit: RuntimeExit, linkReason?: string): void {
+    if (hw.exit === undefined && (exit.code !== null || exit.signal !== null)) hw.exit = exit;
+    if (hw.gone) return;
+    hw.gone = true;
+    if (this.hwsim === hw) this.hwsimDown = true;
+    if (this.stopping && this.hwsim === hw) this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'down', DOMID_HW, hw.pid, hw.exit?.code ?? undefined);
+    if (hw.planned || this.stopping || this.hwsim !== hw) return;
+    const crash: RuntimeCrash = { host: this.config.name, runtime: 'hwsim', name: `${this.config.name}/hwsim`, ...(hw.pid ? { pid: hw.pid } : {}), exit: hw.exit ?? exit, at: Date.now() };
+    this.crashes.push(crash);
+    // A hardware that dies again and again (a crash loop) is left down after a few tries: the
+    // run then ends with the recovery failed, rather than restarting forever.
+    if (this.crashes.filter((c) => c.runtime === 'hwsim').length > MAX_HW_CRASH_RESTARTS) {
+      crash.recovery = 'failed';
+      crash.error = `the hardware died ${MAX_HW_CRASH_RESTARTS + 1} times; not restarting it again`;
+      this.log.error({ pid: hw.pid, ...crash.exit }, crash.error);
+      this.onCrash?.(crash, 'noticed');
+      this.onCrash?.(crash, 'recovered');
+      return;
+    }
+    this.log.error({ pid: hw.pid, ...crash.exit, ...(linkReason ? { link: linkReason } : {}) }, 'hardware simulator died unplanned; restarting it');
+    this.onCrash?.(crash, 'noticed');
+    void this.lifecycle(async () => {
+      if (this.stopping) throw new Error('shutting down');
+      await this.crashHwsim(true);
+      await this.bringUpHwsim();
+    }).then(
+      () => {
+        crash.recovery = 'restarted';
+        crash.recoveryMs = Date.now() - crash.at;
+        this.log.warn({ ms: crash.recoveryMs }, 'hardware back after an unplanned death');
+        this.onCrash?.(crash, 'recovered');
+      },
+      (e: Error) => {
+        crash.recovery = 'failed';
+        crash.error = e.message;
+        crash.recoveryMs = Date.now() - crash.at;
+        this.log.error({ err: e.message }, 'hardware did not come back after its unplanned death');
+        this.onCrash?.(crash, 'recovered');
+      },
+    );
   }
 
   /**
@@ -284,11 +402,13 @@ export class Host {
   }
 
   /** kill -9 the hardware and wait until it is gone (over ws: until dom0 saw its link close). */
-  private async crashHwsim(): Promise<void> {
+  private async crashHwsim(alreadyGone = false): Promise<void> {
     const old = this.hwsim!;
-    if (this.opts.ws && !old.pid) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
+    if (this.opts.ws && !old.pid && !alreadyGone) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
+    old.planned = true;
     await old.kill();
-    await Promise.race([old.exited, delay(5_000)]);
+    // A process run elsewhere that already died has no exit to wait for (its link closed).
+    if (!(alreadyGone && !old.pid)) await Promise.race([old.exited, delay(5_000)]);
     if (this.opts.ws) {
       // The new process may attach only once dom0 has seen the old one's link close.
       for (const deadline = Date.now() + 5_000; this.hv.hardwareLink && Date.now() < deadline; ) await delay(20);
@@ -310,9 +430,6 @@ export class Host {
     this.hwsimDown = false;
     this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW, this.hwsim!.pid);
     const peer = this.hwsim!.peer;
-    void this.hwsim!.exited.then(() => {
-      if (this.hwsim?.peer === peer) this.hwsimDown = true;
-    });
     // Over ws the new process has blank copies of every domain's memory: what a device reads is
     // handed to it again below (the queues, write data, transmit buffers) as a driver re-maps its
     // DMA buffers after a reset.
@@ -418,10 +535,6 @@ export class Host {
     } else this.startHwsimWorker();
     const peer = this.hwsim!.peer;
     this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'up', DOMID_HW, this.hwsim!.pid);
-    void this.hwsim!.exited.then((code) => {
-      this.hwsimDown = true;
-      this.traceRuntime(`${this.config.name}/hwsim`, 'hwsim', 'down', DOMID_HW, this.hwsim!.pid, code);
-    });
     this.hv.dom0Events.start();
     // A lost notification (injected, or a bug) costs at most this much, never a stalled ring.
     this.hv.dom0Events.startMissedEventPoll(MISSED_EVENT_POLL_MS);
@@ -476,12 +589,7 @@ export class Host {
       () => {
         handle.isReady = true;
         this.traceRuntime(config.name, 'guest', 'up', domain.domid, handle.pid);
-        // `exited` is replaced for a guest run elsewhere once it connects: read it now.
-        void handle.exited.then((code) => {
-          handle.down = true;
-          this.traceRuntime(config.name, 'guest', 'down', domain.domid, handle.pid, code);
-          if (!this.stopping) void this.reclaim(handle);
-        });
+        this.watchGuest(handle);
       },
       () => {},
     );
@@ -801,8 +909,50 @@ export class Host {
   }
 
   /**
+   * Once a guest's runtime is up: when it goes (exit, or its link closing for one run elsewhere)
+   * its domain is reclaimed; a death the toolstack did not cause is a crash, recorded with how
+   * the process ended (the summary's `crashes`, `list`'s "crashed").
+   */
+  private watchGuest(handle: GuestHandle): void {
+    const { config, domain } = handle;
+    // `exited` is replaced for a guest run elsewhere once it connects: read it now.
+    void handle.exited.then((code) => {
+      handle.down = true;
+      this.traceRuntime(config.name, 'guest', 'down', domain.domid, handle.pid, code);
+      if (this.stopping) return;
+      if (handle.killedByToolstack) return void this.reclaim(handle);
+      const crash: RuntimeCrash = { host: this.config.name, runtime: 'guest', name: config.name, ...(handle.pid ? { pid: handle.pid } : {}), exit: handle.exit ?? { code, signal: null }, at: Date.now() };
+      this.crashes.push(crash);
+      this.log.error({ guest: config.name, domid: domain.domid, pid: handle.pid, ...crash.exit }, 'guest runtime died unplanned; reclaiming its domain');
+      this.onCrash?.(crash, 'noticed');
+      void this.reclaim(handle).then(
+        () => {
+          crash.recovery = 'reclaimed';
+          crash.recoveryMs = Date.now() - crash.at;
+          this.onCrash?.(crash, 'recovered');
+        },
+        (e: Error) => {
+          crash.recovery = 'failed';
+          crash.error = e.message;
+          this.onCrash?.(crash, 'recovered');
+        },
+      );
+    });
+  }
+
+  /** Guests whose runtime crashed (not killed by the toolstack) and were not rebooted since: name → how it ended. */
+  crashedGuests(): Array<{ handle: GuestHandle; crash: RuntimeCrash }> {
+    return this.guests.flatMap((handle) => {
+      const crash = this.crashes.findLast((c) => c.runtime === 'guest' && c.name === handle.config.name);
+      return handle.down && crash && !handle.killedByToolstack ? [{ handle, crash }] : [];
+    });
+  }
+
+  /**
    * A guest's runtime died (crash, kill -9): reclaim what its domain held — backends drain and
-   * unmap, its ports close, its store nodes go — so the other guests never notice.
+   * unmap (grants), its event channels close, its rings go with its backends, its direct
+   * functions are reset and taken back, its SV-IO VIFs destroyed, the hardware forgets its memory
+   * (no DMA into a dead domain), its store nodes go — so the other guests never notice.
    */
   private async reclaim(handle: GuestHandle): Promise<void> {
     const i = this.created.findIndex((c) => c.domain === handle.domain);
@@ -815,6 +965,13 @@ export class Host {
     await c.platform?.destroy().catch(() => {});
     await this.reclaimAll(c);
     await this.destroyVifs(c);
+    if (this.hwsim && !this.hwsimDown)
+      await this.hwsim.peer.call('hw.detachMemory', { domid: c.domain.domid }, 5_000).catch((e: Error) => this.log.warn({ err: e.message, domid: c.domain.domid }, 'detaching memory from the hardware failed'));
+    const link = this.runtimeLinks.get(handle.config.name);
+    if (link) {
+      if (!link.closed) link.close('domain reclaimed');
+      this.runtimeLinks.delete(handle.config.name);
+    }
     try {
       this.hv.destroyDomain(c.domain.domid);
     } catch {
@@ -868,11 +1025,7 @@ export class Host {
     await handle.ready;
     handle.isReady = true;
     this.traceRuntime(name, 'guest', 'up', domain.domid, handle.pid);
-    void handle.exited.then((code) => {
-      handle.down = true;
-      this.traceRuntime(name, 'guest', 'down', domain.domid, handle.pid, code);
-      if (!this.stopping) void this.reclaim(handle);
-    });
+    this.watchGuest(handle);
     await handle.peer!.call(GUEST_START, {});
   }
 
@@ -1023,6 +1176,19 @@ export class Host {
     await this.hwsim!.peer.call('hw.nic.link', { up }, 5_000);
   }
 
+  /** Every process this host started and that still runs (ws): the hardware simulator and the guests. */
+  childPids(): number[] {
+    const pids = [this.hwsim?.gone ? undefined : this.hwsim?.pid, ...this.guests.filter((g) => !g.down).map((g) => g.pid)];
+    return pids.filter((p): p is number => p !== undefined);
+  }
+
+  /** A forced exit: SIGKILL every process this host started, by pid (no orphans). */
+  killChildren(): number[] {
+    const pids = this.childPids();
+    for (const pid of pids) killQuietly(pid);
+    return pids;
+  }
+
   /** kill -9 a guest's runtime (fault injection); its domain is then reclaimed. */
   async killGuest(name: string): Promise<void> {
     const g = this.guests.find((x) => x.config.name === name);
@@ -1140,7 +1306,23 @@ export class Host {
       domain.state = 'crashed';
       this.log.error({ err: e, domid: domain.domid }, 'guest crashed');
     });
-    return { config, domain, peer, blk, net, ready, exited: exitOf(worker), kill: async () => void (await worker.terminate()) };
+    const handle: GuestHandle = {
+      config,
+      domain,
+      peer,
+      blk,
+      net,
+      ready,
+      exited: exitOf(worker).then((code) => {
+        handle.exit = { code, signal: null };
+        return code;
+      }),
+      kill: async () => {
+        if (handle.exit === undefined) handle.killedByToolstack = true;
+        await worker.terminate();
+      },
+    };
+    return handle;
   }
 
   /** ws: the guest is a process that proves it is this domain, then asks for its boot spec. */
@@ -1165,7 +1347,10 @@ export class Host {
       }),
       exited: new Promise<number>(() => {}),
       kill: async () => {
-        if (child?.pid && child.exitCode === null && child.signalCode === null) killQuietly(child.pid);
+        if (child?.pid && child.exitCode === null && child.signalCode === null) {
+          handle.killedByToolstack = true;
+          killQuietly(child.pid);
+        }
       },
     };
     if (ws.spawn !== false) {
@@ -1176,6 +1361,7 @@ export class Host {
       handle.pid = child.pid;
       handle.exited = new Promise<number>((r) => child!.once('exit', (code) => r(code ?? 1)));
       child.once('exit', (code, signal) => {
+        handle.exit = { code, signal };
         failBoot(new Error(`guest ${config.name} process exited (${signal ?? code}) before it was ready`));
         if (!this.stopping) {
           domain.state = 'crashed';
@@ -1272,10 +1458,14 @@ export class Host {
   async quiesce(): Promise<void> {
     if (this.quiesced) return;
     this.quiesced = true;
+    // A hardware restart in progress (an unplanned death) finishes first: until the new hardware
+    // answers, the guests' requests cannot drain. Bounded: a restart that hangs does not hold
+    // the shutdown (the drain then times out per guest, and the summary says so).
+    await Promise.race([this.lifecycleTail, delay(HW_RESTART_WAIT_MS)]);
     await Promise.all(
       // A guest whose runtime is gone (killed, crashed) has nothing to drain.
       this.guests.filter((g) => !g.down).map((g) =>
-        (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, 60_000) : Promise.reject(new Error('never connected'))).catch((e) =>
+        (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, GUEST_DRAIN_MS) : Promise.reject(new Error('never connected'))).catch((e) =>
           this.log.error({ err: e, guest: g.config.name }, 'guest did not quiesce'),
         ),
       ),
@@ -1298,7 +1488,7 @@ export class Host {
     const finals = await Promise.all(
       this.guests.map(async (g) => {
         try {
-          if (g.peer && !g.down) g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, 60_000);
+          if (g.peer && !g.down) g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, GUEST_DRAIN_MS);
         } catch (e) {
           this.log.error({ err: e, guest: g.config.name }, 'guest did not stop cleanly');
         }
@@ -1322,6 +1512,7 @@ export class Host {
       this.hv.destroyDomain(c.domain.domid);
     }
     if (this.hwsim) {
+      this.hwsim.planned = true;
       try {
         this.hardwareStats = await this.hwsim.peer.call<Record<string, unknown>>('hw.stats', {}, 5_000);
         await this.hwsim.peer.call('hw.shutdown', {}, 10_000);
@@ -1425,6 +1616,13 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
+/** Whether `p` has settled already (given a turn of the event loop to say so). */
 async function settled(p: Promise<unknown>): Promise<boolean> {
-  return Promise.race([p.then(() => true), Promise.resolve(false)]);
+  let done = false;
+  void p.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await new Promise((r) => setImmediate(r));
+  return done;
 }

@@ -3,6 +3,7 @@
  * and the xentop-style table shown while a cluster runs.
  */
 import type { GuestStats } from '@ringvisor/shared';
+import type { RuntimeCrash, RuntimeExit } from './host.js';
 
 export interface RunSummary {
   transport: 'threads' | 'ws';
@@ -16,24 +17,38 @@ export interface RunSummary {
     bytes: number;
     errors: number;
     udp: GuestStats['udp'];
+    /** "stopped" after an orderly end; "crashed" when its runtime died unplanned (then `exit` says how). */
     state: string;
     /** The guest's own process (ws transport). */
     pid?: number;
+    exit?: RuntimeExit;
     error?: string;
   }>;
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
   dom0: Record<string, unknown>;
+  /** Runtimes that died unplanned during the run (not by a fault plan), and the recovery of each. */
+  crashes: RuntimeCrash[];
+  /**
+   * What happened, matching the exit code (README "Exit codes"): clean (0), failed (1: a check
+   * failed or the cluster did not run), recovered (3: a runtime crashed, the rest checked out),
+   * forced (4: a second signal or an overlong drain; figures are the last ones polled).
+   */
+  outcome: 'clean' | 'failed' | 'recovered' | 'forced';
+  exitCode: number;
 }
 
 export function summarize(
   transport: 'threads' | 'ws',
   durationSec: number,
-  perHost: Array<{ host: string; guests: GuestStats[]; pids?: Map<string, number> }>,
+  perHost: Array<{ host: string; guests: GuestStats[]; pids?: Map<string, number>; crashed?: Map<string, RuntimeExit> }>,
   dom0: Record<string, unknown>,
+  crashes: RuntimeCrash[] = [],
+  outcome: RunSummary['outcome'] = 'clean',
+  exitCode = 0,
 ): RunSummary {
   const guests: RunSummary['guests'] = [];
   const integrity = { checked: 0, failures: 0, kinds: {} as Record<string, number> };
-  for (const { host, guests: gs, pids } of perHost)
+  for (const { host, guests: gs, pids, crashed } of perHost) {
     for (const g of gs) {
       if (!g) continue;
       const devices = g.devices.map((d) => ({ ...d }));
@@ -46,15 +61,22 @@ export function summarize(
         bytes: devices.reduce((a, d) => a + d.bytes, 0),
         errors: devices.reduce((a, d) => a + d.errors, 0),
         udp: g.udp,
-        state: g.state,
+        // A crashed guest's figures are the last ones dom0 polled before it died.
+        state: crashed?.has(g.name) ? 'crashed' : g.state,
         ...(pids?.get(g.name) ? { pid: pids.get(g.name) } : {}),
+        ...(crashed?.has(g.name) ? { exit: crashed.get(g.name) } : {}),
         ...(g.error ? { error: g.error } : {}),
       });
       integrity.checked += g.integrity.checked;
       integrity.failures += g.integrity.failures;
       for (const [k, v] of Object.entries(g.integrity.kinds)) integrity.kinds[k] = (integrity.kinds[k] ?? 0) + v;
     }
-  return { transport, durationSec, guests, integrity, dom0 };
+    // A guest that crashed before dom0 ever polled its figures still shows, with none.
+    for (const [name, exit] of crashed ?? [])
+      if (!guests.some((x) => x.host === host && x.name === name))
+        guests.push({ name, host, domid: -1, devices: [], ops: 0, bytes: 0, errors: 0, udp: { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 }, state: 'crashed', ...(pids?.get(name) ? { pid: pids.get(name) } : {}), exit });
+  }
+  return { transport, durationSec, guests, integrity, dom0, crashes, outcome, exitCode };
 }
 
 function fmtBytes(n: number): string {

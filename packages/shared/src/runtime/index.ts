@@ -40,3 +40,4 @@ export function runtimeEntry(callerUrl: string, pkg: 'hwsim' | 'dom0' | 'domU', 
   const base = callerUrl.slice(0, i + marker.length);
   return new URL(`${pkg}/${fromSource ? 'src' : 'dist'}/${name}.${fromSource ? 'ts' : 'js'}`, base);
 }
+export * from './exit.js';

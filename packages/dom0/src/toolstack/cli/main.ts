@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import {
   CONTROL_PING,
   ConfigError,
+  EXIT,
   RingvisorError,
   RpcPeer,
   StateError,
@@ -28,7 +29,7 @@ import {
 } from '@ringvisor/shared';
 import { randomBytes } from 'node:crypto';
 import { defaultConfig, loadConfigFile, type ClusterConfig } from '../config.js';
-import { Host, type HostOptions } from '../host.js';
+import { Host, type HostOptions, type RuntimeCrash } from '../host.js';
 import { chaosStateLocation, claimState, configStateLocation, stateRoot, sweepChaosState, type StateLocation } from '../state.js';
 import { renderTop, summarize, type RunSummary, type TopRow } from '../summary.js';
 import { FaultInjector } from '../../faults/injector.js';
@@ -89,6 +90,9 @@ ringvisor up options:
   --secret-file F   the cluster secret (created, mode 0600, if missing; default .ringvisor/secret)
   --observe H:P     the control endpoint: dashboard, /metrics, views (default 127.0.0.1:7070)
   --pcap FILE       capture every frame crossing a vif or the physical NIC to FILE (pcapng)
+  A second Ctrl-C / SIGTERM forces the exit (children killed by pid). Exit codes: 0 clean,
+  1 a check failed, 2 usage, 3 a runtime crashed and the run recovered, 4 forced exit
+  (5: a runtime that lost its dom0).
 
 runtimes (ws transport; started by \`up --transport ws\` or by docker compose):
   dom0 --config FILE [--listen HOST:PORT] [--lan ws://SWITCH:PORT]
@@ -493,20 +497,60 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
   const tty = process.stdout.isTTY === true;
   let stopRequested: (() => void) | undefined;
   const stopped = new Promise<void>((r) => (stopRequested = r));
+  const t0 = Date.now();
+  let exitCode: number = EXIT.OK;
+  const finals: GuestStats[][] = [];
+  let forcing = false;
+  /**
+   * The way out whatever hangs: every child process of every host SIGKILLed by pid (no orphans),
+   * the summary written with the last figures known, exit EXIT.FORCED. Reached by a second
+   * signal or by the drain overrunning DRAIN_LIMIT_MS.
+   */
+  const forceExit = (why: string): void => {
+    if (forcing) return;
+    forcing = true;
+    const killed = hosts.flatMap((h) => h.killChildren());
+    process.stderr.write(`ringvisor: ${why}: forcing the exit${killed.length ? `, killed pids ${killed.join(' ')}` : ''} (exit ${EXIT.FORCED})\n`);
+    log.error({ why, killed }, 'forced exit');
+    try {
+      const summary = buildSummary(hosts.map((h, i) => finals[i] ?? h.guests.map((g) => g.lastStats!)), 'forced', EXIT.FORCED);
+      if (json) writeFileSync(json, JSON.stringify(summary, null, 2) + '\n');
+      removeControlFile(control);
+    } catch (e) {
+      log.error({ err: e }, 'summary at forced exit failed');
+    }
+    process.exit(EXIT.FORCED);
+  };
+  let signals = 0;
   const onSignal = (sig: string) => {
+    signals++;
+    if (signals > 1) return forceExit(`second ${sig}`);
     log.info({ signal: sig }, 'shutting down');
+    process.stdout.write(`ringvisor: ${sig}: shutting down (send it again to force the exit)\n`);
     stopRequested?.();
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const t0 = Date.now();
-  let exitCode = 0;
-  const finals: GuestStats[][] = [];
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  // An unplanned death, said where the operator looks (the log has the details).
+  const sayCrash = (c: RuntimeCrash, phase: 'noticed' | 'recovered') => {
+    const how = c.exit.signal ?? (c.exit.code !== null ? `exit ${c.exit.code}` : 'link closed');
+    const who = `${c.host}: ${c.runtime === 'hwsim' ? 'hardware simulator' : `guest ${c.name}`}${c.pid ? ` (pid ${c.pid})` : ''}`;
+    const doing = c.recovery === 'failed' ? 'leaving it down' : c.runtime === 'hwsim' ? 'restarting the hardware' : 'reclaiming its domain';
+    if (phase === 'noticed') process.stdout.write(`ringvisor: ${who} died unplanned (${how}); ${doing}\n`);
+    else if (c.recovery === 'failed') process.stdout.write(`ringvisor: ${who}: recovery failed after ${c.recoveryMs} ms: ${c.error}\n`);
+    else process.stdout.write(`ringvisor: ${who}: ${c.recovery === 'restarted' ? 'hardware restarted' : 'domain reclaimed'} in ${c.recoveryMs} ms\n`);
+  };
+  for (const h of hosts) h.onCrash = sayCrash;
+  let drainTimer: NodeJS.Timeout | undefined;
   try {
     // Workloads start only once every host is up: no flow starts towards a guest still booting.
     for (const h of hosts) await h.start(false);
     for (const h of hosts) await h.startWorkloads();
     if (!tty) for (const h of hosts) process.stdout.write(`ringvisor: host ${h.config.name} up with ${h.guests.length} guests (${transport} transport)\n`);
+    // ws: every runtime's process, for operators (and tests) who need to find one.
+    for (const h of hosts)
+      if (h.hwsim?.pid)
+        process.stdout.write(`ringvisor: host ${h.config.name} pids: dom0 ${process.pid}, hwsim ${h.hwsim.pid}${h.guests.map((g) => (g.pid ? `, ${g.config.name} ${g.pid}` : '')).join('')}\n`);
     writeControlFile(control.url);
     process.stdout.write(`ringvisor: dashboard ${control.dashboardUrl}\n`);
     const timer = Number.isFinite(durationSec) ? setTimeout(() => stopRequested?.(), durationSec * 1000) : undefined;
@@ -550,6 +594,8 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
     log.error({ err: e }, 'cluster failed');
     process.stderr.write(`ringvisor: ${(e as Error).message}\n`);
   } finally {
+    // The drain is bounded whatever died: past DRAIN_LIMIT_MS the exit is forced.
+    drainTimer = setTimeout(() => forceExit(`the shutdown drain took more than ${DRAIN_LIMIT_MS / 1000} s`), DRAIN_LIMIT_MS);
     // Whatever is still injected is healed before the drain (a campaign heals before it checks).
     await injector.healAll().catch((e) => log.error({ err: e }, 'healing faults failed'));
     // Quiesce every host before any closes, so cross-host flows drain too.
@@ -570,45 +616,70 @@ export async function runCluster(o: RunOptions): Promise<ClusterRunResult> {
       process.stdout.write(`ringvisor: captured ${capture.capture.frames} frames on ${capture.capture.perInterface.size} interfaces to ${o.pcap}\n`);
     }
     removeControlFile(control);
+    clearTimeout(drainTimer);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
-  const summary = summarize(
-    transport,
-    (Date.now() - t0) / 1000,
-    hosts.map((h, i) => ({
-      host: h.config.name,
-      guests: finals[i] ?? [],
-      pids: new Map(h.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))),
-    })),
-    Object.fromEntries(
-      hosts.map((h) => [
-        h.config.name,
-        {
-          disk: h.disk?.counters,
-          nic: h.nic?.counters,
-          bridge: h.bridge?.counters,
-          grants: Object.fromEntries(h.hv.grants.counters),
-          // dom0's own ioreq servers count into the hypervisor's counters; hosted VMApps count their own.
-          traps: h.hv.counters.traps + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.traps : 0), 0),
-          worldSwitches: h.hv.counters.worldSwitches + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.worldSwitches : 0), 0),
-          ...(h.platforms().length ? { emulated: h.platforms().map((p) => p.stats()) } : {}),
-          ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
-          // Direct I/O: the functions as the hardware counted them, the IOMMU, and reclaims made.
-          ...directSummary(h),
-          // SV-IO: every VIF as the engine's cores counted it, and the cores' busy time.
-          ...(h.svioStats ? { svio: h.svioStats } : {}),
-        },
-      ]),
-    ),
-  );
+  const crashes = hosts.flatMap((h) => h.crashes);
+  const integrityFailed = (s: RunSummary) => s.integrity.failures > 0 || s.guests.some((g) => g.state === 'failed');
+  let summary = buildSummary(finals, 'clean', exitCode);
+  if (!o.drive && exitCode === EXIT.OK && integrityFailed(summary)) exitCode = EXIT.FAILED;
+  // A crash the run recovered from still says so (unless something worse already did).
+  if (!o.drive && exitCode === EXIT.OK && crashes.length > 0) exitCode = crashes.some((c) => c.recovery === 'failed') ? EXIT.FAILED : EXIT.RECOVERED;
+  summary = { ...summary, outcome: exitCode === EXIT.OK ? 'clean' : exitCode === EXIT.RECOVERED ? 'recovered' : 'failed', exitCode };
   if (json) writeFileSync(json, JSON.stringify(summary, null, 2) + '\n');
   process.stdout.write(
-    `ringvisor: ${summary.guests.length} guests, ${summary.guests.reduce((a, g) => a + g.ops, 0)} ops, integrity checked ${summary.integrity.checked}, failures ${summary.integrity.failures}\n`,
+    `ringvisor: ${summary.guests.length} guests, ${summary.guests.reduce((a, g) => a + g.ops, 0)} ops, integrity checked ${summary.integrity.checked}, failures ${summary.integrity.failures}` +
+      `${crashes.length ? `, ${crashes.length} runtime crash${crashes.length > 1 ? 'es' : ''} (${crashes.map((c) => `${c.name} ${c.recovery ?? 'unrecovered'}`).join(', ')})` : ''}; exit ${exitCode}\n`,
   );
-  if (!o.drive && (summary.integrity.failures > 0 || summary.guests.some((g) => g.state === 'failed'))) exitCode = 1;
   return { exitCode, hosts, finals, summary, injector, durationSec: (Date.now() - t0) / 1000 };
+
+  /** The run summary from the figures at hand (at a forced exit: the last ones polled). */
+  function buildSummary(perHostFinals: GuestStats[][], outcome: RunSummary['outcome'], code: number): RunSummary {
+    return summarize(
+      transport,
+      (Date.now() - t0) / 1000,
+      hosts.map((h, i) => ({
+        host: h.config.name,
+        guests: perHostFinals[i] ?? [],
+        pids: new Map(h.guests.flatMap((g) => (g.pid ? [[g.config.name, g.pid] as [string, number]] : []))),
+        crashed: new Map(h.crashedGuests().map(({ handle, crash }) => [handle.config.name, crash.exit] as const)),
+      })),
+      Object.fromEntries(
+        hosts.map((h) => [
+          h.config.name,
+          {
+            disk: h.disk?.counters,
+            nic: h.nic?.counters,
+            bridge: h.bridge?.counters,
+            grants: Object.fromEntries(h.hv.grants.counters),
+            // dom0's own ioreq servers count into the hypervisor's counters; hosted VMApps count their own.
+            traps: h.hv.counters.traps + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.traps : 0), 0),
+            worldSwitches: h.hv.counters.worldSwitches + h.platforms().reduce((a, p) => a + (p.placement === 'hosted' ? p.stats().ioreq.worldSwitches : 0), 0),
+            ...(h.platforms().length ? { emulated: h.platforms().map((p) => p.stats()) } : {}),
+            ...(h.hardwareStats?.uplink ? { uplink: h.hardwareStats.uplink } : {}),
+            // Direct I/O: the functions as the hardware counted them, the IOMMU, and reclaims made.
+            ...directSummary(h),
+            // SV-IO: every VIF as the engine's cores counted it, and the cores' busy time.
+            ...(h.svioStats ? { svio: h.svioStats } : {}),
+            // The hardware simulator's process (ws) and how often it was restarted (faults and crashes).
+            hwsim: { ...(h.hwsim?.pid ? { pid: h.hwsim.pid } : {}), restarts: h.restartedHardware },
+          },
+        ]),
+      ),
+      hosts.flatMap((h) => h.crashes),
+      outcome,
+      code,
+    );
+  }
 }
+
+/**
+ * How long `up` lets its whole shutdown drain (heal faults, quiesce, final read-back, stop
+ * runtimes) take before it forces the exit. Each step of a host has its own bound; this one also
+ * holds when something without one stalls (a backend waiting for a device that never answers).
+ */
+const DRAIN_LIMIT_MS = 60_000;
 
 /** Direct I/O in the run summary: the functions ever assigned as the hardware counted them, the IOMMU, reclaims. */
 function directSummary(h: Host): { direct?: Record<string, unknown> } {

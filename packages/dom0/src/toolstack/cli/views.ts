@@ -65,7 +65,7 @@ export async function list(argv: string[]): Promise<number> {
   if (values.json) {
     process.stdout.write(
       JSON.stringify(
-        s.domains.map(({ host, name, domid, memKiB, vcpus, state, uptimeSec, devices }) => ({
+        s.domains.map(({ host, name, domid, memKiB, vcpus, state, uptimeSec, devices, pid, exit }) => ({
           host,
           name,
           domid,
@@ -73,6 +73,8 @@ export async function list(argv: string[]): Promise<number> {
           vcpus,
           state,
           uptimeSec,
+          ...(pid !== undefined ? { pid } : {}),
+          ...(exit ? { exit } : {}),
           devices: devices.map(({ name: device, type, mode, traps }) => ({ name: device, type, mode, ...(traps !== undefined ? { traps } : {}) })),
         })),
       ) + '\n',
@@ -81,11 +83,24 @@ export async function list(argv: string[]): Promise<number> {
   }
   process.stdout.write(
     table(
-      ['Name', 'ID', 'Mem(MiB)', 'VCPUs', 'State', 'Time(s)', 'Host', 'Devices'],
-      s.domains.map((d) => [d.name, String(d.domid), String(Math.round(d.memKiB / 1024)), String(d.vcpus), d.state, String(d.uptimeSec), d.host, deviceModes(d)]),
+      ['Name', 'ID', 'Mem(MiB)', 'VCPUs', 'State', 'Time(s)', 'Host', 'Devices', 'PID'],
+      s.domains.map((d) => [
+        d.name,
+        String(d.domid),
+        String(Math.round(d.memKiB / 1024)),
+        String(d.vcpus),
+        // One word, so scripts can split on spaces: "crashed:SIGKILL", "crashed:exit-1".
+        d.exit ? `${d.state}:${d.exit.signal ?? `exit-${d.exit.code}`}` : d.state,
+        String(d.uptimeSec),
+        d.host,
+        deviceModes(d),
+        d.pid !== undefined ? String(d.pid) : '-',
+      ]),
       [7],
     ),
   );
+  // The hardware simulators are no domains, but an operator looking for a process finds them here.
+  for (const r of s.runtimes.filter((x) => x.role === 'hwsim' && x.pid !== undefined)) process.stdout.write(`hardware ${r.name}: pid ${r.pid}, ${r.state}\n`);
   return 0;
 }
 
