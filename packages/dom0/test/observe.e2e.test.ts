@@ -65,7 +65,9 @@ async function ringsJson(): Promise<RingRow[]> {
 
 beforeAll(async () => {
   cwd = mkdtempSync(join(tmpdir(), 'rv-observe-'));
-  cluster = spawn(process.execPath, [CLI, 'up', '--duration', '240', '--observe', '127.0.0.1:0'], {
+  // The cluster lives until afterAll stops it: a fixed lifetime ran out before the last tests on a
+  // loaded machine. The long duration is only a backstop should the test process itself vanish.
+  cluster = spawn(process.execPath, [CLI, 'up', '--duration', '3600', '--observe', '127.0.0.1:0'], {
     cwd,
     env: { ...process.env, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
