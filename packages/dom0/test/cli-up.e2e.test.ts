@@ -46,7 +46,7 @@ function environOf(pid: number): Record<string, string> | undefined {
 
 interface Summary {
   transport: string;
-  guests: Array<{ name: string; host: string; ops: number; bytes: number; errors: number; state: string; devices: Array<{ type: string; mode: string; ops: number; bytes: number; errors: number }> }>;
+  guests: Array<{ name: string; host: string; ops: number; bytes: number; errors: number; state: string; udp: { sent: number; echoed: number; lost: number }; devices: Array<{ type: string; mode: string; ops: number; bytes: number; errors: number }> }>;
   integrity: { checked: number; failures: number };
 }
 

@@ -66,8 +66,8 @@ describe('a hostile guest driver against its emulated devices', () => {
     expect(lance.merr).toBeGreaterThan(0);
     expect(lance.interrupts).toBeGreaterThan(20 * 16);
     // Every access went through the ioreq server; none made a device model throw.
-    expect(platform.server.counters.handlerErrors).toBe(0);
-    expect(platform.server.counters.unassigned).toBeGreaterThan(0);
+    expect(platform.server!.counters.handlerErrors).toBe(0);
+    expect(platform.server!.counters.unassigned).toBeGreaterThan(0);
     // The others kept doing I/O throughout.
     expect(ops(await stats('good'))).toBeGreaterThan(good0);
     expect(ops(await stats('other'))).toBeGreaterThan(other0);

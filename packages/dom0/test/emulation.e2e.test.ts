@@ -21,7 +21,7 @@ interface Device {
 interface Summary {
   guests: Array<{ name: string; state: string; devices: Device[]; udp: { sent: number; echoed: number; lost: number; corrupted: number }; error?: string }>;
   integrity: { checked: number; failures: number };
-  dom0: Record<string, { traps: number; worldSwitches: number; emulated?: Array<{ guest: string; ioreq: { traps: number; worldSwitches: number; unassigned: number }; devices: Array<{ name: string; metrics: Record<string, number> }> }> }>;
+  dom0: Record<string, { traps: number; worldSwitches: number; emulated?: Array<{ guest: string; placement: string; vmnet?: { writes: number; reads: number }; combined?: { sent: number }; ioreq: { traps: number; worldSwitches: number; unassigned: number }; devices: Array<{ name: string; metrics: Record<string, number> }> }> }>;
 }
 
 describe('full emulation (Lance NIC and ATA disk, models in dom0)', () => {

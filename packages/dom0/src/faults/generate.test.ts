@@ -40,7 +40,7 @@ describe('generatePlan', () => {
           if (k.startsWith('svio.')) expect(modes.get(f.who.domain!)!.has('svio')).toBe(true);
           if (k.startsWith('backend.') || k.startsWith('ring.') || k.startsWith('grant.')) expect(modes.get(f.who.domain!)!.has('pv')).toBe(true);
           // Spurious events and storms need a channel: PV, or a device the guest drives itself.
-          if (k === 'evtchn.spurious' || k === 'evtchn.storm') expect(['pv', 'direct', 'svio'].some((m) => modes.get(f.who.domain!)!.has(m))).toBe(true);
+          if (k === 'evtchn.spurious' || k === 'evtchn.storm') expect((['pv', 'direct', 'svio'] as const).some((m) => modes.get(f.who.domain!)!.has(m))).toBe(true);
           if (f.who.device) expect(f.who.device).toMatch(k === 'device.hostile' ? /^(lance|ata)\d+$/ : k === 'svio.reset' ? /^(vbd|vif|cam)\d+$/ : /^(vbd|vif)\d+$/);
         }
         // Endings: at the end, each a different guest, and someone is left standing.

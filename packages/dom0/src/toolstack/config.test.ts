@@ -21,7 +21,7 @@ describe('cluster config', () => {
     expect(guests[3].workloads.block).toEqual({ blocks: 32, queueDepth: 1 });
     const ips = guests.map((g) => g.devices.find((d) => d.type === 'vif')!).map((d) => (d.type === 'vif' ? d.ip : ''));
     expect(new Set(ips).size).toBe(5);
-    expect(guests[3].devices.every((d) => d.placement === 'dom0')).toBe(true);
+    expect(guests[3].devices.every((d) => 'placement' in d && d.placement === 'dom0')).toBe(true);
     // Over ws (no memory shared with dom0) the emulated guest's models run hosted, in its own process.
     const ws = defaultConfig({ transport: 'ws' }).hosts[0].guests;
     expect(ws.map((g) => g.name)).toEqual(['guest1', 'guest2', 'guest3', 'guest4', 'guest5']);

@@ -194,7 +194,7 @@ async function vifOverLink() {
     } while (inq.finalCheck());
   };
   const submit = (id: number): void => {
-    expect(out.put(vifMessage({ type: VIF_READ, id, sector: 8 * id, segments: [{ gfn: 20 + id, first: 0, last: 7 }] }))).toBe(true);
+    expect(out.put(vifMessage({ type: VIF_READ, id, sector: BigInt(8 * id), segments: [{ gfn: 20 + id, first: 0, last: 7 }] }))).toBe(true);
     if (out.push()) doorbell();
   };
 
