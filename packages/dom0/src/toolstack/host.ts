@@ -482,18 +482,24 @@ export class Host {
 
   /** Freeze the hardware (its thread blocks; over ws its process is SIGSTOPped) until thaw(). */
   async freezeHwsim(maxMs: number): Promise<() => void> {
+    // A plan's pause that falls while a kill's heal is still reviving the hardware (late on a
+    // loaded machine) freezes the new hardware once it is up, rather than failing on the dead one.
+    for (const deadline = Date.now() + 30_000; this.hwsimDown && Date.now() < deadline; ) await delay(50);
     return this.lifecycle(() => this.freezeHwsimNow(maxMs));
   }
 
   private async freezeHwsimNow(maxMs: number): Promise<() => void> {
     const hw = this.hwsim!;
+    // A killed hardware not yet revived has nothing to freeze (a plan may overlap a kill and a pause).
+    if (this.hwsimDown) throw new Error('the hardware is down (killed, not yet revived): nothing to freeze');
     if (this.opts.ws) {
       if (!hw.pid) throw new Error('the hardware runs elsewhere (compose): pause its container instead');
-      process.kill(hw.pid, 'SIGSTOP');
-      const t = setTimeout(() => process.kill(hw.pid!, 'SIGCONT'), maxMs);
+      const pid = hw.pid;
+      process.kill(pid, 'SIGSTOP');
+      const t = setTimeout(() => signalIfAlive(pid, 'SIGCONT'), maxMs);
       return () => {
         clearTimeout(t);
-        if (!this.hwsimDown) process.kill(hw.pid!, 'SIGCONT');
+        if (!this.hwsimDown) signalIfAlive(pid, 'SIGCONT');
       };
     }
     const word = new SharedArrayBuffer(4);
@@ -1201,11 +1207,12 @@ export class Host {
     const g = this.guests.find((x) => x.config.name === name);
     if (!g || !g.peer || g.down) throw new Error(`no running guest ${name} on ${this.config.name}`);
     if (g.pid && this.opts.ws) {
-      process.kill(g.pid, 'SIGSTOP');
-      const t = setTimeout(() => g.pid && process.kill(g.pid, 'SIGCONT'), maxMs);
+      const pid = g.pid;
+      process.kill(pid, 'SIGSTOP');
+      const t = setTimeout(() => signalIfAlive(pid, 'SIGCONT'), maxMs);
       return () => {
         clearTimeout(t);
-        if (g.pid && !g.down) process.kill(g.pid, 'SIGCONT');
+        if (!g.down) signalIfAlive(pid, 'SIGCONT');
       };
     }
     const word = new SharedArrayBuffer(4);
@@ -1625,4 +1632,13 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
   );
   await new Promise((r) => setImmediate(r));
   return done;
+}
+
+/** Signals a process that may have died meanwhile (a timer's late SIGCONT must not throw in dom0). */
+function signalIfAlive(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+  }
 }
