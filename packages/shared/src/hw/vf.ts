@@ -36,6 +36,12 @@
  *                               by the toolstack when it assigns the function)
  *   11    FAULTS       device   DMA accesses of this function the IOMMU blocked (saturating)
  *
+ * The driver binds its interrupt before it enables the queues, and its handler can run before
+ * STATUS.ENABLED shows (the guest's missed-event poll runs every handler, pending or not; over a
+ * link the device's answer takes a round trip). STATUS without ENABLED means "reset under us" only
+ * once the driver has seen ENABLED under the current GEN; before that it means "not up yet" —
+ * drivers that took it for a reset detached before they had started, and never sent a frame.
+ *
  * Why the device only looks at CTRL on a doorbell: the register page is memory the driver writes
  * with plain stores; the doorbell is the ordering point (a real driver's wmb() before the MMIO
  * doorbell write), so everything written before it is visible when the device reads.

@@ -67,6 +67,8 @@ export class VfBlkDriver implements BlockDevice {
   private readonly inflight = new Map<number, Pending>();
   private readonly backlog: Pending[] = [];
   private lostReason: string | undefined;
+  /** The device showed its queue enabled under this generation (see resetUnderUs). */
+  private up = false;
   private readonly interruptBound = new WeakSet<DirectFunction>();
 
   constructor(private readonly o: VfBlkOptions) {}
@@ -104,6 +106,7 @@ export class VfBlkDriver implements BlockDevice {
 
   private async start(fn: DirectFunction): Promise<void> {
     const { memory } = this.o;
+    this.up = false;
     await awaitStatus(fn, VF_STATUS_BUS_MASTER, 'is not bus master (not assigned to us yet)', this.o.enableTimeoutMs);
     if (fn.regs.kind !== 'disk') throw new DeviceError(`direct vbd ${fn.devid}: function ${fn.rid} is not a disk function`);
     const sectors = fn.regs.sectors; // u64, exact
@@ -120,6 +123,7 @@ export class VfBlkDriver implements BlockDevice {
       fn.onInterrupt(() => this.onInterrupt());
     }
     await enableQueues(fn, this.ringPfn, undefined, () => this.doorbell(), this.o.enableTimeoutMs);
+    this.up = true;
   }
 
   read(sector: number, buf: Uint8Array): Promise<void> {
@@ -225,6 +229,8 @@ export class VfBlkDriver implements BlockDevice {
     if (!ring || this.lostReason) return;
     this.metrics.interrupts++;
     if (this.resetUnderUs()) return;
+    // Nothing to look at before the device has its queue; start() ends once it has it.
+    if (!this.up && (this.o.fn.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) === 0) return;
     do {
       for (let i = 0; i < ring.size; i++) {
         const rsp = ring.takeResponse();
@@ -265,10 +271,15 @@ export class VfBlkDriver implements BlockDevice {
     else p.reject(new DeviceError(`direct vbd ${this.o.fn.devid}: request ${p.req.id} failed with status ${status}`));
   }
 
-  /** The function was reset (reclaimed) under us: its queue and every request on it are gone. */
+  /**
+   * The function was reset (reclaimed) under us: its queue and every request on it are gone. GEN
+   * moving on always says so; STATUS without ENABLED only once the queue was up — while we wait
+   * for the device to come up after the enable doorbell the handler may run anyway (the
+   * missed-event poll runs every handler), and that is no reset (vf-nic/device.ts says more).
+   */
   private resetUnderUs(): boolean {
     const { regs } = this.o.fn;
-    if (regs.read(VF_REG.GEN) === this.generation && (regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) !== 0) return false;
+    if (regs.read(VF_REG.GEN) === this.generation && (!this.up || (regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) !== 0)) return false;
     this.detach(`function ${this.o.fn.rid} was reset`);
     return true;
   }

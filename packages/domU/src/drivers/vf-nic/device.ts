@@ -70,6 +70,8 @@ export class VfNicDriver {
   private generation = 0;
   private lost: string | undefined;
   private ringPfns: number[] = [];
+  /** The device showed its queues enabled under this generation (see onInterrupt). */
+  private up = false;
   private readonly interruptBound = new WeakSet<DirectFunction>();
 
   constructor(private readonly o: VfNicOptions) {}
@@ -110,6 +112,7 @@ export class VfNicDriver {
 
   private async start(fn: DirectFunction): Promise<void> {
     const { memory } = this.o;
+    this.up = false;
     await awaitStatus(fn, VF_STATUS_BUS_MASTER, 'is not bus master (not assigned to us yet)', this.o.enableTimeoutMs);
     if (fn.regs.kind !== 'nic') throw new DeviceError(`direct vif ${fn.devid}: function ${fn.rid} is not a NIC function`);
     this.mac = fn.regs.mac;
@@ -131,6 +134,7 @@ export class VfNicDriver {
       fn.onInterrupt(() => this.onInterrupt());
     }
     await enableQueues(fn, this.ringPfns[0], this.ringPfns[1], () => this.doorbell(), this.o.enableTimeoutMs);
+    this.up = true;
   }
 
   /** Queue a frame for transmission (dropped, counted, when the queue is full or the function is gone). */
@@ -206,16 +210,33 @@ export class VfNicDriver {
     this.o.fn.doorbell();
   }
 
+  /**
+   * What the register page says of the function: reset under us (GEN moved on, or the queues we
+   * had up are gone), still starting (enable doorbell rung, STATUS.ENABLED not seen yet), or up.
+   * "Not enabled yet" is no reset: the handler runs while we wait for the device to come up — the
+   * missed-event poll runs every handler every 500 ms, whatever is pending — and taking it for a
+   * reset detached the driver for good before it had started (a direct NIC that never sent a
+   * frame, on a slow machine).
+   */
+  private functionState(): 'reset' | 'starting' | 'up' {
+    const { regs } = this.o.fn;
+    if (regs.read(VF_REG.GEN) !== this.generation) return 'reset';
+    if ((regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) !== 0) return 'up';
+    return this.up ? 'reset' : 'starting';
+  }
+
   private onInterrupt(): void {
     const tx = this.tx;
     const rx = this.rx;
     if (!tx || !rx || this.lost) return;
     this.metrics.interrupts++;
-    const { regs } = this.o.fn;
-    if (regs.read(VF_REG.GEN) !== this.generation || (regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) === 0) {
+    const state = this.functionState();
+    if (state === 'reset') {
       this.detach(`function ${this.o.fn.rid} was reset`);
       return;
     }
+    // Nothing to look at before the device has its queues; start() ends once it has them.
+    if (state === 'starting') return;
     let reposted = 0;
     do {
       for (let i = 0; i < tx.size; i++) {
