@@ -201,14 +201,14 @@ export class Guest {
         const driver = new PcnetDriver({ io: this.io, base: n.base, memory: this.kernel.memory, frames: this.kernel.frames, onInterrupt: irq(n.irqPort) });
         const { mac } = driver.probe();
         await driver.open();
-        const stack = new NetStack({ mac, ip: v.ip, transmit: (f) => void driver.transmit(f) });
+        const stack = new NetStack({ mac, ip: v.ip, transmit: (f) => driver.transmit(f) });
         driver.onReceive((f) => stack.receive(f));
         this.pcnet.push({ devid: v.devid, driver, stack });
         continue;
       }
       const front = new NetFront(this.kernel, v.devid);
       await front.connect();
-      const stack = new NetStack({ mac: macBytes(front.mac || v.mac), ip: v.ip, transmit: (f) => void front.transmit(f) });
+      const stack = new NetStack({ mac: macBytes(front.mac || v.mac), ip: v.ip, transmit: (f) => front.transmit(f) });
       front.onReceive((f) => {
         stack.receive(f);
       });

@@ -568,6 +568,21 @@ describe('NetStack', () => {
     expect(() => new NetStack({ mac: broadcastMac(), ip: IP_A, transmit: () => {} })).toThrow(RangeError);
   });
 
+  it('passes a busy driver back to the sender: sendUdp is false while the NIC refuses, true again once it takes frames', () => {
+    let busy = false;
+    const taken: Uint8Array[] = [];
+    const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: (f) => (busy ? false : void taken.push(f)) });
+    expect(a.sendUdp('255.255.255.255', 9, 1, bytes('x'))).toBe(true);
+    busy = true;
+    expect(a.sendUdp('255.255.255.255', 9, 1, bytes('y'))).toBe(false);
+    expect(a.counters.txDropReasons['device-busy']).toBe(1);
+    expect(a.counters.txFrames).toBe(1);
+    busy = false;
+    expect(a.sendUdp('255.255.255.255', 9, 1, bytes('z'))).toBe(true);
+    expect(taken.length).toBe(2);
+    expect(a.counters.txFrames).toBe(2);
+  });
+
   it('a maximum-size datagram fits one 1514-byte frame', () => {
     const { a, b, wire, drain } = backToBack();
     let len = -1;

@@ -133,18 +133,22 @@ export class VfNicDriver {
     await enableQueues(fn, this.ringPfns[0], this.ringPfns[1], () => this.doorbell(), this.o.enableTimeoutMs);
   }
 
-  /** Queue a frame for transmission (dropped, counted, when the queue is full or the function is gone). */
-  transmit(frame: Uint8Array): void {
+  /**
+   * Queue a frame for transmission. False when it is too long (dropped) or the queue is full
+   * (busy: backpressure from a slow function, not an error; the caller may try again later).
+   */
+  transmit(frame: Uint8Array): boolean {
     if (frame.byteLength > ETH_MAX_FRAME) {
       this.metrics.txDropped++;
-      return;
+      return false;
     }
     if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-      this.metrics.txDropped++;
-      return;
+      this.metrics.txBusy++;
+      return false;
     }
     this.txQueue.push(frame);
     this.pumpTx();
+    return true;
   }
 
   /**
