@@ -11,6 +11,7 @@ import type { HostileVifTally } from './checkers.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
 import { FaultTargetError } from './errors.js';
+import { aimAtOneInstance } from './aim.js';
 
 /** Poll `f` every 20 ms until it yields a value, or undefined after `ms`. */
 async function waitFor<T>(f: () => Promise<T | undefined>, ms: number): Promise<T | undefined> {
@@ -273,18 +274,41 @@ export class FaultInjector {
           // The engine's view of the VIF (undefined while the hardware is away, e.g. restarting).
           const vifRow = async () =>
             (await h.svioVifs().catch(() => [])).find((v) => v.domain === spec.who.domain && v.device === device) as (SvioVifRow & { stats?: { counters: { refused: number }; stopped: string | null } }) | undefined;
-          const before = await vifRow();
-          if (!before) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no SV-IO device ${device} with a VIF up`);
-          const r = await g.peer.call<{ attack: string; sent: number; heldMs?: number; stopped?: boolean }>(
-            GUEST_ATTACK,
-            { device, attack: spec.what.attack, count: spec.what.count ?? 16, seed: mixSeed(this.seed, this.seq) },
-            30_000,
-          );
+          if (!(await vifRow())) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no SV-IO device ${device} with a VIF up`);
+          const attacker = g;
+          const rogue = spec.what.attack === 'rogue-index';
+          // One attempt: the attack and what the engine made of it, judged only if the VIF was
+          // the same one throughout (aim.ts: a VIF replaced meanwhile is aimed at again).
+          const aimed = await aimAtOneInstance({
+            generation: () => h.vifGeneration(spec.who.domain!, device),
+            ready: async () => (await waitFor(async () => ((await vifRow()) && !attacker.down ? true : undefined), 30_000)) ?? false,
+            attempt: async () => {
+              const before = await vifRow();
+              const r = await attacker.peer!.call<{ attack: string; sent: number; heldMs?: number; stopped?: boolean }>(
+                GUEST_ATTACK,
+                { device, attack: spec.what.attack, count: spec.what.count ?? 16, seed: mixSeed(this.seed, this.seq) },
+                30_000,
+              );
+              if (rogue) return { r, refused: 0 };
+              // Every hostile message answered with an error (the driver takes the answers).
+              const refusedOf = async () => ((await vifRow())?.stats?.counters.refused ?? 0) - (before?.stats?.counters.refused ?? 0);
+              const refused = (await waitFor(async () => ((await refusedOf()) >= r.sent ? r.sent : undefined), 5_000)) ?? (await refusedOf());
+              return { r, refused };
+            },
+          });
           this.attackers.add(`${host.config.name}/${spec.who.domain}`);
-          if (spec.what.attack === 'rogue-index') {
+          if (!aimed.judged) {
+            // The VIF kept being replaced under the attack: nothing was judged, nothing breached.
+            rec.detail = { judged: false, reaimed: aimed.reaimed };
+            this.log.warn({ fault: spec.id, reaimed: aimed.reaimed }, 'svio.hostile: the VIF was replaced under every attempt; no verdict');
+            break;
+          }
+          const { r, refused } = aimed.result;
+          const reaimed = aimed.reaimed > 0 ? { reaimed: aimed.reaimed } : {};
+          if (rogue) {
             // The engine stopped the VIF (a rogue queue) and told the driver in STATUS; what a
             // toolstack does next is reset it.
-            rec.detail = { ...r };
+            rec.detail = { ...r, ...reaimed };
             if (!r.stopped) this.hostileVif.accepted++;
             undo = async () => {
               const reset = await h.resetVif(spec.who.domain!, device).catch((e: Error) => this.log.warn({ err: e.message }, 'VIF reset failed'));
@@ -292,13 +316,10 @@ export class FaultInjector {
             };
             break;
           }
-          // Every hostile message answered with an error (the driver takes the answers).
-          const refusedOf = async () => ((await vifRow())?.stats?.counters.refused ?? 0) - (before.stats?.counters.refused ?? 0);
-          const refused = (await waitFor(async () => ((await refusedOf()) >= r.sent ? r.sent : undefined), 5_000)) ?? (await refusedOf());
           this.hostileVif.sent += r.sent;
           this.hostileVif.refused += Math.min(refused, r.sent);
           this.hostileVif.accepted += Math.max(0, r.sent - refused);
-          rec.detail = { ...r, refused };
+          rec.detail = { ...r, refused, ...reaimed };
           break;
         }
         case 'direct.reclaim': {

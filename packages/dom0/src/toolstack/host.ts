@@ -285,6 +285,8 @@ export class Host {
   private async crashHwsim(): Promise<void> {
     const old = this.hwsim!;
     if (this.opts.ws && !old.pid) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
+    // Every VIF dies with the hardware: a verdict in flight about one of them is about a VIF gone.
+    for (const c of this.created) for (const b of c.svio) b.generation++;
     await old.kill();
     await Promise.race([old.exited, delay(5_000)]);
     if (this.opts.ws) {
@@ -592,11 +594,17 @@ export class Host {
     try {
       const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', request, 10_000);
       this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
-      return { kind: want.kind, devid, vif: r.vif, port: guestPort, request, ...(r.page ? { page: r.page } : {}) };
+      return { kind: want.kind, devid, vif: r.vif, port: guestPort, request, generation: 0, ...(r.page ? { page: r.page } : {}) };
     } catch (e) {
       this.hv.evtchn.close(domain.domid, guestPort);
       throw e;
     }
+  }
+
+  /** Generation of a guest's SV-IO device's VIF (see BoundVif.generation); undefined if none or down. */
+  vifGeneration(guest: string, device: string): number | undefined {
+    const b = this.created.find((x) => x.domain.name === guest)?.svio.find((x) => vifDeviceName(x) === device);
+    return b && !b.down && !this.hwsimDown ? b.generation : undefined;
   }
 
   /** The SV-IO VIFs bound to a domain now. */
@@ -631,6 +639,7 @@ export class Host {
     if (!b) throw new Error(`${guest} has no SV-IO device ${device} (has: ${c.svio.map(vifDeviceName).join(', ') || 'none'})`);
     if (b.down) throw new Error(`${guest}/${device}: its VIF is already down`);
     const old = b.vif;
+    b.generation++;
     await this.hwsim!.peer.call('hw.svio.destroy', { vif: old }, 5_000);
     b.down = true;
     this.log.warn({ guest, device, vif: old }, 'SV-IO VIF destroyed (reset)');
@@ -1368,6 +1377,11 @@ export interface BoundVif {
   request: Record<string, unknown>;
   /** Destroyed by a reset, not yet created again. */
   down?: boolean;
+  /**
+   * Bumped each time the VIF goes away (a reset destroys it, the hardware under it dies): a
+   * verdict taken across a change would compare two different VIFs.
+   */
+  generation: number;
 }
 
 /** What the guest is told of a VIF. */
