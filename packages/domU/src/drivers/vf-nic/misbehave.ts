@@ -14,7 +14,7 @@ export async function strayNicDma(driver: VfNicDriver, memoryFrames: number, cou
   const all: Array<Promise<number | undefined>> = [];
   for (let i = 0; i < count; i++) all.push(driver.transmitRaw(memoryFrames + (rng.next() % 4096), 0, 64));
   for (const status of await Promise.all(all)) {
-    if (status === undefined) continue; // no free slot: not sent
+    if (status === undefined) continue; // the function was taken away before it went out: not sent
     out.sent++;
     if (status === HW_STATUS_OK) out.completed++;
     else out.blocked++;
