@@ -343,7 +343,7 @@ export class Host {
         if (r.bar) f.bar = r.bar;
         this.traceDirect(c.domain.domid, directDeviceName(f), 'assign', r.rid);
         const g = this.guests.find((x) => x.domain === c.domain);
-        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f), ...this.hwUrlForGuests() }, 15_000).catch((e: Error) => notBack(c.domain.name, directDeviceName(f), e));
+        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f), ...this.hwUrlForGuests() }, 30_000).catch((e: Error) => notBack(c.domain.name, directDeviceName(f), e));
       }
     // SV-IO: the new device has no VIFs; each is created again (same channel, partition, MAC,
     // QoS) and its guest's driver starts over on it.
@@ -625,7 +625,7 @@ export class Host {
     else delete b.page;
     this.log.info({ domid: c.domain.domid, vif: r.vif, device: vifDeviceName(b) }, 'SV-IO VIF created again');
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b), ...this.hwUrlForGuests() }, 15_000);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b), ...this.hwUrlForGuests() }, 30_000);
   }
 
   /**
@@ -637,18 +637,25 @@ export class Host {
     if (!c) throw new Error(`no guest ${guest} on host ${this.config.name}`);
     const b = c.svio.find((x) => vifDeviceName(x) === device);
     if (!b) throw new Error(`${guest} has no SV-IO device ${device} (has: ${c.svio.map(vifDeviceName).join(', ') || 'none'})`);
-    if (b.down) throw new Error(`${guest}/${device}: its VIF is already down`);
-    const old = b.vif;
-    b.generation++;
-    await this.hwsim!.peer.call('hw.svio.destroy', { vif: old }, 5_000);
-    b.down = true;
+    // A reset and its heal are hardware lifecycle operations too: one that falls in a hardware
+    // restart (a slow machine stretches every schedule) waits for it rather than calling a
+    // hardware that is going away; the restart has then created the VIF again already.
+    const old = await this.lifecycle(async () => {
+      if (b.down) throw new Error(`${guest}/${device}: its VIF is already down`);
+      const vif = b.vif;
+      b.generation++;
+      await this.hwsim!.peer.call('hw.svio.destroy', { vif }, 5_000);
+      b.down = true;
+      return vif;
+    });
     this.log.warn({ guest, device, vif: old }, 'SV-IO VIF destroyed (reset)');
     return {
       vif: old,
-      heal: async () => {
-        if (c.svio.includes(b) && b.down) await this.recreateVif(c, b);
-        return { vif: b.vif };
-      },
+      heal: () =>
+        this.lifecycle(async () => {
+          if (c.svio.includes(b) && b.down) await this.recreateVif(c, b);
+          return { vif: b.vif };
+        }),
     };
   }
 
@@ -745,7 +752,7 @@ export class Host {
     const f = await this.assignFunction(c.domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(cfg.name, d.devid, d.sizeMiB) });
     c.direct.push(f);
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 15_000);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 30_000);
     return { rid: f.rid };
   }
 
