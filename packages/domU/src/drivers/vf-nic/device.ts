@@ -165,6 +165,11 @@ export class VfNicDriver {
     return sent;
   }
 
+  /** The function is ours and its queues are set up (not reclaimed, or reattached since). */
+  get attached(): boolean {
+    return this.tx !== undefined && !this.lost;
+  }
+
   /** transmitRaw's descriptors waiting for a tx slot. */
   private readonly rawQueue: Array<{ pfn: number; offset: number; len: number; resolve: (status: number | undefined) => void }> = [];
 

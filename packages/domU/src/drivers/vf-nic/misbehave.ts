@@ -4,13 +4,14 @@
  * each must be answered with an error, none may leave on the wire.
  */
 import { HW_STATUS_OK, SplitMix32 } from '@ringvisor/shared';
-import type { StrayDmaOutcome } from '../vf-blk/misbehave.js';
+import { untilAttached, type StrayDmaOutcome } from '../vf-blk/misbehave.js';
 import type { VfNicDriver } from './device.js';
 
 /** `count` transmits of frames described past the end of our memory. */
 export async function strayNicDma(driver: VfNicDriver, memoryFrames: number, count: number, seed: number): Promise<StrayDmaOutcome> {
   const rng = new SplitMix32(seed);
   const out: StrayDmaOutcome = { sent: 0, blocked: 0, completed: 0 };
+  await untilAttached(driver);
   const all: Array<Promise<number | undefined>> = [];
   for (let i = 0; i < count; i++) all.push(driver.transmitRaw(memoryFrames + (rng.next() % 4096), 0, 64));
   for (const status of await Promise.all(all)) {
