@@ -66,10 +66,20 @@ describe('reclaiming a direct guest\'s functions while it has DMA in flight', ()
         },
         { timeout: 30_000, interval: 100 },
       );
+      // The peer holds its stream while the functions are reclaimed: on a loaded machine frames
+      // arriving meanwhile would use up the rx buffers the function prefetched before the reset
+      // could drop them (which is what this test looks at).
+      const thawPeer = await host.freezeGuest('pv1', 20_000);
       // Freeze the guest's vCPU: from now on nothing in the guest writes its memory.
       thaw = await host.freezeGuest('direct1', 20_000);
-      const nic = await host.reclaimFunction('direct1', 'vif0');
-      const disk = await host.reclaimFunction('direct1', 'vbd51712');
+      let nic: Awaited<ReturnType<Host['reclaimFunction']>>;
+      let disk: Awaited<ReturnType<Host['reclaimFunction']>>;
+      try {
+        nic = await host.reclaimFunction('direct1', 'vif0');
+        disk = await host.reclaimFunction('direct1', 'vbd51712');
+      } finally {
+        thawPeer();
+      }
       expect(nic.steps).toEqual(['bus-master-off', 'flr', 'context-cleared', 'released']);
       expect(disk.steps).toEqual(['bus-master-off', 'flr', 'context-cleared', 'released']);
       // The NIC function had prefetched the guest's posted rx buffers: the reset dropped them.
