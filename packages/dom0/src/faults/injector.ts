@@ -347,7 +347,13 @@ export class FaultInjector {
           const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
           domid = g.domain.domid;
           if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
-          if (!host.functionsOf(domid).some((f) => directDeviceName(f) === spec.who.device)) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no direct device ${spec.who.device} assigned`);
+          const configured = g.config.devices.some((dev) => dev.mode === 'direct' && `${dev.type}${dev.devid}` === spec.who.device);
+          const h = host;
+          const d = domid;
+          // A function still reclaimed (its heal running late on a loaded machine) is waited for, bounded.
+          const assigned = () => h.functionsOf(d).some((f) => directDeviceName(f) === spec.who.device);
+          if (!configured || !(await waitFor(async () => (assigned() ? true : undefined), 15_000)))
+            throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no direct device ${spec.who.device} assigned`);
           const before = await host.iommuFaults();
           const r = await g.peer.call<{ sent: number; blocked: number; completed: number }>(
             GUEST_ATTACK,
