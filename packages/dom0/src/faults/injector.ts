@@ -54,6 +54,18 @@ export interface FaultRecord {
 const MAX_FREEZE_MS = 60_000;
 /** evtchn.lost/delayed: windows opened at most until the fault acted on an interrupt (see its undo). */
 const MAX_IRQ_FAULT_WINDOWS = 4;
+
+/**
+ * The channels of the devices a guest drives itself — its direct functions and SV-IO VIFs (all,
+ * or the one `device` names): the guest's end (the device's interrupts) and the hardware's (its
+ * doorbells).
+ */
+function ownChannels(host: Host, domid: number, device: string | undefined): Array<{ guestPort: number; hwPort: number }> {
+  return [
+    ...host.functionsOf(domid).filter((f) => !device || directDeviceName(f) === device),
+    ...host.vifsOf(domid).filter((v) => !device || vifDeviceName(v) === device),
+  ].map((c) => ({ guestPort: c.port, hwPort: c.hwPort }));
+}
 /** Kinds that are over once they happened: nothing to heal. */
 const INSTANTANEOUS = new Set<string>([
   'process.kill',
@@ -412,10 +424,7 @@ export class FaultInjector {
           const hosted = platform?.placement === 'hosted' && !spec.who.device ? platform : undefined;
           // Direct functions and SV-IO VIFs: the hardware raises their interrupts (their doorbells
           // are posted writes, never lost), so it loses or delays them.
-          const device = spec.who.device;
-          const ownHardware =
-            (toGuest > 0 || delayMs > 0) &&
-            (host.functionsOf(domid).some((f) => !device || directDeviceName(f) === device) || host.vifsOf(domid).some((v) => !device || vifDeviceName(v) === device));
+          const ownHardware = (toGuest > 0 || delayMs > 0) && ownChannels(host, domid, spec.who.device).length > 0;
           let backends: AnyBackend[] = [];
           try {
             backends = this.backends(spec).backends;
@@ -455,8 +464,8 @@ export class FaultInjector {
               if (ownHardware) {
                 const d = await h.setDeviceIrqFault(domid, null).catch(() => undefined);
                 if (d) {
-                  did.deviceIrqsLost += d.lost;
-                  did.deviceIrqsDelayed += d.delayed;
+                  did.deviceIrqsLost += d.irqsLost;
+                  did.deviceIrqsDelayed += d.irqsDelayed;
                 }
               }
             };
@@ -491,13 +500,7 @@ export class FaultInjector {
           } catch {
             /* no PV device: its direct and SV-IO channels, if any */
           }
-          // The channels of the devices the guest drives itself: its end (the device's
-          // interrupts) and the hardware's (its doorbells).
-          const device = spec.who.device;
-          const own = [
-            ...h.functionsOf(d).filter((f) => !device || directDeviceName(f) === device).map((f) => ({ guestPort: f.port, hwPort: f.hwPort })),
-            ...h.vifsOf(d).filter((v) => !device || vifDeviceName(v) === device).map((v) => ({ guestPort: v.port, hwPort: v.request.port as number })),
-          ];
+          const own = ownChannels(h, d, spec.who.device);
           if (backends.length === 0 && own.length === 0) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no PV, direct or SV-IO device channel for ${spec.what.kind}`);
           const storm = spec.what.kind === 'evtchn.storm';
           let deviceEvents = 0;

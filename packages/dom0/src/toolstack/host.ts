@@ -44,6 +44,8 @@ import {
   GUEST_SVIO_PLUG,
   GUEST_POWER_LOST,
   type SvioVifSpec,
+  type InterruptFault,
+  type InterruptFaultCounts,
   type GuestBootSpec,
   type GuestStats,
   type Logger,
@@ -196,7 +198,7 @@ export class Host {
   }
 
   private awaitingHwsim?: (peer: RpcPeer) => void;
-  /** ws: a (re)plugged function or VIF names where the hardware is now — a new process after a restart. */
+  /** ws: where guests reach the hardware now (their boot spec, and every re-plug: a restarted hardware is a new process). */
   private hwUrlForGuests(): { hwUrl?: string } {
     return this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {};
   }
@@ -255,8 +257,8 @@ export class Host {
   }
 
   /**
-   * The toolstack takes one runtime-lifecycle operation (restart, kill, revive, freeze of the
-   * hardware or dom0's I/O stack) at a time, as libxl locks per domain: a kill that arrives while
+   * The toolstack takes one runtime-lifecycle operation (a restart, kill or revive of the hardware
+   * or of dom0's I/O stack, a freeze of the hardware, a VIF reset or its heal) at a time, as libxl locks per domain: a kill that arrives while
    * a restart is still re-attaching devices waits for it instead of tearing it down half-way.
    */
   private lifecycle<T>(op: () => Promise<T>): Promise<T> {
@@ -594,7 +596,7 @@ export class Host {
     try {
       const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', request, 10_000);
       this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
-      return { kind: want.kind, devid, vif: r.vif, port: guestPort, request, generation: 0, ...(r.page ? { page: r.page } : {}) };
+      return { kind: want.kind, devid, vif: r.vif, port: guestPort, hwPort, request, generation: 0, ...(r.page ? { page: r.page } : {}) };
     } catch (e) {
       this.hv.evtchn.close(domain.domid, guestPort);
       throw e;
@@ -915,7 +917,7 @@ export class Host {
   }
 
   /** A new backend in place of `old`, offering the device again (InitWait); the frontend reconnects. */
-  private async offerBackendAgain(c: { domain: Domain; blk: BlkBackend[]; net: NetBackend[] }, old: BlkBackend | NetBackend): Promise<void> {
+  private async offerBackendAgain(c: Host['created'][number], old: BlkBackend | NetBackend): Promise<void> {
     const g = this.guests.find((x) => x.domain === c.domain);
     if (old instanceof BlkBackend) {
       const fresh = new BlkBackend(this.hv, this.disk, old.frontDomid, old.devid, old.region, this.log);
@@ -946,14 +948,25 @@ export class Host {
   }
 
   private async restartDom0Now(): Promise<{ backends: number }> {
+    const all = await this.crashDom0Io();
+    await this.reviveDom0Io(all);
+    return { backends: all.length };
+  }
+
+  /** Every PV backend of the host goes at once, and the bridge forgets what it learned; returns what went. */
+  private async crashDom0Io(): Promise<Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }>> {
     const all = this.created.flatMap((c) => [...c.blk, ...c.net].map((b) => ({ c, b })));
     this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'down', 0);
     await Promise.all(all.map(({ b }) => this.crashBackend(b)));
     this.bridge.forgetLearned();
-    for (const { c, b } of all) await this.offerBackendAgain(c, b);
+    return all;
+  }
+
+  /** Offer again every device crashDom0Io took down (a guest reclaimed meanwhile has nothing to offer). */
+  private async reviveDom0Io(all: Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }>): Promise<void> {
+    for (const { c, b } of all) if (this.created.includes(c)) await this.offerBackendAgain(c, b);
     this.restartedDom0++;
     this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'up', 0);
-    return { backends: all.length };
   }
 
   /** dom0 I/O-stack restarts survived. */
@@ -966,29 +979,16 @@ export class Host {
    * PV frontends wait in their reconnect; direct and SV-IO guests never notice.
    */
   async killDom0(): Promise<() => Promise<void>> {
-    // The backends in place once any lifecycle operation before this one is done.
-    let all: Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }> = [];
-    await this.lifecycle(async () => {
-      all = this.created.flatMap((c) => [...c.blk, ...c.net].map((b) => ({ c, b })));
-      this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'down', 0);
-      await Promise.all(all.map(({ b }) => this.crashBackend(b)));
-      this.bridge.forgetLearned();
-    });
+    const all = await this.lifecycle(() => this.crashDom0Io());
     let revived: Promise<void> | undefined;
-    return () =>
-      (revived ??= this.lifecycle(async () => {
-        // A guest reclaimed while dom0 was down has nothing to be offered.
-        for (const { c, b } of all) if (this.created.includes(c)) await this.offerBackendAgain(c, b);
-        this.restartedDom0++;
-        this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'up', 0);
-      }));
+    return () => (revived ??= this.lifecycle(() => this.reviveDom0Io(all)));
   }
 
   /** Fault plans' process.pause with runtime: dom0: every PV backend stops consuming until thaw(). */
   freezeDom0(): () => void {
     const all = this.created.flatMap((c) => [...c.blk, ...c.net]);
     for (const b of all) b.pause();
-    // The backends in place at the heal (a restart meanwhile made new, running ones).
+    // Resumes the ones it paused: a restart meanwhile replaced them with new, running ones.
     return () => all.forEach((b) => b.resume());
   }
 
@@ -1028,7 +1028,7 @@ export class Host {
    * Fault plans' evtchn.lost / evtchn.delayed on a guest's direct functions and SV-IO VIFs: the
    * hardware loses (`lostToGuest`) or delays their interrupts; `null` clears. Answers what it did.
    */
-  async setDeviceIrqFault(domid: number, fault: { lostToGuest: number; delayMs: number; seed: number } | null): Promise<{ lost: number; delayed: number }> {
+  async setDeviceIrqFault(domid: number, fault: InterruptFault | null): Promise<InterruptFaultCounts> {
     return this.hwsim!.peer.call('hw.irq.faults', { domid, fault }, 10_000);
   }
 
@@ -1098,9 +1098,9 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
-      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map(vifSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } } : {}),
+      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map(vifSpec), ...this.hwUrlForGuests() } } : {}),
       ...(this.functionsOf(domain.domid).length > 0
-        ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
+        ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...this.hwUrlForGuests() } }
         : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block, ...(this.config.disk.cache === 'writeback' ? { volatileCache: true } : {}) } } : {}),
@@ -1376,8 +1376,9 @@ export interface BoundVif {
   kind: 'net' | 'blk' | 'cam';
   devid: number;
   vif: number;
-  /** The guest's end of the VIF's doorbell/interrupt channel. */
+  /** The guest's end of the VIF's doorbell/interrupt channel, and the hardware's. */
   port: number;
+  hwPort: number;
   /** threads: the VIF's access-API register page. */
   page?: SharedArrayBuffer;
   /** What hw.svio.create was asked (to create it again after a reset or a hardware restart). */

@@ -228,7 +228,7 @@ describe('SV-IO engine', () => {
     await new Promise((r) => setTimeout(r, 20));
     expect(blk.irqs()).toBe(before);
     const did = await rig.engine.setIrqFault(6, undefined);
-    expect(did.lost).toBeGreaterThanOrEqual(1);
+    expect(did.irqsLost).toBeGreaterThanOrEqual(1);
     expect(blk.inq.finalCheck()).toBe(false); // re-arm: the next answer must interrupt
     send(blk, [vifMessage({ type: VIF_WRITE, id: 2, sector: 0, segments: [{ gfn: 20, first: 0, last: 7 }] })]);
     await collect(blk, 1);
