@@ -7,7 +7,7 @@
  * their functions; assigned clean ones again, they start over, and the block ledger and the
  * datagrams verify with no failure.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -56,11 +56,30 @@ describe('reclaiming a direct guest\'s functions while it has DMA in flight', ()
     try {
       await host.start();
       const g = host.guests.find((x) => x.config.name === 'direct1')!;
-      await delay(1500);
+      const ops = (s: GuestStats, t: string) => s.devices.find((d) => d.type === t)!.ops;
+      const direct1 = async () => (await host.guestStats()).find((s) => s.name === 'direct1')!;
+      // Under load: the guest has done disk and network I/O on its functions.
+      await vi.waitFor(
+        async () => {
+          const s = await direct1();
+          expect(ops(s, 'vbd') > 0 && ops(s, 'vif') > 0).toBe(true);
+        },
+        { timeout: 30_000, interval: 100 },
+      );
+      // The peer holds its stream while the functions are reclaimed: on a loaded machine frames
+      // arriving meanwhile would use up the rx buffers the function prefetched before the reset
+      // could drop them (which is what this test looks at).
+      const thawPeer = await host.freezeGuest('pv1', 20_000);
       // Freeze the guest's vCPU: from now on nothing in the guest writes its memory.
       thaw = await host.freezeGuest('direct1', 20_000);
-      const nic = await host.reclaimFunction('direct1', 'vif0');
-      const disk = await host.reclaimFunction('direct1', 'vbd51712');
+      let nic: Awaited<ReturnType<Host['reclaimFunction']>>;
+      let disk: Awaited<ReturnType<Host['reclaimFunction']>>;
+      try {
+        nic = await host.reclaimFunction('direct1', 'vif0');
+        disk = await host.reclaimFunction('direct1', 'vbd51712');
+      } finally {
+        thawPeer();
+      }
       expect(nic.steps).toEqual(['bus-master-off', 'flr', 'context-cleared', 'released']);
       expect(disk.steps).toEqual(['bus-master-off', 'flr', 'context-cleared', 'released']);
       // The NIC function had prefetched the guest's posted rx buffers: the reset dropped them.
@@ -70,10 +89,14 @@ describe('reclaiming a direct guest\'s functions while it has DMA in flight', ()
       const fnsBefore = (await host.functionStats()) as unknown as Fn[];
       const missedBefore = fnsBefore.find((f) => f.rid === nic.rid)!.metrics.rxMissed;
       // The peer keeps streaming at the old owner's MAC through the reclaim.
-      await delay(1000);
-      const fnsAfter = (await host.functionStats()) as unknown as Fn[];
-      const vf = fnsAfter.find((f) => f.rid === nic.rid)!;
-      expect(vf.metrics.rxMissed, 'frames kept arriving for the reclaimed function').toBeGreaterThan(missedBefore);
+      const vf = await vi.waitFor(
+        async () => {
+          const f = ((await host.functionStats()) as unknown as Fn[]).find((x) => x.rid === nic.rid)!;
+          expect(f.metrics.rxMissed, 'frames kept arriving for the reclaimed function').toBeGreaterThan(missedBefore);
+          return f;
+        },
+        { timeout: 30_000, interval: 100 },
+      );
       expect(vf.owner).toBeNull();
       expect(digest(mem), 'no byte of the old owner changed after reclaim').toBe(before);
       thaw();
@@ -82,12 +105,15 @@ describe('reclaiming a direct guest\'s functions while it has DMA in flight', ()
       await delay(300);
       const back = [await host.reattachFunction('direct1', 'vif0'), await host.reattachFunction('direct1', 'vbd51712')];
       for (const b of back) expect(b.rid).toMatch(/^00:0[34]\.\d$/);
-      const [a] = (await host.guestStats()).filter((s) => s.name === 'direct1');
-      await delay(1500);
-      const [b] = (await host.guestStats()).filter((s) => s.name === 'direct1');
-      const ops = (s: GuestStats, t: string) => s.devices.find((d) => d.type === t)!.ops;
-      expect(ops(b, 'vbd'), 'block I/O resumed on the new function').toBeGreaterThan(ops(a, 'vbd'));
-      expect(ops(b, 'vif'), 'network I/O resumed on the new function').toBeGreaterThan(ops(a, 'vif'));
+      const a = await direct1();
+      await vi.waitFor(
+        async () => {
+          const b = await direct1();
+          expect(ops(b, 'vbd'), 'block I/O resumed on the new function').toBeGreaterThan(ops(a, 'vbd'));
+          expect(ops(b, 'vif'), 'network I/O resumed on the new function').toBeGreaterThan(ops(a, 'vif'));
+        },
+        { timeout: 30_000, interval: 100 },
+      );
     } finally {
       thaw?.();
       finals = await host.stop();

@@ -4,7 +4,7 @@
  * (grant shipping and leases, mirrored rings with late wakes, routed events). Same backends,
  * same frontends, same workloads and checks as threads mode.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +27,14 @@ describe('guests across a link without shared memory', () => {
       await host.start();
       // Guest memory is private: dom0's view of each guest is a mirror, not the guest's buffer.
       for (const g of host.guests) expect(g.domain.link).toBeDefined();
-      await new Promise((r) => setTimeout(r, 2500));
+      // Until every guest has done verified block I/O and had UDP echoed (however slow the machine).
+      await vi.waitFor(
+        async () => {
+          const now = await host.guestStats();
+          expect(now.every((g) => g.integrity.checked > 0 && g.udp.echoed > 0 && g.devices.every((d) => d.ops > 0))).toBe(true);
+        },
+        { timeout: 30_000, interval: 100 },
+      );
       links = host.guests.map((g) => ({ ...g.domain.link!.counters }));
     } finally {
       finals = await host.stop();

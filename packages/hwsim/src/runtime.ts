@@ -62,6 +62,11 @@ import {
   type DiskFaultRule,
   type DiskFaultStats,
   type MachineLinkEnd,
+  InterruptFaults,
+  parseInterruptFault,
+  sumInterruptFaultCounts,
+  type InterruptFault,
+  type InterruptFaultCounts,
 } from '@ringvisor/shared';
 import type { FrameFaultCounters, FrameFaults } from './lan/faults.js';
 import { DmaEngine, type DmaCounters, type DmaFault } from './dma/dma-engine.js';
@@ -78,7 +83,6 @@ import { Iommu, formatRequesterId, type IommuCounters, type IommuFault } from '.
 import { FunctionPool, type FunctionStats, type ReclaimReport } from './sriov/pool.js';
 import type { VirtualFunction } from './sriov/function.js';
 import { SvioEngine, type VifSpec } from './svio/engine.js';
-import { IrqFaults, parseIrqFault, type IrqFault, type IrqFaultCounts } from './irq-faults.js';
 
 /** RPC method names, for callers that prefer constants to string literals. */
 export const HW_RPC = {
@@ -99,7 +103,7 @@ export const HW_RPC = {
   svioCreate: 'hw.svio.create',
   svioDestroy: 'hw.svio.destroy',
   svioQos: 'hw.svio.qos',
-  /** { domid, fault: { lostToGuest, delayMs, seed } | null } → { lost, delayed }: the domain's device interrupts (irq-faults.ts). */
+  /** { domid, fault: InterruptFault | null } → InterruptFaultCounts: the domain's device interrupts (shared/hw/irq-faults.ts). */
   irqFaults: 'hw.irq.faults',
   svioList: 'hw.svio.list',
   stats: 'hw.stats',
@@ -331,7 +335,7 @@ export class HardwareSimulator {
       })
       .handle(HW_RPC.irqFaults, (p) => {
         const o = obj(p, HW_RPC.irqFaults);
-        return this.setIrqFault(int(o, 'domid', HW_RPC.irqFaults, 1, 0x7fef), parseIrqFault(o.fault, `${HW_RPC.irqFaults}.fault`));
+        return this.setIrqFault(int(o, 'domid', HW_RPC.irqFaults, 1, 0x7fef), parseInterruptFault(o.fault, `${HW_RPC.irqFaults}.fault`));
       })
       .handle(HW_RPC.lanFaults, (p) => {
         const o = obj(p, HW_RPC.lanFaults);
@@ -556,17 +560,16 @@ export class HardwareSimulator {
   }
 
   /** Fault plans' interrupt faults of the functions this thread raises (and, over ws, the VIFs'). */
-  readonly irqFaults = new IrqFaults();
+  readonly irqFaults = new InterruptFaults();
 
   /**
    * Lose or delay a domain's device interrupts (or clear that); answers what the fault did since
    * it was set — here, and on the SV-IO cores that raise their VIFs' interrupts themselves.
    */
-  async setIrqFault(domid: number, fault: IrqFault | undefined): Promise<IrqFaultCounts> {
+  async setIrqFault(domid: number, fault: InterruptFault | undefined): Promise<InterruptFaultCounts> {
     this.irqFaults.set(domid, fault);
     const mine = this.irqFaults.countsOf(domid);
-    const cores = this.svioEngine ? await this.svioEngine.setIrqFault(domid, fault) : { lost: 0, delayed: 0 };
-    return { lost: mine.lost + cores.lost, delayed: mine.delayed + cores.delayed };
+    return this.svioEngine ? sumInterruptFaultCounts(mine, await this.svioEngine.setIrqFault(domid, fault)) : mine;
   }
 
   /** A function's interrupt, after remapping: to the owner's port, over its direct link or the event channel. */

@@ -45,7 +45,7 @@ import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
 import { LanceDevice } from './lance/index.js';
 import { AtaDevice } from './ata/index.js';
 import { PhysicalDiskBacking } from './disk-backing.js';
-import { VMAPP_DISK, VMAPP_FAULTS, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type VmAppEventFault, type VmAppFaultCounters, type VmAppPlan, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
+import { VMAPP_DISK, VMAPP_FAULTS, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type InterruptFault, type InterruptFaultCounts, type VmAppPlan, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
 
 export type EmulationPlacement = 'dom0' | 'hosted';
 
@@ -422,10 +422,10 @@ export class EmulatedPlatform {
    * hosted: evtchn.lost / evtchn.delayed act in the VMApp, which raises the virtual IRQs in its own
    * thread (threads) or the guest's process (ws); `null` clears. Answers the VMApp's fault counters.
    */
-  setHostedEventFault(f: VmAppEventFault | null): Promise<VmAppFaultCounters> {
+  setHostedEventFault(f: InterruptFault | null): Promise<InterruptFaultCounts> {
     if (!this.vmappPeer || this.destroyed) throw new Error(`${this.domain.name}: no VMApp to inject into`);
     // The answer may wait until the fault ends (see VMAPP_FAULTS): bounded by its own length.
-    return this.vmappPeer.call<VmAppFaultCounters>(VMAPP_FAULTS, f, (f?.forMs ?? 0) + 10_000);
+    return this.vmappPeer.call<InterruptFaultCounts>(VMAPP_FAULTS, f, (f?.forMs ?? 0) + 10_000);
   }
 
   /** hosted, threads: the VMApp worker's link, a source of trace events (its traps) for dom0's trace hub. */

@@ -36,8 +36,9 @@ export interface PhysicalNicCounters {
 const MAX_TX_BACKLOG = 256;
 
 export class PhysicalNicDriver {
-  tx: FrontRing<HwNicBuffer, HwStatusResponse>;
-  rx: FrontRing<HwNicBuffer, HwStatusResponse>;
+  // Set by freshQueues: at construction, and again after a reset (the hardware restarted).
+  tx!: FrontRing<HwNicBuffer, HwStatusResponse>;
+  rx!: FrontRing<HwNicBuffer, HwStatusResponse>;
   readonly counters: PhysicalNicCounters = {
     txFrames: 0,
     txBytes: 0,
@@ -70,27 +71,25 @@ export class PhysicalNicDriver {
     private readonly rxBuffers = 64,
     private readonly dma?: DriverDma,
   ) {
-    [this.tx, this.rx] = this.freshQueues();
+    this.freshQueues();
     events.on(port, () => this.onInterrupt());
     this.kick(this.rx.pushRequests());
   }
 
   /** Initialised tx and rx queues (the device's copies start from them), every rx buffer posted. */
-  private freshQueues(): [FrontRing<HwNicBuffer, HwStatusResponse>, FrontRing<HwNicBuffer, HwStatusResponse>] {
+  private freshQueues(): void {
     for (const pfn of [this.txPfn, this.rxPfn]) {
       initSharedRing(this.memory.page(pfn));
       this.dma?.toDevice({ domid: 0, pfn });
     }
     const queue = (pfn: number, protocol: typeof hwNicTxProtocol) =>
       new FrontRing(this.memory.page(pfn), protocol, this.dma?.ringSync(pfn, this.memory.page(pfn), () => this.kick(true)));
-    const tx = queue(this.txPfn, hwNicTxProtocol);
-    const rx = queue(this.rxPfn, hwNicRxProtocol);
+    this.tx = queue(this.txPfn, hwNicTxProtocol);
+    this.rx = queue(this.rxPfn, hwNicRxProtocol);
     this.txFreeIds.length = 0;
-    for (let i = tx.size - 1; i >= 0; i--) this.txFreeIds.push(i);
-    this.rx = rx;
+    for (let i = this.tx.size - 1; i >= 0; i--) this.txFreeIds.push(i);
     this.rxEmpty.length = 0;
-    for (let id = 0; id < Math.min(this.rxBuffers, rx.size); id++) this.postRx(id);
-    return [tx, rx];
+    for (let id = 0; id < Math.min(this.rxBuffers, this.rx.size); id++) this.postRx(id);
   }
 
   /**
@@ -112,7 +111,7 @@ export class PhysicalNicDriver {
       this.rxSlots[id] = undefined;
       if (skb) this.pool.put(skb);
     }
-    [this.tx, this.rx] = this.freshQueues();
+    this.freshQueues();
   }
 
   /** After a reset: publish the posted rx buffers and the transmit backlog to the new device. */

@@ -176,7 +176,9 @@ export class Campaign {
     const live = this.liveGuests(hosts);
     const before = await this.opsByGuest(hosts);
     const moved = new Set<string>();
-    const deadline = start + Math.max(1_000, this.plan.settle * 1000);
+    // At least 10 s: a guest a loaded machine left without a turn for a few seconds (an
+    // emulated one trapping every port access through dom0) is slow, not stalled.
+    const deadline = start + Math.max(10_000, this.plan.settle * 1000);
     while (Date.now() < deadline && moved.size < live.length) {
       await sleep(100);
       const now = await this.opsByGuest(hosts);

@@ -11,6 +11,9 @@ import type { HostileVifTally } from './checkers.js';
 import type { BackendCounters, SplitBackend } from '../backends/split-backend.js';
 import type { FaultSpec } from './plan.js';
 import { FaultTargetError } from './errors.js';
+import { aimAtOneInstance } from './aim.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Poll `f` every 20 ms until it yields a value, or undefined after `ms`. */
 async function waitFor<T>(f: () => Promise<T | undefined>, ms: number): Promise<T | undefined> {
@@ -49,6 +52,20 @@ export interface FaultRecord {
 }
 
 const MAX_FREEZE_MS = 60_000;
+/** evtchn.lost/delayed: windows opened at most until the fault acted on an interrupt (see its undo). */
+const MAX_IRQ_FAULT_WINDOWS = 4;
+
+/**
+ * The channels of the devices a guest drives itself — its direct functions and SV-IO VIFs (all,
+ * or the one `device` names): the guest's end (the device's interrupts) and the hardware's (its
+ * doorbells).
+ */
+function ownChannels(host: Host, domid: number, device: string | undefined): Array<{ guestPort: number; hwPort: number }> {
+  return [
+    ...host.functionsOf(domid).filter((f) => !device || directDeviceName(f) === device),
+    ...host.vifsOf(domid).filter((v) => !device || vifDeviceName(v) === device),
+  ].map((c) => ({ guestPort: c.port, hwPort: c.hwPort }));
+}
 /** Kinds that are over once they happened: nothing to heal. */
 const INSTANTANEOUS = new Set<string>([
   'process.kill',
@@ -273,18 +290,44 @@ export class FaultInjector {
           // The engine's view of the VIF (undefined while the hardware is away, e.g. restarting).
           const vifRow = async () =>
             (await h.svioVifs().catch(() => [])).find((v) => v.domain === spec.who.domain && v.device === device) as (SvioVifRow & { stats?: { counters: { refused: number }; stopped: string | null } }) | undefined;
-          const before = await vifRow();
-          if (!before) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no SV-IO device ${device} with a VIF up`);
-          const r = await g.peer.call<{ attack: string; sent: number; heldMs?: number; stopped?: boolean }>(
-            GUEST_ATTACK,
-            { device, attack: spec.what.attack, count: spec.what.count ?? 16, seed: mixSeed(this.seed, this.seq) },
-            30_000,
-          );
+          if (!h.vifsOf(domid).some((v) => vifDeviceName(v) === device)) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no SV-IO device ${device}`);
+          // A VIF still down (an earlier reset's heal running late on a busy machine) is waited
+          // for (aim's ready, bounded), not taken for a plan's mistake.
+          const attacker = g;
+          const rogue = spec.what.attack === 'rogue-index';
+          // One attempt: the attack and what the engine made of it, judged only if the VIF was
+          // the same one throughout (aim.ts: a VIF replaced meanwhile is aimed at again).
+          const aimed = await aimAtOneInstance({
+            generation: () => h.vifGeneration(spec.who.domain!, device),
+            ready: async () => (await waitFor(async () => ((await vifRow()) && !attacker.down ? true : undefined), 30_000)) ?? false,
+            attempt: async () => {
+              const before = await vifRow();
+              const r = await attacker.peer!.call<{ attack: string; sent: number; heldMs?: number; stopped?: boolean }>(
+                GUEST_ATTACK,
+                { device, attack: spec.what.attack, count: spec.what.count ?? 16, seed: mixSeed(this.seed, this.seq) },
+                30_000,
+              );
+              if (rogue) return { r, refused: 0 };
+              // Every hostile message answered with an error (the driver takes the answers).
+              const refusedOf = async () => ((await vifRow())?.stats?.counters.refused ?? 0) - (before?.stats?.counters.refused ?? 0);
+              const refused = (await waitFor(async () => ((await refusedOf()) >= r.sent ? r.sent : undefined), 5_000)) ?? (await refusedOf());
+              return { r, refused };
+            },
+          });
           this.attackers.add(`${host.config.name}/${spec.who.domain}`);
-          if (spec.what.attack === 'rogue-index') {
+          if (!aimed.judged) {
+            // The VIF kept being replaced under the attack (or never came up): nothing was
+            // judged, nothing breached.
+            rec.detail = { judged: false, reaimed: aimed.reaimed };
+            this.log.warn({ fault: spec.id, reaimed: aimed.reaimed }, 'svio.hostile: the VIF was replaced under every attempt; no verdict');
+            break;
+          }
+          const { r, refused } = aimed.result;
+          const reaimed = aimed.reaimed > 0 ? { reaimed: aimed.reaimed } : {};
+          if (rogue) {
             // The engine stopped the VIF (a rogue queue) and told the driver in STATUS; what a
             // toolstack does next is reset it.
-            rec.detail = { ...r };
+            rec.detail = { ...r, ...reaimed };
             if (!r.stopped) this.hostileVif.accepted++;
             undo = async () => {
               const reset = await h.resetVif(spec.who.domain!, device).catch((e: Error) => this.log.warn({ err: e.message }, 'VIF reset failed'));
@@ -292,13 +335,10 @@ export class FaultInjector {
             };
             break;
           }
-          // Every hostile message answered with an error (the driver takes the answers).
-          const refusedOf = async () => ((await vifRow())?.stats?.counters.refused ?? 0) - (before.stats?.counters.refused ?? 0);
-          const refused = (await waitFor(async () => ((await refusedOf()) >= r.sent ? r.sent : undefined), 5_000)) ?? (await refusedOf());
           this.hostileVif.sent += r.sent;
           this.hostileVif.refused += Math.min(refused, r.sent);
           this.hostileVif.accepted += Math.max(0, r.sent - refused);
-          rec.detail = { ...r, refused };
+          rec.detail = { ...r, refused, ...reaimed };
           break;
         }
         case 'direct.reclaim': {
@@ -319,12 +359,18 @@ export class FaultInjector {
           const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
           domid = g.domain.domid;
           if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
-          if (!host.functionsOf(domid).some((f) => directDeviceName(f) === spec.who.device)) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no direct device ${spec.who.device} assigned`);
+          const configured = g.config.devices.some((dev) => dev.mode === 'direct' && `${dev.type}${dev.devid}` === spec.who.device);
+          const h = host;
+          const d = domid;
+          // A function still reclaimed (its heal running late on a loaded machine) is waited for, bounded.
+          const assigned = () => h.functionsOf(d).some((f) => directDeviceName(f) === spec.who.device);
+          if (!configured || !(await waitFor(async () => (assigned() ? true : undefined), 15_000)))
+            throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no direct device ${spec.who.device} assigned`);
           const before = await host.iommuFaults();
           const r = await g.peer.call<{ sent: number; blocked: number; completed: number }>(
             GUEST_ATTACK,
             { device: spec.who.device, attack: 'stray-dma', count: spec.what.count ?? 8, seed: mixSeed(this.seed, this.seq) },
-            10_000,
+            30_000,
           );
           // Each attempt past the guest's memory leaves an IOMMU fault record; the rest the device refused.
           rec.detail = { ...r, iommuFaults: (await host.iommuFaults()) - before };
@@ -378,10 +424,7 @@ export class FaultInjector {
           const hosted = platform?.placement === 'hosted' && !spec.who.device ? platform : undefined;
           // Direct functions and SV-IO VIFs: the hardware raises their interrupts (their doorbells
           // are posted writes, never lost), so it loses or delays them.
-          const device = spec.who.device;
-          const ownHardware =
-            (toGuest > 0 || delayMs > 0) &&
-            (host.functionsOf(domid).some((f) => !device || directDeviceName(f) === device) || host.vifsOf(domid).some((v) => !device || vifDeviceName(v) === device));
+          const ownHardware = (toGuest > 0 || delayMs > 0) && ownChannels(host, domid, spec.who.device).length > 0;
           let backends: AnyBackend[] = [];
           try {
             backends = this.backends(spec).backends;
@@ -390,26 +433,59 @@ export class FaultInjector {
           }
           if (backends.length === 0 && !emulated && !hosted && !ownHardware)
             throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no event channels this fault can act on (PV devices, emulated ones, or interrupts — to-guest — of direct and SV-IO devices)`);
-          if (ownHardware) await host.setDeviceIrqFault(domid, { lostToGuest: toGuest, delayMs, seed: mixSeed(this.seed, this.seq, 0x1a5) >>> 0 });
-          for (const b of backends) b.eventFault = { lostToGuest: toGuest, lostToBackend: toBack, delayMs, draw };
-          if (emulated) emulated.eventFault = { lostToGuest: toGuest, lostToModel: toBack, delayMs, draw };
-          // Hosted: sent, not awaited — its answer can be held up by the very kicks it loses (ws);
-          // the VMApp ends the fault itself after its planned length.
           const forMs = Math.min(MAX_FREEZE_MS, (spec.when.for ?? 60) * 1000);
-          const hostedBefore = hosted?.setHostedEventFault({ lostToGuest: toGuest, lostToModel: toBack, delayMs, seed: mixSeed(this.seed, this.seq) >>> 0, forMs }).catch(() => undefined);
-          const emulatedBefore = emulated ? { ...emulated.faultCounters } : undefined;
+          const h = host;
+          const seq = this.seq;
+          const did = { irqsLost: 0, irqsDelayed: 0, kicksLost: 0, deviceIrqsLost: 0, deviceIrqsDelayed: 0 };
+          let windows = 0;
+          // The first window draws as a single-window fault always did; later ones draw afresh.
+          const windowSeed = (...salt: number[]) => (windows === 1 ? mixSeed(this.seed, seq, ...salt) : mixSeed(this.seed, seq, ...salt, windows)) >>> 0;
+          // One window of the fault: install it where the interrupts are raised ...
+          const install = async () => {
+            windows++;
+            if (ownHardware) await h.setDeviceIrqFault(domid, { lostToGuest: toGuest, delayMs, seed: windowSeed(0x1a5) });
+            for (const b of backends) b.eventFault = { lostToGuest: toGuest, lostToBackend: toBack, delayMs, draw };
+            if (emulated) emulated.eventFault = { lostToGuest: toGuest, lostToModel: toBack, delayMs, draw };
+            // Hosted: sent, not awaited — its answer can be held up by the very kicks it loses (ws);
+            // the VMApp ends the fault itself after its planned length.
+            const hostedBefore = hosted?.setHostedEventFault({ lostToGuest: toGuest, lostToModel: toBack, delayMs, seed: windowSeed(), forMs }).catch(() => undefined);
+            const emulatedBefore = emulated ? { ...emulated.faultCounters } : undefined;
+            // ... and clear it, adding up what it did (for the report).
+            return async () => {
+              backends.forEach((b) => (b.eventFault = undefined));
+              if (emulated) emulated.eventFault = undefined;
+              const before = emulatedBefore ?? (await hostedBefore);
+              const c = emulated ? emulated.faultCounters : hosted ? await hosted.setHostedEventFault(null).catch(() => undefined) : undefined;
+              if (c && before) {
+                did.irqsLost += c.irqsLost - before.irqsLost;
+                did.irqsDelayed += c.irqsDelayed - before.irqsDelayed;
+                did.kicksLost += c.kicksLost - before.kicksLost;
+              }
+              if (ownHardware) {
+                const d = await h.setDeviceIrqFault(domid, null).catch(() => undefined);
+                if (d) {
+                  did.deviceIrqsLost += d.irqsLost;
+                  did.deviceIrqsDelayed += d.irqsDelayed;
+                }
+              }
+            };
+          };
+          const counted = Boolean(emulated || hosted || ownHardware);
+          const acted = () => did.irqsLost + did.irqsDelayed + did.kicksLost + did.deviceIrqsLost + did.deviceIrqsDelayed > 0;
+          let clear = await install();
           undo = async () => {
-            backends.forEach((b) => (b.eventFault = undefined));
-            if (emulated) emulated.eventFault = undefined;
-            const before = emulatedBefore ?? (await hostedBefore);
-            const c = emulated ? emulated.faultCounters : hosted ? await hosted.setHostedEventFault(null).catch(() => undefined) : undefined;
-            // What the fault did to the emulated devices, for the report.
-            if (c && before) rec.detail = { ...rec.detail, irqsLost: c.irqsLost - before.irqsLost, irqsDelayed: c.irqsDelayed - before.irqsDelayed, kicksLost: c.kicksLost - before.kicksLost };
-            // ... and to the direct and SV-IO devices' interrupts.
-            if (ownHardware) {
-              const d = await host.setDeviceIrqFault(domid, null).catch(() => undefined);
-              if (d) rec.detail = { ...rec.detail, deviceIrqsLost: d.lost, deviceIrqsDelayed: d.delayed };
+            await clear();
+            // A window in which the devices raised nothing (a guest the machine left no time to
+            // do I/O) tested nothing: open another, bounded, so a slow machine gets a later
+            // fault, not a fault that never happened.
+            while (counted && !acted() && windows < MAX_IRQ_FAULT_WINDOWS && !h.guests.find((g) => g.domain.domid === domid)?.down) {
+              clear = await install();
+              await sleep(forMs);
+              await clear();
             }
+            if (emulated || hosted) rec.detail = { ...rec.detail, irqsLost: did.irqsLost, irqsDelayed: did.irqsDelayed, kicksLost: did.kicksLost };
+            if (ownHardware) rec.detail = { ...rec.detail, deviceIrqsLost: did.deviceIrqsLost, deviceIrqsDelayed: did.deviceIrqsDelayed };
+            if (windows > 1) rec.detail = { ...rec.detail, windows };
           };
           break;
         }
@@ -424,20 +500,22 @@ export class FaultInjector {
           } catch {
             /* no PV device: its direct and SV-IO channels, if any */
           }
-          // The channels of the devices the guest drives itself: its end (the device's
-          // interrupts) and the hardware's (its doorbells).
-          const device = spec.who.device;
-          const own = [
-            ...h.functionsOf(d).filter((f) => !device || directDeviceName(f) === device).map((f) => ({ guestPort: f.port, hwPort: f.hwPort })),
-            ...h.vifsOf(d).filter((v) => !device || vifDeviceName(v) === device).map((v) => ({ guestPort: v.port, hwPort: v.request.port as number })),
-          ];
+          const own = ownChannels(h, d, spec.who.device);
           if (backends.length === 0 && own.length === 0) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no PV, direct or SV-IO device channel for ${spec.what.kind}`);
           const storm = spec.what.kind === 'evtchn.storm';
           let deviceEvents = 0;
-          // Fired in bursts every 10 ms so high rates do not need a timer per event.
-          const perTick = Math.max(1, Math.round((spec.what.ratePerSec ?? 100) / 100));
+          // Fired in bursts every 10 ms so high rates do not need a timer per event. The rate is
+          // kept by the clock, not by the ticks: a loaded machine that runs fewer ticks gets
+          // what they missed in the next ones (bounded bursts), so `ratePerSec` means what it says.
+          const rate = spec.what.ratePerSec ?? 100;
+          const maxBurst = Math.max(1, Math.round(rate / 100)) * 10;
+          const start = performance.now();
+          let rounds = 0;
           const timer = setInterval(() => {
-            for (let i = 0; i < perTick; i++) {
+            const due = Math.floor(((performance.now() - start) * rate) / 1000);
+            const burst = Math.min(due - rounds, maxBurst);
+            for (let k = 0; k < burst; k++) {
+              const i = rounds++;
               for (const b of backends) {
                 if (storm) b.eventFromFrontend();
                 else if ((i + b.devid) % 2 === 0) b.spuriousNotify();
@@ -589,7 +667,14 @@ export class FaultInjector {
         if (a.healed) return;
         a.healed = true;
         this.active.delete(key);
-        await undo();
+        try {
+          await undo();
+        } catch (e) {
+          // A heal that failed is the fault's error in the report (a recovery that did not
+          // happen), not an unhandled rejection that takes the whole run down.
+          rec.error = `heal: ${(e as Error).message}`;
+          this.log.warn({ err: (e as Error).message, id: spec.id }, 'fault could not be healed');
+        }
         rec.healedAt = Date.now();
         this.trace('heal', spec, rec.host, domid);
       },

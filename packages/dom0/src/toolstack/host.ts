@@ -46,6 +46,8 @@ import {
   GUEST_SVIO_PLUG,
   GUEST_POWER_LOST,
   type SvioVifSpec,
+  type InterruptFault,
+  type InterruptFaultCounts,
   type GuestBootSpec,
   type GuestStats,
   type Logger,
@@ -265,7 +267,7 @@ export class Host {
   }
 
   private awaitingHwsim?: (peer: RpcPeer) => void;
-  /** ws: a (re)plugged function or VIF names where the hardware is now — a new process after a restart. */
+  /** ws: where guests reach the hardware now (their boot spec, and every re-plug: a restarted hardware is a new process). */
   private hwUrlForGuests(): { hwUrl?: string } {
     return this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {};
   }
@@ -375,8 +377,8 @@ export class Host {
   }
 
   /**
-   * The toolstack takes one runtime-lifecycle operation (restart, kill, revive, freeze of the
-   * hardware or dom0's I/O stack) at a time, as libxl locks per domain: a kill that arrives while
+   * The toolstack takes one runtime-lifecycle operation (a restart, kill or revive of the hardware
+   * or of dom0's I/O stack, a freeze of the hardware, a VIF reset or its heal) at a time, as libxl locks per domain: a kill that arrives while
    * a restart is still re-attaching devices waits for it instead of tearing it down half-way.
    */
   private lifecycle<T>(op: () => Promise<T>): Promise<T> {
@@ -406,6 +408,8 @@ export class Host {
     const old = this.hwsim!;
     if (this.opts.ws && !old.pid && !alreadyGone) throw new Error('the hardware runs elsewhere (compose): restart its container instead');
     old.planned = true;
+    // Every VIF dies with the hardware: a verdict in flight about one of them is about a VIF gone.
+    for (const c of this.created) for (const b of c.svio) b.generation++;
     await old.kill();
     // A process run elsewhere that already died has no exit to wait for (its link closed).
     if (!(alreadyGone && !old.pid)) await Promise.race([old.exited, delay(5_000)]);
@@ -460,7 +464,7 @@ export class Host {
         if (r.bar) f.bar = r.bar;
         this.traceDirect(c.domain.domid, directDeviceName(f), 'assign', r.rid);
         const g = this.guests.find((x) => x.domain === c.domain);
-        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f), ...this.hwUrlForGuests() }, 15_000).catch((e: Error) => notBack(c.domain.name, directDeviceName(f), e));
+        if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f), ...this.hwUrlForGuests() }, 30_000).catch((e: Error) => notBack(c.domain.name, directDeviceName(f), e));
       }
     // SV-IO: the new device has no VIFs; each is created again (same channel, partition, MAC,
     // QoS) and its guest's driver starts over on it.
@@ -708,11 +712,17 @@ export class Host {
     try {
       const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', request, 10_000);
       this.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
-      return { kind: want.kind, devid, vif: r.vif, port: guestPort, request, ...(r.page ? { page: r.page } : {}) };
+      return { kind: want.kind, devid, vif: r.vif, port: guestPort, hwPort, request, generation: 0, ...(r.page ? { page: r.page } : {}) };
     } catch (e) {
       this.hv.evtchn.close(domain.domid, guestPort);
       throw e;
     }
+  }
+
+  /** Generation of a guest's SV-IO device's VIF (see BoundVif.generation); undefined if none or down. */
+  vifGeneration(guest: string, device: string): number | undefined {
+    const b = this.created.find((x) => x.domain.name === guest)?.svio.find((x) => vifDeviceName(x) === device);
+    return b && !b.down && !this.hwsimDown ? b.generation : undefined;
   }
 
   /** The SV-IO VIFs bound to a domain now. */
@@ -733,7 +743,7 @@ export class Host {
     else delete b.page;
     this.log.info({ domid: c.domain.domid, vif: r.vif, device: vifDeviceName(b) }, 'SV-IO VIF created again');
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b), ...this.hwUrlForGuests() }, 15_000);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b), ...this.hwUrlForGuests() }, 30_000);
   }
 
   /**
@@ -745,17 +755,25 @@ export class Host {
     if (!c) throw new Error(`no guest ${guest} on host ${this.config.name}`);
     const b = c.svio.find((x) => vifDeviceName(x) === device);
     if (!b) throw new Error(`${guest} has no SV-IO device ${device} (has: ${c.svio.map(vifDeviceName).join(', ') || 'none'})`);
-    if (b.down) throw new Error(`${guest}/${device}: its VIF is already down`);
-    const old = b.vif;
-    await this.hwsim!.peer.call('hw.svio.destroy', { vif: old }, 5_000);
-    b.down = true;
+    // A reset and its heal are hardware lifecycle operations too: one that falls in a hardware
+    // restart (a slow machine stretches every schedule) waits for it rather than calling a
+    // hardware that is going away; the restart has then created the VIF again already.
+    const old = await this.lifecycle(async () => {
+      if (b.down) throw new Error(`${guest}/${device}: its VIF is already down`);
+      const vif = b.vif;
+      b.generation++;
+      await this.hwsim!.peer.call('hw.svio.destroy', { vif }, 5_000);
+      b.down = true;
+      return vif;
+    });
     this.log.warn({ guest, device, vif: old }, 'SV-IO VIF destroyed (reset)');
     return {
       vif: old,
-      heal: async () => {
-        if (c.svio.includes(b) && b.down) await this.recreateVif(c, b);
-        return { vif: b.vif };
-      },
+      heal: () =>
+        this.lifecycle(async () => {
+          if (c.svio.includes(b) && b.down) await this.recreateVif(c, b);
+          return { vif: b.vif };
+        }),
     };
   }
 
@@ -852,7 +870,7 @@ export class Host {
     const f = await this.assignFunction(c.domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.diskRegion(cfg.name, d.devid, d.sizeMiB) });
     c.direct.push(f);
     const g = this.guests.find((x) => x.domain === c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 15_000);
+    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 30_000);
     return { rid: f.rid };
   }
 
@@ -1060,7 +1078,7 @@ export class Host {
   }
 
   /** A new backend in place of `old`, offering the device again (InitWait); the frontend reconnects. */
-  private async offerBackendAgain(c: { domain: Domain; blk: BlkBackend[]; net: NetBackend[] }, old: BlkBackend | NetBackend): Promise<void> {
+  private async offerBackendAgain(c: Host['created'][number], old: BlkBackend | NetBackend): Promise<void> {
     const g = this.guests.find((x) => x.domain === c.domain);
     if (old instanceof BlkBackend) {
       const fresh = new BlkBackend(this.hv, this.disk, old.frontDomid, old.devid, old.region, this.log);
@@ -1091,14 +1109,25 @@ export class Host {
   }
 
   private async restartDom0Now(): Promise<{ backends: number }> {
+    const all = await this.crashDom0Io();
+    await this.reviveDom0Io(all);
+    return { backends: all.length };
+  }
+
+  /** Every PV backend of the host goes at once, and the bridge forgets what it learned; returns what went. */
+  private async crashDom0Io(): Promise<Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }>> {
     const all = this.created.flatMap((c) => [...c.blk, ...c.net].map((b) => ({ c, b })));
     this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'down', 0);
     await Promise.all(all.map(({ b }) => this.crashBackend(b)));
     this.bridge.forgetLearned();
-    for (const { c, b } of all) await this.offerBackendAgain(c, b);
+    return all;
+  }
+
+  /** Offer again every device crashDom0Io took down (a guest reclaimed meanwhile has nothing to offer). */
+  private async reviveDom0Io(all: Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }>): Promise<void> {
+    for (const { c, b } of all) if (this.created.includes(c)) await this.offerBackendAgain(c, b);
     this.restartedDom0++;
     this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'up', 0);
-    return { backends: all.length };
   }
 
   /** dom0 I/O-stack restarts survived. */
@@ -1111,29 +1140,16 @@ export class Host {
    * PV frontends wait in their reconnect; direct and SV-IO guests never notice.
    */
   async killDom0(): Promise<() => Promise<void>> {
-    // The backends in place once any lifecycle operation before this one is done.
-    let all: Array<{ c: Host['created'][number]; b: BlkBackend | NetBackend }> = [];
-    await this.lifecycle(async () => {
-      all = this.created.flatMap((c) => [...c.blk, ...c.net].map((b) => ({ c, b })));
-      this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'down', 0);
-      await Promise.all(all.map(({ b }) => this.crashBackend(b)));
-      this.bridge.forgetLearned();
-    });
+    const all = await this.lifecycle(() => this.crashDom0Io());
     let revived: Promise<void> | undefined;
-    return () =>
-      (revived ??= this.lifecycle(async () => {
-        // A guest reclaimed while dom0 was down has nothing to be offered.
-        for (const { c, b } of all) if (this.created.includes(c)) await this.offerBackendAgain(c, b);
-        this.restartedDom0++;
-        this.traceRuntime(`${this.config.name}/dom0`, 'dom0', 'up', 0);
-      }));
+    return () => (revived ??= this.lifecycle(() => this.reviveDom0Io(all)));
   }
 
   /** Fault plans' process.pause with runtime: dom0: every PV backend stops consuming until thaw(). */
   freezeDom0(): () => void {
     const all = this.created.flatMap((c) => [...c.blk, ...c.net]);
     for (const b of all) b.pause();
-    // The backends in place at the heal (a restart meanwhile made new, running ones).
+    // Resumes the ones it paused: a restart meanwhile replaced them with new, running ones.
     return () => all.forEach((b) => b.resume());
   }
 
@@ -1173,7 +1189,7 @@ export class Host {
    * Fault plans' evtchn.lost / evtchn.delayed on a guest's direct functions and SV-IO VIFs: the
    * hardware loses (`lostToGuest`) or delays their interrupts; `null` clears. Answers what it did.
    */
-  async setDeviceIrqFault(domid: number, fault: { lostToGuest: number; delayMs: number; seed: number } | null): Promise<{ lost: number; delayed: number }> {
+  async setDeviceIrqFault(domid: number, fault: InterruptFault | null): Promise<InterruptFaultCounts> {
     return this.hwsim!.peer.call('hw.irq.faults', { domid, fault }, 10_000);
   }
 
@@ -1257,9 +1273,9 @@ export class Host {
       vbds,
       vifs,
       ...(platform ? { emulated: platform.bootSpec() } : {}),
-      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map(vifSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } } : {}),
+      ...(this.vifsOf(domain.domid).length > 0 ? { svio: { vifs: this.vifsOf(domain.domid).map(vifSpec), ...this.hwUrlForGuests() } } : {}),
       ...(this.functionsOf(domain.domid).length > 0
-        ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...(this.opts.ws && this.hwDirectUrl ? { hwUrl: this.hwDirectUrl } : {}) } }
+        ? { direct: { functions: this.functionsOf(domain.domid).map(directSpec), ...this.hwUrlForGuests() } }
         : {}),
       workloads: {
         ...(config.workloads.block && vbds.length ? { block: { devid: vbds[0].devid, ...config.workloads.block, ...(this.config.disk.cache === 'writeback' ? { volatileCache: true } : {}) } } : {}),
@@ -1562,14 +1578,20 @@ export interface BoundVif {
   kind: 'net' | 'blk' | 'cam';
   devid: number;
   vif: number;
-  /** The guest's end of the VIF's doorbell/interrupt channel. */
+  /** The guest's end of the VIF's doorbell/interrupt channel, and the hardware's. */
   port: number;
+  hwPort: number;
   /** threads: the VIF's access-API register page. */
   page?: SharedArrayBuffer;
   /** What hw.svio.create was asked (to create it again after a reset or a hardware restart). */
   request: Record<string, unknown>;
   /** Destroyed by a reset, not yet created again. */
   down?: boolean;
+  /**
+   * Bumped each time the VIF goes away (a reset destroys it, the hardware under it dies): a
+   * verdict taken across a change would compare two different VIFs.
+   */
+  generation: number;
 }
 
 /** What the guest is told of a VIF. */

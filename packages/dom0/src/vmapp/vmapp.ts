@@ -32,9 +32,8 @@ import {
   VMAPP_STATS,
   VMAPP_STOP,
   VMAPP_FAULTS,
-  SplitMix32,
-  type VmAppEventFault,
-  type VmAppFaultCounters,
+  InterruptFaults,
+  parseInterruptFault,
   type Logger,
   type RpcPeer,
   type VmAppSpec,
@@ -57,9 +56,8 @@ export class VmApp {
   private readonly dma: GuestMemoryDma;
   /** Deliver one of the guest's virtual IRQs (see VmAppSpec.localInterrupts). */
   private readonly deliver: (port: number) => void;
-  /** An injected event fault (VMAPP_FAULTS), with its own seeded draws. */
-  private eventFault?: { f: VmAppEventFault; rng: SplitMix32; until: number };
-  private readonly faultCounters: VmAppFaultCounters = { irqsLost: 0, irqsDelayed: 0, kicksLost: 0 };
+  /** An injected event fault (VMAPP_FAULTS) on this guest's IRQs and the VMM's kicks. */
+  private readonly faults = new InterruptFaults();
   private readonly lances: Array<{ name: string; model: LanceDevice; mirror: Int32Array }> = [];
   private readonly disks: Array<{ name: string; model: AtaDevice }> = [];
   private readonly vmnet = { writes: 0, bytesOut: 0, reads: 0, bytesIn: 0 };
@@ -109,12 +107,8 @@ export class VmApp {
     });
     peer.handle(VMAPP_STATS, () => this.stats());
     peer.handle(VMAPP_FAULTS, (p) => {
-      if (p === null || p === undefined) this.eventFault = undefined;
-      else {
-        const f = checkEventFault(p);
-        this.eventFault = { f, rng: new SplitMix32(f.seed >>> 0), until: performance.now() + f.forMs };
-      }
-      return { ...this.faultCounters };
+      this.faults.set(spec.domid, parseInterruptFault(p, VMAPP_FAULTS));
+      return this.faults.countsOf(spec.domid);
     });
     peer.handle(VMAPP_STOP, () => {
       this.stop();
@@ -177,24 +171,8 @@ export class VmApp {
   }
 
   /** Raise a virtual IRQ — unless an injected fault loses or delays it (drivers recover as on hardware). */
-  /** The injected fault, while it lasts. */
-  private activeFault(): { f: VmAppEventFault; rng: SplitMix32 } | undefined {
-    const e = this.eventFault;
-    if (e && performance.now() > e.until) this.eventFault = undefined;
-    return this.eventFault;
-  }
-
   private raise(port: number): void {
-    const e = this.activeFault();
-    if (e) {
-      if (e.f.lostToGuest > 0 && e.rng.next() < e.f.lostToGuest) return void this.faultCounters.irqsLost++;
-      if (e.f.delayMs > 0) {
-        this.faultCounters.irqsDelayed++;
-        setTimeout(() => this.running && this.deliver(port), e.f.delayMs).unref();
-        return;
-      }
-    }
-    this.deliver(port);
+    this.faults.deliver(this.spec.domid, () => this.running && this.deliver(port));
   }
 
   /** Each Lance's status mirror, for the VMM's fast path. */
@@ -236,11 +214,7 @@ export class VmApp {
       seen = Atomics.load(this.doorbell, IOREQ_DOORBELL_WORD);
       if (!this.running) break;
       // A lost kick: the wake-up is dropped; the access waits in its slot for the bounded wait.
-      const e = this.activeFault();
-      if (rang && e && e.f.lostToModel > 0 && e.rng.next() < e.f.lostToModel) {
-        this.faultCounters.kicksLost++;
-        continue;
-      }
+      if (rang && this.faults.dropKick(this.spec.domid)) continue;
       this.server.wake();
     }
   }
@@ -268,13 +242,4 @@ export class VmApp {
     Atomics.notify(this.doorbell, IOREQ_DOORBELL_WORD);
     this.log.debug({ guest: this.spec.guest }, 'vmapp stopped');
   }
-}
-
-function checkEventFault(p: unknown): VmAppEventFault {
-  const o = p as Partial<Record<keyof VmAppEventFault, unknown>>;
-  const prob = (v: unknown) => typeof v === 'number' && v >= 0 && v <= 1;
-  const ms = (v: unknown, max: number) => typeof v === 'number' && v >= 0 && v <= max;
-  if (!prob(o.lostToGuest) || !prob(o.lostToModel) || !ms(o.delayMs, 60_000) || !ms(o.forMs, 3_600_000) || typeof o.seed !== 'number')
-    throw new Error('vmapp.faults needs { lostToGuest, lostToModel (0..1), delayMs (0..60000), forMs (0..3600000), seed } or null');
-  return { lostToGuest: o.lostToGuest as number, lostToModel: o.lostToModel as number, delayMs: o.delayMs as number, forMs: o.forMs as number, seed: o.seed };
 }

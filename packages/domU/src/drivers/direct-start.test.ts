@@ -37,7 +37,7 @@ function lateFunction(kind: VfKind) {
   const regs = new VfRegisters(new Uint8Array(new SharedArrayBuffer(PAGE_SIZE)));
   regs.write(VF_REG.ID, kind === 'nic' ? VF_KIND_NIC : VF_KIND_DISK);
   if (kind === 'nic') regs.mac = '02:00:00:00:00:07';
-  else regs.sectors = 2048;
+  else regs.sectors = 2048n;
   regs.write(VF_REG.STATUS, VF_STATUS_BUS_MASTER);
   let handler: (() => void) | undefined;
   const doorbells: number[] = [];

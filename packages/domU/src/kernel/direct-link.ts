@@ -115,7 +115,7 @@ export async function connectDirectLink(kernel: GuestKernel, url: string, domain
 }
 
 /** Wait (bounded) until the device's identity registers have arrived in our copy of the page. */
-export async function identityArrived(fn: DirectFunction, timeoutMs = 5_000): Promise<void> {
+export async function identityArrived(fn: DirectFunction, timeoutMs = 15_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while (fn.regs.kind === undefined) {
     if (performance.now() > deadline) throw new TimeoutError(`function ${fn.rid}: its register page never arrived over the direct link`);

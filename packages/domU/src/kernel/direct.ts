@@ -83,7 +83,7 @@ export function sharedMemoryFunction(kernel: GuestKernel, spec: DirectFunctionSp
  * mirror: waiting for BUS_MASTER (set by the assign, after any reset's stores on the same link)
  * means the page reflects this assignment before the driver reads GEN from it.
  */
-export async function awaitStatus(fn: DirectFunction, bits: number, what: string, timeoutMs = 5_000): Promise<void> {
+export async function awaitStatus(fn: DirectFunction, bits: number, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   while ((fn.regs.read(VF_REG.STATUS) & bits) !== bits) {
     if (performance.now() > deadline) throw new TimeoutError(`direct ${fn.kind} ${fn.devid}: function ${fn.rid} ${what} (status 0x${fn.regs.read(VF_REG.STATUS).toString(16)})`);

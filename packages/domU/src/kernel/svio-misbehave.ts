@@ -72,6 +72,8 @@ function badMessage(kind: 'net' | 'blk' | 'cam', i: number, rng: SplitMix32, fra
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 2));
+/** How long an attack waits on the device at most (the injector's call allows 30 s). */
+const ATTACK_WAIT_MS = 5_000;
 
 /** Put hostile messages while there is room; publish and ring as a driver would. */
 function putBad(vif: OpenVif, want: number, sent: number, rng: SplitMix32, frames: number): number {
@@ -93,16 +95,19 @@ export async function attackVif(d: HostileVifDriver, attack: VifAttack, count: n
   const rng = new SplitMix32(seed || 1);
   if (attack === 'rogue-index') {
     // cons + 1000: more outstanding than the queue holds. The engine stops the VIF and says so
-    // in STATUS (ERRCODE rogue); wait for that, bounded.
+    // in STATUS (ERRCODE rogue); wait for that, bounded by time (not by ticks: a loaded machine
+    // runs fewer of them, and the caller's own call would time out first).
     vif.out.page.store(QUEUE_PROD, (vif.out.page.load(QUEUE_CONS) + 1000) >>> 0);
     vif.doorbell();
-    for (let i = 0; i < 2_500 && !(vif.regs.read(SVIO_REG.STATUS) & SVIO_STATUS_ERROR); i++) await tick();
+    const end = performance.now() + ATTACK_WAIT_MS;
+    while (performance.now() < end && !(vif.regs.read(SVIO_REG.STATUS) & SVIO_STATUS_ERROR)) await tick();
     return { attack, sent: 1, stopped: vif.regs.read(SVIO_REG.ERRCODE) === SVIO_ERR_ROGUE && (vif.regs.read(SVIO_REG.STATUS) & SVIO_STATUS_ERROR) !== 0 };
   }
   let sent = 0;
   if (attack === 'garbage') {
-    // Bounded: a few seconds at most, whatever the device does.
-    for (let tries = 0; sent < count && tries < 2_000; tries++) {
+    // Bounded: a few seconds at most, whatever the device does (by time, as above).
+    const end = performance.now() + ATTACK_WAIT_MS;
+    while (sent < count && performance.now() < end) {
       sent += putBad(vif, count - sent, sent, rng, frames);
       if (sent < count) await tick();
     }

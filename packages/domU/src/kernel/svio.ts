@@ -51,7 +51,9 @@ export interface OpenVif {
  * across processes (ws) `transport` mirrors it, the queues and the buffers over the guest's
  * direct link to the hardware (kernel/direct-link.ts), and every doorbell is an event on it.
  */
-export async function openVif(kernel: GuestKernel, spec: VifSpec, transport?: VifTransport, timeoutMs = 5_000): Promise<OpenVif> {
+// The bound on an open is for a device that never answers, not for a slow one: a loaded machine
+// (a hardware restart re-opening every VIF at once) takes seconds.
+export async function openVif(kernel: GuestKernel, spec: VifSpec, transport?: VifTransport, timeoutMs = 15_000): Promise<OpenVif> {
   const page = spec.page ? new Uint8Array(spec.page) : transport?.page;
   if (!page) throw new DeviceError(`VIF ${spec.vif}: no register page and no direct link to the hardware`);
   const regs = new SvioRegisters(page);

@@ -346,7 +346,7 @@ describe('NetStack', () => {
 
   it('emits a byte-exact frame (checksums computed independently)', () => {
     const frames: Uint8Array[] = [];
-    const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: (f) => frames.push(f), now: () => 0 });
+    const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: (f) => void frames.push(f), now: () => 0 });
     // Teach a the peer via an ARP request addressed to it.
     a.receive(
       buildFrame({
@@ -506,7 +506,7 @@ describe('NetStack', () => {
   it('bounds the pending queue, rate-limits ARP retries and gives up', () => {
     const clock = { t: 0 };
     const sent: Uint8Array[] = [];
-    const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: (f) => sent.push(f), now: () => clock.t, maxPendingPerDest: 3 });
+    const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: (f) => void sent.push(f), now: () => clock.t, maxPendingPerDest: 3 });
     expect([1, 2, 3, 4].map(() => a.sendUdp(IP_B, 9, 1, bytes('q')))).toEqual([true, true, true, false]);
     expect(a.counters.txDropReasons['pending-full']).toBe(1);
     expect(a.counters.arpRequestsSent).toBe(1);
@@ -566,6 +566,21 @@ describe('NetStack', () => {
     a.bindUdp(5, () => {});
     expect(() => a.bindUdp(5, () => {})).toThrow();
     expect(() => new NetStack({ mac: broadcastMac(), ip: IP_A, transmit: () => {} })).toThrow(RangeError);
+  });
+
+  it('passes a busy driver back to the sender: sendUdp is false while the NIC refuses, true again once it takes frames', () => {
+    let busy = false;
+    const taken: Uint8Array[] = [];
+    const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: (f) => (busy ? false : void taken.push(f)) });
+    expect(a.sendUdp('255.255.255.255', 9, 1, bytes('x'))).toBe(true);
+    busy = true;
+    expect(a.sendUdp('255.255.255.255', 9, 1, bytes('y'))).toBe(false);
+    expect(a.counters.txDropReasons['device-busy']).toBe(1);
+    expect(a.counters.txFrames).toBe(1);
+    busy = false;
+    expect(a.sendUdp('255.255.255.255', 9, 1, bytes('z'))).toBe(true);
+    expect(taken.length).toBe(2);
+    expect(a.counters.txFrames).toBe(2);
   });
 
   it('a maximum-size datagram fits one 1514-byte frame', () => {

@@ -74,8 +74,12 @@ export const RX_DROP_REASONS: readonly RxDropReason[] = [
   'udp-bad-checksum',
 ];
 
-export type TxDropReason = 'self' | 'pending-full' | 'pending-dests-full' | 'arp-unresolved';
-export const TX_DROP_REASONS: readonly TxDropReason[] = ['self', 'pending-full', 'pending-dests-full', 'arp-unresolved'];
+/**
+ * 'device-busy': the NIC driver's transmit queue was full. That is backpressure from a slow
+ * device (sendUdp returns false and the sender tries again later), not a fault of the device.
+ */
+export type TxDropReason = 'self' | 'pending-full' | 'pending-dests-full' | 'arp-unresolved' | 'device-busy';
+export const TX_DROP_REASONS: readonly TxDropReason[] = ['self', 'pending-full', 'pending-dests-full', 'arp-unresolved', 'device-busy'];
 
 export interface NetCounters {
   rxFrames: number;
@@ -105,7 +109,11 @@ export type UdpHandler = (src: UdpSource, payload: Uint8Array) => void;
 export interface NetStackOptions {
   mac: Uint8Array;
   ip: string;
-  transmit: (frame: Uint8Array) => void;
+  /**
+   * Hand a frame to the NIC driver. False: the driver refused it (its queue is full); the
+   * stack then refuses the datagram too, so the sender sees the backpressure. void: accepted.
+   */
+  transmit: (frame: Uint8Array) => boolean | void;
   /** Milliseconds; defaults to Date.now. Only used for ARP cache expiry and ARP retries. */
   now?: () => number;
   /** Datagrams queued per unresolved destination (default 8). */
@@ -140,7 +148,7 @@ export class NetStack {
   readonly ip: string;
   private readonly macBytes: Uint8Array;
   private readonly ipNum: number;
-  private readonly transmitFn: (frame: Uint8Array) => void;
+  private readonly transmitFn: (frame: Uint8Array) => boolean | void;
   private readonly now: () => number;
   private readonly maxPendingPerDest: number;
   private readonly maxPendingDests: number;
@@ -216,15 +224,9 @@ export class NetStack {
 
     const udp = buildUdp({ srcIp: this.ipNum, dstIp: dst, srcPort, dstPort, payload });
     const packet = buildIpv4({ src: this.ipNum, dst, protocol: IP_PROTO_UDP, id: this.nextIpId(), payload: udp });
-    if (dst === IPV4_BROADCAST) {
-      this.send(broadcastMac(), ETHERTYPE_IPV4, packet);
-      return true;
-    }
+    if (dst === IPV4_BROADCAST) return this.send(broadcastMac(), ETHERTYPE_IPV4, packet);
     const mac = this.arp.lookup(dst);
-    if (mac) {
-      this.send(mac, ETHERTYPE_IPV4, packet);
-      return true;
-    }
+    if (mac) return this.send(mac, ETHERTYPE_IPV4, packet);
     return this.enqueue(dst, packet);
   }
 
@@ -343,10 +345,12 @@ export class NetStack {
     for (const packet of p.packets) this.send(mac, ETHERTYPE_IPV4, packet);
   }
 
-  private send(dstMac: Uint8Array, ethertype: number, payload: Uint8Array): void {
+  /** False when the driver refused the frame (counted as a 'device-busy' drop). */
+  private send(dstMac: Uint8Array, ethertype: number, payload: Uint8Array): boolean {
     const frame = buildFrame({ dst: dstMac, src: this.macBytes, ethertype, payload });
+    if (this.transmitFn(frame) === false) return this.txDrop('device-busy');
     this.c.txFrames++;
-    this.transmitFn(frame);
+    return true;
   }
 
   private nextIpId(): number {

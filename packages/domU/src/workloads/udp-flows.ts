@@ -96,7 +96,10 @@ export interface UdpFlowClientOptions {
   payloadSize: number;
   /** Maximum un-echoed datagrams outstanding. */
   window: number;
-  /** A datagram un-echoed for this long (by tick time) is counted lost (default 1000 ms). */
+  /**
+   * A datagram un-echoed for this long (by tick time) leaves the window and is counted lost
+   * (default 1000 ms) — until its echo turns up after all: then it was late, not lost.
+   */
   timeoutMs?: number;
   /** Stop after sending this many datagrams (default: unlimited). */
   count?: number;
@@ -112,7 +115,10 @@ export interface UdpFlowStats {
   reordered: number;
   /** Bad magic/crc/length, another flowId, another peer, or a seq never sent. */
   corrupted: number;
-  /** Echoes of datagrams already counted lost (not counted in echoed). */
+  /**
+   * Echoes that came after their datagram's timeout (not counted in echoed). Such a datagram is
+   * no longer counted in `lost`: a slow path is slow, not lossy.
+   */
   late: number;
   /** Sends the stack refused; the seq is not consumed and sending pauses until the next tick or echo. */
   refused: number;
@@ -283,8 +289,17 @@ export class UdpFlowClient {
       return;
     }
     // Older than the history window: cannot tell a duplicate from a late echo; call it late.
-    const state = this.nextSeq - seq > HISTORY ? ST_LOST : this.history[seq % HISTORY];
-    if (state === ST_ECHOED) this.s.duplicated++;
-    else this.s.late++;
+    const old = this.nextSeq - seq > HISTORY;
+    const state = old ? ST_LOST : this.history[seq % HISTORY];
+    if (state === ST_ECHOED) {
+      this.s.duplicated++;
+      return;
+    }
+    this.s.late++;
+    if (!old) {
+      // It did come back: late, not lost (a second echo of it will count as a duplicate).
+      this.s.lost--;
+      this.history[seq % HISTORY] = ST_ECHOED;
+    }
   }
 }

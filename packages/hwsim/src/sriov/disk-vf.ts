@@ -22,7 +22,7 @@ import {
   type HwStatusResponse,
 } from '@ringvisor/shared';
 import type { PhysicalDisk } from '../devices/disk/device.js';
-import { flipBit, locateBit, type DiskFaultTable } from '../devices/disk/faults.js';
+import { locateBit, readPiece, writePiece, type DiskFaultTable } from '../devices/disk/faults.js';
 import { hwBlkDeviceProtocol, validateHwBlkRequest, type HwBlkWireRequest } from '../devices/disk/request.js';
 import { DmaBlocked, VirtualFunction, type FunctionEnv } from './function.js';
 
@@ -135,7 +135,7 @@ export class DiskVf extends VirtualFunction {
     }
     // The drive's fault rules, on the image's sectors, decided before any data moves: an
     // injected EIO on a write leaves the medium as it was.
-    const fault = this.faults && this.faults.size > 0 ? this.faults.match(check.kind, check.kind === 'flush' ? 0 : this.partition.start + check.sector, check.sectors) : undefined;
+    const fault = this.faults?.match(check.kind, check.kind === 'flush' ? 0 : this.partition.start + check.sector, check.sectors);
     if (fault) m.injected++;
     if (fault?.error === 'eio') {
       m.errors++;
@@ -153,15 +153,9 @@ export class DiskVf extends VirtualFunction {
       for (const mv of moves) {
         let sector = mv.sector;
         for (const view of mv.views) {
-          const flipHere = flip?.index === piece++;
-          if (check.kind === 'read') {
-            this.disk.readSectors(sector, view);
-            if (flipHere) flipBit(view, flip!.bit); // corrupted as delivered to memory
-          } else if (flipHere) {
-            const data = view.slice(); // corrupt what reaches the medium, not the guest's buffer
-            flipBit(data, flip!.bit);
-            this.disk.writeSectors(sector, data);
-          } else this.disk.writeSectors(sector, view);
+          const bit = flip?.index === piece++ ? flip.bit : undefined;
+          if (check.kind === 'read') readPiece(this.disk, sector, view, bit);
+          else writePiece(this.disk, sector, view, bit);
           sector += view.byteLength / SECTOR_SIZE;
         }
       }

@@ -12,10 +12,9 @@
  *                   pages {vif, updates}   irq {vif}   (ws: the guest's copy of what the core wrote, then its interrupt)
  *                   rogue {vif, reason}    the VIF was stopped: its driver broke the queue protocol
  */
-import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type DiskFaultRule, type Logger, type PageUpdate } from '@ringvisor/shared';
+import { DOMID_HW, EventChannelGate, GuestMemory, PageMirror, SVIO_REG, SVIO_REG_COUNT, pageId, type DiskFaultRule, type Logger, type PageUpdate, InterruptFaults, type InterruptFault, type InterruptFaultCounts } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
 import { DiskFaultTable } from '../devices/disk/faults.js';
-import { IrqFaults, type IrqFault, type IrqFaultCounts } from '../irq-faults.js';
 import { BlkVif, CamVif, NetVif, type VifCounters, type VifEnv, type VifProcessor } from './vif.js';
 import { VifScheduler, type SchedCounters, type VifQos } from './scheduler.js';
 
@@ -53,11 +52,11 @@ export type CoreRequest =
   | { op: 'stats'; req: number }
   /** The drive's fault rules (hw.disk.faults): this core's block VIFs take them; `[]` clears. */
   | { op: 'diskFaults'; rules: DiskFaultRule[] }
-  /** A domain's VIF interrupts lost or delayed (irq-faults.ts); no `fault` clears. */
-  | { op: 'irqFault'; domid: number; fault?: IrqFault };
+  /** A domain's VIF interrupts lost or delayed (shared/hw/irq-faults.ts); no `fault` clears. */
+  | { op: 'irqFault'; domid: number; fault?: InterruptFault };
 
 /** What a core's interrupt faults did to one domain since set. */
-export interface CoreIrqCounts extends IrqFaultCounts {
+export interface CoreIrqCounts extends InterruptFaultCounts {
   domid: number;
 }
 
@@ -88,8 +87,7 @@ export class SvioCore {
   /** This core's copy of the drive's fault rules (its own draws: one table per core). */
   private readonly diskFaults = new DiskFaultTable();
   /** The interrupts this core raises itself (threads), under any injected fault. */
-  private readonly irqFaults = new IrqFaults();
-  private readonly irqDomains = new Set<number>();
+  private readonly irqFaults = new InterruptFaults();
 
   constructor(
     private readonly o: { eventMemory: SharedArrayBuffer; disk: { path: string; sizeBytes: number }; reply: (r: CoreReply) => void; logger?: Logger },
@@ -165,7 +163,6 @@ export class SvioCore {
         return;
       case 'irqFault':
         this.irqFaults.set(r.domid, r.fault);
-        this.irqDomains.add(r.domid);
         return;
       case 'kick':
         this.vifs.get(r.vif)?.p.kick();
@@ -187,7 +184,7 @@ export class SvioCore {
           op: 'stats',
           req: r.req,
           busyMs: performance.eventLoopUtilization().active,
-          irq: [...this.irqDomains].map((domid) => ({ domid, ...this.irqFaults.countsOf(domid) })),
+          irq: this.irqFaults.allCounts(),
           vifs: [...this.vifs].map(([vif, { p, domid }]) => ({
             vif,
             kind: p.kind,

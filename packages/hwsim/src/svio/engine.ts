@@ -39,12 +39,15 @@ import {
   type MachineLinkEnd,
   type SvioKind,
   type DiskFaultRule,
+  InterruptFaults,
+  sumInterruptFaultCounts,
+  type InterruptFault,
+  type InterruptFaultCounts,
 } from '@ringvisor/shared';
 import type { LanPort } from '../lan/lan-port.js';
 import type { LanSegment } from '../lan/segment.js';
 import { formatMac, parseMac } from '../lan/mac.js';
 import { SvioCore, type CoreIrqCounts, type CoreReply, type CoreRequest, type CoreVifStats } from './core.js';
-import { IrqFaults, type IrqFault, type IrqFaultCounts } from '../irq-faults.js';
 import type { VifQos } from './scheduler.js';
 
 export interface VifSpec {
@@ -236,19 +239,17 @@ export class SvioEngine {
   }
 
   /** ws: interrupt faults of the VIFs whose interrupts this thread puts on the guests' links. */
-  private readonly irqFaults = new IrqFaults();
+  private readonly irqFaults = new InterruptFaults();
 
   /**
    * A domain's VIF interrupts lost or delayed (or cleared): here for the ws VIFs, on every core for
    * the VIFs a core interrupts itself. Answers what it did since set, summed over them.
    */
-  async setIrqFault(domid: number, fault: IrqFault | undefined): Promise<IrqFaultCounts> {
+  async setIrqFault(domid: number, fault: InterruptFault | undefined): Promise<InterruptFaultCounts> {
     this.irqFaults.set(domid, fault);
     for (const c of this.cores) c.post({ op: 'irqFault', domid, ...(fault ? { fault } : {}) });
     const { irq } = await this.list();
-    const mine = this.irqFaults.countsOf(domid);
-    const theirs = irq.filter((x) => x.domid === domid);
-    return { lost: mine.lost + theirs.reduce((a, x) => a + x.lost, 0), delayed: mine.delayed + theirs.reduce((a, x) => a + x.delayed, 0) };
+    return sumInterruptFaultCounts(this.irqFaults.countsOf(domid), ...irq.filter((x) => x.domid === domid));
   }
 
   /**

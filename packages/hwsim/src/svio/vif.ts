@@ -16,7 +16,7 @@
  * A guest whose indices are impossible (RogueRingError) has its VIF stopped. The engine reaches
  * only the bound guest's memory: every address is one of its frames, checked.
  */
-import { flipBit, locateBit, type DiskFaultHit, type DiskFaultTable } from '../devices/disk/faults.js';
+import { locateBit, readPiece, writePiece, type DiskFaultHit, type DiskFaultTable } from '../devices/disk/faults.js';
 import {
   QueueConsumer,
   QueueProducer,
@@ -335,15 +335,11 @@ export class BlkVif extends VifProcessor {
     const flip = fault?.error === 'bitflip' ? locateBit(pieces.map((p) => p.view.byteLength), fault.bit) : undefined;
     try {
       pieces.forEach((p, i) => {
+        const bit = flip?.index === i ? flip.bit : undefined;
         if (m.type === VIF_READ) {
-          this.disk.readSectors(this.partition.start + p.sector, p.view);
-          if (flip?.index === i) flipBit(p.view, flip.bit); // corrupted as delivered to memory
+          readPiece(this.disk, this.partition.start + p.sector, p.view, bit);
           this.wroteGuest(p.gfn, p.offset, p.view.byteLength);
-        } else if (flip?.index === i) {
-          const data = p.view.slice(); // corrupt what reaches the medium, not the guest's buffer
-          flipBit(data, flip.bit);
-          this.disk.writeSectors(this.partition.start + p.sector, data);
-        } else this.disk.writeSectors(this.partition.start + p.sector, p.view);
+        } else writePiece(this.disk, this.partition.start + p.sector, p.view, bit);
         this.counters.bytes += p.view.byteLength;
       });
     } catch {
@@ -356,7 +352,7 @@ export class BlkVif extends VifProcessor {
 
   private faultFor(op: 'read' | 'write' | 'flush', sector: number, sectors: number): DiskFaultHit | undefined {
     const t = this.env.diskFaults;
-    const hit = t && t.size > 0 ? t.match(op, sector, sectors) : undefined;
+    const hit = t?.match(op, sector, sectors);
     if (hit) this.blk.injected++;
     return hit;
   }

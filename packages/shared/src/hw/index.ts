@@ -128,5 +128,6 @@ export const ETH_MIN_FRAME = 14;
 export const ETH_MAX_FRAME = 1514;
 
 export * from './faults.js';
+export * from './irq-faults.js';
 export * from './registers.js';
 export * from './vf.js';

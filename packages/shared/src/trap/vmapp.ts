@@ -43,26 +43,13 @@ export const VMAPP_STATS = 'vmapp.stats';
 export const VMAPP_STOP = 'vmapp.stop';
 /**
  * Fault plans' evtchn.lost / evtchn.delayed on a hosted guest: its virtual IRQs are raised in the
- * VMApp's thread, so the VMApp itself drops them (`lostToGuest`, a probability) or raises them
- * `delayMs` late, and ignores the VMM's doorbell (`lostToModel`) — the slot stays READY until the
- * VMApp's own bounded wait runs out. Draws are seeded. The fault ends by itself after `forMs`:
- * over ws the guest's process relays this call on the thread that is also the guest's vCPU, which
- * lost kicks keep blocked, so the call that would clear it may arrive late. `null` clears it;
- * every call answers the counters since the VMApp started.
+ * VMApp's thread, so the VMApp holds the fault (an InterruptFault, shared/hw/irq-faults.ts): it
+ * drops or delays the IRQs it raises and ignores lost kicks of the VMM's doorbell — the slot stays
+ * READY until its own bounded wait runs out. Set with `forMs`: over ws the guest's process relays
+ * this call on the thread that is also the guest's vCPU, which lost kicks keep blocked, so the
+ * call that would clear it may arrive late. `null` clears; every call answers the counts.
  */
 export const VMAPP_FAULTS = 'vmapp.faults';
-export interface VmAppEventFault {
-  lostToGuest: number;
-  lostToModel: number;
-  delayMs: number;
-  seed: number;
-  forMs: number;
-}
-export interface VmAppFaultCounters {
-  irqsLost: number;
-  irqsDelayed: number;
-  kicksLost: number;
-}
 
 
 export interface VmAppStats {

@@ -195,14 +195,15 @@ export class NetFront {
   /**
    * Transmit one Ethernet frame. When the ring or the buffers are exhausted the frame waits in a
    * bounded queue (the qdisc in front of a stopped netdev queue) and goes out as responses free
-   * slots; only when that queue is full is the frame dropped (counted) and false returned.
+   * slots; only when that queue is full is the frame refused and false returned (counted as busy:
+   * backpressure from a slow backend, not an error).
    */
   transmit(frame: Uint8Array): boolean {
     if (!this.connected || !this.tx) return false;
     if (frame.byteLength < ETH_MIN_FRAME || frame.byteLength > ETH_MAX_FRAME) throw new DeviceError(`frame of ${frame.byteLength} bytes`);
     if (this.txQueue.length > 0 || !this.post(frame)) {
       if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-        this.metrics.txDropped++;
+        this.metrics.txBusy++;
         return false;
       }
       this.txQueue.push(frame.slice());

@@ -2,7 +2,10 @@
 export interface NetfrontMetrics {
   txPackets: number;
   txBytes: number;
+  /** Frames lost in flight when the ring was torn down under them (a backend restart). */
   txDropped: number;
+  /** Frames refused by transmit() because the ring and the queue were full: backpressure, not an error. */
+  txBusy: number;
   /** Frames that waited in the tx queue for a free slot. */
   txQueued: number;
   txErrors: number;
@@ -28,6 +31,7 @@ export function newNetfrontMetrics(): NetfrontMetrics {
     txPackets: 0,
     txBytes: 0,
     txDropped: 0,
+    txBusy: 0,
     txQueued: 0,
     txErrors: 0,
     rxPackets: 0,

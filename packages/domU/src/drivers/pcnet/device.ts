@@ -312,7 +312,8 @@ export class PcnetDriver {
   /**
    * Hand a frame to the device. When the tx ring is full the frame waits in a bounded queue (the
    * kernel's qdisc: Linux stops the queue rather than drop) and goes out as the poll reclaims
-   * slots. False (counted as dropped) when closed, the length is bad, or the queue is full too.
+   * slots. False when closed or the length is bad (counted as dropped), or when the queue is full
+   * too (counted as busy: backpressure from a device slower than its sender, not a fault).
    */
   transmit(frame: Uint8Array): boolean {
     const m = this.metrics;
@@ -322,7 +323,7 @@ export class PcnetDriver {
     }
     if (this.backlog.length === 0 && this.startXmit(frame)) return true;
     if (this.backlog.length >= TX_BACKLOG) {
-      m.txDropped++;
+      m.txBusy++;
       return false;
     }
     this.backlog.push(frame.slice());

@@ -3,8 +3,10 @@ export interface PcnetMetrics {
   /** Frames the chip handed back without ERR, and their bytes (counted at reclaim). */
   txPackets: number;
   txBytes: number;
-  /** Frames refused by transmit(): queue full, device not open, or a bad length. */
+  /** Frames refused by transmit(): device not open, or a bad length. */
   txDropped: number;
+  /** Frames refused by transmit() because the ring and the queue were full: backpressure, not an error. */
+  txBusy: number;
   /** Frames the chip handed back with ERR, plus babble interrupts. */
   txErrors: number;
   /** Frames handed to the chip (descriptor filled, TDMD written). */
@@ -37,6 +39,7 @@ export function newPcnetMetrics(): PcnetMetrics {
     txPackets: 0,
     txBytes: 0,
     txDropped: 0,
+    txBusy: 0,
     txErrors: 0,
     txQueued: 0,
     txBacklogged: 0,

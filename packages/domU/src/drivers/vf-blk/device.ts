@@ -142,12 +142,18 @@ export class VfBlkDriver implements BlockDevice {
    * A request as the caller built it, segments and all — hostile-driver tests only (misbehave.ts):
    * resolves with the device's status instead of failing.
    */
-  submitRaw(op: number, sector: bigint, segments: HwBlkRequest['segments']): Promise<number> {
-    let status: number = HW_STATUS_OK;
+  submitRaw(op: number, sector: bigint, segments: HwBlkRequest['segments']): Promise<number | undefined> {
+    // undefined: the device never answered it (the function was away, or taken away meanwhile).
+    let status: number | undefined;
     return this.submit({ req: { op, id: 0, sector, segments }, frames: [], raw: (s) => (status = s) }).then(
       () => status,
       () => status,
     );
+  }
+
+  /** The function is ours and its queue is set up (not reclaimed, or reattached since). */
+  get attached(): boolean {
+    return !this.lostReason && this.ring !== undefined;
   }
 
   /** The function was taken away (hot-unplug before reclaim): fail everything outstanding. */

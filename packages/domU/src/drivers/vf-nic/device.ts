@@ -137,35 +137,47 @@ export class VfNicDriver {
     this.up = true;
   }
 
-  /** Queue a frame for transmission (dropped, counted, when the queue is full or the function is gone). */
-  transmit(frame: Uint8Array): void {
+  /**
+   * Queue a frame for transmission. False when it is too long (dropped) or the queue is full
+   * (busy: backpressure from a slow function, not an error; the caller may try again later).
+   */
+  transmit(frame: Uint8Array): boolean {
     if (frame.byteLength > ETH_MAX_FRAME) {
       this.metrics.txDropped++;
-      return;
+      return false;
     }
     if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-      this.metrics.txDropped++;
-      return;
+      this.metrics.txBusy++;
+      return false;
     }
     this.txQueue.push(frame);
     this.pumpTx();
+    return true;
   }
 
   /**
    * Hostile-driver tests only (misbehave.ts): describe a frame at guest frame `pfn` as the driver
-   * programs it, with no buffer of ours behind it. Resolves with the device's status.
+   * programs it, with no buffer of ours behind it. Resolves with the device's status, or
+   * undefined if it was never sent (the function is gone). With the ring full (a busy guest's
+   * traffic) it waits for a slot, ahead of the queued frames: a slow device delays the attempt,
+   * it does not skip it.
    */
   transmitRaw(pfn: number, offset: number, len: number): Promise<number | undefined> {
-    const tx = this.tx;
-    if (!tx || this.lost || this.txFree.length === 0 || tx.isFull()) return Promise.resolve(undefined);
-    const id = this.txFree.pop()!;
-    const done = new Promise<number>((resolve) => this.rawWaiters.set(id, resolve));
-    tx.putRequest({ domid: 0, id, pfn, offset, len });
-    if (tx.pushRequests()) this.doorbell();
-    return done;
+    if (!this.tx || this.lost) return Promise.resolve(undefined);
+    const sent = new Promise<number | undefined>((resolve) => this.rawQueue.push({ pfn, offset, len, resolve }));
+    this.pumpTx();
+    return sent;
   }
 
-  private readonly rawWaiters = new Map<number, (status: number) => void>();
+  /** The function is ours and its queues are set up (not reclaimed, or reattached since). */
+  get attached(): boolean {
+    return this.tx !== undefined && !this.lost;
+  }
+
+  /** transmitRaw's descriptors waiting for a tx slot. */
+  private readonly rawQueue: Array<{ pfn: number; offset: number; len: number; resolve: (status: number | undefined) => void }> = [];
+
+  private readonly rawWaiters = new Map<number, (status: number | undefined) => void>();
 
   /** The function was taken away: stop using it (its buffers stay ours, for a later reattach). */
   detach(reason: string): void {
@@ -174,6 +186,7 @@ export class VfNicDriver {
     this.rx = undefined;
     this.metrics.txDropped += this.txQueue.length;
     this.txQueue.length = 0;
+    for (const raw of this.rawQueue.splice(0)) raw.resolve(undefined);
   }
 
   private pumpTx(): void {
@@ -181,6 +194,13 @@ export class VfNicDriver {
     if (!tx || this.lost) return;
     const { memory, fn } = this.o;
     let n = 0;
+    while (this.rawQueue.length > 0 && this.txFree.length > 0 && !tx.isFull()) {
+      const raw = this.rawQueue.shift()!;
+      const id = this.txFree.pop()!;
+      this.rawWaiters.set(id, raw.resolve);
+      tx.putRequest({ domid: 0, id, pfn: raw.pfn, offset: raw.offset, len: raw.len });
+      n++;
+    }
     while (this.txQueue.length > 0 && this.txFree.length > 0 && !tx.isFull()) {
       const frame = this.txQueue.shift()!;
       const id = this.txFree.pop()!;

@@ -4,8 +4,10 @@ export interface VfNicMetrics {
   txBytes: number;
   /** Frames refused by the device (error status). */
   txErrors: number;
-  /** Frames dropped because the tx queue was full. */
+  /** Frames dropped for a bad length. */
   txDropped: number;
+  /** Frames refused because the tx queue was full: backpressure, not an error. */
+  txBusy: number;
   rxPackets: number;
   rxBytes: number;
   rxErrors: number;
@@ -17,5 +19,5 @@ export interface VfNicMetrics {
 }
 
 export function newVfNicMetrics(): VfNicMetrics {
-  return { txPackets: 0, txBytes: 0, txErrors: 0, txDropped: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0 };
+  return { txPackets: 0, txBytes: 0, txErrors: 0, txDropped: 0, txBusy: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, doorbells: 0, suppressed: 0, interrupts: 0, bytesCopied: 0 };
 }

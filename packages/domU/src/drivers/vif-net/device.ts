@@ -64,13 +64,22 @@ export class SvioNetDriver extends VifDriver {
     this.receiver = cb;
   }
 
-  transmit(frame: Uint8Array): void {
-    if (frame.byteLength > ETH_MAX_FRAME || this.txQueue.length >= TX_QUEUE_LIMIT) {
+  /**
+   * Queue a frame. False when it is too long (dropped) or the queue is full (busy: backpressure
+   * from a slow VIF, not an error; the caller may try again later).
+   */
+  transmit(frame: Uint8Array): boolean {
+    if (frame.byteLength > ETH_MAX_FRAME) {
       this.metrics.txDropped++;
-      return;
+      return false;
+    }
+    if (this.txQueue.length >= TX_QUEUE_LIMIT) {
+      this.metrics.txBusy++;
+      return false;
     }
     this.txQueue.push(frame);
     this.pump();
+    return true;
   }
 
   /** Fill the outgoing queue: rx buffers to post, then frames to send; one push, one doorbell at most. */

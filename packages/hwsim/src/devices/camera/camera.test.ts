@@ -3,7 +3,7 @@
  * into it (verifiable by the consumer), one without is dropped and shows as a gap; streaming runs
  * on the camera's own timer.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ConfigError, verifyCameraFrame } from '@ringvisor/shared';
 import { CameraDevice, type CameraSink } from './device.js';
 
@@ -35,7 +35,7 @@ describe('CameraDevice', () => {
     const seqs: number[] = [];
     cam.start({ buffer: (n) => new Uint8Array(n), filled: (seq) => seqs.push(seq) });
     expect(cam.streaming).toBe(true);
-    await new Promise((r) => setTimeout(r, 100));
+    await vi.waitFor(() => expect(seqs.length).toBeGreaterThanOrEqual(3), { timeout: 10_000, interval: 5 });
     cam.stop();
     expect(cam.streaming).toBe(false);
     const n = seqs.length;

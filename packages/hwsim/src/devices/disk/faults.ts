@@ -106,3 +106,23 @@ export function locateBit(lengths: readonly number[], bit: number): { index: num
 export function flipBit(buf: Uint8Array, bit: number): void {
   buf[bit >>> 3] ^= 1 << (bit & 7);
 }
+
+/** The medium, as the devices on it see it. */
+interface Medium {
+  readSectors(sector: number, into: Uint8Array): void;
+  writeSectors(sector: number, data: Uint8Array): void;
+}
+
+/** Read one piece of a request; with a flip (`bit`), it is corrupted as delivered to memory. */
+export function readPiece(disk: Medium, sector: number, into: Uint8Array, bit?: number): void {
+  disk.readSectors(sector, into);
+  if (bit !== undefined) flipBit(into, bit);
+}
+
+/** Write one piece of a request; with a flip, what reaches the medium is corrupted, never the caller's buffer. */
+export function writePiece(disk: Medium, sector: number, data: Uint8Array, bit?: number): void {
+  if (bit === undefined) return disk.writeSectors(sector, data);
+  const bad = data.slice();
+  flipBit(bad, bit);
+  disk.writeSectors(sector, bad);
+}

@@ -32,7 +32,7 @@ import {
 import type { DmaEngine } from '../../dma/dma-engine.js';
 import { QueueService, type QueueStats } from '../queue-service.js';
 import type { PhysicalDisk } from './device.js';
-import { flipBit, locateBit, type DiskFaultHit, type DiskFaultTable } from './faults.js';
+import { locateBit, readPiece, writePiece, type DiskFaultHit, type DiskFaultTable } from './faults.js';
 import type { DiskMetrics } from './metrics.js';
 import { hwBlkDeviceProtocol, validateHwBlkRequest, type BlkOpKind, type HwBlkWireRequest } from './request.js';
 
@@ -109,24 +109,13 @@ export class DiskQueue {
     try {
       switch (check.kind) {
         case 'read':
-          check.transfers.forEach((t, i) => {
-            const view = dma.writeView(t.frame, t.offset, t.len);
-            disk.readSectors(t.sector, view);
-            if (flip?.index === i) flipBit(view, flip.bit); // corrupted as delivered to memory
-          });
+          check.transfers.forEach((t, i) => readPiece(disk, t.sector, dma.writeView(t.frame, t.offset, t.len), flip?.index === i ? flip.bit : undefined));
           metrics.ops.read++;
           metrics.sectorsRead += check.sectors;
           metrics.bytesRead += check.sectors * SECTOR_SIZE;
           break;
         case 'write':
-          check.transfers.forEach((t, i) => {
-            let data = dma.read(t.frame, t.offset, t.len);
-            if (flip?.index === i) {
-              data = data.slice(); // corrupt what reaches the medium, not the guest's buffer
-              flipBit(data, flip.bit);
-            }
-            disk.writeSectors(t.sector, data);
-          });
+          check.transfers.forEach((t, i) => writePiece(disk, t.sector, dma.read(t.frame, t.offset, t.len), flip?.index === i ? flip.bit : undefined));
           metrics.ops.write++;
           metrics.sectorsWritten += check.sectors;
           metrics.bytesWritten += check.sectors * SECTOR_SIZE;
