@@ -15,6 +15,7 @@ import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { cleanUp, runCli, tempDir, until } from './support/cli.js';
+import { deriveDomainKey, formatDomainKey } from '@ringvisor/shared';
 
 const CONFIG = `seed: 5
 hosts:
@@ -187,7 +188,10 @@ describe('crashes that come from outside (ws, real processes)', () => {
   it('as services (compose: nobody\'s child): dom0 takes a new hardware process after the old one died, and when dom0 dies, hwsim and guests exit by themselves (code 5)', async () => {
     const cwd = tempDir('rv-crash-');
     writeFileSync(join(cwd, 'cluster.yaml'), CONFIG);
-    const env = { RINGVISOR_SECRET: randomBytes(32).toString('hex') };
+    const secret = randomBytes(32);
+    const env = { RINGVISOR_SECRET: secret.toString('hex') };
+    // A guest holds only its own domain key, never the secret (as compose gives each guest container).
+    const guestEnv = (id: number) => ({ RINGVISOR_DOMAIN_KEY: formatDomainKey(deriveDomainKey(new Uint8Array(secret), 'host0', id)) });
     const port = 20000 + Math.floor(Math.random() * 20000);
     const url = `ws://127.0.0.1:${port}`;
     const dom0 = runCli(['dom0', '--config', 'cluster.yaml', '--listen', `127.0.0.1:${port}`, '--observe', '127.0.0.1:0'], cwd, env);
@@ -197,8 +201,8 @@ describe('crashes that come from outside (ws, real processes)', () => {
     await until('dom0 listening', () => listening(port), 60_000);
     const hwsim = () => runCli(['hwsim', '--dom0', url, '--disk', join(cwd, 'disk.img')], cwd, env);
     const hw1 = hwsim();
-    const g1 = runCli(['domu', '--id', '1', '--dom0', url], cwd, env);
-    const g2 = runCli(['domu', '--id', '2', '--dom0', url], cwd, env);
+    const g1 = runCli(['domu', '--id', '1', '--dom0', url], cwd, guestEnv(1));
+    const g2 = runCli(['domu', '--id', '2', '--dom0', url], cwd, guestEnv(2));
     await until('the host up', async () => (/host host0 up with 2 guests/.test(out) ? true : undefined), 90_000).catch(async (e: Error) => {
       cleanUp();
       const outs = await Promise.all([dom0.done, hw1.done, g1.done, g2.done]);

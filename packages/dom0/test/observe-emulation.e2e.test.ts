@@ -98,7 +98,7 @@ describe('views of emulated devices (models in dom0)', () => {
     const r = await cli(['list']);
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines[0]).toMatch(/^Name\s+ID\s+Mem\(MiB\)\s+VCPUs\s+State\s+Time\(s\)\s+Host\s+Devices$/);
+    expect(lines[0]).toMatch(/^Name\s+ID\s+Mem\(MiB\)\s+VCPUs\s+State\s+Time\(s\)\s+Host\s+Devices\s+PID$/);
     const devicesOf = (name: string) => lines.find((l) => l.startsWith(name + ' '))?.split(/\s+/)[7];
     expect(devicesOf('emu1')?.split(',').sort()).toEqual(['ata51712:emulated', 'lance0:emulated']);
     expect(devicesOf('pv1')?.split(',').sort()).toEqual(['vbd51712:pv', 'vif0:pv']);
@@ -262,8 +262,8 @@ describe('views of emulated devices hosted in VMApps', () => {
 
     const r = await cli(['list']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^hostedA\s.*\slance0:emulated$/m);
-    expect(r.stdout).toMatch(/^hostedDisk\s.*\sata51712:emulated$/m);
+    expect(r.stdout).toMatch(/^hostedA\s.*\slance0:emulated\s+-$/m);
+    expect(r.stdout).toMatch(/^hostedDisk\s.*\sata51712:emulated\s+-$/m);
     const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
     expect(Number(/^ringvisor_device_traps_total\{host="host0",domain="hostedB",device="lance0",mode="emulated"\} (\d+)$/m.exec(await res.text())?.[1])).toBeGreaterThan(0);
   });

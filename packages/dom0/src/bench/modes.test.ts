@@ -67,8 +67,11 @@ describe('bench modes and scaling', () => {
     expect(row('net', 'emulated').perOp.traps).toBeGreaterThanOrEqual(14);
     // Hosted with vmmIo and send combining: fewer world switches than traps.
     expect(row('net', 'emulated-hosted').perOp.worldSwitches).toBeLessThan(row('net', 'emulated-hosted').perOp.traps);
-    // An ATA disk moves a sector per 256 data-port accesses.
-    expect(row('blk', 'emulated').perOp.traps).toBeGreaterThanOrEqual(8 * 256);
+    // An ATA disk moves a sector per 256 data-port accesses: 2048 for 4 KiB. A window's edges cut
+    // through a request in flight (its traps partly before the window), so on a slow machine with
+    // few operations per window the ratio can fall a little short; 0.9 of it still rules out
+    // anything but word-at-a-time PIO.
+    expect(row('blk', 'emulated').perOp.traps).toBeGreaterThanOrEqual(0.9 * 8 * 256);
     expect(row('blk', 'emulated').variant).toMatch(/ATA: qd 1/);
     expect(r.targets.map((t) => t.name)).toEqual(['direct ≥ 90% of native', 'PV ≥ 70% of native, 64 KiB sequential block I/O and large frames', 'emulated well below PV (net)', 'dom0 CPU per op: PV > direct ≈ 0']);
     // The charts: a bar per row and a title with its figure.
