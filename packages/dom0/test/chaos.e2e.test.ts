@@ -1,6 +1,6 @@
 /**
  * `ringvisor chaos` end to end, as a user runs it: the real CLI in its own process, the default
- * host, a fault plan, and the DESIGN §8 report it writes. Each scenario must pass its checkers —
+ * host, a fault plan, and the report it writes (docs/faults.md). Each scenario must pass its checkers —
  * nothing acknowledged lost or torn, no isolation breach, service back after the heal — and show
  * the fault really happened. The checker self-test breaks blkback on purpose and must fail.
  * Every process is killed by pid when a test ends, pass or fail.

@@ -1,5 +1,5 @@
 /**
- * The run summary `ringvisor up --json FILE` writes (DESIGN.md §8 — a contract scripts read),
+ * The run summary `ringvisor up --json FILE` writes (a contract scripts read; README documents it),
  * and the xentop-style table shown while a cluster runs.
  */
 import type { GuestStats } from '@ringvisor/shared';

@@ -192,7 +192,7 @@ async function up(argv: string[]): Promise<number> {
 
 /**
  * `ringvisor chaos --plan FILE [--seed N] [--json FILE] [--transport T]`: start a cluster, run its
- * workloads under the plan, heal, drain, check; exit 1 when a checker fails (DESIGN §8 report).
+ * workloads under the plan, heal, drain, check; exit 1 when a checker fails (the report is documented in docs/faults.md).
  */
 async function chaos(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs('chaos', {
