@@ -15,7 +15,7 @@ import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { cleanUp, runCli, tempDir, until } from './support/cli.js';
-import { deriveDomainKey, formatDomainKey } from '@ringvisor/shared';
+import { deriveDomainKey, formatDomainKey, processAlive } from '@ringvisor/shared';
 
 const CONFIG = `seed: 5
 hosts:
@@ -35,18 +35,9 @@ hosts:
 /** Every pid of the cluster under test, killed after each test whatever happened. */
 const clusterPids: number[] = [];
 afterEach(() => {
-  for (const pid of clusterPids.splice(0)) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of clusterPids.splice(0)) if (processAlive(pid)) process.kill(pid, 'SIGKILL');
   cleanUp();
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface Summary {
   outcome: string;
@@ -131,7 +122,7 @@ describe('crashes that come from outside (ws, real processes)', () => {
       expect(g.errors).toBe(0);
     }
     // The new hardware and the guests are gone with the run.
-    for (const pid of [s.dom0.host0.hwsim.pid!, c.pids.alpha, c.pids.beta]) expect(alive(pid)).toBe(false);
+    for (const pid of [s.dom0.host0.hwsim.pid!, c.pids.alpha, c.pids.beta]) expect(processAlive(pid)).toBe(false);
     process.stdout.write(`crash.e2e: hwsim kill -9 noticed after ${noticedMs} ms, hardware back after ${restartedMs} ms (dom0's own count: ${s.crashes[0].recoveryMs} ms)\n`);
   }, 240_000);
 
@@ -177,7 +168,7 @@ describe('crashes that come from outside (ws, real processes)', () => {
     const children = [c.pids.hwsim, c.pids.alpha, c.pids.beta];
     const killedAt = Date.now();
     process.kill(c.pids.dom0, 'SIGKILL');
-    await until('every runtime of the dead dom0 gone', async () => (children.every((p) => !alive(p)) ? true : undefined), 20_000);
+    await until('every runtime of the dead dom0 gone', async () => (children.every((p) => !processAlive(p)) ? true : undefined), 20_000);
     const goneMs = Date.now() - killedAt;
     expect(goneMs).toBeLessThan(10_000);
     // Each says why on its way out (their stderr is the dead dom0's, which the test still reads).
@@ -240,7 +231,7 @@ describe('crashes that come from outside (ws, real processes)', () => {
     const { code } = await c.done;
     expect(code).toBe(4);
     expect(c.err()).toMatch(/second SIGTERM: forcing the exit, killed pids/);
-    for (const pid of [c.pids.hwsim, c.pids.alpha, c.pids.beta]) await until(`pid ${pid} gone`, async () => (!alive(pid) ? true : undefined), 10_000);
+    for (const pid of [c.pids.hwsim, c.pids.alpha, c.pids.beta]) await until(`pid ${pid} gone`, async () => (!processAlive(pid) ? true : undefined), 10_000);
     const s = JSON.parse(readFileSync(join(cwd, 'out.json'), 'utf8')) as Summary;
     expect(s.outcome).toBe('forced');
     expect(s.exitCode).toBe(4);

@@ -6,15 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseArgs } from './cli.js';
 import { runTransportBench } from './transport.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { processAlive } from '@ringvisor/shared';
 
 describe('bench transport', () => {
   it('is a suite of the bench CLI', () => {
@@ -26,7 +18,7 @@ describe('bench transport', () => {
     const r = await runTransportBench({ seconds: 0.3, warmupMs: 100, log: (l) => lines.push(l) });
     const pid = Number(/backend process pid (\d+)/.exec(lines.join('\n'))?.[1]);
     expect(pid).toBeGreaterThan(0);
-    expect(alive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
 
     for (const v of [r.wsEntriesPerSec, r.rawWsPerSec, r.rawWsRingWindowPerSec, r.roundTripsPerSec]) expect(v).toBeGreaterThan(0);
     expect(r.ratio).toBeCloseTo(r.wsEntriesPerSec / r.rawWsPerSec, 9);

@@ -25,7 +25,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
-import { StateError } from '@ringvisor/shared';
+import { StateError, processAlive } from '@ringvisor/shared';
 import type { ClusterConfig } from './config.js';
 
 /** The manifest's file name inside a state directory. */
@@ -158,17 +158,6 @@ function writeStateManifest(dir: string, m: StateManifest): void {
   const tmp = join(dir, `${STATE_MANIFEST}.${process.pid}.tmp`);
   writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
   renameSync(tmp, join(dir, STATE_MANIFEST)); // atomic: a reader sees the old manifest or the new
-}
-
-/** Whether a process `pid` exists (signal 0; EPERM: it does, under another user). */
-export function processAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -35,35 +35,13 @@ import {
   initMessageQueue,
   vifCodec,
   vifMessage,
-  type MessageLink,
-  type WireMessage,
 } from '@ringvisor/shared';
 import { LanSegment } from '../lan/segment.js';
 import { quietLogger, tempDir } from '../test/harness.js';
 import { SvioCore, type CoreReply, type CoreRequest } from './core.js';
 import { SvioEngine, type CoreChannel } from './engine.js';
+import { HeldLink } from '@ringvisor/shared/transport/test-support/held-link';
 
-/** One direction of a link: the other end's inbox; nothing moves until delivered. */
-class HeldLink implements MessageLink {
-  readonly inbox: unknown[] = [];
-  peer?: HeldLink;
-  private cb: (m: unknown) => void = () => {};
-  send(msg: WireMessage): void {
-    this.peer!.inbox.push(msg);
-  }
-  onMessage(cb: (m: unknown) => void): void {
-    this.cb = cb;
-  }
-  onClose(): void {}
-  close(): void {}
-  /** Deliver the oldest message queued here; false if none. */
-  deliverOne(): boolean {
-    const m = this.inbox.shift();
-    if (m === undefined) return false;
-    this.cb(m);
-    return true;
-  }
-}
 
 /** A core whose requests and replies wait in queues until the test moves them. */
 class HeldCore implements CoreChannel {

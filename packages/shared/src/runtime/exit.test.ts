@@ -6,22 +6,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { EXIT } from './exit.js';
+import { EXIT, processAlive } from './exit.js';
 
 const builtExit = fileURLToPath(new URL('../../dist/runtime/exit.js', import.meta.url));
 const started: number[] = [];
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 afterEach(() => {
-  for (const pid of started.splice(0)) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of started.splice(0)) if (processAlive(pid)) process.kill(pid, 'SIGKILL');
 });
 
 describe('watchParent', () => {
@@ -42,9 +33,9 @@ setTimeout(() => {}, 60000);`;
     await expect.poll(() => /watching (\d+)/.exec(out), { timeout: 30_000 }).toBeTruthy();
     const childPid = Number(/watching (\d+)/.exec(out)![1]);
     started.push(childPid);
-    expect(alive(childPid)).toBe(true);
+    expect(processAlive(childPid)).toBe(true);
     process.kill(p.pid!, 'SIGKILL');
-    await expect.poll(() => alive(childPid), { timeout: 10_000 }).toBe(false);
+    await expect.poll(() => processAlive(childPid), { timeout: 10_000 }).toBe(false);
   });
 });
 

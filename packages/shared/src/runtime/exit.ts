@@ -45,3 +45,14 @@ export function watchParent(onGone: (parentPid: number) => void, intervalMs = 50
   timer.unref();
   return () => clearInterval(timer);
 }
+
+/** Whether a process `pid` exists (signal 0; EPERM: it does, under another user). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -7,26 +7,9 @@ import { PAGE_SIZE } from '../memory/index.js';
 import { BackRing, FrontRing, initSharedRing } from '../ring/ring.js';
 import { hwNicRxProtocol, hwNicTxProtocol, type HwNicBuffer, type HwStatusResponse } from '../hw/index.js';
 import { MachineLinkEnd } from './domain-link.js';
-import { RpcPeer, type MessageLink, type WireMessage } from './rpc.js';
+import { RpcPeer } from './rpc.js';
+import { HeldLink } from './test-support/held-link.js';
 
-/** One direction's queue is the other end's inbox; nothing moves until `deliver`. */
-class HeldLink implements MessageLink {
-  readonly inbox: unknown[] = [];
-  peer?: HeldLink;
-  private cb: (m: unknown) => void = () => {};
-  send(msg: WireMessage): void {
-    this.peer!.inbox.push(msg);
-  }
-  onMessage(cb: (m: unknown) => void): void {
-    this.cb = cb;
-  }
-  onClose(): void {}
-  close(): void {}
-  /** Deliver what is queued now, in order (messages sent meanwhile wait for the next call). */
-  deliver(): void {
-    for (const m of this.inbox.splice(0)) this.cb(m);
-  }
-}
 
 const page = (): Uint8Array => new Uint8Array(new SharedArrayBuffer(PAGE_SIZE));
 const GUEST = 1;
