@@ -118,7 +118,7 @@ describe('a hostile guest process on the ws transport', () => {
       state: 'running',
       devices: [],
       integrity: { checked: 0, failures: 0, kinds: {} },
-      udp: { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 },
+      udp: { sent: 0, echoed: 0, lost: 0, late: 0, duplicated: 0, reordered: 0, corrupted: 0 },
     });
     for (const m of [GUEST_STATS, GUEST_QUIESCE, GUEST_STOP, GUEST_START]) evil.handle(m, () => stats());
     const spec = await evil.call<GuestBootSpec>(GUEST_BOOT, {});

@@ -546,12 +546,13 @@ export class Guest {
       });
     }
     const v = this.verifier?.stats;
-    const udp = { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 };
+    const udp = { sent: 0, echoed: 0, lost: 0, late: 0, duplicated: 0, reordered: 0, corrupted: 0 };
     for (const f of this.flows) {
       const s = f.stats;
       udp.sent += s.sent;
       udp.echoed += s.echoed;
       udp.lost += s.lost;
+      udp.late += s.late;
       udp.duplicated += s.duplicated;
       udp.reordered += s.reordered;
       udp.corrupted += s.corrupted;

@@ -74,7 +74,7 @@ export function summarize(
     // A guest that crashed before dom0 ever polled its figures still shows, with none.
     for (const [name, exit] of crashed ?? [])
       if (!guests.some((x) => x.host === host && x.name === name))
-        guests.push({ name, host, domid: -1, devices: [], ops: 0, bytes: 0, errors: 0, udp: { sent: 0, echoed: 0, lost: 0, duplicated: 0, reordered: 0, corrupted: 0 }, state: 'crashed', ...(pids?.get(name) ? { pid: pids.get(name) } : {}), exit });
+        guests.push({ name, host, domid: -1, devices: [], ops: 0, bytes: 0, errors: 0, udp: { sent: 0, echoed: 0, lost: 0, late: 0, duplicated: 0, reordered: 0, corrupted: 0 }, state: 'crashed', ...(pids?.get(name) ? { pid: pids.get(name) } : {}), exit });
   }
   return { transport, durationSec, guests, integrity, dom0, crashes, outcome, exitCode };
 }

@@ -87,7 +87,8 @@ export interface GuestStats {
   state: 'booting' | 'running' | 'stopping' | 'stopped' | 'failed';
   devices: GuestDeviceStats[];
   integrity: { checked: number; failures: number; kinds: Record<string, number> };
-  udp: { sent: number; echoed: number; lost: number; duplicated: number; reordered: number; corrupted: number; rttP50Us?: number; rttP99Us?: number; rttP999Us?: number };
+  /** `late`: echoes that came after their datagram's timeout (slow, not lost; not in `echoed`). */
+  udp: { sent: number; echoed: number; lost: number; late: number; duplicated: number; reordered: number; corrupted: number; rttP50Us?: number; rttP99Us?: number; rttP999Us?: number };
   /** One-way UDP: what this guest streamed, and what its discard sink received and verified. */
   stream?: { sent: number; refused: number; received: number; bytesReceived: number; corrupted: number; gaps: number };
   /**
