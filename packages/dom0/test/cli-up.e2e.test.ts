@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { loadConfigFile } from '../src/toolstack/config.js';
 import { toolForTests, tsharkRead } from './support/tools.js';
 import { deriveDomainKey, formatDomainKey, parseSecret } from '@ringvisor/shared';
-import { ROOT, cleanUp, runCli, tempDir, until } from './support/cli.js';
+import { ROOT, cleanUp, freePort, runCli, tempDir, until } from './support/cli.js';
 
 const haveTshark = toolForTests('tshark', 'tshark');
 
@@ -146,7 +146,7 @@ describe('ringvisor up', () => {
     const cwd = tempDir();
     writeFileSync(join(cwd, 'host.yaml'), 'hosts:\n  - name: a\n    guests:\n      - name: g1\n      - name: g2\n');
     const env = { RINGVISOR_SECRET: randomBytes(32).toString('hex') };
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const url = `ws://127.0.0.1:${port}`;
     const dom0 = run(['dom0', '--config', 'host.yaml', '--listen', `127.0.0.1:${port}`, '--duration', '6', '--json', 'out.json'], cwd, env);
     let h = { code: 1 as number | null, stdout: '' };

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { cleanUp, runCli, tempDir, until } from './support/cli.js';
+import { cleanUp, freePort, runCli, tempDir, until } from './support/cli.js';
 import { deriveDomainKey, formatDomainKey, processAlive } from '@ringvisor/shared';
 
 const CONFIG = `seed: 5
@@ -183,7 +183,7 @@ describe('crashes that come from outside (ws, real processes)', () => {
     const env = { RINGVISOR_SECRET: secret.toString('hex') };
     // A guest holds only its own domain key, never the secret (as compose gives each guest container).
     const guestEnv = (id: number) => ({ RINGVISOR_DOMAIN_KEY: formatDomainKey(deriveDomainKey(new Uint8Array(secret), 'host0', id)) });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const url = `ws://127.0.0.1:${port}`;
     const dom0 = runCli(['dom0', '--config', 'cluster.yaml', '--listen', `127.0.0.1:${port}`, '--observe', '127.0.0.1:0'], cwd, env);
     let out = '';

@@ -61,3 +61,19 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, t
     await new Promise((r) => setTimeout(r, 500));
   }
 }
+
+/**
+ * A TCP port free on 127.0.0.1 now, for a process the test starts with `--listen` (the kernel
+ * picks it; a random number could fall on a port an outgoing connection holds).
+ */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
