@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError, EXIT, GUEST_BOOT, RpcPeer, connect, createLogger, parseDomainKey, watchParent, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
+import { ConfigError, EXIT, GUEST_BOOT, RpcPeer, connectUntilAdmitted, createLogger, exitDom0Lost, parseDomainKey, watchParent, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
 import { runGuest } from './runtime.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -27,28 +27,13 @@ export async function main(argv: string[]): Promise<number> {
   const domainKey = guestKey(domid, values['key-file']);
   const log = createLogger('domU', { domid });
   /** dom0 is gone for good: say why, and exit with EXIT.DOM0_LOST (a guest without its hypervisor is dead). */
-  const lostDom0 = (why: string): never => {
-    log.error({ why }, 'dom0 lost; the guest exits');
-    process.stderr.write(`ringvisor domu ${domid}: ${why}; exiting (code ${EXIT.DOM0_LOST})\n`);
-    process.exit(EXIT.DOM0_LOST);
-  };
+  const lostDom0 = (why: string): never => exitDom0Lost(log, `ringvisor domu ${domid}`, why);
   // Started by `ringvisor up`: when that process (dom0) dies, so does the guest — even before it
   // connected (it would otherwise retry for minutes).
   watchParent((parent) => lostDom0(`parent process ${parent} (dom0) is gone`));
   // dom0 admits a guest only once it has built the domain (after its hardware is attached):
   // until then the claim is refused and the guest retries, as a container restarted would.
-  const deadline = Date.now() + Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000);
-  let link;
-  for (;;) {
-    try {
-      link = await connect({ url, domainKey, role: 'guest', domid, log });
-      break;
-    } catch (e) {
-      const retriable = /not authorized|ECONNREFUSED|connect/i.test((e as Error).message) && !/authentication failed/.test((e as Error).message);
-      if (!retriable || Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  const link = await connectUntilAdmitted({ url, domainKey, role: 'guest', domid, log });
   const peer = new RpcPeer(link, `domU/${domid}`);
   const spec = await peer.call<GuestBootSpec>(GUEST_BOOT, {});
   let lost = false;

@@ -10,6 +10,8 @@ import {
   MachineLinkEnd,
   RpcPeer,
   connect,
+  connectUntilAdmitted,
+  exitDom0Lost,
   createEventMemory,
   EXIT,
   createLogger,
@@ -46,21 +48,10 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
   const log = createLogger('hwsim');
   // Started by `ringvisor up`: when that process (dom0) dies, so does its hardware.
-  watchParent((parent) => lostDom0(log, `parent process ${parent} (dom0) is gone`));
+  watchParent((parent) => exitDom0Lost(log, 'ringvisor hwsim', `parent process ${parent} (dom0) is gone`));
   // dom0 admits a hardware only while it has none attached (at bring-up, after the old one died):
   // until then the claim is refused and this retries, as a container restarted would.
-  const deadline = Date.now() + Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000);
-  let link;
-  for (;;) {
-    try {
-      link = await connect({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
-      break;
-    } catch (e) {
-      const retriable = /not authorized|ECONNREFUSED|connect/i.test((e as Error).message) && !/authentication failed/.test((e as Error).message);
-      if (!retriable || Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  const link = await connectUntilAdmitted({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
   const peer = new RpcPeer(link, 'hwsim');
   const boot = await peer.call<HwBoot>('hw.boot', {});
   const eventMemory = createEventMemory();
@@ -107,18 +98,12 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   // hw.shutdown powered off first: an orderly end. Anything else is dom0 gone (crash, kill -9,
   // its container stopped; the simulator has powered off, the image fsynced): dom0 reattaches
   // hardware only as a new process, so this one goes.
-  if (!poweredOffBeforeClose) lostDom0(log, `link to dom0 closed (${reason})`);
+  if (!poweredOffBeforeClose) exitDom0Lost(log, 'ringvisor hwsim', `link to dom0 closed (${reason})`);
   // Whatever still holds the event loop (a core thread stopping), the runtime is done.
   setTimeout(() => process.exit(EXIT.OK), 1000).unref();
   return EXIT.OK;
 }
 
-/** dom0 is gone: say why on stderr and in the log, and exit with EXIT.DOM0_LOST (no orphan left behind). */
-function lostDom0(log: Logger, why: string): never {
-  log.error({ why }, 'dom0 lost; the hardware simulator exits');
-  process.stderr.write(`ringvisor hwsim: ${why}; exiting (code ${EXIT.DOM0_LOST})\n`);
-  process.exit(EXIT.DOM0_LOST);
-}
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

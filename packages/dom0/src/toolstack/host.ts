@@ -341,22 +341,31 @@ export class Host {
     }
     this.log.error({ pid: hw.pid, ...crash.exit, ...(linkReason ? { link: linkReason } : {}) }, 'hardware simulator died unplanned; restarting it');
     this.onCrash?.(crash, 'noticed');
-    void this.lifecycle(async () => {
-      if (this.stopping) throw new Error('shutting down');
-      await this.crashHwsim(true);
-      await this.bringUpHwsim();
-    }).then(
+    this.recover(
+      crash,
+      'restarted',
+      this.lifecycle(async () => {
+        if (this.stopping) throw new Error('shutting down');
+        await this.crashHwsim(true);
+        await this.bringUpHwsim();
+      }),
+    );
+  }
+
+  /** Records how a crash's recovery ended (the summary's `crashes`) and tells `onCrash`. */
+  private recover(crash: RuntimeCrash, done: 'restarted' | 'reclaimed', recovery: Promise<void>): void {
+    void recovery.then(
       () => {
-        crash.recovery = 'restarted';
+        crash.recovery = done;
         crash.recoveryMs = Date.now() - crash.at;
-        this.log.warn({ ms: crash.recoveryMs }, 'hardware back after an unplanned death');
+        this.log.warn({ runtime: crash.name, ms: crash.recoveryMs }, `${crash.name} ${done} after an unplanned death`);
         this.onCrash?.(crash, 'recovered');
       },
       (e: Error) => {
         crash.recovery = 'failed';
         crash.error = e.message;
         crash.recoveryMs = Date.now() - crash.at;
-        this.log.error({ err: e.message }, 'hardware did not come back after its unplanned death');
+        this.log.error({ runtime: crash.name, err: e.message }, `${crash.name}: recovery after an unplanned death failed`);
         this.onCrash?.(crash, 'recovered');
       },
     );
@@ -500,10 +509,10 @@ export class Host {
       if (!hw.pid) throw new Error('the hardware runs elsewhere (compose): pause its container instead');
       const pid = hw.pid;
       process.kill(pid, 'SIGSTOP');
-      const t = setTimeout(() => signalIfAlive(pid, 'SIGCONT'), maxMs);
+      const t = setTimeout(() => killQuietly(pid, 'SIGCONT'), maxMs);
       return () => {
         clearTimeout(t);
-        if (!this.hwsimDown) signalIfAlive(pid, 'SIGCONT');
+        if (!this.hwsimDown) killQuietly(pid, 'SIGCONT');
       };
     }
     const word = new SharedArrayBuffer(4);
@@ -949,18 +958,7 @@ export class Host {
       this.crashes.push(crash);
       this.log.error({ guest: config.name, domid: domain.domid, pid: handle.pid, ...crash.exit }, 'guest runtime died unplanned; reclaiming its domain');
       this.onCrash?.(crash, 'noticed');
-      void this.reclaim(handle).then(
-        () => {
-          crash.recovery = 'reclaimed';
-          crash.recoveryMs = Date.now() - crash.at;
-          this.onCrash?.(crash, 'recovered');
-        },
-        (e: Error) => {
-          crash.recovery = 'failed';
-          crash.error = e.message;
-          this.onCrash?.(crash, 'recovered');
-        },
-      );
+      this.recover(crash, 'reclaimed', this.reclaim(handle));
     });
   }
 
@@ -1225,10 +1223,10 @@ export class Host {
     if (g.pid && this.opts.ws) {
       const pid = g.pid;
       process.kill(pid, 'SIGSTOP');
-      const t = setTimeout(() => signalIfAlive(pid, 'SIGCONT'), maxMs);
+      const t = setTimeout(() => killQuietly(pid, 'SIGCONT'), maxMs);
       return () => {
         clearTimeout(t);
-        if (!g.down) signalIfAlive(pid, 'SIGCONT');
+        if (!g.down) killQuietly(pid, 'SIGCONT');
       };
     }
     const word = new SharedArrayBuffer(4);
@@ -1629,9 +1627,10 @@ export function guestEnvironment(parent: NodeJS.ProcessEnv, domainKeyHex: string
 }
 
 /** SIGKILL by pid; a process that is already gone is not an error. */
-function killQuietly(pid: number): void {
+/** Signals a process that may have died meanwhile (a late signal must not throw in dom0). */
+function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid, signal);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
   }
@@ -1654,13 +1653,4 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
   );
   await new Promise((r) => setImmediate(r));
   return done;
-}
-
-/** Signals a process that may have died meanwhile (a timer's late SIGCONT must not throw in dom0). */
-function signalIfAlive(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
-  }
 }

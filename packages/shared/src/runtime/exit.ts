@@ -56,3 +56,14 @@ export function processAlive(pid: number): boolean {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+
+/**
+ * A runtime's dom0 is gone for good (its link closed, or the parent that started it died): say
+ * why in the log and on stderr, and exit with EXIT.DOM0_LOST, leaving no orphan behind.
+ * `who` names the runtime in the line ("ringvisor hwsim", "ringvisor domu 3").
+ */
+export function exitDom0Lost(log: { error(obj: object, msg: string): void }, who: string, why: string): never {
+  log.error({ why }, `dom0 lost; ${who} exits`);
+  process.stderr.write(`${who}: ${why}; exiting (code ${EXIT.DOM0_LOST})\n`);
+  process.exit(EXIT.DOM0_LOST);
+}

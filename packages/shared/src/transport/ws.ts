@@ -102,7 +102,6 @@ export const CloseCode = {
   policy: 1008,
   tooBig: 1009,
   internalError: 1011,
-  tryAgainLater: 1013,
 } as const;
 
 /** Flow-control and size limits of one link. */
@@ -1106,6 +1105,27 @@ export async function connect(opts: ConnectOptions): Promise<WsLink> {
       if (!(e instanceof Error) || !busy.has(e) || Date.now() + backoffMs >= deadline) throw e;
       opts.log?.debug({ url, backoffMs }, 'ws: server busy (503), trying again');
       await new Promise((r) => setTimeout(r, backoffMs));
+    }
+  }
+}
+
+/**
+ * `connect`, tried again while the listener is not ready for this identity yet: dom0 admits a
+ * guest only once it has built the domain, and a hardware simulator only while it has none
+ * attached, so a runtime started beside its dom0 (compose, or a restart) is refused or finds no
+ * listener at first. Retries every 500 ms until `untilMs` (RINGVISOR_CONNECT_TIMEOUT_MS, 120 s by
+ * default), as a restarted container would; a wrong key is never retried.
+ */
+export async function connectUntilAdmitted(opts: ConnectOptions, untilMs = Number(process.env.RINGVISOR_CONNECT_TIMEOUT_MS ?? 120_000)): Promise<WsLink> {
+  const deadline = Date.now() + untilMs;
+  for (;;) {
+    try {
+      return await connect(opts);
+    } catch (e) {
+      const why = (e as Error).message;
+      const retriable = /not authorized|ECONNREFUSED|connect/i.test(why) && !/authentication failed/.test(why);
+      if (!retriable || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 500));
     }
   }
 }
