@@ -88,6 +88,14 @@ export class StateError extends RingvisorError {
   override readonly code = 'RV_ERR_STATE';
 }
 
+/**
+ * A device state record cannot be restored: not a record, another device type's, a version this
+ * build does not read, or a field out of range. The message names the device type and the field.
+ */
+export class StateRecordError extends RingvisorError {
+  override readonly code = 'RV_ERR_STATE_RECORD';
+}
+
 /** A remote call or a wait did not finish in time. */
 export class TimeoutError extends RingvisorError {
   override readonly code = 'RV_ERR_TIMEOUT';

@@ -28,3 +28,4 @@ export * from './trap/vmapp.js';
 export * from './trap/ioreq-link.js';
 export * from './camera/index.js';
 export * from './svio/index.js';
+export * from './device/index.js';
