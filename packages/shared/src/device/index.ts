@@ -75,9 +75,20 @@ export interface Device {
   stop(reason: string): Promise<void>;
   metrics(): DeviceMetrics;
   /**
-   * Saves the device's state. The device must be quiescent at the moment of the call (its
-   * runtime is paused: no event handler runs between save and the device being dropped); I/O
-   * may be in flight: in-flight requests are part of the state.
+   * Brings the device to a point where save() captures everything: it stops taking new work
+   * and waits for work it started on something outside the record (a file read, a timer) to
+   * finish, keeping those completions in its state. Requests still on a ring, or taken but not
+   * started, stay in flight and are part of the state. Between quiesce() and save() (or
+   * resume()) the device does nothing on its own.
+   */
+  quiesce(): Promise<void>;
+  /** Undoes quiesce(): the device carries on as if it had not been paused (save without moving). */
+  resume(): void;
+  /**
+   * Saves the device's state; the device must be quiesced. A fresh instance of the same type,
+   * built with the same constructor arguments, restores the record (a static `restore(args,
+   * record)` on the device class, checked through the type's DeviceStateLayout) and completes
+   * every request that was in flight exactly once.
    */
   save(): DeviceStateRecord;
 }
