@@ -64,7 +64,7 @@ import {
   type PageUpdate,
 } from '@ringvisor/shared';
 import { fmt, type WindowQuality } from './ring.js';
-import { Slicer } from './ring-worker.js';
+import { Slicer } from './ring.worker.js';
 import { EVT_PORT, FRONT_DOMID, PAGE_ID, diffCounters, fillRequest, newLinkCounters, type LinkCounters, type PeerResult, type RingMode, type ToPeer } from './transport-peer.js';
 
 export interface TransportBenchOptions {

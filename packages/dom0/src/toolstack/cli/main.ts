@@ -691,7 +691,7 @@ function directSummary(h: Host): { direct?: Record<string, unknown> } {
 
 /** The LAN switch as a worker thread, started by its entry point in the hwsim package. */
 async function startSwitchWorker(secret: Uint8Array): Promise<{ url: string; secret: Uint8Array; stop(): Promise<void> }> {
-  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'switch-worker'), { workerData: { secret } });
+  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'switch.worker'), { workerData: { secret } });
   const url = await new Promise<string>((resolve, reject) => {
     worker.once('message', (m: { url: string }) => resolve(m.url));
     worker.once('error', reject);
