@@ -1,6 +1,7 @@
 /**
- * The docs stay true to the tree: every file docs/ARCHITECTURE.md names exists, and nothing in
- * the sources or the docs points at a design document outside the repository.
+ * The repository tells the truth about itself: every file docs/ARCHITECTURE.md names exists;
+ * nothing in the sources or the docs points at a design document outside the repository; every
+ * export of every package.json names a source file that exists and is built into dist/.
  *
  * What counts as a path in ARCHITECTURE.md: a backticked token that starts with `packages/`,
  * `docs/`, `bin/` or `examples/` (from the repository's root); one that starts with a package's
@@ -89,5 +90,42 @@ describe('the repository stands alone', () => {
     expect(files.length).toBeGreaterThan(100);
     const citing = files.filter((f) => readFileSync(join(ROOT, f), 'utf8').includes(OUTSIDE_DOC));
     expect(citing).toEqual([]);
+  });
+});
+
+describe("the packages' exports", () => {
+  type Target = string | null | { [condition: string]: Target };
+  const leaves = (t: Target, condition = 'default'): Array<{ condition: string; path: string }> =>
+    t === null ? [] : typeof t === 'string' ? [{ condition, path: t }] : Object.entries(t).flatMap(([c, x]) => leaves(x, c));
+
+  it.each(PACKAGES)('%s: every export names a source that exists, built to the dist/ path it gives', (pkg) => {
+    const dir = join('packages', pkg);
+    const manifest = JSON.parse(readFileSync(join(ROOT, dir, 'package.json'), 'utf8')) as { exports: Record<string, Target>; main?: string; types?: string };
+    const problems: string[] = [];
+    for (const [key, target] of Object.entries(manifest.exports)) {
+      const ls = leaves(target);
+      const source = ls.find((l) => l.condition === 'source')?.path;
+      if (!source) problems.push(`${key}: no source condition`);
+      for (const { condition, path } of ls) {
+        // A pattern ("./*") stands for every file under its prefix: the prefix must exist.
+        const file = path.includes('*') ? path.slice(0, path.indexOf('*')) : path;
+        if (condition === 'source') {
+          if (!existsSync(join(ROOT, dir, file))) problems.push(`${key}: ${path} does not exist`);
+          continue;
+        }
+        // Built targets: dist/X.js or dist/X.d.ts, compiled from src/X.ts, which the build must not leave out.
+        const m = /^\.\/dist\/(.*?)(\.d\.ts|\.js)$/.exec(path);
+        if (!m) {
+          problems.push(`${key}: ${condition} ${path} is not a dist/ .js or .d.ts`);
+          continue;
+        }
+        if (path.includes('*')) continue;
+        const built = `./src/${m[1]}.ts`;
+        if (!existsSync(join(ROOT, dir, built))) problems.push(`${key}: ${path} has no source ${built}`);
+        if (/(^|\/)test-support\/|\.test\.ts$/.test(built)) problems.push(`${key}: ${path} is test code, left out of dist/`);
+      }
+    }
+    for (const field of ['main', 'types'] as const) if (manifest[field] && !existsSync(join(ROOT, dir, manifest[field]!))) problems.push(`${field}: ${manifest[field]} does not exist`);
+    expect(problems).toEqual([]);
   });
 });
