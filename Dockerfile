@@ -54,11 +54,14 @@ COPY --from=build /app/packages/hwsim/dist/ packages/hwsim/dist/
 COPY --from=build /app/packages/dom0/package.json /app/packages/dom0/tsconfig.json packages/dom0/
 COPY --from=build /app/packages/dom0/src/ packages/dom0/src/
 COPY --from=build /app/packages/dom0/dist/ packages/dom0/dist/
+# The dashboard's page (index.html, app.js, style.css): each dom0's control endpoint serves it.
+COPY --from=build /app/packages/dom0/dashboard/ packages/dom0/dashboard/
 COPY --from=build /app/packages/domU/package.json /app/packages/domU/tsconfig.json packages/domU/
 COPY --from=build /app/packages/domU/src/ packages/domU/src/
 COPY --from=build /app/packages/domU/dist/ packages/domU/dist/
 # Example configs (straight from the build context: editing one does not rebuild dist/).
 COPY examples/ examples/
+COPY LICENSE ./
 # bin/ringvisor.mjs calls ensureBuilt() on every start: it rebuilds only when a file under
 # packages/*/src or a packages/*/tsconfig.json is newer than packages/*/dist/.built. Re-stamp
 # after every COPY above so that is never true in this image (whatever mtimes COPY kept), then

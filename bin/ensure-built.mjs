@@ -14,7 +14,7 @@ function newest(dir) {
   let t = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) t = e.name === 'test' ? t : Math.max(t, newest(p));
+    if (e.isDirectory()) t = e.name === 'test-support' ? t : Math.max(t, newest(p));
     else if (/\.(ts|mjs|json)$/.test(e.name) && !e.name.endsWith('.test.ts')) t = Math.max(t, statSync(p).mtimeMs);
   }
   return t;

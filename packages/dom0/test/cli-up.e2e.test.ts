@@ -1,6 +1,6 @@
 /**
  * End to end, as a user runs it: the real CLI in its own process (`bin/ringvisor.mjs up`), the
- * default three-guest host, real worker threads, a real disk image. The child is always killed
+ * default five-guest host, real worker threads, a real disk image. The child is always killed
  * by pid when a test ends, pass or fail.
  */
 import { afterEach, describe, expect, it } from 'vitest';

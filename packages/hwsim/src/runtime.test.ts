@@ -21,7 +21,7 @@ import {
 } from '@ringvisor/shared';
 import { LanSegment } from './lan/segment.js';
 import { HW_RPC, HardwareSimulator, parseWorkerData, type HwStats } from './runtime.js';
-import { Dom0Events, DriverQueue, ethFrame, quietLogger, tempDir, waitFor } from './test/harness.js';
+import { Dom0Events, DriverQueue, ethFrame, quietLogger, tempDir, waitFor } from './test-support/harness.js';
 
 const MAC = '52:54:00:12:34:56';
 const PEER = '02:00:00:00:00:99';

@@ -754,7 +754,7 @@ export class HardwareSimulator {
   }
 }
 
-/** workerData of the hwsim worker (worker.ts); the control port is transferred. */
+/** workerData of the hwsim worker (hwsim.worker.ts); the control port is transferred. */
 export interface HwsimWorkerData {
   control: MessagePort;
   eventMemory: SharedArrayBuffer;

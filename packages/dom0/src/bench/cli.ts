@@ -36,7 +36,7 @@ interface Suite {
   warnings(result: Record<string, unknown>): string[];
 }
 
-/** The issue's targets as table rows. */
+/** The run's targets (docs/benchmarks.md) as table rows. */
 function targetRows(targets: BenchTarget[]): string[][] {
   return targets.map((t) => [`target: ${t.name}`, `${t.met === null ? 'not measured' : t.met ? 'met' : 'MISSED'} — ${t.detail}`]);
 }

@@ -59,7 +59,7 @@ export interface DirectRow {
 export interface DirectBenchResult {
   rows: DirectRow[];
   setup: { windowSec: number; warmupSec: number; payloadBytes: number; queueDepth: number; rounds: number };
-  /** direct ≥ 90% of native throughput, for every workload (the target). */
+  /** direct ≥ 90% of native throughput, for every workload (docs/benchmarks.md). */
   targets: { directVsNative: number; met: boolean };
 }
 

@@ -100,7 +100,7 @@ export async function sampleHost(host: Host, transport: BenchTransport, dutDomid
   };
 }
 
-/** One of the targets, judged from this run's ratios (met: null — not measured in it). */
+/** One of a benchmark's targets (docs/benchmarks.md), judged from this run's ratios (met: null — not measured in it). */
 export interface BenchTarget {
   name: string;
   met: boolean | null;

@@ -1,5 +1,5 @@
 /**
- * The comparison (issue 9): every I/O design measured the same way, side by side — native,
+ * The comparison: every I/O design measured the same way, side by side — native,
  * emulated (models in dom0, and hosted in a VMApp), para-virtualized, direct and SV-IO — for net
  * and block, in both transports. Each row is one workload on a fresh small host (bench/measure.ts):
  *
@@ -51,7 +51,7 @@ export interface ModesRow {
 export interface ModesBenchResult {
   rows: ModesRow[];
   setup: { windowSec: number; warmupSec: number; rounds: number; transports: BenchTransport[]; modes: IoMode[] };
-  /** The issue's targets, each measured as a ratio in this run; `met` per target, and the figures. */
+  /** The comparison's targets (docs/benchmarks.md), each measured as a ratio in this run; `met` per target, and the figures. */
   targets: BenchTarget[];
 }
 
@@ -201,7 +201,7 @@ export function aggregate(all: Measured[][]): ModesRow[] {
   });
 }
 
-/** The issue's targets, as ratios in this run (null: the rows to judge it are not in this run). */
+/** The comparison's targets (docs/benchmarks.md), as ratios in this run (null: the rows to judge it are not in this run). */
 export function judgeTargets(rows: ModesRow[]): ModesBenchResult['targets'] {
   const t: ModesBenchResult['targets'] = [];
   const of = (mode: IoMode, pred: (r: ModesRow) => boolean) => rows.filter((r) => r.mode === mode && pred(r));

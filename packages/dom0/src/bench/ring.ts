@@ -15,7 +15,7 @@
  *                        published after every entry, both sides spinning;
  *   postMessagePerSec    MessagePort.postMessage of small objects between the same two threads.
  *
- * Every pair of roles runs in two fresh worker threads (bench/ring-worker) for `seconds` each.
+ * Every pair of roles runs in two fresh worker threads (bench/ring.worker) for `seconds` each.
  * A window's rate is the median of its 50 ms slices; a window during which other processes used
  * more than a quarter of a core (Linux /proc/stat) is measured again, up to three times. On a
  * 2-CPU machine two spinning threads need both cores: a busy neighbour changes the numbers by
@@ -25,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, platform, release, totalmem } from 'node:os';
 import { MessageChannel, type Worker } from 'node:worker_threads';
 import { initSharedRing, siblingEntry, startRuntimeWorker } from '@ringvisor/shared';
-import { CTRL, rawRingBytes, type Role, type WorkerConfig, type WorkerResult } from './ring-worker.js';
+import { CTRL, rawRingBytes, type Role, type WorkerConfig, type WorkerResult } from './ring.worker.js';
 
 export interface RingBenchOptions {
   /** Length of each measurement window (default 1 s; there are several windows). */
@@ -74,7 +74,7 @@ interface PairResult {
 }
 
 function workerEntry(): URL {
-  return siblingEntry(import.meta.url, './ring-worker');
+  return siblingEntry(import.meta.url, './ring.worker');
 }
 
 function waitFor(worker: Worker, t: string): Promise<WorkerResult> {

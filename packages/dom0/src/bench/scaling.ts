@@ -1,5 +1,5 @@
 /**
- * Scaling (issue 9): 1 → 64 guests on one host sharing its physical disk, each running the same
+ * Scaling: 1 → 64 guests on one host sharing its physical disk, each running the same
  * block load (4 KiB random reads, queue depth 4, over its own region) — aggregate throughput,
  * per-guest throughput and Jain's fairness index over the guests — for PV and SV-IO; then shares
  * under QoS: SV-IO guests with weights 100:200:300:400 on one engine core (does each get its

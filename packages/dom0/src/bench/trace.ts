@@ -1,5 +1,5 @@
 /**
- * What watching costs: the default host (three guests, block + UDP workloads, threads transport)
+ * What watching costs: the default host's three PV guests (block + UDP workloads, threads transport)
  * runs once, and its throughput is measured in three observation modes, interleaved round by
  * round so machine noise falls on all of them alike:
  *

@@ -44,7 +44,7 @@ import {
   type WsLink,
   type WsServer,
 } from '@ringvisor/shared';
-import { Slicer } from './ring-worker.js';
+import { Slicer } from './ring.worker.js';
 
 /** The ring page's id on the link (domain 1, frame 0), and the port named in `evt` notifications. */
 export const PAGE_ID = '1:0';

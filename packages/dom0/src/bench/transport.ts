@@ -64,7 +64,7 @@ import {
   type PageUpdate,
 } from '@ringvisor/shared';
 import { fmt, type WindowQuality } from './ring.js';
-import { Slicer } from './ring-worker.js';
+import { Slicer } from './ring.worker.js';
 import { EVT_PORT, FRONT_DOMID, PAGE_ID, diffCounters, fillRequest, newLinkCounters, type LinkCounters, type PeerResult, type RingMode, type ToPeer } from './transport-peer.js';
 
 export interface TransportBenchOptions {
@@ -142,7 +142,7 @@ const DEFAULT_SECONDS = 2;
  * 0.8–1.2 M/s), so each window warms up for a second and the suite's first for two.
  */
 const DEFAULT_WARMUP_MS = 1000;
-/** The targets; the CLI warns below them. */
+/** The ring-over-ws benchmark's targets (README, "Benchmarks"); the CLI warns below them. */
 export const TARGET_ENTRIES_PER_SEC = 1_000_000;
 export const TARGET_RATIO = 0.7;
 const RING_SLOTS = ringSize(slotSize(netifTxProtocol));

@@ -5,7 +5,7 @@
  * where blkback lets the disk DMA straight into the guest's granted frames.
  */
 import { HWBLK_MAX_SEGMENTS, HWBLK_OP_FLUSH, HWBLK_OP_READ, HWBLK_OP_WRITE, PAGE_SIZE, SECTOR_SIZE, SECTORS_PER_PAGE, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
-import type { PhysicalDiskDriver } from '../drivers/disk.js';
+import type { PhysicalDiskDriver } from '../physdev/disk.js';
 import type { AtaBacking } from './ata/index.js';
 
 /** ATA's largest transfer: 256 sectors. */

@@ -39,8 +39,8 @@ import {
 } from '@ringvisor/shared';
 import type { Hypervisor, Domain } from '../hypervisor/hypervisor.js';
 import { IoReqServer } from '../hypervisor/ioreq.js';
-import type { PhysicalDiskDriver } from '../drivers/disk.js';
-import type { Skb } from '../drivers/skb.js';
+import type { PhysicalDiskDriver } from '../physdev/disk.js';
+import type { Skb } from '../physdev/skb.js';
 import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
 import { LanceDevice } from './lance/index.js';
 import { AtaDevice } from './ata/index.js';

@@ -15,7 +15,7 @@ import {
   type PortIoHandler,
 } from '@ringvisor/shared';
 import { IoReqServer } from './ioreq.js';
-import type { VcpuProgramResult } from './test-support/vcpu-peer.js';
+import type { VcpuProgramResult } from './test-support/vcpu-peer.worker.js';
 
 /** 16 bytes of little-endian registers: what is written is read back, at any width. */
 class RegisterFile implements PortIoHandler {
@@ -52,7 +52,7 @@ function setup(pollUs: number) {
   const regs = new RegisterFile();
   server.map({ name: 'regs', base: 0x100, length: 16, handler: regs });
   const run = (count: number, deadlineMs = 10_000): Promise<VcpuProgramResult> => {
-    const w = startRuntimeWorker(new URL('./test-support/vcpu-peer.ts', import.meta.url), {
+    const w = startRuntimeWorker(new URL('./test-support/vcpu-peer.worker.ts', import.meta.url), {
       workerData: { role: 'vcpu-peer', slot, eventMemory, domid: 1, port: guestPort, count, deadlineMs },
     });
     workers.push(w);

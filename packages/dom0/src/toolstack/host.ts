@@ -53,9 +53,9 @@ import {
   type Logger,
 } from '@ringvisor/shared';
 import { Hypervisor, type Domain } from '../hypervisor/hypervisor.js';
-import { PhysicalDiskDriver, type DriverDma } from '../drivers/disk.js';
-import { PhysicalNicDriver } from '../drivers/nic.js';
-import { SkbPool } from '../drivers/skb.js';
+import { PhysicalDiskDriver, type DriverDma } from '../physdev/disk.js';
+import { PhysicalNicDriver } from '../physdev/nic.js';
+import { SkbPool } from '../physdev/skb.js';
 import { BlkBackend } from '../backends/blk/device.js';
 import { NetBackend } from '../backends/net/device.js';
 import { SoftwareBridge, type BridgePort } from '../backends/net/bridge.js';
@@ -294,7 +294,7 @@ export class Host {
   /** threads: the hardware simulator as a worker thread (started by entry point). */
   private startHwsimWorker(): void {
     const { port1, port2 } = new MessageChannel();
-    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'worker'), {
+    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'hwsim.worker'), {
       workerData: {
         control: port1,
         eventMemory: this.hv.eventMemory,
@@ -1312,7 +1312,7 @@ export class Host {
 
   private launchGuestWorker(config: GuestConfig, domain: Domain, blk: BlkBackend[], net: NetBackend[], spec: GuestBootSpec): GuestHandle {
     const { port1, port2 } = new MessageChannel();
-    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'worker'), {
+    const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'guest.worker'), {
       workerData: { control: port1, spec },
       transferList: [port1],
       name: config.name,

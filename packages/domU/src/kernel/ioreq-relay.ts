@@ -6,7 +6,7 @@
  * device, applies the device's writes to guest memory, and only then answers the vCPU. Virtual
  * interrupts arrive on the same link, after the writes they announce.
  */
-import { MessageChannel, parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
   DmaSyncList,
   EventMemory,
@@ -23,14 +23,14 @@ import {
   createIoReqSlot,
   createLogger,
   floatingBus,
-  runtimeEntry,
+  siblingEntry,
   startRuntimeWorker,
   type DomainKey,
   type IoReq,
 } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
 
-interface RelaySpec {
+export interface RelaySpec {
   url: string;
   /** This domain's key: it opens our vCPU link and nothing else. */
   domainKey: DomainKey;
@@ -41,8 +41,8 @@ interface RelaySpec {
   eventMemory: SharedArrayBuffer;
 }
 
-/** Relay thread body: connect as this domain's vCPU link, then carry requests until the link closes. */
-async function runRelay(spec: RelaySpec, report: MessagePort): Promise<void> {
+/** Relay thread body (ioreq-relay.worker.ts): connect as this domain's vCPU link, then carry requests until the link closes. */
+export async function runRelay(spec: RelaySpec, report: MessagePort): Promise<void> {
   const log = createLogger('ioreq-relay', { domid: spec.domid });
   const link = await connect({ url: spec.url, domainKey: spec.domainKey, role: 'vcpu', domid: spec.domid, log });
   const peer = new RpcPeer(link, `vcpu/${spec.domid}`);
@@ -82,11 +82,6 @@ async function runRelay(spec: RelaySpec, report: MessagePort): Promise<void> {
   }
 }
 
-if (parentPort && (workerData as { role?: string } | null)?.role === 'ioreq-relay') {
-  const { spec, report } = workerData as { spec: RelaySpec; report: MessagePort };
-  runRelay(spec, report).catch((e: Error) => report.postMessage(`failed: ${e.message}`));
-}
-
 export interface IoReqRelay {
   slot: SharedArrayBuffer;
   syncList: DmaSyncList;
@@ -99,7 +94,7 @@ export async function startIoReqRelay(kernel: GuestKernel, link: { url: string; 
   const syncList = createDmaSyncList();
   const { port1, port2 } = new MessageChannel();
   const spec: RelaySpec = { url: link.url, domainKey: link.domainKey, domid: kernel.domid, slot, syncList, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer };
-  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'domU', 'kernel/ioreq-relay'), { workerData: { role: 'ioreq-relay', spec, report: port1 }, transferList: [port1], name: 'ioreq-relay' });
+  const worker = startRuntimeWorker(siblingEntry(import.meta.url, './ioreq-relay.worker'), { workerData: { role: 'ioreq-relay', spec, report: port1 }, transferList: [port1], name: 'ioreq-relay' });
   const first = await new Promise<string>((resolve) => {
     port2.once('message', (m: string) => resolve(m));
     worker.once('error', (e) => resolve(`failed: ${e.message}`));

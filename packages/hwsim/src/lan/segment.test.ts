@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@ringvisor/shared';
-import { ethFrame } from '../test/harness.js';
+import { ethFrame } from '../test-support/harness.js';
 import { connectLanPorts, type LanPort } from './lan-port.js';
 import { frameDestination, frameSource, parseMac } from './mac.js';
 import { LanSegment } from './segment.js';

@@ -2,7 +2,7 @@
  * Direct I/O through SR-IOV virtual functions and the IOMMU, on a real HardwareSimulator: the
  * toolstack's calls (assignFunction / reclaimFunction), doorbells and interrupts over real event
  * channels (dispatched synchronously, so each step is deterministic), a real disk image and a LAN
- * probe. Each guest is a test driver (test/vf-driver.ts) in a memory filled with a canary
+ * probe. Each guest is a test driver (test-support/vf-driver.ts) in a memory filled with a canary
  * pattern, so every byte a device changes can be accounted for.
  */
 import { join } from 'node:path';
@@ -32,8 +32,8 @@ import {
 import { HardwareSimulator } from '../runtime.js';
 import type { LanPort } from '../lan/lan-port.js';
 import { IoPageTable, formatRequesterId } from '../iommu/iommu.js';
-import { ethFrame, quietLogger, tempDir } from '../test/harness.js';
-import { VfDriver, fillCanary, strayPages, type Window } from '../test/vf-driver.js';
+import { ethFrame, quietLogger, tempDir } from '../test-support/harness.js';
+import { VfDriver, fillCanary, strayPages, type Window } from '../test-support/vf-driver.js';
 import type { UnsafeReclaim } from './pool.js';
 import type { DiskVf } from './disk-vf.js';
 import type { NicVf } from './nic-vf.js';

@@ -1,6 +1,6 @@
 /**
  * One core of the SV-IO engine: the VIFs placed on it, each a processor over its two queues
- * (vif.ts). A core runs in its own worker thread (svio-core.ts) and talks to the engine only by
+ * (vif.ts). A core runs in its own worker thread (core.worker.ts) and talks to the engine only by
  * messages; what it touches directly is the bound guests' memory (shared), the disk image (its
  * own file descriptor) and the event memory (to interrupt a guest). Its VIFs share it under a QoS
  * scheduler (scheduler.ts: weighted deficit round robin, credit limits). The engine forwards doorbells

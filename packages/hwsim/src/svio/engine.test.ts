@@ -36,7 +36,7 @@ import {
   type VifMessage,
 } from '@ringvisor/shared';
 import { LanSegment } from '../lan/segment.js';
-import { ethFrame, quietLogger, tempDir } from '../test/harness.js';
+import { ethFrame, quietLogger, tempDir } from '../test-support/harness.js';
 import { SvioEngine } from './engine.js';
 
 const MAC = '00:16:3e:00:05:00';

@@ -1,7 +1,7 @@
 /**
  * SvioEngine — the self-virtualizing device (Raj & Schwan, HPDC 2007): VIF processing moved into
  * the device and spread over a pool of cores. Each core is a long-lived worker thread
- * (svio-core.ts) that owns the VIFs placed on it — not a task pool such as piscina: a VIF is
+ * (core.worker.ts) that owns the VIFs placed on it — not a task pool such as piscina: a VIF is
  * state (attached queues, posted buffers, a camera's clock) that must stay with one core so its
  * messages keep their order, and its work arrives as a stream of doorbells, not as tasks.
  *
@@ -31,7 +31,7 @@ import {
   SVIO_STATUS_ERROR,
   SVIO_STATUS_OPEN,
   SvioRegisters,
-  runtimeEntry,
+  siblingEntry,
   startRuntimeWorker,
   type EventChannelGate,
   type CreditLimit,
@@ -429,7 +429,7 @@ export class SvioEngine {
   }
 
   private workerCore(): CoreChannel {
-    const worker: Worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'svio-core'), { workerData: { eventMemory: this.o.eventMemory, disk: this.o.disk } });
+    const worker: Worker = startRuntimeWorker(siblingEntry(import.meta.url, './core.worker'), { workerData: { eventMemory: this.o.eventMemory, disk: this.o.disk } });
     worker.on('error', (e) => this.o.logger?.error({ err: e }, 'SV-IO core failed'));
     return {
       post: (r) => worker.postMessage(r),

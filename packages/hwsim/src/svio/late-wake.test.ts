@@ -37,7 +37,7 @@ import {
   vifMessage,
 } from '@ringvisor/shared';
 import { LanSegment } from '../lan/segment.js';
-import { quietLogger, tempDir } from '../test/harness.js';
+import { quietLogger, tempDir } from '../test-support/harness.js';
 import { SvioCore, type CoreReply, type CoreRequest } from './core.js';
 import { SvioEngine, type CoreChannel } from './engine.js';
 import { HeldLink } from '@ringvisor/shared/transport/test-support/held-link';

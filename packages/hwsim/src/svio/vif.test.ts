@@ -33,7 +33,7 @@ import {
   type VifMessage,
 } from '@ringvisor/shared';
 import { PhysicalDisk } from '../devices/disk/device.js';
-import { tempDir } from '../test/harness.js';
+import { tempDir } from '../test-support/harness.js';
 import { DiskFaultTable } from '../devices/disk/faults.js';
 import { BlkVif, CamVif, NetVif, type VifEnv } from './vif.js';
 

@@ -18,7 +18,7 @@ afterEach(async () => {
 describe('a mirrored ring between two threads without shared memory', () => {
   it('moves 100,000 requests and responses in order, with notification suppression intact', async () => {
     const { port1, port2 } = new MessageChannel();
-    worker = startRuntimeWorker(new URL('./test-support/mirror-peer.ts', import.meta.url), { workerData: { port: port2 }, transferList: [port2] });
+    worker = startRuntimeWorker(new URL('./test-support/mirror-peer.worker.ts', import.meta.url), { workerData: { port: port2 }, transferList: [port2] });
     const page = new Uint8Array(new SharedArrayBuffer(PAGE_SIZE));
     const mirror = new PageMirror((updates: PageUpdate[]) => port1.postMessage({ t: 'page', updates }));
     const sync = mirror.syncFor('ring', page);

@@ -21,7 +21,7 @@ import {
   ring,
   statusOf,
   type PeerResult,
-} from './test-support/ring-peer.js';
+} from './test-support/ring-peer.worker.js';
 
 const COUNT = 1_000_000;
 const DEADLINE_MS = 45_000;
@@ -29,7 +29,7 @@ const DEADLINE_MS = 45_000;
 type PeerMessage = { t: 'ready' } | { t: 'done'; result: PeerResult } | { t: 'error'; message: string };
 
 function startBackend(page: SharedArrayBuffer, ctrl: SharedArrayBuffer, count: number) {
-  const worker: Worker = startRuntimeWorker(new URL('./test-support/ring-peer.ts', import.meta.url), {
+  const worker: Worker = startRuntimeWorker(new URL('./test-support/ring-peer.worker.ts', import.meta.url), {
     workerData: { role: 'ring-peer-backend', page, ctrl, count },
   });
   const messages: PeerMessage[] = [];

@@ -3,7 +3,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { MAX_DEPTH, MAX_VALUES, msgpackProblem } from './msgpack-check.js';
 import { encodeMessage } from './ws.js';
-import { anyExtension, embedded } from './test/msgpack-frames.js';
+import { anyExtension, embedded } from './test-support/msgpack-frames.js';
 
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 

@@ -15,7 +15,7 @@ import type { Logger } from '../log/index.js';
 import { ClosedError, ProtocolError } from '../errors.js';
 import { createChallenge } from './auth.js';
 import { RpcPeer } from './rpc.js';
-import { anyExtension, embedded } from './test/msgpack-frames.js';
+import { anyExtension, embedded } from './test-support/msgpack-frames.js';
 import { addressKey, connect, DEFAULT_MAX_PENDING_PER_ADDRESS, listen, PRE_AUTH_MAX_PAYLOAD, type ListenOptions, type WsServer } from './ws.js';
 
 const secret = new Uint8Array(randomBytes(32));

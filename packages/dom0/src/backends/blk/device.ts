@@ -29,7 +29,7 @@ import {
   type Logger,
 } from '@ringvisor/shared';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
-import type { PhysicalDiskDriver } from '../../drivers/disk.js';
+import type { PhysicalDiskDriver } from '../../physdev/disk.js';
 import { SplitBackend } from '../split-backend.js';
 import { newBlkbackMetrics, type BlkbackMetrics } from './metrics.js';
 import { parseBlkRequest } from './request.js';

@@ -3,7 +3,7 @@
  * bridge learns source MACs and forwards unicast to the learned port, floods otherwise, and never
  * sends a frame back out of the port it came from. The MAC table is bounded.
  */
-import type { Skb, SkbPool } from '../../drivers/skb.js';
+import type { Skb, SkbPool } from '../../physdev/skb.js';
 
 export interface BridgePort {
   readonly name: string;

@@ -31,7 +31,7 @@ import {
   parseRate,
 } from '@ringvisor/shared';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
-import type { Skb } from '../../drivers/skb.js';
+import type { Skb } from '../../physdev/skb.js';
 import type { BridgePort, SoftwareBridge } from './bridge.js';
 import { SplitBackend } from '../split-backend.js';
 import { newNetbackMetrics, type NetbackMetrics } from './metrics.js';

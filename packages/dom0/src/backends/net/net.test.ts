@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { FrameAllocator, GuestMemory, TxCredit, parseRate } from '@ringvisor/shared';
 import { SoftwareBridge, type BridgePort } from './bridge.js';
-import { SkbPool, type Skb } from '../../drivers/skb.js';
+import { SkbPool, type Skb } from '../../physdev/skb.js';
 
 function setup() {
   const mem = GuestMemory.allocate(0, 64);

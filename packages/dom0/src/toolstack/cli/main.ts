@@ -48,7 +48,8 @@ import type { GuestStats, Logger } from '@ringvisor/shared';
 const USAGE = `usage: ringvisor <command> [options]
 
 commands:
-  up        start a cluster (default: one host, three para-virtualized guests) and run its workloads
+  up        start a cluster and run its workloads (default: one host, five guests in three I/O modes:
+            guest1-3 para-virtualized, guest4 emulated (Lance NIC, ATA disk), guest5 direct I/O)
   list      the running cluster's domains (xl list)
   top       live per-domain figures (xentop); -b -n N for batch output, -d S between iterations
   rings     every ring's indices, occupancy and verdict BUSY / IDLE / STUCK (xen-ringwatch)
@@ -81,7 +82,7 @@ RINGVISOR_SECRET or --secret-file; read-only views also accept RINGVISOR_READ_TO
 --json prints machine-readable output.
 
 ringvisor up options:
-  --config FILE     cluster config (YAML or JSON); default: the embedded three-guest host
+  --config FILE     cluster config (YAML or JSON); default: the embedded five-guest host (above)
   --duration S      run for S seconds, then shut down cleanly (default: until Ctrl-C)
   --json FILE       write the run summary (per guest, per device ops/bytes/errors, integrity) at exit
   --seed N          seed for every workload (same seed, same schedule)
@@ -691,7 +692,7 @@ function directSummary(h: Host): { direct?: Record<string, unknown> } {
 
 /** The LAN switch as a worker thread, started by its entry point in the hwsim package. */
 async function startSwitchWorker(secret: Uint8Array): Promise<{ url: string; secret: Uint8Array; stop(): Promise<void> }> {
-  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'switch-worker'), { workerData: { secret } });
+  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'hwsim', 'switch.worker'), { workerData: { secret } });
   const url = await new Promise<string>((resolve, reject) => {
     worker.once('message', (m: { url: string }) => resolve(m.url));
     worker.once('error', reject);

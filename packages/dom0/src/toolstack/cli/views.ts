@@ -46,6 +46,13 @@ function table(head: string[], rows: string[][], left: readonly number[] = []): 
   return [line(head), ...rows.map(line)].join('\n') + '\n';
 }
 
+/** A domain's I/O modes for `top`: one mode when all its devices share it ("pv"), else each device type's ("vbd:direct,vif:svio"). */
+function modesColumn(d: DomainRow): string {
+  const modes = new Set(d.devices.map((x) => x.mode));
+  if (modes.size <= 1) return [...modes][0] ?? '-';
+  return [...new Set(d.devices.map((x) => `${x.type}:${x.mode}`))].join(',');
+}
+
 /** A domain's devices and their I/O modes: "vbd51712:pv,vif0:pv", "ata0:emulated,lance0:emulated". */
 function deviceModes(d: DomainRow): string {
   return d.devices.map((x) => `${x.name}:${x.mode}`).join(',') || '-';
@@ -138,12 +145,13 @@ export function renderTopTable(s: ClusterSnapshot): string {
   return (
     `${head}\n${hostLine}\n` +
     table(
-      ['NAME', 'STATE', 'CPU(%)', 'MEM(k)', 'NETTX(k)', 'NETRX(k)', 'VBD_RD', 'VBD_WR', 'VBD_RSECT', 'VBD_WSECT', 'RING_OCC', 'REQ/s', 'EVT/s', 'TRAP/s', 'HOST'],
+      ['NAME', 'STATE', 'MODES', 'CPU(%)', 'MEM(k)', 'NETTX(k)', 'NETRX(k)', 'VBD_RD', 'VBD_WR', 'VBD_RSECT', 'VBD_WSECT', 'RING_OCC', 'REQ/s', 'EVT/s', 'TRAP/s', 'HOST'],
       s.domains.map((d) => {
         const rs = rings.get(`${d.host}/${d.domid}`) ?? [];
         return [
           d.name,
           d.state,
+          modesColumn(d),
           d.cpuPct.toFixed(1),
           String(d.memKiB),
           String(Math.round(d.netTxBytes / 1024)),
@@ -159,6 +167,7 @@ export function renderTopTable(s: ClusterSnapshot): string {
           d.host,
         ];
       }),
+      [2],
     ) +
     renderEmulatedDevices(s)
   );

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, DeviceError } from '@ringvisor/shared';
-import { tempDir } from '../../test/harness.js';
+import { tempDir } from '../../test-support/harness.js';
 import { PhysicalDisk, WRITE_CACHE_SECTORS } from './device.js';
 
 describe('PhysicalDisk', () => {

@@ -22,7 +22,7 @@ import {
   type HwStatusResponse,
 } from '@ringvisor/shared';
 import { HardwareSimulator } from '../../runtime.js';
-import { Dom0Events, DriverQueue, quietLogger, tempDir, waitFor } from '../../test/harness.js';
+import { Dom0Events, DriverQueue, quietLogger, tempDir, waitFor } from '../../test-support/harness.js';
 
 const GUEST = 7;
 const DISK_BYTES = 1 << 20; // 2048 sectors

@@ -20,7 +20,7 @@ import {
 import { DmaEngine } from '../../dma/dma-engine.js';
 import { LanSegment } from '../../lan/segment.js';
 import { frameSource } from '../../lan/mac.js';
-import { ethFrame, quietLogger } from '../../test/harness.js';
+import { ethFrame, quietLogger } from '../../test-support/harness.js';
 import { PhysicalNic, type PhysicalNicOptions } from './device.js';
 
 const MAC_A = '52:54:00:00:00:0a';

@@ -18,7 +18,7 @@ import {
   startRuntimeWorker,
 } from '@ringvisor/shared';
 import type { HwStats } from './runtime.js';
-import { Dom0Events, DriverQueue, tempDir } from './test/harness.js';
+import { Dom0Events, DriverQueue, tempDir } from './test-support/harness.js';
 
 describe('hwsim worker', () => {
   const cleanups: Array<() => void> = [];
@@ -33,7 +33,7 @@ describe('hwsim worker', () => {
     cleanups.push(() => events.close());
     const path = join(tmp.dir, 'disk.img');
     const { port1, port2 } = new MessageChannel();
-    const worker = startRuntimeWorker(new URL('./worker.ts', import.meta.url), {
+    const worker = startRuntimeWorker(new URL('./hwsim.worker.ts', import.meta.url), {
       workerData: { control: port2, eventMemory: events.eventMemory, host: 'w1', disk: { path, sizeBytes: 256 * 1024 }, nic: { mac: '52:54:00:aa:bb:cc' } },
       transferList: [port2],
     });

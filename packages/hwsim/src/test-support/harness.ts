@@ -1,7 +1,7 @@
 /**
  * Test utilities: a test playing dom0 — the hypervisor's event-channel authority, dom0's own
  * event gate, and a minimal driver for one host-interface queue (FrontRing on a dom0 page).
- * Excluded from the build (src/**\/test/**).
+ * Excluded from the build (src/**\/test-support/**).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

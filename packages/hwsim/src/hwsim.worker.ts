@@ -1,6 +1,6 @@
 /**
  * Worker-thread entry of the hardware simulator. Started by dom0's launcher with
- * `startRuntimeWorker(new URL('./worker.ts' | './worker.js', …), { workerData, transferList: [control] })`.
+ * `startRuntimeWorker(runtimeEntry(…, 'hwsim', 'hwsim.worker'), { workerData, transferList: [control] })`.
  *
  * workerData: { control: MessagePort, eventMemory: SharedArrayBuffer, host: string,
  *               disk: { path: string, sizeBytes: number }, nic: { mac: string } }
