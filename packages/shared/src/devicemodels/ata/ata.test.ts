@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import type { IoSize } from '@ringvisor/shared';
+import type { IoSize } from '../../trap/index.js';
 import {
   AtaDevice,
   CMD_FLUSH_CACHE,

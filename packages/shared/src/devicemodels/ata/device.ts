@@ -24,7 +24,8 @@
  * validated against the capacity before the backing is touched, and every buffer is bounded by
  * 256 sectors.
  */
-import { InvalidArgumentError, floatingBus, type IoSize, type PortIoHandler } from '@ringvisor/shared';
+import { InvalidArgumentError } from '../../errors.js';
+import { floatingBus, type IoSize, type PortIoHandler } from '../../trap/index.js';
 import { buildIdentify, isAtaString } from './identify.js';
 import { newAtaMetrics, type AtaMetrics } from './metrics.js';
 import { decodeCommand, type Taskfile } from './request.js';

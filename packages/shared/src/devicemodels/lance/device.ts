@@ -17,7 +17,8 @@
  * every DMA address is checked by the window (a miss is MERR), each descriptor is read once into a
  * private copy, and the interrupt line is recomputed after every access, transmit and receive.
  */
-import { InvalidArgumentError, floatingBus, ioMask, type DmaWindow, type IoSize, type PortIoHandler } from '@ringvisor/shared';
+import { InvalidArgumentError } from '../../errors.js';
+import { floatingBus, ioMask, type DmaWindow, type IoSize, type PortIoHandler } from '../../trap/index.js';
 import { newLanceMetrics, type LanceMetrics } from './metrics.js';
 import {
   APROM_SIZE,

@@ -7,7 +7,7 @@
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { GuestMemoryDma, type DmaWindow } from '@ringvisor/shared';
+import { GuestMemoryDma, type DmaWindow } from '../../trap/index.js';
 import { LanceDevice } from './device.js';
 import {
   BCR18_DWIO,
