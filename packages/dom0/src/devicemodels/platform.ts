@@ -474,8 +474,8 @@ export class EmulatedPlatform {
       devices: h
         ? h.devices.map((d) => ({ ...d, ...(d.kind === 'disk' ? { metrics: { ...d.metrics, bounceBytesCopied: this.disks.find((x) => x.name === d.name)?.backing.bytesCopied ?? 0 } } : {}) }))
         : [
-            ...this.nics.map((n) => ({ name: n.name, kind: 'nic' as const, metrics: { ...n.model!.metrics } })),
-            ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model!.metrics, bounceBytesCopied: d.backing.bytesCopied } })),
+            ...this.nics.map((n) => ({ name: n.name, kind: 'nic' as const, metrics: { ...n.model!.counters } })),
+            ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model!.counters, bounceBytesCopied: d.backing.bytesCopied } })),
           ],
     };
   }

@@ -212,8 +212,8 @@ export class VmApp {
       combined: { ...this.combined },
       busyMs: performance.eventLoopUtilization().active,
       devices: [
-        ...this.lances.map((l) => ({ name: l.name, kind: 'nic' as const, metrics: { ...l.model.metrics } })),
-        ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model.metrics } })),
+        ...this.lances.map((l) => ({ name: l.name, kind: 'nic' as const, metrics: { ...l.model.counters } })),
+        ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model.counters } })),
       ],
     };
   }

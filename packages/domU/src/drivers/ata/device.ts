@@ -119,7 +119,7 @@ interface Command {
 }
 
 export class AtaDriver implements BlockDevice {
-  readonly metrics: AtaDriverMetrics = newAtaDriverMetrics();
+  readonly counters: AtaDriverMetrics = newAtaDriverMetrics();
   private readonly io: PortIo;
   private readonly cmdBase: number;
   private readonly ctlPort: number;
@@ -203,7 +203,7 @@ export class AtaDriver implements BlockDevice {
   /** Run `op` after every earlier request has finished (one command on the wire at a time). */
   private request(op: () => Promise<void>): Promise<void> {
     const run = this.queue.then(op).catch((e: unknown) => {
-      this.metrics.errors++;
+      this.counters.errors++;
       throw e;
     });
     this.queue = run.catch(() => undefined);
@@ -221,26 +221,26 @@ export class AtaDriver implements BlockDevice {
   // ---- ports (every call counted) ----
 
   private inb(reg: number): number {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     return this.io.inb(this.cmdBase + reg);
   }
   private outb(reg: number, v: number): void {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     this.io.outb(this.cmdBase + reg, v);
   }
   private altStatus(): number {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     return this.io.inb(this.ctlPort);
   }
   private deviceControl(v: number): void {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     this.io.outb(this.ctlPort, v);
   }
 
   // ---- interrupts ----
 
   private interrupt(): void {
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     const w = this.irqWaiter;
     if (w) w();
     else this.irqLatched = true;
@@ -273,12 +273,12 @@ export class AtaDriver implements BlockDevice {
   private async waitForDrive(c: Command): Promise<number> {
     for (;;) {
       if (!(await this.waitIrq(this.irqTimeoutMs))) {
-        this.metrics.irqWaitTimeouts++;
+        this.counters.irqWaitTimeouts++;
         if (this.altStatus() & ST_BSY) {
           this.checkDeadline(c);
           continue;
         }
-        this.metrics.lostInterruptPolls++;
+        this.counters.lostInterruptPolls++;
       }
       const st = this.inb(REG_STATUS);
       if (!(st & ST_BSY)) return st;
@@ -304,7 +304,7 @@ export class AtaDriver implements BlockDevice {
   private checkDeadline(c: Command): void {
     if (performance.now() < c.deadline) return;
     this.needsReset = true;
-    this.metrics.timeouts++;
+    this.counters.timeouts++;
     throw new TimeoutError(`ATA ${c.name}: drive still busy after ${this.commandTimeoutMs} ms`);
   }
 
@@ -316,7 +316,7 @@ export class AtaDriver implements BlockDevice {
 
   /** SRST pulse with interrupts enabled; waits for the drive to come out of reset. */
   private async softReset(): Promise<number> {
-    this.metrics.resets++;
+    this.counters.resets++;
     this.deviceControl(DEVCTL_SRST);
     this.deviceControl(0); // nIEN clear: interrupts on
     this.irqLatched = false;
@@ -341,7 +341,7 @@ export class AtaDriver implements BlockDevice {
     this.outb(REG_LBA_HIGH, (lba >>> 16) & 0xff);
     this.irqLatched = false; // anything before this command is stale
     this.outb(REG_COMMAND, opcode);
-    this.metrics.commands++;
+    this.counters.commands++;
     return c;
   }
 
@@ -376,7 +376,7 @@ export class AtaDriver implements BlockDevice {
       this.checkStatus(c, st);
       if (!(st & ST_DRQ)) this.protocolError(c, st, `no DRQ for sector ${s} of ${count}`);
       this.readBlock(into, s * SECTOR_SIZE);
-      this.metrics.sectorsRead++;
+      this.counters.sectorsRead++;
     }
     const st = this.altStatus();
     this.checkStatus(c, st);
@@ -402,7 +402,7 @@ export class AtaDriver implements BlockDevice {
     st = await this.waitForDrive(c);
     this.checkStatus(c, st);
     if (st & ST_DRQ) this.protocolError(c, st, 'drive requesting data after the last sector');
-    this.metrics.sectorsWritten += count;
+    this.counters.sectorsWritten += count;
   }
 
   private readBlock(into: Uint8Array, off: number): void {
@@ -412,13 +412,13 @@ export class AtaDriver implements BlockDevice {
       into[off + 2 * i] = w & 0xff;
       into[off + 2 * i + 1] = w >>> 8;
     }
-    this.metrics.portAccesses += WORDS_PER_SECTOR;
+    this.counters.portAccesses += WORDS_PER_SECTOR;
   }
 
   private writeBlock(from: Uint8Array, off: number): void {
     const port = this.cmdBase + REG_DATA;
     for (let i = 0; i < WORDS_PER_SECTOR; i++) this.io.outw(port, from[off + 2 * i] | (from[off + 2 * i + 1] << 8));
-    this.metrics.portAccesses += WORDS_PER_SECTOR;
+    this.counters.portAccesses += WORDS_PER_SECTOR;
   }
 
   private async doProbe(): Promise<void> {

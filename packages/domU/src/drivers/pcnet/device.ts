@@ -87,7 +87,7 @@ export interface PcnetDriverOptions {
 type State = 'new' | 'probed' | 'open' | 'closed';
 
 export class PcnetDriver {
-  readonly metrics: PcnetMetrics = newPcnetMetrics();
+  readonly counters: PcnetMetrics = newPcnetMetrics();
   chipVersion = 0;
   private readonly o: PcnetDriverOptions;
   private readonly view: DataView;
@@ -139,28 +139,28 @@ export class PcnetDriver {
   // --- port access (pcnet32's pcnet32_wio_* helpers) ------------------------------------------
 
   private inw(off: number): number {
-    this.metrics.portAccesses++;
-    this.metrics.portReads++;
+    this.counters.portAccesses++;
+    this.counters.portReads++;
     return this.o.io.inw(this.o.base + off);
   }
   private inb(off: number): number {
-    this.metrics.portAccesses++;
-    this.metrics.portReads++;
+    this.counters.portAccesses++;
+    this.counters.portReads++;
     return this.o.io.inb(this.o.base + off);
   }
   private outw(off: number, v: number): void {
-    this.metrics.portAccesses++;
-    this.metrics.portWrites++;
+    this.counters.portAccesses++;
+    this.counters.portWrites++;
     this.o.io.outw(this.o.base + off, v);
   }
   private inl(off: number): number {
-    this.metrics.portAccesses++;
-    this.metrics.portReads++;
+    this.counters.portAccesses++;
+    this.counters.portReads++;
     return this.o.io.inl(this.o.base + off);
   }
   private outl(off: number, v: number): void {
-    this.metrics.portAccesses++;
-    this.metrics.portWrites++;
+    this.counters.portAccesses++;
+    this.counters.portWrites++;
     this.o.io.outl(this.o.base + off, v);
   }
   /**
@@ -296,7 +296,7 @@ export class PcnetDriver {
   close(): void {
     if (this.state === 'closed' || this.state === 'new') return;
     if (this.state === 'open') {
-      this.metrics.rxMissedCounter = this.readCsr(112);
+      this.counters.rxMissedCounter = this.readCsr(112);
       this.writeCsr(0, CSR0_STOP);
       this.writeBcr(20, 4);
     }
@@ -316,7 +316,7 @@ export class PcnetDriver {
    * too (counted as busy: backpressure from a device slower than its sender, not a fault).
    */
   transmit(frame: Uint8Array): boolean {
-    const m = this.metrics;
+    const m = this.counters;
     if (this.state !== 'open' || frame.byteLength < ETH_MIN || frame.byteLength > ETH_MAX) {
       m.txDropped++;
       return false;
@@ -343,7 +343,7 @@ export class PcnetDriver {
    * then RAP=0, RDP=IENA|TDMD. False when the ring is full.
    */
   private startXmit(frame: Uint8Array): boolean {
-    const m = this.metrics;
+    const m = this.counters;
     // The ring is full when every slot awaits reclaim; reclaiming reads only memory (no trap).
     if (this.curTx - this.dirtyTx >= this.txSize) this.txReclaim();
     if (this.curTx - this.dirtyTx >= this.txSize) return false;
@@ -388,7 +388,7 @@ export class PcnetDriver {
 
   /** pcnet32_interrupt: read CSR0, acknowledge what is set, mask every source, schedule the poll. */
   private interrupt(): void {
-    const m = this.metrics;
+    const m = this.counters;
     m.interrupts++;
     let csr0 = this.readCsr(0);
     if (!(csr0 & CSR0_INT_BITS)) m.spuriousInterrupts++;
@@ -420,7 +420,7 @@ export class PcnetDriver {
       this.napiScheduled = false;
       return;
     }
-    this.metrics.polls++;
+    this.counters.polls++;
     const budget = Math.max(1, this.rxSize >> 1); // pcnet32's napi weight: half the rx ring
     const work = this.rx(budget);
     this.txReclaim();
@@ -431,14 +431,14 @@ export class PcnetDriver {
       this.writeCsr(3, this.readCsr(3) & 0x00ff);
       this.writeCsr(0, CSR0_INTEN);
     } else {
-      this.metrics.pollsRescheduled++;
+      this.counters.pollsRescheduled++;
       setImmediate(this.poll); // still scheduled: interrupts stay masked meanwhile
     }
   };
 
   /** pcnet32_rx: take every descriptor the chip handed back, up to the budget, and re-arm it. */
   private rx(budget: number): number {
-    const m = this.metrics;
+    const m = this.counters;
     const v = this.view;
     let n = 0;
     while (n < budget) {
@@ -471,7 +471,7 @@ export class PcnetDriver {
 
   /** pcnet32_tx: reclaim descriptors the chip handed back, in order. */
   private txReclaim(): void {
-    const m = this.metrics;
+    const m = this.counters;
     const v = this.view;
     while (this.dirtyTx !== this.curTx) {
       const entry = this.dirtyTx & (this.txSize - 1);

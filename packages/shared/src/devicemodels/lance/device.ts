@@ -201,7 +201,7 @@ const CSR5_UNUSED_STATUS = 0x0a90;
 const MAX_RING = 0xffff;
 
 export class LanceDevice implements PortIoHandler {
-  readonly metrics: LanceMetrics = newLanceMetrics();
+  readonly counters: LanceMetrics = newLanceMetrics();
   private readonly o: LanceOptions;
   private readonly aprom = new Uint8Array(APROM_SIZE);
   private readonly csr = new Uint16Array(128);
@@ -230,7 +230,7 @@ export class LanceDevice implements PortIoHandler {
     this.aprom[12] = sum & 0xff;
     this.aprom[13] = (sum >> 8) & 0xff;
     this.hardReset();
-    this.metrics.resets = 0;
+    this.counters.resets = 0;
   }
 
   get mac(): Uint8Array {
@@ -278,10 +278,10 @@ export class LanceDevice implements PortIoHandler {
   // --- port I/O -------------------------------------------------------------------------------
 
   ioRead(offset: number, size: IoSize): number {
-    this.metrics.portReads++;
+    this.counters.portReads++;
     if (!this.validAccess(offset, size)) return this.ignored(size);
     if (offset + size <= APROM_SIZE) {
-      this.metrics.apromReads++;
+      this.counters.apromReads++;
       let v = 0;
       for (let i = size - 1; i >= 0; i--) v = v * 256 + this.aprom[offset + i];
       return v;
@@ -289,7 +289,7 @@ export class LanceDevice implements PortIoHandler {
     const reg = this.decode(offset, size);
     switch (reg) {
       case 'rdp':
-        this.metrics.csrReads++;
+        this.counters.csrReads++;
         return ioMask(this.csrValue(this.rap), size);
       case 'rap':
         return this.rap;
@@ -298,7 +298,7 @@ export class LanceDevice implements PortIoHandler {
         this.update();
         return 0;
       case 'bdp':
-        this.metrics.bcrReads++;
+        this.counters.bcrReads++;
         return this.bcrValue(this.rap);
       default:
         return this.ignored(size);
@@ -306,14 +306,14 @@ export class LanceDevice implements PortIoHandler {
   }
 
   ioWrite(offset: number, size: IoSize, value: number): void {
-    this.metrics.portWrites++;
+    this.counters.portWrites++;
     if (!this.validAccess(offset, size)) {
-      this.metrics.ignoredAccesses++;
+      this.counters.ignoredAccesses++;
       return;
     }
     const v = ioMask(value, size);
     if (offset < APROM_SIZE) {
-      this.metrics.ignoredAccesses++; // the APROM is read-only
+      this.counters.ignoredAccesses++; // the APROM is read-only
       return;
     }
     if (!this.dwio && size === 4 && offset === WIO_RDP) {
@@ -322,19 +322,19 @@ export class LanceDevice implements PortIoHandler {
     }
     switch (this.decode(offset, size)) {
       case 'rdp':
-        this.metrics.csrWrites++;
+        this.counters.csrWrites++;
         this.writeCsr(this.rap, v & 0xffff);
         break;
       case 'rap':
-        this.metrics.rapWrites++;
+        this.counters.rapWrites++;
         this.rap = v & RAP_MASK;
         break;
       case 'bdp':
-        this.metrics.bcrWrites++;
+        this.counters.bcrWrites++;
         this.writeBcr(this.rap, v & 0xffff);
         break;
       default:
-        this.metrics.ignoredAccesses++; // RESET is read-triggered; writes do nothing
+        this.counters.ignoredAccesses++; // RESET is read-triggered; writes do nothing
         return;
     }
     this.update();
@@ -359,7 +359,7 @@ export class LanceDevice implements PortIoHandler {
   }
 
   private ignored(size: IoSize): number {
-    this.metrics.ignoredAccesses++;
+    this.counters.ignoredAccesses++;
     return floatingBus(size);
   }
 
@@ -449,7 +449,7 @@ export class LanceDevice implements PortIoHandler {
         return;
     }
     if (!this.stoppedOrSuspended) {
-      this.metrics.csrWritesDropped++;
+      this.counters.csrWritesDropped++;
       return;
     }
     switch (n) {
@@ -472,7 +472,7 @@ export class LanceDevice implements PortIoHandler {
         return;
     }
     if (GATED_STORAGE.has(n)) c[n] = v;
-    else this.metrics.csrWritesDropped++;
+    else this.counters.csrWritesDropped++;
   }
 
   private writeCsr0(v: number): void {
@@ -486,7 +486,7 @@ export class LanceDevice implements PortIoHandler {
     if (v & CSR0_INIT && !(c[CSR_STATUS] & CSR0_INIT)) initOk = this.init();
     if (v & CSR0_STRT && !(c[CSR_STATUS] & CSR0_STRT) && initOk) this.start();
     if (v & CSR0_TDMD) {
-      this.metrics.transmitDemands++;
+      this.counters.transmitDemands++;
       if (c[CSR_STATUS] & CSR0_TXON) {
         c[CSR_STATUS] |= CSR0_TDMD;
         this.kickWanted = true;
@@ -506,7 +506,7 @@ export class LanceDevice implements PortIoHandler {
   private writeBcr(n: number, v: number): void {
     if (n === BCR_SWS) {
       if (!this.stoppedOrSuspended) {
-        this.metrics.csrWritesDropped++;
+        this.counters.csrWritesDropped++;
         return;
       }
       const style = v & 0xff;
@@ -532,7 +532,7 @@ export class LanceDevice implements PortIoHandler {
   /** S_RESET (a read of the RESET port). BCRs keep their values (only H_RESET resets them). */
   private softReset(): void {
     const c = this.csr;
-    this.metrics.resets++;
+    this.counters.resets++;
     this.epoch++;
     this.rap = 0;
     const iadr = [c[CSR_IADR_LO], c[CSR_IADR_HI]];
@@ -552,7 +552,7 @@ export class LanceDevice implements PortIoHandler {
 
   private stop(): void {
     const c = this.csr;
-    this.metrics.stops++;
+    this.counters.stops++;
     this.epoch++;
     c[CSR_STATUS] = CSR0_STOP;
     c[CSR_FEATURES] &= ~CSR4_W1C;
@@ -565,7 +565,7 @@ export class LanceDevice implements PortIoHandler {
   /** INIT: read the init block once and load the CSRs from it. False (MERR, no IDON) if it cannot. */
   private init(): boolean {
     const c = this.csr;
-    this.metrics.inits++;
+    this.counters.inits++;
     const style = this.swstyle;
     const bytes =
       style === SWSTYLE_PCNET_PCI || style === SWSTYLE_PCNET_PCI_II
@@ -573,7 +573,7 @@ export class LanceDevice implements PortIoHandler {
         : undefined; // SWSTYLE 0 and 1 layouts are not emulated
     const ib = bytes && parseInitBlock(bytes);
     if (!ib) {
-      this.metrics.initErrors++;
+      this.counters.initErrors++;
       this.raiseMerr();
       return false;
     }
@@ -596,7 +596,7 @@ export class LanceDevice implements PortIoHandler {
 
   private start(): void {
     const c = this.csr;
-    this.metrics.starts++;
+    this.counters.starts++;
     let s = (c[CSR_STATUS] | CSR0_STRT) & ~CSR0_STOP;
     if (!(c[CSR_MODE] & MODE_DTX)) s |= CSR0_TXON;
     if (!(c[CSR_MODE] & MODE_DRX)) s |= CSR0_RXON;
@@ -605,7 +605,7 @@ export class LanceDevice implements PortIoHandler {
   }
 
   private raiseMerr(): void {
-    this.metrics.merr++;
+    this.counters.merr++;
     this.csr[CSR_STATUS] |= CSR0_MERR;
   }
 
@@ -614,15 +614,15 @@ export class LanceDevice implements PortIoHandler {
     const level = (this.csr[CSR_STATUS] & CSR0_IENA) !== 0 && this.intrActive();
     if (level === this.irqLevel) return;
     this.irqLevel = level;
-    if (level) this.metrics.interrupts++;
-    else this.metrics.interruptsLowered++;
+    if (level) this.counters.interrupts++;
+    else this.counters.interruptsLowered++;
     this.o.irq(level);
   }
 
   private flushKick(): void {
     if (!this.kickWanted) return;
     this.kickWanted = false;
-    this.metrics.kicks++;
+    this.counters.kicks++;
     this.o.kick();
   }
 
@@ -663,7 +663,7 @@ export class LanceDevice implements PortIoHandler {
    * descriptor is not yet owned is left alone until the next demand. Returns frames sent.
    */
   transmitPoll(): number {
-    this.metrics.txPolls++;
+    this.counters.txPolls++;
     const c = this.csr;
     if (!(c[CSR_STATUS] & CSR0_TXON) || c[CSR_EXT] & CSR5_SPND || this.txLen === 0) {
       c[CSR_STATUS] &= ~CSR0_TDMD;
@@ -678,15 +678,15 @@ export class LanceDevice implements PortIoHandler {
     let tint = false;
     walk: while (consumed < len) {
       const first = this.readDescriptor(base, this.txIndex);
-      this.metrics.txDescriptorsRead++;
+      this.counters.txDescriptorsRead++;
       if (!first || !first.own) break;
       const chain: Descriptor[] = [first];
       let broken = !first.wellFormed || !first.stp; // missing STP: handed back as an error, alone
-      if (!first.wellFormed) this.metrics.malformedDescriptors++;
+      if (!first.wellFormed) this.counters.malformedDescriptors++;
       while (!broken && !chain[chain.length - 1].enp) {
         if (chain.length >= len) break; // no ENP anywhere in the ring: babble, below
         const d = this.readDescriptor(base, (this.txIndex + chain.length) % len);
-        this.metrics.txDescriptorsRead++;
+        this.counters.txDescriptorsRead++;
         if (!d || !d.own) break walk; // MERR, or the guest has not finished the chain: wait
         if (d.stp) {
           broken = true; // a new frame starts before this one ended: return this one as an error
@@ -694,7 +694,7 @@ export class LanceDevice implements PortIoHandler {
         }
         chain.push(d);
         if (!d.wellFormed) {
-          this.metrics.malformedDescriptors++;
+          this.counters.malformedDescriptors++;
           broken = true;
         }
       }
@@ -704,7 +704,7 @@ export class LanceDevice implements PortIoHandler {
       if (broken || (chain[chain.length - 1].enp && total < LANCE_MIN_FRAME)) tmd2 = TMD2_BUFF;
       else if (!chain[chain.length - 1].enp || total > LANCE_MAX_FRAME) {
         // Too long, or no ENP in the whole ring: babble. Dropped (the chip would cut it short).
-        this.metrics.babl++;
+        this.counters.babl++;
         c[CSR_STATUS] |= CSR0_BABL;
       } else frame = this.gather(chain, total, c[CSR_FEATURES] & CSR4_APAD_XMT ? ETH_MIN_PAYLOAD_FRAME : 0); // undefined: MERR
       // Later descriptors first, STP last. ONE/DEF (collision history) are the chip's: none here.
@@ -716,15 +716,15 @@ export class LanceDevice implements PortIoHandler {
       consumed += chain.length;
       tint = true;
       if (!frame) {
-        this.metrics.txErrors++;
+        this.counters.txErrors++;
         continue;
       }
       sent++;
-      this.metrics.txFrames++;
-      this.metrics.txBytes += frame.byteLength;
+      this.counters.txFrames++;
+      this.counters.txBytes += frame.byteLength;
       c[CSR_FEATURES] |= CSR4_TXSTRT;
       if (c[CSR_MODE] & MODE_LOOP) {
-        this.metrics.txLoopback++;
+        this.counters.txLoopback++;
         this.receive(frame);
       } else this.o.transmit(frame);
       if (this.epoch !== epoch) {
@@ -766,7 +766,7 @@ export class LanceDevice implements PortIoHandler {
 
   private receiveFrame(frame: Uint8Array): LanceReceiveResult {
     const c = this.csr;
-    const m = this.metrics;
+    const m = this.counters;
     if (!(c[CSR_STATUS] & CSR0_RXON) || c[CSR_STATUS] & CSR0_STOP || c[CSR_EXT] & CSR5_SPND) {
       m.rxStopped++;
       return 'stopped';
@@ -854,7 +854,7 @@ export class LanceDevice implements PortIoHandler {
 
   private miss(): LanceReceiveResult {
     const c = this.csr;
-    this.metrics.rxMissed++;
+    this.counters.rxMissed++;
     c[CSR_STATUS] |= CSR0_MISS;
     c[CSR_MISSED] = (c[CSR_MISSED] + 1) & 0xffff;
     if (c[CSR_MISSED] === 0) c[CSR_FEATURES] |= CSR4_MFCO; // the missed frame counter wrapped
