@@ -17,7 +17,9 @@
  * every DMA address is checked by the window (a miss is MERR), each descriptor is read once into a
  * private copy, and the interrupt line is recomputed after every access, transmit and receive.
  */
-import { InvalidArgumentError } from '../../errors.js';
+import { InvalidArgumentError, StateError } from '../../errors.js';
+import { loadRecord, saveRecord, type Device, type DeviceIdentity, type DeviceMetrics, type DeviceStateRecord } from '../../device/index.js';
+import { LANCE_RX_QUEUE_MAX, LANCE_STATE, type LanceState } from './state.js';
 import { floatingBus, ioMask, type DmaWindow, type IoSize, type PortIoHandler } from '../../trap/index.js';
 import { newLanceMetrics, type LanceMetrics } from './metrics.js';
 import {
@@ -162,9 +164,12 @@ export interface LanceOptions {
   transmit(frame: Uint8Array): void;
   /** Ask the wiring to call transmitPoll() soon (after answering the current trap). */
   kick(): void;
+  /** The NIC's device id in its guest (identity and the record's instance name); default 0. */
+  devid?: number;
 }
 
-export type LanceReceiveResult = 'delivered' | 'missed' | 'filtered' | 'stopped' | 'error';
+/** `queued`: held while the chip is quiesced, delivered on resume or restore. */
+export type LanceReceiveResult = 'delivered' | 'missed' | 'filtered' | 'stopped' | 'error' | 'queued';
 
 /** CSRs that are plain storage, writable only while stopped or suspended. */
 const GATED_STORAGE = new Set<number>([
@@ -200,8 +205,21 @@ const CSR5_UNUSED_STATUS = 0x0a90;
 /** The largest ring the CSR76/78 encoding allows. */
 const MAX_RING = 0xffff;
 
-export class LanceDevice implements PortIoHandler {
+/**
+ * Persistence (the Device interface): quiesce() refuses port accesses and holds what comes from
+ * outside — frames from the wire are queued, a transmit poll is remembered, the interrupt line is
+ * left where the host last saw it; save() writes the record (state.ts); `LanceDevice.restore(
+ * options, record)` builds a chip with the same options, sets its registers and rings, and
+ * catches up: queued frames into the rx ring, a remembered poll through `kick()`, an owed edge.
+ */
+export class LanceDevice implements PortIoHandler, Device {
   readonly counters: LanceMetrics = newLanceMetrics();
+  readonly identity: DeviceIdentity;
+  /** quiesce()d (or stopped): accesses refused, frames queued, transmit polls and line changes deferred. */
+  private paused = false;
+  private stopped = false;
+  private rxQueue: Uint8Array[] = [];
+  private pollOwed = false;
   private readonly o: LanceOptions;
   private readonly aprom = new Uint8Array(APROM_SIZE);
   private readonly csr = new Uint16Array(128);
@@ -220,6 +238,7 @@ export class LanceDevice implements PortIoHandler {
     if (!(o.mac instanceof Uint8Array) || o.mac.byteLength !== 6) throw new InvalidArgumentError('Lance MAC must be 6 bytes');
     if (o.mac[0] & 1) throw new InvalidArgumentError('Lance MAC must be a unicast address');
     this.o = o;
+    this.identity = { kind: 'net', mode: 'emulated', side: 'dom0', type: LANCE_STATE.type, devid: o.devid ?? 0 };
     this.aprom.set(o.mac, 0);
     this.aprom[9] = 0x11;
     this.aprom[14] = 0x57;
@@ -279,6 +298,10 @@ export class LanceDevice implements PortIoHandler {
 
   ioRead(offset: number, size: IoSize): number {
     this.counters.portReads++;
+    if (this.paused) {
+      this.counters.refusedWhilePaused++;
+      return floatingBus(size);
+    }
     if (!this.validAccess(offset, size)) return this.ignored(size);
     if (offset + size <= APROM_SIZE) {
       this.counters.apromReads++;
@@ -307,6 +330,10 @@ export class LanceDevice implements PortIoHandler {
 
   ioWrite(offset: number, size: IoSize, value: number): void {
     this.counters.portWrites++;
+    if (this.paused) {
+      this.counters.refusedWhilePaused++;
+      return;
+    }
     if (!this.validAccess(offset, size)) {
       this.counters.ignoredAccesses++;
       return;
@@ -361,6 +388,102 @@ export class LanceDevice implements PortIoHandler {
   private ignored(size: IoSize): number {
     this.counters.ignoredAccesses++;
     return floatingBus(size);
+  }
+
+  // --- the Device interface -------------------------------------------------------------------
+
+  /** Nothing to connect: the wiring maps the ports and carries frames; the chip answers from construction. */
+  async attach(): Promise<void> {
+    if (this.stopped) throw new StateError(`lance${this.identity.devid}: attach after stop`);
+  }
+
+  /** No more accesses, frames or polls: the chip is gone from the guest's bus. */
+  async stop(_reason: string): Promise<void> {
+    this.stopped = true;
+    this.paused = true;
+    this.rxQueue = [];
+    this.pollOwed = false;
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.txFrames + m.rxFrames,
+      bytes: m.txBytes + m.rxBytes,
+      // Frames missed for want of a posted buffer are drops (detail.rxMissed), not errors.
+      errors: m.txErrors + m.rxErrors,
+      detail: { ...m, rxQueued: this.rxQueue.length },
+    };
+  }
+
+  /** Nothing of the chip's runs on its own (walks are synchronous): pausing is enough. */
+  async quiesce(): Promise<void> {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (this.stopped) return;
+    this.paused = false;
+    this.catchUp();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.paused) throw new StateError(`lance${this.identity.devid}: save() needs a quiesced chip`);
+    const state: LanceState = {
+      rap: this.rap,
+      csr: Array.from(this.csr),
+      bcr: Array.from(this.bcr),
+      rxLen: this.rxLen,
+      txLen: this.txLen,
+      rxIndex: this.rxIndex,
+      txIndex: this.txIndex,
+      irqLevel: this.irqLevel,
+      transmitDemand: this.pollOwed || this.kickWanted,
+      rxQueue: this.rxQueue.map((f) => f.slice()),
+    };
+    return saveRecord(LANCE_STATE, `lance${this.identity.devid}`, state);
+  }
+
+  /**
+   * A chip built with `options` in the state `record` holds, running: frames it had queued are
+   * received, a pending transmit demand kicks the wiring, and the line is driven to its level.
+   * The record is untrusted: an inconsistent one is refused (StateRecordError) before any state is set.
+   */
+  static restore(options: LanceOptions, record: unknown): LanceDevice {
+    const s = loadRecord(LANCE_STATE, record);
+    const dev = new LanceDevice(options);
+    dev.csr.set(s.csr);
+    dev.bcr.set(s.bcr);
+    dev.rap = s.rap;
+    dev.rxLen = s.rxLen;
+    dev.txLen = s.txLen;
+    dev.rxIndex = s.rxIndex;
+    dev.txIndex = s.txIndex;
+    dev.irqLevel = s.irqLevel;
+    dev.rxQueue = s.rxQueue.map((f) => f.slice());
+    dev.pollOwed = s.transmitDemand;
+    dev.catchUp();
+    return dev;
+  }
+
+  private hold(frame: Uint8Array): LanceReceiveResult {
+    if (this.stopped || this.rxQueue.length >= LANCE_RX_QUEUE_MAX || frame.byteLength < LANCE_MIN_FRAME || frame.byteLength > LANCE_MAX_FRAME) {
+      this.counters.rxDroppedWhilePaused++;
+      return 'missed';
+    }
+    this.rxQueue.push(frame.slice());
+    return 'queued';
+  }
+
+  /** After a pause or a restore: receive the held frames, drive the line, ask for the owed poll. */
+  private catchUp(): void {
+    for (const frame of this.rxQueue.splice(0)) this.receive(frame);
+    this.update();
+    if (this.pollOwed) {
+      this.pollOwed = false;
+      this.kickWanted = true;
+    }
+    this.flushKick();
   }
 
   // --- registers ------------------------------------------------------------------------------
@@ -479,7 +602,7 @@ export class LanceDevice implements PortIoHandler {
     const c = this.csr;
     c[CSR_STATUS] = (c[CSR_STATUS] & ~(v & CSR0_W1C) & ~CSR0_IENA) | (v & CSR0_IENA);
     if (v & CSR0_STOP) {
-      this.stop(); // STOP wins over INIT and STRT in the same write
+      this.stopChip(); // STOP wins over INIT and STRT in the same write
       return;
     }
     let initOk = true;
@@ -550,7 +673,7 @@ export class LanceDevice implements PortIoHandler {
     this.kickWanted = false;
   }
 
-  private stop(): void {
+  private stopChip(): void {
     const c = this.csr;
     this.counters.stops++;
     this.epoch++;
@@ -611,6 +734,7 @@ export class LanceDevice implements PortIoHandler {
 
   /** Recompute INTR and drive the line on an edge of INTR && IENA. */
   private update(): void {
+    if (this.paused) return; // a change of the line is owed: resume() or restore drives it
     const level = (this.csr[CSR_STATUS] & CSR0_IENA) !== 0 && this.intrActive();
     if (level === this.irqLevel) return;
     this.irqLevel = level;
@@ -663,6 +787,10 @@ export class LanceDevice implements PortIoHandler {
    * descriptor is not yet owned is left alone until the next demand. Returns frames sent.
    */
   transmitPoll(): number {
+    if (this.paused) {
+      this.pollOwed = !this.stopped; // the demand is kept for after the pause (or the move)
+      return 0;
+    }
     this.counters.txPolls++;
     const c = this.csr;
     if (!(c[CSR_STATUS] & CSR0_TXON) || c[CSR_EXT] & CSR5_SPND || this.txLen === 0) {
@@ -759,6 +887,7 @@ export class LanceDevice implements PortIoHandler {
 
   /** A frame from the wire (no FCS). Written into the guest's owned rx descriptors, or refused. */
   receive(frame: Uint8Array): LanceReceiveResult {
+    if (this.paused) return this.hold(frame);
     const result = this.receiveFrame(frame);
     this.update();
     return result;
