@@ -24,7 +24,7 @@
  * validated against the capacity before the backing is touched, and every buffer is bounded by
  * 256 sectors.
  */
-import { InvalidArgumentError, StateError, StateRecordError } from '../../errors.js';
+import { DeviceError, InvalidArgumentError, StateError, StateRecordError } from '../../errors.js';
 import { loadRecord, saveRecord, type Device, type DeviceIdentity, type DeviceMetrics, type DeviceStateRecord } from '../../device/index.js';
 import { ATA_STATE, type AtaState } from './state.js';
 import { floatingBus, type IoSize, type PortIoHandler } from '../../trap/index.js';
@@ -604,7 +604,7 @@ export class AtaDevice implements Device {
     try {
       p = Promise.resolve(run());
     } catch (e) {
-      p = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      p = Promise.reject(e instanceof Error ? e : new DeviceError(`ATA backing ${kind} threw: ${String(e)}`, { cause: e }));
     }
     this.inflight = p
       .then(
