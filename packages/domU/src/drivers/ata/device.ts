@@ -15,7 +15,7 @@
  * with a software reset. An ATA error (ERR) fails only its request: the drive is idle after it.
  *
  * The register constants are the guest's own copy (a driver carries its own ATA header, as
- * Linux has include/linux/ata.h); the device model in dom0 is a separate implementation.
+ * Linux has include/linux/ata.h); the device model (shared/src/devicemodels/ata) is a separate implementation.
  */
 import {
   ClosedError,
