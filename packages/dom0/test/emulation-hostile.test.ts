@@ -12,8 +12,7 @@ import { join } from 'node:path';
 import { GUEST_ATTACK, createLogger, type GuestStats } from '@ringvisor/shared';
 import { Host } from '../src/toolstack/host.js';
 import { normalizeConfig } from '../src/toolstack/config.js';
-import type { LanceMetrics } from '../src/devicemodels/lance/index.js';
-import type { AtaMetrics } from '../src/devicemodels/ata/index.js';
+import type { AtaMetrics, LanceMetrics } from '@ringvisor/shared';
 
 let dir: string;
 let host: Host;

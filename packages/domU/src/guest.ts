@@ -475,7 +475,7 @@ export class Guest {
       trapTimeouts: c?.timeouts ?? 0,
     });
     for (const { devid, driver } of this.ata) {
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({
         type: 'vbd',
         devid,
@@ -487,7 +487,7 @@ export class Guest {
       });
     }
     for (const { devid, driver } of this.pcnet) {
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({
         type: 'vif',
         devid,

@@ -6,7 +6,7 @@
  */
 import { HWBLK_MAX_SEGMENTS, HWBLK_OP_FLUSH, HWBLK_OP_READ, HWBLK_OP_WRITE, PAGE_SIZE, SECTOR_SIZE, SECTORS_PER_PAGE, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
 import type { PhysicalDiskDriver } from '../physdev/disk.js';
-import type { AtaBacking } from './ata/index.js';
+import type { AtaBacking } from '@ringvisor/shared';
 
 /** ATA's largest transfer: 256 sectors. */
 const MAX_SECTORS = 256;

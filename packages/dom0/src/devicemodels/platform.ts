@@ -6,7 +6,7 @@
  *
  *   dom0     (Xen HVM / QEMU) dom0's ioreq server serves the slot; the models run on dom0's loop
  *            and reach the bridge and the disk driver directly.
- *   hosted   (VMware Workstation) a VMApp worker per guest owns the models (../vmapp/); the
+ *   hosted   (VMware Workstation) a VMApp worker per guest owns the models (shared/src/vmapp/); the
  *            guest's VMM (shared/trap/hosted-vmm.ts) forwards accesses to it; frames cross dom0's
  *            bridge as VMNet reads/writes and sectors go through dom0's disk driver, on the
  *            VMApp's control link.
@@ -38,12 +38,10 @@ import {
   type Logger,
 } from '@ringvisor/shared';
 import type { Hypervisor, Domain } from '../hypervisor/hypervisor.js';
-import { IoReqServer } from '../hypervisor/ioreq.js';
 import type { PhysicalDiskDriver } from '../physdev/disk.js';
 import type { Skb } from '../physdev/skb.js';
 import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
-import { LanceDevice } from './lance/index.js';
-import { AtaDevice } from './ata/index.js';
+import { AtaDevice, IoReqServer, LanceDevice } from '@ringvisor/shared';
 import { PhysicalDiskBacking } from './disk-backing.js';
 import { VMAPP_DISK, VMAPP_FAULTS, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type InterruptFault, type InterruptFaultCounts, type VmAppPlan, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
 
@@ -476,8 +474,8 @@ export class EmulatedPlatform {
       devices: h
         ? h.devices.map((d) => ({ ...d, ...(d.kind === 'disk' ? { metrics: { ...d.metrics, bounceBytesCopied: this.disks.find((x) => x.name === d.name)?.backing.bytesCopied ?? 0 } } : {}) }))
         : [
-            ...this.nics.map((n) => ({ name: n.name, kind: 'nic' as const, metrics: { ...n.model!.metrics } })),
-            ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model!.metrics, bounceBytesCopied: d.backing.bytesCopied } })),
+            ...this.nics.map((n) => ({ name: n.name, kind: 'nic' as const, metrics: { ...n.model!.counters } })),
+            ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model!.counters, bounceBytesCopied: d.backing.bytesCopied } })),
           ],
     };
   }

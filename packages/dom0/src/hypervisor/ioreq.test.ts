@@ -10,11 +10,11 @@ import {
   createEventMemory,
   createIoReqSlot,
   createLogger,
+  IoReqServer,
   startRuntimeWorker,
   type IoSize,
   type PortIoHandler,
 } from '@ringvisor/shared';
-import { IoReqServer } from './ioreq.js';
 import type { VcpuProgramResult } from './test-support/vcpu-peer.worker.js';
 
 /** 16 bytes of little-endian registers: what is written is read back, at any width. */

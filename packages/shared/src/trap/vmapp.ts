@@ -1,6 +1,6 @@
 /**
  * The contract between a VMApp (the hosted placement's per-guest runtime that owns the guest's
- * emulated device models, dom0/src/vmapp/) and whoever starts it and carries its traffic: dom0's
+ * emulated device models, shared/src/vmapp/) and whoever starts it and carries its traffic: dom0's
  * toolstack in the threads transport (a worker of dom0's process, its link a MessagePort), or the
  * guest's own process in the ws transport (a worker next to the vCPU — the guest's process is
  * the virtual machine, as VMware's vmx process holds VMApp and VMM — its VMNet frames and disk
@@ -9,7 +9,7 @@
 import { MessageChannel, type Worker } from 'node:worker_threads';
 import type { IoReqServerCounters } from './ioreq.js';
 import { PortLink, RpcPeer } from '../transport/rpc.js';
-import { runtimeEntry, startRuntimeWorker } from '../runtime/index.js';
+import { siblingEntry, startRuntimeWorker } from '../runtime/index.js';
 
 /** What a VMApp is started with (workerData.spec, besides its control port). */
 export interface VmAppSpec {
@@ -65,12 +65,12 @@ export interface VmAppStats {
 }
 
 /**
- * Start a VMApp worker by its entry point (dom0's package; never imported) and open its link.
- * dom0 does this for the threads transport, a guest's process for ws.
+ * Start a VMApp worker (this package's vmapp/vmapp.worker.ts) and open its link. dom0 does
+ * this for the threads transport, a guest's process for ws: the models are shared code.
  */
 export function startVmApp(spec: VmAppSpec): { peer: RpcPeer; worker: Worker } {
   const { port1, port2 } = new MessageChannel();
-  const worker = startRuntimeWorker(runtimeEntry(import.meta.url, 'dom0', 'vmapp/worker'), {
+  const worker = startRuntimeWorker(siblingEntry(import.meta.url, '../vmapp/vmapp.worker'), {
     workerData: { control: port1, spec },
     transferList: [port1],
     name: `vmapp-${spec.guest}`,

@@ -15,9 +15,24 @@
  * with a software reset. An ATA error (ERR) fails only its request: the drive is idle after it.
  *
  * The register constants are the guest's own copy (a driver carries its own ATA header, as
- * Linux has include/linux/ata.h); the device model in dom0 is a separate implementation.
+ * Linux has include/linux/ata.h); the device model (shared/src/devicemodels/ata) is a separate implementation.
  */
-import { DeviceError, InvalidArgumentError, SECTOR_SIZE, TimeoutError, type PortIo } from '@ringvisor/shared';
+import {
+  ClosedError,
+  DeviceError,
+  InvalidArgumentError,
+  SECTOR_SIZE,
+  StateError,
+  TimeoutError,
+  loadRecord,
+  saveRecord,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
+  type PortIo,
+} from '@ringvisor/shared';
+import { ATA_DRIVER_STATE, type AtaDriverState, type AtaPendingRequest } from './state.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newAtaDriverMetrics, type AtaDriverMetrics } from './metrics.js';
 
@@ -108,6 +123,16 @@ export interface AtaDriverOptions {
   irqTimeoutMs?: number;
   /** Fail a command whose drive stays busy this long (default 30 s). */
   commandTimeoutMs?: number;
+  /** The vbd's device id in its guest (identity and the record's instance name); default 0. */
+  devid?: number;
+}
+
+/** A request waiting its turn; `request` is its description as data (absent for exclusive()). */
+interface Queued {
+  request?: AtaPendingRequest;
+  run(): Promise<void>;
+  resolve(): void;
+  reject(e: unknown): void;
 }
 
 interface Command {
@@ -118,8 +143,22 @@ interface Command {
   deadline: number;
 }
 
-export class AtaDriver implements BlockDevice {
-  readonly metrics: AtaDriverMetrics = newAtaDriverMetrics();
+/**
+ * Persistence (the Device interface): quiesce() lets the command in progress finish and starts
+ * no other; save() writes the record (state.ts) with the requests still waiting, as data;
+ * `AtaDriver.restore(options, record)` builds a driver that runs them, in order, and hands
+ * their results out through `carried`. The source's callers of those requests are answered
+ * with ClosedError when it is stopped: their requests moved.
+ */
+export class AtaDriver implements BlockDevice, Device {
+  readonly counters: AtaDriverMetrics = newAtaDriverMetrics();
+  readonly identity: DeviceIdentity;
+  /** Requests a restored driver took over from a record, and their results (a read's data). */
+  readonly carried: Array<{ request: AtaPendingRequest; done: Promise<Uint8Array | undefined> }> = [];
+  private readonly waiting: Queued[] = [];
+  private current: Promise<void> | undefined;
+  private paused = false;
+  private stopped = false;
   private readonly io: PortIo;
   private readonly cmdBase: number;
   private readonly ctlPort: number;
@@ -131,7 +170,6 @@ export class AtaDriver implements BlockDevice {
   private probed = false;
   /** Set when the drive was left mid-protocol: the next command resets it first. */
   private needsReset = false;
-  private queue: Promise<unknown> = Promise.resolve();
   /** An interrupt that arrived while nobody was waiting. */
   private irqLatched = false;
   private irqWaiter: (() => void) | undefined;
@@ -142,6 +180,7 @@ export class AtaDriver implements BlockDevice {
     this.ctlPort = o.controlBase ?? 0x3f6;
     this.irqTimeoutMs = o.irqTimeoutMs ?? 50;
     this.commandTimeoutMs = o.commandTimeoutMs ?? 30_000;
+    this.identity = { kind: 'blk', mode: 'emulated', side: 'guest', type: ATA_DRIVER_STATE.type, devid: o.devid ?? 0 };
     o.onInterrupt(() => this.interrupt());
   }
 
@@ -161,21 +200,28 @@ export class AtaDriver implements BlockDevice {
 
   /** Soft reset, then IDENTIFY DEVICE: learns the capacity and the model string. */
   probe(): Promise<void> {
-    return this.request(() => this.doProbe());
+    return this.request(() => this.doProbe(), { kind: 'probe' });
   }
 
   read(sector: number, buf: Uint8Array): Promise<void> {
-    return this.request(async () => {
-      this.checkRange(sector, buf);
-      await this.transfer('read', sector, buf);
-    });
+    return this.request(
+      async () => {
+        this.checkRange(sector, buf);
+        await this.transfer('read', sector, buf);
+      },
+      // A count the record can carry (a bad buffer fails when the request runs, as before).
+      { kind: 'read', sector, count: Math.max(1, Math.ceil(buf.length / SECTOR_SIZE)) },
+    );
   }
 
   write(sector: number, buf: Uint8Array): Promise<void> {
-    return this.request(async () => {
-      this.checkRange(sector, buf);
-      await this.transfer('write', sector, buf);
-    });
+    return this.request(
+      async () => {
+        this.checkRange(sector, buf);
+        await this.transfer('write', sector, buf);
+      },
+      { kind: 'write', sector, data: buf },
+    );
   }
 
   flush(): Promise<void> {
@@ -183,7 +229,95 @@ export class AtaDriver implements BlockDevice {
       if (!this.probed) throw new DeviceError('ATA drive not probed');
       const c = await this.issue('FLUSH CACHE', CMD_FLUSH_CACHE, 0, 0);
       this.checkStatus(c, await this.waitForDrive(c));
-    });
+    }, { kind: 'flush' });
+  }
+
+  // ---- the Device interface ----
+
+  /** Probe the drive (what guest boot does). */
+  async attach(): Promise<void> {
+    if (this.stopped) throw new StateError(`ata-driver${this.identity.devid}: attach after stop`);
+    if (!this.probed) await this.probe();
+  }
+
+  /**
+   * No more requests. A quiesced driver whose state was saved answers the requests still
+   * waiting with ClosedError (they moved with the record); a running one lets them fail the same way.
+   */
+  async stop(reason: string): Promise<void> {
+    this.stopped = true;
+    this.paused = true;
+    await this.current;
+    for (const q of this.waiting.splice(0)) q.reject(new ClosedError(`ata-driver${this.identity.devid}: stopped (${reason})`));
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.commands,
+      bytes: (m.sectorsRead + m.sectorsWritten) * SECTOR_SIZE,
+      errors: m.errors,
+      detail: { ...m, bytesRead: m.sectorsRead * SECTOR_SIZE, bytesWritten: m.sectorsWritten * SECTOR_SIZE, waiting: this.waiting.length },
+    };
+  }
+
+  /** The command in progress finishes (the drive must still be running); no other starts. */
+  async quiesce(): Promise<void> {
+    this.paused = true;
+    while (this.current) await this.current;
+  }
+
+  resume(): void {
+    if (this.stopped) return;
+    this.paused = false;
+    this.pump();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.paused || this.current || this.stopped) throw new StateError(`ata-driver${this.identity.devid}: save() needs a quiesced, running driver`);
+    const pending: AtaPendingRequest[] = [];
+    for (const q of this.waiting) {
+      // exclusive(): a program of raw port accesses (a hostile-guest test) is not data.
+      if (!q.request) throw new StateError(`ata-driver${this.identity.devid}: an exclusive port program is queued; it cannot be saved`);
+      pending.push(q.request.kind === 'write' ? { ...q.request, data: q.request.data.slice() } : { ...q.request });
+    }
+    const state: AtaDriverState = {
+      probed: this.probed,
+      sectors: this._sectors,
+      model: this._model,
+      serial: this._serial,
+      needsReset: this.needsReset,
+      irqLatched: this.irqLatched,
+      pending,
+    };
+    return saveRecord(ATA_DRIVER_STATE, `ata-driver${this.identity.devid}`, state);
+  }
+
+  /**
+   * A driver built with `options` (the same PortIo and IRQ; the drive restored alongside) in
+   * the state `record` holds, running: the pending requests run in order, their results in
+   * `carried`. An inconsistent record is refused (StateRecordError) before anything is set.
+   */
+  static restore(options: AtaDriverOptions, record: unknown): AtaDriver {
+    const s = loadRecord(ATA_DRIVER_STATE, record);
+    const d = new AtaDriver(options);
+    d.probed = s.probed;
+    d._sectors = s.sectors;
+    d._model = s.model;
+    d._serial = s.serial;
+    d.needsReset = s.needsReset;
+    d.irqLatched = s.irqLatched;
+    for (const r of s.pending) {
+      let done: Promise<Uint8Array | undefined>;
+      if (r.kind === 'read') {
+        const buf = new Uint8Array(r.count * SECTOR_SIZE);
+        done = d.read(r.sector, buf).then(() => buf);
+      } else if (r.kind === 'write') done = d.write(r.sector, r.data.slice()).then(() => undefined);
+      else done = (r.kind === 'probe' ? d.probe() : d.flush()).then(() => undefined);
+      done.catch(() => undefined); // a carried request's failure is its holder's to see, not unhandled
+      d.carried.push({ request: r, done });
+    }
+    return d;
   }
 
   /**
@@ -201,13 +335,31 @@ export class AtaDriver implements BlockDevice {
   // ---- request queue ----
 
   /** Run `op` after every earlier request has finished (one command on the wire at a time). */
-  private request(op: () => Promise<void>): Promise<void> {
-    const run = this.queue.then(op).catch((e: unknown) => {
-      this.metrics.errors++;
-      throw e;
+  private request(op: () => Promise<void>, request?: AtaPendingRequest): Promise<void> {
+    if (this.stopped) return Promise.reject(new ClosedError(`ata-driver${this.identity.devid}: stopped`));
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.push({ ...(request ? { request } : {}), run: op, resolve, reject });
+      this.pump();
     });
-    this.queue = run.catch(() => undefined);
-    return run;
+  }
+
+  /** Start the next waiting request unless one runs or the driver is quiesced. */
+  private pump(): void {
+    if (this.current || this.paused || this.waiting.length === 0) return;
+    const next = this.waiting.shift()!;
+    this.current = (async () => {
+      await null; // a request starts on a later microtask than the call that queued it
+      try {
+        await next.run();
+        next.resolve();
+      } catch (e) {
+        this.counters.errors++;
+        next.reject(e);
+      } finally {
+        this.current = undefined;
+        this.pump();
+      }
+    })();
   }
 
   private checkRange(sector: number, buf: Uint8Array): void {
@@ -221,26 +373,26 @@ export class AtaDriver implements BlockDevice {
   // ---- ports (every call counted) ----
 
   private inb(reg: number): number {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     return this.io.inb(this.cmdBase + reg);
   }
   private outb(reg: number, v: number): void {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     this.io.outb(this.cmdBase + reg, v);
   }
   private altStatus(): number {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     return this.io.inb(this.ctlPort);
   }
   private deviceControl(v: number): void {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     this.io.outb(this.ctlPort, v);
   }
 
   // ---- interrupts ----
 
   private interrupt(): void {
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     const w = this.irqWaiter;
     if (w) w();
     else this.irqLatched = true;
@@ -273,12 +425,12 @@ export class AtaDriver implements BlockDevice {
   private async waitForDrive(c: Command): Promise<number> {
     for (;;) {
       if (!(await this.waitIrq(this.irqTimeoutMs))) {
-        this.metrics.irqWaitTimeouts++;
+        this.counters.irqWaitTimeouts++;
         if (this.altStatus() & ST_BSY) {
           this.checkDeadline(c);
           continue;
         }
-        this.metrics.lostInterruptPolls++;
+        this.counters.lostInterruptPolls++;
       }
       const st = this.inb(REG_STATUS);
       if (!(st & ST_BSY)) return st;
@@ -304,7 +456,7 @@ export class AtaDriver implements BlockDevice {
   private checkDeadline(c: Command): void {
     if (performance.now() < c.deadline) return;
     this.needsReset = true;
-    this.metrics.timeouts++;
+    this.counters.timeouts++;
     throw new TimeoutError(`ATA ${c.name}: drive still busy after ${this.commandTimeoutMs} ms`);
   }
 
@@ -316,7 +468,7 @@ export class AtaDriver implements BlockDevice {
 
   /** SRST pulse with interrupts enabled; waits for the drive to come out of reset. */
   private async softReset(): Promise<number> {
-    this.metrics.resets++;
+    this.counters.resets++;
     this.deviceControl(DEVCTL_SRST);
     this.deviceControl(0); // nIEN clear: interrupts on
     this.irqLatched = false;
@@ -341,7 +493,7 @@ export class AtaDriver implements BlockDevice {
     this.outb(REG_LBA_HIGH, (lba >>> 16) & 0xff);
     this.irqLatched = false; // anything before this command is stale
     this.outb(REG_COMMAND, opcode);
-    this.metrics.commands++;
+    this.counters.commands++;
     return c;
   }
 
@@ -376,7 +528,7 @@ export class AtaDriver implements BlockDevice {
       this.checkStatus(c, st);
       if (!(st & ST_DRQ)) this.protocolError(c, st, `no DRQ for sector ${s} of ${count}`);
       this.readBlock(into, s * SECTOR_SIZE);
-      this.metrics.sectorsRead++;
+      this.counters.sectorsRead++;
     }
     const st = this.altStatus();
     this.checkStatus(c, st);
@@ -402,7 +554,7 @@ export class AtaDriver implements BlockDevice {
     st = await this.waitForDrive(c);
     this.checkStatus(c, st);
     if (st & ST_DRQ) this.protocolError(c, st, 'drive requesting data after the last sector');
-    this.metrics.sectorsWritten += count;
+    this.counters.sectorsWritten += count;
   }
 
   private readBlock(into: Uint8Array, off: number): void {
@@ -412,13 +564,13 @@ export class AtaDriver implements BlockDevice {
       into[off + 2 * i] = w & 0xff;
       into[off + 2 * i + 1] = w >>> 8;
     }
-    this.metrics.portAccesses += WORDS_PER_SECTOR;
+    this.counters.portAccesses += WORDS_PER_SECTOR;
   }
 
   private writeBlock(from: Uint8Array, off: number): void {
     const port = this.cmdBase + REG_DATA;
     for (let i = 0; i < WORDS_PER_SECTOR; i++) this.io.outw(port, from[off + 2 * i] | (from[off + 2 * i + 1] << 8));
-    this.metrics.portAccesses += WORDS_PER_SECTOR;
+    this.counters.portAccesses += WORDS_PER_SECTOR;
   }
 
   private async doProbe(): Promise<void> {

@@ -18,7 +18,23 @@
  *  So one interrupt costs 14 accesses however many frames it covers; a poll that used its whole
  *  budget is run again later with interrupts still masked (NAPI), costing nothing until it ends.
  */
-import { DeviceError, InvalidArgumentError, PAGE_SIZE, type FrameAllocator, type GuestMemory, type PortIo } from '@ringvisor/shared';
+import {
+  DeviceError,
+  InvalidArgumentError,
+  PAGE_SIZE,
+  StateError,
+  StateRecordError,
+  loadRecord,
+  saveRecord,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
+  type FrameAllocator,
+  type GuestMemory,
+  type PortIo,
+} from '@ringvisor/shared';
+import { PCNET_STATE, PCNET_TX_BACKLOG, type PcnetState } from './state.js';
 import { newPcnetMetrics, type PcnetMetrics } from './metrics.js';
 
 // WIO port offsets.
@@ -63,7 +79,7 @@ const ETH_MAX = 1514;
 const ETH_FCS = 4;
 
 /** Frames queued in the driver while the tx ring is full (Linux's default txqueuelen is 1000). */
-const TX_BACKLOG = 64;
+const TX_BACKLOG = PCNET_TX_BACKLOG;
 const MAX_INTERRUPT_WORK = 2; // pcnet32's max_interrupt_work
 const IDON_POLLS = 100; // pcnet32_open polls CSR0 this many times
 const IDON_WAITS = 50; // then (unlike pcnet32, which carries on) waits up to this many ms
@@ -82,12 +98,28 @@ export interface PcnetDriverOptions {
   /** log2 of the ring sizes (0..9; default rx 5, tx 4: 32 and 16 entries, as pcnet32). */
   rxRingLog2?: number;
   txRingLog2?: number;
+  /** The vif's device id in its guest (identity and the record's instance name); default 0. */
+  devid?: number;
 }
 
 type State = 'new' | 'probed' | 'open' | 'closed';
 
-export class PcnetDriver {
-  readonly metrics: PcnetMetrics = newPcnetMetrics();
+/**
+ * Persistence (the Device interface): quiesce() makes the driver touch the chip no more — frames
+ * to send wait in its queue, an interrupt is remembered, a scheduled poll is held — and waits
+ * for an open() in progress; save() writes the record (state.ts); `PcnetDriver.restore(options,
+ * record)` builds a driver on the same memory and PortIo that owns the same frames and rings and
+ * catches up: the remembered interrupt is handled, the poll scheduled, the queue sent.
+ */
+export class PcnetDriver implements Device {
+  readonly counters: PcnetMetrics = newPcnetMetrics();
+  readonly identity: DeviceIdentity;
+  private paused = false;
+  private stopped = false;
+  /** An interrupt that came while quiesced: handled on resume (or by the restored driver). */
+  private irqOwed = false;
+  private pollTimer: NodeJS.Immediate | undefined;
+  private opening: Promise<void> | undefined;
   chipVersion = 0;
   private readonly o: PcnetDriverOptions;
   private readonly view: DataView;
@@ -121,6 +153,7 @@ export class PcnetDriver {
       if (!Number.isInteger(v) || v < 0 || v > 9) throw new InvalidArgumentError(`pcnet ${name} must be 0..9 (the chip's largest ring is 512), got ${v}`);
     if (!Number.isInteger(o.base) || o.base < 0 || o.base + 0x20 > 0x10000) throw new InvalidArgumentError(`pcnet I/O base 0x${o.base.toString(16)} is outside the port space`);
     this.o = o;
+    this.identity = { kind: 'net', mode: 'emulated', side: 'guest', type: PCNET_STATE.type, devid: o.devid ?? 0 };
     this.view = new DataView(o.memory.buffer);
     this.u16 = new Uint16Array(o.memory.buffer);
     this.rxSize = 1 << this.rxLog2;
@@ -139,28 +172,28 @@ export class PcnetDriver {
   // --- port access (pcnet32's pcnet32_wio_* helpers) ------------------------------------------
 
   private inw(off: number): number {
-    this.metrics.portAccesses++;
-    this.metrics.portReads++;
+    this.counters.portAccesses++;
+    this.counters.portReads++;
     return this.o.io.inw(this.o.base + off);
   }
   private inb(off: number): number {
-    this.metrics.portAccesses++;
-    this.metrics.portReads++;
+    this.counters.portAccesses++;
+    this.counters.portReads++;
     return this.o.io.inb(this.o.base + off);
   }
   private outw(off: number, v: number): void {
-    this.metrics.portAccesses++;
-    this.metrics.portWrites++;
+    this.counters.portAccesses++;
+    this.counters.portWrites++;
     this.o.io.outw(this.o.base + off, v);
   }
   private inl(off: number): number {
-    this.metrics.portAccesses++;
-    this.metrics.portReads++;
+    this.counters.portAccesses++;
+    this.counters.portReads++;
     return this.o.io.inl(this.o.base + off);
   }
   private outl(off: number, v: number): void {
-    this.metrics.portAccesses++;
-    this.metrics.portWrites++;
+    this.counters.portAccesses++;
+    this.counters.portWrites++;
     this.o.io.outl(this.o.base + off, v);
   }
   /**
@@ -241,7 +274,16 @@ export class PcnetDriver {
   }
 
   /** pcnet32_open: reset, SWSTYLE 2, rings and buffers, INIT, wait for IDON, then IENA|STRT. */
-  async open(): Promise<void> {
+  open(): Promise<void> {
+    const p = this.doOpen();
+    this.opening = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
+  }
+
+  private async doOpen(): Promise<void> {
     if (this.state !== 'probed') throw new DeviceError(`pcnet: open() needs a probed, closed device (state ${this.state})`);
     if (!validEther(this.hwaddr)) throw new DeviceError('pcnet: no valid station address');
     if (!this.irqRegistered) {
@@ -296,7 +338,7 @@ export class PcnetDriver {
   close(): void {
     if (this.state === 'closed' || this.state === 'new') return;
     if (this.state === 'open') {
-      this.metrics.rxMissedCounter = this.readCsr(112);
+      this.counters.rxMissedCounter = this.readCsr(112);
       this.writeCsr(0, CSR0_STOP);
       this.writeBcr(20, 4);
     }
@@ -305,6 +347,132 @@ export class PcnetDriver {
     this.releaseRings();
     for (const pfn of this.pfns.splice(0)) this.o.frames.release(pfn);
     this.initBlock = 0;
+  }
+
+  // --- the Device interface -------------------------------------------------------------------
+
+  /** Probe and open the chip (what guest boot does). */
+  async attach(): Promise<void> {
+    if (this.stopped) throw new StateError(`pcnet${this.identity.devid}: attach after stop`);
+    if (this.state === 'new') this.probe();
+    if (this.state === 'probed') await this.open();
+  }
+
+  /**
+   * A running driver closes the chip and frees its frames. A quiesced one (its state saved, to
+   * live on in a restored driver) is abandoned as it is: no access to the chip, nothing freed.
+   */
+  async stop(_reason: string): Promise<void> {
+    if (this.stopped) return;
+    if (!this.paused) this.close();
+    this.stopped = true;
+    this.paused = true;
+    if (this.pollTimer) clearImmediate(this.pollTimer);
+    this.pollTimer = undefined;
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.txPackets + m.rxPackets,
+      bytes: m.txBytes + m.rxBytes,
+      // Frames the NIC missed for want of a posted buffer are drops (detail.rxMissed), not errors.
+      errors: m.txErrors + m.rxErrors - m.rxMissed + m.txDropped,
+      detail: { ...m, txBacklog: this.backlog.length },
+    };
+  }
+
+  async quiesce(): Promise<void> {
+    this.paused = true;
+    if (this.pollTimer) clearImmediate(this.pollTimer); // napiScheduled stays set: the poll is owed
+    this.pollTimer = undefined;
+    await this.opening;
+  }
+
+  resume(): void {
+    if (this.stopped) return;
+    this.paused = false;
+    this.catchUp();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.paused || this.stopped) throw new StateError(`pcnet${this.identity.devid}: save() needs a quiesced, running driver`);
+    const state: PcnetState = {
+      state: this.state,
+      chipVersion: this.chipVersion,
+      dwio: this.dwio,
+      mac: this.hwaddr.slice(),
+      pfns: [...this.pfns],
+      initBlock: this.initBlock,
+      rxRing: this.rxRing,
+      txRing: this.txRing,
+      rxLog2: this.rxLog2,
+      txLog2: this.txLog2,
+      rxBufs: [...this.rxBufs],
+      txBufs: [...this.txBufs],
+      txLens: [...this.txLens],
+      curRx: this.curRx,
+      curTx: this.curTx,
+      dirtyTx: this.dirtyTx,
+      napiScheduled: this.napiScheduled,
+      irqOwed: this.irqOwed,
+      backlog: this.backlog.map((f) => f.slice()),
+    };
+    return saveRecord(PCNET_STATE, `pcnet${this.identity.devid}`, state);
+  }
+
+  /**
+   * A driver built with `options` (the same memory, allocator and PortIo; the chip restored
+   * alongside) in the state `record` holds, running. The record is untrusted: rings or buffers
+   * outside this guest's memory, or ring sizes other than the options', are refused
+   * (StateRecordError) before anything is touched.
+   */
+  static restore(options: PcnetDriverOptions, record: unknown): PcnetDriver {
+    const s = loadRecord(PCNET_STATE, record);
+    const d = new PcnetDriver(options);
+    const fail = (why: string): never => {
+      throw new StateRecordError(`pcnet v${PCNET_STATE.version}: ${why}`);
+    };
+    if (s.rxLog2 !== d.rxLog2 || s.txLog2 !== d.txLog2) fail(`rings of 2^${s.rxLog2}/2^${s.txLog2} descriptors, this driver is built for 2^${d.rxLog2}/2^${d.txLog2}`);
+    const size = options.memory.bytes.byteLength;
+    const inside = (at: number, len: number) => at + len <= size;
+    if (s.pfns.some((pfn) => !options.memory.hasFrame(pfn))) fail('a frame outside this guest');
+    if (!inside(s.initBlock, INIT_BLOCK_BYTES) || !inside(s.rxRing, (1 << s.rxLog2) * DESC) || !inside(s.txRing, (1 << s.txLog2) * DESC)) fail('a ring or the init block outside guest memory');
+    if ([...s.rxBufs, ...s.txBufs].some((b) => !inside(b, BUF_STRIDE))) fail('a buffer outside guest memory');
+    d.state = s.state;
+    d.chipVersion = s.chipVersion;
+    d.dwio = s.dwio;
+    d.hwaddr = s.mac.slice();
+    d.pfns.push(...s.pfns);
+    d.initBlock = s.initBlock;
+    d.rxRing = s.rxRing;
+    d.txRing = s.txRing;
+    d.rxBufs = [...s.rxBufs];
+    d.txBufs = [...s.txBufs];
+    d.txLens.splice(0, d.txLens.length, ...s.txLens);
+    d.curRx = s.curRx;
+    d.curTx = s.curTx;
+    d.dirtyTx = s.dirtyTx;
+    d.napiScheduled = s.napiScheduled;
+    d.irqOwed = s.irqOwed;
+    d.backlog.push(...s.backlog.map((f) => f.slice()));
+    if (s.state === 'open') {
+      options.onInterrupt(d.onIrq);
+      d.irqRegistered = true;
+    }
+    d.catchUp();
+    return d;
+  }
+
+  /** After a pause or a restore: the owed interrupt, the held poll, the queued frames. */
+  private catchUp(): void {
+    if (this.state !== 'open') return;
+    if (this.irqOwed) {
+      this.irqOwed = false;
+      this.onIrq();
+    }
+    if (this.napiScheduled && !this.inHandler && !this.pollTimer) this.pollTimer = setImmediate(this.poll);
+    this.drainBacklog();
   }
 
   // --- transmit -------------------------------------------------------------------------------
@@ -316,12 +484,13 @@ export class PcnetDriver {
    * too (counted as busy: backpressure from a device slower than its sender, not a fault).
    */
   transmit(frame: Uint8Array): boolean {
-    const m = this.metrics;
-    if (this.state !== 'open' || frame.byteLength < ETH_MIN || frame.byteLength > ETH_MAX) {
+    const m = this.counters;
+    if (this.state !== 'open' || this.stopped || frame.byteLength < ETH_MIN || frame.byteLength > ETH_MAX) {
       m.txDropped++;
       return false;
     }
-    if (this.backlog.length === 0 && this.startXmit(frame)) return true;
+    // Quiesced: the frame waits in the queue (and in the record) instead of reaching the chip.
+    if (!this.paused && this.backlog.length === 0 && this.startXmit(frame)) return true;
     if (this.backlog.length >= TX_BACKLOG) {
       m.txBusy++;
       return false;
@@ -335,7 +504,7 @@ export class PcnetDriver {
   private readonly backlog: Uint8Array[] = [];
 
   private drainBacklog(): void {
-    while (this.backlog.length > 0 && this.state === 'open' && this.startXmit(this.backlog[0])) this.backlog.shift();
+    while (!this.paused && this.backlog.length > 0 && this.state === 'open' && this.startXmit(this.backlog[0])) this.backlog.shift();
   }
 
   /**
@@ -343,7 +512,7 @@ export class PcnetDriver {
    * then RAP=0, RDP=IENA|TDMD. False when the ring is full.
    */
   private startXmit(frame: Uint8Array): boolean {
-    const m = this.metrics;
+    const m = this.counters;
     // The ring is full when every slot awaits reclaim; reclaiming reads only memory (no trap).
     if (this.curTx - this.dirtyTx >= this.txSize) this.txReclaim();
     if (this.curTx - this.dirtyTx >= this.txSize) return false;
@@ -369,7 +538,11 @@ export class PcnetDriver {
   // --- interrupt and poll ---------------------------------------------------------------------
 
   private onIrq = (): void => {
-    if (this.state !== 'open') return;
+    if (this.state !== 'open' || this.stopped) return;
+    if (this.paused) {
+      this.irqOwed = true;
+      return;
+    }
     if (this.inHandler) {
       this.irqPending = true; // a wiring that raises synchronously from inside our own access
       return;
@@ -388,7 +561,7 @@ export class PcnetDriver {
 
   /** pcnet32_interrupt: read CSR0, acknowledge what is set, mask every source, schedule the poll. */
   private interrupt(): void {
-    const m = this.metrics;
+    const m = this.counters;
     m.interrupts++;
     let csr0 = this.readCsr(0);
     if (!(csr0 & CSR0_INT_BITS)) m.spuriousInterrupts++;
@@ -416,11 +589,13 @@ export class PcnetDriver {
 
   /** pcnet32_poll: rx up to the budget, tx reclaim; then unmask and re-enable, or run again later. */
   private poll = (): void => {
+    this.pollTimer = undefined;
+    if (this.paused) return; // still scheduled: resume() (or the restored driver) runs it
     if (this.state !== 'open') {
       this.napiScheduled = false;
       return;
     }
-    this.metrics.polls++;
+    this.counters.polls++;
     const budget = Math.max(1, this.rxSize >> 1); // pcnet32's napi weight: half the rx ring
     const work = this.rx(budget);
     this.txReclaim();
@@ -431,14 +606,14 @@ export class PcnetDriver {
       this.writeCsr(3, this.readCsr(3) & 0x00ff);
       this.writeCsr(0, CSR0_INTEN);
     } else {
-      this.metrics.pollsRescheduled++;
-      setImmediate(this.poll); // still scheduled: interrupts stay masked meanwhile
+      this.counters.pollsRescheduled++;
+      this.pollTimer = setImmediate(this.poll); // still scheduled: interrupts stay masked meanwhile
     }
   };
 
   /** pcnet32_rx: take every descriptor the chip handed back, up to the budget, and re-arm it. */
   private rx(budget: number): number {
-    const m = this.metrics;
+    const m = this.counters;
     const v = this.view;
     let n = 0;
     while (n < budget) {
@@ -471,7 +646,7 @@ export class PcnetDriver {
 
   /** pcnet32_tx: reclaim descriptors the chip handed back, in order. */
   private txReclaim(): void {
-    const m = this.metrics;
+    const m = this.counters;
     const v = this.view;
     while (this.dirtyTx !== this.curTx) {
       const entry = this.dirtyTx & (this.txSize - 1);

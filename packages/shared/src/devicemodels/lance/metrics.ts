@@ -50,6 +50,10 @@ export interface LanceMetrics {
   /** Interrupt line edges: raised (INTR && IENA rose) and lowered. */
   interrupts: number;
   interruptsLowered: number;
+  /** Port accesses refused while the chip was quiesced for a save, or stopped (the vCPU should be paused). */
+  refusedWhilePaused: number;
+  /** Frames from the wire dropped while quiesced: the hold queue was full, or the chip stopped. */
+  rxDroppedWhilePaused: number;
 }
 
 export function newLanceMetrics(): LanceMetrics {
@@ -89,5 +93,7 @@ export function newLanceMetrics(): LanceMetrics {
     malformedDescriptors: 0,
     interrupts: 0,
     interruptsLowered: 0,
+    refusedWhilePaused: 0,
+    rxDroppedWhilePaused: 0,
   };
 }

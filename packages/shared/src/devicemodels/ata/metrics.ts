@@ -41,6 +41,8 @@ export interface AtaMetrics {
   abortedByReset: number;
   /** Backing completions that arrived after a reset and were discarded. */
   staleCompletions: number;
+  /** Port accesses refused while the drive was quiesced for a save, or stopped (the vCPU should be paused). */
+  refusedWhilePaused: number;
 }
 
 export function newAtaMetrics(): AtaMetrics {
@@ -63,6 +65,7 @@ export function newAtaMetrics(): AtaMetrics {
     resets: 0,
     abortedByReset: 0,
     staleCompletions: 0,
+    refusedWhilePaused: 0,
   };
 }
 

@@ -1,13 +1,15 @@
 /**
- * Worker-thread entry of a VMApp (hosted device models for one guest). Started by dom0's
- * toolstack with `startRuntimeWorker(runtimeEntry(…, 'dom0', 'vmapp/worker'), { workerData:
- * { control: MessagePort, spec: VmAppSpec }, transferList: [control] })`. It lives as long as its
+ * Worker-thread entry of a VMApp (hosted device models for one guest). Started by `startVmApp`
+ * (shared/trap/vmapp.ts) — from dom0's toolstack (threads) or a guest's process (ws) — with
+ * `{ workerData: { control: MessagePort, spec: VmAppSpec }, transferList: [control] }`. It lives as long as its
  * control port is open.
  */
 import { workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
-import { PortLink, RpcPeer, createLogger, serveTraceForwarding } from '@ringvisor/shared';
-import type { VmAppSpec } from '@ringvisor/shared';
+import { PortLink, RpcPeer } from '../transport/rpc.js';
+import { createLogger } from '../log/index.js';
+import { serveTraceForwarding } from '../trace/forward.js';
+import type { VmAppSpec } from '../trap/vmapp.js';
 import { VmApp } from './vmapp.js';
 
 const { control, spec } = workerData as { control: MessagePort; spec: VmAppSpec };

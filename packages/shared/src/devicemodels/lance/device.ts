@@ -17,7 +17,10 @@
  * every DMA address is checked by the window (a miss is MERR), each descriptor is read once into a
  * private copy, and the interrupt line is recomputed after every access, transmit and receive.
  */
-import { InvalidArgumentError, floatingBus, ioMask, type DmaWindow, type IoSize, type PortIoHandler } from '@ringvisor/shared';
+import { InvalidArgumentError, StateError } from '../../errors.js';
+import { loadRecord, saveRecord, type Device, type DeviceIdentity, type DeviceMetrics, type DeviceStateRecord } from '../../device/index.js';
+import { LANCE_RX_QUEUE_MAX, LANCE_STATE, type LanceState } from './state.js';
+import { floatingBus, ioMask, type DmaWindow, type IoSize, type PortIoHandler } from '../../trap/index.js';
 import { newLanceMetrics, type LanceMetrics } from './metrics.js';
 import {
   APROM_SIZE,
@@ -161,9 +164,12 @@ export interface LanceOptions {
   transmit(frame: Uint8Array): void;
   /** Ask the wiring to call transmitPoll() soon (after answering the current trap). */
   kick(): void;
+  /** The NIC's device id in its guest (identity and the record's instance name); default 0. */
+  devid?: number;
 }
 
-export type LanceReceiveResult = 'delivered' | 'missed' | 'filtered' | 'stopped' | 'error';
+/** `queued`: held while the chip is quiesced, delivered on resume or restore. */
+export type LanceReceiveResult = 'delivered' | 'missed' | 'filtered' | 'stopped' | 'error' | 'queued';
 
 /** CSRs that are plain storage, writable only while stopped or suspended. */
 const GATED_STORAGE = new Set<number>([
@@ -199,8 +205,21 @@ const CSR5_UNUSED_STATUS = 0x0a90;
 /** The largest ring the CSR76/78 encoding allows. */
 const MAX_RING = 0xffff;
 
-export class LanceDevice implements PortIoHandler {
-  readonly metrics: LanceMetrics = newLanceMetrics();
+/**
+ * Persistence (the Device interface): quiesce() refuses port accesses and holds what comes from
+ * outside — frames from the wire are queued, a transmit poll is remembered, the interrupt line is
+ * left where the host last saw it; save() writes the record (state.ts); `LanceDevice.restore(
+ * options, record)` builds a chip with the same options, sets its registers and rings, and
+ * catches up: queued frames into the rx ring, a remembered poll through `kick()`, an owed edge.
+ */
+export class LanceDevice implements PortIoHandler, Device {
+  readonly counters: LanceMetrics = newLanceMetrics();
+  readonly identity: DeviceIdentity;
+  /** quiesce()d (or stopped): accesses refused, frames queued, transmit polls and line changes deferred. */
+  private paused = false;
+  private stopped = false;
+  private rxQueue: Uint8Array[] = [];
+  private pollOwed = false;
   private readonly o: LanceOptions;
   private readonly aprom = new Uint8Array(APROM_SIZE);
   private readonly csr = new Uint16Array(128);
@@ -219,6 +238,7 @@ export class LanceDevice implements PortIoHandler {
     if (!(o.mac instanceof Uint8Array) || o.mac.byteLength !== 6) throw new InvalidArgumentError('Lance MAC must be 6 bytes');
     if (o.mac[0] & 1) throw new InvalidArgumentError('Lance MAC must be a unicast address');
     this.o = o;
+    this.identity = { kind: 'net', mode: 'emulated', side: 'dom0', type: LANCE_STATE.type, devid: o.devid ?? 0 };
     this.aprom.set(o.mac, 0);
     this.aprom[9] = 0x11;
     this.aprom[14] = 0x57;
@@ -229,7 +249,7 @@ export class LanceDevice implements PortIoHandler {
     this.aprom[12] = sum & 0xff;
     this.aprom[13] = (sum >> 8) & 0xff;
     this.hardReset();
-    this.metrics.resets = 0;
+    this.counters.resets = 0;
   }
 
   get mac(): Uint8Array {
@@ -277,10 +297,14 @@ export class LanceDevice implements PortIoHandler {
   // --- port I/O -------------------------------------------------------------------------------
 
   ioRead(offset: number, size: IoSize): number {
-    this.metrics.portReads++;
+    this.counters.portReads++;
+    if (this.paused) {
+      this.counters.refusedWhilePaused++;
+      return floatingBus(size);
+    }
     if (!this.validAccess(offset, size)) return this.ignored(size);
     if (offset + size <= APROM_SIZE) {
-      this.metrics.apromReads++;
+      this.counters.apromReads++;
       let v = 0;
       for (let i = size - 1; i >= 0; i--) v = v * 256 + this.aprom[offset + i];
       return v;
@@ -288,7 +312,7 @@ export class LanceDevice implements PortIoHandler {
     const reg = this.decode(offset, size);
     switch (reg) {
       case 'rdp':
-        this.metrics.csrReads++;
+        this.counters.csrReads++;
         return ioMask(this.csrValue(this.rap), size);
       case 'rap':
         return this.rap;
@@ -297,7 +321,7 @@ export class LanceDevice implements PortIoHandler {
         this.update();
         return 0;
       case 'bdp':
-        this.metrics.bcrReads++;
+        this.counters.bcrReads++;
         return this.bcrValue(this.rap);
       default:
         return this.ignored(size);
@@ -305,14 +329,18 @@ export class LanceDevice implements PortIoHandler {
   }
 
   ioWrite(offset: number, size: IoSize, value: number): void {
-    this.metrics.portWrites++;
+    this.counters.portWrites++;
+    if (this.paused) {
+      this.counters.refusedWhilePaused++;
+      return;
+    }
     if (!this.validAccess(offset, size)) {
-      this.metrics.ignoredAccesses++;
+      this.counters.ignoredAccesses++;
       return;
     }
     const v = ioMask(value, size);
     if (offset < APROM_SIZE) {
-      this.metrics.ignoredAccesses++; // the APROM is read-only
+      this.counters.ignoredAccesses++; // the APROM is read-only
       return;
     }
     if (!this.dwio && size === 4 && offset === WIO_RDP) {
@@ -321,19 +349,19 @@ export class LanceDevice implements PortIoHandler {
     }
     switch (this.decode(offset, size)) {
       case 'rdp':
-        this.metrics.csrWrites++;
+        this.counters.csrWrites++;
         this.writeCsr(this.rap, v & 0xffff);
         break;
       case 'rap':
-        this.metrics.rapWrites++;
+        this.counters.rapWrites++;
         this.rap = v & RAP_MASK;
         break;
       case 'bdp':
-        this.metrics.bcrWrites++;
+        this.counters.bcrWrites++;
         this.writeBcr(this.rap, v & 0xffff);
         break;
       default:
-        this.metrics.ignoredAccesses++; // RESET is read-triggered; writes do nothing
+        this.counters.ignoredAccesses++; // RESET is read-triggered; writes do nothing
         return;
     }
     this.update();
@@ -358,8 +386,104 @@ export class LanceDevice implements PortIoHandler {
   }
 
   private ignored(size: IoSize): number {
-    this.metrics.ignoredAccesses++;
+    this.counters.ignoredAccesses++;
     return floatingBus(size);
+  }
+
+  // --- the Device interface -------------------------------------------------------------------
+
+  /** Nothing to connect: the wiring maps the ports and carries frames; the chip answers from construction. */
+  async attach(): Promise<void> {
+    if (this.stopped) throw new StateError(`lance${this.identity.devid}: attach after stop`);
+  }
+
+  /** No more accesses, frames or polls: the chip is gone from the guest's bus. */
+  async stop(_reason: string): Promise<void> {
+    this.stopped = true;
+    this.paused = true;
+    this.rxQueue = [];
+    this.pollOwed = false;
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.txFrames + m.rxFrames,
+      bytes: m.txBytes + m.rxBytes,
+      // Frames missed for want of a posted buffer are drops (detail.rxMissed), not errors.
+      errors: m.txErrors + m.rxErrors,
+      detail: { ...m, rxQueued: this.rxQueue.length },
+    };
+  }
+
+  /** Nothing of the chip's runs on its own (walks are synchronous): pausing is enough. */
+  async quiesce(): Promise<void> {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (this.stopped) return;
+    this.paused = false;
+    this.catchUp();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.paused) throw new StateError(`lance${this.identity.devid}: save() needs a quiesced chip`);
+    const state: LanceState = {
+      rap: this.rap,
+      csr: Array.from(this.csr),
+      bcr: Array.from(this.bcr),
+      rxLen: this.rxLen,
+      txLen: this.txLen,
+      rxIndex: this.rxIndex,
+      txIndex: this.txIndex,
+      irqLevel: this.irqLevel,
+      transmitDemand: this.pollOwed || this.kickWanted,
+      rxQueue: this.rxQueue.map((f) => f.slice()),
+    };
+    return saveRecord(LANCE_STATE, `lance${this.identity.devid}`, state);
+  }
+
+  /**
+   * A chip built with `options` in the state `record` holds, running: frames it had queued are
+   * received, a pending transmit demand kicks the wiring, and the line is driven to its level.
+   * The record is untrusted: an inconsistent one is refused (StateRecordError) before any state is set.
+   */
+  static restore(options: LanceOptions, record: unknown): LanceDevice {
+    const s = loadRecord(LANCE_STATE, record);
+    const dev = new LanceDevice(options);
+    dev.csr.set(s.csr);
+    dev.bcr.set(s.bcr);
+    dev.rap = s.rap;
+    dev.rxLen = s.rxLen;
+    dev.txLen = s.txLen;
+    dev.rxIndex = s.rxIndex;
+    dev.txIndex = s.txIndex;
+    dev.irqLevel = s.irqLevel;
+    dev.rxQueue = s.rxQueue.map((f) => f.slice());
+    dev.pollOwed = s.transmitDemand;
+    dev.catchUp();
+    return dev;
+  }
+
+  private hold(frame: Uint8Array): LanceReceiveResult {
+    if (this.stopped || this.rxQueue.length >= LANCE_RX_QUEUE_MAX || frame.byteLength < LANCE_MIN_FRAME || frame.byteLength > LANCE_MAX_FRAME) {
+      this.counters.rxDroppedWhilePaused++;
+      return 'missed';
+    }
+    this.rxQueue.push(frame.slice());
+    return 'queued';
+  }
+
+  /** After a pause or a restore: receive the held frames, drive the line, ask for the owed poll. */
+  private catchUp(): void {
+    for (const frame of this.rxQueue.splice(0)) this.receive(frame);
+    this.update();
+    if (this.pollOwed) {
+      this.pollOwed = false;
+      this.kickWanted = true;
+    }
+    this.flushKick();
   }
 
   // --- registers ------------------------------------------------------------------------------
@@ -448,7 +572,7 @@ export class LanceDevice implements PortIoHandler {
         return;
     }
     if (!this.stoppedOrSuspended) {
-      this.metrics.csrWritesDropped++;
+      this.counters.csrWritesDropped++;
       return;
     }
     switch (n) {
@@ -471,21 +595,21 @@ export class LanceDevice implements PortIoHandler {
         return;
     }
     if (GATED_STORAGE.has(n)) c[n] = v;
-    else this.metrics.csrWritesDropped++;
+    else this.counters.csrWritesDropped++;
   }
 
   private writeCsr0(v: number): void {
     const c = this.csr;
     c[CSR_STATUS] = (c[CSR_STATUS] & ~(v & CSR0_W1C) & ~CSR0_IENA) | (v & CSR0_IENA);
     if (v & CSR0_STOP) {
-      this.stop(); // STOP wins over INIT and STRT in the same write
+      this.stopChip(); // STOP wins over INIT and STRT in the same write
       return;
     }
     let initOk = true;
     if (v & CSR0_INIT && !(c[CSR_STATUS] & CSR0_INIT)) initOk = this.init();
     if (v & CSR0_STRT && !(c[CSR_STATUS] & CSR0_STRT) && initOk) this.start();
     if (v & CSR0_TDMD) {
-      this.metrics.transmitDemands++;
+      this.counters.transmitDemands++;
       if (c[CSR_STATUS] & CSR0_TXON) {
         c[CSR_STATUS] |= CSR0_TDMD;
         this.kickWanted = true;
@@ -505,7 +629,7 @@ export class LanceDevice implements PortIoHandler {
   private writeBcr(n: number, v: number): void {
     if (n === BCR_SWS) {
       if (!this.stoppedOrSuspended) {
-        this.metrics.csrWritesDropped++;
+        this.counters.csrWritesDropped++;
         return;
       }
       const style = v & 0xff;
@@ -531,7 +655,7 @@ export class LanceDevice implements PortIoHandler {
   /** S_RESET (a read of the RESET port). BCRs keep their values (only H_RESET resets them). */
   private softReset(): void {
     const c = this.csr;
-    this.metrics.resets++;
+    this.counters.resets++;
     this.epoch++;
     this.rap = 0;
     const iadr = [c[CSR_IADR_LO], c[CSR_IADR_HI]];
@@ -549,9 +673,9 @@ export class LanceDevice implements PortIoHandler {
     this.kickWanted = false;
   }
 
-  private stop(): void {
+  private stopChip(): void {
     const c = this.csr;
-    this.metrics.stops++;
+    this.counters.stops++;
     this.epoch++;
     c[CSR_STATUS] = CSR0_STOP;
     c[CSR_FEATURES] &= ~CSR4_W1C;
@@ -564,7 +688,7 @@ export class LanceDevice implements PortIoHandler {
   /** INIT: read the init block once and load the CSRs from it. False (MERR, no IDON) if it cannot. */
   private init(): boolean {
     const c = this.csr;
-    this.metrics.inits++;
+    this.counters.inits++;
     const style = this.swstyle;
     const bytes =
       style === SWSTYLE_PCNET_PCI || style === SWSTYLE_PCNET_PCI_II
@@ -572,7 +696,7 @@ export class LanceDevice implements PortIoHandler {
         : undefined; // SWSTYLE 0 and 1 layouts are not emulated
     const ib = bytes && parseInitBlock(bytes);
     if (!ib) {
-      this.metrics.initErrors++;
+      this.counters.initErrors++;
       this.raiseMerr();
       return false;
     }
@@ -595,7 +719,7 @@ export class LanceDevice implements PortIoHandler {
 
   private start(): void {
     const c = this.csr;
-    this.metrics.starts++;
+    this.counters.starts++;
     let s = (c[CSR_STATUS] | CSR0_STRT) & ~CSR0_STOP;
     if (!(c[CSR_MODE] & MODE_DTX)) s |= CSR0_TXON;
     if (!(c[CSR_MODE] & MODE_DRX)) s |= CSR0_RXON;
@@ -604,24 +728,25 @@ export class LanceDevice implements PortIoHandler {
   }
 
   private raiseMerr(): void {
-    this.metrics.merr++;
+    this.counters.merr++;
     this.csr[CSR_STATUS] |= CSR0_MERR;
   }
 
   /** Recompute INTR and drive the line on an edge of INTR && IENA. */
   private update(): void {
+    if (this.paused) return; // a change of the line is owed: resume() or restore drives it
     const level = (this.csr[CSR_STATUS] & CSR0_IENA) !== 0 && this.intrActive();
     if (level === this.irqLevel) return;
     this.irqLevel = level;
-    if (level) this.metrics.interrupts++;
-    else this.metrics.interruptsLowered++;
+    if (level) this.counters.interrupts++;
+    else this.counters.interruptsLowered++;
     this.o.irq(level);
   }
 
   private flushKick(): void {
     if (!this.kickWanted) return;
     this.kickWanted = false;
-    this.metrics.kicks++;
+    this.counters.kicks++;
     this.o.kick();
   }
 
@@ -662,7 +787,11 @@ export class LanceDevice implements PortIoHandler {
    * descriptor is not yet owned is left alone until the next demand. Returns frames sent.
    */
   transmitPoll(): number {
-    this.metrics.txPolls++;
+    if (this.paused) {
+      this.pollOwed = !this.stopped; // the demand is kept for after the pause (or the move)
+      return 0;
+    }
+    this.counters.txPolls++;
     const c = this.csr;
     if (!(c[CSR_STATUS] & CSR0_TXON) || c[CSR_EXT] & CSR5_SPND || this.txLen === 0) {
       c[CSR_STATUS] &= ~CSR0_TDMD;
@@ -677,15 +806,15 @@ export class LanceDevice implements PortIoHandler {
     let tint = false;
     walk: while (consumed < len) {
       const first = this.readDescriptor(base, this.txIndex);
-      this.metrics.txDescriptorsRead++;
+      this.counters.txDescriptorsRead++;
       if (!first || !first.own) break;
       const chain: Descriptor[] = [first];
       let broken = !first.wellFormed || !first.stp; // missing STP: handed back as an error, alone
-      if (!first.wellFormed) this.metrics.malformedDescriptors++;
+      if (!first.wellFormed) this.counters.malformedDescriptors++;
       while (!broken && !chain[chain.length - 1].enp) {
         if (chain.length >= len) break; // no ENP anywhere in the ring: babble, below
         const d = this.readDescriptor(base, (this.txIndex + chain.length) % len);
-        this.metrics.txDescriptorsRead++;
+        this.counters.txDescriptorsRead++;
         if (!d || !d.own) break walk; // MERR, or the guest has not finished the chain: wait
         if (d.stp) {
           broken = true; // a new frame starts before this one ended: return this one as an error
@@ -693,7 +822,7 @@ export class LanceDevice implements PortIoHandler {
         }
         chain.push(d);
         if (!d.wellFormed) {
-          this.metrics.malformedDescriptors++;
+          this.counters.malformedDescriptors++;
           broken = true;
         }
       }
@@ -703,7 +832,7 @@ export class LanceDevice implements PortIoHandler {
       if (broken || (chain[chain.length - 1].enp && total < LANCE_MIN_FRAME)) tmd2 = TMD2_BUFF;
       else if (!chain[chain.length - 1].enp || total > LANCE_MAX_FRAME) {
         // Too long, or no ENP in the whole ring: babble. Dropped (the chip would cut it short).
-        this.metrics.babl++;
+        this.counters.babl++;
         c[CSR_STATUS] |= CSR0_BABL;
       } else frame = this.gather(chain, total, c[CSR_FEATURES] & CSR4_APAD_XMT ? ETH_MIN_PAYLOAD_FRAME : 0); // undefined: MERR
       // Later descriptors first, STP last. ONE/DEF (collision history) are the chip's: none here.
@@ -715,15 +844,15 @@ export class LanceDevice implements PortIoHandler {
       consumed += chain.length;
       tint = true;
       if (!frame) {
-        this.metrics.txErrors++;
+        this.counters.txErrors++;
         continue;
       }
       sent++;
-      this.metrics.txFrames++;
-      this.metrics.txBytes += frame.byteLength;
+      this.counters.txFrames++;
+      this.counters.txBytes += frame.byteLength;
       c[CSR_FEATURES] |= CSR4_TXSTRT;
       if (c[CSR_MODE] & MODE_LOOP) {
-        this.metrics.txLoopback++;
+        this.counters.txLoopback++;
         this.receive(frame);
       } else this.o.transmit(frame);
       if (this.epoch !== epoch) {
@@ -758,6 +887,7 @@ export class LanceDevice implements PortIoHandler {
 
   /** A frame from the wire (no FCS). Written into the guest's owned rx descriptors, or refused. */
   receive(frame: Uint8Array): LanceReceiveResult {
+    if (this.paused) return this.hold(frame);
     const result = this.receiveFrame(frame);
     this.update();
     return result;
@@ -765,7 +895,7 @@ export class LanceDevice implements PortIoHandler {
 
   private receiveFrame(frame: Uint8Array): LanceReceiveResult {
     const c = this.csr;
-    const m = this.metrics;
+    const m = this.counters;
     if (!(c[CSR_STATUS] & CSR0_RXON) || c[CSR_STATUS] & CSR0_STOP || c[CSR_EXT] & CSR5_SPND) {
       m.rxStopped++;
       return 'stopped';
@@ -853,7 +983,7 @@ export class LanceDevice implements PortIoHandler {
 
   private miss(): LanceReceiveResult {
     const c = this.csr;
-    this.metrics.rxMissed++;
+    this.counters.rxMissed++;
     c[CSR_STATUS] |= CSR0_MISS;
     c[CSR_MISSED] = (c[CSR_MISSED] + 1) & 0xffff;
     if (c[CSR_MISSED] === 0) c[CSR_FEATURES] |= CSR4_MFCO; // the missed frame counter wrapped

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import type { IoSize } from '@ringvisor/shared';
+import type { IoSize } from '../../trap/index.js';
 import {
   AtaDevice,
   CMD_FLUSH_CACHE,
@@ -109,8 +109,8 @@ describe('ATA: power-on and reset', () => {
     expect(r.error()).toBe(0x01);
     expect([r.inb(2), r.inb(3), r.inb(4), r.inb(5), r.inb(6)]).toEqual([1, 1, 0, 0, 0]);
     expect(r.irq.count).toBe(before);
-    expect(r.dev.metrics.resets).toBe(1);
-    expect(r.dev.metrics.abortedByReset).toBe(1);
+    expect(r.dev.counters.resets).toBe(1);
+    expect(r.dev.counters.abortedByReset).toBe(1);
     // The abandoned data-in is gone: the data port floats.
     expect(r.inw()).toBe(0xffff);
   });
@@ -136,13 +136,13 @@ describe('ATA: power-on and reset', () => {
     r.devctl(0);
     expectStatus(r.alt(), STATUS_BSY); // still busy: the abandoned read has not settled
     r.issue(CMD_READ_SECTORS, 0, 1); // ignored: BSY
-    expect(r.dev.metrics.busyRejected).toBe(1);
+    expect(r.dev.counters.busyRejected).toBe(1);
     r.backing.release();
     await r.dev.idle();
     expectStatus(r.status(), READY);
     expect(r.error()).toBe(0x01);
     expect(r.irq.count).toBe(0);
-    expect(r.dev.metrics.staleCompletions).toBe(1);
+    expect(r.dev.counters.staleCompletions).toBe(1);
     expect(r.backing.calls).toHaveLength(1);
   });
 });
@@ -172,8 +172,8 @@ describe('ATA: IDENTIFY DEVICE', () => {
     // Integrity word: signature A5h and a checksum over the whole block.
     expect(id[510]).toBe(0xa5);
     expect(id.reduce((a, b) => a + b, 0) % 256).toBe(0);
-    expect(r.dev.metrics.commands.identify).toBe(1);
-    expect(r.dev.metrics.sectorsRead).toBe(0);
+    expect(r.dev.counters.commands.identify).toBe(1);
+    expect(r.dev.counters.sectorsRead).toBe(0);
   });
 
   it('saturates words 60–61 at 0FFFFFFFh for a drive larger than LBA28 reaches', () => {
@@ -209,8 +209,8 @@ describe('ATA: READ SECTORS', () => {
     expectStatus(r.status(), READY);
     expect(r.irq.count).toBe(3);
     expect(r.backing.calls).toEqual([{ op: 'read', lba: 10, count: 3 }]);
-    expect(r.dev.metrics.sectorsRead).toBe(3);
-    expect(r.dev.metrics.dataPortAccesses).toBe(3 * 256);
+    expect(r.dev.counters.sectorsRead).toBe(3);
+    expect(r.dev.counters.dataPortAccesses).toBe(3 * 256);
   });
 
   it('count 0 means 256 sectors', async () => {
@@ -281,7 +281,7 @@ describe('ATA: READ SECTORS', () => {
     await dev.idle();
     expect(c.ioRead(7, 1)).toBe(FAILED);
     expect(c.ioRead(1, 1)).toBe(ERROR_ABRT);
-    expect(dev.metrics.backingErrors).toBe(2);
+    expect(dev.counters.backingErrors).toBe(2);
   });
 });
 
@@ -310,7 +310,7 @@ describe('ATA: WRITE SECTORS', () => {
     expect(r.irq.count).toBe(3);
     expectStatus(r.status(), READY);
     expect(r.backing.bytes.subarray(7 * 512, 10 * 512)).toEqual(data);
-    expect(r.dev.metrics.sectorsWritten).toBe(3);
+    expect(r.dev.counters.sectorsWritten).toBe(3);
   });
 
   it('count 0 means 256 sectors: 255 block interrupts plus the completion', async () => {
@@ -349,7 +349,7 @@ describe('ATA: WRITE SECTORS', () => {
     expect(r.irq.count).toBe(1);
     expectStatus(r.status(), FAILED);
     expect(r.error()).toBe(ERROR_ABRT);
-    expect(r.dev.metrics.sectorsWritten).toBe(0);
+    expect(r.dev.counters.sectorsWritten).toBe(0);
   });
 });
 
@@ -395,7 +395,7 @@ describe('ATA: errors without touching the backing', () => {
       expect(r.error()).toBe(ERROR_IDNF);
     }
     expect(r.backing.calls).toEqual([]);
-    expect(r.dev.metrics.errors.idnf).toBe(4);
+    expect(r.dev.counters.errors.idnf).toBe(4);
     // The last sectors are in range.
     r.issue(CMD_READ_SECTORS, 61, 3);
     await r.dev.idle();
@@ -414,7 +414,7 @@ describe('ATA: errors without touching the backing', () => {
     expectStatus(r.status(), FAILED);
     expect(r.error()).toBe(ERROR_ABRT);
     expect(r.irq.count).toBe(6);
-    expect(r.dev.metrics.commands.unknown).toBe(5);
+    expect(r.dev.counters.commands.unknown).toBe(5);
     expect(r.backing.calls).toEqual([]);
   });
 });
@@ -437,7 +437,7 @@ describe('ATA: interrupts', () => {
     await r.dev.idle();
     r.readSector(); // no STATUS read in between: the line is still up
     expect(r.irq.count).toBe(1);
-    expect(r.dev.metrics.irqsCoalesced).toBe(1);
+    expect(r.dev.counters.irqsCoalesced).toBe(1);
     r.status();
     r.readSector();
     expectStatus(r.status(), READY);
@@ -455,7 +455,7 @@ describe('ATA: interrupts', () => {
       r.readSector();
     }
     expect(r.irq.count).toBe(0);
-    expect(r.dev.metrics.irqsMasked).toBe(3);
+    expect(r.dev.counters.irqsMasked).toBe(3);
     r.issue(CMD_IDENTIFY_DEVICE);
     expect(r.irq.count).toBe(0);
     r.devctl(0);
@@ -479,7 +479,7 @@ describe('ATA: device 1 is absent', () => {
     await r.dev.idle();
     expect(r.irq.count).toBe(0);
     expect(r.backing.calls).toEqual([]);
-    expect(r.dev.metrics.absentDeviceCommands).toBe(2);
+    expect(r.dev.counters.absentDeviceCommands).toBe(2);
     expect(r.inw()).toBe(0xffff);
     r.outb(6, 0xe0);
     expectStatus(r.status(), READY);
@@ -508,7 +508,7 @@ describe('ATA: bus discipline', () => {
     r.outw(0x1234);
     r.dev.commandBlock.ioWrite(0, 4, 0x12345678);
     expectStatus(r.status(), READY);
-    expect(r.dev.metrics.strayDataAccesses).toBe(5);
+    expect(r.dev.counters.strayDataAccesses).toBe(5);
   });
 
   it('an 8-bit data access moves nothing, even with DRQ set', () => {
@@ -526,14 +526,14 @@ describe('ATA: bus discipline', () => {
     r.issue(CMD_READ_SECTORS, 3, 2);
     r.outb(3, 0x77);
     r.outb(7, CMD_IDENTIFY_DEVICE);
-    expect(r.dev.metrics.busyRejected).toBe(1);
-    expect(r.dev.metrics.taskfileWritesIgnored).toBe(1);
+    expect(r.dev.counters.busyRejected).toBe(1);
+    expect(r.dev.counters.taskfileWritesIgnored).toBe(1);
     expect(r.inb(3)).toBe(3);
     r.backing.release();
     await r.dev.idle();
     r.outb(7, CMD_IDENTIFY_DEVICE); // DRQ now: still ignored
-    expect(r.dev.metrics.busyRejected).toBe(2);
-    expect(r.dev.metrics.commands.identify).toBe(0);
+    expect(r.dev.counters.busyRejected).toBe(2);
+    expect(r.dev.counters.commands.identify).toBe(0);
   });
 
   it('wider accesses to byte registers split into consecutive byte accesses', () => {

@@ -1,7 +1,7 @@
 /**
  * The hypervisor's half of trapped port I/O for one guest (Xen's ioreq server): it owns the
  * guest's I/O port map (which device model decodes which range), claims each request the vCPU
- * posts in its slot (shared/trap/ioreq.ts), runs the device model's handler, and answers.
+ * posts in its slot (ioreq.ts), runs the device model's handler, and answers.
  *
  * Waking up for every access would cost an event-loop turn per trap (tens of µs on this
  * machine). A driver's accesses come in bursts (RAP then RDP, 256 data words per sector), so
@@ -10,21 +10,12 @@
  * and re-checks once, so an access posted as it stopped is never missed (ring.h's final check).
  * Work per wake-up is bounded (`sliceUs`): a guest hammering its ports cannot monopolise dom0.
  */
-import {
-  IoReqSlotServer,
-  floatingBus,
-  publishTrace,
-  traceChannel,
-  traceNow,
-  IO_DIR_IN,
-  InvalidArgumentError,
-  type EventChannelGate,
-  type IoReq,
-  type IoSize,
-  type PortIoHandler,
-  type Logger,
-  type IoReqServerCounters,
-} from '@ringvisor/shared';
+import { IoReqSlotServer, type IoReq, type IoReqServerCounters } from './ioreq.js';
+import { floatingBus, IO_DIR_IN, type IoSize, type PortIoHandler } from './index.js';
+import { publishTrace, traceChannel, traceNow } from '../trace/index.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { EventChannelGate } from '../evtchn/index.js';
+import type { Logger } from '../log/index.js';
 
 const trapChannel = traceChannel('trap');
 

@@ -7,7 +7,7 @@
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { GuestMemoryDma, type DmaWindow } from '@ringvisor/shared';
+import { GuestMemoryDma, type DmaWindow } from '../../trap/index.js';
 import { LanceDevice } from './device.js';
 import {
   BCR18_DWIO,
@@ -420,7 +420,7 @@ describe('INIT and the SWSTYLE 2 init block', () => {
     expect(v & CSR0_MERR).toBe(CSR0_MERR);
     expect(v & (CSR0_IDON | CSR0_INIT | CSR0_STRT | CSR0_TXON)).toBe(0);
     expect(v & CSR0_STOP).toBe(CSR0_STOP);
-    expect(h.dev.metrics.initErrors).toBe(1);
+    expect(h.dev.counters.initErrors).toBe(1);
     // Fix the address while still stopped and retry.
     h.initBlock();
     h.wcsr(1, IB);
@@ -447,7 +447,7 @@ describe('INIT and the SWSTYLE 2 init block', () => {
     expect(h.rcsr(1)).toBe(IB);
     expect(h.rcsr(15)).toBe(0);
     expect(h.rcsr(76)).toBe(-4 & 0xffff);
-    expect(h.dev.metrics.csrWritesDropped).toBeGreaterThanOrEqual(2);
+    expect(h.dev.counters.csrWritesDropped).toBeGreaterThanOrEqual(2);
     h.wcsr(0, CSR0_STOP);
     h.wcsr(1, 0x5555);
     h.wcsr(76, -8 & 0xffff);
@@ -514,8 +514,8 @@ describe('transmit: descriptor ownership and frame contents', () => {
     expect(h.word(TX_RING, 0, 3)).toBe(0xdeadbeef);
     expect(h.rcsr(0) & (CSR0_TINT | CSR0_TDMD)).toBe(CSR0_TINT);
     expect(h.rcsr(74)).toBe(1);
-    expect(h.dev.metrics.txFrames).toBe(1);
-    expect(h.dev.metrics.txBytes).toBe(100);
+    expect(h.dev.counters.txFrames).toBe(1);
+    expect(h.dev.counters.txBytes).toBe(100);
   });
 
   it('joins an STP..ENP chain and hands back every descriptor', () => {
@@ -552,7 +552,7 @@ describe('transmit: descriptor ownership and frame contents', () => {
     for (let i = 0; i < 4; i++) h.sendTx(i, frameTo(PEER, 70 + i, i));
     h.sendTx(0, frameTo(PEER, 80));
     expect(h.demand()).toBe(4);
-    expect(h.dev.metrics.txDescriptorsRead).toBeLessThanOrEqual(10);
+    expect(h.dev.counters.txDescriptorsRead).toBeLessThanOrEqual(10);
     expect(h.sent.map((f) => f.length)).toEqual([60, 61, 62, 63, 80, 71, 72, 73]);
   });
 
@@ -573,7 +573,7 @@ describe('transmit: descriptor ownership and frame contents', () => {
     expect(h.demand()).toBe(0);
     expect(h.rcsr(0) & CSR0_BABL).toBe(CSR0_BABL);
     for (let i = 0; i < 4; i++) expect(h.word(TX_RING, i, 1) & (DESC_OWN | DESC_ERR)).toBe(DESC_ERR);
-    expect(h.dev.metrics.txDescriptorsRead).toBeLessThanOrEqual(5);
+    expect(h.dev.counters.txDescriptorsRead).toBeLessThanOrEqual(5);
   });
 
   it('a buffer outside guest memory: MERR, ERR on the descriptor, handed back, nothing sent', () => {
@@ -598,7 +598,7 @@ describe('transmit: descriptor ownership and frame contents', () => {
       expect(h.word(TX_RING, i, 1) & (DESC_OWN | DESC_ERR)).toBe(DESC_ERR);
       expect(h.word(TX_RING, i, 2) & TMD2_BUFF).toBe(TMD2_BUFF);
     }
-    expect(h.dev.metrics.txErrors).toBe(3);
+    expect(h.dev.counters.txErrors).toBe(3);
   });
 
   it('a new STP inside a chain returns the broken chain and starts over', () => {
@@ -621,7 +621,7 @@ describe('transmit: descriptor ownership and frame contents', () => {
     h.tmd(0, { addr: TX_BUF, len: 60, ones: 0x7 });
     expect(h.demand()).toBe(0);
     expect(h.word(TX_RING, 0, 1) & (DESC_OWN | DESC_ERR)).toBe(DESC_ERR);
-    expect(h.dev.metrics.malformedDescriptors).toBe(1);
+    expect(h.dev.counters.malformedDescriptors).toBe(1);
   });
 
   it('APAD_XMT (pcnet32 writes CSR4 = 0x0915) pads short frames to 60 bytes', () => {
@@ -738,7 +738,7 @@ describe('receive: descriptors, MCNT, FCS, filtering', () => {
     expect(h.dev.receive(frameTo(MAC, 60))).toBe('missed');
     expect(h.rcsr(0) & (CSR0_MISS | CSR0_ERR | CSR0_RINT)).toBe(CSR0_MISS | CSR0_ERR);
     expect(h.rcsr(112)).toBe(2);
-    expect(h.dev.metrics.rxMissed).toBe(2);
+    expect(h.dev.counters.rxMissed).toBe(2);
     // The counter wraps with MFCO.
     h.wcsr(0, CSR0_STOP);
     h.wcsr(112, 0xffff);
@@ -782,7 +782,7 @@ describe('receive: descriptors, MCNT, FCS, filtering', () => {
     expect(h.dev.receive(frameTo(group, 60))).toBe('delivered');
     const bits = [0, 1, 2].map((i) => h.word(RX_RING, i, 1) & (RMD1_PAM | RMD1_BAM | RMD1_LAFM));
     expect(bits).toEqual([RMD1_PAM, RMD1_BAM, RMD1_LAFM]);
-    expect(h.dev.metrics.rxFiltered).toBe(2);
+    expect(h.dev.counters.rxFiltered).toBe(2);
 
     const p = new Harness();
     p.up({ rlog: 1, mode: MODE_PROM | MODE_DRCVBC });
@@ -813,7 +813,7 @@ describe('receive: descriptors, MCNT, FCS, filtering', () => {
     h.up({}, { start: false });
     h.rmd(0);
     expect(h.dev.receive(frameTo(MAC, 60))).toBe('stopped');
-    expect(h.dev.metrics.rxStopped).toBe(2);
+    expect(h.dev.counters.rxStopped).toBe(2);
   });
 });
 
@@ -836,7 +836,7 @@ describe('interrupts: CSR3 masks, IENA, and line edges', () => {
     expect(h.edges).toEqual([true, false]);
     h.dev.receive(frameTo(MAC, 60));
     expect(h.edges).toEqual([true, false, true]);
-    expect(h.dev.metrics.interrupts).toBe(2);
+    expect(h.dev.counters.interrupts).toBe(2);
   });
 
   it('a masked source sets its CSR0 bit but not INTR; unmasking raises', () => {
@@ -995,14 +995,14 @@ describe('properties', () => {
             for (let i = 0; i < 8; i++) t.rmd(i, { len: 64 + i * 200 });
             for (let i = 0; i < 8; i++) t.tmd(i, { addr: TX_BUF + i * 0x800, len: 100 + i * 300, stp: i % 3 !== 1, enp: i % 2 === 0 });
           }
-          const tail = (n: number) => t.dev.metrics.txDescriptorsRead - n;
+          const tail = (n: number) => t.dev.counters.txDescriptorsRead - n;
           for (const o of ops) {
             if (o.kind === 'r') t.dev.ioRead(o.off, o.size as 1 | 2 | 4);
             else if (o.kind === 'w') t.dev.ioWrite(o.off, o.size as 1 | 2 | 4, o.value);
             else if (o.kind === 'mem') t.view.setUint32((o.at & 1 ? TX_RING : RX_RING) + ((o.at >> 1) & 0x1ff) * 4, o.value, true); // scribble the rings
             else if (o.kind === 'rx') t.dev.receive(frameTo(o.value & 1 ? MAC : BCAST, 14 + (o.value % 1600)));
             else {
-              const before = t.dev.metrics.txDescriptorsRead;
+              const before = t.dev.counters.txDescriptorsRead;
               t.dev.transmitPoll();
               const ringLen = -t.dev.peekCsr(78) & 0xffff;
               expect(tail(before)).toBeLessThanOrEqual(2 * ringLen + 1);

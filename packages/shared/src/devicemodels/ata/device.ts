@@ -24,7 +24,10 @@
  * validated against the capacity before the backing is touched, and every buffer is bounded by
  * 256 sectors.
  */
-import { InvalidArgumentError, floatingBus, type IoSize, type PortIoHandler } from '@ringvisor/shared';
+import { DeviceError, InvalidArgumentError, StateError, StateRecordError } from '../../errors.js';
+import { loadRecord, saveRecord, type Device, type DeviceIdentity, type DeviceMetrics, type DeviceStateRecord } from '../../device/index.js';
+import { ATA_STATE, type AtaState } from './state.js';
+import { floatingBus, type IoSize, type PortIoHandler } from '../../trap/index.js';
 import { buildIdentify, isAtaString } from './identify.js';
 import { newAtaMetrics, type AtaMetrics } from './metrics.js';
 import { decodeCommand, type Taskfile } from './request.js';
@@ -74,6 +77,8 @@ export interface AtaOptions {
   serial?: string;
   model?: string;
   firmware?: string;
+  /** The disk's device id in its guest (identity and the record's instance name); default 0. */
+  devid?: number;
 }
 
 export type AtaPhase = 'idle' | 'pio-in' | 'pio-out' | 'busy' | 'srst' | 'resetting';
@@ -102,7 +107,7 @@ type BackingKind = 'read' | 'write' | 'flush';
 
 type Phase =
   | { kind: 'idle' }
-  | { kind: 'pio-in'; counted: boolean; buf: Uint8Array; pos: number; blockEnd: number }
+  | { kind: 'pio-in'; counted: boolean; lba: number; buf: Uint8Array; pos: number; blockEnd: number }
   | { kind: 'pio-out'; lba: number; buf: Uint8Array; pos: number; blockEnd: number }
   | { kind: 'busy'; what: BackingKind }
   | { kind: 'srst' }
@@ -112,8 +117,16 @@ const DEFAULT_SERIAL = 'RINGVISOR-ATA-0001';
 const DEFAULT_MODEL = 'ringvisor ATA PIO disk';
 const DEFAULT_FIRMWARE = '0.1.0';
 
-export class AtaDevice {
-  readonly metrics: AtaMetrics = newAtaMetrics();
+/**
+ * Persistence (the Device interface): quiesce() refuses new port accesses and waits for the
+ * backing operation in flight, whose completion lands in the drive's state (data for a READ,
+ * the completion of a WRITE or FLUSH) with its interrupt edge held back; save() writes the
+ * record (state.ts); `AtaDevice.restore(options, record)` builds a drive with the same options
+ * and carries on: the PIO transfer continues at the same word, and a held-back edge is raised.
+ */
+export class AtaDevice implements Device {
+  readonly counters: AtaMetrics = newAtaMetrics();
+  readonly identity: DeviceIdentity;
   readonly commandBlock: PortIoHandler;
   readonly controlBlock: PortIoHandler;
   /** Sectors the drive serves: the backing's capacity, at most what LBA28 addresses. */
@@ -132,8 +145,12 @@ export class AtaDevice {
   /** Bumped by every reset: a backing completion from an older epoch is stale. */
   private epoch = 0;
   private inflight: Promise<void> | undefined;
+  /** quiesce()d (or stopped): port accesses are refused and INTRQ edges held back. */
+  private paused = false;
+  private stopped = false;
 
   constructor(o: AtaOptions) {
+    this.identity = { kind: 'blk', mode: 'emulated', side: 'dom0', type: ATA_STATE.type, devid: o.devid ?? 0 };
     const sectors = o.backing.sectors;
     if (!Number.isSafeInteger(sectors) || sectors < 0) throw new InvalidArgumentError(`ATA backing capacity must be a whole number of sectors, got ${sectors}`);
     const ids = { serial: o.serial ?? DEFAULT_SERIAL, model: o.model ?? DEFAULT_MODEL, firmware: o.firmware ?? DEFAULT_FIRMWARE };
@@ -175,6 +192,106 @@ export class AtaDevice {
     };
   }
 
+  // ---- the Device interface ----
+
+  /** Nothing to connect: the wiring maps the port ranges; the drive answers from construction. */
+  async attach(): Promise<void> {
+    if (this.stopped) throw new StateError(`ata${this.identity.devid}: attach after stop`);
+  }
+
+  /** No more port accesses are served; resolves once the backing operation in flight settled. */
+  async stop(_reason: string): Promise<void> {
+    this.stopped = true;
+    this.paused = true;
+    await this.idle();
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    const detail: Record<string, number> = {};
+    for (const [k, v] of Object.entries(m)) {
+      if (typeof v === 'number') detail[k] = v;
+      else for (const [k2, v2] of Object.entries(v as Record<string, number>)) detail[`${k}.${k2}`] = v2;
+    }
+    return {
+      ops: m.commands.identify + m.commands.read + m.commands.write + m.commands.flush,
+      bytes: (m.sectorsRead + m.sectorsWritten) * ATA_SECTOR_SIZE,
+      errors: m.errors.abrt + m.errors.idnf + m.errors.unc,
+      detail: { ...detail, bytesRead: m.sectorsRead * ATA_SECTOR_SIZE, bytesWritten: m.sectorsWritten * ATA_SECTOR_SIZE },
+    };
+  }
+
+  async quiesce(): Promise<void> {
+    this.paused = true;
+    await this.idle();
+  }
+
+  resume(): void {
+    if (this.stopped) return;
+    this.paused = false;
+    this.updateLine();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.paused || this.inflight) throw new StateError(`ata${this.identity.devid}: save() needs a quiesced drive`);
+    const p = this.phase;
+    if (p.kind === 'busy' || p.kind === 'resetting') throw new StateError(`ata${this.identity.devid}: save() while ${p.kind}`); // quiesce() makes this unreachable
+    const pio = p.kind === 'pio-in' || p.kind === 'pio-out' ? p : undefined;
+    const state: AtaState = {
+      phase: p.kind,
+      transfer: {
+        data: pio ? pio.buf.slice() : new Uint8Array(0),
+        pos: pio?.pos ?? 0,
+        blockEnd: pio?.blockEnd ?? 0,
+        lba: pio?.lba ?? 0,
+        counted: p.kind === 'pio-in' ? p.counted : false,
+      },
+      taskfile: { ...this.tf },
+      err: this.err,
+      error: this.error,
+      interruptPending: this.pending,
+      intrq: this.intrq,
+      nIEN: this.nien,
+      srst: this.srst,
+    };
+    return saveRecord(ATA_STATE, `ata${this.identity.devid}`, state);
+  }
+
+  /**
+   * A drive built with `options` (the same backing, a fresh instance) in the state `record`
+   * holds, running. The record is untrusted: anything inconsistent with itself or with this
+   * drive's capacity is refused with StateRecordError before any state is set.
+   */
+  static restore(options: AtaOptions, record: unknown): AtaDevice {
+    const s = loadRecord(ATA_STATE, record);
+    const dev = new AtaDevice(options);
+    const t = s.transfer;
+    if ((s.phase === 'pio-out' || (s.phase === 'pio-in' && t.counted)) && t.lba + t.data.byteLength / ATA_SECTOR_SIZE > dev.capacity)
+      throw new StateRecordError(`ata v${ATA_STATE.version}: a transfer at LBA ${t.lba} of ${t.data.byteLength / ATA_SECTOR_SIZE} sectors runs past a ${dev.capacity}-sector drive`);
+    const buf = t.data.slice();
+    dev.phase =
+      s.phase === 'pio-in'
+        ? { kind: 'pio-in', counted: t.counted, lba: t.lba, buf, pos: t.pos, blockEnd: t.blockEnd }
+        : s.phase === 'pio-out'
+          ? { kind: 'pio-out', lba: t.lba, buf, pos: t.pos, blockEnd: t.blockEnd }
+          : { kind: s.phase };
+    Object.assign(dev.tf, s.taskfile);
+    dev.err = s.err;
+    dev.error = s.error;
+    dev.pending = s.interruptPending;
+    dev.intrq = s.intrq;
+    dev.nien = s.nIEN;
+    dev.srst = s.srst;
+    dev.updateLine(); // an edge the source held back
+    return dev;
+  }
+
+  private refusePaused(): boolean {
+    if (!this.paused) return false;
+    this.counters.refusedWhilePaused++;
+    return true;
+  }
+
   // ---- status and interrupts ----
 
   private status(): number {
@@ -202,8 +319,8 @@ export class AtaDevice {
   }
 
   private assertInterrupt(): void {
-    if (this.pending) this.metrics.irqsCoalesced++;
-    else if (this.nien || this.selected() !== 0) this.metrics.irqsMasked++;
+    if (this.pending) this.counters.irqsCoalesced++;
+    else if (this.nien || this.selected() !== 0) this.counters.irqsMasked++;
     this.pending = true;
     this.updateLine();
   }
@@ -215,11 +332,12 @@ export class AtaDevice {
 
   /** Recompute INTRQ; a rising edge is what the host's interrupt controller sees. */
   private updateLine(): void {
+    if (this.paused) return; // the edge is owed: resume() or restore raises it
     const line = this.pending && !this.nien && this.selected() === 0;
     const rising = line && !this.intrq;
     this.intrq = line;
     if (!rising) return;
-    this.metrics.irqs++;
+    this.counters.irqs++;
     try {
       this.raiseIrq();
     } catch {
@@ -230,8 +348,9 @@ export class AtaDevice {
   // ---- port handlers ----
 
   private commandRead(offset: number, size: IoSize): number {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     const sz = normSize(size);
+    if (this.refusePaused()) return floatingBus(sz);
     if (!Number.isInteger(offset) || offset < 0) return floatingBus(sz);
     if (offset === REG_DATA) return this.dataRead(sz);
     let v = 0;
@@ -240,16 +359,18 @@ export class AtaDevice {
   }
 
   private commandWrite(offset: number, size: IoSize, value: number): void {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     const sz = normSize(size);
+    if (this.refusePaused()) return;
     if (!Number.isInteger(offset) || offset < 0) return;
     if (offset === REG_DATA) return this.dataWrite(sz, value);
     for (let i = 0; i < sz; i++) this.writeRegister(offset + i, (value >>> (8 * i)) & 0xff);
   }
 
   private controlRead(offset: number, size: IoSize): number {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
     const sz = normSize(size);
+    if (this.refusePaused()) return floatingBus(sz);
     if (offset !== REG_ALT_STATUS) return floatingBus(sz);
     // ALTSTATUS is the only control register decoded; the bytes after it (0x3F7…) float.
     const alt = this.selected() === 0 ? this.status() : 0;
@@ -257,7 +378,8 @@ export class AtaDevice {
   }
 
   private controlWrite(offset: number, _size: IoSize, value: number): void {
-    this.metrics.portAccesses++;
+    this.counters.portAccesses++;
+    if (this.refusePaused()) return;
     if (offset !== REG_DEVICE_CONTROL) return;
     const v = value & 0xff;
     const srst = (v & DEVCTL_SRST) !== 0;
@@ -297,7 +419,7 @@ export class AtaDevice {
     if (reg === REG_STATUS) return this.command(v);
     if (reg < REG_FEATURES || reg > REG_DEVICE) return;
     if (this.busyOrDrq()) {
-      this.metrics.taskfileWritesIgnored++;
+      this.counters.taskfileWritesIgnored++;
       return;
     }
     switch (reg) {
@@ -326,7 +448,7 @@ export class AtaDevice {
   // ---- data port ----
 
   private dataRead(size: IoSize): number {
-    const m = this.metrics;
+    const m = this.counters;
     m.dataPortAccesses++;
     if (size === 1 || this.phase.kind !== 'pio-in' || this.selected() !== 0) {
       m.strayDataAccesses++;
@@ -340,7 +462,7 @@ export class AtaDevice {
   }
 
   private dataWrite(size: IoSize, value: number): void {
-    const m = this.metrics;
+    const m = this.counters;
     m.dataPortAccesses++;
     if (size === 1 || this.phase.kind !== 'pio-out' || this.selected() !== 0) {
       m.strayDataAccesses++;
@@ -356,7 +478,7 @@ export class AtaDevice {
     const v = p.buf[p.pos] | (p.buf[p.pos + 1] << 8);
     p.pos += 2;
     if (p.pos === p.blockEnd) {
-      if (p.counted) this.metrics.sectorsRead++;
+      if (p.counted) this.counters.sectorsRead++;
       if (p.pos >= p.buf.length) {
         this.phase = { kind: 'idle' }; // last word of the last block: DRQ drops, no interrupt
       } else {
@@ -387,7 +509,7 @@ export class AtaDevice {
       () => this.backing.write(lba, buf),
       (r) => {
         if (r === 0) {
-          this.metrics.sectorsWritten += count;
+          this.counters.sectorsWritten += count;
           this.complete();
         } else this.fail(ERROR_ABRT, true);
       },
@@ -397,7 +519,7 @@ export class AtaDevice {
   // ---- commands ----
 
   private command(opcode: number): void {
-    const m = this.metrics;
+    const m = this.counters;
     if (this.selected() !== 0) {
       m.absentDeviceCommands++;
       return;
@@ -420,7 +542,7 @@ export class AtaDevice {
     m.commands[c.kind]++;
     switch (c.kind) {
       case 'identify':
-        this.phase = { kind: 'pio-in', counted: false, buf: this.identifyBlock.slice(), pos: 0, blockEnd: ATA_SECTOR_SIZE };
+        this.phase = { kind: 'pio-in', counted: false, lba: 0, buf: this.identifyBlock.slice(), pos: 0, blockEnd: ATA_SECTOR_SIZE };
         this.assertInterrupt();
         return;
       case 'read': {
@@ -431,7 +553,7 @@ export class AtaDevice {
           () => this.backing.read(lba, count),
           (r) => {
             if (r instanceof Uint8Array && r.length === count * ATA_SECTOR_SIZE) {
-              this.phase = { kind: 'pio-in', counted: true, buf: r, pos: 0, blockEnd: ATA_SECTOR_SIZE };
+              this.phase = { kind: 'pio-in', counted: true, lba, buf: r, pos: 0, blockEnd: ATA_SECTOR_SIZE };
               this.assertInterrupt();
             } else this.fail(ERROR_UNC, true);
           },
@@ -460,7 +582,7 @@ export class AtaDevice {
 
   /** End the command with ERR and `bits` in ERROR, and interrupt. */
   private fail(bits: number, backing: boolean): void {
-    const m = this.metrics;
+    const m = this.counters;
     if (backing) m.backingErrors++;
     if (bits & ERROR_ABRT) m.errors.abrt++;
     if (bits & ERROR_IDNF) m.errors.idnf++;
@@ -476,13 +598,13 @@ export class AtaDevice {
    * unless a reset intervened, in which case the result is dropped.
    */
   private runBacking<T>(kind: BackingKind, run: () => Promise<T>, finish: (result: T | undefined) => void): void {
-    this.metrics.backingOps[kind]++;
+    this.counters.backingOps[kind]++;
     const epoch = this.epoch;
     let p: Promise<T>;
     try {
       p = Promise.resolve(run());
     } catch (e) {
-      p = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      p = Promise.reject(e instanceof Error ? e : new DeviceError(`ATA backing ${kind} threw: ${String(e)}`, { cause: e }));
     }
     this.inflight = p
       .then(
@@ -492,7 +614,7 @@ export class AtaDevice {
       .then((r) => {
         this.inflight = undefined;
         if (epoch !== this.epoch) {
-          this.metrics.staleCompletions++;
+          this.counters.staleCompletions++;
           if (this.phase.kind === 'resetting') this.completeReset();
           return;
         }
@@ -505,7 +627,7 @@ export class AtaDevice {
   private beginReset(): void {
     this.srst = true;
     const k = this.phase.kind;
-    if (k === 'pio-in' || k === 'pio-out' || k === 'busy') this.metrics.abortedByReset++;
+    if (k === 'pio-in' || k === 'pio-out' || k === 'busy') this.counters.abortedByReset++;
     this.epoch++;
     this.phase = { kind: 'srst' };
     this.err = false;
@@ -514,7 +636,7 @@ export class AtaDevice {
 
   private endReset(): void {
     this.srst = false;
-    this.metrics.resets++;
+    this.counters.resets++;
     if (this.inflight) this.phase = { kind: 'resetting' };
     else this.completeReset();
   }

@@ -1,6 +1,7 @@
 /**
  * The VMApp (VMware Workstation's hosted design): one per guest, in the host world, owning that
- * guest's device models. Here it is a worker thread started by dom0's toolstack. It maps the
+ * guest's device models. Here it is a worker thread (vmapp.worker.ts), started by dom0's toolstack in the threads
+ * transport or by the guest's own process over ws (shared/trap/vmapp.ts `startVmApp`). It maps the
  * guest's memory (the models DMA into it directly, as VMware's VMApp does), serves the accesses
  * the guest's VMM forwards through the vCPU's ioreq slot, raises the guest's virtual interrupts,
  * and reaches the host's devices only through dom0 — its VMNet bridge port for frames, dom0's
@@ -14,32 +15,15 @@
  * it publishes each Lance's status mirror (shared/trap/hosted-vmm.ts) for the VMM's fast path,
  * and sends whatever transmits the VMM queued (send combining).
  */
-import {
-  EventChannelGate,
-  GuestMemoryDma,
-  IOREQ_DOORBELL_WORD,
-  IOREQ_SLOT_BYTES,
-  VMM_CSR0,
-  VMM_CSR3,
-  VMM_CSR4,
-  VMM_FLAGS,
-  VMM_FLAG_MIRROR_WIO,
-  VMM_LANCE_WORDS,
-  VMM_TXQ,
-  EventMemory,
-  VMAPP_DISK,
-  VMAPP_FRAME,
-  VMAPP_STATS,
-  VMAPP_STOP,
-  VMAPP_FAULTS,
-  InterruptFaults,
-  parseInterruptFault,
-  type Logger,
-  type RpcPeer,
-  type VmAppSpec,
-  type VmAppStats,
-} from '@ringvisor/shared';
-import { IoReqServer } from '../hypervisor/ioreq.js';
+import { EventChannelGate, EventMemory } from '../evtchn/index.js';
+import { GuestMemoryDma } from '../trap/index.js';
+import { IOREQ_DOORBELL_WORD, IOREQ_SLOT_BYTES } from '../trap/ioreq.js';
+import { VMM_CSR0, VMM_CSR3, VMM_CSR4, VMM_FLAGS, VMM_FLAG_MIRROR_WIO, VMM_LANCE_WORDS, VMM_TXQ } from '../trap/hosted-vmm.js';
+import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, VMAPP_FAULTS, type VmAppSpec, type VmAppStats } from '../trap/vmapp.js';
+import { InterruptFaults, parseInterruptFault } from '../hw/irq-faults.js';
+import type { Logger } from '../log/index.js';
+import type { RpcPeer } from '../transport/rpc.js';
+import { IoReqServer } from '../trap/ioreq-server.js';
 import { LanceDevice } from '../devicemodels/lance/index.js';
 import { AtaDevice, type AtaBacking } from '../devicemodels/ata/index.js';
 
@@ -228,8 +212,8 @@ export class VmApp {
       combined: { ...this.combined },
       busyMs: performance.eventLoopUtilization().active,
       devices: [
-        ...this.lances.map((l) => ({ name: l.name, kind: 'nic' as const, metrics: { ...l.model.metrics } })),
-        ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model.metrics } })),
+        ...this.lances.map((l) => ({ name: l.name, kind: 'nic' as const, metrics: { ...l.model.counters } })),
+        ...this.disks.map((d) => ({ name: d.name, kind: 'disk' as const, metrics: { ...d.model.counters } })),
       ],
     };
   }
