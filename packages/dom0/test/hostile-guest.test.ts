@@ -193,25 +193,25 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
       const before = host.guests.length; // no launched guests here; backends are what we measure
       expect(before).toBe(0);
       const blk = host.blkBackends().find((b) => b.frontDomid === evil.domid)!;
-      const eventsBefore = blk.metrics.events;
+      const eventsBefore = blk.counters.events;
       const storm = 20_000;
       for (let i = 0; i < storm; i++) evil.events.send(evilBlk.port);
       await goodRoundTrip(2000, 128);
       // The pending bit absorbs repeats: the backend ran its handler far fewer times than it was kicked.
-      await until(() => blk.metrics.events > eventsBefore, 'the storm to reach dom0');
-      expect(blk.metrics.events - eventsBefore).toBeLessThan(storm / 2);
+      await until(() => blk.counters.events > eventsBefore, 'the storm to reach dom0');
+      expect(blk.counters.events - eventsBefore).toBeLessThan(storm / 2);
     });
 
     it('garbage req_prod stops the hostile ring; the other guest carries on', async () => {
       const blk = host.blkBackends().find((b) => b.frontDomid === evil.domid)!;
       evilBlk.forgeReqProd(evilBlk.ring.reqProdPvt + 1000);
       await until(() => blk.state === 'rogue', 'ring stopped as rogue');
-      expect(blk.metrics.rogue).toBe(1);
+      expect(blk.counters.rogue).toBe(1);
       // A later, well-formed request on the stopped ring is not served.
-      const served = blk.metrics.requests;
+      const served = blk.counters.requests;
       evil.events.send(evilBlk.port);
       await goodRoundTrip(3000, 256);
-      expect(blk.metrics.requests).toBe(served);
+      expect(blk.counters.requests).toBe(served);
     });
   });
 
@@ -249,7 +249,7 @@ for (const mode of ['shared', 'linked'] as const) describe(`${mode === 'shared' 
       await until(() => goodNet.txResponses.length >= total, 'all tx answered');
       expect(goodNet.txResponses.every((r) => r.status === NETIF_RSP_OKAY)).toBe(true);
       expect(evilVif.rxQueued).toBeLessThanOrEqual(NETBACK_RX_QUEUE_LIMIT);
-      expect(evilVif.metrics.rxDropped).toBeGreaterThanOrEqual(total - NETBACK_RX_QUEUE_LIMIT);
+      expect(evilVif.counters.rxDropped).toBeGreaterThanOrEqual(total - NETBACK_RX_QUEUE_LIMIT);
       // Once the uplink has drained, dom0 holds at most the queue limit of skbs for the evil guest.
       await until(() => poolBefore - host.pool.available <= NETBACK_RX_QUEUE_LIMIT, 'skb pool to settle');
       expect(host.pool.available).toBeGreaterThan(0);

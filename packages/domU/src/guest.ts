@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type DeviceMetrics, type GuestDeviceStats, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -436,30 +436,11 @@ export class Guest {
 
   stats(): GuestStats {
     const devices: GuestDeviceStats[] = [];
-    for (const b of this.blk) {
-      const m = b.metrics;
-      devices.push({
-        type: 'vbd',
-        devid: b.devid,
-        mode: 'pv',
-        ops: m.responses,
-        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
-        errors: m.errors,
-        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: b.inFlight, ...b.attackCounters() },
-      });
-    }
-    for (const { front } of this.net) {
-      const m = front.metrics;
-      devices.push({
-        type: 'vif',
-        devid: front.devid,
-        mode: 'pv',
-        ops: m.txPackets + m.rxPackets,
-        bytes: m.txBytes + m.rxBytes,
-        errors: m.txErrors + m.rxErrors + m.txDropped,
-        detail: { ...m },
-      });
-    }
+    // The split-driver frontends map their own counters (Device.metrics()).
+    // Their detail holds only counters (numbers), which is what guest stats carry.
+    const pv = (m: DeviceMetrics) => ({ mode: 'pv' as const, ops: m.ops, bytes: m.bytes, errors: m.errors, detail: m.detail as Record<string, number> });
+    for (const b of this.blk) devices.push({ type: 'vbd', devid: b.devid, ...pv(b.metrics()) });
+    for (const { front } of this.net) devices.push({ type: 'vif', devid: front.devid, ...pv(front.metrics()) });
     // The vCPU's traps (one vCPU serves every emulated device of this guest). Hosted: every
     // access traps into the VMM; only those it forwards reach the slot (and switch worlds).
     const c = this.vcpu?.counters;

@@ -8,9 +8,20 @@
  *   Initialised      waiting       map rings, bind channel, publish, → Connected
  *   Closing/Closed   connected     drain, unmap, close channel, → Closing → Closed
  *   Initialising     closed        offer the device again, → InitWait   (reboot, recovery)
+ *
+ * Persistence (Device): quiesce() stops consuming the rings and waits for the backing I/O the
+ * backend already started (subclass: `drainBacking`); save() writes the port and the rings'
+ * private indices with the subclass's queues. A restored backend maps the same ring pages by
+ * their grant references (they are in the guest's memory, which the environment keeps), binds
+ * the same port, and finds the requests the old one left unconsumed still on the ring.
  */
 import {
   XenbusState,
+  DeviceError,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   evtSuppressedChannel,
   traceNow,
   type BackRing,
@@ -33,9 +44,19 @@ export interface BackendCounters {
   rogue: number;
 }
 
-export abstract class SplitBackend<M extends BackendCounters> {
+/** What every saved backend record holds besides its rings (xenbus device, event channel, counters). */
+export interface SavedBackendLink {
+  frontDomid: number;
+  devid: number;
+  port: number;
+}
+
+export abstract class SplitBackend<M extends BackendCounters> implements Device {
   readonly xb: XenbusBackend;
   state: BackendState = 'init';
+  abstract readonly identity: DeviceIdentity;
+  /** Set by quiesce(): no pass runs, responses stay private, until resume(). */
+  protected quiesced = false;
   protected readonly log: Logger;
   private maps: GrantMapping[] = [];
   private port = -1;
@@ -57,7 +78,8 @@ export abstract class SplitBackend<M extends BackendCounters> {
     type: DeviceType,
     readonly frontDomid: number,
     readonly devid: number,
-    readonly metrics: M,
+    /** What this backend counts; `metrics()` maps it onto ops/bytes/errors. */
+    readonly counters: M,
     log: Logger,
   ) {
     this.xb = new XenbusBackend(hv.dom0Store, type, frontDomid, devid);
@@ -85,17 +107,88 @@ export abstract class SplitBackend<M extends BackendCounters> {
     ring.label = { host: this.hv.host, domid: this.frontDomid, device: this.device, ring: name, side: 'back' };
   }
 
+  /** The device's counters mapped onto ops/bytes/errors. */
+  abstract metrics(): DeviceMetrics;
+  /** Saves a quiesced backend (the subclass's layout). */
+  abstract save(): DeviceStateRecord;
+  /** Waits for every backing operation this backend started (a disk request) to finish. */
+  protected abstract drainBacking(): Promise<void>;
+
+  attach(): Promise<void> {
+    return this.start();
+  }
+
+  stop(_reason: string): Promise<void> {
+    return this.destroy();
+  }
+
+  /**
+   * Stop consuming the rings and wait for the backing I/O already started; its responses are
+   * written to the ring but not pushed (save() records them). Only a connected backend can be
+   * quiesced: one mid-handshake has nothing to save yet.
+   */
+  async quiesce(): Promise<void> {
+    if (this.state !== 'connected') throw new DeviceError(`${this.device} of domain ${this.frontDomid}: only a connected backend can be quiesced (state ${this.state})`);
+    this.quiesced = true;
+    await this.drainBacking();
+  }
+
+  /** The link part of a record (save() of a quiesced backend). */
+  protected savedLink(): SavedBackendLink {
+    if (!this.quiesced || this.state !== 'connected') throw new DeviceError(`${this.device} of domain ${this.frontDomid}: save() needs a quiesced, connected backend`);
+    return { frontDomid: this.frontDomid, devid: this.devid, port: this.port };
+  }
+
+  /**
+   * Takes over a saved backend's link: binds its event-channel port (already bound to the
+   * frontend's), is Connected, and follows the frontend again. Comes back quiesced.
+   */
+  protected async restoreLink(link: SavedBackendLink): Promise<void> {
+    this.quiesced = true;
+    this.state = 'connected';
+    this.xb.state = XenbusState.Connected;
+    this.bindPort(link.port);
+    await this.xb.watchFrontend((fs) => void this.onFrontendState(fs).catch((e) => this.log.error({ err: e }, 'backend state change failed')));
+  }
+
+  /**
+   * Drop a saved backend without touching what its restored successor owns (the port stays bound,
+   * the ring stays on the guest's page): its store watch and its own mappings of the ring pages
+   * go, as they would with the runtime it lived in.
+   */
+  async abandon(): Promise<void> {
+    this.quiesced = true;
+    this.state = 'closed';
+    await this.xb.stopWatching();
+    for (const m of this.maps) {
+      try {
+        this.hv.grants.unmap(0, m.handle);
+      } catch {
+        /* guest destroyed: its mappings were already dropped */
+      }
+    }
+    this.maps = [];
+    this.port = -1;
+  }
+
   /** Stop consuming requests (as a wedged backend would): requests wait on the ring. */
   pause(): void {
     this.paused = true;
   }
 
-  /** Consume again, starting with whatever waited. */
+  /** Consume again, starting with whatever waited (after pause(), or quiesce() / a restore). */
   resume(): void {
-    if (!this.paused) return;
+    if (!this.paused && !this.quiesced) return;
     this.paused = false;
+    if (this.quiesced) {
+      this.quiesced = false;
+      this.resumed();
+    }
     this.kick();
   }
+
+  /** After a quiesce: push what was answered meanwhile (subclass). */
+  protected resumed(): void {}
 
   /** Publish features, go to InitWait and follow the frontend (xenbus probe). */
   async start(): Promise<void> {
@@ -106,6 +199,7 @@ export abstract class SplitBackend<M extends BackendCounters> {
   }
 
   private async onFrontendState(fs: XenbusState): Promise<void> {
+    if (this.quiesced) return;
     if (fs === XenbusState.Initialised && this.state === 'waiting') await this.connect();
     else if ((fs === XenbusState.Closing || fs === XenbusState.Closed) && (this.state === 'connected' || this.state === 'rogue')) {
       await this.disconnect();
@@ -120,17 +214,7 @@ export abstract class SplitBackend<M extends BackendCounters> {
   private async connect(): Promise<void> {
     try {
       await this.attachRings();
-      this.port = this.hv.evtchn.bindInterdomain(0, this.frontDomid, await this.xb.frontendInt('event-channel'));
-      this.hv.dom0Events.on(this.port, (_port, polled) => {
-        if (polled) return this.kick(); // a missed-event poll: look, but it is not an event
-        const f = this.eventFault;
-        if (f && f.lostToBackend > 0 && f.draw() < f.lostToBackend) {
-          this.faultCounters.lostToBackend++;
-          return;
-        }
-        this.metrics.events++;
-        this.kick();
-      });
+      this.bindPort(this.hv.evtchn.bindInterdomain(0, this.frontDomid, await this.xb.frontendInt('event-channel')));
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, 'frontend handshake rejected');
       this.release();
@@ -144,22 +228,36 @@ export abstract class SplitBackend<M extends BackendCounters> {
     this.kick();
   }
 
+  private bindPort(port: number): void {
+    this.port = port;
+    this.hv.dom0Events.on(this.port, (_port, polled) => {
+      if (polled) return this.kick(); // a missed-event poll: look, but it is not an event
+      const f = this.eventFault;
+      if (f && f.lostToBackend > 0 && f.draw() < f.lostToBackend) {
+        this.faultCounters.lostToBackend++;
+        return;
+      }
+      this.counters.events++;
+      this.kick();
+    });
+  }
+
   /** Map a frontend ring page (writable); across a link, its late wakes notify the frontend. */
   protected mapRing(ref: number): { bytes: Uint8Array; sync?: PageSync } {
     const m = this.hv.grants.map(0, this.frontDomid, ref, true);
     this.maps.push(m);
-    this.metrics.grantMaps++;
+    this.counters.grantMaps++;
     if (m.sync) m.sync.lateWake = () => this.notify(true);
     return m.sync ? { bytes: m.bytes, sync: m.sync } : { bytes: m.bytes };
   }
 
   /** Schedule one processing pass (idempotent). */
   kick(): void {
-    if (this.scheduled || this.state !== 'connected' || this.paused) return;
+    if (this.scheduled || this.state !== 'connected' || this.paused || this.quiesced) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      if (this.state !== 'connected' || this.paused) return;
+      if (this.state !== 'connected' || this.paused || this.quiesced) return;
       const more = this.process();
       for (const r of this.rings()) r.ring.traceConsumed();
       if (more) this.kick();
@@ -169,7 +267,7 @@ export abstract class SplitBackend<M extends BackendCounters> {
   /** Notify the frontend if the ring said so (counted either way). */
   protected notify(needed: boolean): void {
     if (needed && this.port >= 0) {
-      this.metrics.notifications++;
+      this.counters.notifications++;
       const f = this.eventFault;
       if (f) {
         if (f.lostToGuest > 0 && f.draw() < f.lostToGuest) return void this.faultCounters.lostToGuest++;
@@ -182,7 +280,7 @@ export abstract class SplitBackend<M extends BackendCounters> {
       }
       this.hv.dom0Events.send(this.port);
     } else {
-      this.metrics.suppressed++;
+      this.counters.suppressed++;
       if (evtSuppressedChannel.hasSubscribers)
         evtSuppressedChannel.publish({ kind: 'evtchn.suppressed', t: traceNow(), host: this.hv.host, domid: 0, device: this.device, port: this.port });
     }
@@ -203,13 +301,14 @@ export abstract class SplitBackend<M extends BackendCounters> {
   /** A frontend published impossible indices: stop its ring, keep everything else going. */
   protected stopRogue(message: string): void {
     this.state = 'rogue';
-    this.metrics.rogue++;
+    this.counters.rogue++;
     this.log.warn({ err: message }, 'rogue frontend: ring stopped');
   }
 
   /** Stop taking requests, let in-flight ones finish, then release rings and the channel. */
   async disconnect(): Promise<void> {
     if (this.state === 'closed') return;
+    this.quiesced = false;
     this.state = 'closing';
     await this.detachRings();
     this.release();

@@ -89,8 +89,8 @@ async function sample(host: Host, dutDomid: number): Promise<Sample> {
     iommuPages: hw.sriov.iommu.pagesTranslated,
     dut: stats.find((s) => s?.name === 'dut')!,
     ...(stats.find((s) => s?.name === 'peer') ? { peer: stats.find((s) => s?.name === 'peer')! } : {}),
-    backendNotifications: backends.reduce((a, b) => a + b.metrics.notifications, 0),
-    backendSuppressed: backends.reduce((a, b) => a + b.metrics.suppressed, 0),
+    backendNotifications: backends.reduce((a, b) => a + b.counters.notifications, 0),
+    backendSuppressed: backends.reduce((a, b) => a + b.counters.suppressed, 0),
     grantOps: g ? g.maps + g.unmaps + g.copies : 0,
     grantBytes: g ? g.bytesCopied : 0,
   };

@@ -75,8 +75,8 @@ async function sample(host: Host): Promise<Sample> {
     dom0BusyMs: performance.eventLoopUtilization().active,
     hwBusyMs: hw.busyMs + (hw.svio?.coreBusyMs ?? []).reduce((a, x) => a + x, 0),
     guests,
-    backendNotifications: backends.reduce((a, b) => a + b.metrics.notifications, 0),
-    backendSuppressed: backends.reduce((a, b) => a + b.metrics.suppressed, 0),
+    backendNotifications: backends.reduce((a, b) => a + b.counters.notifications, 0),
+    backendSuppressed: backends.reduce((a, b) => a + b.counters.suppressed, 0),
     grantOps: g ? g.maps + g.unmaps + g.copies : 0,
     grantBytes: g ? g.bytesCopied : 0,
   };

@@ -219,7 +219,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           ...(g?.pid ? { pid: g.pid } : {}),
         };
         for (const b of backends.filter((x) => x.frontDomid === domid)) {
-          const m = b.metrics as BackendCounters & Record<string, number>;
+          const m = b.counters as BackendCounters & Record<string, number>;
           const key = `${hn}/${d.name}/${b.device}`;
           const dev: DeviceRow = {
             type: b.device.startsWith('vbd') ? 'vbd' : 'vif',

@@ -248,6 +248,18 @@ export class FrontRing<Req, Rsp> extends RingEnd<Req, Rsp> {
     return r;
   }
 
+  /**
+   * A restored frontend's end: the shared page is as the saved device left it, the private
+   * indices come from its saved state (req_prod_pvt may be ahead of the published req_prod).
+   */
+  static resume<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>, pvt: { reqProdPvt: number; rspCons: number }, sync?: PageSync): FrontRing<Req, Rsp> {
+    const r = new FrontRing(page, protocol, sync);
+    r.reqProdPvt = pvt.reqProdPvt >>> 0;
+    r.rspCons = pvt.rspCons >>> 0;
+    r.consumeMark = r.rspCons;
+    return r;
+  }
+
   /** Slots the frontend may still fill: responses not yet consumed also occupy slots. */
   freeRequests(): number {
     return this.size - ((this.reqProdPvt - this.rspCons) >>> 0);
@@ -336,6 +348,20 @@ export class BackRing<Req, Rsp> extends RingEnd<Req, Rsp> {
     const r = new BackRing(page, protocol, sync);
     r.rspProdPvt = r.page.load(RSP_PROD);
     r.reqCons = r.rspProdPvt;
+    r.consumeMark = r.reqCons;
+    r.attachedAt = { req: r.reqCons, rsp: r.rspProdPvt };
+    return r;
+  }
+
+  /**
+   * A restored backend's end: private indices from its saved state (req_cons may be ahead of
+   * rsp_prod_pvt by requests taken and not yet answered; rsp_prod_pvt ahead of the published
+   * rsp_prod by responses written and not yet pushed).
+   */
+  static resume<Req, Rsp>(page: Uint8Array, protocol: RingProtocol<Req, Rsp>, pvt: { reqCons: number; rspProdPvt: number }, sync?: PageSync): BackRing<Req, Rsp> {
+    const r = new BackRing(page, protocol, sync);
+    r.reqCons = pvt.reqCons >>> 0;
+    r.rspProdPvt = pvt.rspProdPvt >>> 0;
     r.consumeMark = r.reqCons;
     r.attachedAt = { req: r.reqCons, rsp: r.rspProdPvt };
     return r;

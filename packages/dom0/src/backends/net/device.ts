@@ -10,6 +10,10 @@
  *
  * Both rings share one event channel. Each pass handles at most one ring's worth of each and
  * then yields, so one busy guest cannot starve another.
+ *
+ * Persistence: netback's work is synchronous (grant copies), so quiesce() only stops the passes;
+ * save() records the rings' private indices, a tx request held for credit, and the frames queued
+ * for the guest (state.ts). NetBackend.restore maps the same rings and carries on.
  */
 import {
   BackRing,
@@ -29,6 +33,13 @@ import {
   traceNow,
   TxCredit,
   parseRate,
+  DeviceError,
+  StateRecordError,
+  loadRecord,
+  saveRecord,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
 } from '@ringvisor/shared';
 import type { Hypervisor } from '../../hypervisor/hypervisor.js';
 import type { Skb } from '../../physdev/skb.js';
@@ -36,11 +47,15 @@ import type { BridgePort, SoftwareBridge } from './bridge.js';
 import { SplitBackend } from '../split-backend.js';
 import { newNetbackMetrics, type NetbackMetrics } from './metrics.js';
 import { validateTxRequest } from './request.js';
+import { NETBACK_RX_QUEUE_LIMIT, NETBACK_STATE, type NetbackSavedState } from './state.js';
 
-export const NETBACK_RX_QUEUE_LIMIT = 256;
+export { NETBACK_RX_QUEUE_LIMIT };
 
 export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePort {
   readonly name: string;
+  readonly identity: DeviceIdentity;
+  /** The frontend's grant references of the tx and rx ring pages (for save). */
+  private ringRefs = { tx: -1, rx: -1 };
   private tx?: BackRing<NetifTxRequest, NetifTxResponse>;
   private rx?: BackRing<NetifRxRequest, NetifRxResponse>;
   private creditTimer?: NodeJS.Timeout;
@@ -57,6 +72,75 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
   ) {
     super(hv, 'vif', frontDomid, devid, newNetbackMetrics(), log);
     this.name = `vif${frontDomid}.${devid}`;
+    this.identity = { kind: 'net', mode: 'pv', side: 'dom0', type: 'netback', devid };
+  }
+
+  /** Frames carried either way, their bytes, and every frame lost or refused. */
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return { ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.rxDropped, detail: { ...m, rxQueued: this.rxQueue.length, state: this.state } };
+  }
+
+  /** Nothing netback starts outlives a pass (grant copies are synchronous). */
+  protected async drainBacking(): Promise<void> {}
+
+  /** The record of a quiesced backend (state.ts says what it holds and why). */
+  save(): DeviceStateRecord {
+    const link = this.savedLink();
+    const { tx, rx } = this;
+    if (!tx || !rx) throw new DeviceError(`${this.device}: no rings to save`);
+    const ring = (r: BackRing<unknown, unknown>, ref: number) => ({ ref, reqCons: r.reqCons, rspProdPvt: r.rspProdPvt, rspProd: r.page.load(RSP_PROD) });
+    const state: NetbackSavedState = {
+      ...link,
+      tx: ring(tx as BackRing<unknown, unknown>, this.ringRefs.tx),
+      rx: ring(rx as BackRing<unknown, unknown>, this.ringRefs.rx),
+      stalledTx: this.stalledTx ? { ...this.stalledTx } : null,
+      rxQueue: this.rxQueue.map((skb) => this.bridge.pool.data(skb).slice()),
+      counters: { ...this.counters },
+    };
+    return saveRecord(NETBACK_STATE, `dom${this.frontDomid}/vif/${this.devid}`, state);
+  }
+
+  /**
+   * A fresh backend from a saved record, with the saved one's constructor arguments; the record
+   * is checked completely first (StateRecordError, nothing mapped, bound or queued). It comes back
+   * quiesced, on the bridge; resume() carries on. Drop the saved instance with abandon() (which
+   * takes it off the bridge).
+   */
+  static async restore(args: ConstructorParameters<typeof NetBackend>, record: unknown): Promise<NetBackend> {
+    const [hv, bridge, frontDomid, devid, log] = args;
+    const st = loadRecord(NETBACK_STATE, record);
+    if (st.frontDomid !== frontDomid || st.devid !== devid) throw new StateRecordError(`netback: the record is of domain ${st.frontDomid} vif ${st.devid}, not domain ${frontDomid} vif ${devid}`);
+    if (bridge.pool.available < st.rxQueue.length) throw new StateRecordError(`netback: ${st.rxQueue.length} queued frames, ${bridge.pool.available} free skbs`);
+    const b = new NetBackend(hv, bridge, frontDomid, devid, log);
+    const rate = await hv.dom0Store.tryRead(`${b.xb.dir}/rate`);
+    b.credit = new TxCredit(rate ? parseRate(rate) : undefined);
+    for (const [k, v] of Object.entries(st.counters)) if (k in b.counters) b.counters[k as keyof NetbackMetrics] = v;
+    const tx = b.mapRing(st.tx.ref);
+    const rx = b.mapRing(st.rx.ref);
+    b.ringRefs = { tx: st.tx.ref, rx: st.rx.ref };
+    b.tx = BackRing.resume(tx.bytes, netifTxProtocol, st.tx, tx.sync);
+    b.rx = BackRing.resume(rx.bytes, netifRxProtocol, st.rx, rx.sync);
+    b.labelRing(b.tx as BackRing<unknown, unknown>, 'tx');
+    b.labelRing(b.rx as BackRing<unknown, unknown>, 'rx');
+    b.stalledTx = st.stalledTx ? { ...st.stalledTx } : undefined;
+    for (const frame of st.rxQueue) {
+      const skb = bridge.pool.alloc()!;
+      skb.len = frame.byteLength;
+      bridge.pool.data(skb).set(frame);
+      b.rxQueue.push(skb);
+    }
+    bridge.add(b);
+    await b.restoreLink(st);
+    return b;
+  }
+
+  override async abandon(): Promise<void> {
+    this.bridge.remove(this);
+    if (this.creditTimer) clearTimeout(this.creditTimer);
+    this.creditTimer = undefined;
+    for (const skb of this.rxQueue.splice(0)) this.bridge.pool.put(skb);
+    await super.abandon();
   }
 
   get ringStats(): { tx?: BackRing<NetifTxRequest, NetifTxResponse>['stats']; rx?: BackRing<NetifRxRequest, NetifRxResponse>['stats'] } {
@@ -78,8 +162,9 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
   }
 
   protected async attachRings(): Promise<void> {
-    const tx = this.mapRing(await this.xb.frontendInt('tx-ring-ref'));
-    const rx = this.mapRing(await this.xb.frontendInt('rx-ring-ref'));
+    this.ringRefs = { tx: await this.xb.frontendInt('tx-ring-ref'), rx: await this.xb.frontendInt('rx-ring-ref') };
+    const tx = this.mapRing(this.ringRefs.tx);
+    const rx = this.mapRing(this.ringRefs.rx);
     this.tx = BackRing.attach(tx.bytes, netifTxProtocol, tx.sync);
     this.rx = BackRing.attach(rx.bytes, netifRxProtocol, rx.sync);
     this.labelRing(this.tx as BackRing<unknown, unknown>, 'tx');
@@ -103,7 +188,7 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
   /** Bridge → this guest. Takes one reference of `skb`. */
   deliver(skb: Skb): void {
     if (this.state !== 'connected' || this.rxQueue.length >= NETBACK_RX_QUEUE_LIMIT) {
-      this.metrics.rxDropped++;
+      this.counters.rxDropped++;
       this.bridge.pool.put(skb);
       return;
     }
@@ -116,7 +201,7 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
     try {
       const txMore = this.processTx(this.tx);
       const rxMore = this.processRx(this.rx);
-      if (txMore || rxMore) this.metrics.yields++;
+      if (txMore || rxMore) this.counters.yields++;
       return txMore || rxMore;
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
@@ -139,14 +224,14 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
         if (v.ok && !this.credit.take(req.size)) {
           // Out of credit: keep the request and come back when the window replenishes.
           this.stalledTx = req;
-          this.metrics.throttled++;
+          this.counters.throttled++;
           this.armCreditTimer();
           break;
         }
         budget--;
         answered++;
         ring.putResponse({ id: req.id, status: v.ok ? this.transmitOne(req) : NETIF_RSP_ERROR });
-        if (!v.ok) this.metrics.txErrors++;
+        if (!v.ok) this.counters.txErrors++;
       }
       if (this.stalledTx || budget === 0) break;
       if (!ring.finalCheckForRequests()) break;
@@ -171,16 +256,16 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
     const [st] = this.hv.grants.copy(0, [
       { source: { ref: req.gref, domid: this.frontDomid, offset: req.offset }, dest: { pfn: skb.pfn, domid: 0, offset: 0 }, len: req.size },
     ]);
-    this.metrics.grantCopies++;
+    this.counters.grantCopies++;
     if (st !== GNTST_okay) {
       pool.put(skb);
-      this.metrics.txErrors++;
+      this.counters.txErrors++;
       return NETIF_RSP_ERROR;
     }
-    this.metrics.bytesCopied += req.size;
+    this.counters.bytesCopied += req.size;
     skb.len = req.size;
-    this.metrics.txPackets++;
-    this.metrics.txBytes += req.size;
+    this.counters.txPackets++;
+    this.counters.txBytes += req.size;
     if (frameChannel.hasSubscribers) this.traceFrame('tx', pool.data(skb));
     this.bridge.input(this, skb);
     return NETIF_RSP_OKAY;
@@ -203,15 +288,15 @@ export class NetBackend extends SplitBackend<NetbackMetrics> implements BridgePo
       const [st] = this.hv.grants.copy(0, [
         { source: { pfn: skb.pfn, domid: 0, offset: 0 }, dest: { ref: req.gref, domid: this.frontDomid, offset: 0 }, len: skb.len },
       ]);
-      this.metrics.grantCopies++;
+      this.counters.grantCopies++;
       if (st === GNTST_okay) {
-        this.metrics.bytesCopied += skb.len;
-        this.metrics.rxPackets++;
-        this.metrics.rxBytes += skb.len;
+        this.counters.bytesCopied += skb.len;
+        this.counters.rxPackets++;
+        this.counters.rxBytes += skb.len;
         if (frameChannel.hasSubscribers) this.traceFrame('rx', pool.data(skb));
         ring.putResponse({ id: req.id, offset: 0, flags: 0, status: skb.len });
       } else {
-        this.metrics.rxErrors++;
+        this.counters.rxErrors++;
         ring.putResponse({ id: req.id, offset: 0, flags: 0, status: NETIF_RSP_ERROR });
       }
       pool.put(skb);

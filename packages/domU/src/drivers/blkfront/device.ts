@@ -7,6 +7,13 @@
  * ignored and counted, so no request completes twice. When the backend goes away and comes back
  * (its state leaves Connected), every request still in flight is re-granted and resubmitted on
  * the new ring, as blkif_recover does.
+ *
+ * Persistence (Device): quiesce() stops putting requests on the ring (new ones queue privately)
+ * and stops collecting responses; save() writes the shadow table, the queue and the ring's private
+ * indices (state.ts). BlkFront.restore builds a fresh frontend on the same kernel from that record:
+ * the ring page, the bounce frames and the grants are still in guest memory, so requests the old
+ * frontend put on the ring are answered on that same ring, each exactly once (the shadow is keyed
+ * by id and forgets an id once answered).
  */
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST,
@@ -16,6 +23,13 @@ import {
   BLKIF_RSP_OKAY,
   DeviceError,
   FrontRing,
+  StateRecordError,
+  loadRecord,
+  saveRecord,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   InvalidArgumentError,
   PAGE_SIZE,
   RogueRingError,
@@ -33,6 +47,7 @@ import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newBlkfrontMetrics, type BlkfrontMetrics } from './metrics.js';
 import { BlkMisbehaviour, type AttackOutcome, type BlkAttack } from './misbehave.js';
+import { BLKFRONT_STATE, type BlkfrontSavedState } from './state.js';
 
 const MAX_BYTES_PER_REQUEST = BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
 
@@ -48,17 +63,49 @@ interface Shadow {
   operation: number;
   sector: number;
   segments: ShadowSegment[];
-  resolve: () => void;
+  /** Settles once, when the response is collected: READ data (in `readInto` or a fresh buffer), or undefined. */
+  done: Promise<Uint8Array | undefined>;
+  resolve: (data: Uint8Array | undefined) => void;
   reject: (e: Error) => void;
-  /** For READ: where the data goes when it completes. */
+  /** For READ: where the data goes when it completes (absent after a restore: `done` carries it). */
   readInto?: Uint8Array;
+}
+
+/**
+ * One request a frontend holds (on the ring or queued for it), as the layer above sees it.
+ * `done` resolves exactly once when the backend answers: with the data for a READ, undefined
+ * otherwise; it rejects with a DeviceError if the backend answers with an error.
+ */
+export interface BlkInFlight {
+  /** The request's u64 id, in decimal. */
+  readonly id: string;
+  readonly operation: number;
+  readonly sector: number;
+  readonly sectors: number;
+  readonly done: Promise<Uint8Array | undefined>;
+}
+
+function newShadow(id: bigint, operation: number, sector: number, segments: ShadowSegment[], readInto?: Uint8Array): Shadow {
+  let resolve!: (data: Uint8Array | undefined) => void;
+  let reject!: (e: Error) => void;
+  const done = new Promise<Uint8Array | undefined>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Nobody may be waiting on a restored request; its failure is counted, not an unhandled rejection.
+  done.catch(() => {});
+  return { id, operation, sector, segments, done, resolve, reject, readInto };
 }
 
 export type BlkfrontState = 'init' | 'connecting' | 'connected' | 'recovering' | 'closing' | 'closed';
 
-export class BlkFront implements BlockDevice {
+export class BlkFront implements BlockDevice, Device {
   readonly xb: XenbusFrontend;
-  readonly metrics: BlkfrontMetrics = newBlkfrontMetrics();
+  /** What this frontend counts; `metrics()` maps it onto ops/bytes/errors. */
+  readonly counters: BlkfrontMetrics = newBlkfrontMetrics();
+  readonly identity: DeviceIdentity;
+  /** Set by quiesce(): nothing goes onto the ring and no response is collected until resume(). */
+  private quiesced = false;
   state: BlkfrontState = 'init';
   sectors = 0;
   private ring?: FrontRing<BlkifRequest, BlkifResponse>;
@@ -79,10 +126,39 @@ export class BlkFront implements BlockDevice {
     readonly devid: number,
   ) {
     this.xb = new XenbusFrontend(kernel.store, kernel.domid, 'vbd', devid);
+    this.identity = { kind: 'blk', mode: 'pv', side: 'guest', type: 'blkfront', devid };
   }
 
-  get inFlight(): number {
-    return this.shadow.size;
+  /**
+   * Every request this frontend holds — on the ring and queued — oldest id first. After a
+   * restore this is how the layer above re-binds its waiters: the caller of read()/write() on
+   * the saved frontend is gone (it lived with that instance), so the migration work takes
+   * `restored.inFlight()` before `resume()`, and hands each `done` (READ data included) to
+   * whoever re-issues the block operation's continuation on the destination. On a frontend that
+   * was not restored, `done` settles alongside the promise read()/write() returned.
+   */
+  inFlight(): BlkInFlight[] {
+    const all = [...this.shadow.values(), ...this.waiting].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return all.map((s) => ({ id: s.id.toString(), operation: s.operation, sector: s.sector, sectors: s.segments.reduce((a, g) => a + g.sectors, 0), done: s.done }));
+  }
+
+  /** The device's counters mapped onto ops/bytes/errors (what guest stats show for a pv vbd). */
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.responses,
+      bytes: (m.sectorsRead + m.sectorsWritten) * SECTOR_SIZE,
+      errors: m.errors,
+      detail: { ...m, bytesRead: m.sectorsRead * SECTOR_SIZE, bytesWritten: m.sectorsWritten * SECTOR_SIZE, inFlight: this.shadow.size, ...this.attackCounters() },
+    };
+  }
+
+  attach(): Promise<void> {
+    return this.connect();
+  }
+
+  stop(_reason: string): Promise<void> {
+    return this.disconnect();
   }
 
   /** Attack outcomes as flat counters (attack.<kind>.<sent|answered|okay|errors|refused|revoked>) for stats. */
@@ -143,7 +219,7 @@ export class BlkFront implements BlockDevice {
     this.ring = new FrontRing(page, blkifProtocol, kernel.ringSync(this.ringPfn, () => this.kick()));
     kernel.labelRing(this.ring, `vbd${this.devid}`, 'blk');
     this.ringRef = kernel.grants.grantAccess(xb.backendId, this.ringPfn, false);
-    this.metrics.grantOps++;
+    this.counters.grantOps++;
     this.port = await kernel.allocUnboundPort(xb.backendId);
     kernel.events.on(this.port, () => this.onEvent());
     await inTransaction(kernel.store, async (tx) => {
@@ -165,7 +241,7 @@ export class BlkFront implements BlockDevice {
   }
 
   private onBackendState(s: XenbusState): void {
-    if (this.state !== 'connected') return;
+    if (this.state !== 'connected' || this.quiesced) return;
     if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.InitWait || s === XenbusState.Initialising)
       void this.recover().catch((e) => this.kernel.log.error({ err: e, devid: this.devid }, 'blkfront recovery failed'));
   }
@@ -174,7 +250,7 @@ export class BlkFront implements BlockDevice {
   private async recover(): Promise<void> {
     this.state = 'recovering';
     this.wedged = false;
-    this.metrics.recoveries++;
+    this.counters.recoveries++;
     this.collectResponses();
     this.releaseRing();
     const replay = [...this.shadow.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -183,7 +259,7 @@ export class BlkFront implements BlockDevice {
       this.endSegmentGrants(s);
     }
     this.waiting.unshift(...replay);
-    this.metrics.resubmitted += replay.length;
+    this.counters.resubmitted += replay.length;
     await this.xb.setState(XenbusState.Closed);
     await this.xb.waitBackend((s) => s === XenbusState.InitWait, 60_000);
     await this.handshake();
@@ -196,7 +272,7 @@ export class BlkFront implements BlockDevice {
       void this.kernel.closePort(port).catch(() => {});
     }
     if (this.ringRef >= 0) {
-      if (!this.kernel.grants.endAccess(this.ringRef)) this.metrics.leakedGrants++;
+      if (!this.kernel.grants.endAccess(this.ringRef)) this.counters.leakedGrants++;
       this.ringRef = -1;
     }
     if (this.ringPfn >= 0) {
@@ -241,10 +317,10 @@ export class BlkFront implements BlockDevice {
 
   private enqueue(operation: number, sector: number, segments: ShadowSegment[], readInto?: Uint8Array): Promise<void> {
     if (this.state === 'closing' || this.state === 'closed') return Promise.reject(new DeviceError(`vbd ${this.devid} is closed`));
-    return new Promise<void>((resolve, reject) => {
-      this.waiting.push({ id: this.nextId++, operation, sector, segments, resolve, reject, readInto });
-      this.pump();
-    });
+    const s = newShadow(this.nextId++, operation, sector, segments, readInto);
+    this.waiting.push(s);
+    this.pump();
+    return s.done.then(() => undefined);
   }
 
   private allocFrame(): number {
@@ -254,13 +330,13 @@ export class BlkFront implements BlockDevice {
   /** Move waiting requests onto the ring while it has room, then publish and kick once. */
   private pump(): void {
     const ring = this.ring;
-    if (this.state !== 'connected' || !ring || this.wedged) return;
+    if (this.state !== 'connected' || !ring || this.wedged || this.quiesced) return;
     let queued = 0;
     while (this.waiting.length > 0 && !ring.isFull()) {
       const s = this.waiting.shift()!;
       for (const seg of s.segments) {
         seg.gref = this.kernel.grants.grantAccess(this.xb.backendId, seg.pfn, s.operation === BLKIF_OP_WRITE);
-        this.metrics.grantOps++;
+        this.counters.grantOps++;
       }
       ring.putRequest({
         operation: s.operation,
@@ -274,20 +350,20 @@ export class BlkFront implements BlockDevice {
       queued++;
     }
     if (queued === 0) return;
-    this.metrics.requests += queued;
+    this.counters.requests += queued;
     if (ring.pushRequests()) this.kick();
-    else this.metrics.suppressed++;
+    else this.counters.suppressed++;
   }
 
   private kick(): void {
     if (this.port < 0) return;
-    if (this.kernel.notifyRemote(this.port)) this.metrics.notifications++;
-    else this.metrics.lostNotifications++;
+    if (this.kernel.notifyRemote(this.port)) this.counters.notifications++;
+    else this.counters.lostNotifications++;
   }
 
   private onEvent(): void {
-    this.metrics.events++;
-    if (this.state !== 'connected') return;
+    this.counters.events++;
+    if (this.state !== 'connected' || this.quiesced) return;
     this.collectResponses();
     this.pump();
   }
@@ -307,7 +383,7 @@ export class BlkFront implements BlockDevice {
       ring.traceConsumed();
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
-      this.metrics.rogueResponses++;
+      this.counters.rogueResponses++;
       this.kernel.log.error({ devid: this.devid, err: e.message }, 'backend published impossible responses');
     }
   }
@@ -316,28 +392,30 @@ export class BlkFront implements BlockDevice {
     if (this.misbehaviour?.takeResponse(rsp)) return;
     const s = this.shadow.get(rsp.id);
     if (!s || rsp.operation !== s.operation) {
-      this.metrics.unexpectedResponses++;
+      this.counters.unexpectedResponses++;
       return;
     }
     this.shadow.delete(rsp.id);
     this.endSegmentGrants(s);
-    if (rsp.status === BLKIF_RSP_OKAY && s.readInto) {
+    let data: Uint8Array | undefined;
+    if (rsp.status === BLKIF_RSP_OKAY && s.operation === BLKIF_OP_READ) {
+      data = s.readInto ?? new Uint8Array(s.segments.reduce((a, g) => a + g.sectors, 0) * SECTOR_SIZE);
       let off = 0;
       for (const seg of s.segments) {
         const len = seg.sectors * SECTOR_SIZE;
-        s.readInto.set(this.kernel.memory.page(seg.pfn).subarray(0, len), off);
+        data.set(this.kernel.memory.page(seg.pfn).subarray(0, len), off);
         off += len;
       }
     }
     for (const seg of s.segments) this.freeFrames.push(seg.pfn);
-    this.metrics.responses++;
+    this.counters.responses++;
     if (this.shadow.size === 0 && this.waiting.length === 0) for (const w of this.drainWaiters.splice(0)) w();
     if (rsp.status === BLKIF_RSP_OKAY) {
-      if (s.operation === BLKIF_OP_READ) this.metrics.sectorsRead += s.segments.reduce((a, g) => a + g.sectors, 0);
-      if (s.operation === BLKIF_OP_WRITE) this.metrics.sectorsWritten += s.segments.reduce((a, g) => a + g.sectors, 0);
-      s.resolve();
+      if (s.operation === BLKIF_OP_READ) this.counters.sectorsRead += s.segments.reduce((a, g) => a + g.sectors, 0);
+      if (s.operation === BLKIF_OP_WRITE) this.counters.sectorsWritten += s.segments.reduce((a, g) => a + g.sectors, 0);
+      s.resolve(data);
     } else {
-      this.metrics.errors++;
+      this.counters.errors++;
       s.reject(new DeviceError(`vbd ${this.devid}: request ${rsp.id} (op ${s.operation}) failed with status ${rsp.status}`));
     }
   }
@@ -346,14 +424,111 @@ export class BlkFront implements BlockDevice {
     for (const seg of s.segments) {
       if (seg.gref < 0) continue;
       // A backend that still maps a segment after responding is buggy; keep the frame out of reuse.
-      if (!this.kernel.grants.endAccess(seg.gref)) this.metrics.leakedGrants++;
-      this.metrics.grantOps++;
+      if (!this.kernel.grants.endAccess(seg.gref)) this.counters.leakedGrants++;
+      this.counters.grantOps++;
       seg.gref = -1;
     }
   }
 
+  // ---- persistence ---------------------------------------------------------------------------
+
+  /**
+   * Stop putting requests on the ring (new ones queue privately) and stop collecting responses.
+   * A frontend has no backing I/O of its own to wait for: what it started is on the ring, in
+   * guest memory, and stays there for the restored frontend (or for resume()).
+   */
+  async quiesce(): Promise<void> {
+    if (this.state !== 'connected' || !this.ring) throw new DeviceError(`vbd ${this.devid}: only a connected frontend can be quiesced (state ${this.state})`);
+    if (this.misbehaviour) throw new DeviceError(`vbd ${this.devid}: a frontend that sent attacks cannot be saved (its attack requests are not in the shadow)`);
+    this.quiesced = true;
+  }
+
+  /** Carry on: collect what the backend answered meanwhile, then put what queued on the ring. */
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    if (this.state !== 'connected') return;
+    this.collectResponses();
+    this.pump();
+  }
+
+  /** The record of a quiesced frontend (state.ts says what it holds and why). */
+  save(): DeviceStateRecord {
+    const ring = this.ring;
+    if (!this.quiesced || !ring) throw new DeviceError(`vbd ${this.devid}: save() needs a quiesced, connected frontend`);
+    const byId = (a: Shadow, b: Shadow): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    const state: BlkfrontSavedState = {
+      devid: this.devid,
+      backendId: this.xb.backendId,
+      backendDir: this.xb.backendDir,
+      sectors: this.sectors,
+      ring: { pfn: this.ringPfn, ref: this.ringRef, port: this.port, reqProdPvt: ring.reqProdPvt, rspCons: ring.rspCons },
+      nextId: this.nextId.toString(),
+      inFlight: [...this.shadow.values()].sort(byId).map((r) => ({
+        id: r.id.toString(),
+        operation: r.operation as 0 | 1 | 3,
+        sector: r.sector,
+        segments: r.segments.map((g) => ({ pfn: g.pfn, gref: g.gref, sectors: g.sectors })),
+      })),
+      queued: this.waiting.map((r) => ({ id: r.id.toString(), operation: r.operation as 0 | 1 | 3, sector: r.sector, segments: r.segments.map((g) => ({ pfn: g.pfn, sectors: g.sectors })) })),
+      freeFrames: [...this.freeFrames],
+      counters: { ...this.counters },
+    };
+    return saveRecord(BLKFRONT_STATE, `dom${this.kernel.domid}/vbd/${this.devid}`, state);
+  }
+
+  /**
+   * A fresh frontend from a saved record, on the same kernel (memory, grant table, event channels,
+   * store) as the saved one. The record is checked completely before anything is built: a bad
+   * one throws StateRecordError and nothing changed. The frontend comes back quiesced: take
+   * `inFlight()` to re-bind waiters, then `resume()`. The saved instance must be dropped (see
+   * `abandon()`): both would otherwise answer to the same port.
+   */
+  static async restore(args: ConstructorParameters<typeof BlkFront>, record: unknown): Promise<BlkFront> {
+    const [kernel, devid] = args;
+    const st = loadRecord(BLKFRONT_STATE, record);
+    if (st.devid !== devid) throw new StateRecordError(`blkfront: the record is of vbd ${st.devid}, not ${devid}`);
+    const frames = kernel.memory.frames;
+    const pfns = [st.ring.pfn, ...st.freeFrames, ...st.inFlight.flatMap((r) => r.segments.map((g) => g.pfn)), ...st.queued.flatMap((r) => r.segments.map((g) => g.pfn))];
+    const bad = pfns.find((p) => p < 1 || p >= frames);
+    if (bad !== undefined) throw new StateRecordError(`blkfront: frame ${bad} is outside domain ${kernel.domid}'s ${frames} frames`);
+    const f = new BlkFront(kernel, devid);
+    f.xb.backendId = st.backendId;
+    f.xb.backendDir = st.backendDir;
+    f.sectors = st.sectors;
+    f.ringPfn = st.ring.pfn;
+    f.ringRef = st.ring.ref;
+    f.port = st.ring.port;
+    f.nextId = BigInt(st.nextId);
+    for (const r of st.inFlight)
+      f.shadow.set(BigInt(r.id), newShadow(BigInt(r.id), r.operation, r.sector, r.segments.map((g) => ({ pfn: g.pfn, gref: g.gref, sectors: g.sectors }))));
+    for (const r of st.queued) f.waiting.push(newShadow(BigInt(r.id), r.operation, r.sector, r.segments.map((g) => ({ pfn: g.pfn, gref: -1, sectors: g.sectors }))));
+    f.freeFrames.push(...st.freeFrames);
+    for (const [k, v] of Object.entries(st.counters)) if (k in f.counters) f.counters[k as keyof BlkfrontMetrics] = v;
+    const page = kernel.memory.page(f.ringPfn);
+    f.ring = FrontRing.resume(page, blkifProtocol, st.ring, kernel.ringSync(f.ringPfn, () => f.kick()));
+    kernel.labelRing(f.ring, `vbd${devid}`, 'blk');
+    f.quiesced = true;
+    f.state = 'connected';
+    kernel.events.on(f.port, () => f.onEvent());
+    f.unwatch = await f.xb.watchBackend((s) => f.onBackendState(s));
+    return f;
+  }
+
+  /**
+   * Drop a saved frontend without touching what its restored successor now owns (ring, grants,
+   * frames, port): only its store watch goes, as it would with the runtime it lived in.
+   */
+  async abandon(): Promise<void> {
+    this.quiesced = true;
+    this.state = 'closed';
+    await this.unwatch?.();
+    this.unwatch = undefined;
+  }
+
   /** Orderly close: wait for in-flight requests, then Closing → Closed with the backend. */
   async disconnect(timeoutMs = 10_000): Promise<void> {
+    this.resume();
     if ((this.shadow.size > 0 || this.waiting.length > 0) && this.state === 'connected') {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

@@ -7,9 +7,21 @@
  * backend; the backend grant-copies each received frame into one of them. A consumed buffer is
  * re-posted with the same grant (the backend never maps it, so the grant stays valid).
  * One event channel serves both rings (no split event channels).
+ *
+ * Persistence (Device): quiesce() stops posting frames (transmit() queues them) and stops
+ * collecting responses; save() records the rings' private indices and every buffer (state.ts).
+ * NetFront.restore carries on from that record on the same kernel: frames already on the tx ring
+ * are sent by the backend once, rx buffers already posted are filled once.
  */
 import {
   DeviceError,
+  StateRecordError,
+  loadRecord,
+  saveRecord,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   ETH_MAX_FRAME,
   ETH_MIN_FRAME,
   FrontRing,
@@ -29,9 +41,10 @@ import {
 import type { GuestKernel } from '../../kernel/kernel.js';
 import { XenbusFrontend } from '../../kernel/xenbus-frontend.js';
 import { newNetfrontMetrics, type NetfrontMetrics } from './metrics.js';
+import { NETFRONT_STATE, NETFRONT_TX_QUEUE_LIMIT, type NetfrontSavedState } from './state.js';
 
 /** Frames waiting for a free tx slot before new ones are dropped (Linux's txqueuelen is 1000). */
-const TX_QUEUE_LIMIT = 256;
+const TX_QUEUE_LIMIT = NETFRONT_TX_QUEUE_LIMIT;
 
 interface Buffer {
   pfn: number;
@@ -45,9 +58,13 @@ export interface NetfrontOptions {
   rxBuffers?: number;
 }
 
-export class NetFront {
+export class NetFront implements Device {
   readonly xb: XenbusFrontend;
-  readonly metrics: NetfrontMetrics = newNetfrontMetrics();
+  /** What this frontend counts; `metrics()` maps it onto ops/bytes/errors. */
+  readonly counters: NetfrontMetrics = newNetfrontMetrics();
+  readonly identity: DeviceIdentity;
+  /** Set by quiesce(): nothing goes onto a ring and no response is collected until resume(). */
+  private quiesced = false;
   mac = '';
   connected = false;
   private tx?: FrontRing<NetifTxRequest, NetifTxResponse>;
@@ -73,6 +90,21 @@ export class NetFront {
     this.xb = new XenbusFrontend(kernel.store, kernel.domid, 'vif', devid);
     this.txBufCount = Math.min(opts.txBuffers ?? 128, 256);
     this.rxBufCount = Math.min(opts.rxBuffers ?? 64, 256);
+    this.identity = { kind: 'net', mode: 'pv', side: 'guest', type: 'netfront', devid };
+  }
+
+  /** The device's counters mapped onto ops/bytes/errors (what guest stats show for a pv vif). */
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return { ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped, detail: { ...m } };
+  }
+
+  attach(): Promise<void> {
+    return this.connect();
+  }
+
+  stop(_reason: string): Promise<void> {
+    return this.disconnect();
   }
 
   onReceive(cb: (frame: Uint8Array) => void): void {
@@ -95,7 +127,7 @@ export class NetFront {
 
   /** The backend went away and came back (restart): reconnect, as xennet's netback-changed does. */
   private onBackendState(s: XenbusState): void {
-    if (!this.connected || this.recovering) return;
+    if (!this.connected || this.recovering || this.quiesced) return;
     if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.InitWait || s === XenbusState.Initialising)
       void this.recover().catch((e) => this.kernel.log.error({ err: e, devid: this.devid }, 'netfront recovery failed'));
   }
@@ -108,7 +140,7 @@ export class NetFront {
   private async recover(): Promise<void> {
     this.recovering = true;
     this.connected = false;
-    this.metrics.recoveries++;
+    this.counters.recoveries++;
     try {
       try {
         this.reapTx();
@@ -117,17 +149,17 @@ export class NetFront {
       }
       const { kernel } = this;
       for (const [id, b] of this.txInFlight) {
-        if (b.gref >= 0 && !kernel.grants.endAccess(b.gref)) this.metrics.leakedGrants++;
+        if (b.gref >= 0 && !kernel.grants.endAccess(b.gref)) this.counters.leakedGrants++;
         b.gref = -1;
         this.txFree.push(id);
-        this.metrics.txDropped++;
+        this.counters.txDropped++;
       }
       this.txInFlight.clear();
       for (const b of this.rxBufs.splice(0)) {
-        if (!kernel.grants.endAccess(b.gref)) this.metrics.leakedGrants++;
+        if (!kernel.grants.endAccess(b.gref)) this.counters.leakedGrants++;
         kernel.frames.release(b.pfn);
       }
-      for (const r of this.ringRefs.splice(0)) if (!kernel.grants.endAccess(r)) this.metrics.leakedGrants++;
+      for (const r of this.ringRefs.splice(0)) if (!kernel.grants.endAccess(r)) this.counters.leakedGrants++;
       for (const pfn of this.ringPfns.splice(0)) kernel.frames.release(pfn);
       if (this.port >= 0) {
         kernel.events.off(this.port);
@@ -162,7 +194,7 @@ export class NetFront {
       initSharedRing(page);
       this.ringPfns.push(pfn);
       this.ringRefs.push(kernel.grants.grantAccess(xb.backendId, pfn, false));
-      this.metrics.grantOps++;
+      this.counters.grantOps++;
       const sync = kernel.ringSync(pfn, () => this.kick());
       rings.push(protocol === netifTxProtocol ? new FrontRing(page, netifTxProtocol, sync) : new FrontRing(page, netifRxProtocol, sync));
     }
@@ -184,7 +216,7 @@ export class NetFront {
     for (let id = 0; id < this.rxBufCount; id++) {
       const pfn = kernel.frames.alloc();
       this.rxBufs.push({ pfn, gref: kernel.grants.grantAccess(xb.backendId, pfn, false) });
-      this.metrics.grantOps++;
+      this.counters.grantOps++;
       this.rx.putRequest({ id, gref: this.rxBufs[id].gref });
     }
     this.pushRx();
@@ -201,13 +233,13 @@ export class NetFront {
   transmit(frame: Uint8Array): boolean {
     if (!this.connected || !this.tx) return false;
     if (frame.byteLength < ETH_MIN_FRAME || frame.byteLength > ETH_MAX_FRAME) throw new DeviceError(`frame of ${frame.byteLength} bytes`);
-    if (this.txQueue.length > 0 || !this.post(frame)) {
+    if (this.txQueue.length > 0 || this.quiesced || !this.post(frame)) {
       if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-        this.metrics.txBusy++;
+        this.counters.txBusy++;
         return false;
       }
       this.txQueue.push(frame.slice());
-      this.metrics.txQueued++;
+      this.counters.txQueued++;
       return true;
     }
     this.kickTx();
@@ -216,13 +248,13 @@ export class NetFront {
 
   private kickTx(): void {
     if (this.tx!.pushRequests()) this.kick();
-    else this.metrics.suppressed++;
+    else this.counters.suppressed++;
   }
 
   private kick(): void {
     if (this.port < 0) return;
-    if (this.kernel.notifyRemote(this.port)) this.metrics.notifications++;
-    else this.metrics.lostNotifications++;
+    if (this.kernel.notifyRemote(this.port)) this.counters.notifications++;
+    else this.counters.lostNotifications++;
   }
 
   /** Put one frame on the ring (unpublished); false when no slot or buffer is free. */
@@ -240,11 +272,11 @@ export class NetFront {
     }
     this.kernel.memory.page(buf.pfn).set(frame);
     buf.gref = this.kernel.grants.grantAccess(this.xb.backendId, buf.pfn, true);
-    this.metrics.grantOps++;
+    this.counters.grantOps++;
     this.txInFlight.set(id, buf);
     ring.putRequest({ gref: buf.gref, offset: 0, flags: 0, id, size: frame.byteLength });
-    this.metrics.txPackets++;
-    this.metrics.txBytes += frame.byteLength;
+    this.counters.txPackets++;
+    this.counters.txBytes += frame.byteLength;
     return true;
   }
 
@@ -255,18 +287,23 @@ export class NetFront {
 
   private pushRx(): void {
     if (this.rx!.pushRequests()) this.kick();
-    else this.metrics.suppressed++;
+    else this.counters.suppressed++;
   }
 
   private onEvent(): void {
-    this.metrics.events++;
-    if (!this.tx || !this.rx) return;
+    this.counters.events++;
+    this.service();
+  }
+
+  /** Collect both rings' responses (an event, or the look a resumed driver takes). */
+  private service(): void {
+    if (!this.tx || !this.rx || this.quiesced) return;
     try {
       this.reapTx();
       this.receive();
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
-      this.metrics.rogueResponses++;
+      this.counters.rogueResponses++;
       this.connected = false;
       this.kernel.log.error({ devid: this.devid, err: e.message }, 'netback published impossible responses; vif stopped');
     }
@@ -280,15 +317,15 @@ export class NetFront {
         if (!rsp) break;
         const buf = this.txInFlight.get(rsp.id);
         if (!buf) {
-          this.metrics.unexpectedResponses++;
+          this.counters.unexpectedResponses++;
           continue;
         }
         this.txInFlight.delete(rsp.id);
-        if (!this.kernel.grants.endAccess(buf.gref)) this.metrics.leakedGrants++;
-        this.metrics.grantOps++;
+        if (!this.kernel.grants.endAccess(buf.gref)) this.counters.leakedGrants++;
+        this.counters.grantOps++;
         buf.gref = -1;
         this.txFree.push(rsp.id);
-        if (rsp.status !== NETIF_RSP_OKAY) this.metrics.txErrors++;
+        if (rsp.status !== NETIF_RSP_OKAY) this.counters.txErrors++;
       }
     } while (ring.finalCheckForResponses());
     ring.traceConsumed();
@@ -310,15 +347,15 @@ export class NetFront {
         if (!rsp) break;
         const buf = this.rxBufs[rsp.id];
         if (!buf) {
-          this.metrics.unexpectedResponses++;
+          this.counters.unexpectedResponses++;
           continue;
         }
         if (rsp.status > 0 && rsp.offset + rsp.status <= PAGE_SIZE) {
           const frame = this.kernel.memory.page(buf.pfn).slice(rsp.offset, rsp.offset + rsp.status);
-          this.metrics.rxPackets++;
-          this.metrics.rxBytes += frame.byteLength;
+          this.counters.rxPackets++;
+          this.counters.rxBytes += frame.byteLength;
           this.receiver(frame);
-        } else this.metrics.rxErrors++;
+        } else this.counters.rxErrors++;
         ring.putRequest({ id: rsp.id, gref: buf.gref });
         reposted++;
       }
@@ -336,7 +373,102 @@ export class NetFront {
     ]);
   }
 
+  // ---- persistence ---------------------------------------------------------------------------
+
+  /** Stop posting frames (transmit() queues them) and collecting responses; nothing else to wait for. */
+  async quiesce(): Promise<void> {
+    if (!this.connected || !this.tx || !this.rx || this.recovering) throw new DeviceError(`vif ${this.devid}: only a connected frontend can be quiesced`);
+    this.quiesced = true;
+  }
+
+  /** Carry on: collect what the backend answered meanwhile, then send what queued. */
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    if (!this.connected || !this.tx || !this.rx) return;
+    this.service();
+    let posted = 0;
+    while (this.txQueue.length > 0 && this.post(this.txQueue[0])) {
+      this.txQueue.shift();
+      posted++;
+    }
+    if (posted > 0) this.kickTx();
+  }
+
+  /** The record of a quiesced frontend (state.ts says what it holds and why). */
+  save(): DeviceStateRecord {
+    const { tx, rx } = this;
+    if (!this.quiesced || !tx || !rx) throw new DeviceError(`vif ${this.devid}: save() needs a quiesced, connected frontend`);
+    const state: NetfrontSavedState = {
+      devid: this.devid,
+      backendId: this.xb.backendId,
+      backendDir: this.xb.backendDir,
+      mac: this.mac,
+      port: this.port,
+      tx: { pfn: this.ringPfns[0], ref: this.ringRefs[0], reqProdPvt: tx.reqProdPvt, rspCons: tx.rspCons },
+      rx: { pfn: this.ringPfns[1], ref: this.ringRefs[1], reqProdPvt: rx.reqProdPvt, rspCons: rx.rspCons },
+      txBufCount: this.txBufCount,
+      txFree: [...this.txFree],
+      txInFlight: [...this.txInFlight].map(([id, b]) => ({ id, gref: b.gref })),
+      txBuffers: this.txBuffers.flatMap((b, id) => (b ? [{ id, pfn: b.pfn }] : [])),
+      txQueue: this.txQueue.map((f) => f.slice()),
+      rxBufs: this.rxBufs.map((b) => ({ pfn: b.pfn, gref: b.gref })),
+      counters: { ...this.counters },
+    };
+    return saveRecord(NETFRONT_STATE, `dom${this.kernel.domid}/vif/${this.devid}`, state);
+  }
+
+  /**
+   * A fresh frontend from a saved record, on the same kernel as the saved one; checked completely
+   * before anything is built (a bad record throws StateRecordError, nothing changed). It comes
+   * back quiesced: bind the receiver (onReceive) first, then resume(). Drop the saved instance
+   * with abandon().
+   */
+  static async restore(args: ConstructorParameters<typeof NetFront>, record: unknown): Promise<NetFront> {
+    const [kernel, devid] = args;
+    const st = loadRecord(NETFRONT_STATE, record);
+    if (st.devid !== devid) throw new StateRecordError(`netfront: the record is of vif ${st.devid}, not ${devid}`);
+    const pfns = [st.tx.pfn, st.rx.pfn, ...st.txBuffers.map((b) => b.pfn), ...st.rxBufs.map((b) => b.pfn)];
+    const bad = pfns.find((p) => p < 1 || p >= kernel.memory.frames);
+    if (bad !== undefined) throw new StateRecordError(`netfront: frame ${bad} is outside domain ${kernel.domid}'s ${kernel.memory.frames} frames`);
+    const f = new NetFront(kernel, devid, { txBuffers: st.txBufCount, rxBuffers: st.rxBufs.length });
+    f.xb.backendId = st.backendId;
+    f.xb.backendDir = st.backendDir;
+    f.mac = st.mac;
+    f.port = st.port;
+    f.ringPfns.push(st.tx.pfn, st.rx.pfn);
+    f.ringRefs.push(st.tx.ref, st.rx.ref);
+    f.txFree.push(...st.txFree);
+    for (const b of st.txBuffers) f.txBuffers[b.id] = { pfn: b.pfn, gref: -1 };
+    for (const t of st.txInFlight) {
+      const b = f.txBuffers[t.id];
+      b.gref = t.gref;
+      f.txInFlight.set(t.id, b);
+    }
+    f.txQueue.push(...st.txQueue.map((q) => q.slice()));
+    f.rxBufs.push(...st.rxBufs.map((b) => ({ pfn: b.pfn, gref: b.gref })));
+    for (const [k, v] of Object.entries(st.counters)) if (k in f.counters) f.counters[k as keyof NetfrontMetrics] = v;
+    f.tx = FrontRing.resume(kernel.memory.page(st.tx.pfn), netifTxProtocol, st.tx, kernel.ringSync(st.tx.pfn, () => f.kick()));
+    f.rx = FrontRing.resume(kernel.memory.page(st.rx.pfn), netifRxProtocol, st.rx, kernel.ringSync(st.rx.pfn, () => f.kick()));
+    kernel.labelRing(f.tx, `vif${devid}`, 'tx');
+    kernel.labelRing(f.rx, `vif${devid}`, 'rx');
+    f.quiesced = true;
+    f.connected = true;
+    kernel.events.on(f.port, () => f.onEvent());
+    f.unwatch = await f.xb.watchBackend((s) => f.onBackendState(s));
+    return f;
+  }
+
+  /** Drop a saved frontend without touching what its successor owns: only its store watch goes. */
+  async abandon(): Promise<void> {
+    this.quiesced = true;
+    this.connected = false;
+    await this.unwatch?.();
+    this.unwatch = undefined;
+  }
+
   async disconnect(): Promise<void> {
+    this.resume();
     await this.unwatch?.();
     this.unwatch = undefined;
     await this.drainTx();
@@ -346,8 +478,8 @@ export class NetFront {
     if (this.port >= 0) await this.kernel.closePort(this.port).catch(() => {});
     this.port = -1;
     for (const b of [...this.rxBufs, ...this.txInFlight.values()])
-      if (b.gref >= 0 && !this.kernel.grants.endAccess(b.gref)) this.metrics.leakedGrants++;
-    for (const r of this.ringRefs) if (!this.kernel.grants.endAccess(r)) this.metrics.leakedGrants++;
+      if (b.gref >= 0 && !this.kernel.grants.endAccess(b.gref)) this.counters.leakedGrants++;
+    for (const r of this.ringRefs) if (!this.kernel.grants.endAccess(r)) this.counters.leakedGrants++;
     await this.xb.setState(XenbusState.Closed);
   }
 }
