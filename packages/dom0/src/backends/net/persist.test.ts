@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { FrameAllocator, RingvisorError, StateRecordError, type DeviceStateRecord } from '@ringvisor/shared';
 import { NetBackend } from './device.js';
 import { SoftwareBridge, type BridgePort } from './bridge.js';
-import { SkbPool, type Skb } from '../../drivers/skb.js';
+import { SkbPool, type Skb } from '../../physdev/skb.js';
 import { PvTestbed, ScriptedNetFront, testLog } from '../test-support/pv-guest.js';
 
 const MAC = '00:16:3e:00:00:01';
