@@ -36,8 +36,14 @@ import type { HardwareAccess } from './attach/attacher.js';
 import { guestBootSpec } from './boot-spec.js';
 import { delay, exitOf, guestEnvironment, killQuietly, repoBin, settled } from './runtime-util.js';
 
-/** A guest's quiesce (stop issuing, drain in-flight I/O) and its stop (final read-back, frontends closed) each get this long. */
+/**
+ * Shutdown bounds. A guest's quiesce (stop issuing, drain in-flight I/O) and its stop (final
+ * read-back, frontends closed) each get GUEST_DRAIN_MS; a hardware restart still running when
+ * shutdown begins gets HW_RESTART_WAIT_MS. `up` adds its own overall bound on top (DRAIN_LIMIT_MS
+ * in cluster.ts), so a run ends whatever died.
+ */
 const GUEST_DRAIN_MS = 20_000;
+const HW_RESTART_WAIT_MS = 15_000;
 
 /** What the launcher reads of a domain's devices to tell its guest at boot. */
 export interface DomainDevices {
@@ -266,7 +272,11 @@ export class GuestLauncher {
 
   /** Every live guest stops issuing work and drains, its devices still connected. */
   async quiesceAll(): Promise<void> {
-    const { log, registry } = this.ctx;
+    const { log, registry, lock } = this.ctx;
+    // A hardware restart in progress (an unplanned death) finishes first: until the new hardware
+    // answers, the guests' requests cannot drain. Bounded: a restart that hangs does not hold
+    // the shutdown (the drain then times out per guest, and the summary says so).
+    await Promise.race([lock.idle(), delay(HW_RESTART_WAIT_MS)]);
     await Promise.all(
       // A guest whose runtime is gone (killed, crashed) has nothing to drain.
       registry.guests.filter((g) => !g.down).map((g) =>

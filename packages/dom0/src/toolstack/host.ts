@@ -36,17 +36,11 @@ import { GuestLauncher } from './guest-launcher.js';
 import { GuestLifecycle } from './guest-lifecycle.js';
 import { Dom0Listener } from './dom0-listener.js';
 import { createAttachers, devicesOnHardware, type HostAttachers } from './attach/index.js';
-import { LifecycleLock, delay, killQuietly, traceRuntime } from './runtime-util.js';
+import { LifecycleLock, killQuietly, traceRuntime } from './runtime-util.js';
 
 export * from './host-types.js';
 export { guestEnvironment } from './runtime-util.js';
 
-/**
- * A hardware restart still running when shutdown begins gets this long. Each guest's quiesce and
- * stop have their own bound (guest-launcher.ts); `up` adds its own overall bound on top
- * (DRAIN_LIMIT_MS in cluster.ts), so a run ends whatever died.
- */
-const HW_RESTART_WAIT_MS = 15_000;
 const MISSED_EVENT_POLL_MS = 500;
 
 export class Host {
@@ -369,10 +363,6 @@ export class Host {
   async quiesce(): Promise<void> {
     if (this.quiesced) return;
     this.quiesced = true;
-    // A hardware restart in progress (an unplanned death) finishes first: until the new hardware
-    // answers, the guests' requests cannot drain. Bounded: a restart that hangs does not hold
-    // the shutdown (the drain then times out per guest, and the summary says so).
-    await Promise.race([this.ctx.lock.idle(), delay(HW_RESTART_WAIT_MS)]);
     await this.launcher.quiesceAll();
   }
 
