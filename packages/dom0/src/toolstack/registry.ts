@@ -52,9 +52,14 @@ export class HostRegistry {
    * or reclaimed). `message` words the error as the operation's caller expects it.
    */
   domainNamed(name: string, message = `no domain ${name} on ${this.hostName}`): CreatedDomain {
-    const c = this.created.find((x) => x.domain.name === name);
+    const c = this.findDomain(name);
     if (!c) throw new NoSuchGuestError(message);
     return c;
+  }
+
+  /** The created domain named `name`, if there is one (for questions, not operations). */
+  findDomain(name: string): CreatedDomain | undefined {
+    return this.created.find((x) => x.domain.name === name);
   }
 
   /** The created domain `domid`, if it still exists. */

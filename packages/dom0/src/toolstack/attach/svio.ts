@@ -111,7 +111,7 @@ export class SvioAttacher implements DeviceAttacher {
 
   /** Generation of a guest's SV-IO device's VIF (see BoundVif.generation); undefined if none or down. */
   vifGeneration(guest: string, device: string): number | undefined {
-    const b = this.ctx.registry.created.find((x) => x.domain.name === guest)?.svio.find((x) => vifDeviceName(x) === device);
+    const b = this.ctx.registry.findDomain(guest)?.svio.find((x) => vifDeviceName(x) === device);
     return b && !b.down && !this.hardware.down ? b.generation : undefined;
   }
 
