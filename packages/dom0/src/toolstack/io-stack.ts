@@ -3,14 +3,13 @@
  * every PV backend's lifecycle — a backend restarted, the whole stack crashed and offered again
  * (a driver domain's reboot), killed until a heal, or paused.
  */
-import { DOMID_HW, FrameAllocator, XenbusState, type RpcPeer } from '@ringvisor/shared';
+import { DOMID_HW, FrameAllocator, NoSuchDeviceError, XenbusState, type RpcPeer } from '@ringvisor/shared';
 import { PhysicalDiskDriver, type DriverDma } from '../drivers/disk.js';
 import { PhysicalNicDriver } from '../drivers/nic.js';
 import { SkbPool } from '../drivers/skb.js';
 import { BlkBackend } from '../backends/blk/device.js';
 import { NetBackend } from '../backends/net/device.js';
 import { SoftwareBridge, type BridgePort } from '../backends/net/bridge.js';
-import { NoSuchDeviceError } from '@ringvisor/shared';
 import type { HostContext, RuntimeTracer } from './host-context.js';
 import type { CreatedDomain } from './host-types.js';
 
