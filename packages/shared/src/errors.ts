@@ -141,3 +141,31 @@ export function fromWireError(w: WireError): RingvisorError {
     return new StoreError(w.message, w.errno as StoreError['errno']);
   return new RemoteError(w.code, w.message);
 }
+
+/** The host has no guest (or guest domain) of that name. */
+export class NoSuchGuestError extends RingvisorError {
+  override readonly code = 'RV_ERR_NO_SUCH_GUEST';
+}
+
+/** A guest has no device of that name in the mode the operation needs (a backend, a function, a VIF). */
+export class NoSuchDeviceError extends RingvisorError {
+  override readonly code = 'RV_ERR_NO_SUCH_DEVICE';
+}
+
+/**
+ * The operation cannot be done in this deployment: the runtime runs elsewhere (compose: act on its
+ * container), or the transport has no such thing (link faults in threads mode).
+ */
+export class UnsupportedOperationError extends RingvisorError {
+  override readonly code = 'RV_ERR_UNSUPPORTED';
+}
+
+/** The target is not in a state that allows the operation now (already down, already assigned, not listening). */
+export class InvalidStateError extends RingvisorError {
+  override readonly code = 'RV_ERR_INVALID_STATE';
+}
+
+/** A recovery (a hardware restart) ended with something not back; the message lists what. */
+export class RecoveryError extends RingvisorError {
+  override readonly code = 'RV_ERR_RECOVERY';
+}

@@ -147,6 +147,9 @@ describe('state directories', () => {
     expect(existsSync(join(`${aside}-2`, 'h', 'disk.img'))).toBe(true);
   });
 
+});
+
+describe('state directories: what is set aside, and who owns it', () => {
   it('a state directory with images but no manifest (made by hand, or by something else) is recognised and set aside', () => {
     const root = temp();
     const loc = configStateLocation(undefined, root);

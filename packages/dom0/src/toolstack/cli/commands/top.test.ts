@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { ClusterSnapshot, DeviceRow, DomainRow, HostRow } from '../../observe/model.js';
-import { renderTopTable } from './views.js';
+import type { ClusterSnapshot, DeviceRow, DomainRow, HostRow } from '../../../observe/model.js';
+import { renderTopTable } from './top.js';
 
 function device(type: DeviceRow['type'], mode: DeviceRow['mode'], name: string): DeviceRow {
   return { type, mode, name, devid: 0, backendState: 'Connected' } as DeviceRow;
