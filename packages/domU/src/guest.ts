@@ -501,7 +501,7 @@ export class Guest {
       });
     }
     for (const { devid, driver } of this.vfBlk) {
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({
         type: 'vbd',
         devid,
@@ -513,11 +513,11 @@ export class Guest {
       });
     }
     for (const { devid, driver } of this.vfNic) {
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({ type: 'vif', devid, mode: 'direct', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped, detail: { ...m } });
     }
     for (const { devid, driver } of this.vifBlk) {
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({
         type: 'vbd',
         devid,
@@ -529,12 +529,12 @@ export class Guest {
       });
     }
     for (const { devid, driver } of this.vifNet) {
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({ type: 'vif', devid, mode: 'svio', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped + m.unexpected, detail: { ...m } });
     }
     for (const { devid, driver } of this.vifCam) {
       const c = driver.consumer.stats;
-      const m = driver.metrics;
+      const m = driver.counters;
       devices.push({
         type: 'cam',
         devid,

@@ -36,7 +36,7 @@ interface Pending {
 }
 
 export class SvioBlkDriver extends VifDriver implements BlockDevice {
-  readonly metrics: VifBlkMetrics = newVifBlkMetrics();
+  readonly counters: VifBlkMetrics = newVifBlkMetrics();
   readonly sectors: number;
   private nextId = 1;
   private readonly inflight = new Map<number, Pending>();
@@ -64,8 +64,8 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
     const pending = [...this.inflight.values()].sort((a, b) => a.msg.id - b.msg.id);
     this.inflight.clear();
     this.backlog.unshift(...pending);
-    this.metrics.resubmitted += pending.length;
-    this.metrics.recoveries++;
+    this.counters.resubmitted += pending.length;
+    this.counters.recoveries++;
     this.pump();
   }
 
@@ -102,7 +102,7 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
       pfns.push(pfn);
       if (type === VIF_WRITE) {
         this.memory.page(pfn).set(buf.subarray(at, at + n));
-        this.metrics.bytesCopied += n;
+        this.counters.bytesCopied += n;
       }
       segments.push({ gfn: pfn, first: 0, last: n / SECTOR_SIZE - 1 });
     }
@@ -132,44 +132,44 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
       n++;
     }
     if (n === 0) return;
-    this.metrics.requests += n;
-    pushOutgoing(this.vif, this.metrics);
+    this.counters.requests += n;
+    pushOutgoing(this.vif, this.counters);
   }
 
   protected onInterrupt(): void {
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     drainIncoming(
       this.vif,
       (m) => {
         const p = m.type === VIF_DONE ? this.inflight.get(m.id) : undefined;
         if (!p) {
-          this.metrics.unexpected++;
+          this.counters.unexpected++;
           return;
         }
         this.inflight.delete(m.id);
         this.complete(p, m.status);
       },
-      this.metrics,
+      this.counters,
     );
     this.pump();
   }
 
   private complete(p: Pending, status: number): void {
-    this.metrics.responses++;
+    this.counters.responses++;
     if (status === VIF_OK) {
       if (p.msg.type === VIF_READ && p.into) {
         p.frames.forEach((pfn, i) => {
           const n = Math.min(PAGE_SIZE, p.into!.byteLength - i * PAGE_SIZE);
           p.into!.set(this.memory.page(pfn).subarray(0, n), i * PAGE_SIZE);
-          this.metrics.bytesCopied += n;
+          this.counters.bytesCopied += n;
         });
-        this.metrics.reads++;
-        this.metrics.sectorsRead += p.into.byteLength / SECTOR_SIZE;
+        this.counters.reads++;
+        this.counters.sectorsRead += p.into.byteLength / SECTOR_SIZE;
       } else if (p.msg.type === VIF_WRITE) {
-        this.metrics.writes++;
-        this.metrics.sectorsWritten += p.msg.segments.reduce((a, s) => a + s.last - s.first + 1, 0);
-      } else this.metrics.flushes++;
-    } else this.metrics.errors++;
+        this.counters.writes++;
+        this.counters.sectorsWritten += p.msg.segments.reduce((a, s) => a + s.last - s.first + 1, 0);
+      } else this.counters.flushes++;
+    } else this.counters.errors++;
     for (const f of p.frames) this.frames.release(f);
     if (status === VIF_OK) p.resolve();
     else p.reject(new DeviceError(`VIF ${this.vif.spec.vif}: request ${p.msg.id} failed with status ${status}`));

@@ -24,7 +24,7 @@ export class SvioCamDriver extends VifDriver {
   readonly format: CameraFormat;
   readonly fps: number;
   readonly consumer: CameraConsumer;
-  readonly metrics: VifCamMetrics = { frames: 0, bufferErrors: 0, unexpected: 0, doorbells: 0, suppressed: 0, interrupts: 0 };
+  readonly counters: VifCamMetrics = { frames: 0, bufferErrors: 0, unexpected: 0, doorbells: 0, suppressed: 0, interrupts: 0 };
   private readonly buffers: Array<{ pfn: number; pages: number }> = [];
   private readonly toQueue: number[] = [];
 
@@ -84,27 +84,27 @@ export class SvioCamDriver extends VifDriver {
   }
 
   private push(): void {
-    pushOutgoing(this.vif, this.metrics);
+    pushOutgoing(this.vif, this.counters);
   }
 
   protected onInterrupt(): void {
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     drainIncoming(
       this.vif,
       (m) => {
         const b = m.type === VIF_CAM_FRAME ? this.buffers[m.id] : undefined;
         if (!b) {
-          this.metrics.unexpected++;
+          this.counters.unexpected++;
           return;
         }
-        if (m.status !== 0) this.metrics.bufferErrors++;
+        if (m.status !== 0) this.counters.bufferErrors++;
         else {
-          this.metrics.frames++;
+          this.counters.frames++;
           this.consumer.check(new Uint8Array(this.memory.buffer, b.pfn * PAGE_SIZE, b.pages * PAGE_SIZE), m.used);
         }
         this.toQueue.push(m.id);
       },
-      this.metrics,
+      this.counters,
     );
     this.pump();
   }

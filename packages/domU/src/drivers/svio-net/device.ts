@@ -15,7 +15,7 @@ const RX_BUFFERS = 64;
 const TX_QUEUE_LIMIT = 256;
 
 export class SvioNetDriver extends VifDriver {
-  readonly metrics: VifNetMetrics = newVifNetMetrics();
+  readonly counters: VifNetMetrics = newVifNetMetrics();
   readonly mac: string;
   private readonly tx: Array<{ pfn: number; offset: number }> = [];
   private readonly rx: Array<{ pfn: number; offset: number }> = [];
@@ -51,8 +51,8 @@ export class SvioNetDriver extends VifDriver {
    */
   reattach(vif: OpenVif): void {
     this.attach(vif);
-    this.metrics.recoveries++;
-    this.metrics.txLost += TX_BUFFERS - this.txFree.length;
+    this.counters.recoveries++;
+    this.counters.txLost += TX_BUFFERS - this.txFree.length;
     this.txFree.length = 0;
     for (let id = TX_BUFFERS - 1; id >= 0; id--) this.txFree.push(id);
     this.rxToPost.length = 0;
@@ -70,11 +70,11 @@ export class SvioNetDriver extends VifDriver {
    */
   transmit(frame: Uint8Array): boolean {
     if (frame.byteLength > ETH_MAX_FRAME) {
-      this.metrics.txDropped++;
+      this.counters.txDropped++;
       return false;
     }
     if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-      this.metrics.txBusy++;
+      this.counters.txBusy++;
       return false;
     }
     this.txQueue.push(frame);
@@ -98,38 +98,38 @@ export class SvioNetDriver extends VifDriver {
       const b = this.tx[id];
       this.memory.page(b.pfn).set(frame, b.offset);
       this.vif.toDevice(b.pfn, b.offset, frame.byteLength);
-      this.metrics.bytesCopied += frame.byteLength;
+      this.counters.bytesCopied += frame.byteLength;
       out.put(vifMessage({ type: VIF_TX, id, gfn: b.pfn, offset: b.offset, len: frame.byteLength }));
-      this.metrics.txPackets++;
-      this.metrics.txBytes += frame.byteLength;
+      this.counters.txPackets++;
+      this.counters.txBytes += frame.byteLength;
       n++;
     }
-    if (n > 0) pushOutgoing(this.vif, this.metrics);
+    if (n > 0) pushOutgoing(this.vif, this.counters);
     // Work left and no room: ask the device to say when it frees a slot (or go on if it just did).
     if ((this.rxToPost.length > 0 || (this.txQueue.length > 0 && this.txFree.length > 0)) && out.free() === 0 && out.finalCheckForSpace()) setImmediate(() => this.pump());
   }
 
   protected onInterrupt(): void {
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     drainIncoming(
       this.vif,
       (m) => {
         if (m.type === VIF_TX_DONE && m.id < TX_BUFFERS) {
-          if (m.status !== 0) this.metrics.txErrors++;
+          if (m.status !== 0) this.counters.txErrors++;
           this.txFree.push(m.id);
         } else if (m.type === VIF_RX && m.id < RX_BUFFERS) {
           const b = this.rx[m.id];
           if (m.status > 0 && m.status <= BUF) {
             const frame = this.memory.page(b.pfn).slice(b.offset, b.offset + m.status);
-            this.metrics.rxPackets++;
-            this.metrics.rxBytes += m.status;
-            this.metrics.bytesCopied += m.status;
+            this.counters.rxPackets++;
+            this.counters.rxBytes += m.status;
+            this.counters.bytesCopied += m.status;
             this.receiver(frame);
-          } else this.metrics.rxErrors++;
+          } else this.counters.rxErrors++;
           this.rxToPost.push(m.id);
-        } else this.metrics.unexpected++;
+        } else this.counters.unexpected++;
       },
-      this.metrics,
+      this.counters,
     );
     this.pump();
   }

@@ -58,7 +58,7 @@ export interface VfNicOptions {
 }
 
 export class VfNicDriver {
-  readonly metrics: VfNicMetrics = newVfNicMetrics();
+  readonly counters: VfNicMetrics = newVfNicMetrics();
   mac = '';
   private tx?: FrontRing<HwNicBuffer, HwStatusResponse>;
   private rx?: FrontRing<HwNicBuffer, HwStatusResponse>;
@@ -143,11 +143,11 @@ export class VfNicDriver {
    */
   transmit(frame: Uint8Array): boolean {
     if (frame.byteLength > ETH_MAX_FRAME) {
-      this.metrics.txDropped++;
+      this.counters.txDropped++;
       return false;
     }
     if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-      this.metrics.txBusy++;
+      this.counters.txBusy++;
       return false;
     }
     this.txQueue.push(frame);
@@ -184,7 +184,7 @@ export class VfNicDriver {
     this.lost = reason;
     this.tx = undefined;
     this.rx = undefined;
-    this.metrics.txDropped += this.txQueue.length;
+    this.counters.txDropped += this.txQueue.length;
     this.txQueue.length = 0;
     for (const raw of this.rawQueue.splice(0)) raw.resolve(undefined);
   }
@@ -206,17 +206,17 @@ export class VfNicDriver {
       const id = this.txFree.pop()!;
       const b = this.txBufs[id];
       memory.page(b.pfn).set(frame, b.offset);
-      this.metrics.bytesCopied += frame.byteLength;
+      this.counters.bytesCopied += frame.byteLength;
       if (frameChannel.hasSubscribers) this.traceFrame('tx', frame);
       fn.toDevice(b.pfn, b.offset, frame.byteLength);
       tx.putRequest({ domid: 0, id, pfn: b.pfn, offset: b.offset, len: frame.byteLength });
-      this.metrics.txPackets++;
-      this.metrics.txBytes += frame.byteLength;
+      this.counters.txPackets++;
+      this.counters.txBytes += frame.byteLength;
       n++;
     }
     if (n === 0) return;
     if (tx.pushRequests()) this.doorbell();
-    else this.metrics.suppressed++;
+    else this.counters.suppressed++;
   }
 
   private traceFrame(dir: 'tx' | 'rx', frame: Uint8Array): void {
@@ -226,7 +226,7 @@ export class VfNicDriver {
 
   private doorbell(): void {
     if (this.lost) return;
-    this.metrics.doorbells++;
+    this.counters.doorbells++;
     this.o.fn.doorbell();
   }
 
@@ -249,7 +249,7 @@ export class VfNicDriver {
     const tx = this.tx;
     const rx = this.rx;
     if (!tx || !rx || this.lost) return;
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     const state = this.functionState();
     if (state === 'reset') {
       this.detach(`function ${this.o.fn.rid} was reset`);
@@ -267,7 +267,7 @@ export class VfNicDriver {
         if (raw) {
           this.rawWaiters.delete(r.id);
           raw(r.status);
-        } else if (r.status !== HW_STATUS_OK) this.metrics.txErrors++;
+        } else if (r.status !== HW_STATUS_OK) this.counters.txErrors++;
         this.txFree.push(r.id);
       }
       for (let i = 0; i < rx.size; i++) {
@@ -277,12 +277,12 @@ export class VfNicDriver {
         if (!b) continue;
         if (r.status > 0 && r.status <= BUF_SIZE) {
           const frame = this.o.memory.page(b.pfn).slice(b.offset, b.offset + r.status);
-          this.metrics.rxPackets++;
-          this.metrics.rxBytes += r.status;
-          this.metrics.bytesCopied += r.status;
+          this.counters.rxPackets++;
+          this.counters.rxBytes += r.status;
+          this.counters.bytesCopied += r.status;
           if (frameChannel.hasSubscribers) this.traceFrame('rx', frame);
           this.receiver(frame);
-        } else this.metrics.rxErrors++;
+        } else this.counters.rxErrors++;
         rx.putRequest({ domid: 0, id: r.id, pfn: b.pfn, offset: b.offset, len: BUF_SIZE });
         reposted++;
       }
