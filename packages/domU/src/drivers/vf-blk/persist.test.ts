@@ -39,7 +39,18 @@ function standInDisk(memory: GuestMemory) {
   const image = new Uint8Array(2048 * SECTOR_SIZE);
   const handlers: Array<() => void> = [];
   let ring: BackRing<HwBlkRequest, HwStatusResponse> | undefined;
-  const dev = {
+  const dev: {
+    taken: HwBlkRequest[];
+    executed: Map<number, number>;
+    fetching: boolean;
+    auto: boolean;
+    interrupting: boolean;
+    image: Uint8Array;
+    fn: DirectFunction;
+    fetch(): void;
+    answer(n?: number): void;
+    interrupt(): void;
+  } = {
     taken: [] as HwBlkRequest[],
     executed: new Map<number, number>(),
     fetching: true,
