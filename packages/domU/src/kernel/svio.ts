@@ -150,6 +150,8 @@ export function pushOutgoing(vif: OpenVif, counters: { doorbells: number; suppre
  */
 export abstract class VifDriver {
   private held = false;
+  /** Between quiesce() and resume() (Device): the VIF's answers wait on the incoming queue. */
+  protected quiesced = false;
 
   protected constructor(protected vif: OpenVif) {
     vif.onInterrupt(() => this.interrupt());
@@ -167,7 +169,7 @@ export abstract class VifDriver {
   }
 
   /** Drive a VIF created again (the driver then starts its own state over). */
-  protected attach(vif: OpenVif): void {
+  protected attachVif(vif: OpenVif): void {
     this.vif = vif;
     vif.onInterrupt(() => this.interrupt());
   }
@@ -175,7 +177,7 @@ export abstract class VifDriver {
   /** Take the VIF's answers (the interrupt handler). */
   protected abstract onInterrupt(): void;
 
-  private interrupt(): void {
-    if (!this.held) this.onInterrupt();
+  protected interrupt(): void {
+    if (!this.held && !this.quiesced) this.onInterrupt();
   }
 }

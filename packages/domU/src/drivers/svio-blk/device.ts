@@ -16,6 +16,17 @@ import {
   VIF_READ,
   VIF_WRITE,
   vifMessage,
+  vifCodec,
+  loadRecord,
+  saveRecord,
+  QUEUE_CONS,
+  QUEUE_PROD,
+  StateError,
+  StateRecordError,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   type FrameAllocator,
   type GuestMemory,
   type VifMessage,
@@ -23,6 +34,7 @@ import {
 import { VifDriver, drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newVifBlkMetrics, type VifBlkMetrics } from './metrics.js';
+import { svioBlkDriverLayout, type SvioBlkDriverState, type SvioBlkRequestState } from './state.js';
 
 const MAX_BYTES = VIF_BLK_MAX_SEGMENTS * PAGE_SIZE;
 const MAX_IN_FLIGHT = 32;
@@ -35,12 +47,32 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-export class SvioBlkDriver extends VifDriver implements BlockDevice {
+/** A request a restored driver carries on: its completion (a read's data), handed out anew. */
+export interface RestoredVifRequest {
+  type: number;
+  sector: bigint;
+  completion: Promise<Uint8Array | undefined>;
+}
+
+function encodeMessage(m: VifMessage): Uint8Array {
+  const bytes = new Uint8Array(vifCodec.size);
+  vifCodec.encode(new DataView(bytes.buffer), 0, m);
+  return bytes;
+}
+
+/**
+ * Persistence (Device, state.ts): quiesce() stops the driver acting — answers wait on the
+ * incoming queue, new requests in the backlog; save() writes the record; `SvioBlkDriver.restore`
+ * builds a fresh driver on the same arguments, which attach() starts.
+ */
+export class SvioBlkDriver extends VifDriver implements BlockDevice, Device {
   readonly counters: VifBlkMetrics = newVifBlkMetrics();
   readonly sectors: number;
   private nextId = 1;
   private readonly inflight = new Map<number, Pending>();
   private readonly backlog: Pending[] = [];
+  private restored: RestoredVifRequest[] = [];
+  private stoppedReason: string | undefined;
 
   constructor(
     vif: OpenVif,
@@ -60,13 +92,111 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
    * device forgot them, and an answer from it can no longer arrive — so none completes twice.
    */
   reattach(vif: OpenVif): void {
-    this.attach(vif);
+    this.attachVif(vif);
     const pending = [...this.inflight.values()].sort((a, b) => a.msg.id - b.msg.id);
     this.inflight.clear();
     this.backlog.unshift(...pending);
     this.counters.resubmitted += pending.length;
     this.counters.recoveries++;
     this.pump();
+  }
+
+  get identity(): DeviceIdentity {
+    return { kind: 'blk', mode: 'svio', side: 'guest', type: 'svio-blk-driver', devid: this.vif.spec.devid };
+  }
+
+  /** The requests a restored driver carries on, each with its completion (empty otherwise). */
+  restoredRequests(): readonly RestoredVifRequest[] {
+    return this.restored;
+  }
+
+  /** The VIF is open when the driver is built; a restored driver starts here. */
+  async attach(): Promise<void> {
+    if (!this.quiesced) return;
+    this.resume();
+    // The device may sleep on an event index set before the save: ring once for what is outstanding.
+    if (this.inflight.size > 0) this.vif.doorbell();
+  }
+
+  async stop(reason: string): Promise<void> {
+    this.quiesced = false;
+    this.stoppedReason = reason;
+    const all = [...this.inflight.values(), ...this.backlog.splice(0)];
+    this.inflight.clear();
+    for (const p of all) {
+      for (const f of p.frames) this.frames.release(f);
+      p.reject(new DeviceError(`VIF ${this.vif.spec.vif}: ${reason}`));
+    }
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.responses,
+      bytes: (m.sectorsRead + m.sectorsWritten) * SECTOR_SIZE,
+      errors: m.errors + m.unexpected,
+      detail: { ...m, bytesRead: m.sectorsRead * SECTOR_SIZE, bytesWritten: m.sectorsWritten * SECTOR_SIZE, inFlight: this.inFlight },
+    };
+  }
+
+  /** Its copies are synchronous: nothing runs outside its state, it only stops acting. */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.interrupt();
+    this.pump();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.quiesced) throw new StateError(`VIF ${this.vif.spec.vif}: save() needs the driver quiesced first`);
+    const request = (p: Pending): SvioBlkRequestState => ({ message: encodeMessage(p.msg), frames: [...p.frames], readBytes: p.into?.byteLength ?? 0 });
+    const state: SvioBlkDriverState = {
+      outProd: this.vif.out.page.load(QUEUE_PROD),
+      inCons: this.vif.inq.page.load(QUEUE_CONS),
+      nextId: this.nextId,
+      inflight: [...this.inflight.values()].map(request),
+      backlog: this.backlog.map(request),
+      counters: { ...this.counters },
+    };
+    return saveRecord(svioBlkDriverLayout, `dom/svio-vbd/${this.vif.spec.devid}`, state);
+  }
+
+  /**
+   * A fresh driver on `args` (the constructor's) carrying on the saved one's requests; attach()
+   * starts it. Throws StateRecordError for a record that does not check or whose queues are not
+   * these — before the VIF's interrupt is bound.
+   */
+  static restore(args: ConstructorParameters<typeof SvioBlkDriver>, record: unknown): SvioBlkDriver {
+    const s = loadRecord(svioBlkDriverLayout, record);
+    const [vif, memory] = args;
+    const outProd = vif.out.page.load(QUEUE_PROD);
+    const inCons = vif.inq.page.load(QUEUE_CONS);
+    if (outProd !== s.outProd || inCons !== s.inCons)
+      throw new StateRecordError(`VIF ${vif.spec.vif}: the record's queue indices (prod ${s.outProd}, cons ${s.inCons}) are not the queues' (${outProd}, ${inCons})`);
+    for (const r of [...s.inflight, ...s.backlog]) for (const f of r.frames) if (!memory.hasFrame(f)) throw new StateRecordError(`VIF ${vif.spec.vif}: frame ${f} of the record is not the guest's`);
+    const d = new SvioBlkDriver(...args);
+    d.quiesced = true;
+    d.nextId = s.nextId;
+    Object.assign(d.counters, s.counters);
+    const pending = (r: SvioBlkRequestState): Pending => {
+      const msg = vifCodec.decode(new DataView(r.message.buffer, r.message.byteOffset, r.message.byteLength), 0);
+      const into = r.readBytes > 0 ? new Uint8Array(r.readBytes) : undefined;
+      let resolve!: () => void;
+      let reject!: (e: Error) => void;
+      const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+      d.restored.push({ type: msg.type, sector: msg.type === VIF_FLUSH ? 0n : msg.sector, completion: done.then(() => into) });
+      return { msg, frames: [...r.frames], ...(into ? { into } : {}), resolve, reject };
+    };
+    for (const r of s.inflight) {
+      const p = pending(r);
+      d.inflight.set(p.msg.id, p);
+    }
+    d.backlog.push(...s.backlog.map(pending));
+    return d;
   }
 
   get inFlight(): number {
@@ -111,12 +241,18 @@ export class SvioBlkDriver extends VifDriver implements BlockDevice {
 
   private submit(p: Omit<Pending, 'resolve' | 'reject'>): Promise<void> {
     return new Promise((resolve, reject) => {
+      if (this.stoppedReason !== undefined) {
+        for (const f of p.frames) this.frames.release(f);
+        reject(new DeviceError(`VIF ${this.vif.spec.vif}: ${this.stoppedReason}`));
+        return;
+      }
       this.backlog.push({ ...p, resolve, reject });
       this.pump();
     });
   }
 
   private pump(): void {
+    if (this.quiesced) return;
     const { out } = this.vif;
     let n = 0;
     while (this.backlog.length > 0 && this.inflight.size < MAX_IN_FLIGHT && out.free() > 0) {

@@ -58,7 +58,7 @@ export class SvioCamDriver extends VifDriver {
    * sequence. Frames the old device had not delivered are gaps the guest never sees.
    */
   reattach(vif: OpenVif): void {
-    this.attach(vif);
+    this.attachVif(vif);
     this.toQueue.length = 0;
     this.buffers.forEach((_, i) => this.toQueue.push(i));
     this.consumer.restart();

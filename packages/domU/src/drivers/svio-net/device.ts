@@ -50,7 +50,7 @@ export class SvioNetDriver extends VifDriver {
    * as a NIC reset loses them (counted; the UDP checker sees them as lost during the fault).
    */
   reattach(vif: OpenVif): void {
-    this.attach(vif);
+    this.attachVif(vif);
     this.counters.recoveries++;
     this.counters.txLost += TX_BUFFERS - this.txFree.length;
     this.txFree.length = 0;
