@@ -622,7 +622,7 @@ export class Guest {
     const failed = this.state === 'failed';
     this.state = 'stopping';
     this.stopRequested = true;
-    for (const { driver } of this.vifCam) driver.stop();
+    for (const { driver } of this.vifCam) driver.stopStream();
     for (const f of this.flows) f.stopSending();
     for (const x of this.streams) x.stop();
     await this.verifierRun;

@@ -5,16 +5,43 @@
  * out of and into them. A full outgoing queue parks what is left (the device is asked to say when
  * it frees a slot); frames beyond a bounded transmit queue are dropped and counted.
  */
-import { ETH_MAX_FRAME, PAGE_SIZE, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
+import {
+  ETH_MAX_FRAME,
+  PAGE_SIZE,
+  VIF_RX,
+  VIF_RX_POST,
+  VIF_TX,
+  VIF_TX_DONE,
+  vifMessage,
+  loadRecord,
+  saveRecord,
+  StateError,
+  StateRecordError,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
+  type FrameAllocator,
+  type GuestMemory,
+} from '@ringvisor/shared';
 import { VifDriver, drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { newVifNetMetrics, type VifNetMetrics } from './metrics.js';
+import { svioNetDriverLayout } from './state.js';
 
 const BUF = 2048;
 const TX_BUFFERS = 32;
 const RX_BUFFERS = 64;
 const TX_QUEUE_LIMIT = 256;
 
-export class SvioNetDriver extends VifDriver {
+/**
+ * Persistence (Device, state.ts): quiesce() stops the driver acting — answers wait on the incoming
+ * queue, frames to send queue up; save() writes the record; `SvioNetDriver.restore` builds a fresh
+ * driver on the same arguments (taking the record's buffers, allocating none), which attach() starts.
+ */
+export class SvioNetDriver extends VifDriver implements Device {
+  /** Set while restore() builds an instance: the constructor then allocates and posts nothing. */
+  private static restoring = false;
+
   readonly counters: VifNetMetrics = newVifNetMetrics();
   readonly mac: string;
   private readonly tx: Array<{ pfn: number; offset: number }> = [];
@@ -31,6 +58,10 @@ export class SvioNetDriver extends VifDriver {
   ) {
     super(vif);
     this.mac = vif.regs.mac;
+    if (SvioNetDriver.restoring) {
+      this.quiesced = true;
+      return;
+    }
     const buffers = (n: number, list: Array<{ pfn: number; offset: number }>) => {
       for (let i = 0; i < n; i += PAGE_SIZE / BUF) {
         const pfn = frames.alloc();
@@ -60,6 +91,77 @@ export class SvioNetDriver extends VifDriver {
     this.pump();
   }
 
+  get identity(): DeviceIdentity {
+    return { kind: 'net', mode: 'svio', side: 'guest', type: 'svio-net-driver', devid: this.vif.spec.devid };
+  }
+
+  /** The VIF is open when the driver is built; a restored driver starts here. */
+  async attach(): Promise<void> {
+    if (!this.quiesced) return;
+    this.resume();
+    this.vif.doorbell(); // the device may sleep on an event index set before the save
+  }
+
+  async stop(reason: string): Promise<void> {
+    this.quiesced = true; // nothing more taken or sent; the buffers stay the guest's
+    this.counters.txDropped += this.txQueue.length;
+    this.txQueue.length = 0;
+    void reason;
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return { ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped + m.unexpected, detail: { ...m } };
+  }
+
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.interrupt();
+    this.pump();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.quiesced) throw new StateError(`VIF ${this.vif.spec.vif}: save() needs the driver quiesced first`);
+    const buf = (b: { pfn: number; offset: number }) => ({ pfn: b.pfn, offset: b.offset === 0 ? (0 as const) : (2048 as const) });
+    return saveRecord(svioNetDriverLayout, `dom/svio-vif/${this.vif.spec.devid}`, {
+      ...this.queueIndices(),
+      tx: this.tx.map(buf),
+      rx: this.rx.map(buf),
+      txFree: [...this.txFree],
+      rxToPost: [...this.rxToPost],
+      txQueue: this.txQueue.map((f) => f.slice()),
+      mac: this.mac,
+      counters: { ...this.counters },
+    });
+  }
+
+  /** A fresh driver on `args` (the constructor's) carrying on the saved one; attach() starts it. */
+  static restore(args: ConstructorParameters<typeof SvioNetDriver>, record: unknown): SvioNetDriver {
+    const s = loadRecord(svioNetDriverLayout, record);
+    const [vif, memory] = args;
+    VifDriver.checkQueues(vif, s);
+    for (const b of [...s.tx, ...s.rx]) if (!memory.hasFrame(b.pfn)) throw new StateRecordError(`VIF ${vif.spec.vif}: buffer frame ${b.pfn} of the record is not the guest's`);
+    SvioNetDriver.restoring = true;
+    let d: SvioNetDriver;
+    try {
+      d = new SvioNetDriver(...args);
+    } finally {
+      SvioNetDriver.restoring = false;
+    }
+    d.tx.push(...s.tx.map((b) => ({ ...b })));
+    d.rx.push(...s.rx.map((b) => ({ ...b })));
+    d.txFree.push(...s.txFree);
+    d.rxToPost.push(...s.rxToPost);
+    d.txQueue.push(...s.txQueue.map((f) => f.slice()));
+    Object.assign(d.counters, s.counters);
+    return d;
+  }
+
   onReceive(cb: (frame: Uint8Array) => void): void {
     this.receiver = cb;
   }
@@ -84,6 +186,7 @@ export class SvioNetDriver extends VifDriver {
 
   /** Fill the outgoing queue: rx buffers to post, then frames to send; one push, one doorbell at most. */
   private pump(): void {
+    if (this.quiesced) return;
     const { out } = this.vif;
     let n = 0;
     while (this.rxToPost.length > 0 && out.free() > 0) {
