@@ -19,6 +19,7 @@ import {
   RogueRingError,
   SECTOR_SIZE,
   VF_REG,
+  StateRecordError,
   loadRecord,
   saveRecord,
   type DeviceMetrics,
@@ -89,6 +90,8 @@ export class DiskVf extends VirtualFunction {
   static restore(args: ConstructorParameters<typeof DiskVf>, record: unknown): DiskVf {
     const s = loadRecord(diskVfLayout, record);
     const [index, rid, env, disk, faults, bar] = args;
+    if (s.partition.start + s.partition.sectors > disk.sectors)
+      throw new StateRecordError(`disk function ${index}: the record's partition ${s.partition.start}+${s.partition.sectors} runs past this disk's ${disk.sectors} sectors`);
     const fn = new DiskVf(index, rid, env, disk, faults);
     fn.partition = { ...s.partition };
     fn.restoreFunction(

@@ -237,6 +237,8 @@ describe('a disk virtual function saved in the middle of I/O', () => {
       // Environment checks: the ring's shared indices are not what the record published.
       ['responses the ring never saw', { ...rec, state: { ...st, queue: { ...st.queue, rspProdPvt: st.queue.rspProdPvt + 1, reqCons: st.queue.reqCons + 1 } } }],
       ['a queue outside the owner\'s I/O space', { ...rec, state: { ...st, queue: { ...st.queue, iovaPfn: FRAMES + 10 }, registers: st.registers.map((v, r) => (r === VF_REG.Q0 ? FRAMES + 10 : v)) } }],
+      ['a partition off the disk', { ...rec, state: { ...st, partition: { start: 4000, sectors: PART.sectors } } }],
+      ['SECTORS that are not the partition\'s', { ...rec, state: { ...st, registers: st.registers.map((v, r) => (r === VF_REG.SECTORS_LO ? v + 1 : v)) } }],
       ['another function', { ...rec, state: { ...st, registers: st.registers.map((v, r) => (r === VF_REG.ID ? (v & 0xffff) | (requesterId(0, 4, 2) << 16) : v)) } }],
     ];
     for (const [what, r] of bad) {
@@ -310,5 +312,13 @@ describe('a NIC virtual function saved in the middle of I/O', () => {
       [t2, HW_STATUS_OK],
     ]);
     expect(current.metrics()).toMatchObject({ ops: 6, errors: 0 });
+    // Corrupt records: refused before anything is built.
+    const st = rec.state as { mac: string; rxCache: Uint8Array[]; tx: Record<string, number> };
+    for (const r of [
+      { ...rec, state: { ...st, mac: '02:00:00:00:0a:02' } },
+      { ...rec, state: { ...st, rxCache: st.rxCache.slice(1) } },
+      { ...rec, state: { ...st, tx: { ...st.tx, reqCons: st.tx.reqCons + 1 } } },
+    ])
+      expect(() => NicVf.restore(args, r)).toThrow(StateRecordError);
   });
 });

@@ -130,6 +130,8 @@ export const diskVfLayout = defineStateLayout('disk-vf', 1, DiskVfState, {
       if (s.commands.length !== held(s.queue)) return `${s.commands.length} commands held, but the ring indices say ${held(s.queue)} taken and unanswered`;
     } else if (s.commands.length > 0) return 'commands held with no queue';
     if (s.io.queued !== s.commands.length) return `queued ${s.io.queued} is not the ${s.commands.length} commands held`;
+    const sectors = s.registers[VF_REG.SECTORS_LO] + s.registers[VF_REG.SECTORS_HI] * 2 ** 32;
+    if (sectors !== s.partition.sectors) return `SECTORS registers say ${sectors}, the partition has ${s.partition.sectors}`;
     return undefined;
   },
 });
@@ -145,6 +147,10 @@ export const nicVfLayout = defineStateLayout('nic-vf', 1, NicVfState, {
     if (s.rx ? s.rxCache.length !== held(s.rx) : s.rxCache.length > 0) return `${s.rxCache.length} rx descriptors cached, the ring indices say ${s.rx ? held(s.rx) : 0}`;
     if (!s.enabled && s.backlog.length > 0) return 'frames waiting on a function whose queues are disabled';
     if (s.io.rxCached !== s.rxCache.length) return `rxCached ${s.io.rxCached} is not the ${s.rxCache.length} descriptors cached`;
+    const lo = s.registers[VF_REG.MAC_LO];
+    const hi = s.registers[VF_REG.MAC_HI];
+    const mac = [lo & 0xff, (lo >>> 8) & 0xff, (lo >>> 16) & 0xff, lo >>> 24, hi & 0xff, (hi >>> 8) & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    if (mac !== s.mac) return `MAC registers say ${mac}, the function's MAC is ${s.mac}`;
     return undefined;
   },
 });
