@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type DeviceMetrics, type GuestDeviceStats, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
+import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -11,9 +11,9 @@ import { PcnetDriver } from './drivers/pcnet/index.js';
 import { AtaDriver } from './drivers/ata/index.js';
 import { VfBlkDriver } from './drivers/vf-blk/index.js';
 import { VfNicDriver } from './drivers/vf-nic/index.js';
-import { SvioNetDriver } from './drivers/vif-net/index.js';
-import { SvioBlkDriver } from './drivers/vif-blk/index.js';
-import { SvioCamDriver } from './drivers/vif-cam/index.js';
+import { SvioNetDriver } from './drivers/svio-net/index.js';
+import { SvioBlkDriver } from './drivers/svio-blk/index.js';
+import { SvioCamDriver } from './drivers/svio-cam/index.js';
 import { openVif } from './kernel/svio.js';
 import { BlockLoad } from './workloads/block-load.js';
 import { VIF_ATTACKS, attackVif, type HostileVifDriver, type VifAttack, type VifAttackOutcome } from './kernel/svio-misbehave.js';
@@ -481,51 +481,12 @@ export class Guest {
         detail: { ...m, ...trapStats() },
       });
     }
-    for (const { devid, driver } of this.vfBlk) {
-      const m = driver.metrics;
-      devices.push({
-        type: 'vbd',
-        devid,
-        mode: 'direct',
-        ops: m.responses,
-        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
-        errors: m.errors + m.aborted,
-        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: driver.inFlight },
-      });
-    }
-    for (const { devid, driver } of this.vfNic) {
-      const m = driver.metrics;
-      devices.push({ type: 'vif', devid, mode: 'direct', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped, detail: { ...m } });
-    }
-    for (const { devid, driver } of this.vifBlk) {
-      const m = driver.metrics;
-      devices.push({
-        type: 'vbd',
-        devid,
-        mode: 'svio',
-        ops: m.responses,
-        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
-        errors: m.errors + m.unexpected,
-        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, inFlight: driver.inFlight },
-      });
-    }
-    for (const { devid, driver } of this.vifNet) {
-      const m = driver.metrics;
-      devices.push({ type: 'vif', devid, mode: 'svio', ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped + m.unexpected, detail: { ...m } });
-    }
-    for (const { devid, driver } of this.vifCam) {
-      const c = driver.consumer.stats;
-      const m = driver.metrics;
-      devices.push({
-        type: 'cam',
-        devid,
-        mode: 'svio',
-        ops: c.frames,
-        bytes: c.bytes,
-        errors: c.corrupted + c.reordered + m.bufferErrors + m.unexpected,
-        detail: { ...m, consumed: c.frames, corrupted: c.corrupted, gaps: c.gaps, reordered: c.reordered, lastSeq: c.lastSeq },
-      });
-    }
+    // Direct and SV-IO drivers map their own counters (Device.metrics()).
+    for (const { devid, driver } of this.vfBlk) devices.push({ type: 'vbd', devid, mode: 'direct', ...numericRow(driver.metrics()) });
+    for (const { devid, driver } of this.vfNic) devices.push({ type: 'vif', devid, mode: 'direct', ...numericRow(driver.metrics()) });
+    for (const { devid, driver } of this.vifBlk) devices.push({ type: 'vbd', devid, mode: 'svio', ...numericRow(driver.metrics()) });
+    for (const { devid, driver } of this.vifNet) devices.push({ type: 'vif', devid, mode: 'svio', ...numericRow(driver.metrics()) });
+    for (const { devid, driver } of this.vifCam) devices.push({ type: 'cam', devid, mode: 'svio', ...numericRow(driver.metrics()) });
     const v = this.verifier?.stats;
     const udp = { sent: 0, echoed: 0, lost: 0, late: 0, duplicated: 0, reordered: 0, corrupted: 0 };
     for (const f of this.flows) {
@@ -603,7 +564,7 @@ export class Guest {
     const failed = this.state === 'failed';
     this.state = 'stopping';
     this.stopRequested = true;
-    for (const { driver } of this.vifCam) driver.stop();
+    for (const { driver } of this.vifCam) driver.stopStream();
     for (const f of this.flows) f.stopSending();
     for (const x of this.streams) x.stop();
     await this.verifierRun;
@@ -651,4 +612,11 @@ export class Guest {
     if ((this.state as GuestStats['state']) !== 'failed') this.state = 'stopped';
     return this.stats();
   }
+}
+
+/** A device's metrics as a guest stats row, whose detail holds numbers only (what the drivers count). */
+function numericRow(m: DeviceMetrics): Pick<GuestDeviceStats, 'ops' | 'bytes' | 'errors' | 'detail'> {
+  const detail: Record<string, number> = {};
+  for (const [k, v] of Object.entries(m.detail)) if (typeof v === 'number') detail[k] = v;
+  return { ops: m.ops, bytes: m.bytes, errors: m.errors, detail };
 }

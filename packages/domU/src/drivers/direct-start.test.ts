@@ -92,8 +92,8 @@ describe('a direct NIC driver whose function comes up late', () => {
     it(`sends its first frame ${poll ? 'after the missed-event poll ran its handler while it waited for the device' : 'when nothing interrupts the wait'}`, async () => {
       const { f, driver, memory, tx } = await started(poll);
       driver.transmit(FRAME);
-      expect(driver.metrics.txPackets).toBe(1);
-      expect(driver.metrics.txDropped).toBe(0);
+      expect(driver.counters.txPackets).toBe(1);
+      expect(driver.counters.txDropped).toBe(0);
       // The request is on the device's ring and the device was rung for it.
       expect(f.doorbells.length).toBe(2);
       const req = tx.takeRequest()!;
@@ -104,7 +104,7 @@ describe('a direct NIC driver whose function comes up late', () => {
       tx.pushResponses();
       f.interrupt();
       driver.transmit(FRAME);
-      expect(driver.metrics.txPackets).toBe(2);
+      expect(driver.counters.txPackets).toBe(2);
       expect(tx.takeRequest()).toBeDefined();
     });
   }
@@ -116,7 +116,7 @@ describe('a direct NIC driver whose function comes up late', () => {
       else f.regs.write(VF_REG.STATUS, VF_STATUS_BUS_MASTER);
       f.interrupt();
       driver.transmit(FRAME);
-      expect(driver.metrics.txPackets, how).toBe(0);
+      expect(driver.counters.txPackets, how).toBe(0);
       expect(tx.takeRequest(), how).toBeUndefined();
     }
   });
@@ -144,7 +144,7 @@ describe('a direct disk driver whose function comes up late', () => {
     f.interrupt();
     await read;
     expect(buf.every((b) => b === 0x5a)).toBe(true);
-    expect(driver.metrics.errors).toBe(0);
+    expect(driver.counters.errors).toBe(0);
   });
 
   it('still fails what is outstanding when the function is reset under it once it was up', async () => {

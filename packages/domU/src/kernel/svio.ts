@@ -16,6 +16,9 @@ import {
   SvioRegisters,
   TimeoutError,
   DeviceError,
+  StateRecordError,
+  QUEUE_CONS,
+  QUEUE_PROD,
   initMessageQueue,
   vifCodec,
   type VifMessage,
@@ -150,6 +153,8 @@ export function pushOutgoing(vif: OpenVif, counters: { doorbells: number; suppre
  */
 export abstract class VifDriver {
   private held = false;
+  /** Between quiesce() and resume() (Device): the VIF's answers wait on the incoming queue. */
+  protected quiesced = false;
 
   protected constructor(protected vif: OpenVif) {
     vif.onInterrupt(() => this.interrupt());
@@ -167,7 +172,7 @@ export abstract class VifDriver {
   }
 
   /** Drive a VIF created again (the driver then starts its own state over). */
-  protected attach(vif: OpenVif): void {
+  protected attachVif(vif: OpenVif): void {
     this.vif = vif;
     vif.onInterrupt(() => this.interrupt());
   }
@@ -175,7 +180,20 @@ export abstract class VifDriver {
   /** Take the VIF's answers (the interrupt handler). */
   protected abstract onInterrupt(): void;
 
-  private interrupt(): void {
-    if (!this.held) this.onInterrupt();
+  /** The queue indices this driver publishes (outgoing prod, incoming cons), for its record. */
+  protected queueIndices(): { outProd: number; inCons: number } {
+    return { outProd: this.vif.out.page.load(QUEUE_PROD), inCons: this.vif.inq.page.load(QUEUE_CONS) };
+  }
+
+  /** A record's queue indices must be the VIF's queues' (else it is not of this memory). */
+  protected static checkQueues(vif: OpenVif, s: { outProd: number; inCons: number }): void {
+    const outProd = vif.out.page.load(QUEUE_PROD);
+    const inCons = vif.inq.page.load(QUEUE_CONS);
+    if (outProd !== s.outProd || inCons !== s.inCons)
+      throw new StateRecordError(`VIF ${vif.spec.vif}: the record's queue indices (prod ${s.outProd}, cons ${s.inCons}) are not the queues' (${outProd}, ${inCons})`);
+  }
+
+  protected interrupt(): void {
+    if (!this.held && !this.quiesced) this.onInterrupt();
   }
 }

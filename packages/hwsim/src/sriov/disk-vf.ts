@@ -19,12 +19,18 @@ import {
   RogueRingError,
   SECTOR_SIZE,
   VF_REG,
+  StateRecordError,
+  loadRecord,
+  saveRecord,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   type HwStatusResponse,
 } from '@ringvisor/shared';
 import type { PhysicalDisk } from '../devices/disk/device.js';
 import { locateBit, readPiece, writePiece, type DiskFaultTable } from '../devices/disk/faults.js';
 import { hwBlkDeviceProtocol, validateHwBlkRequest, type HwBlkWireRequest } from '../devices/disk/request.js';
 import { DmaBlocked, VirtualFunction, type FunctionEnv } from './function.js';
+import { diskVfLayout, type DiskVfState } from './state.js';
 
 /** Commands executed per turn of the device (the rest wait for the next turn). */
 const COMMANDS_PER_TURN = 32;
@@ -43,8 +49,19 @@ export interface DiskVfMetrics {
   injected: number;
 }
 
+/** A request slot as the function copied it out, for the record (and back). */
+function encodeCommand(cmd: HwBlkWireRequest): Uint8Array {
+  const bytes = new Uint8Array(hwBlkDeviceProtocol.request.size);
+  hwBlkDeviceProtocol.request.encode(new DataView(bytes.buffer), 0, cmd);
+  return bytes;
+}
+
+function decodeCommand(bytes: Uint8Array): HwBlkWireRequest {
+  return hwBlkDeviceProtocol.request.decode(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0);
+}
+
 export class DiskVf extends VirtualFunction {
-  readonly metrics: DiskVfMetrics = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, queued: 0, injected: 0 };
+  readonly io: DiskVfMetrics = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, errors: 0, queued: 0, injected: 0 };
   /** The partition of the physical disk this function exposes (set by the toolstack at assign). */
   partition = { start: 0, sectors: 0 };
   private ring: BackRing<HwBlkWireRequest, HwStatusResponse> | undefined;
@@ -58,8 +75,63 @@ export class DiskVf extends VirtualFunction {
     private readonly disk: PhysicalDisk,
     /** The drive's fault rules: a function's partition is the same media as the PF's. */
     private readonly faults?: DiskFaultTable,
+    /** The register page the owner maps (default: a fresh one). */
+    bar?: SharedArrayBuffer,
   ) {
-    super('disk', rid, index, env);
+    super('disk', rid, index, env, bar);
+  }
+
+  /**
+   * A fresh function from `args` (the constructor's) carrying on the saved one's I/O: its queue
+   * reattached at the record's indices, the commands it had fetched held again, the register page
+   * (`args`' bar, if given) showing what the old one showed. Throws StateRecordError for a record
+   * that does not check, or that this environment does not match; `args`' bar is then untouched.
+   */
+  static restore(args: ConstructorParameters<typeof DiskVf>, record: unknown): DiskVf {
+    const s = loadRecord(diskVfLayout, record);
+    const [index, rid, env, disk, faults, bar] = args;
+    if (s.partition.start + s.partition.sectors > disk.sectors)
+      throw new StateRecordError(`disk function ${index}: the record's partition ${s.partition.start}+${s.partition.sectors} runs past this disk's ${disk.sectors} sectors`);
+    const fn = new DiskVf(index, rid, env, disk, faults);
+    fn.partition = { ...s.partition };
+    fn.restoreFunction(
+      s,
+      () => {
+        fn.attachQueues();
+        VirtualFunction.restoreIndices(fn.ring!, s.queue!, `${fn.name} queue`);
+        fn.commands = s.commands.map(decodeCommand);
+      },
+      bar,
+    );
+    Object.assign(fn.io, s.io);
+    return fn;
+  }
+
+  save(): DeviceStateRecord {
+    this.requireQuiesced();
+    const state: DiskVfState = {
+      ...this.saveFunction(),
+      partition: { ...this.partition },
+      queue: this.ring ? VirtualFunction.queueState(this.regs.read(VF_REG.Q0), this.ring) : null,
+      commands: this.commands.map(encodeCommand),
+      io: { ...this.io },
+    };
+    return saveRecord(diskVfLayout, this.instanceName, state);
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.io;
+    return { ops: m.reads + m.writes + m.flushes, bytes: m.bytesRead + m.bytesWritten, errors: m.errors, detail: { ...m, ...this.counters } };
+  }
+
+  protected cancelTurns(): void {
+    if (this.turn) clearImmediate(this.turn);
+    this.turn = undefined;
+  }
+
+  protected serveHeld(): void {
+    this.fetch();
+    if (this.commands.length > 0 && !this.turn) this.turn = setImmediate(() => this.execute());
   }
 
   setPartition(start: number, sectors: number): void {
@@ -79,7 +151,7 @@ export class DiskVf extends VirtualFunction {
   protected resetQueues(): void {
     this.ring = undefined;
     this.commands = [];
-    this.metrics.queued = 0;
+    this.io.queued = 0;
     if (this.turn) clearImmediate(this.turn);
     this.turn = undefined;
   }
@@ -102,18 +174,19 @@ export class DiskVf extends VirtualFunction {
       this.stopWithError(e.message);
       return;
     }
-    this.metrics.queued = this.commands.length;
+    this.io.queued = this.commands.length;
     if (this.commands.length > 0 && !this.turn) this.turn = setImmediate(() => this.execute());
   }
 
   /** One turn of the controller: execute queued commands, answer them, then look for more. */
   private execute(): void {
     this.turn = undefined;
+    if (this.quiesced) return;
     const ring = this.ring;
     if (!ring) return;
     const batch = this.commands.splice(0, COMMANDS_PER_TURN);
     for (const cmd of batch) ring.putResponse({ id: cmd.id, status: this.run(cmd) });
-    this.metrics.queued = this.commands.length;
+    this.io.queued = this.commands.length;
     if (ring.pushResponses()) this.raise();
     try {
       if (ring.finalCheckForRequests()) this.fetch();
@@ -126,7 +199,7 @@ export class DiskVf extends VirtualFunction {
   }
 
   private run(cmd: HwBlkWireRequest): number {
-    const m = this.metrics;
+    const m = this.io;
     // Each segment's domid is reserved: the IOMMU, not the request, says whose memory it is.
     const check = validateHwBlkRequest(cmd, { diskSectors: this.partition.sectors, reachable: (f) => f.domid === 0 });
     if (!check.ok) {

@@ -19,20 +19,28 @@
 import {
   DeviceError,
   PAGE_SIZE,
+  StateError,
+  StateRecordError,
   VF_CTRL_ENABLE,
   VF_KIND_DISK,
   VF_KIND_NIC,
   VF_REG,
+  VF_REG_COUNT,
   VF_STATUS_BUS_MASTER,
   VF_STATUS_ENABLED,
   VF_STATUS_ERROR,
   VfRegisters,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   type Logger,
   type PageSync,
   type VfKind,
 } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
 import { formatRequesterId, type Iommu, type IommuFault } from '../iommu/iommu.js';
+import type { FunctionState, VfQueueState } from './state.js';
 
 export interface FunctionCounters {
   doorbells: number;
@@ -104,7 +112,14 @@ export class DmaBlocked extends DeviceError {
   }
 }
 
-export abstract class VirtualFunction {
+/**
+ * Persistence (Device, state.ts): quiesce() stops the function taking work — a doorbell is
+ * remembered, not served; an interrupt it would raise is owed — and cancels its scheduled turns;
+ * every request it holds stays in its state. save() writes the record; a fresh function built
+ * with the same constructor arguments restores it (`DiskVf.restore`, `NicVf.restore`) and stays
+ * still until attach() (or resume()), which serves what was remembered.
+ */
+export abstract class VirtualFunction implements Device {
   readonly counters: FunctionCounters = newFunctionCounters();
   /** The domain the function is assigned to (null: in the pool). */
   owner: number | null = null;
@@ -117,6 +132,12 @@ export abstract class VirtualFunction {
   private faultsSinceReset = 0;
   private barBuffer: SharedArrayBuffer;
   private registers: VfRegisters;
+  /** Between quiesce() and resume(): no work taken, none done. */
+  protected quiesced = false;
+  /** A doorbell that came while quiesced (served on resume). */
+  private kickPending = false;
+  /** An interrupt the function owed its driver while quiesced (raised on resume). */
+  private irqPending = false;
 
   protected constructor(
     readonly kind: VfKind,
@@ -147,6 +168,10 @@ export abstract class VirtualFunction {
 
   get name(): string {
     return `${this.kind}vf${this.index}`;
+  }
+
+  get identity(): DeviceIdentity {
+    return { kind: this.kind === 'nic' ? 'net' : 'blk', mode: 'direct', side: 'hardware', type: `${this.kind}-vf`, devid: this.index };
   }
 
   /** The interrupt remapping entry it raises (-1 while in the pool). */
@@ -213,6 +238,10 @@ export abstract class VirtualFunction {
   /** The owner's doorbell: act on CTRL, then serve the queues. Never throws. */
   doorbell(): void {
     this.counters.doorbells++;
+    if (this.quiesced) {
+      this.kickPending = true;
+      return;
+    }
     try {
       const want = (this.regs.read(VF_REG.CTRL) & VF_CTRL_ENABLE) !== 0;
       if (want && !this.enabled && this.owner !== null) this.enable();
@@ -238,7 +267,137 @@ export abstract class VirtualFunction {
     };
   }
 
+  // ---- Device ----
+
+  /** The function exists once built (the pool assigns it); a restored one starts serving here. */
+  async attach(): Promise<void> {
+    if (this.quiesced) this.resume();
+  }
+
+  /** No more I/O: queues dropped, bus mastering off (a reclaim's first two steps, without FLR). */
+  async stop(reason: string): Promise<void> {
+    this.quiesced = false;
+    this.kickPending = this.irqPending = false;
+    if (this.enabled) this.disable(reason);
+    this.clearBusMaster();
+  }
+
+  abstract metrics(): DeviceMetrics;
+
+  /**
+   * Stop taking work. The function's data moves are synchronous (a command is executed whole in
+   * one turn), so nothing is half done here: a scheduled turn is cancelled and its commands stay
+   * held, in the record.
+   */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    this.cancelTurns();
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    const kick = this.kickPending;
+    this.kickPending = false;
+    if (this.irqPending) {
+      this.irqPending = false;
+      this.raise();
+    }
+    if (kick) this.doorbell();
+    else if (this.enabled) this.serveHeld();
+  }
+
+  abstract save(): DeviceStateRecord;
+
+  /** The instance name records carry. */
+  protected get instanceName(): string {
+    return `hw/${formatRequesterId(this.rid)}`;
+  }
+
+  protected requireQuiesced(): void {
+    if (!this.quiesced) throw new StateError(`${this.name}: save() needs the function quiesced first`);
+  }
+
+  /** The state every function has (state.ts FunctionState). */
+  protected saveFunction(): FunctionState {
+    return {
+      registers: Array.from({ length: VF_REG_COUNT }, (_, r) => this.regs.read(r)),
+      owner: this.owner,
+      busMaster: this.busMaster,
+      enabled: this.queuesEnabled,
+      error: this.errorReason ?? null,
+      generation: this.generation,
+      vector: this.vectorIndex,
+      faultsSinceReset: this.faultsSinceReset,
+      irqPending: this.irqPending,
+      counters: { ...this.counters },
+    };
+  }
+
+  /**
+   * Takes a checked record's common state into this fresh function, which stays quiesced. Its
+   * queues are attached by the kind (`restoreQueues`) before a register is written: a record the
+   * environment refuses (a ring the IOMMU does not map, indices that are not the ring's) throws
+   * StateRecordError and leaves `bar` — the owner's live page, maybe — as it was.
+   */
+  protected restoreFunction(s: FunctionState, restoreQueues: () => void, bar: SharedArrayBuffer | undefined): void {
+    const id = s.registers[VF_REG.ID];
+    if (id >>> 16 !== this.rid || ((id >>> 8) & 0xff) !== this.index)
+      throw new StateRecordError(`${this.name}: the record is of function ${formatRequesterId(id >>> 16)} (index ${(id >>> 8) & 0xff}), not ${formatRequesterId(this.rid)}`);
+    this.quiesced = true;
+    this.owner = s.owner;
+    this.busMaster = s.busMaster;
+    this.errorReason = s.error ?? undefined;
+    this.generation = s.generation;
+    this.vectorIndex = s.vector;
+    this.faultsSinceReset = s.faultsSinceReset;
+    this.irqPending = s.irqPending;
+    Object.assign(this.counters, s.counters);
+    // The queues are found through the registers the record holds, on the scratch page first.
+    s.registers.forEach((v, r) => this.regs.write(r, v));
+    if (s.enabled) {
+      try {
+        restoreQueues();
+      } catch (e) {
+        this.resetQueues();
+        if (e instanceof DmaBlocked) throw new StateRecordError(`${this.name}: the record's queues are not reachable here (${e.message})`);
+        throw e;
+      }
+    }
+    this.queuesEnabled = s.enabled;
+    if (bar) {
+      this.barBuffer = bar;
+      this.registers = new VfRegisters(new Uint8Array(bar));
+      s.registers.forEach((v, r) => this.regs.write(r, v));
+    }
+  }
+
+  /** A queue's device-private indices, for the record. */
+  protected static queueState(iovaPfn: number, ring: { size: number; reqCons: number; rspProdPvt: number }): VfQueueState {
+    return { iovaPfn, size: ring.size, reqCons: ring.reqCons, rspProdPvt: ring.rspProdPvt };
+  }
+
+  /**
+   * Puts a record's indices on a ring just attached, checking them against the ring's shared
+   * indices: every response the function wrote it also published (rsp_prod = rsp_prod_pvt), and
+   * it cannot have taken what the driver never produced.
+   */
+  protected static restoreIndices(ring: { size: number; reqCons: number; rspProdPvt: number; page: { load(w: number): number } }, q: VfQueueState, what: string): void {
+    if (q.size !== ring.size) throw new StateRecordError(`${what}: a ring of ${q.size} in the record, of ${ring.size} here`);
+    const rspProd = ring.page.load(2);
+    const reqProd = ring.page.load(0);
+    if (rspProd !== q.rspProdPvt) throw new StateRecordError(`${what}: the record published ${q.rspProdPvt} responses, the ring shows ${rspProd}`);
+    if (((q.reqCons - q.rspProdPvt) >>> 0) > ((reqProd - q.rspProdPvt) >>> 0)) throw new StateRecordError(`${what}: the record took requests up to ${q.reqCons}, the driver produced ${reqProd}`);
+    ring.reqCons = q.reqCons;
+    ring.rspProdPvt = q.rspProdPvt;
+  }
+
   // ---- for the kinds ----
+
+  /** Cancel the turns the kind scheduled (quiesce); what they would have served stays held. */
+  protected abstract cancelTurns(): void;
+  /** Serve what the function holds (resume without a doorbell): held commands, ring work. */
+  protected abstract serveHeld(): void;
 
   /** Attach the queues the driver described in Q0/Q1; throw DmaBlocked if a ring is unreachable. */
   protected abstract attachQueues(): void;
@@ -322,6 +481,10 @@ export abstract class VirtualFunction {
 
   /** Raise the function's MSI: the IOMMU's interrupt remapping decides where it goes, if anywhere. */
   protected raise(): void {
+    if (this.quiesced) {
+      this.irqPending = true;
+      return;
+    }
     const r = this.env.iommu.remapInterrupt(this.rid, this.vectorIndex);
     if (!r.ok) {
       this.counters.irqsBlocked++;

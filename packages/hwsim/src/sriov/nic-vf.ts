@@ -27,6 +27,10 @@ import {
   VF_REG,
   hwNicRxProtocol,
   hwNicTxProtocol,
+  loadRecord,
+  saveRecord,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   type HwNicBuffer,
   type HwStatusResponse,
 } from '@ringvisor/shared';
@@ -34,6 +38,7 @@ import type { LanPort } from '../lan/lan-port.js';
 import { formatMac, parseMac } from '../lan/mac.js';
 import { QueueService } from '../devices/queue-service.js';
 import { DmaBlocked, VirtualFunction, type FunctionEnv } from './function.js';
+import { nicVfLayout, type NicVfState } from './state.js';
 
 export const VF_RX_BACKLOG = 64;
 
@@ -52,8 +57,18 @@ export interface NicVfMetrics {
   rxCached: number;
 }
 
+function encodeBuffer(b: HwNicBuffer): Uint8Array {
+  const bytes = new Uint8Array(hwNicRxProtocol.request.size);
+  hwNicRxProtocol.request.encode(new DataView(bytes.buffer), 0, b);
+  return bytes;
+}
+
+function decodeBuffer(bytes: Uint8Array): HwNicBuffer {
+  return hwNicRxProtocol.request.decode(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0);
+}
+
 export class NicVf extends VirtualFunction {
-  readonly metrics: NicVfMetrics = { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, rxMissed: 0, rxFiltered: 0, rxCached: 0 };
+  readonly io: NicVfMetrics = { txPackets: 0, txBytes: 0, txErrors: 0, rxPackets: 0, rxBytes: 0, rxErrors: 0, rxMissed: 0, rxFiltered: 0, rxCached: 0 };
   private macAddr = '00:00:00:00:00:00';
   private macBytes: Uint8Array = new Uint8Array(6);
   private tx: QueueService<HwNicBuffer, HwStatusResponse> | undefined;
@@ -68,9 +83,68 @@ export class NicVf extends VirtualFunction {
     private readonly port: LanPort,
     /** The physical port's carrier (the VFs share the PF's cable). */
     private readonly linkUp: () => boolean,
+    /** The register page the owner maps (default: a fresh one). */
+    bar?: SharedArrayBuffer,
   ) {
-    super('nic', rid, index, env);
+    super('nic', rid, index, env, bar);
     port.onFrame((f) => this.receive(f));
+  }
+
+  /**
+   * A fresh function from `args` (the constructor's) carrying on the saved one's I/O: both queues
+   * reattached at the record's indices, its prefetched rx descriptors and waiting frames held
+   * again. Throws StateRecordError for a record that does not check or does not match this
+   * environment; `args`' bar is then untouched.
+   */
+  static restore(args: ConstructorParameters<typeof NicVf>, record: unknown): NicVf {
+    const s = loadRecord(nicVfLayout, record);
+    const [index, rid, env, port, linkUp, bar] = args;
+    // A record this environment refuses leaves the fresh function quiesced for good: the frames
+    // its port listener still hears are counted missed, and nothing else happens.
+    const fn = new NicVf(index, rid, env, port, linkUp);
+    fn.setMac(s.mac);
+    fn.restoreFunction(
+      s,
+      () => {
+        fn.attachQueues();
+        VirtualFunction.restoreIndices(fn.tx!.ring, s.tx!, `${fn.name} tx`);
+        VirtualFunction.restoreIndices(fn.rx!, s.rx!, `${fn.name} rx`);
+        fn.rxCache = s.rxCache.map(decodeBuffer);
+        fn.backlog = s.backlog.map((b) => b.slice());
+      },
+      bar,
+    );
+    Object.assign(fn.io, s.io);
+    return fn;
+  }
+
+  save(): DeviceStateRecord {
+    this.requireQuiesced();
+    const q = (reg: number, ring: { size: number; reqCons: number; rspProdPvt: number } | undefined) => (ring ? VirtualFunction.queueState(this.regs.read(reg), ring) : null);
+    const state: NicVfState = {
+      ...this.saveFunction(),
+      mac: this.macAddr,
+      tx: q(VF_REG.Q0, this.tx?.ring),
+      rx: q(VF_REG.Q1, this.rx),
+      rxCache: this.rxCache.map(encodeBuffer),
+      backlog: this.backlog.map((f) => f.slice()),
+      io: { ...this.io },
+    };
+    return saveRecord(nicVfLayout, this.instanceName, state);
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.io;
+    return { ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors, detail: { ...m, ...this.counters } };
+  }
+
+  /** The tx queue's pass (QueueService) is stopped and rebuilt on the same ring at resume. */
+  protected cancelTurns(): void {
+    this.tx?.stop('quiesced');
+  }
+
+  protected serveHeld(): void {
+    this.kick();
   }
 
   get mac(): string {
@@ -92,33 +166,39 @@ export class NicVf extends VirtualFunction {
   protected attachQueues(): void {
     const txPage = this.ringPage(this.regs.read(VF_REG.Q0));
     const rxPage = this.ringPage(this.regs.read(VF_REG.Q1));
-    this.tx = new QueueService({
-      ring: BackRing.attach(txPage.page, hwNicTxProtocol, txPage.sync),
+    this.tx = this.txService(BackRing.attach(txPage.page, hwNicTxProtocol, txPage.sync));
+    this.rx = BackRing.attach(rxPage.page, hwNicRxProtocol, rxPage.sync);
+  }
+
+  private txService(ring: BackRing<HwNicBuffer, HwStatusResponse>): QueueService<HwNicBuffer, HwStatusResponse> {
+    return new QueueService({
+      ring,
       handle: (req) => ({ id: req.id, status: this.transmit(req) }),
       irq: () => this.raise(),
       onRogue: (e) => this.stopWithError(`tx: ${e.message}`),
     });
-    this.rx = BackRing.attach(rxPage.page, hwNicRxProtocol, rxPage.sync);
   }
 
   protected resetQueues(): void {
     this.tx?.stop('reset');
     this.tx = undefined;
     this.rx = undefined;
-    this.metrics.rxMissed += this.backlog.length;
+    this.io.rxMissed += this.backlog.length;
     this.backlog = [];
     this.rxCache = [];
-    this.metrics.rxCached = 0;
+    this.io.rxCached = 0;
   }
 
   protected kick(): void {
+    // A queue stopped by quiesce() (not by a rogue driver) is served again on the same ring.
+    if (this.tx?.stopReason === 'quiesced') this.tx = this.txService(this.tx.ring);
     this.tx?.kick();
     this.prefetch();
     this.drain();
   }
 
   private transmit(req: HwNicBuffer): number {
-    const m = this.metrics;
+    const m = this.io;
     if (!this.linkUp() || req.domid !== 0 || req.len < ETH_MIN_FRAME || req.len > ETH_MAX_FRAME || req.offset + req.len > PAGE_SIZE) {
       m.txErrors++;
       return HW_STATUS_EIO;
@@ -149,16 +229,16 @@ export class NicVf extends VirtualFunction {
         this.rxCache.push(d);
       }
       // Arm req_event when drained, so the driver's next post rings the doorbell.
-      if (this.rxCache.length < rx.size && rx.finalCheckForRequests()) setImmediate(() => this.enabled && this.kick());
+      if (this.rxCache.length < rx.size && rx.finalCheckForRequests()) setImmediate(() => this.enabled && !this.quiesced && this.kick());
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.stopWithError(`rx: ${e.message}`);
     }
-    this.metrics.rxCached = this.rxCache.length;
+    this.io.rxCached = this.rxCache.length;
   }
 
   private receive(frame: Uint8Array): void {
-    const m = this.metrics;
+    const m = this.io;
     if (frame.byteLength < ETH_MIN_FRAME || frame.byteLength > ETH_MAX_FRAME) return;
     const group = (frame[0] & 1) !== 0;
     if (!group) {
@@ -168,7 +248,8 @@ export class NicVf extends VirtualFunction {
           return;
         }
     }
-    if (this.owner === null || !this.enabled || !this.linkUp()) {
+    // A quiesced function is a paused device: what the wire brings meanwhile is missed.
+    if (this.owner === null || !this.enabled || this.quiesced || !this.linkUp()) {
       m.rxMissed++;
       return;
     }
@@ -184,7 +265,7 @@ export class NicVf extends VirtualFunction {
   private drain(): void {
     const rx = this.rx;
     if (!rx || this.backlog.length === 0 || this.rxCache.length === 0) return;
-    const m = this.metrics;
+    const m = this.io;
     let answered = 0;
     while (this.backlog.length > 0 && this.rxCache.length > 0) {
       const d = this.rxCache.shift()!;

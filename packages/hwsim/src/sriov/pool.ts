@@ -161,8 +161,8 @@ export class FunctionPool {
     const owner = fn.owner;
     const steps: string[] = [];
     const dropped = {
-      rxDescriptors: fn instanceof NicVf ? fn.metrics.rxCached : 0,
-      commands: fn instanceof DiskVf ? fn.metrics.queued : 0,
+      rxDescriptors: fn instanceof NicVf ? fn.io.rxCached : 0,
+      commands: fn instanceof DiskVf ? fn.io.queued : 0,
     };
     if (!unsafe.skipBusMaster) {
       fn.clearBusMaster();
@@ -196,8 +196,8 @@ export class FunctionPool {
 
   stats(): FunctionStats[] {
     return [
-      ...this.nics.map((f) => ({ ...f.info(), mac: f.mac, metrics: { ...f.metrics } })),
-      ...this.disks.map((f) => ({ ...f.info(), partition: { ...f.partition }, metrics: { ...f.metrics } })),
+      ...this.nics.map((f) => ({ ...f.info(), mac: f.mac, metrics: { ...f.io } })),
+      ...this.disks.map((f) => ({ ...f.info(), partition: { ...f.partition }, metrics: { ...f.io } })),
     ];
   }
 }

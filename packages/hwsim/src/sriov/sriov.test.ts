@@ -217,7 +217,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     ]);
     expect(disk.driver.pageBytes(r.pfns)).toEqual(data);
     expect(disk.irqs()).toBeGreaterThanOrEqual(1);
-    expect(disk.fn.metrics).toMatchObject({ reads: 1, writes: 1, flushes: 1, errors: 0 });
+    expect(disk.fn.io).toMatchObject({ reads: 1, writes: 1, flushes: 1, errors: 0 });
     // Outside the partition: refused by the device, not by the IOMMU.
     const past = disk.driver.read(PART_A.sectors, 1);
     await turns();
@@ -225,7 +225,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
 
     nic.driver.enable();
     nic.driver.postRx(4);
-    expect(nic.fn.metrics.rxCached).toBe(4);
+    expect(nic.fn.io.rxCached).toBe(4);
     const out = frameTo(PEER, 1, 200, MAC_A);
     const txId = nic.driver.transmit(out);
     expect(nic.driver.txResponses()).toEqual([{ id: txId, status: HW_STATUS_OK }]);
@@ -238,7 +238,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     const rx = nic.driver.rxResponses();
     expect(rx.map((x) => x.status)).toEqual(inbound.map((fr) => fr.byteLength));
     expect(rx.map((x) => nic.driver.received(x))).toEqual(inbound);
-    expect(nic.fn.metrics).toMatchObject({ rxPackets: 2, rxFiltered: 1, rxCached: 2, txPackets: 1 });
+    expect(nic.fn.io).toMatchObject({ rxPackets: 2, rxFiltered: 1, rxCached: 2, txPackets: 1 });
     expect(nic.fn.counters.irqs).toBe(2); // tx completion, then the first rx (the second was coalesced by rsp_event)
     expect(nic.irqs()).toBe(1); // both pending on the guest's port before it looked
 
@@ -272,7 +272,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     let flipped = 0;
     for (let i = 0; i < PAGE_SIZE; i++) for (let x = got[i] ^ kept[i]; x; x &= x - 1) flipped++;
     expect(flipped).toBe(1);
-    expect(disk.fn.metrics.injected).toBe(2);
+    expect(disk.fn.io.injected).toBe(2);
   });
 
   it('interrupt faults (evtchn.lost/delayed on a direct device): the hardware drops or delays the owner\'s MSIs only, and says how many', async () => {
@@ -359,8 +359,8 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     expect(disk.driver.regs.read(VF_REG.FAULTS)).toBe(3);
     expect(nic.driver.regs.read(VF_REG.FAULTS)).toBe(2);
     expect(disk.fn.counters.dmaFaults).toBe(3);
-    expect(disk.fn.metrics.errors).toBe(4);
-    expect(nic.fn.metrics).toMatchObject({ txErrors: 2, rxErrors: 2, rxPackets: 1 });
+    expect(disk.fn.io.errors).toBe(4);
+    expect(nic.fn.io).toMatchObject({ txErrors: 2, rxErrors: 2, rxPackets: 1 });
 
     // Nothing moved: A changed only where its drivers allowed (the rogue addresses never were), B not at all.
     expect(strayPages(A.mem.bytes, A.before, windowsOf(disk, nic))).toEqual([]);
@@ -563,8 +563,8 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     disk.driver.batch(() => {
       for (let i = 0; i < 5; i++) disk.driver.read(i * 8, 1);
     });
-    expect(nic.fn.metrics.rxCached).toBe(18);
-    expect(disk.fn.metrics.queued).toBe(5); // fetched, not yet executed (the next turn would)
+    expect(nic.fn.io.rxCached).toBe(18);
+    expect(disk.fn.io.queued).toBe(5); // fetched, not yet executed (the next turn would)
     const ids = [nic.driver.regs.read(VF_REG.ID), disk.driver.regs.read(VF_REG.ID)];
     const vectors = [nic.fn.vector, disk.fn.vector];
     expect(nic.driver.regs.read(VF_REG.GEN)).toBe(0);
@@ -589,8 +589,8 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     }
     expect(nic.driver.regs.kind).toBe('nic');
     expect(disk.driver.regs.kind).toBe('disk');
-    expect(nic.fn.metrics.rxCached).toBe(0);
-    expect(disk.fn.metrics.queued).toBe(0);
+    expect(nic.fn.io.rxCached).toBe(0);
+    expect(disk.fn.io.queued).toBe(0);
 
     // A's stale driver keeps going: re-enables, posts, submits, rings (event channel and directly).
     const counters = { nic: { ...nic.fn.counters }, disk: { ...disk.fn.counters } };
@@ -600,7 +600,7 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     disk.driver.blk!.putRequest({ op: HWBLK_OP_READ, id: 500, sector: 0n, segments: [{ domid: 0, pfn: 81, firstSect: 0, lastSect: 7 }] });
     disk.driver.blk!.pushRequests();
     const snapshot = A.mem.bytes.slice();
-    const readsBefore = disk.fn.metrics.reads;
+    const readsBefore = disk.fn.io.reads;
     nic.driver.ringDoorbell(); // the event channel: the hardware no longer listens on that port
     disk.driver.ringDoorbell();
     expect(nic.fn.counters.doorbells).toBe(counters.nic.doorbells);
@@ -612,8 +612,8 @@ describe('SR-IOV virtual functions through the IOMMU', () => {
     expect(disk.fn.enabled).toBe(false);
     expect(nic.fn.counters).toMatchObject({ enables: counters.nic.enables, dmaReads: counters.nic.dmaReads, dmaWrites: counters.nic.dmaWrites, dmaSuppressed: 0 });
     expect(disk.fn.counters).toMatchObject({ enables: counters.disk.enables, dmaReads: counters.disk.dmaReads, dmaWrites: counters.disk.dmaWrites, dmaSuppressed: 0 });
-    expect(nic.fn.metrics.rxMissed).toBe(5);
-    expect(disk.fn.metrics.reads).toBe(readsBefore);
+    expect(nic.fn.io.rxMissed).toBe(5);
+    expect(disk.fn.io.reads).toBe(readsBefore);
     expect(nic.driver.rxResponses()).toEqual([]);
     expect(disk.driver.blkResponses()).toEqual([]);
     expect(strayPages(A.mem.bytes, snapshot)).toEqual([]);
@@ -686,9 +686,9 @@ async function reclaimUnderLoad(rig: Rig, unsafe?: UnsafeReclaim): Promise<LoadR
   diskA.driver.batch(() => {
     for (let i = 0; i < 12; i++) diskA.driver.read((i % 4) * 32, 3);
   });
-  const cachedBeforeReclaim = nicA.fn.metrics.rxCached;
-  const queuedBeforeReclaim = diskA.fn.metrics.queued;
-  const readsAtReclaim = diskA.fn.metrics.reads;
+  const cachedBeforeReclaim = nicA.fn.io.rxCached;
+  const queuedBeforeReclaim = diskA.fn.io.queued;
+  const readsAtReclaim = diskA.fn.io.reads;
   const seq = rig.sim.iommu.counters.faults;
 
   // Reclaim now, synchronously: descriptors cached and commands queued in the devices.
@@ -767,7 +767,7 @@ describe('reclaim under load', () => {
     expect(r.faultsAfterReclaim).toBe(0);
     expect(r.nicA.fn.counters.dmaSuppressed).toBe(0);
     expect(r.readsAtReclaim).toBe(0);
-    expect(r.diskA.fn.metrics.reads).toBe(1); // B's read; none of A's 12 ran
+    expect(r.diskA.fn.io.reads).toBe(1); // B's read; none of A's 12 ran
     // B's functions started clean: bus master, not enabled; only B's ids on B's rings.
     expect(r.statusAtAssign).toEqual([VF_STATUS_BUS_MASTER, VF_STATUS_BUS_MASTER]);
     expect(r.nicB.driver.regs.read(VF_REG.GEN)).toBe(1);
@@ -776,7 +776,7 @@ describe('reclaim under load', () => {
     expect(r.blkB).toEqual([{ id: r.readB.id, status: HW_STATUS_OK }]);
     expect(r.diskB.driver.pageBytes(r.readB.pfns)).toEqual(diskBytes(rig.sim, PART_A.start + 32, 2 * PAGE_SIZE));
     // The frame for B that came before B's queues were up was missed, not stored for later.
-    expect(r.nicB.fn.metrics.rxMissed).toBeGreaterThanOrEqual(24 + 1);
+    expect(r.nicB.fn.io.rxMissed).toBeGreaterThanOrEqual(24 + 1);
   });
 
   it('checker self-test: without the function-level reset the same run leaves stray writes, and the checker finds them', async () => {

@@ -136,7 +136,7 @@ export class SvioCore {
                 ? new BlkVif(r.vif, env, (this.disk ??= PhysicalDisk.open(this.o.disk)), r.partition!)
                 : new CamVif(r.vif, env, r.camera!);
           const old = this.vifs.get(r.vif);
-          old?.p.stop('replaced');
+          old?.p.halt('replaced');
           old?.stopWatch();
           this.sched.add(p, r.qos);
           this.vifs.set(r.vif, { p, domid: r.domid, stopWatch: this.watchKicks(r.page, p), ...(mirror ? { lateWake: env.notify } : {}) });
@@ -149,7 +149,7 @@ export class SvioCore {
       }
       case 'close': {
         const v = this.vifs.get(r.vif);
-        v?.p.stop('closed');
+        v?.p.halt('closed');
         v?.stopWatch();
         this.sched.remove(r.vif);
         this.vifs.delete(r.vif);
@@ -229,7 +229,7 @@ export class SvioCore {
   shutdown(): void {
     this.sched.stop();
     for (const { p, stopWatch } of this.vifs.values()) {
-      p.stop('shutdown');
+      p.halt('shutdown');
       stopWatch();
     }
     this.vifs.clear();

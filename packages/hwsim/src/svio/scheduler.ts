@@ -94,6 +94,20 @@ export class VifScheduler {
     e.credit = new TxCredit(qos.rate);
   }
 
+  /** A VIF's QoS state for its saved record: the deficit it carries, the credit left in its window. */
+  saveQos(id: number): { deficit: number; credit: number | null } | undefined {
+    const e = this.entries.get(id);
+    return e ? { deficit: e.deficit, credit: e.credit.credit } : undefined;
+  }
+
+  /** A restored VIF's QoS state (added with `add` first). */
+  restoreQos(id: number, s: { deficit: number; credit: number | null }): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    e.deficit = s.deficit;
+    e.credit.resumeWith(s.credit);
+  }
+
   counters(id: number): SchedCounters | undefined {
     const e = this.entries.get(id);
     return e ? { ...e.counters } : undefined;

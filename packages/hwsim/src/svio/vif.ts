@@ -42,6 +42,16 @@ import {
   ETH_MIN_FRAME,
   vifCodec,
   vifMessage,
+  loadRecord,
+  saveRecord,
+  StateError,
+  StateRecordError,
+  QUEUE_CONS,
+  QUEUE_PROD,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   type GuestMemory,
   type PageSync,
   type VifMessage,
@@ -49,6 +59,7 @@ import {
 import type { PhysicalDisk } from '../devices/disk/device.js';
 import type { TurnEnd } from './scheduler.js';
 import { CameraDevice, type CameraOptions } from '../devices/camera/device.js';
+import { blkVifLayout, camVifLayout, netVifLayout, type VifState } from './state.js';
 
 export type VifKind = 'net' | 'blk' | 'cam';
 
@@ -75,7 +86,12 @@ export interface VifEnv {
   /** The drive's fault rules (hw.disk.faults), as this core holds them: a block VIF's partition is the same media. */
   diskFaults?: DiskFaultTable;
   /** The core's QoS scheduler; absent, the VIF runs each kick at once. */
-  scheduler?: { wake(id: number): void };
+  scheduler?: {
+    wake(id: number): void;
+    /** The VIF's QoS state, for its saved record, and back (scheduler.ts). */
+    saveQos?(id: number): { deficit: number; credit: number | null } | undefined;
+    restoreQos?(id: number, s: { deficit: number; credit: number | null }): void;
+  };
   /** The VIF was stopped for a rogue queue (the engine tells its driver, in STATUS). */
   rogue?: (reason: string) => void;
   /**
@@ -90,7 +106,26 @@ export interface VifEnv {
 /** The least a message costs in QoS terms: one queue slot's worth of bytes. */
 export const VIF_MIN_COST = 64;
 
-export abstract class VifProcessor {
+function encodeMessage(m: VifMessage): Uint8Array {
+  const bytes = new Uint8Array(vifCodec.size);
+  vifCodec.encode(new DataView(bytes.buffer), 0, m);
+  return bytes;
+}
+
+function decodeMessage(bytes: Uint8Array): VifMessage {
+  return vifCodec.decode(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0);
+}
+
+const INCOMING_TYPES: ReadonlySet<number> = new Set([VIF_TX_DONE, VIF_RX, VIF_DONE, VIF_CAM_FRAME]);
+
+/**
+ * Persistence (Device, state.ts): quiesce() stops taking work — a kick, or a turn its core's
+ * scheduler offers, is remembered — and cancels its scheduled turn; a VIF's data moves are
+ * synchronous within a turn, so nothing is half done. save() writes the record; a fresh processor
+ * built with the same constructor arguments restores it (`NetVif.restore`, …) and stays still
+ * until attach() or resume(), which serves what was remembered.
+ */
+export abstract class VifProcessor implements Device {
   readonly counters: VifCounters = { passes: 0, messagesIn: 0, messagesOut: 0, refused: 0, backpressured: 0, notifications: 0, bytes: 0 };
   protected readonly out: QueueConsumer<VifMessage>;
   protected readonly in: QueueProducer<VifMessage>;
@@ -99,6 +134,9 @@ export abstract class VifProcessor {
   private scheduled: NodeJS.Immediate | undefined;
   private held: VifMessage | undefined;
   stopReason: string | undefined;
+  /** Between quiesce() and resume(): nothing taken, nothing done. */
+  protected quiesced = false;
+  private kickPending = false;
 
   protected constructor(
     readonly id: number,
@@ -114,6 +152,10 @@ export abstract class VifProcessor {
    * the VIF joins the core's QoS round (scheduler.ts); alone (tests), it runs a turn now.
    */
   kick(): void {
+    if (this.quiesced) {
+      this.kickPending = true;
+      return;
+    }
     if (this.env.scheduler) {
       this.env.scheduler.wake(this.id);
       return;
@@ -131,20 +173,107 @@ export abstract class VifProcessor {
    */
   turn(admit: (cost: number) => boolean): TurnEnd {
     if (this.stopReason !== undefined) return 'idle';
+    if (this.quiesced) {
+      this.kickPending = true;
+      return 'idle';
+    }
     try {
       return this.pass(admit);
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
-      this.stop(e.message);
+      this.halt(e.message);
       this.env.rogue?.(e.message);
       return 'idle';
     }
   }
 
-  stop(reason: string): void {
+  /** Stop for good (replaced, closed, rogue): nothing more is taken. */
+  halt(reason: string): void {
     this.stopReason ??= reason;
     if (this.scheduled) clearImmediate(this.scheduled);
     this.scheduled = undefined;
+  }
+
+  // ---- Device ----
+
+  get identity(): DeviceIdentity {
+    return { kind: this.kind, mode: 'svio', side: 'hardware', type: `${this.kind}-vif`, devid: this.id };
+  }
+
+  /** The engine opened the VIF (the processor exists); a restored one starts serving here. */
+  async attach(): Promise<void> {
+    if (this.quiesced) this.resume();
+  }
+
+  async stop(reason: string): Promise<void> {
+    this.quiesced = false;
+    this.halt(reason);
+  }
+
+  abstract metrics(): DeviceMetrics;
+
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.scheduled = undefined;
+    this.pause();
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.unpause();
+    const kick = this.kickPending;
+    this.kickPending = false;
+    if (kick || this.held || this.backlog.length > 0) this.kick();
+  }
+
+  abstract save(): DeviceStateRecord;
+
+  /** What the kind stops while quiesced (a camera's stream) and starts again. */
+  protected pause(): void {}
+  protected unpause(): void {}
+
+  protected requireQuiesced(): void {
+    if (!this.quiesced) throw new StateError(`VIF ${this.id}: save() needs it quiesced first`);
+  }
+
+  protected get instanceName(): string {
+    return `hw/svio/${this.id}`;
+  }
+
+  protected saveVif(): VifState {
+    return {
+      outCons: this.out.page.load(QUEUE_CONS),
+      inProd: this.in.page.load(QUEUE_PROD),
+      held: this.held ? encodeMessage(this.held) : null,
+      backlog: this.backlog.map(encodeMessage),
+      stopReason: this.stopReason ?? null,
+      kickPending: this.kickPending,
+      qos: this.env.scheduler?.saveQos?.(this.id) ?? null,
+      counters: { ...this.counters },
+    };
+  }
+
+  /**
+   * Takes a checked record's common state into this fresh processor, which stays quiesced. The
+   * queue indices must be the ones the guest's queue pages show (else the record is not of this
+   * memory), and every answer waiting must be an incoming message.
+   */
+  protected restoreVif(s: VifState): void {
+    const outCons = this.out.page.load(QUEUE_CONS);
+    const inProd = this.in.page.load(QUEUE_PROD);
+    if (s.outCons !== outCons) throw new StateRecordError(`VIF ${this.id}: the record consumed ${s.outCons} outgoing messages, the queue shows ${outCons}`);
+    if (s.inProd !== inProd) throw new StateRecordError(`VIF ${this.id}: the record produced ${s.inProd} incoming messages, the queue shows ${inProd}`);
+    const backlog = s.backlog.map(decodeMessage);
+    if (backlog.some((m) => !INCOMING_TYPES.has(m.type))) throw new StateRecordError(`VIF ${this.id}: an answer waiting in the record is not an incoming message`);
+    this.quiesced = true;
+    this.held = s.held ? decodeMessage(s.held) : undefined;
+    this.backlog.push(...backlog);
+    this.stopReason = s.stopReason ?? undefined;
+    this.kickPending = s.kickPending;
+    Object.assign(this.counters, s.counters);
+    if (s.qos) this.env.scheduler?.restoreQos?.(this.id, s.qos);
   }
 
   /** Answer one outgoing message (its private copy): the incoming message, or none. */
@@ -234,6 +363,29 @@ export class NetVif extends VifProcessor {
     super(id, 'net', env);
   }
 
+  /** A fresh network VIF from `args` (the constructor's) carrying on the saved one's I/O. */
+  static restore(args: ConstructorParameters<typeof NetVif>, record: unknown): NetVif {
+    const s = loadRecord(netVifLayout, record);
+    const vif = new NetVif(...args);
+    const posted = s.posted.map(decodeMessage);
+    for (const b of posted)
+      if (b.type !== VIF_RX_POST || b.len < ETH_MIN_FRAME || !vif.window(b.gfn, b.offset, b.len))
+        throw new StateRecordError(`VIF ${vif.id}: a posted receive buffer in the record is not one of the guest's (id ${b.id})`);
+    vif.restoreVif(s);
+    vif.posted.push(...posted);
+    Object.assign(vif.net, s.net);
+    return vif;
+  }
+
+  save(): DeviceStateRecord {
+    this.requireQuiesced();
+    return saveRecord(netVifLayout, this.instanceName, { ...this.saveVif(), posted: this.posted.map(encodeMessage), net: { ...this.net } });
+  }
+
+  metrics(): DeviceMetrics {
+    return { ops: this.net.txFrames + this.net.rxFrames, bytes: this.counters.bytes, errors: this.counters.refused, detail: { ...this.counters, ...this.net } };
+  }
+
   protected override cost(m: VifMessage): number {
     return m.type === VIF_TX ? Math.max(VIF_MIN_COST, Math.min(m.len, ETH_MAX_FRAME)) : VIF_MIN_COST;
   }
@@ -265,6 +417,11 @@ export class NetVif extends VifProcessor {
   /** A frame from the wire: into the oldest posted buffer that holds it, announced on the incoming queue. */
   receive(frame: Uint8Array): void {
     if (this.stopReason !== undefined) return;
+    // A quiesced VIF is a paused device: what the wire brings meanwhile is missed.
+    if (this.quiesced) {
+      this.net.rxMissed++;
+      return;
+    }
     const b = this.posted[0];
     if (!b || b.len < frame.byteLength) {
       this.net.rxMissed++;
@@ -295,6 +452,25 @@ export class BlkVif extends VifProcessor {
     readonly partition: { start: number; sectors: number },
   ) {
     super(id, 'blk', env);
+  }
+
+  /** A fresh block VIF from `args` (the constructor's) carrying on the saved one's I/O. */
+  static restore(args: ConstructorParameters<typeof BlkVif>, record: unknown): BlkVif {
+    const s = loadRecord(blkVifLayout, record);
+    const vif = new BlkVif(...args);
+    vif.restoreVif(s);
+    Object.assign(vif.blk, s.blk);
+    return vif;
+  }
+
+  save(): DeviceStateRecord {
+    this.requireQuiesced();
+    return saveRecord(blkVifLayout, this.instanceName, { ...this.saveVif(), blk: { ...this.blk } });
+  }
+
+  metrics(): DeviceMetrics {
+    const b = this.blk;
+    return { ops: b.reads + b.writes + b.flushes, bytes: this.counters.bytes, errors: this.counters.refused, detail: { ...this.counters, ...b } };
   }
 
   protected override cost(m: VifMessage): number {
@@ -376,9 +552,59 @@ export class CamVif extends VifProcessor {
   static readonly MAX_QUEUED = 64;
   private current: { id: number; gfn: number; view: Uint8Array } | undefined;
 
+  /** The stream was on when quiesced (restarted on resume). */
+  private streamOnResume = false;
+
   constructor(id: number, env: VifEnv, camera: Omit<CameraOptions, 'clockUs'> & { clockUs?: () => number }) {
     super(id, 'cam', env);
     this.camera = new CameraDevice(camera);
+  }
+
+  /** A fresh camera VIF from `args` (the constructor's) carrying on the saved one's stream. */
+  static restore(args: ConstructorParameters<typeof CamVif>, record: unknown): CamVif {
+    const s = loadRecord(camVifLayout, record);
+    const vif = new CamVif(...args);
+    const mem = vif.env.memory;
+    for (const q of s.queued) {
+      const fits = mem.hasFrame(q.gfn) && mem.hasFrame(q.gfn + q.pages - 1) && q.pages * PAGE_SIZE >= vif.camera.frameSize;
+      const overQueues = [vif.env.outPfn, vif.env.inPfn].some((p) => p >= q.gfn && p < q.gfn + q.pages);
+      if (!fits || overQueues) throw new StateRecordError(`VIF ${vif.id}: frame buffer ${q.id} of the record is not the guest's to fill`);
+    }
+    vif.restoreVif(s);
+    for (const q of s.queued) vif.queued.push({ id: q.id, gfn: q.gfn, view: new Uint8Array(mem.buffer, q.gfn * PAGE_SIZE, q.pages * PAGE_SIZE) });
+    vif.camera.continueFrom(s.camera.seq, s.camera.lastTimestampUs === null ? undefined : BigInt(s.camera.lastTimestampUs));
+    Object.assign(vif.camera.metrics, s.camera.metrics);
+    vif.streamOnResume = s.camera.streaming;
+    return vif;
+  }
+
+  save(): DeviceStateRecord {
+    this.requireQuiesced();
+    const last = this.camera.lastTimestampUs;
+    return saveRecord(camVifLayout, this.instanceName, {
+      ...this.saveVif(),
+      queued: this.queued.map((q) => ({ id: q.id, gfn: q.gfn, pages: q.view.byteLength / PAGE_SIZE })),
+      camera: { seq: this.camera.sequence, streaming: this.streamOnResume, lastTimestampUs: last === undefined ? null : last.toString(), metrics: { ...this.camera.metrics } },
+    });
+  }
+
+  metrics(): DeviceMetrics {
+    const c = this.camera.metrics;
+    return { ops: c.delivered, bytes: this.counters.bytes, errors: this.counters.refused, detail: { ...this.counters, ...c } };
+  }
+
+  protected override pause(): void {
+    this.streamOnResume = this.camera.streaming;
+    this.camera.stop();
+  }
+
+  protected override unpause(): void {
+    if (this.streamOnResume && this.stopReason === undefined) this.startStream();
+    this.streamOnResume = false;
+  }
+
+  private startStream(): void {
+    this.camera.start({ buffer: () => this.nextBuffer(), filled: (seq, used, ts) => this.filled(seq, used, ts) });
   }
 
   protected handle(m: VifMessage): VifMessage | undefined {
@@ -396,16 +622,16 @@ export class CamVif extends VifProcessor {
       return undefined;
     }
     if (m.type === VIF_CAM_STREAM) {
-      if (m.len === 1) this.camera.start({ buffer: () => this.nextBuffer(), filled: (seq, used, ts) => this.filled(seq, used, ts) });
+      if (m.len === 1) this.startStream();
       else this.camera.stop();
       return undefined;
     }
     return refuse();
   }
 
-  override stop(reason: string): void {
+  override halt(reason: string): void {
     this.camera.stop();
-    super.stop(reason);
+    super.halt(reason);
   }
 
   /** Take a frame now (tests; the stream does this on the camera's clock). */

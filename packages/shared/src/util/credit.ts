@@ -54,6 +54,18 @@ export class TxCredit {
     return true;
   }
 
+  /** Credit left in the current window (null: no limit), for a saved state. */
+  get credit(): number | null {
+    return this.limit ? this.remaining : null;
+  }
+
+  /** A restored limit goes on with the credit that was left, in a window starting now. */
+  resumeWith(credit: number | null): void {
+    if (!this.limit || credit === null) return;
+    this.remaining = Math.min(this.limit.bytes, Math.max(0, credit));
+    this.windowStart = this.now();
+  }
+
   msUntilReplenish(): number {
     if (!this.limit) return 0;
     return Math.max(0, this.limit.usec / 1000 - (this.now() - this.windowStart));

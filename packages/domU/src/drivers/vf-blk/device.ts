@@ -27,6 +27,16 @@ import {
   VF_STATUS_ENABLED,
   hwBlkProtocol,
   initSharedRing,
+  loadRecord,
+  saveRecord,
+  REQ_PROD,
+  RSP_PROD,
+  StateError,
+  StateRecordError,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
   type FrameAllocator,
   type GuestMemory,
   type HwBlkRequest,
@@ -35,6 +45,7 @@ import {
 import { awaitStatus, enableQueues, type DirectFunction } from '../../kernel/direct.js';
 import type { BlockDevice } from '../../workloads/block-verifier.js';
 import { newVfBlkMetrics, type VfBlkMetrics } from './metrics.js';
+import { vfBlkDriverLayout, type VfBlkDriverState, type VfBlkRequestState } from './state.js';
 
 const MAX_REQUEST_BYTES = HWBLK_MAX_SEGMENTS * PAGE_SIZE;
 
@@ -57,8 +68,27 @@ export interface VfBlkOptions {
   enableTimeoutMs?: number;
 }
 
-export class VfBlkDriver implements BlockDevice {
-  readonly metrics: VfBlkMetrics = newVfBlkMetrics();
+/** A request a restored driver carries on: its completion (a read's data), handed out anew. */
+export interface RestoredRequest {
+  op: number;
+  sector: bigint;
+  completion: Promise<Uint8Array | undefined>;
+}
+
+function encodeRequest(req: HwBlkRequest): Uint8Array {
+  const bytes = new Uint8Array(hwBlkProtocol.request.size);
+  hwBlkProtocol.request.encode(new DataView(bytes.buffer), 0, req);
+  return bytes;
+}
+
+/**
+ * Persistence (Device, state.ts): quiesce() stops the driver acting — interrupts and new
+ * requests wait (requests in the backlog), save() writes the record, and `VfBlkDriver.restore`
+ * builds a fresh driver on the same options that attach() starts: it binds the function's
+ * interrupt, collects what the device answered meanwhile and goes on.
+ */
+export class VfBlkDriver implements BlockDevice, Device {
+  readonly counters: VfBlkMetrics = newVfBlkMetrics();
   sectors = 0;
   private ring?: FrontRing<HwBlkRequest, HwStatusResponse>;
   private ringPfn = -1;
@@ -70,8 +100,128 @@ export class VfBlkDriver implements BlockDevice {
   /** The device showed its queue enabled under this generation (see resetUnderUs). */
   private up = false;
   private readonly interruptBound = new WeakSet<DirectFunction>();
+  /** Between quiesce() and resume(): interrupts and new requests wait. */
+  private quiesced = false;
+  /** Built by restore(): attach() takes up the saved ring instead of opening a new one. */
+  private restoredFrom = false;
+  private restored: RestoredRequest[] = [];
 
   constructor(private readonly o: VfBlkOptions) {}
+
+  get identity(): DeviceIdentity {
+    return { kind: 'blk', mode: 'direct', side: 'guest', type: 'vf-blk-driver', devid: this.o.fn.devid };
+  }
+
+  /** The requests a restored driver carries on, each with its completion (empty otherwise). */
+  restoredRequests(): readonly RestoredRequest[] {
+    return this.restored;
+  }
+
+  async attach(): Promise<void> {
+    if (!this.restoredFrom) return this.open();
+    this.restoredFrom = false;
+    const fn = this.o.fn;
+    if (!this.interruptBound.has(fn)) {
+      this.interruptBound.add(fn);
+      fn.onInterrupt(() => this.onInterrupt());
+    }
+    this.quiesced = false;
+    this.collect();
+    // The device may have slept on an event index set before the save: ring once for what is on the ring.
+    if (this.ring && this.inflight.size > 0) this.doorbell();
+  }
+
+  async stop(reason: string): Promise<void> {
+    this.quiesced = false;
+    this.detach(reason);
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return {
+      ops: m.responses,
+      bytes: (m.sectorsRead + m.sectorsWritten) * SECTOR_SIZE,
+      errors: m.errors + m.aborted,
+      detail: { ...m, bytesRead: m.sectorsRead * SECTOR_SIZE, bytesWritten: m.sectorsWritten * SECTOR_SIZE, inFlight: this.inFlight },
+    };
+  }
+
+  /** Nothing the driver starts runs outside its state (its copies are synchronous): it only stops acting. */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.collect();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.quiesced) throw new StateError(`direct vbd ${this.o.fn.devid}: save() needs the driver quiesced first`);
+    const request = (p: Pending): VfBlkRequestState => ({ slot: encodeRequest(p.req), frames: [...p.frames], readBytes: p.into?.byteLength ?? 0, raw: p.raw !== undefined });
+    const state: VfBlkDriverState = {
+      ringPfn: this.ringPfn,
+      ring: this.ring ? { reqProdPvt: this.ring.reqProdPvt, rspCons: this.ring.rspCons } : null,
+      generation: this.generation,
+      up: this.up,
+      sectors: this.sectors,
+      nextId: this.nextId,
+      lostReason: this.lostReason ?? null,
+      inflight: [...this.inflight.values()].map(request),
+      backlog: this.backlog.map(request),
+      counters: { ...this.counters },
+    };
+    return saveRecord(vfBlkDriverLayout, `dom/direct-vbd/${this.o.fn.devid}`, state);
+  }
+
+  /**
+   * A fresh driver on `options` (the constructor's) carrying on the saved one's requests; attach()
+   * starts it. Throws StateRecordError for a record that does not check, or whose ring does not
+   * match the guest's memory.
+   */
+  static restore(options: ConstructorParameters<typeof VfBlkDriver>[0], record: unknown): VfBlkDriver {
+    const s = loadRecord(vfBlkDriverLayout, record);
+    const d = new VfBlkDriver(options);
+    const { memory, fn } = options;
+    for (const r of [...s.inflight, ...s.backlog]) for (const f of r.frames) if (!memory.hasFrame(f)) throw new StateRecordError(`direct vbd ${fn.devid}: frame ${f} of the record is not the guest's`);
+    if (s.ring) {
+      if (!memory.hasFrame(s.ringPfn)) throw new StateRecordError(`direct vbd ${fn.devid}: the ring's frame ${s.ringPfn} is not the guest's`);
+      const sync = fn.ringSync(s.ringPfn, () => d.ring && d.doorbell());
+      const ring = new FrontRing(memory.page(s.ringPfn), hwBlkProtocol, sync);
+      const reqProd = ring.page.load(REQ_PROD);
+      const rspProd = ring.page.load(RSP_PROD);
+      if (reqProd !== s.ring.reqProdPvt) throw new StateRecordError(`direct vbd ${fn.devid}: the record produced ${s.ring.reqProdPvt} requests, the ring shows ${reqProd}`);
+      if (((rspProd - s.ring.rspCons) >>> 0) > ((s.ring.reqProdPvt - s.ring.rspCons) >>> 0)) throw new StateRecordError(`direct vbd ${fn.devid}: the ring's ${rspProd} responses are not of the record's requests`);
+      ring.reqProdPvt = s.ring.reqProdPvt;
+      ring.rspCons = s.ring.rspCons;
+      d.ring = ring;
+    }
+    d.ringPfn = s.ringPfn;
+    d.generation = s.generation;
+    d.up = s.up;
+    d.sectors = s.sectors;
+    d.nextId = s.nextId;
+    d.lostReason = s.lostReason ?? undefined;
+    Object.assign(d.counters, s.counters);
+    const pending = (r: VfBlkRequestState): Pending => {
+      const req = hwBlkProtocol.request.decode(new DataView(r.slot.buffer, r.slot.byteOffset, r.slot.byteLength), 0);
+      const into = r.readBytes > 0 ? new Uint8Array(r.readBytes) : undefined;
+      let resolve!: () => void;
+      let reject!: (e: Error) => void;
+      const done = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+      d.restored.push({ op: req.op, sector: req.sector, completion: done.then(() => into) });
+      return { req, frames: [...r.frames], ...(into ? { into } : {}), ...(r.raw ? { raw: () => {} } : {}), resolve, reject };
+    };
+    for (const r of s.inflight) {
+      const p = pending(r);
+      d.inflight.set(p.req.id, p);
+    }
+    d.backlog.push(...s.backlog.map(pending));
+    d.quiesced = true;
+    d.restoredFrom = true;
+    return d;
+  }
 
   get fn(): DirectFunction {
     return this.o.fn;
@@ -99,7 +249,7 @@ export class VfBlkDriver implements BlockDevice {
     const pending = [...this.inflight.values()].sort((a, b) => a.req.id - b.req.id);
     this.inflight.clear();
     this.backlog.unshift(...pending);
-    this.metrics.resubmitted += pending.length;
+    this.counters.resubmitted += pending.length;
     this.lostReason = undefined;
     this.pump();
   }
@@ -184,7 +334,7 @@ export class VfBlkDriver implements BlockDevice {
       pfns.push(pfn);
       if (op === HWBLK_OP_WRITE) {
         memory.page(pfn).set(buf.subarray(at, at + n));
-        this.metrics.bytesCopied += n;
+        this.counters.bytesCopied += n;
       }
       // The domid of a function's segment is reserved: the IOMMU decides whose memory pfn is.
       segments.push({ domid: 0, pfn, firstSect: 0, lastSect: n / SECTOR_SIZE - 1 });
@@ -206,7 +356,7 @@ export class VfBlkDriver implements BlockDevice {
 
   private pump(): void {
     const ring = this.ring;
-    if (!ring) return;
+    if (!ring || this.quiesced) return;
     let n = 0;
     while (this.backlog.length > 0 && !ring.isFull()) {
       const p = this.backlog.shift()!;
@@ -220,20 +370,26 @@ export class VfBlkDriver implements BlockDevice {
       n++;
     }
     if (n === 0) return;
-    this.metrics.requests += n;
+    this.counters.requests += n;
     if (ring.pushRequests()) this.doorbell();
-    else this.metrics.suppressed++;
+    else this.counters.suppressed++;
   }
 
   private doorbell(): void {
-    this.metrics.doorbells++;
+    this.counters.doorbells++;
     this.o.fn.doorbell();
   }
 
   private onInterrupt(): void {
+    if (this.quiesced || !this.ring || this.lostReason) return;
+    this.counters.interrupts++;
+    this.collect();
+  }
+
+  /** Take the device's answers (the interrupt handler's work, also run on resume). */
+  private collect(): void {
     const ring = this.ring;
-    if (!ring || this.lostReason) return;
-    this.metrics.interrupts++;
+    if (!ring || this.lostReason || this.quiesced) return;
     if (this.resetUnderUs()) return;
     // Nothing to look at before the device has its queue; start() ends once it has it.
     if (!this.up && (this.o.fn.regs.read(VF_REG.STATUS) & VF_STATUS_ENABLED) === 0) return;
@@ -257,21 +413,21 @@ export class VfBlkDriver implements BlockDevice {
       p.resolve();
       return;
     }
-    this.metrics.responses++;
+    this.counters.responses++;
     if (status === HW_STATUS_OK) {
       if (p.req.op === HWBLK_OP_READ && p.into) {
         p.frames.forEach((pfn, i) => {
           const n = Math.min(PAGE_SIZE, p.into!.byteLength - i * PAGE_SIZE);
           p.into!.set(memory.page(pfn).subarray(0, n), i * PAGE_SIZE);
-          this.metrics.bytesCopied += n;
+          this.counters.bytesCopied += n;
         });
-        this.metrics.sectorsRead += p.into.byteLength / SECTOR_SIZE;
-        this.metrics.reads++;
+        this.counters.sectorsRead += p.into.byteLength / SECTOR_SIZE;
+        this.counters.reads++;
       } else if (p.req.op === HWBLK_OP_WRITE) {
-        this.metrics.sectorsWritten += p.req.segments.reduce((a, s) => a + s.lastSect - s.firstSect + 1, 0);
-        this.metrics.writes++;
-      } else this.metrics.flushes++;
-    } else this.metrics.errors++;
+        this.counters.sectorsWritten += p.req.segments.reduce((a, s) => a + s.lastSect - s.firstSect + 1, 0);
+        this.counters.writes++;
+      } else this.counters.flushes++;
+    } else this.counters.errors++;
     for (const f of p.frames) frames.release(f);
     if (status === HW_STATUS_OK) p.resolve();
     else p.reject(new DeviceError(`direct vbd ${this.o.fn.devid}: request ${p.req.id} failed with status ${status}`));
@@ -294,7 +450,7 @@ export class VfBlkDriver implements BlockDevice {
     const all = [...this.inflight.values(), ...this.backlog.splice(0)];
     this.inflight.clear();
     for (const p of all) {
-      this.metrics.aborted++;
+      this.counters.aborted++;
       for (const f of p.frames) this.o.frames.release(f);
       p.reject(new DeviceError(`direct vbd ${this.o.fn.devid}: ${reason}`));
     }

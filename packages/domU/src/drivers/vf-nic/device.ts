@@ -30,9 +30,20 @@ import {
   type GuestMemory,
   type HwNicBuffer,
   type HwStatusResponse,
+  loadRecord,
+  saveRecord,
+  REQ_PROD,
+  RSP_PROD,
+  StateError,
+  StateRecordError,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
 } from '@ringvisor/shared';
 import { awaitStatus, enableQueues, type DirectFunction } from '../../kernel/direct.js';
 import { newVfNicMetrics, type VfNicMetrics } from './metrics.js';
+import { vfNicDriverLayout, type VfNicDriverState } from './state.js';
 
 const BUF_SIZE = 2048;
 const BUFS_PER_PAGE = PAGE_SIZE / BUF_SIZE;
@@ -57,8 +68,13 @@ export interface VfNicOptions {
   traceLabel?: { host: string; domid: number; device: string; iface: string };
 }
 
-export class VfNicDriver {
-  readonly metrics: VfNicMetrics = newVfNicMetrics();
+/**
+ * Persistence (Device, state.ts): quiesce() stops the driver acting — interrupts wait, frames to
+ * send queue up; save() writes the record; `VfNicDriver.restore` builds a fresh driver on the same
+ * options, which attach() starts: it binds the interrupt, collects what came meanwhile, goes on.
+ */
+export class VfNicDriver implements Device {
+  readonly counters: VfNicMetrics = newVfNicMetrics();
   mac = '';
   private tx?: FrontRing<HwNicBuffer, HwStatusResponse>;
   private rx?: FrontRing<HwNicBuffer, HwStatusResponse>;
@@ -73,8 +89,109 @@ export class VfNicDriver {
   /** The device showed its queues enabled under this generation (see onInterrupt). */
   private up = false;
   private readonly interruptBound = new WeakSet<DirectFunction>();
+  private quiesced = false;
+  private restoredFrom = false;
 
   constructor(private readonly o: VfNicOptions) {}
+
+  get identity(): DeviceIdentity {
+    return { kind: 'net', mode: 'direct', side: 'guest', type: 'vf-nic-driver', devid: this.o.fn.devid };
+  }
+
+  async attach(): Promise<void> {
+    if (!this.restoredFrom) return this.open();
+    this.restoredFrom = false;
+    const fn = this.o.fn;
+    if (!this.interruptBound.has(fn)) {
+      this.interruptBound.add(fn);
+      fn.onInterrupt(() => this.onInterrupt());
+    }
+    this.resume();
+    // The device may sleep on event indices set before the save: ring once.
+    if (this.tx) this.doorbell();
+  }
+
+  async stop(reason: string): Promise<void> {
+    this.quiesced = false;
+    this.detach(reason);
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return { ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped, detail: { ...m } };
+  }
+
+  /** Its copies are synchronous: nothing runs outside its state, it only stops acting. */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.onInterrupt(false);
+    this.pumpTx();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.quiesced) throw new StateError(`direct vif ${this.o.fn.devid}: save() needs the driver quiesced first`);
+    const ring = (r: FrontRing<HwNicBuffer, HwStatusResponse> | undefined) => (r ? { reqProdPvt: r.reqProdPvt, rspCons: r.rspCons } : null);
+    const state: VfNicDriverState = {
+      ringPfns: [...this.ringPfns],
+      tx: ring(this.tx),
+      rx: ring(this.rx),
+      txBufs: this.txBufs.map((b) => ({ pfn: b.pfn, offset: b.offset === 0 ? 0 : 2048 })),
+      rxBufs: this.rxBufs.map((b) => ({ pfn: b.pfn, offset: b.offset === 0 ? 0 : 2048 })),
+      txFree: [...this.txFree],
+      txQueue: this.txQueue.map((f) => f.slice()),
+      generation: this.generation,
+      up: this.up,
+      lost: this.lost ?? null,
+      mac: this.mac,
+      counters: { ...this.counters },
+    };
+    return saveRecord(vfNicDriverLayout, `dom/direct-vif/${this.o.fn.devid}`, state);
+  }
+
+  /**
+   * A fresh driver on `options` (the constructor's) carrying on the saved one's queues; attach()
+   * starts it. Throws StateRecordError for a record that does not check or whose rings do not
+   * match the guest's memory.
+   */
+  static restore(options: ConstructorParameters<typeof VfNicDriver>[0], record: unknown): VfNicDriver {
+    const s = loadRecord(vfNicDriverLayout, record);
+    const { memory, fn } = options;
+    for (const f of [...s.ringPfns, ...s.txBufs.map((b) => b.pfn), ...s.rxBufs.map((b) => b.pfn)])
+      if (!memory.hasFrame(f)) throw new StateRecordError(`direct vif ${fn.devid}: frame ${f} of the record is not the guest's`);
+    const d = new VfNicDriver(options);
+    const ring = (pfn: number, protocol: typeof hwNicTxProtocol, r: { reqProdPvt: number; rspCons: number }, what: string) => {
+      const ring = new FrontRing(memory.page(pfn), protocol, fn.ringSync(pfn, () => d.doorbell()));
+      const reqProd = ring.page.load(REQ_PROD);
+      const rspProd = ring.page.load(RSP_PROD);
+      if (reqProd !== r.reqProdPvt || ((rspProd - r.rspCons) >>> 0) > ((r.reqProdPvt - r.rspCons) >>> 0))
+        throw new StateRecordError(`direct vif ${fn.devid}: the ${what} ring shows req_prod ${reqProd}, rsp_prod ${rspProd}, not the record's ${r.reqProdPvt}/${r.rspCons}`);
+      ring.reqProdPvt = r.reqProdPvt;
+      ring.rspCons = r.rspCons;
+      return ring;
+    };
+    if (s.tx && s.rx) {
+      d.tx = ring(s.ringPfns[0], hwNicTxProtocol, s.tx, 'tx');
+      d.rx = ring(s.ringPfns[1], hwNicRxProtocol, s.rx, 'rx');
+    }
+    d.ringPfns = [...s.ringPfns];
+    d.txBufs.push(...s.txBufs.map((b) => ({ ...b })));
+    d.rxBufs.push(...s.rxBufs.map((b) => ({ ...b })));
+    d.txFree.push(...s.txFree);
+    d.txQueue.push(...s.txQueue.map((f) => f.slice()));
+    d.generation = s.generation;
+    d.up = s.up;
+    d.lost = s.lost ?? undefined;
+    d.mac = s.mac;
+    Object.assign(d.counters, s.counters);
+    d.quiesced = true;
+    d.restoredFrom = true;
+    return d;
+  }
 
   get fn(): DirectFunction {
     return this.o.fn;
@@ -143,11 +260,11 @@ export class VfNicDriver {
    */
   transmit(frame: Uint8Array): boolean {
     if (frame.byteLength > ETH_MAX_FRAME) {
-      this.metrics.txDropped++;
+      this.counters.txDropped++;
       return false;
     }
     if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-      this.metrics.txBusy++;
+      this.counters.txBusy++;
       return false;
     }
     this.txQueue.push(frame);
@@ -184,14 +301,14 @@ export class VfNicDriver {
     this.lost = reason;
     this.tx = undefined;
     this.rx = undefined;
-    this.metrics.txDropped += this.txQueue.length;
+    this.counters.txDropped += this.txQueue.length;
     this.txQueue.length = 0;
     for (const raw of this.rawQueue.splice(0)) raw.resolve(undefined);
   }
 
   private pumpTx(): void {
     const tx = this.tx;
-    if (!tx || this.lost) return;
+    if (!tx || this.lost || this.quiesced) return;
     const { memory, fn } = this.o;
     let n = 0;
     while (this.rawQueue.length > 0 && this.txFree.length > 0 && !tx.isFull()) {
@@ -206,17 +323,17 @@ export class VfNicDriver {
       const id = this.txFree.pop()!;
       const b = this.txBufs[id];
       memory.page(b.pfn).set(frame, b.offset);
-      this.metrics.bytesCopied += frame.byteLength;
+      this.counters.bytesCopied += frame.byteLength;
       if (frameChannel.hasSubscribers) this.traceFrame('tx', frame);
       fn.toDevice(b.pfn, b.offset, frame.byteLength);
       tx.putRequest({ domid: 0, id, pfn: b.pfn, offset: b.offset, len: frame.byteLength });
-      this.metrics.txPackets++;
-      this.metrics.txBytes += frame.byteLength;
+      this.counters.txPackets++;
+      this.counters.txBytes += frame.byteLength;
       n++;
     }
     if (n === 0) return;
     if (tx.pushRequests()) this.doorbell();
-    else this.metrics.suppressed++;
+    else this.counters.suppressed++;
   }
 
   private traceFrame(dir: 'tx' | 'rx', frame: Uint8Array): void {
@@ -226,7 +343,7 @@ export class VfNicDriver {
 
   private doorbell(): void {
     if (this.lost) return;
-    this.metrics.doorbells++;
+    this.counters.doorbells++;
     this.o.fn.doorbell();
   }
 
@@ -245,11 +362,12 @@ export class VfNicDriver {
     return this.up ? 'reset' : 'starting';
   }
 
-  private onInterrupt(): void {
+  /** The interrupt handler (`counted`: a delivered interrupt; resume() runs it as a poll). */
+  private onInterrupt(counted = true): void {
     const tx = this.tx;
     const rx = this.rx;
-    if (!tx || !rx || this.lost) return;
-    this.metrics.interrupts++;
+    if (!tx || !rx || this.lost || this.quiesced) return;
+    if (counted) this.counters.interrupts++;
     const state = this.functionState();
     if (state === 'reset') {
       this.detach(`function ${this.o.fn.rid} was reset`);
@@ -267,7 +385,7 @@ export class VfNicDriver {
         if (raw) {
           this.rawWaiters.delete(r.id);
           raw(r.status);
-        } else if (r.status !== HW_STATUS_OK) this.metrics.txErrors++;
+        } else if (r.status !== HW_STATUS_OK) this.counters.txErrors++;
         this.txFree.push(r.id);
       }
       for (let i = 0; i < rx.size; i++) {
@@ -277,12 +395,12 @@ export class VfNicDriver {
         if (!b) continue;
         if (r.status > 0 && r.status <= BUF_SIZE) {
           const frame = this.o.memory.page(b.pfn).slice(b.offset, b.offset + r.status);
-          this.metrics.rxPackets++;
-          this.metrics.rxBytes += r.status;
-          this.metrics.bytesCopied += r.status;
+          this.counters.rxPackets++;
+          this.counters.rxBytes += r.status;
+          this.counters.bytesCopied += r.status;
           if (frameChannel.hasSubscribers) this.traceFrame('rx', frame);
           this.receiver(frame);
-        } else this.metrics.rxErrors++;
+        } else this.counters.rxErrors++;
         rx.putRequest({ domid: 0, id: r.id, pfn: b.pfn, offset: b.offset, len: BUF_SIZE });
         reposted++;
       }

@@ -39,6 +39,7 @@ export class CameraDevice {
   readonly frameSize: number;
   readonly metrics: CameraMetrics = { captured: 0, delivered: 0, dropped: 0, bytes: 0 };
   private seq = 0;
+  private lastTs: bigint | undefined;
   private timer: NodeJS.Timeout | undefined;
   private sink: CameraSink | undefined;
   private readonly clockUs: () => number;
@@ -58,6 +59,22 @@ export class CameraDevice {
 
   get streaming(): boolean {
     return this.timer !== undefined;
+  }
+
+  /** The last sequence number given (the next frame's is one more). */
+  get sequence(): number {
+    return this.seq;
+  }
+
+  /** The last delivered frame's timestamp (µs), undefined before the first. */
+  get lastTimestampUs(): bigint | undefined {
+    return this.lastTs;
+  }
+
+  /** A restored camera goes on from a saved sequence (the guest sees no false gap). */
+  continueFrom(seq: number, lastTimestampUs: bigint | undefined): void {
+    this.seq = seq;
+    this.lastTs = lastTimestampUs;
   }
 
   /** Start streaming into `sink` at the camera's rate (STREAM_START). */
@@ -85,6 +102,7 @@ export class CameraDevice {
     }
     const ts = BigInt(Math.max(0, Math.floor(this.clockUs())));
     const used = renderCameraFrame(buf, this.format, seq, ts);
+    this.lastTs = ts;
     this.metrics.delivered++;
     this.metrics.bytes += used;
     sink.filled(seq, used, ts);

@@ -5,17 +5,44 @@
  * out of and into them. A full outgoing queue parks what is left (the device is asked to say when
  * it frees a slot); frames beyond a bounded transmit queue are dropped and counted.
  */
-import { ETH_MAX_FRAME, PAGE_SIZE, VIF_RX, VIF_RX_POST, VIF_TX, VIF_TX_DONE, vifMessage, type FrameAllocator, type GuestMemory } from '@ringvisor/shared';
+import {
+  ETH_MAX_FRAME,
+  PAGE_SIZE,
+  VIF_RX,
+  VIF_RX_POST,
+  VIF_TX,
+  VIF_TX_DONE,
+  vifMessage,
+  loadRecord,
+  saveRecord,
+  StateError,
+  StateRecordError,
+  type Device,
+  type DeviceIdentity,
+  type DeviceMetrics,
+  type DeviceStateRecord,
+  type FrameAllocator,
+  type GuestMemory,
+} from '@ringvisor/shared';
 import { VifDriver, drainIncoming, pushOutgoing, type OpenVif } from '../../kernel/svio.js';
 import { newVifNetMetrics, type VifNetMetrics } from './metrics.js';
+import { svioNetDriverLayout } from './state.js';
 
 const BUF = 2048;
 const TX_BUFFERS = 32;
 const RX_BUFFERS = 64;
 const TX_QUEUE_LIMIT = 256;
 
-export class SvioNetDriver extends VifDriver {
-  readonly metrics: VifNetMetrics = newVifNetMetrics();
+/**
+ * Persistence (Device, state.ts): quiesce() stops the driver acting — answers wait on the incoming
+ * queue, frames to send queue up; save() writes the record; `SvioNetDriver.restore` builds a fresh
+ * driver on the same arguments (taking the record's buffers, allocating none), which attach() starts.
+ */
+export class SvioNetDriver extends VifDriver implements Device {
+  /** Set while restore() builds an instance: the constructor then allocates and posts nothing. */
+  private static restoring = false;
+
+  readonly counters: VifNetMetrics = newVifNetMetrics();
   readonly mac: string;
   private readonly tx: Array<{ pfn: number; offset: number }> = [];
   private readonly rx: Array<{ pfn: number; offset: number }> = [];
@@ -31,6 +58,10 @@ export class SvioNetDriver extends VifDriver {
   ) {
     super(vif);
     this.mac = vif.regs.mac;
+    if (SvioNetDriver.restoring) {
+      this.quiesced = true;
+      return;
+    }
     const buffers = (n: number, list: Array<{ pfn: number; offset: number }>) => {
       for (let i = 0; i < n; i += PAGE_SIZE / BUF) {
         const pfn = frames.alloc();
@@ -50,14 +81,85 @@ export class SvioNetDriver extends VifDriver {
    * as a NIC reset loses them (counted; the UDP checker sees them as lost during the fault).
    */
   reattach(vif: OpenVif): void {
-    this.attach(vif);
-    this.metrics.recoveries++;
-    this.metrics.txLost += TX_BUFFERS - this.txFree.length;
+    this.attachVif(vif);
+    this.counters.recoveries++;
+    this.counters.txLost += TX_BUFFERS - this.txFree.length;
     this.txFree.length = 0;
     for (let id = TX_BUFFERS - 1; id >= 0; id--) this.txFree.push(id);
     this.rxToPost.length = 0;
     for (let id = 0; id < RX_BUFFERS; id++) this.rxToPost.push(id);
     this.pump();
+  }
+
+  get identity(): DeviceIdentity {
+    return { kind: 'net', mode: 'svio', side: 'guest', type: 'svio-net-driver', devid: this.vif.spec.devid };
+  }
+
+  /** The VIF is open when the driver is built; a restored driver starts here. */
+  async attach(): Promise<void> {
+    if (!this.quiesced) return;
+    this.resume();
+    this.vif.doorbell(); // the device may sleep on an event index set before the save
+  }
+
+  async stop(reason: string): Promise<void> {
+    this.quiesced = true; // nothing more taken or sent; the buffers stay the guest's
+    this.counters.txDropped += this.txQueue.length;
+    this.txQueue.length = 0;
+    void reason;
+  }
+
+  metrics(): DeviceMetrics {
+    const m = this.counters;
+    return { ops: m.txPackets + m.rxPackets, bytes: m.txBytes + m.rxBytes, errors: m.txErrors + m.rxErrors + m.txDropped + m.unexpected, detail: { ...m } };
+  }
+
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.interrupt();
+    this.pump();
+  }
+
+  save(): DeviceStateRecord {
+    if (!this.quiesced) throw new StateError(`VIF ${this.vif.spec.vif}: save() needs the driver quiesced first`);
+    const buf = (b: { pfn: number; offset: number }) => ({ pfn: b.pfn, offset: b.offset === 0 ? (0 as const) : (2048 as const) });
+    return saveRecord(svioNetDriverLayout, `dom/svio-vif/${this.vif.spec.devid}`, {
+      ...this.queueIndices(),
+      tx: this.tx.map(buf),
+      rx: this.rx.map(buf),
+      txFree: [...this.txFree],
+      rxToPost: [...this.rxToPost],
+      txQueue: this.txQueue.map((f) => f.slice()),
+      mac: this.mac,
+      counters: { ...this.counters },
+    });
+  }
+
+  /** A fresh driver on `args` (the constructor's) carrying on the saved one; attach() starts it. */
+  static restore(args: ConstructorParameters<typeof SvioNetDriver>, record: unknown): SvioNetDriver {
+    const s = loadRecord(svioNetDriverLayout, record);
+    const [vif, memory] = args;
+    VifDriver.checkQueues(vif, s);
+    for (const b of [...s.tx, ...s.rx]) if (!memory.hasFrame(b.pfn)) throw new StateRecordError(`VIF ${vif.spec.vif}: buffer frame ${b.pfn} of the record is not the guest's`);
+    SvioNetDriver.restoring = true;
+    let d: SvioNetDriver;
+    try {
+      d = new SvioNetDriver(...args);
+    } finally {
+      SvioNetDriver.restoring = false;
+    }
+    d.tx.push(...s.tx.map((b) => ({ ...b })));
+    d.rx.push(...s.rx.map((b) => ({ ...b })));
+    d.txFree.push(...s.txFree);
+    d.rxToPost.push(...s.rxToPost);
+    d.txQueue.push(...s.txQueue.map((f) => f.slice()));
+    Object.assign(d.counters, s.counters);
+    return d;
   }
 
   onReceive(cb: (frame: Uint8Array) => void): void {
@@ -70,11 +172,11 @@ export class SvioNetDriver extends VifDriver {
    */
   transmit(frame: Uint8Array): boolean {
     if (frame.byteLength > ETH_MAX_FRAME) {
-      this.metrics.txDropped++;
+      this.counters.txDropped++;
       return false;
     }
     if (this.txQueue.length >= TX_QUEUE_LIMIT) {
-      this.metrics.txBusy++;
+      this.counters.txBusy++;
       return false;
     }
     this.txQueue.push(frame);
@@ -84,6 +186,7 @@ export class SvioNetDriver extends VifDriver {
 
   /** Fill the outgoing queue: rx buffers to post, then frames to send; one push, one doorbell at most. */
   private pump(): void {
+    if (this.quiesced) return;
     const { out } = this.vif;
     let n = 0;
     while (this.rxToPost.length > 0 && out.free() > 0) {
@@ -98,38 +201,38 @@ export class SvioNetDriver extends VifDriver {
       const b = this.tx[id];
       this.memory.page(b.pfn).set(frame, b.offset);
       this.vif.toDevice(b.pfn, b.offset, frame.byteLength);
-      this.metrics.bytesCopied += frame.byteLength;
+      this.counters.bytesCopied += frame.byteLength;
       out.put(vifMessage({ type: VIF_TX, id, gfn: b.pfn, offset: b.offset, len: frame.byteLength }));
-      this.metrics.txPackets++;
-      this.metrics.txBytes += frame.byteLength;
+      this.counters.txPackets++;
+      this.counters.txBytes += frame.byteLength;
       n++;
     }
-    if (n > 0) pushOutgoing(this.vif, this.metrics);
+    if (n > 0) pushOutgoing(this.vif, this.counters);
     // Work left and no room: ask the device to say when it frees a slot (or go on if it just did).
     if ((this.rxToPost.length > 0 || (this.txQueue.length > 0 && this.txFree.length > 0)) && out.free() === 0 && out.finalCheckForSpace()) setImmediate(() => this.pump());
   }
 
   protected onInterrupt(): void {
-    this.metrics.interrupts++;
+    this.counters.interrupts++;
     drainIncoming(
       this.vif,
       (m) => {
         if (m.type === VIF_TX_DONE && m.id < TX_BUFFERS) {
-          if (m.status !== 0) this.metrics.txErrors++;
+          if (m.status !== 0) this.counters.txErrors++;
           this.txFree.push(m.id);
         } else if (m.type === VIF_RX && m.id < RX_BUFFERS) {
           const b = this.rx[m.id];
           if (m.status > 0 && m.status <= BUF) {
             const frame = this.memory.page(b.pfn).slice(b.offset, b.offset + m.status);
-            this.metrics.rxPackets++;
-            this.metrics.rxBytes += m.status;
-            this.metrics.bytesCopied += m.status;
+            this.counters.rxPackets++;
+            this.counters.rxBytes += m.status;
+            this.counters.bytesCopied += m.status;
             this.receiver(frame);
-          } else this.metrics.rxErrors++;
+          } else this.counters.rxErrors++;
           this.rxToPost.push(m.id);
-        } else this.metrics.unexpected++;
+        } else this.counters.unexpected++;
       },
-      this.metrics,
+      this.counters,
     );
     this.pump();
   }
