@@ -4,6 +4,10 @@
  * fails or corrupts requests (hwsim's rule table), the NIC really loses carrier, a guest's runtime
  * is really killed or frozen — and heals it. Every inject and heal is a `fault` trace event, so
  * it lands in the same history as the I/O (the dashboard's timeline, `ringvisor trace`).
+ *
+ * What each kind does is its module's (`kinds/`, found through the registry); this class keeps
+ * the bookkeeping around it: occurrence keys and seeds, the history, the faults still active and
+ * their heals, the tallies the checkers judge, and the trace events.
  */
 import { SplitMix32, mixSeed, publishTrace, traceNow, type Logger } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
