@@ -1,10 +1,10 @@
 /**
  * Random campaigns: a seeded plan of N scenarios, one fault each, back to back — every kind the
  * cluster can take (each kind's module says which clusters and guests: link faults need the ws
- * transport, LAN faults two hosts, PV kinds a guest with PV devices, …) dealt round-robin in a
- * seeded order, with seeded targets and parameters. Scenarios that end a guest (kill, link
- * reset) come last and never take the last guest standing. The same seed and cluster give the
- * same plan.
+ * transport, LAN faults two hosts, PV kinds a guest with PV devices, …) dealt round-robin (in
+ * their modules' `order`, each round shuffled by the seed), with seeded targets and parameters.
+ * Scenarios that end a guest (kill, link reset) come last and never take the last guest
+ * standing. The same seed and cluster give the same plan.
  *
  * Kinds without a generator are left out on purpose: disk.bitflip (silent corruption is detected,
  * not survived — it has its own scenario), disk.torn (it needs a writeback disk; its own scenario
@@ -45,7 +45,9 @@ export function generatePlan(o: { seed: number; scenarios: number; transport: 't
   const { guests } = cluster;
   /** The guests a kind can act on. */
   const eligible = (k: Generated) => guests.filter((g) => k.generate.eligible?.(g) ?? true);
-  const generated = faultKinds().filter((k): k is Generated => k.generate !== undefined && (k.generate.dealt?.(cluster) ?? true) && eligible(k as Generated).length > 0);
+  const generated = faultKinds()
+    .filter((k): k is Generated => k.generate !== undefined && (k.generate.dealt?.(cluster) ?? true) && eligible(k as Generated).length > 0)
+    .sort((a, b) => a.generate.order - b.generate.order);
   const kinds = generated.filter((k) => !k.generate.ending);
   // A seeded deal: every kind once per round, rounds shuffled independently.
   const deal: Generated[] = [];

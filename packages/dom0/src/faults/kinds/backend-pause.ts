@@ -16,6 +16,7 @@ export const backendPause: FaultKind<'backend.pause', NoParams, AnyBackend[]> = 
   },
   heal: (_ctx, backends) => backends.forEach((b) => b.resume()),
   generate: {
+    order: 10,
     eligible: hasPv,
     make: (s) => ({ who: { domain: s.g.name, device: pvDevice(s) }, what: { kind: 'backend.pause' }, when: s.when }),
   },

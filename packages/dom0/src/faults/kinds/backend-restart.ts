@@ -18,6 +18,7 @@ export const backendRestart: FaultKind<'backend.restart', NoParams> = {
     return { host, domid };
   },
   generate: {
+    order: 20,
     eligible: hasPv,
     make: (s) => ({ who: { domain: s.g.name, device: pvDevice(s) }, what: { kind: 'backend.restart' }, when: { at: s.at } }),
   },

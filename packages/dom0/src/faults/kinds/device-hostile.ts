@@ -52,6 +52,7 @@ export const deviceHostile: FaultKind<'device.hostile', DeviceHostileParams> = {
     return { host, domid };
   },
   generate: {
+    order: 170,
     eligible: (g) => g.emulated.length > 0,
     make(s) {
       // Only the attacks that cannot scribble over the attacker's own memory: a Lance made to DMA

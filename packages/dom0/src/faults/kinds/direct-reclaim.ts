@@ -30,6 +30,7 @@ export const directReclaim: FaultKind<'direct.reclaim', NoParams, Reclaimed> = {
     ctx.record.detail = { ...ctx.record.detail, reassigned: back.rid };
   },
   generate: {
+    order: 180,
     eligible: (g) => g.direct.length > 0,
     make: (s) => ({ who: { domain: s.g.name, device: s.pick(s.g.direct) }, what: { kind: 'direct.reclaim' }, when: s.when }),
   },

@@ -63,6 +63,7 @@ export const diskEio: FaultKind<'disk.eio', DiskRuleParams, Host[]> = {
   inject: (ctx, spec) => addRule(ctx, spec, 'eio'),
   heal: removeRule,
   generate: {
+    order: 70,
     make: (s) => ({ who: { host: s.g.host }, what: { kind: 'disk.eio', op: s.pick(['read', 'write', 'flush', 'any'] as const), probability: 0.2 + s.next() * 0.6 }, when: s.when }),
   },
 };

@@ -126,6 +126,7 @@ export const evtchnLost: FaultKind<'evtchn.lost', EvtchnLostParams, EndFault> = 
   inject: (ctx, spec) => injectEventFault(ctx, spec, true),
   heal: (_ctx, end) => end(),
   generate: {
+    order: 30,
     eligible: hasEvents,
     make: (s) => ({
       who: { domain: s.g.name },
@@ -151,6 +152,7 @@ export const evtchnDelayed: FaultKind<'evtchn.delayed', EvtchnDelayedParams, End
   inject: (ctx, spec) => injectEventFault(ctx, spec, false),
   heal: (_ctx, end) => end(),
   generate: {
+    order: 40,
     eligible: hasEvents,
     make: (s) => ({ who: { domain: s.g.name }, what: { kind: 'evtchn.delayed', delayMs: 5 + s.nextInt(50) }, when: s.when }),
   },

@@ -74,6 +74,7 @@ export const evtchnSpurious: FaultKind<'evtchn.spurious', EventRateParams, NodeJ
   inject: (ctx, spec) => injectExtraEvents(ctx, spec, false),
   heal: (_ctx, timer) => clearInterval(timer),
   generate: {
+    order: 50,
     eligible: hasChannels,
     make: (s) => ({ who: { domain: s.g.name }, what: { kind: 'evtchn.spurious', ratePerSec: 500 + s.nextInt(2000) }, when: s.when }),
   },
@@ -88,6 +89,7 @@ export const evtchnStorm: FaultKind<'evtchn.storm', EventRateParams, NodeJS.Time
   inject: (ctx, spec) => injectExtraEvents(ctx, spec, true),
   heal: (_ctx, timer) => clearInterval(timer),
   generate: {
+    order: 60,
     eligible: hasChannels,
     make: (s) => ({ who: { domain: s.g.name }, what: { kind: 'evtchn.storm', ratePerSec: 20_000 + s.nextInt(30_000) }, when: s.when }),
   },

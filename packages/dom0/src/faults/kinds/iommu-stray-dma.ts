@@ -50,6 +50,7 @@ export const iommuStrayDma: FaultKind<'iommu.stray-dma', StrayDmaParams> = {
     return { host, domid };
   },
   generate: {
+    order: 190,
     eligible: (g) => g.direct.length > 0,
     make: (s) => ({ who: { domain: s.g.name, device: s.pick(s.g.direct) }, what: { kind: 'iommu.stray-dma', count: 4 + s.nextInt(12) }, when: { at: s.at } }),
   },

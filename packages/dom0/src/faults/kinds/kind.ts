@@ -156,6 +156,11 @@ export interface GenScenario {
 
 export interface FaultGenerator<N extends string, P extends object> {
   /**
+   * Where the kind sits in a campaign's round before the seeded shuffle (ascending). A seed gives
+   * the same plan only as long as this order stays: a new kind takes a number after the others.
+   */
+  readonly order: number;
+  /**
    * An ending (it takes a guest away): dealt last, at most once, never at the last guest; when
    * `dealt` holds.
    */

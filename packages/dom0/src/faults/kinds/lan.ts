@@ -25,7 +25,7 @@ async function apply(ctx: InjectContext, h: Host): Promise<void> {
   await h.setLanFaults(active.size ? { ...f, seed: mixSeed(ctx.seed, ctx.seq) } : undefined);
 }
 
-function lanFault<N extends string>(name: N, what: LanFaultName, description: string): FaultKind<N, LanParams, Host[]> {
+function lanFault<N extends string>(name: N, what: LanFaultName, order: number, description: string): FaultKind<N, LanParams, Host[]> {
   return {
     name,
     description,
@@ -51,13 +51,14 @@ function lanFault<N extends string>(name: N, what: LanFaultName, description: st
       }
     },
     generate: {
+      order,
       dealt: (c) => c.hosts > 1,
       make: (s) => ({ who: { host: s.g.host }, what: { kind: name, probability: 0.1 + s.next() * 0.4 }, when: s.when }),
     },
   };
 }
 
-export const lanDrop = lanFault('lan.drop', 'drop', 'frames leaving a host for the LAN switch are dropped with a probability; who: host (several hosts)');
-export const lanDuplicate = lanFault('lan.duplicate', 'duplicate', 'frames to the LAN are duplicated with a probability; who: host');
-export const lanReorder = lanFault('lan.reorder', 'reorder', 'frames to the LAN overtake each other with a probability; who: host');
-export const lanCorrupt = lanFault('lan.corrupt', 'corrupt', 'a byte of frames to the LAN is flipped with a probability (checksums must catch it); who: host');
+export const lanDrop = lanFault('lan.drop', 'drop', 250, 'frames leaving a host for the LAN switch are dropped with a probability; who: host (several hosts)');
+export const lanDuplicate = lanFault('lan.duplicate', 'duplicate', 260, 'frames to the LAN are duplicated with a probability; who: host');
+export const lanReorder = lanFault('lan.reorder', 'reorder', 270, 'frames to the LAN overtake each other with a probability; who: host');
+export const lanCorrupt = lanFault('lan.corrupt', 'corrupt', 280, 'a byte of frames to the LAN is flipped with a probability (checksums must catch it); who: host');

@@ -17,6 +17,7 @@ export const linkReset: FaultKind<'link.reset', NoParams> = {
     return { host, domid };
   },
   generate: {
+    order: 300,
     ending: true,
     dealt: (c) => c.transport === 'ws' && c.guests.length > 2,
     make(s) {

@@ -66,6 +66,7 @@ export const linkLatency: FaultKind<'link.latency', LinkLatencyParams, ToxicLink
   },
   heal: clearToxics,
   generate: {
+    order: 220,
     dealt: (c) => c.transport === 'ws',
     make: (s) => ({
       who: s.next() < 0.3 ? { host: s.g.host, runtime: 'hwsim' as const } : { domain: s.g.name },
@@ -86,6 +87,7 @@ export const linkBandwidth: FaultKind<'link.bandwidth', LinkBandwidthParams, Tox
   inject: (ctx, spec) => setToxics(ctx, spec, { bandwidthBytesPerSec: spec.what.bytesPerSec! }),
   heal: clearToxics,
   generate: {
+    order: 230,
     dealt: (c) => c.transport === 'ws',
     make: (s) => ({
       who: s.next() < 0.3 ? { host: s.g.host, runtime: 'hwsim' as const } : { domain: s.g.name },
@@ -106,6 +108,7 @@ export const linkPartition: FaultKind<'link.partition', LinkPartitionParams, Tox
   },
   heal: clearToxics,
   generate: {
+    order: 240,
     dealt: (c) => c.transport === 'ws',
     make: (s) => ({ who: { domain: s.g.name }, what: { kind: 'link.partition', partition: s.pick(['send', 'receive', 'both'] as const) }, when: s.when }),
   },

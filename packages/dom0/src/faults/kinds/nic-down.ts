@@ -15,6 +15,7 @@ export const nicDown: FaultKind<'nic.down', NoParams, Host[]> = {
     for (const h of hs) await h.setNicLink(true).catch(() => {});
   },
   generate: {
+    order: 80,
     make: (s) => ({ who: { host: s.g.host }, what: { kind: 'nic.down' }, when: s.when }),
   },
 };

@@ -33,6 +33,7 @@ export const processKill: FaultKind<'process.kill', NoParams, Array<() => Promis
     for (const r of revive) await r();
   },
   generate: {
+    order: 290,
     ending: true,
     dealt: (c) => c.guests.length > 1,
     make(s) {

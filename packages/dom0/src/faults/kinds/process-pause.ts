@@ -32,6 +32,7 @@ export const processPause: FaultKind<'process.pause', NoParams, Array<() => void
   },
   heal: (_ctx, thaws) => thaws.forEach((t) => t()),
   generate: {
+    order: 90,
     make: (s) => ({ who: processTarget(s), what: { kind: 'process.pause' }, when: s.when }),
   },
 };

@@ -41,6 +41,7 @@ export const processRestart: FaultKind<'process.restart', NoParams> = {
     return { host, domid };
   },
   generate: {
+    order: 100,
     make: (s) => ({ who: processTarget(s), what: { kind: 'process.restart' }, when: { at: s.at } }),
   },
 };

@@ -58,6 +58,19 @@ describe('the fault-kind registry', () => {
     for (const m of faultKinds()) if (m.generate) expect(dealtSomewhere.has(m.name), m.name).toBe(true);
   });
 
+  it('deals in the same order as before the kinds were modules: a seed gives the plan it always gave', () => {
+    const orders = faultKinds().flatMap((m) => (m.generate ? [m.generate.order] : []));
+    expect(new Set(orders).size).toBe(orders.length);
+    const plan = generatePlan({ seed: 7, scenarios: 25, transport: 'threads', config: defaultConfig() });
+    expect(plan.faults.map((f) => f.id)).toEqual([
+      's01-backend.pause', 's02-grant.revoke-mapped', 's03-direct.reclaim', 's04-iommu.stray-dma', 's05-evtchn.spurious',
+      's06-disk.eio', 's07-nic.down', 's08-evtchn.storm', 's09-ring.double-fetch', 's10-process.restart',
+      's11-process.pause', 's12-ring.foreign-gref', 's13-device.hostile', 's14-ring.garbage', 's15-evtchn.delayed',
+      's16-evtchn.lost', 's17-ring.stale-gref', 's18-ring.corrupt-index', 's19-backend.restart', 's20-direct.reclaim',
+      's21-nic.down', 's22-evtchn.spurious', 's23-device.hostile', 's24-evtchn.lost', 's25-process.kill',
+    ]);
+  });
+
   it('refuses a plan with an unknown kind with the message it always had', () => {
     let err: unknown;
     try {

@@ -21,7 +21,7 @@ export interface StoppedRing {
   spec: { who: { domain?: string; device?: string } };
 }
 
-function ringAttack<N extends string>(name: N, attack: string, description: string, opts: { resetsOnHeal?: boolean } = {}): FaultKind<N, RingAttackParams, StoppedRing> {
+function ringAttack<N extends string>(name: N, attack: string, order: number, description: string, opts: { resetsOnHeal?: boolean } = {}): FaultKind<N, RingAttackParams, StoppedRing> {
   return {
     name,
     description,
@@ -48,6 +48,7 @@ function ringAttack<N extends string>(name: N, attack: string, description: stri
       await h.restartBackend(spec.who.domain!, spec.who.device!).catch((e) => ctx.log.warn({ err: e }, 'backend reset failed'));
     },
     generate: {
+      order,
       eligible: (g) => Boolean(g.vbd),
       make: (s) =>
         opts.resetsOnHeal
@@ -60,19 +61,22 @@ function ringAttack<N extends string>(name: N, attack: string, description: stri
 export const ringGarbage = ringAttack(
   'ring.garbage',
   'garbage',
+  110,
   'a guest frontend publishes requests no backend can honour (bad op, > 11 segments, inverted segment, past the vbd); count; who: domain + device (vbd)',
 );
-export const ringForeignGref = ringAttack('ring.foreign-gref', 'foreign-gref', 'a guest frontend names grant refs it never issued; count; who: domain + device (vbd)');
-export const ringStaleGref = ringAttack('ring.stale-gref', 'stale-gref', 'a guest frontend names grant refs it already revoked; count; who: domain + device (vbd)');
-export const ringDoubleFetch = ringAttack('ring.double-fetch', 'double-fetch', 'a guest frontend rewrites requests after publishing them (TOCTOU); count; who: domain + device (vbd)');
+export const ringForeignGref = ringAttack('ring.foreign-gref', 'foreign-gref', 120, 'a guest frontend names grant refs it never issued; count; who: domain + device (vbd)');
+export const ringStaleGref = ringAttack('ring.stale-gref', 'stale-gref', 130, 'a guest frontend names grant refs it already revoked; count; who: domain + device (vbd)');
+export const ringDoubleFetch = ringAttack('ring.double-fetch', 'double-fetch', 140, 'a guest frontend rewrites requests after publishing them (TOCTOU); count; who: domain + device (vbd)');
 export const ringCorruptIndex = ringAttack(
   'ring.corrupt-index',
   'corrupt-index',
+  150,
   'a guest frontend publishes an impossible req_prod; the backend stops that ring; healing restarts the backend; who: domain + device (vbd)',
   { resetsOnHeal: true },
 );
 export const grantRevokeMapped = ringAttack(
   'grant.revoke-mapped',
   'revoke-mapped',
+  160,
   'a guest tries to revoke grants dom0 has mapped for in-flight I/O (must be refused); count; who: domain + device (vbd)',
 );

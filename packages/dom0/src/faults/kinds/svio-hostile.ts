@@ -104,6 +104,7 @@ export const svioHostile: FaultKind<'svio.hostile', SvioHostileParams, StoppedVi
     if (reset) await reset.heal();
   },
   generate: {
+    order: 210,
     eligible: (g) => g.svio.some((d) => d.startsWith('vif') || d.startsWith('vbd')),
     make(s) {
       const attack = s.pick(['garbage', 'flood', 'rogue-index'] as const);

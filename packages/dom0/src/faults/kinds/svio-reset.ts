@@ -28,6 +28,7 @@ export const svioReset: FaultKind<'svio.reset', NoParams, { heal: () => Promise<
     ctx.record.detail = { ...ctx.record.detail, recreated: back.vif };
   },
   generate: {
+    order: 200,
     eligible: (g) => g.svio.length > 0,
     make: (s) => ({ who: { domain: s.g.name, device: s.pick(s.g.svio) }, what: { kind: 'svio.reset' }, when: s.when }),
   },
