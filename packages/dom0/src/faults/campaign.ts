@@ -13,6 +13,7 @@ import type { Host } from '../toolstack/host.js';
 import { schedule, type FaultPlan, type FaultSpec, type Occurrence } from './plan.js';
 import type { FaultInjector, FaultRecord } from './injector.js';
 import { judge, runCheckers, type Checkers } from './checkers.js';
+import { faultKind } from './kinds/index.js';
 
 export interface ChaosReport {
   seed: number;
@@ -104,7 +105,7 @@ export class Campaign {
                   }, occ.healMs - occ.atMs),
                 );
             },
-            (e) => this.log.warn({ err: (e as Error).message, id: occ.fault.id }, 'fault could not be injected'),
+            (e: unknown) => this.log.warn({ err: e, id: occ.fault.id }, 'fault could not be injected'),
           );
           this.pending.push(p);
         }, Math.max(0, startIn)),
@@ -215,12 +216,12 @@ export class Campaign {
     );
     const checkers = runCheckers(finals, o.injector.strayDma, o.injector.hostileVif);
     // A guest may die only where the plan killed it: any other death is the system failing.
-    const meantToDie = new Set(o.injector.history.filter((r) => (r.kind === 'process.kill' || r.kind === 'link.reset') && !r.error).map((r) => r.who.domain));
+    const meantToDie = new Set(o.injector.history.filter((r) => faultKind(r.kind)?.endsGuest && !r.error).map((r) => r.who.domain));
     const failedGuests = [
       ...guests.filter((g) => !g.killed && g.state === 'failed').map((g) => g.name),
       ...guests.filter((g) => g.killed && !meantToDie.has(g.name)).map((g) => `${g.name} (its runtime died without being killed)`),
     ];
-    const silentCorruption = o.injector.history.some((r) => r.kind === 'disk.bitflip');
+    const silentCorruption = o.injector.history.some((r) => faultKind(r.kind)?.silentCorruption);
     const v = judge(checkers, { silentCorruption, stalled: this.stalled, failedGuests });
     const faults = o.injector.history.map((r) => ({ ...r, ...(this.recovery.has(r.key) ? { recoveryMs: this.recovery.get(r.key)! } : {}) }));
     return {

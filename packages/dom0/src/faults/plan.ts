@@ -25,105 +25,23 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, TRACE_KINDS, mixSeed, SplitMix32, type TraceKind } from '@ringvisor/shared';
+import { ConfigError, InvalidArgumentError, TRACE_KINDS, mixSeed, SplitMix32 } from '@ringvisor/shared';
 import { describeSchemaErrors } from '../toolstack/config.js';
+import { FAULT_KIND_MODULES, faultKind, faultKinds, type FaultKindName, type FaultParams } from './kinds/index.js';
+import type { FaultSelector, FaultWhen, KindSpec } from './kinds/kind.js';
 
-/** Every fault kind, with what it needs. */
-export const FAULT_KINDS = {
-  'backend.pause': 'a backend stops consuming its rings (a wedged driver domain); who: domain + device',
-  'evtchn.lost': 'notifications on a device channel are lost; direction to-guest | to-backend | both; who: domain [+ device]',
-  'evtchn.delayed': 'notifications are delivered delayMs late; who: domain [+ device]',
-  'evtchn.spurious': 'extra notifications nobody sent, ratePerSec to the guest and the backend (or, for direct and SV-IO devices, the hardware); who: domain [+ device]',
-  'evtchn.storm': 'a guest floods its backends (and its direct functions and SV-IO VIFs) with ratePerSec events; who: domain [+ device]',
-  'disk.eio': 'the physical disk fails requests (op, sectors, probability, times); who: host',
-  'disk.bitflip': 'the physical disk silently flips a bit (op, sectors, probability, times); who: host',
-  'disk.torn':
-    "the power goes: a writeback disk's volatile cache reaches the image only in part (each cached sector with writeProbability), the rest is lost, and the hardware comes back; acknowledged writes a flush covered must all be there, unflushed ones may be gone or torn (the ledger reports them as unflushed); who: host",
-  'nic.down': 'the physical NIC loses carrier; who: host',
-  'process.kill':
-    "kill -9 a guest runtime, and dom0 reclaims its domain; or, with runtime: hwsim, kill the hardware, or with runtime: dom0, dom0's I/O stack (every PV backend), down until healed (then back as a restart); who: domain, or host + runtime: hwsim | dom0",
-  'process.restart':
-    "reboot a guest (kill its runtime, reclaim its domain, build and boot it again: same disk region, same addresses); or, with runtime: hwsim, crash and restart the hardware (ws: kill -9 its process; devices re-attached, their queues redone, direct functions and SV-IO VIFs back); or, with runtime: dom0, restart dom0's I/O stack (every PV backend crashes at once and is offered again, the bridge forgets its MACs; the hypervisor and store go on); who: domain, or host + runtime: hwsim | dom0",
-  'process.pause': 'freeze a runtime (SIGSTOP, or its thread blocked), resume on heal; with runtime: dom0, every PV backend of the host stops consuming; who: domain, or host + runtime: hwsim | dom0',
-  'link.latency': 'ws: a runtime link gets latencyMs (+ jitterMs) each way, order kept; who: domain, or runtime: hwsim',
-  'link.bandwidth': 'ws: a runtime link is paced to bytesPerSec; who: domain, or runtime: hwsim',
-  'link.partition': 'ws: a runtime link stops carrying messages (partition: send | receive | both, from dom0) until healed, or resets after resetAfterMs; who: domain, or runtime: hwsim',
-  'link.reset': 'ws: a runtime link is reset (the runtime loses dom0; a guest is reclaimed); who: domain',
-  'lan.drop': 'frames leaving a host for the LAN switch are dropped with a probability; who: host (several hosts)',
-  'lan.duplicate': 'frames to the LAN are duplicated with a probability; who: host',
-  'lan.reorder': 'frames to the LAN overtake each other with a probability; who: host',
-  'lan.corrupt': 'a byte of frames to the LAN is flipped with a probability (checksums must catch it); who: host',
-  'ring.garbage': 'a guest frontend publishes requests no backend can honour (bad op, > 11 segments, inverted segment, past the vbd); count; who: domain + device (vbd)',
-  'ring.foreign-gref': 'a guest frontend names grant refs it never issued; count; who: domain + device (vbd)',
-  'ring.stale-gref': 'a guest frontend names grant refs it already revoked; count; who: domain + device (vbd)',
-  'ring.double-fetch': 'a guest frontend rewrites requests after publishing them (TOCTOU); count; who: domain + device (vbd)',
-  'ring.corrupt-index': 'a guest frontend publishes an impossible req_prod; the backend stops that ring; healing restarts the backend; who: domain + device (vbd)',
-  'grant.revoke-mapped': 'a guest tries to revoke grants dom0 has mapped for in-flight I/O (must be refused); count; who: domain + device (vbd)',
-  'backend.restart': 'a backend crashes and is restarted; the frontend reconnects (blkfront resubmits what was in flight; netfront drops frames in flight); who: domain + device',
-  'device.hostile':
-    "a guest's driver turns on its own emulated device: attack port-garbage | wild-dma | irq-storm (Lance) or bad-commands | port-garbage (ATA); count; the model answers with device errors, the driver re-opens it; who: domain + device (lance<devid> | ata<devid>)",
-  'direct.reclaim':
-    "the toolstack takes a direct device's function away while the guest drives it (a migration drill: bus master off, FLR, IOMMU context torn down); healing assigns a clean function again and the guest's driver starts over; who: domain + device (a direct vif<devid> | vbd<devid>)",
-  'iommu.stray-dma':
-    "a guest programs its own direct device to DMA outside its memory or at another domain's (count); every attempt must be blocked by the IOMMU or refused by the device; who: domain + device (a direct vif<devid> | vbd<devid>)",
-  'svio.reset':
-    "the toolstack destroys the SV-IO VIF behind a guest's device under load (the device forgets its queues); healing creates it again and the guest's driver starts over on it (block requests resubmitted, frames in flight lost); who: domain + device (an SV-IO vif<devid> | vbd<devid> | cam<devid>)",
-  'svio.hostile':
-    "a guest's own VIF driver turns on its SV-IO VIF: attack garbage | flood | rogue-index (count); the engine answers garbage with errors, holds a flooder by back-pressure, stops a rogue queue (healing resets the VIF); who: domain + device (an SV-IO vif<devid> | vbd<devid>)",
-  'backend.lie': 'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback acknowledges writes it never performs; who: domain + device',
-  'grant.unmap-early':
-    'checker self-test only (RINGVISOR_TEST_FAULTS=1): blkback unmaps a request\'s grants and answers it before the device has done its DMA, so the guest reuses its buffers under the device; who: domain + device (vbd)',
-} as const;
+export type { FaultKindName, FaultParams } from './kinds/index.js';
+export type { FaultSelector, FaultWhen } from './kinds/kind.js';
 
-export type FaultKind = keyof typeof FAULT_KINDS;
+/** Every fault kind, with what it does and needs (from each kind's module). */
+export const FAULT_KINDS = Object.fromEntries(FAULT_KIND_MODULES.map((m) => [m.name, m.description])) as Readonly<Record<FaultKindName, string>>;
 
-export interface FaultSelector {
-  host?: string;
-  domain?: string;
-  device?: string;
-  /** A runtime that is not a domain (link faults on the hardware simulator's link). */
-  runtime?: 'hwsim' | 'dom0';
-}
+export type FaultWhat = { kind: FaultKindName } & FaultParams;
 
-export interface FaultWhat {
-  kind: FaultKind;
-  direction?: 'to-guest' | 'to-backend' | 'both';
-  delayMs?: number;
-  ratePerSec?: number;
-  op?: 'read' | 'write' | 'flush' | 'any';
-  sectors?: [number, number];
-  probability?: number;
-  times?: number;
-  latencyMs?: number;
-  jitterMs?: number;
-  /** Attacks per occurrence (ring.*, grant.revoke-mapped, device.hostile, svio.hostile). */
-  count?: number;
-  /** device.hostile, svio.hostile: which program the guest's driver runs against its device. */
-  attack?: 'port-garbage' | 'wild-dma' | 'irq-storm' | 'bad-commands' | 'garbage' | 'flood' | 'rogue-index';
-  bytesPerSec?: number;
-  /** disk.torn: the chance each cached, unflushed sector reaches the image before the power goes. */
-  writeProbability?: number;
-  partition?: 'send' | 'receive' | 'both';
-  resetAfterMs?: number;
-}
-
-export interface FaultWhen {
-  at?: number;
-  after?: { kind: TraceKind; count: number };
-  every?: number;
-  times?: number;
-  probability?: number;
-  for?: number;
-}
-
-export interface FaultSpec {
-  id: string;
-  who: FaultSelector;
-  what: FaultWhat;
-  when: FaultWhen;
-}
+export type FaultSpec = KindSpec<FaultKindName, FaultParams>;
 
 export interface FaultPlan {
   name: string;
@@ -150,29 +68,27 @@ const selector = {
   },
 } as const;
 
-const what = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['kind'],
-  properties: {
-    kind: { enum: Object.keys(FAULT_KINDS) },
-    direction: { enum: ['to-guest', 'to-backend', 'both'] },
-    delayMs: { type: 'number', minimum: 0, maximum: 60_000 },
-    ratePerSec: { type: 'number', exclusiveMinimum: 0, maximum: 1_000_000 },
-    op: { enum: ['read', 'write', 'flush', 'any'] },
-    sectors: { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 2, maxItems: 2 },
-    probability: { type: 'number', minimum: 0, maximum: 1 },
-    times: { type: 'integer', minimum: 1 },
-    latencyMs: { type: 'number', minimum: 0, maximum: 60_000 },
-    count: { type: 'integer', minimum: 1, maximum: 1000 },
-    jitterMs: { type: 'number', minimum: 0, maximum: 60_000 },
-    bytesPerSec: { type: 'number', exclusiveMinimum: 0 },
-    writeProbability: { type: 'number', minimum: 0, maximum: 1 },
-    partition: { enum: ['send', 'receive', 'both'] },
-    resetAfterMs: { type: 'number', exclusiveMinimum: 0 },
-    attack: { enum: ['port-garbage', 'wild-dma', 'irq-storm', 'bad-commands', 'garbage', 'flood', 'rogue-index'] },
-  },
-} as const;
+/**
+ * `what`: the kind, and every parameter some kind takes, each with the schema its kind's module
+ * gives it (kinds sharing a parameter agree on it; their enums are merged). Which parameters
+ * belong to which kind is checked after the schema, with messages saying how to fix a plan.
+ */
+function whatSchema(): { type: 'object'; additionalProperties: false; required: ['kind']; properties: Record<string, object> } {
+  const properties: Record<string, object> = { kind: { enum: FAULT_KIND_MODULES.map((m) => m.name) } };
+  for (const m of faultKinds())
+    for (const [param, fragment] of Object.entries(m.params) as Array<[string, object]>) {
+      const known = properties[param] as { enum?: unknown[] } | undefined;
+      const next = fragment as { enum?: readonly unknown[] };
+      if (!known) properties[param] = fragment;
+      else if (known.enum && next.enum) properties[param] = { enum: [...known.enum, ...next.enum.filter((v) => !known.enum!.includes(v))] };
+      else if (!isDeepStrictEqual(known, fragment)) throw new InvalidArgumentError(`fault kind ${m.name} gives what.${param} a schema another kind gives differently`);
+    }
+  return { type: 'object', additionalProperties: false, required: ['kind'], properties };
+}
+
+/** Parameters some kinds own, and which: refused on every other kind. */
+const owners = new Map<string, string[]>();
+for (const m of faultKinds()) for (const p of m.owns ?? []) owners.set(p, [...(owners.get(p) ?? []), m.name]);
 
 const when = {
   type: 'object',
@@ -192,6 +108,13 @@ const when = {
   },
 } as const;
 
+const faultSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['who', 'what'],
+  properties: { id: { type: 'string', pattern: '^[\\w.-]{1,64}$' }, who: selector, what: whatSchema(), when },
+} as const;
+
 const schema = {
   type: 'object',
   additionalProperties: false,
@@ -204,77 +127,36 @@ const schema = {
     settle: { type: 'number', minimum: 0, maximum: 600 },
     cluster: { type: 'string', minLength: 1 },
     transport: { enum: ['threads', 'ws'] },
-    faults: {
-      type: 'array',
-      maxItems: 1000,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['who', 'what'],
-        properties: { id: { type: 'string', pattern: '^[\\w.-]{1,64}$' }, who: selector, what, when },
-      },
-    },
+    faults: { type: 'array', maxItems: 1000, items: faultSchema },
   },
 } as const;
 
 const ajv = new Ajv({ allErrors: true, strict: true });
 const validatePlan = ajv.compile(schema);
-const validateFault = ajv.compile(schema.properties.faults.items);
+const validateFault = ajv.compile(faultSchema);
 
-/** What each kind needs of its selector: checked after the schema, with a message saying how to fix it. */
-function checkSelector(f: FaultSpec, where: string): void {
+/**
+ * What a fault needs beyond the schema, checked with a message saying how to fix it: its kind's
+ * target (`checkTarget`), parameters that belong to other kinds, the checker self-tests' switch,
+ * the runtime or domain it acts on, its kind's parameters (`checkParams`), then sectors and when.
+ */
+function checkFault(f: FaultSpec, where: string): void {
   const k = f.what.kind;
-  const need = (key: keyof FaultSelector) => {
-    if (!f.who[key]) throw new ConfigError(`${where}: ${k} needs who.${key} (${FAULT_KINDS[k]})`);
-  };
-  if (k === 'backend.pause' || k === 'backend.lie' || k === 'backend.restart') (need('domain'), need('device'));
-  if (k === 'direct.reclaim' || k === 'iommu.stray-dma') {
-    need('domain');
-    need('device');
-    if (!/^(vif|vbd)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: ${k} acts on a direct device (vif<devid> | vbd<devid> with mode: direct), not ${f.who.device}`);
+  const m = faultKind(k)!;
+  m.checkTarget?.(f, where);
+  for (const [param, value] of Object.entries(f.what)) {
+    const own = owners.get(param);
+    if (value !== undefined && own && !own.includes(k)) throw new ConfigError(`${where}: what.${param} belongs to ${own.join(' or ')}`);
   }
-  if (k.startsWith('ring.') || k.startsWith('grant.')) {
-    need('domain');
-    need('device');
-    if (!f.who.device!.startsWith('vbd')) throw new ConfigError(`${where}: ${k} is implemented for vbd rings (blkfront)`);
-  }
-  if (k === 'device.hostile') {
-    need('domain');
-    need('device');
-    const attack = f.what.attack;
-    const lance = /^lance\d+$/.test(f.who.device!);
-    const ata = /^ata\d+$/.test(f.who.device!);
-    if (!lance && !ata) throw new ConfigError(`${where}: device.hostile targets an emulated device (lance<devid> or ata<devid>), not ${f.who.device}`);
-    const allowed = lance ? ['port-garbage', 'wild-dma', 'irq-storm'] : ['bad-commands', 'port-garbage'];
-    if (!attack || !allowed.includes(attack)) throw new ConfigError(`${where}: device.hostile on ${f.who.device} needs what.attack, one of ${allowed.join(', ')}`);
-  } else if (k === 'svio.hostile') {
-    need('domain');
-    need('device');
-    if (!/^(vif|vbd)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: svio.hostile targets an SV-IO network or block device (vif<devid> | vbd<devid> with mode: svio), not ${f.who.device}`);
-    const allowed = ['garbage', 'flood', 'rogue-index'];
-    if (!f.what.attack || !allowed.includes(f.what.attack)) throw new ConfigError(`${where}: svio.hostile needs what.attack, one of ${allowed.join(', ')}`);
-  } else if (f.what.attack !== undefined) throw new ConfigError(`${where}: what.attack belongs to device.hostile or svio.hostile`);
-  if (k === 'disk.torn') need('host');
-  if (k !== 'disk.torn' && f.what.writeProbability !== undefined) throw new ConfigError(`${where}: what.writeProbability belongs to disk.torn`);
-  if (k === 'svio.reset') {
-    need('domain');
-    need('device');
-    if (!/^(vif|vbd|cam)\d+$/.test(f.who.device!)) throw new ConfigError(`${where}: svio.reset acts on an SV-IO device (vif<devid> | vbd<devid> | cam<devid> with mode: svio), not ${f.who.device}`);
-  }
-  if ((k.startsWith('backend.') || k.startsWith('ring.') || k === 'grant.revoke-mapped') && f.who.device && !/^(vbd|vif)\d+$/.test(f.who.device))
-    throw new ConfigError(`${where}: ${k} acts on a PV device's backend or ring (vbd<devid> | vif<devid>); ${f.who.device} is emulated (try device.hostile)`);
-  if ((k === 'backend.lie' || k === 'grant.unmap-early') && process.env.RINGVISOR_TEST_FAULTS !== '1')
+  if (m.testOnly && process.env.RINGVISOR_TEST_FAULTS !== '1')
     throw new ConfigError(`${where}: ${k} breaks the backend on purpose to test the checkers; it is refused unless RINGVISOR_TEST_FAULTS=1`);
-  else if (k.startsWith('process.') && (f.who.runtime === 'hwsim' || f.who.runtime === 'dom0')) {
+  if (f.who.runtime && m.runtimes?.includes(f.who.runtime)) {
     /* the hardware, or dom0's I/O stack: who.host picks the host */
-  } else if (f.who.runtime === 'dom0') throw new ConfigError(`${where}: runtime: dom0 takes the process kinds only (${k} acts on ${k.startsWith('link.') ? 'a guest\'s or the hardware\'s link to dom0' : 'something else'})`); else if (k.startsWith('evtchn.') || k.startsWith('process.') || k === 'link.reset') need('domain');
-  else if (k.startsWith('link.') && !f.who.domain && f.who.runtime !== 'hwsim') throw new ConfigError(`${where}: ${k} needs who.domain (a guest's link) or who.runtime: hwsim`);
-  if (k === 'link.latency' && f.what.latencyMs === undefined) throw new ConfigError(`${where}: link.latency needs what.latencyMs`);
-  if (k === 'link.bandwidth' && f.what.bytesPerSec === undefined) throw new ConfigError(`${where}: link.bandwidth needs what.bytesPerSec`);
-  if (k.startsWith('lan.') && f.what.probability === undefined) throw new ConfigError(`${where}: ${k} needs what.probability`);
+  } else if (f.who.runtime === 'dom0') throw new ConfigError(`${where}: runtime: dom0 takes the process kinds only (${k} acts on ${m.actsOn ?? 'something else'})`);
+  else if (m.needsDomain && !f.who.domain)
+    throw new ConfigError(m.needsDomain === true ? `${where}: ${k} needs who.domain (${m.description})` : `${where}: ${k} needs who.domain ${m.needsDomain}`);
+  m.checkParams?.(f, where);
   if (f.what.sectors && f.what.sectors[0] >= f.what.sectors[1]) throw new ConfigError(`${where}: what.sectors [start, end) must have start < end`);
-  if ((k === 'evtchn.delayed') !== (f.what.delayMs !== undefined)) throw new ConfigError(`${where}: delayMs belongs to (and is required by) evtchn.delayed`);
-  if ((k === 'evtchn.spurious' || k === 'evtchn.storm') && f.what.ratePerSec === undefined) throw new ConfigError(`${where}: ${k} needs what.ratePerSec`);
   if (f.when.at !== undefined && f.when.after !== undefined) throw new ConfigError(`${where}: when.at and when.after exclude each other`);
   if ((f.when.times ?? 1) > 1 && f.when.every === undefined) throw new ConfigError(`${where}: when.times > 1 needs when.every`);
 }
@@ -284,7 +166,7 @@ export function parseFault(raw: unknown, where = 'fault', index = 0): FaultSpec 
   if (!validateFault(raw)) throw new ConfigError(`${where} is invalid:\n  ${describeSchemaErrors(validateFault.errors ?? [])}`);
   const r = raw as { id?: string; who: FaultSelector; what: FaultWhat; when?: FaultWhen };
   const f: FaultSpec = { id: r.id ?? `${r.what.kind}#${index + 1}`, who: r.who, what: r.what, when: r.when ?? {} };
-  checkSelector(f, where);
+  checkFault(f, where);
   return f;
 }
 
