@@ -36,6 +36,11 @@ describe('fault plans', () => {
     for (const kind of ['process.kill', 'process.restart', 'process.pause']) expect(parseFault({ who: { host: 'h', runtime: 'dom0' }, what: { kind } }).who.runtime).toBe('dom0');
   });
 
+  it('a plan may name an SV-IO camera (cam<devid>), which svio.reset acts on', () => {
+    expect(parseFault({ who: { domain: 'g', device: 'cam0' }, what: { kind: 'svio.reset' } }).who.device).toBe('cam0');
+    expect(() => parseFault({ who: { domain: 'g', device: 'cam0' }, what: { kind: 'svio.hostile' } })).toThrow(/vif<devid> \| vbd<devid>/);
+  });
+
   it('schedules occurrences at at + n·every, healed `for` later, each drawn from (seed, fault, n)', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.double({ min: 0, max: 1, noNaN: true }), fc.integer({ min: 1, max: 20 }), (seed, p, times) => {

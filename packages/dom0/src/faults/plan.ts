@@ -63,7 +63,7 @@ const selector = {
   properties: {
     host: { type: 'string', minLength: 1 },
     domain: { type: 'string', minLength: 1 },
-    device: { type: 'string', pattern: '^(vbd|vif|lance|ata)\\d+$' },
+    device: { type: 'string', pattern: '^(vbd|vif|cam|lance|ata)\\d+$' },
     runtime: { enum: ['hwsim', 'dom0'] },
   },
 } as const;
