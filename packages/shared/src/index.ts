@@ -29,3 +29,4 @@ export * from './trap/ioreq-link.js';
 export * from './camera/index.js';
 export * from './svio/index.js';
 export * from './device/index.js';
+export * from './contracts/index.js';
