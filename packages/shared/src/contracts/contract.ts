@@ -121,10 +121,14 @@ function firstViolation(check: TypeCheck<TSchema>, value: unknown): string {
   return `${e.path === '' ? '/' : e.path}: ${e.message}`;
 }
 
+const NO_PARAMS: Readonly<Record<string, never>> = Object.freeze({});
+
 /** Params of `m` as typed, or RV_ERR_INVALID_ARG naming the field. */
 export function checkParams<P extends TSchema, R extends TSchema>(m: Method<P, R>, params: unknown): Static<P> {
   const check = m.checkParams();
   if (check.Check(params)) return params;
+  // RpcPeer.call's default params are null: a method that takes none gets `{}`.
+  if ((params === null || params === undefined) && check.Check(NO_PARAMS)) return NO_PARAMS as Static<P>;
   throw new InvalidArgumentError(`${m.wire}: invalid params at ${firstViolation(check, params)}`);
 }
 
