@@ -18,7 +18,7 @@
  * (ioreq.access, vmapp.disk, vmnet.frame) pay one compiled check per message.
  */
 import { Kind, Type, TypeRegistry, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
-import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import { TypeCompiler, ValueErrorType, type TypeCheck, type ValueError } from '@sinclair/typebox/compiler';
 import { InvalidArgumentError, ProtocolError } from '../errors.js';
 import type { RpcPeer } from '../transport/rpc.js';
 
@@ -114,9 +114,27 @@ export function TSharedArrayBuffer(options: { description?: string } = {}): TUns
 
 // ── Checks with errors that say where ─────────────────────────────────────────────────────────
 
-/** The first violation as `path: message` (path `/` for the value itself). */
+/**
+ * The first violation as `path: message` (path `/` for the value itself). For a union, the
+ * variant the value came closest to (fewest violations) names the field (`/devid`, not just
+ * "expected union value").
+ */
 function firstViolation(check: TypeCheck<TSchema>, value: unknown): string {
-  const e = check.Errors(value).First();
+  let e: ValueError | undefined = check.Errors(value).First();
+  while (e?.type === ValueErrorType.Union && e.errors.length > 0) {
+    let best: { first: ValueError; count: number } | undefined;
+    for (const variant of e.errors) {
+      let first: ValueError | undefined;
+      let count = 0;
+      for (const v of variant) {
+        first ??= v;
+        if (++count >= 16) break;
+      }
+      if (first && (!best || count < best.count)) best = { first, count };
+    }
+    if (!best || best.first.path.length <= e.path.length) break;
+    e = best.first;
+  }
   if (!e) return 'does not match the schema';
   return `${e.path === '' ? '/' : e.path}: ${e.message}`;
 }
