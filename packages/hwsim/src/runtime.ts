@@ -582,7 +582,7 @@ export class HardwareSimulator {
       this.gate.stop();
       const rpc = this.rpc;
       // The RpcPeer sends our reply once this handler returns; close the port after that.
-      if (rpc) setImmediate(() => rpc.close('hw.shutdown'));
+      if (rpc) setImmediate(() => rpc.close(HardwareContract.methods.shutdown.wire));
       this.logger.info('hardware powered off');
     }
   }

@@ -17,8 +17,6 @@
  */
 import {
   GuestMemoryDma,
-  IO_DIR_IN,
-  IO_DIR_OUT,
   applyGuestWrites,
   type GuestMemoryWrite,
   type IoReq,

@@ -37,6 +37,7 @@ const DiskFaultStatsSchema = Type.Unsafe<DiskFaultStats>(Type.Object({ id: Type.
 const InterruptFaultSchema = Type.Unsafe<InterruptFault>(Type.Object({ lostToGuest: Probability, delayMs: Type.Number({ minimum: 0 }), seed: Type.Number() }));
 const InterruptFaultCountsSchema = Type.Unsafe<InterruptFaultCounts>(Type.Object({ irqsLost: Counter, irqsDelayed: Counter, kicksLost: Counter }));
 
+/** Frame faults on a LAN cable: probabilities (0..1) per frame, and the PRNG seed (default 0). */
 export const FrameFaultsSchema = Type.Object({
   drop: Type.Optional(Probability),
   duplicate: Type.Optional(Probability),
@@ -45,6 +46,7 @@ export const FrameFaultsSchema = Type.Object({
   seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 0xffffffff })),
 });
 export type FrameFaults = Static<typeof FrameFaultsSchema>;
+/** What the frame faults did since they were set (what a receiver can observe). */
 export const FrameFaultCountersSchema = Type.Object({ dropped: Counter, duplicated: Counter, reordered: Counter, corrupted: Counter });
 export type FrameFaultCounters = Static<typeof FrameFaultCountersSchema>;
 

@@ -18,11 +18,11 @@ import { TraceForwardContract } from '../contracts/trace.js';
 import { TraceBuffer, serializeTrace, subscribeTrace, traceChannel, TRACE_KINDS, type TraceEvent, type TraceKind } from './index.js';
 
 /** @deprecated use TraceForwardContract.methods.subscribe */
-export const TRACE_SUBSCRIBE = 'trace.subscribe';
+export const TRACE_SUBSCRIBE = TraceForwardContract.methods.subscribe.wire;
 /** @deprecated use TraceForwardContract.methods.unsubscribe */
-export const TRACE_UNSUBSCRIBE = 'trace.unsubscribe';
+export const TRACE_UNSUBSCRIBE = TraceForwardContract.methods.unsubscribe.wire;
 /** @deprecated use TraceForwardContract.notifications.events */
-export const TRACE_EVENTS = 'trace.events';
+export const TRACE_EVENTS = TraceForwardContract.notifications.events.wire;
 
 const FORWARD_FLUSH_MS = 100;
 /**

@@ -17,14 +17,14 @@
  * The messages are IoReqLinkContract (contracts/ioreq.ts).
  */
 import type { Static } from '@sinclair/typebox';
-import type { GuestMemoryWritesSchema } from '../contracts/ioreq.js';
+import { IoReqLinkContract, type GuestMemoryWritesSchema } from '../contracts/ioreq.js';
 
 /** @deprecated use IoReqLinkContract.methods.access */
-export const IOREQ_ACCESS = 'ioreq.access';
+export const IOREQ_ACCESS = IoReqLinkContract.methods.access.wire;
 /** @deprecated use IoReqLinkContract.notifications.dma */
-export const IOREQ_DMA = 'ioreq.dma';
+export const IOREQ_DMA = IoReqLinkContract.notifications.dma.wire;
 /** @deprecated use IoReqLinkContract.notifications.irq */
-export const IOREQ_IRQ = 'ioreq.irq';
+export const IOREQ_IRQ = IoReqLinkContract.notifications.irq.wire;
 
 /** Most bytes one message may carry in pages or writes (a bound, not a tuning knob). */
 export const IOREQ_LINK_MAX_BYTES = 4 * 1024 * 1024;

@@ -9,7 +9,7 @@
 import { MessageChannel, type Worker } from 'node:worker_threads';
 import type { Static } from '@sinclair/typebox';
 import type { VmAppPlanSchema } from '../contracts/guest.js';
-import type { VmAppStatsSchema } from '../contracts/vmapp.js';
+import { VmAppContract, VmAppHostContract, type VmAppStatsSchema } from '../contracts/vmapp.js';
 import { PortLink, RpcPeer } from '../transport/rpc.js';
 import { runtimeEntry, startRuntimeWorker } from '../runtime/index.js';
 
@@ -37,15 +37,15 @@ export type VmAppPlan = Static<typeof VmAppPlanSchema>;
 
 // Wire names, kept for call sites not yet on the typed clients.
 /** @deprecated use VmAppContract.notifications.frame / VmAppHostContract.notifications.frame */
-export const VMAPP_FRAME = 'vmnet.frame';
+export const VMAPP_FRAME = VmAppContract.notifications.frame.wire;
 /** @deprecated use VmAppHostContract.methods.disk */
-export const VMAPP_DISK = 'vmapp.disk';
+export const VMAPP_DISK = VmAppHostContract.methods.disk.wire;
 /** @deprecated use VmAppContract.methods.stats */
-export const VMAPP_STATS = 'vmapp.stats';
+export const VMAPP_STATS = VmAppContract.methods.stats.wire;
 /** @deprecated use VmAppContract.methods.stop */
-export const VMAPP_STOP = 'vmapp.stop';
+export const VMAPP_STOP = VmAppContract.methods.stop.wire;
 /** @deprecated use VmAppContract.methods.faults */
-export const VMAPP_FAULTS = 'vmapp.faults';
+export const VMAPP_FAULTS = VmAppContract.methods.faults.wire;
 
 /** A VMApp's counters (contracts/vmapp.ts). */
 export type VmAppStats = Static<typeof VmAppStatsSchema>;
