@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError, EXIT, GUEST_BOOT, RpcPeer, connectUntilAdmitted, createLogger, exitDom0Lost, parseDomainKey, watchParent, type DomainKey, type GuestBootSpec } from '@ringvisor/shared';
+import { ConfigError, EXIT, GuestBootContract, RpcPeer, connectUntilAdmitted, contractClient, createLogger, exitDom0Lost, parseDomainKey, watchParent, type DomainKey } from '@ringvisor/shared';
 import { runGuest } from './runtime.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -35,7 +35,7 @@ export async function main(argv: string[]): Promise<number> {
   // until then the claim is refused and the guest retries, as a container restarted would.
   const link = await connectUntilAdmitted({ url, domainKey, role: 'guest', domid, log });
   const peer = new RpcPeer(link, `domU/${domid}`);
-  const spec = await peer.call<GuestBootSpec>(GUEST_BOOT, {});
+  const spec = await contractClient(GuestBootContract, peer).boot();
   let lost = false;
   let orderly = false;
   const stopped = new Promise<void>((resolve) => {

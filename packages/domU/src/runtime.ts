@@ -5,24 +5,15 @@
  * the toolstack's calls, boot the frontends, and report ready.
  */
 import {
-  GUEST_ATTACK,
-  GUEST_DIRECT_PLUG,
-  GUEST_SVIO_PLUG,
-  GUEST_POWER_LOST,
-  type SvioVifSpec,
-  GUEST_DIRECT_UNPLUG,
-  GUEST_FREEZE,
-  GUEST_MARK,
-  GUEST_QUIESCE,
-  GUEST_READY,
-  GUEST_START,
-  GUEST_STATS,
-  GUEST_STOP,
+  DeviceError,
+  GuestControlContract,
+  InvalidArgumentError,
   PAGE_SIZE,
   createEventMemory,
   createGrantTableMemory,
+  notify,
+  serveContract,
   serveTraceForwarding,
-  type DirectFunctionSpec,
   type GuestBootSpec,
   type Logger,
   type RpcPeer,
@@ -46,78 +37,48 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   });
   const guest = new Guest(kernel, spec, log, link);
   serveTraceForwarding(peer, { downstream: () => guest.traceDownstream() });
-  peer.handle(GUEST_STATS, () => guest.stats());
-  peer.handle(GUEST_QUIESCE, () => guest.quiesce());
-  peer.handle(GUEST_START, () => guest.startWorkloads());
-  peer.handle(GUEST_MARK, () => guest.resetRtt());
-  peer.handle(GUEST_ATTACK, (p) => {
-    const { device, attack, count, seed } = p as { device?: unknown; attack?: unknown; count?: unknown; seed?: unknown };
-    const n = typeof count === 'number' && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
-    const s = typeof seed === 'number' ? seed : 0;
-    const emulated = typeof device === 'string' ? /^(lance|ata)(\d+)$/.exec(device) : null;
-    if (emulated) return guest.attackEmulated(device as string, String(attack), n, s);
-    if (typeof device === 'string' && guest.svioDriver(device)) return guest.attackVif(device, String(attack), n, s);
-    if (typeof device === 'string' && guest.isDirect(device)) {
-      if (attack !== 'stray-dma') throw new Error(`guest.attack: a direct device takes attack stray-dma, not ${String(attack)}`);
-      return guest.attackDirect(device, n, s);
-    }
-    const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
-    const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-    if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
-    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
-    return front.attack(attack as BlkAttack, n, s);
-  });
-  peer.handle(GUEST_DIRECT_UNPLUG, (p) => {
-    const { kind, devid } = (p ?? {}) as { kind?: unknown; devid?: unknown };
-    if ((kind !== 'nic' && kind !== 'disk') || typeof devid !== 'number') throw new Error('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
-    guest.unplugDirect(kind, devid);
-    return null;
-  });
-  peer.handle(GUEST_DIRECT_PLUG, async (p) => {
-    const f = (p as { function?: unknown } | null)?.function as DirectFunctionSpec | undefined;
-    if (!f || (f.kind !== 'nic' && f.kind !== 'disk') || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
-      throw new Error('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
-    await guest.plugDirect(f, hwUrlOf(p));
-    return null;
-  });
-  peer.handle(GUEST_SVIO_PLUG, async (p) => {
-    const v = (p as { vif?: Partial<SvioVifSpec> } | null)?.vif;
-    if (!v || (v.kind !== 'net' && v.kind !== 'blk' && v.kind !== 'cam') || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
-      throw new Error('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
-    await guest.plugVif(v as SvioVifSpec, hwUrlOf(p));
-    return null;
-  });
-  peer.handle(GUEST_POWER_LOST, () => {
-    guest.powerLost();
-    return null;
-  });
-  peer.handle(GUEST_FREEZE, (p) => {
-    const { word, maxMs } = p as { word?: unknown; maxMs?: unknown };
-    if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new Error('guest.freeze needs { word: SharedArrayBuffer, maxMs }');
-    // Reply first, then really stop: this thread (the guest's vCPU) blocks until thawed.
-    setImmediate(() => Atomics.wait(new Int32Array(word), 0, 0, Math.min(maxMs, 120_000)));
-    return true;
-  });
-  peer.handle(GUEST_STOP, async () => {
-    const final = await guest.stop();
-    // Let the reply leave before the link closes; then nothing keeps this runtime alive.
-    setTimeout(() => {
-      kernel.shutdown();
-      onStopped(); // first: the close that follows is ours, not a lost dom0
-      peer.close('guest stopped');
-    }, 10);
-    return final;
+  serveContract(peer, GuestControlContract, {
+    stats: () => guest.stats(),
+    quiesce: () => guest.quiesce(),
+    start: () => guest.startWorkloads(),
+    mark: () => guest.resetRtt(),
+    attack: ({ device, attack, count, seed }) => {
+      const n = count !== undefined && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
+      const s = seed ?? 0;
+      if (/^(lance|ata)(\d+)$/.test(device)) return guest.attackEmulated(device, attack, n, s);
+      if (guest.svioDriver(device)) return guest.attackVif(device, attack, n, s);
+      if (guest.isDirect(device)) {
+        if (attack !== 'stray-dma') throw new InvalidArgumentError(`guest.attack: a direct device takes attack stray-dma, not ${attack}`);
+        return guest.attackDirect(device, n, s);
+      }
+      const m = /^vbd(\d+)$/.exec(device);
+      const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
+      if (!front) throw new DeviceError(`guest.attack: no device ${device} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
+      if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
+      return front.attack(attack as BlkAttack, n, s);
+    },
+    directUnplug: ({ kind, devid }) => guest.unplugDirect(kind, devid),
+    directPlug: (p) => guest.plugDirect(p.function, p.hwUrl),
+    svioPlug: (p) => guest.plugVif(p.vif, p.hwUrl),
+    powerLost: () => guest.powerLost(),
+    freeze: ({ word, maxMs }) => {
+      // Reply first, then really stop: this thread (the guest's vCPU) blocks until thawed.
+      setImmediate(() => Atomics.wait(new Int32Array(word), 0, 0, Math.min(maxMs, 120_000)));
+      return true;
+    },
+    stop: async () => {
+      const final = await guest.stop();
+      // Let the reply leave before the link closes; then nothing keeps this runtime alive.
+      setTimeout(() => {
+        kernel.shutdown();
+        onStopped(); // first: the close that follows is ours, not a lost dom0
+        peer.close('guest stopped');
+      }, 10);
+      return final;
+    },
   });
   peer.link.onClose(() => kernel.shutdown());
   await guest.boot();
-  peer.notify(GUEST_READY, { domid: spec.domid });
+  notify(peer, GuestControlContract.notifications.ready, { domid: spec.domid });
   return guest;
-}
-
-/** ws: where the hardware is now, when a plug names it (a restarted hardware is a new process). */
-function hwUrlOf(p: unknown): string | undefined {
-  const url = (p as { hwUrl?: unknown } | null)?.hwUrl;
-  if (url === undefined) return undefined;
-  if (typeof url !== 'string' || !/^wss?:\/\//.test(url)) throw new Error('hwUrl must be a ws:// or wss:// URL');
-  return url;
 }

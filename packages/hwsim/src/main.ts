@@ -6,6 +6,9 @@
 import { parseArgs } from 'node:util';
 import {
   DOMID_HW,
+  HardwareBootContract,
+  contractClient,
+  notify,
   EventMemory,
   MachineLinkEnd,
   RpcPeer,
@@ -23,15 +26,6 @@ import {
 import { remoteLanPort, runSwitch } from './lan/remote.js';
 import { HardwareSimulator } from './runtime.js';
 import { serveDirectLinks } from './sriov/direct-link.js';
-
-/** What dom0 tells a hardware simulator process about its host when it connects. */
-interface HwBoot {
-  host: string;
-  disk: { path: string; sizeBytes: number; cache?: 'writethrough' | 'writeback' };
-  nic: { mac: string };
-  svioCores?: number;
-  lan?: { url: string; hostIndex: number };
-}
 
 /**
  * `ringvisor hwsim --dom0 ws://HOST:PORT [--disk PATH]`: the hardware simulator as its own
@@ -53,7 +47,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   // until then the claim is refused and this retries, as a container restarted would.
   const link = await connectUntilAdmitted({ url, secret, role: 'hwsim', domid: DOMID_HW, log });
   const peer = new RpcPeer(link, 'hwsim');
-  const boot = await peer.call<HwBoot>('hw.boot', {});
+  const boot = await contractClient(HardwareBootContract, peer).boot();
   const eventMemory = createEventMemory();
   const events = new EventMemory(eventMemory);
   let sim: HardwareSimulator | undefined;
@@ -88,7 +82,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   const direct = await serveDirectLinks(sim, { host: listenAt[1], port: Number(listenAt[2]), secret, domainHost: boot.host, log });
   link.onClose(() => void direct.close());
   const directUrl = process.env.RINGVISOR_DIRECT_URL ?? `ws://${direct.host === '0.0.0.0' ? '127.0.0.1' : direct.host}:${direct.port}`;
-  peer.notify('hw.ready', { directUrl });
+  notify(peer, HardwareBootContract.notifications.ready, { directUrl });
   if (boot.lan) {
     const lanLink = await connect({ url: boot.lan.url, secret, role: 'hwsim', domid: boot.lan.hostIndex, log });
     sim.uplink(remoteLanPort(new RpcPeer(lanLink, `${boot.host}/uplink`), 'lan0', log));

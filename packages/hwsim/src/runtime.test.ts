@@ -11,8 +11,10 @@ import {
   HWBLK_OP_WRITE,
   HW_STATUS_EIO,
   HW_STATUS_OK,
+  HardwareContract,
   PortLink,
   RpcPeer,
+  contractClient,
   hwBlkProtocol,
   hwNicRxProtocol,
   hwNicTxProtocol,
@@ -105,6 +107,44 @@ describe('HardwareSimulator over RPC', () => {
     expect(sim.disk.closed).toBe(true);
   });
 
+  it('answers every refusal of its real handlers with a specific code its contract declares (typed client)', async () => {
+    const hw = contractClient(HardwareContract, dom0);
+    await hw.attachMemory({ domid: 0, buffer: dom0Mem.buffer });
+    await hw.attachMemory({ domid: 3, buffer: guestMem.buffer });
+    const unbound = 700;
+    const bound = events.bindDevice();
+    type Key = keyof typeof HardwareContract.methods;
+    const cases: Array<[Key, () => Promise<unknown>, string]> = [
+      ['vfReclaim', () => hw.vfReclaim({ rid: '00:09.7' }), 'RV_ERR_INVALID_ARG'], // unknown rid
+      ['vfAssign', () => hw.vfAssign({ kind: 'nic', domid: 5, frames: 1, port: bound.hwPort, guestPort: 9 }), 'RV_ERR_DEVICE'], // no memory attached
+      ['vfAssign', () => hw.vfAssign({ kind: 'disk', domid: 3, frames: 1, port: unbound, guestPort: 9 }), 'RV_ERR_DEVICE'], // port not bound to a driver
+      ['vfAssign', () => hw.vfAssign({ kind: 'nic', domid: 3, frames: 999, port: bound.hwPort, guestPort: 9 }), 'RV_ERR_INVALID_ARG'], // more frames than memory
+      ['svioDestroy', () => hw.svioDestroy({ vif: 99 }), 'RV_ERR_INVALID_ARG'], // unknown vif
+      ['svioQos', () => hw.svioQos({ vif: 99, weight: 10 }), 'RV_ERR_INVALID_ARG'], // unknown vif
+      ['svioCreate', () => hw.svioCreate({ kind: 'net', domid: 5, port: bound.hwPort, mac: PEER }), 'RV_ERR_DEVICE'], // no memory attached
+      ['lanFaults', () => hw.lanFaults({ faults: { drop: 0.5 } }), 'RV_ERR_DEVICE'], // no uplink on a single host
+      ['diskAttach', () => hw.diskAttach({ queue: { domid: 0, pfn: 1 }, port: unbound }), 'RV_ERR_DEVICE'],
+      ['diskAttach', () => hw.diskAttach({ queue: { domid: 0, pfn: 64 }, port: bound.hwPort }), 'RV_ERR_DEVICE'], // queue outside memory
+      ['diskFaults', () => hw.diskFaults({ rules: [{ id: 'x', op: 'flush', error: 'bitflip' }] }), 'RV_ERR_INVALID_ARG'],
+      ['irqFaults', () => hw.irqFaults({ domid: 3, fault: { lostToGuest: 0.5, delayMs: -1, seed: 1 } }), 'RV_ERR_INVALID_ARG'],
+      ['nicLink', () => dom0.call('hw.nic.link', { up: 'yes' }), 'RV_ERR_INVALID_ARG'],
+    ];
+    for (const [key, call, code] of cases) {
+      const got = await rpcError(call());
+      expect({ key, got }).toEqual({ key, got: code });
+      expect([...HardwareContract.methods[key].errors, 'RV_ERR_INVALID_ARG']).toContain(got);
+    }
+    // A refusal names the field: the schema's path.
+    await expect(dom0.call('hw.svio.qos', { vif: 1, weight: 5000 })).rejects.toThrow(/\/weight/);
+    // After power-off every method answers RV_ERR_CLOSED (from the hardware, or the link it closed).
+    sim.shutdown();
+    for (const key of ['nicLink', 'detachMemory'] as const) {
+      const got = await rpcError(key === 'nicLink' ? hw.nicLink({ up: true }) : hw.detachMemory({ domid: 3 }));
+      expect(got).toBe('RV_ERR_CLOSED');
+      expect(HardwareContract.methods[key].errors).toContain(got);
+    }
+  });
+
   it('serves disk I/O after attach over RPC, doorbell and IRQ on real event channels', async () => {
     await dom0.call('hw.attachMemory', { domid: 0, buffer: dom0Mem.buffer });
     await dom0.call('hw.attachMemory', { domid: 3, buffer: guestMem.buffer });
@@ -148,7 +188,7 @@ describe('HardwareSimulator over RPC', () => {
 
     // A bad rule is refused and leaves the installed rules in place.
     const bad: Array<[unknown, RegExp]> = [
-      [{}, /rules: expected an array/],
+      [{}, /\/rules: expected required property/i],
       [{ rules: [{ id: 'x', op: 'erase', error: 'eio' }] }, /rules\[0\]: .*\.op/],
       [{ rules: [{ id: 'x', op: 'read', error: 'eio' }, { id: 'x', op: 'write', error: 'eio' }] }, /duplicate id "x"/],
       [{ rules: [{ id: 'x', op: 'read', error: 'eio', probability: 7 }] }, /probability/],

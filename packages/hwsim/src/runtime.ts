@@ -7,35 +7,16 @@
  * from dom0 on that port is the doorbell (the driver's MMIO write to the queue's kick register);
  * `gate.send(port)` is the device raising its interrupt line.
  *
- * RPC contract (methods dom0 calls; errors carry RV_ERR_* codes):
- *   hw.attachMemory {domid, buffer: SharedArrayBuffer}     → null
- *   hw.detachMemory {domid}                                → null   (queues living there stop)
- *   hw.disk.attach  {queue: {domid, pfn}, port}            → {sectors, sectorSize: 512}
- *   hw.nic.attach   {tx: {domid, pfn}, rx: {domid, pfn}, port} → {mac}
- *   hw.nic.link     {up: boolean}                          → {link: 'up' | 'down'}
- *   hw.disk.faults  {rules: DiskFaultRule[]}                → DiskFaultStats[]  (replaces the disk's
- *                   fault rules, fresh counters and PRNG streams; [] clears; see shared hw/faults.ts)
- *   hw.vf.assign    {kind, rid?, domid, frames, port, guestPort, mac?, partition?}
- *                   → {rid, index, vector, bar?}   a virtual function for direct I/O (sriov/pool.ts):
- *                   IOMMU context and interrupt entry programmed, `port` (the hardware's end of an
- *                   event channel to the owner) becomes its doorbell; `bar` (threads) is its register page
- *   hw.vf.reclaim   {rid}                                  → ReclaimReport (bus master off, FLR, teardown)
- *   hw.vf.list      {}                                     → FunctionStats[]
- *   hw.iommu.faults {drain?: boolean}                      → {faults: IommuFault[], counters}
- *   hw.svio.create  {kind, domid, port, guestPort?, mac?, partition?, camera?, weight?, rate?} → {vif, core, page?}
- *                   an SV-IO VIF bound to `domid` (svio/engine.ts); `port` (the hardware's end of an
- *                   event channel to the guest) is its doorbell and interrupt; `page` (threads) its
- *                   access-API register page
- *   hw.svio.destroy {vif}    hw.svio.qos {vif, weight, rate?}    hw.svio.list {} → {vifs, coreBusyMs}
- *                   (rate: "bytes,usec", netback's credit-limit syntax)
- *   hw.stats        {}                                     → HwStats (plain JSON)
- *   hw.shutdown     {}                                     → null; then the disk is fsynced and
- *                   closed, the gate stopped and the control port closed (a worker then exits).
+ * Control RPC: HardwareContract (shared/src/contracts/hardware.ts) defines every method dom0
+ * calls — wire name, params, result, error codes — and serve() answers all of them; params are
+ * checked against the contract before a handler runs.
  * The queue pages must have been initialised by the driver (initSharedRing) before attach;
  * attaching again replaces the earlier queue (a driver restart) and resumes from the page.
  */
 import { MessagePort } from 'node:worker_threads';
 import {
+  HardwareContract,
+  serveContract,
   serveTraceForwarding,
   ClosedError,
   PAGE_SIZE,
@@ -84,33 +65,11 @@ import { FunctionPool, type FunctionStats, type ReclaimReport } from './sriov/po
 import type { VirtualFunction } from './sriov/function.js';
 import { SvioEngine, type VifSpec } from './svio/engine.js';
 
-/** RPC method names, for callers that prefer constants to string literals. */
-export const HW_RPC = {
-  attachMemory: 'hw.attachMemory',
-  detachMemory: 'hw.detachMemory',
-  diskAttach: 'hw.disk.attach',
-  diskFaults: 'hw.disk.faults',
-  /** { writeProbability, seed } → {written, lost}: the power goes; a writeback cache tears (disk.torn). */
-  diskPowerLoss: 'hw.disk.powerLoss',
-  nicAttach: 'hw.nic.attach',
-  nicLink: 'hw.nic.link',
-  /** { faults: FrameFaults | null } → counters: frame faults on the LAN uplink. */
-  lanFaults: 'hw.lan.faults',
-  vfAssign: 'hw.vf.assign',
-  vfReclaim: 'hw.vf.reclaim',
-  vfList: 'hw.vf.list',
-  iommuFaults: 'hw.iommu.faults',
-  svioCreate: 'hw.svio.create',
-  svioDestroy: 'hw.svio.destroy',
-  svioQos: 'hw.svio.qos',
-  /** { domid, fault: InterruptFault | null } → InterruptFaultCounts: the domain's device interrupts (shared/hw/irq-faults.ts). */
-  irqFaults: 'hw.irq.faults',
-  svioList: 'hw.svio.list',
-  stats: 'hw.stats',
-  /** { word: SharedArrayBuffer, maxMs } (threads): the simulator's thread blocks until word 0 becomes non-zero — frozen hardware. */
-  freeze: 'hw.freeze',
-  shutdown: 'hw.shutdown',
-} as const;
+/**
+ * Wire names by method.
+ * @deprecated use contractClient(HardwareContract, peer) — kept for call sites not converted yet.
+ */
+export const HW_RPC = Object.fromEntries(Object.entries(HardwareContract.methods).map(([k, m]) => [k, m.wire])) as { readonly [K in keyof typeof HardwareContract.methods]: string };
 
 export interface HardwareSimulatorOptions {
   /** The host's event memory (createEventMemory()), shared with dom0. */
@@ -182,32 +141,13 @@ export interface HwStats {
 }
 
 
-type Obj = Record<string, unknown>;
-
-function obj(v: unknown, what: string): Obj {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new InvalidArgumentError(`${what}: expected an object`);
-  return v as Obj;
-}
-
-function int(o: Obj, key: string, what: string, min: number, max: number): number {
-  const v = o[key];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new InvalidArgumentError(`${what}.${key}: expected an integer in ${min}..${max}, got ${String(v)}`);
-  return v;
-}
-
-/** A credit limit in netback's `bytes,usec` syntax. */
-function rateOf(v: unknown, what: string): CreditLimit {
-  if (typeof v !== 'string') throw new InvalidArgumentError(`${what}.rate: expected "bytes,usec", got ${String(v)}`);
+/** A credit limit in netback's `bytes,usec` syntax; a bad one is the caller's mistake, named. */
+function rateOf(rate: string, wire: string): CreditLimit {
   try {
-    return parseRate(v);
+    return parseRate(rate);
   } catch (e) {
-    throw new InvalidArgumentError(`${what}.rate: ${(e as Error).message}`);
+    throw new InvalidArgumentError(`${wire}.rate: ${(e as Error).message}`);
   }
-}
-
-function frameParam(o: Obj, key: string, what: string): MachineFrame {
-  const f = obj(o[key], `${what}.${key}`);
-  return { domid: int(f, 'domid', `${what}.${key}`, 0, 0xffff), pfn: int(f, 'pfn', `${what}.${key}`, 0, 0xffffffff) };
 }
 
 export class HardwareSimulator {
@@ -288,145 +228,62 @@ export class HardwareSimulator {
   serve(rpc: RpcPeer): this {
     serveTraceForwarding(rpc);
     this.rpc = rpc;
-    rpc
-      .handle(HW_RPC.attachMemory, (p) => {
-        const o = obj(p, HW_RPC.attachMemory);
-        const domid = int(o, 'domid', HW_RPC.attachMemory, 0, 0xffff);
+    serveContract(rpc, HardwareContract, {
+      attachMemory: (p) => {
         // Across a process boundary there is no shared buffer: keep a local copy of `frames` frames,
         // kept current by streaming DMA mappings (MachineLinkEnd).
-        const buffer =
-          o.buffer instanceof SharedArrayBuffer
-            ? o.buffer
-            : new SharedArrayBuffer(int(o, 'frames', HW_RPC.attachMemory, 1, 1 << 20) * PAGE_SIZE);
-        this.attachMemory(domid, buffer);
-        return null;
-      })
-      .handle(HW_RPC.detachMemory, (p) => {
-        this.detachMemory(int(obj(p, HW_RPC.detachMemory), 'domid', HW_RPC.detachMemory, 0, 0xffff));
-        return null;
-      })
-      .handle(HW_RPC.diskAttach, (p) => {
-        const o = obj(p, HW_RPC.diskAttach);
-        return this.attachDisk({ queue: frameParam(o, 'queue', HW_RPC.diskAttach), port: int(o, 'port', HW_RPC.diskAttach, 1, NR_EVENT_PORTS - 1) });
-      })
-      .handle(HW_RPC.diskPowerLoss, (p) => {
-        const o = obj(p, HW_RPC.diskPowerLoss);
-        const prob = o.writeProbability;
-        if (typeof prob !== 'number' || !(prob >= 0 && prob <= 1)) throw new InvalidArgumentError(`${HW_RPC.diskPowerLoss}.writeProbability: expected 0..1, got ${String(prob)}`);
-        const rng = new SplitMix32(int(o, 'seed', HW_RPC.diskPowerLoss, 0, 0xffffffff) || 1);
+        this.attachMemory(p.domid, 'buffer' in p ? p.buffer : new SharedArrayBuffer(p.frames * PAGE_SIZE));
+      },
+      detachMemory: (p) => this.detachMemory(p.domid),
+      diskAttach: (p) => this.attachDisk(p),
+      diskPowerLoss: (p) => {
+        const rng = new SplitMix32(p.seed || 1);
         // No more DMA after this: the queue stops before the drive goes.
         this.diskQueue?.queue.stop('power lost');
-        const r = this.disk.powerLoss(prob, () => rng.next());
+        const r = this.disk.powerLoss(p.writeProbability, () => rng.next());
         this.logger.warn({ ...r }, 'power lost: unflushed cache torn');
         return r;
-      })
-      .handle(HW_RPC.diskFaults, async (p) => {
-        const o = obj(p, HW_RPC.diskFaults);
+      },
+      diskFaults: async (p) => {
         let rules: DiskFaultRule[];
         try {
-          rules = validateDiskFaultRules(o.rules);
+          rules = validateDiskFaultRules(p.rules);
         } catch (e) {
-          if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`${HW_RPC.diskFaults}: ${e.message}`);
+          if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`${HardwareContract.methods.diskFaults.wire}: ${e.message}`);
           throw e;
         }
         const stats = this.setDiskFaults({ rules });
         await this.svioRulesInPlace;
         return stats;
-      })
-      .handle(HW_RPC.irqFaults, (p) => {
-        const o = obj(p, HW_RPC.irqFaults);
-        return this.setIrqFault(int(o, 'domid', HW_RPC.irqFaults, 1, 0x7fef), parseInterruptFault(o.fault, `${HW_RPC.irqFaults}.fault`));
-      })
-      .handle(HW_RPC.lanFaults, (p) => {
-        const o = obj(p, HW_RPC.lanFaults);
-        return this.setLanFaults(o.faults === null || o.faults === undefined ? undefined : (o.faults as FrameFaults));
-      })
-      .handle(HW_RPC.nicAttach, (p) => {
-        const o = obj(p, HW_RPC.nicAttach);
-        return this.attachNic({
-          tx: frameParam(o, 'tx', HW_RPC.nicAttach),
-          rx: frameParam(o, 'rx', HW_RPC.nicAttach),
-          port: int(o, 'port', HW_RPC.nicAttach, 1, NR_EVENT_PORTS - 1),
-        });
-      })
-      .handle(HW_RPC.nicLink, (p) => {
-        const up = obj(p, HW_RPC.nicLink).up;
-        if (typeof up !== 'boolean') throw new InvalidArgumentError(`${HW_RPC.nicLink}.up: expected a boolean`);
+      },
+      irqFaults: (p) => this.setIrqFault(p.domid, parseInterruptFault(p.fault, `${HardwareContract.methods.irqFaults.wire}.fault`)),
+      lanFaults: (p) => this.setLanFaults(p.faults ?? undefined),
+      nicAttach: (p) => this.attachNic(p),
+      nicLink: (p) => {
         this.live();
-        this.nic.setLink(up);
+        this.nic.setLink(p.up);
         return { link: this.nic.linkUp ? 'up' : 'down' };
-      })
-      .handle(HW_RPC.vfAssign, (p) => {
-        const o = obj(p, HW_RPC.vfAssign);
-        const kind = o.kind;
-        if (kind !== 'nic' && kind !== 'disk') throw new InvalidArgumentError(`${HW_RPC.vfAssign}.kind: expected "nic" or "disk"`);
-        const part = o.partition === undefined ? undefined : obj(o.partition, `${HW_RPC.vfAssign}.partition`);
-        return this.assignFunction({
-          kind,
-          ...(typeof o.rid === 'string' ? { rid: o.rid } : {}),
-          domid: int(o, 'domid', HW_RPC.vfAssign, 1, DOMID_HW - 1),
-          frames: int(o, 'frames', HW_RPC.vfAssign, 1, 1 << 20),
-          port: int(o, 'port', HW_RPC.vfAssign, 1, NR_EVENT_PORTS - 1),
-          guestPort: int(o, 'guestPort', HW_RPC.vfAssign, 1, NR_EVENT_PORTS - 1),
-          ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
-          ...(o.passthrough === true ? { passthrough: true } : {}),
-          ...(part ? { partition: { start: int(part, 'start', 'partition', 0, Number.MAX_SAFE_INTEGER), sectors: int(part, 'sectors', 'partition', 1, Number.MAX_SAFE_INTEGER) } } : {}),
-        });
-      })
-      .handle(HW_RPC.vfReclaim, (p) => {
-        const rid = obj(p, HW_RPC.vfReclaim).rid;
-        if (typeof rid !== 'string') throw new InvalidArgumentError(`${HW_RPC.vfReclaim}.rid: expected "bb:dd.f"`);
-        return this.reclaimFunction(rid);
-      })
-      .handle(HW_RPC.vfList, () => this.functions.stats())
-      .handle(HW_RPC.iommuFaults, (p) => {
-        const drain = obj(p ?? {}, HW_RPC.iommuFaults).drain === true;
-        return { faults: drain ? this.iommu.drainFaults() : this.iommu.faults(), counters: { ...this.iommu.counters } };
-      })
-      .handle(HW_RPC.svioCreate, (p) => {
-        const o = obj(p, HW_RPC.svioCreate);
-        const kind = o.kind;
-        if (kind !== 'net' && kind !== 'blk' && kind !== 'cam') throw new InvalidArgumentError(`${HW_RPC.svioCreate}.kind: expected net, blk or cam`);
-        const part = o.partition === undefined ? undefined : obj(o.partition, `${HW_RPC.svioCreate}.partition`);
-        const cam = o.camera === undefined ? undefined : obj(o.camera, `${HW_RPC.svioCreate}.camera`);
-        return this.createVif({
-          kind,
-          domid: int(o, 'domid', HW_RPC.svioCreate, 1, DOMID_HW - 1),
-          port: int(o, 'port', HW_RPC.svioCreate, 1, NR_EVENT_PORTS - 1),
-          ...(o.guestPort !== undefined ? { guestPort: int(o, 'guestPort', HW_RPC.svioCreate, 1, NR_EVENT_PORTS - 1) } : {}),
-          ...(typeof o.mac === 'string' ? { mac: o.mac } : {}),
-          ...(typeof o.weight === 'number' ? { weight: o.weight } : {}),
-          ...(o.rate !== undefined ? { rate: rateOf(o.rate, HW_RPC.svioCreate) } : {}),
-          ...(part ? { partition: { start: int(part, 'start', 'partition', 0, Number.MAX_SAFE_INTEGER), sectors: int(part, 'sectors', 'partition', 1, Number.MAX_SAFE_INTEGER) } } : {}),
-          ...(cam ? { camera: { width: int(cam, 'width', 'camera', 1, 1920), height: int(cam, 'height', 'camera', 1, 1080), fps: int(cam, 'fps', 'camera', 1, 240) } } : {}),
-        });
-      })
-      .handle(HW_RPC.svioDestroy, (p) => {
-        this.svio().destroy(int(obj(p, HW_RPC.svioDestroy), 'vif', HW_RPC.svioDestroy, 1, 0xffffffff));
-        return null;
-      })
-      .handle(HW_RPC.svioQos, (p) => {
-        const o = obj(p, HW_RPC.svioQos);
-        this.svio().setQos(int(o, 'vif', HW_RPC.svioQos, 1, 0xffffffff), {
-          weight: int(o, 'weight', HW_RPC.svioQos, 1, 1000),
-          ...(o.rate !== undefined ? { rate: rateOf(o.rate, HW_RPC.svioQos) } : {}),
-        });
-        return null;
-      })
-      .handle(HW_RPC.svioList, () => (this.svioEngine ? this.svioEngine.list() : { vifs: [], coreBusyMs: [] }))
+      },
+      vfAssign: (p) => this.assignFunction(p),
+      vfReclaim: (p) => this.reclaimFunction(p.rid),
+      vfList: () => this.functions.stats(),
+      iommuFaults: (p) => ({ faults: p.drain === true ? this.iommu.drainFaults() : this.iommu.faults(), counters: { ...this.iommu.counters } }),
+      svioCreate: (p) => {
+        const { rate, ...spec } = p;
+        return this.createVif({ ...spec, ...(rate !== undefined ? { rate: rateOf(rate, HardwareContract.methods.svioCreate.wire) } : {}) });
+      },
+      svioDestroy: (p) => this.svioWith(p.vif).destroy(p.vif),
+      svioQos: (p) => this.svioWith(p.vif).setQos(p.vif, { weight: p.weight, ...(p.rate !== undefined ? { rate: rateOf(p.rate, HardwareContract.methods.svioQos.wire) } : {}) }),
+      svioList: () => (this.svioEngine ? this.svioEngine.list() : { vifs: [], coreBusyMs: [] }),
       // With VIFs, their counters come from the engine's cores (asynchronously).
-      .handle(HW_RPC.stats, async () => (this.svioEngine ? { ...this.stats(), svio: await this.svioEngine.list() } : this.stats()))
-      .handle(HW_RPC.freeze, (p) => {
-        const { word, maxMs } = obj(p, HW_RPC.freeze);
-        if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new InvalidArgumentError(`${HW_RPC.freeze}: needs { word: SharedArrayBuffer, maxMs }`);
+      stats: async () => (this.svioEngine ? { ...this.stats(), svio: await this.svioEngine.list() } : this.stats()),
+      freeze: (p) => {
         // Reply first, then really stop: no DMA, no completions, no interrupts until thawed.
-        setImmediate(() => Atomics.wait(new Int32Array(word), 0, 0, Math.min(maxMs, 120_000)));
+        setImmediate(() => Atomics.wait(new Int32Array(p.word), 0, 0, Math.min(p.maxMs, 120_000)));
         return true;
-      })
-      .handle(HW_RPC.shutdown, () => {
-        this.shutdown();
-        return null;
-      });
+      },
+      shutdown: () => this.shutdown(),
+    });
     rpc.link.onClose((reason) => {
       if (!this.shutDown) {
         this.logger.warn({ reason }, 'control link closed: shutting down');
@@ -536,6 +393,13 @@ export class HardwareSimulator {
     return this.svioEngine;
   }
 
+  /** The engine holding VIF `vif` (an unknown VIF does not start the engine's cores). */
+  private svioWith(vif: number): SvioEngine {
+    this.live();
+    if (!this.svioEngine) throw new InvalidArgumentError(`no VIF ${vif}`);
+    return this.svioEngine;
+  }
+
   /** An SV-IO VIF bound to a guest whose memory is attached (threads: the cores share it). */
   createVif(spec: Omit<VifSpec, 'memory'>): { vif: number; core: number; page?: SharedArrayBuffer } {
     this.live();
@@ -543,7 +407,7 @@ export class HardwareSimulator {
     const memory = this.dma.memoryOf(spec.domid);
     if (!memory) throw new DeviceError(`domain ${spec.domid} has no memory attached`);
     // Across processes the guest reaches its VIFs over its direct link, which names its own port.
-    if (this.gate.routing.forward && spec.guestPort === undefined) throw new InvalidArgumentError(`${HW_RPC.svioCreate}: across processes a VIF needs guestPort (the guest's end of its channel, used on the guest's direct link)`);
+    if (this.gate.routing.forward && spec.guestPort === undefined) throw new InvalidArgumentError(`${HardwareContract.methods.svioCreate.wire}: across processes a VIF needs guestPort (the guest's end of its channel, used on the guest's direct link)`);
     const made = this.svio().create({ ...spec, memory });
     // Threads: the guest maps the register page itself; ws: it arrives over the direct link.
     return this.gate.routing.forward ? { vif: made.vif, core: made.core } : made;
@@ -718,7 +582,7 @@ export class HardwareSimulator {
       this.gate.stop();
       const rpc = this.rpc;
       // The RpcPeer sends our reply once this handler returns; close the port after that.
-      if (rpc) setImmediate(() => rpc.close('hw.shutdown'));
+      if (rpc) setImmediate(() => rpc.close(HardwareContract.methods.shutdown.wire));
       this.logger.info('hardware powered off');
     }
   }

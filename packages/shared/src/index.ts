@@ -32,3 +32,4 @@ export * from './devicemodels/ata/index.js';
 export * from './camera/index.js';
 export * from './svio/index.js';
 export * from './device/index.js';
+export * from './contracts/index.js';

@@ -18,7 +18,7 @@
  * hosted VMApp's thread counts as `vmapp`). ws: each runtime is a process, and its figure is the
  * process's CPU time (dom0 is this process).
  */
-import type { GuestStats } from '@ringvisor/shared';
+import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 
 export type IoMode = 'native' | 'emulated' | 'emulated-hosted' | 'pv' | 'direct' | 'svio';
@@ -71,12 +71,7 @@ export interface HostSample {
 /** Counters of every runtime on `host`, for the DUT guest `dutDomid`. */
 export async function sampleHost(host: Host, transport: BenchTransport, dutDomid: number): Promise<HostSample> {
   const guests = (await host.guestStats()).filter((g): g is GuestStats => Boolean(g));
-  const hw = await host.hwsim!.peer.call<{
-    busyMs: number;
-    processCpuMs?: number;
-    sriov: { iommu: { pagesTranslated: number } };
-    svio?: { coreBusyMs: number[]; vifs: Array<{ domid: number; stats?: { counters: { bytes: number }; sched: { turns: number; idle: number; blocked: number } } }> };
-  }>('hw.stats', {}, 5_000);
+  const hw = await contractClient(HardwareContract, host.hwsim!.peer).stats();
   const backends = [...host.netBackends(), ...host.blkBackends()].filter((b) => b.frontDomid === dutDomid);
   const g = host.hv.grants.counters.get(0);
   const platform = host.platformOf(dutDomid);

@@ -19,7 +19,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { GuestStats } from '@ringvisor/shared';
+import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
@@ -67,7 +67,7 @@ interface Sample {
 
 async function sample(host: Host): Promise<Sample> {
   const guests = (await host.guestStats()).filter(Boolean);
-  const hw = await host.hwsim!.peer.call<{ busyMs: number; svio?: { coreBusyMs: number[] } }>('hw.stats', {}, 5_000);
+  const hw = await contractClient(HardwareContract, host.hwsim!.peer).stats();
   const backends = [...host.netBackends(), ...host.blkBackends()];
   const g = host.hv.grants.counters.get(0);
   return {

@@ -4,7 +4,7 @@
  * sample, wait, sample again, stop the host — whatever happens.
  */
 import { randomBytes } from 'node:crypto';
-import { GUEST_MARK, createLogger } from '@ringvisor/shared';
+import { GuestControlContract, contractClient, createLogger } from '@ringvisor/shared';
 import { Host } from '../toolstack/host.js';
 import type { HostConfig } from '../toolstack/config.js';
 
@@ -34,7 +34,7 @@ export async function sampleWindow<S>(
     await host.start();
     const dut = host.guests.find((g) => g.config.name === (o.dut ?? 'dut'))!;
     await delay(o.warmupSec * 1000);
-    await dut.peer!.call(GUEST_MARK, {});
+    await contractClient(GuestControlContract, dut.peer!).mark();
     const a = await sample(host, dut.domain.domid);
     const t0 = performance.now();
     await delay(o.windowSec * 1000);

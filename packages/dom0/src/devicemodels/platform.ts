@@ -17,11 +17,6 @@
  */
 import {
   GuestMemoryDma,
-  IOREQ_ACCESS,
-  IOREQ_DMA,
-  IOREQ_IRQ,
-  IO_DIR_IN,
-  IO_DIR_OUT,
   applyGuestWrites,
   type GuestMemoryWrite,
   type IoReq,
@@ -43,7 +38,7 @@ import type { Skb } from '../physdev/skb.js';
 import type { BridgePort, SoftwareBridge } from '../backends/net/bridge.js';
 import { AtaDevice, IoReqServer, LanceDevice } from '@ringvisor/shared';
 import { PhysicalDiskBacking } from './disk-backing.js';
-import { VMAPP_DISK, VMAPP_FAULTS, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, type InterruptFault, type InterruptFaultCounts, type VmAppPlan, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
+import { IoReqLinkContract, VmAppContract, VmAppHostContract, contractClient, notify, onNotify, serveContract, type InterruptFault, type InterruptFaultCounts, type VmAppPlan, type VmAppSpec, type VmAppStats } from '@ringvisor/shared';
 
 export type EmulationPlacement = 'dom0' | 'hosted';
 
@@ -211,7 +206,7 @@ export class EmulatedPlatform {
     if (this.remote) {
       // Across a link: the writes the interrupt announces go first, on the same link.
       this.shipWrites();
-      this.vcpuPeer?.notify(IOREQ_IRQ, { port: line.guestPort });
+      if (this.vcpuPeer) notify(this.vcpuPeer, IoReqLinkContract.notifications.irq, { port: line.guestPort });
       return;
     }
     this.hv.dom0Events.send(line.dom0Port);
@@ -228,7 +223,7 @@ export class EmulatedPlatform {
   private shipWrites(): void {
     if (!this.remote || this.written.length === 0) return;
     const writes = this.takeWrites();
-    this.vcpuPeer?.notify(IOREQ_DMA, { writes });
+    if (this.vcpuPeer) notify(this.vcpuPeer, IoReqLinkContract.notifications.dma, { writes });
   }
 
   /** Models in dom0 across a link: a vCPU relay connected for this guest (ws role `vcpu`). */
@@ -243,24 +238,20 @@ export class EmulatedPlatform {
    */
   serveVcpuLink(peer: RpcPeer): void {
     this.vcpuPeer = peer;
-    peer.handle(IOREQ_ACCESS, (p) => {
-      const o = (p ?? {}) as Record<string, unknown>;
-      const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) ? v : -1);
-      const size = int(o.size);
-      const port = int(o.port);
-      if ((size !== 1 && size !== 2 && size !== 4) || port < 0 || port > 0xffff) throw new InvalidArgumentError('ioreq.access: port 0..0xffff and size 1, 2 or 4');
-      if (!applyGuestWrites(this.domain.memory.bytes, o.pages ?? [])) throw new InvalidArgumentError('ioreq.access: pages outside the guest\'s memory or too large');
-      const pre = o.pre as { port?: unknown; data?: unknown } | undefined;
-      const req: IoReq = {
-        seq: int(o.seq),
-        port,
-        size,
-        dir: o.dir === IO_DIR_IN ? IO_DIR_IN : IO_DIR_OUT,
-        data: int(o.data) >>> 0,
-        ...(pre && int(pre.port) >= 0 ? { pre: { port: int(pre.port) & 0xffff, data: int(pre.data) & 0xffff } } : {}),
-      };
-      const data = this.server!.handle(req);
-      return { data, writes: this.takeWrites() };
+    serveContract(peer, IoReqLinkContract, {
+      access: (p) => {
+        if (!applyGuestWrites(this.domain.memory.bytes, p.pages)) throw new InvalidArgumentError('ioreq.access: pages outside the guest\'s memory or too large');
+        const req: IoReq = {
+          seq: p.seq,
+          port: p.port,
+          size: p.size,
+          dir: p.dir,
+          data: p.data >>> 0,
+          ...(p.pre ? { pre: { port: p.pre.port, data: p.pre.data & 0xffff } } : {}),
+        };
+        const data = this.server!.handle(req);
+        return { data, writes: this.takeWrites() };
+      },
     });
     peer.link.onClose(() => {
       if (this.vcpuPeer === peer) this.vcpuPeer = undefined;
@@ -296,7 +287,7 @@ export class EmulatedPlatform {
         if (!this.destroyed) {
           if (this.placement === 'hosted') {
             // A VMNet read by the VMApp: the frame crosses to its thread (a copy).
-            this.vmappPeer?.notify(VMAPP_FRAME, { devid, frame: frame.slice() });
+            if (this.vmappPeer) notify(this.vmappPeer, VmAppHostContract.notifications.frame, { devid, frame: frame.slice() });
             trace('rx', frame);
           } else {
             if (model!.receive(frame) === 'delivered') trace('rx', frame);
@@ -396,23 +387,20 @@ export class EmulatedPlatform {
   serveVmApp(peer: RpcPeer): void {
     if (this.placement !== 'hosted') return;
     this.vmappPeer = peer;
-    peer.on(VMAPP_FRAME, (p) => {
-      const { devid, frame } = p as { devid?: unknown; frame?: unknown };
-      if (this.destroyed || typeof devid !== 'number' || !(frame instanceof Uint8Array) || frame.byteLength > 4096) return;
-      this.hostedFrames.get(devid)?.(frame);
+    onNotify(peer, VmAppHostContract.notifications.frame, ({ devid, frame }) => {
+      if (!this.destroyed) this.hostedFrames.get(devid)?.(frame);
     });
-    peer.handle(VMAPP_DISK, async (p) => {
-      const { devid, op, lba, count, data } = p as { devid?: unknown; op?: unknown; lba?: unknown; count?: unknown; data?: unknown };
-      const d = this.disks.find((x) => x.devid === devid);
-      if (!d || this.destroyed) return { status: -1 };
-      const at = typeof lba === 'number' ? lba : -1;
-      if (op === 'read') {
-        const r = await d.backing.read(at, typeof count === 'number' ? count : 0);
-        return typeof r === 'number' ? { status: r || -1 } : { status: 0, data: r };
-      }
-      if (op === 'write' && data instanceof Uint8Array) return { status: await d.backing.write(at, data) };
-      if (op === 'flush') return { status: await d.backing.flush() };
-      return { status: -1 };
+    serveContract(peer, VmAppHostContract, {
+      disk: async (p) => {
+        const d = this.disks.find((x) => x.devid === p.devid);
+        if (!d || this.destroyed) return { status: -1 };
+        if (p.op === 'read') {
+          const r = await d.backing.read(p.lba, p.count);
+          return typeof r === 'number' ? { status: r || -1 } : { status: 0, data: r };
+        }
+        if (p.op === 'write') return { status: await d.backing.write(p.lba, p.data) };
+        return { status: await d.backing.flush() };
+      },
     });
   }
 
@@ -423,7 +411,7 @@ export class EmulatedPlatform {
   setHostedEventFault(f: InterruptFault | null): Promise<InterruptFaultCounts> {
     if (!this.vmappPeer || this.destroyed) throw new Error(`${this.domain.name}: no VMApp to inject into`);
     // The answer may wait until the fault ends (see VMAPP_FAULTS): bounded by its own length.
-    return this.vmappPeer.call<InterruptFaultCounts>(VMAPP_FAULTS, f, (f?.forMs ?? 0) + 10_000);
+    return contractClient(VmAppContract, this.vmappPeer).faults(f, { timeoutMs: (f?.forMs ?? 0) + 10_000 });
   }
 
   /** hosted, threads: the VMApp worker's link, a source of trace events (its traps) for dom0's trace hub. */
@@ -435,7 +423,7 @@ export class EmulatedPlatform {
   async refresh(): Promise<void> {
     if (!this.vmappPeer || this.destroyed) return;
     try {
-      this.lastHostedStats = await this.vmappPeer.call<VmAppStats>(VMAPP_STATS, {}, 5_000);
+      this.lastHostedStats = await contractClient(VmAppContract, this.vmappPeer).stats();
     } catch {
       /* the VMApp is gone; keep the last figures */
     }
@@ -488,7 +476,7 @@ export class EmulatedPlatform {
     this.server?.close();
     if (this.vmappWorker && this.vmappPeer) {
       const { exited, terminate } = this.vmappWorker;
-      await this.vmappPeer.call(VMAPP_STOP, {}, 2_000).catch(() => undefined);
+      await contractClient(VmAppContract, this.vmappPeer).stop().catch(() => undefined);
       this.vmappPeer.close('platform destroyed');
       if ((await Promise.race([exited, new Promise((r) => setTimeout(() => r('late'), 2_000).unref())])) === 'late') await terminate();
     }

@@ -7,6 +7,9 @@
 import {
   DOMID_HW,
   DomainError,
+  HypercallContract,
+  notify,
+  serveContract,
   EventChannelAuthority,
   EventChannelGate,
   GrantAuthority,
@@ -248,47 +251,23 @@ export class Hypervisor {
    * from this closure, never from the message.
    */
   bindGuestHypercalls(peer: RpcPeer, domid: number): void {
-    const obj = (p: unknown): Record<string, unknown> => {
-      if (typeof p !== 'object' || p === null) throw new InvalidArgumentError('hypercall parameters must be an object');
-      return p as Record<string, unknown>;
-    };
-    const int = (p: Record<string, unknown>, k: string): number => {
-      const v = p[k];
-      if (typeof v !== 'number' || !Number.isInteger(v)) throw new InvalidArgumentError(`${k} must be an integer`);
-      return v;
-    };
-    const str = (p: Record<string, unknown>, k: string): string => {
-      const v = p[k];
-      if (typeof v !== 'string') throw new InvalidArgumentError(`${k} must be a string`);
-      return v;
-    };
-    const tx = (p: Record<string, unknown>): number | undefined => (typeof p.tx === 'number' ? p.tx : undefined);
     const s = this.store;
-    peer
-      .handle('evtchn.allocUnbound', (p) => this.evtchn.allocUnbound(domid, int(obj(p), 'remoteDom')))
-      .handle('evtchn.bindInterdomain', (p) => {
-        const o = obj(p);
-        return this.evtchn.bindInterdomain(domid, int(o, 'remoteDom'), int(o, 'remotePort'));
-      })
-      .handle('evtchn.close', (p) => this.evtchn.close(domid, int(obj(p), 'port')))
-      .handle('evtchn.status', (p) => this.evtchn.status(domid, int(obj(p), 'port')))
-      .handle('store.read', (p) => s.read(domid, str(obj(p), 'path'), tx(obj(p))))
-      .handle('store.tryRead', (p) => s.tryRead(domid, str(obj(p), 'path'), tx(obj(p))) ?? null)
-      .handle('store.write', (p) => s.write(domid, str(obj(p), 'path'), str(obj(p), 'value'), tx(obj(p))))
-      .handle('store.mkdir', (p) => s.mkdir(domid, str(obj(p), 'path'), tx(obj(p))))
-      .handle('store.rm', (p) => s.rm(domid, str(obj(p), 'path'), tx(obj(p))))
-      .handle('store.directory', (p) => s.directory(domid, str(obj(p), 'path'), tx(obj(p))))
-      .handle('store.watch', (p) => {
-        const o = obj(p);
-        const path = str(o, 'path');
-        const token = str(o, 'token');
-        s.watch(domid, path, token, (changed) => peer.notify('store.watch', { token, path: changed }));
-      })
-      .handle('store.unwatch', (p) => s.unwatch(domid, str(obj(p), 'path'), str(obj(p), 'token')))
-      .handle('store.txStart', () => s.transactionStart(domid))
-      .handle('store.txEnd', (p) => {
-        const o = obj(p);
-        s.transactionEnd(domid, int(o, 'tx'), o.commit === true);
-      });
+    // Params are checked against HypercallContract before any handler runs.
+    serveContract(peer, HypercallContract, {
+      evtchnAllocUnbound: (p) => this.evtchn.allocUnbound(domid, p.remoteDom),
+      evtchnBindInterdomain: (p) => this.evtchn.bindInterdomain(domid, p.remoteDom, p.remotePort),
+      evtchnClose: (p) => this.evtchn.close(domid, p.port),
+      evtchnStatus: (p) => this.evtchn.status(domid, p.port),
+      storeRead: (p) => s.read(domid, p.path, p.tx),
+      storeTryRead: (p) => s.tryRead(domid, p.path, p.tx) ?? null,
+      storeWrite: (p) => s.write(domid, p.path, p.value, p.tx),
+      storeMkdir: (p) => s.mkdir(domid, p.path, p.tx),
+      storeRm: (p) => s.rm(domid, p.path, p.tx),
+      storeDirectory: (p) => s.directory(domid, p.path, p.tx),
+      storeWatch: ({ path, token }) => s.watch(domid, path, token, (changed) => notify(peer, HypercallContract.notifications.storeWatchFired, { token, path: changed })),
+      storeUnwatch: (p) => s.unwatch(domid, p.path, p.token),
+      storeTxStart: () => s.transactionStart(domid),
+      storeTxEnd: (p) => s.transactionEnd(domid, p.tx, p.commit),
+    });
   }
 }

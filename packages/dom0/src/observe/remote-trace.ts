@@ -5,7 +5,7 @@
  * sends and device DMA next to dom0's own events. With no stream open, nothing is forwarded.
  * Each forwarded event is pinned to the host and (for a guest) the domain its link proved.
  */
-import { TRACE_EVENTS, TRACE_KINDS, TRACE_SUBSCRIBE, TRACE_UNSUBSCRIBE, acceptForwardedEvent, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
+import { TRACE_KINDS, TraceForwardContract, acceptForwardedEvent, contractClient, onNotify, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 
 interface Source {
@@ -49,22 +49,21 @@ export class RemoteTraceHub {
     for (const s of this.sources()) {
       if (!this.listening.has(s.peer)) {
         this.listening.add(s.peer);
-        s.peer.on(TRACE_EVENTS, (p) => this.receive(s, p));
+        // A batch outside the contract counts as rejected; each event of one is checked again below.
+        onNotify(s.peer, TraceForwardContract.notifications.events, (p) => this.receive(s, p), () => void this.counters.rejected++);
       }
-      s.peer.call(TRACE_SUBSCRIBE, { kinds: TRACE_KINDS }, 5_000).catch((e) => this.log.debug({ err: (e as Error).message }, 'runtime did not start forwarding'));
+      contractClient(TraceForwardContract, s.peer).subscribe({ kinds: [...TRACE_KINDS] }).catch((e) => this.log.debug({ err: (e as Error).message }, 'runtime did not start forwarding'));
     }
   }
 
   /** A stream closed: stop forwarding when it was the last. */
   release(): void {
     if (this.users === 0 || --this.users > 0) return;
-    for (const s of this.sources()) s.peer.call(TRACE_UNSUBSCRIBE, {}, 5_000).catch(() => {});
+    for (const s of this.sources()) contractClient(TraceForwardContract, s.peer).unsubscribe().catch(() => {});
   }
 
-  private receive(s: Source, payload: unknown): void {
-    const p = payload as { events?: unknown; dropped?: unknown };
-    if (typeof p !== 'object' || p === null || !Array.isArray(p.events)) return void this.counters.rejected++;
-    if (typeof p.dropped === 'number' && p.dropped > 0) this.counters.dropped += p.dropped;
+  private receive(s: Source, p: { events: unknown[]; dropped: number }): void {
+    this.counters.dropped += p.dropped;
     for (const raw of p.events.slice(0, 20_000)) {
       const ev = acceptForwardedEvent(raw, s.host, s.domid, s.name);
       if (!ev) {

@@ -10,10 +10,10 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
   DmaSyncList,
   EventMemory,
-  IOREQ_ACCESS,
-  IOREQ_DMA,
+  IoReqLinkContract,
+  contractClient,
+  onNotify,
   IOREQ_DOORBELL_WORD,
-  IOREQ_IRQ,
   IOREQ_SLOT_BYTES,
   IoReqSlotServer,
   RpcPeer,
@@ -51,13 +51,16 @@ export async function runRelay(spec: RelaySpec, report: MessagePort): Promise<vo
   const slot = new IoReqSlotServer(spec.slot);
   const sync = new DmaSyncList(spec.syncList);
   const doorbell = new Int32Array(spec.slot, 0, IOREQ_SLOT_BYTES / 4);
-  peer.on(IOREQ_DMA, (p) => {
-    if (!applyGuestWrites(mem, (p as { writes?: unknown }).writes)) log.warn('malformed device writes from dom0 dropped');
-  });
-  peer.on(IOREQ_IRQ, (p) => {
-    const port = (p as { port?: unknown }).port;
-    if (typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 1024) events.setPending(spec.domid, port);
-  });
+  onNotify(
+    peer,
+    IoReqLinkContract.notifications.dma,
+    ({ writes }) => {
+      if (!applyGuestWrites(mem, writes)) log.warn('device writes outside this guest\'s memory from dom0 dropped');
+    },
+    (e) => log.warn({ err: e }, 'malformed device writes from dom0 dropped'),
+  );
+  onNotify(peer, IoReqLinkContract.notifications.irq, ({ port }) => void events.setPending(spec.domid, port));
+  const dom0 = contractClient(IoReqLinkContract, peer);
   let open = true;
   link.onClose(() => {
     open = false;
@@ -72,9 +75,9 @@ export async function runRelay(spec: RelaySpec, report: MessagePort): Promise<vo
     for (let req: IoReq | undefined; open && (req = slot.claim()); ) {
       const pages = sync.take().flatMap(({ gpa, len }) => (gpa + len <= mem.byteLength ? [{ gpa, data: mem.slice(gpa, gpa + len) }] : []));
       try {
-        const res = await peer.call<{ data: number; writes: unknown }>(IOREQ_ACCESS, { ...req, pages }, 10_000);
+        const res = await dom0.access({ ...req, pages });
         applyGuestWrites(mem, res.writes);
-        slot.complete(typeof res.data === 'number' ? res.data : floatingBus(req.size));
+        slot.complete(res.data);
       } catch {
         slot.complete(floatingBus(req.size)); // dom0 gone: the access reads as nothing there
       }

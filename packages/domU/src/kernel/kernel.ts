@@ -4,6 +4,9 @@
  * bound by the hypervisor to this domain's id).
  */
 import {
+  HypercallContract,
+  contractClient,
+  type ContractClient,
   EventChannelGate,
   FrameAllocator,
   GuestLinkEnd,
@@ -41,7 +44,10 @@ export class GuestKernel {
   readonly grants: GrantTable;
   readonly events: EventChannelGate;
   readonly store: StoreClient;
+  /** The control link to dom0 (hypercalls, guest control, VMApp relaying). */
   readonly hypercalls: RpcPeer;
+  /** Typed hypercalls on it (HypercallContract). */
+  readonly hv: ContractClient<typeof HypercallContract>;
   readonly log: Logger;
   readonly link?: GuestLinkEnd;
   readonly host: string;
@@ -61,6 +67,7 @@ export class GuestKernel {
     this.host = o.host ?? '';
     this.events.traceHost = this.host;
     this.hypercalls = o.hypercalls;
+    this.hv = contractClient(HypercallContract, o.hypercalls);
     this.store = new RemoteStoreClient(o.hypercalls, o.domid);
     this.log = o.log;
     this.events.start();
@@ -96,12 +103,12 @@ export class GuestKernel {
 
   /** EVTCHNOP_alloc_unbound: a port the given remote domain may bind to. */
   allocUnboundPort(remoteDom: number): Promise<number> {
-    return this.hypercalls.call<number>('evtchn.allocUnbound', { remoteDom });
+    return this.hv.evtchnAllocUnbound({ remoteDom });
   }
 
   async closePort(port: number): Promise<void> {
     this.events.off(port);
-    await this.hypercalls.call('evtchn.close', { port });
+    await this.hv.evtchnClose({ port });
   }
 
   shutdown(): void {

@@ -8,11 +8,12 @@
  */
 import {
   type RpcPeer,
-  VMAPP_DISK,
-  VMAPP_FRAME,
-  VMAPP_STATS,
-  VMAPP_STOP,
-  VMAPP_FAULTS,
+  VmAppContract,
+  VmAppHostContract,
+  contractClient,
+  notify,
+  onNotify,
+  serveContract,
   createIoReqSlot,
   createVmmShared,
   startVmApp,
@@ -34,18 +35,23 @@ export function startLocalVmApp(kernel: GuestKernel, guest: string, plan: VmAppP
   const { peer: vm, worker } = startVmApp({ guest, domid: kernel.domid, memory: kernel.memory.buffer, eventMemory: kernel.events.mem.buffer, localInterrupts: true, slot, vmmShared: vmm, ...plan });
   worker.on('error', (e) => kernel.log.error({ err: e }, 'vmapp crashed'));
   const dom0 = kernel.hypercalls;
-  vm.on(VMAPP_FRAME, (p) => dom0.notify(VMAPP_FRAME, p));
-  vm.handle(VMAPP_DISK, (p) => dom0.call(VMAPP_DISK, p, 30_000));
-  dom0.on(VMAPP_FRAME, (p) => vm.notify(VMAPP_FRAME, p));
-  dom0.handle(VMAPP_STATS, () => vm.call(VMAPP_STATS, {}, 5_000));
-  dom0.handle(VMAPP_STOP, () => vm.call(VMAPP_STOP, {}, 2_000));
-  dom0.handle(VMAPP_FAULTS, (p) => vm.call(VMAPP_FAULTS, p, 5_000));
+  // Relayed as they are, but checked on the way through: each side sees only typed messages.
+  const toVm = contractClient(VmAppContract, vm);
+  const toDom0 = contractClient(VmAppHostContract, dom0);
+  onNotify(vm, VmAppHostContract.notifications.frame, (p) => notify(dom0, VmAppHostContract.notifications.frame, p));
+  serveContract(vm, VmAppHostContract, { disk: (p) => toDom0.disk(p) });
+  onNotify(dom0, VmAppContract.notifications.frame, (p) => notify(vm, VmAppContract.notifications.frame, p));
+  serveContract(dom0, VmAppContract, {
+    stats: () => toVm.stats(),
+    stop: () => toVm.stop(),
+    faults: (f) => toVm.faults(f, { timeoutMs: 5_000 }),
+  });
   return {
     slot,
     vmm,
     peer: vm,
     stop: async () => {
-      await vm.call(VMAPP_STOP, {}, 2_000).catch(() => undefined);
+      await toVm.stop().catch(() => undefined);
       vm.close('guest stopped');
       await worker.terminate();
     },

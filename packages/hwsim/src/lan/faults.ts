@@ -19,23 +19,10 @@
  * shift the pattern of the others. Counters count what the receiver can observe: `reordered` only
  * when a later frame really went ahead.
  */
-import { InvalidArgumentError, SplitMix32 } from '@ringvisor/shared';
+import { InvalidArgumentError, SplitMix32, type FrameFaultCounters, type FrameFaults } from '@ringvisor/shared';
 
-/** Probabilities (0..1) per frame, and the PRNG seed (default 0). */
-export interface FrameFaults {
-  drop?: number;
-  duplicate?: number;
-  reorder?: number;
-  corrupt?: number;
-  seed?: number;
-}
-
-export interface FrameFaultCounters {
-  dropped: number;
-  duplicated: number;
-  reordered: number;
-  corrupted: number;
-}
+// The shapes are the hardware contract's (hw.lan.faults): defined once, in shared.
+export type { FrameFaultCounters, FrameFaults };
 
 /** Longest a frame is held back waiting for a frame to overtake it. */
 export const REORDER_HOLD_MS = 20;

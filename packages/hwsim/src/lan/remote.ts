@@ -5,7 +5,7 @@
  * Frames leaving a port can be dropped, duplicated, reordered or corrupted on purpose
  * (`setFrameFaults`, see faults.ts) — a lossy LAN for fault injection; heartbeats never are.
  */
-import { CONTROL_PING, listen, type Logger, RpcPeer, type WsServer } from '@ringvisor/shared';
+import { ControlContract, listen, serveContract, type Logger, RpcPeer, type WsServer } from '@ringvisor/shared';
 import { FrameFaulter, newFrameFaultCounters, type FrameFaultCounters, type FrameFaults } from './faults.js';
 import type { LanPort } from './lan-port.js';
 import { LanSegment } from './segment.js';
@@ -147,7 +147,7 @@ export async function runSwitch(o: { host?: string; port: number; secret: Uint8A
     onConnection: (link, who) => {
       if (who.role === 'control') {
         // Healthchecks: the switch is up; how many hosts are cabled to it.
-        new RpcPeer(link, 'switch/control').handle(CONTROL_PING, () => ({ host: `switch ${segment.name}`, guests: attached.size, ready: attached.size }));
+        serveContract(new RpcPeer(link, 'switch/control'), ControlContract, { ping: () => ({ host: `switch ${segment.name}`, guests: attached.size, ready: attached.size }) });
         return;
       }
       attached.add(who.domid);

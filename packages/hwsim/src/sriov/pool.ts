@@ -16,7 +16,7 @@
  * the IOTLB — anything the function still attempted would now be blocked and faulted; 4. back to
  * the pool, clean, for the next owner.
  */
-import { InvalidArgumentError, DeviceError, type VfKind, type Logger } from '@ringvisor/shared';
+import { InvalidArgumentError, DeviceError, type VfKind, type Logger, type ReclaimReport } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
 import { IoPageTable, formatRequesterId, requesterId, type Iommu } from '../iommu/iommu.js';
 import type { DiskFaultTable } from '../devices/disk/faults.js';
@@ -56,14 +56,8 @@ export interface Assignment {
   fn: VirtualFunction;
 }
 
-export interface ReclaimReport {
-  rid: string;
-  owner: number;
-  /** The steps taken, in order. */
-  steps: string[];
-  /** What the reset dropped: prefetched rx descriptors, queued disk commands. */
-  dropped: { rxDescriptors: number; commands: number };
-}
+/** What a reclaim did (the hardware contract's hw.vf.reclaim result). */
+export type { ReclaimReport };
 
 /** Test-only: skip steps of reclaim to show what each one prevents. Never reachable over RPC. */
 export interface UnsafeReclaim {

@@ -46,6 +46,8 @@
  * with plain stores; the doorbell is the ordering point (a real driver's wmb() before the MMIO
  * doorbell write), so everything written before it is visible when the device reads.
  */
+import type { Static } from '@sinclair/typebox';
+import type { DirectDeviceSpecSchema, DirectFunctionSpecSchema } from '../contracts/guest.js';
 import { RegisterPage } from './registers.js';
 
 export const VF_KIND_NIC = 1;
@@ -112,19 +114,6 @@ export class VfRegisters extends RegisterPage {
  * `bar` is the register page itself on shared memory (threads); across a process boundary the
  * guest's process holds its own copy, mirrored over its direct link to the hardware.
  */
-export interface DirectFunctionSpec {
-  kind: VfKind;
-  devid: number;
-  /** "bb:dd.f" */
-  rid: string;
-  /** The guest's end of the doorbell / interrupt channel to the hardware. */
-  port: number;
-  bar?: SharedArrayBuffer;
-}
-
+export type DirectFunctionSpec = Static<typeof DirectFunctionSpecSchema>;
 /** The boot spec's direct-I/O part: assigned functions, and (ws) how to reach the hardware. */
-export interface DirectDeviceSpec {
-  functions: DirectFunctionSpec[];
-  /** ws: the hardware simulator's listener for direct links (dom0 is not on this path). */
-  hwUrl?: string;
-}
+export type DirectDeviceSpec = Static<typeof DirectDeviceSpecSchema>;

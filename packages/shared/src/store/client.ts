@@ -5,6 +5,8 @@
 import type { RpcPeer } from '../transport/rpc.js';
 import { StoreError } from '../errors.js';
 import type { Store } from './store.js';
+import { contractClient, onNotify, type ContractClient } from '../contracts/contract.js';
+import { HypercallContract } from '../contracts/hypercalls.js';
 
 export type Unwatch = () => Promise<void>;
 
@@ -84,50 +86,49 @@ export class LocalStoreClient implements StoreClient {
 /** RPC method names the store server answers (dom0 binds them to the caller's proven domid). */
 export const STORE_METHODS = ['read', 'tryRead', 'write', 'mkdir', 'rm', 'directory', 'watch', 'unwatch', 'txStart', 'txEnd'] as const;
 
-/** The store behind a link. Watch events arrive as `store.watch` notifications. */
+/** The store behind a link (HypercallContract). Watch events arrive as `store.watch` notifications. */
 export class RemoteStoreClient implements StoreClient {
   private readonly watchCbs = new Map<string, (p: string) => void>();
+  private readonly hypercalls: ContractClient<typeof HypercallContract>;
 
   constructor(
     readonly peer: RpcPeer,
     readonly domid: number,
   ) {
-    peer.on('store.watch', (payload) => {
-      const { token, path } = payload as { token: string; path: string };
-      this.watchCbs.get(token)?.(path);
-    });
+    this.hypercalls = contractClient(HypercallContract, peer);
+    onNotify(peer, HypercallContract.notifications.storeWatchFired, ({ token, path }) => this.watchCbs.get(token)?.(path));
   }
   read(path: string, tx?: number): Promise<string> {
-    return this.peer.call('store.read', { path, tx });
+    return this.hypercalls.storeRead({ path, tx });
   }
   tryRead(path: string, tx?: number): Promise<string | undefined> {
-    return this.peer.call<string | null>('store.tryRead', { path, tx }).then((v) => v ?? undefined);
+    return this.hypercalls.storeTryRead({ path, tx }).then((v) => v ?? undefined);
   }
   async write(path: string, value: string, tx?: number): Promise<void> {
-    await this.peer.call('store.write', { path, value, tx });
+    await this.hypercalls.storeWrite({ path, value, tx });
   }
   async mkdir(path: string, tx?: number): Promise<void> {
-    await this.peer.call('store.mkdir', { path, tx });
+    await this.hypercalls.storeMkdir({ path, tx });
   }
   async rm(path: string, tx?: number): Promise<void> {
-    await this.peer.call('store.rm', { path, tx });
+    await this.hypercalls.storeRm({ path, tx });
   }
   directory(path: string, tx?: number): Promise<string[]> {
-    return this.peer.call('store.directory', { path, tx });
+    return this.hypercalls.storeDirectory({ path, tx });
   }
   async watch(path: string, cb: (changedPath: string) => void): Promise<Unwatch> {
     const token = `w${++watchSeq}`;
     this.watchCbs.set(token, cb);
-    await this.peer.call('store.watch', { path, token });
+    await this.hypercalls.storeWatch({ path, token });
     return async () => {
       this.watchCbs.delete(token);
-      await this.peer.call('store.unwatch', { path, token });
+      await this.hypercalls.storeUnwatch({ path, token });
     };
   }
   transactionStart(): Promise<number> {
-    return this.peer.call('store.txStart', {});
+    return this.hypercalls.storeTxStart();
   }
   async transactionEnd(tx: number, commit: boolean): Promise<void> {
-    await this.peer.call('store.txEnd', { tx, commit });
+    await this.hypercalls.storeTxEnd({ tx, commit });
   }
 }

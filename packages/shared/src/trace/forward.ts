@@ -13,11 +13,16 @@
  * acceptForwardedEvent) before anyone sees it.
  */
 import type { RpcPeer } from '../transport/rpc.js';
-import { TRACE_KINDS, TraceBuffer, serializeTrace, subscribeTrace, traceChannel, type TraceEvent, type TraceKind } from './index.js';
+import { contractClient, notify, onNotify, serveContract } from '../contracts/contract.js';
+import { TraceForwardContract } from '../contracts/trace.js';
+import { TraceBuffer, serializeTrace, subscribeTrace, traceChannel, TRACE_KINDS, type TraceEvent, type TraceKind } from './index.js';
 
-export const TRACE_SUBSCRIBE = 'trace.subscribe';
-export const TRACE_UNSUBSCRIBE = 'trace.unsubscribe';
-export const TRACE_EVENTS = 'trace.events';
+/** @deprecated use TraceForwardContract.methods.subscribe */
+export const TRACE_SUBSCRIBE = TraceForwardContract.methods.subscribe.wire;
+/** @deprecated use TraceForwardContract.methods.unsubscribe */
+export const TRACE_UNSUBSCRIBE = TraceForwardContract.methods.unsubscribe.wire;
+/** @deprecated use TraceForwardContract.notifications.events */
+export const TRACE_EVENTS = TraceForwardContract.notifications.events.wire;
 
 const FORWARD_FLUSH_MS = 100;
 /**
@@ -37,42 +42,40 @@ export function serveTraceForwarding(peer: RpcPeer, o: { downstream?: () => RpcP
     stop = undefined;
   };
   const listening = new WeakSet<RpcPeer>();
-  peer.handle(TRACE_SUBSCRIBE, (p) => {
-    const kinds = (p as { kinds?: unknown }).kinds;
-    if (!Array.isArray(kinds) || !kinds.every((k) => TRACE_KINDS.includes(k as TraceKind))) throw new Error('trace.subscribe: kinds must be trace kinds');
-    end();
-    const wanted = (kinds as TraceKind[]).filter((k) => !NOT_FORWARDED.includes(k));
-    const buf = new TraceBuffer(10_000);
-    const unsubscribe = subscribeTrace(wanted, (ev) => buf.push(serializeTrace(ev, ev.kind === 'frame')));
-    const timer = setInterval(() => {
-      if (buf.length || buf.dropped) peer.notify(TRACE_EVENTS, buf.take());
-    }, FORWARD_FLUSH_MS);
-    timer.unref();
-    // Runtimes this one carries (a VMApp thread in a guest's process): their events are
-    // re-published here, so the subscription above forwards them with this runtime's own.
-    const below = o.downstream?.() ?? [];
-    for (const d of below) {
-      if (!listening.has(d)) {
-        listening.add(d);
-        d.on(TRACE_EVENTS, (q) => {
-          const events = (q as { events?: unknown }).events;
-          if (!Array.isArray(events)) return;
-          for (const raw of events.slice(0, 20_000)) {
-            const ev = acceptForwardedEvent(raw, (raw as { host?: string }).host ?? '', (raw as { domid?: number }).domid);
-            if (ev) republishTrace(ev);
-          }
-        });
+  serveContract(peer, TraceForwardContract, {
+    subscribe: ({ kinds }) => {
+      end();
+      const wanted = kinds.filter((k) => !NOT_FORWARDED.includes(k));
+      const buf = new TraceBuffer(10_000);
+      const unsubscribe = subscribeTrace(wanted, (ev) => buf.push(serializeTrace(ev, ev.kind === 'frame')));
+      const timer = setInterval(() => {
+        if (buf.length || buf.dropped) notify(peer, TraceForwardContract.notifications.events, buf.take());
+      }, FORWARD_FLUSH_MS);
+      timer.unref();
+      // Runtimes this one carries (a VMApp thread in a guest's process): their events are
+      // re-published here, so the subscription above forwards them with this runtime's own.
+      const below = o.downstream?.() ?? [];
+      for (const d of below) {
+        if (!listening.has(d)) {
+          listening.add(d);
+          onNotify(d, TraceForwardContract.notifications.events, ({ events }) => {
+            for (const raw of events.slice(0, 20_000)) {
+              const ev = acceptForwardedEvent(raw, (raw as { host?: string }).host ?? '', (raw as { domid?: number }).domid);
+              if (ev) republishTrace(ev);
+            }
+          });
+        }
+        contractClient(TraceForwardContract, d).subscribe({ kinds: wanted }).catch(() => undefined);
       }
-      d.call(TRACE_SUBSCRIBE, { kinds: wanted }, 5_000).catch(() => undefined);
-    }
-    stop = () => {
-      unsubscribe();
-      clearInterval(timer);
-      for (const d of below) d.call(TRACE_UNSUBSCRIBE, {}, 5_000).catch(() => undefined);
-    };
-    return wanted;
+      stop = () => {
+        unsubscribe();
+        clearInterval(timer);
+        for (const d of below) contractClient(TraceForwardContract, d).unsubscribe().catch(() => undefined);
+      };
+      return wanted;
+    },
+    unsubscribe: () => end(),
   });
-  peer.handle(TRACE_UNSUBSCRIBE, () => end());
   peer.link.onClose(end);
 }
 

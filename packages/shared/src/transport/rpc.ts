@@ -6,6 +6,9 @@
  * Wire shapes (plain objects; structured clone over MessagePort, msgpack over WebSocket):
  *   { t: 'call', id, method, params }   → { t: 'result', id, value } | { t: 'error', id, error }
  *   { t: 'notify', topic, payload }
+ *
+ * Methods and topics are not named here: each is defined once in a contract (contracts/), and
+ * called and served through contractClient / serveContract, which check params and results.
  */
 import { ClosedError, ProtocolError, TimeoutError, fromWireError, toWireError, type WireError } from '../errors.js';
 import type { MessagePort } from 'node:worker_threads';

@@ -9,22 +9,27 @@
  * between traps (a transmit, a received frame) sends its writes, then the interrupt, on the same
  * link — in that order, so a driver woken by the interrupt reads what the device wrote.
  *
- *   relay → dom0   IOREQ_ACCESS (call)  { port, size, dir, data, pre?, pages: [{ gpa, data }] }
+ *   relay → dom0   ioreq.access (call)  { port, size, dir, data, pre?, pages: [{ gpa, data }] }
  *                                        → { data, writes: [{ gpa, data }] }
- *   dom0 → relay   IOREQ_DMA (notify)   { writes: [{ gpa, data }] }
- *   dom0 → relay   IOREQ_IRQ (notify)   { port }   the guest's event port of a virtual IRQ
+ *   dom0 → relay   ioreq.dma (notify)   { writes: [{ gpa, data }] }
+ *   dom0 → relay   ioreq.irq (notify)   { port }   the guest's event port of a virtual IRQ
+ *
+ * The messages are IoReqLinkContract (contracts/ioreq.ts).
  */
-export const IOREQ_ACCESS = 'ioreq.access';
-export const IOREQ_DMA = 'ioreq.dma';
-export const IOREQ_IRQ = 'ioreq.irq';
+import type { Static } from '@sinclair/typebox';
+import { IoReqLinkContract, type GuestMemoryWritesSchema } from '../contracts/ioreq.js';
+
+/** @deprecated use IoReqLinkContract.methods.access */
+export const IOREQ_ACCESS = IoReqLinkContract.methods.access.wire;
+/** @deprecated use IoReqLinkContract.notifications.dma */
+export const IOREQ_DMA = IoReqLinkContract.notifications.dma.wire;
+/** @deprecated use IoReqLinkContract.notifications.irq */
+export const IOREQ_IRQ = IoReqLinkContract.notifications.irq.wire;
 
 /** Most bytes one message may carry in pages or writes (a bound, not a tuning knob). */
 export const IOREQ_LINK_MAX_BYTES = 4 * 1024 * 1024;
 
-export interface GuestMemoryWrite {
-  gpa: number;
-  data: Uint8Array;
-}
+export type GuestMemoryWrite = Static<typeof GuestMemoryWritesSchema>[number];
 
 /**
  * Validate and apply writes to a guest memory image: every range must lie inside it and the

@@ -7,7 +7,9 @@
  * requests relayed to dom0 on the guest's link).
  */
 import { MessageChannel, type Worker } from 'node:worker_threads';
-import type { IoReqServerCounters } from './ioreq.js';
+import type { Static } from '@sinclair/typebox';
+import type { VmAppPlanSchema } from '../contracts/guest.js';
+import { VmAppContract, VmAppHostContract, type VmAppStatsSchema } from '../contracts/vmapp.js';
 import { PortLink, RpcPeer } from '../transport/rpc.js';
 import { siblingEntry, startRuntimeWorker } from '../runtime/index.js';
 
@@ -31,38 +33,22 @@ export interface VmAppSpec {
 }
 
 /** The devices a VMApp models (what a guest's boot spec carries when it must start one itself). */
-export interface VmAppPlan {
-  nics: Array<{ devid: number; name: string; mac: string; base: number; irqPort: number; index: number }>;
-  disks: Array<{ devid: number; name: string; commandBase: number; controlBase: number; irqPort: number; sectors: number }>;
-}
+export type VmAppPlan = Static<typeof VmAppPlanSchema>;
 
-/** RPC on a VMApp's link: VMNet frames both ways, disk requests to dom0, counters, stop. */
-export const VMAPP_FRAME = 'vmnet.frame';
-export const VMAPP_DISK = 'vmapp.disk';
-export const VMAPP_STATS = 'vmapp.stats';
-export const VMAPP_STOP = 'vmapp.stop';
-/**
- * Fault plans' evtchn.lost / evtchn.delayed on a hosted guest: its virtual IRQs are raised in the
- * VMApp's thread, so the VMApp holds the fault (an InterruptFault, shared/hw/irq-faults.ts): it
- * drops or delays the IRQs it raises and ignores lost kicks of the VMM's doorbell — the slot stays
- * READY until its own bounded wait runs out. Set with `forMs`: over ws the guest's process relays
- * this call on the thread that is also the guest's vCPU, which lost kicks keep blocked, so the
- * call that would clear it may arrive late. `null` clears; every call answers the counts.
- */
-export const VMAPP_FAULTS = 'vmapp.faults';
+// Wire names, kept for call sites not yet on the typed clients.
+/** @deprecated use VmAppContract.notifications.frame / VmAppHostContract.notifications.frame */
+export const VMAPP_FRAME = VmAppContract.notifications.frame.wire;
+/** @deprecated use VmAppHostContract.methods.disk */
+export const VMAPP_DISK = VmAppHostContract.methods.disk.wire;
+/** @deprecated use VmAppContract.methods.stats */
+export const VMAPP_STATS = VmAppContract.methods.stats.wire;
+/** @deprecated use VmAppContract.methods.stop */
+export const VMAPP_STOP = VmAppContract.methods.stop.wire;
+/** @deprecated use VmAppContract.methods.faults */
+export const VMAPP_FAULTS = VmAppContract.methods.faults.wire;
 
-
-export interface VmAppStats {
-  ioreq: IoReqServerCounters;
-  perRange: Record<string, number>;
-  dma: { bytesRead: number; bytesWritten: number };
-  vmnet: { writes: number; bytesOut: number; reads: number; bytesIn: number };
-  /** Transmits the VMM queued that this VMApp sent, and the times it found some queued. */
-  combined: { sent: number; flushes: number; timerFlushes: number };
-  devices: Array<{ name: string; kind: 'nic' | 'disk'; metrics: object }>;
-  /** Milliseconds this VMApp's thread was busy since it started (CPU per op in benchmarks). */
-  busyMs: number;
-}
+/** A VMApp's counters (contracts/vmapp.ts). */
+export type VmAppStats = Static<typeof VmAppStatsSchema>;
 
 /**
  * Start a VMApp worker (this package's vmapp/vmapp.worker.ts) and open its link. dom0 does

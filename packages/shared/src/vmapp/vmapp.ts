@@ -19,7 +19,9 @@ import { EventChannelGate, EventMemory } from '../evtchn/index.js';
 import { GuestMemoryDma } from '../trap/index.js';
 import { IOREQ_DOORBELL_WORD, IOREQ_SLOT_BYTES } from '../trap/ioreq.js';
 import { VMM_CSR0, VMM_CSR3, VMM_CSR4, VMM_FLAGS, VMM_FLAG_MIRROR_WIO, VMM_LANCE_WORDS, VMM_TXQ } from '../trap/hosted-vmm.js';
-import { VMAPP_DISK, VMAPP_FRAME, VMAPP_STATS, VMAPP_STOP, VMAPP_FAULTS, type VmAppSpec, type VmAppStats } from '../trap/vmapp.js';
+import type { VmAppSpec, VmAppStats } from '../trap/vmapp.js';
+import { VmAppContract, VmAppHostContract } from '../contracts/vmapp.js';
+import { contractClient, notify, onNotify, serveContract, type ContractClient } from '../contracts/contract.js';
 import { InterruptFaults, parseInterruptFault } from '../hw/irq-faults.js';
 import type { Logger } from '../log/index.js';
 import type { RpcPeer } from '../transport/rpc.js';
@@ -40,7 +42,7 @@ export class VmApp {
   private readonly dma: GuestMemoryDma;
   /** Deliver one of the guest's virtual IRQs (see VmAppSpec.localInterrupts). */
   private readonly deliver: (port: number) => void;
-  /** An injected event fault (VMAPP_FAULTS) on this guest's IRQs and the VMM's kicks. */
+  /** An injected event fault (vmapp.faults) on this guest's IRQs and the VMM's kicks. */
   private readonly faults = new InterruptFaults();
   private readonly lances: Array<{ name: string; model: LanceDevice; mirror: Int32Array }> = [];
   private readonly disks: Array<{ name: string; model: AtaDevice }> = [];
@@ -49,6 +51,8 @@ export class VmApp {
   private readonly doorbell: Int32Array;
   private running = true;
   private timer?: NodeJS.Timeout;
+  /** The VMApp's host on its link (dom0, or the guest's process relaying): the guest's disk region. */
+  private readonly host: ContractClient<typeof VmAppHostContract>;
 
   constructor(
     private readonly spec: VmAppSpec,
@@ -56,6 +60,7 @@ export class VmApp {
     private readonly log: Logger,
   ) {
     this.dma = new GuestMemoryDma(new Uint8Array(spec.memory));
+    this.host = contractClient(VmAppHostContract, peer);
     if (spec.localInterrupts) {
       // In the guest's own process: set the guest's pending bit and raise its upcall, as the
       // hypervisor's delivery would.
@@ -80,23 +85,24 @@ export class VmApp {
     });
     for (const n of spec.nics) this.addLance(n);
     for (const d of spec.disks) this.addDisk(d);
-    peer.on(VMAPP_FRAME, (p) => {
-      const { devid, frame } = p as { devid: number; frame: Uint8Array };
+    onNotify(peer, VmAppContract.notifications.frame, ({ devid, frame }) => {
       const l = this.lances[spec.nics.findIndex((n) => n.devid === devid)];
-      if (!l || !(frame instanceof Uint8Array)) return;
+      if (!l) return;
       this.vmnet.reads++;
       this.vmnet.bytesIn += frame.byteLength;
       l.model.receive(frame);
       this.publish();
     });
-    peer.handle(VMAPP_STATS, () => this.stats());
-    peer.handle(VMAPP_FAULTS, (p) => {
-      this.faults.set(spec.domid, parseInterruptFault(p, VMAPP_FAULTS));
-      return this.faults.countsOf(spec.domid);
-    });
-    peer.handle(VMAPP_STOP, () => {
-      this.stop();
-      return true;
+    serveContract(peer, VmAppContract, {
+      stats: () => this.stats(),
+      faults: (f) => {
+        this.faults.set(spec.domid, parseInterruptFault(f, VmAppContract.methods.faults.wire));
+        return this.faults.countsOf(spec.domid);
+      },
+      stop: () => {
+        this.stop();
+        return true;
+      },
     });
     peer.link.onClose(() => this.stop());
   }
@@ -119,7 +125,7 @@ export class VmApp {
       transmit: (frame) => {
         this.vmnet.writes++;
         this.vmnet.bytesOut += frame.byteLength;
-        this.peer.notify(VMAPP_FRAME, { devid: n.devid, frame });
+        notify(this.peer, VmAppContract.notifications.frame, { devid: n.devid, frame });
       },
       kick: () => {
         if (transmitScheduled) return;
@@ -142,11 +148,11 @@ export class VmApp {
     const backing: AtaBacking = {
       sectors: d.sectors,
       read: async (lba, count) => {
-        const r = await this.peer.call<{ status: number; data?: Uint8Array }>(VMAPP_DISK, { devid: d.devid, op: 'read', lba, count });
-        return r.status === 0 && r.data instanceof Uint8Array ? r.data : r.status || -1;
+        const r = await this.host.disk({ devid: d.devid, op: 'read', lba, count });
+        return r.status === 0 && r.data ? r.data : r.status || -1;
       },
-      write: async (lba, data) => (await this.peer.call<{ status: number }>(VMAPP_DISK, { devid: d.devid, op: 'write', lba, data })).status,
-      flush: async () => (await this.peer.call<{ status: number }>(VMAPP_DISK, { devid: d.devid, op: 'flush' })).status,
+      write: async (lba, data) => (await this.host.disk({ devid: d.devid, op: 'write', lba, data })).status,
+      flush: async () => (await this.host.disk({ devid: d.devid, op: 'flush' })).status,
     };
     const model = new AtaDevice({ backing, irq: () => this.raise(d.irqPort), serial: `RV${this.spec.domid}-${d.devid}`, model: 'ringvisor ATA disk' });
     this.server.map({ name: `${d.name}.cmd`, base: d.commandBase, length: 8, handler: model.commandBlock });
