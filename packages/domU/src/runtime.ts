@@ -5,6 +5,8 @@
  * the toolstack's calls, boot the frontends, and report ready.
  */
 import {
+  NoSuchDeviceError,
+  InvalidArgumentError,
   GUEST_ATTACK,
   GUEST_DIRECT_PLUG,
   GUEST_SVIO_PLUG,
@@ -58,32 +60,32 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     if (emulated) return guest.attackEmulated(device as string, String(attack), n, s);
     if (typeof device === 'string' && guest.svioDriver(device)) return guest.attackVif(device, String(attack), n, s);
     if (typeof device === 'string' && guest.isDirect(device)) {
-      if (attack !== 'stray-dma') throw new Error(`guest.attack: a direct device takes attack stray-dma, not ${String(attack)}`);
+      if (attack !== 'stray-dma') throw new InvalidArgumentError(`guest.attack: a direct device takes attack stray-dma, not ${String(attack)}`);
       return guest.attackDirect(device, n, s);
     }
     const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
     const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-    if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
-    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
+    if (!front) throw new NoSuchDeviceError(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
+    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
     return front.attack(attack as BlkAttack, n, s);
   });
   peer.handle(GUEST_DIRECT_UNPLUG, (p) => {
     const { kind, devid } = (p ?? {}) as { kind?: unknown; devid?: unknown };
-    if ((kind !== 'nic' && kind !== 'disk') || typeof devid !== 'number') throw new Error('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
+    if ((kind !== 'nic' && kind !== 'disk') || typeof devid !== 'number') throw new InvalidArgumentError('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
     guest.unplugDirect(kind, devid);
     return null;
   });
   peer.handle(GUEST_DIRECT_PLUG, async (p) => {
     const f = (p as { function?: unknown } | null)?.function as DirectFunctionSpec | undefined;
     if (!f || (f.kind !== 'nic' && f.kind !== 'disk') || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
-      throw new Error('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
+      throw new InvalidArgumentError('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
     await guest.plugDirect(f, hwUrlOf(p));
     return null;
   });
   peer.handle(GUEST_SVIO_PLUG, async (p) => {
     const v = (p as { vif?: Partial<SvioVifSpec> } | null)?.vif;
     if (!v || (v.kind !== 'net' && v.kind !== 'blk' && v.kind !== 'cam') || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
-      throw new Error('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
+      throw new InvalidArgumentError('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
     await guest.plugVif(v as SvioVifSpec, hwUrlOf(p));
     return null;
   });
@@ -93,7 +95,7 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
   });
   peer.handle(GUEST_FREEZE, (p) => {
     const { word, maxMs } = p as { word?: unknown; maxMs?: unknown };
-    if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new Error('guest.freeze needs { word: SharedArrayBuffer, maxMs }');
+    if (!(word instanceof SharedArrayBuffer) || typeof maxMs !== 'number') throw new InvalidArgumentError('guest.freeze needs { word: SharedArrayBuffer, maxMs }');
     // Reply first, then really stop: this thread (the guest's vCPU) blocks until thawed.
     setImmediate(() => Atomics.wait(new Int32Array(word), 0, 0, Math.min(maxMs, 120_000)));
     return true;
@@ -118,6 +120,6 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
 function hwUrlOf(p: unknown): string | undefined {
   const url = (p as { hwUrl?: unknown } | null)?.hwUrl;
   if (url === undefined) return undefined;
-  if (typeof url !== 'string' || !/^wss?:\/\//.test(url)) throw new Error('hwUrl must be a ws:// or wss:// URL');
+  if (typeof url !== 'string' || !/^wss?:\/\//.test(url)) throw new InvalidArgumentError('hwUrl must be a ws:// or wss:// URL');
   return url;
 }

@@ -730,7 +730,7 @@ export class HardwareSimulator {
   private checkPort(port: number, device: string): void {
     if (!Number.isInteger(port) || port <= 0 || port >= NR_EVENT_PORTS) throw new InvalidArgumentError(`${device}: invalid event port ${port}`);
     // Across a link the hypervisor holds the port table and validates every send itself.
-    if (!this.gate.routing.forward && (this.gate.mem.state(DOMID_HW, port) as number) !== PortState.Interdomain)
+    if (!this.gate.routing.forward && this.gate.mem.state(DOMID_HW, port) !== PortState.Interdomain)
       throw new DeviceError(`${device}: event port ${port} of the hardware domain is not bound to a driver`);
   }
 

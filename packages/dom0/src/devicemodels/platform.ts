@@ -16,6 +16,7 @@
  *   ATA primary  0x1f0–0x1f7, 0x3f6;  ATA secondary 0x170–0x177, 0x376
  */
 import {
+  ClosedError,
   GuestMemoryDma,
   IOREQ_ACCESS,
   IOREQ_DMA,
@@ -423,7 +424,7 @@ export class EmulatedPlatform {
    * thread (threads) or the guest's process (ws); `null` clears. Answers the VMApp's fault counters.
    */
   setHostedEventFault(f: InterruptFault | null): Promise<InterruptFaultCounts> {
-    if (!this.vmappPeer || this.destroyed) throw new Error(`${this.domain.name}: no VMApp to inject into`);
+    if (!this.vmappPeer || this.destroyed) throw new ClosedError(`${this.domain.name}: no VMApp to inject into`);
     // The answer may wait until the fault ends (see VMAPP_FAULTS): bounded by its own length.
     return this.vmappPeer.call<InterruptFaultCounts>(VMAPP_FAULTS, f, (f?.forMs ?? 0) + 10_000);
   }
@@ -502,7 +503,7 @@ export class EmulatedPlatform {
         /* already closed with the domain */
       }
     }
-    await Promise.all(this.disks.map((d) => d.model?.idle()));
+    await Promise.all(this.disks.flatMap((d) => (d.model ? [d.model.idle()] : [])));
     for (const d of this.disks) d.backing.release();
   }
 }

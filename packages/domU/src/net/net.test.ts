@@ -16,7 +16,7 @@ import {
 } from './ethernet.js';
 import { buildIpv4, buildIpv4Header, formatIp, internetChecksum, parseIp, parseIpv4, tryParseIp } from './ipv4.js';
 import { MAX_UDP_PAYLOAD, NetStack, type UdpSource } from './stack.js';
-import { buildUdp, parseUdp, udpChecksum } from './udp.js';
+import { buildUdp, parseUdp } from './udp.js';
 
 const MAC_A = '00:16:3e:00:00:01';
 const MAC_B = '00:16:3e:00:00:02';

@@ -32,6 +32,7 @@ import {
   type Ipv4DropReason,
 } from './ipv4.js';
 import { buildUdp, parseUdp, UDP_HEADER_LEN, type UdpDropReason } from './udp.js';
+import { BusyError } from '@ringvisor/shared';
 
 /** Largest UDP payload that fits one Ethernet frame (no fragmentation). */
 export const MAX_UDP_PAYLOAD = ETH_MAX_PAYLOAD - IPV4_HEADER_LEN - UDP_HEADER_LEN;
@@ -202,7 +203,7 @@ export class NetStack {
 
   bindUdp(port: number, handler: UdpHandler): void {
     if (!Number.isInteger(port) || port < 1 || port > 0xffff) throw new RangeError(`invalid UDP port ${port}`);
-    if (this.ports.has(port)) throw new Error(`UDP port ${port} already bound`);
+    if (this.ports.has(port)) throw new BusyError(`UDP port ${port} already bound`);
     this.ports.set(port, handler);
   }
 

@@ -15,7 +15,7 @@ import {
   SECTORS_PER_BLOCK,
   type BlockClass,
 } from './block-format.js';
-import { LatencySamples, SplitMix32 } from '@ringvisor/shared';
+import { BusyError, LatencySamples, SplitMix32 } from '@ringvisor/shared';
 
 export interface BlockDevice {
   /** Capacity in 512-byte sectors. */
@@ -242,7 +242,7 @@ export class BlockVerifier {
 
   private enter(): void {
     // Overlapping runs would break the one-op-per-block invariant bookkeeping.
-    if (this.active) throw new Error('BlockVerifier: runFor/verifyAll already in progress');
+    if (this.active) throw new BusyError('BlockVerifier: runFor/verifyAll already in progress');
     this.active = true;
   }
 

@@ -17,6 +17,7 @@
  * to show the hazard the textbook names. A function that is not bus master issues no DMA at all.
  */
 import {
+  DmaBlockedError as DmaBlocked,
   DeviceError,
   PAGE_SIZE,
   VF_CTRL_ENABLE,
@@ -32,7 +33,7 @@ import {
   type VfKind,
 } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
-import { formatRequesterId, type Iommu, type IommuFault } from '../iommu/iommu.js';
+import { formatRequesterId, type Iommu } from '../iommu/iommu.js';
 
 export interface FunctionCounters {
   doorbells: number;
@@ -95,14 +96,7 @@ export interface FunctionInfo {
 }
 
 /** Thrown inside a function's processing when a DMA cannot happen; the request fails, nothing moved. */
-export class DmaBlocked extends DeviceError {
-  constructor(
-    message: string,
-    readonly fault?: IommuFault,
-  ) {
-    super(message);
-  }
-}
+export { DmaBlocked };
 
 export abstract class VirtualFunction {
   readonly counters: FunctionCounters = newFunctionCounters();

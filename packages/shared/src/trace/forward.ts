@@ -13,6 +13,7 @@
  * acceptForwardedEvent) before anyone sees it.
  */
 import type { RpcPeer } from '../transport/rpc.js';
+import { InvalidArgumentError } from '../errors.js';
 import { TRACE_KINDS, TraceBuffer, serializeTrace, subscribeTrace, traceChannel, type TraceEvent, type TraceKind } from './index.js';
 
 export const TRACE_SUBSCRIBE = 'trace.subscribe';
@@ -39,7 +40,7 @@ export function serveTraceForwarding(peer: RpcPeer, o: { downstream?: () => RpcP
   const listening = new WeakSet<RpcPeer>();
   peer.handle(TRACE_SUBSCRIBE, (p) => {
     const kinds = (p as { kinds?: unknown }).kinds;
-    if (!Array.isArray(kinds) || !kinds.every((k) => TRACE_KINDS.includes(k as TraceKind))) throw new Error('trace.subscribe: kinds must be trace kinds');
+    if (!Array.isArray(kinds) || !kinds.every((k) => TRACE_KINDS.includes(k as TraceKind))) throw new InvalidArgumentError('trace.subscribe: kinds must be trace kinds');
     end();
     const wanted = (kinds as TraceKind[]).filter((k) => !NOT_FORWARDED.includes(k));
     const buf = new TraceBuffer(10_000);

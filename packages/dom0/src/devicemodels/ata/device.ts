@@ -24,7 +24,7 @@
  * validated against the capacity before the backing is touched, and every buffer is bounded by
  * 256 sectors.
  */
-import { InvalidArgumentError, floatingBus, type IoSize, type PortIoHandler } from '@ringvisor/shared';
+import { InternalError, InvalidArgumentError, floatingBus, type IoSize, type PortIoHandler } from '@ringvisor/shared';
 import { buildIdentify, isAtaString } from './identify.js';
 import { newAtaMetrics, type AtaMetrics } from './metrics.js';
 import { decodeCommand, type Taskfile } from './request.js';
@@ -482,7 +482,7 @@ export class AtaDevice {
     try {
       p = Promise.resolve(run());
     } catch (e) {
-      p = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      p = Promise.reject(e instanceof Error ? e : new InternalError(String(e), { cause: e }));
     }
     this.inflight = p
       .then(

@@ -20,7 +20,6 @@ import {
   PAGE_SIZE,
   RogueRingError,
   SECTOR_SIZE,
-  SECTORS_PER_PAGE,
   XenbusState,
   blkifProtocol,
   initSharedRing,
