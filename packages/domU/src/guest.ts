@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { NoSuchDeviceError, InvalidArgumentError, BootSpecError, HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
+import { errorFields, NoSuchDeviceError, InvalidArgumentError, BootSpecError, HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -661,8 +661,8 @@ export class Guest {
     for (const f of this.flows) f.close();
     this.echo?.close();
     this.sink?.close();
-    for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'netfront close'));
-    for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
+    for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: errorFields(e) }, 'netfront close'));
+    for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: errorFields(e) }, 'blkfront close'));
     for (const { driver } of this.pcnet) driver.close();
     await this.localVmApp?.stop();
     await this.relay?.stop();

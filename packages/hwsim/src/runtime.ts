@@ -36,6 +36,7 @@
  */
 import { MessagePort } from 'node:worker_threads';
 import {
+  errorFields,
   serveTraceForwarding,
   ClosedError,
   PAGE_SIZE,
@@ -739,7 +740,7 @@ export class HardwareSimulator {
       this.gate.send(port);
     } catch (e) {
       this.irqFailures++;
-      this.logger.warn({ port, err: (e as Error).message }, 'interrupt not delivered');
+      this.logger.warn({ port, err: errorFields(e) }, 'interrupt not delivered');
     }
   }
 
@@ -749,7 +750,7 @@ export class HardwareSimulator {
       kick();
     } catch (e) {
       this.doorbellFailures++;
-      this.logger.error({ device, err: (e as Error).message }, 'device failed handling a doorbell');
+      this.logger.error({ device, err: errorFields(e) }, 'device failed handling a doorbell');
     }
   }
 }

@@ -10,6 +10,7 @@
  *   Initialising     closed        offer the device again, → InitWait   (reboot, recovery)
  */
 import {
+  errorFields,
   XenbusState,
   evtSuppressedChannel,
   traceNow,
@@ -132,7 +133,7 @@ export abstract class SplitBackend<M extends BackendCounters> {
         this.kick();
       });
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'frontend handshake rejected');
+      this.log.warn({ err: errorFields(e) }, 'frontend handshake rejected');
       this.release();
       this.state = 'closed';
       await this.xb.setState(XenbusState.Closed);

@@ -5,7 +5,7 @@
  * sends and device DMA next to dom0's own events. With no stream open, nothing is forwarded.
  * Each forwarded event is pinned to the host and (for a guest) the domain its link proved.
  */
-import { TRACE_EVENTS, TRACE_KINDS, TRACE_SUBSCRIBE, TRACE_UNSUBSCRIBE, acceptForwardedEvent, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
+import { errorFields, TRACE_EVENTS, TRACE_KINDS, TRACE_SUBSCRIBE, TRACE_UNSUBSCRIBE, acceptForwardedEvent, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 
 interface Source {
@@ -51,7 +51,7 @@ export class RemoteTraceHub {
         this.listening.add(s.peer);
         s.peer.on(TRACE_EVENTS, (p) => this.receive(s, p));
       }
-      s.peer.call(TRACE_SUBSCRIBE, { kinds: TRACE_KINDS }, 5_000).catch((e) => this.log.debug({ err: (e as Error).message }, 'runtime did not start forwarding'));
+      s.peer.call(TRACE_SUBSCRIBE, { kinds: TRACE_KINDS }, 5_000).catch((e) => this.log.debug({ err: errorFields(e) }, 'runtime did not start forwarding'));
     }
   }
 

@@ -17,6 +17,7 @@
  * to show the hazard the textbook names. A function that is not bus master issues no DMA at all.
  */
 import {
+  errorFields,
   DmaBlockedError as DmaBlocked,
   DeviceError,
   PAGE_SIZE,
@@ -213,7 +214,7 @@ export abstract class VirtualFunction {
       else if (!want && this.enabled) this.disable('driver cleared CTRL.ENABLE');
       if (this.enabled) this.kick();
     } catch (e) {
-      this.env.logger?.warn({ vf: this.name, err: (e as Error).message }, 'virtual function failed handling a doorbell');
+      this.env.logger?.warn({ vf: this.name, err: errorFields(e) }, 'virtual function failed handling a doorbell');
     }
   }
 

@@ -9,6 +9,7 @@
  * the new ring, as blkif_recover does.
  */
 import {
+  errorFields,
   BLKIF_MAX_SEGMENTS_PER_REQUEST,
   BLKIF_OP_FLUSH_DISKCACHE,
   BLKIF_OP_READ,
@@ -307,7 +308,7 @@ export class BlkFront implements BlockDevice {
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.metrics.rogueResponses++;
-      this.kernel.log.error({ devid: this.devid, err: e.message }, 'backend published impossible responses');
+      this.kernel.log.error({ devid: this.devid, err: errorFields(e) }, 'backend published impossible responses');
     }
   }
 

@@ -9,6 +9,7 @@
  * One event channel serves both rings (no split event channels).
  */
 import {
+  errorFields,
   DeviceError,
   ETH_MAX_FRAME,
   ETH_MIN_FRAME,
@@ -268,7 +269,7 @@ export class NetFront {
       if (!(e instanceof RogueRingError)) throw e;
       this.metrics.rogueResponses++;
       this.connected = false;
-      this.kernel.log.error({ devid: this.devid, err: e.message }, 'netback published impossible responses; vif stopped');
+      this.kernel.log.error({ devid: this.devid, err: errorFields(e) }, 'netback published impossible responses; vif stopped');
     }
   }
 
