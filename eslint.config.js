@@ -1,7 +1,7 @@
 // ESLint flat config (ESLint 9, typescript-eslint 8). `npm run lint` runs it; CI (.ci/run) runs it
 // before the tests.
 //
-// Strict where the house rules are (docs/ARCHITECTURE.md, "Errors"):
+// Strict where the house rules are (docs/errors.md):
 //   - no floating or misused promises: a promise nobody awaits loses its rejection;
 //   - no `new Error(` / `throw Error(` in packages/*/src: every error is a typed one from
 //     packages/shared/src/errors.ts, so it carries a stable RV_ERR_… code across RPC;
