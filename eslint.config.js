@@ -3,8 +3,9 @@
 //
 // Strict where the house rules are (docs/errors.md):
 //   - no floating or misused promises: a promise nobody awaits loses its rejection;
-//   - no `new Error(` / `throw Error(` in packages/*/src: every error is a typed one from
-//     packages/shared/src/errors.ts, so it carries a stable RV_ERR_… code across RPC;
+//   - no `new Error(` / `throw Error(` (nor RangeError, TypeError …) in packages/*/src: every
+//     error is a typed one from packages/shared/src/errors.ts, so it carries a stable RV_ERR_…
+//     code across RPC;
 //   - no `any` in the sources (tests may use it to build hostile inputs).
 // Quiet elsewhere: rules that only restyle code, or that flag idioms this code base uses on
 // purpose, are switched off below with the reason, so the lint stays a list of real defects.
@@ -24,7 +25,10 @@ const BROWSER_GLOBALS = Object.fromEntries(
   ['window', 'document', 'location', 'fetch', 'WebSocket', 'console', 'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'requestAnimationFrame', 'localStorage', 'URL', 'URLSearchParams', 'performance', 'uPlot', 'HTMLElement', 'Event', 'navigator', 'matchMedia', 'getComputedStyle', 'ResizeObserver', 'Element'].map((g) => [g, 'readonly']),
 );
 
-const NO_NEW_ERROR_MESSAGE = 'Throw a typed error with a stable RV_ERR_… code from packages/shared/src/errors.ts (add a class at its end if none fits), not a bare Error.';
+/** JavaScript's own error constructors: they carry no code, and cross RPC as RV_ERR_INTERNAL. */
+const BUILTIN_ERRORS = '/^(Error|TypeError|RangeError|SyntaxError|ReferenceError|EvalError|URIError|AggregateError)$/';
+
+const NO_NEW_ERROR_MESSAGE = 'Throw a typed error with a stable RV_ERR_… code from packages/shared/src/errors.ts (add a class at its end if none fits), not a bare Error (nor RangeError, TypeError …).';
 
 export default tseslint.config(
   {
@@ -102,8 +106,8 @@ export default tseslint.config(
     rules: {
       'no-restricted-syntax': [
         'error',
-        { selector: "NewExpression[callee.name='Error']", message: NO_NEW_ERROR_MESSAGE },
-        { selector: "CallExpression[callee.name='Error']", message: NO_NEW_ERROR_MESSAGE },
+        { selector: `NewExpression[callee.name=${BUILTIN_ERRORS}]`, message: NO_NEW_ERROR_MESSAGE },
+        { selector: `CallExpression[callee.name=${BUILTIN_ERRORS}]`, message: NO_NEW_ERROR_MESSAGE },
       ],
     },
   },

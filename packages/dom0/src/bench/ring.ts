@@ -24,7 +24,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus, platform, release, totalmem } from 'node:os';
 import { MessageChannel, type Worker } from 'node:worker_threads';
-import { ClosedError, MeasurementError, initSharedRing, siblingEntry, startRuntimeWorker } from '@ringvisor/shared';
+import { InvalidArgumentError, ClosedError, MeasurementError, initSharedRing, siblingEntry, startRuntimeWorker } from '@ringvisor/shared';
 import { CTRL, rawRingBytes, type Role, type WorkerConfig, type WorkerResult } from './ring-worker.js';
 
 export interface RingBenchOptions {
@@ -215,7 +215,7 @@ const idle = (r: WorkerResult): string => `${((r.idleMs / Math.max(r.ms, 1)) * 1
 
 export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBenchResult> {
   const seconds = opts.seconds ?? 1;
-  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new RangeError(`seconds must be a positive number, not ${seconds}`);
+  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new InvalidArgumentError(`seconds must be a positive number, not ${seconds}`);
   const log = opts.log ?? (() => {});
   const quality: Record<string, WindowQuality> = {};
 

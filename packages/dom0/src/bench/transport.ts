@@ -46,6 +46,7 @@ import { fileURLToPath } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 import { WebSocket } from 'ws';
 import {
+  InvalidArgumentError,
   TimeoutError,
   ClosedError,
   MeasurementError,
@@ -564,10 +565,10 @@ function ringLine(name: string, w: RingWindow): string {
 
 export async function runTransportBench(opts: TransportBenchOptions = {}): Promise<TransportBenchResult> {
   const seconds = opts.seconds ?? DEFAULT_SECONDS;
-  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new RangeError(`seconds must be a positive number, not ${seconds}`);
+  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new InvalidArgumentError(`seconds must be a positive number, not ${seconds}`);
   const log = opts.log ?? (() => {});
   const warmupMs = opts.warmupMs ?? DEFAULT_WARMUP_MS;
-  if (!(warmupMs >= 0) || !Number.isFinite(warmupMs)) throw new RangeError(`warmupMs must be a non-negative number, not ${warmupMs}`);
+  if (!(warmupMs >= 0) || !Number.isFinite(warmupMs)) throw new InvalidArgumentError(`warmupMs must be a non-negative number, not ${warmupMs}`);
   const quality: Record<string, WindowQuality> = {};
   const peer = await PeerProcess.start();
   log(`backend process pid ${peer.pid}`);
