@@ -143,7 +143,7 @@ export function fromWireError(w: WireError): RingvisorError {
 }
 
 // Classes below were gathered here from the packages (each had its own, or threw a bare Error).
-// New classes go at the end; a code, once released, never changes (error-codes.test.ts).
+// New classes go at the end; a code, once released, never changes (errors.test.ts).
 
 /** A command line is wrong: unknown command or flag, a missing or malformed value. */
 export class UsageError extends RingvisorError {

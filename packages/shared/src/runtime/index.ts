@@ -15,7 +15,7 @@ export function startRuntimeWorker(entry: URL, options: WorkerOptions & { worker
     return new Worker(BOOTSTRAP, {
       ...options,
       execArgv: [...(options.execArgv ?? []), '--conditions=source'],
-      workerData: { ...(options.workerData ?? {}), __entry: entry.href },
+      workerData: { ...((options.workerData ?? {}) as Record<string, unknown>), __entry: entry.href },
     });
   }
   return new Worker(entry, options);

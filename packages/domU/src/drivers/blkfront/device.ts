@@ -88,7 +88,7 @@ export class BlkFront implements BlockDevice {
   /** Attack outcomes as flat counters (attack.<kind>.<sent|answered|okay|errors|refused|revoked>) for stats. */
   attackCounters(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [k, o] of this.misbehaviour?.outcomes ?? []) for (const [f, v] of Object.entries(o)) out[`attack.${k}.${f}`] = v;
+    for (const [k, o] of this.misbehaviour?.outcomes ?? new Map<BlkAttack, AttackOutcome>()) for (const [f, v] of Object.entries(o) as [string, number][]) out[`attack.${k}.${f}`] = v;
     return out;
   }
 
