@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
+import { BootSpecError, NoSuchDeviceError, InvalidArgumentError, errorFields, HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { BlkFront } from './drivers/blkfront/index.js';
 import { NetFront } from './drivers/netfront/index.js';
@@ -109,7 +109,7 @@ export class Guest {
         let { slot } = emu.ioreq;
         let vmm = emu.hosted.vmm;
         if (!slot || !vmm) {
-          if (!emu.hosted.vmapp) throw new Error('hosted emulation: the boot spec has neither shared state nor a VMApp plan');
+          if (!emu.hosted.vmapp) throw new BootSpecError('hosted emulation: the boot spec has neither shared state nor a VMApp plan');
           this.localVmApp = startLocalVmApp(this.kernel, this.spec.name, emu.hosted.vmapp);
           ({ slot, vmm } = this.localVmApp);
         }
@@ -122,7 +122,7 @@ export class Guest {
         this.io = this.vcpu;
       } else {
         // Models in dom0, no memory shared with it (ws): a relay thread carries the traps.
-        if (!this.link) throw new Error('emulation in dom0 across a link needs the dom0 URL and the domain key for the vCPU link');
+        if (!this.link) throw new BootSpecError('emulation in dom0 across a link needs the dom0 URL and the domain key for the vCPU link');
         this.relay = await startIoReqRelay(this.kernel, this.link);
         this.vcpu = new VcpuPortIo(this.relay.slot, doorbellKick(this.relay.slot), 10_000, 20, this.relay.syncList);
         this.io = this.vcpu;
@@ -135,18 +135,18 @@ export class Guest {
     if ((d && (d.hwUrl !== undefined || d.functions.some((f) => !f.bar))) || linkedVifs.length > 0) {
       // No shared memory with the hardware (ws): link to it directly for our functions and VIFs.
       const url = d?.hwUrl ?? sv?.hwUrl;
-      if (!url || !this.link) throw new Error('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the domain key');
+      if (!url || !this.link) throw new BootSpecError('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the domain key');
       this.directLink = await connectDirectLink(this.kernel, url, this.link.domainKey);
     }
     const vifTransport = (v: { vif: number; port: number; page?: SharedArrayBuffer }) => (v.page ? undefined : this.directLink?.vif(v));
     const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {
       const f = d?.functions.find((x) => x.kind === kind && x.devid === devid);
-      if (!f) throw new Error(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
+      if (!f) throw new BootSpecError(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
       return this.directFunction(f);
     };
     const vifSpec = (kind: 'net' | 'blk', devid: number) => {
       const x = this.spec.svio?.vifs.find((y) => y.kind === kind && y.devid === devid);
-      if (!x) throw new Error(`svio ${kind === 'net' ? 'vif' : 'vbd'} ${devid}: no VIF was created for it`);
+      if (!x) throw new BootSpecError(`svio ${kind === 'net' ? 'vif' : 'vbd'} ${devid}: no VIF was created for it`);
       return x;
     };
     for (const v of this.spec.vbds) {
@@ -164,7 +164,7 @@ export class Guest {
       }
       if (v.mode === 'emulated') {
         const d = emu?.disks.find((x) => x.devid === v.devid);
-        if (!d || !this.io) throw new Error(`emulated vbd ${v.devid}: the platform describes no such disk`);
+        if (!d || !this.io) throw new BootSpecError(`emulated vbd ${v.devid}: the platform describes no such disk`);
         const driver = new AtaDriver({ io: this.io, onInterrupt: irq(d.irqPort), commandBase: d.commandBase, controlBase: d.controlBase });
         await driver.probe();
         this.ata.push({ devid: v.devid, driver });
@@ -203,7 +203,7 @@ export class Guest {
       }
       if (v.mode === 'emulated') {
         const n = emu?.nics.find((x) => x.devid === v.devid);
-        if (!n || !this.io) throw new Error(`emulated vif ${v.devid}: the platform describes no such NIC`);
+        if (!n || !this.io) throw new BootSpecError(`emulated vif ${v.devid}: the platform describes no such NIC`);
         const driver = new PcnetDriver({ io: this.io, base: n.base, memory: this.kernel.memory, frames: this.kernel.frames, onInterrupt: irq(n.irqPort) });
         const { mac } = driver.probe();
         await driver.open();
@@ -226,7 +226,7 @@ export class Guest {
   /** How this guest reaches an assigned function: shared memory (threads), or its direct link (ws). */
   private async directFunction(f: DirectFunctionSpec): Promise<DirectFunction> {
     if (f.bar) return sharedMemoryFunction(this.kernel, f);
-    if (!this.directLink) throw new Error(`function ${f.rid}: no register page and no direct link to the hardware`);
+    if (!this.directLink) throw new BootSpecError(`function ${f.rid}: no register page and no direct link to the hardware`);
     const fn = this.directLink.fn(f);
     await identityArrived(fn);
     return fn;
@@ -238,7 +238,7 @@ export class Guest {
    */
   private async hardwareAt(url: string | undefined): Promise<void> {
     if (url === undefined || (this.directLink && this.directLink.url === url && !this.directLink.closed)) return;
-    if (!this.link) throw new Error('a direct link to the hardware needs the domain key');
+    if (!this.link) throw new BootSpecError('a direct link to the hardware needs the domain key');
     this.directLink?.close();
     this.directLink = await connectDirectLink(this.kernel, url, this.link.domainKey);
   }
@@ -246,7 +246,7 @@ export class Guest {
   /** A function was assigned to us again (hot-plug after a reclaim): its driver starts over on it. */
   async plugDirect(f: DirectFunctionSpec, hwUrl?: string): Promise<void> {
     const d = f.kind === 'nic' ? this.vfNic.find((x) => x.devid === f.devid)?.driver : this.vfBlk.find((x) => x.devid === f.devid)?.driver;
-    if (!d) throw new Error(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
+    if (!d) throw new NoSuchDeviceError(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
     await this.hardwareAt(hwUrl);
     await d.reattach(await this.directFunction(f));
   }
@@ -259,10 +259,10 @@ export class Guest {
   async plugVif(v: SvioVifSpec, hwUrl?: string): Promise<void> {
     const known = this.spec.svio?.vifs.find((x) => x.kind === v.kind && x.devid === v.devid);
     const driver = v.kind === 'net' ? this.vifNet.find((x) => x.devid === v.devid)?.driver : v.kind === 'blk' ? this.vifBlk.find((x) => x.devid === v.devid)?.driver : this.vifCam.find((x) => x.devid === v.devid)?.driver;
-    if (!known || !driver) throw new Error(`guest.svio.plug: no SV-IO ${v.kind} ${v.devid} to attach VIF ${v.vif} to`);
+    if (!known || !driver) throw new NoSuchDeviceError(`guest.svio.plug: no SV-IO ${v.kind} ${v.devid} to attach VIF ${v.vif} to`);
     if (!v.page) await this.hardwareAt(hwUrl);
     const transport = v.page ? undefined : this.directLink?.vif(v);
-    if (!v.page && !transport) throw new Error(`guest.svio.plug: VIF ${v.vif} has no page and there is no direct link to the hardware`);
+    if (!v.page && !transport) throw new BootSpecError(`guest.svio.plug: VIF ${v.vif} has no page and there is no direct link to the hardware`);
     const vif = await openVif(this.kernel, v, transport);
     Object.assign(known, v);
     driver.reattach(vif);
@@ -280,8 +280,8 @@ export class Guest {
   /** Turn our own VIF driver on its VIF (fault plans' svio.hostile). */
   attackVif(device: string, attack: string, count: number, seed: number): Promise<VifAttackOutcome> {
     const d = this.svioDriver(device);
-    if (!d) throw new Error(`guest.attack: ${device} is not an SV-IO device of ${this.spec.name}`);
-    if (!VIF_ATTACKS.includes(attack as VifAttack)) throw new Error(`guest.attack: unknown attack ${attack} for an SV-IO device (one of ${VIF_ATTACKS.join(', ')})`);
+    if (!d) throw new NoSuchDeviceError(`guest.attack: ${device} is not an SV-IO device of ${this.spec.name}`);
+    if (!VIF_ATTACKS.includes(attack as VifAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for an SV-IO device (one of ${VIF_ATTACKS.join(', ')})`);
     return attackVif(d, attack as VifAttack, count, seed, this.kernel.memory.frames);
   }
 
@@ -297,7 +297,7 @@ export class Guest {
       const d = this.vfNic.find((x) => x.devid === Number(m[2]));
       if (d) return strayNicDma(d.driver, frames, count, seed);
     }
-    throw new Error(`guest.attack: ${device} is not a direct device of ${this.spec.name}`);
+    throw new NoSuchDeviceError(`guest.attack: ${device} is not a direct device of ${this.spec.name}`);
   }
 
   /** Is `device` ("vif0", "vbd51712") one of our direct devices? */
@@ -309,7 +309,7 @@ export class Guest {
   /** The toolstack reclaimed one of our functions: stop using it. */
   unplugDirect(kind: 'nic' | 'disk', devid: number): void {
     const d = kind === 'nic' ? this.vfNic.find((x) => x.devid === devid)?.driver : this.vfBlk.find((x) => x.devid === devid)?.driver;
-    if (!d) throw new Error(`guest.direct.unplug: no direct ${kind} ${devid}`);
+    if (!d) throw new NoSuchDeviceError(`guest.direct.unplug: no direct ${kind} ${devid}`);
     d.detach('unplugged by the toolstack');
   }
 
@@ -401,21 +401,21 @@ export class Guest {
   async attackEmulated(device: string, attack: string, count: number, seed: number): Promise<PortAttackOutcome | AtaAttackOutcome> {
     const emu = this.spec.emulated;
     const m = /^(lance|ata)(\d+)$/.exec(device);
-    if (!m || !emu || !this.io) throw new Error(`guest.attack: ${device} is not an emulated device of ${this.spec.name}`);
+    if (!m || !emu || !this.io) throw new NoSuchDeviceError(`guest.attack: ${device} is not an emulated device of ${this.spec.name}`);
     const devid = Number(m[2]);
     if (m[1] === 'lance') {
       const nic = this.pcnet.find((x) => x.devid === devid);
       const where = emu.nics.find((x) => x.devid === devid);
-      if (!nic || !where) throw new Error(`guest.attack: no emulated NIC ${device}`);
-      if (!LANCE_ATTACKS.includes(attack as LanceAttack)) throw new Error(`guest.attack: unknown attack ${attack} for a Lance (one of ${LANCE_ATTACKS.join(', ')})`);
+      if (!nic || !where) throw new NoSuchDeviceError(`guest.attack: no emulated NIC ${device}`);
+      if (!LANCE_ATTACKS.includes(attack as LanceAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for a Lance (one of ${LANCE_ATTACKS.join(', ')})`);
       const out = lanceAttack({ io: this.io, base: where.base, memory: this.kernel.memory, frames: this.kernel.frames }, attack as LanceAttack, count, seed);
       await nic.driver.reopen();
       return { ...out, recovered: true };
     }
     const disk = this.ata.find((x) => x.devid === devid);
     const where = emu.disks.find((x) => x.devid === devid);
-    if (!disk || !where) throw new Error(`guest.attack: no emulated disk ${device}`);
-    if (!ATA_ATTACKS.includes(attack as AtaAttack)) throw new Error(`guest.attack: unknown attack ${attack} for an ATA disk (one of ${ATA_ATTACKS.join(', ')})`);
+    if (!disk || !where) throw new NoSuchDeviceError(`guest.attack: no emulated disk ${device}`);
+    if (!ATA_ATTACKS.includes(attack as AtaAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for an ATA disk (one of ${ATA_ATTACKS.join(', ')})`);
     const io = this.io;
     return disk.driver.exclusive(() => ataAttack({ io, commandBase: where.commandBase, controlBase: where.controlBase, sectors: disk.driver.sectors }, attack as AtaAttack, count, seed));
   }
@@ -603,8 +603,8 @@ export class Guest {
     for (const f of this.flows) f.close();
     this.echo?.close();
     this.sink?.close();
-    for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'netfront close'));
-    for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: e.message }, 'blkfront close'));
+    for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: errorFields(e) }, 'netfront close'));
+    for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: errorFields(e) }, 'blkfront close'));
     for (const { driver } of this.pcnet) driver.close();
     await this.localVmApp?.stop();
     await this.relay?.stop();

@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError, EXIT, GuestBootContract, RpcPeer, connectUntilAdmitted, contractClient, createLogger, exitDom0Lost, parseDomainKey, watchParent, type DomainKey } from '@ringvisor/shared';
+import { UsageError, ConfigError, EXIT, GuestBootContract, RpcPeer, connectUntilAdmitted, contractClient, createLogger, exitDom0Lost, parseDomainKey, watchParent, type DomainKey } from '@ringvisor/shared';
 import { runGuest } from './runtime.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -22,8 +22,8 @@ export async function main(argv: string[]): Promise<number> {
   });
   const domid = Number(values.id ?? process.env.RINGVISOR_DOMID);
   const url = values.dom0 ?? process.env.RINGVISOR_DOM0_URL;
-  if (!Number.isInteger(domid) || domid < 1) throw new Error('ringvisor domu: --id N (or RINGVISOR_DOMID) must name the guest domain id, e.g. --id 1');
-  if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor domu: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
+  if (!Number.isInteger(domid) || domid < 1) throw new UsageError('ringvisor domu: --id N (or RINGVISOR_DOMID) must name the guest domain id, e.g. --id 1');
+  if (!url || !/^wss?:\/\//.test(url)) throw new UsageError('ringvisor domu: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
   const domainKey = guestKey(domid, values['key-file']);
   const log = createLogger('domU', { domid });
   /** dom0 is gone for good: say why, and exit with EXIT.DOM0_LOST (a guest without its hypervisor is dead). */

@@ -5,6 +5,7 @@
  * the toolstack's calls, boot the frontends, and report ready.
  */
 import {
+  NoSuchDeviceError,
   DeviceError,
   GuestControlContract,
   InvalidArgumentError,
@@ -53,7 +54,7 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
       }
       const m = /^vbd(\d+)$/.exec(device);
       const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-      if (!front) throw new DeviceError(`guest.attack: no device ${device} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
+      if (!front) throw new NoSuchDeviceError(`guest.attack: no device ${device} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
       if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
       return front.attack(attack as BlkAttack, n, s);
     },

@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import {
+  ConfigError,
   DOMID_HW,
   HardwareBootContract,
   contractClient,
@@ -21,7 +22,7 @@ import {
   readSecretFile,
   secretFromEnv,
   watchParent,
-  type Logger,
+  UsageError,
 } from '@ringvisor/shared';
 import { remoteLanPort, runSwitch } from './lan/remote.js';
 import { HardwareSimulator } from './runtime.js';
@@ -38,7 +39,7 @@ import { serveDirectLinks } from './sriov/direct-link.js';
 async function hwsimProcess(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { dom0: { type: 'string' }, disk: { type: 'string' }, 'secret-file': { type: 'string' } }, strict: true });
   const url = values.dom0 ?? process.env.RINGVISOR_DOM0_URL;
-  if (!url || !/^wss?:\/\//.test(url)) throw new Error('ringvisor hwsim: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
+  if (!url || !/^wss?:\/\//.test(url)) throw new UsageError('ringvisor hwsim: --dom0 ws://host:port (or RINGVISOR_DOM0_URL) is required');
   const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
   const log = createLogger('hwsim');
   // Started by `ringvisor up`: when that process (dom0) dies, so does its hardware.
@@ -78,7 +79,7 @@ async function hwsimProcess(argv: string[]): Promise<number> {
   // RINGVISOR_DIRECT_LISTEN: where to listen (127.0.0.1:0 by default); RINGVISOR_DIRECT_URL: the
   // address guests are told (containers: the service name), default the listener's own.
   const listenAt = /^(.+):(\d+)$/.exec(process.env.RINGVISOR_DIRECT_LISTEN ?? '127.0.0.1:0');
-  if (!listenAt) throw new Error(`RINGVISOR_DIRECT_LISTEN must be HOST:PORT, got ${JSON.stringify(process.env.RINGVISOR_DIRECT_LISTEN)}`);
+  if (!listenAt) throw new ConfigError(`RINGVISOR_DIRECT_LISTEN must be HOST:PORT, got ${JSON.stringify(process.env.RINGVISOR_DIRECT_LISTEN)}`);
   const direct = await serveDirectLinks(sim, { host: listenAt[1], port: Number(listenAt[2]), secret, domainHost: boot.host, log });
   link.onClose(() => void direct.close());
   const directUrl = process.env.RINGVISOR_DIRECT_URL ?? `ws://${direct.host === '0.0.0.0' ? '127.0.0.1' : direct.host}:${direct.port}`;
@@ -102,11 +103,11 @@ async function hwsimProcess(argv: string[]): Promise<number> {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === 'hwsim') return hwsimProcess(rest);
-  if (cmd !== 'switch') throw new Error(`unknown hardware runtime "${cmd}" (known: hwsim, switch)`);
+  if (cmd !== 'switch') throw new UsageError(`unknown hardware runtime "${cmd}" (known: hwsim, switch)`);
   const { values } = parseArgs({ args: rest, options: { listen: { type: 'string' }, 'secret-file': { type: 'string' } }, strict: true });
   const listenAt = values.listen ?? process.env.RINGVISOR_LISTEN ?? '127.0.0.1:7100';
   const m = /^(.+):(\d+)$/.exec(listenAt);
-  if (!m) throw new Error(`--listen must be HOST:PORT (e.g. 0.0.0.0:7100), got ${JSON.stringify(listenAt)}`);
+  if (!m) throw new UsageError(`--listen must be HOST:PORT (e.g. 0.0.0.0:7100), got ${JSON.stringify(listenAt)}`);
   const secret = values['secret-file'] ? await readSecretFile(values['secret-file']) : secretFromEnv();
   const log = createLogger('switch');
   const sw = await runSwitch({ host: m[1], port: Number(m[2]), secret, log });

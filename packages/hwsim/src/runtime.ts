@@ -15,6 +15,7 @@
  */
 import { MessagePort } from 'node:worker_threads';
 import {
+  errorFields,
   HardwareContract,
   serveContract,
   serveTraceForwarding,
@@ -594,7 +595,7 @@ export class HardwareSimulator {
   private checkPort(port: number, device: string): void {
     if (!Number.isInteger(port) || port <= 0 || port >= NR_EVENT_PORTS) throw new InvalidArgumentError(`${device}: invalid event port ${port}`);
     // Across a link the hypervisor holds the port table and validates every send itself.
-    if (!this.gate.routing.forward && (this.gate.mem.state(DOMID_HW, port) as number) !== PortState.Interdomain)
+    if (!this.gate.routing.forward && this.gate.mem.state(DOMID_HW, port) !== PortState.Interdomain)
       throw new DeviceError(`${device}: event port ${port} of the hardware domain is not bound to a driver`);
   }
 
@@ -603,7 +604,7 @@ export class HardwareSimulator {
       this.gate.send(port);
     } catch (e) {
       this.irqFailures++;
-      this.logger.warn({ port, err: (e as Error).message }, 'interrupt not delivered');
+      this.logger.warn({ port, err: errorFields(e) }, 'interrupt not delivered');
     }
   }
 
@@ -613,7 +614,7 @@ export class HardwareSimulator {
       kick();
     } catch (e) {
       this.doorbellFailures++;
-      this.logger.error({ device, err: (e as Error).message }, 'device failed handling a doorbell');
+      this.logger.error({ device, err: errorFields(e) }, 'device failed handling a doorbell');
     }
   }
 }

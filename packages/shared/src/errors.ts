@@ -72,7 +72,7 @@ export class DomainError extends RingvisorError {
 
 /** A (simulated) physical device failed an operation. */
 export class DeviceError extends RingvisorError {
-  override readonly code = 'RV_ERR_DEVICE';
+  override readonly code: string = 'RV_ERR_DEVICE';
 }
 
 /** A peer broke the wire protocol: malformed, oversized or out-of-protocol message. */
@@ -168,4 +168,75 @@ export class InvalidStateError extends RingvisorError {
 /** A recovery (a hardware restart) ended with something not back; the message lists what. */
 export class RecoveryError extends RingvisorError {
   override readonly code = 'RV_ERR_RECOVERY';
+}
+
+// Classes below were gathered here from the packages (each had its own, or threw a bare Error).
+// New classes go at the end; a code, once released, never changes (errors.test.ts).
+
+/** A command line is wrong: unknown command or flag, a missing or malformed value. */
+export class UsageError extends RingvisorError {
+  override readonly code = 'RV_ERR_USAGE';
+}
+
+/** The control endpoint could not be reached or refused us, or is not listening. */
+export class ControlEndpointError extends RingvisorError {
+  override readonly code = 'RV_ERR_CONTROL';
+}
+
+/** A fault names something that is not in the cluster (no such host, domain or device). */
+export class FaultTargetError extends RingvisorError {
+  override readonly code = 'RV_ERR_FAULT_TARGET';
+}
+
+/**
+ * A device's DMA was refused (bus mastering off, the IOMMU blocked or could not translate it);
+ * the request fails and nothing moved. `fault` is the IOMMU's fault record when there is one.
+ */
+export class DmaBlockedError<Fault = unknown> extends DeviceError {
+  override readonly code = 'RV_ERR_DMA_BLOCKED';
+  constructor(
+    message: string,
+    readonly fault?: Fault,
+  ) {
+    super(message);
+  }
+}
+
+/** An ATA command the drive ended with ERR or DF. `status` and `error` are the registers as read. */
+export class AtaCommandError extends DeviceError {
+  override readonly code = 'RV_ERR_ATA_COMMAND';
+  constructor(
+    message: string,
+    readonly command: string,
+    readonly status: number,
+    readonly error: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A guest's boot spec (written by dom0's toolstack) lacks what one of its devices needs: shared
+ * memory or a link, a register page, an assigned function or VIF, a disk or NIC of its platform.
+ */
+export class BootSpecError extends RingvisorError {
+  override readonly code = 'RV_ERR_BOOT_SPEC';
+}
+
+/** The object is already doing what was asked (one run at a time), or the resource is taken. */
+export class BusyError extends RingvisorError {
+  override readonly code = 'RV_ERR_BUSY';
+}
+
+/** A benchmark's measurement is invalid (entries arrived wrong, nothing arrived) or its peer failed. */
+export class MeasurementError extends RingvisorError {
+  override readonly code = 'RV_ERR_MEASUREMENT';
+}
+
+/**
+ * A defect, not a condition a caller can fix: the installation is not laid out as built, or a
+ * value that is not an Error was thrown. Also the code any non-ringvisor error crosses RPC with.
+ */
+export class InternalError extends RingvisorError {
+  override readonly code = 'RV_ERR_INTERNAL';
 }

@@ -16,6 +16,7 @@
  * the same port, and finds the requests the old one left unconsumed still on the ring.
  */
 import {
+  errorFields,
   XenbusState,
   DeviceError,
   type Device,
@@ -216,7 +217,7 @@ export abstract class SplitBackend<M extends BackendCounters> implements Device 
       await this.attachRings();
       this.bindPort(this.hv.evtchn.bindInterdomain(0, this.frontDomid, await this.xb.frontendInt('event-channel')));
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'frontend handshake rejected');
+      this.log.warn({ err: errorFields(e) }, 'frontend handshake rejected');
       this.release();
       this.state = 'closed';
       await this.xb.setState(XenbusState.Closed);

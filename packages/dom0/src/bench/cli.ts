@@ -28,6 +28,7 @@ import { runScalingBench, type ScalingBenchResult, type ScalingRow } from './sca
 import { comparisonSvg } from './svg.js';
 import { IO_MODES, type BenchTarget, type BenchTransport, type IoMode } from './measure.js';
 import { REGRESSION_FACTOR, defaultReferenceFile, judgeRun, loadReference, regressionExitCode, regressionLines, type ComparableRow, type ReferenceSummary } from './regression.js';
+import { UsageError } from '@ringvisor/shared';
 
 interface Suite {
   describe: string;
@@ -241,7 +242,7 @@ export interface CliArgs {
   failOnRegression: boolean;
 }
 
-export class UsageError extends Error {}
+export { UsageError };
 
 export function parseArgs(argv: string[]): CliArgs {
   const out: CliArgs = { suites: [], help: false, quick: false, failOnRegression: false };

@@ -24,7 +24,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus, platform, release, totalmem } from 'node:os';
 import { MessageChannel, type Worker } from 'node:worker_threads';
-import { initSharedRing, siblingEntry, startRuntimeWorker } from '@ringvisor/shared';
+import { MeasurementError, ClosedError, InvalidArgumentError, initSharedRing, siblingEntry, startRuntimeWorker } from '@ringvisor/shared';
 import { CTRL, rawRingBytes, type Role, type WorkerConfig, type WorkerResult } from './ring.worker.js';
 
 export interface RingBenchOptions {
@@ -82,7 +82,7 @@ function waitFor(worker: Worker, t: string): Promise<WorkerResult> {
     const onMessage = (m: { t: string; message?: string }) => {
       if (m.t === 'error') {
         cleanup();
-        reject(new Error(`bench worker failed: ${m.message}`));
+        reject(new MeasurementError(`bench worker failed: ${m.message}`));
       } else if (m.t === t) {
         cleanup();
         resolve(m as WorkerResult);
@@ -94,7 +94,7 @@ function waitFor(worker: Worker, t: string): Promise<WorkerResult> {
     };
     const onExit = (code: number) => {
       cleanup();
-      reject(new Error(`bench worker exited with code ${code} before '${t}'`));
+      reject(new ClosedError(`bench worker exited with code ${code} before '${t}'`));
     };
     const cleanup = () => {
       worker.off('message', onMessage);
@@ -156,7 +156,7 @@ function perSec(r: WorkerResult): number {
 
 function checkErrors(what: string, ...rs: WorkerResult[]): void {
   const errors = rs.reduce((n, r) => n + r.errors, 0);
-  if (errors > 0) throw new Error(`${what}: ${errors} entries arrived wrong — the measurement is invalid`);
+  if (errors > 0) throw new MeasurementError(`${what}: ${errors} entries arrived wrong — the measurement is invalid`);
 }
 
 /** CPU time used by the whole machine (Linux /proc/stat, ms) and by this process (all threads). */
@@ -215,7 +215,7 @@ const idle = (r: WorkerResult): string => `${((r.idleMs / Math.max(r.ms, 1)) * 1
 
 export async function runRingBench(opts: RingBenchOptions = {}): Promise<RingBenchResult> {
   const seconds = opts.seconds ?? 1;
-  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new RangeError(`seconds must be a positive number, not ${seconds}`);
+  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new InvalidArgumentError(`seconds must be a positive number, not ${seconds}`);
   const log = opts.log ?? (() => {});
   const quality: Record<string, WindowQuality> = {};
 

@@ -77,7 +77,7 @@ export async function runTraceBench(o: { seconds?: number; rounds?: number; mode
         if (mode === 'streaming') {
           const tr = new WebSocket(`${server.url.replace('http', 'ws')}/api/trace`, { headers });
           tr.on('message', (data) => {
-            const m = JSON.parse(String(data)) as { type: string; events?: unknown[]; dropped?: number };
+            const m = JSON.parse((data as Buffer).toString('utf8')) as { type: string; events?: unknown[]; dropped?: number };
             if (m.type === 'events') {
               events += m.events!.length;
               dropped += m.dropped ?? 0;

@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
+  ProtocolError,
   BackRing,
   DL_EVENT,
   DL_PAGES,
@@ -296,7 +297,7 @@ function main(): void {
         break;
       }
       case 'mark': {
-        if (!session) throw new Error('mark without a session');
+        if (!session) throw new ProtocolError('mark without a session');
         const s = session;
         const slicer = new Slicer();
         const base = s.consumed();
@@ -306,7 +307,7 @@ function main(): void {
         break;
       }
       case 'stop': {
-        if (!session || !mark) throw new Error('stop without a marked session');
+        if (!session || !mark) throw new ProtocolError('stop without a marked session');
         const s = session;
         const cpu = process.cpuUsage(mark.cpu);
         const result: PeerResult = {

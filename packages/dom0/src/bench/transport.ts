@@ -46,6 +46,10 @@ import { fileURLToPath } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 import { WebSocket } from 'ws';
 import {
+  InvalidArgumentError,
+  TimeoutError,
+  ClosedError,
+  MeasurementError,
   DL_EVENT,
   DL_PAGES,
   FrontRing,
@@ -167,7 +171,7 @@ class PeerProcess {
   private constructor(readonly child: ChildProcess) {
     process.on('exit', this.killOnExit);
     child.on('message', (m: FromPeer) => {
-      if (m.t === 'error') this.fail(new Error(`transport bench peer failed: ${m.message}`));
+      if (m.t === 'error') this.fail(new MeasurementError(`transport bench peer failed: ${m.message}`));
       else if (this.waiter?.t === m.t) {
         const w = this.waiter;
         this.waiter = undefined;
@@ -175,7 +179,7 @@ class PeerProcess {
       } else this.inbox.push(m);
     });
     child.on('error', (e) => this.fail(e));
-    child.on('exit', (code, signal) => this.fail(new Error(`transport bench peer exited (${signal ?? `code ${code}`})`)));
+    child.on('exit', (code, signal) => this.fail(new ClosedError(`transport bench peer exited (${signal ?? `code ${code}`})`)));
   }
 
   static async start(): Promise<PeerProcess> {
@@ -210,7 +214,7 @@ class PeerProcess {
     if (i >= 0) return Promise.resolve(this.inbox.splice(i, 1)[0] as M);
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<M>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(new Error(`transport bench peer: no '${t}' within ${REPLY_TIMEOUT_MS} ms`)), REPLY_TIMEOUT_MS);
+      const timer = setTimeout(() => this.fail(new TimeoutError(`transport bench peer: no '${t}' within ${REPLY_TIMEOUT_MS} ms`)), REPLY_TIMEOUT_MS);
       this.waiter = {
         t,
         resolve: (m) => {
@@ -439,11 +443,11 @@ async function ringWindow(peer: PeerProcess, mode: RingMode, seconds: number, wa
     const back = await peer.request<PeerResult>({ t: 'stop' }, 'result');
     const after = cpuSnapshot();
     stopping = true;
-    if (lost !== undefined) throw new Error(`ring over ws (${mode}): the link closed during the window: ${lost}`);
+    if (lost !== undefined) throw new MeasurementError(`ring over ws (${mode}): the link closed during the window: ${lost}`);
     const f = diffCounters(frontAfter, frontBefore);
     const bad = errors + back.errors + c.rejected + back.counters.rejected;
-    if (bad > 0) throw new Error(`ring over ws (${mode}): ${bad} entries, page updates or events arrived wrong — the measurement is invalid`);
-    if (back.count === 0) throw new Error(`ring over ws (${mode}): no request reached the backend during the window`);
+    if (bad > 0) throw new MeasurementError(`ring over ws (${mode}): ${bad} entries, page updates or events arrived wrong — the measurement is invalid`);
+    if (back.count === 0) throw new MeasurementError(`ring over ws (${mode}): no request reached the backend during the window`);
     const cpu = windowCpu(before, after, back.cpuUs);
     const entries = oneWay ? back.count : doneAfter - doneBefore;
     return {
@@ -522,8 +526,8 @@ async function rawWindow(peer: PeerProcess, seconds: number, windowFrames: numbe
     const after = cpuSnapshot();
     stopping = true;
     if (failed) throw failed;
-    if (recv.errors > 0) throw new Error(`raw ws: ${recv.errors} records arrived wrong — the measurement is invalid`);
-    if (recv.count === 0) throw new Error('raw ws: no record arrived during the window');
+    if (recv.errors > 0) throw new MeasurementError(`raw ws: ${recv.errors} records arrived wrong — the measurement is invalid`);
+    if (recv.count === 0) throw new MeasurementError('raw ws: no record arrived during the window');
     const cpu = windowCpu(before, after, recv.cpuUs);
     const sentFrames = s1.frames - s0.frames;
     return {
@@ -561,10 +565,10 @@ function ringLine(name: string, w: RingWindow): string {
 
 export async function runTransportBench(opts: TransportBenchOptions = {}): Promise<TransportBenchResult> {
   const seconds = opts.seconds ?? DEFAULT_SECONDS;
-  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new RangeError(`seconds must be a positive number, not ${seconds}`);
+  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new InvalidArgumentError(`seconds must be a positive number, not ${seconds}`);
   const log = opts.log ?? (() => {});
   const warmupMs = opts.warmupMs ?? DEFAULT_WARMUP_MS;
-  if (!(warmupMs >= 0) || !Number.isFinite(warmupMs)) throw new RangeError(`warmupMs must be a non-negative number, not ${warmupMs}`);
+  if (!(warmupMs >= 0) || !Number.isFinite(warmupMs)) throw new InvalidArgumentError(`warmupMs must be a non-negative number, not ${warmupMs}`);
   const quality: Record<string, WindowQuality> = {};
   const peer = await PeerProcess.start();
   log(`backend process pid ${peer.pid}`);

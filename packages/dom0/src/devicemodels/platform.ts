@@ -16,6 +16,7 @@
  *   ATA primary  0x1f0–0x1f7, 0x3f6;  ATA secondary 0x170–0x177, 0x376
  */
 import {
+  ClosedError,
   GuestMemoryDma,
   applyGuestWrites,
   type GuestMemoryWrite,
@@ -409,7 +410,7 @@ export class EmulatedPlatform {
    * thread (threads) or the guest's process (ws); `null` clears. Answers the VMApp's fault counters.
    */
   setHostedEventFault(f: InterruptFault | null): Promise<InterruptFaultCounts> {
-    if (!this.vmappPeer || this.destroyed) throw new Error(`${this.domain.name}: no VMApp to inject into`);
+    if (!this.vmappPeer || this.destroyed) throw new ClosedError(`${this.domain.name}: no VMApp to inject into`);
     // The answer may wait until the fault ends (see VMAPP_FAULTS): bounded by its own length.
     return contractClient(VmAppContract, this.vmappPeer).faults(f, { timeoutMs: (f?.forMs ?? 0) + 10_000 });
   }
@@ -488,7 +489,7 @@ export class EmulatedPlatform {
         /* already closed with the domain */
       }
     }
-    await Promise.all(this.disks.map((d) => d.model?.idle()));
+    await Promise.all(this.disks.flatMap((d) => (d.model ? [d.model.idle()] : [])));
     for (const d of this.disks) d.backing.release();
   }
 }

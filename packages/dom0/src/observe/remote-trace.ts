@@ -5,7 +5,7 @@
  * sends and device DMA next to dom0's own events. With no stream open, nothing is forwarded.
  * Each forwarded event is pinned to the host and (for a guest) the domain its link proved.
  */
-import { TRACE_KINDS, TraceForwardContract, acceptForwardedEvent, contractClient, onNotify, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
+import { errorFields, TRACE_KINDS, TraceForwardContract, acceptForwardedEvent, contractClient, onNotify, republishTrace, type Logger, type RpcPeer } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 
 interface Source {
@@ -52,7 +52,7 @@ export class RemoteTraceHub {
         // A batch outside the contract counts as rejected; each event of one is checked again below.
         onNotify(s.peer, TraceForwardContract.notifications.events, (p) => this.receive(s, p), () => void this.counters.rejected++);
       }
-      contractClient(TraceForwardContract, s.peer).subscribe({ kinds: [...TRACE_KINDS] }).catch((e) => this.log.debug({ err: (e as Error).message }, 'runtime did not start forwarding'));
+      contractClient(TraceForwardContract, s.peer).subscribe({ kinds: [...TRACE_KINDS] }).catch((e) => this.log.debug({ err: errorFields(e) }, 'runtime did not start forwarding'));
     }
   }
 

@@ -36,6 +36,9 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
+  DomainError,
+  InvalidArgumentError,
+  ControlEndpointError,
   ADMIN_CONTENT_DIGEST_HEADER,
   ADMIN_SIGNATURE_HEADER,
   ADMIN_SIGNATURE_SKEW_MS,
@@ -158,7 +161,7 @@ export class ControlServer {
 
   get url(): string {
     const a = this.server?.address();
-    if (!a || typeof a === 'string') throw new Error('control endpoint is not listening');
+    if (!a || typeof a === 'string') throw new ControlEndpointError('control endpoint is not listening');
     const host = this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host;
     return `http://${host.includes(':') ? `[${host}]` : host}:${a.port}`;
   }
@@ -443,7 +446,7 @@ export class ControlServer {
     let params: Record<string, unknown>;
     try {
       const parsed: unknown = JSON.parse(body);
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new InvalidArgumentError('not an object');
       params = parsed as Record<string, unknown>;
     } catch {
       return this.fail(res, 400, 'body must be a JSON object');
@@ -569,7 +572,7 @@ export function parseTraceFilter(q: URLSearchParams, obs: Observatory): TraceFil
   const kinds = q.get('kinds');
   if (kinds) {
     f.kinds = kinds.split(',').map((k) => {
-      if (!TRACE_KINDS.includes(k as TraceKind)) throw new Error(`unknown event kind "${k}" (kinds: ${TRACE_KINDS.join(', ')})`);
+      if (!TRACE_KINDS.includes(k as TraceKind)) throw new InvalidArgumentError(`unknown event kind "${k}" (kinds: ${TRACE_KINDS.join(', ')})`);
       return k as TraceKind;
     });
   }
@@ -580,7 +583,7 @@ export function parseTraceFilter(q: URLSearchParams, obs: Observatory): TraceFil
     if (/^\d+$/.test(domain)) f.domid = Number(domain);
     else {
       const d = obs.snapshot().domains.find((x) => x.name === domain && (!host || x.host === host));
-      if (!d) throw new Error(`no domain named "${domain}"`);
+      if (!d) throw new DomainError(`no domain named "${domain}"`);
       f.domid = d.domid;
       f.host = d.host;
     }

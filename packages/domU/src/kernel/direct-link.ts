@@ -11,6 +11,7 @@
  *                  to guest memory have been applied
  */
 import {
+  InvalidArgumentError,
   DOMID_HW,
   MachineLinkEnd,
   SVIO_PAGE_BASE,
@@ -53,7 +54,7 @@ export interface DirectLink {
 
 function ridNumber(rid: string): number {
   const m = /^([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/.exec(rid);
-  if (!m) throw new Error(`bad requester id ${JSON.stringify(rid)} (expected bb:dd.f)`);
+  if (!m) throw new InvalidArgumentError(`bad requester id ${JSON.stringify(rid)} (expected bb:dd.f)`);
   return (parseInt(m[1], 16) << 8) | (parseInt(m[2], 16) << 3) | Number(m[3]);
 }
 

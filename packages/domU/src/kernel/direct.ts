@@ -13,7 +13,7 @@
  * before the device reads it (`toDevice`, Linux's dma_sync_single_for_device) and brings back
  * what the device wrote before the interrupt that announces it.
  */
-import { TimeoutError, VF_CTRL_ENABLE, VF_REG, VF_STATUS_ENABLED, VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
+import { BootSpecError, TimeoutError, VF_CTRL_ENABLE, VF_REG, VF_STATUS_ENABLED, VfRegisters, type DirectFunctionSpec, type PageSync, type VfKind } from '@ringvisor/shared';
 import type { GuestKernel } from './kernel.js';
 
 export interface DirectFunctionCounters {
@@ -70,7 +70,7 @@ export function directFunction(
 
 /** Threads transport: the function's page and channel are shared memory and events. */
 export function sharedMemoryFunction(kernel: GuestKernel, spec: DirectFunctionSpec): DirectFunction {
-  if (!spec.bar) throw new Error(`direct ${spec.kind} ${spec.devid}: the boot spec has no register page (needs shared memory or a direct link)`);
+  if (!spec.bar) throw new BootSpecError(`direct ${spec.kind} ${spec.devid}: the boot spec has no register page (needs shared memory or a direct link)`);
   return directFunction(kernel, spec, new VfRegisters(new Uint8Array(spec.bar)), {
     ring: () => void kernel.notifyRemote(spec.port),
     toDevice: () => {},

@@ -8,6 +8,7 @@
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import {
+  ClosedError,
   DmaSyncList,
   EventMemory,
   IoReqLinkContract,
@@ -105,7 +106,7 @@ export async function startIoReqRelay(kernel: GuestKernel, link: { url: string; 
   port2.close();
   if (first !== 'ready') {
     await worker.terminate();
-    throw new Error(`ioreq relay: ${first}`);
+    throw new ClosedError(`ioreq relay: ${first}`);
   }
   return { slot, syncList: new DmaSyncList(syncList), stop: async () => void (await worker.terminate()) };
 }

@@ -1,6 +1,7 @@
 /** ARP (RFC 826) for IPv4 over Ethernet only, plus a bounded, TTL-based cache. */
 import { ETH_ADDR_LEN, ETHERTYPE_IPV4 } from './ethernet.js';
 import { fail, ok, type ParseResult } from './result.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 export const ARP_PACKET_LEN = 28;
 export const ARP_OP_REQUEST = 1;
@@ -20,7 +21,7 @@ export interface ArpPacket {
 
 export function encodeArp(p: ArpPacket): Uint8Array {
   if (p.senderMac.length !== ETH_ADDR_LEN || p.targetMac.length !== ETH_ADDR_LEN) {
-    throw new RangeError('ARP MACs must be 6 bytes');
+    throw new InvalidArgumentError('ARP MACs must be 6 bytes');
   }
   const out = new Uint8Array(ARP_PACKET_LEN);
   const v = new DataView(out.buffer);
@@ -94,8 +95,8 @@ export class ArpCache {
     this.now = opts.now;
     this.maxEntries = opts.maxEntries ?? 256;
     this.ttlMs = opts.ttlMs ?? 60_000;
-    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) throw new RangeError('maxEntries must be >= 1');
-    if (!(this.ttlMs > 0)) throw new RangeError('ttlMs must be > 0');
+    if (!Number.isInteger(this.maxEntries) || this.maxEntries < 1) throw new InvalidArgumentError('maxEntries must be >= 1');
+    if (!(this.ttlMs > 0)) throw new InvalidArgumentError('ttlMs must be > 0');
   }
 
   get size(): number {
@@ -118,7 +119,7 @@ export class ArpCache {
 
   /** Inserts or refreshes an entry (copying the MAC) and restarts its TTL. */
   update(ip: number, mac: Uint8Array): void {
-    if (mac.length !== ETH_ADDR_LEN) throw new RangeError('MAC must be 6 bytes');
+    if (mac.length !== ETH_ADDR_LEN) throw new InvalidArgumentError('MAC must be 6 bytes');
     this.entries.delete(ip);
     if (this.entries.size >= this.maxEntries) {
       this.prune();

@@ -1,5 +1,6 @@
 /** Ethernet II framing (no 802.3/LLC, no VLAN tags, no FCS: virtual NICs carry none). */
 import { fail, ok, type ParseResult } from './result.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 export const ETH_ADDR_LEN = 6;
 export const ETH_HEADER_LEN = 14;
@@ -28,7 +29,7 @@ const MAC_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/i;
 /** Parses "00:16:3e:12:34:56" (case-insensitive). Throws TypeError on anything else. */
 export function parseMac(text: string): Uint8Array {
   const mac = tryParseMac(text);
-  if (!mac) throw new TypeError(`invalid MAC address: ${JSON.stringify(text)}`);
+  if (!mac) throw new InvalidArgumentError(`invalid MAC address: ${JSON.stringify(text)}`);
   return mac;
 }
 
@@ -38,7 +39,7 @@ export function tryParseMac(text: string): Uint8Array | null {
 }
 
 export function formatMac(mac: Uint8Array): string {
-  if (mac.length !== ETH_ADDR_LEN) throw new RangeError(`MAC must be 6 bytes, got ${mac.length}`);
+  if (mac.length !== ETH_ADDR_LEN) throw new InvalidArgumentError(`MAC must be 6 bytes, got ${mac.length}`);
   return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
@@ -65,11 +66,11 @@ export function macEquals(a: Uint8Array, b: Uint8Array): boolean {
 /** Builds a frame, zero-padding to the 60-byte minimum. Throws on invalid fields (caller bug). */
 export function buildFrame(frame: EthernetFrame): Uint8Array {
   const { dst, src, ethertype, payload } = frame;
-  if (dst.length !== ETH_ADDR_LEN || src.length !== ETH_ADDR_LEN) throw new RangeError('MAC must be 6 bytes');
+  if (dst.length !== ETH_ADDR_LEN || src.length !== ETH_ADDR_LEN) throw new InvalidArgumentError('MAC must be 6 bytes');
   if (!Number.isInteger(ethertype) || ethertype < ETHERTYPE_MIN || ethertype > 0xffff) {
-    throw new RangeError(`invalid Ethernet II type 0x${ethertype.toString(16)}`);
+    throw new InvalidArgumentError(`invalid Ethernet II type 0x${ethertype.toString(16)}`);
   }
-  if (payload.length > ETH_MAX_PAYLOAD) throw new RangeError(`payload ${payload.length} > ${ETH_MAX_PAYLOAD}`);
+  if (payload.length > ETH_MAX_PAYLOAD) throw new InvalidArgumentError(`payload ${payload.length} > ${ETH_MAX_PAYLOAD}`);
   const out = new Uint8Array(Math.max(ETH_MIN_FRAME, ETH_HEADER_LEN + payload.length));
   out.set(dst, 0);
   out.set(src, 6);

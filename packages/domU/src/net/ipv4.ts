@@ -1,5 +1,6 @@
 /** IPv4 without options on transmit and without fragmentation (fragments are dropped). */
 import { fail, ok, type ParseResult } from './result.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 export const IPV4_HEADER_LEN = 20;
 export const IP_PROTO_UDP = 17;
@@ -34,12 +35,12 @@ export function tryParseIp(text: string): number | null {
 
 export function parseIp(text: string): number {
   const ip = tryParseIp(text);
-  if (ip === null) throw new TypeError(`invalid IPv4 address: ${JSON.stringify(text)}`);
+  if (ip === null) throw new InvalidArgumentError(`invalid IPv4 address: ${JSON.stringify(text)}`);
   return ip;
 }
 
 export function formatIp(ip: number): string {
-  if (!Number.isInteger(ip) || ip < 0 || ip > 0xffffffff) throw new RangeError(`invalid IPv4 address ${ip}`);
+  if (!Number.isInteger(ip) || ip < 0 || ip > 0xffffffff) throw new InvalidArgumentError(`invalid IPv4 address ${ip}`);
   return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
 }
 
@@ -98,7 +99,7 @@ export interface Ipv4HeaderOptions {
 }
 
 function checkU(name: string, v: number, max: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`${name} out of range: ${v}`);
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new InvalidArgumentError(`${name} out of range: ${v}`);
 }
 
 export function buildIpv4Header(opts: Ipv4HeaderOptions): Uint8Array {

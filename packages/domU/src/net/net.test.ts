@@ -16,7 +16,8 @@ import {
 } from './ethernet.js';
 import { buildIpv4, buildIpv4Header, formatIp, internetChecksum, parseIp, parseIpv4, tryParseIp } from './ipv4.js';
 import { MAX_UDP_PAYLOAD, NetStack, type UdpSource } from './stack.js';
-import { buildUdp, parseUdp, udpChecksum } from './udp.js';
+import { buildUdp, parseUdp } from './udp.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 const MAC_A = '00:16:3e:00:00:01';
 const MAC_B = '00:16:3e:00:00:02';
@@ -84,7 +85,7 @@ describe('ethernet', () => {
     expect(formatMac(parseMac('00:16:3E:AB:cd:0f'))).toBe('00:16:3e:ab:cd:0f');
     for (const bad of ['', '00:16:3e:00:00', '00:16:3e:00:00:00:00', '0:16:3e:00:00:01', '00-16-3e-00-00-01', '00:16:3e:00:00:zz']) {
       expect(tryParseMac(bad)).toBeNull();
-      expect(() => parseMac(bad)).toThrow(TypeError);
+      expect(() => parseMac(bad)).toThrow(InvalidArgumentError);
     }
   });
 
@@ -113,7 +114,7 @@ describe('ethernet', () => {
   it('enforces size limits and Ethernet II', () => {
     const mk = (n: number) => buildFrame({ dst: broadcastMac(), src: parseMac(MAC_A), ethertype: 0x0800, payload: new Uint8Array(n) });
     expect(mk(1500).length).toBe(1514);
-    expect(() => mk(1501)).toThrow(RangeError);
+    expect(() => mk(1501)).toThrow(InvalidArgumentError);
     expect(parseFrame(new Uint8Array(13))).toEqual({ ok: false, reason: 'eth-truncated' });
     expect(parseFrame(new Uint8Array(1515))).toEqual({ ok: false, reason: 'eth-oversize' });
     expect(parseFrame(new Uint8Array(1514)).ok).toBe(false); // type 0x0000 is an 802.3 length
@@ -557,15 +558,15 @@ describe('NetStack', () => {
   it('rejects invalid send arguments and refuses our own address', () => {
     const a = new NetStack({ mac: parseMac(MAC_A), ip: IP_A, transmit: () => {} });
     expect(() => a.sendUdp('nope', 1, 1, bytes('x'))).toThrow();
-    expect(() => a.sendUdp(IP_B, 0, 1, bytes('x'))).toThrow(RangeError);
-    expect(() => a.sendUdp(IP_B, 1, 70000, bytes('x'))).toThrow(RangeError);
-    expect(() => a.sendUdp(IP_B, 1, 1, new Uint8Array(MAX_UDP_PAYLOAD + 1))).toThrow(RangeError);
+    expect(() => a.sendUdp(IP_B, 0, 1, bytes('x'))).toThrow(InvalidArgumentError);
+    expect(() => a.sendUdp(IP_B, 1, 70000, bytes('x'))).toThrow(InvalidArgumentError);
+    expect(() => a.sendUdp(IP_B, 1, 1, new Uint8Array(MAX_UDP_PAYLOAD + 1))).toThrow(InvalidArgumentError);
     expect(a.sendUdp(IP_A, 1, 1, bytes('x'))).toBe(false);
     expect(a.counters.txDropReasons.self).toBe(1);
-    expect(() => a.bindUdp(0, () => {})).toThrow(RangeError);
+    expect(() => a.bindUdp(0, () => {})).toThrow(InvalidArgumentError);
     a.bindUdp(5, () => {});
     expect(() => a.bindUdp(5, () => {})).toThrow();
-    expect(() => new NetStack({ mac: broadcastMac(), ip: IP_A, transmit: () => {} })).toThrow(RangeError);
+    expect(() => new NetStack({ mac: broadcastMac(), ip: IP_A, transmit: () => {} })).toThrow(InvalidArgumentError);
   });
 
   it('passes a busy driver back to the sender: sendUdp is false while the NIC refuses, true again once it takes frames', () => {

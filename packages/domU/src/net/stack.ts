@@ -32,6 +32,7 @@ import {
   type Ipv4DropReason,
 } from './ipv4.js';
 import { buildUdp, parseUdp, UDP_HEADER_LEN, type UdpDropReason } from './udp.js';
+import { InvalidArgumentError, BusyError } from '@ringvisor/shared';
 
 /** Largest UDP payload that fits one Ethernet frame (no fragmentation). */
 export const MAX_UDP_PAYLOAD = ETH_MAX_PAYLOAD - IPV4_HEADER_LEN - UDP_HEADER_LEN;
@@ -135,7 +136,7 @@ interface Pending {
 }
 
 function positiveInt(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${v}`);
   return v;
 }
 
@@ -172,12 +173,12 @@ export class NetStack {
   };
 
   constructor(opts: NetStackOptions) {
-    if (opts.mac.length !== ETH_ADDR_LEN || isMulticastMac(opts.mac)) throw new RangeError('mac must be a 6-byte unicast MAC');
+    if (opts.mac.length !== ETH_ADDR_LEN || isMulticastMac(opts.mac)) throw new InvalidArgumentError('mac must be a 6-byte unicast MAC');
     this.macBytes = opts.mac.slice();
     this.mac = formatMac(this.macBytes);
     this.ipNum = parseIp(opts.ip);
     if (this.ipNum === IPV4_ANY || this.ipNum === IPV4_BROADCAST || isMulticastIp(this.ipNum)) {
-      throw new RangeError(`ip must be a unicast address, got ${opts.ip}`);
+      throw new InvalidArgumentError(`ip must be a unicast address, got ${opts.ip}`);
     }
     this.ip = formatIp(this.ipNum);
     this.transmitFn = opts.transmit;
@@ -201,8 +202,8 @@ export class NetStack {
   }
 
   bindUdp(port: number, handler: UdpHandler): void {
-    if (!Number.isInteger(port) || port < 1 || port > 0xffff) throw new RangeError(`invalid UDP port ${port}`);
-    if (this.ports.has(port)) throw new Error(`UDP port ${port} already bound`);
+    if (!Number.isInteger(port) || port < 1 || port > 0xffff) throw new InvalidArgumentError(`invalid UDP port ${port}`);
+    if (this.ports.has(port)) throw new BusyError(`UDP port ${port} already bound`);
     this.ports.set(port, handler);
   }
 
@@ -216,10 +217,10 @@ export class NetStack {
    */
   sendUdp(dstIp: string, dstPort: number, srcPort: number, payload: Uint8Array): boolean {
     const dst = parseIp(dstIp);
-    if (dst === IPV4_ANY || isMulticastIp(dst)) throw new RangeError(`unsupported destination ${dstIp}`);
-    if (!Number.isInteger(dstPort) || dstPort < 1 || dstPort > 0xffff) throw new RangeError(`invalid dstPort ${dstPort}`);
-    if (!Number.isInteger(srcPort) || srcPort < 0 || srcPort > 0xffff) throw new RangeError(`invalid srcPort ${srcPort}`);
-    if (payload.length > MAX_UDP_PAYLOAD) throw new RangeError(`UDP payload ${payload.length} > ${MAX_UDP_PAYLOAD}`);
+    if (dst === IPV4_ANY || isMulticastIp(dst)) throw new InvalidArgumentError(`unsupported destination ${dstIp}`);
+    if (!Number.isInteger(dstPort) || dstPort < 1 || dstPort > 0xffff) throw new InvalidArgumentError(`invalid dstPort ${dstPort}`);
+    if (!Number.isInteger(srcPort) || srcPort < 0 || srcPort > 0xffff) throw new InvalidArgumentError(`invalid srcPort ${srcPort}`);
+    if (payload.length > MAX_UDP_PAYLOAD) throw new InvalidArgumentError(`UDP payload ${payload.length} > ${MAX_UDP_PAYLOAD}`);
     if (dst === this.ipNum) return this.txDrop('self');
 
     const udp = buildUdp({ srcIp: this.ipNum, dstIp: dst, srcPort, dstPort, payload });

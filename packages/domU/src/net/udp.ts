@@ -1,6 +1,7 @@
 /** UDP (RFC 768) with the IPv4 pseudo-header checksum. */
 import { foldSum, IP_PROTO_UDP, onesComplementSum } from './ipv4.js';
 import { fail, ok, type ParseResult } from './result.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 export const UDP_HEADER_LEN = 8;
 
@@ -37,10 +38,10 @@ export function udpChecksum(srcIp: number, dstIp: number, segment: Uint8Array): 
 export function buildUdp(opts: UdpBuildOptions): Uint8Array {
   const { srcIp, dstIp, srcPort, dstPort, payload } = opts;
   for (const [name, p] of [['srcPort', srcPort], ['dstPort', dstPort]] as const) {
-    if (!Number.isInteger(p) || p < 0 || p > 0xffff) throw new RangeError(`${name} out of range: ${p}`);
+    if (!Number.isInteger(p) || p < 0 || p > 0xffff) throw new InvalidArgumentError(`${name} out of range: ${p}`);
   }
   const length = UDP_HEADER_LEN + payload.length;
-  if (length > 0xffff) throw new RangeError(`UDP payload too large: ${payload.length}`);
+  if (length > 0xffff) throw new InvalidArgumentError(`UDP payload too large: ${payload.length}`);
   const seg = new Uint8Array(length);
   const v = new DataView(seg.buffer);
   v.setUint16(0, srcPort);

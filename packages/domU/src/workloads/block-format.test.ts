@@ -1,4 +1,4 @@
-import { crc32c } from '@ringvisor/shared';
+import { InvalidArgumentError, crc32c } from '@ringvisor/shared';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -47,11 +47,11 @@ describe('block format', () => {
   });
 
   it('rejects bad buffers and identities', () => {
-    expect(() => encodeBlock(new Uint8Array(4095), ID)).toThrow(RangeError);
-    expect(() => enc({ ...ID, generation: 0 })).toThrow(RangeError);
-    expect(() => enc({ ...ID, writer: 0x10000 })).toThrow(RangeError);
-    expect(() => enc({ ...ID, lba: -1 })).toThrow(RangeError);
-    expect(() => classifyBlock(new Uint8Array(512), ID)).toThrow(RangeError);
+    expect(() => encodeBlock(new Uint8Array(4095), ID)).toThrow(InvalidArgumentError);
+    expect(() => enc({ ...ID, generation: 0 })).toThrow(InvalidArgumentError);
+    expect(() => enc({ ...ID, writer: 0x10000 })).toThrow(InvalidArgumentError);
+    expect(() => enc({ ...ID, lba: -1 })).toThrow(InvalidArgumentError);
+    expect(() => classifyBlock(new Uint8Array(512), ID)).toThrow(InvalidArgumentError);
   });
 
   it('reaches every classification', () => {

@@ -19,7 +19,7 @@
  * The header has its own crc so a torn write that mixes sectors of two versions, or
  * a corrupted header field, is never mistaken for a valid block of another identity.
  */
-import { crc32c } from '@ringvisor/shared';
+import { InvalidArgumentError, crc32c } from '@ringvisor/shared';
 import { mixSeed, SplitMix32 } from '@ringvisor/shared';
 
 export const BLOCK_SIZE = 4096;
@@ -49,15 +49,15 @@ export interface BlockHeader extends BlockIdentity {
 export type BlockClass = 'ok' | 'zero' | 'torn' | 'misdirected' | 'stale' | 'foreign' | 'unexpected';
 
 function checkLength(buf: Uint8Array): void {
-  if (buf.length !== BLOCK_SIZE) throw new RangeError(`block buffer must be ${BLOCK_SIZE} bytes, got ${buf.length}`);
+  if (buf.length !== BLOCK_SIZE) throw new InvalidArgumentError(`block buffer must be ${BLOCK_SIZE} bytes, got ${buf.length}`);
 }
 
 function checkIdentity(id: BlockIdentity): void {
-  if (!Number.isSafeInteger(id.lba) || id.lba < 0) throw new RangeError(`invalid lba ${id.lba}`);
+  if (!Number.isSafeInteger(id.lba) || id.lba < 0) throw new InvalidArgumentError(`invalid lba ${id.lba}`);
   if (!Number.isInteger(id.generation) || id.generation < 1 || id.generation > 0xffffffff) {
-    throw new RangeError(`invalid generation ${id.generation}`);
+    throw new InvalidArgumentError(`invalid generation ${id.generation}`);
   }
-  if (!Number.isInteger(id.writer) || id.writer < 0 || id.writer > 0xffff) throw new RangeError(`invalid writer ${id.writer}`);
+  if (!Number.isInteger(id.writer) || id.writer < 0 || id.writer > 0xffff) throw new InvalidArgumentError(`invalid writer ${id.writer}`);
 }
 
 function payloadSeed(id: BlockIdentity): number {

@@ -8,7 +8,7 @@
  * work whatever the data). Sequential requests are handed out from one cursor, so `queueDepth`
  * streams interleave into one sequential stream, as fio's does with iodepth > 1.
  */
-import { LatencySamples, SplitMix32, type LatencyPercentiles } from '@ringvisor/shared';
+import { InvalidArgumentError, LatencySamples, SplitMix32, type LatencyPercentiles } from '@ringvisor/shared';
 import type { BlockDevice } from './block-verifier.js';
 
 export interface BlockLoadOptions {
@@ -38,10 +38,10 @@ export class BlockLoad {
   private cursor = 0;
 
   constructor(private readonly o: BlockLoadOptions) {
-    if (o.blockBytes <= 0 || o.blockBytes % 512 !== 0) throw new RangeError(`block size ${o.blockBytes} is not a positive multiple of 512`);
-    if (!Number.isInteger(o.queueDepth) || o.queueDepth < 1) throw new RangeError(`queue depth ${o.queueDepth} must be at least 1`);
+    if (o.blockBytes <= 0 || o.blockBytes % 512 !== 0) throw new InvalidArgumentError(`block size ${o.blockBytes} is not a positive multiple of 512`);
+    if (!Number.isInteger(o.queueDepth) || o.queueDepth < 1) throw new InvalidArgumentError(`queue depth ${o.queueDepth} must be at least 1`);
     this.blocks = Math.floor(Math.min(o.regionBytes, o.device.sectors * 512) / o.blockBytes);
-    if (this.blocks < 1) throw new RangeError(`a region of ${o.regionBytes} bytes holds no ${o.blockBytes}-byte block`);
+    if (this.blocks < 1) throw new InvalidArgumentError(`a region of ${o.regionBytes} bytes holds no ${o.blockBytes}-byte block`);
     this.rng = new SplitMix32(o.seed || 1);
   }
 

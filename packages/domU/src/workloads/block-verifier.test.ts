@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BLOCK_SIZE, decodeBlockHeader, encodeBlock, SECTOR_SIZE, SECTORS_PER_BLOCK } from './block-format.js';
 import { BlockVerifier, type BlockDevice } from './block-verifier.js';
-import { SplitMix32 } from '@ringvisor/shared';
+import { InvalidArgumentError, SplitMix32 } from '@ringvisor/shared';
 
 const WRITER = 7;
 const tick = () => new Promise<void>((r) => setImmediate(r));
@@ -263,8 +263,8 @@ describe('BlockVerifier', () => {
 
   it('validates its options and refuses overlapping runs', async () => {
     const dev = new MemDevice(64, 1);
-    expect(() => new BlockVerifier({ device: dev, writer: 1, blocks: 9, queueDepth: 1, seed: 0 })).toThrow(RangeError);
-    expect(() => new BlockVerifier({ device: dev, writer: 1, blocks: 8, queueDepth: 0, seed: 0 })).toThrow(RangeError);
+    expect(() => new BlockVerifier({ device: dev, writer: 1, blocks: 9, queueDepth: 1, seed: 0 })).toThrow(InvalidArgumentError);
+    expect(() => new BlockVerifier({ device: dev, writer: 1, blocks: 8, queueDepth: 0, seed: 0 })).toThrow(InvalidArgumentError);
     const v = new BlockVerifier({ device: dev, writer: 1, blocks: 8, queueDepth: 4, seed: 0 });
     const run = v.runFor(20);
     await expect(v.verifyAll()).rejects.toThrow(/in progress/);

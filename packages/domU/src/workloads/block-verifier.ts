@@ -15,7 +15,7 @@ import {
   SECTORS_PER_BLOCK,
   type BlockClass,
 } from './block-format.js';
-import { LatencySamples, SplitMix32 } from '@ringvisor/shared';
+import { InvalidArgumentError, BusyError, LatencySamples, SplitMix32 } from '@ringvisor/shared';
 
 export interface BlockDevice {
   /** Capacity in 512-byte sectors. */
@@ -148,12 +148,12 @@ export class BlockVerifier {
 
   constructor(opts: BlockVerifierOptions) {
     const { device, writer, blocks, queueDepth, seed } = opts;
-    if (!Number.isInteger(writer) || writer < 0 || writer > 0xffff) throw new RangeError(`invalid writer ${writer}`);
-    if (!Number.isInteger(blocks) || blocks < 1) throw new RangeError(`blocks must be >= 1, got ${blocks}`);
+    if (!Number.isInteger(writer) || writer < 0 || writer > 0xffff) throw new InvalidArgumentError(`invalid writer ${writer}`);
+    if (!Number.isInteger(blocks) || blocks < 1) throw new InvalidArgumentError(`blocks must be >= 1, got ${blocks}`);
     if (blocks * SECTORS_PER_BLOCK > device.sectors) {
-      throw new RangeError(`${blocks} blocks need ${blocks * SECTORS_PER_BLOCK} sectors; device has ${device.sectors}`);
+      throw new InvalidArgumentError(`${blocks} blocks need ${blocks * SECTORS_PER_BLOCK} sectors; device has ${device.sectors}`);
     }
-    if (!Number.isInteger(queueDepth) || queueDepth < 1) throw new RangeError(`queueDepth must be >= 1, got ${queueDepth}`);
+    if (!Number.isInteger(queueDepth) || queueDepth < 1) throw new InvalidArgumentError(`queueDepth must be >= 1, got ${queueDepth}`);
     this.device = device;
     this.writer = writer;
     this.blocks = blocks;
@@ -242,7 +242,7 @@ export class BlockVerifier {
 
   private enter(): void {
     // Overlapping runs would break the one-op-per-block invariant bookkeeping.
-    if (this.active) throw new Error('BlockVerifier: runFor/verifyAll already in progress');
+    if (this.active) throw new BusyError('BlockVerifier: runFor/verifyAll already in progress');
     this.active = true;
   }
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ETHERTYPE_IPV4, parseMac } from '../net/ethernet.js';
 import { NetStack } from '../net/stack.js';
 import { decodeFlowDatagram, encodeFlowDatagram, FLOW_HEADER_SIZE, UdpEchoServer, UdpFlowClient } from './udp-flows.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 const IP_A = '10.1.0.1';
 const IP_B = '10.1.0.2';
@@ -247,7 +248,7 @@ describe('UDP echo flows', () => {
     client.tick(10);
     expect(client.stats.lost).toBe(3);
     expect(client.stats.refused).toBe(2); // queue still full: refused again, no seq consumed
-    expect(() => new UdpFlowClient({ stack: a, dstIp: IP_B, dstPort: 7, srcPort: 2, flowId: 1, payloadSize: 15, window: 1 })).toThrow(RangeError);
-    expect(() => new UdpFlowClient({ stack: a, dstIp: IP_B, dstPort: 7, srcPort: 2, flowId: 1, payloadSize: 1473, window: 1 })).toThrow(RangeError);
+    expect(() => new UdpFlowClient({ stack: a, dstIp: IP_B, dstPort: 7, srcPort: 2, flowId: 1, payloadSize: 15, window: 1 })).toThrow(InvalidArgumentError);
+    expect(() => new UdpFlowClient({ stack: a, dstIp: IP_B, dstPort: 7, srcPort: 2, flowId: 1, payloadSize: 1473, window: 1 })).toThrow(InvalidArgumentError);
   });
 });

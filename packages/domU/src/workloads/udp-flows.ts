@@ -12,7 +12,7 @@
  *    12     4  crc32c over bytes 0..11 then 16..end (covers flowId and seq too)
  *    16     *  SplitMix32 stream seeded from (flowId, seq)
  */
-import { LatencySamples, crc32c } from '@ringvisor/shared';
+import { InvalidArgumentError, LatencySamples, crc32c } from '@ringvisor/shared';
 import { MAX_UDP_PAYLOAD, type NetStack, type UdpSource } from '../net/stack.js';
 import { mixSeed, SplitMix32 } from '@ringvisor/shared';
 
@@ -25,7 +25,7 @@ function flowCrc(buf: Uint8Array): number {
 
 /** Fills `out` (>= 16 bytes) with datagram `seq` of flow `flowId`. */
 export function encodeFlowDatagram(out: Uint8Array, flowId: number, seq: number): void {
-  if (out.length < FLOW_HEADER_SIZE) throw new RangeError(`datagram must be >= ${FLOW_HEADER_SIZE} bytes`);
+  if (out.length < FLOW_HEADER_SIZE) throw new InvalidArgumentError(`datagram must be >= ${FLOW_HEADER_SIZE} bytes`);
   const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
   v.setUint32(0, FLOW_MAGIC);
   v.setUint32(4, flowId >>> 0);
@@ -177,11 +177,11 @@ export class UdpFlowClient {
   constructor(opts: UdpFlowClientOptions) {
     const { payloadSize, window } = opts;
     if (!Number.isInteger(payloadSize) || payloadSize < FLOW_HEADER_SIZE || payloadSize > MAX_UDP_PAYLOAD) {
-      throw new RangeError(`payloadSize must be ${FLOW_HEADER_SIZE}..${MAX_UDP_PAYLOAD}, got ${payloadSize}`);
+      throw new InvalidArgumentError(`payloadSize must be ${FLOW_HEADER_SIZE}..${MAX_UDP_PAYLOAD}, got ${payloadSize}`);
     }
-    if (!Number.isInteger(window) || window < 1 || window > HISTORY / 2) throw new RangeError(`invalid window ${window}`);
+    if (!Number.isInteger(window) || window < 1 || window > HISTORY / 2) throw new InvalidArgumentError(`invalid window ${window}`);
     if (!Number.isInteger(opts.flowId) || opts.flowId < 0 || opts.flowId > 0xffffffff) {
-      throw new RangeError(`invalid flowId ${opts.flowId}`);
+      throw new InvalidArgumentError(`invalid flowId ${opts.flowId}`);
     }
     this.stack = opts.stack;
     this.dstIp = opts.dstIp;

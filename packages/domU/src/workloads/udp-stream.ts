@@ -10,6 +10,7 @@
  */
 import type { NetStack, UdpSource } from '../net/stack.js';
 import { FLOW_HEADER_SIZE, decodeFlowDatagram, encodeFlowDatagram } from './udp-flows.js';
+import { InvalidArgumentError } from '@ringvisor/shared';
 
 /** The discard service (RFC 863). */
 export const DISCARD_PORT = 9;
@@ -70,7 +71,7 @@ export class UdpStreamSender {
   constructor(
     private readonly o: { stack: NetStack; dstIp: string; srcPort: number; flowId: number; payloadSize: number; ratePps: number; burst: number },
   ) {
-    if (o.payloadSize < FLOW_HEADER_SIZE) throw new RangeError(`payloadSize must be >= ${FLOW_HEADER_SIZE}`);
+    if (o.payloadSize < FLOW_HEADER_SIZE) throw new InvalidArgumentError(`payloadSize must be >= ${FLOW_HEADER_SIZE}`);
   }
 
   get stats(): UdpStreamStats {

@@ -12,6 +12,7 @@
  * drop them before a byte moves.
  */
 import {
+  errorFields,
   BackRing,
   HW_STATUS_EIO,
   HW_STATUS_OK,
@@ -244,7 +245,7 @@ export class DiskVf extends VirtualFunction {
       }
       return HW_STATUS_OK;
     } catch (e) {
-      if (!(e instanceof DmaBlocked)) this.env.logger?.warn({ vf: this.name, err: (e as Error).message }, 'disk VF I/O failed');
+      if (!(e instanceof DmaBlocked)) this.env.logger?.warn({ vf: this.name, err: errorFields(e) }, 'disk VF I/O failed');
       m.errors++;
       return HW_STATUS_EIO;
     }

@@ -17,6 +17,8 @@
  * to show the hazard the textbook names. A function that is not bus master issues no DMA at all.
  */
 import {
+  errorFields,
+  DmaBlockedError as DmaBlocked,
   DeviceError,
   PAGE_SIZE,
   StateError,
@@ -103,14 +105,7 @@ export interface FunctionInfo {
 }
 
 /** Thrown inside a function's processing when a DMA cannot happen; the request fails, nothing moved. */
-export class DmaBlocked extends DeviceError {
-  constructor(
-    message: string,
-    readonly fault?: IommuFault,
-  ) {
-    super(message);
-  }
-}
+export { DmaBlocked };
 
 /**
  * Persistence (Device, state.ts): quiesce() stops the function taking work — a doorbell is
@@ -248,7 +243,7 @@ export abstract class VirtualFunction implements Device {
       else if (!want && this.enabled) this.disable('driver cleared CTRL.ENABLE');
       if (this.enabled) this.kick();
     } catch (e) {
-      this.env.logger?.warn({ vf: this.name, err: (e as Error).message }, 'virtual function failed handling a doorbell');
+      this.env.logger?.warn({ vf: this.name, err: errorFields(e) }, 'virtual function failed handling a doorbell');
     }
   }
 

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { crc32c } from '../util/crc32c.js';
 import { CAMERA_HEADER_SIZE, cameraFrameSize, patternByte, renderCameraFrame, verifyCameraFrame } from './frame.js';
+import { InvalidArgumentError } from '../errors.js';
 
 const f = { width: 32, height: 8 };
 
@@ -26,7 +27,7 @@ describe('camera frames', () => {
     const big = new Uint8Array(4096);
     const used = renderCameraFrame(big, f, 3, 0n);
     expect(verifyCameraFrame(big, used, f).ok).toBe(true);
-    expect(() => renderCameraFrame(new Uint8Array(10), f, 1, 0n)).toThrow(RangeError);
+    expect(() => renderCameraFrame(new Uint8Array(10), f, 1, 0n)).toThrow(InvalidArgumentError);
   });
 
   it('any single bit flipped anywhere in the frame is caught', () => {

@@ -19,6 +19,7 @@
  * frame without trusting whoever delivered it.
  */
 import { crc32c } from '../util/crc32c.js';
+import { InvalidArgumentError } from '../errors.js';
 
 export const CAMERA_FRAME_MAGIC = 0x46435652;
 export const CAMERA_FORMAT_GREY = 0x59455247; // 'GREY'
@@ -42,7 +43,7 @@ export function patternByte(seq: number, x: number, y: number): number {
 /** Render frame `seq` captured at `timestampUs` into `into` (at least cameraFrameSize bytes). */
 export function renderCameraFrame(into: Uint8Array, f: CameraFormat, seq: number, timestampUs: bigint): number {
   const size = cameraFrameSize(f);
-  if (into.byteLength < size) throw new RangeError(`a ${f.width}x${f.height} frame needs ${size} bytes, the buffer has ${into.byteLength}`);
+  if (into.byteLength < size) throw new InvalidArgumentError(`a ${f.width}x${f.height} frame needs ${size} bytes, the buffer has ${into.byteLength}`);
   const payload = into.subarray(CAMERA_HEADER_SIZE, size);
   // Row by row: each row is the previous one shifted by 3, so fill the first row and copy.
   const base = (7 * seq) & 0xff;

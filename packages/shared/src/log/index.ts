@@ -20,4 +20,5 @@ export function createLogger(runtime: string, bindings: Record<string, unknown> 
   return logger.child({ runtime, ...bindings });
 }
 
+export { errorFields, type ErrorFields } from './error-fields.js';
 export { RateLimitedLog, type RateLimitedLogOptions } from './rate-limit.js';

@@ -5,6 +5,7 @@
  */
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import { InternalError } from '../errors.js';
 
 const BOOTSTRAP = new URL('./ts-worker-bootstrap.mjs', import.meta.url);
 
@@ -14,7 +15,7 @@ export function startRuntimeWorker(entry: URL, options: WorkerOptions & { worker
     return new Worker(BOOTSTRAP, {
       ...options,
       execArgv: [...(options.execArgv ?? []), '--conditions=source'],
-      workerData: { ...(options.workerData ?? {}), __entry: entry.href },
+      workerData: { ...((options.workerData ?? {}) as Record<string, unknown>), __entry: entry.href },
     });
   }
   return new Worker(entry, options);
@@ -36,7 +37,7 @@ export function runtimeEntry(callerUrl: string, pkg: 'hwsim' | 'dom0' | 'domU', 
   const fromSource = callerUrl.endsWith('.ts');
   const marker = '/packages/';
   const i = callerUrl.lastIndexOf(marker);
-  if (i < 0) throw new Error(`cannot locate the packages directory from ${callerUrl}`);
+  if (i < 0) throw new InternalError(`cannot locate the packages directory from ${callerUrl}`);
   const base = callerUrl.slice(0, i + marker.length);
   return new URL(`${pkg}/${fromSource ? 'src' : 'dist'}/${name}.${fromSource ? 'ts' : 'js'}`, base);
 }

@@ -59,7 +59,7 @@ describe('VIF message queue', () => {
         const produce = (max: number, between?: () => void) => {
           if (producerAsleep || next >= total) return;
           let n = 0;
-          while (next < total && n < max && p.put({ id: next })) (next++, n++);
+          while (next < total && n < max && p.put({ id: next })) { next++; n++; }
           if (p.push()) consumerAsleep = false;
           if (next < total && p.free() === 0) {
             between?.();

@@ -17,6 +17,7 @@
  */
 import diagnostics from 'node:diagnostics_channel';
 import { decimalU64s } from '../util/u64.js';
+import { InvalidArgumentError } from '../errors.js';
 
 /** Where an event happened: host (dom0's host name), domain id and device ("vbd0", "vif1"). */
 export interface TraceWhere {
@@ -153,7 +154,7 @@ export function subscribeTrace(kinds: readonly TraceKind[], fn: (ev: TraceEvent)
   const handler = (msg: unknown) => fn(msg as TraceEvent);
   const subs = kinds.map((k) => {
     const ch = channels.get(k);
-    if (!ch) throw new Error(`unknown trace kind ${k}`);
+    if (!ch) throw new InvalidArgumentError(`unknown trace kind ${k}`);
     ch.subscribe(handler);
     return ch;
   });

@@ -77,6 +77,7 @@ import {
   type Identity,
   type Role,
 } from './auth.js';
+import { errorFields } from '../log/error-fields.js';
 
 const MiB = 1024 * 1024;
 export const DEFAULT_MAX_PAYLOAD = 16 * MiB;
@@ -586,12 +587,12 @@ export class WsLink implements MessageLink {
     const auto = this.#autoClose;
     if (auto !== undefined) {
       // ws already sent the close frame (see the close wrapper in the constructor).
-      this.#warnRefusal({ link: this.#name, code: auto.code, reason: auto.reason, err: err.message }, `closing ws peer: ${auto.reason}`);
+      this.#warnRefusal({ link: this.#name, code: auto.code, reason: auto.reason, err: errorFields(err) }, `closing ws peer: ${auto.reason}`);
       this.#closeInfo = { code: auto.code, reason: auto.reason, byPeer: false };
       this.#dropQueue();
       this.#fireClose(auto.reason);
     } else {
-      this.#log?.info({ link: this.#name, err: err.message }, 'ws connection error');
+      this.#log?.info({ link: this.#name, err: errorFields(err) }, 'ws connection error');
       this.#closeLocal(CloseCode.internalError, `connection error: ${err.message}`, true);
     }
   }

@@ -219,6 +219,7 @@ export class IoReqSlotServer {
     const req = this.claim();
     if (!req) return false;
     let data = 0;
+    let failed = false;
     let failure: unknown;
     try {
       data = req.dir === IO_DIR_IN ? ioMask(handle(req), req.size) : (handle(req), 0);
@@ -226,10 +227,11 @@ export class IoReqSlotServer {
       // A device model must not throw on guest input; if one does, the access still completes
       // (as a floating bus) so the vCPU is not left blocked, and the error goes to the caller.
       data = floatingBus(req.size);
+      failed = true;
       failure = e;
     }
     this.complete(data);
-    if (failure !== undefined) throw failure;
+    if (failed) throw failure;
     return true;
   }
 

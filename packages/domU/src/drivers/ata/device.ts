@@ -18,6 +18,7 @@
  * Linux has include/linux/ata.h); the device model (shared/src/devicemodels/ata) is a separate implementation.
  */
 import {
+  AtaCommandError,
   ClosedError,
   DeviceError,
   InvalidArgumentError,
@@ -53,7 +54,6 @@ const ST_DF = 0x20;
 const ST_DRQ = 0x08;
 const ST_ERR = 0x01;
 
-const DEVCTL_NIEN = 0x02;
 const DEVCTL_SRST = 0x04;
 
 const DEVICE_LBA = 0xe0; // obsolete bits 7 and 5 set, L = 1, DEV = 0
@@ -97,17 +97,10 @@ function hex2(v: number): string {
   return '0x' + (v & 0xff).toString(16).padStart(2, '0');
 }
 
-/** A command the drive ended with ERR or DF. `status` and `error` are the registers as read. */
-export class AtaError extends DeviceError {
-  readonly status: number;
-  readonly error: number;
-  readonly command: string;
-  constructor(command: string, status: number, error: number) {
-    super(`ATA ${command} failed: status ${hex2(status)} (${bitNames(status, STATUS_BITS)}), error ${hex2(error)} (${bitNames(error, ERROR_BITS)})`);
-    this.command = command;
-    this.status = status;
-    this.error = error;
-  }
+/** A command the drive ended with ERR or DF, as AtaCommandError: the registers as read, bit by bit. */
+function ataCommandError(command: string, status: number, error: number): AtaCommandError {
+  const message = `ATA ${command} failed: status ${hex2(status)} (${bitNames(status, STATUS_BITS)}), error ${hex2(error)} (${bitNames(error, ERROR_BITS)})`;
+  return new AtaCommandError(message, command, status, error);
 }
 
 export interface AtaDriverOptions {
@@ -497,11 +490,11 @@ export class AtaDriver implements BlockDevice, Device {
     return c;
   }
 
-  /** Throw AtaError if STATUS shows ERR or DF (reading ERROR for the reason). */
+  /** Throw AtaCommandError if STATUS shows ERR or DF (reading ERROR for the reason). */
   private checkStatus(c: Command, st: number): void {
     if (!(st & (ST_ERR | ST_DF))) return;
     const error = this.inb(REG_ERROR);
-    throw new AtaError(c.count ? `${c.name} lba ${c.lba} count ${c.count}` : c.name, st, error);
+    throw ataCommandError(c.count ? `${c.name} lba ${c.lba} count ${c.count}` : c.name, st, error);
   }
 
   /** The drive broke the protocol (no DRQ where data is due, or DRQ left over): reset before the next command. */

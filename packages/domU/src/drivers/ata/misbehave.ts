@@ -55,8 +55,8 @@ export function ataAttack(o: { io: PortIo; commandBase: number; controlBase: num
       command(o.sectors - 1, 8, 0x30); // WRITE running past the end
       command(0x0fffffff, 0, 0x20); // READ 256 at the top of LBA28
       command(rng.nextU32() % o.sectors, 1, [0x00, 0x25, 0x35, 0xc8, 0xff][rng.nextU32() % 5]); // not supported
-      for (let w = 0; w < 64; w++) (accesses++, io.outw(cmd, rng.nextU32())); // data with DRQ clear
-      for (let w = 0; w < 64; w++) (accesses++, io.inw(cmd));
+      for (let w = 0; w < 64; w++) { accesses++; io.outw(cmd, rng.nextU32()); } // data with DRQ clear
+      for (let w = 0; w < 64; w++) { accesses++; io.inw(cmd); }
       outb(cmd + 6, 0xf0); // select the absent device 1 and command it
       outb(cmd + 7, 0x30);
       outb(cmd + 6, 0xe0);

@@ -16,6 +16,7 @@
  * by id and forgets an id once answered).
  */
 import {
+  errorFields,
   BLKIF_MAX_SEGMENTS_PER_REQUEST,
   BLKIF_OP_FLUSH_DISKCACHE,
   BLKIF_OP_READ,
@@ -34,7 +35,6 @@ import {
   PAGE_SIZE,
   RogueRingError,
   SECTOR_SIZE,
-  SECTORS_PER_PAGE,
   XenbusState,
   blkifProtocol,
   initSharedRing,
@@ -164,7 +164,7 @@ export class BlkFront implements BlockDevice, Device {
   /** Attack outcomes as flat counters (attack.<kind>.<sent|answered|okay|errors|refused|revoked>) for stats. */
   attackCounters(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [k, o] of this.misbehaviour?.outcomes ?? []) for (const [f, v] of Object.entries(o)) out[`attack.${k}.${f}`] = v;
+    for (const [k, o] of this.misbehaviour?.outcomes ?? new Map<BlkAttack, AttackOutcome>()) for (const [f, v] of Object.entries(o) as [string, number][]) out[`attack.${k}.${f}`] = v;
     return out;
   }
 
@@ -384,7 +384,7 @@ export class BlkFront implements BlockDevice, Device {
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.counters.rogueResponses++;
-      this.kernel.log.error({ devid: this.devid, err: e.message }, 'backend published impossible responses');
+      this.kernel.log.error({ devid: this.devid, err: errorFields(e) }, 'backend published impossible responses');
     }
   }
 

@@ -14,6 +14,7 @@
  * are sent by the backend once, rx buffers already posted are filled once.
  */
 import {
+  errorFields,
   DeviceError,
   StateRecordError,
   loadRecord,
@@ -305,7 +306,7 @@ export class NetFront implements Device {
       if (!(e instanceof RogueRingError)) throw e;
       this.counters.rogueResponses++;
       this.connected = false;
-      this.kernel.log.error({ devid: this.devid, err: e.message }, 'netback published impossible responses; vif stopped');
+      this.kernel.log.error({ devid: this.devid, err: errorFields(e) }, 'netback published impossible responses; vif stopped');
     }
   }
 

@@ -11,7 +11,7 @@
  * succeeds fires, and only it counts a hit and draws a bit. Replacing the table restarts every
  * stream: installing the same rules and replaying the same requests gives the same faults.
  */
-import { SECTOR_SIZE, SplitMix32, mixSeed, validateDiskFaultRules, type DiskFaultRule, type DiskFaultStats } from '@ringvisor/shared';
+import { InvalidArgumentError, SECTOR_SIZE, SplitMix32, mixSeed, validateDiskFaultRules, type DiskFaultRule, type DiskFaultStats } from '@ringvisor/shared';
 import type { BlkOpKind } from './request.js';
 
 /** What a fired rule does to the request it hit. */
@@ -100,7 +100,7 @@ export function locateBit(lengths: readonly number[], bit: number): { index: num
     if (rest < bits) return { index: i, bit: rest };
     rest -= bits;
   }
-  throw new RangeError(`bit ${bit} beyond the request's data`); // match() draws within sectors × 512 × 8
+  throw new InvalidArgumentError(`bit ${bit} beyond the request's data`); // match() draws within sectors × 512 × 8
 }
 
 export function flipBit(buf: Uint8Array, bit: number): void {

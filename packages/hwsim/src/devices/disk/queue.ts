@@ -16,6 +16,7 @@
  * stays intact, as with a drive that corrupts on the way to the medium).
  */
 import {
+  errorFields,
   BackRing,
   DOMID_HW,
   HW_STATUS_EIO,
@@ -64,7 +65,7 @@ export class DiskQueue {
       ring,
       handle: (req) => ({ id: req.id, status: this.execute(req) }),
       irq: options.irq,
-      onRogue: (e) => options.logger?.warn({ err: e.message, ring: this.ringFrame }, 'disk queue stopped: rogue driver'),
+      onRogue: (e) => options.logger?.warn({ err: errorFields(e), ring: this.ringFrame }, 'disk queue stopped: rogue driver'),
     });
   }
 
@@ -129,7 +130,7 @@ export class DiskQueue {
     } catch (e) {
       metrics.errors.eio++;
       metrics.errors.io++;
-      logger?.warn({ id: req.id, op: check.kind, err: (e as Error).message }, 'disk I/O failed');
+      logger?.warn({ id: req.id, op: check.kind, err: errorFields(e) }, 'disk I/O failed');
       return HW_STATUS_EIO;
     }
   }

@@ -19,6 +19,7 @@
  * Link state: down (administratively, or no cable) drops tx with an error status and rx silently.
  */
 import {
+  errorFields,
   BackRing,
   ConfigError,
   ETH_MAX_FRAME,
@@ -143,7 +144,7 @@ export class PhysicalNic {
       ring: BackRing.attach(txPage.page, hwNicTxProtocol, txPage.sync),
       handle: (req) => ({ id: req.id, status: this.transmit(req) }),
       irq: () => this.raise(),
-      onRogue: (e) => this.logger?.warn({ nic: this.name, err: e.message }, 'nic tx queue stopped: rogue driver'),
+      onRogue: (e) => this.logger?.warn({ nic: this.name, err: errorFields(e) }, 'nic tx queue stopped: rogue driver'),
     });
     this.drainRx();
   }
@@ -276,7 +277,7 @@ export class PhysicalNic {
     } catch (e) {
       if (!(e instanceof RogueRingError)) throw e;
       this.rxStopReason = e.message;
-      this.logger?.warn({ nic: this.name, err: e.message }, 'nic rx queue stopped: rogue driver');
+      this.logger?.warn({ nic: this.name, err: errorFields(e) }, 'nic rx queue stopped: rogue driver');
       this.flushBacklog();
     } finally {
       this.draining = false;
