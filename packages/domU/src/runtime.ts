@@ -6,7 +6,6 @@
  */
 import {
   NoSuchDeviceError,
-  DeviceError,
   GuestControlContract,
   InvalidArgumentError,
   PAGE_SIZE,

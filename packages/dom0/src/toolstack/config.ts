@@ -310,7 +310,7 @@ export function normalizeConfig(raw: unknown, origin = 'config', opts: Normalize
       const devices = devs.map((d): DeviceConfig => {
         const nth = perType[d.type as 'vbd' | 'vif' | 'cam']++;
         const devid = (d.devid as number | undefined) ?? (d.type === 'vbd' ? 51712 + nth * 16 : nth);
-        const key = `${d.type}/${devid}`;
+        const key = `${String(d.type)}/${devid}`;
         if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
         seen.add(key);
         const mode = (d.mode as DeviceModeConfig | undefined) ?? (d.type === 'cam' ? 'svio' : 'pv');

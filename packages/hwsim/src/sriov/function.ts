@@ -41,7 +41,7 @@ import {
   type VfKind,
 } from '@ringvisor/shared';
 import type { DmaEngine } from '../dma/dma-engine.js';
-import { formatRequesterId, type Iommu, type IommuFault } from '../iommu/iommu.js';
+import { formatRequesterId, type Iommu } from '../iommu/iommu.js';
 import type { FunctionState, VfQueueState } from './state.js';
 
 export interface FunctionCounters {

@@ -102,9 +102,9 @@ function held(q: VfQueueState): number {
   return (q.reqCons - q.rspProdPvt) >>> 0;
 }
 
-const FunctionState = Type.Object(FunctionFields);
+export const FunctionStateSchema = Type.Object(FunctionFields);
 /** The fields every function's record has (VirtualFunction's own state). */
-export type FunctionState = Static<typeof FunctionState>;
+export type FunctionState = Static<typeof FunctionStateSchema>;
 
 /** The checks every function's record must pass, beyond its schema. */
 function refineFunction(s: FunctionState, queues: Array<VfQueueState | null>): string | undefined {

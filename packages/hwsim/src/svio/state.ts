@@ -40,9 +40,9 @@ const VifFields = {
   qos: Type.Union([Type.Null(), Type.Object({ deficit: Type.Number({ minimum: 0, maximum: 1e12 }), credit: Type.Union([Type.Null(), Count]) })]),
   counters: Type.Object({ passes: Count, messagesIn: Count, messagesOut: Count, refused: Count, backpressured: Count, notifications: Count, bytes: Count }),
 };
-const VifState = Type.Object(VifFields);
+export const VifStateSchema = Type.Object(VifFields);
 /** The fields every VIF's record has (VifProcessor's own state). */
-export type VifState = Static<typeof VifState>;
+export type VifState = Static<typeof VifStateSchema>;
 
 export const NetVifState = Type.Object({
   ...VifFields,

@@ -341,7 +341,7 @@ export class AtaDriver implements BlockDevice, Device {
     if (this.current || this.paused || this.waiting.length === 0) return;
     const next = this.waiting.shift()!;
     this.current = (async () => {
-      await null; // a request starts on a later microtask than the call that queued it
+      await Promise.resolve(); // a request starts on a later microtask than the call that queued it
       try {
         await next.run();
         next.resolve();

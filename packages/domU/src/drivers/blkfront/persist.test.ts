@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { BLKIF_OP_READ, BLKIF_OP_WRITE, PAGE_SIZE, RingvisorError, SECTORS_PER_PAGE, StateRecordError, type DeviceStateRecord } from '@ringvisor/shared';
+import { BLKIF_OP_READ, PAGE_SIZE, RingvisorError, SECTORS_PER_PAGE, StateRecordError, type DeviceStateRecord } from '@ringvisor/shared';
 import { BlkFront } from './device.js';
 import { BLKFRONT_RING_SIZE } from './state.js';
 import { PvHost, ScriptedBlkBack } from '../test-support/pv-host.js';

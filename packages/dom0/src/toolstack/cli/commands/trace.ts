@@ -42,7 +42,7 @@ export async function trace(argv: string[]): Promise<number> {
   else if (kinds.length) q.set('kinds', kinds.join(','));
   if (pcap) q.set('frames', '1');
   for (const k of ['host', 'domain', 'device', 'ring'] as const) if (values[k]) q.set(k, values[k]!);
-  const ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/api/trace?${q}`, { headers: { authorization: `Bearer ${c.readToken}` } });
+  const ws = new WebSocket(`${c.url.replace(/^http/, 'ws')}/api/trace?${q.toString()}`, { headers: { authorization: `Bearer ${c.readToken}` } });
   const capture = pcap ? new PcapCapture(pcap) : undefined;
   let seen = 0;
   let dropped = 0;
