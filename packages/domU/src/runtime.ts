@@ -6,6 +6,7 @@
  */
 import {
   GUEST_ATTACK,
+  InvalidArgumentError,
   GUEST_DIRECT_PLUG,
   GUEST_SVIO_PLUG,
   GUEST_POWER_LOST,
@@ -29,7 +30,7 @@ import {
 } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { Guest, type GuestLinkCredentials } from './guest.js';
-import { BLK_ATTACKS, type BlkAttack } from './drivers/blkfront/misbehave.js';
+import { isDirectFunctionKind, isSvioVifKind } from './drivers/registry.js';
 
 export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void, link?: GuestLinkCredentials): Promise<Guest> {
   const kernel = new GuestKernel({
@@ -54,36 +55,26 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     const { device, attack, count, seed } = p as { device?: unknown; attack?: unknown; count?: unknown; seed?: unknown };
     const n = typeof count === 'number' && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
     const s = typeof seed === 'number' ? seed : 0;
-    const emulated = typeof device === 'string' ? /^(lance|ata)(\d+)$/.exec(device) : null;
-    if (emulated) return guest.attackEmulated(device as string, String(attack), n, s);
-    if (typeof device === 'string' && guest.svioDriver(device)) return guest.attackVif(device, String(attack), n, s);
-    if (typeof device === 'string' && guest.isDirect(device)) {
-      if (attack !== 'stray-dma') throw new Error(`guest.attack: a direct device takes attack stray-dma, not ${String(attack)}`);
-      return guest.attackDirect(device, n, s);
-    }
-    const m = typeof device === 'string' ? /^vbd(\d+)$/.exec(device) : null;
-    const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-    if (!front) throw new Error(`guest.attack: no device ${String(device)} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
-    if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new Error(`guest.attack: unknown attack ${String(attack)} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
-    return front.attack(attack as BlkAttack, n, s);
+    // The device's own entry knows its attacks (drivers/registry.ts).
+    return guest.attack(String(device), String(attack), n, s);
   });
   peer.handle(GUEST_DIRECT_UNPLUG, (p) => {
     const { kind, devid } = (p ?? {}) as { kind?: unknown; devid?: unknown };
-    if ((kind !== 'nic' && kind !== 'disk') || typeof devid !== 'number') throw new Error('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
+    if (!isDirectFunctionKind(kind) || typeof devid !== 'number') throw new InvalidArgumentError('guest.direct.unplug needs { kind: "nic" | "disk", devid }');
     guest.unplugDirect(kind, devid);
     return null;
   });
   peer.handle(GUEST_DIRECT_PLUG, async (p) => {
     const f = (p as { function?: unknown } | null)?.function as DirectFunctionSpec | undefined;
-    if (!f || (f.kind !== 'nic' && f.kind !== 'disk') || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
-      throw new Error('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
+    if (!f || !isDirectFunctionKind(f.kind) || typeof f.devid !== 'number' || typeof f.rid !== 'string' || typeof f.port !== 'number')
+      throw new InvalidArgumentError('guest.direct.plug needs { function: { kind, devid, rid, port, bar? } }');
     await guest.plugDirect(f, hwUrlOf(p));
     return null;
   });
   peer.handle(GUEST_SVIO_PLUG, async (p) => {
     const v = (p as { vif?: Partial<SvioVifSpec> } | null)?.vif;
-    if (!v || (v.kind !== 'net' && v.kind !== 'blk' && v.kind !== 'cam') || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
-      throw new Error('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
+    if (!v || !isSvioVifKind(v.kind) || typeof v.devid !== 'number' || typeof v.vif !== 'number' || typeof v.port !== 'number' || (v.page !== undefined && !(v.page instanceof SharedArrayBuffer)))
+      throw new InvalidArgumentError('guest.svio.plug needs { vif: { kind: "net" | "blk" | "cam", devid, vif, port, page? } }');
     await guest.plugVif(v as SvioVifSpec, hwUrlOf(p));
     return null;
   });
