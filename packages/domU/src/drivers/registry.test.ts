@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import type { DeviceKind, DeviceMode, GuestBootSpec } from '@ringvisor/shared';
 import { GUEST_DEVICE_ENTRIES, UnknownDeviceModeError, bootDevices, directFunctionDevice, guestDeviceEntry, statsRank, statsType, svioVifDevice } from './registry.js';
 
@@ -63,4 +64,16 @@ describe('guest device registry', () => {
     expect(() => directFunctionDevice({ kind: 'gpu', devid: 0 })).toThrow(expect.objectContaining({ code: 'RV_ERR_NO_SUCH_DEVICE' }));
     expect(() => svioVifDevice({ kind: 'tape', devid: 0 })).toThrow(expect.objectContaining({ code: 'RV_ERR_NO_SUCH_DEVICE' }));
   });
+});
+
+describe('the guest branches on no mode or kind', () => {
+  // Modes and kinds are compared only in the registry and the device folders.
+  const literal = `'(?:pv|emulated|direct|svio|vbd|vif|cam|blk|net)'`;
+  const comparison = new RegExp(`[!=]==?\\s*${literal}|${literal}\\s*[!=]==?|case\\s+${literal}`);
+  for (const file of ['../guest.ts', '../runtime.ts']) {
+    it(`${file.slice(3)} compares no mode or kind string`, () => {
+      const lines = readFileSync(new URL(file, import.meta.url), 'utf8').split('\n');
+      expect(lines.filter((l) => comparison.test(l))).toEqual([]);
+    });
+  }
 });
