@@ -3,41 +3,25 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { BootSpecError, NoSuchDeviceError, InvalidArgumentError, errorFields, HostedVmm, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
+import { BootSpecError, errorFields, HostedVmm, NoSuchDeviceError, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
-import { BlkFront } from './drivers/blkfront/index.js';
-import { NetFront } from './drivers/netfront/index.js';
-import { PcnetDriver } from './drivers/pcnet/index.js';
-import { AtaDriver } from './drivers/ata/index.js';
-import { VfBlkDriver } from './drivers/vf-blk/index.js';
-import { VfNicDriver } from './drivers/vf-nic/index.js';
-import { SvioNetDriver } from './drivers/svio-net/index.js';
-import { SvioBlkDriver } from './drivers/svio-blk/index.js';
-import { SvioCamDriver } from './drivers/svio-cam/index.js';
 import { openVif } from './kernel/svio.js';
 import { BlockLoad } from './workloads/block-load.js';
-import { VIF_ATTACKS, attackVif, type HostileVifDriver, type VifAttack, type VifAttackOutcome } from './kernel/svio-misbehave.js';
 import { sharedMemoryFunction, type DirectFunction } from './kernel/direct.js';
 import { connectDirectLink, identityArrived, type DirectLink } from './kernel/direct-link.js';
-import { strayDiskDma, type StrayDmaOutcome } from './drivers/vf-blk/misbehave.js';
-import { strayNicDma } from './drivers/vf-nic/misbehave.js';
 import type { BlockDevice } from './workloads/block-verifier.js';
-import { LANCE_ATTACKS, lanceAttack, type LanceAttack, type PortAttackOutcome } from './drivers/pcnet/misbehave.js';
 import { startLocalVmApp, type LocalVmApp } from './kernel/local-vmapp.js';
 import { startIoReqRelay, type IoReqRelay } from './kernel/ioreq-relay.js';
-import { ATA_ATTACKS, ataAttack, type AtaAttack, type AtaAttackOutcome } from './drivers/ata/misbehave.js';
 import { NetStack } from './net/index.js';
 import { BlockVerifier } from './workloads/block-verifier.js';
 import { UdpEchoServer, UdpFlowClient } from './workloads/udp-flows.js';
 import { UdpSink, UdpStreamSender } from './workloads/udp-stream.js';
+import { bootDevices, directFunctionDevice, guestDeviceEntry, statsRank, statsType, svioVifDevice, type GuestDevice, type GuestDeviceContext } from './drivers/registry.js';
+import type { AttackResult } from './drivers/guest-device.js';
 
 const ECHO_PORT = 7;
 const FLOW_PORT_BASE = 40000;
 const UDP_TICK_MS = 10;
-
-function macBytes(mac: string): Uint8Array {
-  return Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16)));
-}
 
 /** How a guest process reaches its own links (ws): dom0's URL and its domain key, nothing more. */
 export interface GuestLinkCredentials {
@@ -45,20 +29,16 @@ export interface GuestLinkCredentials {
   domainKey: DomainKey;
 }
 
+/** One booted device of this guest, and the network stack the guest put on it if it is a NIC. */
+export interface GuestDeviceSlot extends GuestDevice {
+  readonly stack?: NetStack;
+  /** Its line in the registry: the device's place in this guest's stats. */
+  readonly rank: number;
+}
+
 export class Guest {
-  readonly blk: BlkFront[] = [];
-  readonly net: Array<{ front: NetFront; stack: NetStack }> = [];
-  /** Emulated devices: their drivers do port I/O, each access a trap of this vCPU. */
-  readonly ata: Array<{ devid: number; driver: AtaDriver }> = [];
-  readonly pcnet: Array<{ devid: number; driver: PcnetDriver; stack: NetStack }> = [];
-  /** Assigned device functions (direct I/O): the guest drives them itself. */
-  readonly vfBlk: Array<{ devid: number; driver: VfBlkDriver }> = [];
-  readonly vfNic: Array<{ devid: number; driver: VfNicDriver; stack: NetStack }> = [];
-  /** SV-IO VIFs: the guest's VIF drivers over each VIF's two queues. */
-  readonly vifBlk: Array<{ devid: number; driver: SvioBlkDriver }> = [];
-  readonly vifNet: Array<{ devid: number; driver: SvioNetDriver; stack: NetStack }> = [];
-  /** SV-IO cameras: each frame checked by the camera consumer (order, gaps, integrity). */
-  readonly vifCam: Array<{ devid: number; driver: SvioCamDriver }> = [];
+  /** Every device of this guest, in boot order, each built by its registry entry. */
+  readonly devices: GuestDeviceSlot[] = [];
   vcpu?: VcpuPortIo;
   /** Hosted placement: the VMM in this guest's world that every access goes through first. */
   vmm?: HostedVmm;
@@ -128,7 +108,6 @@ export class Guest {
         this.io = this.vcpu;
       }
     }
-    const irq = (port: number) => (handler: () => void) => this.kernel.events.on(port, () => handler());
     const d = this.spec.direct;
     const sv = this.spec.svio;
     const linkedVifs = sv?.vifs.filter((v) => !v.page) ?? [];
@@ -138,87 +117,18 @@ export class Guest {
       if (!url || !this.link) throw new BootSpecError('direct I/O or SV-IO without shared memory needs the hardware\'s direct-link URL and the domain key');
       this.directLink = await connectDirectLink(this.kernel, url, this.link.domainKey);
     }
-    const vifTransport = (v: { vif: number; port: number; page?: SharedArrayBuffer }) => (v.page ? undefined : this.directLink?.vif(v));
-    const direct = async (kind: 'nic' | 'disk', devid: number): Promise<DirectFunction> => {
-      const f = d?.functions.find((x) => x.kind === kind && x.devid === devid);
-      if (!f) throw new BootSpecError(`direct ${kind === 'nic' ? 'vif' : 'vbd'} ${devid}: no function was assigned for it`);
-      return this.directFunction(f);
-    };
-    const vifSpec = (kind: 'net' | 'blk', devid: number) => {
-      const x = this.spec.svio?.vifs.find((y) => y.kind === kind && y.devid === devid);
-      if (!x) throw new BootSpecError(`svio ${kind === 'net' ? 'vif' : 'vbd'} ${devid}: no VIF was created for it`);
-      return x;
-    };
-    for (const v of this.spec.vbds) {
-      if (v.mode === 'svio') {
-        const spec = vifSpec('blk', v.devid);
-        const vif = await openVif(this.kernel, spec, vifTransport(spec));
-        this.vifBlk.push({ devid: v.devid, driver: new SvioBlkDriver(vif, this.kernel.memory, this.kernel.frames) });
-        continue;
+    // One device at a time, in the boot spec's order (event-channel ports are allocated in it).
+    const ctx = this.deviceContext();
+    for (const entry of bootDevices(this.spec)) {
+      const dev = await guestDeviceEntry(entry.kind, entry.mode).attach(entry, ctx);
+      const nic = dev.nic;
+      let stack: NetStack | undefined;
+      if (nic) {
+        stack = new NetStack({ mac: nic.mac, ip: entry.ip ?? '', transmit: (f) => nic.transmit(f) });
+        const s = stack;
+        nic.onReceive((f) => s.receive(f));
       }
-      if (v.mode === 'direct') {
-        const driver = new VfBlkDriver({ fn: await direct('disk', v.devid), memory: this.kernel.memory, frames: this.kernel.frames });
-        await driver.open();
-        this.vfBlk.push({ devid: v.devid, driver });
-        continue;
-      }
-      if (v.mode === 'emulated') {
-        const d = emu?.disks.find((x) => x.devid === v.devid);
-        if (!d || !this.io) throw new BootSpecError(`emulated vbd ${v.devid}: the platform describes no such disk`);
-        const driver = new AtaDriver({ io: this.io, onInterrupt: irq(d.irqPort), commandBase: d.commandBase, controlBase: d.controlBase });
-        await driver.probe();
-        this.ata.push({ devid: v.devid, driver });
-        continue;
-      }
-      const b = new BlkFront(this.kernel, v.devid);
-      await b.connect();
-      this.blk.push(b);
-    }
-    for (const c of this.spec.svio?.vifs.filter((x) => x.kind === 'cam') ?? []) {
-      const vif = await openVif(this.kernel, c, vifTransport(c));
-      this.vifCam.push({ devid: c.devid, driver: new SvioCamDriver(vif, this.kernel.memory, this.kernel.frames) });
-    }
-    for (const v of this.spec.vifs) {
-      if (v.mode === 'svio') {
-        const spec = vifSpec('net', v.devid);
-        const vif = await openVif(this.kernel, spec, vifTransport(spec));
-        const driver = new SvioNetDriver(vif, this.kernel.memory, this.kernel.frames);
-        const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
-        driver.onReceive((f) => stack.receive(f));
-        this.vifNet.push({ devid: v.devid, driver, stack });
-        continue;
-      }
-      if (v.mode === 'direct') {
-        const driver = new VfNicDriver({
-          fn: await direct('nic', v.devid),
-          memory: this.kernel.memory,
-          frames: this.kernel.frames,
-          traceLabel: { host: this.kernel.host, domid: this.spec.domid, device: `vif${v.devid}`, iface: `${this.spec.name}/vif${v.devid}` },
-        });
-        await driver.open();
-        const stack = new NetStack({ mac: macBytes(driver.mac), ip: v.ip, transmit: (f) => driver.transmit(f) });
-        driver.onReceive((f) => stack.receive(f));
-        this.vfNic.push({ devid: v.devid, driver, stack });
-        continue;
-      }
-      if (v.mode === 'emulated') {
-        const n = emu?.nics.find((x) => x.devid === v.devid);
-        if (!n || !this.io) throw new BootSpecError(`emulated vif ${v.devid}: the platform describes no such NIC`);
-        const driver = new PcnetDriver({ io: this.io, base: n.base, memory: this.kernel.memory, frames: this.kernel.frames, onInterrupt: irq(n.irqPort) });
-        const { mac } = driver.probe();
-        await driver.open();
-        const stack = new NetStack({ mac, ip: v.ip, transmit: (f) => driver.transmit(f) });
-        driver.onReceive((f) => stack.receive(f));
-        this.pcnet.push({ devid: v.devid, driver, stack });
-        continue;
-      }
-      const front = new NetFront(this.kernel, v.devid);
-      await front.connect();
-      const stack = new NetStack({ mac: macBytes(front.mac || v.mac), ip: v.ip, transmit: (f) => front.transmit(f) });
-      front.onReceive((f) => {
-        stack.receive(f);
-      });
-      this.net.push({ front, stack });
+      this.devices.push({ ...dev, ...(stack ? { stack } : {}), rank: statsRank(entry.kind, entry.mode) });
     }
     this.state = 'running';
   }
@@ -243,74 +153,80 @@ export class Guest {
     this.directLink = await connectDirectLink(this.kernel, url, this.link.domainKey);
   }
 
+  /** What the registry's device builders may use from this guest. */
+  private deviceContext(): GuestDeviceContext {
+    return {
+      kernel: this.kernel,
+      spec: this.spec,
+      log: this.log,
+      ...(this.io ? { io: this.io } : {}),
+      irq: (port) => (handler) => this.kernel.events.on(port, () => handler()),
+      // The vCPU's traps (one vCPU serves every emulated device of this guest). Hosted: every
+      // access traps into the VMM; only those it forwards reach the slot (and switch worlds).
+      vcpuTraps: () => {
+        const vc = this.vcpu?.counters;
+        const vm = this.vmm?.counters;
+        return {
+          traps: vm?.traps ?? vc?.traps ?? 0,
+          forwarded: vc?.traps ?? 0,
+          worldSwitches: vm ? vm.worldSwitches : 2 * (vc?.traps ?? 0),
+          handledInVmm: vm?.handledInVmm ?? 0,
+          combinedTransmits: vm?.combinedTransmits ?? 0,
+          kicks: vc?.kicks ?? 0,
+          kicksSuppressed: vc?.kicksSuppressed ?? 0,
+          trapTimeouts: vc?.timeouts ?? 0,
+        };
+      },
+      directFunction: (f) => this.directFunction(f),
+      openVif: (v) => openVif(this.kernel, v, v.page ? undefined : this.directLink?.vif(v)),
+      hardwareAt: (url) => this.hardwareAt(url),
+      hasDirectLink: () => this.directLink !== undefined,
+    };
+  }
+
+  /** Our device `kind` × `mode` with `devid`, if we have it. */
+  private device(key: { kind: string; mode: string; devid: number }): GuestDeviceSlot | undefined {
+    return this.devices.find(({ device: { identity: i } }) => i.kind === key.kind && i.mode === key.mode && i.devid === key.devid);
+  }
+
+  /** The devices in stats order: the registry's line, then boot order. */
+  private byStatsOrder(): GuestDeviceSlot[] {
+    return [...this.devices].sort((a, b) => a.rank - b.rank);
+  }
+
   /** A function was assigned to us again (hot-plug after a reclaim): its driver starts over on it. */
   async plugDirect(f: DirectFunctionSpec, hwUrl?: string): Promise<void> {
-    const d = f.kind === 'nic' ? this.vfNic.find((x) => x.devid === f.devid)?.driver : this.vfBlk.find((x) => x.devid === f.devid)?.driver;
-    if (!d) throw new NoSuchDeviceError(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
-    await this.hardwareAt(hwUrl);
-    await d.reattach(await this.directFunction(f));
+    const d = this.device(directFunctionDevice(f));
+    if (!d?.plugFunction) throw new NoSuchDeviceError(`guest.direct.plug: no direct ${f.kind} ${f.devid} to attach ${f.rid} to`);
+    await d.plugFunction(f, hwUrl);
   }
 
   /**
-   * One of our VIFs was created again (a device reset, a hardware restart): open the new one —
-   * over the direct link when we have no shared memory with the hardware — and let its driver
-   * start over on it (block: resubmit what the old VIF never answered).
+   * One of our VIFs was created again (a device reset, a hardware restart): the device's driver
+   * opens the new one and starts over on it (block: resubmit what the old VIF never answered).
    */
   async plugVif(v: SvioVifSpec, hwUrl?: string): Promise<void> {
-    const known = this.spec.svio?.vifs.find((x) => x.kind === v.kind && x.devid === v.devid);
-    const driver = v.kind === 'net' ? this.vifNet.find((x) => x.devid === v.devid)?.driver : v.kind === 'blk' ? this.vifBlk.find((x) => x.devid === v.devid)?.driver : this.vifCam.find((x) => x.devid === v.devid)?.driver;
-    if (!known || !driver) throw new NoSuchDeviceError(`guest.svio.plug: no SV-IO ${v.kind} ${v.devid} to attach VIF ${v.vif} to`);
-    if (!v.page) await this.hardwareAt(hwUrl);
-    const transport = v.page ? undefined : this.directLink?.vif(v);
-    if (!v.page && !transport) throw new BootSpecError(`guest.svio.plug: VIF ${v.vif} has no page and there is no direct link to the hardware`);
-    const vif = await openVif(this.kernel, v, transport);
-    Object.assign(known, v);
-    driver.reattach(vif);
-  }
-
-  /** The driver of one of our SV-IO devices ("vif0", "vbd51712", "cam0"), if it is one. */
-  svioDriver(device: string): HostileVifDriver | undefined {
-    const m = /^(vif|vbd|cam)(\d+)$/.exec(device);
-    if (!m) return undefined;
-    const devid = Number(m[2]);
-    const list = m[1] === 'vif' ? this.vifNet : m[1] === 'vbd' ? this.vifBlk : this.vifCam;
-    return list.find((x) => x.devid === devid)?.driver;
-  }
-
-  /** Turn our own VIF driver on its VIF (fault plans' svio.hostile). */
-  attackVif(device: string, attack: string, count: number, seed: number): Promise<VifAttackOutcome> {
-    const d = this.svioDriver(device);
-    if (!d) throw new NoSuchDeviceError(`guest.attack: ${device} is not an SV-IO device of ${this.spec.name}`);
-    if (!VIF_ATTACKS.includes(attack as VifAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for an SV-IO device (one of ${VIF_ATTACKS.join(', ')})`);
-    return attackVif(d, attack as VifAttack, count, seed, this.kernel.memory.frames);
-  }
-
-  /** Program our own function to DMA where it must not (fault plans' iommu.stray-dma). */
-  async attackDirect(device: string, count: number, seed: number): Promise<StrayDmaOutcome> {
-    const m = /^(vif|vbd)(\d+)$/.exec(device);
-    const frames = this.kernel.memory.frames;
-    if (m?.[1] === 'vbd') {
-      const d = this.vfBlk.find((x) => x.devid === Number(m[2]));
-      if (d) return strayDiskDma(d.driver, frames, count, seed);
-    }
-    if (m?.[1] === 'vif') {
-      const d = this.vfNic.find((x) => x.devid === Number(m[2]));
-      if (d) return strayNicDma(d.driver, frames, count, seed);
-    }
-    throw new NoSuchDeviceError(`guest.attack: ${device} is not a direct device of ${this.spec.name}`);
-  }
-
-  /** Is `device` ("vif0", "vbd51712") one of our direct devices? */
-  isDirect(device: string): boolean {
-    const m = /^(vif|vbd)(\d+)$/.exec(device);
-    return m !== null && (m[1] === 'vif' ? this.vfNic : this.vfBlk).some((x) => x.devid === Number(m[2]));
+    const d = this.device(svioVifDevice(v));
+    if (!d?.plugVif) throw new NoSuchDeviceError(`guest.svio.plug: no SV-IO ${v.kind} ${v.devid} to attach VIF ${v.vif} to`);
+    await d.plugVif(v, hwUrl);
   }
 
   /** The toolstack reclaimed one of our functions: stop using it. */
-  unplugDirect(kind: 'nic' | 'disk', devid: number): void {
-    const d = kind === 'nic' ? this.vfNic.find((x) => x.devid === devid)?.driver : this.vfBlk.find((x) => x.devid === devid)?.driver;
-    if (!d) throw new NoSuchDeviceError(`guest.direct.unplug: no direct ${kind} ${devid}`);
-    d.detach('unplugged by the toolstack');
+  unplugDirect(kind: DirectFunctionSpec['kind'], devid: number): void {
+    const d = this.device(directFunctionDevice({ kind, devid }));
+    if (!d?.unplugFunction) throw new NoSuchDeviceError(`guest.direct.unplug: no direct ${kind} ${devid}`);
+    d.unplugFunction('unplugged by the toolstack');
+  }
+
+  /**
+   * Turn this guest's own driver against its device (fault plans, hostile-driver tests):
+   * `device` is the name the device answers to ("vbd51712", "vif0", "cam0", "lance0", "ata51712").
+   */
+  attack(device: string, attack: string, count: number, seed: number): AttackResult {
+    const d = this.devices.find((x) => x.attackName === device && x.attack);
+    if (!d?.attack)
+      throw new NoSuchDeviceError(`guest.attack: no device ${device} of ${this.spec.name} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
+    return d.attack(attack, count, seed);
   }
 
   /** Start the configured workloads (once). */
@@ -318,7 +234,7 @@ export class Guest {
     if (this.started || this.stopRequested) return;
     this.started = true;
     // A camera streams from the start; its consumer checks every frame.
-    for (const { driver } of this.vifCam) driver.start();
+    for (const { camera } of this.devices) camera?.start();
     const w = this.spec.workloads;
     if (w.block) {
       const dev = this.blockDevice(w.block.devid);
@@ -340,7 +256,7 @@ export class Guest {
       this.load = new BlockLoad({ device: this.blockDevice(devid), ...o, seed: this.spec.seed });
       this.loadRun = this.load.runFor(() => this.stopRequested).catch((e: Error) => this.fail(`io workload: ${e.message}`));
     }
-    const stack = this.net[0]?.stack ?? this.pcnet[0]?.stack ?? this.vfNic[0]?.stack ?? this.vifNet[0]?.stack;
+    const stack = this.byStatsOrder().find((x) => x.stack)?.stack;
     if (stack) {
       this.echo = new UdpEchoServer({ stack, port: ECHO_PORT });
       this.sink = new UdpSink(stack);
@@ -394,99 +310,20 @@ export class Guest {
     this.log.error({ err: message }, 'guest workload failed');
   }
 
-  /**
-   * Turn this vCPU against one of its own emulated devices (fault plans, hostile-driver tests):
-   * `device` is "lance<devid>" or "ata<devid>". The driver re-opens or resets the device after.
-   */
-  async attackEmulated(device: string, attack: string, count: number, seed: number): Promise<PortAttackOutcome | AtaAttackOutcome> {
-    const emu = this.spec.emulated;
-    const m = /^(lance|ata)(\d+)$/.exec(device);
-    if (!m || !emu || !this.io) throw new NoSuchDeviceError(`guest.attack: ${device} is not an emulated device of ${this.spec.name}`);
-    const devid = Number(m[2]);
-    if (m[1] === 'lance') {
-      const nic = this.pcnet.find((x) => x.devid === devid);
-      const where = emu.nics.find((x) => x.devid === devid);
-      if (!nic || !where) throw new NoSuchDeviceError(`guest.attack: no emulated NIC ${device}`);
-      if (!LANCE_ATTACKS.includes(attack as LanceAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for a Lance (one of ${LANCE_ATTACKS.join(', ')})`);
-      const out = lanceAttack({ io: this.io, base: where.base, memory: this.kernel.memory, frames: this.kernel.frames }, attack as LanceAttack, count, seed);
-      await nic.driver.reopen();
-      return { ...out, recovered: true };
-    }
-    const disk = this.ata.find((x) => x.devid === devid);
-    const where = emu.disks.find((x) => x.devid === devid);
-    if (!disk || !where) throw new NoSuchDeviceError(`guest.attack: no emulated disk ${device}`);
-    if (!ATA_ATTACKS.includes(attack as AtaAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for an ATA disk (one of ${ATA_ATTACKS.join(', ')})`);
-    const io = this.io;
-    return disk.driver.exclusive(() => ataAttack({ io, commandBase: where.commandBase, controlBase: where.controlBase, sectors: disk.driver.sectors }, attack as AtaAttack, count, seed));
-  }
-
-  /** The block device with `devid`, whichever way it is reached (PV frontend or emulated disk). */
+  /** The block device with `devid`, whichever way it is reached; else the first block device. */
   private blockDevice(devid: number): BlockDevice {
-    return (
-      this.blk.find((b) => b.devid === devid) ??
-      this.ata.find((a) => a.devid === devid)?.driver ??
-      this.vfBlk.find((a) => a.devid === devid)?.driver ??
-      this.vifBlk.find((a) => a.devid === devid)?.driver ??
-      this.blk[0] ??
-      this.ata[0]?.driver ??
-      this.vfBlk[0]?.driver ??
-      this.vifBlk[0].driver
-    );
+    const blocks = this.byStatsOrder().filter((x) => x.block);
+    const dev = blocks.find((x) => x.device.identity.devid === devid) ?? blocks[0];
+    if (!dev?.block) throw new NoSuchDeviceError(`${this.spec.name} has no block device for its block workload`);
+    return dev.block;
   }
 
   stats(): GuestStats {
-    const devices: GuestDeviceStats[] = [];
-    // The split-driver frontends map their own counters (Device.metrics()).
-    // Their detail holds only counters (numbers), which is what guest stats carry.
-    const pv = (m: DeviceMetrics) => ({ mode: 'pv' as const, ops: m.ops, bytes: m.bytes, errors: m.errors, detail: m.detail as Record<string, number> });
-    for (const b of this.blk) devices.push({ type: 'vbd', devid: b.devid, ...pv(b.metrics()) });
-    for (const { front } of this.net) devices.push({ type: 'vif', devid: front.devid, ...pv(front.metrics()) });
-    // The vCPU's traps (one vCPU serves every emulated device of this guest). Hosted: every
-    // access traps into the VMM; only those it forwards reach the slot (and switch worlds).
-    const c = this.vcpu?.counters;
-    const vm = this.vmm?.counters;
-    const trapStats = () => ({
-      traps: vm?.traps ?? c?.traps ?? 0,
-      forwarded: c?.traps ?? 0,
-      worldSwitches: vm ? vm.worldSwitches : 2 * (c?.traps ?? 0),
-      handledInVmm: vm?.handledInVmm ?? 0,
-      combinedTransmits: vm?.combinedTransmits ?? 0,
-      kicks: c?.kicks ?? 0,
-      kicksSuppressed: c?.kicksSuppressed ?? 0,
-      trapTimeouts: c?.timeouts ?? 0,
+    // Each device maps its own counters (emulated ones carry the vCPU's traps too).
+    const devices: GuestDeviceStats[] = this.byStatsOrder().map((x) => {
+      const { kind, mode, devid } = x.device.identity;
+      return { type: statsType(kind), devid, mode, ...numericRow(x.metrics()) };
     });
-    for (const { devid, driver } of this.ata) {
-      const m = driver.counters;
-      devices.push({
-        type: 'vbd',
-        devid,
-        mode: 'emulated',
-        ops: m.commands,
-        bytes: (m.sectorsRead + m.sectorsWritten) * 512,
-        errors: m.errors,
-        detail: { ...m, bytesRead: m.sectorsRead * 512, bytesWritten: m.sectorsWritten * 512, ...trapStats() },
-      });
-    }
-    for (const { devid, driver } of this.pcnet) {
-      const m = driver.counters;
-      devices.push({
-        type: 'vif',
-        devid,
-        mode: 'emulated',
-        ops: m.txPackets + m.rxPackets,
-        bytes: m.txBytes + m.rxBytes,
-        // Frames the NIC missed for want of a posted buffer (the vCPU was busy) are drops, as
-        // netback's rxDropped are for a PV guest, not errors: `detail.rxMissed` has them.
-        errors: m.txErrors + m.rxErrors - m.rxMissed + m.txDropped,
-        detail: { ...m, ...trapStats() },
-      });
-    }
-    // Direct and SV-IO drivers map their own counters (Device.metrics()).
-    for (const { devid, driver } of this.vfBlk) devices.push({ type: 'vbd', devid, mode: 'direct', ...numericRow(driver.metrics()) });
-    for (const { devid, driver } of this.vfNic) devices.push({ type: 'vif', devid, mode: 'direct', ...numericRow(driver.metrics()) });
-    for (const { devid, driver } of this.vifBlk) devices.push({ type: 'vbd', devid, mode: 'svio', ...numericRow(driver.metrics()) });
-    for (const { devid, driver } of this.vifNet) devices.push({ type: 'vif', devid, mode: 'svio', ...numericRow(driver.metrics()) });
-    for (const { devid, driver } of this.vifCam) devices.push({ type: 'cam', devid, mode: 'svio', ...numericRow(driver.metrics()) });
     const v = this.verifier?.stats;
     const udp = { sent: 0, echoed: 0, lost: 0, late: 0, duplicated: 0, reordered: 0, corrupted: 0 };
     for (const f of this.flows) {
@@ -516,7 +353,14 @@ export class Guest {
       : undefined;
     const kinds: Record<string, number> = { ...(v?.failureKinds ?? {}) };
     // Camera frames: each verified by its consumer; a damaged or out-of-order frame is a failure.
-    const cam = this.vifCam.reduce((a, { driver }) => ({ frames: a.frames + driver.consumer.stats.frames, corrupted: a.corrupted + driver.consumer.stats.corrupted, reordered: a.reordered + driver.consumer.stats.reordered }), { frames: 0, corrupted: 0, reordered: 0 });
+    const cam = { frames: 0, corrupted: 0, reordered: 0 };
+    for (const { camera } of this.devices) {
+      if (!camera) continue;
+      const c = camera.consumer.stats;
+      cam.frames += c.frames;
+      cam.corrupted += c.corrupted;
+      cam.reordered += c.reordered;
+    }
     if (cam.corrupted + cam.reordered) kinds.cameraFrames = cam.corrupted + cam.reordered;
     if (udp.corrupted + (stream?.corrupted ?? 0)) kinds.udpCorrupted = udp.corrupted + (stream?.corrupted ?? 0);
     return {
@@ -564,7 +408,7 @@ export class Guest {
     const failed = this.state === 'failed';
     this.state = 'stopping';
     this.stopRequested = true;
-    for (const { driver } of this.vifCam) driver.stopStream();
+    for (const { camera } of this.devices) camera?.stopStream();
     for (const f of this.flows) f.stopSending();
     for (const x of this.streams) x.stop();
     await this.verifierRun;
@@ -603,9 +447,9 @@ export class Guest {
     for (const f of this.flows) f.close();
     this.echo?.close();
     this.sink?.close();
-    for (const { front } of this.net) await front.disconnect().catch((e: Error) => this.log.warn({ err: errorFields(e) }, 'netfront close'));
-    for (const b of this.blk) await b.disconnect().catch((e: Error) => this.log.warn({ err: errorFields(e) }, 'blkfront close'));
-    for (const { driver } of this.pcnet) driver.close();
+    // Network interfaces close first, then the rest (each device knows how it closes, if it must).
+    for (const x of this.devices) if (x.nic) await x.close?.();
+    for (const x of this.devices) if (!x.nic) await x.close?.();
     await this.localVmApp?.stop();
     await this.relay?.stop();
     this.directLink?.close();

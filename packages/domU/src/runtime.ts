@@ -20,7 +20,7 @@ import {
 } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { Guest, type GuestLinkCredentials } from './guest.js';
-import { BLK_ATTACKS, type BlkAttack } from './drivers/blkfront/misbehave.js';
+import { isDirectFunctionKind, isSvioVifKind } from './drivers/registry.js';
 
 export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void, link?: GuestLinkCredentials): Promise<Guest> {
   const kernel = new GuestKernel({
@@ -44,18 +44,8 @@ export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, 
     mark: () => guest.resetRtt(),
     attack: ({ device, attack, count, seed }) => {
       const n = count !== undefined && Number.isInteger(count) && count > 0 ? Math.min(count, 1000) : 1;
-      const s = seed ?? 0;
-      if (/^(lance|ata)(\d+)$/.test(device)) return guest.attackEmulated(device, attack, n, s);
-      if (guest.svioDriver(device)) return guest.attackVif(device, attack, n, s);
-      if (guest.isDirect(device)) {
-        if (attack !== 'stray-dma') throw new InvalidArgumentError(`guest.attack: a direct device takes attack stray-dma, not ${attack}`);
-        return guest.attackDirect(device, n, s);
-      }
-      const m = /^vbd(\d+)$/.exec(device);
-      const front = m ? guest.blk.find((b) => b.devid === Number(m[1])) : undefined;
-      if (!front) throw new NoSuchDeviceError(`guest.attack: no device ${device} (attacks exist for PV vbds "vbd<devid>", emulated "lance<devid>", "ata<devid>", direct and SV-IO devices)`);
-      if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
-      return front.attack(attack as BlkAttack, n, s);
+      // The device's own entry knows its attacks (drivers/registry.ts).
+      return guest.attack(device, attack, n, seed ?? 0);
     },
     directUnplug: ({ kind, devid }) => guest.unplugDirect(kind, devid),
     directPlug: (p) => guest.plugDirect(p.function, p.hwUrl),

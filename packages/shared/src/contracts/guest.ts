@@ -217,13 +217,13 @@ export const GuestControlContract = defineContract('guest-control', {
      * Make one of the guest's devices misbehave on purpose (fault plans): `device` is "vbd<devid>",
      * "lance<devid>", "ata<devid>", a direct or an SV-IO device's name.
      */
-    attack: method('guest.attack', Type.Object({ device: Type.String({ maxLength: 64 }), attack: Type.String({ maxLength: 64 }), count: Type.Optional(Type.Number()), seed: Type.Optional(Type.Number()) }), AttackOutcome, ['RV_ERR_DEVICE']),
+    attack: method('guest.attack', Type.Object({ device: Type.String({ maxLength: 64 }), attack: Type.String({ maxLength: 64 }), count: Type.Optional(Type.Number()), seed: Type.Optional(Type.Number()) }), AttackOutcome, ['RV_ERR_DEVICE', 'RV_ERR_NO_SUCH_DEVICE', 'RV_ERR_INVALID_ARG']),
     /** The toolstack took one of the guest's assigned functions away: the driver stops using it. */
-    directUnplug: method('guest.direct.unplug', Type.Object({ kind: Type.Union([Type.Literal('nic'), Type.Literal('disk')]), devid: Type.Integer({ minimum: 0 }) }), Type.Null(), ['RV_ERR_DEVICE']),
+    directUnplug: method('guest.direct.unplug', Type.Object({ kind: Type.Union([Type.Literal('nic'), Type.Literal('disk')]), devid: Type.Integer({ minimum: 0 }) }), Type.Null(), ['RV_ERR_DEVICE', 'RV_ERR_NO_SUCH_DEVICE', 'RV_ERR_INVALID_ARG']),
     /** A function was assigned again after a reclaim (hot-plug): the driver starts over on it. */
-    directPlug: method('guest.direct.plug', Type.Object({ function: DirectFunctionSpecSchema, ...HwUrl }), Type.Null(), ['RV_ERR_DEVICE']),
+    directPlug: method('guest.direct.plug', Type.Object({ function: DirectFunctionSpecSchema, ...HwUrl }), Type.Null(), ['RV_ERR_DEVICE', 'RV_ERR_NO_SUCH_DEVICE', 'RV_ERR_INVALID_ARG']),
     /** An SV-IO VIF was created again (a device reset, a hardware restart): the driver opens it. */
-    svioPlug: method('guest.svio.plug', Type.Object({ vif: SvioVifSpecSchema, ...HwUrl }), Type.Null(), ['RV_ERR_DEVICE']),
+    svioPlug: method('guest.svio.plug', Type.Object({ vif: SvioVifSpecSchema, ...HwUrl }), Type.Null(), ['RV_ERR_DEVICE', 'RV_ERR_NO_SUCH_DEVICE', 'RV_ERR_INVALID_ARG']),
     /**
      * The host's disk lost power with a volatile write cache, told before the new hardware
      * answers anything: writes not yet durable are in doubt for good.

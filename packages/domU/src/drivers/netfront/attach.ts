@@ -1,0 +1,20 @@
+/** PV network (netfront): the guest's side of the vif split driver, found through drivers/registry.ts. */
+import type { GuestDeviceEntry } from '../guest-device.js';
+import { macBytes } from '../guest-device.js';
+import { NetFront } from './device.js';
+
+export const pvNetEntry: GuestDeviceEntry = {
+  kind: 'net',
+  mode: 'pv',
+  async attach(entry, { kernel, log }) {
+    const front = new NetFront(kernel, entry.devid);
+    await front.connect();
+    return {
+      device: front,
+      attackName: `vif${entry.devid}`,
+      nic: { mac: macBytes(front.mac || entry.mac || ''), transmit: (f) => front.transmit(f), onReceive: (cb) => front.onReceive(cb) },
+      metrics: () => front.metrics(),
+      close: () => front.disconnect().catch((e: Error) => log.warn({ err: e.message }, 'netfront close')),
+    };
+  },
+};
