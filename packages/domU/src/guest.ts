@@ -3,7 +3,7 @@
  * Stopping is orderly: workloads stop issuing, in-flight I/O drains, every acknowledged block is
  * read back and checked, then the frontends close (Closing → Closed) and release their grants.
  */
-import { BootSpecError, errorFields, HostedVmm, NoSuchDeviceError, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
+import { BootSpecError, HostedVmm, NoSuchDeviceError, VcpuPortIo, doorbellKick, processCpuMs, type DirectFunctionSpec, type SvioVifSpec, type RpcPeer, type GuestBootSpec, type PortIo, type GuestDeviceStats, type DeviceMetrics, type GuestStats, type Logger, type DomainKey } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { openVif } from './kernel/svio.js';
 import { BlockLoad } from './workloads/block-load.js';

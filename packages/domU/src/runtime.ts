@@ -5,9 +5,7 @@
  * the toolstack's calls, boot the frontends, and report ready.
  */
 import {
-  NoSuchDeviceError,
   GuestControlContract,
-  InvalidArgumentError,
   PAGE_SIZE,
   createEventMemory,
   createGrantTableMemory,
@@ -20,7 +18,6 @@ import {
 } from '@ringvisor/shared';
 import { GuestKernel } from './kernel/kernel.js';
 import { Guest, type GuestLinkCredentials } from './guest.js';
-import { isDirectFunctionKind, isSvioVifKind } from './drivers/registry.js';
 
 export async function runGuest(peer: RpcPeer, spec: GuestBootSpec, log: Logger, onStopped: () => void, link?: GuestLinkCredentials): Promise<Guest> {
   const kernel = new GuestKernel({

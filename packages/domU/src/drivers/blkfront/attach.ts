@@ -1,5 +1,5 @@
 /** PV block (blkfront): the guest's side of the vbd split driver, found through drivers/registry.ts. */
-import { InvalidArgumentError } from '@ringvisor/shared';
+import { InvalidArgumentError, errorFields } from '@ringvisor/shared';
 import type { GuestDeviceEntry } from '../guest-device.js';
 import { BlkFront } from './device.js';
 import { BLK_ATTACKS, type BlkAttack } from './misbehave.js';
@@ -19,7 +19,7 @@ export const pvBlockEntry: GuestDeviceEntry = {
         if (!BLK_ATTACKS.includes(attack as BlkAttack)) throw new InvalidArgumentError(`guest.attack: unknown attack ${attack} for a vbd (one of ${BLK_ATTACKS.join(', ')})`);
         return front.attack(attack as BlkAttack, count, seed);
       },
-      close: () => front.disconnect().catch((e: Error) => log.warn({ err: e.message }, 'blkfront close')),
+      close: () => front.disconnect().catch((e: unknown) => log.warn({ err: errorFields(e) }, 'blkfront close')),
     };
   },
 };
