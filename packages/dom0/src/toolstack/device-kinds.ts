@@ -94,8 +94,8 @@ export function checkKindKeys(kind: DeviceKind, raw: Readonly<Record<string, unk
 }
 
 /** Items of one kind (devices of a config, device stats, …), typed as that kind. */
-export function ofKind<T extends { type: string }, K extends DeviceKind>(items: readonly T[], kind: K): Array<Extract<T, { type: K }>> {
-  return items.filter((x): x is Extract<T, { type: K }> => x.type === kind);
+export function ofKind<T extends { type: string }, K extends DeviceKind>(items: readonly T[], kind: K): Array<T & { type: K }> {
+  return items.filter((x): x is T & { type: K } => x.type === kind);
 }
 
 /** A guest's virtual block devices. */
