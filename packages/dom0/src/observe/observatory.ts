@@ -28,6 +28,10 @@ import {
 } from '@ringvisor/shared';
 import { directDeviceName, type AssignedFunction, type Host } from '../toolstack/host.js';
 import type { Domain } from '../hypervisor/hypervisor.js';
+import { vifDeviceName } from '../toolstack/host-types.js';
+import type { DeviceModeConfig } from '../toolstack/config.js';
+import type { DeviceKind } from '../toolstack/device-kinds.js';
+import { IO_MODES } from '../toolstack/attach/modes.js';
 import type { SplitBackend, BackendCounters } from '../backends/split-backend.js';
 import { LANCE_IO_SIZE, type EmulatedPlatform, type PlatformStats } from '../devicemodels/platform.js';
 import type { ClusterSnapshot, DeviceRow, DomainRow, HostRow, RingEntries, RingRow, RuntimeRow, TimelineEntry } from './model.js';
@@ -44,6 +48,29 @@ interface RingSample {
 
 type AnyBackend = SplitBackend<BackendCounters>;
 
+type GuestDeviceStats = GuestStats['devices'][number];
+interface AssignedFunctions {
+  assigned: AssignedFunction[];
+  hw: Array<Record<string, unknown> & { rid: string }>;
+}
+type GuestDriverRow = (row: DomainRow, key: string, dev: GuestDeviceStats, functions: AssignedFunctions, now: number) => void;
+
+/** What a device of each kind adds to its domain's I/O totals (a camera's frames are not among them). */
+const ADD_TO_DOMAIN_TOTALS: Partial<Record<DeviceKind, (row: DomainRow, m: Readonly<Record<string, number | undefined>>) => void>> = {
+  vbd: (row, m) => {
+    row.vbdReads += m.reads ?? 0;
+    row.vbdWrites += m.writes ?? 0;
+    row.vbdSectorsRead += m.sectorsRead ?? 0;
+    row.vbdSectorsWritten += m.sectorsWritten ?? 0;
+  },
+  vif: (row, m) => {
+    row.netTxPackets += m.txPackets ?? 0;
+    row.netTxBytes += m.txBytes ?? 0;
+    row.netRxPackets += m.rxPackets ?? 0;
+    row.netRxBytes += m.rxBytes ?? 0;
+  },
+};
+
 export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
@@ -58,7 +85,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
   private readonly vifIdsOf = new Map<string, Array<{ kind: 'net' | 'blk' | 'cam'; devid: number; vif: number }>>();
 
   private vifIds(key: string, name: string): number | undefined {
-    return this.vifIdsOf.get(key)?.find((v) => `${v.kind === 'net' ? 'vif' : v.kind === 'blk' ? 'vbd' : 'cam'}${v.devid}` === name)?.vif;
+    return this.vifIdsOf.get(key)?.find((v) => vifDeviceName(v) === name)?.vif;
   }
 
   /** The hardware's functions (direct I/O), by host, as of the last sample. */
@@ -102,7 +129,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
         ...this.hosts.map(async (h) => this.guestStats.set(h, await h.guestStats().catch(() => this.guestStats.get(h) ?? []))),
         // Direct I/O: the functions' own counters come from the hardware (dom0 is not on their path).
         ...this.hosts
-          .filter((h) => h.config.guests.some((g) => g.devices.some((d) => d.mode === 'direct')))
+          .filter((h) => h.config.guests.some((g) => g.devices.some((d) => IO_MODES[d.mode].assignsFunctions === true)))
           .map(async (h) => this.functionStats.set(h, await h.functionStats().catch(() => this.functionStats.get(h) ?? []))),
         // Hosted models' counters come from their VMApps (a no-op for models in dom0).
         ...this.hosts.flatMap((h) => h.platforms().map((p) => p.refresh())),
@@ -130,7 +157,7 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
       case 'iommu.fault':
         text = `IOMMU fault at 0x${ev.address.toString(16)}: ${ev.reason}`;
         break;
-      case 'direct':
+      case 'direct': // mode-branches: a trace event's kind (a function assigned, reset or reclaimed), not a device's mode
         text = `${ev.device ?? 'device'}: function ${ev.function} ${ev.action === 'assign' ? 'assigned' : ev.action === 'flr' ? 'reset (FLR)' : 'reclaimed'}`;
         break;
       default:
@@ -240,18 +267,8 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
           evIn += dev.eventsPerSec;
           notif += dev.notificationsPerSec;
           supp += dev.suppressedPerSec;
-          if (dev.type === 'vbd') {
-            row.vbdReads += m.reads ?? 0;
-            row.vbdWrites += m.writes ?? 0;
-            row.vbdSectorsRead += m.sectorsRead ?? 0;
-            row.vbdSectorsWritten += m.sectorsWritten ?? 0;
-          } else {
-            // Backend counts from dom0's side: its tx is the guest's tx.
-            row.netTxPackets += m.txPackets ?? 0;
-            row.netTxBytes += m.txBytes ?? 0;
-            row.netRxPackets += m.rxPackets ?? 0;
-            row.netRxBytes += m.rxBytes ?? 0;
-          }
+          // Backend counts from dom0's side: its tx is the guest's tx.
+          ADD_TO_DOMAIN_TOTALS[dev.type]?.(row, m);
           for (const { name, ring } of b.rings()) rings.push(this.ringRow(hn, d.name, domid, b, name, ring, now));
         }
         if (st) {
@@ -392,81 +409,70 @@ export class Observatory extends EventEmitter<{ snapshot: [ClusterSnapshot] }> {
    * interrupts, I/O totals) and the hardware's function (requester id, state, DMA blocked).
    */
   private addDirect(row: DomainRow, key: string, st: GuestStats, assigned: AssignedFunction[], hw: Array<Record<string, unknown> & { rid: string }>, now: number): void {
-    for (const dev of st.devices) {
-      if (dev.mode === 'svio') {
-        // An SV-IO VIF: the same figures from the guest's VIF driver; the VIF's id for a name.
-        const name = `${dev.type}${dev.devid}`;
-        const m = dev.detail;
-        const vif = this.vifIds(key, name);
-        row.devices.push({
-          type: dev.type,
-          devid: dev.devid,
-          name,
-          mode: 'svio',
-          ...(vif !== undefined ? { rid: `vif ${vif}` } : {}),
-          backendState: 'open',
-          frontendState: '-',
-          eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
-          notificationsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
-          suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
-          events: m.doorbells ?? 0,
-          notifications: m.interrupts ?? 0,
-          suppressed: m.suppressed ?? 0,
-          interrupts: m.interrupts ?? 0,
-        });
-        if (dev.type === 'vbd') {
-          row.vbdReads += m.reads ?? 0;
-          row.vbdWrites += m.writes ?? 0;
-          row.vbdSectorsRead += m.sectorsRead ?? 0;
-          row.vbdSectorsWritten += m.sectorsWritten ?? 0;
-        } else if (dev.type === 'vif') {
-          row.netTxPackets += m.txPackets ?? 0;
-          row.netTxBytes += m.txBytes ?? 0;
-          row.netRxPackets += m.rxPackets ?? 0;
-          row.netRxBytes += m.rxBytes ?? 0;
-        }
-        continue;
-      }
-      if (dev.mode !== 'direct') continue;
-      const name = `${dev.type}${dev.devid}`;
-      const a = assigned.find((f) => directDeviceName(f) === name);
-      const fn = a ? hw.find((f) => f.rid === a.rid) : undefined;
-      const c = (fn?.counters ?? {}) as Record<string, number>;
-      const m = dev.detail;
-      const state = !a ? 'reclaimed' : fn ? (fn.error ? `error: ${String(fn.error)}` : fn.enabled ? 'enabled' : 'assigned') : 'assigned';
-      const irqsPerSec = Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now));
-      row.devices.push({
-        type: dev.type === 'vbd' ? 'vbd' : 'vif',
-        devid: dev.devid,
-        name,
-        mode: 'direct',
-        ...(a ? { rid: a.rid } : {}),
-        backendState: state,
-        frontendState: '-',
-        // A direct device's "events" are its doorbells (guest → hardware) and its interrupts.
-        eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
-        notificationsPerSec: irqsPerSec,
-        suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
-        events: m.doorbells ?? 0,
-        notifications: m.interrupts ?? 0,
-        suppressed: m.suppressed ?? 0,
-        interrupts: m.interrupts ?? 0,
-        interruptsPerSec: irqsPerSec,
-        dmaFaults: c.dmaFaults ?? 0,
-      });
-      if (dev.type === 'vbd') {
-        row.vbdSectorsRead += m.sectorsRead ?? 0;
-        row.vbdSectorsWritten += m.sectorsWritten ?? 0;
-        row.vbdReads += m.reads ?? 0;
-        row.vbdWrites += m.writes ?? 0;
-      } else {
-        row.netTxPackets += m.txPackets ?? 0;
-        row.netTxBytes += m.txBytes ?? 0;
-        row.netRxPackets += m.rxPackets ?? 0;
-        row.netRxBytes += m.rxBytes ?? 0;
-      }
-    }
+    for (const dev of st.devices) this.guestDriverRows[dev.mode as DeviceModeConfig]?.(row, key, dev, { assigned, hw }, now);
   }
+
+  /** The rows of the modes whose figures come from the guest's driver (and the hardware), by mode. */
+  private readonly guestDriverRows: Partial<Record<DeviceModeConfig, GuestDriverRow>> = {
+    svio: (row, key, dev, _functions, now) => this.addSvioVif(row, key, dev, now),
+    direct: (row, key, dev, functions, now) => this.addDirectFunction(row, key, dev, functions, now),
+  };
+
+  /** An SV-IO VIF: the same figures from the guest's VIF driver; the VIF's id for a name. */
+  private addSvioVif(row: DomainRow, key: string, dev: GuestDeviceStats, now: number): void {
+    const name = `${dev.type}${dev.devid}`;
+    const m = dev.detail;
+    const vif = this.vifIds(key, name);
+    row.devices.push({
+      type: dev.type,
+      devid: dev.devid,
+      name,
+      mode: 'svio',
+      ...(vif !== undefined ? { rid: `vif ${vif}` } : {}),
+      backendState: 'open',
+      frontendState: '-',
+      eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
+      notificationsPerSec: Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now)),
+      suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
+      events: m.doorbells ?? 0,
+      notifications: m.interrupts ?? 0,
+      suppressed: m.suppressed ?? 0,
+      interrupts: m.interrupts ?? 0,
+    });
+    ADD_TO_DOMAIN_TOTALS[dev.type]?.(row, m);
+  }
+
+  /** A function assigned to the guest: the guest driver's figures and the hardware's function (requester id, state, DMA blocked). */
+  private addDirectFunction(row: DomainRow, key: string, dev: GuestDeviceStats, { assigned, hw }: AssignedFunctions, now: number): void {
+    const name = `${dev.type}${dev.devid}`;
+    const a = assigned.find((f) => directDeviceName(f) === name);
+    const fn = a ? hw.find((f) => f.rid === a.rid) : undefined;
+    const c = (fn?.counters ?? {}) as Record<string, number>;
+    const m = dev.detail;
+    const state = !a ? 'reclaimed' : fn ? (fn.error ? `error: ${String(fn.error)}` : fn.enabled ? 'enabled' : 'assigned') : 'assigned';
+    const irqsPerSec = Math.round(this.rate(`${key}/${name}/interrupts`, m.interrupts ?? 0, now));
+    row.devices.push({
+      type: dev.type,
+      devid: dev.devid,
+      name,
+      mode: 'direct',
+      ...(a ? { rid: a.rid } : {}),
+      backendState: state,
+      frontendState: '-',
+      // A direct device's "events" are its doorbells (guest → hardware) and its interrupts.
+      eventsPerSec: Math.round(this.rate(`${key}/${name}/doorbells`, m.doorbells ?? 0, now)),
+      notificationsPerSec: irqsPerSec,
+      suppressedPerSec: Math.round(this.rate(`${key}/${name}/suppressed`, m.suppressed ?? 0, now)),
+      events: m.doorbells ?? 0,
+      notifications: m.interrupts ?? 0,
+      suppressed: m.suppressed ?? 0,
+      interrupts: m.interrupts ?? 0,
+      interruptsPerSec: irqsPerSec,
+      dmaFaults: c.dmaFaults ?? 0,
+    });
+    ADD_TO_DOMAIN_TOTALS[dev.type]?.(row, m);
+  }
+
 
   /** Share of one CPU a runtime's event loop was busy since the last sample (busy: cumulative ms). */
   private cpuPercent(key: string, busy: number, now: number): number {

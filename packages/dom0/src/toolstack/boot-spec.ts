@@ -4,6 +4,7 @@ import type { Domain } from '../hypervisor/hypervisor.js';
 import type { EmulatedPlatform } from '../devicemodels/platform.js';
 import type { GuestConfig, HostConfig } from './config.js';
 import { directSpec, vifSpec, type AssignedFunction, type BoundVif } from './host-types.js';
+import { vbdsOf, vifsOf } from './device-kinds.js';
 
 export interface BootSpecInput {
   host: HostConfig;
@@ -55,8 +56,8 @@ function workloadsSpec(i: BootSpecInput, vbds: GuestBootSpec['vbds'], hasVifs: b
 
 export function guestBootSpec(i: BootSpecInput): GuestBootSpec {
   const { guest, domain } = i;
-  const vifs = guest.devices.flatMap((d) => (d.type === 'vif' ? [{ devid: d.devid, ip: d.ip, mac: d.mac, mode: d.mode }] : []));
-  const vbds = guest.devices.flatMap((d) => (d.type === 'vbd' ? [{ devid: d.devid, mode: d.mode }] : []));
+  const vifs = vifsOf(guest.devices).map((d) => ({ devid: d.devid, ip: d.ip, mac: d.mac, mode: d.mode }));
+  const vbds = vbdsOf(guest.devices).map((d) => ({ devid: d.devid, mode: d.mode }));
   return {
     domid: domain.domid,
     name: guest.name,

@@ -15,6 +15,7 @@ import { Observatory } from '../observe/observatory.js';
 import { ControlServer } from '../observe/server.js';
 import { captureLocalFrames } from '../observe/capture.js';
 import { listenControl, removeControlFile, writeControlFile, type ListenAt } from './cli/endpoint.js';
+import { vifsOf } from './device-kinds.js';
 
 export interface RunOptions {
   config: ClusterConfig;
@@ -77,7 +78,7 @@ async function cableLan(o: RunOptions): Promise<LanSwitch | undefined> {
 function createHosts(o: RunOptions, log: Logger, lanSwitch: LanSwitch | undefined): Host[] {
   const { config, ws } = o;
   const clusterIps = new Map<string, string>();
-  for (const h of config.hosts) for (const g of h.guests) for (const d of g.devices) if (d.type === 'vif') clusterIps.set(g.name, d.ip);
+  for (const h of config.hosts) for (const g of h.guests) for (const d of vifsOf(g.devices)) clusterIps.set(g.name, d.ip);
   return config.hosts.map(
     (hc) =>
       new Host(hc, {

@@ -6,7 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, parseRate } from '@ringvisor/shared';
+import { ConfigError } from '@ringvisor/shared';
+import { DEVICE_KINDS, checkKindKeys, guestIp, guestMac, vbdsOf, vifsOf, type DeviceKind } from './device-kinds.js';
+import { IO_MODES, MODE_CONFIG_KEYS } from './attach/modes.js';
+
+export { guestIp, guestMac } from './device-kinds.js';
 
 /**
  * How the guest reaches a device: `pv` a Xen split driver (frontend ↔ backend over a shared ring),
@@ -183,12 +187,12 @@ const schema = {
                     required: ['type'],
                     additionalProperties: false,
                     properties: {
-                      type: { enum: ['vbd', 'vif', 'cam'] },
+                      type: { enum: Object.keys(DEVICE_KINDS) },
                       width: { type: 'integer', minimum: 1, maximum: 1920 },
                       height: { type: 'integer', minimum: 1, maximum: 1080 },
                       fps: { type: 'integer', minimum: 1, maximum: 240 },
                       devid: { type: 'integer', minimum: 0, maximum: 65535 },
-                      mode: { enum: ['pv', 'emulated', 'direct', 'svio'] },
+                      mode: { enum: Object.keys(IO_MODES) },
                       weight: { type: 'integer', minimum: 1, maximum: 1000 },
                       placement: { enum: ['dom0', 'hosted'] },
                       vmmIo: { type: 'boolean' },
@@ -259,16 +263,6 @@ export function describeSchemaErrors(errors: ErrorObject[]): string {
     .join('\n  ');
 }
 
-/** Fixed, documented addressing: MACs in Xen's 00:16:3e OUI, IPs in the RFC 2544 benchmark range. */
-export function guestMac(hostIndex: number, guestIndex: number, devid: number): string {
-  const h = (n: number) => n.toString(16).padStart(2, '0');
-  return `00:16:3e:${h(hostIndex)}:${h(guestIndex + 1)}:${h(devid)}`;
-}
-
-export function guestIp(hostIndex: number, guestIndex: number): string {
-  return `198.18.${hostIndex}.${guestIndex + 10}`;
-}
-
 type RawObject = Record<string, unknown>;
 
 /** Options for completing a config. */
@@ -279,6 +273,90 @@ export interface NormalizeOptions {
    * share an image; default `.ringvisor`.
    */
   diskDir?: string;
+}
+
+/** One device of a guest: its kind's and its mode's keys checked, their defaults filled in. */
+function normalizeDevice(d: RawObject, nth: number, at: { origin: string; gname: string; hostIndex: number; guestIndex: number; seen: Set<string> }): DeviceConfig {
+  const kind = DEVICE_KINDS[d.type as DeviceKind];
+  const devid = (d.devid as number | undefined) ?? kind.defaultDevid(nth);
+  const key = `${kind.kind}/${devid}`;
+  const guestWhere = `${at.origin}: guest ${at.gname}`;
+  const where = `${guestWhere} ${key}`;
+  if (at.seen.has(key)) throw new ConfigError(`${guestWhere} has two ${key} devices; give each a distinct devid`);
+  at.seen.add(key);
+  const mode = (d.mode as DeviceModeConfig | undefined) ?? kind.defaultMode;
+  const io = IO_MODES[mode];
+  if (!io.kinds.includes(kind.kind)) throw new ConfigError(kind.unsupportedMode(where, mode));
+  checkKindKeys(kind.kind, d, guestWhere, where, MODE_CONFIG_KEYS.map((k) => k.key));
+  for (const k of MODE_CONFIG_KEYS) if (k.key in d && !io.keys.includes(k)) throw new ConfigError(k.refuse(where, mode));
+  const draft = { raw: d, kind: kind.kind, devid, mode, guestWhere, where, hostIndex: at.hostIndex, guestIndex: at.guestIndex };
+  return { type: kind.kind, devid, mode, ...io.complete(draft), ...kind.complete(draft) } as DeviceConfig;
+}
+
+/** A guest's workloads with their defaults (without a workloads key a guest exercises every device it has). */
+function normalizeWorkloads(g: RawObject, devices: DeviceConfig[]): GuestConfig['workloads'] {
+  const w = (g.workloads as RawObject | undefined) ?? Object.fromEntries(devices.flatMap((d) => (DEVICE_KINDS[d.type].defaultWorkload ? [[DEVICE_KINDS[d.type].defaultWorkload, {}]] : [])));
+  const b = w.block as RawObject | undefined;
+  const io = w.io as RawObject | undefined;
+  const u = w.udp as RawObject | undefined;
+  const firstVbd = vbdsOf(devices)[0];
+  const blockDefaults = (firstVbd && IO_MODES[firstVbd.mode].blockWorkloadDefaults) || { blocks: 256, queueDepth: 8 };
+  return {
+    ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? blockDefaults.blocks, queueDepth: (b.queueDepth as number | undefined) ?? blockDefaults.queueDepth } } : {}),
+    ...(io
+      ? {
+          io: {
+            op: (io.op as 'read' | 'write' | undefined) ?? 'read',
+            pattern: (io.pattern as 'random' | 'sequential' | undefined) ?? 'random',
+            blockKiB: (io.blockKiB as number | undefined) ?? 4,
+            queueDepth: (io.queueDepth as number | undefined) ?? 8,
+            regionMiB: (io.regionMiB as number | undefined) ?? firstVbd?.sizeMiB ?? 1,
+          },
+        }
+      : {}),
+    ...(u
+      ? {
+          udp: {
+            peers: (u.peers as string[] | 'all' | undefined) ?? 'all',
+            payloadBytes: (u.payloadBytes as number | undefined) ?? 512,
+            window: (u.window as number | undefined) ?? 16,
+            ...(u.mode === 'stream' ? { mode: 'stream' as const, ratePps: (u.ratePps as number | undefined) ?? 0 } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+/** A guest's workloads fit its devices (and its udp peers are guests of the cluster). */
+function checkWorkloads(g: GuestConfig, origin: string, allNames: ReadonlySet<string>): void {
+  const vbd = vbdsOf(g.devices)[0];
+  if (g.workloads.block && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs a block workload but has no vbd`);
+  if (g.workloads.block && vbd && g.workloads.block.blocks * 8 > vbd.sizeMiB * 2048)
+    throw new ConfigError(`${origin}: guest ${g.name} block workload uses ${g.workloads.block.blocks} blocks but its vbd holds ${vbd.sizeMiB * 256}`);
+  const io = g.workloads.io;
+  if (io && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs an io workload but has no vbd`);
+  if (io && g.workloads.block) throw new ConfigError(`${origin}: guest ${g.name}: the io workload (a benchmark load) and the block workload (the verifier) would share its first vbd; give it one of them`);
+  if (io && vbd && io.regionMiB > vbd.sizeMiB) throw new ConfigError(`${origin}: guest ${g.name} io workload covers ${io.regionMiB} MiB but its vbd holds ${vbd.sizeMiB}`);
+  const udp = g.workloads.udp;
+  if (udp && vifsOf(g.devices).length === 0) throw new ConfigError(`${origin}: guest ${g.name} runs a udp workload but has no vif`);
+  if (udp && Array.isArray(udp.peers))
+    for (const p of udp.peers) if (!IPV4_RE.test(p) && (!allNames.has(p) || p === g.name)) throw new ConfigError(`${origin}: guest ${g.name} udp peer "${p}" is not another guest of the cluster`);
+}
+
+/** One guest: its devices (each kind counted for default ids), the per-mode rules over them, its workloads. */
+function normalizeGuest(g: RawObject, gi: number, hostIndex: number, origin: string): GuestConfig {
+  const gname = g.name as string;
+  const devs = (g.devices as RawObject[] | undefined) ?? [{ type: 'vbd' }, { type: 'vif' }];
+  const seen = new Set<string>();
+  // Default device ids count per type, as xl numbers them: xvda, xvdb… (51712 + 16n), vif0, vif1…
+  const perKind = new Map<string, number>();
+  const devices = devs.map((d) => {
+    const nth = perKind.get(d.type as string) ?? 0;
+    perKind.set(d.type as string, nth + 1);
+    return normalizeDevice(d, nth, { origin, gname, hostIndex, guestIndex: gi, seen });
+  });
+  for (const m of Object.values(IO_MODES)) m.checkGuest?.(devices, `${origin}: guest ${gname}`);
+  return { name: gname, memoryMiB: (g.memoryMiB as number | undefined) ?? 32, devices, workloads: normalizeWorkloads(g, devices) };
 }
 
 /** Validate and complete a parsed config object. */
@@ -298,125 +376,9 @@ export function normalizeConfig(raw: unknown, origin = 'config', opts: Normalize
     const name = (h.name as string | undefined) ?? `host${hi}`;
     if (hostNames.has(name)) throw new ConfigError(`${origin}: host name "${name}" appears twice`);
     hostNames.add(name);
-    const guestsRaw = h.guests as RawObject[];
-    const names = new Set<string>();
-    const guests = guestsRaw.map((g, gi): GuestConfig => {
-      const gname = g.name as string;
-      names.add(gname);
-      const devs = (g.devices as RawObject[] | undefined) ?? [{ type: 'vbd' }, { type: 'vif' }];
-      const seen = new Set<string>();
-      // Default device ids count per type, as xl numbers them: xvda, xvdb… (51712 + 16n), vif0, vif1…
-      const perType = { vbd: 0, vif: 0, cam: 0 };
-      const devices = devs.map((d): DeviceConfig => {
-        const nth = perType[d.type as 'vbd' | 'vif' | 'cam']++;
-        const devid = (d.devid as number | undefined) ?? (d.type === 'vbd' ? 51712 + nth * 16 : nth);
-        const key = `${String(d.type)}/${devid}`;
-        if (seen.has(key)) throw new ConfigError(`${origin}: guest ${gname} has two ${key} devices; give each a distinct devid`);
-        seen.add(key);
-        const mode = (d.mode as DeviceModeConfig | undefined) ?? (d.type === 'cam' ? 'svio' : 'pv');
-        for (const k of ['width', 'height', 'fps']) if (k in d && d.type !== 'cam') throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" belongs on a cam`);
-        if (d.type === 'cam') {
-          if (mode !== 'svio') throw new ConfigError(`${origin}: guest ${gname} ${key}: a camera is reached as an SV-IO VIF only (mode: svio)`);
-          for (const k of ['mac', 'ip', 'rate', 'sizeMiB', 'placement', 'iommu', 'vmmIo', 'sendCombining']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} cam: "${k}" does not apply to a camera`);
-          return { type: 'cam', devid, mode: 'svio', width: (d.width as number | undefined) ?? 160, height: (d.height as number | undefined) ?? 120, fps: (d.fps as number | undefined) ?? 30, ...(d.weight !== undefined ? { weight: d.weight as number } : {}) };
-        }
-        if (mode !== 'emulated' && 'placement' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "placement" applies to mode: emulated only`);
-        const placement = (d.placement as EmulationPlacement | undefined) ?? 'dom0';
-        for (const k of ['vmmIo', 'sendCombining'])
-          if (k in d && (d.type !== 'vif' || mode !== 'emulated' || placement !== 'hosted'))
-            throw new ConfigError(`${origin}: guest ${gname} ${key}: "${k}" is an optimisation of the hosted VMM for an emulated NIC (type: vif, mode: emulated, placement: hosted)`);
-        if (mode !== 'direct' && 'iommu' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "iommu" applies to mode: direct only`);
-        if (mode !== 'svio' && 'weight' in d) throw new ConfigError(`${origin}: guest ${gname} ${key}: "weight" is an SV-IO VIF's QoS share (mode: svio)`);
-        if (d.rate !== undefined) {
-          if (mode !== 'pv' && mode !== 'svio') throw new ConfigError(`${origin}: guest ${gname} ${key}: "rate" is a credit limit (netback's, or an SV-IO VIF's); a ${mode} device has none (use mode: pv or svio)`);
-          if (mode === 'pv' && d.type === 'vbd') throw new ConfigError(`${origin}: guest ${gname} vbd: "rate" belongs on a vif (blkback has no credit limit; an SV-IO vbd has one: mode: svio)`);
-          try {
-            parseRate(d.rate as string);
-          } catch (e) {
-            throw new ConfigError(`${origin}: guest ${gname} ${key}: ${(e as Error).message}`);
-          }
-        }
-        const passthrough: { iommu?: 'passthrough'; weight?: number; rate?: string } = {
-          ...(d.iommu === 'passthrough' ? { iommu: 'passthrough' as const } : {}),
-          ...(d.weight !== undefined ? { weight: d.weight as number } : {}),
-          ...(d.rate !== undefined ? { rate: d.rate as string } : {}),
-        };
-        const emulation = mode === 'emulated' ? { placement, ...(d.vmmIo === true ? { vmmIo: true } : {}), ...(d.sendCombining === true ? { sendCombining: true } : {}) } : {};
-        if (d.type === 'vbd') {
-          for (const k of ['mac', 'ip']) if (k in d) throw new ConfigError(`${origin}: guest ${gname} vbd: "${k}" belongs on a vif`);
-          return { type: 'vbd', devid, mode, ...emulation, ...passthrough, sizeMiB: (d.sizeMiB as number | undefined) ?? 16 };
-        }
-        if ('sizeMiB' in d) throw new ConfigError(`${origin}: guest ${gname} vif: "sizeMiB" belongs on a vbd`);
-        return {
-          type: 'vif',
-          devid,
-          mode,
-          ...emulation,
-          ...passthrough,
-          mac: (d.mac as string | undefined) ?? guestMac(hi, gi, devid),
-          ip: (d.ip as string | undefined) ?? guestIp(hi, gi),
-        };
-      });
-      // Without a workloads key a guest exercises every device it has.
-      const w = (g.workloads as RawObject | undefined) ?? {
-        ...(devices.some((d) => d.type === 'vbd') ? { block: {} } : {}),
-        ...(devices.some((d) => d.type === 'vif') ? { udp: {} } : {}),
-      };
-      const b = w.block as RawObject | undefined;
-      const io = w.io as RawObject | undefined;
-      const u = w.udp as RawObject | undefined;
-      const firstVbd = devices.find((d): d is VbdConfig => d.type === 'vbd');
-      const emulatedDisks = devices.filter((d) => d.type === 'vbd' && d.mode === 'emulated').length;
-      const placements = new Set(devices.flatMap((d) => (d.mode === 'emulated' ? [d.placement] : [])));
-      if (placements.size > 1) throw new ConfigError(`${origin}: guest ${gname} mixes placements ${[...placements].join(' and ')}; one guest's emulated devices share one vCPU and one device-model placement`);
-      if (emulatedDisks > 2) throw new ConfigError(`${origin}: guest ${gname} has ${emulatedDisks} emulated vbds; an emulated PC has two ATA channels (use mode: pv for the rest)`);
-      // PIO moves a sector with 256 trapped accesses: an emulated disk's default workload is smaller.
-      const blockEmulated = devices.find((d) => d.type === 'vbd')?.mode === 'emulated';
-      return {
-        name: gname,
-        memoryMiB: (g.memoryMiB as number | undefined) ?? 32,
-        devices,
-        workloads: {
-          ...(b ? { block: { blocks: (b.blocks as number | undefined) ?? (blockEmulated ? 32 : 256), queueDepth: (b.queueDepth as number | undefined) ?? (blockEmulated ? 1 : 8) } } : {}),
-          ...(io
-            ? {
-                io: {
-                  op: (io.op as 'read' | 'write' | undefined) ?? 'read',
-                  pattern: (io.pattern as 'random' | 'sequential' | undefined) ?? 'random',
-                  blockKiB: (io.blockKiB as number | undefined) ?? 4,
-                  queueDepth: (io.queueDepth as number | undefined) ?? 8,
-                  regionMiB: (io.regionMiB as number | undefined) ?? firstVbd?.sizeMiB ?? 1,
-                },
-              }
-            : {}),
-          ...(u
-            ? {
-                udp: {
-                  peers: (u.peers as string[] | 'all' | undefined) ?? 'all',
-                  payloadBytes: (u.payloadBytes as number | undefined) ?? 512,
-                  window: (u.window as number | undefined) ?? 16,
-                  ...(u.mode === 'stream' ? { mode: 'stream' as const, ratePps: (u.ratePps as number | undefined) ?? 0 } : {}),
-                },
-              }
-            : {}),
-        },
-      };
-    });
-    for (const g of guests) {
-      const vbd = g.devices.find((d): d is VbdConfig => d.type === 'vbd');
-      if (g.workloads.block && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs a block workload but has no vbd`);
-      if (g.workloads.block && vbd && g.workloads.block.blocks * 8 > vbd.sizeMiB * 2048)
-        throw new ConfigError(`${origin}: guest ${g.name} block workload uses ${g.workloads.block.blocks} blocks but its vbd holds ${vbd.sizeMiB * 256}`);
-      const io = g.workloads.io;
-      if (io && !vbd) throw new ConfigError(`${origin}: guest ${g.name} runs an io workload but has no vbd`);
-      if (io && g.workloads.block) throw new ConfigError(`${origin}: guest ${g.name}: the io workload (a benchmark load) and the block workload (the verifier) would share its first vbd; give it one of them`);
-      if (io && vbd && io.regionMiB > vbd.sizeMiB) throw new ConfigError(`${origin}: guest ${g.name} io workload covers ${io.regionMiB} MiB but its vbd holds ${vbd.sizeMiB}`);
-      const udp = g.workloads.udp;
-      if (udp && !g.devices.some((d) => d.type === 'vif')) throw new ConfigError(`${origin}: guest ${g.name} runs a udp workload but has no vif`);
-      if (udp && Array.isArray(udp.peers))
-        for (const p of udp.peers) if (!IPV4_RE.test(p) && (!allNames.has(p) || p === g.name)) throw new ConfigError(`${origin}: guest ${g.name} udp peer "${p}" is not another guest of the cluster`);
-    }
-    const vbdMiB = guests.flatMap((g) => g.devices).reduce((a, d) => a + (d.type === 'vbd' ? d.sizeMiB : 0), 0);
+    const guests = (h.guests as RawObject[]).map((g, gi) => normalizeGuest(g, gi, hi, origin));
+    for (const g of guests) checkWorkloads(g, origin, allNames);
+    const vbdMiB = vbdsOf(guests.flatMap((g) => g.devices)).reduce((a, d) => a + d.sizeMiB, 0);
     const disk = (h.disk as RawObject | undefined) ?? {};
     const sizeMiB = (disk.sizeMiB as number | undefined) ?? Math.max(64, vbdMiB);
     if (vbdMiB > sizeMiB) throw new ConfigError(`${origin}: host ${name}'s guests need ${vbdMiB} MiB of vbds but its disk is ${sizeMiB} MiB`);

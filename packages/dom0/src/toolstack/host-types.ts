@@ -8,6 +8,7 @@ import type { BlkBackend } from '../backends/blk/device.js';
 import type { NetBackend } from '../backends/net/device.js';
 import type { EmulatedPlatform } from '../devicemodels/platform.js';
 import type { GuestConfig } from './config.js';
+import type { DeviceKind } from './device-kinds.js';
 
 export interface GuestHandle {
   config: GuestConfig;
@@ -153,8 +154,14 @@ export interface BoundVif {
 
 /** The name a VIF's device has in a guest's config and the views: vif0, vbd51712, cam0. */
 export function vifDeviceName(v: { kind: 'net' | 'blk' | 'cam'; devid: number }): string {
-  return `${v.kind === 'net' ? 'vif' : v.kind === 'blk' ? 'vbd' : 'cam'}${v.devid}`;
+  return `${VIF_DEVICE_KIND[v.kind]}${v.devid}`;
 }
+
+/** The device kind of a guest's config that each kind of SV-IO VIF serves. */
+const VIF_DEVICE_KIND = { net: 'vif', blk: 'vbd', cam: 'cam' } as const satisfies Record<BoundVif['kind'], DeviceKind>;
+
+/** The device kind of a guest's config that each kind of function serves. */
+const FUNCTION_DEVICE_KIND = { nic: 'vif', disk: 'vbd' } as const satisfies Record<'nic' | 'disk', DeviceKind>;
 
 /** What the guest is told of a VIF. */
 export function vifSpec(b: BoundVif): SvioVifSpec {
@@ -163,7 +170,7 @@ export function vifSpec(b: BoundVif): SvioVifSpec {
 
 /** "vif0", "vbd51712": how views and the CLI name a guest's function. */
 export function directDeviceName(f: { kind: 'nic' | 'disk'; devid: number }): string {
-  return `${f.kind === 'nic' ? 'vif' : 'vbd'}${f.devid}`;
+  return `${FUNCTION_DEVICE_KIND[f.kind]}${f.devid}`;
 }
 
 /** What the guest is told of a function assigned to it. */

@@ -37,6 +37,7 @@ import { GuestLifecycle } from './guest-lifecycle.js';
 import { Dom0Listener } from './dom0-listener.js';
 import { createAttachers, devicesOnHardware, type HostAttachers } from './attach/index.js';
 import { LifecycleLock, killQuietly, traceRuntime } from './runtime-util.js';
+import { vifsOf } from './device-kinds.js';
 
 export * from './host-types.js';
 export { guestEnvironment } from './runtime-util.js';
@@ -176,8 +177,8 @@ export class Host {
     await this.io.attachPhysicalDevices(peer, diskPath);
     const { ips } = this.launcher;
     for (const g of this.config.guests) {
-      const vif = g.devices.find((d) => d.type === 'vif');
-      if (vif && vif.type === 'vif') ips.set(g.name, vif.ip);
+      const vif = vifsOf(g.devices)[0];
+      if (vif) ips.set(g.name, vif.ip);
     }
     for (const [n, ip] of this.opts.clusterIps ?? []) ips.set(n, ip);
     for (const g of this.config.guests) await this.addGuest(g);

@@ -27,6 +27,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, renameS
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { StateError, processAlive } from '@ringvisor/shared';
 import type { ClusterConfig } from './config.js';
+import { vbdsOf } from './device-kinds.js';
 
 /** The manifest's file name inside a state directory. */
 export const STATE_MANIFEST = 'state.json';
@@ -115,7 +116,7 @@ export function geometryOf(config: ClusterConfig): HostGeometry[] {
   return config.hosts.map((h) => ({
     host: h.name,
     diskMiB: h.disk.sizeMiB,
-    vbds: h.guests.flatMap((g) => g.devices.flatMap((d) => (d.type === 'vbd' ? [`${g.name}/${d.devid}:${d.sizeMiB}`] : []))),
+    vbds: h.guests.flatMap((g) => vbdsOf(g.devices).map((d) => `${g.name}/${d.devid}:${d.sizeMiB}`)),
   }));
 }
 

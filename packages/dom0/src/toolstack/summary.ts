@@ -4,6 +4,7 @@
  */
 import type { GuestStats } from '@ringvisor/shared';
 import type { RuntimeCrash, RuntimeExit } from './host.js';
+import { vbdsOf, vifsOf } from './device-kinds.js';
 
 export interface RunSummary {
   transport: 'threads' | 'ws';
@@ -101,11 +102,11 @@ export function renderTop(host: string, uptimeSec: number, rows: TopRow[], inter
   const cols = ['NAME', 'ID', 'STATE', 'MEM(K)', 'VBD_OPS', 'VBD_RD', 'VBD_WR', 'VBD/s', 'NET_TX', 'NET_RX', 'NET/s', 'CHECKED', 'FAIL'];
   const lines = [head, cols.map((c, i) => (i === 0 ? c.padEnd(10) : c.padStart(9))).join('')];
   for (const r of rows) {
-    const vbd = r.stats?.devices.filter((d) => d.type === 'vbd') ?? [];
-    const vif = r.stats?.devices.filter((d) => d.type === 'vif') ?? [];
-    const pvbd = r.prev?.devices.filter((d) => d.type === 'vbd') ?? [];
-    const pvif = r.prev?.devices.filter((d) => d.type === 'vif') ?? [];
-    const sum = (ds: typeof vbd, k: string) => ds.reduce((a, d) => a + (k === 'ops' ? d.ops : (d.detail[k] ?? 0)), 0);
+    const vbd = vbdsOf(r.stats?.devices ?? []);
+    const vif = vifsOf(r.stats?.devices ?? []);
+    const pvbd = vbdsOf(r.prev?.devices ?? []);
+    const pvif = vifsOf(r.prev?.devices ?? []);
+    const sum = (ds: ReadonlyArray<{ ops: number; detail: Record<string, number> }>, k: string) => ds.reduce((a, d) => a + (k === 'ops' ? d.ops : (d.detail[k] ?? 0)), 0);
     const vals = [
       r.state,
       String(r.memKiB),

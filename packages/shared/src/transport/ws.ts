@@ -736,9 +736,113 @@ function refuseSocket(socket: Socket, reason: string): void {
   );
 }
 
+/** What a listener's connections share while they authenticate. */
+interface ListenerState {
+  readonly opts: ListenOptions;
+  readonly maxPayload: number;
+  readonly refusals: RateLimitedLog;
+  readonly log: Logger | undefined;
+  /** Every link not yet closed, and those of them authenticated. */
+  readonly links: Set<WsLink>;
+  readonly established: Set<WsLink>;
+  /** The connection is no longer pending: it authenticated, or it went. */
+  settle(conn: PendingConnection): void;
+}
+
+/**
+ * A connection upgraded to WebSocket: the challenge out, the peer's hello verified against the
+ * cluster secret, its identity authorized, then the welcome and the link handed over (auth.ts).
+ */
+function authenticate(ws: WebSocket, conn: PendingConnection, s: ListenerState): void {
+  const { maxPayload, refusals, log, links, established, settle } = s;
+  const secret = s.opts.secret;
+  const { key, remote } = conn;
+  const link = new WsLink(ws, {
+    name: `ws ${remote}`,
+    maxPayload,
+    highWaterMark: s.opts.highWaterMark,
+    lowWaterMark: s.opts.lowWaterMark,
+    maxQueuedBytes: s.opts.maxQueuedBytes,
+    log: log?.child({ peer: remote }),
+    refusals,
+    peerAddress: key,
+  });
+  links.add(link);
+  const challenge = createChallenge();
+  let state: 'hello' | 'authorizing' | 'done' = 'hello';
+
+  const fail = (reason: string): void => {
+    if (link.closed) return;
+    refusals.warn(key, { peer: remote, reason }, `ws handshake failed: ${reason}`);
+    link.close(reason, CloseCode.policy);
+  };
+  conn.fail = fail;
+  link.onClose(() => {
+    settle(conn);
+    links.delete(link);
+    established.delete(link);
+  });
+
+  const admit = (identity: Identity, welcome: HandshakeMessage): void => {
+    state = 'done';
+    settle(conn);
+    internals.setGate(link, null);
+    try {
+      // Before the welcome leaves: the peer may send full-size frames as soon as it has it.
+      internals.setReceiveLimit(link, maxPayload);
+    } catch (e) {
+      log?.error({ peer: remote, err: e }, 'ws: cannot raise the frame limit after the handshake');
+      link.close('internal error', CloseCode.internalError);
+      return;
+    }
+    internals.setIdentity(link, identity, `${identity.role}/${identity.domid}@${remote}`);
+    internals.sendHandshake(link, welcome);
+    established.add(link);
+    try {
+      s.opts.onConnection(link, identity);
+    } catch (e) {
+      log?.error({ peer: remote, err: e }, 'ws onConnection threw; closing the connection');
+      link.close('internal error', CloseCode.internalError);
+    }
+  };
+
+  internals.setGate(link, (value) => {
+    if (state !== 'hello') return fail('unexpected message during the handshake');
+    state = 'authorizing';
+    let verified: ReturnType<typeof verifyHello>;
+    try {
+      verified = verifyHello(secret, challenge, value, s.opts.domainHost);
+    } catch (e) {
+      return fail(e instanceof ProtocolError ? e.message : 'malformed hello');
+    }
+    const { identity, hello } = verified;
+    const welcome = createWelcome(secret, challenge, hello, s.opts.domainHost);
+    const refuse = (): void => fail(`not authorized as ${identity.role} ${identity.domid}`);
+    let verdict: boolean | Promise<boolean>;
+    try {
+      verdict = s.opts.authorize(identity);
+    } catch (e) {
+      log?.error({ peer: remote, err: e }, 'ws authorize() threw');
+      return fail('authorization error');
+    }
+    if (typeof verdict === 'boolean') return verdict ? admit(identity, welcome) : refuse();
+    verdict.then(
+      (ok) => {
+        if (link.closed) return;
+        if (ok) admit(identity, welcome);
+        else refuse();
+      },
+      (e: unknown) => {
+        log?.error({ peer: remote, err: e }, 'ws authorize() rejected');
+        fail('authorization error');
+      },
+    );
+  });
+  internals.sendHandshake(link, challenge);
+}
+
 export async function listen(opts: ListenOptions): Promise<WsServer> {
   checkSecret(opts.secret);
-  const secret = opts.secret;
   const host = opts.host ?? '127.0.0.1';
   const maxPayload = opts.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -784,6 +888,7 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
     if (n <= 0) pendingByKey.delete(conn.key);
     else pendingByKey.set(conn.key, n);
   };
+  const listener: ListenerState = { opts, maxPayload, refusals, log, links, established, settle };
 
   http.on('connection', (socket: Socket) => {
     if (closing) {
@@ -827,89 +932,7 @@ export async function listen(opts: ListenOptions): Promise<WsServer> {
       ws.terminate();
       return;
     }
-    const { key, remote } = conn;
-    const link = new WsLink(ws, {
-      name: `ws ${remote}`,
-      maxPayload,
-      highWaterMark: opts.highWaterMark,
-      lowWaterMark: opts.lowWaterMark,
-      maxQueuedBytes: opts.maxQueuedBytes,
-      log: log?.child({ peer: remote }),
-      refusals,
-      peerAddress: key,
-    });
-    links.add(link);
-    const challenge = createChallenge();
-    let state: 'hello' | 'authorizing' | 'done' = 'hello';
-
-    const fail = (reason: string): void => {
-      if (link.closed) return;
-      refusals.warn(key, { peer: remote, reason }, `ws handshake failed: ${reason}`);
-      link.close(reason, CloseCode.policy);
-    };
-    conn.fail = fail;
-    link.onClose(() => {
-      settle(conn);
-      links.delete(link);
-      established.delete(link);
-    });
-
-    const admit = (identity: Identity, welcome: HandshakeMessage): void => {
-      state = 'done';
-      settle(conn);
-      internals.setGate(link, null);
-      try {
-        // Before the welcome leaves: the peer may send full-size frames as soon as it has it.
-        internals.setReceiveLimit(link, maxPayload);
-      } catch (e) {
-        log?.error({ peer: remote, err: e }, 'ws: cannot raise the frame limit after the handshake');
-        link.close('internal error', CloseCode.internalError);
-        return;
-      }
-      internals.setIdentity(link, identity, `${identity.role}/${identity.domid}@${remote}`);
-      internals.sendHandshake(link, welcome);
-      established.add(link);
-      try {
-        opts.onConnection(link, identity);
-      } catch (e) {
-        log?.error({ peer: remote, err: e }, 'ws onConnection threw; closing the connection');
-        link.close('internal error', CloseCode.internalError);
-      }
-    };
-
-    internals.setGate(link, (value) => {
-      if (state !== 'hello') return fail('unexpected message during the handshake');
-      state = 'authorizing';
-      let verified: ReturnType<typeof verifyHello>;
-      try {
-        verified = verifyHello(secret, challenge, value, opts.domainHost);
-      } catch (e) {
-        return fail(e instanceof ProtocolError ? e.message : 'malformed hello');
-      }
-      const { identity, hello } = verified;
-      const welcome = createWelcome(secret, challenge, hello, opts.domainHost);
-      const refuse = (): void => fail(`not authorized as ${identity.role} ${identity.domid}`);
-      let verdict: boolean | Promise<boolean>;
-      try {
-        verdict = opts.authorize(identity);
-      } catch (e) {
-        log?.error({ peer: remote, err: e }, 'ws authorize() threw');
-        return fail('authorization error');
-      }
-      if (typeof verdict === 'boolean') return verdict ? admit(identity, welcome) : refuse();
-      verdict.then(
-        (ok) => {
-          if (link.closed) return;
-          if (ok) admit(identity, welcome);
-          else refuse();
-        },
-        (e: unknown) => {
-          log?.error({ peer: remote, err: e }, 'ws authorize() rejected');
-          fail('authorization error');
-        },
-      );
-    });
-    internals.sendHandshake(link, challenge);
+    authenticate(ws, conn, listener);
   });
 
   return {

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import type { ClusterSnapshot } from '../../../observe/model.js';
 import { UsageError, getJson, postAction } from '../endpoint.js';
 import { COMMON, creds, parse, table } from '../view-support.js';
+import { ioMode } from '../../attach/modes.js';
 
 /**
  * `ringvisor direct list`: every direct device and its function (requester id, state, doorbells,
@@ -15,7 +16,7 @@ export async function direct(argv: string[]): Promise<number> {
   const c = await creds(values);
   if (action === 'list' && positionals.length === 1) {
     const snap = await getJson<ClusterSnapshot>(c, '/api/snapshot');
-    const rows = snap.domains.flatMap((d) => d.devices.filter((x) => x.mode === 'direct').map((x) => ({ host: d.host, domain: d.name, ...x })));
+    const rows = snap.domains.flatMap((d) => d.devices.filter((x) => ioMode(x.mode)?.assignsFunctions === true).map((x) => ({ host: d.host, domain: d.name, ...x })));
     if (values.json) process.stdout.write(JSON.stringify(rows) + '\n');
     else
       process.stdout.write(

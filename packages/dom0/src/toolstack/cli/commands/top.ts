@@ -3,12 +3,13 @@ import { parseArgs } from 'node:util';
 import type { ClusterSnapshot, RingRow } from '../../../observe/model.js';
 import { UsageError, getJson } from '../endpoint.js';
 import { COMMON, creds, parse, table } from '../view-support.js';
+import { ioMode } from '../../attach/modes.js';
 
 /** Emulated devices, one line each: where the model runs, its state, ports, traps and interrupts (none when no guest has any). */
 function renderEmulatedDevices(s: ClusterSnapshot): string {
   const rows = s.domains.flatMap((d) =>
     d.devices
-      .filter((x) => x.mode === 'emulated')
+      .filter((x) => ioMode(x.mode)?.trapsToDeviceModel === true)
       .map((x) => [
         `${d.host}/${d.name}/${x.name}`,
         x.type,
