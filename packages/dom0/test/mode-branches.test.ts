@@ -48,18 +48,10 @@ const BRANCH_DEBT: Readonly<Record<string, number>> = {
   'packages/dom0/src/bench/scaling.ts': 5,
   'packages/dom0/src/bench/svio.ts': 5,
   'packages/dom0/src/faults/generate.ts': 8,
-  'packages/dom0/src/faults/injector.ts': 1,
-  'packages/domU/src/guest.ts': 12,
-  'packages/domU/src/runtime.ts': 1,
-  // The hardware's RPC server checks an svio.create request's VIF kind by hand (to go with its typed contract).
-  'packages/hwsim/src/runtime.ts': 1,
 };
 
-/** Functions over 150 lines today, by "file#name" (other helpers are splitting them). */
-const LONG_FUNCTION_DEBT: ReadonlySet<string> = new Set([
-  'packages/dom0/src/faults/injector.ts#inject',
-  'packages/dom0/src/faults/generate.ts#generatePlan',
-]);
+/** Functions over 150 lines, by "file#name": none today; one added here is a deliberate, visible debt. */
+const LONG_FUNCTION_DEBT: ReadonlySet<string> = new Set<string>([]);
 
 function sourceFiles(dir: string): string[] {
   const out: string[] = [];

@@ -3,6 +3,7 @@
  * domain's; every attempt must be blocked by the IOMMU or refused by the device (the checkers
  * judge the tally).
  */
+import { ioMode } from '../../toolstack/attach/modes.js';
 import { GUEST_ATTACK, mixSeed } from '@ringvisor/shared';
 import { directDeviceName } from '../../toolstack/host.js';
 import { FaultTargetError } from '../errors.js';
@@ -28,7 +29,7 @@ export const iommuStrayDma: FaultKind<'iommu.stray-dma', StrayDmaParams> = {
     const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
     const domid = g.domain.domid;
     if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
-    const configured = g.config.devices.some((dev) => dev.mode === 'direct' && `${dev.type}${dev.devid}` === spec.who.device);
+    const configured = g.config.devices.some((dev) => ioMode(dev.mode)?.assignsFunctions === true && `${dev.type}${dev.devid}` === spec.who.device);
     const h = host;
     const d = domid;
     // A function still reclaimed (its heal running late on a loaded machine) is waited for, bounded.
