@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '@ringvisor/shared';
-import { DEVICE_KINDS, checkKindKeys, guestIp, guestMac, vbdsOf, vifsOf, type DeviceKind } from './device-kinds.js';
+import { DEVICE_KINDS, checkKindKeys, vbdsOf, vifsOf, type DeviceKind } from './device-kinds.js';
 import { IO_MODES, MODE_CONFIG_KEYS } from './attach/modes.js';
 
 export { guestIp, guestMac } from './device-kinds.js';
@@ -295,7 +295,7 @@ function normalizeDevice(d: RawObject, nth: number, at: { origin: string; gname:
 
 /** A guest's workloads with their defaults (without a workloads key a guest exercises every device it has). */
 function normalizeWorkloads(g: RawObject, devices: DeviceConfig[]): GuestConfig['workloads'] {
-  const w = (g.workloads as RawObject | undefined) ?? Object.fromEntries(devices.flatMap((d) => (DEVICE_KINDS[d.type].defaultWorkload ? [[DEVICE_KINDS[d.type].defaultWorkload, {}]] : [])));
+  const w = (g.workloads as RawObject | undefined) ?? (Object.fromEntries(devices.flatMap((d) => { const wl = DEVICE_KINDS[d.type].defaultWorkload; return wl ? [[wl, {}] as const] : []; })) as RawObject);
   const b = w.block as RawObject | undefined;
   const io = w.io as RawObject | undefined;
   const u = w.udp as RawObject | undefined;
