@@ -26,7 +26,7 @@ import { runSvioBench, type SvioBenchResult } from './svio.js';
 import { runModesBench, variantOf, workloads, type ModesBenchResult, type ModesRow } from './modes.js';
 import { runScalingBench, type ScalingBenchResult, type ScalingRow } from './scaling.js';
 import { comparisonSvg } from './svg.js';
-import { IO_MODES, type BenchTarget, type BenchTransport, type IoMode } from './measure.js';
+import { IO_MODES, rowsIn, type BenchTarget, type BenchTransport, type IoMode } from './measure.js';
 import { REGRESSION_FACTOR, defaultReferenceFile, judgeRun, loadReference, regressionExitCode, regressionLines, type ComparableRow, type ReferenceSummary } from './regression.js';
 import { UsageError } from '@ringvisor/shared';
 
@@ -154,7 +154,7 @@ const SUITES: Record<string, Suite> = {
     },
     warnings(res) {
       const r = res as unknown as DirectBenchResult;
-      const out = r.rows.filter((row) => row.mode === 'direct' && row.vsNative.opsPerSec < r.targets.directVsNative).map((row) => `${row.workload}: direct reached ${(row.vsNative.opsPerSec * 100).toFixed(0)}% of native, below the ${r.targets.directVsNative * 100}% target`);
+      const out = rowsIn(r.rows, 'direct').filter((row) => row.vsNative.opsPerSec < r.targets.directVsNative).map((row) => `${row.workload}: direct reached ${(row.vsNative.opsPerSec * 100).toFixed(0)}% of native, below the ${r.targets.directVsNative * 100}% target`);
       for (const row of r.rows) if (row.ops < 50) out.push(`${row.workload} ${row.mode}: only ${row.ops} ops in the window; its per-op figures are noisy`);
       return out;
     },

@@ -28,7 +28,7 @@ import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/sh
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { medianRound } from './measure.js';
+import { deviceIn, medianRound, notificationsIn, rowsIn } from './measure.js';
 
 export type DirectMode = 'native' | 'direct' | 'pv';
 export type DirectWorkload = 'net-tx' | 'net-echo' | 'blk-4k';
@@ -96,11 +96,7 @@ async function sample(host: Host, dutDomid: number): Promise<Sample> {
   };
 }
 
-function device(mode: DirectMode, type: 'vif' | 'vbd'): Record<string, unknown> {
-  const base = type === 'vbd' ? { type, sizeMiB: 8 } : { type };
-  if (mode === 'pv') return base;
-  return { ...base, mode: 'direct', ...(mode === 'native' ? { iommu: 'passthrough' } : {}) };
-}
+const device = (mode: DirectMode, type: 'vif' | 'vbd'): Record<string, unknown> => deviceIn(mode, type, 8);
 
 async function runOne(mode: DirectMode, workload: DirectWorkload, windowSec: number, warmupSec: number, dir: string): Promise<Omit<DirectRow, 'vsNative' | 'rounds'>> {
   const net = workload !== 'blk-4k';
@@ -125,9 +121,7 @@ async function runOne(mode: DirectMode, workload: DirectWorkload, windowSec: num
   const ops = workload === 'net-tx' ? d('txPackets') : workload === 'net-echo' ? b.dut.udp.echoed - a.dut.udp.echoed : db.ops - da.ops;
   const bytes = workload === 'net-tx' ? d('txBytes') : workload === 'net-echo' ? ops * PAYLOAD : db.bytes - da.bytes;
   const per = (x: number) => (ops > 0 ? x / ops : 0);
-  const pv = mode === 'pv';
-  const notifications = pv ? d('notifications') + (b.backendNotifications - a.backendNotifications) : d('doorbells') + d('interrupts');
-  const suppressed = pv ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : d('suppressed');
+  const { notifications, suppressed } = notificationsIn(mode, d, { notifications: b.backendNotifications - a.backendNotifications, suppressed: b.backendSuppressed - a.backendSuppressed });
   const latency = net ? { p50: b.dut.udp.rttP50Us ?? null, p99: b.dut.udp.rttP99Us ?? null } : { p50: b.dut.block?.latencyP50Us ?? null, p99: b.dut.block?.latencyP99Us ?? null };
   return {
     device: net ? 'net' : 'blk',
@@ -184,7 +178,7 @@ export async function runDirectBench(o: { seconds?: number; rounds?: number; log
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const directRatios = rows.filter((r) => r.mode === 'direct').map((r) => r.vsNative.opsPerSec);
+  const directRatios = rowsIn(rows, 'direct').map((r) => r.vsNative.opsPerSec);
   return {
     rows,
     setup: { windowSec, warmupSec, payloadBytes: PAYLOAD, queueDepth: QUEUE_DEPTH, rounds },

@@ -28,6 +28,8 @@ import type { GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
+import { ioModeOf, notificationsIn, rowsIn } from './measure.js';
+import { vifsOf } from '../toolstack/device-kinds.js';
 
 export type EmulationDirection = 'tx' | 'rx' | 'rx-paced' | 'echo';
 
@@ -111,7 +113,7 @@ async function sample(host: Host, dutDomid: number): Promise<Sample> {
 }
 
 function nic(g: GuestStats): Record<string, number> {
-  return g.devices.find((d) => d.type === 'vif')?.detail ?? {};
+  return vifsOf(g.devices)[0]?.detail ?? {};
 }
 
 async function runOne(m: ModeSpec, direction: EmulationDirection, windowSec: number, warmupSec: number, dir: string): Promise<Omit<EmulationRow, 'vsPv'>> {
@@ -147,11 +149,11 @@ async function runOne(m: ModeSpec, direction: EmulationDirection, windowSec: num
   const ops = direction === 'tx' ? d('txPackets') : rx ? d('rxPackets') : b.dut.udp.echoed - a.dut.udp.echoed;
   const bytes = direction === 'tx' ? d('txBytes') : rx ? d('rxBytes') : ops * PAYLOAD;
   const per = (x: number) => (ops > 0 ? x / ops : 0);
-  const pv = m.mode === 'pv';
-  // PV: the frontend's event sends plus the backend's; emulated: the vCPU's kicks of the model
-  // plus the interrupts the guest took.
-  const notifications = pv ? d('notifications') + (b.backendNotifications - a.backendNotifications) : d('kicks') + d('interrupts');
-  const suppressed = pv ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : d('kicksSuppressed');
+  // As the mode counts them: PV, the frontend's event sends plus the backend's; emulated, the
+  // vCPU's kicks of the model plus the interrupts the guest took.
+  const { notifications, suppressed } = notificationsIn(m.mode, d, { notifications: b.backendNotifications - a.backendNotifications, suppressed: b.backendSuppressed - a.backendSuppressed });
+  // Grant copies (PV) or the model's DMA and VMNet copies (emulated); this bench samples no other copier.
+  const copied = { grants: b.grantBytes - a.grantBytes, models: b.dmaBytes - a.dmaBytes + (b.vmnetBytes - a.vmnetBytes), engine: 0, nobody: 0 }[ioModeOf(m.mode).copiedBy];
   return {
     device: 'net',
     mode: m.mode,
@@ -174,7 +176,7 @@ async function runOne(m: ModeSpec, direction: EmulationDirection, windowSec: num
       worldSwitches: per(d('worldSwitches')),
       notifications: per(notifications),
       suppressed: per(suppressed),
-      bytesCopied: per(pv ? b.grantBytes - a.grantBytes : b.dmaBytes - a.dmaBytes + (b.vmnetBytes - a.vmnetBytes)),
+      bytesCopied: per(copied),
       grantOps: per(b.grantCopies - a.grantCopies),
     },
     ops,
@@ -196,7 +198,7 @@ export async function runEmulationBench(o: { seconds?: number; log: (line: strin
         o.log(`${direction} ${m.mode} (${m.variant}): ${Math.round(r.opsPerSec)} ops/s, ${r.perOp.traps.toFixed(1)} traps/op, ${r.perOp.worldSwitches.toFixed(1)} switches/op`);
         got.push(r);
       }
-      const base = got.find((r) => r.mode === 'pv');
+      const base = rowsIn(got, 'pv')[0];
       const cpu = (r: Omit<EmulationRow, 'vsPv'>) => r.cpuUsPerOp.dom0 + r.cpuUsPerOp.guest + r.cpuUsPerOp.vmapp;
       for (const r of got)
         rows.push({ ...r, vsPv: { opsPerSec: base && base.opsPerSec > 0 ? r.opsPerSec / base.opsPerSec : NaN, cpuPerOp: base && cpu(base) > 0 ? cpu(r) / cpu(base) : NaN } });

@@ -20,28 +20,52 @@
  */
 import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
+import type { DeviceModeConfig } from '../toolstack/config.js';
+import { IO_MODES as IO_MODE_DESCRIPTORS, type IoModeDescriptor } from '../toolstack/attach/modes.js';
+import { DEVICE_KINDS, type DeviceKind } from '../toolstack/device-kinds.js';
 
 export type IoMode = 'native' | 'emulated' | 'emulated-hosted' | 'pv' | 'direct' | 'svio';
 export type BenchTransport = 'threads' | 'ws';
 export const IO_MODES: IoMode[] = ['native', 'emulated', 'emulated-hosted', 'pv', 'direct', 'svio'];
 
-/** A device of `type` reached in `mode` (config form). */
+/**
+ * Each bench mode as a guest config reaches it: its I/O mode (whose descriptor says how its
+ * notifications and copies are counted) and the config keys that make it this variant, for every
+ * kind and per kind. The one place that says what a bench mode is.
+ */
+export const BENCH_MODES: Readonly<Record<IoMode, { io: DeviceModeConfig; keys?: Readonly<Record<string, unknown>>; kindKeys?: Readonly<Partial<Record<DeviceKind, Record<string, unknown>>>> }>> = {
+  native: { io: 'direct', keys: { iommu: 'passthrough' } },
+  emulated: { io: 'emulated' },
+  'emulated-hosted': { io: 'emulated', keys: { placement: 'hosted' }, kindKeys: { vif: { vmmIo: true, sendCombining: true } } },
+  pv: { io: 'pv' },
+  direct: { io: 'direct' },
+  svio: { io: 'svio' },
+};
+
+/** The descriptor of the I/O mode a bench mode runs in. */
+export const ioModeOf = (mode: IoMode): IoModeDescriptor => IO_MODE_DESCRIPTORS[BENCH_MODES[mode].io];
+
+/** A device of `type` reached in `mode` (config form; a device in its kind's default mode says no mode). */
 export function deviceIn(mode: IoMode, type: 'vif' | 'vbd', sizeMiB = 16): Record<string, unknown> {
-  const base = type === 'vbd' ? { type, sizeMiB } : { type };
-  switch (mode) {
-    case 'pv':
-      return base;
-    case 'native':
-      return { ...base, mode: 'direct', iommu: 'passthrough' };
-    case 'direct':
-      return { ...base, mode: 'direct' };
-    case 'svio':
-      return { ...base, mode: 'svio' };
-    case 'emulated':
-      return { ...base, mode: 'emulated' };
-    case 'emulated-hosted':
-      return { ...base, mode: 'emulated', placement: 'hosted', ...(type === 'vif' ? { vmmIo: true, sendCombining: true } : {}) };
-  }
+  const m = BENCH_MODES[mode];
+  const kind = DEVICE_KINDS[type];
+  return { type, ...(kind.ownKeys.includes('sizeMiB') ? { sizeMiB } : {}), ...(m.io === kind.defaultMode ? {} : { mode: m.io }), ...m.keys, ...m.kindKeys?.[type] };
+}
+
+/**
+ * The notifications and suppressed ones a device of `mode` counted in a window, as its I/O
+ * mode's descriptor says to count them: `device(counter)` is the guest device counter's change,
+ * `backends` dom0's backends' changes (added for a split driver, whose two ends both signal).
+ */
+export function notificationsIn(mode: IoMode, device: (counter: string) => number, backends: { notifications: number; suppressed: number }): { notifications: number; suppressed: number } {
+  const n = ioModeOf(mode).notifications;
+  const sum = (counters: readonly string[]) => counters.reduce((s, k) => s + device(k), 0);
+  return { notifications: sum(n.sent) + (n.backendsToo ? backends.notifications : 0), suppressed: sum(n.suppressed) + (n.backendsToo ? backends.suppressed : 0) };
+}
+
+/** The rows a target judges: those of the mode it names. */
+export function rowsIn<R extends { mode: string }>(rows: readonly R[], mode: R['mode']): R[] {
+  return rows.filter((r) => r.mode === mode);
 }
 
 export interface HostSample {

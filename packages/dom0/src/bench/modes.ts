@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { GuestStats } from '@ringvisor/shared';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { IO_MODES, deviceIn, guestCpuMs, medianRound, sampleHost, type BenchTransport, type BenchTarget, type HostSample, type IoMode } from './measure.js';
+import { IO_MODES, deviceIn, guestCpuMs, ioModeOf, medianRound, notificationsIn, rowsIn, sampleHost, type BenchTransport, type BenchTarget, type HostSample, type IoMode } from './measure.js';
 
 export type ModesWorkload =
   | { device: 'net'; kind: 'tx'; payloadBytes: number }
@@ -136,15 +136,16 @@ export function rowOf(mode: IoMode, w: ModesWorkload, transport: BenchTransport,
     bytes = (dutB.io?.bytes ?? 0) - (dutA.io?.bytes ?? 0);
   }
   const per = (x: number) => (ops > 0 ? x / ops : 0);
-  const emulated = mode === 'emulated' || mode === 'emulated-hosted';
-  // Notifications each design sends: PV, both ends' event sends; emulated, the vCPU's kicks of
-  // the model plus the interrupts the guest took; direct, native and SV-IO, the driver's
-  // doorbells plus the interrupts it took.
-  const notifications = mode === 'pv' ? d('notifications') + (b.backendNotifications - a.backendNotifications) : emulated ? d('kicks') + d('interrupts') : d('doorbells') + d('interrupts');
-  const suppressed = mode === 'pv' ? d('suppressed') + (b.backendSuppressed - a.backendSuppressed) : emulated ? d('kicksSuppressed') : d('suppressed');
+  const io = ioModeOf(mode);
+  // Notifications each design sends, as its mode counts them: PV, both ends' event sends;
+  // emulated, the vCPU's kicks of the model plus the interrupts the guest took; direct, native
+  // and SV-IO, the driver's doorbells plus the interrupts it took.
+  const { notifications, suppressed } = notificationsIn(mode, d, { notifications: b.backendNotifications - a.backendNotifications, suppressed: b.backendSuppressed - a.backendSuppressed });
   // Bytes the virtualization layer copied: dom0's grant copies, the device models' DMA and VMNet,
   // the SV-IO engine's copies; a function DMAs into the guest's own buffers (none).
-  const copied = mode === 'pv' ? b.grantBytes - a.grantBytes : emulated ? b.modelBytes - a.modelBytes : mode === 'svio' ? b.svioBytes - a.svioBytes : 0;
+  const copied = { grants: b.grantBytes - a.grantBytes, models: b.modelBytes - a.modelBytes, engine: b.svioBytes - a.svioBytes, nobody: 0 }[io.copiedBy];
+  // A disk without a queue runs at its own depth, whatever the workload asks (the row says so).
+  const queueLimit = net ? undefined : io.diskQueueLimit;
   const lat = net
     ? w.kind === 'echo'
       ? { p50: dutB.udp.rttP50Us ?? null, p99: dutB.udp.rttP99Us ?? null, p999: dutB.udp.rttP999Us ?? null }
@@ -156,7 +157,7 @@ export function rowOf(mode: IoMode, w: ModesWorkload, transport: BenchTransport,
     mode,
     transport,
     workload: variantOf(w),
-    variant: variantOf(w) + (!net && emulated && w.queueDepth > 1 ? ' (ATA: qd 1)' : ''),
+    variant: variantOf(w) + (queueLimit && !net && w.queueDepth > queueLimit.depth ? ` (${queueLimit.label}: qd ${queueLimit.depth})` : ''),
     opsPerSec: ops / sec,
     bytesPerSec: bytes / sec,
     gbitPerSec: (bytes * 8) / sec / 1e9,
@@ -213,7 +214,7 @@ export function judgeTargets(rows: ModesRow[]): ModesBenchResult['targets'] {
   check('direct ≥ 90% of native', ratios('direct', () => true), (x) => x >= 0.9);
   check('PV ≥ 70% of native, 64 KiB sequential block I/O and large frames', ratios('pv', (r) => /64 KiB sequential|tx 1442 B/.test(r.variant)), (x) => x >= 0.7);
   const emu = of('emulated', (r) => r.device === 'net');
-  const pvFor = (r: ModesRow) => rows.find((x) => x.mode === 'pv' && x.transport === r.transport && x.workload === r.workload);
+  const pvFor = (r: ModesRow) => rowsIn(rows, 'pv').find((x) => x.transport === r.transport && x.workload === r.workload);
   if (emu.length === 0) t.push({ name: 'emulated well below PV', met: null, detail: 'not measured in this run' });
   else
     t.push({

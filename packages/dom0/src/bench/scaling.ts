@@ -14,7 +14,8 @@ import { join } from 'node:path';
 import type { GuestStats } from '@ringvisor/shared';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
-import { guestCpuMs, jain, median, medianRound, sampleHost, type BenchTarget, type HostSample } from './measure.js';
+import { vbdsOf } from '../toolstack/device-kinds.js';
+import { deviceIn, guestCpuMs, jain, median, medianRound, notificationsIn, rowsIn, sampleHost, type BenchTarget, type HostSample } from './measure.js';
 
 export interface ScalingRow {
   device: 'blk' | 'net';
@@ -61,7 +62,7 @@ function configOf(c: Case, dir: string, n: number) {
   const guests = Array.from({ length: c.guests }, (_, i) => ({
     name: `g${i + 1}`,
     memoryMiB: 8,
-    devices: [{ type: 'vbd', sizeMiB: 2, ...(c.mode === 'svio' ? { mode: 'svio', ...(c.weights ? { weight: c.weights[i] } : {}) } : {}) }],
+    devices: [{ ...deviceIn(c.mode, 'vbd', 2), ...(c.weights ? { weight: c.weights[i] } : {}) }],
     workloads: { io: { op: 'read', pattern: 'random', blockKiB: c.blockKiB ?? 4, queueDepth: c.qd ?? QD, regionMiB: 2 } },
   }));
   return normalizeConfig({ seed: 4, hosts: [{ disk: { path: join(dir, `disk-${process.pid}-${n}.img`), sizeMiB: Math.max(16, c.guests * 2 + 8) }, ...(c.cores ? { svio: { cores: c.cores } } : {}), guests }] }).hosts[0];
@@ -79,10 +80,9 @@ function measuredOf(c: Case, a: HostSample, b: HostSample): Measured {
   const bytes = per.reduce((s, x) => s + x.bytes, 0);
   const rates = per.map((x) => x.ops / sec);
   const perOp = (x: number) => (ops > 0 ? x / ops : 0);
-  const dev = (g: GuestStats | undefined, k: string) => g?.devices.find((d) => d.type === 'vbd')?.detail[k] ?? 0;
+  const dev = (g: GuestStats | undefined, k: string) => (g ? vbdsOf(g.devices)[0]?.detail[k] : undefined) ?? 0;
   const sumDev = (k: string) => per.reduce((s, x) => s + dev(x.g, k) - dev(x.before, k), 0);
-  const notifications = c.mode === 'pv' ? sumDev('notifications') + (b.backendNotifications - a.backendNotifications) : sumDev('doorbells') + sumDev('interrupts');
-  const suppressed = c.mode === 'pv' ? sumDev('suppressed') + (b.backendSuppressed - a.backendSuppressed) : sumDev('suppressed');
+  const { notifications, suppressed } = notificationsIn(c.mode, sumDev, { notifications: b.backendNotifications - a.backendNotifications, suppressed: b.backendSuppressed - a.backendSuppressed });
   const W = c.weights?.reduce((s, x) => s + x, 0) ?? 0;
   return {
     device: 'blk',
@@ -147,7 +147,7 @@ export async function runScalingBench(o: { seconds?: number; quick?: boolean; ro
     rmSync(dir, { recursive: true, force: true });
   }
   const rows: ScalingRow[] = all[0].map((_, i) => medianRound(all.map((round) => round[i])));
-  const biggest = rows.filter((r) => r.mode === 'pv' && !r.shares).sort((x, y) => y.guests - x.guests)[0];
+  const biggest = rowsIn(rows, 'pv').filter((r) => !r.shares).sort((x, y) => y.guests - x.guests)[0];
   const weighted = rows.find((r) => r.shares);
   const targets: ScalingBenchResult['targets'] = [
     biggest

@@ -23,6 +23,7 @@ import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/sh
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
+import { deviceIn, ioModeOf, notificationsIn } from './measure.js';
 
 export type SvioMode = 'svio' | 'pv';
 export type SvioWorkload = 'net-echo' | 'net-tx' | 'blk-4k';
@@ -82,7 +83,7 @@ async function sample(host: Host): Promise<Sample> {
   };
 }
 
-const dev = (mode: SvioMode, type: 'vif' | 'vbd') => ({ type, ...(type === 'vbd' ? { sizeMiB: 4 } : {}), ...(mode === 'svio' ? { mode: 'svio' } : {}) });
+const dev = (mode: SvioMode, type: 'vif' | 'vbd') => deviceIn(mode, type, 4);
 
 /** Σ over guests of a device counter's change between two samples. */
 function delta(a: Sample, b: Sample, type: 'vif' | 'vbd', pick: (d: GuestStats['devices'][number]) => number, only?: string): number {
@@ -102,7 +103,7 @@ function row(mode: SvioMode, variant: string, device: 'net' | 'blk', a: Sample, 
   const type = device === 'net' ? 'vif' : 'vbd';
   const k = (name: string) => delta(a, b, type, (d) => d.detail[name] ?? 0);
   const guestBusy = b.guests.reduce((s, g) => s + (g.busyMs ?? 0) - (a.guests.find((x) => x.name === g.name)?.busyMs ?? 0), 0);
-  const pv = mode === 'pv';
+  const { notifications, suppressed } = notificationsIn(mode, k, { notifications: b.backendNotifications - a.backendNotifications, suppressed: b.backendSuppressed - a.backendSuppressed });
   return {
     device,
     mode,
@@ -115,8 +116,8 @@ function row(mode: SvioMode, variant: string, device: 'net' | 'blk', a: Sample, 
     perOp: {
       traps: 0,
       worldSwitches: 0,
-      notifications: per(pv ? k('notifications') + (b.backendNotifications - a.backendNotifications) : k('doorbells') + k('interrupts')),
-      suppressed: per(pv ? k('suppressed') + (b.backendSuppressed - a.backendSuppressed) : k('suppressed')),
+      notifications: per(notifications),
+      suppressed: per(suppressed),
       bytesCopied: per(b.grantBytes - a.grantBytes),
       grantOps: per(b.grantOps - a.grantOps),
     },
@@ -153,7 +154,9 @@ async function runScaling(mode: SvioMode, n: number, cores: number, windowSec: n
   const sum = per.reduce((x, y) => x + y, 0);
   const sq = per.reduce((x, y) => x + y * y, 0);
   const fairness = sq > 0 ? (sum * sum) / (per.length * sq) : 0;
-  return row(mode, `${n} guest${n > 1 ? 's' : ''}${mode === 'svio' ? `, ${cores} core${cores > 1 ? 's' : ''}` : ''}`, 'blk', a, b, sum, delta(a, b, 'vbd', (d) => d.bytes), { p50: null, p99: null }, { guests: n, cores: mode === 'svio' ? cores : 0, fairness });
+  // Only a mode served by the device's own cores has cores to count.
+  const onCores = ioModeOf(mode).runsOnDeviceCores === true;
+  return row(mode, `${n} guest${n > 1 ? 's' : ''}${onCores ? `, ${cores} core${cores > 1 ? 's' : ''}` : ''}`, 'blk', a, b, sum, delta(a, b, 'vbd', (d) => d.bytes), { p50: null, p99: null }, { guests: n, cores: onCores ? cores : 0, fairness });
 }
 
 export async function runSvioBench(o: { seconds?: number; rounds?: number; log: (line: string) => void; workloads?: SvioWorkload[]; scaling?: number[] }): Promise<SvioBenchResult> {

@@ -11,7 +11,9 @@
  * too), backend.lie and grant.unmap-early (they break the backend to test the checkers).
  */
 import { SplitMix32, mixSeed } from '@ringvisor/shared';
-import type { ClusterConfig } from '../toolstack/config.js';
+import type { ClusterConfig, DeviceConfig } from '../toolstack/config.js';
+import { IO_MODES, type IoModeDescriptor } from '../toolstack/attach/modes.js';
+import { vbdsOf, vifsOf } from '../toolstack/device-kinds.js';
 import type { FaultPlan, FaultSpec } from './plan.js';
 import { faultKinds, type RegisteredFaultKind } from './kinds/index.js';
 import type { FaultGenerator, GenCluster, GenGuest } from './kinds/kind.js';
@@ -22,18 +24,23 @@ const HOLD = 0.35;
 
 type Generated = RegisteredFaultKind & { generate: FaultGenerator<string, object> };
 
-/** The cluster as the kinds' generators see it. */
+/** The cluster as the kinds' generators see it: each guest's devices grouped by what their mode is (its descriptor's facts). */
 function clusterView(config: ClusterConfig, transport: 'threads' | 'ws'): GenCluster {
   const guests: GenGuest[] = config.hosts.flatMap((h) =>
-    h.guests.map((g) => ({
-      host: h.name,
-      name: g.name,
-      vbd: g.devices.find((d) => d.type === 'vbd' && d.mode === 'pv'),
-      vif: g.devices.find((d) => d.type === 'vif' && d.mode === 'pv'),
-      emulated: g.devices.filter((d) => d.mode === 'emulated').map((d) => (d.type === 'vbd' ? `ata${d.devid}` : `lance${d.devid}`)),
-      direct: g.devices.filter((d) => d.mode === 'direct').map((d) => `${d.type}${d.devid}`),
-      svio: g.devices.filter((d) => d.mode === 'svio').map((d) => `${d.type}${d.devid}`),
-    })),
+    h.guests.map((g) => {
+      const where = (fact: (m: IoModeDescriptor) => boolean | undefined) => g.devices.filter((d) => fact(IO_MODES[d.mode]) === true);
+      const named = (ds: readonly DeviceConfig[]) => ds.map((d) => IO_MODES[d.mode].deviceName?.(d.type, d.devid) ?? `${d.type}${d.devid}`);
+      const split = where((m) => m.splitDriver);
+      return {
+        host: h.name,
+        name: g.name,
+        vbd: vbdsOf(split)[0],
+        vif: vifsOf(split)[0],
+        emulated: named(where((m) => m.trapsToDeviceModel)),
+        direct: named(where((m) => m.assignsFunctions)),
+        svio: named(where((m) => m.runsOnDeviceCores)),
+      };
+    }),
   );
   return { hosts: config.hosts.length, transport, guests };
 }

@@ -3,7 +3,7 @@
  * hardware simulator, each guest (its domain link, and its vCPU relay when its device models run
  * in dom0), and `ringvisor health` — and is admitted only as what dom0 expects now.
  */
-import { CONTROL_PING, DOMID_HW, InvalidStateError, RpcPeer, listen, type WsServer } from '@ringvisor/shared';
+import { ControlContract, DOMID_HW, serveContract, InvalidStateError, RpcPeer, listen, type WsServer } from '@ringvisor/shared';
 import type { HostContext } from './host-context.js';
 import type { GuestLauncher } from './guest-launcher.js';
 import type { HardwareSupervisor } from './hardware-supervisor.js';
@@ -25,11 +25,13 @@ export class Dom0Listener {
   /** Read-only views for CLI commands and healthchecks. */
   private serveControl(peer: RpcPeer): void {
     const { config, registry } = this.ctx;
-    peer.handle(CONTROL_PING, () => ({
-      host: config.name,
-      guests: config.guests.length,
-      ready: registry.guests.filter((g) => g.isReady).length,
-    }));
+    serveContract(peer, ControlContract, {
+      ping: () => ({
+        host: config.name,
+        guests: config.guests.length,
+        ready: registry.guests.filter((g) => g.isReady).length,
+      }),
+    });
   }
 
   async listen(): Promise<void> {

@@ -7,13 +7,11 @@
 import { MessageChannel } from 'node:worker_threads';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
+  onNotify,
+  serveContract,
+  GuestControlContract,
+  GuestBootContract,
   ClosedError,
-  GUEST_BOOT,
-  GUEST_FREEZE,
-  GUEST_QUIESCE,
-  GUEST_READY,
-  GUEST_STATS,
-  GUEST_STOP,
   PortLink,
   RpcPeer,
   TimeoutError,
@@ -26,6 +24,7 @@ import {
   type GuestStats,
   type WsLink,
 } from '@ringvisor/shared';
+import { guestControl } from './clients.js';
 import type { Domain } from '../hypervisor/hypervisor.js';
 import type { BlkBackend } from '../backends/blk/device.js';
 import type { NetBackend } from '../backends/net/device.js';
@@ -88,7 +87,7 @@ export class GuestLauncher {
   private guestReady(config: GuestConfig, peer: RpcPeer): Promise<void> {
     return new Promise<void>((res, rej) => {
       const timer = setTimeout(() => rej(new TimeoutError(`guest ${config.name} did not finish booting within 30 s`)), 30_000);
-      peer.on(GUEST_READY, () => {
+      onNotify(peer, GuestControlContract.notifications.ready, () => {
         clearTimeout(timer);
         res();
       });
@@ -152,7 +151,7 @@ export class GuestLauncher {
           handle.peer = peer;
           // A guest run elsewhere (compose) is gone for us when its link closes.
           if (!child) handle.exited = new Promise<number>((r) => peer.link.onClose(() => r(0)));
-          peer.handle(GUEST_BOOT, () => spec);
+          serveContract(peer, GuestBootContract, { boot: () => spec });
           this.guestReady(config, peer).then(res, rej);
         });
       }),
@@ -247,7 +246,7 @@ export class GuestLauncher {
       };
     }
     const word = new SharedArrayBuffer(4);
-    await g.peer.call(GUEST_FREEZE, { word, maxMs }, 5_000);
+    await guestControl(g.peer).freeze({ word, maxMs }, { timeoutMs: 5_000 });
     return () => {
       const w = new Int32Array(word);
       Atomics.store(w, 0, 1);
@@ -261,7 +260,7 @@ export class GuestLauncher {
       this.ctx.registry.guests.map(async (g) => {
         if (!g.peer || g.peer.closed) return g.lastStats!;
         try {
-          g.lastStats = await g.peer.call<GuestStats>(GUEST_STATS, {}, 5_000);
+          g.lastStats = await guestControl(g.peer).stats({}, { timeoutMs: 5_000 });
         } catch {
           /* keep the last known figures */
         }
@@ -280,7 +279,7 @@ export class GuestLauncher {
     await Promise.all(
       // A guest whose runtime is gone (killed, crashed) has nothing to drain.
       registry.guests.filter((g) => !g.down).map((g) =>
-        (g.peer ? g.peer.call<GuestStats>(GUEST_QUIESCE, {}, GUEST_DRAIN_MS) : Promise.reject(new ClosedError('never connected'))).catch((e) =>
+        (g.peer ? guestControl(g.peer).quiesce({}, { timeoutMs: GUEST_DRAIN_MS }) : Promise.reject(new ClosedError('never connected'))).catch((e) =>
           log.error({ err: e, guest: g.config.name }, 'guest did not quiesce'),
         ),
       ),
@@ -293,7 +292,7 @@ export class GuestLauncher {
     const finals = await Promise.all(
       registry.guests.map(async (g) => {
         try {
-          if (g.peer && !g.down) g.lastStats = await g.peer.call<GuestStats>(GUEST_STOP, {}, GUEST_DRAIN_MS);
+          if (g.peer && !g.down) g.lastStats = await guestControl(g.peer).stop({}, { timeoutMs: GUEST_DRAIN_MS });
         } catch (e) {
           log.error({ err: e, guest: g.config.name }, 'guest did not stop cleanly');
         }

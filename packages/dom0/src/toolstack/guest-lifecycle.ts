@@ -3,7 +3,8 @@
  * domain is built with each device attached by its mode's attacher, its runtime launched and
  * watched; when the runtime goes, what the domain held is handed back; a reboot builds it again.
  */
-import { GUEST_START, UnsupportedOperationError } from '@ringvisor/shared';
+import { UnsupportedOperationError } from '@ringvisor/shared';
+import { hardware, guestControl } from './clients.js';
 import type { Domain } from '../hypervisor/hypervisor.js';
 import type { BlkBackend } from '../backends/blk/device.js';
 import type { NetBackend } from '../backends/net/device.js';
@@ -91,7 +92,7 @@ export class GuestLifecycle {
     for (const a of this.attachers) await a.release(c, true);
     // The hardware forgets its memory: no DMA into a dead domain.
     if (this.hwsim && !this.hardware.down)
-      await this.hwsim.peer.call('hw.detachMemory', { domid: c.domain.domid }, 5_000).catch((e: Error) => log.warn({ err: e, domid: c.domain.domid }, 'detaching memory from the hardware failed'));
+      await hardware(this.hwsim.peer).detachMemory({ domid: c.domain.domid }, { timeoutMs: 5_000 }).catch((e: Error) => log.warn({ err: e, domid: c.domain.domid }, 'detaching memory from the hardware failed'));
     links.release(handle.config.name, 'domain reclaimed');
     try {
       hv.destroyDomain(c.domain.domid);
@@ -156,6 +157,6 @@ export class GuestLifecycle {
     handle.isReady = true;
     this.trace(name, 'guest', 'up', domain.domid, handle.pid);
     this.launcher.watch(handle, (h) => this.reclaim(h));
-    await handle.peer!.call(GUEST_START, {});
+    await guestControl(handle.peer!).start();
   }
 }

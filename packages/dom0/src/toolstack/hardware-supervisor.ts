@@ -7,9 +7,11 @@
 import { MessageChannel } from 'node:worker_threads';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
+  onNotify,
+  serveContract,
+  HardwareBootContract,
   ClosedError,
   DOMID_HW,
-  GUEST_POWER_LOST,
   InvalidStateError,
   PortLink,
   RecoveryError,
@@ -23,6 +25,7 @@ import {
   type InterruptFaultCounts,
   type WsLink,
 } from '@ringvisor/shared';
+import { hardware, guestControl } from './clients.js';
 import type { Domain } from '../hypervisor/hypervisor.js';
 import type { HostContext, RuntimeTracer } from './host-context.js';
 import type { HardwareDisk, HwsimRuntime, RuntimeCrash, RuntimeExit } from './host-types.js';
@@ -84,8 +87,8 @@ export class HardwareSupervisor implements HardwareAccess {
   /** Make a domain's memory reachable by device DMA (a copy kept current, across a link). */
   async attachMemory(d: Domain): Promise<void> {
     const peer = this.hwsim!.peer;
-    if (this.ctx.hv.hardwareLink) await peer.call('hw.attachMemory', { domid: d.domid, frames: d.memory.frames });
-    else await peer.call('hw.attachMemory', { domid: d.domid, buffer: d.memory.buffer });
+    if (this.ctx.hv.hardwareLink) await hardware(peer).attachMemory({ domid: d.domid, frames: d.memory.frames });
+    else await hardware(peer).attachMemory({ domid: d.domid, buffer: d.memory.buffer });
   }
 
   /** ws: a hardware connection is expected (and none is attached). */
@@ -141,19 +144,20 @@ export class HardwareSupervisor implements HardwareAccess {
   private async bootOverLink(peer: RpcPeer, disk: HardwareDisk): Promise<void> {
     const { config, opts } = this.ctx;
     const ready = new Promise<void>((r) =>
-      peer.on('hw.ready', (p) => {
-        const url = (p as { directUrl?: unknown } | null)?.directUrl;
-        if (typeof url === 'string' && /^wss?:\/\//.test(url)) this.directUrl = url;
+      onNotify(peer, HardwareBootContract.notifications.ready, ({ directUrl }) => {
+        if (/^wss?:\/\//.test(directUrl)) this.directUrl = directUrl;
         r();
       }),
     );
-    peer.handle('hw.boot', () => ({
-      host: config.name,
-      disk,
-      nic: { mac: config.nic.mac },
-      svioCores: config.svio.cores,
-      ...(opts.lan ? { lan: { url: opts.lan.url, hostIndex: opts.lan.hostIndex } } : {}),
-    }));
+    serveContract(peer, HardwareBootContract, {
+      boot: () => ({
+        host: config.name,
+        disk,
+        nic: { mac: config.nic.mac },
+        svioCores: config.svio.cores,
+        ...(opts.lan ? { lan: { url: opts.lan.url, hostIndex: opts.lan.hostIndex } } : {}),
+      }),
+    });
     await ready;
   }
 
@@ -276,7 +280,7 @@ export class HardwareSupervisor implements HardwareAccess {
     // A writeback drive's cache died with it: the guests' ledgers hold what was not yet durable in
     // doubt — told before the new hardware answers anything.
     if (config.disk.cache === 'writeback')
-      await Promise.all(this.ctx.registry.guests.filter((g) => g.peer && !g.down).map((g) => g.peer!.call(GUEST_POWER_LOST, {}, 5_000).catch(() => undefined)));
+      await Promise.all(this.ctx.registry.guests.filter((g) => g.peer && !g.down).map((g) => guestControl(g.peer!).powerLost({}, { timeoutMs: 5_000 }).catch(() => undefined)));
     this.down = true;
     this.trace(`${config.name}/hwsim`, 'hwsim', 'down', DOMID_HW, old.pid);
   }
@@ -323,7 +327,7 @@ export class HardwareSupervisor implements HardwareAccess {
       };
     }
     const word = new SharedArrayBuffer(4);
-    await hw.peer.call('hw.freeze', { word, maxMs }, 5_000);
+    await hardware(hw.peer).freeze({ word, maxMs }, { timeoutMs: 5_000 });
     return () => {
       const w = new Int32Array(word);
       Atomics.store(w, 0, 1);
@@ -337,17 +341,17 @@ export class HardwareSupervisor implements HardwareAccess {
    * the hardware. With a writethrough drive nothing is cached and nothing is torn.
    */
   async powerLoss(writeProbability: number, seed: number): Promise<{ written: number; lost: number }> {
-    return this.hwsim!.peer.call('hw.disk.powerLoss', { writeProbability, seed: seed >>> 0 }, 5_000);
+    return hardware(this.hwsim!.peer).diskPowerLoss({ writeProbability, seed: seed >>> 0 }, { timeoutMs: 5_000 });
   }
 
   /** Frame faults on this host's LAN uplink (several hosts only); undefined clears. */
   async setLanFaults(faults: { drop?: number; duplicate?: number; reorder?: number; corrupt?: number; seed?: number } | undefined): Promise<void> {
-    await this.hwsim!.peer.call('hw.lan.faults', { faults: faults ?? null }, 5_000);
+    await hardware(this.hwsim!.peer).lanFaults({ faults: faults ?? null }, { timeoutMs: 5_000 });
   }
 
   /** Replace the physical disk's fault rules (blkdebug-style; `[]` clears). */
   async setDiskFaults(rules: DiskFaultRule[]): Promise<void> {
-    await this.hwsim!.peer.call('hw.disk.faults', { rules }, 5_000);
+    await hardware(this.hwsim!.peer).diskFaults({ rules }, { timeoutMs: 5_000 });
   }
 
   /**
@@ -355,12 +359,12 @@ export class HardwareSupervisor implements HardwareAccess {
    * hardware loses (`lostToGuest`) or delays their interrupts; `null` clears. Answers what it did.
    */
   async setDeviceIrqFault(domid: number, fault: InterruptFault | null): Promise<InterruptFaultCounts> {
-    return this.hwsim!.peer.call('hw.irq.faults', { domid, fault }, 10_000);
+    return hardware(this.hwsim!.peer).irqFaults({ domid, fault }, { timeoutMs: 10_000 });
   }
 
   /** Carrier of the physical NIC (a pulled cable when false). */
   async setNicLink(up: boolean): Promise<void> {
-    await this.hwsim!.peer.call('hw.nic.link', { up }, 5_000);
+    await hardware(this.hwsim!.peer).nicLink({ up }, { timeoutMs: 5_000 });
   }
 
   /** The end of the run: the hardware's last counters, then it powers off (killed if it does not). */
@@ -368,8 +372,8 @@ export class HardwareSupervisor implements HardwareAccess {
     if (!this.hwsim) return;
     this.hwsim.planned = true;
     try {
-      this.stats = await this.hwsim.peer.call<Record<string, unknown>>('hw.stats', {}, 5_000);
-      await this.hwsim.peer.call('hw.shutdown', {}, 10_000);
+      this.stats = await hardware(this.hwsim.peer).stats({}, { timeoutMs: 5_000 });
+      await hardware(this.hwsim.peer).shutdown({}, { timeoutMs: 10_000 });
     } catch (e) {
       this.ctx.log.error({ err: e }, 'hwsim shutdown failed');
     }

@@ -2,7 +2,7 @@
  * What the toolstack's modules hold about a host's runtimes and domains: a guest's handle, a
  * runtime's exit and crash record, a domain's devices per mode, and the names views give them.
  */
-import type { DirectFunctionSpec, GuestStats, Logger, RpcPeer, SvioVifSpec } from '@ringvisor/shared';
+import type { DirectFunctionSpec, GuestStats, Logger, RpcPeer, SvioCreateParams, SvioVifSpec, VfAssignParams } from '@ringvisor/shared';
 import type { Domain } from '../hypervisor/hypervisor.js';
 import type { BlkBackend } from '../backends/blk/device.js';
 import type { NetBackend } from '../backends/net/device.js';
@@ -125,7 +125,7 @@ export interface AssignedFunction {
   /** threads: the function's register page. */
   bar?: SharedArrayBuffer;
   /** What the hardware was asked (hw.vf.assign), to assign it again after a hardware restart. */
-  request: Record<string, unknown>;
+  request: VfAssignParams;
 }
 
 /** A VIF as `ringvisor svio list` shows it: the engine's row, and whose device it is. */
@@ -142,7 +142,7 @@ export interface BoundVif {
   /** threads: the VIF's access-API register page. */
   page?: SharedArrayBuffer;
   /** What hw.svio.create was asked (to create it again after a reset or a hardware restart). */
-  request: Record<string, unknown>;
+  request: SvioCreateParams;
   /** Destroyed by a reset, not yet created again. */
   down?: boolean;
   /**

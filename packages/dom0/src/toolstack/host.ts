@@ -18,7 +18,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { GUEST_START, type DiskFaultRule, type GuestStats, type InterruptFault, type InterruptFaultCounts, type LinkToxics, type Logger } from '@ringvisor/shared';
+import { type DiskFaultRule, type GuestStats, type InterruptFault, type InterruptFaultCounts, type LinkToxics, type Logger } from '@ringvisor/shared';
+import { guestControl } from './clients.js';
 import { Hypervisor, type Domain } from '../hypervisor/hypervisor.js';
 import type { BlkBackend } from '../backends/blk/device.js';
 import type { NetBackend } from '../backends/net/device.js';
@@ -188,7 +189,7 @@ export class Host {
 
   /** Start every guest's workloads (once all guests that talk to each other are up). */
   async startWorkloads(): Promise<void> {
-    await Promise.all(this.guests.map((g) => g.peer!.call(GUEST_START, {})));
+    await Promise.all(this.guests.map((g) => guestControl(g.peer!).start()));
   }
 
   /** Create a domain with its devices and backends, and boot its guest runtime. */

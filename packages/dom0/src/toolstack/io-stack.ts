@@ -3,7 +3,8 @@
  * every PV backend's lifecycle — a backend restarted, the whole stack crashed and offered again
  * (a driver domain's reboot), killed until a heal, or paused.
  */
-import { DOMID_HW, FrameAllocator, NoSuchDeviceError, XenbusState, type RpcPeer } from '@ringvisor/shared';
+import { DOMID_HW, FrameAllocator, InvalidStateError, NoSuchDeviceError, XenbusState, type RpcPeer } from '@ringvisor/shared';
+import { hardware, type HardwareClient } from './clients.js';
 import { PhysicalDiskDriver, type DriverDma } from '../physdev/disk.js';
 import { PhysicalNicDriver } from '../physdev/nic.js';
 import { SkbPool } from '../physdev/skb.js';
@@ -29,7 +30,7 @@ export class Dom0IoStack {
   /** dom0 I/O-stack restarts survived. */
   restarts = 0;
   /** What dom0 attached the devices with, to attach them again after a hardware restart. */
-  private readonly deviceAttachments: { disk?: Record<string, unknown>; nic?: Record<string, unknown> } = {};
+  private readonly deviceAttachments: { disk?: Parameters<HardwareClient['diskAttach']>[0]; nic?: Parameters<HardwareClient['nicAttach']>[0] } = {};
 
   constructor(
     private readonly ctx: HostContext,
@@ -72,7 +73,7 @@ export class Dom0IoStack {
     this.deviceAttachments.disk = { queue: { domid: 0, pfn: queuePfn }, port: diskHwPort };
     this.disk = new PhysicalDiskDriver(hv.dom0.memory, queuePfn, hv.dom0Events, diskDom0Port, this.driverDma);
     hv.hardwareLink?.mirror.flush(); // the device's copy of the queue page before it attaches
-    const diskInfo = await peer.call<{ sectors: number }>('hw.disk.attach', { queue: { domid: 0, pfn: queuePfn }, port: diskHwPort });
+    const diskInfo = await hardware(peer).diskAttach({ queue: { domid: 0, pfn: queuePfn }, port: diskHwPort });
     this.disk.sectors = diskInfo.sectors;
 
     this.pool = new SkbPool(hv.dom0.memory, this.frames, SKB_POOL_FRAMES);
@@ -82,7 +83,7 @@ export class Dom0IoStack {
     this.nic = new PhysicalNicDriver(hv.dom0.memory, txPfn, rxPfn, hv.dom0Events, nicDom0Port, config.nic.mac, this.pool, 64, this.driverDma);
     hv.hardwareLink?.mirror.flush();
     this.deviceAttachments.nic = { tx: { domid: 0, pfn: txPfn }, rx: { domid: 0, pfn: rxPfn }, port: nicHwPort };
-    await peer.call('hw.nic.attach', this.deviceAttachments.nic);
+    await hardware(peer).nicAttach(this.deviceAttachments.nic);
 
     this.nic.traceLabel = { host: config.name, iface: `${config.name}/peth0` };
     this.bridge = new SoftwareBridge(this.pool);
@@ -99,13 +100,15 @@ export class Dom0IoStack {
    */
   async reattachPhysicalDevices(peer: RpcPeer): Promise<void> {
     const { hv } = this.ctx;
+    const { disk, nic } = this.deviceAttachments;
+    if (!disk || !nic) throw new InvalidStateError('the physical disk and NIC were never attached: nothing to attach again');
     this.disk.resetQueue();
     hv.hardwareLink?.mirror.flush();
-    await peer.call('hw.disk.attach', this.deviceAttachments.disk);
+    await hardware(peer).diskAttach(disk);
     this.disk.resume();
     this.nic.resetQueues();
     hv.hardwareLink?.mirror.flush();
-    await peer.call('hw.nic.attach', this.deviceAttachments.nic);
+    await hardware(peer).nicAttach(nic);
     this.nic.resume();
   }
 

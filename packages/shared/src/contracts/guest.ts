@@ -193,7 +193,17 @@ export const GuestStatsSchema = Type.Object({
 
 const Empty = Type.Object({});
 /** What an attack did (its driver's own counters and outcomes): read by fault plans' reports. */
-const AttackOutcome = Type.Object({});
+/**
+ * What a hostile-driver attack reports. The fields the toolstack reads are typed (a guest is
+ * untrusted, so they are checked); an attack may report more, which is kept as detail.
+ */
+const AttackOutcome = Type.Object({
+  attack: Type.Optional(Type.String({ maxLength: 64 })),
+  sent: Type.Optional(Type.Integer({ minimum: 0 })),
+  blocked: Type.Optional(Type.Integer({ minimum: 0 })),
+  completed: Type.Optional(Type.Integer({ minimum: 0 })),
+  stopped: Type.Optional(Type.Boolean()),
+});
 const HwUrl = { hwUrl: Type.Optional(WsUrl) };
 
 /** Served by the guest runtime (domU/src/runtime.ts); called by dom0's toolstack. */

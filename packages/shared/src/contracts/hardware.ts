@@ -124,8 +124,8 @@ export const SvioListSchema = Type.Object({ vifs: Type.Array(SvioVifInfoSchema),
 export type SvioList = Static<typeof SvioListSchema>;
 
 /** The function table and IOMMU records (hw.vf.list, hw.iommu.faults): open, for views and tests. */
-const FunctionStatsSchema = Type.Object({ rid: Type.String(), kind: Type.String() });
-const IommuFaultSchema = Type.Object({ seq: Type.Integer(), rid: Type.Integer(), address: Type.Number(), write: Type.Boolean(), reason: Type.String() });
+const FunctionStatsSchema = Type.Object({ rid: Type.String(), kind: Type.Union([Type.Literal('nic'), Type.Literal('disk')]), owner: Type.Union([Type.Integer(), Type.Null()]) });
+const IommuFaultSchema = Type.Object({ seq: Type.Integer(), t: Type.Number(), rid: Type.Integer(), address: Type.Number(), write: Type.Boolean(), reason: Type.String(), domid: Type.Optional(Type.Integer()) });
 
 /** hw.stats: what callers read (the bench, the summary); the hardware reports more. */
 export const HwStatsSchema = Type.Object({

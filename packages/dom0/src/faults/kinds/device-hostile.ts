@@ -2,7 +2,8 @@
  * device.hostile: a guest's driver turns on its own emulated device (domU's pcnet and ATA
  * misbehave programs, over `guest.attack`); the model answers with device errors.
  */
-import { ConfigError, GUEST_ATTACK, mixSeed } from '@ringvisor/shared';
+import { ConfigError, mixSeed } from '@ringvisor/shared';
+import { guestControl } from '../../toolstack/clients.js';
 import { FaultTargetError } from '../errors.js';
 import type { FaultKind } from './kind.js';
 import { need } from './common.js';
@@ -42,11 +43,7 @@ export const deviceHostile: FaultKind<'device.hostile', DeviceHostileParams> = {
     const domid = g.domain.domid;
     if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
     if (!host.platformOf(domid)) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no emulated devices`);
-    const r = await g.peer.call<Record<string, unknown>>(
-      GUEST_ATTACK,
-      { device: spec.who.device, attack: spec.what.attack, count: spec.what.count ?? 4, seed: mixSeed(ctx.seed, ctx.seq) },
-      30_000,
-    );
+    const r = await guestControl(g.peer).attack({ device: spec.who.device!, attack: spec.what.attack!, count: spec.what.count ?? 4, seed: mixSeed(ctx.seed, ctx.seq) }, { timeoutMs: 30_000 });
     ctx.record.detail = { ...r };
     ctx.attackers.add(`${host.config.name}/${spec.who.domain}`);
     return { host, domid };

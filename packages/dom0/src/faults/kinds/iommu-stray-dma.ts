@@ -4,7 +4,8 @@
  * judge the tally).
  */
 import { ioMode } from '../../toolstack/attach/modes.js';
-import { GUEST_ATTACK, mixSeed } from '@ringvisor/shared';
+import { mixSeed } from '@ringvisor/shared';
+import { guestControl } from '../../toolstack/clients.js';
 import { directDeviceName } from '../../toolstack/host.js';
 import { FaultTargetError } from '../errors.js';
 import type { FaultKind } from './kind.js';
@@ -37,16 +38,12 @@ export const iommuStrayDma: FaultKind<'iommu.stray-dma', StrayDmaParams> = {
     if (!configured || !(await waitFor(async () => (assigned() ? true : undefined), 15_000)))
       throw new FaultTargetError(`${spec.id}: ${spec.who.domain} has no direct device ${spec.who.device} assigned`);
     const before = await host.iommuFaults();
-    const r = await g.peer.call<{ sent: number; blocked: number; completed: number }>(
-      GUEST_ATTACK,
-      { device: spec.who.device, attack: 'stray-dma', count: spec.what.count ?? 8, seed: mixSeed(ctx.seed, ctx.seq) },
-      30_000,
-    );
+    const r = await guestControl(g.peer).attack({ device: spec.who.device!, attack: 'stray-dma', count: spec.what.count ?? 8, seed: mixSeed(ctx.seed, ctx.seq) }, { timeoutMs: 30_000 });
     // Each attempt past the guest's memory leaves an IOMMU fault record; the rest the device refused.
     ctx.record.detail = { ...r, iommuFaults: (await host.iommuFaults()) - before };
-    ctx.strayDma.attempted += r.sent;
-    ctx.strayDma.blocked += r.blocked;
-    ctx.strayDma.unblocked += r.completed;
+    ctx.strayDma.attempted += r.sent ?? 0;
+    ctx.strayDma.blocked += r.blocked ?? 0;
+    ctx.strayDma.unblocked += r.completed ?? 0;
     ctx.attackers.add(`${host.config.name}/${spec.who.domain}`);
     return { host, domid };
   },

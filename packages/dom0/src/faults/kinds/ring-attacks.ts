@@ -4,7 +4,8 @@
  * ring.corrupt-index and grant.revoke-mapped. dom0 meets them exactly as it would meet a hostile
  * guest; the guest's device stats say how dom0 answered.
  */
-import { GUEST_ATTACK, mixSeed } from '@ringvisor/shared';
+import { mixSeed } from '@ringvisor/shared';
+import { guestControl } from '../../toolstack/clients.js';
 import type { Host } from '../../toolstack/host.js';
 import { FaultTargetError } from '../errors.js';
 import type { FaultKind } from './kind.js';
@@ -33,12 +34,8 @@ function ringAttack<N extends string>(name: N, attack: string, order: number, de
       const g = host.guests.find((x) => x.config.name === spec.who.domain)!;
       const domid = g.domain.domid;
       if (!g.peer || g.down) throw new FaultTargetError(`${spec.id}: ${spec.who.domain} is not running`);
-      const r = await g.peer.call<{ sent: number; outcomes: Record<string, unknown> }>(
-        GUEST_ATTACK,
-        { device: spec.who.device, attack, count: spec.what.count ?? 8, seed: mixSeed(ctx.seed, ctx.seq) },
-        5_000,
-      );
-      ctx.record.detail = { sent: r.sent };
+      const r = await guestControl(g.peer).attack({ device: spec.who.device!, attack, count: spec.what.count ?? 8, seed: mixSeed(ctx.seed, ctx.seq) }, { timeoutMs: 5_000 });
+      ctx.record.detail = { sent: r.sent ?? 0 };
       ctx.attackers.add(`${host.config.name}/${spec.who.domain}`);
       // The backend stopped that ring; what a toolstack does about a rogue frontend's device
       // is reset it: healing restarts the backend and the frontend reconnects.

@@ -3,7 +3,8 @@
  * the verdict — every hostile message refused, a rogue queue stopped — is taken on one VIF
  * (aim.ts: a VIF replaced meanwhile is aimed at again).
  */
-import { ConfigError, GUEST_ATTACK, mixSeed } from '@ringvisor/shared';
+import { ConfigError, mixSeed } from '@ringvisor/shared';
+import { guestControl } from '../../toolstack/clients.js';
 import { vifDeviceName, type Host, type SvioVifRow } from '../../toolstack/host.js';
 import { FaultTargetError } from '../errors.js';
 import { aimAtOneInstance } from '../aim.js';
@@ -64,11 +65,8 @@ export const svioHostile: FaultKind<'svio.hostile', SvioHostileParams, StoppedVi
       ready: async () => (await waitFor(async () => ((await vifRow()) && !attacker.down ? true : undefined), 30_000)) ?? false,
       attempt: async () => {
         const before = await vifRow();
-        const r = await attacker.peer!.call<{ attack: string; sent: number; heldMs?: number; stopped?: boolean }>(
-          GUEST_ATTACK,
-          { device, attack: spec.what.attack, count: spec.what.count ?? 16, seed: mixSeed(ctx.seed, ctx.seq) },
-          30_000,
-        );
+        const r0 = await guestControl(attacker.peer!).attack({ device, attack: spec.what.attack!, count: spec.what.count ?? 16, seed: mixSeed(ctx.seed, ctx.seq) }, { timeoutMs: 30_000 });
+        const r = { ...r0, sent: r0.sent ?? 0 };
         if (rogue) return { r, refused: 0 };
         // Every hostile message answered with an error (the driver takes the answers).
         const refusedOf = async () => ((await vifRow())?.stats?.counters.refused ?? 0) - (before?.stats?.counters.refused ?? 0);

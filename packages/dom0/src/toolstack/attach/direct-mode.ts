@@ -8,4 +8,7 @@ export const DIRECT_MODE: IoModeDescriptor = {
   // `passthrough` leaves the function's DMA untranslated (the bare-metal baseline); `on` is the default.
   complete: (d) => (d.raw.iommu === 'passthrough' ? { iommu: 'passthrough' } : {}),
   assignsFunctions: true,
+  // The function driver's doorbells plus the interrupts it took; the function DMAs into the guest's own buffers.
+  notifications: { sent: ['doorbells', 'interrupts'], suppressed: ['suppressed'], backendsToo: false },
+  copiedBy: 'nobody',
 };

@@ -2,7 +2,8 @@
  * Direct I/O: no backend, the toolstack assigns a virtual function of the NIC or the disk to the
  * domain (xl pci-attach) and the guest drives it itself; reclaim takes it back (VFIO's order).
  */
-import { DOMID_HW, GUEST_DIRECT_PLUG, GUEST_DIRECT_UNPLUG, InvalidStateError, NoSuchDeviceError, publishTrace, traceNow } from '@ringvisor/shared';
+import { DOMID_HW, InvalidStateError, NoSuchDeviceError, publishTrace, traceNow } from '@ringvisor/shared';
+import { hardware, guestControl } from '../clients.js';
 import type { Domain } from '../../hypervisor/hypervisor.js';
 import type { DeviceConfig, GuestConfig, VbdConfig, VifConfig } from '../config.js';
 import type { HostContext } from '../host-context.js';
@@ -49,18 +50,18 @@ export class DirectAttacher implements DeviceAttacher {
   async hardwareBack(c: CreatedDomain, notBack: (device: string, e: Error) => void): Promise<void> {
     const peer = this.hwsim!.peer;
     for (const f of c.direct) {
-      const r = await peer.call<{ rid: string; bar?: SharedArrayBuffer }>('hw.vf.assign', f.request, 5_000);
+      const r = await hardware(peer).vfAssign(f.request, { timeoutMs: 5_000 });
       f.rid = r.rid;
       if (r.bar) f.bar = r.bar;
       this.traceDirect(c.domain.domid, directDeviceName(f), 'assign', r.rid);
       const g = this.ctx.registry.guestIn(c.domain);
-      if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f), ...this.hwUrlForGuests() }, 30_000).catch((e: Error) => notBack(directDeviceName(f), e));
+      if (g?.peer && !g.down) await guestControl(g.peer).directPlug({ function: directSpec(f), ...this.hwUrlForGuests() }, { timeoutMs: 30_000 }).catch((e: Error) => notBack(directDeviceName(f), e));
     }
   }
 
   /** Reclaim every function of a domain that is going away (no notice to its driver). */
   async release(c: CreatedDomain): Promise<void> {
-    for (const f of c.direct.splice(0)) await this.hwsim?.peer.call('hw.vf.reclaim', { rid: f.rid }, 5_000).catch((e: Error) => this.ctx.log.warn({ err: e, rid: f.rid }, 'reclaim failed'));
+    for (const f of c.direct.splice(0)) if (this.hwsim) await hardware(this.hwsim.peer).vfReclaim({ rid: f.rid }, { timeoutMs: 5_000 }).catch((e: Error) => this.ctx.log.warn({ err: e, rid: f.rid }, 'reclaim failed'));
   }
 
   /** An event channel between a domain and the hardware: [the hardware's end, the guest's end]. */
@@ -79,7 +80,7 @@ export class DirectAttacher implements DeviceAttacher {
     try {
       const { devid, ...rest } = want;
       const request = { ...rest, domid: domain.domid, frames: domain.memory.frames, port: hwPort, guestPort };
-      const r = await this.hwsim!.peer.call<{ rid: string; bar?: SharedArrayBuffer }>('hw.vf.assign', request, 5_000);
+      const r = await hardware(this.hwsim!.peer).vfAssign(request, { timeoutMs: 5_000 });
       this.ctx.log.info({ domid: domain.domid, rid: r.rid, kind: want.kind, devid }, 'device function assigned');
       this.traceDirect(domain.domid, directDeviceName(want), 'assign', r.rid);
       return { kind: want.kind, devid, rid: r.rid, port: guestPort, hwPort, request, ...(r.bar ? { bar: r.bar } : {}) };
@@ -98,7 +99,7 @@ export class DirectAttacher implements DeviceAttacher {
     const i = c.direct.findIndex((f) => directDeviceName(f) === device || f.rid === device);
     if (i < 0) throw new NoSuchDeviceError(`${guest} has no assigned function ${device} (has: ${c.direct.map(directDeviceName).join(', ') || 'none'})`);
     const [f] = c.direct.splice(i, 1);
-    const report = await this.hwsim!.peer.call<{ rid: string; steps: string[]; dropped: Record<string, number> }>('hw.vf.reclaim', { rid: f.rid }, 5_000);
+    const report = await hardware(this.hwsim!.peer).vfReclaim({ rid: f.rid }, { timeoutMs: 5_000 });
     this.traceDirect(c.domain.domid, device, 'flr', f.rid);
     this.traceDirect(c.domain.domid, device, 'reclaim', f.rid);
     try {
@@ -109,7 +110,7 @@ export class DirectAttacher implements DeviceAttacher {
     const g = this.ctx.registry.guestIn(c.domain);
     // Told, not waited for: a frozen or wedged guest must not hold up the reclaim (the hardware
     // already guarantees its function can reach nothing).
-    if (g?.peer && !g.down) void g.peer.call(GUEST_DIRECT_UNPLUG, { kind: f.kind, devid: f.devid }, 5_000).catch(() => {});
+    if (g?.peer && !g.down) void guestControl(g.peer).directUnplug({ kind: f.kind, devid: f.devid }, { timeoutMs: 5_000 }).catch(() => {});
     this.reclaimedFunctions.push({ guest, ...f });
     return report;
   }
@@ -128,7 +129,7 @@ export class DirectAttacher implements DeviceAttacher {
     if (c.direct.some((f) => directDeviceName(f) === device)) throw new InvalidStateError(`${guest}/${device} has a function assigned already; reclaim it first`);
     const f = await this.assignFunction(c.domain, d.type === 'vif' ? { kind: 'nic', devid: d.devid, mac: d.mac } : { kind: 'disk', devid: d.devid, partition: this.regions.regionOf(cfg.name, d.devid, d.sizeMiB) });
     c.direct.push(f);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_DIRECT_PLUG, { function: directSpec(f) }, 30_000);
+    if (g?.peer && !g.down) await guestControl(g.peer).directPlug({ function: directSpec(f) }, { timeoutMs: 30_000 });
     return { rid: f.rid };
   }
 
@@ -139,19 +140,19 @@ export class DirectAttacher implements DeviceAttacher {
 
   /** The IOMMU's fault records (the last 1024) and counters. */
   async iommuFaultLog(): Promise<{ faults: Array<{ seq: number; t: number; rid: number; address: number; write: boolean; reason: string; domid?: number }>; counters: Record<string, number> }> {
-    return this.hwsim!.peer.call('hw.iommu.faults', {}, 5_000);
+    return hardware(this.hwsim!.peer).iommuFaults({}, { timeoutMs: 5_000 });
   }
 
   /** DMA blocked by this host's IOMMU so far (its fault count). */
   async iommuFaults(): Promise<number> {
-    const r = await this.hwsim!.peer.call<{ counters: { faults: number } }>('hw.iommu.faults', {}, 5_000);
+    const r = await hardware(this.hwsim!.peer).iommuFaults({}, { timeoutMs: 5_000 });
     return r.counters.faults;
   }
 
   /** The hardware's view of its functions (hw.vf.list): owner, state, counters. */
   async functionStats(): Promise<Array<Record<string, unknown> & { rid: string; owner: number | null; kind: 'nic' | 'disk' }>> {
     if (!this.hwsim || this.hardware.down) return [];
-    return this.hwsim.peer.call('hw.vf.list', {}, 5_000);
+    return hardware(this.hwsim.peer).vfList({}, { timeoutMs: 5_000 });
   }
 
   /** A function assigned, reset or reclaimed: a `direct` trace event (the dashboard's timeline). */

@@ -4,7 +4,11 @@
  */
 import { ConfigError } from '@ringvisor/shared';
 import type { EmulationPlacement } from '../config.js';
+import type { DeviceKind } from '../device-kinds.js';
 import type { IoModeDescriptor, ModeConfigKey } from './mode-descriptor.js';
+
+/** The model behind each kind an emulated PC has. */
+const EMULATED_MODELS: Readonly<Partial<Record<DeviceKind, string>>> = { vbd: 'ata', vif: 'lance' };
 
 const hostedVmmKey = (key: string): ModeConfigKey => ({
   key,
@@ -31,4 +35,10 @@ export const EMULATED_MODE: IoModeDescriptor = {
   // PIO moves a sector with 256 trapped accesses: an emulated disk's default workload is smaller.
   blockWorkloadDefaults: { blocks: 32, queueDepth: 1 },
   trapsToDeviceModel: true,
+  deviceName: (kind, devid) => `${EMULATED_MODELS[kind]}${devid}`,
+  // The vCPU's kicks of the model plus the interrupts the guest took.
+  notifications: { sent: ['kicks', 'interrupts'], suppressed: ['kicksSuppressed'], backendsToo: false },
+  copiedBy: 'models',
+  // An emulated disk is one ATA channel: one command at a time.
+  diskQueueLimit: { depth: 1, label: 'ATA' },
 };

@@ -32,6 +32,22 @@ export interface IoModeDescriptor {
   readonly assignsFunctions?: boolean;
   /** Every register access of the mode's devices traps to a device model (the emulated-devices table of `top`). */
   readonly trapsToDeviceModel?: boolean;
+  /** The mode's devices are split drivers: a frontend in the guest, a backend in dom0 (grant tables, event channels). */
+  readonly splitDriver?: boolean;
+  /** The mode's devices are served by the self-virtualizing device's own cores (SV-IO's engine). */
+  readonly runsOnDeviceCores?: boolean;
+  /** The name the injector and the Observatory know a device of this mode by, when not `<kind><devid>` (an emulated disk is `ata<devid>`). */
+  deviceName?(kind: DeviceKind, devid: number): string;
+  /**
+   * How the bench counts the mode's notifications (docs/benchmarks.md): the guest device's
+   * counters that are its sends and its suppressed ones, and whether dom0's backends' counts add
+   * to them (a split driver has two ends that signal).
+   */
+  readonly notifications: { readonly sent: readonly string[]; readonly suppressed: readonly string[]; readonly backendsToo: boolean };
+  /** Who copies the mode's bytes, as the bench samples it: dom0's grant copies, the device models (DMA and VMNet), the SV-IO engine; nobody when a function DMAs into the guest's own buffers. */
+  readonly copiedBy: 'grants' | 'models' | 'engine' | 'nobody';
+  /** A disk of this mode with no request queue: the depth it runs at whatever the workload asks, and what it is (the bench says so in the row). */
+  readonly diskQueueLimit?: { readonly depth: number; readonly label: string };
 }
 
 /** `rate` (a credit limit `bytes,usec`), checked as the guest's driver will parse it. */

@@ -10,4 +10,8 @@ export const PV_MODE: IoModeDescriptor = {
     if (d.raw.rate !== undefined && d.kind === 'vbd') throw new ConfigError(`${d.guestWhere} vbd: "rate" belongs on a vif (blkback has no credit limit; an SV-IO vbd has one: mode: svio)`);
     return rateField(d);
   },
+  splitDriver: true,
+  // Both ends' event sends: the frontend's and the backend's.
+  notifications: { sent: ['notifications'], suppressed: ['suppressed'], backendsToo: true },
+  copiedBy: 'grants',
 };

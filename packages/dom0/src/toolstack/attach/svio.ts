@@ -3,7 +3,8 @@
  * to the domain; the guest's VIF driver opens it by id. Resets, QoS and the engine's list go
  * through the same API.
  */
-import { ConfigError, DOMID_HW, GUEST_SVIO_PLUG, InvalidStateError, NoSuchDeviceError } from '@ringvisor/shared';
+import { ConfigError, DOMID_HW, InvalidStateError, NoSuchDeviceError } from '@ringvisor/shared';
+import { hardware, guestControl } from '../clients.js';
 import type { Domain } from '../../hypervisor/hypervisor.js';
 import type { DeviceConfig, GuestConfig } from '../config.js';
 import type { HostContext } from '../host-context.js';
@@ -68,7 +69,7 @@ export class SvioAttacher implements DeviceAttacher {
   }
 
   async release(c: CreatedDomain): Promise<void> {
-    for (const v of c.svio.splice(0)) if (!v.down) await this.hwsim?.peer.call('hw.svio.destroy', { vif: v.vif }, 5_000).catch((e: Error) => this.ctx.log.warn({ err: e, vif: v.vif }, 'VIF destroy failed'));
+    for (const v of c.svio.splice(0)) if (!v.down && this.hwsim) await hardware(this.hwsim.peer).svioDestroy({ vif: v.vif }, { timeoutMs: 5_000 }).catch((e: Error) => this.ctx.log.warn({ err: e, vif: v.vif }, 'VIF destroy failed'));
   }
 
   /** An event channel between a domain and the hardware: [the hardware's end, the guest's end]. */
@@ -84,7 +85,7 @@ export class SvioAttacher implements DeviceAttacher {
     // ws: the guest reaches its VIF over its own direct link to the hardware, which names the guest's port.
     const request = { ...rest, domid: domain.domid, port: hwPort, ...(this.ctx.opts.ws ? { guestPort } : {}), ...(weight !== undefined ? { weight } : {}), ...(rate !== undefined ? { rate } : {}) };
     try {
-      const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', request, 10_000);
+      const r = await hardware(this.hwsim!.peer).svioCreate(request, { timeoutMs: 10_000 });
       this.ctx.log.info({ domid: domain.domid, vif: r.vif, core: r.core, kind: want.kind, devid }, 'SV-IO VIF created');
       return { kind: want.kind, devid, vif: r.vif, port: guestPort, hwPort, request, generation: 0, ...(r.page ? { page: r.page } : {}) };
     } catch (e) {
@@ -99,14 +100,14 @@ export class SvioAttacher implements DeviceAttacher {
    * old VIF never answered are resubmitted).
    */
   private async recreateVif(c: { domain: Domain }, b: BoundVif): Promise<void> {
-    const r = await this.hwsim!.peer.call<{ vif: number; core: number; page?: SharedArrayBuffer }>('hw.svio.create', b.request, 10_000);
+    const r = await hardware(this.hwsim!.peer).svioCreate(b.request, { timeoutMs: 10_000 });
     b.vif = r.vif;
     b.down = false;
     if (r.page) b.page = r.page;
     else delete b.page;
     this.ctx.log.info({ domid: c.domain.domid, vif: r.vif, device: vifDeviceName(b) }, 'SV-IO VIF created again');
     const g = this.ctx.registry.guestIn(c.domain);
-    if (g?.peer && !g.down) await g.peer.call(GUEST_SVIO_PLUG, { vif: vifSpec(b), ...this.hwUrlForGuests() }, 30_000);
+    if (g?.peer && !g.down) await guestControl(g.peer).svioPlug({ vif: vifSpec(b), ...this.hwUrlForGuests() }, { timeoutMs: 30_000 });
   }
 
   /** Generation of a guest's SV-IO device's VIF (see BoundVif.generation); undefined if none or down. */
@@ -141,7 +142,7 @@ export class SvioAttacher implements DeviceAttacher {
       if (b.down) throw new InvalidStateError(`${guest}/${device}: its VIF is already down`);
       const vif = b.vif;
       b.generation++;
-      await this.hwsim!.peer.call('hw.svio.destroy', { vif }, 5_000);
+      await hardware(this.hwsim!.peer).svioDestroy({ vif }, { timeoutMs: 5_000 });
       b.down = true;
       return vif;
     });
@@ -163,7 +164,7 @@ export class SvioAttacher implements DeviceAttacher {
   async svioVifs(): Promise<Array<SvioVifRow>> {
     const { created } = this.ctx.registry;
     if (!created.some((c) => c.svio.length > 0)) return [];
-    const r = await this.hwsim!.peer.call<{ vifs: Array<Record<string, unknown> & { vif: number }> }>('hw.svio.list', {}, 5_000);
+    const r = await hardware(this.hwsim!.peer).svioList({}, { timeoutMs: 5_000 });
     return r.vifs.flatMap((v) => {
       const c = created.find((x) => x.svio.some((b) => b.vif === v.vif));
       const b = c?.svio.find((x) => x.vif === v.vif);
@@ -174,7 +175,7 @@ export class SvioAttacher implements DeviceAttacher {
   /** `ringvisor svio qos`: a VIF's weight and credit limit, set through the management API. */
   async setVifQos(guest: string, device: string, qos: { weight: number; rate?: string }): Promise<{ vif: number }> {
     const { b } = this.boundVif(guest, device);
-    await this.hwsim!.peer.call('hw.svio.qos', { vif: b.vif, weight: qos.weight, ...(qos.rate !== undefined ? { rate: qos.rate } : {}) }, 5_000);
+    await hardware(this.hwsim!.peer).svioQos({ vif: b.vif, weight: qos.weight, ...(qos.rate !== undefined ? { rate: qos.rate } : {}) }, { timeoutMs: 5_000 });
     this.ctx.log.info({ guest, device, vif: b.vif, ...qos }, 'SV-IO QoS set');
     return { vif: b.vif };
   }
@@ -182,6 +183,6 @@ export class SvioAttacher implements DeviceAttacher {
   /** The VIFs' last counters, from the engine's cores, before their domains (and they) go. */
   async collectFinalStats(): Promise<void> {
     if (this.ctx.registry.created.some((c) => c.svio.length > 0))
-      this.finalStats = await this.hwsim!.peer.call<Record<string, unknown>>('hw.svio.list', {}, 5_000).catch(() => undefined);
+      this.finalStats = await hardware(this.hwsim!.peer).svioList({}, { timeoutMs: 5_000 }).catch(() => undefined);
   }
 }

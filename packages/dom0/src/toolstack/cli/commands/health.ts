@@ -1,4 +1,4 @@
-import { CONTROL_PING, RpcPeer, connect, readSecretFile, secretFromEnv } from '@ringvisor/shared';
+import { ControlContract, RpcPeer, contractClient, connect, readSecretFile, secretFromEnv } from '@ringvisor/shared';
 import { parseCommandArgs } from '../args.js';
 
 /** `ringvisor health --url ws://…`: exit 0 when a dom0 answers an authenticated ping (for healthchecks). */
@@ -10,7 +10,7 @@ export async function health(argv: string[]): Promise<number> {
   try {
     const link = await connect({ url, secret, role: 'control', domid: 0, timeoutMs });
     const peer = new RpcPeer(link, 'health');
-    const info = await peer.call<{ host: string; guests: number; ready: number }>(CONTROL_PING, {}, timeoutMs);
+    const info = await contractClient(ControlContract, peer).ping({}, { timeoutMs });
     process.stdout.write(`ok ${info.host}: ${info.ready}/${info.guests} guests ready\n`);
     link.close('done');
     return 0;
