@@ -24,7 +24,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/shared';
+import type { GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
@@ -78,7 +78,7 @@ interface Sample {
 
 async function sample(host: Host, dutDomid: number): Promise<Sample> {
   const stats = await host.guestStats();
-  const hw = await contractClient(HardwareContract, host.hwsim!.peer).stats();
+  const hw = await host.readHardwareStats();
   const backends = [...host.netBackends(), ...host.blkBackends()].filter((b) => b.frontDomid === dutDomid);
   // Grant operations are counted by the domain that performs them: dom0's, for every guest on the path.
   const g = host.hv.grants.counters.get(0);

@@ -18,7 +18,7 @@
  * hosted VMApp's thread counts as `vmapp`). ws: each runtime is a process, and its figure is the
  * process's CPU time (dom0 is this process).
  */
-import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/shared';
+import type { GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import type { DeviceModeConfig } from '../toolstack/config.js';
 import { IO_MODES as IO_MODE_DESCRIPTORS, type IoModeDescriptor } from '../toolstack/attach/modes.js';
@@ -95,7 +95,7 @@ export interface HostSample {
 /** Counters of every runtime on `host`, for the DUT guest `dutDomid`. */
 export async function sampleHost(host: Host, transport: BenchTransport, dutDomid: number): Promise<HostSample> {
   const guests = (await host.guestStats()).filter((g): g is GuestStats => Boolean(g));
-  const hw = await contractClient(HardwareContract, host.hwsim!.peer).stats();
+  const hw = await host.readHardwareStats();
   const backends = [...host.netBackends(), ...host.blkBackends()].filter((b) => b.frontDomid === dutDomid);
   const g = host.hv.grants.counters.get(0);
   const platform = host.platformOf(dutDomid);

@@ -19,7 +19,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HardwareContract, contractClient, type GuestStats } from '@ringvisor/shared';
+import type { GuestStats } from '@ringvisor/shared';
 import type { Host } from '../toolstack/host.js';
 import { normalizeConfig } from '../toolstack/config.js';
 import { sampleWindow } from './window.js';
@@ -68,7 +68,7 @@ interface Sample {
 
 async function sample(host: Host): Promise<Sample> {
   const guests = (await host.guestStats()).filter(Boolean);
-  const hw = await contractClient(HardwareContract, host.hwsim!.peer).stats();
+  const hw = await host.readHardwareStats();
   const backends = [...host.netBackends(), ...host.blkBackends()];
   const g = host.hv.grants.counters.get(0);
   return {

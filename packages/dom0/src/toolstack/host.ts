@@ -18,8 +18,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { type DiskFaultRule, type GuestStats, type InterruptFault, type InterruptFaultCounts, type LinkToxics, type Logger } from '@ringvisor/shared';
-import { guestControl } from './clients.js';
+import { InvalidStateError, type DiskFaultRule, type HwStatsSummary, type GuestStats, type InterruptFault, type InterruptFaultCounts, type LinkToxics, type Logger } from '@ringvisor/shared';
+import { guestControl, hardware } from './clients.js';
 import { Hypervisor, type Domain } from '../hypervisor/hypervisor.js';
 import type { BlkBackend } from '../backends/blk/device.js';
 import type { NetBackend } from '../backends/net/device.js';
@@ -99,6 +99,11 @@ export class Host {
   /** The hardware simulator's runtime now (a restart replaces it). */
   get hwsim(): HwsimRuntime | undefined {
     return this.hardware.runtime;
+  }
+  /** The hardware simulator's figures now (hw.stats), checked against its contract. */
+  readHardwareStats(): Promise<HwStatsSummary> {
+    if (!this.hwsim) throw new InvalidStateError(`${this.config.name}: the hardware simulator is not running`);
+    return hardware(this.hwsim.peer).stats({}, { timeoutMs: 5_000 });
   }
   /** The hardware simulator's runtime exited (and is not back yet). */
   get hwsimDown(): boolean {
