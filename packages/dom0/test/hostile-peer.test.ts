@@ -120,11 +120,13 @@ describe('a hostile guest process on the ws transport', () => {
       integrity: { checked: 0, failures: 0, kinds: {} },
       udp: { sent: 0, echoed: 0, lost: 0, late: 0, duplicated: 0, reordered: 0, corrupted: 0 },
     });
-    for (const m of [GUEST_STATS, GUEST_QUIESCE, GUEST_STOP, GUEST_START]) evil.handle(m, () => stats());
+    for (const m of [GUEST_STATS, GUEST_QUIESCE, GUEST_STOP]) evil.handle(m, () => stats());
+    // It boots by the contract (dom0 checks what a guest answers: a malformed ready is dropped), then abuses.
+    evil.handle(GUEST_START, () => null);
     const spec = await evil.call<GuestBootSpec>(GUEST_BOOT, {});
     expect(spec.domid).toBe(evilDomid);
     expect(spec.shared).toBeUndefined();
-    evil.notify(GUEST_READY, {});
+    evil.notify(GUEST_READY, { domid: evilDomid });
     await started;
 
     // 0. Its key, and every key it can compute from it, is refused for any other identity —
